@@ -1,0 +1,1 @@
+"""``python -m bench``: latency and throughput of walrus_tasks against a Celery no-op baseline."""

@@ -1,0 +1,285 @@
+"""``python -m bench`` (``make bench``): walrus dispatch latency and throughput vs Celery.
+
+One run, one private Redis, one set of processes (a gateway and ``--workers`` worker processes):
+
+1. baseline   ``app.send_task(PING).get()`` round trips of a no-op Celery task;
+2. dispatch   streamed POST /v1/agents/bench/messages → first ``chunk`` SSE event;
+3. throughput ``--messages`` messages over ``--conversations`` conversations, POSTed
+              concurrently, first submit → last run terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import celery
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench import measure
+from bench.procs import AGENT, Env, cpu_seconds, environment
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=200, help="measured runs of 1. and 2. (200)")
+    p.add_argument("--warmup", type=int, default=20, help="unmeasured runs before each (20)")
+    p.add_argument("--messages", type=int, default=1000, help="messages of 3. (1000)")
+    p.add_argument("--conversations", type=int, default=100, help="conversations of 3. (100)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    p.add_argument("--concurrency", type=int, default=2, help="pool size per worker (2)")
+    p.add_argument("--in-flight", type=int, default=32, help="concurrent submits in 3. (32)")
+    p.add_argument(
+        "--via",
+        choices=["gateway", "submit"],
+        default="gateway",
+        help="3. submits by POST to the gateway (default) or by calling submit() in-process",
+    )
+    p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = p.parse_args(argv)
+    for name in ("runs", "messages", "conversations", "workers", "concurrency", "in_flight"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        p.error("--warmup must be at least 0")
+    return args
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(redis_url: str) -> dict[str, Any]:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        redis_version = str(r.info("server")["redis_version"])
+    finally:
+        r.close()
+    return {
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "redis_server": redis_version,
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def report(args: argparse.Namespace, results: dict[str, Any], console: Console) -> None:
+    lat = Table(title="Latency (ms)", title_justify="left")
+    for col in ("figure", "n", "p50", "p90", "p99", "mean", "min", "max"):
+        lat.add_column(col, justify="left" if col == "figure" else "right")
+    d = results["dispatch"]
+    rows = [
+        ("1. baseline: ping .get()", results["baseline"]),
+        ("2. dispatch: → 1st chunk", d["first_chunk"]),
+        ("   same runs: → headers", d["headers"]),
+        ("   same runs: → start", d["start"]),
+        ("   same runs: → end", d["end"]),
+    ]
+    for label, s in rows:
+        lat.add_row(
+            label, str(s["n"]),
+            *(f"{s[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms")),
+        )  # fmt: skip
+    console.print(lat)
+    if results["dispatch"]["failures"]:
+        console.print(f"[red]dispatch failures: {results['dispatch']['failures']}[/red]")
+
+    tp = results["throughput"]
+    t = Table(title="3. Throughput", title_justify="left")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    failed = tp["submitted"] - tp["succeeded"] + sum(tp["http_errors"].values())
+    t.add_row("completed runs/s", f"[bold]{tp['runs_per_s']:.1f}[/bold]")
+    t.add_row("first submit → last run terminal", f"{tp['elapsed_s']:.2f} s")
+    t.add_row("messages / conversations", f"{tp['messages']} / {tp['conversations']}")
+    t.add_row("succeeded / submitted", f"{tp['succeeded']} / {tp['submitted']}")
+    t.add_row("failed or not terminal", ("[red]" if failed else "") + str(failed))
+    t.add_row("statuses", ", ".join(f"{k}={v}" for k, v in sorted(tp["statuses"].items())))
+    if tp["http_errors"]:
+        t.add_row("not accepted (HTTP status / error)", str(tp["http_errors"]))
+    t.add_row(
+        "submit phase (all accepted)", f"{tp['submit_s']:.2f} s ({tp['submit_per_s']:.0f} msg/s)"
+    )
+    rl = tp["run_latency"]
+    t.add_row("run accepted → finished p50 / p99", f"{rl['p50_ms']:.0f} / {rl['p99_ms']:.0f} ms")
+    console.print(t)
+
+    rt = Table(title="4. Ratios to the baseline", title_justify="left")
+    rt.add_column("ratio")
+    rt.add_column("value", justify="right")
+    for k, v in results["ratios"].items():
+        rt.add_row(k, f"{v:.2f}x")
+    console.print(rt)
+
+    if results.get("cpu_seconds"):
+        c = Table(title="CPU seconds used per phase (user+sys)", title_justify="left")
+        kinds = ["wall", "gateway", "workers", "redis", "bench client"]
+        c.add_column("phase")
+        for k in kinds:
+            c.add_column(k, justify="right")
+        for phase, v in results["cpu_seconds"].items():
+            c.add_row(phase, *(f"{v.get(k, math.nan):.2f}" for k in kinds))
+        console.print(c)
+
+    m = Table(title="Machine and parameters", title_justify="left")
+    m.add_column("key")
+    m.add_column("value")
+    for k, v in results["machine"].items():
+        m.add_row(k, str(v))
+    for k, v in results["params"].items():
+        m.add_row(k, str(v))
+    m.add_row("total wall time", f"{results['wall_s']:.1f} s")
+    console.print(m)
+
+
+class Phase:
+    """Wall time and CPU seconds per process kind of one phase."""
+
+    def __init__(self, env: Env, name: str, into: dict[str, dict[str, float]]) -> None:
+        self.env, self.name, self.into = env, name, into
+
+    def __enter__(self) -> None:
+        self.cpu0, self.t0 = cpu_seconds(self.env), time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.t0
+        cpu1 = cpu_seconds(self.env)
+        self.into[self.name] = {"wall": wall} | {k: cpu1[k] - self.cpu0[k] for k in cpu1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    err = Console(stderr=True)
+    out = Console()
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    results: dict[str, Any] = {}
+    with progress:
+        boot = progress.add_task("start redis, gateway, workers", total=1)
+        with environment(args.workers, args.concurrency) as env:
+            progress.advance(boot)
+            results["machine"] = machine(env.redis_url)
+
+            cpu: dict[str, dict[str, float]] = {}
+            results["cpu_seconds"] = cpu
+            task = progress.add_task("1. baseline (Celery ping)", total=args.warmup + args.runs)
+            app = env.celery_app()
+            try:
+                with Phase(env, "1. baseline", cpu):
+                    base = measure.baseline(
+                        app, args.runs, args.warmup, lambda n: progress.advance(task, n)
+                    )
+            finally:
+                app.close()  # its connections only; the app object stays usable
+
+            task = progress.add_task(
+                "2. dispatch (POST → first chunk)", total=args.warmup + args.runs
+            )
+            with Phase(env, "2. dispatch", cpu):
+                disp = measure.dispatch(
+                    env.gateway_url, AGENT, args.runs, args.warmup,
+                    lambda n: progress.advance(task, n),
+                )  # fmt: skip
+
+            sub = progress.add_task("3. throughput: submitted", total=args.messages)
+            done = progress.add_task("3. throughput: terminal", total=args.messages)
+            with Phase(env, "3. throughput", cpu):
+                if args.via == "gateway":
+                    submitter = measure.via_gateway(env.gateway_url, AGENT, args.in_flight)
+                else:
+                    env.celery_app()  # submit() must send to the bench Redis
+                    submitter = measure.via_submit(AGENT, args.in_flight)
+                tp = measure.throughput(
+                    submitter,
+                    env.redis_url,
+                    args.messages,
+                    args.conversations,
+                    args.timeout,
+                    lambda n: progress.advance(sub, n),
+                    lambda n: progress.advance(done, n),
+                )
+            env.cluster.check_alive()
+        stop = progress.add_task("stopped all processes", total=1)
+        progress.advance(stop)
+
+    b, fc, end = base.summary(), disp.first_chunk.summary(), disp.end.summary()
+    results["params"] = {
+        "runs (1., 2.)": args.runs,
+        "warm-up runs (1., 2.)": args.warmup,
+        "dispatch conversations": "a fresh conversation per run, sequential, one keep-alive "
+        "HTTP connection",
+        "messages (3.)": args.messages,
+        "conversations (3.)": args.conversations,
+        "3. submitted via": "POST /v1/agents/bench/messages (gateway, httpx async)"
+        if args.via == "gateway"
+        else "walrus_tasks.submit.submit() in the bench process (thread pool)",
+        "concurrent submits (3.)": args.in_flight,
+        "worker processes": args.workers,
+        "--concurrency per worker": f"{args.concurrency} (prefork)",
+        "gateway": "1 process (uvicorn)",
+        "mock provider": "chunk_delay_ms = 0, 5-word reply",
+        "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",
+    }
+    results["baseline"] = b
+    results["dispatch"] = {
+        "first_chunk": fc,
+        "headers": disp.headers.summary(),
+        "start": disp.start.summary(),
+        "end": end,
+        "failures": dict(disp.failures),
+    }
+    results["throughput"] = tp.summary()
+    results["ratios"] = {
+        "dispatch p50 / baseline p50": ratio(fc["p50_ms"], b["p50_ms"]),
+        "dispatch p99 / baseline p99": ratio(fc["p99_ms"], b["p99_ms"]),
+        "dispatch mean / baseline mean": ratio(fc["mean_ms"], b["mean_ms"]),
+        "end-of-run p50 / baseline p50": ratio(end["p50_ms"], b["p50_ms"]),
+        "end-of-run p99 / baseline p99": ratio(end["p99_ms"], b["p99_ms"]),
+    }
+    results["wall_s"] = time.perf_counter() - started
+
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        report(args, results, out)
+    failed = bool(disp.failures) or tp.timed_out or tp.succeeded != args.messages
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("walrus bench: interrupted; all processes stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,311 @@
+"""The three measurements: Celery no-op baseline, walrus dispatch latency, walrus throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+
+from walrus_tasks import keys
+
+# Nothing here imports walrus_tasks.celery_app (or submit) at module level: that import builds
+# the Celery app from WALRUS_REDIS_URL, only known once the bench Redis runs (Env.celery_app).
+
+Tick = Callable[[int], None]
+"""Advance the progress bar by n."""
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), linear interpolation between closest ranks."""
+    s = sorted(values)
+    if not s:
+        return math.nan
+    pos = (len(s) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass
+class Latencies:
+    """Latency samples in milliseconds."""
+
+    samples_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        s = self.samples_ms
+        return {
+            "n": len(s),
+            "p50_ms": percentile(s, 50),
+            "p90_ms": percentile(s, 90),
+            "p99_ms": percentile(s, 99),
+            "mean_ms": sum(s) / len(s) if s else math.nan,
+            "min_ms": min(s, default=math.nan),
+            "max_ms": max(s, default=math.nan),
+        }
+
+
+# --- 1. baseline ---------------------------------------------------------------------------------
+
+
+def baseline(app: Celery, runs: int, warmup: int, tick: Tick) -> Latencies:
+    """``app.send_task(PING).get()`` round trips, one after the other."""
+    from walrus_tasks.celery_app import PING
+
+    out = Latencies()
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        result = app.send_task(PING)
+        reply = result.get(timeout=30)
+        dt = (time.perf_counter() - t0) * 1000
+        result.forget()
+        if reply != "pong":
+            raise RuntimeError(f"ping returned {reply!r}")
+        if i >= warmup:
+            out.samples_ms.append(dt)
+        tick(1)
+    return out
+
+
+# --- 2. dispatch latency --------------------------------------------------------------------------
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON events of an SSE body (comments and ids skipped)."""
+    data = ""
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            yield json.loads(data)
+            data = ""
+
+
+@dataclass
+class Dispatch:
+    """Per run, from just before the POST (client clock): response headers (the gateway has
+    run ``submit()``), the ``start`` event (a worker took the lease), the first ``chunk``
+    event, and the ``end`` event."""
+
+    headers: Latencies = field(default_factory=Latencies)
+    start: Latencies = field(default_factory=Latencies)
+    first_chunk: Latencies = field(default_factory=Latencies)
+    end: Latencies = field(default_factory=Latencies)
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -> Dispatch:
+    """Sequential streamed POSTs, each to a fresh conversation, on one keep-alive connection."""
+    out = Dispatch()
+    prefix = f"lat-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=gateway_url, timeout=30) as client:
+        for i in range(warmup + runs):
+            body = {"content": "ping", "sender": f"{prefix}-{i}", "stream": True}
+            seen: dict[str, float] = {}
+            status = "no end event"
+            t0 = time.perf_counter()
+            with client.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
+                seen["headers"] = time.perf_counter()
+                if resp.status_code != 200:
+                    resp.read()
+                    raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
+                for event in sse_events(resp.iter_lines()):
+                    seen.setdefault(event["type"], time.perf_counter())
+                    if event["type"] == "end":
+                        status = str(event["status"])
+                        break
+            if status != "succeeded":
+                out.failures[status] += 1
+            elif not {"start", "chunk"} <= seen.keys():
+                out.failures["no start or chunk event"] += 1
+            elif i >= warmup:
+                for name, lat in (
+                    ("headers", out.headers),
+                    ("start", out.start),
+                    ("chunk", out.first_chunk),
+                    ("end", out.end),
+                ):
+                    lat.samples_ms.append((seen[name] - t0) * 1000)
+            tick(1)
+    return out
+
+
+# --- 3. throughput --------------------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    """Many messages over many conversations, submitted at once."""
+
+    messages: int
+    conversations: int
+    submitted: int = 0
+    submit_s: float = math.nan
+    """First POST sent → last 202 received."""
+    elapsed_s: float = math.nan
+    """First POST sent → last run's ``finished_at``."""
+    statuses: Counter[str] = field(default_factory=Counter)
+    http_errors: Counter[str] = field(default_factory=Counter)
+    """Messages not accepted: HTTP status or exception name -> count."""
+    run_latency: Latencies = field(default_factory=Latencies)
+    """Per run: ``created_at`` (accepted) → ``finished_at``, server clocks."""
+    timed_out: bool = False
+
+    @property
+    def succeeded(self) -> int:
+        return self.statuses["succeeded"]
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.succeeded / self.elapsed_s if self.elapsed_s else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "conversations": self.conversations,
+            "submitted": self.submitted,
+            "succeeded": self.succeeded,
+            "statuses": dict(self.statuses),
+            "http_errors": dict(self.http_errors),
+            "timed_out": self.timed_out,
+            "submit_s": self.submit_s,
+            "submit_per_s": self.submitted / self.submit_s if self.submit_s else math.nan,
+            "elapsed_s": self.elapsed_s,
+            "runs_per_s": self.runs_per_s,
+            "run_latency": self.run_latency.summary(),
+        }
+
+
+Submitter = Callable[[list[str], Tick, Throughput], list[str]]
+"""Send one message to each of the given senders; the accepted run ids."""
+
+
+def via_gateway(gateway_url: str, agent: str, in_flight: int) -> Submitter:
+    """POST through the gateway, ``in_flight`` requests at a time (httpx async)."""
+
+    def run(senders: list[str], tick: Tick, out: Throughput) -> list[str]:
+        return asyncio.run(_post_all(gateway_url, agent, senders, in_flight, tick, out))
+
+    return run
+
+
+def via_submit(agent: str, in_flight: int) -> Submitter:
+    """Call ``walrus_tasks.submit.submit()`` from ``in_flight`` threads (no HTTP, no gateway)."""
+    from walrus_tasks.connection import get_redis
+    from walrus_tasks.submit import submit
+
+    def run(senders: list[str], tick: Tick, out: Throughput) -> list[str]:
+        r = get_redis()
+
+        def one(item: tuple[int, str]) -> str | None:
+            i, sender = item
+            try:
+                return submit(r, agent, sender, f"message {i}").run_id
+            except Exception as e:
+                out.http_errors[type(e).__name__] += 1
+                return None
+            finally:
+                tick(1)
+
+        with ThreadPoolExecutor(in_flight) as pool:
+            return [rid for rid in pool.map(one, enumerate(senders)) if rid]
+
+    return run
+
+
+async def _post_all(
+    gateway_url: str, agent: str, senders: list[str], in_flight: int, tick: Tick, out: Throughput
+) -> list[str]:
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    sem = asyncio.Semaphore(in_flight)
+    run_ids: list[str] = []
+
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60, limits=limits) as client:
+
+        async def one(i: int, sender: str) -> None:
+            async with sem:
+                try:
+                    resp = await client.post(
+                        f"/v1/agents/{agent}/messages",
+                        json={"content": f"message {i}", "sender": sender},
+                    )
+                except httpx.HTTPError as e:
+                    out.http_errors[type(e).__name__] += 1
+                else:
+                    if resp.status_code == 202:
+                        run_ids.append(resp.json()["run_id"])
+                    else:
+                        out.http_errors[str(resp.status_code)] += 1
+                tick(1)
+
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(senders)))
+    return run_ids
+
+
+def throughput(
+    submitter: Submitter,
+    redis_url: str,
+    messages: int,
+    conversations: int,
+    timeout: float,
+    tick_submit: Tick,
+    tick_done: Tick,
+) -> Throughput:
+    """Send ``messages`` messages (round-robin over ``conversations``) concurrently, then wait
+    for every run to reach a terminal status in its Redis hash ``walrus:run:<id>``."""
+    out = Throughput(messages=messages, conversations=conversations)
+    prefix = f"tp-{uuid.uuid4().hex[:8]}"
+    senders = [f"{prefix}-{i % conversations}" for i in range(messages)]
+    t0_wall = time.time()
+    t0 = time.perf_counter()
+    run_ids = submitter(senders, tick_submit, out)
+    out.submit_s = time.perf_counter() - t0
+    out.submitted = len(run_ids)
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        pending = list(run_ids)
+        deadline = time.monotonic() + timeout
+        while pending:
+            pipe = r.pipeline(transaction=False)
+            for run_id in pending:
+                pipe.hget(keys.run(run_id), "status")
+            statuses = pipe.execute()
+            still = [rid for rid, st in zip(pending, statuses, strict=True) if st not in TERMINAL]
+            tick_done(len(pending) - len(still))
+            pending = still
+            if pending and time.monotonic() > deadline:
+                out.timed_out = True
+                break
+            if pending:
+                time.sleep(0.05)
+        detected = time.perf_counter() - t0
+
+        pipe = r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hmget(keys.run(run_id), "status", "created_at", "finished_at")
+        finished: list[int] = []
+        for status, created, ended in pipe.execute():
+            out.statuses[status or "missing"] += 1
+            if ended:
+                finished.append(int(ended))
+                if created:
+                    out.run_latency.samples_ms.append(float(int(ended) - int(created)))
+    finally:
+        r.close()
+    # The end is the last run's own finished_at (ms, written by the worker on this machine);
+    # the poll that noticed it is up to one poll interval later.
+    out.elapsed_s = (max(finished) / 1000 - t0_wall) if finished else detected
+    return out

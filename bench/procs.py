@@ -1,0 +1,152 @@
+"""The benchmark's own Redis, config directory and walrus processes, all stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from celery import Celery
+
+from tests.cluster import Cluster
+from walrus_tasks.redis_server import RedisServer, start_redis
+
+AGENT = "bench"
+REPLY = "pong from the bench agent"
+
+
+def write_home(home: Path) -> Path:
+    """A config directory with the one agent the benchmark talks to (mock model, no delay)."""
+    (home / "agents").mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("")
+    (home / "agents" / f"{AGENT}.toml").write_text(
+        textwrap.dedent(f"""
+        model = "mock"
+        description = "benchmark agent: replies at once"
+        [mock]
+        reply = "{REPLY}"
+        chunk_delay_ms = 0
+        """)
+    )
+    return home
+
+
+@dataclass
+class Env:
+    """What a measurement needs: the Redis URL, the gateway URL and the processes."""
+
+    redis: RedisServer
+    cluster: Cluster
+    tmp: Path
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def gateway_url(self) -> str:
+        return self.cluster.gateway_url
+
+    def celery_app(self) -> Celery:
+        """The walrus Celery app (same config as gateway and workers) on the private Redis.
+
+        This is ``walrus_tasks.celery_app.app`` itself, the one ``submit()`` uses; it is built
+        from the settings at its first import, so that import must come after this point:
+        fail rather than send to some other Redis.
+        """
+        os.environ["WALRUS_REDIS_URL"] = self.redis_url
+        os.environ["WALRUS_HOME"] = str(self.cluster.home)
+        from walrus_tasks.settings import get_settings
+
+        get_settings.cache_clear()
+        from walrus_tasks.celery_app import app
+
+        if app.conf.broker_url != self.redis_url:
+            raise RuntimeError(
+                f"walrus_tasks.celery_app was imported before the bench Redis started "
+                f"(broker {app.conf.broker_url}, want {self.redis_url})"
+            )
+        return app
+
+
+def _group_cpu(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid`` (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ...
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_seconds(env: Env) -> dict[str, float]:
+    """CPU seconds used so far by each kind of process: gateway, workers (parents and pool
+    children), redis and this client. Subtract two snapshots to get one phase's share."""
+    out = {"gateway": 0.0, "workers": 0.0, "redis": 0.0}
+    if not os.path.isdir("/proc"):
+        return {}
+    for name, p in env.cluster.procs.items():
+        kind = "gateway" if name == "gateway" else "workers"
+        out[kind] += _group_cpu(p.pid)  # each was started in a session (and group) of its own
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{env.redis.process.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    out["redis"] = (int(fields[11]) + int(fields[12])) / tick
+    t = os.times()
+    out["bench client"] = t.user + t.system
+    return out
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def environment(workers: int, concurrency: int, timeout: float = 60.0) -> Iterator[Env]:
+    """Start Redis, a gateway and ``workers`` worker processes; stop them all on the way out.
+
+    The temp directory (Redis data, config, process logs) is removed after a clean run and kept
+    (its path printed) after a failure, for the logs.
+    """
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    tmp = Path(tempfile.mkdtemp(prefix="walrus-bench-"))
+    server: RedisServer | None = None
+    cluster: Cluster | None = None
+    ok = False
+    try:
+        server = start_redis(tmp / "redis")
+        logs = tmp / "logs"
+        logs.mkdir()
+        cluster = Cluster(redis_url=server.url, home=write_home(tmp / "home"), log_dir=logs)
+        cluster.start_gateway()
+        for i in range(1, workers + 1):
+            cluster.start_worker(f"worker{i}", concurrency=concurrency)
+        cluster.wait_ready(timeout=timeout)
+        yield Env(redis=server, cluster=cluster, tmp=tmp)
+        ok = True
+    finally:
+        try:
+            if cluster is not None:
+                cluster.stop()
+        finally:
+            if server is not None:
+                server.stop()
+            signal.signal(signal.SIGTERM, previous)
+            if ok:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                print(f"walrus bench: logs kept in {tmp}", flush=True)

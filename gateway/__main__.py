@@ -1,0 +1,46 @@
+"""``python -m gateway``: serve the gateway with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from walrus_tasks.config import load_config
+from walrus_tasks.errors import ConfigError
+from walrus_tasks.log import setup_logging
+from walrus_tasks.settings import get_settings
+
+RET_CONFIG = 4
+"""Exit code for a config that cannot be served: unreadable, or open off loopback."""
+
+
+def main() -> None:
+    """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
+    setup_logging()
+    settings = get_settings()
+    from gateway.app import create_app
+    from gateway.auth import is_loopback
+
+    try:
+        config = load_config(settings.home)
+        app = create_app(settings, config)
+    except ConfigError as e:
+        print(f"walrus gateway: bad config: {e.message}", file=sys.stderr)
+        sys.exit(RET_CONFIG)
+    if not config.gateway.tokens and not is_loopback(settings.gateway_host):
+        print(
+            f"walrus gateway: refusing to listen on {settings.gateway_host} without tokens: "
+            f"set [gateway] tokens in {settings.home / 'config.toml'}, or "
+            "WALRUS_GATEWAY_HOST=127.0.0.1",
+            file=sys.stderr,
+        )
+        sys.exit(RET_CONFIG)
+    uvicorn.run(
+        app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
+        timeout_graceful_shutdown=3,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

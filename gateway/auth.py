@@ -1,0 +1,306 @@
+"""Bearer-token auth for the gateway: who may call ``/v1``, and on which agents.
+
+Tokens come from ``[gateway] tokens`` in ``config.toml`` (:class:`~walrus_tasks.config.
+TokenGrant`): a string has full access, a table ``{token, agents}`` is limited to those agents.
+With no token configured the gateway is open, which ``python -m gateway`` allows on loopback
+only. With at least one, every ``/v1`` request (HTTP or WebSocket) needs ``Authorization: Bearer
+<token>``: 401 without a known token, 403 for an agent the token may not use. ``/healthz``,
+``/metrics``, ``/openapi.json`` and ``/docs`` stay open.
+
+Why an ASGI middleware rather than a FastAPI dependency: it decides before routing and body
+parsing, so a request without a token gets 401 whatever else is wrong with it (unknown route,
+malformed body) and learns nothing about the API, and routes added later (and WebSockets) are
+covered without opting in. The price: it finds the agent itself, in the same decoded
+``scope["path"]`` the router matches, split at the same ``/``.
+
+A token limited to some agents may use only the routes whose agent can be known:
+
+- ``/v1/agents/{agent}…`` and ``/v1/models/{agent}``: the path names it;
+- ``/v1/runs/{run_id}…``: the run's record in Redis names it;
+- ``/v1/chat/completions``: the body's ``model`` names it;
+- ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents.
+
+Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, the WebSocket) acts
+across agents and needs a full-access token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import error_response
+from walrus_tasks import store
+from walrus_tasks.config import Config, TokenGrant
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import NotFound
+
+log = logging.getLogger("walrus.gateway.auth")
+
+GRANT_KEY = "walrus.grant"
+"""The scope key where an authenticated request carries its :class:`TokenGrant`."""
+
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
+_RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
+_CHAT_PATH = "/v1/chat/completions"
+_LISTS = {
+    "/v1/agents": ("agents", "name"),
+    "/v1/conversations": ("conversations", "agent"),
+    "/v1/models": ("data", "id"),
+}
+"""List routes a limited token may read: path -> (list key, agent field of an item)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (bracketed or IPv4-mapped too)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # another host name: we do not resolve it, so it is not loopback
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def protected(path: str) -> bool:
+    """True for the paths that need a token when tokens are configured."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The token of the first ``Authorization: Bearer <token>`` header, or None."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            token = token.strip()
+            return token if scheme.lower() == b"bearer" and token else None
+    return None
+
+
+def authenticate(grants: Iterable[TokenGrant], token: bytes | None) -> TokenGrant | None:
+    """The grant whose token is ``token``, or None; compared in constant time."""
+    found = None
+    for grant in grants:
+        # Compare with every token, whichever matches, so the time taken tells nothing.
+        if hmac.compare_digest(token or b"", grant.token.get_secret_value().encode()):
+            found = found or grant
+    return found
+
+
+class BearerAuth:
+    """ASGI middleware: 401 without a known bearer token, 403 outside the token's agents."""
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.app = app
+        self.config = config
+
+    def _grants(self, scope: Scope) -> list[TokenGrant]:
+        # The app's current config (a reload replaces it), else the one we were given.
+        config = getattr(getattr(scope.get("app"), "state", None), "config", None)
+        return (config if isinstance(config, Config) else self.config).gateway.tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the token of every ``/v1`` request, then its agent for a limited token."""
+        if scope["type"] not in ("http", "websocket") or not protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        grants = self._grants(scope)
+        if not grants:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope["headers"])
+        grant = authenticate(grants, token)
+        if grant is None:
+            why = "invalid bearer token" if token else "missing or malformed bearer token"
+            await deny(scope, receive, send, 401, f"{why}: send 'Authorization: Bearer <token>'")
+            return
+        scope[GRANT_KEY] = grant
+        if grant.agents is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._limited(scope, receive, send, grant)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, grant: TokenGrant) -> None:
+        path, http = scope["path"], scope["type"] == "http"
+        if http and path in _LISTS:
+            await self.app(scope, receive, _filtering(scope, receive, send, grant, *_LISTS[path]))
+            return
+        agent: str | None = None
+        if match := _AGENT_PATH.match(path):
+            agent = match["agent"]
+        elif match := _RUN_PATH.match(path):
+            try:
+                agent = await _run_agent(match["run_id"])
+            except redis.RedisError as e:
+                await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
+                return
+        elif http and path == _CHAT_PATH and scope["method"] == "POST":
+            try:
+                body = await _read_body(receive)
+            except HTTPException as e:  # BodyLimit's verdict on a streamed body
+                await deny(scope, receive, send, e.status_code, str(e.detail), code="too_large")
+                return
+            agent, receive = _model_of(body), _replay(body, receive)
+        else:
+            allowed = ", ".join(sorted(grant.agents or ()))
+            message = f"this token is limited to agents {allowed}; {path} needs a full-access token"
+            await deny(scope, receive, send, 403, message)
+            return
+        if agent is not None and not grant.permits(agent):
+            await deny(scope, receive, send, 403, f"this token may not use agent {agent!r}")
+            return
+        # agent None: no such run, or a body the route will refuse (422): nothing to protect.
+        await self.app(scope, receive, send)
+
+
+async def deny(
+    scope: Scope, receive: Receive, send: Send, status: int, message: str, code: str = ""
+) -> None:
+    """Answer ``status`` with the JSON error body (close a WebSocket with 1008 instead)."""
+    code = code or {401: "unauthorized", 403: "forbidden"}.get(status, "error")
+    client = scope.get("client") or ("?", 0)
+    method = scope.get("method", "WEBSOCKET")
+    log.warning("%s %s from %s: %d %s", method, scope["path"], client[0], status, message)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    response = error_response(status, code, message)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    await response(scope, receive, send)
+
+
+async def _run_agent(run_id: str) -> str | None:
+    """The agent of run ``run_id``; None if there is no such run (the route answers 404/422)."""
+    if not _RUN_ID_RE.fullmatch(run_id):
+        return None
+    try:
+        record = await run_in_threadpool(store.run_record, get_redis(), run_id)
+    except NotFound:
+        return None
+    return record.get("agent", "")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then whatever the client sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _model_of(body: bytes) -> str | None:
+    """The agent a chat completion asks for; ``""`` (permitted to none) if it names none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # FastAPI refuses the same bytes with 422
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else ""
+
+
+def _filtering(
+    scope: Scope, receive: Receive, send: Send, grant: TokenGrant, key: str, field: str
+) -> Send:
+    """A ``send`` that keeps only the items of list ``key`` whose ``field`` the grant permits."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def filtered(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        if message["type"] != "http.response.body" or start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        if start["status"] == 200:
+            try:
+                body = _keep_permitted(body, grant, key, field)
+            except (ValueError, TypeError, KeyError):
+                # Never pass on a list we could not filter.
+                why = f"auth: cannot filter {scope['path']}"
+                await error_response(500, "error", why)(scope, receive, send)
+                return
+        headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return filtered
+
+
+def _keep_permitted(body: bytes, grant: TokenGrant, key: str, field: str) -> bytes:
+    data = json.loads(body)
+    items: list[dict[str, Any]] = data[key]
+    data[key] = [item for item in items if grant.permits(item[field])]
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def _document(app: FastAPI) -> None:
+    """Declare the bearer scheme (and 401/403) on the ``/v1`` operations of the OpenAPI doc."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = original()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+        for path, operations in schema.get("paths", {}).items():
+            if not protected(path):
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("401", {"description": "missing or unknown bearer token"})
+                responses.setdefault("403", {"description": "the token may not use this agent"})
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_auth(app: FastAPI, config: Config) -> None:
+    """Require a bearer token on ``/v1`` when the config lists any; document it in OpenAPI.
+
+    Call it before ``BodyLimit`` is added, so that middleware (outermost) bounds the body this
+    one reads for ``/v1/chat/completions``. Tokens are read from ``app.state.config`` on each
+    request (``config`` until that is set), so a config reload takes effect at once.
+    """
+    app.add_middleware(BearerAuth, config=config)
+    _document(app)

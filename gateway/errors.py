@@ -1,0 +1,81 @@
+"""One place that turns failures into ``{"error": {"code", "message"}}`` with a status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from walrus_tasks.errors import WalrusError
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    """The error body every endpoint returns."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _describe(errors: Any) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        if err.get("type") == "json_invalid":
+            return "malformed JSON body"
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers and the body size limit on ``app``."""
+
+    @app.exception_handler(WalrusError)
+    async def walrus_error(request: Request, exc: WalrusError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid", _describe(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http"
+        )
+        return error_response(exc.status_code, code, str(exc.detail))
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before the app reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check Content-Length, then count the streamed body."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = error_response(
+            413, "too_large", f"request body exceeds the {self.limit}-byte limit"
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await too_large(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # FastAPI turns other exceptions raised while reading a body into a 400.
+                    raise HTTPException(413, f"request body exceeds the {self.limit}-byte limit")
+            return message
+
+        await self.app(scope, limited, send)

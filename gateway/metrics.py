@@ -1,0 +1,219 @@
+"""The gateway's ``GET /metrics``: its own HTTP figures and the cluster's, read from Redis.
+
+Two kinds of figure, and where they come from:
+
+- this gateway process: requests by method, route template and status; how long they took
+  to answer (until the response headers, so a long SSE stream counts as its start); SSE streams
+  and WebSockets open now; messages accepted by agent. An ASGI middleware sees them all, so no
+  endpoint has to call anything.
+- the whole cluster, read on each scrape in one Redis round trip (``walrus_tasks.metrics``):
+  run outcomes and durations by agent (recorded by the workers), queue depths, messages in
+  flight, leases held, active runs. Every gateway reports the same cluster figures: aggregate
+  them with ``max``, not ``sum``, across gateways.
+
+Each app gets its own registry, so building several apps in one process (tests) is fine.
+"""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import redis
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from walrus_tasks import metrics as shared
+from walrus_tasks.celery_app import ALL_QUEUES
+from walrus_tasks.connection import get_redis
+
+SUBMIT_ROUTE = ("POST", "/v1/agents/{agent}/messages")
+"""The route whose 2xx answers count as accepted messages of the ``agent`` path parameter."""
+UNMATCHED = "unmatched"
+"""The ``route`` label of a path no route matches (raw paths would grow the series unbounded)."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods labelled as themselves; anything else is ``other``."""
+
+
+class HttpMetrics:
+    """The gateway's own figures, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "walrus_http_requests", "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"], registry=registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "walrus_http_request_duration_seconds",
+            "Time from request to response headers, by method and route template.",
+            ["method", "route"], registry=registry,
+        )  # fmt: skip
+        self.streams = Gauge(
+            "walrus_sse_streams_active", "SSE responses open now, by route template.",
+            ["route"], registry=registry,
+        )  # fmt: skip
+        self.websockets = Gauge(
+            "walrus_websockets_active", "WebSocket connections open now.", registry=registry
+        )
+        self.submitted = Counter(
+            "walrus_messages_submitted", "Messages accepted (2xx) by this gateway, by agent.",
+            ["agent"], registry=registry,
+        )  # fmt: skip
+
+
+class MetricsMiddleware:
+    """Count and time every HTTP request; track open SSE streams and WebSockets."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wrap ``send`` to see the response status and content type."""
+        if scope["type"] == "websocket":
+            with self.metrics.websockets.track_inprogress():
+                await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        stream_route: str | None = None
+        responded = False
+
+        def answered(status: int) -> str:
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            route = self._route(scope)
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+            if (method, route) == SUBMIT_ROUTE and 200 <= status < 300:
+                self.metrics.submitted.labels(scope["path_params"]["agent"]).inc()
+            return route
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal stream_route, responded
+            if message["type"] == "http.response.start":
+                responded = True
+                route = answered(message["status"])
+                headers = dict(message.get("headers", ()))
+                if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+                    stream_route = route
+                    self.metrics.streams.labels(route).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if not responded:
+                answered(500)  # the server error middleware outside us answers 500
+            raise
+        finally:
+            if stream_route is not None:
+                self.metrics.streams.labels(stream_route).dec()
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:  # answered before routing (413 of the body limit) or no route matched
+            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
+        return str(getattr(route, "path", UNMATCHED))
+
+
+class ClusterCollector:
+    """Cluster-wide figures read from Redis on every scrape."""
+
+    def __init__(self, agents: Callable[[], Iterable[str]]) -> None:
+        self.agents = agents
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric names, without reading Redis (so registering it costs nothing)."""
+        return self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the figures; ``walrus_redis_up 0`` and nothing else when Redis does not answer."""
+        try:
+            figures = shared.read_figures(get_redis(), ALL_QUEUES)
+        except (redis.RedisError, OSError):
+            yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 0)
+            return
+        yield from self._families(figures)
+
+    def _families(self, f: shared.Figures | None) -> Iterator[Metric]:
+        yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 1)
+        queue = GaugeMetricFamily(
+            "walrus_queue_depth", "Task messages waiting in each Celery queue.", labels=["queue"]
+        )
+        for name, depth in (f.queues if f else {}).items():
+            queue.add_metric([name], depth)
+        yield queue
+        for name, doc, value in [
+            ("walrus_tasks_unacked", "Task messages delivered, not yet acknowledged.", "unacked"),
+            ("walrus_leases_held", "Conversation leases held (a run in progress).", "leases"),
+            ("walrus_runs_active", "Runs in running or waiting state.", "active_runs"),
+            ("walrus_conversations", "Conversations known.", "conversations"),
+            ("walrus_inboxes_pending", "Conversations with queued messages.", "inboxes"),
+        ]:
+            yield GaugeMetricFamily(name, doc, getattr(f, value) if f else None)
+        runs = CounterMetricFamily(
+            "walrus_runs", "Runs ended, by agent and status (cluster-wide).",
+            labels=["agent", "status"],
+        )  # fmt: skip
+        durations = HistogramMetricFamily(
+            "walrus_run_duration_seconds", "Run durations, start to end, by agent (cluster-wide).",
+            labels=["agent"],
+        )  # fmt: skip
+        if f is not None:
+            stats = {a: shared.RunStats() for a in self.agents()} | f.runs
+            for agent, s in sorted(stats.items()):
+                for status, n in s.outcomes.items():
+                    runs.add_metric([agent, status], n)
+                buckets = [(shared.bound_label(b), n) for b, n in s.cumulative()]
+                durations.add_metric([agent], buckets, s.seconds_sum)
+        yield runs
+        yield durations
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Add ``GET /metrics`` and the request-counting middleware to the gateway ``app``."""
+
+    def agents() -> list[str]:
+        config = getattr(app.state, "config", None)  # read per scrape: a reload may replace it
+        return sorted(config.agents) if config else []
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: OpenMetrics only
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    http = HttpMetrics(registry)
+    for agent in agents():
+        http.submitted.labels(agent)  # a series from zero: the first message shows in rate()
+    registry.register(ClusterCollector(agents))
+    app.add_middleware(MetricsMiddleware, metrics=http, routes=app.router.routes)
+    app.state.metrics_registry = registry
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    def metrics() -> Response:
+        """Prometheus text format: this gateway's HTTP figures and the cluster's run figures."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

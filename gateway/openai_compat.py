@@ -1,0 +1,297 @@
+"""An OpenAI-compatible face of the gateway: ``POST /v1/chat/completions`` and ``/v1/models``.
+
+``model`` names an agent and ``user`` the sender; the conversation lives server-side, addressed
+by ``(agent, sender)`` as everywhere else, so only the **last** ``user`` message of the request's
+``messages`` is sent (its text, or the text parts of a content array); earlier messages, system
+prompts and sampling parameters are ignored. Errors are ``{"error": {"message", "type", "code"}}``,
+which both OpenAI clients and ours understand.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+"""
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from gateway.errors import _describe
+from gateway.streaming import SSE_HEADERS
+from walrus_tasks.config import Config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
+from walrus_tasks.events import aread_events
+from walrus_tasks.names import sender_name
+from walrus_tasks.settings import Settings
+from walrus_tasks.submit import submit
+
+Redis = Annotated[redis.Redis, Depends(get_redis)]
+
+
+def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    """``{"error": {"message", "type", "code"}}``: OpenAI's error shape, with our ``code``."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"message": message, "type": kind, "code": code, **extra}
+    return JSONResponse({"error": body}, status_code=status)
+
+
+class OpenAIRoute(APIRoute):
+    """A route whose errors (validation included) come out in OpenAI's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap the handler so WalrusError, validation and HTTP errors become ``openai_error``."""
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except WalrusError as e:
+                return openai_error(e.status, e.code, e.message)
+            except RequestValidationError as e:
+                return openai_error(422, "invalid", _describe(e.errors()))
+            except HTTPException as e:
+                code = {413: "too_large"}.get(e.status_code, "http")
+                return openai_error(e.status_code, code, str(e.detail))
+
+        return handle
+
+
+class ChatMessage(BaseModel):
+    """One entry of ``messages``; only ``user`` entries are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: ``include_usage`` adds a final usage chunk."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``; unknown OpenAI parameters are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="the agent")
+    messages: list[ChatMessage] = Field(min_length=1, description="only the last user message")
+    user: str | None = Field(default=None, description="the sender (default `user`)")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class CompletionUsage(BaseModel):
+    """Token counts of the run, summed over its steps."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    """The agent's reply: every text chunk of the run."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    """The one choice of a completion."""
+
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    """A non-streamed answer; ``id`` is ``chatcmpl-<run_id>``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+
+
+class ModelInfo(BaseModel):
+    """One agent, as an OpenAI model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "walrus"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+def last_user_text(messages: list[ChatMessage]) -> str:
+    """The text of the last ``user`` message (text parts joined by newlines), or InvalidInput."""
+    user = next((m for m in reversed(messages) if m.role == "user"), None)
+    if user is None:
+        raise InvalidInput("messages: no message with role 'user'")
+    if isinstance(user.content, str):
+        text = user.content
+    else:
+        parts = user.content or []
+        text = "\n".join(
+            p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    if not text.strip():
+        raise InvalidInput("messages: the last user message has no text")
+    return text
+
+
+def usage_of(end: dict[str, Any]) -> CompletionUsage:
+    """OpenAI usage from an ``end`` event's ``usage``."""
+    usage = end.get("usage") or {}
+    i, o = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return CompletionUsage(prompt_tokens=i, completion_tokens=o, total_tokens=i + o)
+
+
+def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+    """``(code, message)`` for a run that did not succeed (``end`` None: the run vanished)."""
+    if end is None:
+        return "run_lost", f"run {run_id} ended without an end event"
+    status = str(end.get("status"))
+    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
+
+
+def _data(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+async def stream_chunks(
+    r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, keepalive: float
+) -> AsyncIterator[str]:
+    """The run as ``chat.completion.chunk`` SSE frames, then ``data: [DONE]``.
+
+    A run that fails or is cancelled ends with an ``{"error": {...}}`` frame instead of the
+    ``finish_reason`` chunk; idle waits send SSE comments as keep-alives.
+    """
+    head: dict[str, Any] = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk",
+                            "created": int(time.time()), "model": agent}  # fmt: skip
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return _data({**head, "choices": [choice]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    end: dict[str, Any] | None = None
+    async for _, event in aread_events(r, run_id, "0-0", block_ms=int(keepalive * 1000)):
+        if event is None:
+            yield ": keep-alive\n\n"
+        elif event["type"] == "chunk":
+            yield chunk({"content": event["content"]})
+        elif event["type"] == "end":
+            end = event
+    if end is not None and end.get("status") == "succeeded":
+        yield chunk({}, "stop")
+        if include_usage:
+            yield _data({**head, "choices": [], "usage": usage_of(end).model_dump()})
+    else:
+        code, message = run_error(run_id, end)
+        error = {"message": message, "type": "server_error", "code": code, "run_id": run_id}
+        yield _data({"error": error})
+    yield "data: [DONE]\n\n"
+
+
+async def collect(
+    r: aioredis.Redis, run_id: str, keepalive: float
+) -> tuple[str, dict[str, Any] | None]:
+    """Every chunk's text of the run, and its ``end`` event (None if the run vanished)."""
+    text: list[str] = []
+    end: dict[str, Any] | None = None
+    async for _, event in aread_events(r, run_id, "0-0", block_ms=int(keepalive * 1000)):
+        if event is not None and event["type"] == "chunk":
+            text.append(event["content"])
+        end = event if event is not None and event["type"] == "end" else end
+    return "".join(text), end
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, "content": {"application/json": {}}}
+    for s, d in [(404, "unknown model (agent)"), (413, "body too large"),
+                 (422, "invalid input"), (502, "the run failed or was cancelled")]
+}  # fmt: skip
+
+
+def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
+    """The OpenAI-compatible routes; ``cfg`` returns the current config (it may be reloaded)."""
+    api = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+
+    def known_model(name: str) -> ModelInfo:
+        if name not in cfg().agents:  # a dict lookup: the name touches no key or path
+            raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
+        return ModelInfo(id=name)
+
+    @api.get("/v1/models", response_model=ModelList)
+    def list_models() -> ModelList:
+        """The agents, as OpenAI models."""
+        return ModelList(data=[ModelInfo(id=n) for n in sorted(cfg().agents)])
+
+    @api.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
+    def get_model(model: str) -> ModelInfo:
+        """One agent, as an OpenAI model."""
+        return known_model(model)
+
+    @api.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    )
+    async def chat_completions(body: ChatCompletionRequest, r: Redis, request: Request) -> Any:
+        """Send the last user message to agent ``model`` as sender ``user``; the reply.
+
+        ``stream: true`` answers with ``chat.completion.chunk`` SSE frames ending in
+        ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended (502 if
+        it failed or was cancelled).
+        """
+        agent = body.model
+        known_model(agent)
+        sender = sender_name(body.user)
+        content = last_user_text(body.messages)
+        created = int(time.time())
+        submitted = await run_in_threadpool(submit, r, agent, sender, content)
+        run_id, aredis = submitted.run_id, request.app.state.aredis
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            frames = stream_chunks(aredis, run_id, agent, include_usage, settings.sse_keepalive)
+            return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        text, end = await collect(aredis, run_id, settings.sse_keepalive)
+        if end is None or end.get("status") != "succeeded":
+            code, message = run_error(run_id, end)
+            return openai_error(502, code, message, run_id=run_id)
+        return ChatCompletion(
+            id=f"chatcmpl-{run_id}",
+            created=created,
+            model=agent,
+            choices=[Choice(message=AssistantMessage(content=text))],
+            usage=usage_of(end),
+        )
+
+    return api
+
+
+def register(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> None:
+    """Add ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]`` to ``app``."""
+    app.include_router(router(cfg, settings))

@@ -1,0 +1,189 @@
+"""Real walrus processes for tests: workers, a gateway and beat, each ended by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+
+from walrus_tasks.redis_server import free_port
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+@dataclass
+class Cluster:
+    """A set of walrus processes sharing one Redis database and config directory."""
+
+    redis_url: str
+    home: Path
+    log_dir: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    gateway_url: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUS_")}
+        env.update(
+            WALRUS_REDIS_URL=self.redis_url,
+            WALRUS_HOME=str(self.home),
+            WALRUS_LOG_FORMAT="json",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env_extra)
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=env or self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a test can kill -9 the whole worker (parent + children)
+        )
+        log.close()
+
+    def start_worker(
+        self, name: str, queues: str = "walrus.runs,walrus.tools,walrus.control",
+        concurrency: int = 2,
+    ) -> None:  # fmt: skip
+        self._spawn(
+            name,
+            ["worker", f"--queues={queues}", f"--concurrency={concurrency}",
+             f"--hostname={name}@test"],
+        )  # fmt: skip
+
+    def start_gateway(self) -> str:
+        port = free_port()
+        env = self.env()
+        env["WALRUS_GATEWAY_PORT"] = str(port)
+        self._spawn("gateway", ["gateway"], env)
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        return self.gateway_url
+
+    def start_beat(self) -> None:
+        self._spawn("beat", ["beat"])
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for the gateway's /healthz and for every worker to answer a Celery ping."""
+        workers = {f"{n}@test" for n in self.procs if n.startswith("worker")}
+        if self.gateway_url:
+
+            def healthy() -> bool:
+                self.check_alive()
+                try:
+                    return httpx.get(self.gateway_url + "/healthz", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(healthy, timeout, 0.1, "gateway /healthz")
+        if workers:
+            wait_for(lambda: self.pinged() >= workers, timeout, 0.1, f"workers {sorted(workers)}")
+
+    def pinged(self) -> set[str]:
+        """Hostnames of the workers that answer a Celery ping on this cluster's broker."""
+        self.check_alive()
+        with Celery(broker=self.redis_url) as app:
+            replies = app.control.ping(timeout=0.5)
+        return {k for reply in replies for k in reply}
+
+    def check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None and not getattr(p, "_walrus_killed", False):
+                tail = (self.log_dir / f"{name}.log").read_text()[-3000:]
+                raise AssertionError(f"{name} exited with {p.returncode}:\n{tail}")
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL the process group of ``name`` (a worker's parent and its pool children)."""
+        p = self.procs[name]
+        p._walrus_killed = True  # type: ignore[attr-defined]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # --- client side -------------------------------------------------------------------------
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.gateway_url, timeout=30)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+    def send(self, agent: str, content: str, sender: str, **extra: Any) -> str:
+        with self.http() as c:
+            resp = c.post(
+                f"/v1/agents/{agent}/messages", json={"content": content, "sender": sender, **extra}
+            )
+        assert resp.status_code == 202, resp.text
+        return str(resp.json()["run_id"])
+
+    def events(
+        self, run_id: str, last_event_id: str | None = None, timeout: float = 60
+    ) -> list[tuple[str, dict[str, Any]]]:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with (
+            self.http() as c,
+            c.stream("GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=timeout) as resp,
+        ):
+            assert resp.status_code == 200, resp.read()
+            return list(parse_sse(resp.iter_lines()))
+
+    def wait_run(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            with self.http() as c:
+                info = c.get(f"/v1/runs/{run_id}").json()
+            return info if info["status"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_for(done, timeout, 0.05, f"run {run_id} to end")  # type: ignore[no-any-return]
+
+    def history(self, agent: str, sender: str) -> list[dict[str, Any]]:
+        with self.http() as c:
+            resp = c.get(f"/v1/agents/{agent}/conversations/{sender}/history")
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["messages"])
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(id, event)`` pairs of an SSE body; comments (keep-alives) are skipped."""
+    entry_id, data = "", ""
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if line.startswith("id: "):
+            entry_id = line[4:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            yield entry_id, json.loads(data)
+            entry_id, data = "", ""

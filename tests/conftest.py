@@ -1,0 +1,193 @@
+"""Fixtures: a private Redis (started before any walrus module reads settings), a config
+directory with test agents, a fake LLM server over real HTTP, and real walrus processes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster
+from walrus_tasks.redis_server import RedisServer, start_redis
+
+_redis: RedisServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the test Redis and point every walrus setting at it before modules import."""
+    global _redis
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pass
+    data = Path(tempfile.mkdtemp(prefix="walrus-test-redis-"))
+    _redis = start_redis(data)
+    os.environ["WALRUS_REDIS_URL"] = _redis.url
+    os.environ["WALRUS_HOME"] = str(data / "home-unused")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    assert _redis is not None
+    return _redis
+
+
+_db_counter = iter(range(1, 16))
+
+
+def redis_db_url(server: RedisServer) -> str:
+    """A fresh database of the test Redis (db 0 belongs to the shared cluster)."""
+    return f"redis://127.0.0.1:{server.port}/{next(_db_counter)}"
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[object]:
+    from tests.fakellm import FakeLLM
+
+    fake = FakeLLM()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+AGENTS = {
+    "echo": """
+        model = "mock"
+        description = "Replies at once"
+        [mock]
+        reply = "Hello from the mock model."
+    """,
+    "slow": """
+        model = "mock"
+        [mock]
+        reply = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20"
+        chunk_delay_ms = 250
+    """,
+    "paced": """
+        model = "mock"
+        [mock]
+        reply = "a b c d e"
+        chunk_delay_ms = 20
+    """,
+    "tooly": """
+        model = "mock"
+        tools = ["clock"]
+        [mock]
+        tool_calls = ["clock", "clock", "clock"]
+        reply = "It is late."
+    """,
+    "sleepy": """
+        model = "mock"
+        tools = ["sleep"]
+        [mock]
+        tool_calls = ["sleep"]
+        reply = "rested"
+    """,
+    "slowtool": """
+        model = "mock"
+        tools = ["clock"]
+        [mock]
+        tool_calls = ["clock"]
+        reply = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20"
+        chunk_delay_ms = 250
+    """,
+    "budget": """
+        model = "mock"
+        max_iterations = 1
+        tools = ["clock"]
+        [mock]
+        tool_calls = ["clock"]
+    """,
+    "outsider": """
+        model = "mock"
+        [mock]
+        tool_calls = ["clock"]
+        reply = "done"
+    """,
+    "broken": """
+        model = "mock"
+        [mock]
+        fail = "the mock model was told to fail"
+    """,
+    "oai": """
+        model = "fake/m-oai"
+        tools = ["clock"]
+    """,
+    "oaierr": """
+        model = "fake/m-oaierr"
+    """,
+    "anth": """
+        model = "fakeant/m-anth"
+        tools = ["clock"]
+    """,
+}
+
+
+def write_home(home: Path, fake_base_url: str) -> Path:
+    (home / "agents").mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        textwrap.dedent(f"""
+        [providers.fake]
+        kind = "openai"
+        base_url = "{fake_base_url}/v1"
+        api_key = "test-key"
+        timeout = 10
+
+        [providers.fakeant]
+        kind = "anthropic"
+        base_url = "{fake_base_url}"
+        api_key = "test-key"
+        timeout = 10
+        """)
+    )
+    for name, body in AGENTS.items():
+        (home / "agents" / f"{name}.toml").write_text(textwrap.dedent(body))
+    (home / "agents" / "echo.md").write_text("You are the echo agent.\n")
+    return home
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory, fake_llm: object) -> Path:
+    return write_home(tmp_path_factory.mktemp("home"), fake_llm.base_url)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """The shared cluster on db 0: a gateway, two workers (all queues) and beat."""
+    c = Cluster(redis_url=redis_server.url, home=home, log_dir=tmp_path_factory.mktemp("logs"))
+    c.env_extra["WALRUS_REAPER_INTERVAL"] = "1"
+    try:
+        c.start_gateway()
+        c.start_worker("worker1")
+        c.start_worker("worker2")
+        c.start_beat()
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def private_cluster(redis_server: RedisServer, home: Path, tmp_path: Path) -> Iterator[Cluster]:
+    """An empty cluster on a fresh Redis database; the test starts the processes it needs."""
+    c = Cluster(redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def sender() -> str:
+    """A conversation of its own for each test."""
+    return f"t-{uuid.uuid4().hex[:12]}"

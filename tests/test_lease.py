@@ -1,0 +1,180 @@
+"""Invariants 2-4 at the Redis level: the Lua scripts alone, on a database no worker serves."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.conftest import redis_db_url
+from walrus_tasks import keys, store
+from walrus_tasks.lease import Fence, acquire, renew, takeover
+from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.submit import submit
+
+AGENT = "echo"
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
+    yield client
+    client.flushdb()  # a database of the Redis this test session started
+    client.close()
+
+
+def start(r: redis.Redis, sender: str) -> Fence:
+    acquired = acquire(r, AGENT, sender)
+    assert acquired is not None and acquired.run_id is not None
+    return Fence(AGENT, sender, acquired.run_id, acquired.token)
+
+
+def end(r: redis.Redis, fence: Fence) -> str | None:
+    state, next_run = store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"})
+    assert state == "ended"
+    return next_run
+
+
+def test_a_message_submitted_while_the_lease_is_held_is_started_by_the_release(
+    r: redis.Redis, sender: str
+) -> None:
+    first = submit(r, AGENT, sender, "one").run_id
+    fence = start(r, sender)
+    assert fence.run_id == first
+    second = submit(r, AGENT, sender, "two").run_id
+    assert acquire(r, AGENT, sender) is None, "the holder drains; a second drain must back off"
+    assert end(r, fence) == second, "release re-checks the inbox atomically"
+    assert r.hget(keys.run(second), "status") == "running"
+
+
+def test_a_message_submitted_after_the_release_finds_the_lease_free(
+    r: redis.Redis, sender: str
+) -> None:
+    submit(r, AGENT, sender, "one")
+    fence = start(r, sender)
+    assert end(r, fence) is None
+    assert not r.exists(keys.conv(keys.cid(AGENT, sender), "lease")), "lease released"
+    second = submit(r, AGENT, sender, "two").run_id
+    assert start(r, sender).run_id == second
+
+
+def test_submit_racing_release_never_strands_a_message(r: redis.Redis, sender: str) -> None:
+    """Interleave submit / drain / finish in every order a racing pair can take, many times."""
+    import random
+
+    rng = random.Random(7)
+    submitted: list[str] = []
+    finished: list[str] = []
+    holder: Fence | None = None
+    for _ in range(2000):
+        move = rng.choice(["submit", "drain", "finish"])
+        if move == "submit":
+            submitted.append(submit(r, AGENT, sender, "m").run_id)
+        elif move == "drain" and holder is None:
+            got = acquire(r, AGENT, sender)
+            if got is not None and got.run_id:
+                holder = Fence(AGENT, sender, got.run_id, got.token)
+        elif move == "finish" and holder is not None:
+            finished.append(holder.run_id)
+            nxt = end(r, holder)
+            holder = Fence(AGENT, sender, nxt, holder.token) if nxt else None
+    while holder is not None or r.llen(keys.conv(keys.cid(AGENT, sender), "inbox")):
+        if holder is None:
+            got = acquire(r, AGENT, sender)
+            assert got is not None and got.run_id, "inbox non-empty but nobody can start it"
+            holder = Fence(AGENT, sender, got.run_id, got.token)
+        finished.append(holder.run_id)
+        nxt = end(r, holder)
+        holder = Fence(AGENT, sender, nxt, holder.token) if nxt else None
+    assert finished == submitted, "every message ran exactly once, in submission order"
+
+
+def test_a_worker_whose_lease_was_taken_over_cannot_write(r: redis.Redis, sender: str) -> None:
+    submit(r, AGENT, sender, "hello")
+    old = start(r, sender)
+    history_key = keys.conv(old.cid, "history")
+    r.delete(keys.conv(old.cid, "lease"))  # the lease expired while the worker was paused
+    taken = takeover(r, old.cid)
+    assert taken is not None and taken.resume == old.run_id and taken.token != old.token
+    before = r.lrange(history_key, 0, -1)
+    events_before = r.xlen(keys.run_part(old.run_id, "events"))
+    assert store.begin(r, old, 0, "llm", "claim-x") == "fenced"
+    assert store.emit(r, old, {"type": "chunk", "content": "zombie"}) is None
+    message = {"role": "assistant", "content": "zombie"}
+    assert store.commit(r, old, 0, message, "final", [], (1, 1), "mock") == "fenced"
+    assert store.finish(r, old, "succeeded", {"type": "end"})[0] == "fenced"
+    assert not renew(r, old)
+    assert r.lrange(history_key, 0, -1) == before
+    assert r.xlen(keys.run_part(old.run_id, "events")) == events_before
+    new = Fence(AGENT, sender, old.run_id, taken.token)
+    assert store.commit(r, new, 0, message, "final", [], (1, 1), "mock") == "ok"
+
+
+def test_an_expired_lease_nobody_took_over_is_taken_back_by_its_holder(
+    r: redis.Redis, sender: str
+) -> None:
+    submit(r, AGENT, sender, "hello")
+    fence = start(r, sender)
+    r.delete(keys.conv(fence.cid, "lease"))  # expired, but no takeover happened
+    assert store.emit(r, fence, {"type": "chunk", "content": "still mine"}) is not None
+    assert r.get(keys.conv(fence.cid, "lease")) == fence.token
+
+
+def test_a_duplicated_step_is_claimed_once_and_a_committed_step_is_a_no_op(
+    r: redis.Redis, sender: str
+) -> None:
+    submit(r, AGENT, sender, "hello")
+    fence = start(r, sender)
+    assert store.begin(r, fence, 0, "llm", "delivery-1") == "ok"
+    assert store.begin(r, fence, 0, "llm", "delivery-2") == "busy"
+    message = {"role": "assistant", "content": "hi"}
+    assert store.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "ok"
+    assert store.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "stale"
+    assert store.begin(r, fence, 0, "llm", "delivery-3") == "stale"
+    history = [json.loads(m) for m in r.lrange(keys.conv(fence.cid, "history"), 0, -1)]
+    assert [m["role"] for m in history] == ["user", "assistant"]
+
+
+def test_tool_results_enter_history_in_call_order_once_each(r: redis.Redis, sender: str) -> None:
+    submit(r, AGENT, sender, "hello")
+    fence = start(r, sender)
+    calls = [{"id": f"c{i}", "name": "clock", "arguments": {}} for i in range(3)]
+    assistant = {"role": "assistant", "content": "", "tool_calls": calls}
+    assert store.commit(r, fence, 0, assistant, "tools", calls, (0, 0), "mock") == "ok"
+    outcomes = []
+    for call_id in ["c2", "c0", "c0", "c1"]:  # completion order, with one duplicate
+        message = {"role": "tool", "tool_call_id": call_id, "content": call_id}
+        outcomes.append(store.record_tool_result(r, fence, 0, call_id, message))
+    assert outcomes == ["pending", "pending", "stale", "complete"]
+    history = [json.loads(m) for m in r.lrange(keys.conv(fence.cid, "history"), 0, -1)]
+    assert [m.get("tool_call_id") for m in history[2:]] == ["c0", "c1", "c2"]
+    assert r.hget(keys.run(fence.run_id), "step") == "1"
+
+
+def test_reject_on_a_busy_conversation_writes_nothing(r: redis.Redis, sender: str) -> None:
+    from walrus_tasks.errors import Conflict
+
+    submit(r, AGENT, sender, "one")
+    before = {k: r.dump(k) for k in r.scan_iter("walrus:*")}
+    with pytest.raises(Conflict):
+        submit(r, AGENT, sender, "two", on_busy="reject")
+    assert {k: r.dump(k) for k in r.scan_iter("walrus:*")} == before
+
+
+def test_a_dispatched_task_waiting_in_a_busy_queue_keeps_the_lease(
+    r: redis.Redis, sender: str
+) -> None:
+    """The dispatch grace: a queued step is not mistaken for a dead worker after one TTL."""
+    from walrus_tasks.lease import expired_conversations, now_ms, ttl_ms
+    from walrus_tasks.settings import get_settings
+
+    submit(r, AGENT, sender, "hello")
+    fence = start(r, sender)
+    assert renew(r, fence, ttl=get_settings().dispatch_grace)  # what dispatch_step does
+    lease_ms = r.pttl(keys.conv(fence.cid, "lease"))
+    assert lease_ms > ttl_ms() * 2
+    score = r.zscore(keys.LEASES, fence.cid)
+    assert score is not None and score > now_ms() + ttl_ms()
+    assert fence.cid not in expired_conversations(r)

@@ -1,0 +1,163 @@
+"""The asyncio twin of ``walrus_tasks.client.Client`` (same methods, same resume semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from walrus_tasks.client import (
+    RETRY_DELAY,
+    RETRY_DELAY_MAX,
+    RETRY_STATUSES,
+    STREAM_GIVE_UP,
+    STREAM_READ_TIMEOUT,
+    Event,
+    GatewayUnreachable,
+    SSEParser,
+    _agent_path,
+    _conversation_path,
+    _message,
+    _parse,
+    _reason,
+    _unexpected,
+    raise_for_error,
+)
+from walrus_tasks.models import Accepted, AgentInfo, Conversation, OnBusy, RunInfo
+
+
+class AsyncClient:
+    """Asynchronous client of one gateway; ``async with`` it or ``await close()``.
+
+    A dropped event stream reconnects with ``Last-Event-ID`` for up to ``stream_give_up``
+    seconds without a new event, so the caller sees every event exactly once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        token: str | None = None,
+        stream_give_up: float = STREAM_GIVE_UP,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.stream_give_up = stream_give_up
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, key: str | None = None, **kw: Any) -> Any:
+        try:
+            resp = await self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise GatewayUnreachable(self.base_url, _reason(e)) from e
+        raise_for_error(resp)
+        try:
+            body = resp.json()
+            return body if key is None else body[key]
+        except (ValueError, KeyError, TypeError) as e:
+            raise _unexpected(resp.url, f"a body without {key or 'JSON'!r}") from e
+
+    async def send(
+        self, agent: str, content: str, sender: str | None = None, on_busy: OnBusy = "enqueue"
+    ) -> Accepted:
+        """Submit a message; the accepted run's id and events URL."""
+        body = _message(content, sender, on_busy)
+        path = _agent_path(agent, "messages")
+        return _parse(Accepted, await self._request("POST", path, json=body))
+
+    async def run(self, run_id: str) -> RunInfo:
+        """Status of one run."""
+        return _parse(RunInfo, await self._request("GET", f"/v1/runs/{quote(run_id, safe='')}"))
+
+    async def kill(self, agent: str, sender: str | None = None) -> str | None:
+        """Cancel the conversation's active run; its id, or None if nothing was running."""
+        path = _conversation_path(agent, sender, "kill")
+        run_id = await self._request("POST", path, key="run_id")
+        return str(run_id) if run_id else None
+
+    async def history(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The conversation's messages in order."""
+        path = _conversation_path(agent, sender, "history")
+        return list(await self._request("GET", path, key="messages"))
+
+    async def agents(self) -> list[AgentInfo]:
+        """The configured agents."""
+        rows = await self._request("GET", "/v1/agents", key="agents")
+        return [_parse(AgentInfo, a) for a in rows]
+
+    async def conversations(self) -> list[Conversation]:
+        """Every conversation, most recently active first."""
+        rows = await self._request("GET", "/v1/conversations", key="conversations")
+        return [_parse(Conversation, c) for c in rows]
+
+    async def events(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
+        path = f"/v1/runs/{quote(run_id, safe='')}/events"
+        last = last_event_id
+        down_since: float | None = None
+        failures = 0
+        while True:
+            error = "the stream ended before the run's end event"
+            try:
+                async for event in self._stream(path, last):
+                    down_since, failures = None, 0
+                    last = event.id or last
+                    yield event
+                    if event.type == "end":
+                        return
+            except GatewayUnreachable as e:
+                error = e.reason
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            left = self.stream_give_up - (now - down_since)
+            if left <= 0:
+                raise GatewayUnreachable(
+                    self.base_url, f"{error} (gave up reconnecting after {now - down_since:.1f} s)"
+                )
+            await asyncio.sleep(min(RETRY_DELAY * 2**failures, RETRY_DELAY_MAX, left))
+            failures += 1
+
+    async def _stream(self, path: str, last_event_id: str | None) -> AsyncIterator[Event]:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        parser = SSEParser()
+        try:
+            async with self._http.stream(
+                "GET", path, headers=headers, timeout=self._stream_timeout
+            ) as resp:
+                if resp.status_code in RETRY_STATUSES:
+                    raise GatewayUnreachable(self.base_url, f"HTTP {resp.status_code}")
+                if not resp.is_success:
+                    await resp.aread()
+                    raise_for_error(resp)
+                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                    raise _unexpected(resp.url, "a body that is not an event stream")
+                async for line in resp.aiter_lines():
+                    if (event := parser.feed(line)) is not None:
+                        yield event
+        except httpx.TransportError as e:
+            raise GatewayUnreachable(self.base_url, _reason(e)) from e
+        except ValueError as e:
+            raise _unexpected(self.base_url + path, f"bad event data: {e}") from e

@@ -1,0 +1,79 @@
+"""The Celery app, its queues and the names of every walrus task.
+
+Processes send tasks by *name* (``app.send_task``), so the gateway never imports agent code;
+the worker package registers the bodies under these names.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from walrus_tasks.settings import get_settings
+
+RUNS_QUEUE = "walrus.runs"
+TOOLS_QUEUE = "walrus.tools"
+CONTROL_QUEUE = "walrus.control"
+ALL_QUEUES = (RUNS_QUEUE, TOOLS_QUEUE, CONTROL_QUEUE)
+
+DRAIN = "walrus.session.drain"
+"""Take the conversation lease (or exit: the holder drains) and start the next run."""
+STEP = "walrus.run.step"
+"""One LLM call of a run, and the dispatch of the tool calls it asks for."""
+TOOL_CALL = "walrus.tool.call"
+"""One tool call; the last of a step's calls starts the next step."""
+REAP = "walrus.lease.reap"
+"""Sweep expired conversation leases and resume (or fail) the runs behind them."""
+PING = "walrus.control.ping"
+"""A no-op round trip: the benchmark's baseline and a liveness probe."""
+
+
+def make_app() -> Celery:
+    """Build the Celery app from the process settings."""
+    settings = get_settings()
+    app = Celery("walrus", broker=settings.redis_url, backend=settings.redis_url)
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        result_accept_content=["json"],
+        # At-least-once: a message is acked after its task body, and requeued if the process
+        # running it dies. walrus makes the *effect* exactly-once (fencing + idempotent steps).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Unacked messages come back after the visibility timeout: keep it above any step.
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_soft_time_limit=settings.step_soft_time_limit,
+        task_time_limit=settings.step_time_limit,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        result_expires=3600,
+        # Flower sees every task.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_queues=[Queue(q) for q in ALL_QUEUES],  # type: ignore[no-untyped-call]
+        task_default_queue=RUNS_QUEUE,
+        task_routes={
+            DRAIN: {"queue": RUNS_QUEUE},
+            STEP: {"queue": RUNS_QUEUE},
+            TOOL_CALL: {"queue": TOOLS_QUEUE},
+            REAP: {"queue": CONTROL_QUEUE},
+            PING: {"queue": CONTROL_QUEUE},
+        },
+        beat_schedule={
+            "walrus-reaper": {
+                "task": REAP,
+                "schedule": settings.reaper_interval,
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.reaper_interval * 2},
+            }
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_app()

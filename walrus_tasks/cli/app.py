@@ -1,0 +1,35 @@
+"""The ``walrus`` command: a Typer app whose commands live in the sibling modules."""
+
+from __future__ import annotations
+
+import typer
+
+from walrus_tasks.cli import chat, client_cmds, doctor, processes, status, up
+
+app = typer.Typer(
+    name="walrus",
+    help="LLM agents as a distributed service on Celery + Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Processes: what compose, ops scripts and `walrus up` run.
+app.command(rich_help_panel="Processes")(up.up)
+app.command(rich_help_panel="Processes")(processes.gateway)
+app.command(rich_help_panel="Processes")(processes.worker)
+app.command(rich_help_panel="Processes")(processes.beat)
+app.command(rich_help_panel="Processes")(processes.flower)
+
+# Client: talk to the gateway over HTTP.
+app.command(rich_help_panel="Client")(chat.chat)
+app.command(rich_help_panel="Client")(client_cmds.send)
+app.command(rich_help_panel="Client")(client_cmds.kill)
+app.command(rich_help_panel="Client")(client_cmds.history)
+app.command(rich_help_panel="Client")(client_cmds.runs)
+
+# Operations.
+app.command(rich_help_panel="Operations")(processes.init)
+app.command(rich_help_panel="Operations")(status.status)
+app.command(rich_help_panel="Operations")(doctor.doctor)

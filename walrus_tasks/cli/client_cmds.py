@@ -1,0 +1,133 @@
+"""One-shot client commands over the gateway's HTTP API: send, kill, history, runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from walrus_tasks.cli.common import (
+    RET_ERROR,
+    JsonOption,
+    OnBusyChoice,
+    SenderOption,
+    TokenOption,
+    UrlOption,
+    console,
+    err,
+    gateway_url,
+    print_json,
+    reported,
+)
+from walrus_tasks.cli.render import EventPrinter, preview
+from walrus_tasks.client import Client
+from walrus_tasks.models import OnBusy
+
+ROLE_STYLES = {"user": "bold cyan", "assistant": "bold green", "tool": "dim", "system": "magenta"}
+
+
+def send(
+    agent: Annotated[str, typer.Argument(help="Agent name.")],
+    message: Annotated[str, typer.Argument(help="The message text.")],
+    sender: SenderOption = None,
+    on_busy: Annotated[
+        OnBusyChoice, typer.Option("--on-busy", help="When the conversation is busy.")
+    ] = OnBusyChoice.enqueue,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Stream the reply and wait for the end.")
+    ] = True,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Send one message; print the run id, then (with --wait) the reply as it streams."""
+    policy: OnBusy = on_busy.value
+    with reported(), Client(gateway_url(url), token=token) as client:
+        accepted = client.send(agent, message, sender=sender, on_busy=policy)
+        if not wait:
+            typer.echo(accepted.run_id)
+            return
+        err.print(f"run {accepted.run_id}", style="dim")
+        printer = EventPrinter()
+        for event in client.events(accepted.run_id):
+            printer(event)
+    if printer.status != "succeeded":
+        raise typer.Exit(RET_ERROR)
+
+
+def kill(
+    agent: Annotated[str, typer.Argument(help="Agent name.")],
+    sender: SenderOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Cancel the conversation's active run."""
+    with reported(), Client(gateway_url(url), token=token) as client:
+        run_id = client.kill(agent, sender)
+    if run_id:
+        console.print(f"cancelled run {run_id}")
+    else:
+        err.print("nothing was running", style="dim")
+
+
+def history(
+    agent: Annotated[str, typer.Argument(help="Agent name.")],
+    sender: SenderOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print the conversation's messages in order."""
+    with reported(), Client(gateway_url(url), token=token) as client:
+        messages = client.history(agent, sender)
+    if as_json:
+        print_json(messages)
+        return
+    if not messages:
+        err.print("no messages yet", style="dim")
+    for m in messages:
+        _print_message(m)
+
+
+def _print_message(m: dict[str, Any]) -> None:
+    role = str(m.get("role", "?"))
+    style = ROLE_STYLES.get(role, "bold")
+    label = role if role != "tool" else f"tool {m.get('name') or m.get('tool_call_id') or ''}"
+    content = m.get("content")
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if role == "tool":
+        text = preview(text)
+    console.print(f"[{style}]{escape(label.strip())}:[/] {escape(text or '')}", soft_wrap=True)
+    for call in m.get("tool_calls") or []:
+        fn = call.get("function", call)
+        args = preview(fn.get("arguments", ""))
+        console.print(f"  → {escape(str(fn.get('name')))}({escape(args)})", style="dim")
+
+
+def runs(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show one run's status."""
+    with reported(), Client(gateway_url(url), token=token) as client:
+        info = client.run(run_id)
+    if as_json:
+        print_json(info.model_dump(mode="json"))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in info.model_dump().items():
+        if value is None:
+            continue
+        if name.endswith("_at") and isinstance(value, (int, float)):
+            value = datetime.fromtimestamp(value).isoformat(sep=" ", timespec="milliseconds")
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(name, escape(str(value)))
+    console.print(table)

@@ -1,0 +1,130 @@
+"""``walrus status``: workers, queue depths, leases, active runs and run outcomes by agent.
+
+Read from Redis directly; the figures are those the gateway's ``GET /metrics`` exports.
+
+It does not go through the gateway, so it works (and is most useful) when the gateway is down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from rich.markup import escape
+from rich.table import Table
+
+from walrus_tasks import keys
+from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.metrics import RUN_STATUSES, read_figures
+from walrus_tasks.settings import get_settings
+
+
+def active_runs(r: redis.Redis) -> list[dict[str, str]]:
+    """The runs in ``running``/``waiting`` state with their agent, sender, status and step."""
+    members: set[str] = r.smembers(keys.ACTIVE_RUNS)  # type: ignore[assignment]
+    run_ids = sorted(members)
+    fields = ("agent", "sender", "status", "step", "started_at")
+    pipe = r.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipe.hmget(keys.run(run_id), fields)
+    rows: list[dict[str, str]] = []
+    for run_id, values in zip(run_ids, pipe.execute(), strict=True):
+        rows.append({"run_id": run_id, **{f: v or "" for f, v in zip(fields, values, strict=True)}})
+    return sorted(rows, key=lambda row: row["started_at"])
+
+
+def workers() -> dict[str, list[dict[str, Any]]]:
+    """Hostname → the tasks it is running, for every worker that answers within 1 s."""
+    from walrus_tasks.celery_app import app
+
+    try:
+        replies = app.control.inspect(timeout=1).active()
+    except Exception:  # Celery raises kombu/redis errors of many kinds: treat as no answer
+        return {}
+    return {host: list(tasks or []) for host, tasks in sorted((replies or {}).items())}
+
+
+def snapshot(r: redis.Redis) -> dict[str, Any]:
+    """Everything ``walrus status`` shows, as plain data."""
+    from walrus_tasks.celery_app import ALL_QUEUES
+
+    figures = read_figures(r, ALL_QUEUES)
+    return {
+        "redis": get_settings().redis_url,
+        "workers": {
+            host: {"active": len(tasks), "tasks": [t.get("name") for t in tasks]}
+            for host, tasks in workers().items()
+        },
+        "queues": figures.queues,
+        "unacked": figures.unacked,
+        "leases": figures.leases,
+        "conversations": figures.conversations,
+        "inboxes": figures.inboxes,
+        "active_runs": active_runs(r),
+        "runs": {agent: stats.as_dict() for agent, stats in figures.runs.items()},
+    }
+
+
+def status(as_json: JsonOption = False) -> None:
+    """Show workers, queues, leases, active runs and run outcomes (from Redis, not the gateway)."""
+    url = get_settings().redis_url
+    r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    try:
+        r.ping()  # first: Celery's broadcast would retry a dead broker for a long time
+        data = snapshot(r)
+    except (redis.RedisError, OSError) as e:
+        fail(f"cannot reach Redis at {url}: {e}", RET_CONNECT)
+    finally:
+        r.close()
+    if as_json:
+        print_json(data)
+        return
+    _render(data)
+
+
+def _render(data: dict[str, Any]) -> None:
+    console.print(f"[bold]redis[/] {escape(data['redis'])}")
+    table = Table(title="workers", title_justify="left")
+    table.add_column("worker")
+    table.add_column("active", justify="right")
+    table.add_column("tasks")
+    for host, w in data["workers"].items():
+        table.add_row(escape(host), str(w["active"]), escape(", ".join(map(str, w["tasks"]))))
+    if not data["workers"]:
+        table.add_row("[yellow]none answered[/]", "", "")
+    console.print(table)
+
+    table = Table(title="queues and state", title_justify="left")
+    table.add_column("name")
+    table.add_column("count", justify="right")
+    for q, n in data["queues"].items():
+        table.add_row(f"queue {q}", str(n))
+    table.add_row("in flight (unacked)", str(data["unacked"]))
+    table.add_row("leases held", str(data["leases"]))
+    table.add_row("conversations", str(data["conversations"]))
+    table.add_row("inboxes with messages", str(data["inboxes"]))
+    console.print(table)
+
+    table = Table(title=f"active runs ({len(data['active_runs'])})", title_justify="left")
+    for column in ("run_id", "agent", "sender", "status", "step"):
+        table.add_column(column)
+    for run in data["active_runs"]:
+        table.add_row(
+            *(escape(str(run[c])) for c in ("run_id", "agent", "sender", "status", "step"))
+        )
+    console.print(table)
+
+    table = Table(title="runs ended, by agent", title_justify="left")
+    table.add_column("agent")
+    for column in (*RUN_STATUSES, "mean duration"):
+        table.add_column(column, justify="right")
+    for agent, runs in data["runs"].items():
+        mean = runs["mean_seconds"]
+        table.add_row(
+            escape(agent),
+            *(str(runs.get(s, 0)) for s in RUN_STATUSES),
+            "" if mean is None else f"{mean:.2f} s",
+        )
+    if not data["runs"]:
+        table.add_row("[yellow]none yet[/]", *[""] * (len(RUN_STATUSES) + 1))
+    console.print(table)

@@ -1,0 +1,332 @@
+"""A small synchronous client for the gateway's HTTP API (what the ``walrus`` CLI uses).
+
+Run events arrive as Server-Sent Events. If the connection drops mid-stream, the client
+reconnects with ``Last-Event-ID`` = the id of the last event it yielded, so the caller sees
+every event exactly once (DESIGN.md invariant 5).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WalrusError
+from walrus_tasks.models import Accepted, AgentInfo, Conversation, OnBusy, RunInfo
+from walrus_tasks.names import DEFAULT_SENDER
+
+M = TypeVar("M", bound=BaseModel)
+
+STREAM_GIVE_UP = 30.0
+"""Seconds a dropped event stream keeps reconnecting (with no new event) before it is an error.
+
+Long enough to ride out a gateway restart (its graceful shutdown alone may take 3 s).
+"""
+
+RETRY_DELAY = 0.2
+"""Seconds before the first reconnection; doubled on each further attempt up to RETRY_DELAY_MAX."""
+
+RETRY_DELAY_MAX = 2.0
+"""The longest wait between two reconnections."""
+
+STREAM_READ_TIMEOUT = 60.0
+"""Seconds an event stream may stay silent before it counts as dropped.
+
+Four of the gateway's keep-alive intervals (``WALRUS_SSE_KEEPALIVE``, 15 s by default), so an idle
+run is never cut, yet a half-open connection is noticed.
+"""
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Statuses a proxy or a restarting gateway answers with: while following, a drop to retry."""
+
+_ERRORS: dict[int, type[WalrusError]] = {
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: InvalidInput,
+}
+
+
+class GatewayUnreachable(WalrusError):
+    """Raised when the gateway cannot be reached (refused, timed out, dropped for good)."""
+
+    code = "unreachable"
+    status = 503
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the gateway at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Event:
+    """One run event: the SSE ``id`` (stream entry id), its ``type`` and the JSON object."""
+
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+def raise_for_error(resp: httpx.Response) -> None:
+    """Raise the walrus exception for an error response (``{"error": {"code", "message"}}``).
+
+    Its ``status`` is set on the instance: see ``http_status``.
+    """
+    if resp.is_success:
+        return
+    try:
+        error = resp.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http", resp.text.strip() or resp.reason_phrase
+    exc = _ERRORS.get(resp.status_code, WalrusError)(message)
+    exc.status = resp.status_code
+    exc.code = code
+    raise exc
+
+
+def http_status(e: WalrusError) -> int | None:
+    """The HTTP status of the gateway answer ``e`` was raised for; None if raised client-side.
+
+    The class attribute ``status`` is what the gateway would answer; only ``raise_for_error``
+    sets it on the instance, from a real response.
+    """
+    return e.status if "status" in vars(e) else None
+
+
+class SSEParser:
+    """Incremental SSE parser: ``feed`` one line at a time, get an Event at each frame's end.
+
+    A frame is dispatched only at its terminating blank line, so a frame cut short by a
+    dropped connection is never yielded (the resume delivers it whole). Keep-alive comments are
+    skipped. Data that is not a JSON object raises ValueError.
+    """
+
+    def __init__(self) -> None:
+        self._id, self._kind, self._data = "", "", list[str]()
+
+    def feed(self, line: str) -> Event | None:
+        """Take one line (without its newline); the completed event, if this line ends one."""
+        if line == "":
+            event = None
+            if self._data:
+                payload = json.loads("\n".join(self._data))
+                if not isinstance(payload, dict):
+                    raise ValueError(f"event data is not a JSON object: {payload!r:.100}")
+                kind = self._kind or str(payload.get("type", ""))
+                event = Event(id=self._id, type=kind, data=payload)
+            self._id, self._kind, self._data = "", "", []
+            return event
+        if not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "id":
+                self._id = value
+            elif field == "event":
+                self._kind = value
+            elif field == "data":
+                self._data.append(value)
+        return None
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    """The events of an SSE body, given line by line (see ``SSEParser``)."""
+    parser = SSEParser()
+    for line in lines:
+        if (event := parser.feed(line)) is not None:
+            yield event
+
+
+class Client:
+    """Synchronous client of one gateway; use as a context manager or call ``close()``.
+
+    A dropped event stream reconnects for up to ``stream_give_up`` seconds without a new event.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        token: str | None = None,
+        stream_give_up: float = STREAM_GIVE_UP,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.stream_give_up = stream_give_up
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # --- plain requests ------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Any:
+        """The JSON body of a 2xx answer (its ``key`` member if given); raises otherwise."""
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise GatewayUnreachable(self.base_url, _reason(e)) from e
+        raise_for_error(resp)
+        try:
+            body = resp.json()
+        except ValueError as e:
+            kind = resp.headers.get("content-type") or "untyped"
+            raise _unexpected(resp.url, f"the {kind} body is not JSON") from e
+        if key is None:
+            return body
+        try:
+            return body[key]
+        except (KeyError, TypeError) as e:
+            raise _unexpected(resp.url, f"no {key!r} in the body") from e
+
+    def send(
+        self, agent: str, content: str, sender: str | None = None, on_busy: OnBusy = "enqueue"
+    ) -> Accepted:
+        """Submit a message; the accepted run's id and events URL."""
+        body = _message(content, sender, on_busy)
+        return _parse(Accepted, self._request("POST", _agent_path(agent, "messages"), json=body))
+
+    def run(self, run_id: str) -> RunInfo:
+        """Status of one run."""
+        return _parse(RunInfo, self._request("GET", f"/v1/runs/{quote(run_id, safe='')}"))
+
+    def kill(self, agent: str, sender: str | None = None) -> str | None:
+        """Cancel the conversation's active run; its id, or None if nothing was running."""
+        run_id = self._request("POST", _conversation_path(agent, sender, "kill"), key="run_id")
+        return str(run_id) if run_id else None
+
+    def history(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The conversation's messages in order."""
+        path = _conversation_path(agent, sender, "history")
+        return list(self._request("GET", path, key="messages"))
+
+    def agents(self) -> list[AgentInfo]:
+        """The configured agents."""
+        return [_parse(AgentInfo, a) for a in self._request("GET", "/v1/agents", key="agents")]
+
+    def agent(self, name: str) -> AgentInfo:
+        """One agent (NotFound if it is not configured)."""
+        return _parse(AgentInfo, self._request("GET", f"/v1/agents/{quote(name, safe='')}"))
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation, most recently active first."""
+        rows = self._request("GET", "/v1/conversations", key="conversations")
+        return [_parse(Conversation, c) for c in rows]
+
+    def healthz(self) -> dict[str, Any]:
+        """The gateway's health body (raises if it is not 200)."""
+        return dict(self._request("GET", "/healthz"))
+
+    # --- event streams -------------------------------------------------------------------------
+
+    def events(self, run_id: str, last_event_id: str | None = None) -> Generator[Event, None, None]:
+        """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
+        path = f"/v1/runs/{quote(run_id, safe='')}/events"
+        return self._follow(lambda last: self._stream(path, last), last_event_id)
+
+    def _follow(
+        self, open_stream: Callable[[str | None], Iterator[Event]], last_event_id: str | None
+    ) -> Generator[Event, None, None]:
+        """Yield events from ``open_stream(last_id)``, reconnecting after drops until ``end``."""
+        last = last_event_id
+        down_since: float | None = None  # when the stream first dropped since its last event
+        failures = 0
+        while True:
+            error: str = "the stream ended before the run's end event"
+            try:
+                for event in open_stream(last):
+                    down_since, failures = None, 0
+                    last = event.id or last
+                    yield event
+                    if event.type == "end":
+                        return
+            except GatewayUnreachable as e:
+                error = e.reason
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            left = self.stream_give_up - (now - down_since)
+            if left <= 0:
+                raise GatewayUnreachable(
+                    self.base_url, f"{error} (gave up reconnecting after {now - down_since:.1f} s)"
+                )
+            time.sleep(min(RETRY_DELAY * 2**failures, RETRY_DELAY_MAX, left))
+            failures += 1
+
+    def _stream(self, path: str, last_event_id: str | None) -> Iterator[Event]:
+        """One SSE request; a transport failure or a 502/503/504 raises GatewayUnreachable."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        url = self.base_url + path
+        try:
+            with self._http.stream(
+                "GET", path, headers=headers, timeout=self._stream_timeout
+            ) as resp:
+                if resp.status_code in RETRY_STATUSES:
+                    raise GatewayUnreachable(self.base_url, f"HTTP {resp.status_code}")
+                if not resp.is_success:
+                    resp.read()
+                    raise_for_error(resp)
+                content_type = resp.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    kind = content_type or "untyped"
+                    raise _unexpected(url, f"a {kind} body, not an event stream")
+                yield from parse_sse(resp.iter_lines())
+        except httpx.TransportError as e:
+            raise GatewayUnreachable(self.base_url, _reason(e)) from e
+        except ValueError as e:  # event data that is not a JSON object
+            raise _unexpected(url, f"bad event data: {e}") from e
+
+
+def _parse(model: type[M], data: Any) -> M:
+    """``data`` as ``model``; a body of another shape is a WalrusError, not a traceback."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise WalrusError(f"unexpected {model.__name__} from the gateway: {e}") from e
+
+
+def _reason(e: httpx.TransportError) -> str:
+    return str(e) or type(e).__name__
+
+
+def _unexpected(url: object, what: str) -> WalrusError:
+    """A 2xx answer we cannot read (not JSON, another shape): one clear line, not a traceback."""
+    return WalrusError(f"unexpected answer from {url}: {what}")
+
+
+def _message(content: str, sender: str | None, on_busy: OnBusy) -> dict[str, Any]:
+    body: dict[str, Any] = {"content": content, "on_busy": on_busy, "stream": False}
+    if sender:
+        body["sender"] = sender
+    return body
+
+
+def _agent_path(agent: str, tail: str) -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/{tail}"
+
+
+def _conversation_path(agent: str, sender: str | None, tail: str) -> str:
+    sender_part = quote(sender or DEFAULT_SENDER, safe="")
+    return _agent_path(agent, f"conversations/{sender_part}/{tail}")

@@ -1,0 +1,281 @@
+"""Loading the config directory: ``config.toml``, ``agents/<name>.toml`` and ``<name>.md``."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from walrus_tasks.errors import ConfigError, NotFound
+from walrus_tasks.names import AGENT_RE
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+DEFAULT_AGENT = "assistant"
+"""The agent ``walrus init`` writes: the offline mock model, so a first run needs no key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    """One named LLM endpoint."""
+
+    kind: Literal["openai", "anthropic"]
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = 120.0
+    max_tokens: int = 4096
+
+
+class MockConfig(_Strict):
+    """The built-in offline model: streams ``reply`` one word per chunk."""
+
+    reply: str = "Hello from the mock model."
+    chunk_delay_ms: int = Field(default=0, ge=0)
+    tool_calls: list[str] = Field(default_factory=list, description="tools to call on step 0")
+    fail: str | None = Field(default=None, description="raise this error instead of answering")
+
+
+class HeartbeatConfig(_Strict):
+    """Per-agent timer (driven by beat)."""
+
+    interval: int = Field(default=0, ge=0, description="minutes; 0 = off")
+    prompt: str = ""
+
+
+class AgentConfig(_Strict):
+    """A configured persona."""
+
+    name: str
+    model: str = "mock"
+    description: str = ""
+    system_prompt: str = ""
+    max_iterations: int = Field(default=16, ge=1)
+    tools: list[str] = Field(default_factory=list)
+    members: list[str] = Field(default_factory=list)
+    mock: MockConfig = Field(default_factory=MockConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+
+    @property
+    def provider_name(self) -> str:
+        """``local`` for ``local/gpt-4o-mini``; ``mock`` for the built-in model."""
+        return "mock" if self.model == "mock" else self.model.split("/", 1)[0]
+
+    @property
+    def model_name(self) -> str:
+        """``gpt-4o-mini`` for ``local/gpt-4o-mini``."""
+        return "mock" if self.model == "mock" else self.model.split("/", 1)[1]
+
+
+MIN_TOKEN_LENGTH = 16
+"""Shortest bearer token accepted: anything shorter is guessable."""
+
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
+
+
+class TokenGrant(_Strict):
+    """One bearer token of the gateway: full access, or limited to ``agents``."""
+
+    token: SecretStr
+    agents: frozenset[str] | None = Field(
+        default=None, description="the agents this token may use; None = every agent"
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, value: SecretStr) -> SecretStr:
+        # Never echo the token: these messages end up in logs and on stderr.
+        token = value.get_secret_value()
+        if not token:
+            raise PydanticCustomError(
+                "token_empty", "token is empty (an environment variable set to an empty string?)"
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "token_short",
+                "token is {length} characters; at least {minimum} are required",
+                {"length": len(token), "minimum": MIN_TOKEN_LENGTH},
+            )
+        if not _TOKEN_RE.fullmatch(token):
+            raise PydanticCustomError("token_chars", "token must be printable ASCII without spaces")
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _agent_names(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise PydanticCustomError(
+                "agents_empty",
+                "agents is empty; list at least one agent (a plain string token has full access)",
+            )
+        for name in sorted(value):
+            if not AGENT_RE.fullmatch(name):
+                raise PydanticCustomError(
+                    "agent_name", "'{name}' is not a valid agent name", {"name": name}
+                )
+        return value
+
+    def permits(self, agent: str) -> bool:
+        """True if this token may act on ``agent``."""
+        return self.agents is None or agent in self.agents
+
+
+class GatewayConfig(_Strict):
+    """Gateway options that live in ``config.toml``.
+
+    ``tokens`` entries are strings (full access) or tables ``{token, agents}`` (limited to
+    those agents); both load as :class:`TokenGrant`.
+    """
+
+    tokens: list[TokenGrant] = Field(default_factory=list)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tables(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for i, entry in enumerate(value):
+            if isinstance(entry, str | SecretStr):
+                entry = {"token": entry}
+            elif not isinstance(entry, dict | TokenGrant):
+                raise PydanticCustomError(
+                    "token_entry",
+                    "entry {index} must be a string or a table with token and agents",
+                    {"index": i},
+                )
+            out.append(entry)
+        return out
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct(cls, value: list[TokenGrant]) -> list[TokenGrant]:
+        secrets = [g.token.get_secret_value() for g in value]
+        if len(set(secrets)) != len(secrets):
+            raise PydanticCustomError("token_duplicate", "the same token is listed twice")
+        return value
+
+
+class Config(_Strict):
+    """The whole config directory, loaded."""
+
+    home: Path
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+
+    def agent(self, name: str) -> AgentConfig:
+        """The agent called ``name``, or NotFound."""
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise NotFound(f"unknown agent {name!r}") from None
+
+
+def expand_env(value: Any, where: str) -> Any:
+    """Replace ``${VAR}`` in every string of ``value``; an unset variable is a ConfigError."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var not in os.environ:
+                raise ConfigError(f"{where}: environment variable {var} is not set")
+            return os.environ[var]
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, where) for k, v in value.items()}
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return expand_env(tomllib.load(f), str(path))  # type: ignore[no-any-return]
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def _describe(e: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
+    )
+
+
+def load_config(home: Path) -> Config:
+    """Load and validate the config directory at ``home``; raise ConfigError on any problem."""
+    home = Path(home)
+    raw: dict[str, Any] = {}
+    if (home / "config.toml").is_file():
+        raw = _read_toml(home / "config.toml")
+    agents: dict[str, AgentConfig] = {}
+    agents_dir = home / "agents"
+    for path in sorted(agents_dir.glob("*.toml")) if agents_dir.is_dir() else []:
+        name = path.stem
+        if not AGENT_RE.fullmatch(name):
+            raise ConfigError(f"{path}: agent file name must match {AGENT_RE.pattern}")
+        data = _read_toml(path)
+        prompt = path.with_suffix(".md")
+        if prompt.is_file() and "system_prompt" not in data:
+            data["system_prompt"] = prompt.read_text(encoding="utf-8")
+        try:
+            agents[name] = AgentConfig(name=name, **data)
+        except ValidationError as e:
+            raise ConfigError(f"{path}: {_describe(e)}") from None
+        except TypeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    try:
+        config = Config(home=home, agents=agents, **raw)
+    except ValidationError as e:
+        raise ConfigError(f"{home / 'config.toml'}: {_describe(e)}") from None
+    for agent in config.agents.values():
+        if agent.model != "mock":
+            if "/" not in agent.model:
+                raise ConfigError(
+                    f"agent {agent.name}: model {agent.model!r} must be 'mock' or "
+                    "'<provider>/<model>'"
+                )
+            if agent.provider_name not in config.providers:
+                raise ConfigError(
+                    f"agent {agent.name}: provider {agent.provider_name!r} is not defined in "
+                    f"config.toml (defined: {sorted(config.providers) or 'none'})"
+                )
+    return config
+
+
+def init_home(home: Path) -> bool:
+    """Write a starter config directory (one mock agent) if ``home`` has none; True if written."""
+    home = Path(home)
+    if (home / "config.toml").exists() or (home / "agents").is_dir():
+        return False
+    (home / "agents").mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        "# walrus_tasks configuration. Providers, e.g.:\n"
+        "# [providers.openai]\n"
+        '# kind = "openai"\n'
+        '# api_key = "${OPENAI_API_KEY}"\n',
+        encoding="utf-8",
+    )
+    (home / "agents" / f"{DEFAULT_AGENT}.toml").write_text(
+        'model = "mock"\n'
+        'description = "Offline demo agent (the built-in mock model)"\n'
+        "[mock]\n"
+        'reply = "Hello! I am the walrus mock model, streaming one word at a time."\n'
+        "chunk_delay_ms = 40\n",
+        encoding="utf-8",
+    )
+    (home / "agents" / f"{DEFAULT_AGENT}.md").write_text(
+        "You are a helpful assistant.\n", encoding="utf-8"
+    )
+    return True

@@ -1,0 +1,80 @@
+"""The exceptions of walrus_tasks.
+
+::
+
+    WalrusError                    base of everything we raise on purpose
+    ├── InvalidInput               bad name, body or argument (HTTP 422)
+    │   └── ConfigError            the config directory cannot be loaded
+    ├── NotFound                   unknown agent, run or conversation (HTTP 404)
+    ├── Conflict                   the conversation is busy, or no run to act on (HTTP 409)
+    ├── PayloadTooLarge            body over the size limit (HTTP 413)
+    ├── LeaseLost                  this worker no longer holds the conversation's lease
+    ├── Cancelled                  the run was killed; raised at the next check point
+    └── ProviderError              the LLM provider failed (HTTP error, bad response)
+"""
+
+from __future__ import annotations
+
+
+class WalrusError(Exception):
+    """Raised for every failure walrus_tasks reports on purpose."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(WalrusError):
+    """Raised when a name, body or argument is not acceptable."""
+
+    code = "invalid"
+    status = 422
+
+
+class ConfigError(InvalidInput):
+    """Raised when the config directory cannot be loaded."""
+
+    code = "config"
+
+
+class NotFound(WalrusError):
+    """Raised when an agent, run or conversation does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(WalrusError):
+    """Raised when the conversation's state forbids the operation."""
+
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(WalrusError):
+    """Raised when a request body exceeds the configured limit."""
+
+    code = "too_large"
+    status = 413
+
+
+class LeaseLost(WalrusError):
+    """Raised when a fenced write finds another holder of the conversation lease."""
+
+    code = "lease_lost"
+
+
+class Cancelled(WalrusError):
+    """Raised inside a run when its cancel flag is seen."""
+
+    code = "cancelled"
+
+
+class ProviderError(WalrusError):
+    """Raised when the LLM provider fails."""
+
+    code = "provider"
+    status = 502

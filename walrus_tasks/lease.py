@@ -1,0 +1,186 @@
+"""The per-conversation lease: one run at a time, fenced by a monotonic token.
+
+The lease belongs to the run, not the process: every task of the run carries the token it was
+dispatched under, and every write checks it in Lua (see ``lua/prelude.lua``). A worker that
+stops renewing loses the lease only when somebody else takes it over (the reaper, after the TTL).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.errors import Cancelled, LeaseLost
+from walrus_tasks.settings import get_settings
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of every timestamp in Redis."""
+    return int(time.time() * 1000)
+
+
+def ttl_ms() -> int:
+    """The lease TTL in milliseconds."""
+    return int(get_settings().lease_ttl * 1000)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a task needs to write to a conversation: whose run, under which lease token."""
+
+    agent: str
+    sender: str
+    run_id: str
+    token: str
+
+    @property
+    def cid(self) -> str:
+        """The conversation id."""
+        return keys.cid(self.agent, self.sender)
+
+    @property
+    def lease_keys(self) -> list[str]:
+        """``[lease, fence]``: the first two KEYS of every fenced script."""
+        return [keys.conv(self.cid, "lease"), keys.conv(self.cid, "fence")]
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The result of taking a lease: the token and the run it started (None: inbox empty)."""
+
+    token: str
+    run_id: str | None
+
+
+def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
+    """Take the conversation's lease and start its next run; None if somebody holds it."""
+    conversation = keys.cid(agent, sender)
+    res = scripts.call(
+        r,
+        "acquire",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
+        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
+    )
+    if not res:
+        return None
+    return Acquired(token=res[0], run_id=res[1] or None)
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A recovered lease: the run to resume, or the run started from the inbox."""
+
+    token: str
+    resume: str | None
+    started: str | None
+
+
+def takeover(r: redis.Redis, conversation: str) -> Takeover | None:
+    """Take an expired lease over (the reaper's move); None while the lease is alive."""
+    res = scripts.call(
+        r,
+        "takeover",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
+        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
+    )
+    if not res:
+        return None
+    return Takeover(token=res[0], resume=res[1] or None, started=res[2] or None)
+
+
+def renew(
+    r: redis.Redis,
+    fence: Fence,
+    claim_key: str = "",
+    claim_id: str = "",
+    ttl: float | None = None,
+) -> bool:
+    """Make the lease (and this task's claim) expire ``ttl`` seconds from now.
+
+    ``ttl`` defaults to the lease TTL. Returns False once the lease is lost.
+    """
+    res = scripts.call(
+        r,
+        "renew",
+        [*fence.lease_keys, claim_key or keys.run_part(fence.run_id, "claim")],
+        [fence.token, int(ttl * 1000) if ttl else ttl_ms(), now_ms(), fence.cid, claim_id],
+    )
+    return bool(res)
+
+
+def expired_conversations(r: redis.Redis, grace_ms: int = 0) -> list[str]:
+    """Conversations whose lease expiry (as last renewed) is in the past."""
+    rows: Any = r.zrangebyscore(keys.LEASES, "-inf", now_ms() - grace_ms)
+    return [str(c) for c in rows]
+
+
+class LeaseKeeper:
+    """A thread that renews the lease and polls the run's cancel flag while a task works.
+
+    Use as a context manager around the task's work; call ``check()`` at every safe point and
+    ``wait(seconds)`` instead of ``time.sleep`` so a kill interrupts the pause.
+    """
+
+    def __init__(
+        self, r: redis.Redis, fence: Fence, claim_key: str = "", claim_id: str = ""
+    ) -> None:
+        self._r = r
+        self.fence = fence
+        self._claim_key = claim_key
+        self._claim_id = claim_id
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._poll_cancel()
+        # Back from the dispatch grace to the lease TTL: from now on a dead worker is noticed
+        # within one TTL.
+        if not renew(self._r, self.fence, self._claim_key, self._claim_id):
+            self.lost.set()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _poll_cancel(self) -> None:
+        if self._r.exists(keys.run_part(self.fence.run_id, "cancel")):
+            self.cancelled.set()
+
+    def _loop(self) -> None:
+        settings = get_settings()
+        renew_every = settings.lease_ttl / 3
+        last_renew = time.monotonic()
+        while not self._stop.wait(settings.cancel_poll):
+            try:
+                self._poll_cancel()
+                if time.monotonic() - last_renew >= renew_every:
+                    last_renew = time.monotonic()
+                    if not renew(self._r, self.fence, self._claim_key, self._claim_id):
+                        self.lost.set()
+                        return
+            except redis.RedisError:
+                continue  # a blip: the next tick retries; the TTL leaves room for several
+
+    def check(self) -> None:
+        """Raise LeaseLost or Cancelled if either happened since the task began."""
+        if self.lost.is_set():
+            raise LeaseLost(f"run {self.fence.run_id}: conversation lease taken over")
+        if self.cancelled.is_set():
+            raise Cancelled(f"run {self.fence.run_id} cancelled")
+
+    def wait(self, seconds: float) -> None:
+        """Pause up to ``seconds``; return early (then raise) on cancel or a lost lease."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.cancelled.wait(min(left, 0.05)) or self.lost.is_set():
+                break
+        self.check()

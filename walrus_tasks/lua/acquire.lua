@@ -1,0 +1,13 @@
+-- Drain: take the free lease of a conversation and start its next queued run.
+-- KEYS: lease, fence
+-- ARGV: cid, now_ms, ttl_ms, maxlen
+-- Returns false when the lease is held (its holder drains), else {token, run_id or false}.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+if redis.call('LLEN', conv_key(ARGV[1], 'inbox')) == 0 then
+  return {'', false}
+end
+local token = tostring(redis.call('INCR', KEYS[2]))
+local run_id = start_next(ARGV[1], token, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return {token, run_id}

@@ -1,0 +1,20 @@
+-- Persist the outcome of one LLM step, fenced and idempotent on (run, step).
+-- KEYS: lease, fence, run, history, claim
+-- ARGV: token, ttl_ms, step, message_json ('' = nothing to append), next_phase
+--       ('tools' | 'final' | 'cancelled'), calls_json, input_tokens, output_tokens, model
+-- Returns 'ok', 'fenced' or 'stale'.
+if not holds(ARGV[1], ARGV[2]) then
+  return 'fenced'
+end
+local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase')
+if r[1] ~= 'running' or r[2] ~= ARGV[3] or r[3] ~= 'llm' then
+  return 'stale'
+end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[4])
+end
+redis.call('HINCRBY', KEYS[3], 'input_tokens', ARGV[7])
+redis.call('HINCRBY', KEYS[3], 'output_tokens', ARGV[8])
+redis.call('HSET', KEYS[3], 'phase', ARGV[5], 'calls', ARGV[6], 'model', ARGV[9])
+redis.call('DEL', KEYS[5])
+return 'ok'

@@ -1,0 +1,52 @@
+-- Shared by every script (prepended by scripts.py). KEYS[1] = lease, KEYS[2] = fence.
+local PREFIX = 'walrus:'
+
+-- True when `token` holds the conversation lease. A lease that expired while nobody took it
+-- over (the fence still equals our token) is taken back: expiry alone never fences a worker,
+-- only another holder does.
+local function holds(token, ttl_ms)
+  local cur = redis.call('GET', KEYS[1])
+  if cur == token then
+    return true
+  end
+  if not cur and redis.call('GET', KEYS[2]) == token then
+    redis.call('SET', KEYS[1], token, 'PX', ttl_ms)
+    return true
+  end
+  return false
+end
+
+local function run_key(run_id) return PREFIX .. 'run:' .. run_id end
+local function conv_key(cid, part) return PREFIX .. 'conv:' .. cid .. ':' .. part end
+
+local function emit(run_id, maxlen, event)
+  return redis.call('XADD', run_key(run_id) .. ':events', 'MAXLEN', '~', maxlen, '*',
+    'data', event)
+end
+
+-- Pop the next inbox entry of `cid` and start its run under `token`, or release the lease.
+-- Called with the lease held; atomic with the caller, so a message appended by submit() is
+-- either seen here or finds the lease free (invariant 4: nothing stranded).
+local function start_next(cid, token, now_ms, ttl_ms, maxlen)
+  local run_id = redis.call('LPOP', conv_key(cid, 'inbox'))
+  if redis.call('LLEN', conv_key(cid, 'inbox')) == 0 then
+    redis.call('ZREM', PREFIX .. 'inboxes', cid)
+  end
+  if not run_id then
+    redis.call('DEL', KEYS[1], conv_key(cid, 'active'))
+    redis.call('ZREM', PREFIX .. 'leases', cid)
+    return false
+  end
+  local rk = run_key(run_id)
+  redis.call('PSETEX', KEYS[1], ttl_ms, token)
+  redis.call('ZADD', PREFIX .. 'leases', now_ms + ttl_ms, cid)
+  redis.call('SET', conv_key(cid, 'active'), run_id)
+  redis.call('HSET', rk, 'status', 'running', 'started_at', now_ms, 'step', 0, 'phase', 'llm')
+  redis.call('SADD', PREFIX .. 'runs:active', run_id)
+  local r = redis.call('HMGET', rk, 'agent', 'sender', 'content')
+  redis.call('RPUSH', conv_key(cid, 'history'),
+    cjson.encode({role = 'user', content = r[3], run_id = run_id}))
+  redis.call('ZADD', PREFIX .. 'conversations', now_ms, cid)
+  emit(run_id, maxlen, cjson.encode({type = 'start', run_id = run_id, agent = r[1], sender = r[2]}))
+  return run_id
+end

@@ -1,0 +1,21 @@
+-- submit(): record the run as queued and append it to the conversation inbox, atomically.
+-- KEYS: lease, fence, inbox, run, active
+-- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid
+local busy = redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[3]) > 0
+if ARGV[5] == 'reject' and busy then
+  return {'busy', redis.call('GET', KEYS[5]) or false}
+end
+local interrupted = false
+if ARGV[5] == 'interrupt' then
+  interrupted = redis.call('GET', KEYS[5])
+  if interrupted then
+    redis.call('SET', run_key(interrupted) .. ':cancel', '1', 'EX', 86400)
+  end
+end
+local seq = redis.call('INCR', conv_key(ARGV[7], 'seq'))
+redis.call('HSET', KEYS[4], 'run_id', ARGV[1], 'agent', ARGV[2], 'sender', ARGV[3],
+  'content', ARGV[4], 'status', 'queued', 'created_at', ARGV[6], 'seq', seq)
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('ZADD', PREFIX .. 'inboxes', 'NX', ARGV[6], ARGV[7])
+redis.call('ZADD', PREFIX .. 'conversations', ARGV[6], ARGV[7])
+return {'ok', interrupted}

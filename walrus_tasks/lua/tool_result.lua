@@ -1,0 +1,26 @@
+-- Record one tool call's result, fenced and idempotent on (run, step, call id). The call that
+-- completes the step appends every result to history in call order and moves the run on.
+-- KEYS: lease, fence, run, history, results, claim
+-- ARGV: token, ttl_ms, step, call_id, message_json
+-- Returns 'complete', 'pending', 'fenced' or 'stale'.
+if not holds(ARGV[1], ARGV[2]) then
+  return 'fenced'
+end
+local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase', 'calls')
+if r[1] ~= 'running' or r[2] ~= ARGV[3] or r[3] ~= 'tools' then
+  return 'stale'
+end
+if redis.call('HSETNX', KEYS[5], ARGV[4], ARGV[5]) == 0 then
+  return 'stale'
+end
+redis.call('DEL', KEYS[6])
+local calls = cjson.decode(r[4])
+if redis.call('HLEN', KEYS[5]) < #calls then
+  return 'pending'
+end
+for _, call in ipairs(calls) do
+  redis.call('RPUSH', KEYS[4], redis.call('HGET', KEYS[5], call['id']))
+end
+redis.call('DEL', KEYS[5])
+redis.call('HSET', KEYS[3], 'step', tonumber(ARGV[3]) + 1, 'phase', 'llm', 'calls', '')
+return 'complete'

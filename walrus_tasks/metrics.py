@@ -1,0 +1,153 @@
+"""Cluster-wide figures kept in Redis: run outcomes and durations by agent, queue depths.
+
+No single process sees every run end, so the worker that ends a run adds it to one Redis hash
+(``record_run``: one MULTI round trip per run), and whoever reports reads the hash back: the
+gateway's ``GET /metrics`` on every scrape and ``walrus status``. Plain data only; the Prometheus
+objects live in ``gateway.metrics`` and ``worker.metrics``.
+
+The figures are counters since the hash was created: they survive process restarts and are
+reset only with Redis's data, which Prometheus treats as a counter reset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from walrus_tasks import keys
+
+RUN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Upper bounds (seconds) of the run-duration histogram; longer runs count in ``+Inf`` only."""
+RUN_STATUSES = ("succeeded", "failed", "cancelled")
+"""The terminal statuses of a run."""
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+"""Kombu's Redis transport keeps a queue as one list per priority step: ``name``, ``name␆␖3``…"""
+UNACKED = "unacked"
+"""Kombu's hash of delivered, not yet acknowledged messages (in flight with acks_late)."""
+
+
+def bound_label(bound: float) -> str:
+    """How a bucket bound is written in the hash (and in Prometheus): ``0.5``, ``30``, ``+Inf``."""
+    return "+Inf" if math.isinf(bound) else f"{bound:g}"
+
+
+def record_run(r: redis.Redis, agent: str, status: str, seconds: float | None) -> None:
+    """Count one ended run of ``agent``; ``seconds`` is None when it never started."""
+    pipe = r.pipeline(transaction=True)  # a scrape never sees the count without its bucket
+    pipe.hincrby(keys.METRICS_RUNS, f"n:{agent}:{status}", 1)
+    if seconds is not None:
+        seconds = max(seconds, 0.0)
+        i = bisect_left(RUN_BUCKETS, seconds)
+        bound = RUN_BUCKETS[i] if i < len(RUN_BUCKETS) else math.inf
+        pipe.hincrbyfloat(keys.METRICS_RUNS, f"sum:{agent}", seconds)
+        pipe.hincrby(keys.METRICS_RUNS, f"le:{agent}:{bound_label(bound)}", 1)
+    pipe.execute()
+
+
+def run_seconds(started_at_ms: str | None, now: float | None = None) -> float | None:
+    """Seconds since a run record's ``started_at`` (milliseconds), or None if it has none."""
+    if not started_at_ms:
+        return None
+    return (now if now is not None else time.time()) - float(started_at_ms) / 1000
+
+
+@dataclass
+class RunStats:
+    """The ended runs of one agent: how many per status, and how long they took."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
+    buckets: dict[float, int] = field(default_factory=lambda: dict.fromkeys(RUN_BUCKETS, 0))
+    """Runs per duration bucket (upper bound → count), not cumulative."""
+    seconds_sum: float = 0.0
+
+    @property
+    def timed(self) -> int:
+        """How many runs have a duration (every run that started)."""
+        return sum(self.buckets.values())
+
+    @property
+    def mean_seconds(self) -> float | None:
+        """Mean run duration, or None before the first timed run."""
+        return self.seconds_sum / self.timed if self.timed else None
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, runs at most that long)``, ascending, ending with ``+Inf``."""
+        total, out = 0, []
+        for bound in sorted({*self.buckets, math.inf}):
+            total += self.buckets.get(bound, 0)
+            out.append((bound, total))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``walrus status --json``."""
+        mean = self.mean_seconds
+        return {
+            **self.outcomes,
+            "timed": self.timed,
+            "seconds_sum": round(self.seconds_sum, 3),
+            "mean_seconds": None if mean is None else round(mean, 3),
+        }
+
+
+def parse_runs(fields: dict[str, str]) -> dict[str, RunStats]:
+    """The ``walrus:metrics:runs`` hash as ``agent → RunStats`` (unknown fields are skipped)."""
+    stats: dict[str, RunStats] = {}
+    for name, value in fields.items():
+        kind, _, rest = name.partition(":")
+        agent, _, detail = rest.partition(":")
+        try:
+            if kind == "n" and detail:
+                s = stats.setdefault(agent, RunStats())
+                s.outcomes[detail] = s.outcomes.get(detail, 0) + int(value)
+            elif kind == "sum":
+                stats.setdefault(agent, RunStats()).seconds_sum += float(value)
+            elif kind == "le" and detail:
+                s = stats.setdefault(agent, RunStats())
+                bound = float(detail)
+                s.buckets[bound] = s.buckets.get(bound, 0) + int(value)
+        except ValueError:
+            continue  # a field this version does not write: ignore rather than fail a scrape
+    return dict(sorted(stats.items()))
+
+
+def read_runs(r: redis.Redis) -> dict[str, RunStats]:
+    """Run outcomes and durations by agent, for every agent that has ended a run."""
+    fields: dict[str, str] = r.hgetall(keys.METRICS_RUNS)  # type: ignore[assignment]
+    return parse_runs(fields)
+
+
+@dataclass
+class Figures:
+    """The cluster's state at one moment, read in one round trip."""
+
+    queues: dict[str, int]
+    unacked: int
+    leases: int
+    conversations: int
+    inboxes: int
+    active_runs: int
+    runs: dict[str, RunStats]
+
+
+def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
+    """Queue depths (all priority lists summed), counts of state, and run figures."""
+    pipe = r.pipeline(transaction=False)
+    for q in queues:
+        for suffix in PRIORITY_SUFFIXES:
+            pipe.llen(q + suffix)
+    pipe.hlen(UNACKED)
+    pipe.zcard(keys.LEASES)
+    pipe.zcard(keys.CONVERSATIONS)
+    pipe.zcard(keys.INBOXES)
+    pipe.scard(keys.ACTIVE_RUNS)
+    pipe.hgetall(keys.METRICS_RUNS)
+    res: list[Any] = pipe.execute()
+    n = len(PRIORITY_SUFFIXES)
+    depths = {q: sum(res[i * n : (i + 1) * n]) for i, q in enumerate(queues)}
+    unacked, leases, conversations, inboxes, active, runs = res[len(queues) * n :]
+    return Figures(depths, unacked, leases, conversations, inboxes, active, parse_runs(runs))

@@ -1,0 +1,132 @@
+"""Wire models: request and response bodies of the HTTP API, and run records."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OnBusy = Literal["enqueue", "reject", "interrupt"]
+
+
+class RunStatus(StrEnum):
+    """The life of a run: ``queued → running ⇄ waiting → succeeded | failed | cancelled``."""
+
+    queued = "queued"
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for the three end states."""
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+class SendMessage(BaseModel):
+    """``POST /v1/agents/{agent}/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1)
+    sender: str | None = None
+    on_busy: OnBusy = "enqueue"
+    stream: bool = False
+
+
+class Accepted(BaseModel):
+    """``202`` for an accepted message."""
+
+    run_id: str
+    events_url: str
+
+
+class Usage(BaseModel):
+    """Token counts of a run, summed over its steps."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class RunInfo(BaseModel):
+    """``GET /v1/runs/{run_id}``."""
+
+    run_id: str
+    agent: str
+    sender: str
+    status: RunStatus
+    seq: int = Field(description="position of the message in its conversation, in acceptance order")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> RunInfo:
+        """Build from the run's Redis hash (timestamps stored in ms)."""
+
+        def ts(k: str) -> float | None:
+            return int(h[k]) / 1000 if h.get(k) else None
+
+        usage = None
+        if "input_tokens" in h or "output_tokens" in h:
+            usage = Usage(
+                input_tokens=int(h.get("input_tokens", 0)),
+                output_tokens=int(h.get("output_tokens", 0)),
+            )
+        return cls(
+            run_id=h["run_id"],
+            agent=h["agent"],
+            sender=h["sender"],
+            status=RunStatus(h["status"]),
+            seq=int(h.get("seq", 0)),
+            created_at=ts("created_at") or 0.0,
+            started_at=ts("started_at"),
+            finished_at=ts("finished_at"),
+            error=h.get("error") or None,
+            usage=usage,
+            model=h.get("model") or None,
+        )
+
+
+class KillResult(BaseModel):
+    """``200`` of a kill: the cancelled run, or null when nothing was running."""
+
+    run_id: str | None
+
+
+class Conversation(BaseModel):
+    """One row of ``GET /v1/conversations``."""
+
+    agent: str
+    sender: str
+    last_active: float
+    active_run: str | None = None
+    queued: int = 0
+
+
+class AgentInfo(BaseModel):
+    """One row of ``GET /v1/agents``."""
+
+    name: str
+    model: str
+    description: str
+    tools: list[str]
+    members: list[str]
+
+
+class ErrorBody(BaseModel):
+    """``{"error": {"code", "message"}}`` with the HTTP status."""
+
+    error: dict[str, str]
+
+
+def event_json(event: dict[str, Any]) -> str:
+    """The stored and streamed form of a run event."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,51 @@
+"""Process settings, read once from ``WALRUS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Where a development machine usually has Redis; ``walrus up`` embeds one if it is not there."""
+
+DEFAULT_LEASE_TTL = 15.0
+"""Seconds a conversation lease lives without renewal; workers renew it every third of this."""
+
+
+class Settings(BaseSettings):
+    """Everything a walrus process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="WALRUS_", extra="ignore")
+
+    home: Path = Field(default=Path(".walrus"), description="config directory")
+    redis_url: str = DEFAULT_REDIS_URL
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8765
+    log_level: str = "INFO"
+    log_format: str = Field(default="console", pattern="^(json|console)$")
+
+    lease_ttl: float = Field(default=DEFAULT_LEASE_TTL, gt=0)
+    dispatch_grace: float = Field(
+        default=60.0, gt=0, description="seconds a dispatched task may wait in its queue"
+    )
+    reaper_interval: float = Field(default=3.0, gt=0, description="seconds between lease sweeps")
+    max_recoveries: int = Field(default=3, ge=0, description="resumes of one run before it fails")
+    cancel_poll: float = Field(default=0.1, gt=0, description="seconds between cancel-flag checks")
+
+    step_soft_time_limit: int = 300
+    step_time_limit: int = 330
+    visibility_timeout: int = Field(default=3600, description="above the step time limit")
+
+    events_maxlen: int = Field(default=10_000, description="approximate cap of one run's stream")
+    events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
+    max_body_bytes: int = 1024 * 1024
+    sse_keepalive: float = 15.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return Settings()

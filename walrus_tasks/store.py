@@ -1,0 +1,165 @@
+"""The conversation store in Redis: fenced writes of a run's progress, and the reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.errors import NotFound
+from walrus_tasks.lease import Fence, now_ms, ttl_ms
+from walrus_tasks.models import Conversation, RunInfo, event_json
+from walrus_tasks.settings import get_settings
+
+Begin = Literal["ok", "fenced", "stale", "busy"]
+Commit = Literal["ok", "fenced", "stale"]
+ToolRecord = Literal["complete", "pending", "fenced", "stale"]
+
+
+def emit(r: redis.Redis, fence: Fence, event: dict[str, Any]) -> str | None:
+    """Append ``event`` to the run's stream if ``fence`` still holds; its entry id, or None."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "emit",
+        fence.lease_keys,
+        [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen, event_json(event)],
+    )
+
+
+def begin(
+    r: redis.Redis, fence: Fence, step: int, phase: str, claim_id: str, call_id: str = ""
+) -> Begin:
+    """Claim the execution of ``step`` (``call_id`` of it, for a tool call)."""
+    claim = keys.run_part(fence.run_id, f"claim:{call_id}" if call_id else "claim")
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "begin",
+        [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
+        [fence.token, ttl_ms(), step, phase, claim_id, call_id],
+    )
+
+
+def commit(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    message: dict[str, Any] | None,
+    next_phase: Literal["tools", "final", "cancelled"],
+    calls: list[dict[str, Any]],
+    usage: tuple[int, int],
+    model: str,
+) -> Commit:
+    """Persist one LLM step: the assistant message (if any) and what the run does next."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "commit",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.conv(fence.cid, "history"),
+            keys.run_part(fence.run_id, "claim"),
+        ],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            json.dumps(message, ensure_ascii=False) if message else "",
+            next_phase,
+            json.dumps(calls, ensure_ascii=False),
+            usage[0],
+            usage[1],
+            model,
+        ],
+    )
+
+
+def record_tool_result(
+    r: redis.Redis, fence: Fence, step: int, call_id: str, message: dict[str, Any]
+) -> ToolRecord:
+    """Store one tool call's result; ``complete`` for the call that finishes the step."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "tool_result",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.conv(fence.cid, "history"),
+            keys.run_part(fence.run_id, "results"),
+            keys.run_part(fence.run_id, f"claim:{call_id}"),
+        ],
+        [fence.token, ttl_ms(), step, call_id, json.dumps(message, ensure_ascii=False)],
+    )
+
+
+def finish(
+    r: redis.Redis, fence: Fence, status: str, end_event: dict[str, Any], error: str = ""
+) -> tuple[str, str | None]:
+    """End the run with ``end_event`` and start the next queued run of the conversation.
+
+    Returns ``("ended", next_run_id | None)``, or ``("fenced" | "stale", None)``.
+    """
+    settings = get_settings()
+    res = scripts.call(
+        r,
+        "finish",
+        [*fence.lease_keys, keys.run(fence.run_id)],
+        [
+            fence.token,
+            ttl_ms(),
+            fence.run_id,
+            fence.cid,
+            status,
+            error,
+            event_json(end_event),
+            now_ms(),
+            settings.events_maxlen,
+            settings.events_ttl,
+        ],
+    )
+    return res[0], (res[1] or None) if len(res) > 1 else None
+
+
+def run_record(r: redis.Redis, run_id: str) -> dict[str, str]:
+    """The run's raw hash, or NotFound."""
+    h: dict[str, str] = r.hgetall(keys.run(run_id))  # type: ignore[assignment]
+    if not h:
+        raise NotFound(f"unknown run {run_id!r}")
+    return h
+
+
+def get_run(r: redis.Redis, run_id: str) -> RunInfo:
+    """The public view of a run."""
+    return RunInfo.from_hash(run_record(r, run_id))
+
+
+def history(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
+    """The conversation's messages, in order."""
+    raw: list[str] = r.lrange(keys.conv(keys.cid(agent, sender), "history"), 0, -1)  # type: ignore[assignment]
+    return [json.loads(m) for m in raw]
+
+
+def conversations(r: redis.Redis, agent: str | None = None) -> list[Conversation]:
+    """Every conversation (optionally of one agent), most recently active first."""
+    rows: list[tuple[str, float]] = r.zrevrange(keys.CONVERSATIONS, 0, -1, withscores=True)  # type: ignore[assignment]
+    if agent is not None:
+        rows = [(c, s) for c, s in rows if c.startswith(agent + ":")]
+    pipe = r.pipeline(transaction=False)
+    for c, _ in rows:
+        pipe.get(keys.conv(c, "active"))
+        pipe.llen(keys.conv(c, "inbox"))
+    replies = pipe.execute()
+    out = []
+    for i, (c, score) in enumerate(rows):
+        a, s = keys.split_cid(c)
+        out.append(
+            Conversation(
+                agent=a,
+                sender=s,
+                last_active=score / 1000,
+                active_run=replies[2 * i],
+                queued=replies[2 * i + 1],
+            )
+        )
+    return out

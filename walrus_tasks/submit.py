@@ -1,0 +1,72 @@
+"""``submit()``: accept a message into a conversation, and ``kill()``: cancel its active run."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.celery_app import DRAIN, app
+from walrus_tasks.errors import Conflict
+from walrus_tasks.lease import now_ms
+from walrus_tasks.models import OnBusy
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """An accepted message: its run, and the run it interrupted (``on_busy=interrupt``)."""
+
+    run_id: str
+    interrupted: str | None = None
+
+
+def new_run_id() -> str:
+    """A fresh run id (sortable by creation time is not needed: runs are listed per run)."""
+    return uuid.uuid4().hex
+
+
+def submit(
+    r: redis.Redis, agent: str, sender: str, content: str, on_busy: OnBusy = "enqueue"
+) -> Submitted:
+    """Append the message to the conversation inbox (atomically) and enqueue a drain.
+
+    Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
+    conversation, with nothing written.
+    """
+    run_id = new_run_id()
+    conversation = keys.cid(agent, sender)
+    res = scripts.call(
+        r,
+        "submit",
+        [
+            keys.conv(conversation, "lease"),
+            keys.conv(conversation, "fence"),
+            keys.conv(conversation, "inbox"),
+            keys.run(run_id),
+            keys.conv(conversation, "active"),
+        ],
+        [run_id, agent, sender, content, on_busy, now_ms(), conversation],
+    )
+    if res[0] == "busy":
+        raise Conflict(
+            f"conversation {agent}/{sender} is busy (active run {res[1] or 'starting'}); "
+            "send with on_busy=enqueue or interrupt"
+        )
+    enqueue_drain(agent, sender)
+    return Submitted(run_id=run_id, interrupted=res[1] or None)
+
+
+def enqueue_drain(agent: str, sender: str) -> None:
+    """Ask a worker to drain the conversation's inbox (a no-op if its lease is held)."""
+    app.send_task(DRAIN, args=(agent, sender))
+
+
+def kill(r: redis.Redis, agent: str, sender: str) -> str | None:
+    """Set the cancel flag of the conversation's active run; the run id, or None if idle."""
+    active: str | None = r.get(keys.conv(keys.cid(agent, sender), "active"))  # type: ignore[assignment]
+    if active is None:
+        return None
+    r.set(keys.run_part(active, "cancel"), "1", ex=86400)
+    return active

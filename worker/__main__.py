@@ -1,0 +1,49 @@
+"""``python -m worker``: one Celery worker process serving the walrus queues."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from walrus_tasks.celery_app import ALL_QUEUES, app
+from walrus_tasks.log import setup_logging
+from walrus_tasks.settings import get_settings
+from worker import metrics
+
+
+def main() -> None:
+    """Parse the flags and run the worker until it is stopped."""
+    parser = argparse.ArgumentParser(prog="walrus worker")
+    parser.add_argument("--queues", default=",".join(ALL_QUEUES))
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--hostname", default=f"walrus@{socket.gethostname()}")
+    parser.add_argument("--loglevel", default=None)
+    parser.add_argument(
+        "--metrics-port", metavar="[HOST:]PORT", default=None,
+        help="serve Prometheus /metrics of all pool processes here (host 127.0.0.1)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    setup_logging()
+    if args.metrics_port:  # before anything imports prometheus_client, and before the pool forks
+        metrics.serve(args.metrics_port)
+    else:
+        metrics.no_multiprocess()
+    import worker.tasks  # noqa: F401  (registers the task bodies on the app)
+
+    argv = [
+        "worker",
+        f"--queues={args.queues}",
+        f"--pool={args.pool}",
+        f"--hostname={args.hostname}",
+        f"--loglevel={args.loglevel or get_settings().log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.concurrency:
+        argv.append(f"--concurrency={args.concurrency}")
+    app.worker_main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Recovery: find conversations whose lease holder died, and resume (or fail) their runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+
+from walrus_tasks import keys, store
+from walrus_tasks.connection import get_redis
+from walrus_tasks.lease import Fence, expired_conversations, now_ms, takeover
+from walrus_tasks.log import bound
+from walrus_tasks.settings import get_settings
+from walrus_tasks.submit import enqueue_drain
+from worker.runtime import dispatch_step, dispatch_tool_call, finish
+
+log = logging.getLogger("walrus.recovery")
+
+STALE_INBOX_MS = 5_000
+"""An inbox non-empty this long with no lease lost its drain message: drain it again."""
+
+
+def reap() -> int:
+    """One sweep; returns how many conversations it acted on."""
+    r = get_redis()
+    acted = 0
+    for conversation in expired_conversations(r):
+        t = takeover(r, conversation)
+        if t is None:
+            continue
+        acted += 1
+        agent, sender = keys.split_cid(conversation)
+        if t.resume:
+            resume(r, Fence(agent, sender, t.resume, t.token))
+        elif t.started:
+            dispatch_step(Fence(agent, sender, t.started, t.token), 0)
+    stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - STALE_INBOX_MS)  # type: ignore[assignment]
+    for conversation in stale:
+        if not r.exists(keys.conv(conversation, "lease")) and r.llen(
+            keys.conv(conversation, "inbox")
+        ):
+            acted += 1
+            r.zadd(keys.INBOXES, {conversation: now_ms()}, xx=True)
+            enqueue_drain(*keys.split_cid(conversation))
+    return acted
+
+
+def resume(r: redis.Redis, fence: Fence) -> None:
+    """Continue a run from its last persisted step under the new lease token."""
+    record = store.run_record(r, fence.run_id)
+    recoveries = int(record.get("recoveries", 0))
+    step, phase = int(record.get("step", 0)), record.get("phase", "llm")
+    with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
+        log.warning("lease expired; resuming at step %d (%s), recovery %d", step, phase, recoveries)
+        if recoveries > get_settings().max_recoveries:
+            finish(
+                r, fence, "failed",
+                f"worker lost {recoveries} times (last at step {step}); giving up",
+            )  # fmt: skip
+        elif phase == "llm":
+            dispatch_step(fence, step)
+        elif phase == "tools":
+            done = set(r.hkeys(keys.run_part(fence.run_id, "results")))
+            for i, call in enumerate(json.loads(record.get("calls") or "[]")):
+                if call["id"] not in done:
+                    r.delete(keys.run_part(fence.run_id, f"claim:{call['id']}"))
+                    dispatch_tool_call(fence, step, i)
+        elif phase == "final":
+            finish(r, fence, "succeeded")
+        elif phase == "cancelled":
+            finish(r, fence, "cancelled")

@@ -1,0 +1,314 @@
+"""The run state machine: one LLM step per task, each tool call its own task.
+
+::
+
+    drain --> step n --(no tool calls)----------------------> end --> next queued run
+                |
+                `--(tool calls)--> tool call x k (in parallel, on walrus.tools)
+                                      `-- the last to finish --> step n+1
+
+Every write is fenced by the conversation lease (``walrus_tasks.store``), and every step and
+tool call is claimed before it runs, so a redelivered or duplicated message does no double work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from walrus_tasks import keys, store
+from walrus_tasks.celery_app import STEP, TOOL_CALL, app
+from walrus_tasks.config import AgentConfig
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import Cancelled, LeaseLost, NotFound, WalrusError
+from walrus_tasks.lease import Fence, LeaseKeeper, acquire, renew
+from walrus_tasks.log import bound
+from walrus_tasks.settings import get_settings
+from worker import metrics
+from worker.config_cache import current_config
+from worker.providers import provider_for
+from worker.providers.base import (
+    LLMRequest,
+    StepUsage,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallRequest,
+)
+from worker.tools import ToolContext, call_tool, specs_for
+
+log = logging.getLogger("walrus.run")
+
+
+def _queue_grace(fence: Fence) -> None:
+    # Nobody renews the lease while the run's next task waits in its queue: give it the
+    # dispatch grace, so a busy queue is not mistaken for a dead worker. The task's keeper
+    # shortens it back to the lease TTL as soon as the task begins.
+    renew(get_redis(), fence, ttl=get_settings().dispatch_grace)
+
+
+def dispatch_step(fence: Fence, step: int) -> None:
+    """Enqueue step ``step`` of the fenced run."""
+    _queue_grace(fence)
+    app.send_task(STEP, args=(fence.agent, fence.sender, fence.run_id, fence.token, step))
+
+
+def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
+    """Enqueue tool call ``index`` of step ``step``."""
+    _queue_grace(fence)
+    app.send_task(
+        TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
+    )
+
+
+def drain(agent: str, sender: str) -> None:
+    """Take the conversation's lease and run the first step of its next queued run here."""
+    r = get_redis()
+    acquired = acquire(r, agent, sender)
+    if acquired is None or acquired.run_id is None:
+        return  # the lease holder drains the inbox, or there is nothing to do
+    run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
+
+
+def emit(r: redis.Redis, fence: Fence, event: dict[str, Any]) -> str:
+    """Append a fenced event; LeaseLost if another holder took the conversation over."""
+    entry = store.emit(r, fence, event)
+    if entry is None:
+        raise LeaseLost(f"run {fence.run_id}: lease lost while emitting {event['type']}")
+    return entry
+
+
+@dataclass
+class StepOutput:
+    """What one LLM call produced so far (kept when the call is interrupted)."""
+
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCallRequest] = field(default_factory=list)
+    usage: tuple[int, int] = (0, 0)
+    text_open: bool = False
+
+
+def run_step(fence: Fence, step: int) -> store.Begin:
+    """Execute step ``step`` of a run (see ``_run_step``), its run id bound to every log line."""
+    with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
+        return _run_step(fence, step)
+
+
+@metrics.timed_step
+def _run_step(fence: Fence, step: int) -> store.Begin:
+    """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
+
+    Returns how the claim went: ``busy`` means another delivery holds the step's claim (alive,
+    or dead and not yet expired); the task retries after a lease TTL.
+    """
+    r = get_redis()
+    claim_id = uuid.uuid4().hex
+    state = store.begin(r, fence, step, "llm", claim_id)
+    if state != "ok":
+        log.info("step %d not executed: %s", step, state)
+        return state
+    out = StepOutput()
+    model = "unknown"
+    with LeaseKeeper(r, fence, keys.run_part(fence.run_id, "claim"), claim_id) as keeper:
+        try:
+            agent = current_config().agent(fence.agent)
+            model = agent.model
+            keeper.check()
+            if step >= agent.max_iterations:
+                budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
+                finish(r, fence, "failed", budget)
+                return state
+            _call_llm(r, fence, agent, keeper, out)
+        except LeaseLost as e:
+            log.warning("%s; leaving the run to the new holder", e.message)
+            return state
+        except Cancelled:
+            _close_text(r, fence, out)
+            partial = "".join(out.text)
+            message = _assistant(fence, partial, []) if partial else None
+            _commit(r, fence, step, message, "cancelled", [], out.usage, model)
+            finish(r, fence, "cancelled")
+            return state
+        except NotFound as e:
+            finish(r, fence, "failed", e.message)
+            return state
+        except redis.RedisError:
+            raise  # transient: the task retries; the persisted state is intact
+        except Exception as e:
+            # A pipeline never dies of a failed step: the run fails, the worker carries on.
+            log.exception("step %d failed", step)
+            error = e.message if isinstance(e, WalrusError) else f"{type(e).__name__}: {e}"
+            _close_text(r, fence, out)
+            finish(r, fence, "failed", error)
+            return state
+    text = "".join(out.text)
+    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls]
+    if calls:
+        if _commit(
+            r, fence, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
+        ):
+            emit(r, fence, {"type": "tool_start", "calls": calls})
+            for i in range(len(calls)):
+                dispatch_tool_call(fence, step, i)
+    elif _commit(r, fence, step, _assistant(fence, text, []), "final", [], out.usage, model):
+        finish(r, fence, "succeeded")
+    return state
+
+
+def _call_llm(
+    r: redis.Redis, fence: Fence, agent: AgentConfig, keeper: LeaseKeeper, out: StepOutput
+) -> None:
+    request = LLMRequest(
+        agent=agent,
+        model=agent.model_name,
+        system=agent.system_prompt,
+        messages=store.history(r, fence.agent, fence.sender),
+        tools=specs_for(agent),
+    )
+    for item in provider_for(agent, current_config()).stream(request, keeper.wait):
+        keeper.check()
+        if isinstance(item, TextDelta):
+            if not item.text:
+                continue
+            if not out.text_open:
+                emit(r, fence, {"type": "text_start"})
+                out.text_open = True
+            emit(r, fence, {"type": "chunk", "content": item.text})
+            out.text.append(item.text)
+        elif isinstance(item, ThinkingDelta):
+            emit(r, fence, {"type": "thinking", "content": item.text})
+        elif isinstance(item, ToolCallRequest):
+            out.calls.append(item)
+        elif isinstance(item, StepUsage):
+            out.usage = (item.input_tokens, item.output_tokens)
+    _close_text(r, fence, out)
+
+
+def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    if out.text_open:
+        out.text_open = False
+        store.emit(r, fence, {"type": "text_end"})
+
+
+def _assistant(fence: Fence, text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "run_id": fence.run_id}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _commit(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    message: dict[str, Any] | None,
+    next_phase: Any,
+    calls: list[dict[str, Any]],
+    usage: tuple[int, int],
+    model: str,
+) -> bool:
+    state = store.commit(r, fence, step, message, next_phase, calls, usage, model)
+    if state != "ok":
+        log.warning("step %d not committed: %s", step, state)
+    return state == "ok"
+
+
+def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
+    """End the run with ``end{status}``; start the conversation's next run, if any."""
+    record = store.run_record(r, fence.run_id)
+    end: dict[str, Any] = {
+        "type": "end",
+        "status": status,
+        "usage": {
+            "input_tokens": int(record.get("input_tokens", 0)),
+            "output_tokens": int(record.get("output_tokens", 0)),
+        },
+        "model": record.get("model") or None,
+    }
+    if error:
+        end["error"] = error
+    state, next_run = store.finish(r, fence, status, end, error)
+    if state != "ended":
+        log.warning("run not ended (%s)", state)
+        return
+    log.info("run %s", status, extra={"status": status})
+    metrics.run_ended(r, fence.agent, status, record)
+    if next_run:
+        dispatch_step(Fence(fence.agent, fence.sender, next_run, fence.token), 0)
+
+
+def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
+    """Execute one tool call (see ``_run_tool_call``), its run id bound to every log line."""
+    with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
+        return _run_tool_call(fence, step, index)
+
+
+def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
+    """Execute one tool call of a step; the last of the step's calls starts the next step.
+
+    Returns how the claim went, as ``run_step`` does.
+    """
+    r = get_redis()
+    try:
+        record = store.run_record(r, fence.run_id)
+    except NotFound:
+        return "stale"
+    calls: list[dict[str, Any]] = json.loads(record.get("calls") or "[]")
+    if index >= len(calls):
+        return "stale"
+    call = calls[index]
+    claim_key = keys.run_part(fence.run_id, f"claim:{call['id']}")
+    claim_id = uuid.uuid4().hex
+    state = store.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
+    if state != "ok":
+        return state
+    started = time.monotonic()
+    with LeaseKeeper(r, fence, claim_key, claim_id) as keeper:
+        try:
+            keeper.check()
+            agent = current_config().agent(fence.agent)
+            ctx = ToolContext(
+                agent=agent, sender=fence.sender, run_id=fence.run_id, pause=keeper.wait
+            )
+            with bound(tool=call["name"]):
+                output, is_error = call_tool(call["name"], call["arguments"], ctx)
+        except Cancelled:
+            output, is_error = "cancelled", True
+        except LeaseLost:
+            return state
+        except Exception as e:
+            log.exception("tool %s failed", call["name"])
+            output, is_error = f"{type(e).__name__}: {e}", True
+    duration_ms = int((time.monotonic() - started) * 1000)
+    metrics.tool_called(call["name"], time.monotonic() - started, is_error)
+    result = {
+        "type": "tool_result",
+        "call_id": call["id"],
+        "name": call["name"],
+        "output": output,
+        "is_error": is_error,
+        "duration_ms": duration_ms,
+    }
+    # The event goes out before the result is recorded, so every tool_result precedes
+    # tools_complete (emitted by whichever call records last).
+    if store.emit(r, fence, result) is None:
+        return state
+    message = {
+        "role": "tool",
+        "tool_call_id": call["id"],
+        "name": call["name"],
+        "content": output,
+        "is_error": is_error,
+        "run_id": fence.run_id,
+    }
+    recorded = store.record_tool_result(r, fence, step, call["id"], message)
+    if recorded == "pending":
+        _queue_grace(fence)  # sibling calls may still be waiting in the tools queue
+    elif recorded == "complete" and store.emit(r, fence, {"type": "tools_complete"}) is not None:
+        dispatch_step(fence, step + 1)
+    return state

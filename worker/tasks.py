@@ -1,0 +1,71 @@
+"""The Celery task bodies: parse, bind log context, call the typed runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from walrus_tasks.celery_app import DRAIN, PING, REAP, STEP, TOOL_CALL, app
+from walrus_tasks.lease import Fence
+from walrus_tasks.log import bound
+from walrus_tasks.settings import get_settings
+from worker import recovery, runtime
+
+# Redis blips are transient: retry the task (its effect is idempotent) instead of dropping it.
+_RETRY: dict[str, Any] = {
+    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 10,
+    "max_retries": 10,
+}
+
+
+BUSY_RETRIES = 8
+"""How often a delivery that found its step claimed comes back to look again."""
+
+
+def _retry_if_busy(task: Any, state: str) -> None:
+    # A redelivered message (its worker process died) finds the dead delivery's claim until the
+    # claim's TTL runs out: come back after one lease TTL and resume the run ourselves, unless
+    # the reaper took over first (then the retry is fenced and does nothing).
+    if state == "busy" and task.request.retries < BUSY_RETRIES:
+        raise task.retry(countdown=get_settings().lease_ttl)
+
+
+@app.task(name=DRAIN, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
+def drain(self: Any, agent: str, sender: str) -> None:
+    """Start the conversation's next queued run (no-op while another run holds it)."""
+    with bound(agent=agent, sender=sender, task_id=self.request.id):
+        runtime.drain(agent, sender)
+
+
+@app.task(name=STEP, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
+def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int) -> None:
+    """One LLM step of a run."""
+    with bound(agent=agent, sender=sender, run_id=run_id, task_id=self.request.id):
+        _retry_if_busy(self, runtime.run_step(Fence(agent, sender, run_id, token), step))
+
+
+@app.task(name=TOOL_CALL, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
+def tool_call(
+    self: Any, agent: str, sender: str, run_id: str, token: str, step: int, index: int
+) -> None:
+    """One tool call of a step."""
+    with bound(agent=agent, sender=sender, run_id=run_id, task_id=self.request.id):
+        _retry_if_busy(
+            self, runtime.run_tool_call(Fence(agent, sender, run_id, token), step, index)
+        )
+
+
+@app.task(name=REAP, bind=True)  # type: ignore[untyped-decorator]
+def reap(self: Any) -> int:
+    """Sweep expired leases and lost drains."""
+    with bound(task_id=self.request.id):
+        return recovery.reap()
+
+
+@app.task(name=PING, ignore_result=False)  # type: ignore[untyped-decorator]
+def ping() -> str:
+    """No-op round trip."""
+    return "pong"
