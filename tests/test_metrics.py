@@ -154,7 +154,7 @@ def test_a_worker_with_metrics_port_serves_step_and_tool_durations_of_its_pool(
     private_cluster.start_gateway()
     private_cluster._spawn(
         "worker-m",
-        ["worker", "--concurrency=2", "--pool=prefork", "--hostname=worker-m@test",
+        ["walrus_tasks.cli", "worker", "--concurrency=2", "--pool=prefork", "--name=worker-m@test",
          f"--metrics-port=127.0.0.1:{port}"],
     )  # fmt: skip
     private_cluster.wait_ready()

@@ -49,6 +49,7 @@ def worker_args(
     pool: str | None = None,
     name: str | None = None,
     loglevel: str | None = None,
+    metrics_port: str | None = None,
 ) -> list[str]:
     """The flags of ``python -m worker`` (a bare ``name`` gets ``@<host>`` appended)."""
     args = [f"--queues={queues}"]
@@ -60,6 +61,8 @@ def worker_args(
         args.append(f"--hostname={name if '@' in name else name + '@%h'}")
     if loglevel:
         args.append(f"--loglevel={loglevel}")
+    if metrics_port:
+        args.append(f"--metrics-port={metrics_port}")
     return args
 
 
@@ -90,9 +93,17 @@ def worker(
     loglevel: Annotated[
         str | None, typer.Option(help="Log level (default: $WALRUS_LOG_LEVEL).")
     ] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[HOST:]PORT",
+            help="Serve Prometheus /metrics of every pool process here (host 127.0.0.1).",
+        ),
+    ] = None,
 ) -> None:
     """Run one Celery worker on the walrus queues."""
-    exec_module("worker", *worker_args(queues, concurrency, pool.value, name, loglevel))
+    argv = worker_args(queues, concurrency, pool.value, name, loglevel, metrics_port)
+    exec_module("worker", *argv)
 
 
 def beat() -> None:
