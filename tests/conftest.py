@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         pass
     data = Path(tempfile.mkdtemp(prefix="walrus-test-redis-"))
-    _redis = start_redis(data)
+    _redis = start_redis(data, databases=DATABASES)
     os.environ["WALRUS_REDIS_URL"] = _redis.url
     os.environ["WALRUS_HOME"] = str(data / "home-unused")
 
@@ -40,7 +40,9 @@ def redis_server() -> RedisServer:
     return _redis
 
 
-_db_counter = iter(range(1, 16))
+DATABASES = 128
+"""Databases of the test Redis: db 0 is the shared cluster's, each private cluster takes one."""
+_db_counter = iter(range(1, DATABASES))
 
 
 def redis_db_url(server: RedisServer) -> str:

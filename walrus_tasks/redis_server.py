@@ -80,7 +80,11 @@ class RedisServer:
 
 
 def start_redis(
-    data_dir: Path, port: int | None = None, appendonly: bool = True, password: str | None = None
+    data_dir: Path,
+    port: int | None = None,
+    appendonly: bool = True,
+    password: str | None = None,
+    databases: int = 16,
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
@@ -98,6 +102,7 @@ def start_redis(
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "everysec",
         "--maxmemory-policy", "noeviction",
+        "--databases", str(databases),
         "--logfile", str(data_dir / "redis.log"),
     ]  # fmt: skip
     if password:
