@@ -1,21 +1,40 @@
-"""``python -m beat``: the Celery beat process (reaper sweep; heartbeats and cron later)."""
+"""``python -m beat``: Celery beat with the walrus scheduler (reaper, cron, heartbeats)."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 from walrus_tasks.celery_app import app
+from walrus_tasks.config import load_config
+from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
 
+RET_CONFIG = 4
+"""Exit code for a config directory that cannot be loaded."""
+
 
 def main() -> None:
-    """Run beat until it is stopped."""
+    """Run beat until it is stopped (exit 4 on a bad config)."""
     setup_logging()
-    # The schedule is static (it lives in the app config): a private state file per process.
+    settings = get_settings()
+    try:
+        load_config(settings.home)  # fail here, with one clear line, not in Celery's start-up
+    except ConfigError as e:
+        print(f"walrus beat: bad config: {e.message}", file=sys.stderr)
+        sys.exit(RET_CONFIG)
+    # The scheduler keeps no local state (timers live in Redis); Celery still wants a path.
     state = Path(tempfile.mkdtemp(prefix="walrus-beat-")) / "schedule"
-    app.start(["beat", f"--schedule={state}", f"--loglevel={get_settings().log_level}"])
+    app.start(
+        [
+            "beat",
+            "--scheduler=beat.scheduler:WalrusScheduler",
+            f"--schedule={state}",
+            f"--loglevel={settings.log_level}",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: FastAPI resolves the ``Annotated
 aliases defined inside ``create_app`` at runtime.
 """
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,12 +14,12 @@ import redis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway import openai_compat
+from gateway import admin, bus, openai_compat, ws
 from gateway.auth import install_auth
 from gateway.errors import BodyLimit, error_response, install
 from gateway.metrics import install_metrics
 from gateway.streaming import sse_response
-from walrus_tasks import store
+from walrus_tasks import keys, store
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, get_redis
 from walrus_tasks.errors import InvalidInput
@@ -50,7 +51,10 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.aredis = async_redis(settings.redis_url)
+        app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
+        follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
         yield
+        follower.cancel()
         await app.state.aredis.aclose()
 
     app = FastAPI(title="walrus_tasks gateway", version="0.1.0", lifespan=lifespan)
@@ -162,5 +166,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         return JSONResponse({"status": "ok"})
 
     openai_compat.register(app, cfg, settings)
+    admin.register(app, settings)
+    bus.register(app, cfg, settings)
+    ws.register(app, settings)
     install_metrics(app)  # last: it labels requests by the routes registered above
     return app

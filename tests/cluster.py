@@ -82,8 +82,8 @@ class Cluster:
         self.gateway_url = f"http://127.0.0.1:{port}"
         return self.gateway_url
 
-    def start_beat(self) -> None:
-        self._spawn("beat", ["beat"])
+    def start_beat(self, name: str = "beat") -> None:
+        self._spawn(name, ["beat"])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait for the gateway's /healthz and for every worker to answer a Celery ping."""

@@ -41,7 +41,8 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("7-0", {"type": "end", "status": "succeeded", "usage": {}, "model": "mock"}),
 ]
 COMMANDS = ["up", "gateway", "worker", "beat", "flower", "init", "doctor", "status",
-            "chat", "send", "kill", "history", "runs"]  # fmt: skip
+            "chat", "send", "kill", "history", "runs", "cron", "reload", "events",
+            "export", "import"]  # fmt: skip
 
 
 def frame(entry_id: str, event: dict[str, Any]) -> bytes:

@@ -22,13 +22,26 @@ from walrus_tasks.client import (
     SSEParser,
     _agent_path,
     _conversation_path,
+    _cron_path,
+    _feed_path,
     _message,
     _parse,
     _reason,
+    _subscription,
+    _subscription_path,
     _unexpected,
     raise_for_error,
 )
-from walrus_tasks.models import Accepted, AgentInfo, Conversation, OnBusy, RunInfo
+from walrus_tasks.models import (
+    Accepted,
+    AgentInfo,
+    Conversation,
+    CronEntry,
+    CronSpec,
+    OnBusy,
+    RunInfo,
+    Subscription,
+)
 
 
 class AsyncClient:
@@ -111,9 +124,60 @@ class AsyncClient:
         rows = await self._request("GET", "/v1/conversations", key="conversations")
         return [_parse(Conversation, c) for c in rows]
 
+    async def add_cron(self, spec: CronSpec) -> CronEntry:
+        """Create a cron entry (fires from its next schedule time on)."""
+        body = spec.model_dump(exclude_none=True)
+        return _parse(CronEntry, await self._request("POST", "/v1/crons", json=body))
+
+    async def crons(self) -> list[CronEntry]:
+        """Every cron entry, with last/next fire time and last run id."""
+        rows = await self._request("GET", "/v1/crons", key="crons")
+        return [_parse(CronEntry, c) for c in rows]
+
+    async def remove_cron(self, cron_id: str) -> None:
+        """Delete a cron entry (NotFound if there is none with this id)."""
+        await self._request("DELETE", _cron_path(cron_id))
+
+    async def reload(self) -> dict[str, Any]:
+        """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
+        return dict(await self._request("POST", "/v1/admin/reload"))
+
+    async def subscribe(self, source: str, target_agent: str, once: bool = False) -> Subscription:
+        """Send every event published to ``source`` to ``target_agent`` (only the first: once)."""
+        body = _subscription(source, target_agent, once)
+        return _parse(Subscription, await self._request("POST", "/v1/subscriptions", json=body))
+
+    async def subscriptions(self) -> list[Subscription]:
+        """Every subscription, oldest first."""
+        rows = await self._request("GET", "/v1/subscriptions", key="subscriptions")
+        return [_parse(Subscription, s) for s in rows]
+
+    async def unsubscribe(self, sub_id: str) -> None:
+        """Remove a subscription (NotFound if there is none with this id)."""
+        await self._request("DELETE", _subscription_path(sub_id))
+
+    async def publish(self, source: str, payload: Any) -> list[str]:
+        """Publish an event; the ids of the runs it started (one per fired subscription)."""
+        body = {"source": source, "payload": payload}
+        return [str(f) for f in await self._request("POST", "/v1/events", key="fired", json=body)]
+
     async def events(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
         path = f"/v1/runs/{quote(run_id, safe='')}/events"
+        async for event in self._follow(path, last_event_id):
+            yield event
+
+    async def feed(
+        self, agent: str | None = None, last_event_id: str | None = None
+    ) -> AsyncIterator[Event]:
+        """The live feed of every run's events, as ``Client.feed`` (it has no end)."""
+        async for event in self._follow(_feed_path(agent), last_event_id, until_end=False):
+            yield event
+
+    async def _follow(
+        self, path: str, last_event_id: str | None, until_end: bool = True
+    ) -> AsyncIterator[Event]:
+        """Yield the events of SSE ``path``, reconnecting after drops until ``end`` (if asked)."""
         last = last_event_id
         down_since: float | None = None
         failures = 0
@@ -124,7 +188,7 @@ class AsyncClient:
                     down_since, failures = None, 0
                     last = event.id or last
                     yield event
-                    if event.type == "end":
+                    if until_end and event.type == "end":
                         return
             except GatewayUnreachable as e:
                 error = e.reason

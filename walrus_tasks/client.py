@@ -19,7 +19,16 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WalrusError
-from walrus_tasks.models import Accepted, AgentInfo, Conversation, OnBusy, RunInfo
+from walrus_tasks.models import (
+    Accepted,
+    AgentInfo,
+    Conversation,
+    CronEntry,
+    CronSpec,
+    OnBusy,
+    RunInfo,
+    Subscription,
+)
 from walrus_tasks.names import DEFAULT_SENDER
 
 M = TypeVar("M", bound=BaseModel)
@@ -238,6 +247,46 @@ class Client:
         """The gateway's health body (raises if it is not 200)."""
         return dict(self._request("GET", "/healthz"))
 
+    # --- cron and admin ------------------------------------------------------------------------
+
+    def add_cron(self, spec: CronSpec) -> CronEntry:
+        """Create a cron entry (fires from its next schedule time on)."""
+        body = spec.model_dump(exclude_none=True)
+        return _parse(CronEntry, self._request("POST", "/v1/crons", json=body))
+
+    def crons(self) -> list[CronEntry]:
+        """Every cron entry, with last/next fire time and last run id."""
+        return [_parse(CronEntry, c) for c in self._request("GET", "/v1/crons", key="crons")]
+
+    def remove_cron(self, cron_id: str) -> None:
+        """Delete a cron entry (NotFound if there is none with this id)."""
+        self._request("DELETE", _cron_path(cron_id))
+
+    def reload(self) -> dict[str, Any]:
+        """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
+        return dict(self._request("POST", "/v1/admin/reload"))
+
+    # --- the event bus -------------------------------------------------------------------------
+
+    def subscribe(self, source: str, target_agent: str, once: bool = False) -> Subscription:
+        """Send every event published to ``source`` to ``target_agent`` (only the first: once)."""
+        body = _subscription(source, target_agent, once)
+        return _parse(Subscription, self._request("POST", "/v1/subscriptions", json=body))
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription, oldest first."""
+        rows = self._request("GET", "/v1/subscriptions", key="subscriptions")
+        return [_parse(Subscription, s) for s in rows]
+
+    def unsubscribe(self, sub_id: str) -> None:
+        """Remove a subscription (NotFound if there is none with this id)."""
+        self._request("DELETE", _subscription_path(sub_id))
+
+    def publish(self, source: str, payload: Any) -> list[str]:
+        """Publish an event; the ids of the runs it started (one per fired subscription)."""
+        body = {"source": source, "payload": payload}
+        return [str(f) for f in self._request("POST", "/v1/events", key="fired", json=body)]
+
     # --- event streams -------------------------------------------------------------------------
 
     def events(self, run_id: str, last_event_id: str | None = None) -> Generator[Event, None, None]:
@@ -245,10 +294,27 @@ class Client:
         path = f"/v1/runs/{quote(run_id, safe='')}/events"
         return self._follow(lambda last: self._stream(path, last), last_event_id)
 
-    def _follow(
-        self, open_stream: Callable[[str | None], Iterator[Event]], last_event_id: str | None
+    def feed(
+        self, agent: str | None = None, last_event_id: str | None = None
     ) -> Generator[Event, None, None]:
-        """Yield events from ``open_stream(last_id)``, reconnecting after drops until ``end``."""
+        """The live feed of every run's events, from now on (or after ``last_event_id``).
+
+        It has no end: stop iterating to leave. Each event carries its run's ``run_id``,
+        ``agent`` and ``sender``; ``agent`` keeps one agent's runs.
+        """
+        path = _feed_path(agent)
+        return self._follow(lambda last: self._stream(path, last), last_event_id, until_end=False)
+
+    def _follow(
+        self,
+        open_stream: Callable[[str | None], Iterator[Event]],
+        last_event_id: str | None,
+        until_end: bool = True,
+    ) -> Generator[Event, None, None]:
+        """Yield events from ``open_stream(last_id)``, reconnecting after drops until ``end``.
+
+        With ``until_end`` false (the live feed) it goes on until the caller stops.
+        """
         last = last_event_id
         down_since: float | None = None  # when the stream first dropped since its last event
         failures = 0
@@ -259,7 +325,7 @@ class Client:
                     down_since, failures = None, 0
                     last = event.id or last
                     yield event
-                    if event.type == "end":
+                    if until_end and event.type == "end":
                         return
             except GatewayUnreachable as e:
                 error = e.reason
@@ -330,3 +396,19 @@ def _agent_path(agent: str, tail: str) -> str:
 def _conversation_path(agent: str, sender: str | None, tail: str) -> str:
     sender_part = quote(sender or DEFAULT_SENDER, safe="")
     return _agent_path(agent, f"conversations/{sender_part}/{tail}")
+
+
+def _subscription(source: str, target_agent: str, once: bool) -> dict[str, Any]:
+    return {"source": source, "target_agent": target_agent, "once": once}
+
+
+def _cron_path(cron_id: str) -> str:
+    return f"/v1/crons/{quote(cron_id, safe='')}"
+
+
+def _subscription_path(sub_id: str) -> str:
+    return f"/v1/subscriptions/{quote(sub_id, safe='')}"
+
+
+def _feed_path(agent: str | None) -> str:
+    return f"/v1/events?agent={quote(agent, safe='')}" if agent else "/v1/events"

@@ -43,11 +43,36 @@ class MockConfig(_Strict):
     fail: str | None = Field(default=None, description="raise this error instead of answering")
 
 
-class HeartbeatConfig(_Strict):
-    """Per-agent timer (driven by beat)."""
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
 
-    interval: int = Field(default=0, ge=0, description="minutes; 0 = off")
-    prompt: str = ""
+
+class HeartbeatConfig(_Strict):
+    """Per-agent timer (driven by beat): send ``prompt`` to ``(agent, "heartbeat")`` each tick."""
+
+    interval: float | str = Field(
+        default=0, description="minutes (a number; 0 = off), or a duration like '30s', '5m', '1h'"
+    )
+    prompt: str = "Heartbeat: check whether anything needs doing."
+
+    @field_validator("interval")
+    @classmethod
+    def _duration(cls, value: float | str) -> float | str:
+        if isinstance(value, str) and not _DURATION_RE.fullmatch(value.strip()):
+            raise PydanticCustomError(
+                "duration", "interval must be minutes (a number) or like '30s', '5m', '1h'"
+            )
+        if isinstance(value, int | float) and value < 0:
+            raise PydanticCustomError("duration", "interval must be >= 0 (0 = off)")
+        return value
+
+    @property
+    def seconds(self) -> float:
+        """The interval in seconds (0 = off)."""
+        if isinstance(self.interval, str):
+            m = _DURATION_RE.fullmatch(self.interval.strip())
+            assert m is not None  # checked by the validator
+            return float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
+        return float(self.interval) * 60
 
 
 class AgentConfig(_Strict):

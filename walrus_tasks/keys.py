@@ -37,6 +37,16 @@ def conv(conversation: str, part: str) -> str:
     return f"{PREFIX}conv:{conversation}:{part}"
 
 
+def conv_pattern(part: str) -> str:
+    """A SCAN pattern matching ``part`` of every conversation (``conv_cid`` reads the cid back)."""
+    return f"{PREFIX}conv:*:{part}"
+
+
+def conv_cid(key: str, part: str) -> str:
+    """The conversation id of a key named by ``conv(cid, part)``."""
+    return key[len(f"{PREFIX}conv:") : -len(f":{part}")]
+
+
 def run(run_id: str) -> str:
     """HASH: the run record (status, step, phase, timestamps, usage)."""
     return f"{PREFIX}run:{run_id}"
@@ -50,3 +60,37 @@ def run_part(run_id: str, part: str) -> str:
 def run_keys(run_id: str) -> list[str]:
     """Every key of one run, for tests and cleanup."""
     return [run(run_id)] + [run_part(run_id, p) for p in ("events", "cancel", "claim", "results")]
+
+
+# --- the event bus: subscriptions and the live feed (walrus_tasks.subscriptions, .feed) ---------
+
+SUBSCRIPTIONS = PREFIX + "subs"
+"""HASH subscription id -> the subscription as JSON (``{id, source, target_agent, once, …}``)."""
+FEED = PREFIX + "feed"
+"""STREAM of every run event of every run (``run_id``, ``agent``, ``sender``, ``data``), capped
+at about 10 000 entries; appended by ``emit()`` in ``lua/prelude.lua``, atomically with the run's
+own stream."""
+
+
+def subs_source(source: str) -> str:
+    """SET of the ids of the subscriptions to ``source`` (``subs_source("")`` is the prefix)."""
+    return f"{PREFIX}subs:source:{source}"
+
+
+# --- beat: cron, heartbeats, the beat lock (walrus_tasks.crons, beat.scheduler) -----------------
+
+CRONS = PREFIX + "crons"
+"""HASH cron id -> the entry as JSON (:class:`walrus_tasks.models.CronEntry`)."""
+CRONS_DUE = PREFIX + "crons:due"
+"""ZSET cron id -> next fire time (ms): what beat polls."""
+HEARTBEATS = PREFIX + "heartbeats"
+"""HASH agent -> JSON ``{interval, next}`` (seconds; next fire ms), synced from the config."""
+BEAT_LOCK = PREFIX + "beat:lock"
+"""STRING: the id of the one beat that fires timers (PX lease, renewed every tick)."""
+CONFIG_GENERATION = PREFIX + "config:generation"
+"""STRING counter: bumped by a reload; every process re-reads its config when it moves."""
+
+
+def fired(timer: str, due_ms: int) -> str:
+    """STRING (NX, short TTL): the per-tick dedup guard of one timer's fire at ``due_ms``."""
+    return f"{PREFIX}fired:{timer}:{due_ms}"

@@ -130,3 +130,66 @@ class ErrorBody(BaseModel):
 def event_json(event: dict[str, Any]) -> str:
     """The stored and streamed form of a run event."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+class CronSpec(BaseModel):
+    """``POST /v1/crons``: what to send, to whom, and when."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str = Field(
+        description="5-field cron (minute hour day month weekday) or '@every <n>s|m|h'"
+    )
+    agent: str
+    sender: str | None = Field(default=None, description="default: cron:<id>")
+    message: str | None = Field(default=None, min_length=1)
+    skill: str | None = Field(default=None, description="sends '/<skill>' instead of a message")
+    quiet_start: str | None = Field(default=None, description="HH:MM local: skip fires from here")
+    quiet_end: str | None = Field(default=None, description="HH:MM local: until here")
+    timezone: str | None = Field(default=None, description="IANA name; default UTC")
+    once: bool = Field(default=False, description="delete the entry after its first fire")
+
+
+class CronEntry(CronSpec):
+    """A stored cron entry, with its fire history."""
+
+    id: str
+    sender: str  # always set once stored
+    created_at: float
+    next_fire_at: float
+    last_fire_at: float | None = None
+    last_run_id: str | None = None
+    fires: int = 0
+    skipped: int = 0
+
+
+class SubscriptionSpec(BaseModel):
+    """``POST /v1/subscriptions``: fire ``target_agent`` on every event published to ``source``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="exact event source, e.g. 'agent:writer:done'")
+    target_agent: str
+    once: bool = Field(default=False, description="remove the subscription on its first fire")
+
+
+class Subscription(SubscriptionSpec):
+    """A stored subscription."""
+
+    id: str
+    created_at: float
+
+
+class PublishEvent(BaseModel):
+    """``POST /v1/events``: publish ``payload`` to every subscription of ``source``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    payload: Any = Field(description="a string is sent as is, anything else as JSON text")
+
+
+class Published(BaseModel):
+    """``202`` of a publish: the runs it started, one per fired subscription."""
+
+    fired: list[str]

@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     sse_keepalive: float = 15.0
 
+    beat_lock_ttl: float = Field(
+        default=5.0, gt=0, description="seconds a dead beat holds the lock: the failover time"
+    )
+    beat_tick: float = Field(default=0.25, gt=0, description="longest sleep of the firing beat")
+    timer_deadline: float = Field(
+        default=60.0, ge=0, description="a timer fire later than this is skipped, not replayed"
+    )
+    config_poll: float = Field(
+        default=1.0, gt=0, description="seconds between checks for a config reload"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

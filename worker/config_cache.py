@@ -1,14 +1,71 @@
-"""The config directory as this worker process last loaded it."""
+"""The config directory as this worker process last loaded it, and the agent a run started on.
+
+A reload (``POST /v1/admin/reload``) bumps ``walrus:config:generation``; each process checks it
+at most every ``config_poll`` seconds and re-reads the directory when it moved (a bad directory
+is logged and the old config kept). A run pins its agent config when its first step starts
+(``agent_config`` in the run record), so a run in flight finishes on the config it began with,
+whichever worker runs its later steps.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import logging
+import threading
+import time
 
-from walrus_tasks.config import Config, load_config
+import redis
+
+from walrus_tasks import keys
+from walrus_tasks.config import AgentConfig, Config, load_config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import ConfigError
 from walrus_tasks.settings import get_settings
 
+log = logging.getLogger("walrus.worker")
 
-@lru_cache(maxsize=1)
+_lock = threading.Lock()
+_config: Config | None = None
+_generation: str | None = None
+_checked_at = 0.0
+
+
 def current_config() -> Config:
-    """The loaded config directory (loaded on first use, once per process)."""
-    return load_config(get_settings().home)
+    """The config directory, re-read when a reload moved the generation since we last looked."""
+    global _config, _generation, _checked_at
+    settings = get_settings()
+    with _lock:
+        now = time.monotonic()
+        if _config is not None and now - _checked_at < settings.config_poll:
+            return _config
+        _checked_at = now
+        try:
+            generation: str | None = get_redis().get(keys.CONFIG_GENERATION)  # type: ignore[assignment]
+        except redis.RedisError as e:
+            if _config is None:
+                raise
+            log.warning("reload check: redis: %s", e)
+            return _config
+        if _config is not None and generation == _generation:
+            return _config
+        try:
+            _config = load_config(settings.home)
+            if _generation is not None or generation is not None:
+                log.info("config loaded (generation %s)", generation)
+        except ConfigError as e:
+            if _config is None:
+                raise
+            log.error("config reload failed, keeping the old config: %s", e.message)
+        _generation = generation
+        return _config
+
+
+def agent_for_run(r: redis.Redis, agent: str, run_id: str) -> AgentConfig:
+    """The agent config run ``run_id`` started on (pinned in its record on first use)."""
+    key = keys.run(run_id)
+    pinned: str | None = r.hget(key, "agent_config")  # type: ignore[assignment]
+    if pinned is not None:
+        return AgentConfig.model_validate_json(pinned)
+    config = current_config().agent(agent)
+    if not r.hsetnx(key, "agent_config", config.model_dump_json()):
+        return agent_for_run(r, agent, run_id)  # another step pinned it first: use theirs
+    return config

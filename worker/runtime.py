@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, store
+from walrus_tasks import keys, store, subscriptions
 from walrus_tasks.celery_app import STEP, TOOL_CALL, app
 from walrus_tasks.config import AgentConfig
 from walrus_tasks.connection import get_redis
@@ -31,7 +31,7 @@ from walrus_tasks.lease import Fence, LeaseKeeper, acquire, renew
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
 from worker import metrics
-from worker.config_cache import current_config
+from worker.config_cache import agent_for_run, current_config
 from worker.providers import provider_for
 from worker.providers.base import (
     LLMRequest,
@@ -116,7 +116,7 @@ def _run_step(fence: Fence, step: int) -> store.Begin:
     model = "unknown"
     with LeaseKeeper(r, fence, keys.run_part(fence.run_id, "claim"), claim_id) as keeper:
         try:
-            agent = current_config().agent(fence.agent)
+            agent = agent_for_run(r, fence.agent, fence.run_id)
             model = agent.model
             keeper.check()
             if step >= agent.max_iterations:
@@ -240,6 +240,18 @@ def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
     metrics.run_ended(r, fence.agent, status, record)
     if next_run:
         dispatch_step(Fence(fence.agent, fence.sender, next_run, fence.token), 0)
+    _publish_done(r, fence)
+
+
+def _publish_done(r: redis.Redis, fence: Fence) -> None:
+    """Publish ``agent:<name>:done`` with the run's final text; a failure never fails the run."""
+    try:
+        fired = subscriptions.publish_done(r, fence.agent, fence.sender, fence.run_id)
+    except Exception:  # the run has ended: the bus is best effort from here
+        log.exception("publishing %s failed", subscriptions.done_source(fence.agent))
+        return
+    if fired:
+        log.info("%s fired %s", subscriptions.done_source(fence.agent), ", ".join(fired))
 
 
 def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
@@ -271,7 +283,7 @@ def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     with LeaseKeeper(r, fence, claim_key, claim_id) as keeper:
         try:
             keeper.check()
-            agent = current_config().agent(fence.agent)
+            agent = agent_for_run(r, fence.agent, fence.run_id)
             ctx = ToolContext(
                 agent=agent, sender=fence.sender, run_id=fence.run_id, pause=keeper.wait
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from walrus_tasks.cli import chat, client_cmds, doctor, processes, status, up
+from walrus_tasks.cli import archive, chat, client_cmds, cron, doctor, events, processes, status, up
 
 app = typer.Typer(
     name="walrus",
@@ -28,8 +28,13 @@ app.command(rich_help_panel="Client")(client_cmds.send)
 app.command(rich_help_panel="Client")(client_cmds.kill)
 app.command(rich_help_panel="Client")(client_cmds.history)
 app.command(rich_help_panel="Client")(client_cmds.runs)
+app.add_typer(events.app, name="events", rich_help_panel="Client")
+app.add_typer(cron.app, name="cron", rich_help_panel="Client")
 
 # Operations.
 app.command(rich_help_panel="Operations")(processes.init)
 app.command(rich_help_panel="Operations")(status.status)
 app.command(rich_help_panel="Operations")(doctor.doctor)
+app.command(rich_help_panel="Operations")(cron.reload)
+app.command(name="export", rich_help_panel="Operations")(archive.export)
+app.command(name="import", rich_help_panel="Operations")(archive.import_)

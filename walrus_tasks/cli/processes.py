@@ -107,7 +107,7 @@ def worker(
 
 
 def beat() -> None:
-    """Run the scheduler (lease reaper, heartbeats, cron). Run one at a time."""
+    """Run the scheduler (cron, heartbeats, lease reaper); extra beats stand by (Redis lock)."""
     exec_module("beat")
 
 

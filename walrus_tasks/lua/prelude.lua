@@ -19,9 +19,17 @@ end
 local function run_key(run_id) return PREFIX .. 'run:' .. run_id end
 local function conv_key(cid, part) return PREFIX .. 'conv:' .. cid .. ':' .. part end
 
+-- The live feed (keys.FEED): every run event of every run, bounded; read by GET /v1/events.
+local FEED_MAXLEN = 10000
+
+-- Append an event to the run's stream and, in the same atomic step, to the live feed.
 local function emit(run_id, maxlen, event)
-  return redis.call('XADD', run_key(run_id) .. ':events', 'MAXLEN', '~', maxlen, '*',
+  local id = redis.call('XADD', run_key(run_id) .. ':events', 'MAXLEN', '~', maxlen, '*',
     'data', event)
+  local who = redis.call('HMGET', run_key(run_id), 'agent', 'sender')
+  redis.call('XADD', PREFIX .. 'feed', 'MAXLEN', '~', FEED_MAXLEN, '*',
+    'run_id', run_id, 'agent', who[1] or '', 'sender', who[2] or '', 'data', event)
+  return id
 end
 
 -- Pop the next inbox entry of `cid` and start its run under `token`, or release the lease.

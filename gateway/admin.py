@@ -1,0 +1,105 @@
+"""Cron entries over HTTP, and the config reload that every process follows.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+A reload is a counter in Redis (``walrus:config:generation``): ``POST /v1/admin/reload``
+validates the config directory first (a bad one is a 422 and changes nothing), then bumps the
+counter; every gateway (:func:`follow_reloads`), worker and beat polls it and re-reads its config
+when it moves. Runs in flight keep the agent config they started with.
+"""
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from walrus_tasks import crons, keys
+from walrus_tasks.config import Config, load_config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import ConfigError
+from walrus_tasks.models import CronEntry, CronSpec
+from walrus_tasks.settings import Settings
+
+log = logging.getLogger("walrus.gateway")
+
+Redis = Annotated[redis.Redis, Depends(get_redis)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown agent or cron"},
+    422: {"description": "invalid entry or config"},
+}
+
+
+class Reloaded(BaseModel):
+    """``200`` of a reload: the new generation and the agents it knows."""
+
+    generation: int
+    agents: list[str]
+
+
+def router(app: FastAPI, settings: Settings) -> APIRouter:
+    """The ``/v1/crons`` and ``/v1/admin/reload`` routes of ``app``."""
+    api = APIRouter()
+
+    def cfg() -> Config:
+        return app.state.config  # type: ignore[no-any-return]
+
+    @api.post("/v1/crons", status_code=201, response_model=CronEntry, responses=ERRORS)
+    def create_cron(spec: CronSpec, r: Redis) -> CronEntry:
+        """Add a cron entry; it fires from the next schedule time on, without a restart."""
+        return crons.create(r, spec, cfg().agents.keys())
+
+    @api.get("/v1/crons", response_model=dict[str, list[CronEntry]])
+    def list_crons(r: Redis) -> dict[str, list[CronEntry]]:
+        """Every cron entry with its last and next fire time and last run id."""
+        return {"crons": crons.list_all(r)}
+
+    @api.get("/v1/crons/{cron_id}", response_model=CronEntry, responses=ERRORS)
+    def get_cron(cron_id: str, r: Redis) -> CronEntry:
+        """One cron entry."""
+        return crons.get(r, cron_id)
+
+    @api.delete("/v1/crons/{cron_id}", responses=ERRORS)
+    def delete_cron(cron_id: str, r: Redis) -> dict[str, str]:
+        """Delete a cron entry (it never fires again): ``{"deleted": id}``, or 404."""
+        crons.delete(r, cron_id)
+        return {"deleted": cron_id}
+
+    @api.post("/v1/admin/reload", response_model=Reloaded, responses=ERRORS)
+    def reload(r: Redis) -> Reloaded:
+        """Re-read the config directory here, then make every process follow (422 if bad)."""
+        config = load_config(settings.home)  # ConfigError (422) before anything changes
+        generation = int(r.incr(keys.CONFIG_GENERATION))
+        app.state.config, app.state.config_generation = config, str(generation)
+        log.info("config reloaded (generation %d)", generation)
+        return Reloaded(generation=generation, agents=sorted(config.agents))
+
+    return api
+
+
+async def follow_reloads(app: FastAPI, aredis: aioredis.Redis, settings: Settings) -> None:
+    """Re-read the config whenever another process bumps the generation (runs forever)."""
+    while True:
+        await asyncio.sleep(settings.config_poll)
+        try:
+            generation = await aredis.get(keys.CONFIG_GENERATION)
+        except aioredis.RedisError as e:
+            log.warning("reload check: redis: %s", e)
+            continue
+        if generation == getattr(app.state, "config_generation", None):
+            continue
+        try:
+            app.state.config = await run_in_threadpool(load_config, settings.home)
+            log.info("config reloaded (generation %s)", generation)
+        except ConfigError as e:
+            log.error("config reload failed, keeping the old config: %s", e.message)
+        app.state.config_generation = generation
+
+
+def register(app: FastAPI, settings: Settings) -> None:
+    """Add the cron and reload routes to ``app``."""
+    app.include_router(router(app, settings))

@@ -1,0 +1,376 @@
+"""``WS /v1/ws``: the operations of the original protocol as JSON frames over one socket.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+A request is ``{"id": <any JSON>, "op": <name>, ...args}``; every reply frame carries its ``id``.
+Each request runs in its own asyncio task, so many are in flight on one socket at once; writes
+are serialized by a lock. Plain operations answer one ``{"id", "type": "result", "result"}``
+(the body of the matching HTTP route); ``stream`` and ``subscribe_events`` send ``event`` frames
+until they end or a ``cancel {target}`` stops them. Failures are ``{"id", "type": "error",
+"error": {"code", "message"}}`` with the codes of the HTTP API, and never close the socket.
+"""
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+from fastapi import FastAPI, WebSocket
+from fastapi.encoders import jsonable_encoder
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from gateway.admin import Reloaded
+from walrus_tasks import crons, keys, store, subscriptions
+from walrus_tasks.config import Config, load_config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
+from walrus_tasks.events import aread_events
+from walrus_tasks.feed import aread_feed, live_end
+from walrus_tasks.models import (
+    Accepted,
+    AgentInfo,
+    CronSpec,
+    KillResult,
+    Published,
+    PublishEvent,
+    SendMessage,
+    SubscriptionSpec,
+)
+from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.settings import Settings
+from walrus_tasks.submit import Submitted, kill, submit
+
+log = logging.getLogger("walrus.gateway")
+
+ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
+Args = dict[str, Any]
+Op = Callable[["Session", Any, Args], Awaitable[None]]
+Plain = Callable[["Session", Args], Any]
+
+OPS: dict[str, Op] = {}
+"""Every operation by name: an async handler ``(session, request id, args)``."""
+
+
+def error_of(exc: BaseException) -> tuple[str, str]:
+    """``(code, message)`` of a failure, with the codes of the HTTP API."""
+    if isinstance(exc, WalrusError):
+        return exc.code, exc.message
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc or 'args'}: {err.get('msg')}")
+        return "invalid", "; ".join(parts)
+    if isinstance(exc, redis.RedisError):
+        return "unavailable", f"redis: {exc}"
+    log.error("websocket request failed", exc_info=exc)
+    return "error", "internal error"
+
+
+def _key(request_id: Any) -> str:
+    """A request id as a dict key (ids may be any JSON value)."""
+    return json.dumps(request_id, sort_keys=True)
+
+
+def _required(args: Args, name: str) -> Any:
+    """The argument ``name``, or InvalidInput if it is missing."""
+    if args.get(name) is None:
+        raise InvalidInput(f"missing argument {name!r}")
+    return args[name]
+
+
+def _string(args: Args, name: str) -> str:
+    """The required string argument ``name``, or InvalidInput."""
+    value = _required(args, name)
+    if not isinstance(value, str):
+        raise InvalidInput(f"argument {name!r} must be a string")
+    return value
+
+
+class Session:
+    """One WebSocket connection: its in-flight requests and its write lock."""
+
+    def __init__(self, ws: WebSocket, app: FastAPI, settings: Settings) -> None:
+        self.ws = ws
+        self.app = app
+        self.settings = settings
+        self.lock = asyncio.Lock()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cancelled: set[str] = set()
+        self.closed = False
+
+    def cfg(self) -> Config:
+        """The gateway's current config (a reload replaces it)."""
+        return self.app.state.config  # type: ignore[no-any-return]
+
+    def known_agent(self, name: Any) -> str:
+        """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
+        if name is None:
+            raise InvalidInput("missing argument 'agent'")
+        self.cfg().agent(agent_name(name))
+        return str(name)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Write one JSON frame (serialized with every other write; dropped once closed)."""
+        text = json.dumps(frame, ensure_ascii=False)
+        async with self.lock:
+            if self.closed:
+                return
+            try:
+                await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.closed = True
+
+    async def error(self, request_id: Any, exc: BaseException) -> None:
+        """Send the error frame of ``exc`` for request ``request_id``."""
+        code, message = error_of(exc)
+        await self.send(
+            {"id": request_id, "type": "error", "error": {"code": code, "message": message}}
+        )
+
+    async def serve(self) -> None:
+        """Accept the socket and dispatch its frames until the client goes away."""
+        await self.ws.accept()
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+                await self.dispatch(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.closed = True
+            tasks = list(self.tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def dispatch(self, raw: str) -> None:
+        """Start the request of one frame in its own task, or answer its error at once."""
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            await self.error(None, InvalidInput("malformed JSON frame"))
+            return
+        if not isinstance(frame, dict):
+            await self.error(None, InvalidInput("a frame must be a JSON object"))
+            return
+        request_id, op = frame.get("id"), frame.get("op")
+        if not isinstance(op, str) or not op:
+            await self.error(request_id, InvalidInput("missing 'op'"))
+            return
+        handler = OPS.get(op)
+        if handler is None:
+            await self.error(request_id, NotFound(f"unknown op {op!r}"))
+            return
+        key = _key(request_id)
+        if key in self.tasks:
+            await self.error(request_id, Conflict(f"request {request_id!r} is already in flight"))
+            return
+        args = {k: v for k, v in frame.items() if k not in ("id", "op")}
+        self.tasks[key] = asyncio.create_task(self.run(key, request_id, handler, args))
+
+    async def run(self, key: str, request_id: Any, handler: Op, args: Args) -> None:
+        """Run one request; its failure becomes an error frame, its cancel a cancelled frame."""
+        try:
+            await handler(self, request_id, args)
+        except BaseException as e:
+            # A cancel can surface as another error (redis-py turns a cancelled read into a
+            # TimeoutError): whatever ends a cancelled request, its client sees "cancelled".
+            if key in self.cancelled:
+                await self.send({"id": request_id, "type": "cancelled"})
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return
+            if not isinstance(e, Exception):
+                raise
+            await self.error(request_id, e)
+        finally:
+            self.tasks.pop(key, None)
+            self.cancelled.discard(key)
+
+
+def op(name: str) -> Callable[[Op], Op]:
+    """Register an async handler as operation ``name``."""
+
+    def add(handler: Op) -> Op:
+        OPS[name] = handler
+        return handler
+
+    return add
+
+
+def plain(name: str) -> Callable[[Plain], Plain]:
+    """Register a blocking function of ``(session, args)`` whose return value is the result."""
+
+    def add(fn: Plain) -> Plain:
+        async def handler(s: Session, request_id: Any, args: Args) -> None:
+            result = await run_in_threadpool(fn, s, args)
+            await s.send({"id": request_id, "type": "result", "result": jsonable_encoder(result)})
+
+        OPS[name] = handler
+        return fn
+
+    return add
+
+
+@op("ping")
+async def _ping(s: Session, request_id: Any, args: Args) -> None:
+    await s.send({"id": request_id, "type": "pong"})
+
+
+def _submit(s: Session, args: Args) -> Submitted:
+    """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
+    agent = s.known_agent(args.get("agent"))
+    body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
+    return submit(get_redis(), agent, sender_name(body.sender), body.content, body.on_busy)
+
+
+@plain("send")
+def _send(s: Session, args: Args) -> Accepted:
+    run_id = _submit(s, args).run_id
+    return Accepted(run_id=run_id, events_url=f"/v1/runs/{run_id}/events")
+
+
+@op("stream")
+async def _stream(s: Session, request_id: Any, args: Args) -> None:
+    run_id = (await run_in_threadpool(_submit, s, args)).run_id
+    block_ms = int(s.settings.sse_keepalive * 1000)
+    async for _, event in aread_events(s.app.state.aredis, run_id, block_ms=block_ms):
+        if event is not None:
+            await s.send({"id": request_id, "type": "event", "event": event})
+    await s.send({"id": request_id, "type": "done", "run_id": run_id})
+
+
+@plain("kill")
+def _kill(s: Session, args: Args) -> KillResult:
+    agent = s.known_agent(args.get("agent"))
+    return KillResult(run_id=kill(get_redis(), agent, sender_name(args.get("sender"))))
+
+
+@plain("list_conversations")
+def _list_conversations(s: Session, args: Args) -> Any:
+    agent = args.get("agent")
+    return {"conversations": store.conversations(get_redis(), agent_name(agent) if agent else None)}
+
+
+@plain("get_history")
+def _get_history(s: Session, args: Args) -> Any:
+    agent = s.known_agent(args.get("agent"))
+    return {"messages": store.history(get_redis(), agent, sender_name(args.get("sender")))}
+
+
+def _info(s: Session, name: str) -> AgentInfo:
+    a = s.cfg().agent(name)
+    return AgentInfo(
+        name=a.name, model=a.model, description=a.description, tools=a.tools, members=a.members
+    )
+
+
+@plain("list_agents")
+def _list_agents(s: Session, args: Args) -> Any:
+    return {"agents": [_info(s, n) for n in sorted(s.cfg().agents)]}
+
+
+@plain("get_agent")
+def _get_agent(s: Session, args: Args) -> AgentInfo:
+    return _info(s, s.known_agent(args.get("agent")))
+
+
+@plain("list_crons")
+def _list_crons(s: Session, args: Args) -> Any:
+    return {"crons": crons.list_all(get_redis())}
+
+
+@plain("create_cron")
+def _create_cron(s: Session, args: Args) -> Any:
+    return crons.create(get_redis(), CronSpec.model_validate(args), s.cfg().agents.keys())
+
+
+@plain("delete_cron")
+def _delete_cron(s: Session, args: Args) -> Any:
+    cron_id = _string(args, "cron_id")
+    crons.delete(get_redis(), cron_id)
+    return {"deleted": cron_id}
+
+
+@plain("subscribe_event")
+def _subscribe_event(s: Session, args: Args) -> Any:
+    spec = SubscriptionSpec.model_validate(args)
+    subscriptions.source_name(spec.source)
+    s.known_agent(spec.target_agent)
+    return subscriptions.create(get_redis(), spec.source, spec.target_agent, spec.once)
+
+
+@plain("unsubscribe_event")
+def _unsubscribe_event(s: Session, args: Args) -> Any:
+    sub_id = _string(args, "sub_id")
+    if not subscriptions.delete(get_redis(), sub_id):
+        raise NotFound(f"unknown subscription {sub_id!r}")
+    return {"deleted": sub_id}
+
+
+@plain("list_subscriptions")
+def _list_subscriptions(s: Session, args: Args) -> Any:
+    return {"subscriptions": subscriptions.list_all(get_redis())}
+
+
+@plain("publish_event")
+def _publish_event(s: Session, args: Args) -> Published:
+    body = PublishEvent.model_validate(args)
+    return Published(fired=subscriptions.publish(get_redis(), body.source, body.payload))
+
+
+@plain("reload")
+def _reload(s: Session, args: Args) -> Reloaded:
+    config = load_config(s.settings.home)  # ConfigError before anything changes
+    generation = int(get_redis().incr(keys.CONFIG_GENERATION))
+    s.app.state.config, s.app.state.config_generation = config, str(generation)
+    log.info("config reloaded over the websocket (generation %d)", generation)
+    return Reloaded(generation=generation, agents=sorted(config.agents))
+
+
+@op("subscribe_events")
+async def _subscribe_events(s: Session, request_id: Any, args: Args) -> None:
+    agent, after = args.get("agent"), args.get("after")
+    if agent is not None:
+        await run_in_threadpool(s.known_agent, agent)
+    if after is not None and not (isinstance(after, str) and ENTRY_ID_RE.fullmatch(after)):
+        raise InvalidInput(f"invalid 'after' {after!r}: must be a feed entry id")
+    start: str = after if after is not None else await run_in_threadpool(live_end, get_redis())
+    await s.send({"id": request_id, "type": "subscribed", "after": start})
+    block_ms = int(s.settings.sse_keepalive * 1000)
+    async for _, event in aread_feed(s.app.state.aredis, start, agent, block_ms=block_ms):
+        if event is not None:
+            await s.send({"id": request_id, "type": "event", "event": event})
+
+
+@op("cancel")
+async def _cancel(s: Session, request_id: Any, args: Args) -> None:
+    target = _required(args, "target")
+    key = _key(target)
+    task = s.tasks.get(key)
+    if task is None or key == _key(request_id):
+        raise NotFound(f"no request {target!r} in flight")
+    s.cancelled.add(key)
+    task.cancel()
+    await asyncio.wait({task})
+    await s.send({"id": request_id, "type": "result", "result": {"cancelled": target}})
+
+
+def register(app: FastAPI, settings: Settings) -> None:
+    """Add ``WS /v1/ws`` to ``app``."""
+
+    @app.websocket("/v1/ws")
+    async def websocket(ws: WebSocket) -> None:
+        """The original protocol's operations as JSON frames (see the module docstring)."""
+        await Session(ws, app, settings).serve()

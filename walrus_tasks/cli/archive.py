@@ -1,0 +1,71 @@
+"""``walrus export DIR`` and ``walrus import DIR``: durable state to and from files.
+
+Both talk to Redis directly (``WALRUS_REDIS_URL``), not to the gateway; the layout and the
+rules are in ``walrus_tasks.archive``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from walrus_tasks import archive
+from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.errors import WalrusError
+from walrus_tasks.settings import get_settings
+
+DirArgument = Annotated[Path, typer.Argument(help="The export directory.", show_default=False)]
+
+_WHERE = {
+    "conversations": archive.INDEX,
+    "messages": "sessions/<agent>/<sender>.jsonl",
+    **{t.name: t.path for t in archive.TABLES},
+    "memories": archive.MEMORY + "/",
+}
+
+
+def export(directory: DirArgument, as_json: JsonOption = False) -> None:
+    """Write conversations, crons, subscriptions and memory to DIR (runs in flight are not)."""
+    _run(lambda r: archive.export_state(r, directory), f"exported to {directory}", as_json)
+
+
+def import_(
+    directory: DirArgument,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite the state Redis already holds.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore an export from DIR; refuses to overwrite existing state without --replace."""
+    _run(lambda r: archive.import_state(r, directory, replace), f"imported {directory}", as_json)
+
+
+def _run(operation: Callable[[redis.Redis], archive.Summary], title: str, as_json: bool) -> None:
+    url = get_settings().redis_url
+    r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    try:
+        summary = operation(r)
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        fail(f"cannot reach Redis at {url}: {e}", RET_CONNECT)
+    except WalrusError as e:
+        fail(e.message)
+    except (redis.RedisError, OSError) as e:  # a Redis refusal, a file that cannot be written
+        fail(str(e))
+    finally:
+        r.close()
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("section")
+    table.add_column("count", justify="right")
+    table.add_column("files")
+    for name, count in summary.as_dict().items():
+        table.add_row(name, str(count), escape(_WHERE[name]))
+    console.print(table)
