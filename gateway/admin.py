@@ -72,13 +72,18 @@ def router(app: FastAPI, settings: Settings) -> APIRouter:
     @api.post("/v1/admin/reload", response_model=Reloaded, responses=ERRORS)
     def reload(r: Redis) -> Reloaded:
         """Re-read the config directory here, then make every process follow (422 if bad)."""
-        config = load_config(settings.home)  # ConfigError (422) before anything changes
-        generation = int(r.incr(keys.CONFIG_GENERATION))
-        app.state.config, app.state.config_generation = config, str(generation)
-        log.info("config reloaded (generation %d)", generation)
-        return Reloaded(generation=generation, agents=sorted(config.agents))
+        return reload_config(app, r, settings)
 
     return api
+
+
+def reload_config(app: FastAPI, r: redis.Redis, settings: Settings) -> Reloaded:
+    """Load the config (ConfigError before anything changes), install it, bump the generation."""
+    config = load_config(settings.home)
+    generation = int(r.incr(keys.CONFIG_GENERATION))
+    app.state.config, app.state.config_generation = config, str(generation)
+    log.info("config reloaded (generation %d)", generation)
+    return Reloaded(generation=generation, agents=sorted(config.agents))
 
 
 async def follow_reloads(app: FastAPI, aredis: aioredis.Redis, settings: Settings) -> None:

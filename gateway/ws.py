@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from gateway.admin import Reloaded
-from walrus_tasks import crons, keys, store, subscriptions
-from walrus_tasks.config import Config, load_config
+from gateway.admin import Reloaded, reload_config
+from walrus_tasks import crons, store, subscriptions
+from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.events import aread_events
@@ -332,11 +332,7 @@ def _publish_event(s: Session, args: Args) -> Published:
 
 @plain("reload")
 def _reload(s: Session, args: Args) -> Reloaded:
-    config = load_config(s.settings.home)  # ConfigError before anything changes
-    generation = int(get_redis().incr(keys.CONFIG_GENERATION))
-    s.app.state.config, s.app.state.config_generation = config, str(generation)
-    log.info("config reloaded over the websocket (generation %d)", generation)
-    return Reloaded(generation=generation, agents=sorted(config.agents))
+    return reload_config(s.app, get_redis(), s.settings)
 
 
 @op("subscribe_events")
