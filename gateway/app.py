@@ -14,7 +14,7 @@ import redis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway import admin, bus, openai_compat, ws
+from gateway import admin, bus, manage, openai_compat, turns, ws
 from gateway.auth import install_auth
 from gateway.errors import BodyLimit, error_response, install
 from gateway.metrics import install_metrics
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     ) -> Any:
         """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
         sender = sender_name(body.sender)
-        submitted = submit(r, agent, sender, body.content, body.on_busy)
+        meta = {"cwd": body.cwd} if body.cwd else None
+        submitted = submit(r, agent, sender, body.content, body.on_busy, meta=meta)
         if body.stream or "text/event-stream" in accept:
             return sse_response(
                 request.app.state.aredis, submitted.run_id, "0-0", settings.sse_keepalive
@@ -168,6 +169,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     openai_compat.register(app, cfg, settings)
     admin.register(app, settings)
     bus.register(app, cfg, settings)
+    manage.register(app, cfg, settings)
+    turns.register(app, cfg)
     ws.register(app, settings)
     install_metrics(app)  # last: it labels requests by the routes registered above
     return app

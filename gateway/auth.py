@@ -20,8 +20,8 @@ A token limited to some agents may use only the routes whose agent can be known:
 - ``/v1/chat/completions``: the body's ``model`` names it;
 - ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents.
 
-Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, the WebSocket) acts
-across agents and needs a full-access token.
+Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
+deleting agents, the WebSocket) acts across agents and needs a full-access token.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ _RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
 _CHAT_PATH = "/v1/chat/completions"
+_AGENT_CONFIG_PATH = re.compile(r"^/v1/agents/[^/]*$")
+"""``PUT``/``DELETE`` here change an agent's config: that needs a full-access token."""
 _LISTS = {
     "/v1/agents": ("agents", "name"),
     "/v1/conversations": ("conversations", "agent"),
@@ -137,8 +139,13 @@ class BearerAuth:
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, grant: TokenGrant) -> None:
         path, http = scope["path"], scope["type"] == "http"
-        if http and path in _LISTS:
+        reading = scope.get("method") in ("GET", "HEAD")
+        if http and reading and path in _LISTS:
             await self.app(scope, receive, _filtering(scope, receive, send, grant, *_LISTS[path]))
+            return
+        if http and not reading and _AGENT_CONFIG_PATH.match(path):
+            message = f"{path}: changing an agent needs a full-access token"
+            await deny(scope, receive, send, 403, message)
             return
         agent: str | None = None
         if match := _AGENT_PATH.match(path):

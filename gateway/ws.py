@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
+from gateway import manage, turns
 from gateway.admin import Reloaded, reload_config
-from walrus_tasks import crons, store, subscriptions
+from walrus_tasks import crons, store, subscriptions, waits
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
@@ -38,7 +39,11 @@ from walrus_tasks.models import (
     KillResult,
     Published,
     PublishEvent,
+    Replied,
+    Reply,
     SendMessage,
+    Steer,
+    Steered,
     SubscriptionSpec,
 )
 from walrus_tasks.names import agent_name, sender_name
@@ -232,7 +237,10 @@ def _submit(s: Session, args: Args) -> Submitted:
     """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
     agent = s.known_agent(args.get("agent"))
     body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
-    return submit(get_redis(), agent, sender_name(body.sender), body.content, body.on_busy)
+    meta = {"cwd": body.cwd} if body.cwd else None
+    return submit(
+        get_redis(), agent, sender_name(body.sender), body.content, body.on_busy, meta=meta
+    )
 
 
 @plain("send")
@@ -255,6 +263,38 @@ async def _stream(s: Session, request_id: Any, args: Args) -> None:
 def _kill(s: Session, args: Args) -> KillResult:
     agent = s.known_agent(args.get("agent"))
     return KillResult(run_id=kill(get_redis(), agent, sender_name(args.get("sender"))))
+
+
+@plain("reply_to_ask")
+def _reply_to_ask(s: Session, args: Args) -> Replied:
+    agent = s.known_agent(args.get("agent"))
+    body = Reply.model_validate({k: v for k, v in args.items() if k not in ("agent", "sender")})
+    done = waits.reply(
+        get_redis(), agent, sender_name(args.get("sender")), body.content, body.call_id or ""
+    )
+    return Replied(run_id=done.run_id, status=done.status, call_id=done.call_id)
+
+
+@plain("steer")
+def _steer(s: Session, args: Args) -> Steered:
+    agent = s.known_agent(args.get("agent"))
+    body = Steer.model_validate({k: v for k, v in args.items() if k not in ("agent", "sender")})
+    return Steered(
+        run_id=waits.steer(get_redis(), agent, sender_name(args.get("sender")), body.content)
+    )
+
+
+@plain("compact")
+def _compact(s: Session, args: Args) -> Accepted:
+    agent = s.known_agent(args.get("agent"))
+    run_id = turns.request_compaction(get_redis(), agent, sender_name(args.get("sender"))).run_id
+    return Accepted(run_id=run_id, events_url=f"/v1/runs/{run_id}/events")
+
+
+@plain("get_archive")
+def _get_archive(s: Session, args: Args) -> Any:
+    agent = s.known_agent(args.get("agent"))
+    return {"archives": store.archives(get_redis(), agent, sender_name(args.get("sender")))}
 
 
 @plain("list_conversations")
@@ -284,6 +324,49 @@ def _list_agents(s: Session, args: Args) -> Any:
 @plain("get_agent")
 def _get_agent(s: Session, args: Args) -> AgentInfo:
     return _info(s, s.known_agent(args.get("agent")))
+
+
+@plain("delete_conversation")
+def _delete_conversation(s: Session, args: Args) -> Any:
+    return manage.delete_conversation(get_redis(), args.get("agent"), args.get("sender"))
+
+
+@plain("create_agent")
+def _create_agent(s: Session, args: Args) -> AgentInfo:
+    agent = manage.agent_config(_string(args, "name"), args)
+    return manage.save_agent(s.app, get_redis(), s.settings, agent, create=True)
+
+
+@plain("update_agent")
+def _update_agent(s: Session, args: Args) -> AgentInfo:
+    fields = {k: v for k, v in args.items() if k != "agent"}
+    agent = manage.agent_config(_string(args, "agent"), fields)
+    return manage.save_agent(s.app, get_redis(), s.settings, agent, create=False)
+
+
+@plain("delete_agent")
+def _delete_agent(s: Session, args: Args) -> Any:
+    return manage.delete_agent(s.app, get_redis(), s.settings, _string(args, "agent"))
+
+
+@plain("list_models")
+def _list_models(s: Session, args: Args) -> Any:
+    return manage.models_info(s.cfg())
+
+
+@plain("list_skills")
+def _list_skills(s: Session, args: Args) -> Any:
+    return manage.skills_info(s.cfg())
+
+
+@plain("list_mcps")
+def _list_mcps(s: Session, args: Args) -> Any:
+    return manage.mcps_info(s.cfg())
+
+
+@plain("stats")
+def _stats(s: Session, args: Args) -> Any:
+    return manage.stats(get_redis(), s.cfg())
 
 
 @plain("list_crons")

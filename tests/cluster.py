@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,31 @@ class Cluster:
             resp = c.get(f"/v1/agents/{agent}/conversations/{sender}/history")
         assert resp.status_code == 200, resp.text
         return list(resp.json()["messages"])
+
+
+@contextmanager
+def running(
+    cluster: Cluster,
+    workers: Sequence[str] = ("worker1",),
+    concurrency: int = 2,
+    gateway: bool = True,
+    beat: bool = False,
+) -> Iterator[Cluster]:
+    """Start the gateway, ``workers`` (and beat), wait until they answer; stop them all on exit.
+
+    Everything in ``cluster.procs`` is stopped, so processes a test starts later go too.
+    """
+    try:
+        if gateway:
+            cluster.start_gateway()
+        for name in workers:
+            cluster.start_worker(name, concurrency=concurrency)
+        if beat:
+            cluster.start_beat()
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:

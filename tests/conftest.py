@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, running
 from walrus_tasks.redis_server import RedisServer, start_redis
 
 _redis: RedisServer | None = None
@@ -150,10 +150,21 @@ def write_home(home: Path, fake_base_url: str) -> Path:
         timeout = 10
         """)
     )
-    for name, body in AGENTS.items():
-        (home / "agents" / f"{name}.toml").write_text(textwrap.dedent(body))
+    write_agents(home, AGENTS)
     (home / "agents" / "echo.md").write_text("You are the echo agent.\n")
     return home
+
+
+def write_agents(home: Path, agents: dict[str, str]) -> None:
+    """Write ``agents/<name>.toml`` for each agent, its (indented) body dedented."""
+    for name, body in agents.items():
+        (home / "agents" / f"{name}.toml").write_text(textwrap.dedent(body))
+
+
+def agents_home(root: Path, fake_base_url: str, agents: dict[str, str]) -> Path:
+    """A config dir at ``root``: the test agents of ``write_home`` plus ``agents``."""
+    write_agents(write_home(root, fake_base_url), agents)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -166,17 +177,14 @@ def cluster(
     redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """The shared cluster on db 0: a gateway, two workers (all queues) and beat."""
-    c = Cluster(redis_url=redis_server.url, home=home, log_dir=tmp_path_factory.mktemp("logs"))
-    c.env_extra["WALRUS_REAPER_INTERVAL"] = "1"
-    try:
-        c.start_gateway()
-        c.start_worker("worker1")
-        c.start_worker("worker2")
-        c.start_beat()
-        c.wait_ready()
+    c = Cluster(
+        redis_url=redis_server.url,
+        home=home,
+        log_dir=tmp_path_factory.mktemp("logs"),
+        env_extra={"WALRUS_REAPER_INTERVAL": "1"},
+    )
+    with running(c, workers=("worker1", "worker2"), beat=True):
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

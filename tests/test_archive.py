@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,14 +16,14 @@ import pytest
 import redis
 
 from tests.cluster import Cluster
-from walrus_tasks import crons, keys, subscriptions
+from walrus_tasks import crons, keys, memory, subscriptions
 from walrus_tasks.archive import export_state, import_state
-from walrus_tasks.errors import Conflict, InvalidInput
+from walrus_tasks.errors import Conflict, InvalidInput, WalrusError
 from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer, start_redis
 
-DURABLE = ("walrus:conversations", "walrus:conv:*:history", "walrus:conv:*:seq", "walrus:crons*",
-           "walrus:subs*")  # fmt: skip
+DURABLE = ("walrus:conversations", "walrus:conv:*:history", "walrus:conv:*:seq",
+           "walrus:conv:*:archive", "walrus:crons*", "walrus:subs*", "walrus:memory:*")  # fmt: skip
 """The keys an export covers (everything else is in flight, derived or ephemeral)."""
 
 
@@ -71,7 +72,8 @@ def client(server: RedisServer) -> redis.Redis:
 
 
 def fill(r: redis.Redis) -> None:
-    """Conversations as the run scripts store them, crons and subscriptions as the API does."""
+    """Conversations as the run scripts store them, compaction archives as the compactor does,
+    crons and subscriptions as the API does, memory as the tools do."""
     messages = {
         ("echo", "user"): [
             # cjson escapes "/" and writes no spaces; json.dumps (tools) writes ", " and raw UTF-8
@@ -91,6 +93,12 @@ def fill(r: redis.Redis) -> None:
         r.rpush(keys.conv(c, "history"), *history)
         r.set(keys.conv(c, "seq"), len(history) + n)
         r.zadd(keys.CONVERSATIONS, {c: 1_712_000_000_000 + n})
+    r.rpush(
+        keys.conv(keys.cid("echo", "user"), "archive"),
+        json.dumps({"archived_at": 1_711_000_000_000, "run_id": "r0",
+                    "messages": [{"role": "user", "content": "old \u2028 news"}]}),
+        '{"archived_at":1711000000500,"run_id":"r0b","messages":[]}',
+    )  # fmt: skip
     r.zadd(keys.CONVERSATIONS, {keys.cid("echo", "queued-only"): 1_712_000_000_123.5})
     r.set(keys.conv(keys.cid("echo", "queued-only"), "seq"), 1)
     agents = ["echo", "tooly"]
@@ -103,6 +111,11 @@ def fill(r: redis.Redis) -> None:
     )  # fmt: skip
     subscriptions.create(r, "agent:echo:done", "tooly")
     subscriptions.create(r, "github.push", "echo", once=True)
+    memory.remember(
+        r, "echo", "tz", "Europe/Paris \u2014 caf\u00e9 hours\nsecond line", ["timezone"]
+    )
+    memory.remember(r, "echo", "a note", "plain")
+    memory.remember(r, "tooly", "clock", "it is always late", [])
 
 
 def test_export_wipe_import_gives_identical_files_and_redis_state(
@@ -113,20 +126,32 @@ def test_export_wipe_import_gives_identical_files_and_redis_state(
     before = durable_state(r)
     summary = export_state(r, tmp_path / "a")
     assert summary.as_dict() == {
-        "conversations": 4, "messages": 6, "crons": 2, "subscriptions": 2, "memories": 0,
+        "conversations": 4, "messages": 6, "archived": 2, "crons": 2, "subscriptions": 2,
+        "memories": 3,
     }  # fmt: skip
     files = tree(tmp_path / "a")
     assert set(files) == {
         "sessions", "sessions/index.toml", "sessions/echo", "sessions/tooly",
-        "sessions/echo/user.jsonl", "sessions/echo/event:agent:a:done.jsonl",
+        "sessions/echo/user.jsonl", "sessions/echo/user.archive.jsonl",
+        "sessions/echo/event:agent:a:done.jsonl",
         "sessions/echo/queued-only.jsonl", "sessions/tooly/telegram:42.jsonl",
         "cron", "cron/crons.toml", "events", "events/subscriptions.toml", "memory",
+        "memory/echo.jsonl", "memory/tooly.jsonl",
     }  # fmt: skip
     # One message per line, exactly as stored.
     assert files["sessions/tooly/telegram:42.jsonl"].decode().split("\n")[:-1] == r.lrange(
         keys.conv(keys.cid("tooly", "telegram:42"), "history"), 0, -1
     )
     assert files["sessions/echo/queued-only.jsonl"] == b""
+    archive = keys.conv(keys.cid("echo", "user"), "archive")
+    assert files["sessions/echo/user.archive.jsonl"].decode().split("\n")[:-1] == r.lrange(
+        archive, 0, -1
+    )
+    # One entry per line, sorted by name, every field (timestamps too).
+    assert [json.loads(line) for line in files["memory/echo.jsonl"].splitlines()] == [
+        e.model_dump() for e in memory.entries(r, "echo")
+    ]
+    assert [e.name for e in memory.entries(r, "echo")] == ["a note", "tz"]
 
     r.flushall()  # our own server
     assert import_state(r, tmp_path / "a", replace=False) == summary
@@ -137,10 +162,41 @@ def test_export_wipe_import_gives_identical_files_and_redis_state(
     # Replace: a conversation and a cron that the export does not hold are gone afterwards.
     r.rpush(keys.conv(keys.cid("echo", "stranger"), "history"), '{"role":"user","content":"x"}')
     crons.create(r, CronSpec(schedule="@every 1m", agent="echo", message="x"), ["echo"])
+    memory.remember(r, "stranger", "x", "y")
+    r.rpush(keys.conv(keys.cid("stranger", "user"), "archive"), '{"messages":[]}')
     with pytest.raises(Conflict, match="use --replace"):
         import_state(r, tmp_path / "a", replace=False)
     import_state(r, tmp_path / "a", replace=True)
     assert durable_state(r) == before
+
+
+def test_memory_alone_is_state_that_import_does_not_overwrite(
+    owned: RedisServer, tmp_path: Path
+) -> None:
+    r = client(owned)
+    export_state(r, tmp_path / "empty")
+    memory.remember(r, "echo", "keep", "me")
+    with pytest.raises(Conflict, match="1 memories"):
+        import_state(r, tmp_path / "empty", replace=False)
+    import_state(r, tmp_path / "empty", replace=True)
+    assert r.dbsize() == 0
+
+
+def test_a_history_and_an_archive_with_one_file_name_are_refused(
+    owned: RedisServer, tmp_path: Path
+) -> None:
+    r = client(owned)
+    r.rpush(keys.conv(keys.cid("echo", "x"), "archive"), '{"messages":[]}')
+    r.rpush(keys.conv(keys.cid("echo", "x.archive"), "history"), '{"role":"user"}')
+    with pytest.raises(WalrusError, match="both a history and an archive"):
+        export_state(r, tmp_path / "a")
+    r.delete(keys.conv(keys.cid("echo", "x"), "archive"))  # sender "x.archive" alone is fine
+    export_state(r, tmp_path / "b")
+    r.flushall()
+    import_state(r, tmp_path / "b", replace=False)
+    assert r.lrange(keys.conv(keys.cid("echo", "x.archive"), "history"), 0, -1) == [
+        '{"role":"user"}'
+    ]
 
 
 def test_an_absent_toml_field_is_none(owned: RedisServer, tmp_path: Path) -> None:
@@ -175,7 +231,19 @@ BAD_DIRS = {
     "a bad subscription": lambda root: (root / "events/subscriptions.toml").write_text(
         '[[subscriptions]]\nid = "x"\nsource = ""\ntarget_agent = "echo"\ncreated_at = 1.0\n'
     ),
-    "memory we cannot store": lambda root: (root / "memory" / "notes.md").write_text("hi"),
+    "a stray file in memory": lambda root: (root / "memory" / "notes.md").write_text("hi"),
+    "memory of a bad agent name": lambda root: (root / "memory" / "Bad.jsonl").write_text(""),
+    "a bad memory entry": lambda root: (root / "memory" / "echo.jsonl").write_text(
+        '{"name": "x", "content": ""}\n'
+    ),
+    "a memory entry listed twice": lambda root: (root / "memory" / "tooly.jsonl").write_text(
+        (root / "memory" / "tooly.jsonl").read_text() * 2
+    ),
+    "no memory dir": lambda root: shutil.rmtree(root / "memory"),
+    "an unlisted archive": lambda root: (root / "sessions/echo/ghost.archive.jsonl").write_text(""),
+    "an archive line that is not JSON": lambda root: (
+        root / "sessions/echo/user.archive.jsonl"
+    ).write_text("[1]\n"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import Cluster, parse_sse, wait_for
+from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_home
 from walrus_tasks import keys
 from walrus_tasks.config import GatewayConfig, load_config
@@ -47,16 +47,13 @@ def auth_cluster(
 ) -> Iterator[Cluster]:
     """A gateway bound to every interface (allowed: it has tokens) and one worker."""
     c = Cluster(
-        redis_url=redis_db_url(redis_server), home=auth_home, log_dir=tmp_path_factory.mktemp("l")
+        redis_url=redis_db_url(redis_server),
+        home=auth_home,
+        log_dir=tmp_path_factory.mktemp("l"),
+        env_extra={"WALRUS_TEST_FULL_TOKEN": FULL, "WALRUS_GATEWAY_HOST": "0.0.0.0"},
     )
-    c.env_extra.update(WALRUS_TEST_FULL_TOKEN=FULL, WALRUS_GATEWAY_HOST="0.0.0.0")
-    try:
-        c.start_gateway()
-        c.start_worker("worker1")
-        c.wait_ready()
+    with running(c):
         yield c
-    finally:
-        c.stop()
 
 
 def client(cluster: Cluster, token: str | None = None) -> httpx.Client:
@@ -323,16 +320,10 @@ def test_a_cluster_runs_against_a_redis_with_a_password(home: Path, tmp_path: Pa
     try:
         assert server.url == f"redis://:{password}@127.0.0.1:{server.port}/0"
         assert not reachable(f"redis://127.0.0.1:{server.port}/0")  # NOAUTH without it
-        cluster = Cluster(redis_url=server.url, home=home, log_dir=tmp_path)
-        try:
-            cluster.start_gateway()
-            cluster.start_worker("worker1")
-            cluster.wait_ready()
+        with running(Cluster(redis_url=server.url, home=home, log_dir=tmp_path)) as cluster:
             sender = f"t-{uuid.uuid4().hex[:8]}"
             run_id = cluster.send("echo", "hi", sender)
             assert cluster.wait_run(run_id)["status"] == "succeeded"
             assert [m["role"] for m in cluster.history("echo", sender)] == ["user", "assistant"]
-        finally:
-            cluster.stop()
     finally:
         server.stop()

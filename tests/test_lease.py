@@ -32,7 +32,8 @@ def start(r: redis.Redis, sender: str) -> Fence:
 
 
 def end(r: redis.Redis, fence: Fence) -> str | None:
-    state, next_run = store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"})
+    done = store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"})
+    state, next_run = done.state, done.next_run
     assert state == "ended"
     return next_run
 
@@ -104,7 +105,7 @@ def test_a_worker_whose_lease_was_taken_over_cannot_write(r: redis.Redis, sender
     assert store.emit(r, old, {"type": "chunk", "content": "zombie"}) is None
     message = {"role": "assistant", "content": "zombie"}
     assert store.commit(r, old, 0, message, "final", [], (1, 1), "mock") == "fenced"
-    assert store.finish(r, old, "succeeded", {"type": "end"})[0] == "fenced"
+    assert store.finish(r, old, "succeeded", {"type": "end"}).state == "fenced"
     assert not renew(r, old)
     assert r.lrange(history_key, 0, -1) == before
     assert r.xlen(keys.run_part(old.run_id, "events")) == events_before

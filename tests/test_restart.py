@@ -1,5 +1,5 @@
-"""Restart everything, Redis included (AOF on): conversations, crons and subscriptions are all
-there afterwards, and the next message of an old conversation continues it."""
+"""Restart everything, Redis included (AOF on): conversations, crons, subscriptions and agent
+memory are all there afterwards, and the next message of an old conversation continues it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from tests.cluster import Cluster
+from walrus_tasks import memory
 from walrus_tasks.redis_server import RedisServer, start_redis
 
 
@@ -35,12 +36,15 @@ def shutdown(server: RedisServer) -> None:
 
 
 def snapshot(cluster: Cluster, sender: str) -> dict[str, Any]:
-    """What must survive: histories, the conversation index, crons and subscriptions."""
+    """What must survive: histories, the conversation index, crons, subscriptions, memory."""
     with cluster.http() as c:
         crons = c.get("/v1/crons").json()["crons"]
         subs = c.get("/v1/subscriptions").json()["subscriptions"]
         conversations = c.get("/v1/conversations").json()["conversations"]
+    with cluster.redis() as r:
+        notes = [e.model_dump() for e in memory.entries(r, "echo")]
     return {
+        "memory": notes,
         "echo": cluster.history("echo", sender),
         "tooly": cluster.history("tooly", sender),
         "crons": sorted(crons, key=lambda e: e["id"]),
@@ -53,7 +57,7 @@ def snapshot(cluster: Cluster, sender: str) -> dict[str, Any]:
     }
 
 
-def test_conversations_crons_and_subscriptions_survive_a_restart_of_everything(
+def test_conversations_crons_subscriptions_and_memory_survive_a_restart_of_everything(
     home: Path, tmp_path: Path, sender: str
 ) -> None:
     server = start_redis(tmp_path / "redis")  # appendonly yes, appendfsync everysec
@@ -74,10 +78,13 @@ def test_conversations_crons_and_subscriptions_survive_a_restart_of_everything(
                 "/v1/subscriptions", json={"source": f"test.{sender}", "target_agent": "echo"}
             )
             assert sub.status_code == 201, sub.text
+        with cluster.redis() as r:
+            memory.remember(r, "echo", "birthday", "The user was born on 1 May.", ["born"])
         before = snapshot(cluster, sender)
         assert len(before["echo"]) == 2 and len(before["tooly"]) == 6
         assert cron.json()["id"] in {e["id"] for e in before["crons"]}
         assert sub.json()["id"] in {s["id"] for s in before["subscriptions"]}
+        assert [e["name"] for e in before["memory"]] == ["birthday"]
 
         cluster.stop()
         shutdown(server)
@@ -86,6 +93,9 @@ def test_conversations_crons_and_subscriptions_survive_a_restart_of_everything(
         cluster = start(clusters[1])
 
         assert snapshot(cluster, sender) == before
+        with cluster.redis() as r:
+            [hit] = memory.recall(r, "echo", "when was the user born?", 5)
+        assert hit.name == "birthday"
         with cluster.http() as c:
             assert c.get(f"/v1/runs/{first}").json()["status"] == "succeeded"
             # The subscription is live: an event published now reaches the agent.

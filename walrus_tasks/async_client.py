@@ -20,8 +20,10 @@ from walrus_tasks.client import (
     Event,
     GatewayUnreachable,
     SSEParser,
+    _agent_config_path,
     _agent_path,
     _conversation_path,
+    _conversation_root,
     _cron_path,
     _feed_path,
     _message,
@@ -39,6 +41,7 @@ from walrus_tasks.models import (
     CronEntry,
     CronSpec,
     OnBusy,
+    Replied,
     RunInfo,
     Subscription,
 )
@@ -92,12 +95,40 @@ class AsyncClient:
             raise _unexpected(resp.url, f"a body without {key or 'JSON'!r}") from e
 
     async def send(
-        self, agent: str, content: str, sender: str | None = None, on_busy: OnBusy = "enqueue"
+        self,
+        agent: str,
+        content: str,
+        sender: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        cwd: str | None = None,
     ) -> Accepted:
         """Submit a message; the accepted run's id and events URL."""
-        body = _message(content, sender, on_busy)
+        body = _message(content, sender, on_busy, cwd)
         path = _agent_path(agent, "messages")
         return _parse(Accepted, await self._request("POST", path, json=body))
+
+    async def reply(
+        self, agent: str, content: str, sender: str | None = None, call_id: str | None = None
+    ) -> Replied:
+        """Answer the conversation's pending ``ask_user`` question (or approval)."""
+        body = {"content": content, **({"call_id": call_id} if call_id else {})}
+        path = _conversation_path(agent, sender, "reply")
+        return _parse(Replied, await self._request("POST", path, json=body))
+
+    async def steer(self, agent: str, content: str, sender: str | None = None) -> str:
+        """Inject ``content`` before the active run's next LLM call; the run's id."""
+        path = _conversation_path(agent, sender, "steer")
+        return str(await self._request("POST", path, key="run_id", json={"content": content}))
+
+    async def compact(self, agent: str, sender: str | None = None) -> Accepted:
+        """Queue a compaction of the conversation (a run of its own)."""
+        path = _conversation_path(agent, sender, "compact")
+        return _parse(Accepted, await self._request("POST", path))
+
+    async def archive(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The histories compaction replaced, oldest first."""
+        path = _conversation_path(agent, sender, "archive")
+        return list(await self._request("GET", path, key="archives"))
 
     async def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
@@ -141,6 +172,40 @@ class AsyncClient:
     async def reload(self) -> dict[str, Any]:
         """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
         return dict(await self._request("POST", "/v1/admin/reload"))
+
+    async def delete_conversation(self, agent: str, sender: str | None = None) -> None:
+        """Delete a conversation's history and state (Conflict while a run is active or queued)."""
+        await self._request("DELETE", _conversation_root(agent, sender))
+
+    async def create_agent(self, name: str, **fields: Any) -> AgentInfo:
+        """Write a new agent's config (Conflict if it exists); every process reloads."""
+        body = {"name": name, **fields}
+        return _parse(AgentInfo, await self._request("POST", "/v1/agents", json=body))
+
+    async def update_agent(self, name: str, **fields: Any) -> AgentInfo:
+        """Replace an agent's whole config (omitted fields take their defaults)."""
+        path = _agent_config_path(name)
+        return _parse(AgentInfo, await self._request("PUT", path, json=fields))
+
+    async def delete_agent(self, name: str) -> None:
+        """Delete an agent's config (Conflict while another agent lists it in members)."""
+        await self._request("DELETE", _agent_config_path(name))
+
+    async def providers(self) -> dict[str, Any]:
+        """``{"providers": [{name, kind, base_url}], "models": [the models agents use]}``."""
+        return dict(await self._request("GET", "/v1/providers"))
+
+    async def skills(self) -> list[dict[str, Any]]:
+        """The skills: ``[{name, description, allowed_tools}]``."""
+        return list(await self._request("GET", "/v1/skills", key="skills"))
+
+    async def mcps(self) -> list[dict[str, Any]]:
+        """The MCP servers: ``[{name, transport, command | url, agents}]``."""
+        return list(await self._request("GET", "/v1/mcps", key="mcps"))
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts of agents, conversations, active and queued runs, leases and queue depths."""
+        return dict(await self._request("GET", "/v1/stats"))
 
     async def subscribe(self, source: str, target_agent: str, once: bool = False) -> Subscription:
         """Send every event published to ``source`` to ``target_agent`` (only the first: once)."""

@@ -26,6 +26,7 @@ from walrus_tasks.models import (
     CronEntry,
     CronSpec,
     OnBusy,
+    Replied,
     RunInfo,
     Subscription,
 )
@@ -210,11 +211,39 @@ class Client:
             raise _unexpected(resp.url, f"no {key!r} in the body") from e
 
     def send(
-        self, agent: str, content: str, sender: str | None = None, on_busy: OnBusy = "enqueue"
+        self,
+        agent: str,
+        content: str,
+        sender: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        cwd: str | None = None,
     ) -> Accepted:
         """Submit a message; the accepted run's id and events URL."""
-        body = _message(content, sender, on_busy)
+        body = _message(content, sender, on_busy, cwd)
         return _parse(Accepted, self._request("POST", _agent_path(agent, "messages"), json=body))
+
+    def reply(
+        self, agent: str, content: str, sender: str | None = None, call_id: str | None = None
+    ) -> Replied:
+        """Answer the conversation's pending ``ask_user`` question (or approval)."""
+        body = {"content": content, **({"call_id": call_id} if call_id else {})}
+        path = _conversation_path(agent, sender, "reply")
+        return _parse(Replied, self._request("POST", path, json=body))
+
+    def steer(self, agent: str, content: str, sender: str | None = None) -> str:
+        """Inject ``content`` before the active run's next LLM call; the run's id."""
+        path = _conversation_path(agent, sender, "steer")
+        return str(self._request("POST", path, key="run_id", json={"content": content}))
+
+    def compact(self, agent: str, sender: str | None = None) -> Accepted:
+        """Queue a compaction of the conversation (a run of its own)."""
+        path = _conversation_path(agent, sender, "compact")
+        return _parse(Accepted, self._request("POST", path))
+
+    def archive(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The histories compaction replaced, oldest first."""
+        path = _conversation_path(agent, sender, "archive")
+        return list(self._request("GET", path, key="archives"))
 
     def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
@@ -265,6 +294,41 @@ class Client:
     def reload(self) -> dict[str, Any]:
         """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
         return dict(self._request("POST", "/v1/admin/reload"))
+
+    # --- management ----------------------------------------------------------------------------
+
+    def delete_conversation(self, agent: str, sender: str | None = None) -> None:
+        """Delete a conversation's history and state (Conflict while a run is active or queued)."""
+        self._request("DELETE", _conversation_root(agent, sender))
+
+    def create_agent(self, name: str, **fields: Any) -> AgentInfo:
+        """Write a new agent's config (Conflict if it exists); every process reloads."""
+        body = {"name": name, **fields}
+        return _parse(AgentInfo, self._request("POST", "/v1/agents", json=body))
+
+    def update_agent(self, name: str, **fields: Any) -> AgentInfo:
+        """Replace an agent's whole config (omitted fields take their defaults)."""
+        return _parse(AgentInfo, self._request("PUT", _agent_config_path(name), json=fields))
+
+    def delete_agent(self, name: str) -> None:
+        """Delete an agent's config (Conflict while another agent lists it in members)."""
+        self._request("DELETE", _agent_config_path(name))
+
+    def providers(self) -> dict[str, Any]:
+        """``{"providers": [{name, kind, base_url}], "models": [the models agents use]}``."""
+        return dict(self._request("GET", "/v1/providers"))
+
+    def skills(self) -> list[dict[str, Any]]:
+        """The skills: ``[{name, description, allowed_tools}]``."""
+        return list(self._request("GET", "/v1/skills", key="skills"))
+
+    def mcps(self) -> list[dict[str, Any]]:
+        """The MCP servers: ``[{name, transport, command | url, agents}]``."""
+        return list(self._request("GET", "/v1/mcps", key="mcps"))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of agents, conversations, active and queued runs, leases and queue depths."""
+        return dict(self._request("GET", "/v1/stats"))
 
     # --- the event bus -------------------------------------------------------------------------
 
@@ -382,10 +446,14 @@ def _unexpected(url: object, what: str) -> WalrusError:
     return WalrusError(f"unexpected answer from {url}: {what}")
 
 
-def _message(content: str, sender: str | None, on_busy: OnBusy) -> dict[str, Any]:
+def _message(
+    content: str, sender: str | None, on_busy: OnBusy, cwd: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"content": content, "on_busy": on_busy, "stream": False}
     if sender:
         body["sender"] = sender
+    if cwd:
+        body["cwd"] = cwd
     return body
 
 
@@ -396,6 +464,14 @@ def _agent_path(agent: str, tail: str) -> str:
 def _conversation_path(agent: str, sender: str | None, tail: str) -> str:
     sender_part = quote(sender or DEFAULT_SENDER, safe="")
     return _agent_path(agent, f"conversations/{sender_part}/{tail}")
+
+
+def _conversation_root(agent: str, sender: str | None) -> str:
+    return _agent_path(agent, f"conversations/{quote(sender or DEFAULT_SENDER, safe='')}")
+
+
+def _agent_config_path(name: str) -> str:
+    return f"/v1/agents/{quote(name, safe='')}"
 
 
 def _subscription(source: str, target_agent: str, once: bool) -> dict[str, Any]:

@@ -8,11 +8,20 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from walrus_tasks.errors import ConfigError, NotFound
 from walrus_tasks.names import AGENT_RE
+from walrus_tasks.skills import Skill, load_skills
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -43,6 +52,9 @@ class MockConfig(_Strict):
     fail: str | None = Field(default=None, description="raise this error instead of answering")
 
 
+MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+"""MCP server names: they prefix tool names (``<server>__<tool>``), so no ``_`` runs."""
+
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
 
 
@@ -61,8 +73,10 @@ class HeartbeatConfig(_Strict):
             raise PydanticCustomError(
                 "duration", "interval must be minutes (a number) or like '30s', '5m', '1h'"
             )
-        if isinstance(value, int | float) and value < 0:
-            raise PydanticCustomError("duration", "interval must be >= 0 (0 = off)")
+        if isinstance(value, int | float):
+            if value < 0:
+                raise PydanticCustomError("duration", "interval must be >= 0 (0 = off)")
+            return float(value)  # an int would serialise with a warning (float | str)
         return value
 
     @property
@@ -75,6 +89,43 @@ class HeartbeatConfig(_Strict):
         return float(self.interval) * 60
 
 
+class BashConfig(_Strict):
+    """The ``bash`` tool's rules for one agent."""
+
+    disabled: bool = False
+    deny: list[str] = Field(
+        default_factory=list, description="refuse commands containing any of these substrings"
+    )
+    deny_senders: list[str] = Field(
+        default_factory=list, description="refuse senders matching these globs, e.g. 'bot:*'"
+    )
+    timeout: float = Field(default=30.0, gt=0, description="seconds before the command is killed")
+    max_output: int = Field(
+        default=32 * 1024, gt=0, description="bytes kept of stdout and of stderr"
+    )
+
+
+Permission = Literal["allow", "ask", "deny"]
+
+
+class McpServerConfig(_Strict):
+    """One MCP server: a stdio command (``command, args, env``) or streamable HTTP (``url``)."""
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    timeout: float = Field(default=30.0, gt=0, description="seconds for connect and each call")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise PydanticCustomError(
+                "mcp_transport", "give exactly one of command (stdio) or url (streamable HTTP)"
+            )
+        return self
+
+
 class AgentConfig(_Strict):
     """A configured persona."""
 
@@ -85,6 +136,23 @@ class AgentConfig(_Strict):
     max_iterations: int = Field(default=16, ge=1)
     tools: list[str] = Field(default_factory=list)
     members: list[str] = Field(default_factory=list)
+    skills: list[str] = Field(default_factory=list)
+    mcps: list[str] = Field(default_factory=list)
+    permissions: dict[str, Permission] = Field(
+        default_factory=dict, description="per tool: allow (default) | ask | deny"
+    )
+    workdir: str | None = Field(
+        default=None, description="default working directory; default <home>/workspaces/<agent>"
+    )
+    bash: BashConfig = Field(default_factory=BashConfig)
+    recall_limit: int = Field(default=5, ge=0, description="memory hits injected per run")
+    compact_threshold: int = Field(
+        default=100_000, ge=0, description="estimated tokens (chars/4) that trigger compaction"
+    )
+    ask_timeout: float = Field(default=300.0, gt=0, description="seconds ask_user waits")
+    delegate_timeout: float = Field(
+        default=600.0, gt=0, description="seconds a foreground delegate waits for its tasks"
+    )
     mock: MockConfig = Field(default_factory=MockConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
@@ -197,6 +265,20 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    mcps: dict[str, McpServerConfig] = Field(default_factory=dict)
+    skills: dict[str, Skill] = Field(default_factory=dict)
+
+    @field_validator("mcps")
+    @classmethod
+    def _mcp_names(cls, value: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in value:
+            if not MCP_NAME_RE.fullmatch(name):
+                raise PydanticCustomError(
+                    "mcp_name",
+                    "MCP server name {name!r} must match {pattern}",
+                    {"name": name, "pattern": MCP_NAME_RE.pattern},
+                )
+        return value
 
     def agent(self, name: str) -> AgentConfig:
         """The agent called ``name``, or NotFound."""
@@ -261,9 +343,15 @@ def load_config(home: Path) -> Config:
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from None
     try:
-        config = Config(home=home, agents=agents, **raw)
+        config = Config(home=home, agents=agents, skills=load_skills(home / "skills"), **raw)
     except ValidationError as e:
         raise ConfigError(f"{home / 'config.toml'}: {_describe(e)}") from None
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Config) -> None:
+    """Every name an agent lists (provider, member, skill, MCP server) must exist."""
     for agent in config.agents.values():
         if agent.model != "mock":
             if "/" not in agent.model:
@@ -276,7 +364,17 @@ def load_config(home: Path) -> Config:
                     f"agent {agent.name}: provider {agent.provider_name!r} is not defined in "
                     f"config.toml (defined: {sorted(config.providers) or 'none'})"
                 )
-    return config
+        for kind, names, known in (
+            ("member", agent.members, config.agents),
+            ("skill", agent.skills, config.skills),
+            ("mcp server", agent.mcps, config.mcps),
+        ):
+            for name in names:
+                if name not in known:
+                    raise ConfigError(
+                        f"agent {agent.name}: {kind} {name!r} is not defined "
+                        f"(defined: {sorted(known) or 'none'})"
+                    )
 
 
 def init_home(home: Path) -> bool:

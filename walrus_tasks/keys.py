@@ -33,7 +33,10 @@ def split_cid(conversation: str) -> tuple[str, str]:
 
 
 def conv(conversation: str, part: str) -> str:
-    """A conversation key: ``inbox``, ``lease``, ``fence``, ``active``, ``history``, ``seq``."""
+    """A conversation key: ``inbox``, ``lease``, ``fence``, ``active``, ``history``, ``seq``.
+
+    ``read``: SET of the resolved file paths its tools read or wrote (what ``edit`` may change).
+    """
     return f"{PREFIX}conv:{conversation}:{part}"
 
 
@@ -45,6 +48,14 @@ def conv_pattern(part: str) -> str:
 def conv_cid(key: str, part: str) -> str:
     """The conversation id of a key named by ``conv(cid, part)``."""
     return key[len(f"{PREFIX}conv:") : -len(f":{part}")]
+
+
+def memory(agent: str) -> str:
+    """HASH entry name -> JSON entry: an agent's memory (``walrus_tasks.memory``).
+
+    ``memory("*")`` is the SCAN pattern of every agent's memory.
+    """
+    return f"{PREFIX}memory:{agent}"
 
 
 def run(run_id: str) -> str:

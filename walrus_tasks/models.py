@@ -36,6 +36,47 @@ class SendMessage(BaseModel):
     sender: str | None = None
     on_busy: OnBusy = "enqueue"
     stream: bool = False
+    cwd: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]+$",
+        description="the conversation's working directory from now on (absolute, or relative "
+        "to the agent's default)",
+    )
+
+
+class Reply(BaseModel):
+    """``POST …/reply``: the answer to the pending ``ask_user`` (or approval: ``allow``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1)
+    call_id: str | None = Field(
+        default=None, max_length=128, description="the question's call_id; default: the oldest"
+    )
+
+
+class Replied(BaseModel):
+    """``200`` of a reply: the waiting call resumed, or the reply kept for the next question."""
+
+    run_id: str
+    status: Literal["resumed", "queued"]
+    call_id: str | None = None
+
+
+class Steer(BaseModel):
+    """``POST …/steer``: a message for the active run's next LLM call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1)
+
+
+class Steered(BaseModel):
+    """``202`` of a steer: the run that will see the message."""
+
+    run_id: str
 
 
 class Accepted(BaseModel):

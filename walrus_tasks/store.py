@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
@@ -93,12 +94,31 @@ def record_tool_result(
     )
 
 
+@dataclass(frozen=True)
+class Finished:
+    """How ``finish`` went.
+
+    ``ended`` (or ``fenced`` / ``stale``), the conversation's next run, and, for the last
+    delegated child to end, the parent call to dispatch again
+    (``[token, step, index, call_id, agent, sender, run_id]``).
+    """
+
+    state: str
+    next_run: str | None = None
+    parent_wake: list[Any] | None = None
+
+
 def finish(
-    r: redis.Redis, fence: Fence, status: str, end_event: dict[str, Any], error: str = ""
-) -> tuple[str, str | None]:
+    r: redis.Redis,
+    fence: Fence,
+    status: str,
+    end_event: dict[str, Any],
+    error: str = "",
+    result: dict[str, Any] | None = None,
+) -> Finished:
     """End the run with ``end_event`` and start the next queued run of the conversation.
 
-    Returns ``("ended", next_run_id | None)``, or ``("fenced" | "stale", None)``.
+    ``result`` is what a delegating parent's call reports for this run (if it has a parent).
     """
     settings = get_settings()
     res = scripts.call(
@@ -116,9 +136,108 @@ def finish(
             now_ms(),
             settings.events_maxlen,
             settings.events_ttl,
+            json.dumps(result or {}, ensure_ascii=False),
+            int(settings.dispatch_grace * 1000),
         ],
     )
-    return res[0], (res[1] or None) if len(res) > 1 else None
+    if res[0] != "ended":
+        return Finished(state=res[0])
+    return Finished(state="ended", next_run=res[1] or None, parent_wake=res[2] or None)
+
+
+Wait = Literal["waiting", "woken", "fenced", "stale"]
+
+
+def wait_begin(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    call_id: str,
+    kind: str,
+    timeout: float,
+    event: dict[str, Any] | None,
+    data: dict[str, Any],
+) -> Wait:
+    """Park tool call ``call_id`` until a wake (see ``walrus_tasks.waits``), or ``timeout``."""
+    children = keys.run_part(fence.run_id, f"children:{call_id}") if kind == "delegate" else ""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "wait_begin",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.run_part(fence.run_id, f"claim:{call_id}"),
+        ],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            call_id,
+            kind,
+            now_ms() + int(timeout * 1000),
+            event_json(event) if event else "",
+            json.dumps(data),
+            now_ms(),
+            get_settings().events_maxlen,
+            fence.cid,
+            children,
+        ],
+    )
+
+
+def wake_of(r: redis.Redis, run_id: str, call_id: str) -> dict[str, Any] | None:
+    """The stored wake of a call that waited, or None."""
+    raw: str | None = r.hget(keys.run_part(run_id, "wakes"), call_id)  # type: ignore[assignment]
+    return json.loads(raw) if raw else None
+
+
+def inject_steering(r: redis.Redis, fence: Fence) -> int:
+    """Move queued steering messages into history (``user_steered``); -1 when fenced."""
+    return int(
+        scripts.call(
+            r,
+            "steer_inject",
+            [*fence.lease_keys, keys.run(fence.run_id), keys.conv(fence.cid, "history")],
+            [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen],
+        )
+    )
+
+
+def compact(
+    r: redis.Redis,
+    fence: Fence,
+    summary: dict[str, Any],
+    keep: int,
+    expected_len: int,
+    event: dict[str, Any],
+) -> tuple[str, int]:
+    """Replace history by ``summary`` (+ its last ``keep`` messages), archiving the rest.
+
+    Returns ``("ok", archived count)``, or ``("fenced" | "stale", 0)``.
+    """
+    res = scripts.call(
+        r,
+        "compact",
+        [*fence.lease_keys, keys.conv(fence.cid, "history"), keys.conv(fence.cid, "archive")],
+        [
+            fence.token,
+            ttl_ms(),
+            fence.run_id,
+            keep,
+            json.dumps(summary, ensure_ascii=False),
+            event_json(event),
+            get_settings().events_maxlen,
+            now_ms(),
+            expected_len,
+        ],
+    )
+    return res[0], int(res[1]) if len(res) > 1 else 0
+
+
+def archives(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
+    """The conversation's compacted-away histories, oldest first."""
+    raw: list[str] = r.lrange(keys.conv(keys.cid(agent, sender), "archive"), 0, -1)  # type: ignore[assignment]
+    return [json.loads(a) for a in raw]
 
 
 def run_record(r: redis.Redis, run_id: str) -> dict[str, str]:

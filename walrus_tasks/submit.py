@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, scripts, waits
 from walrus_tasks.celery_app import DRAIN, app
 from walrus_tasks.errors import Conflict
 from walrus_tasks.lease import now_ms
@@ -27,15 +29,35 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+RUN_FIELDS = frozenset({"cwd", "kind", "parent_run", "parent_call"})
+"""Extra fields a run record may be given at submit: its working directory, ``kind=compact``
+for a compaction request, and the delegate call that started it."""
+
+
 def submit(
-    r: redis.Redis, agent: str, sender: str, content: str, on_busy: OnBusy = "enqueue"
+    r: redis.Redis,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: OnBusy = "enqueue",
+    *,
+    run_id: str | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> Submitted:
     """Append the message to the conversation inbox (atomically) and enqueue a drain.
 
     Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
-    conversation, with nothing written.
+    conversation, with nothing written. With ``run_id`` given, a second submit of the same run
+    does nothing (a redelivered delegate call); ``meta`` sets fields of ``RUN_FIELDS``.
     """
-    run_id = new_run_id()
+    meta = dict(meta or {})
+    if unknown := set(meta) - RUN_FIELDS:
+        raise ValueError(f"unknown run fields {sorted(unknown)}")
+    if "cwd" not in meta:
+        cwd: str | None = r.get(keys.conv(keys.cid(agent, sender), "cwd"))  # type: ignore[assignment]
+        if cwd:
+            meta["cwd"] = cwd
+    run_id = run_id or new_run_id()
     conversation = keys.cid(agent, sender)
     res = scripts.call(
         r,
@@ -47,13 +69,17 @@ def submit(
             keys.run(run_id),
             keys.conv(conversation, "active"),
         ],
-        [run_id, agent, sender, content, on_busy, now_ms(), conversation],
+        [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
     )
+    if res[0] == "exists":
+        return Submitted(run_id=run_id)
     if res[0] == "busy":
         raise Conflict(
             f"conversation {agent}/{sender} is busy (active run {res[1] or 'starting'}); "
             "send with on_busy=enqueue or interrupt"
         )
+    if res[1]:
+        waits.cancel(r, res[1])  # the interrupted run may be waiting: end the wait too
     enqueue_drain(agent, sender)
     return Submitted(run_id=run_id, interrupted=res[1] or None)
 
@@ -64,9 +90,9 @@ def enqueue_drain(agent: str, sender: str) -> None:
 
 
 def kill(r: redis.Redis, agent: str, sender: str) -> str | None:
-    """Set the cancel flag of the conversation's active run; the run id, or None if idle."""
+    """Cancel the conversation's active run (``waits.cancel``); the run id, or None if idle."""
     active: str | None = r.get(keys.conv(keys.cid(agent, sender), "active"))  # type: ignore[assignment]
     if active is None:
         return None
-    r.set(keys.run_part(active, "cancel"), "1", ex=86400)
+    waits.cancel(r, active)
     return active

@@ -18,7 +18,7 @@ import redis
 from walrus_tasks import keys
 from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.connection import get_redis
-from walrus_tasks.errors import ConfigError
+from walrus_tasks.errors import ConfigError, NotFound
 from walrus_tasks.settings import get_settings
 
 log = logging.getLogger("walrus.worker")
@@ -29,13 +29,16 @@ _generation: str | None = None
 _checked_at = 0.0
 
 
-def current_config() -> Config:
-    """The config directory, re-read when a reload moved the generation since we last looked."""
+def current_config(fresh: bool = False) -> Config:
+    """The config directory, re-read when a reload moved the generation since we last looked.
+
+    ``fresh``: check the generation now, even if we looked less than ``config_poll`` ago.
+    """
     global _config, _generation, _checked_at
     settings = get_settings()
     with _lock:
         now = time.monotonic()
-        if _config is not None and now - _checked_at < settings.config_poll:
+        if _config is not None and not fresh and now - _checked_at < settings.config_poll:
             return _config
         _checked_at = now
         try:
@@ -65,7 +68,12 @@ def agent_for_run(r: redis.Redis, agent: str, run_id: str) -> AgentConfig:
     pinned: str | None = r.hget(key, "agent_config")  # type: ignore[assignment]
     if pinned is not None:
         return AgentConfig.model_validate_json(pinned)
-    config = current_config().agent(agent)
+    try:
+        config = current_config().agent(agent)
+    except NotFound:
+        # An agent created a moment ago (POST /v1/agents reloads before it answers) may be
+        # newer than our cached config: look at the generation once more before failing.
+        config = current_config(fresh=True).agent(agent)
     if not r.hsetnx(key, "agent_config", config.model_dump_json()):
         return agent_for_run(r, agent, run_id)  # another step pinned it first: use theirs
     return config

@@ -18,29 +18,26 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from walrus_tasks import keys, store, subscriptions
+from walrus_tasks import keys, store, subscriptions, waits
 from walrus_tasks.celery_app import STEP, TOOL_CALL, app
-from walrus_tasks.config import AgentConfig
+from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Cancelled, LeaseLost, NotFound, WalrusError
 from walrus_tasks.lease import Fence, LeaseKeeper, acquire, renew
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
-from worker import metrics
+from worker import compaction, metrics
 from worker.config_cache import agent_for_run, current_config
+from worker.context import build_request
 from worker.providers import provider_for
-from worker.providers.base import (
-    LLMRequest,
-    StepUsage,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallRequest,
-)
-from worker.tools import ToolContext, call_tool, specs_for
+from worker.providers.base import StepUsage, TextDelta, ThinkingDelta, ToolCallRequest
+from worker.tools import ToolContext, WaitFor, Wake, call_tool
+from worker.tools.paths import working_directory
 
 log = logging.getLogger("walrus.run")
 
@@ -117,13 +114,24 @@ def _run_step(fence: Fence, step: int) -> store.Begin:
     with LeaseKeeper(r, fence, keys.run_part(fence.run_id, "claim"), claim_id) as keeper:
         try:
             agent = agent_for_run(r, fence.agent, fence.run_id)
+            config = current_config()
             model = agent.model
             keeper.check()
+            if store.run_record(r, fence.run_id).get("kind") == "compact":
+                compaction.compact(r, fence, agent, config, keeper)
+                finish(r, fence, "succeeded")
+                return state
             if step >= agent.max_iterations:
                 budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
                 return state
-            _call_llm(r, fence, agent, keeper, out)
+            if store.inject_steering(r, fence) < 0:
+                raise LeaseLost(f"run {fence.run_id}: lease lost while steering")
+            history = store.history(r, fence.agent, fence.sender)
+            if step == 0 and compaction.estimate_tokens(history) > agent.compact_threshold:
+                compaction.compact(r, fence, agent, config, keeper, keep=1)
+                history = store.history(r, fence.agent, fence.sender)
+            _call_llm(r, fence, agent, config, history, keeper, out)
         except LeaseLost as e:
             log.warning("%s; leaving the run to the new holder", e.message)
             return state
@@ -161,16 +169,16 @@ def _run_step(fence: Fence, step: int) -> store.Begin:
 
 
 def _call_llm(
-    r: redis.Redis, fence: Fence, agent: AgentConfig, keeper: LeaseKeeper, out: StepOutput
+    r: redis.Redis,
+    fence: Fence,
+    agent: AgentConfig,
+    config: Config,
+    history: list[dict[str, Any]],
+    keeper: LeaseKeeper,
+    out: StepOutput,
 ) -> None:
-    request = LLMRequest(
-        agent=agent,
-        model=agent.model_name,
-        system=agent.system_prompt,
-        messages=store.history(r, fence.agent, fence.sender),
-        tools=specs_for(agent),
-    )
-    for item in provider_for(agent, current_config()).stream(request, keeper.wait):
+    request = build_request(r, agent, config, history, run_cwd(r, fence, agent, config))
+    for item in provider_for(agent, config).stream(request, keeper.wait):
         keeper.check()
         if isinstance(item, TextDelta):
             if not item.text:
@@ -218,6 +226,12 @@ def _commit(
     return state == "ok"
 
 
+def run_cwd(r: redis.Redis, fence: Fence, agent: AgentConfig, config: Config) -> Path:
+    """The run's working directory (``cwd`` given on send, else the agent's default)."""
+    requested: str | None = r.hget(keys.run(fence.run_id), "cwd")  # type: ignore[assignment]
+    return working_directory(agent, config, requested or "")
+
+
 def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
     """End the run with ``end{status}``; start the conversation's next run, if any."""
     record = store.run_record(r, fence.run_id)
@@ -232,15 +246,29 @@ def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
     }
     if error:
         end["error"] = error
-    state, next_run = store.finish(r, fence, status, end, error)
-    if state != "ended":
-        log.warning("run not ended (%s)", state)
+    result = None
+    if record.get("parent_run"):
+        text = subscriptions.final_text(r, fence.agent, fence.sender, fence.run_id)
+        result = {
+            "agent": fence.agent,
+            "run_id": fence.run_id,
+            "status": status,
+            "result": text if status == "succeeded" else None,
+            "error": None if status == "succeeded" else (error or status),
+        }
+    done = store.finish(r, fence, status, end, error, result)
+    if done.state != "ended":
+        log.warning("run not ended (%s)", done.state)
         return
     log.info("run %s", status, extra={"status": status})
     metrics.run_ended(r, fence.agent, status, record)
-    if next_run:
-        dispatch_step(Fence(fence.agent, fence.sender, next_run, fence.token), 0)
-    _publish_done(r, fence)
+    if done.next_run:
+        dispatch_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
+    if done.parent_wake:
+        *woken, agent, sender, parent = done.parent_wake
+        waits.dispatch_wake(agent, sender, parent, woken)
+    if record.get("kind") != "compact":
+        _publish_done(r, fence)
 
 
 def _publish_done(r: redis.Redis, fence: Fence) -> None:
@@ -252,6 +280,48 @@ def _publish_done(r: redis.Redis, fence: Fence) -> None:
         return
     if fired:
         log.info("%s fired %s", subscriptions.done_source(fence.agent), ", ".join(fired))
+
+
+MAX_WAKES = 4
+"""Waits one call may take in a row within one delivery (an approval, then its own wait)."""
+
+
+def _call_with_waits(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    call: dict[str, Any],
+    agent: AgentConfig,
+    keeper: LeaseKeeper,
+) -> tuple[str, bool] | None:
+    """Run the call; when it must wait, park the run. None once parked (the worker is free)."""
+    config = current_config()
+    for _ in range(MAX_WAKES):
+        stored = store.wake_of(r, fence.run_id, call["id"])
+        ctx = ToolContext(
+            agent=agent,
+            config=config,
+            sender=fence.sender,
+            run_id=fence.run_id,
+            call_id=call["id"],
+            redis=r,
+            cwd=run_cwd(r, fence, agent, config),
+            pause=keeper.wait,
+            cancelled=keeper.cancelled.is_set,
+            wake=Wake(**stored) if stored else None,
+        )
+        try:
+            return call_tool(call["name"], call["arguments"], ctx)
+        except WaitFor as w:
+            keeper.check()
+            event = {**w.event, "call_id": call["id"]} if w.event else None
+            parked = store.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
+            if parked == "fenced":
+                raise LeaseLost(f"run {fence.run_id}: lease lost while parking") from None
+            if parked != "woken":
+                log.info("tool %s waits (%s, %s)", call["name"], w.kind, parked)
+                return None
+    return f"tool {call['name']} waited {MAX_WAKES} times in a row; giving up", True
 
 
 def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
@@ -284,11 +354,11 @@ def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
         try:
             keeper.check()
             agent = agent_for_run(r, fence.agent, fence.run_id)
-            ctx = ToolContext(
-                agent=agent, sender=fence.sender, run_id=fence.run_id, pause=keeper.wait
-            )
             with bound(tool=call["name"]):
-                output, is_error = call_tool(call["name"], call["arguments"], ctx)
+                outcome = _call_with_waits(r, fence, step, call, agent, keeper)
+            if outcome is None:
+                return state  # parked: the wake dispatches this call again
+            output, is_error = outcome
         except Cancelled:
             output, is_error = "cancelled", True
         except LeaseLost:

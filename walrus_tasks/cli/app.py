@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from walrus_tasks.cli import archive, chat, client_cmds, cron, doctor, events, processes, status, up
+from walrus_tasks.cli import (
+    archive,
+    chat,
+    client_cmds,
+    cron,
+    doctor,
+    events,
+    processes,
+    status,
+    turn_cmds,
+    up,
+)
 
 app = typer.Typer(
     name="walrus",
@@ -28,6 +39,9 @@ app.command(rich_help_panel="Client")(client_cmds.send)
 app.command(rich_help_panel="Client")(client_cmds.kill)
 app.command(rich_help_panel="Client")(client_cmds.history)
 app.command(rich_help_panel="Client")(client_cmds.runs)
+app.command(rich_help_panel="Client")(turn_cmds.reply)
+app.command(rich_help_panel="Client")(turn_cmds.steer)
+app.command(rich_help_panel="Client")(turn_cmds.compact)
 app.add_typer(events.app, name="events", rich_help_panel="Client")
 app.add_typer(cron.app, name="cron", rich_help_panel="Client")
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from walrus_tasks import archive
+from walrus_tasks import archive, archive_sessions
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.settings import get_settings
@@ -23,15 +23,19 @@ from walrus_tasks.settings import get_settings
 DirArgument = Annotated[Path, typer.Argument(help="The export directory.", show_default=False)]
 
 _WHERE = {
-    "conversations": archive.INDEX,
+    "conversations": archive_sessions.INDEX,
     "messages": "sessions/<agent>/<sender>.jsonl",
+    "archived": "sessions/<agent>/<sender>.archive.jsonl",
     **{t.name: t.path for t in archive.TABLES},
-    "memories": archive.MEMORY + "/",
+    "memories": archive.MEMORY + "/<agent>.jsonl",
 }
 
 
 def export(directory: DirArgument, as_json: JsonOption = False) -> None:
-    """Write conversations, crons, subscriptions and memory to DIR (runs in flight are not)."""
+    """Write conversations (with compacted history), crons, subscriptions and agent memory to DIR.
+
+    Runs in flight are not exported.
+    """
     _run(lambda r: archive.export_state(r, directory), f"exported to {directory}", as_json)
 
 

@@ -40,13 +40,16 @@ def send(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Stream the reply and wait for the end.")
     ] = True,
+    cwd: Annotated[
+        str | None, typer.Option(help="The conversation's working directory from now on.")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Send one message; print the run id, then (with --wait) the reply as it streams."""
     policy: OnBusy = on_busy.value
     with reported(), Client(gateway_url(url), token=token) as client:
-        accepted = client.send(agent, message, sender=sender, on_busy=policy)
+        accepted = client.send(agent, message, sender=sender, on_busy=policy, cwd=cwd)
         if not wait:
             typer.echo(accepted.run_id)
             return

@@ -72,7 +72,13 @@ class EventPrinter:
             name = data.get("name", data.get("call_id"))
             self.note(f"{mark} {name}: {preview(data.get('output', ''))}{suffix}")
         elif event.type == "ask_user":
-            self.note(f"(the agent asks) {preview(data.get('questions', ''))}", "yellow")
+            what = "asks for approval" if data.get("kind") == "approval" else "asks"
+            questions = preview(data.get("tool") or data.get("questions", ""))
+            self.note(f"(the agent {what}) {questions}  → answer: walrus reply", "yellow")
+        elif event.type == "user_steered":
+            self.note(f"(steered) {preview(data.get('content', ''))}", "yellow")
+        elif event.type == "compacted":
+            self.note(f"{data.get('content')} ({data.get('archived', 0)} messages archived)")
         elif event.type == "end":
             self.end = event
             self.newline()

@@ -1,8 +1,11 @@
 -- End a run (terminal status + the `end` event) and start the conversation's next run, or
--- release the lease, in one atomic step.
+-- release the lease, in one atomic step. A delegated run also records its result with its
+-- parent, waking the parent's `delegate` call when it was the last child to finish.
 -- KEYS: lease, fence, run
--- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl
--- Returns {'ended', next_run_id or false} or {'fenced'} / {'stale'}.
+-- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
+--       result_json (what the parent's delegate call reports for this run), grace_ms
+-- Returns {'ended', next_run_id or false, parent wake or false} or {'fenced'} / {'stale'};
+-- a parent wake is {token, step, index, call_id, parent agent, parent sender, parent run}.
 if not holds(ARGV[1], ARGV[2]) then
   return {'fenced'}
 end
@@ -18,7 +21,32 @@ emit(ARGV[3], ARGV[9], ARGV[7])
 local rk = run_key(ARGV[3])
 redis.call('EXPIRE', rk .. ':events', ARGV[10])
 redis.call('EXPIRE', rk, ARGV[10])
-redis.call('DEL', rk .. ':cancel', rk .. ':claim', rk .. ':results')
+redis.call('DEL', rk .. ':cancel', rk .. ':claim', rk .. ':results', rk .. ':waits',
+  rk .. ':wakes', rk .. ':replies', rk .. ':steer')
 redis.call('SREM', PREFIX .. 'runs:active', ARGV[3])
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
-return {'ended', next_run}
+local parent_wake = false
+local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
+if parent[1] and parent[2] then
+  local children = run_key(parent[1]) .. ':children:' .. parent[2]
+  if redis.call('HEXISTS', children, ARGV[3]) == 1 then
+    redis.call('HSET', children, ARGV[3], ARGV[11])
+    local done = true
+    for _, v in ipairs(redis.call('HVALS', children)) do
+      if v == '' then done = false end
+    end
+    local p = redis.call('HMGET', run_key(parent[1]), 'agent', 'sender')
+    if done and p[1] then
+      local pcid = p[1] .. ':' .. p[2]
+      parent_wake = wake_call(parent[1], pcid, parent[2],
+        cjson.encode({wait = 'delegate', kind = 'children', content = ''}),
+        tonumber(ARGV[8]), tonumber(ARGV[12]), conv_key(pcid, 'lease'), conv_key(pcid, 'fence'))
+      if parent_wake then
+        table.insert(parent_wake, p[1])
+        table.insert(parent_wake, p[2])
+        table.insert(parent_wake, parent[1])
+      end
+    end
+  end
+end
+return {'ended', next_run, parent_wake}

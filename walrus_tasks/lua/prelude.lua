@@ -51,10 +51,48 @@ local function start_next(cid, token, now_ms, ttl_ms, maxlen)
   redis.call('SET', conv_key(cid, 'active'), run_id)
   redis.call('HSET', rk, 'status', 'running', 'started_at', now_ms, 'step', 0, 'phase', 'llm')
   redis.call('SADD', PREFIX .. 'runs:active', run_id)
-  local r = redis.call('HMGET', rk, 'agent', 'sender', 'content')
-  redis.call('RPUSH', conv_key(cid, 'history'),
-    cjson.encode({role = 'user', content = r[3], run_id = run_id}))
+  local r = redis.call('HMGET', rk, 'agent', 'sender', 'content', 'kind')
+  if r[4] ~= 'compact' then  -- a compaction request is no message of the conversation
+    redis.call('RPUSH', conv_key(cid, 'history'),
+      cjson.encode({role = 'user', content = r[3], run_id = run_id}))
+  end
   redis.call('ZADD', PREFIX .. 'conversations', now_ms, cid)
   emit(run_id, maxlen, cjson.encode({type = 'start', run_id = run_id, agent = r[1], sender = r[2]}))
   return run_id
+end
+
+-- End the wait of tool call `call` of run `run_id` with `wake` (JSON), and hand the run's lease
+-- to the call's next delivery: it must start within `grace_ms`. The run is `running` again once
+-- no wait is left. Returns {token, step, call index, call id} for the dispatch, or false when
+-- the call is not waiting. lease_key, fence_key: the run's conversation lease and fence.
+local function wake_call(run_id, cid, call, wake, now_ms, grace_ms, lease_key, fence_key)
+  local rk = run_key(run_id)
+  if redis.call('HDEL', rk .. ':waits', call) == 0 then
+    return false
+  end
+  redis.call('HSET', rk .. ':wakes', call, wake)
+  if redis.call('HLEN', rk .. ':waits') == 0 then
+    redis.call('HSET', rk, 'status', 'running')
+    redis.call('HDEL', rk, 'wait_until')
+  end
+  local token = redis.call('GET', lease_key) or redis.call('GET', fence_key)
+  redis.call('PSETEX', lease_key, grace_ms, token)
+  redis.call('ZADD', PREFIX .. 'leases', now_ms + grace_ms, cid)
+  local r = redis.call('HMGET', rk, 'step', 'calls')
+  local index = -1
+  for i, c in ipairs(cjson.decode(r[2] or '[]')) do
+    if c['id'] == call then index = i - 1 end
+  end
+  return {token, r[1], index, call}
+end
+
+-- The latest deadline (ms) of the run's waits, or 0.
+local function latest_deadline(run_id)
+  local latest = 0
+  local waits = redis.call('HVALS', run_key(run_id) .. ':waits')
+  for _, w in ipairs(waits) do
+    local d = tonumber(cjson.decode(w).deadline)
+    if d > latest then latest = d end
+  end
+  return latest
 end

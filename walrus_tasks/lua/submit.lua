@@ -1,6 +1,10 @@
 -- submit(): record the run as queued and append it to the conversation inbox, atomically.
+-- Idempotent on run_id: a run that exists already is not submitted again.
 -- KEYS: lease, fence, inbox, run, active
--- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid
+-- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value} or '{}')
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'exists', false}
+end
 local busy = redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[3]) > 0
 if ARGV[5] == 'reject' and busy then
   return {'busy', redis.call('GET', KEYS[5]) or false}
@@ -15,6 +19,13 @@ end
 local seq = redis.call('INCR', conv_key(ARGV[7], 'seq'))
 redis.call('HSET', KEYS[4], 'run_id', ARGV[1], 'agent', ARGV[2], 'sender', ARGV[3],
   'content', ARGV[4], 'status', 'queued', 'created_at', ARGV[6], 'seq', seq)
+local meta = cjson.decode(ARGV[8])
+for field, value in pairs(meta) do
+  redis.call('HSET', KEYS[4], field, value)
+end
+if meta.cwd then  -- `cwd` on send: the conversation's working directory from now on
+  redis.call('SET', conv_key(ARGV[7], 'cwd'), meta.cwd)
+end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('ZADD', PREFIX .. 'inboxes', 'NX', ARGV[6], ARGV[7])
 redis.call('ZADD', PREFIX .. 'conversations', ARGV[6], ARGV[7])

@@ -1,18 +1,46 @@
 -- Recovery: take the lease of a conversation whose holder stopped renewing it.
 -- KEYS: lease, fence
 -- ARGV: cid, now_ms, ttl_ms, maxlen
--- Returns false if the lease is alive, else {token, active run id or false, started run or false}.
+-- Returns false if the lease is alive (or the run only waits), else
+-- {token, active run id or false, started run or false}.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
-local token = tostring(redis.call('INCR', KEYS[2]))
+local now = tonumber(ARGV[2])
 local active = redis.call('GET', conv_key(ARGV[1], 'active'))
-if active and redis.call('HGET', run_key(active), 'status') == 'running' then
+local status = active and redis.call('HGET', run_key(active), 'status')
+local timed_out = false
+if status == 'waiting' then
+  -- A waiting run holds no worker: its lease lapsing is no failure. Before the first deadline,
+  -- give the lease back its life until then; past it, time those waits out and resume the run.
+  local waits = redis.call('HGETALL', run_key(active) .. ':waits')
+  local fence = redis.call('GET', KEYS[2])
+  for i = 1, #waits, 2 do
+    local w = cjson.decode(waits[i + 1])
+    if tonumber(w.deadline) <= now then
+      wake_call(active, ARGV[1], waits[i],
+        cjson.encode({wait = w.kind, kind = 'timeout', content = ''}), now, 1, KEYS[1], KEYS[2])
+      timed_out = true
+    end
+  end
+  if not timed_out then
+    local until_ms = latest_deadline(active)
+    redis.call('PSETEX', KEYS[1], math.max(until_ms - now, 1), fence)
+    redis.call('ZADD', PREFIX .. 'leases', until_ms, ARGV[1])
+    return false
+  end
+  redis.call('DEL', KEYS[1])
+  status = 'running'
+end
+local token = tostring(redis.call('INCR', KEYS[2]))
+if status == 'running' then
   redis.call('PSETEX', KEYS[1], ARGV[3], token)
-  redis.call('ZADD', PREFIX .. 'leases', tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+  redis.call('ZADD', PREFIX .. 'leases', now + tonumber(ARGV[3]), ARGV[1])
   redis.call('DEL', run_key(active) .. ':claim')
-  redis.call('HINCRBY', run_key(active), 'recoveries', 1)
+  if not timed_out then
+    redis.call('HINCRBY', run_key(active), 'recoveries', 1)
+  end
   return {token, active, false}
 end
-local started = start_next(ARGV[1], token, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+local started = start_next(ARGV[1], token, now, tonumber(ARGV[3]), ARGV[4])
 return {token, false, started}

@@ -7,7 +7,7 @@ if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
 local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase', 'calls')
-if r[1] ~= 'running' or r[2] ~= ARGV[3] or r[3] ~= 'tools' then
+if (r[1] ~= 'running' and r[1] ~= 'waiting') or r[2] ~= ARGV[3] or r[3] ~= 'tools' then
   return 'stale'
 end
 if redis.call('HSETNX', KEYS[5], ARGV[4], ARGV[5]) == 0 then

@@ -1,0 +1,242 @@
+"""Management: conversations and agents deleted or written, config listings, cluster figures.
+
+Delete a conversation; create, replace and delete agents; list the providers, skills and MCP
+servers of the config; count what Redis holds.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+An agent change writes ``agents/<name>.toml`` (:mod:`walrus_tasks.agent_files`: validated on a
+copy first, so a bad body is a 422 and nothing changes), then reloads like ``POST
+/v1/admin/reload``, so every gateway, worker and beat follows. Each operation is a plain function
+here, served by the HTTP routes below and by the WebSocket ops of ``gateway.ws``. All of them act
+across agents and need a full-access token (``gateway.auth``), except deleting a conversation,
+which a token limited to that conversation's agent may do.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
+
+from gateway.admin import reload_config
+from walrus_tasks import agent_files, conversations, keys
+from walrus_tasks.celery_app import ALL_QUEUES
+from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import InvalidInput
+from walrus_tasks.metrics import read_figures
+from walrus_tasks.models import AgentInfo
+from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.settings import Settings
+
+Redis = Annotated[redis.Redis, Depends(get_redis)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, "content": {"application/json": {}}}
+    for s, d in [(404, "unknown agent or conversation"), (409, "in use"), (413, "body too large"),
+                 (422, "invalid input or config")]
+}  # fmt: skip
+
+
+class AgentFields(AgentConfig):
+    """``PUT /v1/agents/{agent}``: the agent's whole config; ``name`` may be left out."""
+
+    name: str = ""
+
+
+class ProviderInfo(BaseModel):
+    """A configured LLM endpoint (never its key)."""
+
+    name: str
+    kind: str
+    base_url: str | None
+
+
+class ModelsInfo(BaseModel):
+    """``GET /v1/providers``: the providers, and the models the agents use."""
+
+    providers: list[ProviderInfo]
+    models: list[str]
+
+
+class SkillInfo(BaseModel):
+    """A skill of ``skills/<name>/SKILL.md`` (without its body)."""
+
+    name: str
+    description: str
+    allowed_tools: list[str]
+
+
+class McpInfo(BaseModel):
+    """A configured MCP server and the agents that use it (never its args or env)."""
+
+    name: str
+    transport: Literal["stdio", "http"]
+    command: str | None = None
+    url: str | None = None
+    agents: list[str]
+
+
+class Stats(BaseModel):
+    """``GET /v1/stats``: counts read from Redis in two round trips."""
+
+    agents: int
+    conversations: int
+    active_runs: int
+    queued: int
+    leases: int
+    queues: dict[str, int]
+    unacked: int
+    runs: dict[str, dict[str, Any]]
+
+
+def agent_info(a: AgentConfig) -> AgentInfo:
+    """The public view of an agent, as ``GET /v1/agents/{agent}`` shows it."""
+    return AgentInfo(
+        name=a.name, model=a.model, description=a.description, tools=a.tools, members=a.members
+    )
+
+
+def agent_config(name: str, fields: Mapping[str, Any]) -> AgentConfig:
+    """Agent ``name`` with ``fields``; a ``name`` among them must be ``name`` (InvalidInput)."""
+    given = fields.get("name") or name
+    if given != name:
+        raise InvalidInput(f"body name {given!r} differs from the agent {name!r}")
+    return AgentConfig.model_validate({**fields, "name": agent_name(name)})
+
+
+def save_agent(
+    app: FastAPI, r: redis.Redis, settings: Settings, agent: AgentConfig, *, create: bool
+) -> AgentInfo:
+    """Create (Conflict if it exists) or replace (NotFound if not) an agent, then reload."""
+    agent_files.save(settings.home, agent, create=create)
+    reload_config(app, r, settings)
+    return agent_info(app.state.config.agent(agent.name))
+
+
+def delete_agent(app: FastAPI, r: redis.Redis, settings: Settings, name: str) -> dict[str, str]:
+    """Delete an agent (NotFound; Conflict while another lists it in members), then reload."""
+    agent_files.delete(settings.home, name)
+    reload_config(app, r, settings)
+    return {"deleted": name}
+
+
+def delete_conversation(r: redis.Redis, agent: Any, sender: Any) -> dict[str, bool]:
+    """Delete a conversation (NotFound; Conflict while a run is active or queued).
+
+    The agent need not be configured any more: the conversations of a deleted agent can go too.
+    """
+    conversations.delete(r, agent_name(agent), sender_name(sender))
+    return {"deleted": True}
+
+
+def _public_url(url: str | None) -> str | None:
+    """``url`` without what may be a secret: ``user:password@`` and the query string."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def models_info(config: Config) -> ModelsInfo:
+    """The providers (name, kind, base URL) and the distinct models of the agents."""
+    providers = [
+        ProviderInfo(name=n, kind=p.kind, base_url=_public_url(p.base_url))
+        for n, p in sorted(config.providers.items())
+    ]
+    return ModelsInfo(providers=providers, models=sorted({a.model for a in config.agents.values()}))
+
+
+def skills_info(config: Config) -> dict[str, list[SkillInfo]]:
+    """Every skill, by name."""
+    skills = [
+        SkillInfo(name=s.name, description=s.description, allowed_tools=s.allowed_tools)
+        for _, s in sorted(config.skills.items())
+    ]
+    return {"skills": skills}
+
+
+def mcps_info(config: Config) -> dict[str, list[McpInfo]]:
+    """Every MCP server with its transport and the agents that list it (no connection made)."""
+    out = []
+    for name, m in sorted(config.mcps.items()):
+        users = sorted(a.name for a in config.agents.values() if name in a.mcps)
+        if m.command is not None:
+            out.append(McpInfo(name=name, transport="stdio", command=m.command, agents=users))
+        else:
+            out.append(McpInfo(name=name, transport="http", url=_public_url(m.url), agents=users))
+    return {"mcps": out}
+
+
+def stats(r: redis.Redis, config: Config) -> Stats:
+    """The figures ``GET /metrics`` exports, plus the runs waiting in conversation inboxes."""
+    figures = read_figures(r, ALL_QUEUES)
+    inboxes: list[str] = r.zrange(keys.INBOXES, 0, -1)  # type: ignore[assignment]
+    pipe = r.pipeline(transaction=False)
+    for conversation in inboxes:
+        pipe.llen(keys.conv(conversation, "inbox"))
+    return Stats(
+        agents=len(config.agents),
+        conversations=figures.conversations,
+        active_runs=figures.active_runs,
+        queued=sum(pipe.execute()),
+        leases=figures.leases,
+        queues=figures.queues,
+        unacked=figures.unacked,
+        runs={agent: s.as_dict() for agent, s in figures.runs.items()},
+    )
+
+
+def router(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> APIRouter:
+    """The management routes of ``app``, reading its current config through ``cfg``."""
+    api = APIRouter(tags=["management"])
+
+    @api.delete("/v1/agents/{agent}/conversations/{sender}", responses=ERRORS)
+    def delete_conversation_route(agent: str, sender: str, r: Redis) -> dict[str, bool]:
+        """Delete the conversation's history and state: ``{"deleted": true}``; 409 while busy."""
+        return delete_conversation(r, agent, sender)
+
+    @api.post("/v1/agents", status_code=201, response_model=AgentInfo, responses=ERRORS)
+    def create_agent(body: AgentConfig, r: Redis) -> AgentInfo:
+        """Write ``agents/<name>.toml`` and reload; 409 if the agent exists."""
+        return save_agent(app, r, settings, body, create=True)
+
+    @api.put("/v1/agents/{agent}", response_model=AgentInfo, responses=ERRORS)
+    def update_agent(agent: str, body: AgentFields, r: Redis) -> AgentInfo:
+        """Replace the agent's whole config (omitted fields take their defaults) and reload."""
+        fields = body.model_dump(exclude_unset=True)
+        return save_agent(app, r, settings, agent_config(agent, fields), create=False)
+
+    @api.delete("/v1/agents/{agent}", responses=ERRORS)
+    def delete_agent_route(agent: str, r: Redis) -> dict[str, str]:
+        """Delete the agent's files and reload; 409 while another agent lists it in members."""
+        return delete_agent(app, r, settings, agent)
+
+    @api.get("/v1/providers", response_model=ModelsInfo)
+    def providers() -> ModelsInfo:
+        """The configured providers and the models the agents use."""
+        return models_info(cfg())
+
+    @api.get("/v1/skills", response_model=dict[str, list[SkillInfo]])
+    def skills() -> dict[str, list[SkillInfo]]:
+        """The skills of ``skills/<name>/SKILL.md``."""
+        return skills_info(cfg())
+
+    @api.get("/v1/mcps", response_model=dict[str, list[McpInfo]])
+    def mcps() -> dict[str, list[McpInfo]]:
+        """The MCP servers and the agents that use them."""
+        return mcps_info(cfg())
+
+    @api.get("/v1/stats", response_model=Stats)
+    def stats_route(r: Redis) -> Stats:
+        """Counts of agents, conversations, active and queued runs, leases, queue depths."""
+        return stats(r, cfg())
+
+    return api
+
+
+def register(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> None:
+    """Add the management routes to ``app``."""
+    app.include_router(router(app, cfg, settings))

@@ -1,0 +1,15 @@
+-- Queue a steering message for the conversation's active run (injected before its next LLM
+-- call by lua/steer_inject.lua).
+-- KEYS: active (the conversation's active run id)
+-- ARGV: content
+-- Returns the run id, or false when no run is running or waiting.
+local run_id = redis.call('GET', KEYS[1])
+if not run_id then
+  return false
+end
+local status = redis.call('HGET', run_key(run_id), 'status')
+if status ~= 'running' and status ~= 'waiting' then
+  return false
+end
+redis.call('RPUSH', run_key(run_id) .. ':steer', ARGV[1])
+return run_id

@@ -1,0 +1,113 @@
+"""Waiting runs: parking a tool call without a worker, and what ends the wait.
+
+A tool call that needs a human (``ask_user``, an ``ask`` permission) or other runs (a foreground
+``delegate``) parks its run in ``waiting`` (``lua/wait_begin.lua``): no task holds it and its
+lease lives until the wait's deadline. A client reply or a kill ends the wait here
+(``lua/wake.lua``), a last delegated child ends it as it finishes (``lua/finish.lua``), and the
+reaper ends it at the deadline (``lua/takeover.lua``). Each way stores a *wake* for the call and
+dispatches the call again, on any worker; the tool then sees ``ctx.wake``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.celery_app import TOOL_CALL, app
+from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.lease import now_ms
+from walrus_tasks.settings import get_settings
+
+CANCEL_TTL = 86_400
+"""Seconds a run's cancel flag lives (the run clears it when it ends)."""
+
+
+@dataclass(frozen=True)
+class Replied:
+    """What a reply did: resumed the waiting call, or was queued for the run's next question."""
+
+    run_id: str
+    status: Literal["resumed", "queued"]
+    call_id: str | None = None
+
+
+def dispatch_wake(agent: str, sender: str, run_id: str, woken: list[Any]) -> str:
+    """Send the woken call (``[token, step, index, call_id]`` from Lua) to a tool worker."""
+    token, step, index, call_id = woken[0], int(woken[1]), int(woken[2]), woken[3]
+    app.send_task(TOOL_CALL, args=(agent, sender, run_id, token, step, index))
+    return str(call_id)
+
+
+def _wake(
+    r: redis.Redis, run_id: str, call_id: str, kinds: str, wake: str, content: str
+) -> tuple[dict[str, str], Any]:
+    record: dict[str, str] = r.hgetall(keys.run(run_id))  # type: ignore[assignment]
+    if not record:
+        raise NotFound(f"unknown run {run_id!r}")
+    conversation = keys.cid(record["agent"], record["sender"])
+    res = scripts.call(
+        r,
+        "wake",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence"), keys.run(run_id)],
+        [
+            call_id,
+            kinds,
+            wake,
+            content,
+            now_ms(),
+            int(get_settings().dispatch_grace * 1000),
+            conversation,
+        ],
+    )
+    return record, res
+
+
+def reply(r: redis.Redis, agent: str, sender: str, content: str, call_id: str = "") -> Replied:
+    """Answer the conversation's pending question (``ask_user`` or an approval).
+
+    With no question pending yet, the reply is kept for the active run's next one, so a reply
+    racing the question is not lost. Conflict when no run is active (or ``call_id`` is not
+    waiting for a reply).
+    """
+    active: str | None = r.get(keys.conv(keys.cid(agent, sender), "active"))  # type: ignore[assignment]
+    if active is None:
+        raise Conflict(f"conversation {agent}/{sender} has no active run to reply to")
+    record, res = _wake(r, active, call_id, "ask,approval", "reply", content)
+    if res == "queued":
+        return Replied(run_id=active, status="queued")
+    if not res:
+        what = f"tool call {call_id!r}" if call_id else "no question"
+        raise Conflict(f"run {active} is not waiting for a reply ({what} pending)")
+    return Replied(
+        run_id=active,
+        status="resumed",
+        call_id=dispatch_wake(record["agent"], record["sender"], active, res),
+    )
+
+
+def cancel(r: redis.Redis, run_id: str) -> None:
+    """Set the run's cancel flag and end its waits, so it sees the kill at once.
+
+    The foreground children of a waiting ``delegate`` call are cancelled with it.
+    """
+    r.set(keys.run_part(run_id, "cancel"), "1", ex=CANCEL_TTL)
+    waits: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
+    for raw in waits.values():
+        for child in json.loads(raw).get("data", {}).get("children", []):
+            cancel(r, child)
+    for call_id in waits:
+        record, res = _wake(r, run_id, call_id, "ask,approval,delegate", "cancelled", "")
+        if isinstance(res, list):
+            dispatch_wake(record["agent"], record["sender"], run_id, res)
+
+
+def steer(r: redis.Redis, agent: str, sender: str, content: str) -> str:
+    """Queue ``content`` for the active run's next LLM call; its run id, or Conflict."""
+    run_id = scripts.call(r, "steer", [keys.conv(keys.cid(agent, sender), "active")], [content])
+    if not run_id:
+        raise Conflict(f"conversation {agent}/{sender} has no active run to steer")
+    return str(run_id)
