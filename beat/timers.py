@@ -68,7 +68,8 @@ def fire_crons(r: redis.Redis, agents: Collection[str], now: float, deadline: fl
             if fire:
                 content = entry.message if entry.message is not None else f"/{entry.skill}"
                 try:
-                    run_id = submit(r, entry.agent, entry.sender, content).run_id
+                    meta = {"timer_due": str(due_ms)}
+                    run_id = submit(r, entry.agent, entry.sender, content, meta=meta).run_id
                     crons.record_run(r, cron_id, run_id)
                     log.info("cron %s fired: run %s", cron_id, run_id)
                 except WalrusError as e:
@@ -118,7 +119,8 @@ def fire_heartbeats(r: redis.Redis, config: Config, now: float, deadline: float)
             else:
                 prompt = config.agents[agent].heartbeat.prompt
                 try:
-                    run_id = submit(r, agent, HEARTBEAT_SENDER, prompt, "reject").run_id
+                    meta = {"timer_due": str(due_ms)}
+                    run_id = submit(r, agent, HEARTBEAT_SENDER, prompt, "reject", meta=meta).run_id
                     log.info("heartbeat fired: run %s", run_id)
                 except Conflict:
                     why_not = "the previous heartbeat run is still going"

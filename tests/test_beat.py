@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import textwrap
 import time
 from collections.abc import Iterator
@@ -67,10 +66,9 @@ def runs_of(c: Cluster, agent: str, sender: str) -> list[dict[str, Any]]:
 
 
 def slot_of(run: dict[str, Any], entry: dict[str, Any], period: float) -> int:
-    """The schedule slot (``created_at + k * period``) a fire belongs to: fires are never early
-    (the run is created after its slot is claimed), so a fire less than a period late is exact.
-    """
-    return math.floor((run["created_at"] - entry["created_at"] + 0.01) / period)
+    """The schedule slot (``created_at + k * period``) of the fire that sent the run: the beat
+    records the slot's time in the run (``timer_due``), however late the fire was."""
+    return round((run["timer_due"] - entry["created_at"]) / period)
 
 
 def test_a_cron_every_2s_fires_on_schedule_five_times_with_two_beats_running(
@@ -98,7 +96,8 @@ def test_a_cron_every_2s_fires_on_schedule_five_times_with_two_beats_running(
     slots = [slot_of(run, entry, 2) for run in runs[:5]]
     assert slots == list(range(slots[0], slots[0] + 5)), slots
     for run, slot in zip(runs, slots, strict=False):
-        late = run["created_at"] - (entry["created_at"] + 2 * slot)
+        assert run["timer_due"] == pytest.approx(entry["created_at"] + 2 * slot, abs=0.002)
+        late = run["created_at"] - run["timer_due"]
         assert -0.05 <= late < 1.0, f"fired {late:.3f}s after its slot"
         assert run["status"] == "succeeded"
     assert all(m["content"] == "tick" for m in c.history("echo", sender) if m["role"] == "user")

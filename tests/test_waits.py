@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +206,24 @@ def test_steer_is_injected_before_the_next_llm_call(
     history = c.history("steered", sender)
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "user", "assistant"]
     assert history[3]["steered"] is True
+
+
+def test_walrus_chat_asks_the_user_and_replies(
+    waiting_cluster: Cluster, fake_llm: FakeLLM, sender: str
+) -> None:
+    c = waiting_cluster
+    fake_llm.script(
+        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"), model="m-ask"
+    )
+    c.start_worker("worker-a")
+    c.wait_ready()
+    done = subprocess.run(
+        [sys.executable, "-m", "walrus_tasks.cli", "chat", "asker", "--sender", sender,
+         "--url", c.gateway_url],
+        input="pick a colour\nblue\n/quit\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "? Which colour?  [blue]" in done.stderr
+    assert "blue it is" in done.stdout
+    assert tool_messages(c, "asker", sender)[0]["content"] == "blue"

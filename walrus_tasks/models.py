@@ -107,6 +107,9 @@ class RunInfo(BaseModel):
     error: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    timer_due: float | None = Field(
+        default=None, description="the schedule time of the cron or heartbeat fire that sent it"
+    )
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> RunInfo:
@@ -133,6 +136,7 @@ class RunInfo(BaseModel):
             error=h.get("error") or None,
             usage=usage,
             model=h.get("model") or None,
+            timer_due=ts("timer_due"),
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,11 +74,23 @@ def reply(client: Client, agent: str, sender: str | None, line: str) -> None:
     try:
         for event in events:
             printer(event)
+            if event.type == "ask_user":
+                _answer(client, agent, sender, event.data)
     except KeyboardInterrupt:
         events.close()
         _interrupt(client, agent, sender, run_id, printer)
     finally:
         events.close()
+
+
+def _answer(client: Client, agent: str, sender: str | None, asked: dict[str, Any]) -> None:
+    """The agent asks (or wants approval): read the answer here and send it as the reply."""
+    hint = "allow / deny" if asked.get("kind") == "approval" else "your answer"
+    for q in asked.get("questions", []):
+        options = ", ".join(str(o.get("label")) for o in q.get("options", []))
+        err.print(f"? {q.get('question')}" + (f"  [{options}]" if options else ""), markup=False)
+    answer = console.input(f"({hint}) > ").strip() or "(no answer)"
+    client.reply(agent, answer, sender, asked.get("call_id"))
 
 
 def _interrupt(
