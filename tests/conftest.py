@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.cluster import Cluster, running
+from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.redis_server import RedisServer, start_redis
+from worker.tools import ToolContext
 
 _redis: RedisServer | None = None
 
@@ -48,6 +52,37 @@ _db_counter = iter(range(1, DATABASES))
 def redis_db_url(server: RedisServer) -> str:
     """A fresh database of the test Redis (db 0 belongs to the shared cluster)."""
     return f"redis://127.0.0.1:{server.port}/{next(_db_counter)}"
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of a fresh database of the test Redis, flushed afterwards."""
+    client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
+    yield client
+    client.flushdb()  # a database of the Redis this test session started
+    client.close()
+
+
+def tool_context(
+    r: redis.Redis,
+    agent: AgentConfig,
+    cwd: Path,
+    config: Config | None = None,
+    sender: str = "alice",
+    cancelled: Callable[[], bool] = lambda: False,
+) -> ToolContext:
+    """What a tool task gives a tool body, for calling tools directly (run ``run-1``)."""
+    return ToolContext(
+        agent=agent,
+        config=config or Config(home=cwd, agents={agent.name: agent}),
+        sender=sender,
+        run_id="run-1",
+        call_id="call-1",
+        redis=r,
+        cwd=cwd,
+        pause=time.sleep,
+        cancelled=cancelled,
+    )
 
 
 @pytest.fixture(scope="session")

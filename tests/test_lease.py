@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from tests.conftest import redis_db_url
 from walrus_tasks import keys, store
 from walrus_tasks.lease import Fence, acquire, renew, takeover
-from walrus_tasks.redis_server import RedisServer
 from walrus_tasks.submit import submit
 
 AGENT = "echo"
-
-
-@pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
-    yield client
-    client.flushdb()  # a database of the Redis this test session started
-    client.close()
 
 
 def start(r: redis.Redis, sender: str) -> Fence:

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.cluster import Cluster, running, wait_for
-from tests.conftest import agents_home, redis_db_url
+from tests.conftest import agents_home, redis_db_url, tool_context
 from tests.fakellm import FakeReply
 from walrus_tasks.config import AgentConfig, Config, McpServerConfig
 from walrus_tasks.errors import Cancelled
@@ -252,17 +252,7 @@ def test_results_render_text_else_structured_content() -> None:
 
 
 def ctx_for(r: redis.Redis, config: Config, agent: str, tmp_path: Path) -> ToolContext:
-    return ToolContext(
-        agent=config.agents[agent],
-        config=config,
-        sender="alice",
-        run_id="run-1",
-        call_id="call-1",
-        redis=r,
-        cwd=tmp_path,
-        pause=time.sleep,
-        cancelled=lambda: False,
-    )
+    return tool_context(r, config.agents[agent], tmp_path, config)
 
 
 @pytest.mark.usefixtures("process_sessions")

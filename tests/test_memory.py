@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from tests.cluster import Cluster, running
-from tests.conftest import agents_home, redis_db_url
+from tests.conftest import agents_home, redis_db_url, tool_context
 from tests.fakellm import FakeReply
 from walrus_tasks import keys, memory
-from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.config import AgentConfig
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.redis_server import RedisServer
 from worker.tools import ToolContext, call_tool
@@ -27,13 +27,6 @@ NOTES = {
     "deploy": ("Deploy with make release after the tests pass; the user reviews in Paris.", []),
     "pets": ("A cat named Ada and a dog named Turing.", ["animals"]),
 }
-
-
-@pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -161,18 +154,7 @@ def test_dump_and_load_are_lossless(noted: redis.Redis) -> None:
 
 
 def ctx_for(r: redis.Redis, tmp_path: Path, tools: list[str]) -> ToolContext:
-    agent = AgentConfig(name="keeper", tools=tools)
-    return ToolContext(
-        agent=agent,
-        config=Config(home=tmp_path, agents={"keeper": agent}),
-        sender="alice",
-        run_id="run-1",
-        call_id="call-1",
-        redis=r,
-        cwd=tmp_path,
-        pause=time.sleep,
-        cancelled=lambda: False,
-    )
+    return tool_context(r, AgentConfig(name="keeper", tools=tools), tmp_path)
 
 
 def test_the_tools_act_on_the_calling_agents_memory(r: redis.Redis, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,12 @@ import pytest
 import redis
 
 from tests.cluster import wait_for
-from tests.conftest import redis_db_url
+from tests.conftest import tool_context
 from walrus_tasks import keys
-from walrus_tasks.config import AgentConfig, BashConfig, Config
+from walrus_tasks.config import AgentConfig, BashConfig
 from walrus_tasks.errors import Cancelled
-from walrus_tasks.redis_server import RedisServer
 from worker.tools import TOOLS, ToolContext, ToolFailed, call_tool
 from worker.tools.files import MAX_READ, _open_read, _write_bytes
-
-
-@pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -50,17 +41,7 @@ def make_ctx(
         name="coder", tools=["bash", "read", "write", "edit"], bash=BashConfig(**bash)
     )
     flag = cancelled or threading.Event()
-    return ToolContext(
-        agent=agent,
-        config=Config(home=cwd.parent, agents={"coder": agent}),
-        sender=sender,
-        run_id="run-1",
-        call_id="call-1",
-        redis=r,
-        cwd=cwd,
-        pause=time.sleep,
-        cancelled=flag.is_set,
-    )
+    return tool_context(r, agent, cwd, sender=sender, cancelled=flag.is_set)
 
 
 def call(name: str, ctx: ToolContext, **args: Any) -> str:

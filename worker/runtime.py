@@ -117,7 +117,8 @@ def _run_step(fence: Fence, step: int) -> store.Begin:
             config = current_config()
             model = agent.model
             keeper.check()
-            if store.run_record(r, fence.run_id).get("kind") == "compact":
+            record = store.run_record(r, fence.run_id)
+            if record.get("kind") == "compact":
                 compaction.compact(r, fence, agent, config, keeper)
                 finish(r, fence, "succeeded")
                 return state
@@ -131,7 +132,8 @@ def _run_step(fence: Fence, step: int) -> store.Begin:
             if step == 0 and compaction.estimate_tokens(history) > agent.compact_threshold:
                 compaction.compact(r, fence, agent, config, keeper, keep=1)
                 history = store.history(r, fence.agent, fence.sender)
-            _call_llm(r, fence, agent, config, history, keeper, out)
+            cwd = run_cwd(agent, config, record)
+            _call_llm(r, fence, agent, config, history, cwd, keeper, out)
         except LeaseLost as e:
             log.warning("%s; leaving the run to the new holder", e.message)
             return state
@@ -174,10 +176,11 @@ def _call_llm(
     agent: AgentConfig,
     config: Config,
     history: list[dict[str, Any]],
+    cwd: Path,
     keeper: LeaseKeeper,
     out: StepOutput,
 ) -> None:
-    request = build_request(r, agent, config, history, run_cwd(r, fence, agent, config))
+    request = build_request(r, agent, config, history, cwd)
     for item in provider_for(agent, config).stream(request, keeper.wait):
         keeper.check()
         if isinstance(item, TextDelta):
@@ -226,10 +229,9 @@ def _commit(
     return state == "ok"
 
 
-def run_cwd(r: redis.Redis, fence: Fence, agent: AgentConfig, config: Config) -> Path:
+def run_cwd(agent: AgentConfig, config: Config, record: dict[str, str]) -> Path:
     """The run's working directory (``cwd`` given on send, else the agent's default)."""
-    requested: str | None = r.hget(keys.run(fence.run_id), "cwd")  # type: ignore[assignment]
-    return working_directory(agent, config, requested or "")
+    return working_directory(agent, config, record.get("cwd", ""))
 
 
 def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
@@ -293,9 +295,11 @@ def _call_with_waits(
     call: dict[str, Any],
     agent: AgentConfig,
     keeper: LeaseKeeper,
+    record: dict[str, str],
 ) -> tuple[str, bool] | None:
     """Run the call; when it must wait, park the run. None once parked (the worker is free)."""
     config = current_config()
+    cwd = run_cwd(agent, config, record)
     for _ in range(MAX_WAKES):
         stored = store.wake_of(r, fence.run_id, call["id"])
         ctx = ToolContext(
@@ -305,7 +309,7 @@ def _call_with_waits(
             run_id=fence.run_id,
             call_id=call["id"],
             redis=r,
-            cwd=run_cwd(r, fence, agent, config),
+            cwd=cwd,
             pause=keeper.wait,
             cancelled=keeper.cancelled.is_set,
             wake=Wake(**stored) if stored else None,
@@ -355,7 +359,7 @@ def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
             keeper.check()
             agent = agent_for_run(r, fence.agent, fence.run_id)
             with bound(tool=call["name"]):
-                outcome = _call_with_waits(r, fence, step, call, agent, keeper)
+                outcome = _call_with_waits(r, fence, step, call, agent, keeper, record)
             if outcome is None:
                 return state  # parked: the wake dispatches this call again
             output, is_error = outcome
