@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,3 +149,20 @@ def test_automatic_compaction_past_the_threshold(
     # The LLM call after the compaction saw the summary and the new message, nothing older.
     last = fake_llm.requests_for("m-auto")[-1]["messages"]
     assert "a first message" not in str(last)
+
+
+def test_cwd_on_send_is_the_conversations_working_directory(
+    ctx_cluster: Cluster, fake_llm: FakeLLM, sender: str, tmp_path: Path
+) -> None:
+    c = ctx_cluster
+    fake_llm.script(*[FakeReply(text="ok")] * 3, model="m-recall")
+    assert c.wait_run(c.send("recaller", "one", sender, cwd=str(tmp_path)))["status"] == "succeeded"
+    assert c.wait_run(c.send("recaller", "two", sender))["status"] == "succeeded"
+    assert c.wait_run(c.send("recaller", "three", sender + "x"))["status"] == "succeeded"
+    first, second, other = (system(q) for q in fake_llm.requests_for("m-recall")[-3:])
+    assert f"Working directory: {tmp_path}\n" in first
+    assert f"Working directory: {tmp_path}\n" in second  # kept for the conversation
+    assert f"Working directory: {c.home.resolve() / 'workspaces' / 'recaller'}\n" in other
+    with c.http() as h:
+        bad = h.post("/v1/agents/recaller/messages", json={"content": "x", "cwd": "a\x00b"})
+    assert bad.status_code == 422

@@ -54,10 +54,6 @@ def submit(
     meta = dict(meta or {})
     if unknown := set(meta) - RUN_FIELDS:
         raise ValueError(f"unknown run fields {sorted(unknown)}")
-    if "cwd" not in meta:
-        cwd: str | None = r.get(keys.conv(keys.cid(agent, sender), "cwd"))  # type: ignore[assignment]
-        if cwd:
-            meta["cwd"] = cwd
     run_id = run_id or new_run_id()
     conversation = keys.cid(agent, sender)
     res = scripts.call(

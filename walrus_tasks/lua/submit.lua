@@ -20,11 +20,13 @@ local seq = redis.call('INCR', conv_key(ARGV[7], 'seq'))
 redis.call('HSET', KEYS[4], 'run_id', ARGV[1], 'agent', ARGV[2], 'sender', ARGV[3],
   'content', ARGV[4], 'status', 'queued', 'created_at', ARGV[6], 'seq', seq)
 local meta = cjson.decode(ARGV[8])
-for field, value in pairs(meta) do
-  redis.call('HSET', KEYS[4], field, value)
-end
 if meta.cwd then  -- `cwd` on send: the conversation's working directory from now on
   redis.call('SET', conv_key(ARGV[7], 'cwd'), meta.cwd)
+else  -- the run works where its conversation works
+  meta.cwd = redis.call('GET', conv_key(ARGV[7], 'cwd')) or nil
+end
+for field, value in pairs(meta) do
+  redis.call('HSET', KEYS[4], field, value)
 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('ZADD', PREFIX .. 'inboxes', 'NX', ARGV[6], ARGV[7])
