@@ -25,8 +25,13 @@ _redis: RedisServer | None = None
 def pytest_configure(config: pytest.Config) -> None:
     """Start the test Redis and point every walrus setting at it before modules import."""
     global _redis
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        pass
+    from walrus_tasks.celery_app import app
+    from walrus_tasks.settings import get_settings
+
+    # Whatever WALRUS_REDIS_URL named when the suite started (a developer's Redis, production)
+    # is never touched: nothing may have read the settings or configured Celery before this.
+    assert get_settings.cache_info().currsize == 0, "settings were read before the test Redis"
+    assert not app.configured, "the Celery app was configured before the test Redis started"
     data = Path(tempfile.mkdtemp(prefix="walrus-test-redis-"))
     _redis = start_redis(data, databases=DATABASES)
     os.environ["WALRUS_REDIS_URL"] = _redis.url

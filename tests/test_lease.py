@@ -168,3 +168,35 @@ def test_a_dispatched_task_waiting_in_a_busy_queue_keeps_the_lease(
     score = r.zscore(keys.LEASES, fence.cid)
     assert score is not None and score > now_ms() + ttl_ms()
     assert fence.cid not in expired_conversations(r)
+
+
+def test_a_drain_after_the_lease_expired_never_starts_the_next_message_over_the_active_run(
+    r: redis.Redis, sender: str
+) -> None:
+    """Invariant 3: the lease of a dead worker's run expired, the reaper has not come yet."""
+    first = submit(r, AGENT, sender, "one").run_id
+    dead = start(r, sender)
+    cid = dead.cid
+    r.delete(keys.conv(cid, "lease"))  # the lease expires, deterministically
+    second = submit(r, AGENT, sender, "two").run_id
+    acquired = acquire(r, AGENT, sender)
+    assert acquired is not None and acquired.run_id is None and acquired.orphan == first
+    assert r.get(keys.conv(cid, "active")) == first
+    assert r.hget(keys.run(second), "status") == "queued", "the next message waits its turn"
+    assert r.lrange(keys.conv(cid, "inbox"), 0, -1) == [second]
+    taken = takeover(r, cid)  # what the drain does next, and the reaper at the latest
+    assert taken is not None and taken.resume == first and taken.started is None
+    resumed = Fence(AGENT, sender, first, taken.token)
+    assert end(r, resumed) == second, "the inbox goes on once the orphan has ended"
+
+
+def test_reject_sees_a_conversation_whose_active_run_lost_its_lease_as_busy(
+    r: redis.Redis, sender: str
+) -> None:
+    from walrus_tasks.errors import Conflict
+
+    submit(r, AGENT, sender, "one")
+    fence = start(r, sender)
+    r.delete(keys.conv(fence.cid, "lease"))
+    with pytest.raises(Conflict):
+        submit(r, AGENT, sender, "two", on_busy="reject")

@@ -6,6 +6,8 @@ the worker package registers the bodies under these names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
@@ -28,12 +30,13 @@ PING = "walrus.control.ping"
 """A no-op round trip: the benchmark's baseline and a liveness probe."""
 
 
-def make_app() -> Celery:
-    """Build the Celery app from the process settings."""
+def celery_config() -> dict[str, Any]:
+    """The Celery settings, derived from the process settings when the app is first used."""
     settings = get_settings()
-    app = Celery("walrus", broker=settings.redis_url, backend=settings.redis_url)
     transport = {"visibility_timeout": settings.visibility_timeout}
-    app.conf.update(
+    return dict(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
         accept_content=["json"],
         task_serializer="json",
         result_serializer="json",
@@ -73,6 +76,17 @@ def make_app() -> Celery:
         },
         worker_hijack_root_logger=False,
     )
+
+
+def make_app() -> Celery:
+    """The Celery app, configured lazily.
+
+    Nothing is read at import: the settings (and so the broker URL) are read when the app is
+    first used, so a process, or a test session, that sets ``WALRUS_REDIS_URL`` after importing
+    walrus modules still sends to the Redis it names, never to the default one.
+    """
+    app = Celery("walrus")
+    app.add_defaults(celery_config)
     return app
 
 

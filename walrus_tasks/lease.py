@@ -51,10 +51,15 @@ class Fence:
 
 @dataclass(frozen=True)
 class Acquired:
-    """The result of taking a lease: the token and the run it started (None: inbox empty)."""
+    """The result of taking a lease: the token and the run it started (None: inbox empty).
+
+    ``orphan`` names a run that is still active though its lease expired (its worker died):
+    nothing was taken or started, and the caller should take the conversation over.
+    """
 
     token: str
     run_id: str | None
+    orphan: str | None = None
 
 
 def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
@@ -68,7 +73,7 @@ def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
     )
     if not res:
         return None
-    return Acquired(token=res[0], run_id=res[1] or None)
+    return Acquired(token=res[0], run_id=res[1] or None, orphan=res[2] if len(res) > 2 else None)
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,7 @@ STALE_INBOX_MS = 5_000
 def reap() -> int:
     """One sweep; returns how many conversations it acted on."""
     r = get_redis()
-    acted = 0
-    for conversation in expired_conversations(r):
-        t = takeover(r, conversation)
-        if t is None:
-            continue
-        acted += 1
-        agent, sender = keys.split_cid(conversation)
-        if t.resume:
-            resume(r, Fence(agent, sender, t.resume, t.token))
-        elif t.started:
-            dispatch_step(Fence(agent, sender, t.started, t.token), 0)
+    acted = sum(recover(r, conversation) for conversation in expired_conversations(r))
     stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - STALE_INBOX_MS)  # type: ignore[assignment]
     for conversation in stale:
         if not r.exists(keys.conv(conversation, "lease")) and r.llen(
@@ -44,6 +34,23 @@ def reap() -> int:
             r.zadd(keys.INBOXES, {conversation: now_ms()}, xx=True)
             enqueue_drain(*keys.split_cid(conversation))
     return acted
+
+
+def recover(r: redis.Redis, conversation: str) -> bool:
+    """Take over a conversation whose lease expired; resume its run or start its next one.
+
+    The reaper calls it for every expired lease, and a drain that found an orphaned run calls
+    it at once. False when the lease turned out alive (or its run only waits).
+    """
+    t = takeover(r, conversation)
+    if t is None:
+        return False
+    agent, sender = keys.split_cid(conversation)
+    if t.resume:
+        resume(r, Fence(agent, sender, t.resume, t.token))
+    elif t.started:
+        dispatch_step(Fence(agent, sender, t.started, t.token), 0)
+    return True
 
 
 def resume(r: redis.Redis, fence: Fence) -> None:

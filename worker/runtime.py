@@ -63,13 +63,21 @@ def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
     )
 
 
-def drain(agent: str, sender: str) -> None:
-    """Take the conversation's lease and run the first step of its next queued run here."""
+def drain(agent: str, sender: str) -> str | None:
+    """Take the conversation's lease and run the first step of its next queued run here.
+
+    Returns the run id of an orphan (an active run whose lease expired with its worker) for
+    the caller to take over; the next message waits until that run has ended.
+    """
     r = get_redis()
     acquired = acquire(r, agent, sender)
-    if acquired is None or acquired.run_id is None:
-        return  # the lease holder drains the inbox, or there is nothing to do
-    run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
+    if acquired is None:
+        return None  # the lease holder drains the inbox
+    if acquired.orphan:
+        return acquired.orphan
+    if acquired.run_id is not None:
+        run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
+    return None
 
 
 def emit(r: redis.Redis, fence: Fence, event: dict[str, Any]) -> str:

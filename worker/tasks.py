@@ -6,7 +6,9 @@ from typing import Any
 
 import redis
 
+from walrus_tasks import keys
 from walrus_tasks.celery_app import DRAIN, PING, REAP, STEP, TOOL_CALL, app
+from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
@@ -37,7 +39,9 @@ def _retry_if_busy(task: Any, state: str) -> None:
 def drain(self: Any, agent: str, sender: str) -> None:
     """Start the conversation's next queued run (no-op while another run holds it)."""
     with bound(agent=agent, sender=sender, task_id=self.request.id):
-        runtime.drain(agent, sender)
+        if orphan := runtime.drain(agent, sender):
+            with bound(run_id=orphan):
+                recovery.recover(get_redis(), keys.cid(agent, sender))
 
 
 @app.task(name=STEP, bind=True, **_RETRY)  # type: ignore[untyped-decorator]

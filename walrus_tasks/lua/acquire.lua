@@ -1,9 +1,15 @@
 -- Drain: take the free lease of a conversation and start its next queued run.
 -- KEYS: lease, fence
 -- ARGV: cid, now_ms, ttl_ms, maxlen
--- Returns false when the lease is held (its holder drains), else {token, run_id or false}.
+-- Returns false when the lease is held (its holder drains); {'', false, run_id} when the lease
+-- expired under a run that has not ended (an orphan: take it over, never start past it);
+-- else {token, run_id or false}.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
+end
+local orphan = live_active(ARGV[1])
+if orphan then
+  return {'', false, orphan}
 end
 if redis.call('LLEN', conv_key(ARGV[1], 'inbox')) == 0 then
   return {'', false}

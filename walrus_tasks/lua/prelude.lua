@@ -32,10 +32,29 @@ local function emit(run_id, maxlen, event)
   return id
 end
 
+-- The conversation's active run while it has not ended (running or waiting), else false.
+-- Invariant 3: no path starts a conversation's next message while this is set. A run whose
+-- lease expired with its worker stays active until a takeover resumes or fails it.
+local function live_active(cid)
+  local active = redis.call('GET', conv_key(cid, 'active'))
+  if not active then
+    return false
+  end
+  local status = redis.call('HGET', run_key(active), 'status')
+  if status == 'running' or status == 'waiting' then
+    return active
+  end
+  return false
+end
+
 -- Pop the next inbox entry of `cid` and start its run under `token`, or release the lease.
 -- Called with the lease held; atomic with the caller, so a message appended by submit() is
 -- either seen here or finds the lease free (invariant 4: nothing stranded).
 local function start_next(cid, token, now_ms, ttl_ms, maxlen)
+  local live = live_active(cid)
+  if live then  -- a caller's bug, never a state to write over: fail the script loudly
+    error('start_next over the live run ' .. live .. ' of ' .. cid)
+  end
   local run_id = redis.call('LPOP', conv_key(cid, 'inbox'))
   if redis.call('LLEN', conv_key(cid, 'inbox')) == 0 then
     redis.call('ZREM', PREFIX .. 'inboxes', cid)

@@ -6,6 +6,7 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'exists', false}
 end
 local busy = redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[3]) > 0
+  or live_active(ARGV[7]) ~= false
 if ARGV[5] == 'reject' and busy then
   return {'busy', redis.call('GET', KEYS[5]) or false}
 end
