@@ -29,7 +29,7 @@ from walrus_tasks.names import agent_name, sender_name
 FORMAT = 1
 """Version of the layout, written to ``sessions/index.toml``."""
 INDEX = "sessions/index.toml"
-PARTS = ("history", "seq", "archive")
+PARTS: tuple[keys.ConvPart, ...] = ("history", "seq", "archive")
 """The keys of a conversation that an export covers."""
 _CHUNK = 1000
 """Lines per RPUSH: one command per message would be slow, one for all too large."""
@@ -112,7 +112,11 @@ def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Sessio
             pipe.delete(*(keys.conv(c, part) for part in PARTS))
     for s in sessions:
         c = keys.cid(s.agent, s.sender)
-        for part, lines in (("history", s.history), ("archive", s.archive)):
+        stored: tuple[tuple[keys.ConvPart, list[str]], ...] = (
+            ("history", s.history),
+            ("archive", s.archive),
+        )
+        for part, lines in stored:
             pipe.delete(keys.conv(c, part))
             for start in range(0, len(lines), _CHUNK):
                 pipe.rpush(keys.conv(c, part), *lines[start : start + _CHUNK])

@@ -7,7 +7,7 @@ import redis
 from walrus_tasks import keys, scripts
 from walrus_tasks.errors import Conflict, NotFound
 
-DATA_PARTS = ("history", "archive", "read", "seq", "cwd")
+DATA_PARTS: tuple[keys.ConvPart, ...] = ("history", "archive", "read", "seq", "cwd")
 """The conversation keys a delete removes: messages, compacted-away history, the files its runs
 read, the run counter and the working directory. The lease and fence stay (see the script)."""
 

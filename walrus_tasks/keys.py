@@ -2,9 +2,14 @@
 
 A conversation is the pair ``(agent, sender)``; its id ``cid`` is ``agent:sender`` (agent names
 contain no ``:``, so the split is unambiguous).
+
+The Lua scripts get the same schema from ``lua_library()``, generated from this module and put in
+front of every script: Lua never spells a key name (``tests/test_keys.py`` checks).
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 PREFIX = "walrus:"
 
@@ -16,6 +21,8 @@ INBOXES = PREFIX + "inboxes"
 """ZSET cid -> time (ms) its inbox became non-empty: the reaper re-drains stale ones."""
 ACTIVE_RUNS = PREFIX + "runs:active"
 """SET of run ids in ``running`` (or ``waiting``) state."""
+FEED_MAXLEN = 10_000
+"""About how many entries the live feed (``FEED``) keeps."""
 METRICS_RUNS = PREFIX + "metrics:runs"
 """HASH of cluster-wide run figures (``walrus_tasks.metrics``): ``n:{agent}:{status}`` runs ended,
 ``sum:{agent}`` their seconds, ``le:{agent}:{bound}`` runs per duration bucket (not cumulative)."""
@@ -32,20 +39,34 @@ def split_cid(conversation: str) -> tuple[str, str]:
     return agent, sender
 
 
-def conv(conversation: str, part: str) -> str:
-    """A conversation key: ``inbox``, ``lease``, ``fence``, ``active``, ``history``, ``seq``.
+ConvPart = Literal[
+    "inbox", "lease", "fence", "active", "history", "seq", "cwd", "archive", "read"
+]  # fmt: skip
+CONV_PARTS: dict[ConvPart, str] = {
+    "inbox": "LIST of the run ids of queued messages, in acceptance order",
+    "lease": "STRING (PX): the fencing token of the run holding the conversation",
+    "fence": "STRING counter: the last fencing token handed out (it never goes back)",
+    "active": "STRING: the run id of the conversation's active (running or waiting) run",
+    "history": "LIST of JSON messages, in conversation order",
+    "seq": "STRING counter: messages accepted so far (a run's ``seq``)",
+    "cwd": "STRING: the working directory given on send, for its runs from then on",
+    "archive": "LIST of JSON ``{archived_at, run_id, messages}``: compacted-away history",
+    "read": "SET of the resolved file paths its tools read or wrote (what ``edit`` may change)",
+}
+"""Every key of one conversation, ``conv(cid, part)``."""
 
-    ``read``: SET of the resolved file paths its tools read or wrote (what ``edit`` may change).
-    """
+
+def conv(conversation: str, part: ConvPart) -> str:
+    """A key of one conversation (``CONV_PARTS`` says what each holds)."""
     return f"{PREFIX}conv:{conversation}:{part}"
 
 
-def conv_pattern(part: str) -> str:
+def conv_pattern(part: ConvPart) -> str:
     """A SCAN pattern matching ``part`` of every conversation (``conv_cid`` reads the cid back)."""
     return f"{PREFIX}conv:*:{part}"
 
 
-def conv_cid(key: str, part: str) -> str:
+def conv_cid(key: str, part: ConvPart) -> str:
     """The conversation id of a key named by ``conv(cid, part)``."""
     return key[len(f"{PREFIX}conv:") : -len(f":{part}")]
 
@@ -59,18 +80,51 @@ def memory(agent: str) -> str:
 
 
 def run(run_id: str) -> str:
-    """HASH: the run record (status, step, phase, timestamps, usage)."""
+    """HASH: the run record (status, phase, step, timestamps, usage, what it was sent)."""
     return f"{PREFIX}run:{run_id}"
 
 
-def run_part(run_id: str, part: str) -> str:
-    """A key of one run: ``events``, ``cancel``, ``claim``, ``results``."""
+RunPart = Literal["events", "cancel", "claim", "results", "waits", "wakes", "replies", "steer"]
+RUN_PARTS: dict[RunPart, str] = {
+    "events": "STREAM of the run's events; lives ``events_ttl`` after the run ends",
+    "cancel": "STRING: the kill flag, polled between chunks and during tools",
+    "claim": "STRING (PX): the delivery executing the current LLM step",
+    "results": "HASH call id -> tool message: the current step's finished tool calls",
+    "waits": "HASH call id -> JSON ``{kind, deadline, data}``: the calls parked waiting",
+    "wakes": "HASH call id -> JSON wake: what ended each call's wait",
+    "replies": "LIST of client replies that came before the question they answer",
+    "steer": "LIST of steering messages for the next LLM step",
+}
+"""Every key of one run besides its record, ``run_part(run_id, part)``."""
+
+RUN_ENDED_PARTS: tuple[RunPart, ...] = (
+    "cancel", "claim", "results", "waits", "wakes", "replies", "steer"
+)  # fmt: skip
+"""What ``lua/finish.lua`` deletes as the run ends: all but its record and event stream, which
+live ``events_ttl`` more for late readers."""
+
+CallPart = Literal["claim", "children", "spawned"]
+CALL_PARTS: dict[CallPart, str] = {
+    "claim": "STRING (PX): the delivery executing this tool call",
+    "children": "HASH child run id -> its JSON result ('' while it runs): a delegate's children",
+    "spawned": "STRING: JSON list of the run ids a delegate call submitted (once)",
+}
+"""Keys of one tool call of a run, ``run_call(run_id, part, call_id)``; each has a TTL."""
+
+
+def run_part(run_id: str, part: RunPart) -> str:
+    """A key of one run (``RUN_PARTS`` says what each holds)."""
     return f"{PREFIX}run:{run_id}:{part}"
 
 
+def run_call(run_id: str, part: CallPart, call_id: str) -> str:
+    """A key of one tool call of a run (``CALL_PARTS`` says what each holds)."""
+    return f"{PREFIX}run:{run_id}:{part}:{call_id}"
+
+
 def run_keys(run_id: str) -> list[str]:
-    """Every key of one run, for tests and cleanup."""
-    return [run(run_id)] + [run_part(run_id, p) for p in ("events", "cancel", "claim", "results")]
+    """The run's record and every run-wide key (not the per-call ones), for tests and cleanup."""
+    return [run(run_id)] + [run_part(run_id, p) for p in RUN_PARTS]
 
 
 # --- the event bus: subscriptions and the live feed (walrus_tasks.subscriptions, .feed) ---------
@@ -105,3 +159,50 @@ CONFIG_GENERATION = PREFIX + "config:generation"
 def fired(timer: str, due_ms: int) -> str:
     """STRING (NX, short TTL): the per-tick dedup guard of one timer's fire at ``due_ms``."""
     return f"{PREFIX}fired:{timer}:{due_ms}"
+
+
+# --- the same schema for the Lua scripts ---------------------------------------------------------
+
+_LUA_CONSTANTS = ("CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "FEED", "FEED_MAXLEN")
+
+
+def _lua_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def lua_library() -> str:
+    """The key schema as a Lua table ``K`` (put in front of every script by ``scripts.py``).
+
+    ``K.conv_<part>(cid)``, ``K.run(run_id)``, ``K.run_<part>(run_id)``,
+    ``K.call_<part>(run_id, call_id)``, ``K.cid(agent, sender)``, ``K.run_ended(run_id)`` (the
+    keys ``finish.lua`` deletes) and the constants named in upper case.
+    """
+    lines = [
+        "-- The key schema, generated by walrus_tasks/keys.py:lua_library(). Do not edit; do not",
+        "-- spell a key name anywhere else in Lua.",
+        "local K = {}",
+    ]
+    for name in _LUA_CONSTANTS:
+        value = globals()[name]
+        lines.append(f"K.{name} = {_lua_str(value) if isinstance(value, str) else value}")
+    conv_root, run_root = _lua_str(f"{PREFIX}conv:"), _lua_str(f"{PREFIX}run:")
+    lines.append("function K.cid(agent, sender) return agent .. ':' .. sender end")
+    lines.append(f"function K.run(run_id) return {run_root} .. run_id end")
+    for part in get_args(ConvPart):
+        lines.append(
+            f"function K.conv_{part}(cid) return {conv_root} .. cid .. {_lua_str(':' + part)} end"
+        )
+    for part in get_args(RunPart):
+        lines.append(
+            f"function K.run_{part}(run_id) return K.run(run_id) .. {_lua_str(':' + part)} end"
+        )
+    for part in get_args(CallPart):
+        lines.append(
+            f"function K.call_{part}(run_id, call_id) "
+            f"return K.run(run_id) .. {_lua_str(':' + part + ':')} .. call_id end"
+        )
+    subs_root = _lua_str(subs_source(""))
+    lines.append(f"function K.subs_source(source) return {subs_root} .. source end")
+    ended = ", ".join(f"K.run_{p}(run_id)" for p in RUN_ENDED_PARTS)
+    lines.append(f"function K.run_ended(run_id) return {{{ended}}} end")
+    return "\n".join(lines) + "\n"

@@ -9,12 +9,20 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from walrus_tasks import keys
+
+LIBRARIES = ("fence", "runs")
+"""``lua/lib/*.lua``, put in front of every script after the key schema."""
+
 
 @cache
 def source(name: str) -> str:
-    """The text of script ``name``, with the shared prelude in front."""
+    """The text of script ``name``, after the key schema (``keys.lua_library``) and libraries."""
     lua = files("walrus_tasks") / "lua"
-    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    parts = [keys.lua_library()]
+    parts += [(lua / "lib" / f"{lib}.lua").read_text() for lib in LIBRARIES]
+    parts.append((lua / f"{name}.lua").read_text())
+    return "\n".join(parts)
 
 
 _registered: dict[tuple[int, str], Any] = {}

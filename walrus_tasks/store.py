@@ -33,7 +33,11 @@ def begin(
     r: redis.Redis, fence: Fence, step: int, phase: str, claim_id: str, call_id: str = ""
 ) -> Begin:
     """Claim the execution of ``step`` (``call_id`` of it, for a tool call)."""
-    claim = keys.run_part(fence.run_id, f"claim:{call_id}" if call_id else "claim")
+    claim = (
+        keys.run_call(fence.run_id, "claim", call_id)
+        if call_id
+        else keys.run_part(fence.run_id, "claim")
+    )
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "begin",
@@ -88,7 +92,7 @@ def record_tool_result(
             keys.run(fence.run_id),
             keys.conv(fence.cid, "history"),
             keys.run_part(fence.run_id, "results"),
-            keys.run_part(fence.run_id, f"claim:{call_id}"),
+            keys.run_call(fence.run_id, "claim", call_id),
         ],
         [fence.token, ttl_ms(), step, call_id, json.dumps(message, ensure_ascii=False)],
     )
@@ -159,14 +163,13 @@ def wait_begin(
     data: dict[str, Any],
 ) -> Wait:
     """Park tool call ``call_id`` until a wake (see ``walrus_tasks.waits``), or ``timeout``."""
-    children = keys.run_part(fence.run_id, f"children:{call_id}") if kind == "delegate" else ""
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "wait_begin",
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
-            keys.run_part(fence.run_id, f"claim:{call_id}"),
+            keys.run_call(fence.run_id, "claim", call_id),
         ],
         [
             fence.token,
@@ -180,7 +183,6 @@ def wait_begin(
             now_ms(),
             get_settings().events_maxlen,
             fence.cid,
-            children,
         ],
     )
 

@@ -93,7 +93,7 @@ def list_all(r: redis.Redis) -> list[dict[str, Any]]:
 
 def delete(r: redis.Redis, sub_id: str) -> bool:
     """Remove a subscription; False if there was none with this id."""
-    found = scripts.call(r, "sub_delete", [keys.SUBSCRIPTIONS], [sub_id, keys.subs_source("")])
+    found = scripts.call(r, "sub_delete", [keys.SUBSCRIPTIONS], [sub_id])
     return bool(found)
 
 

@@ -71,7 +71,7 @@ def resume(r: redis.Redis, fence: Fence) -> None:
             done = set(r.hkeys(keys.run_part(fence.run_id, "results")))
             for i, call in enumerate(json.loads(record.get("calls") or "[]")):
                 if call["id"] not in done:
-                    r.delete(keys.run_part(fence.run_id, f"claim:{call['id']}"))
+                    r.delete(keys.run_call(fence.run_id, "claim", call["id"]))
                     dispatch_tool_call(fence, step, i)
         elif phase == "final":
             finish(r, fence, "succeeded")

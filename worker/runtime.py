@@ -356,7 +356,7 @@ def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     if index >= len(calls):
         return "stale"
     call = calls[index]
-    claim_key = keys.run_part(fence.run_id, f"claim:{call['id']}")
+    claim_key = keys.run_call(fence.run_id, "claim", call["id"])
     claim_id = uuid.uuid4().hex
     state = store.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
     if state != "ok":

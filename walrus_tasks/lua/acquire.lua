@@ -11,7 +11,7 @@ local orphan = live_active(ARGV[1])
 if orphan then
   return {'', false, orphan}
 end
-if redis.call('LLEN', conv_key(ARGV[1], 'inbox')) == 0 then
+if redis.call('LLEN', K.conv_inbox(ARGV[1])) == 0 then
   return {'', false}
 end
 local token = tostring(redis.call('INCR', KEYS[2]))

@@ -18,29 +18,27 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[3], 'error', ARGV[6])
 end
 emit(ARGV[3], ARGV[9], ARGV[7])
-local rk = run_key(ARGV[3])
-redis.call('EXPIRE', rk .. ':events', ARGV[10])
-redis.call('EXPIRE', rk, ARGV[10])
-redis.call('DEL', rk .. ':cancel', rk .. ':claim', rk .. ':results', rk .. ':waits',
-  rk .. ':wakes', rk .. ':replies', rk .. ':steer')
-redis.call('SREM', PREFIX .. 'runs:active', ARGV[3])
+redis.call('EXPIRE', K.run_events(ARGV[3]), ARGV[10])
+redis.call('EXPIRE', KEYS[3], ARGV[10])
+redis.call('DEL', unpack(K.run_ended(ARGV[3])))
+redis.call('SREM', K.ACTIVE_RUNS, ARGV[3])
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
 if parent[1] and parent[2] then
-  local children = run_key(parent[1]) .. ':children:' .. parent[2]
+  local children = K.call_children(parent[1], parent[2])
   if redis.call('HEXISTS', children, ARGV[3]) == 1 then
     redis.call('HSET', children, ARGV[3], ARGV[11])
     local done = true
     for _, v in ipairs(redis.call('HVALS', children)) do
       if v == '' then done = false end
     end
-    local p = redis.call('HMGET', run_key(parent[1]), 'agent', 'sender')
+    local p = redis.call('HMGET', K.run(parent[1]), 'agent', 'sender')
     if done and p[1] then
-      local pcid = p[1] .. ':' .. p[2]
+      local pcid = K.cid(p[1], p[2])
       parent_wake = wake_call(parent[1], pcid, parent[2],
         cjson.encode({wait = 'delegate', kind = 'children', content = ''}),
-        tonumber(ARGV[8]), tonumber(ARGV[12]), conv_key(pcid, 'lease'), conv_key(pcid, 'fence'))
+        tonumber(ARGV[8]), tonumber(ARGV[12]), K.conv_lease(pcid), K.conv_fence(pcid))
       if parent_wake then
         table.insert(parent_wake, p[1])
         table.insert(parent_wake, p[2])

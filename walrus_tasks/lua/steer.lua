@@ -7,9 +7,9 @@ local run_id = redis.call('GET', KEYS[1])
 if not run_id then
   return false
 end
-local status = redis.call('HGET', run_key(run_id), 'status')
+local status = redis.call('HGET', K.run(run_id), 'status')
 if status ~= 'running' and status ~= 'waiting' then
   return false
 end
-redis.call('RPUSH', run_key(run_id) .. ':steer', ARGV[1])
+redis.call('RPUSH', K.run_steer(run_id), ARGV[1])
 return run_id

@@ -6,7 +6,7 @@
 if not holds(ARGV[1], ARGV[2]) then
   return -1
 end
-local steer = run_key(ARGV[3]) .. ':steer'
+local steer = K.run_steer(ARGV[3])
 local queued = redis.call('LRANGE', steer, 0, -1)
 for _, content in ipairs(queued) do
   redis.call('RPUSH', KEYS[4],

@@ -14,22 +14,22 @@ local interrupted = false
 if ARGV[5] == 'interrupt' then
   interrupted = redis.call('GET', KEYS[5])
   if interrupted then
-    redis.call('SET', run_key(interrupted) .. ':cancel', '1', 'EX', 86400)
+    redis.call('SET', K.run_cancel(interrupted), '1', 'EX', 86400)
   end
 end
-local seq = redis.call('INCR', conv_key(ARGV[7], 'seq'))
+local seq = redis.call('INCR', K.conv_seq(ARGV[7]))
 redis.call('HSET', KEYS[4], 'run_id', ARGV[1], 'agent', ARGV[2], 'sender', ARGV[3],
   'content', ARGV[4], 'status', 'queued', 'created_at', ARGV[6], 'seq', seq)
 local meta = cjson.decode(ARGV[8])
 if meta.cwd then  -- `cwd` on send: the conversation's working directory from now on
-  redis.call('SET', conv_key(ARGV[7], 'cwd'), meta.cwd)
+  redis.call('SET', K.conv_cwd(ARGV[7]), meta.cwd)
 else  -- the run works where its conversation works
-  meta.cwd = redis.call('GET', conv_key(ARGV[7], 'cwd')) or nil
+  meta.cwd = redis.call('GET', K.conv_cwd(ARGV[7])) or nil
 end
 for field, value in pairs(meta) do
   redis.call('HSET', KEYS[4], field, value)
 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('ZADD', PREFIX .. 'inboxes', 'NX', ARGV[6], ARGV[7])
-redis.call('ZADD', PREFIX .. 'conversations', ARGV[6], ARGV[7])
+redis.call('ZADD', K.INBOXES, 'NX', ARGV[6], ARGV[7])
+redis.call('ZADD', K.CONVERSATIONS, ARGV[6], ARGV[7])
 return {'ok', interrupted}

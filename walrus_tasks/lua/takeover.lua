@@ -7,13 +7,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
 local now = tonumber(ARGV[2])
-local active = redis.call('GET', conv_key(ARGV[1], 'active'))
-local status = active and redis.call('HGET', run_key(active), 'status')
+local active = redis.call('GET', K.conv_active(ARGV[1]))
+local status = active and redis.call('HGET', K.run(active), 'status')
 local timed_out = false
 if status == 'waiting' then
   -- A waiting run holds no worker: its lease lapsing is no failure. Before the first deadline,
   -- give the lease back its life until then; past it, time those waits out and resume the run.
-  local waits = redis.call('HGETALL', run_key(active) .. ':waits')
+  local waits = redis.call('HGETALL', K.run_waits(active))
   local fence = redis.call('GET', KEYS[2])
   for i = 1, #waits, 2 do
     local w = cjson.decode(waits[i + 1])
@@ -26,7 +26,7 @@ if status == 'waiting' then
   if not timed_out then
     local until_ms = latest_deadline(active)
     redis.call('PSETEX', KEYS[1], math.max(until_ms - now, 1), fence)
-    redis.call('ZADD', PREFIX .. 'leases', until_ms, ARGV[1])
+    redis.call('ZADD', K.LEASES, until_ms, ARGV[1])
     return false
   end
   redis.call('DEL', KEYS[1])
@@ -35,10 +35,10 @@ end
 local token = tostring(redis.call('INCR', KEYS[2]))
 if status == 'running' then
   redis.call('PSETEX', KEYS[1], ARGV[3], token)
-  redis.call('ZADD', PREFIX .. 'leases', now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('DEL', run_key(active) .. ':claim')
+  redis.call('ZADD', K.LEASES, now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('DEL', K.run_claim(active))
   if not timed_out then
-    redis.call('HINCRBY', run_key(active), 'recoveries', 1)
+    redis.call('HINCRBY', K.run(active), 'recoveries', 1)
   end
   return {token, active, false}
 end

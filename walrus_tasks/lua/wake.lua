@@ -13,7 +13,7 @@ local status = redis.call('HGET', KEYS[3], 'status')
 local allowed = {}
 for k in string.gmatch(ARGV[2], '[^,]+') do allowed[k] = true end
 local call, kind, best = nil, nil, nil
-local waits = redis.call('HGETALL', run_key(run_id) .. ':waits')
+local waits = redis.call('HGETALL', K.run_waits(run_id))
 for i = 1, #waits, 2 do
   local w = cjson.decode(waits[i + 1])
   if allowed[w.kind] and (ARGV[1] == '' or ARGV[1] == waits[i]) then
@@ -24,7 +24,7 @@ for i = 1, #waits, 2 do
 end
 if call == nil then
   if ARGV[3] == 'reply' and ARGV[1] == '' and (status == 'running' or status == 'waiting') then
-    redis.call('RPUSH', run_key(run_id) .. ':replies', ARGV[4])
+    redis.call('RPUSH', K.run_replies(run_id), ARGV[4])
     return 'queued'
   end
   return false

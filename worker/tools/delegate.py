@@ -42,11 +42,11 @@ def _tasks(args: dict[str, Any], agent: AgentConfig) -> list[tuple[str, str]]:
 def _spawn(ctx: ToolContext, tasks: list[tuple[str, str]], foreground: bool) -> list[str]:
     """Submit the children once: a redelivered call finds the ids of the first delivery."""
     r = ctx.redis
-    marker = keys.run_part(ctx.run_id, f"spawned:{ctx.call_id}")
+    marker = keys.run_call(ctx.run_id, "spawned", ctx.call_id)
     ids = [submit.new_run_id() for _ in tasks]
     if not r.set(marker, json.dumps(ids), nx=True, ex=CHILDREN_TTL):
         ids = json.loads(r.get(marker) or "[]")
-    children = keys.run_part(ctx.run_id, f"children:{ctx.call_id}")
+    children = keys.run_call(ctx.run_id, "children", ctx.call_id)
     if foreground:
         for run_id in ids:
             r.hsetnx(children, run_id, "")
@@ -60,9 +60,9 @@ def _spawn(ctx: ToolContext, tasks: list[tuple[str, str]], foreground: bool) -> 
 
 def _results(ctx: ToolContext, tasks: list[tuple[str, str]]) -> str:
     r = ctx.redis
-    spawned = keys.run_part(ctx.run_id, f"spawned:{ctx.call_id}")
+    spawned = keys.run_call(ctx.run_id, "spawned", ctx.call_id)
     ids = json.loads(r.get(spawned) or "[]")
-    done: dict[str, str] = r.hgetall(keys.run_part(ctx.run_id, f"children:{ctx.call_id}"))  # type: ignore[assignment]
+    done: dict[str, str] = r.hgetall(keys.run_call(ctx.run_id, "children", ctx.call_id))  # type: ignore[assignment]
     out = []
     for run_id, (agent, _) in zip(ids, tasks, strict=True):
         if done.get(run_id):

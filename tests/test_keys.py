@@ -1,0 +1,77 @@
+"""One key schema for Python and Lua: ``walrus_tasks/keys.py`` names every key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import redis
+
+from walrus_tasks import keys, scripts, store
+from walrus_tasks.lease import Fence, acquire
+from walrus_tasks.submit import submit
+
+LUA = Path(scripts.__file__).parent / "lua"
+SCRIPTS = sorted(LUA.glob("*.lua")) + sorted((LUA / "lib").glob("*.lua"))
+
+KEY_BUILDING = [
+    (re.compile(r"""['"]walrus:"""), "a key literal"),
+    (re.compile(r"""\.\.\s*['"]:"""), "a key built with .. ':'"),
+    (re.compile(r"""(?:^|[\s(,=])['"]:[a-z_]*['"]\s*\.\."""), "a key built with ':part' .."),
+    (re.compile(r"\bPREFIX\b"), "a key prefix of its own"),
+]
+
+
+def test_no_lua_script_spells_a_key_name() -> None:
+    assert SCRIPTS, LUA
+    found = []
+    for path in SCRIPTS:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("--", 1)[0]
+            found += [f"{path.name}:{n}: {what}: {line.strip()}" for rx, what in KEY_BUILDING
+                      if rx.search(code)]  # fmt: skip
+    assert not found, "\n".join(found)
+
+
+def test_every_key_builder_the_scripts_call_is_generated_from_keys_py() -> None:
+    library = keys.lua_library()
+    defined = set(re.findall(r"^function K\.(\w+)\(", library, re.M))
+    defined |= set(re.findall(r"^K\.(\w+) =", library, re.M))
+    used = {name for path in SCRIPTS for name in re.findall(r"\bK\.(\w+)", path.read_text())}
+    assert used - defined == set()
+    assert used, "the scripts get their keys from K"
+
+
+def test_the_generated_library_names_the_same_keys_as_python(r: redis.Redis) -> None:
+    probe = "local out = {K.run('r1'), K.cid('a', 's'), K.LEASES, K.subs_source('x')}\n"
+    probe += "for _, p in ipairs({" + ",".join(f"K.conv_{p}('a:s')" for p in keys.CONV_PARTS)
+    probe += "," + ",".join(f"K.run_{p}('r1')" for p in keys.RUN_PARTS)
+    probe += "," + ",".join(f"K.call_{p}('r1', 'c1')" for p in keys.CALL_PARTS)
+    probe += "}) do table.insert(out, p) end\nreturn out"
+    got = r.eval(keys.lua_library() + probe, 0)
+    want = [keys.run("r1"), keys.cid("a", "s"), keys.LEASES, keys.subs_source("x")]
+    want += [keys.conv("a:s", p) for p in keys.CONV_PARTS]
+    want += [keys.run_part("r1", p) for p in keys.RUN_PARTS]
+    want += [keys.run_call("r1", p, "c1") for p in keys.CALL_PARTS]
+    assert got == want
+
+
+def test_a_finished_run_deletes_what_keys_py_lists_and_keeps_its_record_and_events(
+    r: redis.Redis, sender: str
+) -> None:
+    submit(r, "echo", sender, "hello")
+    acquired = acquire(r, "echo", sender)
+    assert acquired is not None and acquired.run_id is not None
+    run_id = acquired.run_id
+    fence = Fence("echo", sender, run_id, acquired.token)
+    for part in keys.RUN_ENDED_PARTS:  # every run-wide key a run can have, all at once
+        r.rpush(keys.run_part(run_id, part), "1")  # the type does not matter to a delete
+    present = set(r.scan_iter(f"{keys.run(run_id)}*"))
+    assert present == set(keys.run_keys(run_id)), "keys.run_keys lists every run-wide key"
+    assert store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"}).state == (
+        "ended"
+    )
+    left = set(r.scan_iter(f"{keys.run(run_id)}*"))
+    assert left == present - {keys.run_part(run_id, p) for p in keys.RUN_ENDED_PARTS}
+    assert left == {keys.run(run_id), keys.run_part(run_id, "events")}
+    assert all(r.ttl(k) > 0 for k in left), "the record and events expire after events_ttl"
