@@ -1,7 +1,9 @@
-"""The Celery app, its queues and the names of every walrus task.
+"""The Celery app, its queues, and the task contract: each task's name and its one sender.
 
 Processes send tasks by *name* (``app.send_task``), so the gateway never imports agent code;
-the worker package registers the bodies under these names.
+the worker package registers the bodies under these names (``worker/tasks.py``), with the
+parameters the ``send_*`` functions below give, in the same order. Nothing else builds a
+task's arguments.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
 
 RUNS_QUEUE = "walrus.runs"
@@ -91,3 +94,20 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+def send_drain(agent: str, sender: str) -> None:
+    """``walrus.session.drain(agent, sender)``: start the conversation's next queued run."""
+    app.send_task(DRAIN, args=(agent, sender))
+
+
+def send_step(fence: Fence, step: int) -> None:
+    """``walrus.run.step(agent, sender, run_id, token, step)``: one LLM step of a fenced run."""
+    app.send_task(STEP, args=(fence.agent, fence.sender, fence.run_id, fence.token, step))
+
+
+def send_tool_call(fence: Fence, step: int, index: int) -> None:
+    """``walrus.tool.call(agent, sender, run_id, token, step, index)``: one tool call."""
+    app.send_task(
+        TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
+    )

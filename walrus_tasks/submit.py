@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import redis
 
 from walrus_tasks import keys, scripts, waits
-from walrus_tasks.celery_app import DRAIN, app
+from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict
 from walrus_tasks.lease import now_ms
 from walrus_tasks.models import OnBusy
@@ -77,13 +77,8 @@ def submit(
         )
     if res[1]:
         waits.cancel(r, res[1])  # the interrupted run may be waiting: end the wait too
-    enqueue_drain(agent, sender)
+    send_drain(agent, sender)
     return Submitted(run_id=run_id, interrupted=res[1] or None)
-
-
-def enqueue_drain(agent: str, sender: str) -> None:
-    """Ask a worker to drain the conversation's inbox (a no-op if its lease is held)."""
-    app.send_task(DRAIN, args=(agent, sender))
 
 
 def kill(r: redis.Redis, agent: str, sender: str) -> str | None:

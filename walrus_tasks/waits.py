@@ -17,9 +17,9 @@ from typing import Any, Literal
 import redis
 
 from walrus_tasks import keys, scripts
-from walrus_tasks.celery_app import TOOL_CALL, app
+from walrus_tasks.celery_app import send_tool_call
 from walrus_tasks.errors import Conflict, NotFound
-from walrus_tasks.lease import now_ms
+from walrus_tasks.lease import Fence, now_ms
 from walrus_tasks.settings import get_settings
 
 CANCEL_TTL = 86_400
@@ -38,7 +38,7 @@ class Replied:
 def dispatch_wake(agent: str, sender: str, run_id: str, woken: list[Any]) -> str:
     """Send the woken call (``[token, step, index, call_id]`` from Lua) to a tool worker."""
     token, step, index, call_id = woken[0], int(woken[1]), int(woken[2]), woken[3]
-    app.send_task(TOOL_CALL, args=(agent, sender, run_id, token, step, index))
+    send_tool_call(Fence(agent, sender, run_id, token), step, index)
     return str(call_id)
 
 

@@ -8,11 +8,11 @@ import logging
 import redis
 
 from walrus_tasks import keys, store
+from walrus_tasks.celery_app import send_drain
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms, takeover
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
-from walrus_tasks.submit import enqueue_drain
 from worker.runtime import dispatch_step, dispatch_tool_call, finish
 
 log = logging.getLogger("walrus.recovery")
@@ -32,7 +32,7 @@ def reap() -> int:
         ):
             acted += 1
             r.zadd(keys.INBOXES, {conversation: now_ms()}, xx=True)
-            enqueue_drain(*keys.split_cid(conversation))
+            send_drain(*keys.split_cid(conversation))
     return acted
 
 

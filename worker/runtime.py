@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from walrus_tasks import keys, store, subscriptions, waits
-from walrus_tasks.celery_app import STEP, TOOL_CALL, app
+from walrus_tasks.celery_app import send_step, send_tool_call
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Cancelled, LeaseLost, NotFound, WalrusError
@@ -52,15 +52,13 @@ def _queue_grace(fence: Fence) -> None:
 def dispatch_step(fence: Fence, step: int) -> None:
     """Enqueue step ``step`` of the fenced run."""
     _queue_grace(fence)
-    app.send_task(STEP, args=(fence.agent, fence.sender, fence.run_id, fence.token, step))
+    send_step(fence, step)
 
 
 def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
     """Enqueue tool call ``index`` of step ``step``."""
     _queue_grace(fence)
-    app.send_task(
-        TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
-    )
+    send_tool_call(fence, step, index)
 
 
 def drain(agent: str, sender: str) -> str | None:
@@ -76,7 +74,8 @@ def drain(agent: str, sender: str) -> str | None:
     if acquired.orphan:
         return acquired.orphan
     if acquired.run_id is not None:
-        run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
+        with bound(run_id=acquired.run_id):
+            run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
     return None
 
 
@@ -98,14 +97,8 @@ class StepOutput:
     text_open: bool = False
 
 
-def run_step(fence: Fence, step: int) -> store.Begin:
-    """Execute step ``step`` of a run (see ``_run_step``), its run id bound to every log line."""
-    with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
-        return _run_step(fence, step)
-
-
 @metrics.timed_step
-def _run_step(fence: Fence, step: int) -> store.Begin:
+def run_step(fence: Fence, step: int) -> store.Begin:
     """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
 
     Returns how the claim went: ``busy`` means another delivery holds the step's claim (alive,
@@ -337,12 +330,6 @@ def _call_with_waits(
 
 
 def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
-    """Execute one tool call (see ``_run_tool_call``), its run id bound to every log line."""
-    with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
-        return _run_tool_call(fence, step, index)
-
-
-def _run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     """Execute one tool call of a step; the last of the step's calls starts the next step.
 
     Returns how the claim went, as ``run_step`` does.
