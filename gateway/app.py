@@ -32,6 +32,7 @@ from walrus_tasks.models import (
     SendMessage,
 )
 from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.run_events import sse_schema
 from walrus_tasks.settings import Settings, get_settings
 from walrus_tasks.submit import kill, submit
 
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         "/v1/agents/{agent}/messages",
         status_code=202,
         response_model=Accepted,
-        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+        responses={**ERRORS, 200: {"content": sse_schema()}},
     )
     def send_message(
         agent: Agent, body: SendMessage, r: Redis, request: Request, accept: str = Header("")
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     @app.get(
         "/v1/runs/{run_id}/events",
-        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+        responses={**ERRORS, 200: {"content": sse_schema()}},
     )
     def run_events(
         run_id: RunId,

@@ -21,6 +21,7 @@ from walrus_tasks.events import sse_frame
 from walrus_tasks.feed import aread_feed, live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
 from walrus_tasks.names import agent_name
+from walrus_tasks.run_events import sse_schema
 from walrus_tasks.settings import Settings
 
 Redis = Annotated[redis.Redis, Depends(get_redis)]
@@ -71,7 +72,7 @@ def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
         """Send ``payload`` to every subscription of ``source``; the runs it started."""
         return Published(fired=subscriptions.publish(r, body.source, body.payload))
 
-    @api.get("/v1/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}})
+    @api.get("/v1/events", responses={**ERRORS, 200: {"content": sse_schema()}})
     def feed(
         r: Redis,
         request: Request,

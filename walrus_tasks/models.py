@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -172,7 +173,7 @@ class ErrorBody(BaseModel):
     error: dict[str, str]
 
 
-def event_json(event: dict[str, Any]) -> str:
+def event_json(event: Mapping[str, Any]) -> str:
     """The stored and streamed form of a run event."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 

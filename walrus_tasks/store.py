@@ -12,6 +12,7 @@ from walrus_tasks import keys, scripts
 from walrus_tasks.errors import NotFound
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.models import Conversation, RunInfo, event_json
+from walrus_tasks.run_events import AskUser, Compacted, End, RunEvent, ToolCall
 from walrus_tasks.settings import get_settings
 
 Begin = Literal["ok", "fenced", "stale", "busy"]
@@ -19,7 +20,7 @@ Commit = Literal["ok", "fenced", "stale"]
 ToolRecord = Literal["complete", "pending", "fenced", "stale"]
 
 
-def emit(r: redis.Redis, fence: Fence, event: dict[str, Any]) -> str | None:
+def emit(r: redis.Redis, fence: Fence, event: RunEvent) -> str | None:
     """Append ``event`` to the run's stream if ``fence`` still holds; its entry id, or None."""
     return scripts.call(  # type: ignore[no-any-return]
         r,
@@ -52,7 +53,7 @@ def commit(
     step: int,
     message: dict[str, Any] | None,
     next_phase: Literal["tools", "final", "cancelled"],
-    calls: list[dict[str, Any]],
+    calls: list[ToolCall],
     usage: tuple[int, int],
     model: str,
 ) -> Commit:
@@ -116,7 +117,7 @@ def finish(
     r: redis.Redis,
     fence: Fence,
     status: str,
-    end_event: dict[str, Any],
+    end_event: End,
     error: str = "",
     result: dict[str, Any] | None = None,
 ) -> Finished:
@@ -159,7 +160,7 @@ def wait_begin(
     call_id: str,
     kind: str,
     timeout: float,
-    event: dict[str, Any] | None,
+    event: AskUser | None,
     data: dict[str, Any],
 ) -> Wait:
     """Park tool call ``call_id`` until a wake (see ``walrus_tasks.waits``), or ``timeout``."""
@@ -211,7 +212,7 @@ def compact(
     summary: dict[str, Any],
     keep: int,
     expected_len: int,
-    event: dict[str, Any],
+    event: Compacted,
 ) -> tuple[str, int]:
     """Replace history by ``summary`` (+ its last ``keep`` messages), archiving the rest.
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, store, subscriptions, waits
+from walrus_tasks import keys, run_events, store, subscriptions, waits
 from walrus_tasks.celery_app import send_step, send_tool_call
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
@@ -79,8 +79,11 @@ def drain(agent: str, sender: str) -> str | None:
     return None
 
 
-def emit(r: redis.Redis, fence: Fence, event: dict[str, Any]) -> str:
-    """Append a fenced event; LeaseLost if another holder took the conversation over."""
+def must_emit(r: redis.Redis, fence: Fence, event: run_events.RunEvent) -> str:
+    """Append a fenced event; LeaseLost if another holder took the conversation over.
+
+    (``store.emit`` returns None instead, for callers that have nothing left to abandon.)
+    """
     entry = store.emit(r, fence, event)
     if entry is None:
         raise LeaseLost(f"run {fence.run_id}: lease lost while emitting {event['type']}")
@@ -158,12 +161,14 @@ def run_step(fence: Fence, step: int) -> store.Begin:
             finish(r, fence, "failed", error)
             return state
     text = "".join(out.text)
-    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls]
+    calls: list[run_events.ToolCall] = [
+        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls
+    ]
     if calls:
         if _commit(
             r, fence, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
         ):
-            emit(r, fence, {"type": "tool_start", "calls": calls})
+            must_emit(r, fence, run_events.tool_start(calls))
             for i in range(len(calls)):
                 dispatch_tool_call(fence, step, i)
     elif _commit(r, fence, step, _assistant(fence, text, []), "final", [], out.usage, model):
@@ -188,12 +193,12 @@ def _call_llm(
             if not item.text:
                 continue
             if not out.text_open:
-                emit(r, fence, {"type": "text_start"})
+                must_emit(r, fence, run_events.text_start())
                 out.text_open = True
-            emit(r, fence, {"type": "chunk", "content": item.text})
+            must_emit(r, fence, run_events.chunk(item.text))
             out.text.append(item.text)
         elif isinstance(item, ThinkingDelta):
-            emit(r, fence, {"type": "thinking", "content": item.text})
+            must_emit(r, fence, run_events.thinking(item.text))
         elif isinstance(item, ToolCallRequest):
             out.calls.append(item)
         elif isinstance(item, StepUsage):
@@ -204,10 +209,10 @@ def _call_llm(
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
     if out.text_open:
         out.text_open = False
-        store.emit(r, fence, {"type": "text_end"})
+        store.emit(r, fence, run_events.text_end())
 
 
-def _assistant(fence: Fence, text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text, "run_id": fence.run_id}
     if calls:
         message["tool_calls"] = calls
@@ -220,7 +225,7 @@ def _commit(
     step: int,
     message: dict[str, Any] | None,
     next_phase: Any,
-    calls: list[dict[str, Any]],
+    calls: list[run_events.ToolCall],
     usage: tuple[int, int],
     model: str,
 ) -> bool:
@@ -235,20 +240,14 @@ def run_cwd(agent: AgentConfig, config: Config, record: dict[str, str]) -> Path:
     return working_directory(agent, config, record.get("cwd", ""))
 
 
-def finish(r: redis.Redis, fence: Fence, status: str, error: str = "") -> None:
+def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: str = "") -> None:
     """End the run with ``end{status}``; start the conversation's next run, if any."""
     record = store.run_record(r, fence.run_id)
-    end: dict[str, Any] = {
-        "type": "end",
-        "status": status,
-        "usage": {
-            "input_tokens": int(record.get("input_tokens", 0)),
-            "output_tokens": int(record.get("output_tokens", 0)),
-        },
-        "model": record.get("model") or None,
+    usage: run_events.Usage = {
+        "input_tokens": int(record.get("input_tokens", 0)),
+        "output_tokens": int(record.get("output_tokens", 0)),
     }
-    if error:
-        end["error"] = error
+    end = run_events.end(status, usage, record.get("model") or None, error)
     result = None
     if record.get("parent_run"):
         text = subscriptions.final_text(r, fence.agent, fence.sender, fence.run_id)
@@ -319,7 +318,9 @@ def _call_with_waits(
             return call_tool(call["name"], call["arguments"], ctx)
         except WaitFor as w:
             keeper.check()
-            event = {**w.event, "call_id": call["id"]} if w.event else None
+            event: run_events.AskUser | None = None
+            if w.event:
+                event = {**w.event, "call_id": call["id"]}
             parked = store.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
             if parked == "fenced":
                 raise LeaseLost(f"run {fence.run_id}: lease lost while parking") from None
@@ -367,14 +368,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
             output, is_error = f"{type(e).__name__}: {e}", True
     duration_ms = int((time.monotonic() - started) * 1000)
     metrics.tool_called(call["name"], time.monotonic() - started, is_error)
-    result = {
-        "type": "tool_result",
-        "call_id": call["id"],
-        "name": call["name"],
-        "output": output,
-        "is_error": is_error,
-        "duration_ms": duration_ms,
-    }
+    result = run_events.tool_result(call["id"], call["name"], output, is_error, duration_ms)
     # The event goes out before the result is recorded, so every tool_result precedes
     # tools_complete (emitted by whichever call records last).
     if store.emit(r, fence, result) is None:
@@ -390,6 +384,6 @@ def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     recorded = store.record_tool_result(r, fence, step, call["id"], message)
     if recorded == "pending":
         _queue_grace(fence)  # sibling calls may still be waiting in the tools queue
-    elif recorded == "complete" and store.emit(r, fence, {"type": "tools_complete"}) is not None:
+    elif recorded == "complete" and store.emit(r, fence, run_events.tools_complete()) is not None:
         dispatch_step(fence, step + 1)
     return state

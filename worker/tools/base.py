@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import redis
 
+from walrus_tasks import run_events
 from walrus_tasks.config import AgentConfig, Config
 from worker.providers.base import ToolSpec
 
@@ -69,7 +70,7 @@ class WaitFor(Exception):
         self,
         kind: Literal["ask", "approval", "delegate"],
         timeout: float,
-        event: dict[str, Any] | None = None,
+        event: run_events.AskUser | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"waiting for {kind}")

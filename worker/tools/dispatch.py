@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
+from walrus_tasks import run_events
 from walrus_tasks.config import AgentConfig, Config, Permission
 from worker.providers.base import ToolSpec
 from worker.tools.base import TOOLS, Tool, ToolContext, ToolFailed, WaitFor
@@ -52,12 +53,11 @@ def permission(agent: AgentConfig, name: str) -> Permission:
     return agent.permissions.get(name, agent.permissions.get("*", "allow"))
 
 
-def approval_question(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def approval_question(name: str, arguments: dict[str, Any]) -> run_events.AskUser:
     """The ``ask_user`` event asking the client to approve one call."""
-    return {
-        "type": "ask_user",
-        "kind": "approval",
-        "questions": [
+    return run_events.ask_user(
+        "approval",
+        [
             {
                 "question": f"Allow the tool call {name}?",
                 "header": "Approval",
@@ -68,8 +68,8 @@ def approval_question(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
                 "multi_select": False,
             }
         ],
-        "tool": {"name": name, "arguments": arguments},
-    }
+        tool={"name": name, "arguments": arguments},
+    )
 
 
 def call_tool(
