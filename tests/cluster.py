@@ -67,11 +67,11 @@ class Cluster:
 
     def start_worker(
         self, name: str, queues: str = "walrus.runs,walrus.tools,walrus.control",
-        concurrency: int = 2,
+        concurrency: int = 2, module: str = "worker",
     ) -> None:  # fmt: skip
         self._spawn(
             name,
-            ["worker", f"--queues={queues}", f"--concurrency={concurrency}",
+            [module, f"--queues={queues}", f"--concurrency={concurrency}",
              f"--hostname={name}@test"],
         )  # fmt: skip
 

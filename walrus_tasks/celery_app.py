@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from walrus_tasks import kombu_closed_transport
 from walrus_tasks.settings import get_settings
 
 RUNS_QUEUE = "walrus.runs"
@@ -31,6 +32,7 @@ PING = "walrus.control.ping"
 def make_app() -> Celery:
     """Build the Celery app from the process settings."""
     settings = get_settings()
+    kombu_closed_transport.install()  # a worker survives a Redis restart (see the module)
     app = Celery("walrus", broker=settings.redis_url, backend=settings.redis_url)
     transport = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
