@@ -67,11 +67,11 @@ class Cluster:
 
     def start_worker(
         self, name: str, queues: str = "walrus.runs,walrus.tools,walrus.control",
-        concurrency: int = 2,
+        concurrency: int = 2, module: str = "worker",
     ) -> None:  # fmt: skip
         self._spawn(
             name,
-            ["worker", f"--queues={queues}", f"--concurrency={concurrency}",
+            [module, f"--queues={queues}", f"--concurrency={concurrency}",
              f"--hostname={name}@test"],
         )  # fmt: skip
 
@@ -88,7 +88,11 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait for the gateway's /healthz and for every worker to answer a Celery ping."""
-        workers = {f"{n}@test" for n in self.procs if n.startswith("worker")}
+        workers = {
+            f"{n}@test"
+            for n, p in self.procs.items()
+            if n.startswith("worker") and not getattr(p, "_walrus_killed", False)
+        }
         if self.gateway_url:
 
             def healthy() -> bool:

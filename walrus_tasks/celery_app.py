@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from walrus_tasks import kombu_closed_transport
 from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
 
@@ -88,6 +89,7 @@ def make_app() -> Celery:
     first used, so a process, or a test session, that sets ``WALRUS_REDIS_URL`` after importing
     walrus modules still sends to the Redis it names, never to the default one.
     """
+    kombu_closed_transport.install()  # a worker survives a Redis restart (see the module)
     app = Celery("walrus")
     app.add_defaults(celery_config)
     return app

@@ -85,11 +85,13 @@ def start_redis(
     appendonly: bool = True,
     password: str | None = None,
     databases: int = 16,
+    appendfsync: str = "everysec",
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
-    AOF is on (``appendfsync everysec``) and eviction off, as DESIGN.md asks of every Redis
-    that holds walrus state. With ``password``, clients must authenticate (``requirepass``).
+    AOF is on (``appendfsync everysec``; ``"always"`` loses nothing to a kill -9) and eviction
+    off, as DESIGN.md asks of every Redis that holds walrus state. With ``password``, clients
+    must authenticate (``requirepass``). ``port`` and ``data_dir`` of a stopped server restart it.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -100,7 +102,7 @@ def start_redis(
         "--dir", str(data_dir),
         "--save", "",
         "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--maxmemory-policy", "noeviction",
         "--databases", str(databases),
         "--logfile", str(data_dir / "redis.log"),

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import socket
 
-from walrus_tasks.celery_app import ALL_QUEUES, app
+from celery.bin.celery import celery as celery_command
+
+from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
 from worker import metrics
+
+APP = "walrus_tasks.celery_app:app"
+"""The Celery app, by the name ``celery --app`` takes (the same object the tasks register on)."""
 
 
 def main() -> None:
@@ -42,7 +47,11 @@ def main() -> None:
     ]
     if args.concurrency:
         argv.append(f"--concurrency={args.concurrency}")
-    app.worker_main(argv)
+    # Not app.worker_main(): it runs the command with click's standalone mode off and drops
+    # the exit code, so a worker that stopped on an "Unrecoverable error" (exit code 1) exited
+    # 0 and an on-failure restart policy left it down. Standalone, click exits with the
+    # worker's code (0 after a warm shutdown).
+    celery_command.main(args=[f"--app={APP}", *argv], prog_name="walrus worker")
 
 
 if __name__ == "__main__":
