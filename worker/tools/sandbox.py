@@ -65,6 +65,7 @@ def wrap(argv: list[str], cwd: Path, rules: BashConfig, sandbox: Sandbox) -> lis
     out += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
     # After /tmp: a working directory under /tmp is bound on top of the fresh one.
     out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
+    out += ["--remount-ro", "/"]  # the sandbox's own root: only the workspace and /tmp take writes
     out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
     out += ["--new-session"]  # no TIOCSTI into a terminal the worker may have
     if not rules.network:
