@@ -18,7 +18,9 @@ from tests.conftest import tool_context
 from tests.test_os_tools import bash, call, gone, make_ctx, marker
 from walrus_tasks import sandbox
 from walrus_tasks.config import AgentConfig, BashConfig, Config
+from walrus_tasks.errors import InvalidInput
 from worker.tools import ToolContext, ToolFailed
+from worker.tools.paths import working_directory
 
 needs_bwrap = pytest.mark.skipif(
     sandbox.current().kind != "bwrap", reason=f"no bubblewrap: {sandbox.current().detail}"
@@ -207,3 +209,18 @@ def test_deny_rules_allow_what_they_do_not_name(r: redis.Redis, tmp_path: Path) 
         bash(ctx, "git push origin main --force")
     with pytest.raises(ToolFailed, match="'curl '"):  # not a command rule: a substring
         bash(ctx, "echo curl http://x")
+
+
+# --- the working directory ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cwd", ["/", "../other", "sub/../../other", "/etc"])
+def test_the_worker_refuses_a_stored_cwd_outside_the_agent_s_directory(
+    layout: dict[str, Path], cwd: str
+) -> None:
+    agent = AgentConfig(name="coder", tools=["bash"])
+    config = Config(home=layout["home"], agents={"coder": agent})
+    with pytest.raises(InvalidInput, match="outside the agent's working directory"):
+        working_directory(agent, config, cwd)
+    assert working_directory(agent, config, "sub") == layout["work"] / "sub"
+    assert working_directory(agent, config, str(layout["work"])) == layout["work"]

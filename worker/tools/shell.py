@@ -74,7 +74,9 @@ class Capture:
             'return JSON {"stdout", "stderr", "exit_code"}. A non-zero exit code is a normal '
             "result. Commands are killed after the agent's timeout (30 s by default), output "
             "is truncated past a size limit, and stdin is empty: do not start interactive "
-            "programs or servers that never exit."
+            "programs or servers that never exit; nothing it starts outlives the call. It may "
+            "run in a sandbox where only the working directory and /tmp are writable and the "
+            "network is off."
         ),
         parameters=schema(
             {
@@ -117,7 +119,7 @@ def refused(rules: BashConfig, lines: list[str], sender: str) -> str:
             return f"bash is not allowed for sender {sender!r} (deny_senders rule {pattern!r})"
     for line in lines:
         if rule := matching_rule(rules.deny, line):
-            return f"command refused: it contains {rule!r} (a deny rule of this agent)"
+            return f"command refused: it runs or contains {rule!r} (a deny rule of this agent)"
     return ""
 
 
