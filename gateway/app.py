@@ -35,6 +35,7 @@ from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.run_events import sse_schema
 from walrus_tasks.settings import Settings, get_settings
 from walrus_tasks.submit import kill, submit
+from walrus_tasks.workspace import send_meta
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     ) -> Any:
         """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
         sender = sender_name(body.sender)
-        meta = {"cwd": body.cwd} if body.cwd else None
+        meta = send_meta(cfg(), agent, body.cwd)
         submitted = submit(r, agent, sender, body.content, body.on_busy, meta=meta)
         if body.stream or "text/event-stream" in accept:
             return sse_response(

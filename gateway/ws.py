@@ -49,6 +49,7 @@ from walrus_tasks.models import (
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import Submitted, kill, submit
+from walrus_tasks.workspace import send_meta
 
 log = logging.getLogger("walrus.gateway")
 
@@ -237,7 +238,7 @@ def _submit(s: Session, args: Args) -> Submitted:
     """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
     agent = s.known_agent(args.get("agent"))
     body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
-    meta = {"cwd": body.cwd} if body.cwd else None
+    meta = send_meta(s.cfg(), agent, body.cwd)
     return submit(
         get_redis(), agent, sender_name(body.sender), body.content, body.on_busy, meta=meta
     )

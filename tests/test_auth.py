@@ -211,6 +211,23 @@ def test_a_token_limited_to_echo_is_refused_every_other_agent(auth_cluster: Clus
     assert {cv["agent"] for cv in mine if cv["sender"] == sender} == {"echo", "slow"}
 
 
+def test_a_token_limited_to_echo_cannot_send_a_cwd_outside_echo_s_directory(
+    auth_cluster: Cluster,
+) -> None:
+    sender = f"t-{uuid.uuid4().hex[:8]}"
+    (auth_cluster.home / "workspaces" / "echo" / "sub").mkdir(parents=True, exist_ok=True)
+    before = snapshot(auth_cluster)
+    with client(auth_cluster, ECHO_ONLY) as c:
+        for cwd in ("/", "../slow", str(auth_cluster.home)):
+            body = {"content": "hi", "sender": sender, "cwd": cwd}
+            assert_error(c.post("/v1/agents/echo/messages", json=body), 422, "invalid")
+        assert snapshot(auth_cluster) == before
+        body = {"content": "hi", "sender": sender, "cwd": "sub"}
+        accepted = c.post("/v1/agents/echo/messages", json=body)
+    assert accepted.status_code == 202, accepted.text
+    assert wait_run(auth_cluster, ECHO_ONLY, accepted.json()["run_id"]) == "succeeded"
+
+
 def test_a_token_limited_to_echo_gets_only_echo_through_the_openai_face(
     auth_cluster: Cluster,
 ) -> None:

@@ -29,6 +29,7 @@ from walrus_tasks.cli.up import watch
 from walrus_tasks.client import Client, Event, GatewayUnreachable
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WalrusError
 from walrus_tasks.redis_server import free_port
+from walrus_tasks.sandbox import current as current_sandbox
 
 RUN = "a" * 32
 EVENTS: list[tuple[str, dict[str, Any]]] = [
@@ -288,6 +289,23 @@ def test_status_and_doctor_without_redis_fail_clearly(tmp_path: Path) -> None:
     assert doctor.returncode == RET_ERROR
     for check in ("config", "redis", "workers", "gateway"):
         assert re.search(rf"{check}\W+fail", doctor.stdout), doctor.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        ("auto", rf"sandbox: {current_sandbox().kind}\W+pass"),
+        ("none", r"sandbox: none\W+pass\W+WALRUS_SANDBOX=none"),
+    ],
+)
+def test_doctor_says_which_sandbox_bash_runs_in(tmp_path: Path, setting: str, line: str) -> None:
+    env = {
+        "WALRUS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "WALRUS_HOME": str(tmp_path),
+        "WALRUS_SANDBOX": setting,
+    }
+    doctor = walrus("doctor", "--url", f"http://127.0.0.1:{free_port()}", env=env)
+    assert re.search(line, doctor.stdout), doctor.stdout
 
 
 def test_worker_queue_default_is_every_walrus_queue() -> None:

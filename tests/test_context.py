@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
 from tests.cluster import Cluster, running
 from tests.conftest import agents_home, redis_db_url
@@ -152,17 +154,50 @@ def test_automatic_compaction_past_the_threshold(
 
 
 def test_cwd_on_send_is_the_conversations_working_directory(
-    ctx_cluster: Cluster, fake_llm: FakeLLM, sender: str, tmp_path: Path
+    ctx_cluster: Cluster, fake_llm: FakeLLM, sender: str
 ) -> None:
     c = ctx_cluster
+    base = c.home.resolve() / "workspaces" / "recaller"
+    sub = base / "project"
+    sub.mkdir(parents=True, exist_ok=True)
     fake_llm.script(*[FakeReply(text="ok")] * 3, model="m-recall")
-    assert c.wait_run(c.send("recaller", "one", sender, cwd=str(tmp_path)))["status"] == "succeeded"
+    assert c.wait_run(c.send("recaller", "one", sender, cwd="project"))["status"] == "succeeded"
     assert c.wait_run(c.send("recaller", "two", sender))["status"] == "succeeded"
     assert c.wait_run(c.send("recaller", "three", sender + "x"))["status"] == "succeeded"
     first, second, other = (system(q) for q in fake_llm.requests_for("m-recall")[-3:])
-    assert f"Working directory: {tmp_path}\n" in first
-    assert f"Working directory: {tmp_path}\n" in second  # kept for the conversation
-    assert f"Working directory: {c.home.resolve() / 'workspaces' / 'recaller'}\n" in other
+    assert f"Working directory: {sub}\n" in first
+    assert f"Working directory: {sub}\n" in second  # kept for the conversation
+    assert f"Working directory: {base}\n" in other
     with c.http() as h:
         bad = h.post("/v1/agents/recaller/messages", json={"content": "x", "cwd": "a\x00b"})
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize("cwd", ["/", "../x", "project/../../other", "/etc", "link-out/x"])
+def test_a_cwd_outside_the_agent_s_directory_is_refused_before_anything_is_stored(
+    ctx_cluster: Cluster, sender: str, tmp_path: Path, cwd: str
+) -> None:
+    c = ctx_cluster
+    base = c.home.resolve() / "workspaces" / "recaller"
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "link-out").is_symlink():
+        (base / "link-out").symlink_to(tmp_path)  # a symlink that leads out
+    with c.http() as h:
+        resp = h.post(
+            "/v1/agents/recaller/messages", json={"content": "x", "sender": sender, "cwd": cwd}
+        )
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "invalid"
+    assert "outside the agent's working directory" in error["message"]
+    assert not list(c.redis().scan_iter(f"walrus:conv:recaller:{sender}:*")), "nothing stored"
+
+
+def test_a_cwd_outside_is_refused_over_the_websocket_too(ctx_cluster: Cluster, sender: str) -> None:
+    url = ctx_cluster.gateway_url.replace("http", "ws", 1) + "/v1/ws"
+    with connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"id": 1, "op": "send", "agent": "recaller", "content": "x",
+                            "sender": sender, "cwd": "../../.."}))  # fmt: skip
+        reply = json.loads(ws.recv(timeout=10))
+    assert reply["type"] == "error" and reply["error"]["code"] == "invalid", reply
+    assert not ctx_cluster.redis().exists(f"walrus:conv:recaller:{sender}:inbox")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -52,12 +53,28 @@ def bash(ctx: ToolContext, command: str, **extra: Any) -> dict[str, Any]:
     return json.loads(call("bash", ctx, command=command, **extra))  # type: ignore[no-any-return]
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def marker() -> str:
+    """A unique ``sleep`` duration: its processes are found by it, in a sandbox's pid namespace
+    too (where ``$$`` is not the host's pid)."""
+    return f"{300 + random.random():.9f}"
+
+
+def running(mark: str) -> list[int]:
+    """Host pids of the live processes whose command line holds ``mark``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if mark.encode() in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def gone(mark: str) -> bool:
+    return not running(mark)
 
 
 # --- path safety ---------------------------------------------------------------------------
@@ -276,21 +293,21 @@ def test_bash_refuses_a_missing_working_directory(r: redis.Redis, work: Path) ->
 
 def test_bash_timeout_kills_the_command_and_its_children(r: redis.Redis, work: Path) -> None:
     ctx = make_ctx(r, work, timeout=1)
+    bg, fg = marker(), marker()
     started = time.monotonic()
     with pytest.raises(ToolFailed, match=r"timed out after 1s") as failure:
-        bash(ctx, "sleep 30 & echo $! > bg; echo started; echo $$ > pid; exec sleep 30")
+        bash(ctx, f"sleep {bg} & echo started; exec sleep {fg}")
     assert time.monotonic() - started < 3
     assert "started" in str(failure.value), "the output so far is part of the error"
-    for marker in ("pid", "bg"):
-        pid = int((work / marker).read_text())
-        wait_for(lambda pid=pid: gone(pid), 5, what=f"{marker} process {pid} to be gone")
+    for mark in (bg, fg):
+        wait_for(lambda mark=mark: gone(mark), 5, what=f"sleep {mark} to be gone")
 
 
 def test_bash_leaves_no_background_job_behind(r: redis.Redis, work: Path) -> None:
-    out = bash(make_ctx(r, work), "sleep 30 & echo $!")
-    assert out["exit_code"] == 0
-    pid = int(out["stdout"])
-    wait_for(lambda: gone(pid), 5, what=f"background sleep {pid} to be gone")
+    mark = marker()
+    out = bash(make_ctx(r, work), f"sleep {mark} & echo started")
+    assert out["exit_code"] == 0 and out["stdout"] == "started\n"
+    assert gone(mark), "gone by the time the call returns"
 
 
 def test_bash_output_is_capped_and_says_how_much_was_cut(r: redis.Redis, work: Path) -> None:
@@ -305,9 +322,10 @@ def test_bash_output_is_capped_and_says_how_much_was_cut(r: redis.Redis, work: P
 def test_bash_kill_terminates_the_process_group_promptly(r: redis.Redis, work: Path) -> None:
     flag = threading.Event()
     killed_at: list[float] = []
+    mark = marker()
 
     def kill_once_started() -> None:
-        wait_for(lambda: (work / "pid").exists(), what="the command to start")
+        wait_for(lambda: running(mark), what="the command to start")
         killed_at.append(time.monotonic())
         flag.set()
 
@@ -316,11 +334,9 @@ def test_bash_kill_terminates_the_process_group_promptly(r: redis.Redis, work: P
     try:
         with pytest.raises(Cancelled):
             # TERM is ignored (and stays ignored across exec): SIGKILL must follow.
-            command = "trap '' TERM; echo $$ > p; mv p pid; exec sleep 60"
-            bash(make_ctx(r, work, cancelled=flag), command)
+            bash(make_ctx(r, work, cancelled=flag), f"trap '' TERM; exec sleep {mark}")
         ended_after = time.monotonic() - killed_at[0]
     finally:
         killer.join()
     assert ended_after < 2, f"the kill took {ended_after:.2f}s"
-    pid = int((work / "pid").read_text())
-    assert gone(pid)
+    assert gone(mark)

@@ -94,7 +94,8 @@ class BashConfig(_Strict):
 
     disabled: bool = False
     deny: list[str] = Field(
-        default_factory=list, description="refuse commands containing any of these substrings"
+        default_factory=list,
+        description="refuse commands that run one of these (e.g. 'rm -rf'), or contain them",
     )
     deny_senders: list[str] = Field(
         default_factory=list, description="refuse senders matching these globs, e.g. 'bot:*'"
@@ -102,6 +103,13 @@ class BashConfig(_Strict):
     timeout: float = Field(default=30.0, gt=0, description="seconds before the command is killed")
     max_output: int = Field(
         default=32 * 1024, gt=0, description="bytes kept of stdout and of stderr"
+    )
+    network: bool = Field(
+        default=False,
+        description="in the bubblewrap sandbox, whether commands reach the network (and Redis)",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="variables every command gets (the worker's never)"
     )
 
 

@@ -140,6 +140,9 @@ class LeaseKeeper:
         self._claim_id = claim_id
         self.cancelled = threading.Event()
         self.lost = threading.Event()
+        self.expires_at = 0.0
+        """When (``time.monotonic()``) the lease expires unless renewed again: a bash command's
+        supervisor kills the command by then (see ``worker.tools.supervise``)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
@@ -147,8 +150,7 @@ class LeaseKeeper:
         self._poll_cancel()
         # Back from the dispatch grace to the lease TTL: from now on a dead worker is noticed
         # within one TTL.
-        if not renew(self._r, self.fence, self._claim_key, self._claim_id):
-            self.lost.set()
+        self._renew()
         self._thread.start()
         return self
 
@@ -169,11 +171,19 @@ class LeaseKeeper:
                 self._poll_cancel()
                 if time.monotonic() - last_renew >= renew_every:
                     last_renew = time.monotonic()
-                    if not renew(self._r, self.fence, self._claim_key, self._claim_id):
-                        self.lost.set()
+                    if not self._renew():
                         return
             except redis.RedisError:
                 continue  # a blip: the next tick retries; the TTL leaves room for several
+
+    def _renew(self) -> bool:
+        # Taken before the call: Redis sets the expiry after it, so this is never later.
+        started = time.monotonic()
+        if not renew(self._r, self.fence, self._claim_key, self._claim_id):
+            self.lost.set()
+            return False
+        self.expires_at = started + get_settings().lease_ttl
+        return True
 
     def check(self) -> None:
         """Raise LeaseLost or Cancelled if either happened since the task began."""

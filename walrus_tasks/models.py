@@ -42,8 +42,8 @@ class SendMessage(BaseModel):
         min_length=1,
         max_length=4096,
         pattern=r"^[^\x00]+$",
-        description="the conversation's working directory from now on (absolute, or relative "
-        "to the agent's default)",
+        description="the conversation's working directory from now on: a directory inside the "
+        "agent's (relative to it, or absolute); anything else is refused (422)",
     )
 
 

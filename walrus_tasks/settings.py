@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     timer_deadline: float = Field(
         default=60.0, ge=0, description="a timer fire later than this is skipped, not replayed"
     )
+    sandbox: str = Field(
+        default="auto",
+        pattern="^(auto|bwrap|none)$",
+        description="where bash runs: bwrap, none, or auto (bwrap when it is installed and works)",
+    )
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )

@@ -311,8 +311,10 @@ def _call_with_waits(
             redis=r,
             cwd=cwd,
             pause=keeper.wait,
-            cancelled=keeper.cancelled.is_set,
+            cancelled=lambda: keeper.cancelled.is_set() or keeper.lost.is_set(),
             wake=Wake(**stored) if stored else None,
+            lost=keeper.lost.is_set,
+            lease_expires=lambda: keeper.expires_at,
         )
         try:
             return call_tool(call["name"], call["arguments"], ctx)

@@ -13,6 +13,7 @@ from walrus_tasks.client import Client
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.redis_server import reachable
+from walrus_tasks.sandbox import current as current_sandbox
 from walrus_tasks.settings import get_settings
 
 
@@ -71,6 +72,12 @@ def check_gateway(url: str, token: str | None) -> Check:
     return Check("gateway", True, f"{url}/healthz ok")
 
 
+def check_sandbox() -> Check:
+    """The sandbox ``bash`` runs in on this host (tool workers on other hosts probe their own)."""
+    sandbox = current_sandbox()
+    return Check(f"sandbox: {sandbox.kind}", not sandbox.refused, sandbox.detail)
+
+
 def doctor(url: UrlOption = None, token: TokenOption = None) -> None:
     """Check the config, Redis, workers and the gateway; exit non-zero if any fails."""
     checks = [check_config(), check_redis()]
@@ -79,6 +86,7 @@ def doctor(url: UrlOption = None, token: TokenOption = None) -> None:
     else:
         checks.append(Check("workers", False, "skipped: Redis is not reachable"))
     checks.append(check_gateway(gateway_url(url), token))
+    checks.append(check_sandbox())
     table = Table(title="walrus doctor")
     table.add_column("check", style="bold")
     table.add_column("result")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,11 @@ class Wake:
 class ToolContext:
     """What a tool may know and use: whose conversation, where, and the run's controls.
 
-    ``pause`` sleeps but returns early (raising Cancelled) on a kill; ``cancelled`` polls the
-    kill flag. ``wake`` is set when the call runs again after a wait (``WaitFor``) ended.
+    ``pause`` sleeps but returns early (raising Cancelled) on a kill; ``cancelled`` is true
+    once the run is killed or its lease lost (``lost``): either way the call must stop.
+    ``lease_expires`` is the ``time.monotonic()`` by which the lease expires unless renewed
+    again (a process a tool starts must not outlive it). ``wake`` is set when the call runs
+    again after a wait (``WaitFor``) ended.
     """
 
     agent: AgentConfig
@@ -44,6 +48,8 @@ class ToolContext:
     pause: Callable[[float], None]
     cancelled: Callable[[], bool]
     wake: Wake | None = None
+    lost: Callable[[], bool] = lambda: False
+    lease_expires: Callable[[], float] = lambda: math.inf
 
 
 @dataclass(frozen=True)

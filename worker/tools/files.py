@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -229,14 +230,25 @@ def _encode(content: str) -> bytes:
 
 
 def _open(path: Path, raw: str, flags: int) -> int:
+    """A descriptor of ``path``: never through a symlink, never of a file with hard links."""
     # O_NOFOLLOW: the path was resolved symlink-free; if a symlink was put there since, refuse
     # rather than follow it (it may lead out of the working directory).
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise ToolFailed(f"{raw} is a symlink; refusing to follow it") from None
         raise ToolFailed(f"cannot open {raw}: {e.strerror}") from None
+    # A second hard link may be a file outside the working directory that somebody linked in:
+    # checked on the open file, so no link made after a path check gets through.
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        os.close(fd)
+        raise ToolFailed(
+            f"{raw} has {st.st_nlink} hard links; refusing it (it may be a file outside the "
+            "working directory); copy it with bash if you need it"
+        )
+    return fd
 
 
 def _open_read(path: Path, raw: str) -> BinaryIO:
@@ -244,5 +256,7 @@ def _open_read(path: Path, raw: str) -> BinaryIO:
 
 
 def _write_bytes(path: Path, raw: str, data: bytes) -> None:
-    with os.fdopen(_open(path, raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
+    # Truncated only once the link count is checked: O_TRUNC would change the file first.
+    with os.fdopen(_open(path, raw, os.O_WRONLY | os.O_CREAT), "wb") as f:
+        f.truncate()
         f.write(data)

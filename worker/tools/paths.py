@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.workspace import agent_workdir, conversation_cwd
 from worker.tools.base import ToolFailed
-
-WORKSPACES = "workspaces"
-"""Default working directories live in ``<home>/workspaces/<agent>``."""
 
 
 def working_directory(agent: AgentConfig, config: Config, requested: str = "") -> Path:
@@ -16,16 +14,14 @@ def working_directory(agent: AgentConfig, config: Config, requested: str = "") -
 
     ``requested`` (the conversation's ``cwd``; relative to the agent's default), else the
     agent's ``workdir``, else ``<home>/workspaces/<agent>``. The default is created on first
-    use; a requested one must exist (tools report it if not).
+    use; a requested one must exist (tools report it if not). A requested one outside the
+    agent's directory is InvalidInput: the gateway refuses those, this is the second line.
     """
-    base = Path(agent.workdir) if agent.workdir else Path(WORKSPACES) / agent.name
-    if not base.is_absolute():
-        base = config.home.resolve() / base
-    if not requested:
-        base.mkdir(parents=True, exist_ok=True)
-        return base
-    path = Path(requested)
-    return path if path.is_absolute() else base / path
+    if requested:
+        return conversation_cwd(agent, config, requested)
+    base = agent_workdir(agent, config)
+    base.mkdir(parents=True, exist_ok=True)
+    return base
 
 
 def resolve_inside(root: Path, path: str) -> Path:

@@ -1,8 +1,10 @@
 """``bash``: one shell command in the conversation's working directory, under the agent's rules.
 
-The command runs as ``bash -c`` in a session of its own, so the whole process group it starts
-(pipelines, background jobs) can be ended together: on a timeout, on a kill of the run, and
-after the command exits (stray background jobs). No child outlives the call.
+The command runs under a supervisor process (``supervise.py``) that ends its whole process tree
+when the call ends, on a timeout or a kill of the run, when the worker dies, and when the run's
+lease runs out without renewal (a frozen worker): a call never runs in two places at once. The
+command gets a scrubbed environment and, where bubblewrap is installed, a filesystem sandbox
+(``sandbox.py``).
 """
 
 from __future__ import annotations
@@ -13,30 +15,31 @@ import json
 import os
 import re
 import selectors
-import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from walrus_tasks import sandbox as host_sandbox
 from walrus_tasks.config import BashConfig
-from walrus_tasks.errors import Cancelled
+from walrus_tasks.errors import Cancelled, LeaseLost
 from worker.providers.base import ToolSpec
+from worker.tools import supervise
 from worker.tools.base import ToolContext, ToolFailed, arg, register, schema
+from worker.tools.deny import matching_rule
+from worker.tools.sandbox import command_env, wrap
 
 POLL = 0.1
-"""Seconds between looks at the run's kill flag (and the timeout) while the command runs."""
-TERM_GRACE = 0.5
-"""Seconds a killed command gets to exit on SIGTERM before its process group gets SIGKILL."""
+"""Seconds between looks at the run's kill flag, the timeout and the lease while it runs."""
 DRAIN_GRACE = 0.5
 """Seconds spent collecting output after exit, in case an escaped process holds the pipes."""
+SUPERVISOR_EXIT = 15.0
+"""Seconds the supervisor gets to kill the tree and exit after being told to (or orphaned)."""
 READ_CHUNK = 64 * 1024
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HIDDEN_ENV_PREFIX = "WALRUS_"
-"""The service's own settings (Redis URL, tokens) are not handed to the model's commands."""
 
 
 @dataclass
@@ -71,7 +74,9 @@ class Capture:
             'return JSON {"stdout", "stderr", "exit_code"}. A non-zero exit code is a normal '
             "result. Commands are killed after the agent's timeout (30 s by default), output "
             "is truncated past a size limit, and stdin is empty: do not start interactive "
-            "programs or servers that never exit."
+            "programs or servers that never exit; nothing it starts outlives the call. It may "
+            "run in a sandbox where only the working directory and /tmp are writable and the "
+            "network is off."
         ),
         parameters=schema(
             {
@@ -87,31 +92,34 @@ class Capture:
     )
 )
 def bash(args: dict[str, Any], ctx: ToolContext) -> str:
-    """Run the command, or refuse it; a timeout or a kill ends the whole process group."""
+    """Run the command, or refuse it; it ends with its whole process tree."""
     command = arg(args, "command", str)
     extra = _extra_env(arg(args, "env", dict, {}))
     rules = ctx.agent.bash
     # The env values are checked too: `eval "$X"` would otherwise run a denied command.
-    refusal = refused(rules, "\n".join([command, *extra.values()]), ctx.sender)
+    refusal = refused(rules, [command, *extra.values()], ctx.sender)
     if refusal:
         raise ToolFailed(refusal)
+    sandbox = host_sandbox.current()
+    if sandbox.refused:
+        raise ToolFailed(f"bash cannot run on this worker: {sandbox.detail}")
     if not ctx.cwd.is_dir():
         raise ToolFailed(f"the working directory {ctx.cwd} does not exist")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(HIDDEN_ENV_PREFIX)}
-    env.update(extra, PWD=str(ctx.cwd))
-    return json.dumps(run(command, ctx.cwd, env, rules, ctx.cancelled))
+    cwd = ctx.cwd.resolve()
+    argv = wrap(["bash", "-c", command], cwd, rules, sandbox)
+    return json.dumps(run(argv, cwd, command_env(cwd, rules, extra), rules, ctx))
 
 
-def refused(rules: BashConfig, command: str, sender: str) -> str:
-    """Why ``rules`` refuse ``command`` from ``sender``; empty when allowed."""
+def refused(rules: BashConfig, lines: list[str], sender: str) -> str:
+    """Why ``rules`` refuse the command ``lines`` from ``sender``; empty when allowed."""
     if rules.disabled:
         return "bash is disabled for this agent"
     for pattern in rules.deny_senders:
         if fnmatch.fnmatchcase(sender, pattern):
             return f"bash is not allowed for sender {sender!r} (deny_senders rule {pattern!r})"
-    for rule in rules.deny:
-        if rule and rule in command:
-            return f"command refused: it contains {rule!r} (a deny rule of this agent)"
+    for line in lines:
+        if rule := matching_rule(rules.deny, line):
+            return f"command refused: it runs or contains {rule!r} (a deny rule of this agent)"
     return ""
 
 
@@ -124,88 +132,114 @@ def _extra_env(env: dict[Any, Any]) -> dict[str, str]:
     return env
 
 
-def run(
-    command: str,
-    cwd: Path,
-    env: dict[str, str],
-    rules: BashConfig,
-    cancelled: Callable[[], bool],
-) -> dict[str, Any]:
-    """Run ``command``: ``{stdout, stderr, exit_code}``; ToolFailed on a timeout, Cancelled on kill.
+class Supervised:
+    """The supervisor of one command: its pipes, the lease deadline it was last given."""
 
-    ``exit_code`` is the shell's: 128 + N when the command died of signal N.
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], deadline: float) -> None:
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", supervise.__file__, str(status_w), repr(deadline),
+                 "--", *argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(status_w,),
+                # Its own session: a signal to the worker's group (a SIGSTOP too) spares it.
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as e:
+            os.close(status_r)
+            raise ToolFailed(f"cannot start bash in {cwd}: {e}") from None
+        finally:
+            os.close(status_w)
+        self._status = status_r
+        self.deadline = deadline
+        self.status: str | None = None
+
+    def heartbeat(self, deadline: float) -> None:
+        """Tell the supervisor the lease now lasts until ``deadline`` (when that changed)."""
+        if deadline != self.deadline:
+            self.deadline = deadline
+            self._say(f"{deadline!r}\n")
+
+    def kill(self) -> None:
+        """Ask the supervisor to end the tree (SIGTERM, then SIGKILL after its grace)."""
+        self._say("kill\n")
+
+    def _say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ValueError):  # it has ended already
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+
+    def close(self) -> str:
+        """Wait for the supervisor (orphaned if need be: it then kills at once); its status."""
+        if self.status is not None:
+            return self.status
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(SUPERVISOR_EXIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # last resort; it has had its chance to end the tree
+            self.proc.wait()
+        with os.fdopen(self._status, "rb") as f:
+            self.status = f.read().decode().strip()
+        return self.status
+
+
+def run(
+    argv: list[str], cwd: Path, env: dict[str, str], rules: BashConfig, ctx: ToolContext
+) -> dict[str, Any]:
+    """Run ``argv`` supervised: ``{stdout, stderr, exit_code}``.
+
+    ToolFailed on a timeout, Cancelled on a kill of the run, LeaseLost when the lease was lost
+    or ran out (the tree is dead either way). ``exit_code`` is the shell's: 128 + N when the
+    command died of signal N.
     """
-    try:
-        proc = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: we can end everything it starts
-        )
-    except OSError as e:
-        raise ToolFailed(f"cannot start bash in {cwd}: {e}") from None
+    supervised = Supervised(argv, cwd, env, ctx.lease_expires())
+    proc = supervised.proc
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Capture(rules.max_output), Capture(rules.max_output)
     streams = {proc.stdout: out, proc.stderr: err}
     deadline = time.monotonic() + rules.timeout
+    timed_out = cancelled = False
     try:
         with selectors.DefaultSelector() as sel:
             for stream in streams:
                 sel.register(stream, selectors.EVENT_READ)
-            while not _exited(proc):
+            while proc.poll() is None and not (timed_out or cancelled):
                 _collect(sel, streams, POLL)
-                if cancelled():
-                    _end_group(proc)
-                    raise Cancelled("bash: the run was killed; the command was terminated")
-                if time.monotonic() >= deadline:
-                    _end_group(proc)
-                    _drain(sel, streams)
-                    raise ToolFailed(
-                        f"command timed out after {rules.timeout:g}s and was killed\n"
-                        f"stdout so far:\n{out.text('stdout')}\n"
-                        f"stderr so far:\n{err.text('stderr')}"
-                    )
-            _end_group(proc)  # SIGKILLs the background jobs it left running
+                supervised.heartbeat(ctx.lease_expires())
+                cancelled = ctx.cancelled()
+                timed_out = time.monotonic() >= deadline
+            if timed_out or cancelled:
+                supervised.kill()
+            status = supervised.close()
             _drain(sel, streams)
     finally:
-        _end_group(proc)
+        supervised.close()  # after an error: its stdin closes, so it kills the tree at once
         for stream in streams:
             stream.close()
-    code = proc.returncode
-    exit_code = 128 - code if code < 0 else code
+    if status == "expired" or ctx.lost():
+        raise LeaseLost("bash: the run's lease ran out or was lost; the command was killed")
+    if cancelled:
+        raise Cancelled("bash: the run was killed; the command was terminated")
+    if timed_out:
+        raise ToolFailed(
+            f"command timed out after {rules.timeout:g}s and was killed\n"
+            f"stdout so far:\n{out.text('stdout')}\n"
+            f"stderr so far:\n{err.text('stderr')}"
+        )
+    kind, _, number = status.partition(" ")
+    if kind not in ("exit", "signal"):
+        raise ToolFailed(f"bash: the command's supervisor ended it ({status or 'no status'})")
+    exit_code = int(number) + (128 if kind == "signal" else 0)
     return {"stdout": out.text("stdout"), "stderr": err.text("stderr"), "exit_code": exit_code}
-
-
-def _exited(proc: subprocess.Popen[bytes]) -> bool:
-    # Look without reaping: while the leader is a zombie its pid (the group id) cannot be reused,
-    # so signalling the group afterwards cannot hit a stranger.
-    if proc.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it after a grace, and reap the leader."""
-    if proc.returncode is not None:
-        return
-    if not _exited(proc):
-        _signal_group(proc.pid, signal.SIGTERM)
-        give_up = time.monotonic() + TERM_GRACE
-        while not _exited(proc) and time.monotonic() < give_up:
-            time.sleep(0.01)
-    _signal_group(proc.pid, signal.SIGKILL)  # whatever ignored SIGTERM, or was left behind
-    proc.wait()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _collect(

@@ -1,0 +1,52 @@
+"""An agent's working directory, and keeping a client's ``cwd`` inside it.
+
+Shared by the gateway (which refuses a bad ``cwd`` before anything is stored) and the worker
+(which checks again when it turns a stored ``cwd`` into a directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.errors import InvalidInput
+
+WORKSPACES = "workspaces"
+"""Default working directories live in ``<home>/workspaces/<agent>``."""
+
+
+def agent_workdir(agent: AgentConfig, config: Config) -> Path:
+    """The agent's own working directory: its ``workdir``, else ``<home>/workspaces/<agent>``."""
+    base = Path(agent.workdir) if agent.workdir else Path(WORKSPACES) / agent.name
+    return base if base.is_absolute() else config.home.resolve() / base
+
+
+def conversation_cwd(agent: AgentConfig, config: Config, requested: str) -> Path:
+    """``requested`` (absolute, or relative to the agent's directory) as a path inside it.
+
+    InvalidInput (422) for anything that leads out: an absolute path elsewhere, ``..`` that
+    climbs out, or a symlink (where this host sees the disk) that points out. A directory that
+    does not exist yet is allowed: the tools report it when they run.
+    """
+    base = agent_workdir(agent, config)
+    if not requested or "\0" in requested:
+        raise InvalidInput("cwd must be a non-empty path")
+    path = Path(os.path.normpath(base / requested))
+    # realpath follows symlinks as far as the path exists on this host, and `..` after them.
+    real, real_base = path.resolve(), base.resolve()
+    if real != real_base and real_base not in real.parents:
+        raise InvalidInput(f"cwd {requested!r} is outside the agent's working directory {base}")
+    return path
+
+
+def send_meta(config: Config, agent: str, cwd: str | None) -> dict[str, str] | None:
+    """The run fields of a send with ``cwd`` (checked by ``conversation_cwd``), or None.
+
+    Every way in (HTTP, WebSocket) calls this before ``submit()``, so a bad ``cwd`` is refused
+    before anything is stored, whatever the token.
+    """
+    if not cwd:
+        return None
+    conversation_cwd(config.agent(agent), config, cwd)
+    return {"cwd": cwd}
