@@ -46,7 +46,7 @@ def register(app: FastAPI, cfg: Callable[[], Config]) -> None:
     def reply(agent: Agent, sender: str, body: Reply, r: Redis) -> Replied:
         """Answer the pending ``ask_user`` (or approval); resumes the run on any worker."""
         done = waits.reply(r, agent, sender_name(sender), body.content, body.call_id or "")
-        return Replied(run_id=done.run_id, status=done.status, call_id=done.call_id)
+        return done
 
     @app.post(f"{base}/steer", status_code=202, response_model=Steered, responses=ERRORS)
     def steer(agent: Agent, sender: str, body: Steer, r: Redis) -> Steered:

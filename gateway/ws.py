@@ -273,7 +273,7 @@ def _reply_to_ask(s: Session, args: Args) -> Replied:
     done = waits.reply(
         get_redis(), agent, sender_name(args.get("sender")), body.content, body.call_id or ""
     )
-    return Replied(run_id=done.run_id, status=done.status, call_id=done.call_id)
+    return done
 
 
 @plain("steer")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import redis
 
-from walrus_tasks import keys, scripts, store
-from walrus_tasks.lease import Fence, acquire
+from walrus_tasks import keys, runs, scripts
+from walrus_tasks.lease import Fence
+from walrus_tasks.runs import acquire
 from walrus_tasks.submit import submit
 
 LUA = Path(scripts.__file__).parent / "lua"
@@ -68,7 +69,7 @@ def test_a_finished_run_deletes_what_keys_py_lists_and_keeps_its_record_and_even
         r.rpush(keys.run_part(run_id, part), "1")  # the type does not matter to a delete
     present = set(r.scan_iter(f"{keys.run(run_id)}*"))
     assert present == set(keys.run_keys(run_id)), "keys.run_keys lists every run-wide key"
-    assert store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"}).state == (
+    assert runs.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"}).state == (
         "ended"
     )
     left = set(r.scan_iter(f"{keys.run(run_id)}*"))

@@ -7,8 +7,9 @@ import json
 import pytest
 import redis
 
-from walrus_tasks import keys, store
-from walrus_tasks.lease import Fence, acquire, renew, takeover
+from walrus_tasks import keys, runs
+from walrus_tasks.lease import Fence, renew
+from walrus_tasks.runs import acquire, takeover
 from walrus_tasks.submit import submit
 
 AGENT = "echo"
@@ -21,7 +22,7 @@ def start(r: redis.Redis, sender: str) -> Fence:
 
 
 def end(r: redis.Redis, fence: Fence) -> str | None:
-    done = store.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"})
+    done = runs.finish(r, fence, "succeeded", {"type": "end", "status": "succeeded"})
     state, next_run = done.state, done.next_run
     assert state == "ended"
     return next_run
@@ -90,16 +91,16 @@ def test_a_worker_whose_lease_was_taken_over_cannot_write(r: redis.Redis, sender
     assert taken is not None and taken.resume == old.run_id and taken.token != old.token
     before = r.lrange(history_key, 0, -1)
     events_before = r.xlen(keys.run_part(old.run_id, "events"))
-    assert store.begin(r, old, 0, "llm", "claim-x") == "fenced"
-    assert store.emit(r, old, {"type": "chunk", "content": "zombie"}) is None
+    assert runs.begin(r, old, 0, "llm", "claim-x") == "fenced"
+    assert runs.emit(r, old, {"type": "chunk", "content": "zombie"}) is None
     message = {"role": "assistant", "content": "zombie"}
-    assert store.commit(r, old, 0, message, "final", [], (1, 1), "mock") == "fenced"
-    assert store.finish(r, old, "succeeded", {"type": "end"}).state == "fenced"
+    assert runs.commit(r, old, 0, message, "final", [], (1, 1), "mock") == "fenced"
+    assert runs.finish(r, old, "succeeded", {"type": "end"}).state == "fenced"
     assert not renew(r, old)
     assert r.lrange(history_key, 0, -1) == before
     assert r.xlen(keys.run_part(old.run_id, "events")) == events_before
     new = Fence(AGENT, sender, old.run_id, taken.token)
-    assert store.commit(r, new, 0, message, "final", [], (1, 1), "mock") == "ok"
+    assert runs.commit(r, new, 0, message, "final", [], (1, 1), "mock") == "ok"
 
 
 def test_an_expired_lease_nobody_took_over_is_taken_back_by_its_holder(
@@ -108,7 +109,7 @@ def test_an_expired_lease_nobody_took_over_is_taken_back_by_its_holder(
     submit(r, AGENT, sender, "hello")
     fence = start(r, sender)
     r.delete(keys.conv(fence.cid, "lease"))  # expired, but no takeover happened
-    assert store.emit(r, fence, {"type": "chunk", "content": "still mine"}) is not None
+    assert runs.emit(r, fence, {"type": "chunk", "content": "still mine"}) is not None
     assert r.get(keys.conv(fence.cid, "lease")) == fence.token
 
 
@@ -117,12 +118,12 @@ def test_a_duplicated_step_is_claimed_once_and_a_committed_step_is_a_no_op(
 ) -> None:
     submit(r, AGENT, sender, "hello")
     fence = start(r, sender)
-    assert store.begin(r, fence, 0, "llm", "delivery-1") == "ok"
-    assert store.begin(r, fence, 0, "llm", "delivery-2") == "busy"
+    assert runs.begin(r, fence, 0, "llm", "delivery-1") == "ok"
+    assert runs.begin(r, fence, 0, "llm", "delivery-2") == "busy"
     message = {"role": "assistant", "content": "hi"}
-    assert store.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "ok"
-    assert store.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "stale"
-    assert store.begin(r, fence, 0, "llm", "delivery-3") == "stale"
+    assert runs.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "ok"
+    assert runs.commit(r, fence, 0, message, "final", [], (1, 1), "mock") == "stale"
+    assert runs.begin(r, fence, 0, "llm", "delivery-3") == "stale"
     history = [json.loads(m) for m in r.lrange(keys.conv(fence.cid, "history"), 0, -1)]
     assert [m["role"] for m in history] == ["user", "assistant"]
 
@@ -132,11 +133,11 @@ def test_tool_results_enter_history_in_call_order_once_each(r: redis.Redis, send
     fence = start(r, sender)
     calls = [{"id": f"c{i}", "name": "clock", "arguments": {}} for i in range(3)]
     assistant = {"role": "assistant", "content": "", "tool_calls": calls}
-    assert store.commit(r, fence, 0, assistant, "tools", calls, (0, 0), "mock") == "ok"
+    assert runs.commit(r, fence, 0, assistant, "tools", calls, (0, 0), "mock") == "ok"
     outcomes = []
     for call_id in ["c2", "c0", "c0", "c1"]:  # completion order, with one duplicate
         message = {"role": "tool", "tool_call_id": call_id, "content": call_id}
-        outcomes.append(store.record_tool_result(r, fence, 0, call_id, message))
+        outcomes.append(runs.record_tool_result(r, fence, 0, call_id, message))
     assert outcomes == ["pending", "pending", "stale", "complete"]
     history = [json.loads(m) for m in r.lrange(keys.conv(fence.cid, "history"), 0, -1)]
     assert [m.get("tool_call_id") for m in history[2:]] == ["c0", "c1", "c2"]

@@ -6,9 +6,10 @@ import httpx
 import redis
 
 from tests.cluster import Cluster
-from walrus_tasks import keys, store, waits
-from walrus_tasks.lease import Fence, acquire
+from walrus_tasks import keys, runs, waits
+from walrus_tasks.lease import Fence
 from walrus_tasks.run_events import RUN_EVENT
+from walrus_tasks.runs import acquire
 from walrus_tasks.submit import submit
 
 
@@ -27,7 +28,7 @@ def test_what_lua_writes_is_a_typed_run_event(r: redis.Redis, sender: str) -> No
     acquired = acquire(r, "echo", sender)
     assert acquired is not None and acquired.run_id is not None
     waits.steer(r, "echo", sender, "shorter, please")
-    assert store.inject_steering(r, Fence("echo", sender, acquired.run_id, acquired.token)) == 1
+    assert runs.inject_steering(r, Fence("echo", sender, acquired.run_id, acquired.token)) == 1
     stream = r.xrange(keys.run_part(acquired.run_id, "events"))
     events = [RUN_EVENT.validate_json(fields["data"]) for _, fields in stream]
     assert [e["type"] for e in events] == ["start", "user_steered"]

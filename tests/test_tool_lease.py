@@ -26,7 +26,8 @@ from walrus_tasks import keys
 from walrus_tasks import submit as submit_module
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost
-from walrus_tasks.lease import Fence, LeaseKeeper, acquire, now_ms, takeover
+from walrus_tasks.lease import Fence, LeaseKeeper, now_ms
+from walrus_tasks.runs import acquire, takeover
 from walrus_tasks.settings import get_settings
 from worker.tools import TOOLS, ToolContext
 

@@ -12,7 +12,8 @@ from walrus_tasks.errors import (
     PayloadTooLarge,
     WalrusError,
 )
-from walrus_tasks.models import Accepted, RunInfo, RunStatus
+from walrus_tasks.models import Accepted, RunInfo
+from walrus_tasks.runs import RunStatus
 
 __all__ = [
     "Accepted",

@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from walrus_tasks import keys
-from walrus_tasks.models import event_json
+from walrus_tasks.run_events import event_json
 
 BLOCK_MS = 5_000
 """How long one XREAD waits before the reader re-checks that the run still exists."""

@@ -49,55 +49,6 @@ class Fence:
         return [keys.conv(self.cid, "lease"), keys.conv(self.cid, "fence")]
 
 
-@dataclass(frozen=True)
-class Acquired:
-    """The result of taking a lease: the token and the run it started (None: inbox empty).
-
-    ``orphan`` names a run that is still active though its lease expired (its worker died):
-    nothing was taken or started, and the caller should take the conversation over.
-    """
-
-    token: str
-    run_id: str | None
-    orphan: str | None = None
-
-
-def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
-    """Take the conversation's lease and start its next run; None if somebody holds it."""
-    conversation = keys.cid(agent, sender)
-    res = scripts.call(
-        r,
-        "acquire",
-        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
-    )
-    if not res:
-        return None
-    return Acquired(token=res[0], run_id=res[1] or None, orphan=res[2] if len(res) > 2 else None)
-
-
-@dataclass(frozen=True)
-class Takeover:
-    """A recovered lease: the run to resume, or the run started from the inbox."""
-
-    token: str
-    resume: str | None
-    started: str | None
-
-
-def takeover(r: redis.Redis, conversation: str) -> Takeover | None:
-    """Take an expired lease over (the reaper's move); None while the lease is alive."""
-    res = scripts.call(
-        r,
-        "takeover",
-        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
-    )
-    if not res:
-        return None
-    return Takeover(token=res[0], resume=res[1] or None, started=res[2] or None)
-
-
 def renew(
     r: redis.Redis,
     fence: Fence,

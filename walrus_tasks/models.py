@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from walrus_tasks.runs import RunStatus
+
 OnBusy = Literal["enqueue", "reject", "interrupt"]
-
-
-class RunStatus(StrEnum):
-    """The life of a run: ``queued → running ⇄ waiting → succeeded | failed | cancelled``."""
-
-    queued = "queued"
-    running = "running"
-    waiting = "waiting"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """True for the three end states."""
-        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
 class SendMessage(BaseModel):
@@ -171,11 +154,6 @@ class ErrorBody(BaseModel):
     """``{"error": {"code", "message"}}`` with the HTTP status."""
 
     error: dict[str, str]
-
-
-def event_json(event: Mapping[str, Any]) -> str:
-    """The stored and streamed form of a run event."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 class CronSpec(BaseModel):

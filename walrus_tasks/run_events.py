@@ -19,14 +19,12 @@ Lua writes against them.
 
 from __future__ import annotations
 
-from typing import (
-    Any,
-    Literal,
-    NotRequired,  # pydantic needs it on Python < 3.12
-)
+import json
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired
 
 from pydantic import TypeAdapter
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 EndStatus = Literal["succeeded", "failed", "cancelled"]
 
@@ -227,6 +225,11 @@ def end(status: EndStatus, usage: Usage, model: str | None, error: str = "") -> 
     if error:
         event["error"] = error
     return event
+
+
+def event_json(event: Mapping[str, Any]) -> str:
+    """The stored and streamed form of a run event."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 def sse_schema() -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
-from walrus_tasks import keys, scripts, waits
+from walrus_tasks import keys, runs, waits
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict
-from walrus_tasks.lease import now_ms
 from walrus_tasks.models import OnBusy
 
 
@@ -55,30 +53,18 @@ def submit(
     if unknown := set(meta) - RUN_FIELDS:
         raise ValueError(f"unknown run fields {sorted(unknown)}")
     run_id = run_id or new_run_id()
-    conversation = keys.cid(agent, sender)
-    res = scripts.call(
-        r,
-        "submit",
-        [
-            keys.conv(conversation, "lease"),
-            keys.conv(conversation, "fence"),
-            keys.conv(conversation, "inbox"),
-            keys.run(run_id),
-            keys.conv(conversation, "active"),
-        ],
-        [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
-    )
-    if res[0] == "exists":
+    done = runs.enqueue(r, run_id, agent, sender, content, on_busy, meta)
+    if done.state == "exists":
         return Submitted(run_id=run_id)
-    if res[0] == "busy":
+    if done.state == "busy":
         raise Conflict(
-            f"conversation {agent}/{sender} is busy (active run {res[1] or 'starting'}); "
+            f"conversation {agent}/{sender} is busy (active run {done.active or 'starting'}); "
             "send with on_busy=enqueue or interrupt"
         )
-    if res[1]:
-        waits.cancel(r, res[1])  # the interrupted run may be waiting: end the wait too
+    if done.interrupted:
+        waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
     send_drain(agent, sender)
-    return Submitted(run_id=run_id, interrupted=res[1] or None)
+    return Submitted(run_id=run_id, interrupted=done.interrupted)
 
 
 def kill(r: redis.Redis, agent: str, sender: str) -> str | None:

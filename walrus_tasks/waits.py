@@ -11,59 +11,39 @@ dispatches the call again, on any worker; the tool then sees ``ctx.wake``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import redis
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, runs
 from walrus_tasks.celery_app import send_tool_call
 from walrus_tasks.errors import Conflict, NotFound
-from walrus_tasks.lease import Fence, now_ms
-from walrus_tasks.settings import get_settings
+from walrus_tasks.lease import Fence
+from walrus_tasks.models import Replied
 
 CANCEL_TTL = 86_400
 """Seconds a run's cancel flag lives (the run clears it when it ends)."""
 
 
-@dataclass(frozen=True)
-class Replied:
-    """What a reply did: resumed the waiting call, or was queued for the run's next question."""
-
-    run_id: str
-    status: Literal["resumed", "queued"]
-    call_id: str | None = None
-
-
-def dispatch_wake(agent: str, sender: str, run_id: str, woken: list[Any]) -> str:
-    """Send the woken call (``[token, step, index, call_id]`` from Lua) to a tool worker."""
-    token, step, index, call_id = woken[0], int(woken[1]), int(woken[2]), woken[3]
-    send_tool_call(Fence(agent, sender, run_id, token), step, index)
-    return str(call_id)
+def dispatch_wake(agent: str, sender: str, run_id: str, woken: runs.Woken) -> str:
+    """Send the woken call to a tool worker; its call id."""
+    send_tool_call(Fence(agent, sender, run_id, woken.token), woken.step, woken.index)
+    return woken.call_id
 
 
 def _wake(
-    r: redis.Redis, run_id: str, call_id: str, kinds: str, wake: str, content: str
-) -> tuple[dict[str, str], Any]:
+    r: redis.Redis,
+    run_id: str,
+    call_id: str,
+    kinds: str,
+    wake: Literal["reply", "cancelled"],
+    content: str,
+) -> tuple[dict[str, str], runs.Woken | Literal["queued"] | None]:
     record: dict[str, str] = r.hgetall(keys.run(run_id))  # type: ignore[assignment]
     if not record:
         raise NotFound(f"unknown run {run_id!r}")
     conversation = keys.cid(record["agent"], record["sender"])
-    res = scripts.call(
-        r,
-        "wake",
-        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence"), keys.run(run_id)],
-        [
-            call_id,
-            kinds,
-            wake,
-            content,
-            now_ms(),
-            int(get_settings().dispatch_grace * 1000),
-            conversation,
-        ],
-    )
-    return record, res
+    return record, runs.wake(r, run_id, conversation, call_id, kinds, wake, content)
 
 
 def reply(r: redis.Redis, agent: str, sender: str, content: str, call_id: str = "") -> Replied:
@@ -101,13 +81,13 @@ def cancel(r: redis.Redis, run_id: str) -> None:
             cancel(r, child)
     for call_id in waits:
         record, res = _wake(r, run_id, call_id, "ask,approval,delegate", "cancelled", "")
-        if isinstance(res, list):
+        if isinstance(res, runs.Woken):
             dispatch_wake(record["agent"], record["sender"], run_id, res)
 
 
 def steer(r: redis.Redis, agent: str, sender: str, content: str) -> str:
     """Queue ``content`` for the active run's next LLM call; its run id, or Conflict."""
-    run_id = scripts.call(r, "steer", [keys.conv(keys.cid(agent, sender), "active")], [content])
+    run_id = runs.queue_steering(r, agent, sender, content)
     if not run_id:
         raise Conflict(f"conversation {agent}/{sender} has no active run to steer")
     return str(run_id)

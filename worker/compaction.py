@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import run_events, store
+from walrus_tasks import run_events, runs, store
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost
 from walrus_tasks.lease import Fence, LeaseKeeper
@@ -93,7 +93,7 @@ def compact(
         "summary": True,
     }
     event = run_events.compacted(MARKER, len(old))
-    state, archived = store.compact(r, fence, summary, keep, len(history), event)
+    state, archived = runs.compact(r, fence, summary, keep, len(history), event)
     if state == "fenced":
         raise LeaseLost(f"run {fence.run_id}: lease lost while compacting")
     return archived

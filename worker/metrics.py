@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from walrus_tasks import metrics as shared
-from walrus_tasks import store
+from walrus_tasks import runs
 from walrus_tasks.lease import Fence
 
 if TYPE_CHECKING:
@@ -79,12 +79,12 @@ def _tool_label(name: str) -> str:
 
 
 def timed_step(
-    fn: Callable[[Fence, int], store.Begin],
-) -> Callable[[Fence, int], store.Begin]:
+    fn: Callable[[Fence, int], runs.Begin],
+) -> Callable[[Fence, int], runs.Begin]:
     """Decorate the step body: observe its duration when it claimed and executed the step."""
 
     @functools.wraps(fn)
-    def wrapper(fence: Fence, step: int) -> store.Begin:
+    def wrapper(fence: Fence, step: int) -> runs.Begin:
         started = time.monotonic()
         state = fn(fence, step)
         if state == "ok":

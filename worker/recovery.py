@@ -10,8 +10,9 @@ import redis
 from walrus_tasks import keys, store
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.connection import get_redis
-from walrus_tasks.lease import Fence, expired_conversations, now_ms, takeover
+from walrus_tasks.lease import Fence, expired_conversations, now_ms
 from walrus_tasks.log import bound
+from walrus_tasks.runs import takeover
 from walrus_tasks.settings import get_settings
 from worker.runtime import dispatch_step, dispatch_tool_call, finish
 

@@ -23,13 +23,14 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, run_events, store, subscriptions, waits
+from walrus_tasks import keys, run_events, runs, store, subscriptions, waits
 from walrus_tasks.celery_app import send_step, send_tool_call
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Cancelled, LeaseLost, NotFound, WalrusError
-from walrus_tasks.lease import Fence, LeaseKeeper, acquire, renew
+from walrus_tasks.lease import Fence, LeaseKeeper, renew
 from walrus_tasks.log import bound
+from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
 from worker import compaction, metrics
 from worker.config_cache import agent_for_run, current_config
@@ -82,9 +83,9 @@ def drain(agent: str, sender: str) -> str | None:
 def must_emit(r: redis.Redis, fence: Fence, event: run_events.RunEvent) -> str:
     """Append a fenced event; LeaseLost if another holder took the conversation over.
 
-    (``store.emit`` returns None instead, for callers that have nothing left to abandon.)
+    (``runs.emit`` returns None instead, for callers that have nothing left to abandon.)
     """
-    entry = store.emit(r, fence, event)
+    entry = runs.emit(r, fence, event)
     if entry is None:
         raise LeaseLost(f"run {fence.run_id}: lease lost while emitting {event['type']}")
     return entry
@@ -101,7 +102,7 @@ class StepOutput:
 
 
 @metrics.timed_step
-def run_step(fence: Fence, step: int) -> store.Begin:
+def run_step(fence: Fence, step: int) -> runs.Begin:
     """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
 
     Returns how the claim went: ``busy`` means another delivery holds the step's claim (alive,
@@ -109,7 +110,7 @@ def run_step(fence: Fence, step: int) -> store.Begin:
     """
     r = get_redis()
     claim_id = uuid.uuid4().hex
-    state = store.begin(r, fence, step, "llm", claim_id)
+    state = runs.begin(r, fence, step, "llm", claim_id)
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state
@@ -130,7 +131,7 @@ def run_step(fence: Fence, step: int) -> store.Begin:
                 budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
                 return state
-            if store.inject_steering(r, fence) < 0:
+            if runs.inject_steering(r, fence) < 0:
                 raise LeaseLost(f"run {fence.run_id}: lease lost while steering")
             history = store.history(r, fence.agent, fence.sender)
             if step == 0 and compaction.estimate_tokens(history) > agent.compact_threshold:
@@ -209,7 +210,7 @@ def _call_llm(
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
     if out.text_open:
         out.text_open = False
-        store.emit(r, fence, run_events.text_end())
+        runs.emit(r, fence, run_events.text_end())
 
 
 def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def _commit(
     usage: tuple[int, int],
     model: str,
 ) -> bool:
-    state = store.commit(r, fence, step, message, next_phase, calls, usage, model)
+    state = runs.commit(r, fence, step, message, next_phase, calls, usage, model)
     if state != "ok":
         log.warning("step %d not committed: %s", step, state)
     return state == "ok"
@@ -258,7 +259,7 @@ def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: st
             "result": text if status == "succeeded" else None,
             "error": None if status == "succeeded" else (error or status),
         }
-    done = store.finish(r, fence, status, end, error, result)
+    done = runs.finish(r, fence, status, end, error, result)
     if done.state != "ended":
         log.warning("run not ended (%s)", done.state)
         return
@@ -266,9 +267,8 @@ def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: st
     metrics.run_ended(r, fence.agent, status, record)
     if done.next_run:
         dispatch_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
-    if done.parent_wake:
-        *woken, agent, sender, parent = done.parent_wake
-        waits.dispatch_wake(agent, sender, parent, woken)
+    if parent := done.parent_wake:
+        waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
     if record.get("kind") != "compact":
         _publish_done(r, fence)
 
@@ -301,7 +301,7 @@ def _call_with_waits(
     config = current_config()
     cwd = run_cwd(agent, config, record)
     for _ in range(MAX_WAKES):
-        stored = store.wake_of(r, fence.run_id, call["id"])
+        stored = runs.wake_of(r, fence.run_id, call["id"])
         ctx = ToolContext(
             agent=agent,
             config=config,
@@ -323,7 +323,7 @@ def _call_with_waits(
             event: run_events.AskUser | None = None
             if w.event:
                 event = {**w.event, "call_id": call["id"]}
-            parked = store.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
+            parked = runs.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
             if parked == "fenced":
                 raise LeaseLost(f"run {fence.run_id}: lease lost while parking") from None
             if parked != "woken":
@@ -332,7 +332,7 @@ def _call_with_waits(
     return f"tool {call['name']} waited {MAX_WAKES} times in a row; giving up", True
 
 
-def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
+def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
     """Execute one tool call of a step; the last of the step's calls starts the next step.
 
     Returns how the claim went, as ``run_step`` does.
@@ -348,7 +348,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     call = calls[index]
     claim_key = keys.run_call(fence.run_id, "claim", call["id"])
     claim_id = uuid.uuid4().hex
-    state = store.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
+    state = runs.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
     if state != "ok":
         return state
     started = time.monotonic()
@@ -373,7 +373,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
     result = run_events.tool_result(call["id"], call["name"], output, is_error, duration_ms)
     # The event goes out before the result is recorded, so every tool_result precedes
     # tools_complete (emitted by whichever call records last).
-    if store.emit(r, fence, result) is None:
+    if runs.emit(r, fence, result) is None:
         return state
     message = {
         "role": "tool",
@@ -383,9 +383,9 @@ def run_tool_call(fence: Fence, step: int, index: int) -> store.Begin:
         "is_error": is_error,
         "run_id": fence.run_id,
     }
-    recorded = store.record_tool_result(r, fence, step, call["id"], message)
+    recorded = runs.record_tool_result(r, fence, step, call["id"], message)
     if recorded == "pending":
         _queue_grace(fence)  # sibling calls may still be waiting in the tools queue
-    elif recorded == "complete" and store.emit(r, fence, run_events.tools_complete()) is not None:
+    elif recorded == "complete" and runs.emit(r, fence, run_events.tools_complete()) is not None:
         dispatch_step(fence, step + 1)
     return state

@@ -1,0 +1,481 @@
+"""The run state machine: every transition of a run, each one atomic Lua script, typed here.
+
+A run is the agent's turn answering one message. Its ``status`` and ``phase`` move like this
+(each arrow names the function below that makes the move, and the script that does it)::
+
+                enqueue (submit.lua)
+                       |
+                       v
+                   [queued] --- acquire (acquire.lua) / takeover, finish: the next message
+                       |
+                       v
+   +---------- [running, llm] <------------------------------------------+
+   |                   |  begin (begin.lua): claim step n                  |
+   |                   |  inject_steering (steer_inject.lua)               |
+   |                   |  compact (compact.lua)                            |
+   |                   |  emit (emit.lua): chunks, thinking ...            |
+   |                   v                                                  |
+   |   commit (commit.lua) ---> [running, tools] --- record_tool_result ---+
+   |          |                   |      ^         (tool_result.lua): the
+   |          |                   |      |         last call moves to step n+1
+   |          |      wait_begin   |      |  wake (wake.lua: reply, kill),
+   |          |  (wait_begin.lua) v      |  finish.lua (last child), takeover
+   |          |               [waiting] -+  (takeover.lua: deadline)
+   |          v
+   |   [running, final | cancelled]
+   |          |
+   +----------+--> finish (finish.lua) --> [succeeded | failed | cancelled, done]
+                        atomically: the ``end`` event, then the conversation's next run
+
+Every fenced transition checks the conversation lease's token first (``lua/lib/fence.lua``):
+a worker that lost the lease changes nothing. A run's ``phase`` says what its next task does
+(``llm``: an LLM step; ``tools``: its tool calls; ``final`` / ``cancelled``: finish), so a
+recovered run resumes from its last persisted step (``worker/recovery.py``). Invariant 3: no
+transition starts a conversation's next message while its active run has not ended
+(``live_active`` in ``lua/lib/runs.lua``).
+
+Reads of what the transitions wrote (history, archives, run records, conversations) are in
+``walrus_tasks.store``; the run events in ``walrus_tasks.run_events``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.lease import Fence, now_ms, ttl_ms
+from walrus_tasks.run_events import (
+    AskUser,
+    Compacted,
+    End,
+    EndStatus,
+    RunEvent,
+    ToolCall,
+    event_json,
+)
+from walrus_tasks.settings import get_settings
+
+
+class RunStatus(StrEnum):
+    """The life of a run: ``queued → running ⇄ waiting → succeeded | failed | cancelled``."""
+
+    queued = "queued"
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for the three end states."""
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+Phase = Literal["llm", "tools", "final", "cancelled", "done"]
+"""What a running run does next: an LLM step, its tool calls, finish (``final`` succeeded,
+``cancelled``), or nothing (``done``: it has ended)."""
+
+CommitPhase = Literal["tools", "final", "cancelled"]
+"""The phases a committed LLM step can move the run to."""
+
+WaitKind = Literal["ask", "approval", "delegate"]
+"""What a parked tool call waits for: a client's answer, an approval, delegated children."""
+
+Begin = Literal["ok", "fenced", "stale", "busy"]
+"""A claim: ``ok`` (run it), ``fenced`` (lease lost), ``stale`` (done already, or not the
+run's current step), ``busy`` (another delivery is executing it)."""
+Commit = Literal["ok", "fenced", "stale"]
+ToolRecord = Literal["complete", "pending", "fenced", "stale"]
+Wait = Literal["waiting", "woken", "fenced", "stale"]
+
+
+# --- queued: a message accepted, and a conversation's next run started ------------------------
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``enqueue`` did, and the run an ``on_busy=interrupt`` cancelled.
+
+    ``ok``; ``exists`` (the run was submitted before); ``busy`` (``on_busy=reject`` on a busy
+    conversation; ``active`` is its run).
+    """
+
+    state: Literal["ok", "exists", "busy"]
+    active: str | None = None
+    interrupted: str | None = None
+
+
+def enqueue(
+    r: redis.Redis,
+    run_id: str,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: str,
+    meta: dict[str, str],
+) -> Enqueued:
+    """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua)."""
+    conversation = keys.cid(agent, sender)
+    res = scripts.call(
+        r,
+        "submit",
+        [
+            keys.conv(conversation, "lease"),
+            keys.conv(conversation, "fence"),
+            keys.conv(conversation, "inbox"),
+            keys.run(run_id),
+            keys.conv(conversation, "active"),
+        ],
+        [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
+    )
+    if res[0] == "busy":
+        return Enqueued("busy", active=res[1] or None)
+    if res[0] == "exists":
+        return Enqueued("exists")
+    return Enqueued("ok", interrupted=res[1] or None)
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The result of taking a lease: the token and the run it started (None: inbox empty).
+
+    ``orphan`` names a run that is still active though its lease expired (its worker died):
+    nothing was taken or started, and the caller should take the conversation over.
+    """
+
+    token: str
+    run_id: str | None
+    orphan: str | None = None
+
+
+def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
+    """Take the conversation's lease and start its next run; None if somebody holds it."""
+    conversation = keys.cid(agent, sender)
+    res = scripts.call(
+        r,
+        "acquire",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
+        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
+    )
+    if not res:
+        return None
+    return Acquired(token=res[0], run_id=res[1] or None, orphan=res[2] if len(res) > 2 else None)
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A recovered lease: the run to resume, or the run started from the inbox."""
+
+    token: str
+    resume: str | None
+    started: str | None
+
+
+def takeover(r: redis.Redis, conversation: str) -> Takeover | None:
+    """Take an expired lease over (the reaper's move); None while the lease is alive."""
+    res = scripts.call(
+        r,
+        "takeover",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
+        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
+    )
+    if not res:
+        return None
+    return Takeover(token=res[0], resume=res[1] or None, started=res[2] or None)
+
+
+# --- running: a step claimed, streamed, committed; tool results recorded ------------------------
+
+
+def emit(r: redis.Redis, fence: Fence, event: RunEvent) -> str | None:
+    """Append ``event`` to the run's stream if ``fence`` still holds; its entry id, or None."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "emit",
+        fence.lease_keys,
+        [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen, event_json(event)],
+    )
+
+
+def begin(
+    r: redis.Redis, fence: Fence, step: int, phase: str, claim_id: str, call_id: str = ""
+) -> Begin:
+    """Claim the execution of ``step`` (``call_id`` of it, for a tool call)."""
+    claim = (
+        keys.run_call(fence.run_id, "claim", call_id)
+        if call_id
+        else keys.run_part(fence.run_id, "claim")
+    )
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "begin",
+        [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
+        [fence.token, ttl_ms(), step, phase, claim_id, call_id],
+    )
+
+
+def commit(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    message: dict[str, Any] | None,
+    next_phase: CommitPhase,
+    calls: list[ToolCall],
+    usage: tuple[int, int],
+    model: str,
+) -> Commit:
+    """Persist one LLM step: the assistant message (if any) and what the run does next."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "commit",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.conv(fence.cid, "history"),
+            keys.run_part(fence.run_id, "claim"),
+        ],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            json.dumps(message, ensure_ascii=False) if message else "",
+            next_phase,
+            json.dumps(calls, ensure_ascii=False),
+            usage[0],
+            usage[1],
+            model,
+        ],
+    )
+
+
+def record_tool_result(
+    r: redis.Redis, fence: Fence, step: int, call_id: str, message: dict[str, Any]
+) -> ToolRecord:
+    """Store one tool call's result; ``complete`` for the call that finishes the step."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "tool_result",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.conv(fence.cid, "history"),
+            keys.run_part(fence.run_id, "results"),
+            keys.run_call(fence.run_id, "claim", call_id),
+        ],
+        [fence.token, ttl_ms(), step, call_id, json.dumps(message, ensure_ascii=False)],
+    )
+
+
+def inject_steering(r: redis.Redis, fence: Fence) -> int:
+    """Move queued steering messages into history (``user_steered``); -1 when fenced."""
+    return int(
+        scripts.call(
+            r,
+            "steer_inject",
+            [*fence.lease_keys, keys.run(fence.run_id), keys.conv(fence.cid, "history")],
+            [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen],
+        )
+    )
+
+
+def compact(
+    r: redis.Redis,
+    fence: Fence,
+    summary: dict[str, Any],
+    keep: int,
+    expected_len: int,
+    event: Compacted,
+) -> tuple[str, int]:
+    """Replace history by ``summary`` (+ its last ``keep`` messages), archiving the rest.
+
+    Returns ``("ok", archived count)``, or ``("fenced" | "stale", 0)``.
+    """
+    res = scripts.call(
+        r,
+        "compact",
+        [*fence.lease_keys, keys.conv(fence.cid, "history"), keys.conv(fence.cid, "archive")],
+        [
+            fence.token,
+            ttl_ms(),
+            fence.run_id,
+            keep,
+            json.dumps(summary, ensure_ascii=False),
+            event_json(event),
+            get_settings().events_maxlen,
+            now_ms(),
+            expected_len,
+        ],
+    )
+    return res[0], int(res[1]) if len(res) > 1 else 0
+
+
+# --- waiting: a tool call parked, and what ends the wait ---------------------------------------
+
+
+def wait_begin(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    call_id: str,
+    kind: WaitKind,
+    timeout: float,
+    event: AskUser | None,
+    data: dict[str, Any],
+) -> Wait:
+    """Park tool call ``call_id`` until a wake (see ``walrus_tasks.waits``), or ``timeout``."""
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "wait_begin",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.run_call(fence.run_id, "claim", call_id),
+        ],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            call_id,
+            kind,
+            now_ms() + int(timeout * 1000),
+            event_json(event) if event else "",
+            json.dumps(data),
+            now_ms(),
+            get_settings().events_maxlen,
+            fence.cid,
+        ],
+    )
+
+
+def wake_of(r: redis.Redis, run_id: str, call_id: str) -> dict[str, Any] | None:
+    """The stored wake of a call that waited, or None."""
+    raw: str | None = r.hget(keys.run_part(run_id, "wakes"), call_id)  # type: ignore[assignment]
+    return json.loads(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Woken:
+    """A call whose wait ended, to dispatch again under the lease ``token``."""
+
+    token: str
+    step: int
+    index: int
+    call_id: str
+
+    @classmethod
+    def from_lua(cls, reply: list[Any]) -> Woken:
+        """From ``wake_call``'s ``{token, step, index, call_id}`` (``lua/lib/runs.lua``)."""
+        return cls(str(reply[0]), int(reply[1]), int(reply[2]), str(reply[3]))
+
+
+@dataclass(frozen=True)
+class ParentWake:
+    """The parent's ``delegate`` call that the last of its children woke as it ended."""
+
+    agent: str
+    sender: str
+    run_id: str
+    woken: Woken
+
+
+def wake(
+    r: redis.Redis,
+    run_id: str,
+    conversation: str,
+    call_id: str,
+    kinds: str,
+    wake_kind: Literal["reply", "cancelled"],
+    content: str,
+) -> Woken | Literal["queued"] | None:
+    """End a wait from outside the run (wake.lua): a reply or approval, or a kill.
+
+    ``call_id`` "" means the waiting call of one of ``kinds`` (comma-separated) with the
+    earliest deadline. ``queued``: a reply for a running run with no question yet, kept for
+    its next one. None: nothing waits for this.
+    """
+    res = scripts.call(
+        r,
+        "wake",
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence"), keys.run(run_id)],
+        [
+            call_id,
+            kinds,
+            wake_kind,
+            content,
+            now_ms(),
+            int(get_settings().dispatch_grace * 1000),
+            conversation,
+        ],
+    )
+    if res == "queued":
+        return "queued"
+    return Woken.from_lua(res) if isinstance(res, list) else None
+
+
+def queue_steering(r: redis.Redis, agent: str, sender: str, content: str) -> str | None:
+    """Queue ``content`` for the active run's next LLM step (steer.lua); its run id or None."""
+    run_id = scripts.call(r, "steer", [keys.conv(keys.cid(agent, sender), "active")], [content])
+    return str(run_id) if run_id else None
+
+
+# --- ended: succeeded, failed or cancelled -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How ``finish`` went: ``ended``, or ``fenced`` / ``stale`` (nothing changed).
+
+    Also the conversation's next run (started under the same token), and the parent call
+    that this run, the last of its delegated children, woke.
+    """
+
+    state: Literal["ended", "fenced", "stale"]
+    next_run: str | None = None
+    parent_wake: ParentWake | None = None
+
+
+def finish(
+    r: redis.Redis,
+    fence: Fence,
+    status: EndStatus,
+    end_event: End,
+    error: str = "",
+    result: dict[str, Any] | None = None,
+) -> Finished:
+    """End the run with ``end_event`` and start the next queued run of the conversation.
+
+    ``result`` is what a delegating parent's call reports for this run (if it has a parent).
+    """
+    settings = get_settings()
+    res = scripts.call(
+        r,
+        "finish",
+        [*fence.lease_keys, keys.run(fence.run_id)],
+        [
+            fence.token,
+            ttl_ms(),
+            fence.run_id,
+            fence.cid,
+            status,
+            error,
+            event_json(end_event),
+            now_ms(),
+            settings.events_maxlen,
+            settings.events_ttl,
+            json.dumps(result or {}, ensure_ascii=False),
+            int(settings.dispatch_grace * 1000),
+        ],
+    )
+    if res[0] != "ended":
+        return Finished(state=res[0])
+    parent = None
+    if res[2]:  # {token, step, index, call_id, parent agent, parent sender, parent run}
+        agent, sender, run_id = res[2][4:7]
+        parent = ParentWake(agent, sender, run_id, Woken.from_lua(res[2][:4]))
+    return Finished(state="ended", next_run=res[1] or None, parent_wake=parent)
