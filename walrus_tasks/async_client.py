@@ -17,7 +17,7 @@ import httpx
 from walrus_tasks import client_core as api
 from walrus_tasks import client_stream as sse
 from walrus_tasks.client_core import GatewayUnreachable
-from walrus_tasks.client_stream import STREAM_GIVE_UP, STREAM_READ_TIMEOUT, Event
+from walrus_tasks.client_stream import Event
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -33,24 +33,14 @@ from walrus_tasks.models import (
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(api.ClientBase[httpx.AsyncClient]):
     """Asynchronous client of one gateway; ``async with`` it or ``await close()``.
 
     A dropped event stream reconnects with ``Last-Event-ID`` for up to ``stream_give_up``
     seconds without a new event, so the caller sees every event exactly once.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float = 30.0,
-        token: str | None = None,
-        stream_give_up: float = STREAM_GIVE_UP,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.stream_give_up = stream_give_up
-        self._http = httpx.AsyncClient(**api.http_options(self.base_url, timeout, token))
-        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self

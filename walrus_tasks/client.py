@@ -16,13 +16,17 @@ import httpx
 
 from walrus_tasks import client_core as api
 from walrus_tasks import client_stream as sse
-from walrus_tasks.client_core import GatewayUnreachable, http_status, raise_for_error
+from walrus_tasks.client_core import (
+    STREAM_GIVE_UP,
+    STREAM_READ_TIMEOUT,
+    GatewayUnreachable,
+    http_status,
+    raise_for_error,
+)
 from walrus_tasks.client_stream import (
     RETRY_DELAY,
     RETRY_DELAY_MAX,
     RETRY_STATUSES,
-    STREAM_GIVE_UP,
-    STREAM_READ_TIMEOUT,
     Event,
     SSEParser,
     parse_sse,
@@ -57,23 +61,13 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Client:
+class Client(api.ClientBase[httpx.Client]):
     """Synchronous client of one gateway; use as a context manager or call ``close()``.
 
     A dropped event stream reconnects for up to ``stream_give_up`` seconds without a new event.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float = 30.0,
-        token: str | None = None,
-        stream_give_up: float = STREAM_GIVE_UP,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.stream_give_up = stream_give_up
-        self._http = httpx.Client(**api.http_options(self.base_url, timeout, token))
-        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+    _http_class = httpx.Client
 
     def __enter__(self) -> Client:
         return self

@@ -33,6 +33,20 @@ from walrus_tasks.names import DEFAULT_SENDER
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+
+STREAM_GIVE_UP = 30.0
+"""Seconds a dropped event stream keeps reconnecting (with no new event) before it is an error.
+
+Long enough to ride out a gateway restart (its graceful shutdown alone may take 3 s).
+"""
+
+STREAM_READ_TIMEOUT = 60.0
+"""Seconds an event stream may stay silent before it counts as dropped.
+
+Four of the gateway's keep-alive intervals (``WALRUS_SSE_KEEPALIVE``, 15 s by default), so an idle
+run is never cut, yet a half-open connection is noticed.
+"""
 
 _ERRORS: dict[int, type[WalrusError]] = {
     404: NotFound,
@@ -81,10 +95,27 @@ def http_status(e: WalrusError) -> int | None:
     return e.status if "status" in vars(e) else None
 
 
-def http_options(base_url: str, timeout: float, token: str | None) -> dict[str, Any]:
-    """The keyword arguments of the httpx client (sync or async) under a gateway client."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return {"base_url": base_url, "timeout": timeout, "headers": headers}
+class ClientBase(Generic[H]):
+    """What ``Client`` and ``AsyncClient`` hold, set up once.
+
+    The gateway's URL, its httpx client (``H``, sync or async), and the reconnect budget of
+    event streams.
+    """
+
+    _http_class: type[H]
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        token: str | None = None,
+        stream_give_up: float = STREAM_GIVE_UP,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.stream_give_up = stream_give_up
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http: H = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
 
 
 @contextmanager

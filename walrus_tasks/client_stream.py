@@ -18,24 +18,11 @@ import httpx
 
 from walrus_tasks.client_core import GatewayUnreachable, raise_for_error, unexpected, unreachable
 
-STREAM_GIVE_UP = 30.0
-"""Seconds a dropped event stream keeps reconnecting (with no new event) before it is an error.
-
-Long enough to ride out a gateway restart (its graceful shutdown alone may take 3 s).
-"""
-
 RETRY_DELAY = 0.2
 """Seconds before the first reconnection; doubled on each further attempt up to RETRY_DELAY_MAX."""
 
 RETRY_DELAY_MAX = 2.0
 """The longest wait between two reconnections."""
-
-STREAM_READ_TIMEOUT = 60.0
-"""Seconds an event stream may stay silent before it counts as dropped.
-
-Four of the gateway's keep-alive intervals (``WALRUS_SSE_KEEPALIVE``, 15 s by default), so an idle
-run is never cut, yet a half-open connection is noticed.
-"""
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Statuses a proxy or a restarting gateway answers with: while following, a drop to retry."""
