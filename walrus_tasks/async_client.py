@@ -1,39 +1,23 @@
-"""The asyncio twin of ``walrus_tasks.client.Client`` (same methods, same resume semantics)."""
+"""The asyncio twin of ``walrus_tasks.client.Client`` (same methods, same resume semantics).
+
+Each method is the same ``client_core`` request, sent with ``httpx.AsyncClient``; a dropped event
+stream resumes as ``client_stream.Resume`` decides.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import httpx
 
-from walrus_tasks.client import (
-    RETRY_DELAY,
-    RETRY_DELAY_MAX,
-    RETRY_STATUSES,
-    STREAM_GIVE_UP,
-    STREAM_READ_TIMEOUT,
-    Event,
-    GatewayUnreachable,
-    SSEParser,
-    _agent_config_path,
-    _agent_path,
-    _conversation_path,
-    _conversation_root,
-    _cron_path,
-    _feed_path,
-    _message,
-    _parse,
-    _reason,
-    _subscription,
-    _subscription_path,
-    _unexpected,
-    raise_for_error,
-)
+from walrus_tasks import client_core as api
+from walrus_tasks import client_stream as sse
+from walrus_tasks.client_core import GatewayUnreachable
+from walrus_tasks.client_stream import Event
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -46,26 +30,17 @@ from walrus_tasks.models import (
     Subscription,
 )
 
+T = TypeVar("T")
 
-class AsyncClient:
+
+class AsyncClient(api.ClientBase[httpx.AsyncClient]):
     """Asynchronous client of one gateway; ``async with`` it or ``await close()``.
 
     A dropped event stream reconnects with ``Last-Event-ID`` for up to ``stream_give_up``
     seconds without a new event, so the caller sees every event exactly once.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float = 30.0,
-        token: str | None = None,
-        stream_give_up: float = STREAM_GIVE_UP,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.stream_give_up = stream_give_up
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers)
-        self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -82,17 +57,13 @@ class AsyncClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, key: str | None = None, **kw: Any) -> Any:
-        try:
-            resp = await self._http.request(method, path, **kw)
-        except httpx.TransportError as e:
-            raise GatewayUnreachable(self.base_url, _reason(e)) from e
-        raise_for_error(resp)
-        try:
-            body = resp.json()
-            return body if key is None else body[key]
-        except (ValueError, KeyError, TypeError) as e:
-            raise _unexpected(resp.url, f"a body without {key or 'JSON'!r}") from e
+    async def _call(self, call: api.Call[T]) -> T:
+        """Send ``call``; its result, or the walrus error the answer (or its absence) means."""
+        with api.unreachable(self.base_url):
+            resp = await self._http.request(call.method, call.path, json=call.json)
+        return call.read(resp)
+
+    # --- conversations and runs ----------------------------------------------------------------
 
     async def send(
         self,
@@ -103,190 +74,160 @@ class AsyncClient:
         cwd: str | None = None,
     ) -> Accepted:
         """Submit a message; the accepted run's id and events URL."""
-        body = _message(content, sender, on_busy, cwd)
-        path = _agent_path(agent, "messages")
-        return _parse(Accepted, await self._request("POST", path, json=body))
+        return await self._call(api.send(agent, content, sender, on_busy, cwd))
 
     async def reply(
         self, agent: str, content: str, sender: str | None = None, call_id: str | None = None
     ) -> Replied:
         """Answer the conversation's pending ``ask_user`` question (or approval)."""
-        body = {"content": content, **({"call_id": call_id} if call_id else {})}
-        path = _conversation_path(agent, sender, "reply")
-        return _parse(Replied, await self._request("POST", path, json=body))
+        return await self._call(api.reply(agent, content, sender, call_id))
 
     async def steer(self, agent: str, content: str, sender: str | None = None) -> str:
         """Inject ``content`` before the active run's next LLM call; the run's id."""
-        path = _conversation_path(agent, sender, "steer")
-        return str(await self._request("POST", path, key="run_id", json={"content": content}))
+        return await self._call(api.steer(agent, content, sender))
 
     async def compact(self, agent: str, sender: str | None = None) -> Accepted:
         """Queue a compaction of the conversation (a run of its own)."""
-        path = _conversation_path(agent, sender, "compact")
-        return _parse(Accepted, await self._request("POST", path))
+        return await self._call(api.compact(agent, sender))
 
     async def archive(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
         """The histories compaction replaced, oldest first."""
-        path = _conversation_path(agent, sender, "archive")
-        return list(await self._request("GET", path, key="archives"))
+        return await self._call(api.archive(agent, sender))
 
     async def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
-        return _parse(RunInfo, await self._request("GET", f"/v1/runs/{quote(run_id, safe='')}"))
+        return await self._call(api.run(run_id))
 
     async def kill(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""
-        path = _conversation_path(agent, sender, "kill")
-        run_id = await self._request("POST", path, key="run_id")
-        return str(run_id) if run_id else None
+        return await self._call(api.kill(agent, sender))
 
     async def history(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
         """The conversation's messages in order."""
-        path = _conversation_path(agent, sender, "history")
-        return list(await self._request("GET", path, key="messages"))
-
-    async def agents(self) -> list[AgentInfo]:
-        """The configured agents."""
-        rows = await self._request("GET", "/v1/agents", key="agents")
-        return [_parse(AgentInfo, a) for a in rows]
+        return await self._call(api.history(agent, sender))
 
     async def conversations(self) -> list[Conversation]:
         """Every conversation, most recently active first."""
-        rows = await self._request("GET", "/v1/conversations", key="conversations")
-        return [_parse(Conversation, c) for c in rows]
-
-    async def add_cron(self, spec: CronSpec) -> CronEntry:
-        """Create a cron entry (fires from its next schedule time on)."""
-        body = spec.model_dump(exclude_none=True)
-        return _parse(CronEntry, await self._request("POST", "/v1/crons", json=body))
-
-    async def crons(self) -> list[CronEntry]:
-        """Every cron entry, with last/next fire time and last run id."""
-        rows = await self._request("GET", "/v1/crons", key="crons")
-        return [_parse(CronEntry, c) for c in rows]
-
-    async def remove_cron(self, cron_id: str) -> None:
-        """Delete a cron entry (NotFound if there is none with this id)."""
-        await self._request("DELETE", _cron_path(cron_id))
-
-    async def reload(self) -> dict[str, Any]:
-        """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
-        return dict(await self._request("POST", "/v1/admin/reload"))
+        return await self._call(api.conversations())
 
     async def delete_conversation(self, agent: str, sender: str | None = None) -> None:
         """Delete a conversation's history and state (Conflict while a run is active or queued)."""
-        await self._request("DELETE", _conversation_root(agent, sender))
+        return await self._call(api.delete_conversation(agent, sender))
+
+    # --- agents and the gateway ----------------------------------------------------------------
+
+    async def agents(self) -> list[AgentInfo]:
+        """The configured agents."""
+        return await self._call(api.agents())
+
+    async def agent(self, name: str) -> AgentInfo:
+        """One agent (NotFound if it is not configured)."""
+        return await self._call(api.agent(name))
 
     async def create_agent(self, name: str, **fields: Any) -> AgentInfo:
         """Write a new agent's config (Conflict if it exists); every process reloads."""
-        body = {"name": name, **fields}
-        return _parse(AgentInfo, await self._request("POST", "/v1/agents", json=body))
+        return await self._call(api.create_agent(name, fields))
 
     async def update_agent(self, name: str, **fields: Any) -> AgentInfo:
         """Replace an agent's whole config (omitted fields take their defaults)."""
-        path = _agent_config_path(name)
-        return _parse(AgentInfo, await self._request("PUT", path, json=fields))
+        return await self._call(api.update_agent(name, fields))
 
     async def delete_agent(self, name: str) -> None:
         """Delete an agent's config (Conflict while another agent lists it in members)."""
-        await self._request("DELETE", _agent_config_path(name))
+        return await self._call(api.delete_agent(name))
+
+    async def healthz(self) -> dict[str, Any]:
+        """The gateway's health body (raises if it is not 200)."""
+        return await self._call(api.healthz())
+
+    async def reload(self) -> dict[str, Any]:
+        """Make every gateway, worker and beat re-read the config: ``{generation, agents}``."""
+        return await self._call(api.reload())
 
     async def providers(self) -> dict[str, Any]:
         """``{"providers": [{name, kind, base_url}], "models": [the models agents use]}``."""
-        return dict(await self._request("GET", "/v1/providers"))
+        return await self._call(api.providers())
 
     async def skills(self) -> list[dict[str, Any]]:
         """The skills: ``[{name, description, allowed_tools}]``."""
-        return list(await self._request("GET", "/v1/skills", key="skills"))
+        return await self._call(api.skills())
 
     async def mcps(self) -> list[dict[str, Any]]:
         """The MCP servers: ``[{name, transport, command | url, agents}]``."""
-        return list(await self._request("GET", "/v1/mcps", key="mcps"))
+        return await self._call(api.mcps())
 
     async def stats(self) -> dict[str, Any]:
         """Counts of agents, conversations, active and queued runs, leases and queue depths."""
-        return dict(await self._request("GET", "/v1/stats"))
+        return await self._call(api.stats())
+
+    # --- cron and the event bus ----------------------------------------------------------------
+
+    async def add_cron(self, spec: CronSpec) -> CronEntry:
+        """Create a cron entry (fires from its next schedule time on)."""
+        return await self._call(api.add_cron(spec))
+
+    async def crons(self) -> list[CronEntry]:
+        """Every cron entry, with last/next fire time and last run id."""
+        return await self._call(api.crons())
+
+    async def remove_cron(self, cron_id: str) -> None:
+        """Delete a cron entry (NotFound if there is none with this id)."""
+        return await self._call(api.remove_cron(cron_id))
 
     async def subscribe(self, source: str, target_agent: str, once: bool = False) -> Subscription:
         """Send every event published to ``source`` to ``target_agent`` (only the first: once)."""
-        body = _subscription(source, target_agent, once)
-        return _parse(Subscription, await self._request("POST", "/v1/subscriptions", json=body))
+        return await self._call(api.subscribe(source, target_agent, once))
 
     async def subscriptions(self) -> list[Subscription]:
         """Every subscription, oldest first."""
-        rows = await self._request("GET", "/v1/subscriptions", key="subscriptions")
-        return [_parse(Subscription, s) for s in rows]
+        return await self._call(api.subscriptions())
 
     async def unsubscribe(self, sub_id: str) -> None:
         """Remove a subscription (NotFound if there is none with this id)."""
-        await self._request("DELETE", _subscription_path(sub_id))
+        return await self._call(api.unsubscribe(sub_id))
 
     async def publish(self, source: str, payload: Any) -> list[str]:
         """Publish an event; the ids of the runs it started (one per fired subscription)."""
-        body = {"source": source, "payload": payload}
-        return [str(f) for f in await self._request("POST", "/v1/events", key="fired", json=body)]
+        return await self._call(api.publish(source, payload))
 
-    async def events(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    # --- event streams -------------------------------------------------------------------------
+
+    def events(self, run_id: str, last_event_id: str | None = None) -> AsyncGenerator[Event, None]:
         """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
-        path = f"/v1/runs/{quote(run_id, safe='')}/events"
-        async for event in self._follow(path, last_event_id):
-            yield event
+        resume = sse.Resume(self.base_url, self.stream_give_up, last_event_id)
+        return self._follow(api.run_events_path(run_id), resume)
 
-    async def feed(
+    def feed(
         self, agent: str | None = None, last_event_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The live feed of every run's events, as ``Client.feed`` (it has no end)."""
-        async for event in self._follow(_feed_path(agent), last_event_id, until_end=False):
-            yield event
+        resume = sse.Resume(self.base_url, self.stream_give_up, last_event_id, until_end=False)
+        return self._follow(api.feed_path(agent), resume)
 
-    async def _follow(
-        self, path: str, last_event_id: str | None, until_end: bool = True
-    ) -> AsyncIterator[Event]:
-        """Yield the events of SSE ``path``, reconnecting after drops until ``end`` (if asked)."""
-        last = last_event_id
-        down_since: float | None = None
-        failures = 0
+    async def _follow(self, path: str, resume: sse.Resume) -> AsyncGenerator[Event, None]:
+        """Drive ``resume``: yield the events of SSE ``path``, reconnecting after drops."""
         while True:
-            error = "the stream ended before the run's end event"
             try:
-                async for event in self._stream(path, last):
-                    down_since, failures = None, 0
-                    last = event.id or last
+                async for event in self._stream(path, resume.headers()):
+                    done = resume.on_event(event)
                     yield event
-                    if until_end and event.type == "end":
+                    if done:
                         return
+                reason = sse.STREAM_CUT
             except GatewayUnreachable as e:
-                error = e.reason
-            now = time.monotonic()
-            down_since = now if down_since is None else down_since
-            left = self.stream_give_up - (now - down_since)
-            if left <= 0:
-                raise GatewayUnreachable(
-                    self.base_url, f"{error} (gave up reconnecting after {now - down_since:.1f} s)"
-                )
-            await asyncio.sleep(min(RETRY_DELAY * 2**failures, RETRY_DELAY_MAX, left))
-            failures += 1
+                reason = e.reason
+            await asyncio.sleep(resume.on_drop(reason, time.monotonic()))
 
-    async def _stream(self, path: str, last_event_id: str | None) -> AsyncIterator[Event]:
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        parser = SSEParser()
-        try:
+    async def _stream(self, path: str, headers: dict[str, str]) -> AsyncIterator[Event]:
+        """One SSE request; a transport failure or a 502/503/504 raises GatewayUnreachable."""
+        parser = sse.SSEParser()
+        with sse.stream_errors(self.base_url, path):
             async with self._http.stream(
                 "GET", path, headers=headers, timeout=self._stream_timeout
             ) as resp:
-                if resp.status_code in RETRY_STATUSES:
-                    raise GatewayUnreachable(self.base_url, f"HTTP {resp.status_code}")
-                if not resp.is_success:
+                if sse.wants_error_body(resp):
                     await resp.aread()
-                    raise_for_error(resp)
-                if "text/event-stream" not in resp.headers.get("content-type", ""):
-                    raise _unexpected(resp.url, "a body that is not an event stream")
+                sse.check_stream(resp, self.base_url, path)
                 async for line in resp.aiter_lines():
                     if (event := parser.feed(line)) is not None:
                         yield event
-        except httpx.TransportError as e:
-            raise GatewayUnreachable(self.base_url, _reason(e)) from e
-        except ValueError as e:
-            raise _unexpected(self.base_url + path, f"bad event data: {e}") from e
