@@ -85,11 +85,14 @@ def start_redis(
     appendonly: bool = True,
     password: str | None = None,
     databases: int = 16,
+    appendfsync: str = "everysec",
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
     AOF is on (``appendfsync everysec``) and eviction off, as DESIGN.md asks of every Redis
     that holds walrus state. With ``password``, clients must authenticate (``requirepass``).
+    Starting again with the same ``data_dir`` and ``port`` restarts the same server (its data
+    reloaded from the AOF); ``appendfsync="always"`` loses nothing even to ``kill -9``.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -100,7 +103,7 @@ def start_redis(
         "--dir", str(data_dir),
         "--save", "",
         "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--maxmemory-policy", "noeviction",
         "--databases", str(databases),
         "--logfile", str(data_dir / "redis.log"),
