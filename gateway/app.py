@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.aredis = async_redis(settings.redis_url)
+        # Its XREADs block for up to sse_keepalive: reads may take that long, and a bit more.
+        app.state.aredis = async_redis(settings.redis_url, settings.sse_keepalive + 10)
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
         yield

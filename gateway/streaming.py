@@ -65,22 +65,19 @@ async def resilient(
     """Yield the items of ``read(after)``; when Redis drops, wait and read on from the last id.
 
     ``read(cursor)`` yields ``(entry id, event)`` after entry id ``cursor`` (``(cursor, None)``
-    for an idle wait). Raises the last Redis error once ``grace`` seconds have passed since
-    the first failure with nothing read in between.
+    for an idle wait). Raises the last Redis error if Redis does not answer again within
+    ``grace`` seconds of a failure.
     """
-    deadline: float | None = None
     while True:
         try:
             async for entry_id, event in read(after):
-                after, deadline = entry_id, None
+                after = entry_id
                 yield entry_id, event
             return
         except REDIS_DOWN as e:
             _cancelled(e)
-            if deadline is None:
-                log.warning("redis went away under a stream (%s); waiting %g s for it", e, grace)
-                deadline = time.monotonic() + grace
-            await wait_for_redis(r, deadline, e)
+            log.warning("redis went away under a stream (%s); waiting %g s for it", e, grace)
+            await wait_for_redis(r, time.monotonic() + grace, e)
 
 
 def error_frame(message: str) -> str:
