@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import admin, bus, manage, openai_compat, turns, ws
 from gateway.auth import install_auth
-from gateway.errors import BodyLimit, error_response, install
+from gateway.errors import BodyLimit, install, unavailable
 from gateway.metrics import install_metrics
+from gateway.origin import OriginGuard
 from gateway.streaming import sse_response
 from walrus_tasks import keys, store
 from walrus_tasks.config import Config, load_config
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.aredis = async_redis(settings.redis_url)
+        # Its XREADs block for up to sse_keepalive: reads may take that long, and a bit more.
+        app.state.aredis = async_redis(settings.redis_url, settings.sse_keepalive + 10)
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
         yield
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     install(app)
     install_auth(app, config)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
+    app.add_middleware(OriginGuard, config=config, settings=settings)
 
     def cfg() -> Config:
         return app.state.config  # type: ignore[no-any-return]
@@ -96,9 +100,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         meta = send_meta(cfg(), agent, body.cwd)
         submitted = submit(r, agent, sender, body.content, body.on_busy, meta=meta)
         if body.stream or "text/event-stream" in accept:
-            return sse_response(
-                request.app.state.aredis, submitted.run_id, "0-0", settings.sse_keepalive
-            )
+            return sse_response(request.app.state.aredis, submitted.run_id, "0-0", settings)
         return Accepted(run_id=submitted.run_id, events_url=f"/v1/runs/{submitted.run_id}/events")
 
     @app.get("/v1/runs/{run_id}", response_model=RunInfo, responses=ERRORS)
@@ -122,7 +124,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         start = last_event_id or after or "0-0"
         if not re.fullmatch(r"\d+-\d+", start):
             raise InvalidInput(f"invalid Last-Event-ID {start!r}")
-        return sse_response(request.app.state.aredis, run_id, start, settings.sse_keepalive)
+        return sse_response(request.app.state.aredis, run_id, start, settings)
 
     @app.post(
         "/v1/agents/{agent}/conversations/{sender}/kill",
@@ -161,11 +163,11 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     @app.get("/healthz")
     def healthz(r: Redis) -> JSONResponse:
-        """200 when Redis answers, else 503."""
+        """200 when Redis answers, else 503 (with ``Retry-After``)."""
         try:
             r.ping()
         except redis.RedisError as e:
-            return error_response(503, "unavailable", f"redis: {e}")
+            return unavailable(e)
         return JSONResponse({"status": "ok"})
 
     openai_compat.register(app, cfg, settings)

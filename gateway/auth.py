@@ -40,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_response
+from gateway.errors import RETRY_AFTER, error_response
 from walrus_tasks import store
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.connection import get_redis
@@ -189,6 +189,8 @@ async def deny(
     response = error_response(status, code, message)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER)
     await response(scope, receive, send)
 
 

@@ -12,12 +12,11 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gateway.streaming import SSE_HEADERS
+from gateway.streaming import Item, sse_frames, sse_stream
 from walrus_tasks import subscriptions
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, NotFound
-from walrus_tasks.events import sse_frame
 from walrus_tasks.feed import aread_feed, live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
 from walrus_tasks.names import agent_name
@@ -33,11 +32,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-async def _frames(
-    r: aioredis.Redis, after: str, agent: str | None, keepalive: float
+def _frames(
+    r: aioredis.Redis, after: str, agent: str | None, settings: Settings
 ) -> AsyncIterator[str]:
-    async for entry_id, event in aread_feed(r, after, agent, block_ms=int(keepalive * 1000)):
-        yield ": keep-alive\n\n" if event is None else sse_frame(entry_id, event)
+    block_ms = int(settings.sse_keepalive * 1000)
+
+    def read(cursor: str) -> AsyncIterator[Item]:
+        return aread_feed(r, cursor, agent, block_ms=block_ms)
+
+    return sse_frames(r, read, after, settings.sse_redis_grace)
 
 
 def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
@@ -92,8 +95,7 @@ def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
             raise InvalidInput(f"invalid Last-Event-ID {start!r}")
         # Fixed before the response starts: whatever happens after the client sees 200 is sent.
         start = start or live_end(r)
-        frames = _frames(request.app.state.aredis, start, agent, settings.sse_keepalive)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_stream(_frames(request.app.state.aredis, start, agent, settings))
 
     return api
 

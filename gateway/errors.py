@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,10 +13,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walrus_tasks.errors import WalrusError
 
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+"""What redis-py (sync and asyncio alike) raises while Redis cannot be reached: retry later."""
+
+RETRY_AFTER = 2
+"""Seconds a client is told to wait (``Retry-After``) before retrying while Redis is down."""
+
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     """The error body every endpoint returns."""
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def unavailable(exc: BaseException) -> JSONResponse:
+    """``503 unavailable`` with ``Retry-After``: Redis is down, the request may be retried."""
+    response = error_response(503, "unavailable", f"redis unavailable: {exc}")
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def _describe(errors: Any) -> str:
@@ -45,6 +59,13 @@ def install(app: FastAPI) -> None:
             exc.status_code, "http"
         )
         return error_response(exc.status_code, code, str(exc.detail))
+
+    # One handler per class: Starlette looks handlers up along the exception's MRO.
+    for cls in REDIS_DOWN:
+
+        @app.exception_handler(cls)
+        async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+            return unavailable(exc)
 
 
 class BodyLimit:

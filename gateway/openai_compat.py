@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from gateway.errors import _describe
-from gateway.streaming import SSE_HEADERS
+from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe
+from gateway.streaming import SSE_HEADERS, Item, resilient
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
@@ -61,6 +61,10 @@ class OpenAIRoute(APIRoute):
             except HTTPException as e:
                 code = {413: "too_large"}.get(e.status_code, "http")
                 return openai_error(e.status_code, code, str(e.detail))
+            except REDIS_DOWN as e:
+                response = openai_error(503, "unavailable", f"redis unavailable: {e}")
+                response.headers["Retry-After"] = str(RETRY_AFTER)
+                return response
 
         return handle
 
@@ -180,8 +184,18 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
+def _events(r: aioredis.Redis, run_id: str, settings: Settings) -> AsyncIterator[Item]:
+    """The run's events from the start, riding out a Redis restart (see gateway.streaming)."""
+    block_ms = int(settings.sse_keepalive * 1000)
+
+    def read(cursor: str) -> AsyncIterator[Item]:
+        return aread_events(r, run_id, cursor, block_ms=block_ms)
+
+    return resilient(r, read, "0-0", settings.sse_redis_grace)
+
+
 async def stream_chunks(
-    r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, keepalive: float
+    r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, settings: Settings
 ) -> AsyncIterator[str]:
     """The run as ``chat.completion.chunk`` SSE frames, then ``data: [DONE]``.
 
@@ -197,7 +211,7 @@ async def stream_chunks(
 
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None
-    async for _, event in aread_events(r, run_id, "0-0", block_ms=int(keepalive * 1000)):
+    async for _, event in _events(r, run_id, settings):
         if event is None:
             yield ": keep-alive\n\n"
         elif event["type"] == "chunk":
@@ -216,12 +230,12 @@ async def stream_chunks(
 
 
 async def collect(
-    r: aioredis.Redis, run_id: str, keepalive: float
+    r: aioredis.Redis, run_id: str, settings: Settings
 ) -> tuple[str, dict[str, Any] | None]:
     """Every chunk's text of the run, and its ``end`` event (None if the run vanished)."""
     text: list[str] = []
     end: dict[str, Any] | None = None
-    async for _, event in aread_events(r, run_id, "0-0", block_ms=int(keepalive * 1000)):
+    async for _, event in _events(r, run_id, settings):
         if event is not None and event["type"] == "chunk":
             text.append(event["content"])
         end = event if event is not None and event["type"] == "end" else end
@@ -275,9 +289,9 @@ def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
         run_id, aredis = submitted.run_id, request.app.state.aredis
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            frames = stream_chunks(aredis, run_id, agent, include_usage, settings.sse_keepalive)
+            frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
             return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-        text, end = await collect(aredis, run_id, settings.sse_keepalive)
+        text, end = await collect(aredis, run_id, settings)
         if end is None or end.get("status") != "succeeded":
             code, message = run_error(run_id, end)
             return openai_error(502, code, message, run_id=run_id)

@@ -11,10 +11,11 @@ until they end or a ``cancel {target}`` stops them. Failures are ``{"id", "type"
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway import manage, turns
 from gateway.admin import Reloaded, reload_config
+from gateway.streaming import Item, resilient
 from walrus_tasks import crons, store, subscriptions, waits
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
@@ -132,6 +134,14 @@ class Session:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True
 
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` (after any frame being written)."""
+        async with self.lock:
+            if not self.closed:
+                self.closed = True
+                with contextlib.suppress(RuntimeError, OSError):
+                    await self.ws.close(code, reason)
+
     async def error(self, request_id: Any, exc: BaseException) -> None:
         """Send the error frame of ``exc`` for request ``request_id``."""
         code, message = error_of(exc)
@@ -142,15 +152,19 @@ class Session:
     async def serve(self) -> None:
         """Accept the socket and dispatch its frames until the client goes away."""
         await self.ws.accept()
+        limit = self.settings.max_body_bytes
         try:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 raw = message.get("text")
-                if raw is None:
-                    raw = (message.get("bytes") or b"").decode("utf-8", "replace")
-                await self.dispatch(raw)
+                data = raw.encode() if raw is not None else message.get("bytes") or b""
+                if len(data) > limit:
+                    # uvicorn's ws_max_size closes such a frame first; this covers other servers.
+                    await self.close(1009, f"frame exceeds the {limit}-byte limit")
+                    break
+                await self.dispatch(data.decode("utf-8", "replace") if raw is None else raw)
         except WebSocketDisconnect:
             pass
         finally:
@@ -253,8 +267,12 @@ def _send(s: Session, args: Args) -> Accepted:
 @op("stream")
 async def _stream(s: Session, request_id: Any, args: Args) -> None:
     run_id = (await run_in_threadpool(_submit, s, args)).run_id
-    block_ms = int(s.settings.sse_keepalive * 1000)
-    async for _, event in aread_events(s.app.state.aredis, run_id, block_ms=block_ms):
+    block_ms, r = int(s.settings.sse_keepalive * 1000), s.app.state.aredis
+
+    def read(cursor: str) -> AsyncIterator[Item]:
+        return aread_events(r, run_id, cursor, block_ms=block_ms)
+
+    async for _, event in resilient(r, read, "0-0", s.settings.sse_redis_grace):
         if event is not None:
             await s.send({"id": request_id, "type": "event", "event": event})
     await s.send({"id": request_id, "type": "done", "run_id": run_id})
@@ -428,8 +446,12 @@ async def _subscribe_events(s: Session, request_id: Any, args: Args) -> None:
         raise InvalidInput(f"invalid 'after' {after!r}: must be a feed entry id")
     start: str = after if after is not None else await run_in_threadpool(live_end, get_redis())
     await s.send({"id": request_id, "type": "subscribed", "after": start})
-    block_ms = int(s.settings.sse_keepalive * 1000)
-    async for _, event in aread_feed(s.app.state.aredis, start, agent, block_ms=block_ms):
+    block_ms, r = int(s.settings.sse_keepalive * 1000), s.app.state.aredis
+
+    def read(cursor: str) -> AsyncIterator[Item]:
+        return aread_feed(r, cursor, agent, block_ms=block_ms)
+
+    async for _, event in resilient(r, read, start, s.settings.sse_redis_grace):
         if event is not None:
             await s.send({"id": request_id, "type": "event", "event": event})
 

@@ -3,6 +3,7 @@ loopback, and a password-protected Redis end to end."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_home
@@ -167,6 +170,28 @@ def test_a_full_access_token_uses_every_agent(auth_cluster: Cluster) -> None:
         assert c.get("/v1/agents/slow").status_code == 200
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert {"echo", "slow", "paced"} <= agents
+
+
+def test_with_tokens_any_host_is_served_but_a_cross_origin_websocket_is_not(
+    auth_cluster: Cluster,
+) -> None:
+    # Bearer tokens are not cookies: a page cannot make a browser send one by itself, so a
+    # gateway with tokens serves any Host (it sits behind proxies) and leaves HTTP to the token.
+    with client(auth_cluster, FULL) as c:
+        assert c.get("/v1/agents", headers={"Host": "gateway.example"}).status_code == 200
+    url = auth_cluster.gateway_url.replace("http://", "ws://") + "/v1/ws"
+    bearer = {"Authorization": f"Bearer {FULL}"}
+    # A proxy that injects the token would otherwise hand it to every page that opens a socket.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            url, open_timeout=10, additional_headers={**bearer, "Origin": "http://evil.example"}
+        )
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body)["error"]["code"] == "forbidden"
+    for origin in ({}, {"Origin": "http://localhost:3000"}):
+        with connect(url, open_timeout=10, additional_headers={**bearer, **origin}) as conn:
+            conn.send(json.dumps({"id": 1, "op": "ping"}))
+            assert json.loads(conn.recv(timeout=10))["type"] == "pong"
 
 
 # --- a token limited to agents ---------------------------------------------------------------

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
+    gateway_allowed_origins: str = Field(
+        default="",
+        description="comma-separated browser origins (https://app.example) the gateway also "
+        "serves, besides loopback and same-origin; their hosts are accepted as Host too",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(json|console)$")
 
@@ -43,6 +48,12 @@ class Settings(BaseSettings):
     events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
     max_body_bytes: int = 1024 * 1024
     sse_keepalive: float = 15.0
+    sse_redis_grace: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds an open SSE stream waits for Redis to come back before it ends "
+        "with an error event (the client resumes with Last-Event-ID)",
+    )
 
     beat_lock_ttl: float = Field(
         default=5.0, gt=0, description="seconds a dead beat holds the lock: the failover time"
@@ -59,6 +70,14 @@ class Settings(BaseSettings):
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )
+
+    def allowed_origins(self) -> list[str]:
+        """``gateway_allowed_origins`` as a list of normalized origins (lower case, no ``/``)."""
+        return [
+            o.strip().rstrip("/").lower()
+            for o in self.gateway_allowed_origins.split(",")
+            if o.strip()
+        ]
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,138 @@
+"""Which ``Host`` and ``Origin`` headers the gateway serves: browsers must not reach it by proxy.
+
+With no token configured (loopback mode) the gateway trusts whoever can reach it, which is
+only safe if that is a local program. Two browser tricks would break that:
+
+- DNS rebinding: a page on ``evil.example`` re-points its name at ``127.0.0.1`` and then
+  talks to the gateway as "same origin". Its requests carry ``Host: evil.example``, so only
+  loopback hosts (``127.0.0.1``, ``localhost``, ``[::1]``, any port), the configured
+  ``WALRUS_GATEWAY_HOST`` and the hosts of ``WALRUS_GATEWAY_ALLOWED_ORIGINS`` are served.
+- Cross-origin requests: any page may POST a "simple" request or open a WebSocket (which CORS
+  does not cover) to ``127.0.0.1:8765``. Browsers mark both with ``Origin``, so a request
+  whose ``Origin`` is present must be same-origin, loopback, or listed in
+  ``WALRUS_GATEWAY_ALLOWED_ORIGINS``. Programs (curl, the CLI, SDKs) send no ``Origin``.
+
+With tokens configured, HTTP is left to the bearer check: a browser never attaches a bearer
+token by itself (it is no cookie), and a page cannot add ``Authorization`` to a cross-origin
+request without a CORS preflight, which this gateway never approves. A WebSocket is still
+refused from an origin that is neither same-origin, loopback nor listed: the browser WebSocket
+API cannot send ``Authorization`` today, but a reverse proxy that injects the token (a common
+way to put a gateway behind single sign-on) would hand it to every page that opens a socket.
+
+A refusal is ``403 {"error": {"code": "forbidden", ...}}`` for HTTP and for a WebSocket
+handshake (a 403 response instead of the upgrade), logged with the header that was refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.auth import is_loopback
+from gateway.errors import error_response
+from walrus_tasks.config import Config
+from walrus_tasks.settings import Settings
+
+log = logging.getLogger("walrus.gateway.origin")
+
+
+def host_name(netloc: str) -> str:
+    """The host of ``host[:port]`` or ``[v6][:port]``, lower case, brackets removed."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc[1:]
+    if netloc.count(":") > 1:
+        return netloc  # a bare IPv6 address: no port to strip
+    return netloc.partition(":")[0]
+
+
+def is_loopback_name(host: str) -> bool:
+    """True for ``localhost`` (and its subdomains), 127.0.0.0/8 and ``::1``."""
+    return is_loopback(host) or host.endswith(".localhost")
+
+
+class OriginGuard:
+    """ASGI middleware: refuse foreign ``Host`` and cross-origin ``Origin`` headers (403)."""
+
+    def __init__(self, app: ASGIApp, config: Config, settings: Settings) -> None:
+        self.app = app
+        self.config = config
+        self.origins = set(settings.allowed_origins())
+        self.hosts = {host_name(urlsplit(o).netloc) for o in self.origins}
+        self.hosts.add(host_name(settings.gateway_host))
+
+    def _open(self, scope: Scope) -> bool:
+        # The app's current config (a reload may add or remove tokens), else the one we got.
+        config = getattr(getattr(scope.get("app"), "state", None), "config", None)
+        return not (config if isinstance(config, Config) else self.config).gateway.tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check ``Host`` (open gateway only) and ``Origin`` before anything else runs."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        open_gateway = self._open(scope)
+        if open_gateway or scope["type"] == "websocket":
+            refusal = self.refusal(scope["headers"], check_host=open_gateway)
+            if refusal:
+                await forbid(scope, receive, send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: Iterable[tuple[bytes, bytes]], check_host: bool) -> str | None:
+        """Why a request with ``headers`` is refused, or None if it may go on."""
+        host = origin = None
+        for name, value in headers:
+            if name == b"host" and host is None:
+                host = value.decode("latin-1")
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+        # No Host at all is HTTP/1.0 from a program: browsers always send one.
+        if check_host and host is not None and not self.host_allowed(host):
+            return (
+                f"Host {host!r} is not served: a gateway without tokens answers only loopback "
+                "hosts (127.0.0.1, localhost, [::1]); add the origin to "
+                "WALRUS_GATEWAY_ALLOWED_ORIGINS to serve it"
+            )
+        if origin is not None and not self.origin_allowed(origin, host):
+            return (
+                f"cross-origin request from Origin {origin!r} refused: only same-origin, "
+                "loopback and WALRUS_GATEWAY_ALLOWED_ORIGINS origins are served"
+            )
+        return None
+
+    def host_allowed(self, host: str) -> bool:
+        """True for a loopback host, the gateway's own host, or an allowed origin's host."""
+        name = host_name(host)
+        return is_loopback_name(name) or name in self.hosts
+
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """True for an allowed, loopback or same-origin ``Origin`` (``null`` is none of them)."""
+        origin = origin.strip().rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False
+        if is_loopback_name(host_name(parts.netloc)):
+            return True
+        return host is not None and parts.netloc == host.strip().lower()
+
+
+async def forbid(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+    """Answer 403 with the JSON error body: for a WebSocket, instead of accepting it."""
+    client = scope.get("client") or ("?", 0)
+    method = scope.get("method", "WEBSOCKET")
+    log.warning("%s %s from %s: 403 %s", method, scope["path"], client[0], message)
+    response = error_response(403, "forbidden", message)
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
+        "extensions", {}
+    ):
+        # A server without the denial-response extension answers a close before accept
+        # with a bare 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    await response(scope, receive, send)
