@@ -85,11 +85,14 @@ def start_redis(
     appendonly: bool = True,
     password: str | None = None,
     databases: int = 16,
+    appendfsync: str = "everysec",
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
-    AOF is on (``appendfsync everysec``) and eviction off, as DESIGN.md asks of every Redis
-    that holds walrus state. With ``password``, clients must authenticate (``requirepass``).
+    AOF is on (``appendfsync everysec``; ``always`` for a test that ``kill -9``s Redis and
+    counts on every acknowledged write) and eviction off, as DESIGN.md asks of every Redis that
+    holds walrus state. With ``password``, clients must authenticate (``requirepass``). A
+    server restarted with the same ``data_dir`` and ``port`` loads its AOF.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -100,7 +103,7 @@ def start_redis(
         "--dir", str(data_dir),
         "--save", "",
         "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--maxmemory-policy", "noeviction",
         "--databases", str(databases),
         "--logfile", str(data_dir / "redis.log"),
