@@ -86,7 +86,7 @@ def table(res: Result) -> Table:
         row("runs failed", k.statuses["failed"], bool(k.statuses["failed"]))
         if k.failures:
             row("  failed with", "; ".join(f"{n}x {e}" for e, n in k.failures.most_common(3)))
-        row("runs never terminal", k.never_terminal(), bool(k.never_terminal()))
+        row("runs never terminal", _first(k.stuck), bool(k.stuck))
         row("runs recovered by the reaper", k.recovered_runs)
         row("ambiguous messages found in history", k.ambiguous_in_history)
         for label, found in (

@@ -176,8 +176,8 @@ class Faults(threading.Thread):
 
 
 def _why_exited(path: os.PathLike[str]) -> str:
-    """The message of the last critical or error record in a process's JSON log (else its
-    last line): usually why it exited."""
+    """The message of the last critical (else error) record in a process's JSON log, else its
+    last line: usually why it exited."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -185,11 +185,12 @@ def _why_exited(path: os.PathLike[str]) -> str:
             lines = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    for line in reversed(lines):
+    found: dict[str, str] = {}
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("level") in ("critical", "error"):
-            return str(record.get("msg", ""))[:200]
-    return lines[-1][:200] if lines else ""
+            found[record["level"]] = str(record.get("msg", ""))[:200]
+    return found.get("critical") or found.get("error") or (lines[-1][:200] if lines else "")

@@ -52,6 +52,12 @@ class Params:
     deadline: float = 0.0
     """Global deadline (s) for the whole run; 0: duration + settle timeout + 240 s."""
 
+    def stall(self) -> float:
+        """Seconds with no run ending after which the rest count as stuck: longer than the
+        slowest recovery (a prefetched task of a killed worker: the dispatch grace, then the
+        reaper's takeover and a few lease TTLs)."""
+        return self.dispatch_grace + 3 * self.lease_ttl + 10
+
     def plan(self) -> Plan:
         kills = [self.kill_every * k for k in range(1, int(self.duration / self.kill_every) + 1)]
         return Plan(
@@ -154,8 +160,10 @@ def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
                 )  # fmt: skip
                 with r:
                     ids = [m.run_id for m in load.all() if m.outcome == "accepted"]
-                    result.settle_s = settle(r, ids, p.settle_timeout, _settle_tick(log, len(ids)))
-                    wait_clean(r, timeout=p.lease_ttl * 3 + 10)
+                    result.settle_s = settle(
+                        r, ids, p.settle_timeout, p.stall(), _settle_tick(log, len(ids))
+                    )
+                    wait_clean(r, timeout=p.lease_ttl * 2 + 3)
                     log(f"[{faults.elapsed():5.1f}s] checking history, runs, streams, leftovers")
                     result.checks = check(env.cluster.gateway_url, r, load, p.sample, p.seed)
             finally:
@@ -173,11 +181,13 @@ def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
 
 
 def _settle_tick(log: Callable[[str], None], total: int) -> Callable[[int], None]:
-    last = [0.0]
+    """Log the count of terminal runs when it moves (at most every 2 s) or every 15 s."""
+    last = {"at": 0.0, "done": -1}
 
     def tick(done: int) -> None:
-        if time.monotonic() - last[0] >= 5:
-            last[0] = time.monotonic()
+        since = time.monotonic() - last["at"]
+        if since >= 15 or (since >= 2 and done != last["done"]):
+            last.update(at=time.monotonic(), done=done)
             log(f"  runs terminal: {done}/{total}")
 
     return tick

@@ -30,6 +30,8 @@ class Checks:
     """Terminal status (or the last one seen) -> runs, over accepted runs."""
     failures: Counter[str] = field(default_factory=Counter)
     """Error of a failed run -> count."""
+    stuck: list[str] = field(default_factory=list)
+    """Runs not terminal after the settle timeout: message, run id, status."""
     recovered_runs: int = 0
     missing: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
@@ -73,11 +75,12 @@ class Checks:
         return [f"{what}: {n}" for what, n in found if n]
 
 
-def settle(r: redis.Redis, run_ids: list[str], timeout: float, tick: Any) -> float:
-    """Wait until every run is terminal (at most ``timeout`` s); the seconds it took."""
-    t0 = time.monotonic()
+def settle(r: redis.Redis, run_ids: list[str], timeout: float, stall: float, tick: Any) -> float:
+    """Wait until every run is terminal; the seconds it took. Gives up after ``timeout`` s, or
+    once no run has ended for ``stall`` s (longer than any recovery takes: the rest are stuck)."""
+    t0 = moved = time.monotonic()
     pending = list(run_ids)
-    while pending and time.monotonic() - t0 < timeout:
+    while pending and time.monotonic() - t0 < timeout and time.monotonic() - moved < stall:
         try:
             with r.pipeline(transaction=False) as p:
                 for run_id in pending:
@@ -86,7 +89,10 @@ def settle(r: redis.Redis, run_ids: list[str], timeout: float, tick: Any) -> flo
         except redis.RedisError:
             time.sleep(0.5)
             continue
-        pending = [i for i, s in zip(pending, statuses, strict=True) if s not in TERMINAL]
+        still = [i for i, s in zip(pending, statuses, strict=True) if s not in TERMINAL]
+        if len(still) < len(pending):
+            moved = time.monotonic()
+        pending = still
         tick(len(run_ids) - len(pending))
         if pending:
             time.sleep(0.5)
@@ -139,13 +145,15 @@ def check(gateway_url: str, r: redis.Redis, load: Load, sample: int, seed: int) 
             except (httpx.HTTPError, KeyError, ValueError) as e:
                 out.unreadable.append(f"history of {name}: {e!r}")
         recovered: list[str] = []
-        for run_id in runs:
+        for run_id, msg in runs.items():
             try:
                 info = http.get(f"/v1/runs/{run_id}").raise_for_status().json()
             except (httpx.HTTPError, ValueError) as e:
                 out.unreadable.append(f"run {run_id}: {e!r}")
                 continue
             out.statuses[info["status"]] += 1
+            if info["status"] not in TERMINAL:
+                out.stuck.append(f"{msg.content} run {run_id} {info['status']}")
             if info["status"] == "failed":
                 out.failures[str(info.get("error"))[:120]] += 1
             if r.hget(keys.run(run_id), "recoveries"):
@@ -221,7 +229,7 @@ def _sse(http: httpx.Client, run_id: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
     try:
-        with http.stream("GET", f"/v1/runs/{run_id}/events", timeout=5) as resp:
+        with http.stream("GET", f"/v1/runs/{run_id}/events", timeout=3) as resp:
             if resp.status_code != 200:
                 return f"HTTP {resp.status_code}"
             lines = resp.iter_lines()
