@@ -46,7 +46,8 @@ class Params:
     dispatch_grace: float = 30.0
     in_flight: int = 32
     send_timeout: float = 30.0
-    settle_timeout: float = 180.0
+    settle_timeout: float = 600.0
+    """Most seconds to wait for runs to end after the faults (a stall ends the wait sooner)."""
     sample: int = 50
     seed: int = 1
     deadline: float = 0.0

@@ -158,11 +158,9 @@ def check(gateway_url: str, r: redis.Redis, load: Load, sample: int, seed: int) 
                 out.failures[str(info.get("error"))[:120]] += 1
             if r.hget(keys.run(run_id), "recoveries"):
                 recovered.append(run_id)
-            ends = [
-                f for _, f in r.xrange(keys.run_part(run_id, "events"))
-                if json.loads(f["data"])["type"] == "end"
-            ]  # fmt: skip
-            out.stream_ends[len(ends)] += 1
+            entries = r.xrange(keys.run_part(run_id, "events")) or []
+            ends = sum(json.loads((f or {})["data"])["type"] == "end" for _, f in entries)
+            out.stream_ends[ends] += 1
         out.recovered_runs = len(recovered)
         # Recovered runs first: their streams are the ones a takeover could have broken.
         rest = [i for i in runs if i not in set(recovered)]
