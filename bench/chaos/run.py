@@ -147,10 +147,10 @@ def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
             result.logs = str(env.tmp)
             load = Load(AGENT, p.conversations, p.messages)
             faults = Faults(env, p.plan(), p.concurrency, log)
+            result.load = load
             faults.start()
             try:
                 asyncio.run(_drive(env.cluster.gateway_url, load, p, _progress(log, load, faults)))
-                result.load = load
                 while faults.elapsed() < p.duration:  # the rest of the fault plan
                     time.sleep(0.5)
                 faults.redis_up.wait(p.redis_down + 30)
@@ -168,6 +168,7 @@ def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
                     log(f"[{faults.elapsed():5.1f}s] checking history, runs, streams, leftovers")
                     result.checks = check(env.cluster.gateway_url, r, load, p.sample, p.seed)
             finally:
+                watchdog.cancel()  # from here on only cleanup, which the deadline must not cut
                 faults.stop()
                 result.faults = faults.out
             env.keep = bool(result.problems())

@@ -179,9 +179,16 @@ def _conversation(
     http: httpx.Client, agent: str, name: str, msgs: list[Message], out: Checks,
     runs: dict[str, Message],
 ) -> None:  # fmt: skip
-    """Check one conversation's history against what was sent; collect its run ids."""
     resp = http.get(f"/v1/agents/{agent}/conversations/{name}/history").raise_for_status()
-    history: list[dict[str, Any]] = resp.json()["messages"]
+    check_history(name, resp.json()["messages"], msgs, out, runs)
+
+
+def check_history(
+    name: str, history: list[dict[str, Any]], msgs: list[Message], out: Checks,
+    runs: dict[str, Message],
+) -> None:  # fmt: skip
+    """Check one conversation's history against what was sent (``msgs``, in send order):
+    count into ``out``, and add each run to check to ``runs``."""
     by_content = {m.content: m for m in msgs}
     seen: Counter[str] = Counter()
     answers: Counter[str] = Counter()
