@@ -22,13 +22,13 @@ SMALL = Params(
     conversations=20,
     messages=3,
     workers=3,
-    duration=25,  # worker kills at 10 s and 20 s, Redis kill -9 at 7.5 s
+    duration=22,  # worker kills at 10 s and 20 s, Redis kill -9 at 6.6 s
     kill_every=10,
     redis_faults=("kill9",),
     dispatch_grace=10,  # a prefetched task of a killed worker is recovered within it
     settle_timeout=30,
     sample=60,  # every run's SSE
-    deadline=100,  # under the per-test timeout: the harness stops everything itself
+    deadline=105,  # under the per-test timeout: the harness stops everything itself
 )
 
 

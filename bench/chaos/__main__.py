@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     add("--dispatch-grace", type=float, default=d.dispatch_grace,
         help="WALRUS_DISPATCH_GRACE (%(default)s)")  # fmt: skip
     add("--in-flight", type=int, default=d.in_flight, help="concurrent POSTs (%(default)s)")
+    add("--max-pending", type=int, default=d.max_pending,
+        help="unended runs above which sends wait, 0: no limit (%(default)s)")  # fmt: skip
     add("--send-timeout", type=float, default=d.send_timeout, help="retrying one send, s")
     add("--settle-timeout", type=float, default=d.settle_timeout, help="runs ending, s")
     add("--sample", type=int, default=d.sample, help="runs whose SSE is read (%(default)s)")

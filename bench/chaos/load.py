@@ -57,16 +57,38 @@ class Load:
         return Counter(m.outcome for m in self.all())
 
 
+@dataclass
+class Pacer:
+    """Holds sends back while ``limit`` accepted runs have not ended, so that tasks never wait
+    in a queue longer than the dispatch grace, however slow the machine (a queue longer than
+    that is mistaken for dead workers: runs fail after repeated recoveries). It waits at most
+    ``max_wait`` per send, so stuck runs cannot stop the load. ``pending`` is kept up to date
+    by the caller (from Redis); ``limit`` 0 means no limit."""
+
+    limit: int = 0
+    max_wait: float = 30.0
+    pending: int = 0
+
+    async def room(self) -> None:
+        """Return once fewer than ``limit`` runs are pending, or after ``max_wait``."""
+        t0 = time.monotonic()
+        while self.limit and self.pending >= self.limit and time.monotonic() - t0 < self.max_wait:
+            await asyncio.sleep(0.2)
+
+
 def sender(conversation: int) -> str:
     """The sender of conversation ``c`` (a fresh Redis per run, so no prefix is needed)."""
     return f"c{conversation}"
 
 
 async def send_all(
-    gateway_url: str, load: Load, window: float, send_timeout: float, in_flight: int
-) -> None:
+    gateway_url: str, load: Load, window: float, send_timeout: float, in_flight: int,
+    pacer: Pacer | None = None,
+) -> None:  # fmt: skip
     """Send every message, message m of conversation c at about ``window * (m*N + c) / (N*M)``
-    seconds; a conversation's messages go in order, each once its predecessor's POST is done."""
+    seconds (later if ``pacer`` holds it back); a conversation's messages go in order, each once
+    its predecessor's POST is done."""
+    pacer = pacer or Pacer()
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     timeout = httpx.Timeout(10.0, connect=3.0)
     gate = asyncio.Semaphore(in_flight)
@@ -78,6 +100,7 @@ async def send_all(
             for msg in msgs:
                 due = t0 + window * (msg.index * load.conversations + msg.conversation) / total
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await pacer.room()
                 async with gate:
                     await _send(http, load, name, msg, send_timeout)
 

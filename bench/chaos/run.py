@@ -4,6 +4,7 @@ then the checks. Bounded everywhere, with a global deadline; every process stopp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 import redis
 
 from bench.chaos.faults import FaultLog, Faults, Plan
-from bench.chaos.load import Load, send_all
-from bench.chaos.verify import Checks, check, settle, wait_clean
+from bench.chaos.load import Load, Pacer, send_all
+from bench.chaos.verify import TERMINAL, Checks, check, settle, wait_clean
 from bench.procs import environment
+from walrus_tasks import keys
 
 AGENT = "chaos"
 WORDS = 8
@@ -45,6 +47,8 @@ class Params:
     lease_ttl: float = 3.0
     dispatch_grace: float = 30.0
     in_flight: int = 32
+    max_pending: int = 48
+    """Accepted runs not yet ended above which sends wait (0: no limit; see ``Pacer``)."""
     send_timeout: float = 30.0
     settle_timeout: float = 600.0
     """Most seconds to wait for runs to end after the faults (a stall ends the wait sooner)."""
@@ -56,8 +60,8 @@ class Params:
     def stall(self) -> float:
         """Seconds with no run ending after which the rest count as stuck: longer than the
         slowest recovery (a prefetched task of a killed worker: the dispatch grace, then the
-        reaper's takeover and a few lease TTLs)."""
-        return self.dispatch_grace + 3 * self.lease_ttl + 10
+        reaper's takeover within a lease TTL or two)."""
+        return self.dispatch_grace + 2 * self.lease_ttl + 5
 
     def plan(self) -> Plan:
         kills = [self.kill_every * k for k in range(1, int(self.duration / self.kill_every) + 1)]
@@ -104,14 +108,33 @@ def _progress(log: Callable[[str], None], load: Load, faults: Faults) -> Callabl
     return line
 
 
-async def _drive(gateway_url: str, load: Load, p: Params, progress: Callable[[], None]) -> None:
+async def _drive(
+    gateway_url: str, r: redis.Redis, load: Load, p: Params, progress: Callable[[], None]
+) -> None:
+    pacer = Pacer(limit=p.max_pending, max_wait=p.dispatch_grace)
     sending = asyncio.ensure_future(
-        send_all(gateway_url, load, p.duration * 0.9, p.send_timeout, p.in_flight)
+        send_all(gateway_url, load, p.duration * 0.9, p.send_timeout, p.in_flight, pacer)
     )
+    ended: set[str] = set()
+    last = time.monotonic()
     while not sending.done():
-        await asyncio.wait([sending], timeout=5)
-        progress()
+        await asyncio.wait([sending], timeout=0.5)
+        accepted = [m.run_id for m in load.all() if m.outcome == "accepted"]
+        with contextlib.suppress(redis.RedisError):  # Redis is down: keep the last count
+            ended |= await asyncio.to_thread(_ended, r, [i for i in accepted if i not in ended])
+        pacer.pending = len(accepted) - len(ended)
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            progress()
     sending.result()
+
+
+def _ended(r: redis.Redis, run_ids: list[str]) -> set[str]:
+    with r.pipeline(transaction=False) as pipe:
+        for run_id in run_ids:
+            pipe.hget(keys.run(run_id), "status")
+        statuses = pipe.execute()
+    return {i for i, s in zip(run_ids, statuses, strict=True) if s in TERMINAL}
 
 
 def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
@@ -149,26 +172,26 @@ def run(p: Params, log: Callable[[str], None] | None = None) -> Result:
             faults = Faults(env, p.plan(), p.concurrency, log)
             result.load = load
             faults.start()
+            r = redis.Redis.from_url(
+                env.redis.url, decode_responses=True, socket_timeout=10, socket_connect_timeout=1
+            )
             try:
-                asyncio.run(_drive(env.cluster.gateway_url, load, p, _progress(log, load, faults)))
+                gateway = env.cluster.gateway_url
+                asyncio.run(_drive(gateway, r, load, p, _progress(log, load, faults)))
                 while faults.elapsed() < p.duration:  # the rest of the fault plan
                     time.sleep(0.5)
                 faults.redis_up.wait(p.redis_down + 30)
                 log(f"[{faults.elapsed():5.1f}s] faults over; waiting for runs to end")
-                r = redis.Redis.from_url(
-                    env.redis.url, decode_responses=True, socket_timeout=10,
-                    socket_connect_timeout=3,
-                )  # fmt: skip
-                with r:
-                    ids = [m.run_id for m in load.all() if m.outcome == "accepted"]
-                    result.settle_s = settle(
-                        r, ids, p.settle_timeout, p.stall(), _settle_tick(log, len(ids))
-                    )
-                    wait_clean(r, timeout=p.lease_ttl * 2 + 3)
-                    log(f"[{faults.elapsed():5.1f}s] checking history, runs, streams, leftovers")
-                    result.checks = check(env.cluster.gateway_url, r, load, p.sample, p.seed)
+                ids = [m.run_id for m in load.all() if m.outcome == "accepted"]
+                result.settle_s = settle(
+                    r, ids, p.settle_timeout, p.stall(), _settle_tick(log, len(ids))
+                )
+                wait_clean(r, timeout=p.lease_ttl + 2)
+                log(f"[{faults.elapsed():5.1f}s] checking history, runs, streams, leftovers")
+                result.checks = check(gateway, r, load, p.sample, p.seed)
             finally:
                 watchdog.cancel()  # from here on only cleanup, which the deadline must not cut
+                r.close()
                 faults.stop()
                 result.faults = faults.out
             env.keep = bool(result.problems())
