@@ -68,11 +68,18 @@ class Pacer:
     limit: int = 0
     max_wait: float = 30.0
     pending: int = 0
+    free: int = 0
+    """Sends let through whatever ``pending`` says: set when Redis goes down, so that the
+    outage meets some traffic (``pending`` cannot be read then) without a burst of every
+    held send."""
 
     async def room(self) -> None:
         """Return once fewer than ``limit`` runs are pending, or after ``max_wait``."""
         t0 = time.monotonic()
         while self.limit and self.pending >= self.limit and time.monotonic() - t0 < self.max_wait:
+            if self.free > 0:
+                self.free -= 1
+                return
             await asyncio.sleep(0.2)
 
 

@@ -44,7 +44,7 @@ class Params:
     redis_down: float = 2.0
     chunk_delay_ms: int = 60
     lease_ttl: float = 3.0
-    dispatch_grace: float = 30.0
+    dispatch_grace: float = 60.0
     in_flight: int = 32
     max_pending: int = 48
     """Accepted runs not yet ended above which sends wait (0: no limit; see ``Pacer``)."""
@@ -116,14 +116,18 @@ async def _drive(
     )
     ended: set[str] = set()
     last = time.monotonic()
+    up = True
     while not sending.done():
         await asyncio.wait([sending], timeout=0.5)
         accepted = [m.run_id for m in load.all() if m.outcome == "accepted"]
         try:
             ended |= await asyncio.to_thread(_ended, r, [i for i in accepted if i not in ended])
             pacer.pending = len(accepted) - len(ended)
+            up = True
         except redis.RedisError:
-            pacer.pending = 0  # Redis is down: let sends through, to meet the outage
+            if up:  # Redis just went down: let a few held sends meet the outage
+                pacer.free = p.in_flight // 2
+            up = False
         if time.monotonic() - last >= 5:
             last = time.monotonic()
             progress()
