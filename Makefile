@@ -1,7 +1,7 @@
 # One command per habit.
 PY ?= python
 
-.PHONY: install test lint typecheck check bench up
+.PHONY: install test lint typecheck check bench chaos up
 
 install:
 	$(PY) -m pip install -e '.[dev]'
@@ -21,6 +21,9 @@ check: lint typecheck test
 
 bench:
 	$(PY) -m bench
+
+chaos:
+	$(PY) -m bench.chaos
 
 up:
 	walrus up

@@ -22,19 +22,22 @@ AGENT = "bench"
 REPLY = "pong from the bench agent"
 
 
-def write_home(home: Path) -> Path:
-    """A config directory with the one agent the benchmark talks to (mock model, no delay)."""
+BENCH_AGENT = f"""
+model = "mock"
+description = "benchmark agent: replies at once"
+[mock]
+reply = "{REPLY}"
+chunk_delay_ms = 0
+"""
+
+
+def write_home(home: Path, agents: dict[str, str] | None = None) -> Path:
+    """A config directory with ``agents`` (name -> TOML body), by default the benchmark's one
+    agent (mock model, no delay)."""
     (home / "agents").mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text("")
-    (home / "agents" / f"{AGENT}.toml").write_text(
-        textwrap.dedent(f"""
-        model = "mock"
-        description = "benchmark agent: replies at once"
-        [mock]
-        reply = "{REPLY}"
-        chunk_delay_ms = 0
-        """)
-    )
+    for name, body in (agents or {AGENT: BENCH_AGENT}).items():
+        (home / "agents" / f"{name}.toml").write_text(textwrap.dedent(body))
     return home
 
 
@@ -45,6 +48,8 @@ class Env:
     redis: RedisServer
     cluster: Cluster
     tmp: Path
+    keep: bool = False
+    """Keep the temp directory (logs) even after a clean exit: the caller found a problem."""
 
     @property
     def redis_url(self) -> str:
@@ -116,37 +121,61 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def environment(workers: int, concurrency: int, timeout: float = 60.0) -> Iterator[Env]:
-    """Start Redis, a gateway and ``workers`` worker processes; stop them all on the way out.
+def environment(
+    workers: int,
+    concurrency: int,
+    timeout: float = 60.0,
+    *,
+    agents: dict[str, str] | None = None,
+    beat: bool = False,
+    env_extra: dict[str, str] | None = None,
+    appendfsync: str = "everysec",
+    name: str = "bench",
+) -> Iterator[Env]:
+    """Start Redis, a gateway, ``workers`` worker processes (and beat); stop them all on exit.
 
-    The temp directory (Redis data, config, process logs) is removed after a clean run and kept
-    (its path printed) after a failure, for the logs.
+    ``agents`` are written to the config directory (default: the benchmark agent),
+    ``env_extra`` goes to every walrus process. Whatever ``env.redis`` and ``env.cluster.procs``
+    hold on the way out is stopped, so a caller may restart Redis or add processes. The temp
+    directory (Redis data, config, process logs) is removed after a clean run and kept (its
+    path printed) after a failure, for the logs.
     """
     previous = signal.signal(signal.SIGTERM, _sigterm)
-    tmp = Path(tempfile.mkdtemp(prefix="walrus-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"walrus-{name}-"))
+    env: Env | None = None
     server: RedisServer | None = None
     cluster: Cluster | None = None
     ok = False
     try:
-        server = start_redis(tmp / "redis")
+        server = start_redis(tmp / "redis", appendfsync=appendfsync)
         logs = tmp / "logs"
         logs.mkdir()
-        cluster = Cluster(redis_url=server.url, home=write_home(tmp / "home"), log_dir=logs)
+        cluster = Cluster(
+            redis_url=server.url,
+            home=write_home(tmp / "home", agents),
+            log_dir=logs,
+            env_extra=dict(env_extra or {}),
+        )
+        env = Env(redis=server, cluster=cluster, tmp=tmp)
         cluster.start_gateway()
         for i in range(1, workers + 1):
             cluster.start_worker(f"worker{i}", concurrency=concurrency)
+        if beat:
+            cluster.start_beat()
         cluster.wait_ready(timeout=timeout)
-        yield Env(redis=server, cluster=cluster, tmp=tmp)
+        yield env
         ok = True
     finally:
         try:
             if cluster is not None:
                 cluster.stop()
         finally:
+            if env is not None:
+                server = env.redis  # the one running now, if the caller restarted Redis
             if server is not None:
                 server.stop()
             signal.signal(signal.SIGTERM, previous)
-            if ok:
+            if ok and not (env is not None and env.keep):
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
-                print(f"walrus bench: logs kept in {tmp}", flush=True)
+                print(f"walrus {name}: logs kept in {tmp}", flush=True)

@@ -75,8 +75,9 @@ class Cluster:
              f"--hostname={name}@test"],
         )  # fmt: skip
 
-    def start_gateway(self) -> str:
-        port = free_port()
+    def start_gateway(self, port: int | None = None) -> str:
+        """Start the gateway (on ``port``, else a free one); its URL."""
+        port = port or free_port()
         env = self.env()
         env["WALRUS_GATEWAY_PORT"] = str(port)
         self._spawn("gateway", ["gateway"], env)
