@@ -1,5 +1,5 @@
 """What a worker killed with kill -9 leaves in kombu's ``unacked`` hash, and why its
-redelivery after the visibility timeout changes nothing (docs/unacked.md)."""
+redelivery after the visibility timeout changes nothing (docs/reliability.md, "unacked")."""
 
 from __future__ import annotations
 

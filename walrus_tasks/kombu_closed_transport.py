@@ -15,7 +15,7 @@ same error in older releases: celery/kombu#582, celery/kombu#970.
 The fix: a channel whose transport is gone raises a *connection* error when it needs a new
 pool, which every caller of a channel already handles as "the broker went away". Its unacked
 messages stay in kombu's ``unacked`` hash and come back after the visibility timeout
-(docs/unacked.md). Delete this module when
+(docs/reliability.md, "unacked"). Delete this module when
 ``tests/test_redis_restart.py::test_without_the_workaround_the_worker_stops_and_exits_non_zero``
 finds that a worker survives without it.
 """
