@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import socket
 
-from celery.bin.celery import celery as celery_command
-
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
@@ -34,6 +32,10 @@ def main() -> None:
         metrics.serve(args.metrics_port)
     else:
         metrics.no_multiprocess()
+    # Imported only now: loading celery's command line loads its plugins (Flower's imports
+    # prometheus_client), which must come after metrics.serve() set the multiprocess dir.
+    from celery.bin.celery import celery as celery_command
+
     import worker.tasks  # noqa: F401  (registers the task bodies on the app)
 
     argv = [
