@@ -19,7 +19,7 @@ from gateway.auth import install_auth
 from gateway.errors import BodyLimit, install, unavailable
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard
-from gateway.streaming import sse_response
+from gateway.sse import sse_response
 from walrus_tasks import keys, store
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, get_redis

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gateway.streaming import Item, sse_frames, sse_stream
+from gateway.sse import Item, sse_frames, sse_stream
 from walrus_tasks import subscriptions
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis

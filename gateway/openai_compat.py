@@ -25,12 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe
-from gateway.streaming import SSE_HEADERS, Item, resilient
+from gateway.sse import SSE_HEADERS, Item, resilient
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
-from walrus_tasks.events import aread_events
 from walrus_tasks.names import sender_name
+from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
 
@@ -185,7 +185,7 @@ def _data(obj: dict[str, Any]) -> str:
 
 
 def _events(r: aioredis.Redis, run_id: str, settings: Settings) -> AsyncIterator[Item]:
-    """The run's events from the start, riding out a Redis restart (see gateway.streaming)."""
+    """The run's events from the start, riding out a Redis restart (see gateway.sse)."""
     block_ms = int(settings.sse_keepalive * 1000)
 
     def read(cursor: str) -> AsyncIterator[Item]:

@@ -27,12 +27,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway import manage, turns
 from gateway.admin import Reloaded, reload_config
-from gateway.streaming import Item, resilient
+from gateway.sse import Item, resilient
 from walrus_tasks import crons, store, subscriptions, waits
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
-from walrus_tasks.events import aread_events
 from walrus_tasks.feed import aread_feed, live_end
 from walrus_tasks.models import (
     Accepted,
@@ -49,6 +48,7 @@ from walrus_tasks.models import (
     SubscriptionSpec,
 )
 from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import Submitted, kill, submit
 from walrus_tasks.workspace import send_meta

@@ -1,6 +1,6 @@
 """The live feed: every event of every run, read from one bounded Redis Stream (``keys.FEED``).
 
-``emit()`` in ``lua/prelude.lua`` appends each run event to the feed in the same atomic step as
+``emit()`` in ``lua/lib/runs.lua`` appends each run event to the feed in the same atomic step as
 to the run's own stream, with the run's ``run_id``, ``agent`` and ``sender``. Readers start at
 the live end, or after a feed entry id (SSE ``Last-Event-ID``) to resume with no gap.
 """

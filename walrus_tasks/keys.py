@@ -133,7 +133,7 @@ SUBSCRIPTIONS = PREFIX + "subs"
 """HASH subscription id -> the subscription as JSON (``{id, source, target_agent, once, …}``)."""
 FEED = PREFIX + "feed"
 """STREAM of every run event of every run (``run_id``, ``agent``, ``sender``, ``data``), capped
-at about 10 000 entries; appended by ``emit()`` in ``lua/prelude.lua``, atomically with the run's
+at about 10 000 entries; appended by ``emit()`` in ``lua/lib/runs.lua``, atomically with the run's
 own stream."""
 
 

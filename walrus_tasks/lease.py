@@ -1,7 +1,7 @@
 """The per-conversation lease: one run at a time, fenced by a monotonic token.
 
 The lease belongs to the run, not the process: every task of the run carries the token it was
-dispatched under, and every write checks it in Lua (see ``lua/prelude.lua``). A worker that
+dispatched under, and every write checks it in Lua (see ``lua/lib/fence.lua``). A worker that
 stops renewing loses the lease only when somebody else takes it over (the reaper, after the TTL).
 """
 

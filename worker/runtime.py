@@ -1,4 +1,4 @@
-"""The run state machine: one LLM step per task, each tool call its own task.
+"""Executing runs: one LLM step per task, each tool call its own task.
 
 ::
 
@@ -7,8 +7,9 @@
                 `--(tool calls)--> tool call x k (in parallel, on walrus.tools)
                                       `-- the last to finish --> step n+1
 
-Every write is fenced by the conversation lease (``walrus_tasks.store``), and every step and
-tool call is claimed before it runs, so a redelivered or duplicated message does no double work.
+Every write is a fenced transition of ``walrus_tasks.runs`` (the run state machine), and every
+step and tool call is claimed before it runs, so a redelivered or duplicated message does no
+double work.
 """
 
 from __future__ import annotations

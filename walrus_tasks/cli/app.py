@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from walrus_tasks.cli import (
-    archive,
+    bus,
     chat,
     client_cmds,
     cron,
     doctor,
-    events,
+    export,
     processes,
     status,
     turn_cmds,
@@ -42,7 +42,7 @@ app.command(rich_help_panel="Client")(client_cmds.runs)
 app.command(rich_help_panel="Client")(turn_cmds.reply)
 app.command(rich_help_panel="Client")(turn_cmds.steer)
 app.command(rich_help_panel="Client")(turn_cmds.compact)
-app.add_typer(events.app, name="events", rich_help_panel="Client")
+app.add_typer(bus.app, name="events", rich_help_panel="Client")
 app.add_typer(cron.app, name="cron", rich_help_panel="Client")
 
 # Operations.
@@ -50,5 +50,5 @@ app.command(rich_help_panel="Operations")(processes.init)
 app.command(rich_help_panel="Operations")(status.status)
 app.command(rich_help_panel="Operations")(doctor.doctor)
 app.command(rich_help_panel="Operations")(cron.reload)
-app.command(name="export", rich_help_panel="Operations")(archive.export)
-app.command(name="import", rich_help_panel="Operations")(archive.import_)
+app.command(name="export", rich_help_panel="Operations")(export.export)
+app.command(name="import", rich_help_panel="Operations")(export.import_)

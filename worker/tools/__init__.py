@@ -3,9 +3,9 @@
 Importing this package registers every built-in tool (each module adds its own).
 """
 
-from worker.tools import ask, basic, delegate, files, mcp, memory, shell, skill
+from worker.tools import ask, clock, delegate, files, mcp, memory, shell, skill
 from worker.tools.base import TOOLS, Tool, ToolContext, ToolFailed, WaitFor, Wake
-from worker.tools.dispatch import call_tool, permission, scope, specs_for
+from worker.tools.scope import call_tool, permission, scope, specs_for
 
 __all__ = [
     "TOOLS",
@@ -15,8 +15,8 @@ __all__ = [
     "WaitFor",
     "Wake",
     "ask",
-    "basic",
     "call_tool",
+    "clock",
     "delegate",
     "files",
     "mcp",

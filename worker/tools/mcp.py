@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from walrus_tasks.config import AgentConfig, Config, McpServerConfig
 from worker.providers.base import ToolSpec
 from worker.tools.base import Tool, ToolContext, ToolFailed
-from worker.tools.dispatch import SOURCES
+from worker.tools.scope import SOURCES
 
 if TYPE_CHECKING:
     from mcp_types import CallToolResult

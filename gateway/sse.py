@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from fastapi.responses import StreamingResponse
 
 from gateway.errors import REDIS_DOWN
-from walrus_tasks.events import aread_events, sse_frame
+from walrus_tasks.run_stream import aread_events, sse_frame
 from walrus_tasks.settings import Settings
 
-log = logging.getLogger("walrus.gateway.streaming")
+log = logging.getLogger("walrus.gateway.sse")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0

@@ -16,7 +16,7 @@
                                           (``{name, content, aliases, created_at, updated_at}``,
                                           times in Unix seconds); only agents with entries
 
-Only what is durable is written: history and its archive, the conversation index, crons,
+Only what is durable is written: history and its compaction archive, the conversation index, crons,
 subscriptions and memory. Runs in flight (inboxes, leases, run records, event streams) are not:
 an import never starts or resumes a run. TOML has no null, so ``None`` values are left out on
 write and an absent field means ``None``.
@@ -38,7 +38,8 @@ from typing import Any
 import redis
 
 from walrus_tasks import crons, keys, memory, subscriptions
-from walrus_tasks.archive_files import (
+from walrus_tasks.errors import Conflict, InvalidInput
+from walrus_tasks.export_files import (
     load_toml,
     read_jsonl,
     toml_tables,
@@ -46,14 +47,13 @@ from walrus_tasks.archive_files import (
     without_none,
     write_jsonl,
 )
-from walrus_tasks.archive_sessions import (
+from walrus_tasks.export_sessions import (
     Session,
     read_session_files,
     read_sessions,
     write_session_files,
     write_sessions,
 )
-from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.names import AGENT_RE
 
 MEMORY = "memory"
@@ -97,7 +97,7 @@ class Summary:
 
 
 @dataclass
-class Archive:
+class Snapshot:
     """Everything an export directory holds, parsed and validated."""
 
     sessions: list[Session]
@@ -157,20 +157,20 @@ def _check_export_target(root: Path) -> None:
         raise InvalidInput(f"{root} already holds an export ({', '.join(taken)}); use a new dir")
 
 
-def write_archive(root: Path, archive: Archive) -> None:
-    """Write ``archive`` under ``root`` (which holds no export yet)."""
-    write_session_files(root, archive.sessions)
+def write_snapshot(root: Path, snapshot: Snapshot) -> None:
+    """Write ``snapshot`` under ``root`` (which holds no export yet)."""
+    write_session_files(root, snapshot.sessions)
     for table in TABLES:
-        items = without_none(archive.tables[table.name], table.path)
+        items = without_none(snapshot.tables[table.name], table.path)
         (root / table.path).parent.mkdir(exist_ok=True)
         (root / table.path).write_text(
             toml_text(f"walrus export: {table.name}; an absent field = none.", {table.name: items}),
             encoding="utf-8",
         )
-    write_memory(root, archive.memory)
+    write_memory(root, snapshot.memory)
 
 
-def read_archive(root: Path) -> Archive:
+def read_snapshot(root: Path) -> Snapshot:
     """Parse and validate an export directory; InvalidInput names the first bad file."""
     if not root.is_dir():
         raise InvalidInput(f"{root} is not a directory")
@@ -183,29 +183,29 @@ def read_archive(root: Path) -> Archive:
                 f"{root / table.path}: unknown keys {sorted(set(data) - {table.name})}"
             )
         tables[table.name] = toml_tables(root, table.path, table.name, data)
-    return Archive(sessions, tables, read_memory(root))
+    return Snapshot(sessions, tables, read_memory(root))
 
 
 # --- the two operations ----------------------------------------------------------------------
 
 
-def _summary(archive: Archive) -> Summary:
+def _summary(snapshot: Snapshot) -> Summary:
     return Summary(
-        conversations=len(archive.sessions),
-        messages=sum(len(s.history) for s in archive.sessions),
-        archived=sum(len(s.archive) for s in archive.sessions),
-        memories=sum(len(items) for items in archive.memory.values()),
-        **{name: len(items) for name, items in archive.tables.items()},
+        conversations=len(snapshot.sessions),
+        messages=sum(len(s.history) for s in snapshot.sessions),
+        archived=sum(len(s.archive) for s in snapshot.sessions),
+        memories=sum(len(items) for items in snapshot.memory.values()),
+        **{name: len(items) for name, items in snapshot.tables.items()},
     )
 
 
 def export_state(r: redis.Redis, root: Path) -> Summary:
     """Write the durable state of ``r`` under ``root`` (created; must not hold an export yet)."""
     _check_export_target(root)
-    archive = Archive(read_sessions(r), {t.name: t.dump(r) for t in TABLES}, memory.dump(r))
+    snapshot = Snapshot(read_sessions(r), {t.name: t.dump(r) for t in TABLES}, memory.dump(r))
     root.mkdir(parents=True, exist_ok=True)
-    write_archive(root, archive)
-    return _summary(archive)
+    write_snapshot(root, snapshot)
+    return _summary(snapshot)
 
 
 def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
@@ -214,7 +214,7 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
     Raises InvalidInput for a bad directory or file, Conflict while runs are in flight or when
     ``r`` already holds state and ``replace`` is false.
     """
-    archive = read_archive(root)
+    snapshot = read_snapshot(root)
     busy = in_flight(r)
     if busy:
         raise Conflict(f"{busy} conversation(s) have runs in flight; stop the workers first")
@@ -233,14 +233,14 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
     try:  # a section's load validates its items: if one refuses, put back the ones before it
         for table in TABLES:
             try:
-                table.load(r, archive.tables[table.name])
+                table.load(r, snapshot.tables[table.name])
             except InvalidInput as e:  # one line, naming the file
                 raise InvalidInput(f"{root / table.path}: {' '.join(e.message.split())}") from e
             done.append(table)
-        memory.load(r, archive.memory)  # one transaction, validated by read_archive already
+        memory.load(r, snapshot.memory)  # one transaction, validated by read_snapshot already
     except Exception:
         for table in done:
             table.load(r, old_tables[table.name])
         raise
-    write_sessions(r, archive.sessions, old_sessions)
-    return _summary(archive)
+    write_sessions(r, snapshot.sessions, old_sessions)
+    return _summary(snapshot)

@@ -1,4 +1,4 @@
-"""The conversations part of ``walrus export`` / ``walrus import`` (layout in ``archive``).
+"""The conversations part of ``walrus export`` / ``walrus import`` (layout in ``export``).
 
 A conversation's durable state is its index entry, its message counter, its history and the
 history that compaction moved out of it (``walrus:conv:<cid>:archive``, a list of JSON chunks
@@ -15,7 +15,8 @@ from typing import Any
 import redis
 
 from walrus_tasks import keys
-from walrus_tasks.archive_files import (
+from walrus_tasks.errors import InvalidInput, WalrusError
+from walrus_tasks.export_files import (
     load_toml,
     read_jsonl,
     toml_tables,
@@ -23,7 +24,6 @@ from walrus_tasks.archive_files import (
     without_none,
     write_jsonl,
 )
-from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.names import agent_name, sender_name
 
 FORMAT = 1

@@ -1,7 +1,7 @@
 """``walrus export DIR`` and ``walrus import DIR``: durable state to and from files.
 
 Both talk to Redis directly (``WALRUS_REDIS_URL``), not to the gateway; the layout and the
-rules are in ``walrus_tasks.archive``.
+rules are in ``walrus_tasks.export``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from walrus_tasks import archive, archive_sessions
+from walrus_tasks import export_sessions
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
 from walrus_tasks.errors import WalrusError
+from walrus_tasks.export import MEMORY, TABLES, Summary, export_state, import_state
 from walrus_tasks.settings import get_settings
 
 DirArgument = Annotated[Path, typer.Argument(help="The export directory.", show_default=False)]
 
 _WHERE = {
-    "conversations": archive_sessions.INDEX,
+    "conversations": export_sessions.INDEX,
     "messages": "sessions/<agent>/<sender>.jsonl",
     "archived": "sessions/<agent>/<sender>.archive.jsonl",
-    **{t.name: t.path for t in archive.TABLES},
-    "memories": archive.MEMORY + "/<agent>.jsonl",
+    **{t.name: t.path for t in TABLES},
+    "memories": MEMORY + "/<agent>.jsonl",
 }
 
 
@@ -36,7 +37,7 @@ def export(directory: DirArgument, as_json: JsonOption = False) -> None:
 
     Runs in flight are not exported.
     """
-    _run(lambda r: archive.export_state(r, directory), f"exported to {directory}", as_json)
+    _run(lambda r: export_state(r, directory), f"exported to {directory}", as_json)
 
 
 def import_(
@@ -47,10 +48,10 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Restore an export from DIR; refuses to overwrite existing state without --replace."""
-    _run(lambda r: archive.import_state(r, directory, replace), f"imported {directory}", as_json)
+    _run(lambda r: import_state(r, directory, replace), f"imported {directory}", as_json)
 
 
-def _run(operation: Callable[[redis.Redis], archive.Summary], title: str, as_json: bool) -> None:
+def _run(operation: Callable[[redis.Redis], Summary], title: str, as_json: bool) -> None:
     url = get_settings().redis_url
     r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
     try:

@@ -17,8 +17,8 @@ import redis
 
 from tests.cluster import Cluster
 from walrus_tasks import crons, keys, memory, subscriptions
-from walrus_tasks.archive import export_state, import_state
 from walrus_tasks.errors import Conflict, InvalidInput, WalrusError
+from walrus_tasks.export import export_state, import_state
 from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer, start_redis
 
