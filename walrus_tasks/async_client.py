@@ -43,6 +43,7 @@ from walrus_tasks.models import (
     OnBusy,
     Replied,
     RunInfo,
+    RunPage,
     Subscription,
 )
 
@@ -133,6 +134,11 @@ class AsyncClient:
     async def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
         return _parse(RunInfo, await self._request("GET", f"/v1/runs/{quote(run_id, safe='')}"))
+
+    async def runs(self, cursor: str | None = None, limit: int = 50, **filters: Any) -> RunPage:
+        """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
+        params = {k: v for k, v in {**filters, "cursor": cursor, "limit": limit}.items() if v}
+        return _parse(RunPage, await self._request("GET", "/v1/runs", params=params))
 
     async def kill(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""

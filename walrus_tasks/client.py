@@ -28,6 +28,7 @@ from walrus_tasks.models import (
     OnBusy,
     Replied,
     RunInfo,
+    RunPage,
     Subscription,
 )
 from walrus_tasks.names import DEFAULT_SENDER
@@ -248,6 +249,11 @@ class Client:
     def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
         return _parse(RunInfo, self._request("GET", f"/v1/runs/{quote(run_id, safe='')}"))
+
+    def runs(self, cursor: str | None = None, limit: int = 50, **filters: Any) -> RunPage:
+        """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
+        params = {k: v for k, v in {**filters, "cursor": cursor, "limit": limit}.items() if v}
+        return _parse(RunPage, self._request("GET", "/v1/runs", params=params))
 
     def kill(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""
