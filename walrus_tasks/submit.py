@@ -77,7 +77,7 @@ def submit(
         )
     if res[1]:
         waits.cancel(r, res[1])  # the interrupted run may be waiting: end the wait too
-    send_drain(agent, sender)
+    send_drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=res[1] or None)
 
 
