@@ -51,7 +51,7 @@ def router(app: FastAPI, settings: Settings) -> APIRouter:
     @api.post("/v1/crons", status_code=201, response_model=CronEntry, responses=ERRORS)
     def create_cron(spec: CronSpec, r: Redis) -> CronEntry:
         """Add a cron entry; it fires from the next schedule time on, without a restart."""
-        return crons.create(r, spec, cfg().agents.keys())
+        return crons.create(r, spec, cfg().agents.keys(), skills=crons.usable_skills(cfg()))
 
     @api.get("/v1/crons", response_model=dict[str, list[CronEntry]])
     def list_crons(r: Redis) -> dict[str, list[CronEntry]]:

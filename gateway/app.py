@@ -14,13 +14,13 @@ import redis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway import admin, bus, manage, openai_compat, turns, ws
+from gateway import admin, bus, console, manage, openai_compat, turns, ws
 from gateway.auth import install_auth
 from gateway.errors import BodyLimit, install, unavailable
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard
 from gateway.sse import sse_response
-from walrus_tasks import keys, store
+from walrus_tasks import keys, run_list, store
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, get_redis
 from walrus_tasks.errors import InvalidInput
@@ -30,10 +30,12 @@ from walrus_tasks.models import (
     Conversation,
     KillResult,
     RunInfo,
+    RunPage,
     SendMessage,
 )
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.run_events import sse_schema
+from walrus_tasks.runs import RunStatus
 from walrus_tasks.settings import Settings, get_settings
 from walrus_tasks.submit import kill, submit
 from walrus_tasks.workspace import send_meta
@@ -102,6 +104,20 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         if body.stream or "text/event-stream" in accept:
             return sse_response(request.app.state.aredis, submitted.run_id, "0-0", settings)
         return Accepted(run_id=submitted.run_id, events_url=f"/v1/runs/{submitted.run_id}/events")
+
+    @app.get("/v1/runs", response_model=RunPage, responses=ERRORS)
+    def runs(
+        r: Redis,
+        agent: str | None = None,
+        sender: str | None = None,
+        status: Annotated[list[RunStatus] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=run_list.MAX_LIMIT)] = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs, newest first, filtered by agent, sender and status (repeatable); cursor pages."""
+        return run_list.list_runs(
+            r, agent=agent, sender=sender, status=status or (), limit=limit, cursor=cursor
+        )
 
     @app.get("/v1/runs/{run_id}", response_model=RunInfo, responses=ERRORS)
     def run_status(run_id: RunId, r: Redis) -> RunInfo:
@@ -176,5 +192,6 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     manage.register(app, cfg, settings)
     turns.register(app, cfg)
     ws.register(app, settings)
+    console.register(app)
     install_metrics(app)  # last: it labels requests by the routes registered above
     return app

@@ -395,7 +395,9 @@ def _list_crons(s: Session, args: Args) -> Any:
 
 @plain("create_cron")
 def _create_cron(s: Session, args: Args) -> Any:
-    return crons.create(get_redis(), CronSpec.model_validate(args), s.cfg().agents.keys())
+    config = s.cfg()
+    spec = CronSpec.model_validate(args)
+    return crons.create(get_redis(), spec, config.agents.keys(), skills=crons.usable_skills(config))
 
 
 @plain("delete_cron")

@@ -43,7 +43,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 ]
 COMMANDS = ["up", "gateway", "worker", "beat", "flower", "init", "doctor", "status",
             "chat", "send", "kill", "history", "runs", "cron", "reload", "events",
-            "export", "import", "reply", "steer", "compact"]  # fmt: skip
+            "export", "import", "reply", "steer", "compact", "agents"]  # fmt: skip
 
 
 def frame(entry_id: str, event: dict[str, Any]) -> bytes:

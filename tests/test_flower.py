@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.cluster import Cluster, wait_for
-from walrus_tasks.celery_app import DRAIN, STEP, TOOL_CALL
+from walrus_tasks.celery_app import DRAIN, REAP, STEP, TOOL_CALL
 from walrus_tasks.redis_server import free_port, start_redis
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "compose" / "docker-compose.yml"
@@ -34,10 +34,10 @@ def flower_cluster(home: Path, tmp_path: Path) -> Iterator[Cluster]:
 
 
 def start_flower(cluster: Cluster, auth: str) -> str:
-    """Start ``walrus flower`` on a free port with basic auth, as compose does; its URL."""
+    """Start ``walrus flower`` on a free port with basic auth from WALRUS_FLOWER_BASIC_AUTH."""
     port = free_port()
     env = cluster.env()
-    env["FLOWER_BASIC_AUTH"] = auth
+    env["WALRUS_FLOWER_BASIC_AUTH"] = auth
     cluster._spawn("flower", ["walrus_tasks.cli", "flower", "--port", str(port)], env)
     url = f"http://127.0.0.1:{port}"
 
@@ -55,11 +55,17 @@ def start_flower(cluster: Cluster, auth: str) -> str:
 def test_flower_shows_a_runs_tasks_with_their_run_id_and_agent(
     flower_cluster: Cluster, sender: str
 ) -> None:
+    flower_cluster.env_extra["WALRUS_REAPER_INTERVAL"] = "0.5"
     flower_cluster.start_gateway()
     flower_cluster.start_worker("worker1")
+    flower_cluster.start_beat()
     flower_cluster.wait_ready()
     password = uuid.uuid4().hex
     url = start_flower(flower_cluster, f"ops:{password}")
+    # The broker URL (a password in it, in production) is not on Flower's command line.
+    cmdline = Path(f"/proc/{flower_cluster.procs['flower'].pid}/cmdline").read_bytes()
+    assert flower_cluster.redis_url.encode() not in cmdline
+    assert password.encode() not in cmdline
 
     with httpx.Client(base_url=url, timeout=10, auth=("ops", password)) as flower:
         assert httpx.get(f"{url}/api/workers", timeout=10).status_code == 401
@@ -92,6 +98,11 @@ def test_flower_shows_a_runs_tasks_with_their_run_id_and_agent(
         ours = wait_for(run_tasks, 30, 0.2, f"flower to show run {run_id}'s tasks succeeded")
         for drain in ours[DRAIN]:
             assert drain["args"][:2] == ("tooly", sender)
+            assert ast.literal_eval(drain["kwargs"]) == {"run_id": run_id}  # Flower shows it
+        # The reaper swept all along (every 0.5 s), yet Flower lists none of its tasks.
+        worker_log = flower_cluster.log_dir / "worker1.log"
+        wait_for(lambda: REAP in worker_log.read_text(), 30, 0.2, "a reaper task")
+        assert REAP not in {t["name"] for t in flower.get("/api/tasks").json().values()}
         for task in ours[STEP] + ours[TOOL_CALL]:
             assert task["args"][:3] == ("tooly", sender, run_id), task
             assert task["worker"] == "worker1@test"

@@ -14,10 +14,14 @@ from worker import tasks
 FENCE = Fence("echo", "alice", "run-1", "7")
 
 
-def sent(monkeypatch: pytest.MonkeyPatch, send: Any, *args: Any) -> tuple[str, tuple[Any, ...]]:
-    calls: list[tuple[str, tuple[Any, ...]]] = []
+def sent(
+    monkeypatch: pytest.MonkeyPatch, send: Any, *args: Any
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
     monkeypatch.setattr(
-        celery_app.app, "send_task", lambda name, args: calls.append((name, tuple(args)))
+        celery_app.app,
+        "send_task",
+        lambda name, args, kwargs=None: calls.append((name, tuple(args), kwargs or {})),
     )
     send(*args)
     assert len(calls) == 1
@@ -28,6 +32,11 @@ def sent(monkeypatch: pytest.MonkeyPatch, send: Any, *args: Any) -> tuple[str, t
     ("send", "args", "expected"),
     [
         (celery_app.send_drain, ("echo", "alice"), {"agent": "echo", "sender": "alice"}),
+        (
+            celery_app.send_drain,
+            ("echo", "alice", "run-1"),
+            {"agent": "echo", "sender": "alice", "run_id": "run-1"},
+        ),
         (
             celery_app.send_step,
             (FENCE, 3),
@@ -50,7 +59,7 @@ def sent(monkeypatch: pytest.MonkeyPatch, send: Any, *args: Any) -> tuple[str, t
 def test_every_sent_task_binds_to_its_body_by_name(
     monkeypatch: pytest.MonkeyPatch, send: Any, args: tuple[Any, ...], expected: dict[str, Any]
 ) -> None:
-    name, sent_args = sent(monkeypatch, send, *args)
+    name, sent_args, sent_kwargs = sent(monkeypatch, send, *args)
     body = {t.name: t for t in (tasks.drain, tasks.step, tasks.tool_call)}[name]
-    bound = inspect.signature(body.run).bind(*sent_args)
+    bound = inspect.signature(body.run).bind(*sent_args, **sent_kwargs)
     assert dict(bound.arguments) == expected

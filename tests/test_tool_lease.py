@@ -45,7 +45,7 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def hold_lease(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Fence:
     """A run of a conversation of ``coder`` holding its lease, as a drain would."""
-    monkeypatch.setattr(submit_module, "send_drain", lambda agent, sender: None)
+    monkeypatch.setattr(submit_module, "send_drain", lambda agent, sender, run_id=None: None)
     sender = uuid.uuid4().hex[:8]
     submit_module.submit(r, "coder", sender, "hello")
     acquired = acquire(r, "coder", sender)

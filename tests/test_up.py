@@ -96,6 +96,16 @@ def test_walrus_up_runs_an_embedded_redis_and_answers_the_default_agent(up: Up) 
     assert json.loads(status.stdout)
 
 
+def test_the_banner_comes_once_the_workers_answer_and_links_the_console(up: Up) -> None:
+    from walrus_tasks.cli.up import workers_ready
+
+    text = up.log.read_text()
+    assert f"{up.url}/console" in text
+    # Printed only once both workers answered a ping: they answer now, with no wait.
+    assert workers_ready(up.env["WALRUS_REDIS_URL"], ("runs", "tools"))
+    assert httpx.get(f"{up.url}/console", timeout=5).status_code == 200
+
+
 def test_walrus_chat_streams_replies_line_by_line(up: Up) -> None:
     chat = up.walrus("chat", "assistant", "--sender", "chatter", stdin="hi\nagain\n/quit\n")
     assert chat.returncode == 0, chat.stdout + chat.stderr

@@ -27,6 +27,7 @@ from walrus_tasks.models import (
     OnBusy,
     Replied,
     RunInfo,
+    RunPage,
     Subscription,
 )
 
@@ -60,7 +61,9 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
     async def _call(self, call: api.Call[T]) -> T:
         """Send ``call``; its result, or the walrus error the answer (or its absence) means."""
         with api.unreachable(self.base_url):
-            resp = await self._http.request(call.method, call.path, json=call.json)
+            resp = await self._http.request(
+                call.method, call.path, json=call.json, params=call.params
+            )
         return call.read(resp)
 
     # --- conversations and runs ----------------------------------------------------------------
@@ -97,6 +100,10 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
     async def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
         return await self._call(api.run(run_id))
+
+    async def runs(self, cursor: str | None = None, limit: int = 50, **filters: Any) -> RunPage:
+        """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
+        return await self._call(api.runs(cursor, limit, filters))
 
     async def kill(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""

@@ -98,9 +98,12 @@ def make_app() -> Celery:
 app = make_app()
 
 
-def send_drain(agent: str, sender: str) -> None:
-    """``walrus.session.drain(agent, sender)``: start the conversation's next queued run."""
-    app.send_task(DRAIN, args=(agent, sender))
+def send_drain(agent: str, sender: str, run_id: str | None = None) -> None:
+    """``walrus.session.drain(agent, sender, run_id=)``: start the conversation's next run.
+
+    ``run_id`` (the run just submitted) goes in kwargs only so Flower can show and find it.
+    """
+    app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id} if run_id else None)
 
 
 def send_step(fence: Fence, step: int) -> None:

@@ -40,6 +40,7 @@ from walrus_tasks.models import (
     OnBusy,
     Replied,
     RunInfo,
+    RunPage,
     Subscription,
 )
 
@@ -87,7 +88,7 @@ class Client(api.ClientBase[httpx.Client]):
     def _call(self, call: api.Call[T]) -> T:
         """Send ``call``; its result, or the walrus error the answer (or its absence) means."""
         with api.unreachable(self.base_url):
-            resp = self._http.request(call.method, call.path, json=call.json)
+            resp = self._http.request(call.method, call.path, json=call.json, params=call.params)
         return call.read(resp)
 
     # --- conversations and runs ----------------------------------------------------------------
@@ -124,6 +125,10 @@ class Client(api.ClientBase[httpx.Client]):
     def run(self, run_id: str) -> RunInfo:
         """Status of one run."""
         return self._call(api.run(run_id))
+
+    def runs(self, cursor: str | None = None, limit: int = 50, **filters: Any) -> RunPage:
+        """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
+        return self._call(api.runs(cursor, limit, filters))
 
     def kill(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""

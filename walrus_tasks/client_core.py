@@ -27,6 +27,7 @@ from walrus_tasks.models import (
     OnBusy,
     Replied,
     RunInfo,
+    RunPage,
     Subscription,
 )
 from walrus_tasks.names import DEFAULT_SENDER
@@ -142,6 +143,8 @@ class Call(Generic[T]):
     key: str | None = None
     """Read this member of the JSON body, not the whole body."""
     json: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    """Query parameters (a list value repeats the parameter)."""
 
     def read(self, resp: httpx.Response) -> T:
         """The result of ``resp``; a walrus error for an error status or an unreadable body."""
@@ -235,6 +238,12 @@ def archive(agent: str, sender: str | None) -> Call[list[dict[str, Any]]]:
 def run(run_id: str) -> Call[RunInfo]:
     """``GET /v1/runs/{run_id}``."""
     return Call("GET", f"/v1/runs/{_q(run_id)}", _model(RunInfo))
+
+
+def runs(cursor: str | None, limit: int, filters: dict[str, Any]) -> Call[RunPage]:
+    """``GET /v1/runs?agent=&sender=&status=&cursor=&limit=``."""
+    params = {k: v for k, v in {**filters, "cursor": cursor, "limit": limit}.items() if v}
+    return Call("GET", "/v1/runs", _model(RunPage), params=params)
 
 
 def kill(agent: str, sender: str | None) -> Call[str | None]:

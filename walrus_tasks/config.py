@@ -62,7 +62,10 @@ class HeartbeatConfig(_Strict):
     """Per-agent timer (driven by beat): send ``prompt`` to ``(agent, "heartbeat")`` each tick."""
 
     interval: float | str = Field(
-        default=0, description="minutes (a number; 0 = off), or a duration like '30s', '5m', '1h'"
+        # 0.0, not 0: a default is not validated, and an int in a float | str field makes
+        # every model_dump of the config warn (PydanticSerializationUnexpectedValue).
+        default=0.0,
+        description="minutes (a number; 0 = off), or a duration like '30s', '5m', '1h'",
     )
     prompt: str = "Heartbeat: check whether anything needs doing."
 

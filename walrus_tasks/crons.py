@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
 from walrus_tasks import keys, schedule, scripts
+from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.models import CronEntry, CronSpec
 from walrus_tasks.names import agent_name, sender_name
@@ -31,8 +32,19 @@ def next_fire_ms(entry: CronSpec, after_ms: int, anchor: float) -> int:
     return parsed.next_after(after_ms, round(anchor * 1000), schedule.zone(entry.timezone))
 
 
-def validate(spec: CronSpec, agents: Collection[str]) -> None:
-    """Raise InvalidInput (422) or NotFound (404, unknown agent) for a spec that cannot run."""
+def usable_skills(config: Config) -> dict[str, list[str]]:
+    """Agent -> the skills ``/name`` invokes for it: those it lists that exist."""
+    return {n: [s for s in a.skills if s in config.skills] for n, a in config.agents.items()}
+
+
+def validate(
+    spec: CronSpec, agents: Collection[str], skills: Mapping[str, Collection[str]] | None = None
+) -> None:
+    """Raise InvalidInput (422) or NotFound (404, unknown agent) for a spec that cannot run.
+
+    ``skills`` (agent -> its usable skills, :func:`usable_skills`): a skill the agent does not
+    have is refused, since it would fire as the plain text ``/name``.
+    """
     agent_name(spec.agent)
     if spec.agent not in agents:
         raise NotFound(f"unknown agent {spec.agent!r}")
@@ -42,6 +54,11 @@ def validate(spec: CronSpec, agents: Collection[str]) -> None:
         raise InvalidInput("give exactly one of 'message' and 'skill'")
     if spec.skill is not None:
         agent_name(spec.skill)  # skill names follow the agent-name pattern
+        if skills is not None and spec.skill not in skills.get(spec.agent, ()):
+            have = ", ".join(skills.get(spec.agent, ())) or "none"
+            raise InvalidInput(
+                f"skill: agent {spec.agent!r} has no skill {spec.skill!r} (it has: {have})"
+            )
     if (spec.quiet_start is None) != (spec.quiet_end is None):
         raise InvalidInput("give both quiet_start and quiet_end, or neither")
     if spec.quiet_start is not None and spec.quiet_end is not None:
@@ -52,10 +69,14 @@ def validate(spec: CronSpec, agents: Collection[str]) -> None:
 
 
 def create(
-    r: redis.Redis, spec: CronSpec, agents: Collection[str], now: float | None = None
+    r: redis.Redis,
+    spec: CronSpec,
+    agents: Collection[str],
+    now: float | None = None,
+    skills: Mapping[str, Collection[str]] | None = None,
 ) -> CronEntry:
     """Validate and store a new entry; its first fire is the first schedule time after now."""
-    validate(spec, agents)
+    validate(spec, agents, skills)
     now = time.time() if now is None else now
     cron_id = uuid.uuid4().hex[:12]
     entry = CronEntry(

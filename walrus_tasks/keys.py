@@ -21,6 +21,11 @@ INBOXES = PREFIX + "inboxes"
 """ZSET cid -> time (ms) its inbox became non-empty: the reaper re-drains stale ones."""
 ACTIVE_RUNS = PREFIX + "runs:active"
 """SET of run ids in ``running`` (or ``waiting``) state."""
+RUNS = PREFIX + "runs"
+"""ZSET run id -> created_at (ms): every submitted run, newest last (``GET /v1/runs``). Capped at
+``RUNS_MAXLEN``; a member whose record has expired is skipped, and removed, when listed."""
+RUNS_MAXLEN = 100_000
+"""How many run ids ``RUNS`` keeps (the oldest go first)."""
 FEED_MAXLEN = 10_000
 """About how many entries the live feed (``FEED``) keeps."""
 METRICS_RUNS = PREFIX + "metrics:runs"
@@ -163,7 +168,10 @@ def fired(timer: str, due_ms: int) -> str:
 
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
-_LUA_CONSTANTS = ("CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "FEED", "FEED_MAXLEN")
+_LUA_CONSTANTS = (
+    "CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "RUNS", "RUNS_MAXLEN", "FEED",
+    "FEED_MAXLEN",
+)  # fmt: skip
 
 
 def _lua_str(value: str) -> str:

@@ -124,6 +124,15 @@ class RunInfo(BaseModel):
         )
 
 
+class RunPage(BaseModel):
+    """``GET /v1/runs``: one page of runs, newest first, and the cursor of the next page."""
+
+    runs: list[RunInfo]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
 class KillResult(BaseModel):
     """``200`` of a kill: the cancelled run, or null when nothing was running."""
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )
+    flower_basic_auth: str | None = Field(
+        default=None, description="user:password of `walrus flower`'s UI and API (none: open UI)"
+    )
 
     def allowed_origins(self) -> list[str]:
         """``gateway_allowed_origins`` as a list of normalized origins (lower case, no ``/``)."""

@@ -63,7 +63,7 @@ def submit(
         )
     if done.interrupted:
         waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
-    send_drain(agent, sender)
+    send_drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=done.interrupted)
 
 

@@ -36,8 +36,12 @@ def _retry_if_busy(task: Any, state: str) -> None:
 
 
 @app.task(name=DRAIN, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
-def drain(self: Any, agent: str, sender: str) -> None:
-    """Start the conversation's next queued run (no-op while another run holds it)."""
+def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> None:
+    """Start the conversation's next queued run (no-op while another run holds it).
+
+    ``run_id``: the run whose submission sent this drain, for Flower (its task list shows
+    kwargs, and its search finds ``kwargs:run_id=…``). The drain starts whichever run is next.
+    """
     with bound(agent=agent, sender=sender, task_id=self.request.id):
         if orphan := runtime.drain(agent, sender):
             with bound(run_id=orphan):
@@ -62,7 +66,9 @@ def tool_call(
         )
 
 
-@app.task(name=REAP, bind=True)  # type: ignore[untyped-decorator]
+# No task events: a sweep every few seconds would flood Flower's task list (beat sends no
+# task-sent event for it either, see beat.scheduler).
+@app.task(name=REAP, bind=True, send_events=False)  # type: ignore[untyped-decorator]
 def reap(self: Any) -> int:
     """Sweep expired leases and lost drains."""
     with bound(task_id=self.request.id):

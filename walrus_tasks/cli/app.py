@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
 from walrus_tasks.cli import (
+    agents,
     bus,
     chat,
     client_cmds,
@@ -26,6 +30,23 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"walrus {version('walrus_tasks')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """LLM agents as a distributed service on Celery + Redis."""
+
+
 # Processes: what compose, ops scripts and `walrus up` run.
 app.command(rich_help_panel="Processes")(up.up)
 app.command(rich_help_panel="Processes")(processes.gateway)
@@ -44,6 +65,7 @@ app.command(rich_help_panel="Client")(turn_cmds.steer)
 app.command(rich_help_panel="Client")(turn_cmds.compact)
 app.add_typer(bus.app, name="events", rich_help_panel="Client")
 app.add_typer(cron.app, name="cron", rich_help_panel="Client")
+app.add_typer(agents.app, name="agents", rich_help_panel="Client")
 
 # Operations.
 app.command(rich_help_panel="Operations")(processes.init)

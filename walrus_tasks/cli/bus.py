@@ -18,6 +18,7 @@ from walrus_tasks.cli.common import (
     err,
     fail,
     gateway_url,
+    id_column,
     print_json,
     reported,
 )
@@ -61,7 +62,9 @@ def list_subscriptions(
     if not subs:
         err.print("no subscriptions", style="dim")
         return
-    table = Table("id", "source", "target agent", "once", "created")
+    table = Table(
+        id_column("id", [s.id for s in subs]), "source", "target agent", "once", "created"
+    )
     for s in subs:
         created = datetime.fromtimestamp(s.created_at).isoformat(sep=" ", timespec="seconds")
         table.add_row(s.id, escape(s.source), s.target_agent, "yes" if s.once else "", created)

@@ -20,12 +20,13 @@ from walrus_tasks.cli.common import (
     console,
     err,
     gateway_url,
+    id_column,
     print_json,
     reported,
 )
 from walrus_tasks.cli.render import EventPrinter, preview
 from walrus_tasks.client import Client
-from walrus_tasks.models import OnBusy
+from walrus_tasks.models import OnBusy, RunPage
 
 ROLE_STYLES = {"user": "bold cyan", "assistant": "bold green", "tool": "dim", "system": "magenta"}
 
@@ -111,14 +112,29 @@ def _print_message(m: dict[str, Any]) -> None:
 
 
 def runs(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[
+        str | None, typer.Argument(help="A run id: show that run. None: list runs.")
+    ] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's runs.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Only this sender's runs.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="Only runs in this status (repeat for several).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Runs per page.")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Start after this page cursor.")] = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Show one run's status."""
+    """Show one run's status, or list runs newest first (with filters)."""
     with reported(), Client(gateway_url(url), token=token) as client:
-        info = client.run(run_id)
+        if run_id is None:
+            page = client.runs(cursor, limit, agent=agent, sender=sender, status=status)
+        else:
+            info = client.run(run_id)
+    if run_id is None:
+        list_runs(page, as_json)
+        return
     if as_json:
         print_json(info.model_dump(mode="json"))
         return
@@ -134,3 +150,20 @@ def runs(
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         table.add_row(name, escape(str(value)))
     console.print(table)
+
+
+def list_runs(page: RunPage, as_json: bool) -> None:
+    """Print a page of runs, and how to ask for the next one."""
+    if as_json:
+        print_json(page.model_dump(mode="json"))
+        return
+    table = Table(
+        id_column("run", [r.run_id for r in page.runs]), "status", "agent", "sender", "created",
+        "error",
+    )  # fmt: skip
+    for r in page.runs:
+        created = datetime.fromtimestamp(r.created_at).isoformat(sep=" ", timespec="seconds")
+        table.add_row(r.run_id, r.status, r.agent, r.sender, created, escape(r.error or ""))
+    console.print(table)
+    if page.next_cursor:
+        err.print(f"more: --cursor {page.next_cursor}", style="dim")

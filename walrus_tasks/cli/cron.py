@@ -17,6 +17,7 @@ from walrus_tasks.cli.common import (
     console,
     fail,
     gateway_url,
+    id_column,
     print_json,
     reported,
 )
@@ -91,7 +92,10 @@ def ls(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = 
     if not entries:
         console.print("no cron entries", style="dim")
         return
-    table = Table("id", "schedule", "agent", "sender", "sends", "next", "last", "last run")
+    table = Table(
+        id_column("id", [e.id for e in entries]), "schedule", "agent", "sender", "sends", "next",
+        "last", id_column("last run", [e.last_run_id or "-" for e in entries]),
+    )  # fmt: skip
     for e in entries:
         table.add_row(
             e.id, escape(e.schedule), e.agent, e.sender, escape(_sends(e)),

@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.markup import escape
 
-from walrus_tasks.cli.common import console
+from walrus_tasks.cli.common import console, err
 from walrus_tasks.settings import get_settings
 
 QUEUES = "walrus.runs,walrus.tools,walrus.control"
@@ -112,13 +112,34 @@ def beat() -> None:
 
 
 def flower(port: Annotated[int, typer.Option(help="Port of the Flower web UI.")] = 5555) -> None:
-    """Run Flower, the Celery monitoring UI, on the walrus broker."""
-    exec_module("celery", *flower_args(port))
+    """Run Flower, the Celery monitoring UI, on the walrus broker.
+
+    Basic auth from WALRUS_FLOWER_BASIC_AUTH (user:password) guards its UI and its HTTP API.
+    """
+    env = flower_env()
+    if "FLOWER_BASIC_AUTH" not in env and "FLOWER_BASIC_AUTH" not in os.environ:
+        err.print(
+            "Flower runs without auth; its HTTP API (/api/…) answers 401 unless "
+            "WALRUS_FLOWER_BASIC_AUTH=user:password is set (then use those credentials) or, "
+            "on a trusted network only, FLOWER_UNAUTHENTICATED_API=true",
+            style="yellow",
+        )
+    exec_module("celery", *flower_args(port), env=env)
 
 
-def flower_args(port: int, redis_url: str | None = None) -> list[str]:
-    """The arguments of ``python -m celery`` that start Flower on the walrus broker."""
-    return ["-b", redis_url or get_settings().redis_url, "flower", f"--port={port}"]
+def flower_args(port: int) -> list[str]:
+    """The arguments of ``python -m celery`` that start Flower on the walrus broker.
+
+    The broker comes from the walrus Celery app, which reads WALRUS_REDIS_URL from the
+    environment: a password in the URL never appears on a command line (``ps`` shows those).
+    """
+    return ["-A", "walrus_tasks.celery_app:app", "flower", f"--port={port}"]
+
+
+def flower_env() -> dict[str, str]:
+    """Flower's own variables set from walrus settings: ``FLOWER_BASIC_AUTH``."""
+    auth = get_settings().flower_basic_auth
+    return {"FLOWER_BASIC_AUTH": auth} if auth else {}
 
 
 def init() -> None:

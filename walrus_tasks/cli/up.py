@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from walrus_tasks.cli.common import RET_CONFIG, RET_ERROR, RET_OK, console, err, fail, gateway_url
-from walrus_tasks.cli.processes import flower_args, module_argv, worker_args
+from walrus_tasks.cli.processes import flower_args, flower_env, module_argv, worker_args
 from walrus_tasks.cli.supervisor import Supervisor
 from walrus_tasks.config import DEFAULT_AGENT, Config, init_home, load_config
 from walrus_tasks.errors import ConfigError, WalrusError
@@ -65,6 +65,7 @@ def up(
                 "WALRUS_REDIS_URL": redis_url,
                 "WALRUS_HOME": str(home),
                 "PYTHONUNBUFFERED": "1",
+                **flower_env(),
             }
             children = {
                 "gateway": module_argv("gateway"),
@@ -75,7 +76,7 @@ def up(
                 "beat": module_argv("beat"),
             }
             if flower:
-                children["flower"] = module_argv("celery", *flower_args(flower_port, redis_url))
+                children["flower"] = module_argv("celery", *flower_args(flower_port))
             for name, argv in children.items():
                 if not supervisor.stop_requested.is_set():
                     supervisor.spawn(name, argv)
@@ -84,7 +85,10 @@ def up(
                 flower_url = f"http://127.0.0.1:{flower_port}" if flower else None
                 console.print(_panel(url, redis_url, embedded, config, flower_url))
 
-            code = watch(supervisor, url, ready)
+            def all_up() -> bool:  # the banner means "send a message now": workers included
+                return _healthy(url) and workers_ready(redis_url, ("runs", "tools"))
+
+            code = watch(supervisor, url, ready, all_up)
         except WalrusError as e:
             err.print(f"[red]error:[/] {escape(e.message)}")
         finally:
@@ -110,8 +114,28 @@ def _start_embedded(data_dir: Path, url: str) -> tuple[RedisServer, str]:
     return server, server.url
 
 
-def watch(supervisor: Supervisor, url: str, on_ready: Callable[[], None]) -> int:
-    """Wait for the gateway, call ``on_ready`` once, then watch until a stop or a crash.
+def workers_ready(redis_url: str, names: tuple[str, ...]) -> bool:
+    """True when a worker named ``<name>@…`` answers a Celery ping for each of ``names``."""
+    from celery import Celery
+
+    try:
+        with Celery(broker=redis_url) as app:
+            replies = app.control.ping(timeout=0.5)
+    except Exception:  # Celery raises kombu/redis errors of many kinds: not ready yet
+        return False
+    answered = {host.split("@", 1)[0] for reply in replies for host in reply}
+    return set(names) <= answered
+
+
+def watch(
+    supervisor: Supervisor,
+    url: str,
+    on_ready: Callable[[], None],
+    is_ready: Callable[[], bool] | None = None,
+) -> int:
+    """Wait until ready, call ``on_ready`` once, then watch until a stop or a crash.
+
+    Ready is ``is_ready()``, by default the gateway answering ``/healthz``.
 
     Returns RET_OK after a stop signal; RET_ERROR (RET_CONFIG for a gateway with a bad config)
     when a child exits on its own or the gateway never gets healthy.
@@ -125,12 +149,13 @@ def watch(supervisor: Supervisor, url: str, on_ready: Callable[[], None]) -> int
             err.print(f"[red]{name} exited unexpectedly with code {rc}[/]; stopping the others")
             return RET_CONFIG if name == "gateway" and rc == RET_CONFIG else RET_ERROR
         if not ready:
-            if _healthy(url):
+            if (is_ready or (lambda: _healthy(url)))():
                 ready = True
                 on_ready()
             elif time.monotonic() > deadline:
                 err.print(
-                    f"[red]the gateway did not answer {url}/healthz in {READY_TIMEOUT:.0f} s[/]"
+                    f"[red]the gateway ({url}/healthz) and workers were not ready in "
+                    f"{READY_TIMEOUT:.0f} s[/]"
                 )
                 return RET_ERROR
         supervisor.stop_requested.wait(0.2)
@@ -152,6 +177,7 @@ def _panel(
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("gateway", url)
+    grid.add_row("console", f"{url}/console")
     where = f"embedded, data in {embedded.data_dir}" if embedded else "external"
     grid.add_row("redis", f"{redis_url} ({escape(where)})")
     grid.add_row("config", escape(str(config.home)))

@@ -32,4 +32,6 @@ end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('ZADD', K.INBOXES, 'NX', ARGV[6], ARGV[7])
 redis.call('ZADD', K.CONVERSATIONS, ARGV[6], ARGV[7])
+redis.call('ZADD', K.RUNS, ARGV[6], ARGV[1])  -- the index of GET /v1/runs, capped
+redis.call('ZREMRANGEBYRANK', K.RUNS, 0, -K.RUNS_MAXLEN - 1)
 return {'ok', interrupted}
