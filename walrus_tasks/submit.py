@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
+from kombu.exceptions import OperationalError
 
-from walrus_tasks import keys, scripts, waits
+from walrus_tasks import keys, replication, waits
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict
 from walrus_tasks.lease import now_ms
 from walrus_tasks.models import OnBusy
+
+log = logging.getLogger("walrus.submit")
 
 
 @dataclass(frozen=True)
@@ -50,24 +54,38 @@ def submit(
     Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
     conversation, with nothing written. With ``run_id`` given, a second submit of the same run
     does nothing (a redelivered delegate call); ``meta`` sets fields of ``RUN_FIELDS``.
+
+    Durable across a failover: when the master has replicas the write is acknowledged by one
+    before this returns, and while Redis fails over the write is retried under the same run id
+    (``walrus_tasks.replication``). Raises Unavailable if Redis stays away.
     """
     meta = dict(meta or {})
     if unknown := set(meta) - RUN_FIELDS:
         raise ValueError(f"unknown run fields {sorted(unknown)}")
     run_id = run_id or new_run_id()
     conversation = keys.cid(agent, sender)
-    res = scripts.call(
-        r,
-        "submit",
-        [
-            keys.conv(conversation, "lease"),
-            keys.conv(conversation, "fence"),
-            keys.conv(conversation, "inbox"),
-            keys.run(run_id),
-            keys.conv(conversation, "active"),
-        ],
-        [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
-    )
+    attempts = 0
+
+    def write() -> list[str]:
+        nonlocal attempts
+        attempts += 1
+        return replication.call_acknowledged(  # type: ignore[no-any-return]
+            r,
+            "submit",
+            [
+                keys.conv(conversation, "lease"),
+                keys.conv(conversation, "fence"),
+                keys.conv(conversation, "inbox"),
+                keys.run(run_id),
+                keys.conv(conversation, "active"),
+            ],
+            [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
+        )
+
+    res = replication.retrying(write, f"submit to {agent}/{sender}")
+    if res[0] == "exists" and attempts > 1:
+        # An earlier attempt landed but its answer was lost (a failover): it sent no drain.
+        _drain(agent, sender)
     if res[0] == "exists":
         return Submitted(run_id=run_id)
     if res[0] == "busy":
@@ -77,8 +95,17 @@ def submit(
         )
     if res[1]:
         waits.cancel(r, res[1])  # the interrupted run may be waiting: end the wait too
-    send_drain(agent, sender)
+    _drain(agent, sender)
     return Submitted(run_id=run_id, interrupted=res[1] or None)
+
+
+def _drain(agent: str, sender: str) -> None:
+    # The message is accepted: a broker that is failing over must not turn that into an error
+    # (the client would send it again). The reaper re-drains an inbox left without a drain.
+    try:
+        send_drain(agent, sender)
+    except (OperationalError, redis.RedisError, OSError) as e:
+        log.warning("drain of %s/%s not sent (%s); the reaper will send it", agent, sender, e)
 
 
 def kill(r: redis.Redis, agent: str, sender: str) -> str | None:

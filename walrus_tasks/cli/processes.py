@@ -116,9 +116,13 @@ def flower(port: Annotated[int, typer.Option(help="Port of the Flower web UI.")]
     exec_module("celery", *flower_args(port))
 
 
-def flower_args(port: int, redis_url: str | None = None) -> list[str]:
-    """The arguments of ``python -m celery`` that start Flower on the walrus broker."""
-    return ["-b", redis_url or get_settings().redis_url, "flower", f"--port={port}"]
+def flower_args(port: int) -> list[str]:
+    """The arguments of ``python -m celery`` that start Flower on the walrus broker.
+
+    Flower loads the walrus app, so it reads the broker from the same settings as the workers
+    (``WALRUS_BROKER_URL`` or ``WALRUS_REDIS_URL``, a Sentinel group's master name included).
+    """
+    return ["-A", "walrus_tasks.celery_app:app", "flower", f"--port={port}"]
 
 
 def init() -> None:

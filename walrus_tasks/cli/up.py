@@ -75,7 +75,7 @@ def up(
                 "beat": module_argv("beat"),
             }
             if flower:
-                children["flower"] = module_argv("celery", *flower_args(flower_port, redis_url))
+                children["flower"] = module_argv("celery", *flower_args(flower_port))
             for name, argv in children.items():
                 if not supervisor.stop_requested.is_set():
                     supervisor.spawn(name, argv)
