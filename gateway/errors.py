@@ -49,6 +49,13 @@ def install(app: FastAPI) -> None:
     async def walrus_error(request: Request, exc: WalrusError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    @app.exception_handler(redis.ReadOnlyError)
+    async def redis_unavailable(request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Redis is away (a failover, a restart): the client may try again; no 500 and no trace.
+        return error_response(503, "unavailable", f"redis: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, "invalid", _describe(exc.errors()))

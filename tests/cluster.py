@@ -19,6 +19,7 @@ import redis
 from celery import Celery
 
 from walrus_tasks.redis_server import free_port
+from walrus_tasks.redis_url import sync_client
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
@@ -39,6 +40,8 @@ class Cluster:
     redis_url: str
     home: Path
     log_dir: Path
+    broker_url: str = ""
+    """``WALRUS_BROKER_URL`` (empty: the broker is the state Redis)."""
     env_extra: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     gateway_url: str = ""
@@ -51,6 +54,8 @@ class Cluster:
             WALRUS_LOG_FORMAT="json",
             PYTHONUNBUFFERED="1",
         )
+        if self.broker_url:
+            env["WALRUS_BROKER_URL"] = self.broker_url
         env.update(self.env_extra)
         return env
 
@@ -110,9 +115,17 @@ class Cluster:
     def pinged(self) -> set[str]:
         """Hostnames of the workers that answer a Celery ping on this cluster's broker."""
         self.check_alive()
-        with Celery(broker=self.redis_url) as app:
+        with self.control_app() as app:
             replies = app.control.ping(timeout=0.5)
         return {k for reply in replies for k in reply}
+
+    def control_app(self) -> Celery:
+        """A Celery app on this cluster's broker (a Sentinel group or RabbitMQ too)."""
+        from walrus_tasks.celery_app import broker_config
+
+        app = Celery(set_as_current=False)
+        app.conf.update(broker_config(self.broker_url or self.redis_url, 3600))
+        return app
 
     def check_alive(self) -> None:
         for name, p in self.procs.items():
@@ -144,7 +157,7 @@ class Cluster:
         return httpx.Client(base_url=self.gateway_url, timeout=30)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return sync_client(self.redis_url, decode_responses=True)
 
     def send(self, agent: str, content: str, sender: str, **extra: Any) -> str:
         with self.http() as c:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 
-from celery import Celery
-
 from tests.cluster import Cluster, wait_for
 
 
 def worker_running(cluster: Cluster, sender: str) -> str:
     """The hostname of the worker whose pool executes a task of ``sender``'s conversation."""
-    with Celery(broker=cluster.redis_url) as app:
+    with cluster.control_app() as app:
         active = app.control.inspect(timeout=1).active() or {}
     for host, tasks in active.items():
         if any(sender in str(t.get("args")) for t in tasks):
@@ -53,7 +51,7 @@ def test_kill_9_of_the_worker_mid_run_resumes_on_another_worker(
 
 def pool_process_running(cluster: Cluster, run_id: str) -> int:
     """The PID of the pool process executing a step task of ``run_id``."""
-    with Celery(broker=cluster.redis_url) as app:
+    with cluster.control_app() as app:
         active = app.control.inspect(timeout=1).active() or {}
     for tasks in active.values():
         for t in tasks:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue  # type: ignore[attr-defined]
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from walrus_tasks import kombu_closed_transport
+from walrus_tasks import kombu_closed_transport, redis_url
 from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
 
@@ -34,13 +34,51 @@ PING = "walrus.control.ping"
 """A no-op round trip: the benchmark's baseline and a liveness probe."""
 
 
-def celery_config() -> dict[str, Any]:
-    """The Celery settings, derived from the process settings when the app is first used."""
-    settings = get_settings()
-    transport = {"visibility_timeout": settings.visibility_timeout}
+def is_amqp(url: str) -> bool:
+    """True for a RabbitMQ (AMQP) broker URL."""
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def broker_config(url: str, visibility_timeout: int) -> dict[str, Any]:
+    """The broker half of the Celery settings: a Redis (or Sentinel) broker, or RabbitMQ.
+
+    On RabbitMQ the walrus queues are quorum queues (replicated with Raft, so a message a
+    broker confirmed survives the loss of a node), as Celery documents for them: publisher
+    confirms, and topic exchanges so that countdowns (task retries) use native delayed
+    delivery; Celery detects the quorum queues and switches to per-consumer QoS.
+    """
+    if not is_amqp(url):
+        settings = redis_url.celery_broker(url)
+        # Unacked messages come back after the visibility timeout: keep it above any step.
+        settings["broker_transport_options"]["visibility_timeout"] = visibility_timeout
+        settings["task_queues"] = [Queue(q) for q in ALL_QUEUES]  # type: ignore[no-untyped-call]
+        return settings
+    quorum = {"x-queue-type": "quorum"}
     return dict(
-        broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
+        broker_url=url,
+        broker_transport_options={"confirm_publish": True},
+        task_default_queue_type="quorum",
+        task_default_exchange_type="topic",
+        worker_detect_quorum_queues=True,
+        task_queues=[
+            Queue(q, Exchange(q, type="topic"), routing_key=q, queue_arguments=quorum)  # type: ignore[no-untyped-call]
+            for q in ALL_QUEUES
+        ],
+    )
+
+
+def celery_config() -> dict[str, Any]:
+    """The Celery settings, derived from the process settings when the app is first used.
+
+    The broker is ``WALRUS_BROKER_URL``, else the state Redis; the result backend is always the
+    state Redis. Either may be a Sentinel group (``walrus_tasks.redis_url``).
+    """
+    settings = get_settings()
+    backend = redis_url.celery_backend(settings.redis_url)
+    backend["result_backend_transport_options"]["visibility_timeout"] = settings.visibility_timeout
+    return dict(
+        **broker_config(settings.broker_url or settings.redis_url, settings.visibility_timeout),
+        **backend,
         accept_content=["json"],
         task_serializer="json",
         result_serializer="json",
@@ -50,9 +88,6 @@ def celery_config() -> dict[str, Any]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # Unacked messages come back after the visibility timeout: keep it above any step.
-        broker_transport_options=transport,
-        result_backend_transport_options=transport,
         task_soft_time_limit=settings.step_soft_time_limit,
         task_time_limit=settings.step_time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -62,7 +97,6 @@ def celery_config() -> dict[str, Any]:
         # Flower sees every task.
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_queues=[Queue(q) for q in ALL_QUEUES],  # type: ignore[no-untyped-call]
         task_default_queue=RUNS_QUEUE,
         task_routes={
             DRAIN: {"queue": RUNS_QUEUE},

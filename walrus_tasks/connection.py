@@ -1,12 +1,18 @@
-"""Redis clients, one per process (re-created after a fork)."""
+"""Redis clients, one per process (re-created after a fork).
+
+``WALRUS_REDIS_URL`` may name a Sentinel group (``walrus_tasks.redis_url``): the clients then
+ask the sentinels for the master on every new connection, and so follow a failover.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
+from walrus_tasks.redis_url import async_client, sync_client
 from walrus_tasks.settings import get_settings
 
 _sync: tuple[int, redis.Redis] | None = None
@@ -16,8 +22,13 @@ def get_redis() -> redis.Redis:
     """The process's synchronous client (decoded strings); safe across ``fork``."""
     global _sync
     if _sync is None or _sync[0] != os.getpid():
-        _sync = (os.getpid(), redis.Redis.from_url(get_settings().redis_url, decode_responses=True))
+        _sync = (os.getpid(), client())
     return _sync[1]
+
+
+def client(url: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A new synchronous client (decoded strings) of ``url``, by default the state Redis."""
+    return sync_client(url or get_settings().redis_url, decode_responses=True, **kwargs)
 
 
 def async_redis(url: str | None = None, read_timeout: float | None = None) -> aioredis.Redis:
@@ -28,7 +39,7 @@ def async_redis(url: str | None = None, read_timeout: float | None = None) -> ai
     """
     url = url or get_settings().redis_url
     if read_timeout is None:
-        return aioredis.Redis.from_url(url, decode_responses=True)
-    return aioredis.Redis.from_url(
+        return async_client(url, decode_responses=True)
+    return async_client(
         url, decode_responses=True, socket_timeout=read_timeout, socket_connect_timeout=5
     )

@@ -8,6 +8,7 @@
     ├── NotFound                   unknown agent, run or conversation (HTTP 404)
     ├── Conflict                   the conversation is busy, or no run to act on (HTTP 409)
     ├── PayloadTooLarge            body over the size limit (HTTP 413)
+    ├── Unavailable                Redis did not answer in time, e.g. during a failover (HTTP 503)
     ├── LeaseLost                  this worker no longer holds the conversation's lease
     ├── Cancelled                  the run was killed; raised at the next check point
     └── ProviderError              the LLM provider failed (HTTP error, bad response)
@@ -59,6 +60,13 @@ class PayloadTooLarge(WalrusError):
 
     code = "too_large"
     status = 413
+
+
+class Unavailable(WalrusError):
+    """Raised when Redis does not answer within the retry window (a failover that lasts)."""
+
+    code = "unavailable"
+    status = 503
 
 
 class LeaseLost(WalrusError):

@@ -50,7 +50,8 @@ ConvPart = Literal[
 CONV_PARTS: dict[ConvPart, str] = {
     "inbox": "LIST of the run ids of queued messages, in acceptance order",
     "lease": "STRING (PX): the fencing token of the run holding the conversation",
-    "fence": "STRING counter: the last fencing token handed out (it never goes back)",
+    "fence": "STRING: the last fencing token handed out, max(last + 1, master clock ms): it "
+    "never goes back, across a failover too (``lua/lib/fence.lua``)",
     "active": "STRING: the run id of the conversation's active (running or waiting) run",
     "history": "LIST of JSON messages, in conversation order",
     "seq": "STRING counter: messages accepted so far (a run's ``seq``)",
@@ -159,6 +160,9 @@ BEAT_LOCK = PREFIX + "beat:lock"
 """STRING: the id of the one beat that fires timers (PX lease, renewed every tick)."""
 CONFIG_GENERATION = PREFIX + "config:generation"
 """STRING counter: bumped by a reload; every process re-reads its config when it moves."""
+REPLICA_PROBE = PREFIX + "replica:probe"
+"""STRING counter: written by ``submit()`` right before ``WAIT``, so the wait always covers the
+message (``walrus_tasks.replication``)."""
 
 
 def fired(timer: str, due_ms: int) -> str:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import redis
 
 from walrus_tasks.errors import WalrusError
+from walrus_tasks.redis_url import sync_client
 
 
 def redis_server_binary() -> str:
@@ -44,7 +45,7 @@ def free_port() -> int:
 def reachable(url: str, timeout: float = 0.5) -> bool:
     """True if a Redis server answers PING at ``url``."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = sync_client(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             return bool(client.ping())
         finally:

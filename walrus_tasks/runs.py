@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, replication, scripts
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
     AskUser,
@@ -122,7 +122,8 @@ def enqueue(
 ) -> Enqueued:
     """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua)."""
     conversation = keys.cid(agent, sender)
-    res = scripts.call(
+    # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
+    res = replication.call_acknowledged(
         r,
         "submit",
         [

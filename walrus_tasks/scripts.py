@@ -28,13 +28,24 @@ def source(name: str) -> str:
 _registered: dict[tuple[int, str], Any] = {}
 
 
-def call(r: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    """Run script ``name`` (EVALSHA, loading it on first use) on a synchronous client."""
+def call(
+    r: redis.Redis,
+    name: str,
+    keys: list[str],
+    args: list[Any],
+    pipe: redis.client.Pipeline | None = None,
+) -> Any:
+    """Run script ``name`` (EVALSHA, loading it on first use) on a synchronous client.
+
+    With ``pipe`` (a pipeline of ``r``), queue the call there instead. A server that lost the
+    script (a replica promoted by a failover, a restart) answers ``NOSCRIPT``; redis-py then
+    loads it again and retries (``tests/test_failover.py`` checks).
+    """
     key = (id(r), name)
     script = _registered.get(key)
     if script is None:
         script = _registered[key] = r.register_script(source(name))
-    return script(keys=keys, args=args)
+    return script(keys=keys, args=args, client=pipe)
 
 
 async def acall(r: aioredis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:

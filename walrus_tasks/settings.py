@@ -21,7 +21,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALRUS_", extra="ignore")
 
     home: Path = Field(default=Path(".walrus"), description="config directory")
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = Field(
+        default=DEFAULT_REDIS_URL,
+        description="the state Redis: redis://, rediss://, or sentinel://h1:26379,h2:26379/master",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery's broker when it is not the state Redis: redis://, sentinel://, amqp://",
+    )
+    replica_ack_timeout: float = Field(
+        default=1.0,
+        ge=0,
+        description="seconds submit() waits for a replica to hold a message (WAIT); 0: off",
+    )
+    submit_retry: float = Field(
+        default=15.0,
+        ge=0,
+        description="seconds submit() keeps retrying a Redis that is failing over",
+    )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
     gateway_allowed_origins: str = Field(

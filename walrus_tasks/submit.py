@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
+from kombu.exceptions import OperationalError
 
-from walrus_tasks import keys, runs, waits
+from walrus_tasks import keys, replication, runs, waits
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict
 from walrus_tasks.models import OnBusy
+
+log = logging.getLogger("walrus.submit")
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,26 @@ def submit(
     Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
     conversation, with nothing written. With ``run_id`` given, a second submit of the same run
     does nothing (a redelivered delegate call); ``meta`` sets fields of ``RUN_FIELDS``.
+
+    Durable across a failover: when the master has replicas the write is acknowledged by one
+    before this returns, and while Redis fails over the write is retried under the same run id
+    (``walrus_tasks.replication``). Raises Unavailable if Redis stays away.
     """
     meta = dict(meta or {})
     if unknown := set(meta) - RUN_FIELDS:
         raise ValueError(f"unknown run fields {sorted(unknown)}")
     run_id = run_id or new_run_id()
-    done = runs.enqueue(r, run_id, agent, sender, content, on_busy, meta)
+    attempts = 0
+
+    def write() -> runs.Enqueued:
+        nonlocal attempts
+        attempts += 1
+        return runs.enqueue(r, run_id, agent, sender, content, on_busy, meta)
+
+    done = replication.retrying(write, f"submit to {agent}/{sender}")
+    if done.state == "exists" and attempts > 1:
+        # An earlier attempt landed but its answer was lost (a failover): it sent no drain.
+        _drain(agent, sender, run_id)
     if done.state == "exists":
         return Submitted(run_id=run_id)
     if done.state == "busy":
@@ -63,8 +81,17 @@ def submit(
         )
     if done.interrupted:
         waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
-    send_drain(agent, sender, run_id)
+    _drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=done.interrupted)
+
+
+def _drain(agent: str, sender: str, run_id: str) -> None:
+    # The message is accepted: a broker that is failing over must not turn that into an error
+    # (the client would send it again). The reaper re-drains an inbox left without a drain.
+    try:
+        send_drain(agent, sender, run_id)
+    except (OperationalError, redis.RedisError, OSError) as e:
+        log.warning("drain of %s/%s not sent (%s); the reaper will send it", agent, sender, e)
 
 
 def kill(r: redis.Redis, agent: str, sender: str) -> str | None:

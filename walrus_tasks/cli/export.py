@@ -17,6 +17,7 @@ from rich.table import Table
 
 from walrus_tasks import export_sessions
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.connection import client
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.export import MEMORY, TABLES, Summary, export_state, import_state
 from walrus_tasks.settings import get_settings
@@ -53,7 +54,7 @@ def import_(
 
 def _run(operation: Callable[[redis.Redis], Summary], title: str, as_json: bool) -> None:
     url = get_settings().redis_url
-    r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    r = client(url, socket_connect_timeout=2)
     try:
         summary = operation(r)
     except (redis.ConnectionError, redis.TimeoutError) as e:

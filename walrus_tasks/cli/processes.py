@@ -130,8 +130,9 @@ def flower(port: Annotated[int, typer.Option(help="Port of the Flower web UI.")]
 def flower_args(port: int) -> list[str]:
     """The arguments of ``python -m celery`` that start Flower on the walrus broker.
 
-    The broker comes from the walrus Celery app, which reads WALRUS_REDIS_URL from the
-    environment: a password in the URL never appears on a command line (``ps`` shows those).
+    The broker comes from the walrus Celery app, which reads it from the same settings as the
+    workers (``WALRUS_BROKER_URL`` or ``WALRUS_REDIS_URL``, a Sentinel group's master name
+    included): a password in the URL never appears on a command line (``ps`` shows those).
     """
     return ["-A", "walrus_tasks.celery_app:app", "flower", f"--port={port}"]
 

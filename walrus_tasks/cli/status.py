@@ -15,6 +15,7 @@ from rich.table import Table
 
 from walrus_tasks import keys
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.connection import client
 from walrus_tasks.metrics import RUN_STATUSES, read_figures
 from walrus_tasks.settings import get_settings
 
@@ -68,7 +69,7 @@ def snapshot(r: redis.Redis) -> dict[str, Any]:
 def status(as_json: JsonOption = False) -> None:
     """Show workers, queues, leases, active runs and run outcomes (from Redis, not the gateway)."""
     url = get_settings().redis_url
-    r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    r = client(url, socket_connect_timeout=2)
     try:
         r.ping()  # first: Celery's broadcast would retry a dead broker for a long time
         data = snapshot(r)

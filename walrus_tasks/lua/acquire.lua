@@ -14,6 +14,6 @@ end
 if redis.call('LLEN', K.conv_inbox(ARGV[1])) == 0 then
   return {'', false}
 end
-local token = tostring(redis.call('INCR', KEYS[2]))
+local token = next_token()
 local run_id = start_next(ARGV[1], token, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 return {token, run_id}

@@ -32,7 +32,7 @@ if status == 'waiting' then
   redis.call('DEL', KEYS[1])
   status = 'running'
 end
-local token = tostring(redis.call('INCR', KEYS[2]))
+local token = next_token()
 if status == 'running' then
   redis.call('PSETEX', KEYS[1], ARGV[3], token)
   redis.call('ZADD', K.LEASES, now + tonumber(ARGV[3]), ARGV[1])

@@ -1,0 +1,93 @@
+"""``WALRUS_BROKER_URL`` on RabbitMQ (quorum queues), state in Redis: order and recovery hold.
+
+A private ``rabbitmq-server`` node (its own node name, ports, epmd and data directory) is
+started for the module and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, running, wait_for
+from tests.conftest import redis_db_url
+from tests.ha import RabbitNode, rabbitmq_server_binary
+from tests.test_ordering import assert_ordered
+from tests.test_recovery import worker_running
+from walrus_tasks.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    binary = rabbitmq_server_binary()
+    if binary is None:
+        pytest.skip("rabbitmq-server is not installed (.ci/run installs it)")
+    node = RabbitNode(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        yield node.start(binary)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def rabbit_cluster(
+    rabbit: RabbitNode, redis_server: RedisServer, home: Path, tmp_path: Path
+) -> Iterator[Cluster]:
+    """Gateway, two workers and beat: broker on RabbitMQ, state on a fresh Redis database."""
+    c = Cluster(
+        redis_url=redis_db_url(redis_server),
+        broker_url=rabbit.url,
+        home=home,
+        log_dir=tmp_path,
+        env_extra={"WALRUS_LEASE_TTL": "5", "WALRUS_REAPER_INTERVAL": "1"},
+    )
+    with running(c, workers=("worker-a", "worker-b"), concurrency=1, beat=True):
+        yield c
+
+
+def test_the_walrus_queues_are_quorum_queues(rabbit_cluster: Cluster) -> None:
+    with rabbit_cluster.control_app() as app, app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in ("walrus.runs", "walrus.tools", "walrus.control"):
+            # A passive declare of a quorum queue as classic fails; as quorum it answers.
+            declared = app.amqp.queues[queue].bind(channel)
+            declared.queue_declare(passive=True)
+            assert declared.queue_arguments == {"x-queue-type": "quorum"}
+
+
+def test_messages_to_one_conversation_run_in_acceptance_order(
+    rabbit_cluster: Cluster, sender: str
+) -> None:
+    c = rabbit_cluster
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        run_ids = list(pool.map(lambda i: c.send("echo", f"m{i}", sender), range(20)))
+    infos = [c.wait_run(r) for r in run_ids]
+    assert [i["status"] for i in infos] == ["succeeded"] * 20
+    assert sorted(i["seq"] for i in infos) == list(range(1, 21))
+    assert_ordered(c, "echo", sender, infos)
+
+
+def test_kill_9_of_the_worker_mid_run_resumes_the_run(rabbit_cluster: Cluster, sender: str) -> None:
+    c = rabbit_cluster
+    run_id = c.send("slow", "count to twenty", sender)
+    with c.http() as h, h.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+        for line in resp.iter_lines():
+            if line == "event: chunk":
+                break
+    host = wait_for(lambda: worker_running(c, sender), 10, 0.1, "the worker running the run")
+    killed_at = time.monotonic()
+    c.kill9(host.split("@")[0])
+    info = c.wait_run(run_id, timeout=60)
+    print(f"\nresumed and finished {time.monotonic() - killed_at:.1f} s after the kill")
+    assert info["status"] == "succeeded", info
+    events = c.events(run_id)
+    assert [e["type"] for _, e in events].count("end") == 1
+    history = c.history("slow", sender)
+    assert [m["role"] for m in history] == ["user", "assistant"], "no step persisted twice"
+    assert history[1]["content"].endswith("w20")
+    nxt = c.send("slow", "again", sender)
+    assert c.wait_run(nxt, timeout=30)["status"] == "succeeded"

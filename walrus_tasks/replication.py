@@ -1,0 +1,101 @@
+"""Accepting a message durably: a replica holds it before the gateway answers, when one exists.
+
+Redis replication is asynchronous. A message whose inbox write reached only the master is lost
+if a replica is promoted before it got it, so ``submit()`` waits with ``WAIT 1 <timeout>`` for
+one replica's acknowledgement. ``WAIT`` counts the writes of *its own connection*, so the
+script, a probe write and the ``WAIT`` go down one connection in one pipeline; the probe makes
+the wait cover the message also when the script wrote nothing (it found the run already there,
+written by an attempt whose answer was lost). And because a failover takes seconds,
+``retrying`` runs the whole write again, under the same run id, until the new master answers:
+the script is idempotent by run id, so an attempt that did land is never doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from walrus_tasks import keys, scripts
+from walrus_tasks.errors import Unavailable
+from walrus_tasks.settings import get_settings
+
+log = logging.getLogger("walrus.replication")
+
+REPLICAS_TTL = 1.0
+"""Seconds a master's replica count is reused before it is asked again (``INFO``)."""
+
+_FAILOVER_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    # A demoted master that a connection still points at.
+    redis.ReadOnlyError,
+    # A new master without our scripts, met inside a pipeline (which does not reload them).
+    redis.exceptions.NoScriptError,
+)
+"""What a client sees while Sentinel replaces the master."""
+
+_replicas: dict[int, tuple[float, int]] = {}
+T = TypeVar("T")
+
+
+def connected_replicas(r: redis.Redis) -> int:
+    """How many replicas the master behind ``r`` has in sync (cached for ``REPLICAS_TTL``).
+
+    One still loading its first copy is not counted: it could not acknowledge in time.
+    """
+    now = time.monotonic()
+    cached = _replicas.get(id(r))
+    if cached and now - cached[0] < REPLICAS_TTL:
+        return cached[1]
+    info: Any = r.info("replication")
+    count = sum(
+        1
+        for name, replica in info.items()
+        if name.startswith("slave")
+        and isinstance(replica, dict)
+        and replica.get("state") == "online"
+    )
+    _replicas[id(r)] = (now, count)
+    return count
+
+
+def call_acknowledged(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
+    """Run script ``name`` and, when the master has replicas, wait for one to hold its writes.
+
+    The wait is bounded by ``WALRUS_REPLICA_ACK_TIMEOUT``; past it the result is returned
+    anyway (logged): the master holds the write, and an error would make a client send twice.
+    """
+    timeout = get_settings().replica_ack_timeout
+    if timeout <= 0 or connected_replicas(r) == 0:
+        return scripts.call(r, name, keys_, args)
+    with r.pipeline(transaction=False) as pipe:
+        scripts.call(r, name, keys_, args, pipe=pipe)
+        pipe.incr(keys.REPLICA_PROBE)
+        pipe.execute_command("WAIT", 1, int(timeout * 1000))  # type: ignore[no-untyped-call]
+        result, _, acked = pipe.execute()
+    if not acked:
+        log.warning("no replica acknowledged a write within %.1f s", timeout)
+    return result
+
+
+def retrying(operation: Callable[[], T], what: str) -> T:
+    """``operation()``, retried on connection errors for up to ``WALRUS_SUBMIT_RETRY`` seconds.
+
+    Only for operations that may run twice (idempotent by an id chosen before the first try).
+    Raises Unavailable when Redis does not come back in time.
+    """
+    deadline = time.monotonic() + get_settings().submit_retry
+    pause = 0.05
+    while True:
+        try:
+            return operation()
+        except _FAILOVER_ERRORS as e:
+            if time.monotonic() + pause > deadline:
+                raise Unavailable(f"{what}: Redis unavailable ({e})") from e
+            log.warning("%s: Redis unavailable (%s); retrying", what, e)
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
