@@ -52,3 +52,30 @@ def test_max_concurrency_holds_across_workers_and_every_run_succeeds(
     assert fake_llm.max_in_flight == 2, "never more than max_concurrency calls at the provider"
     assert all(u["in_flight"] <= 2 for u in seen)
     assert 5 <= elapsed < 12, f"10 one-second calls two at a time took {elapsed:.1f} s"
+
+
+TENANT_SHARE = """
+[tenants.acme]
+max_concurrency = 1
+"""
+
+
+def test_a_tenants_share_caps_its_calls_whoever_sends_them(
+    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    home = agents_home(tmp_path / "home", fake_llm.base_url, {"tenanted": 'model = "fake/m-t"\n'})
+    with (home / "config.toml").open("a") as f:
+        f.write(textwrap.dedent(TENANT_SHARE))
+    fake_llm.reset()
+    fake_llm.script(*[FakeReply(text="done", delay=0.7)] * 3, model="m-t")
+    c = Cluster(redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path)
+    with running(c, concurrency=3):
+        run_ids = [c.send("tenanted", "go", s) for s in ("acme:alice", "acme:bob")]
+        run_ids.append(c.send("tenanted", "go", "zed", tenant="acme"))  # set per message
+        ends = [c.wait_run(run_id, timeout=30) for run_id in run_ids]
+        with c.http() as h:
+            uses = {u["name"]: u for u in h.get("/v1/stats").json()["limits"]}
+    assert [e["status"] for e in ends] == ["succeeded"] * 3
+    assert fake_llm.max_in_flight == 1, "acme's three calls went one at a time"
+    assert uses["tenant:acme"]["max_concurrency"] == 1
+    assert uses["tenant:acme"]["requests_last_minute"] == 3

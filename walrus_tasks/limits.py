@@ -26,7 +26,10 @@ from walrus_tasks.lease import now_ms
 
 CONCURRENCY_POLL = 0.25
 """Seconds a step waiting for a concurrency slot waits before it looks again (plus jitter):
-it starts within about this much of a slot freeing."""
+it starts within about this much of a slot freeing, while few steps wait."""
+MAX_CONCURRENCY_POLL = 2.0
+"""The longest such wait: with many steps waiting for few slots, each looks less often (the
+polls would cost more than the calls), so a slot may then stay free up to this long."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class Limit:
     max_concurrency: int = 0
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+
+
+def tenant_of(sender: str) -> str:
+    """The default tenant of a sender: its prefix up to the first ``:`` (else the sender)."""
+    return sender.split(":", 1)[0]
 
 
 def tenant_limit_name(tenant: str) -> str:
@@ -82,10 +90,14 @@ def acquire(
         args += [
             lim.name, lim.max_concurrency, lim.requests_per_minute, lim.tokens_per_minute, tokens
         ]  # fmt: skip
-    wait_ms, name = scripts.call(r, "limit_acquire", [], args)
+    wait_ms, name, waiting = scripts.call(r, "limit_acquire", [], args)
     if int(wait_ms) == 0:
         return None
-    return (CONCURRENCY_POLL if int(wait_ms) < 0 else int(wait_ms) / 1000, str(name))
+    if int(wait_ms) > 0:
+        return int(wait_ms) / 1000, str(name)
+    slots = next((lim.max_concurrency for lim in limits if lim.name == name), 1) or 1
+    rounds = max(1.0, int(waiting) / (4 * slots))  # waiters per slot, a few per poll
+    return min(CONCURRENCY_POLL * rounds, MAX_CONCURRENCY_POLL), str(name)
 
 
 def renew(r: redis.Redis, limits: list[Limit], holder: str, hold: float) -> None:

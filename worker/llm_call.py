@@ -90,7 +90,7 @@ def call(
     attempts = int(record.get("attempts", 0))
     tries = int(record.get("tries", 0))
     index = min(int(record.get("fallback", 0)), len(models) - 1)
-    tenant = record.get("tenant", "")
+    tenant = record.get("tenant") or limits.tenant_of(fence.sender)
     hold = get_settings().lease_ttl
     # A delivery that came back before the retry's time (a hop of a long wait) waits on.
     if (left := (int(record.get("not_before", 0)) - now_ms()) / 1000) > 0:

@@ -4,8 +4,8 @@
 -- KEYS: none (the limits' keys come from K, by name)
 -- ARGV: now_ms, holder, hold_ms, run_id, n, then n times: name, max_concurrency,
 --       requests_per_minute, tokens_per_minute (0 = no such limit), tokens
--- Returns {0, ''} when admitted, else {ms to wait, the limit's name}: a rate limit's exact
--- wait, or -1 when a concurrency limit is full (the caller polls).
+-- Returns {0, '', 0} when admitted, else {ms to wait, the limit's name, steps waiting for it}:
+-- a rate limit's exact wait, or -1 when a concurrency limit is full (the caller polls).
 local now = tonumber(ARGV[1])
 local holder, hold, run_id = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local limits = {}
@@ -55,8 +55,9 @@ end
 
 if wait > 0 or full then
   local ms = wait > 0 and math.ceil(wait) or -1
-  redis.call('ZADD', K.limit_waiting(blocker), now + math.max(ms, 1000) + 2000, run_id)
-  return {ms, blocker}
+  local waiting = K.limit_waiting(blocker)
+  redis.call('ZADD', waiting, now + math.max(ms, 1000) + 2000, run_id)
+  return {ms, blocker, redis.call('ZCOUNT', waiting, now, '+inf')}
 end
 for _, l in ipairs(limits) do
   if l.conc > 0 then
@@ -71,4 +72,4 @@ end
 for _, rate in ipairs(rates) do
   redis.call('SET', rate[1], string.format('%.3f', rate[2]), 'PX', math.ceil(rate[2] - now) + 60000)
 end
-return {0, ''}
+return {0, '', 0}
