@@ -18,10 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
-
 from bench.procs import environment
-from tests.cluster import Cluster, parse_sse
+from tests.cluster import Cluster
 from tests.fakellm import FakeLLM
 
 RATE_PROVIDER = """
@@ -51,10 +49,7 @@ def send(c: Cluster, agent: str, sender: str, content: str = "go") -> str:
 
 def wait_all(c: Cluster, run_ids: list[str], timeout: float) -> list[dict[str, Any]]:
     """The final record of every run (polled through the gateway)."""
-    out = []
-    for run_id in run_ids:
-        out.append(c.wait_run(run_id, timeout=timeout))
-    return out
+    return [c.wait_run(run_id, timeout=timeout) for run_id in run_ids]
 
 
 def rate(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,18 +85,43 @@ def rate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def queue_wait(c: Cluster, run_id: str) -> float:
+    """Seconds from the run's acceptance to its start."""
+    info = c.wait_run(run_id, timeout=600)
+    return float(info["started_at"]) - float(info["created_at"])
+
+
+def fairness(args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 2: B's one run behind A's flood, beside B's run on an idle cluster."""
+    agents = {"chat": 'model = "mock"\n[mock]\nreply = "a five word mock reply"\n'}
+    with environment(args.workers, args.concurrency, agents=agents, name="bench-fair") as env:
+        c = env.cluster
+        idle = [queue_wait(c, send(c, "chat", f"b:idle-{i}")) for i in range(5)]
+        with ThreadPoolExecutor(16) as pool:
+            flood = list(pool.map(lambda i: send(c, "chat", f"a:conv-{i}"), range(args.flood)))
+        b_run = send(c, "chat", "b:one")
+        b_wait = queue_wait(c, b_run)
+        a_waits = [queue_wait(c, run_id) for run_id in flood]
+    return {
+        "flood (tenant A runs)": args.flood,
+        "B queue wait, idle cluster (median of 5), s": round(sorted(idle)[2], 3),
+        "B queue wait behind A's flood, s": round(b_wait, 3),
+        "A's last run queue wait, s": round(max(a_waits), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results: dict[str, Any] = {}
     if args.only in (None, "rate"):
         results["rate"] = rate(args)
+    if args.only in (None, "fairness"):
+        results["fairness"] = fairness(args)
     print(json.dumps(results, indent=2))
     r = results.get("rate")
     ok = r is None or (r["failed"] == 0 and r["fake_429"] == 0)
     return 0 if ok else 1
 
-
-__all__ = ["httpx", "main", "parse_sse"]
 
 if __name__ == "__main__":
     sys.exit(main())
