@@ -31,11 +31,11 @@ chunk_delay_ms = 0
 """
 
 
-def write_home(home: Path, agents: dict[str, str] | None = None) -> Path:
+def write_home(home: Path, agents: dict[str, str] | None = None, config_toml: str = "") -> Path:
     """A config directory with ``agents`` (name -> TOML body), by default the benchmark's one
-    agent (mock model, no delay)."""
+    agent (mock model, no delay), and ``config_toml`` (providers, tenants)."""
     (home / "agents").mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text("")
+    (home / "config.toml").write_text(textwrap.dedent(config_toml))
     for name, body in (agents or {AGENT: BENCH_AGENT}).items():
         (home / "agents" / f"{name}.toml").write_text(textwrap.dedent(body))
     return home
@@ -131,6 +131,7 @@ def environment(
     env_extra: dict[str, str] | None = None,
     appendfsync: str = "everysec",
     name: str = "bench",
+    config_toml: str = "",
 ) -> Iterator[Env]:
     """Start Redis, a gateway, ``workers`` worker processes (and beat); stop them all on exit.
 
@@ -152,7 +153,7 @@ def environment(
         logs.mkdir()
         cluster = Cluster(
             redis_url=server.url,
-            home=write_home(tmp / "home", agents),
+            home=write_home(tmp / "home", agents, config_toml),
             log_dir=logs,
             env_extra=dict(env_extra or {}),
         )

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     ) -> Any:
         """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
         sender = sender_name(body.sender)
-        meta = send_meta(cfg(), agent, body.cwd)
+        meta = send_meta(cfg(), agent, body.cwd, body.tenant)
         submitted = submit(r, agent, sender, body.content, body.on_busy, meta=meta)
         if body.stream or "text/event-stream" in accept:
             return sse_response(request.app.state.aredis, submitted.run_id, "0-0", settings)

@@ -22,11 +22,12 @@ from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
 from gateway.admin import reload_config
-from walrus_tasks import agent_files, conversations, keys
+from walrus_tasks import agent_files, conversations, keys, limits
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
+from walrus_tasks.limits import LimitUse
 from walrus_tasks.metrics import read_figures
 from walrus_tasks.models import AgentInfo
 from walrus_tasks.names import agent_name, sender_name
@@ -90,6 +91,8 @@ class Stats(BaseModel):
     queues: dict[str, int]
     unacked: int
     runs: dict[str, dict[str, Any]]
+    limits: list[LimitUse] = []
+    """Each cluster-wide limit (provider, model, tenant): its use and the steps waiting for it."""
 
 
 def agent_info(a: AgentConfig) -> AgentInfo:
@@ -186,6 +189,7 @@ def stats(r: redis.Redis, config: Config) -> Stats:
         queues=figures.queues,
         unacked=figures.unacked,
         runs={agent: s.as_dict() for agent, s in figures.runs.items()},
+        limits=limits.usage(r, config),
     )
 
 

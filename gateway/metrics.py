@@ -41,8 +41,10 @@ from prometheus_client.process_collector import ProcessCollector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from walrus_tasks import limits
 from walrus_tasks import metrics as shared
 from walrus_tasks.celery_app import ALL_QUEUES
+from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 
 SUBMIT_ROUTE = ("POST", "/v1/agents/{agent}/messages")
@@ -140,8 +142,13 @@ class MetricsMiddleware:
 class ClusterCollector:
     """Cluster-wide figures read from Redis on every scrape."""
 
-    def __init__(self, agents: Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        agents: Callable[[], Iterable[str]],
+        config: Callable[[], Config | None] = lambda: None,
+    ) -> None:
         self.agents = agents
+        self.config = config
 
     def describe(self) -> Iterator[Metric]:
         """The metric names, without reading Redis (so registering it costs nothing)."""
@@ -151,10 +158,13 @@ class ClusterCollector:
         """Read the figures; ``walrus_redis_up 0`` and nothing else when Redis does not answer."""
         try:
             figures = shared.read_figures(get_redis(), ALL_QUEUES)
+            config = self.config()
+            uses = limits.usage(get_redis(), config) if config else []
         except (redis.RedisError, OSError):
             yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 0)
             return
         yield from self._families(figures)
+        yield from _limit_families(uses)
 
     def _families(self, f: shared.Figures | None) -> Iterator[Metric]:
         yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 1)
@@ -191,6 +201,28 @@ class ClusterCollector:
         yield durations
 
 
+_LIMIT_GAUGES = (
+    ("walrus_limit_in_flight", "LLM calls holding a slot of the limit.", "in_flight"),
+    ("walrus_limit_max_concurrency", "The limit's max_concurrency (if set).", "max_concurrency"),
+    ("walrus_limit_requests_last_minute", "Calls the limit admitted in the last minute.",
+     "requests_last_minute"),
+    ("walrus_limit_tokens_last_minute", "Estimated tokens admitted in the last minute.",
+     "tokens_last_minute"),
+    ("walrus_limit_waiting", "Steps deferred, waiting for the limit's capacity.", "waiting"),
+)  # fmt: skip
+
+
+def _limit_families(uses: list[limits.LimitUse]) -> Iterator[Metric]:
+    """One gauge per figure of the cluster-wide limits, labelled by the limit's name."""
+    for name, doc, attr in _LIMIT_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=["limit"])
+        for use in uses:
+            value = getattr(use, attr)
+            if value is not None:
+                family.add_metric([use.name], value)
+        yield family
+
+
 def install_metrics(app: FastAPI) -> None:
     """Add ``GET /metrics`` and the request-counting middleware to the gateway ``app``."""
 
@@ -205,7 +237,7 @@ def install_metrics(app: FastAPI) -> None:
     http = HttpMetrics(registry)
     for agent in agents():
         http.submitted.labels(agent)  # a series from zero: the first message shows in rate()
-    registry.register(ClusterCollector(agents))
+    registry.register(ClusterCollector(agents, lambda: getattr(app.state, "config", None)))
     app.add_middleware(MetricsMiddleware, metrics=http, routes=app.router.routes)
     app.state.metrics_registry = registry
 

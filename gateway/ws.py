@@ -252,7 +252,7 @@ def _submit(s: Session, args: Args) -> Submitted:
     """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
     agent = s.known_agent(args.get("agent"))
     body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
-    meta = send_meta(s.cfg(), agent, body.cwd)
+    meta = send_meta(s.cfg(), agent, body.cwd, body.tenant)
     return submit(
         get_redis(), agent, sender_name(body.sender), body.content, body.on_busy, meta=meta
     )

@@ -165,6 +165,7 @@ AGENTS = {
     """,
     "oaierr": """
         model = "fake/m-oaierr"
+        retries = 0
     """,
     "anth": """
         model = "fakeant/m-anth"

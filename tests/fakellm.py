@@ -8,7 +8,10 @@ else from the queue of any model (``model=None``), else it is the default text::
 
     fake.script(FakeReply(text="Hello world"), FakeReply(tool_calls=[("clock", {})]), model="m1")
     fake.script(FakeError(status=500, message="boom"))
+    fake.script(FakeError(status=429, headers={"Retry-After": "1"}))   # a rate-limited answer
     fake.requests  # every request body received, in order
+    fake.max_in_flight, fake.arrivals          # peak concurrency, arrival times (monotonic)
+    fake.limit_rate(per_minute=120, burst=3)   # answer 429 past that rate (counted in .rejected)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,6 +36,8 @@ class FakeReply:
     ``tool_calls``: ``(name, arguments)``, a ``str`` is sent verbatim (e.g. invalid JSON).
     ``usage``: ``(input, output)`` tokens, None = not reported. ``chunk_delay``: seconds between
     SSE events. ``cut_after``: drop the connection after that many events (a broken stream).
+    ``delay``: seconds before the response starts (the request is in flight meanwhile).
+    ``first_delay``: seconds between the response's headers and its first event.
     """
 
     text: str = ""
@@ -41,16 +46,21 @@ class FakeReply:
     usage: tuple[int, int] | None = (11, 7)
     chunk_delay: float = 0.0
     cut_after: int | None = None
+    delay: float = 0.0
+    first_delay: float = 0.0
 
 
 @dataclass(frozen=True)
 class FakeError:
-    """A scripted HTTP ``status`` + JSON error body, or (``mid_stream``) an in-stream error."""
+    """A scripted HTTP ``status`` + JSON error body (and ``headers``), or (``mid_stream``) an
+    in-stream error after ``after_words`` words of text."""
 
     status: int = 500
     message: str = "fake server error"
     type: str = "api_error"
     mid_stream: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    after_words: int = 1
 
 
 Script = FakeReply | FakeError
@@ -67,6 +77,13 @@ class FakeLLM:
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.arrivals: list[float] = []
+        """``time.monotonic()`` of every request accepted (not rate-limited), in order."""
+        self.rejected = 0
+        self._rate: tuple[float, float] | None = None  # (per second, burst)
+        self._bucket = (0.0, 0.0)  # (tokens, at)
 
     def start(self) -> FakeLLM:
         """Listen on a free port of 127.0.0.1 and serve in a background thread."""
@@ -115,10 +132,46 @@ class FakeLLM:
             self._scripts.setdefault(model, deque()).extend(replies)
 
     def reset(self) -> None:
-        """Forget every queued reply and recorded request."""
+        """Forget every queued reply, recorded request, count and rate limit."""
         with self._lock:
             self._scripts.clear()
             self._log.clear()
+            self.max_in_flight = self.in_flight
+            self.arrivals.clear()
+            self.rejected = 0
+            self._rate = None
+
+    def limit_rate(self, per_minute: float, burst: float = 1.0) -> None:
+        """Answer 429 (``Retry-After``) to requests beyond ``per_minute`` (token bucket)."""
+        with self._lock:
+            self._rate = (per_minute / 60, burst)
+            self._bucket = (burst, time.monotonic())
+
+    def _admit(self) -> float | None:
+        """None when the request is within the rate, else the seconds to wait."""
+        with self._lock:
+            if self._rate is None:
+                return None
+            rate, burst = self._rate
+            tokens, at = self._bucket
+            now = time.monotonic()
+            tokens = min(burst, tokens + (now - at) * rate)
+            if tokens < 1:
+                self._bucket = (tokens, now)
+                self.rejected += 1
+                return (1 - tokens) / rate
+            self._bucket = (tokens - 1, now)
+            return None
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.arrivals.append(time.monotonic())
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -179,9 +232,22 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not body.get("stream"):
             error = FakeError(400, "fakellm takes JSON bodies with stream=true only")
             return self._json(400, _error_body(kind, error))
+        fake = self.server.fake
+        if (wait := fake._admit()) is not None:
+            error = FakeError(429, "rate limit exceeded", "rate_limit_error")
+            return self._json(429, _error_body(kind, error), {"Retry-After": f"{wait:.3f}"})
+        fake._enter()
+        try:
+            self._answer(kind, body)
+        finally:
+            fake._leave()
+
+    def _answer(self, kind: str, body: dict[str, Any]) -> None:
         reply, serial = self.server.fake._take(body)
+        if isinstance(reply, FakeReply) and reply.delay:
+            time.sleep(reply.delay)
         if isinstance(reply, FakeError) and not reply.mid_stream:
-            return self._json(reply.status, _error_body(kind, reply))
+            return self._json(reply.status, _error_body(kind, reply), reply.headers)
         script = reply if isinstance(reply, FakeReply) else FakeReply(text="partial")
         model = str(body.get("model", ""))
         if kind == "openai":
@@ -189,22 +255,39 @@ class _Handler(BaseHTTPRequestHandler):
             frames = _openai_frames(script, model, serial, usage)
         else:
             frames = _anthropic_frames(script, model, serial)
-        if isinstance(reply, FakeError):  # the start and one text chunk, then the error event
-            keep, event = (2, None) if kind == "openai" else (4, "error")
+        if isinstance(reply, FakeError):  # the start and some text chunks, then the error event
+            script = FakeReply(text=" ".join(["partial"] * reply.after_words))
+            frames = (
+                _openai_frames(script, model, serial, False)
+                if kind == "openai"
+                else _anthropic_frames(script, model, serial)
+            )
+            keep, event = (1, None) if kind == "openai" else (3, "error")
+            keep += reply.after_words
             frames = [*frames[:keep], _sse(_error_body(kind, reply), event)]
         self._stream(frames, script)
 
-    def _head(self, status: int, content_type: str, length: int | None = None) -> None:
+    def _head(
+        self,
+        status: int,
+        content_type: str,
+        length: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         chunked = ("Transfer-Encoding", "chunked")
         self.send_header(*chunked if length is None else ("Content-Length", str(length)))
         self.send_header("Connection", "close")
         self.end_headers()
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
+    def _json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
-        self._head(status, "application/json", len(data))
+        self._head(status, "application/json", len(data), headers)
         self.wfile.write(data)
 
     def _stream(self, frames: list[bytes], reply: FakeReply) -> None:
@@ -215,6 +298,9 @@ class _Handler(BaseHTTPRequestHandler):
                     return  # no terminating chunk: the client sees a broken stream
                 if i and reply.chunk_delay:
                     time.sleep(reply.chunk_delay)
+                if i == 0 and reply.first_delay:
+                    self.wfile.flush()
+                    time.sleep(reply.first_delay)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
             self.wfile.write(b"0\r\n\r\n")
 

@@ -48,12 +48,14 @@ def test_the_generated_library_names_the_same_keys_as_python(r: redis.Redis) -> 
     probe += "for _, p in ipairs({" + ",".join(f"K.conv_{p}('a:s')" for p in keys.CONV_PARTS)
     probe += "," + ",".join(f"K.run_{p}('r1')" for p in keys.RUN_PARTS)
     probe += "," + ",".join(f"K.call_{p}('r1', 'c1')" for p in keys.CALL_PARTS)
+    probe += "," + ",".join(f"K.limit_{p}('fake/m1')" for p in keys.LIMIT_PARTS)
     probe += "}) do table.insert(out, p) end\nreturn out"
     got = r.eval(keys.lua_library() + probe, 0)
     want = [keys.run("r1"), keys.cid("a", "s"), keys.LEASES, keys.subs_source("x")]
     want += [keys.conv("a:s", p) for p in keys.CONV_PARTS]
     want += [keys.run_part("r1", p) for p in keys.RUN_PARTS]
     want += [keys.run_call("r1", p, "c1") for p in keys.CALL_PARTS]
+    want += [keys.limit("fake/m1", p) for p in keys.LIMIT_PARTS]
     assert got == want
 
 

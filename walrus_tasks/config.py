@@ -19,6 +19,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from walrus_tasks.config_providers import Limits as Limits
+from walrus_tasks.config_providers import ProviderConfig as ProviderConfig
+from walrus_tasks.config_providers import TenantConfig
 from walrus_tasks.errors import ConfigError, NotFound
 from walrus_tasks.names import AGENT_RE
 from walrus_tasks.skills import Skill, load_skills
@@ -31,16 +34,6 @@ DEFAULT_AGENT = "assistant"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProviderConfig(_Strict):
-    """One named LLM endpoint."""
-
-    kind: Literal["openai", "anthropic"]
-    base_url: str | None = None
-    api_key: str | None = None
-    timeout: float = 120.0
-    max_tokens: int = 4096
 
 
 class MockConfig(_Strict):
@@ -164,6 +157,16 @@ class AgentConfig(_Strict):
     delegate_timeout: float = Field(
         default=600.0, gt=0, description="seconds a foreground delegate waits for its tasks"
     )
+    retries: int = Field(default=4, ge=0, description="retries of a transient provider error")
+    max_retry_wait: float = Field(
+        default=60.0, gt=0, description="longest wait before one retry, in seconds"
+    )
+    fallback_models: list[str] = Field(
+        default_factory=list,
+        description="'<provider>/<model>' tried in order once retries are exhausted, or when "
+        "the request is too long for the model",
+    )
+    priority: int = Field(default=0, description="higher runs first among the steps of one tenant")
     mock: MockConfig = Field(default_factory=MockConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
@@ -278,6 +281,11 @@ class Config(_Strict):
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     mcps: dict[str, McpServerConfig] = Field(default_factory=dict)
     skills: dict[str, Skill] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    def tenant(self, name: str) -> TenantConfig:
+        """The tenant's table, else ``[tenants."*"]``, else no limit."""
+        return self.tenants.get(name) or self.tenants.get("*") or TenantConfig()
 
     @field_validator("mcps")
     @classmethod
@@ -364,15 +372,17 @@ def load_config(home: Path) -> Config:
 def _check_references(config: Config) -> None:
     """Every name an agent lists (provider, member, skill, MCP server) must exist."""
     for agent in config.agents.values():
-        if agent.model != "mock":
-            if "/" not in agent.model:
+        for model in (agent.model, *agent.fallback_models):
+            if model == "mock":
+                continue
+            if "/" not in model:
                 raise ConfigError(
-                    f"agent {agent.name}: model {agent.model!r} must be 'mock' or "
-                    "'<provider>/<model>'"
+                    f"agent {agent.name}: model {model!r} must be 'mock' or '<provider>/<model>'"
                 )
-            if agent.provider_name not in config.providers:
+            provider = model.split("/", 1)[0]
+            if provider not in config.providers:
                 raise ConfigError(
-                    f"agent {agent.name}: provider {agent.provider_name!r} is not defined in "
+                    f"agent {agent.name}: provider {provider!r} is not defined in "
                     f"config.toml (defined: {sorted(config.providers) or 'none'})"
                 )
         for kind, names, known in (

@@ -82,7 +82,25 @@ class Cancelled(WalrusError):
 
 
 class ProviderError(WalrusError):
-    """Raised when the LLM provider fails."""
+    """Raised when the LLM provider fails.
+
+    ``transient``: worth retrying (rate limit, overload, server error, connection, timeout);
+    ``retry_after``: seconds the provider asked us to wait, if it said; ``context_length``: the
+    request is too long for the model (a fallback model may take it).
+    """
 
     code = "provider"
     status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        context_length: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+        self.context_length = context_length

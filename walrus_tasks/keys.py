@@ -170,11 +170,32 @@ def fired(timer: str, due_ms: int) -> str:
     return f"{PREFIX}fired:{timer}:{due_ms}"
 
 
+# --- cluster-wide limits of providers, models and tenants (walrus_tasks.limits) ----------------
+
+LIMITS_SEEN = PREFIX + "limits"
+"""SET of the names of the limits that admitted or deferred a step (what ``usage`` reports)."""
+
+LimitPart = Literal["slots", "requests", "tokens", "recent", "waiting"]
+LIMIT_PARTS: dict[LimitPart, str] = {
+    "slots": "ZSET holder id -> expiry (ms): the calls in flight (a dead worker's slot expires)",
+    "requests": "STRING: the GCRA theoretical arrival time (ms) of the requests-per-minute limit",
+    "tokens": "STRING: the GCRA theoretical arrival time (ms) of the tokens-per-minute limit",
+    "recent": "ZSET '<holder>/<tokens>' -> time (ms): the calls admitted in the last minute",
+    "waiting": "ZSET run id -> until when (ms) it waits: the steps deferred for capacity",
+}
+"""Every key of one limit (``provider``, ``provider/model``, ``tenant:<name>``)."""
+
+
+def limit(name: str, part: LimitPart) -> str:
+    """A key of the limit called ``name`` (``LIMIT_PARTS`` says what each holds)."""
+    return f"{PREFIX}limit:{name}:{part}"
+
+
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
 _LUA_CONSTANTS = (
     "CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "RUNS", "RUNS_MAXLEN", "FEED",
-    "FEED_MAXLEN",
+    "FEED_MAXLEN", "LIMITS_SEEN",
 )  # fmt: skip
 
 
@@ -213,6 +234,10 @@ def lua_library() -> str:
             f"function K.call_{part}(run_id, call_id) "
             f"return K.run(run_id) .. {_lua_str(':' + part + ':')} .. call_id end"
         )
+    limit_root = _lua_str(f"{PREFIX}limit:")
+    for part in get_args(LimitPart):
+        tail = _lua_str(":" + part)
+        lines.append(f"function K.limit_{part}(name) return {limit_root} .. name .. {tail} end")
     subs_root = _lua_str(subs_source(""))
     lines.append(f"function K.subs_source(source) return {subs_root} .. source end")
     ended = ", ".join(f"K.run_{p}(run_id)" for p in RUN_ENDED_PARTS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,9 @@ class LeaseKeeper:
         self.expires_at = 0.0
         """When (``time.monotonic()``) the lease expires unless renewed again: a bash command's
         supervisor kills the command by then (see ``worker.tools.supervise``)."""
+        self.on_renew: list[Callable[[], None]] = []
+        """Called after each renewal, from the keeper's thread: what else the task keeps alive
+        (a limit's concurrency slot)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
@@ -134,6 +138,8 @@ class LeaseKeeper:
             self.lost.set()
             return False
         self.expires_at = started + get_settings().lease_ttl
+        for hook in list(self.on_renew):
+            hook()
         return True
 
     def check(self) -> None:

@@ -28,6 +28,12 @@ class SendMessage(BaseModel):
         description="the conversation's working directory from now on: a directory inside the "
         "agent's (relative to it, or absolute); anything else is refused (422)",
     )
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="whose share of the cluster the run uses (default: the sender's prefix up "
+        "to its first ':')",
+    )
 
 
 class Reply(BaseModel):

@@ -6,10 +6,16 @@ In order, per run::
 
     start
     ( text_start chunk* text_end | thinking )*           one LLM step's output
+    [ restart ] retry                                    a failed LLM call, tried again
     [ tool_start tool_result* tools_complete ]           its tool calls, if any
     ( ask_user | user_steered | compacted )              whenever they happen
     ... the next step ...
     end                                                  always last, exactly once
+
+A ``retry`` says the step's LLM call failed and will be made again after ``delay_ms``; when
+the failed call had streamed some output, a ``restart`` comes first: clients drop the text and
+thinking streamed since the step's last ``start``/``tools_complete``/``restart`` (history never
+holds it: a step is committed once, whole).
 
 Two are written by Lua, atomically with the transition they belong to: ``start``
 (``lua/lib/runs.lua``, as the run starts) and ``user_steered`` (``lua/steer_inject.lua``).
@@ -121,6 +127,27 @@ class Compacted(TypedDict):
     archived: int
 
 
+class Retry(TypedDict):
+    """The step's LLM call failed transiently; attempt ``attempt`` follows in ``delay_ms``.
+
+    ``model`` is the model of that attempt (a fallback, once the agent's model gave up).
+    """
+
+    type: Literal["retry"]
+    attempt: int
+    delay_ms: int
+    reason: str
+    model: str
+
+
+class Restart(TypedDict):
+    """Drop the output streamed by step ``step`` so far: its call failed and is made again."""
+
+    type: Literal["restart"]
+    step: int
+    reason: str
+
+
 class Usage(TypedDict):
     """Tokens the run used, summed over its steps."""
 
@@ -150,6 +177,8 @@ RunEvent = (
     | AskUser
     | UserSteered
     | Compacted
+    | Retry
+    | Restart
     | End
 )
 """Any run event (the ``type`` field tells which)."""
@@ -217,6 +246,22 @@ def ask_user(
 def compacted(content: str, archived: int) -> Compacted:
     """``compacted {content, archived}``."""
     return {"type": "compacted", "content": content, "archived": archived}
+
+
+def retry(attempt: int, delay_ms: int, reason: str, model: str) -> Retry:
+    """``retry {attempt, delay_ms, reason, model}``."""
+    return {
+        "type": "retry",
+        "attempt": attempt,
+        "delay_ms": delay_ms,
+        "reason": reason,
+        "model": model,
+    }
+
+
+def restart(step: int, reason: str) -> Restart:
+    """``restart {step, reason}``: clients drop the step's partial output."""
+    return {"type": "restart", "step": step, "reason": reason}
 
 
 def end(status: EndStatus, usage: Usage, model: str | None, error: str = "") -> End:

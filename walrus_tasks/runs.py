@@ -14,6 +14,8 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    |                   |  inject_steering (steer_inject.lua)               |
    |                   |  compact (compact.lua)                            |
    |                   |  emit (emit.lua): chunks, thinking ...            |
+   |                   |  retry (retry.lua), defer (defer.lua): the call   |
+   |                   |  failed or found no capacity; step n again later  |
    |                   v                                                  |
    |   commit (commit.lua) ---> [running, tools] --- record_tool_result ---+
    |          |                   |      ^         (tool_result.lua): the
@@ -218,6 +220,57 @@ def begin(
         "begin",
         [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
         [fence.token, ttl_ms(), step, phase, claim_id, call_id],
+    )
+
+
+def retry(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    attempts: int,
+    tries: int,
+    fallback: int,
+    not_before_ms: int,
+    event: RunEvent,
+    restart: RunEvent | None = None,
+) -> Commit:
+    """Record a failed LLM call of ``step`` that is made again.
+
+    Persists ``attempts`` (retries of the step so far), ``tries`` (of them, on the model in
+    use), ``fallback`` (the model's index: 0 the agent's, n its n-th fallback) and
+    ``not_before_ms``; emits ``restart`` (if the call had streamed output), then ``event``.
+    """
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "retry",
+        [*fence.lease_keys, keys.run(fence.run_id)],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            attempts,
+            fallback,
+            fence.run_id,
+            get_settings().events_maxlen,
+            event_json(restart) if restart else "",
+            event_json(event),
+            tries,
+            not_before_ms,
+        ],
+    )
+
+
+def defer(r: redis.Redis, fence: Fence, step: int, claim_id: str, delay: float) -> Commit:
+    """Free ``step``'s claim and keep the lease ``delay`` seconds plus the dispatch grace.
+
+    The step goes back to the queue with that countdown (``runtime.redispatch_step``).
+    """
+    hold_ms = int((delay + get_settings().dispatch_grace) * 1000)
+    return scripts.call(  # type: ignore[no-any-return]
+        r,
+        "defer",
+        [*fence.lease_keys, keys.run(fence.run_id), keys.run_part(fence.run_id, "claim")],
+        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid],
     )
 
 

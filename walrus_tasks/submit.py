@@ -31,10 +31,10 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-RUN_FIELDS = frozenset({"cwd", "kind", "parent_run", "parent_call", "timer_due"})
-"""Extra fields a run record may be given at submit: its working directory, ``kind=compact``
-for a compaction request, the delegate call that started it, and the schedule time (ms) of
-the cron or heartbeat fire that sent it."""
+RUN_FIELDS = frozenset({"cwd", "kind", "parent_run", "parent_call", "timer_due", "tenant"})
+"""Extra fields a run record may be given at submit: its working directory, its tenant,
+``kind=compact`` for a compaction request, the delegate call that started it, and the schedule
+time (ms) of the cron or heartbeat fire that sent it."""
 
 
 def submit(

@@ -40,13 +40,16 @@ def conversation_cwd(agent: AgentConfig, config: Config, requested: str) -> Path
     return path
 
 
-def send_meta(config: Config, agent: str, cwd: str | None) -> dict[str, str] | None:
-    """The run fields of a send with ``cwd`` (checked by ``conversation_cwd``), or None.
+def send_meta(
+    config: Config, agent: str, cwd: str | None, tenant: str | None = None
+) -> dict[str, str] | None:
+    """The run fields of a send with ``cwd`` (checked by ``conversation_cwd``) and ``tenant``.
 
     Every way in (HTTP, WebSocket) calls this before ``submit()``, so a bad ``cwd`` is refused
-    before anything is stored, whatever the token.
+    before anything is stored, whatever the token. None when there is neither.
     """
-    if not cwd:
-        return None
-    conversation_cwd(config.agent(agent), config, cwd)
-    return {"cwd": cwd}
+    meta = {"tenant": tenant} if tenant else {}
+    if cwd:
+        conversation_cwd(config.agent(agent), config, cwd)
+        meta["cwd"] = cwd
+    return meta or None

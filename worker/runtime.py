@@ -33,7 +33,7 @@ from walrus_tasks.lease import Fence, LeaseKeeper, renew
 from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
-from worker import compaction, metrics
+from worker import compaction, llm_call, metrics
 from worker.config_cache import agent_for_run, current_config
 from worker.context import build_request
 from worker.providers import provider_for
@@ -55,6 +55,16 @@ def dispatch_step(fence: Fence, step: int) -> None:
     """Enqueue step ``step`` of the fenced run."""
     _queue_grace(fence)
     send_step(fence, step)
+
+
+def redispatch_step(r: redis.Redis, fence: Fence, step: int, claim_id: str, wait: float) -> None:
+    """Put step ``step`` back in the queue for ``wait`` seconds, its claim freed.
+
+    One hop of at most ``llm_call.MAX_HOP``; the lease is kept for the wait.
+    """
+    countdown = llm_call.hop(wait)
+    if runs.defer(r, fence, step, claim_id, countdown) == "ok":
+        send_step(fence, step, countdown=countdown)
 
 
 def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
@@ -100,6 +110,12 @@ class StepOutput:
     calls: list[ToolCallRequest] = field(default_factory=list)
     usage: tuple[int, int] = (0, 0)
     text_open: bool = False
+    streamed: bool = False
+    """Whether the call emitted any output (text or thinking) so far."""
+
+    def clear(self) -> None:
+        """Forget a failed call's output (it is made again)."""
+        self.text, self.calls, self.usage, self.streamed = [], [], (0, 0), False
 
 
 @metrics.timed_step
@@ -117,6 +133,7 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
         return state
     out = StepOutput()
     model = "unknown"
+    deferred: llm_call.Deferred | None = None
     with LeaseKeeper(r, fence, keys.run_part(fence.run_id, "claim"), claim_id) as keeper:
         try:
             agent = agent_for_run(r, fence.agent, fence.run_id)
@@ -139,7 +156,10 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
                 compaction.compact(r, fence, agent, config, keeper, keep=1)
                 history = store.history(r, fence.agent, fence.sender)
             cwd = run_cwd(agent, config, record)
-            _call_llm(r, fence, agent, config, history, cwd, keeper, out)
+            model = _call_llm(r, fence, step, agent, config, record, history, cwd, keeper, out)
+        except llm_call.Deferred as d:
+            log.info("step %d deferred %.2f s: %s", step, d.delay, d.why)
+            deferred = d
         except LeaseLost as e:
             log.warning("%s; leaving the run to the new holder", e.message)
             return state
@@ -162,6 +182,9 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
             _close_text(r, fence, out)
             finish(r, fence, "failed", error)
             return state
+    if deferred is not None:  # after the keeper stopped: nothing renews the lease over the wait
+        redispatch_step(r, fence, step, claim_id, deferred.delay)
+        return state
     text = "".join(out.text)
     calls: list[run_events.ToolCall] = [
         {"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls
@@ -181,31 +204,48 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
 def _call_llm(
     r: redis.Redis,
     fence: Fence,
+    step: int,
     agent: AgentConfig,
     config: Config,
+    record: dict[str, str],
     history: list[dict[str, Any]],
     cwd: Path,
     keeper: LeaseKeeper,
     out: StepOutput,
-) -> None:
-    request = build_request(r, agent, config, history, cwd)
-    for item in provider_for(agent, config).stream(request, keeper.wait):
-        keeper.check()
-        if isinstance(item, TextDelta):
-            if not item.text:
-                continue
-            if not out.text_open:
-                must_emit(r, fence, run_events.text_start())
-                out.text_open = True
-            must_emit(r, fence, run_events.chunk(item.text))
-            out.text.append(item.text)
-        elif isinstance(item, ThinkingDelta):
-            must_emit(r, fence, run_events.thinking(item.text))
-        elif isinstance(item, ToolCallRequest):
-            out.calls.append(item)
-        elif isinstance(item, StepUsage):
-            out.usage = (item.input_tokens, item.output_tokens)
-    _close_text(r, fence, out)
+) -> str:
+    """Stream the step's answer into ``out`` (retried, limited: ``llm_call``); the model."""
+
+    def stream(member: AgentConfig) -> tuple[int, int]:
+        request = build_request(r, member, config, history, cwd)
+        for item in provider_for(member, config).stream(request, keeper.wait):
+            keeper.check()
+            if isinstance(item, TextDelta):
+                if not item.text:
+                    continue
+                if not out.text_open:
+                    must_emit(r, fence, run_events.text_start())
+                    out.text_open = out.streamed = True
+                must_emit(r, fence, run_events.chunk(item.text))
+                out.text.append(item.text)
+            elif isinstance(item, ThinkingDelta):
+                out.streamed = True
+                must_emit(r, fence, run_events.thinking(item.text))
+            elif isinstance(item, ToolCallRequest):
+                out.calls.append(item)
+            elif isinstance(item, StepUsage):
+                out.usage = (item.input_tokens, item.output_tokens)
+        _close_text(r, fence, out)
+        return out.usage
+
+    def reset() -> None:
+        _close_text(r, fence, out)
+        out.clear()
+
+    estimate = compaction.estimate_tokens(history)
+    return llm_call.call(
+        r, fence, step, agent, config, record, keeper, estimate, stream,
+        lambda: out.streamed, reset,
+    )  # fmt: skip
 
 
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:

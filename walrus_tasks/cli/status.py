@@ -13,9 +13,11 @@ import redis
 from rich.markup import escape
 from rich.table import Table
 
-from walrus_tasks import keys
+from walrus_tasks import keys, limits
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import client
+from walrus_tasks.errors import ConfigError
 from walrus_tasks.metrics import RUN_STATUSES, read_figures
 from walrus_tasks.settings import get_settings
 
@@ -63,7 +65,17 @@ def snapshot(r: redis.Redis) -> dict[str, Any]:
         "inboxes": figures.inboxes,
         "active_runs": active_runs(r),
         "runs": {agent: stats.as_dict() for agent, stats in figures.runs.items()},
+        "limits": [use.model_dump() for use in limits.usage(r, _config())],
     }
+
+
+def _config() -> Config:
+    """The config directory's limits; none when it does not load (status still shows use)."""
+    home = get_settings().home
+    try:
+        return load_config(home)
+    except ConfigError:
+        return Config(home=home)
 
 
 def status(as_json: JsonOption = False) -> None:
@@ -128,4 +140,25 @@ def _render(data: dict[str, Any]) -> None:
         )
     if not data["runs"]:
         table.add_row("[yellow]none yet[/]", *[""] * (len(RUN_STATUSES) + 1))
+    console.print(table)
+    if data["limits"]:
+        _render_limits(data["limits"])
+
+
+def _render_limits(uses: list[dict[str, Any]]) -> None:
+    table = Table(title="limits (cluster-wide)", title_justify="left")
+    for column in ("limit", "in flight", "requests/min", "tokens/min", "waiting"):
+        table.add_column(column, justify="left" if column == "limit" else "right")
+
+    def of(used: int, limit: int | None) -> str:
+        return f"{used}/{limit}" if limit else str(used)
+
+    for u in uses:
+        table.add_row(
+            escape(u["name"]),
+            of(u["in_flight"], u["max_concurrency"]),
+            of(u["requests_last_minute"], u["requests_per_minute"]),
+            of(u["tokens_last_minute"], u["tokens_per_minute"]),
+            str(u["waiting"]),
+        )
     console.print(table)

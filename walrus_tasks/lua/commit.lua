@@ -16,5 +16,6 @@ end
 redis.call('HINCRBY', KEYS[3], 'input_tokens', ARGV[7])
 redis.call('HINCRBY', KEYS[3], 'output_tokens', ARGV[8])
 redis.call('HSET', KEYS[3], 'phase', ARGV[5], 'calls', ARGV[6], 'model', ARGV[9])
+redis.call('HDEL', KEYS[3], 'attempts', 'tries', 'fallback', 'not_before')  -- per step
 redis.call('DEL', KEYS[5])
 return 'ok'

@@ -25,6 +25,7 @@ from anthropic.types import (
 from walrus_tasks.config import ProviderConfig
 from walrus_tasks.errors import ProviderError
 from worker.providers.base import (
+    FirstTokenWatch,
     LLMRequest,
     StepUsage,
     StreamItem,
@@ -32,7 +33,10 @@ from worker.providers.base import (
     ThinkingDelta,
     ToolCallRequest,
     cached_client,
+    first_token_error,
     parse_arguments,
+    status_error,
+    timeouts,
     transport_error,
 )
 
@@ -46,8 +50,8 @@ def _client(config: ProviderConfig) -> anthropic.Anthropic:
         lambda: anthropic.Anthropic(
             base_url=config.base_url,
             api_key=config.api_key or "unused",  # never fall back to ambient credentials
-            max_retries=0,  # a failed step fails the run; Celery and the user decide on retry
-            timeout=config.timeout,
+            max_retries=0,  # the run retries (worker.retry): a wait never holds a pool slot
+            timeout=timeouts(config),
         ),
     )
 
@@ -65,6 +69,7 @@ class AnthropicProvider:
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in request.tools
         ]
+        watch: FirstTokenWatch | None = None
         try:
             events = _client(self._config).messages.create(
                 model=request.model,
@@ -73,12 +78,20 @@ class AnthropicProvider:
                 messages=cast("list[MessageParam]", to_anthropic_messages(request)),
                 tools=cast("list[ToolParam]", tools) if tools else anthropic.omit,
                 stream=True,
-                timeout=self._config.timeout,
+                timeout=timeouts(self._config),
             )
+            watch = FirstTokenWatch(self._config.first_token_timeout, events.response)
             with events:
-                yield from _translate(events)
+                for item in _translate(events):
+                    watch.seen()
+                    yield item
         except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as e:
+            if watch is not None and watch.fired:
+                raise first_token_error("anthropic", self._config, self._where) from e
             raise _provider_error(e, self._where) from e
+        finally:
+            if watch is not None:
+                watch.seen()
 
 
 def to_anthropic_messages(request: LLMRequest) -> list[dict[str, Any]]:
@@ -168,9 +181,10 @@ def _provider_error(e: Exception, where: str) -> ProviderError:
     """An SDK or transport failure as a ProviderError naming the provider, status and server."""
     if isinstance(e, anthropic.APIStatusError):
         message = e.api_message or _body_text(e.body) or e.message
-        if e.status_code < 400:  # an ``event: error`` inside a 200 stream
-            return ProviderError(f"anthropic: stream error from {where}: {e.type}: {message}")
-        return ProviderError(f"anthropic: HTTP {e.status_code} from {where}: {message}")
+        # status < 400: an ``event: error`` inside a 200 stream
+        return status_error(
+            "anthropic", e.status_code, where, message, e.response.headers, e.type or ""
+        )
     if isinstance(e, anthropic.APIConnectionError):  # the SDK wraps the httpx2 error as the cause
         cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
         return transport_error("anthropic", cause, where)

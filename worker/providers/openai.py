@@ -18,6 +18,8 @@ from openai.types.chat import (
 from walrus_tasks.config import ProviderConfig
 from walrus_tasks.errors import ProviderError
 from worker.providers.base import (
+    TRANSIENT_TYPES,
+    FirstTokenWatch,
     LLMRequest,
     StepUsage,
     StreamItem,
@@ -25,7 +27,10 @@ from worker.providers.base import (
     ThinkingDelta,
     ToolCallRequest,
     cached_client,
+    first_token_error,
     parse_arguments,
+    status_error,
+    timeouts,
     transport_error,
 )
 
@@ -39,8 +44,8 @@ def _client(config: ProviderConfig) -> openai.OpenAI:
         lambda: openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key or "unused",  # local servers need no key; the SDK wants one
-            max_retries=0,  # a failed step fails the run; Celery and the user decide on retry
-            timeout=config.timeout,
+            max_retries=0,  # the run retries (worker.retry): a wait never holds a pool slot
+            timeout=timeouts(config),
         ),
     )
 
@@ -65,6 +70,7 @@ class OpenAIProvider:
             }
             for t in request.tools
         ]
+        watch: FirstTokenWatch | None = None
         try:
             chunks = _client(self._config).chat.completions.create(
                 model=request.model,
@@ -72,12 +78,20 @@ class OpenAIProvider:
                 tools=cast("list[ChatCompletionToolUnionParam]", tools) if tools else openai.omit,
                 stream=True,
                 stream_options={"include_usage": True},
-                timeout=self._config.timeout,
+                timeout=timeouts(self._config),
             )
+            watch = FirstTokenWatch(self._config.first_token_timeout, chunks.response)
             with chunks:
-                yield from _translate(chunks)
+                for item in _translate(chunks):
+                    watch.seen()
+                    yield item
         except (openai.OpenAIError, httpx2.HTTPError, ValueError) as e:
+            if watch is not None and watch.fired:
+                raise first_token_error("openai", self._config, self._where) from e
             raise _provider_error(e, self._where) from e
+        finally:
+            if watch is not None:
+                watch.seen()
 
 
 def to_openai_messages(request: LLMRequest) -> list[dict[str, Any]]:
@@ -179,12 +193,16 @@ def _provider_error(e: Exception, where: str) -> ProviderError:
     """An SDK or transport failure as a ProviderError naming the provider, status and server."""
     if isinstance(e, openai.APIStatusError):
         message = _server_message(e.body, e.message)
-        return ProviderError(f"openai: HTTP {e.status_code} from {where}: {message}")
+        return status_error("openai", e.status_code, where, message, e.response.headers)
     if isinstance(e, openai.APIConnectionError):  # the SDK wraps the httpx2 error as the cause
         cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
         return transport_error("openai", cause, where)
-    if isinstance(e, openai.APIError):
-        return ProviderError(f"openai: error from {where}: {_server_message(e.body, e.message)}")
+    if isinstance(e, openai.APIError):  # an error inside a 200 stream
+        message = _server_message(e.body, e.message)
+        kind = e.type or ""
+        return ProviderError(
+            f"openai: error from {where}: {message}", transient=kind in TRANSIENT_TYPES
+        )
     if isinstance(e, (httpx2.HTTPError, ValueError)):
         return transport_error("openai", e, where)
     return ProviderError(f"openai: {e}")

@@ -1,0 +1,127 @@
+"""Real-provider figures against the fake LLM over HTTP: a shared rate limit, a noisy neighbour.
+
+``python -m bench.providers`` (``make bench-providers``):
+
+1. **rate**: ``--conversations`` conversations at once against a fake provider that answers
+   429 past ``--rpm`` requests per minute, with ``requests_per_minute = --rpm`` in config.toml.
+   Reports the fake's 429s, failed runs and the rate the fake observed.
+2. **noisy neighbour**: tenant A submits ``--flood`` runs, then tenant B one run; B's queue
+   wait (accepted → ``start``) beside B's wait on an idle cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.procs import environment
+from tests.cluster import Cluster
+from tests.fakellm import FakeLLM
+
+RATE_PROVIDER = """
+[providers.fake]
+kind = "openai"
+base_url = "{base}/v1"
+api_key = "bench"
+requests_per_minute = {rpm}
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.providers", description=__doc__)
+    p.add_argument("--rpm", type=int, default=120, help="the fake's requests per minute (120)")
+    p.add_argument("--conversations", type=int, default=50, help="conversations of 1. (50)")
+    p.add_argument("--flood", type=int, default=500, help="tenant A's runs of 2. (500)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    p.add_argument("--concurrency", type=int, default=2, help="pool size per worker (2)")
+    p.add_argument("--only", choices=("rate", "fairness"), help="run one figure only")
+    return p.parse_args(argv)
+
+
+def send(c: Cluster, agent: str, sender: str, content: str = "go") -> str:
+    """POST one message; its run id."""
+    return c.send(agent, content, sender)
+
+
+def wait_all(c: Cluster, run_ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    """The final record of every run (polled through the gateway)."""
+    return [c.wait_run(run_id, timeout=timeout) for run_id in run_ids]
+
+
+def rate(args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 1: a provider limit shared by every worker keeps a fake's rate limit."""
+    with FakeLLM() as fake:
+        fake.limit_rate(args.rpm, burst=max(1, args.rpm // 60) + 1)
+        config = RATE_PROVIDER.format(base=fake.base_url, rpm=args.rpm)
+        agents = {"rated": 'model = "fake/m-rate"\nretries = 0\n'}
+        with environment(
+            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-rate"
+        ) as env:
+            c = env.cluster
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                run_ids = list(
+                    pool.map(lambda i: send(c, "rated", f"conv-{i}"), range(args.conversations))
+                )
+            ends = wait_all(c, run_ids, timeout=120)
+            wall = time.monotonic() - started
+        arrivals = sorted(fake.arrivals)
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
+    observed = (len(arrivals) - 1) / span * 60 if span else float("nan")
+    return {
+        "rpm": args.rpm,
+        "conversations": args.conversations,
+        "succeeded": sum(e["status"] == "succeeded" for e in ends),
+        "failed": sum(e["status"] != "succeeded" for e in ends),
+        "fake_429": fake.rejected,
+        "requests": len(arrivals),
+        "observed_rpm": round(observed, 1),
+        "observed_vs_limit": round(observed / args.rpm, 3),
+        "wall_s": round(wall, 1),
+    }
+
+
+def queue_wait(c: Cluster, run_id: str) -> float:
+    """Seconds from the run's acceptance to its start."""
+    info = c.wait_run(run_id, timeout=600)
+    return float(info["started_at"]) - float(info["created_at"])
+
+
+def fairness(args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 2: B's one run behind A's flood, beside B's run on an idle cluster."""
+    agents = {"chat": 'model = "mock"\n[mock]\nreply = "a five word mock reply"\n'}
+    with environment(args.workers, args.concurrency, agents=agents, name="bench-fair") as env:
+        c = env.cluster
+        idle = [queue_wait(c, send(c, "chat", f"b:idle-{i}")) for i in range(5)]
+        with ThreadPoolExecutor(16) as pool:
+            flood = list(pool.map(lambda i: send(c, "chat", f"a:conv-{i}"), range(args.flood)))
+        b_run = send(c, "chat", "b:one")
+        b_wait = queue_wait(c, b_run)
+        a_waits = [queue_wait(c, run_id) for run_id in flood]
+    return {
+        "flood (tenant A runs)": args.flood,
+        "B queue wait, idle cluster (median of 5), s": round(sorted(idle)[2], 3),
+        "B queue wait behind A's flood, s": round(b_wait, 3),
+        "A's last run queue wait, s": round(max(a_waits), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results: dict[str, Any] = {}
+    if args.only in (None, "rate"):
+        results["rate"] = rate(args)
+    if args.only in (None, "fairness"):
+        results["fairness"] = fairness(args)
+    print(json.dumps(results, indent=2))
+    r = results.get("rate")
+    ok = r is None or (r["failed"] == 0 and r["fake_429"] == 0)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
