@@ -12,11 +12,10 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -24,17 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe
-from gateway.sse import SSE_HEADERS, Item, resilient
+from gateway.deps import ARedis, Cfg, Redis, Sets
+from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe, responses
+from gateway.operations import run_events
+from gateway.sse import SSE_HEADERS
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
 from walrus_tasks.names import sender_name
-from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
-
-Redis = Annotated[redis.Redis, Depends(get_redis)]
 
 
 def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -184,16 +181,6 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-def _events(r: aioredis.Redis, run_id: str, settings: Settings) -> AsyncIterator[Item]:
-    """The run's events from the start, riding out a Redis restart (see gateway.sse)."""
-    block_ms = int(settings.sse_keepalive * 1000)
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_events(r, run_id, cursor, block_ms=block_ms)
-
-    return resilient(r, read, "0-0", settings.sse_redis_grace)
-
-
 async def stream_chunks(
     r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, settings: Settings
 ) -> AsyncIterator[str]:
@@ -211,7 +198,7 @@ async def stream_chunks(
 
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None
-    async for _, event in _events(r, run_id, settings):
+    async for _, event in run_events(r, run_id, "0-0", settings):
         if event is None:
             yield ": keep-alive\n\n"
         elif event["type"] == "chunk":
@@ -235,77 +222,72 @@ async def collect(
     """Every chunk's text of the run, and its ``end`` event (None if the run vanished)."""
     text: list[str] = []
     end: dict[str, Any] | None = None
-    async for _, event in _events(r, run_id, settings):
+    async for _, event in run_events(r, run_id, "0-0", settings):
         if event is not None and event["type"] == "chunk":
             text.append(event["content"])
         end = event if event is not None and event["type"] == "end" else end
     return "".join(text), end
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, "content": {"application/json": {}}}
-    for s, d in [(404, "unknown model (agent)"), (413, "body too large"),
-                 (422, "invalid input"), (502, "the run failed or was cancelled")]
-}  # fmt: skip
+ERRORS = responses({404: "unknown model (agent)", 413: "body too large", 422: "invalid input",
+                    502: "the run failed or was cancelled"})  # fmt: skip
 
 
-def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
-    """The OpenAI-compatible routes; ``cfg`` returns the current config (it may be reloaded)."""
-    api = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
-    def known_model(name: str) -> ModelInfo:
-        if name not in cfg().agents:  # a dict lookup: the name touches no key or path
-            raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
-        return ModelInfo(id=name)
 
-    @api.get("/v1/models", response_model=ModelList)
-    def list_models() -> ModelList:
-        """The agents, as OpenAI models."""
-        return ModelList(data=[ModelInfo(id=n) for n in sorted(cfg().agents)])
+def known_model(config: Config, name: str) -> ModelInfo:
+    """Agent ``name`` as a model, or NotFound (in OpenAI's words)."""
+    if name not in config.agents:  # a dict lookup: the name touches no key or path
+        raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
+    return ModelInfo(id=name)
 
-    @api.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
-    def get_model(model: str) -> ModelInfo:
-        """One agent, as an OpenAI model."""
-        return known_model(model)
 
-    @api.post(
-        "/v1/chat/completions",
-        response_model=ChatCompletion,
-        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+@router.get("/v1/models", response_model=ModelList)
+def list_models(config: Cfg) -> ModelList:
+    """The agents, as OpenAI models."""
+    return ModelList(data=[ModelInfo(id=n) for n in sorted(config.agents)])
+
+
+@router.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
+def get_model(model: str, config: Cfg) -> ModelInfo:
+    """One agent, as an OpenAI model."""
+    return known_model(config, model)
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_completions(
+    body: ChatCompletionRequest, r: Redis, aredis: ARedis, config: Cfg, settings: Sets
+) -> Any:
+    """Send the last user message to agent ``model`` as sender ``user``; the reply.
+
+    ``stream: true`` answers with ``chat.completion.chunk`` SSE frames ending in
+    ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended (502 if
+    it failed or was cancelled).
+    """
+    agent = body.model
+    known_model(config, agent)
+    sender = sender_name(body.user)
+    content = last_user_text(body.messages)
+    created = int(time.time())
+    submitted = await run_in_threadpool(submit, r, agent, sender, content)
+    run_id = submitted.run_id
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    text, end = await collect(aredis, run_id, settings)
+    if end is None or end.get("status") != "succeeded":
+        code, message = run_error(run_id, end)
+        return openai_error(502, code, message, run_id=run_id)
+    return ChatCompletion(
+        id=f"chatcmpl-{run_id}",
+        created=created,
+        model=agent,
+        choices=[Choice(message=AssistantMessage(content=text))],
+        usage=usage_of(end),
     )
-    async def chat_completions(body: ChatCompletionRequest, r: Redis, request: Request) -> Any:
-        """Send the last user message to agent ``model`` as sender ``user``; the reply.
-
-        ``stream: true`` answers with ``chat.completion.chunk`` SSE frames ending in
-        ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended (502 if
-        it failed or was cancelled).
-        """
-        agent = body.model
-        known_model(agent)
-        sender = sender_name(body.user)
-        content = last_user_text(body.messages)
-        created = int(time.time())
-        submitted = await run_in_threadpool(submit, r, agent, sender, content)
-        run_id, aredis = submitted.run_id, request.app.state.aredis
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
-            return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-        text, end = await collect(aredis, run_id, settings)
-        if end is None or end.get("status") != "succeeded":
-            code, message = run_error(run_id, end)
-            return openai_error(502, code, message, run_id=run_id)
-        return ChatCompletion(
-            id=f"chatcmpl-{run_id}",
-            created=created,
-            model=agent,
-            choices=[Choice(message=AssistantMessage(content=text))],
-            usage=usage_of(end),
-        )
-
-    return api
-
-
-def register(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> None:
-    """Add ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]`` to ``app``."""
-    app.include_router(router(cfg, settings))
