@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway import admin, bus, manage, native, openai_compat, ws
+from gateway import admin, agent_protocol, bus, manage, native, openai_compat, ws
 from gateway.auth import install_auth
 from gateway.errors import BodyLimit, install
 from gateway.metrics import install_metrics
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.add_middleware(OriginGuard, config=config, settings=settings)
 
     for api in (*native.ROUTERS, openai_compat.router, admin.router, bus.router, manage.router):
+        app.include_router(api)
+    for api in agent_protocol.ROUTERS:
         app.include_router(api)
     ws.register(app, settings)
     install_metrics(app)  # last: it labels requests by the routes registered above
