@@ -10,6 +10,8 @@ is ``async`` (the async ones read run streams through the gateway's asyncio clie
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +19,10 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.sse import Item, resilient
-from walrus_tasks import crons, store, subscriptions, waits
+from walrus_tasks import conversations as conversations_mod
+from walrus_tasks import crons, runs, store, subscriptions, waits
 from walrus_tasks.config import AgentConfig, Config
-from walrus_tasks.errors import NotFound
+from walrus_tasks.errors import Conflict, NotFound, WalrusError
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -89,6 +92,27 @@ def send(r: redis.Redis, config: Config, agent: Any, body: SendMessage) -> Submi
     agent = known_agent(config, agent)
     meta = send_meta(config, agent, body.cwd)
     return submit(r, agent, sender_name(body.sender), body.content, body.on_busy, meta=meta)
+
+
+def send_with_context(
+    r: redis.Redis, config: Config, agent: Any, prior: list[dict[str, Any]], content: str
+) -> tuple[str, Submitted]:
+    """Send ``content`` in a new conversation of its own whose history is ``prior``.
+
+    ``(sender, run)``: the conversation is nobody else's, so parallel calls neither queue behind
+    each other nor see each other's messages.
+    """
+    agent = known_agent(config, agent)
+    sender = f"oneshot-{uuid.uuid4().hex}"
+    if prior and not runs.seed_history(r, agent, sender, prior):
+        raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
+    return sender, submit(r, agent, sender, content)
+
+
+def forget(r: redis.Redis, agent: str, sender: str) -> None:
+    """Delete a one-shot conversation once its run has ended (nothing if it is gone or busy)."""
+    with contextlib.suppress(WalrusError):
+        conversations_mod.delete(r, agent, sender)
 
 
 def kill(r: redis.Redis, config: Config, agent: Any, sender: Any) -> KillResult:
