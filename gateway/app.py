@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from gateway import admin, agent_protocol, bus, manage, native, openai_compat, ws
 from gateway.auth import install_auth
+from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard
@@ -36,7 +37,13 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         follower.cancel()
         await app.state.aredis.aclose()
 
-    app = FastAPI(title="walrus_tasks gateway", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="walrus_tasks gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from local assets
+        redoc_url=None,
+    )
     app.state.config, app.state.settings = config, settings
     install(app)
     install_auth(app, config)
@@ -49,5 +56,6 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
     ws.register(app, settings)
+    install_docs(app)
     install_metrics(app)  # last: it labels requests by the routes registered above
     return app

@@ -213,3 +213,13 @@ def test_async_client(ap: Cluster) -> None:
         assert [a["graph_id"] for a in await lg.assistants.search(graph_id="echo")] == ["echo"]
 
     asyncio.run(go())
+
+
+def test_docs_reference_no_external_host(ap: Cluster) -> None:
+    with httpx.Client(base_url=ap.gateway_url) as h:
+        page = h.get("/docs")
+        assert page.status_code == 200
+        assert "http://" not in page.text.replace(ap.gateway_url, "")
+        assert "https://" not in page.text
+        assert h.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+        assert h.get("/docs/static/swagger-ui.css").status_code == 200
