@@ -10,28 +10,25 @@ when it moves. Runs in flight keep the agent config they started with.
 
 import asyncio
 import logging
-from typing import Annotated, Any
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from gateway import operations as ops
+from gateway.deps import Cfg, Redis, Sets
+from gateway.errors import responses
 from walrus_tasks import crons, keys
-from walrus_tasks.config import Config, load_config
-from walrus_tasks.connection import get_redis
+from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.models import CronEntry, CronSpec
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway")
 
-Redis = Annotated[redis.Redis, Depends(get_redis)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown agent or cron"},
-    422: {"description": "invalid entry or config"},
-}
+ERRORS = responses({404: "unknown agent or cron", 422: "invalid entry or config"})
 
 
 class Reloaded(BaseModel):
@@ -41,40 +38,37 @@ class Reloaded(BaseModel):
     agents: list[str]
 
 
-def router(app: FastAPI, settings: Settings) -> APIRouter:
-    """The ``/v1/crons`` and ``/v1/admin/reload`` routes of ``app``."""
-    api = APIRouter()
+router = APIRouter(tags=["crons and config"])
 
-    def cfg() -> Config:
-        return app.state.config  # type: ignore[no-any-return]
 
-    @api.post("/v1/crons", status_code=201, response_model=CronEntry, responses=ERRORS)
-    def create_cron(spec: CronSpec, r: Redis) -> CronEntry:
-        """Add a cron entry; it fires from the next schedule time on, without a restart."""
-        return crons.create(r, spec, cfg().agents.keys(), skills=crons.usable_skills(cfg()))
+@router.post("/v1/crons", status_code=201, response_model=CronEntry, responses=ERRORS)
+def create_cron(spec: CronSpec, r: Redis, config: Cfg) -> CronEntry:
+    """Add a cron entry; it fires from the next schedule time on, without a restart."""
+    return ops.create_cron(r, config, spec)
 
-    @api.get("/v1/crons", response_model=dict[str, list[CronEntry]])
-    def list_crons(r: Redis) -> dict[str, list[CronEntry]]:
-        """Every cron entry with its last and next fire time and last run id."""
-        return {"crons": crons.list_all(r)}
 
-    @api.get("/v1/crons/{cron_id}", response_model=CronEntry, responses=ERRORS)
-    def get_cron(cron_id: str, r: Redis) -> CronEntry:
-        """One cron entry."""
-        return crons.get(r, cron_id)
+@router.get("/v1/crons", response_model=dict[str, list[CronEntry]])
+def list_crons(r: Redis) -> dict[str, list[CronEntry]]:
+    """Every cron entry with its last and next fire time and last run id."""
+    return {"crons": ops.list_crons(r)}
 
-    @api.delete("/v1/crons/{cron_id}", responses=ERRORS)
-    def delete_cron(cron_id: str, r: Redis) -> dict[str, str]:
-        """Delete a cron entry (it never fires again): ``{"deleted": id}``, or 404."""
-        crons.delete(r, cron_id)
-        return {"deleted": cron_id}
 
-    @api.post("/v1/admin/reload", response_model=Reloaded, responses=ERRORS)
-    def reload(r: Redis) -> Reloaded:
-        """Re-read the config directory here, then make every process follow (422 if bad)."""
-        return reload_config(app, r, settings)
+@router.get("/v1/crons/{cron_id}", response_model=CronEntry, responses=ERRORS)
+def get_cron(cron_id: str, r: Redis) -> CronEntry:
+    """One cron entry."""
+    return crons.get(r, cron_id)
 
-    return api
+
+@router.delete("/v1/crons/{cron_id}", responses=ERRORS)
+def delete_cron(cron_id: str, r: Redis) -> dict[str, str]:
+    """Delete a cron entry (it never fires again): ``{"deleted": id}``, or 404."""
+    return ops.delete_cron(r, cron_id)
+
+
+@router.post("/v1/admin/reload", response_model=Reloaded, responses=ERRORS)
+def reload(r: Redis, request: Request, settings: Sets) -> Reloaded:
+    """Re-read the config directory here, then make every process follow (422 if bad)."""
+    return reload_config(request.app, r, settings)
 
 
 def reload_config(app: FastAPI, r: redis.Redis, settings: Settings) -> Reloaded:
@@ -103,8 +97,3 @@ async def follow_reloads(app: FastAPI, aredis: aioredis.Redis, settings: Setting
         except ConfigError as e:
             log.error("config reload failed, keeping the old config: %s", e.message)
         app.state.config_generation = generation
-
-
-def register(app: FastAPI, settings: Settings) -> None:
-    """Add the cron and reload routes to ``app``."""
-    app.include_router(router(app, settings))

@@ -79,18 +79,31 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+AGENT_PROTOCOL = ("/threads", "/runs", "/assistants", "/store")
+"""The Agent Protocol's resources (``gateway.agent_protocol``): they act across agents, so a
+token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."""
+
+
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    return path == "/v1" or path.startswith("/v1/")
+    if path == "/v1" or path.startswith("/v1/"):
+        return True
+    return any(path == p or path.startswith(p + "/") for p in AGENT_PROTOCOL)
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The token of the first ``Authorization: Bearer <token>`` header, or None."""
+    """The token of the first ``Authorization: Bearer <token>`` (or ``x-api-key``), or None.
+
+    ``x-api-key`` is what the LangGraph SDKs send.
+    """
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.strip().partition(b" ")
             token = token.strip()
             return token if scheme.lower() == b"bearer" and token else None
+    for name, value in headers:
+        if name == b"x-api-key" and value.strip():
+            return value.strip()
     return None
 
 

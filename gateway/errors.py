@@ -20,6 +20,13 @@ RETRY_AFTER = 2
 """Seconds a client is told to wait (``Retry-After``) before retrying while Redis is down."""
 
 
+def responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route's errors, from ``{status: description}``."""
+    return {
+        s: {"description": d, "content": {"application/json": {}}} for s, d in described.items()
+    }
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     """The error body every endpoint returns."""
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

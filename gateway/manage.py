@@ -13,19 +13,21 @@ across agents and need a full-access token (``gateway.auth``), except deleting a
 which a token limited to that conversation's agent may do.
 """
 
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
 from gateway.admin import reload_config
+from gateway.deps import Cfg, Redis, Sets
+from gateway.errors import responses
+from gateway.operations import info_of
 from walrus_tasks import agent_files, conversations, keys, limits
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.config import AgentConfig, Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.limits import LimitUse
 from walrus_tasks.metrics import read_figures
@@ -33,12 +35,8 @@ from walrus_tasks.models import AgentInfo
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
 
-Redis = Annotated[redis.Redis, Depends(get_redis)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, "content": {"application/json": {}}}
-    for s, d in [(404, "unknown agent or conversation"), (409, "in use"), (413, "body too large"),
-                 (422, "invalid input or config")]
-}  # fmt: skip
+ERRORS = responses({404: "unknown agent or conversation", 409: "in use", 413: "body too large",
+                    422: "invalid input or config"})  # fmt: skip
 
 
 class AgentFields(AgentConfig):
@@ -95,13 +93,6 @@ class Stats(BaseModel):
     """Each cluster-wide limit (provider, model, tenant): its use and the steps waiting for it."""
 
 
-def agent_info(a: AgentConfig) -> AgentInfo:
-    """The public view of an agent, as ``GET /v1/agents/{agent}`` shows it."""
-    return AgentInfo(
-        name=a.name, model=a.model, description=a.description, tools=a.tools, members=a.members
-    )
-
-
 def agent_config(name: str, fields: Mapping[str, Any]) -> AgentConfig:
     """Agent ``name`` with ``fields``; a ``name`` among them must be ``name`` (InvalidInput)."""
     given = fields.get("name") or name
@@ -116,7 +107,7 @@ def save_agent(
     """Create (Conflict if it exists) or replace (NotFound if not) an agent, then reload."""
     agent_files.save(settings.home, agent, create=create)
     reload_config(app, r, settings)
-    return agent_info(app.state.config.agent(agent.name))
+    return info_of(app.state.config.agent(agent.name))
 
 
 def delete_agent(app: FastAPI, r: redis.Redis, settings: Settings, name: str) -> dict[str, str]:
@@ -193,54 +184,55 @@ def stats(r: redis.Redis, config: Config) -> Stats:
     )
 
 
-def router(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> APIRouter:
-    """The management routes of ``app``, reading its current config through ``cfg``."""
-    api = APIRouter(tags=["management"])
-
-    @api.delete("/v1/agents/{agent}/conversations/{sender}", responses=ERRORS)
-    def delete_conversation_route(agent: str, sender: str, r: Redis) -> dict[str, bool]:
-        """Delete the conversation's history and state: ``{"deleted": true}``; 409 while busy."""
-        return delete_conversation(r, agent, sender)
-
-    @api.post("/v1/agents", status_code=201, response_model=AgentInfo, responses=ERRORS)
-    def create_agent(body: AgentConfig, r: Redis) -> AgentInfo:
-        """Write ``agents/<name>.toml`` and reload; 409 if the agent exists."""
-        return save_agent(app, r, settings, body, create=True)
-
-    @api.put("/v1/agents/{agent}", response_model=AgentInfo, responses=ERRORS)
-    def update_agent(agent: str, body: AgentFields, r: Redis) -> AgentInfo:
-        """Replace the agent's whole config (omitted fields take their defaults) and reload."""
-        fields = body.model_dump(exclude_unset=True)
-        return save_agent(app, r, settings, agent_config(agent, fields), create=False)
-
-    @api.delete("/v1/agents/{agent}", responses=ERRORS)
-    def delete_agent_route(agent: str, r: Redis) -> dict[str, str]:
-        """Delete the agent's files and reload; 409 while another agent lists it in members."""
-        return delete_agent(app, r, settings, agent)
-
-    @api.get("/v1/providers", response_model=ModelsInfo)
-    def providers() -> ModelsInfo:
-        """The configured providers and the models the agents use."""
-        return models_info(cfg())
-
-    @api.get("/v1/skills", response_model=dict[str, list[SkillInfo]])
-    def skills() -> dict[str, list[SkillInfo]]:
-        """The skills of ``skills/<name>/SKILL.md``."""
-        return skills_info(cfg())
-
-    @api.get("/v1/mcps", response_model=dict[str, list[McpInfo]])
-    def mcps() -> dict[str, list[McpInfo]]:
-        """The MCP servers and the agents that use them."""
-        return mcps_info(cfg())
-
-    @api.get("/v1/stats", response_model=Stats)
-    def stats_route(r: Redis) -> Stats:
-        """Counts of agents, conversations, active and queued runs, leases, queue depths."""
-        return stats(r, cfg())
-
-    return api
+router = APIRouter(tags=["management"])
 
 
-def register(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> None:
-    """Add the management routes to ``app``."""
-    app.include_router(router(app, cfg, settings))
+@router.delete("/v1/agents/{agent}/conversations/{sender}", responses=ERRORS)
+def delete_conversation_route(agent: str, sender: str, r: Redis) -> dict[str, bool]:
+    """Delete the conversation's history and state: ``{"deleted": true}``; 409 while busy."""
+    return delete_conversation(r, agent, sender)
+
+
+@router.post("/v1/agents", status_code=201, response_model=AgentInfo, responses=ERRORS)
+def create_agent(body: AgentConfig, r: Redis, request: Request, settings: Sets) -> AgentInfo:
+    """Write ``agents/<name>.toml`` and reload; 409 if the agent exists."""
+    return save_agent(request.app, r, settings, body, create=True)
+
+
+@router.put("/v1/agents/{agent}", response_model=AgentInfo, responses=ERRORS)
+def update_agent(
+    agent: str, body: AgentFields, r: Redis, request: Request, settings: Sets
+) -> AgentInfo:
+    """Replace the agent's whole config (omitted fields take their defaults) and reload."""
+    fields = body.model_dump(exclude_unset=True)
+    return save_agent(request.app, r, settings, agent_config(agent, fields), create=False)
+
+
+@router.delete("/v1/agents/{agent}", responses=ERRORS)
+def delete_agent_route(agent: str, r: Redis, request: Request, settings: Sets) -> dict[str, str]:
+    """Delete the agent's files and reload; 409 while another agent lists it in members."""
+    return delete_agent(request.app, r, settings, agent)
+
+
+@router.get("/v1/providers", response_model=ModelsInfo)
+def providers(config: Cfg) -> ModelsInfo:
+    """The configured providers and the models the agents use."""
+    return models_info(config)
+
+
+@router.get("/v1/skills", response_model=dict[str, list[SkillInfo]])
+def skills(config: Cfg) -> dict[str, list[SkillInfo]]:
+    """The skills of ``skills/<name>/SKILL.md``."""
+    return skills_info(config)
+
+
+@router.get("/v1/mcps", response_model=dict[str, list[McpInfo]])
+def mcps(config: Cfg) -> dict[str, list[McpInfo]]:
+    """The MCP servers and the agents that use them."""
+    return mcps_info(config)
+
+
+@router.get("/v1/stats", response_model=Stats)
+def stats_route(r: Redis, config: Cfg) -> Stats:
+    """Counts of agents, conversations, active and queued runs, leases, queue depths."""
+    return stats(r, config)

@@ -1,10 +1,11 @@
 """An OpenAI-compatible face of the gateway: ``POST /v1/chat/completions`` and ``/v1/models``.
 
-``model`` names an agent and ``user`` the sender; the conversation lives server-side, addressed
-by ``(agent, sender)`` as everywhere else, so only the **last** ``user`` message of the request's
-``messages`` is sent (its text, or the text parts of a content array); earlier messages, system
-prompts and sampling parameters are ignored. Errors are ``{"error": {"message", "type", "code"}}``,
-which both OpenAI clients and ours understand.
+``model`` names an agent. With ``user`` (or an ``X-Walrus-Sender`` header) naming the sender, the
+conversation lives server-side, addressed by ``(agent, sender)`` as everywhere else, so only the
+**last** ``user`` message of the request's ``messages`` is sent. Without either the request is
+stateless: its ``messages`` are the whole context, in a one-shot conversation of its own.
+Sampling parameters are ignored; ``n > 1`` and client ``tools`` are refused (400). Errors are
+``{"error": {"message", "type", "code"}}``, which both OpenAI clients and ours understand.
 
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 """
@@ -14,9 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, Literal
 
-import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -24,17 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe
-from gateway.sse import SSE_HEADERS, Item, resilient
+from gateway.deps import ARedis, Cfg, Redis, Sets
+from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe, responses
+from gateway.operations import forget, run_events, send_with_context
+from gateway.sse import SSE_HEADERS
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
 from walrus_tasks.names import sender_name
-from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
-
-Redis = Annotated[redis.Redis, Depends(get_redis)]
 
 
 def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -93,7 +91,14 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(description="the agent")
     messages: list[ChatMessage] = Field(min_length=1, description="only the last user message")
-    user: str | None = Field(default=None, description="the sender (default `user`)")
+    user: str | None = Field(
+        default=None,
+        description="the sender: the server-side conversation to continue; without it (and "
+        "without an `X-Walrus-Sender` header) the request is stateless",
+    )
+    n: int | None = Field(default=None, description="only 1 (a run has one answer)")
+    tools: list[Any] | None = Field(default=None, description="refused: the agent's own tools run")
+    functions: list[Any] | None = Field(default=None, description="refused, as `tools`")
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -148,21 +153,51 @@ class ModelList(BaseModel):
     data: list[ModelInfo]
 
 
+def content_text(content: str | list[dict[str, Any]] | None) -> str:
+    """A message's text: a string, or its text parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    parts = content or []
+    return "\n".join(
+        p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)
+    )
+
+
 def last_user_text(messages: list[ChatMessage]) -> str:
-    """The text of the last ``user`` message (text parts joined by newlines), or InvalidInput."""
+    """The text of the last ``user`` message, or InvalidInput."""
     user = next((m for m in reversed(messages) if m.role == "user"), None)
     if user is None:
         raise InvalidInput("messages: no message with role 'user'")
-    if isinstance(user.content, str):
-        text = user.content
-    else:
-        parts = user.content or []
-        text = "\n".join(
-            p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)
-        )
+    text = content_text(user.content)
     if not text.strip():
         raise InvalidInput("messages: the last user message has no text")
     return text
+
+
+def unsupported(body: ChatCompletionRequest) -> str | None:
+    """Why the request asks for what walrus does not do (``n > 1``, client tools), or None."""
+    if body.n is not None and body.n > 1:
+        return "n: only n=1 is supported (a run has one answer)"
+    if body.tools or body.functions:
+        return "tools: client-side tools are not supported; the agent runs its own tools"
+    return None
+
+
+def prior_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages before the last ``user`` one, as history (client system prompts as user)."""
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    out = []
+    for m in messages[:last]:
+        text = content_text(m.content)
+        if m.role == "assistant":
+            out.append({"role": "assistant", "content": text})
+        elif m.role in ("system", "developer"):
+            out.append({"role": "user", "content": f"(system) {text}"})
+        elif m.role == "user":
+            out.append({"role": "user", "content": text})
+        else:
+            raise InvalidInput(f"messages: role {m.role!r} is not supported")
+    return out
 
 
 def usage_of(end: dict[str, Any]) -> CompletionUsage:
@@ -184,16 +219,6 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-def _events(r: aioredis.Redis, run_id: str, settings: Settings) -> AsyncIterator[Item]:
-    """The run's events from the start, riding out a Redis restart (see gateway.sse)."""
-    block_ms = int(settings.sse_keepalive * 1000)
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_events(r, run_id, cursor, block_ms=block_ms)
-
-    return resilient(r, read, "0-0", settings.sse_redis_grace)
-
-
 async def stream_chunks(
     r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, settings: Settings
 ) -> AsyncIterator[str]:
@@ -211,7 +236,7 @@ async def stream_chunks(
 
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None
-    async for _, event in _events(r, run_id, settings):
+    async for _, event in run_events(r, run_id, "0-0", settings):
         if event is None:
             yield ": keep-alive\n\n"
         elif event["type"] == "chunk":
@@ -229,83 +254,109 @@ async def stream_chunks(
     yield "data: [DONE]\n\n"
 
 
+async def _then_forget(
+    frames: AsyncIterator[str], r: Any, agent: str, sender: str
+) -> AsyncIterator[str]:
+    """``frames``, then the one-shot conversation is deleted."""
+    async for f in frames:
+        yield f
+    await run_in_threadpool(forget, r, agent, sender)
+
+
 async def collect(
     r: aioredis.Redis, run_id: str, settings: Settings
 ) -> tuple[str, dict[str, Any] | None]:
     """Every chunk's text of the run, and its ``end`` event (None if the run vanished)."""
     text: list[str] = []
     end: dict[str, Any] | None = None
-    async for _, event in _events(r, run_id, settings):
+    async for _, event in run_events(r, run_id, "0-0", settings):
         if event is not None and event["type"] == "chunk":
             text.append(event["content"])
         end = event if event is not None and event["type"] == "end" else end
     return "".join(text), end
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, "content": {"application/json": {}}}
-    for s, d in [(404, "unknown model (agent)"), (413, "body too large"),
-                 (422, "invalid input"), (502, "the run failed or was cancelled")]
-}  # fmt: skip
+ERRORS = responses({404: "unknown model (agent)", 413: "body too large", 422: "invalid input",
+                    502: "the run failed or was cancelled"})  # fmt: skip
 
 
-def router(cfg: Callable[[], Config], settings: Settings) -> APIRouter:
-    """The OpenAI-compatible routes; ``cfg`` returns the current config (it may be reloaded)."""
-    api = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
-    def known_model(name: str) -> ModelInfo:
-        if name not in cfg().agents:  # a dict lookup: the name touches no key or path
-            raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
-        return ModelInfo(id=name)
 
-    @api.get("/v1/models", response_model=ModelList)
-    def list_models() -> ModelList:
-        """The agents, as OpenAI models."""
-        return ModelList(data=[ModelInfo(id=n) for n in sorted(cfg().agents)])
+def known_model(config: Config, name: str) -> ModelInfo:
+    """Agent ``name`` as a model, or NotFound (in OpenAI's words)."""
+    if name not in config.agents:  # a dict lookup: the name touches no key or path
+        raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
+    return ModelInfo(id=name)
 
-    @api.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
-    def get_model(model: str) -> ModelInfo:
-        """One agent, as an OpenAI model."""
-        return known_model(model)
 
-    @api.post(
-        "/v1/chat/completions",
-        response_model=ChatCompletion,
-        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
-    )
-    async def chat_completions(body: ChatCompletionRequest, r: Redis, request: Request) -> Any:
-        """Send the last user message to agent ``model`` as sender ``user``; the reply.
+@router.get("/v1/models", response_model=ModelList)
+def list_models(config: Cfg) -> ModelList:
+    """The agents, as OpenAI models."""
+    return ModelList(data=[ModelInfo(id=n) for n in sorted(config.agents)])
 
-        ``stream: true`` answers with ``chat.completion.chunk`` SSE frames ending in
-        ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended (502 if
-        it failed or was cancelled).
-        """
-        agent = body.model
-        known_model(agent)
-        sender = sender_name(body.user)
-        content = last_user_text(body.messages)
-        created = int(time.time())
-        submitted = await run_in_threadpool(submit, r, agent, sender, content)
-        run_id, aredis = submitted.run_id, request.app.state.aredis
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
-            return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-        text, end = await collect(aredis, run_id, settings)
-        if end is None or end.get("status") != "succeeded":
-            code, message = run_error(run_id, end)
-            return openai_error(502, code, message, run_id=run_id)
-        return ChatCompletion(
-            id=f"chatcmpl-{run_id}",
-            created=created,
-            model=agent,
-            choices=[Choice(message=AssistantMessage(content=text))],
-            usage=usage_of(end),
+
+@router.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
+def get_model(model: str, config: Cfg) -> ModelInfo:
+    """One agent, as an OpenAI model."""
+    return known_model(config, model)
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    r: Redis,
+    aredis: ARedis,
+    config: Cfg,
+    settings: Sets,
+    x_walrus_sender: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Send the last user message to agent ``model``; the reply.
+
+    With a conversation key (``user``, or the ``X-Walrus-Sender`` header) only the last user
+    message is sent, into that server-side conversation. Without one the request is
+    stateless: its ``messages`` are the whole context (after the agent's system prompt), in a
+    conversation of its own that is deleted once the run has ended. ``n > 1`` and client
+    ``tools`` are a 400. ``stream: true`` answers with ``chat.completion.chunk`` SSE frames
+    ending in ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended
+    (502 if it failed or was cancelled).
+    """
+    agent = body.model
+    known_model(config, agent)
+    if why := unsupported(body):
+        return openai_error(400, "unsupported_parameter", why)
+    content = last_user_text(body.messages)
+    created = int(time.time())
+    key = body.user or x_walrus_sender
+    oneshot: str | None = None
+    if key:
+        submitted = await run_in_threadpool(submit, r, agent, sender_name(key), content)
+    else:
+        prior = prior_messages(body.messages)
+        oneshot, submitted = await run_in_threadpool(
+            send_with_context, r, config, agent, prior, content
         )
-
-    return api
-
-
-def register(app: FastAPI, cfg: Callable[[], Config], settings: Settings) -> None:
-    """Add ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]`` to ``app``."""
-    app.include_router(router(cfg, settings))
+    run_id = submitted.run_id
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
+        if oneshot:
+            frames = _then_forget(frames, r, agent, oneshot)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    text, end = await collect(aredis, run_id, settings)
+    if oneshot:
+        await run_in_threadpool(forget, r, agent, oneshot)
+    if end is None or end.get("status") != "succeeded":
+        code, message = run_error(run_id, end)
+        return openai_error(502, code, message, run_id=run_id)
+    return ChatCompletion(
+        id=f"chatcmpl-{run_id}",
+        created=created,
+        model=agent,
+        choices=[Choice(message=AssistantMessage(content=text))],
+        usage=usage_of(end),
+    )

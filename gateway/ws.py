@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from gateway import manage, turns
+from gateway import manage
+from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
 from gateway.sse import Item, resilient
-from walrus_tasks import crons, store, subscriptions, waits
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
@@ -47,11 +47,8 @@ from walrus_tasks.models import (
     Steered,
     SubscriptionSpec,
 )
-from walrus_tasks.names import agent_name, sender_name
-from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
-from walrus_tasks.submit import Submitted, kill, submit
-from walrus_tasks.workspace import send_meta
+from walrus_tasks.submit import Submitted
 
 log = logging.getLogger("walrus.gateway")
 
@@ -120,8 +117,7 @@ class Session:
         """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
         if name is None:
             raise InvalidInput("missing argument 'agent'")
-        self.cfg().agent(agent_name(name))
-        return str(name)
+        return ops.known_agent(self.cfg(), name)
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Write one JSON frame (serialized with every other write; dropped once closed)."""
@@ -252,97 +248,80 @@ def _submit(s: Session, args: Args) -> Submitted:
     """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
     agent = s.known_agent(args.get("agent"))
     body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
-    meta = send_meta(s.cfg(), agent, body.cwd, body.tenant)
-    return submit(
-        get_redis(), agent, sender_name(body.sender), body.content, body.on_busy, meta=meta
-    )
+    return ops.send(get_redis(), s.cfg(), agent, body)
 
 
 @plain("send")
 def _send(s: Session, args: Args) -> Accepted:
-    run_id = _submit(s, args).run_id
-    return Accepted(run_id=run_id, events_url=f"/v1/runs/{run_id}/events")
+    return ops.accepted(_submit(s, args).run_id)
 
 
 @op("stream")
 async def _stream(s: Session, request_id: Any, args: Args) -> None:
     run_id = (await run_in_threadpool(_submit, s, args)).run_id
-    block_ms, r = int(s.settings.sse_keepalive * 1000), s.app.state.aredis
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_events(r, run_id, cursor, block_ms=block_ms)
-
-    async for _, event in resilient(r, read, "0-0", s.settings.sse_redis_grace):
+    async for _, event in ops.run_events(s.app.state.aredis, run_id, "0-0", s.settings):
         if event is not None:
             await s.send({"id": request_id, "type": "event", "event": event})
     await s.send({"id": request_id, "type": "done", "run_id": run_id})
 
 
+def _turn(args: Args) -> Args:
+    """The arguments of a turn operation, less ``agent`` and ``sender``."""
+    return {k: v for k, v in args.items() if k not in ("agent", "sender")}
+
+
 @plain("kill")
 def _kill(s: Session, args: Args) -> KillResult:
-    agent = s.known_agent(args.get("agent"))
-    return KillResult(run_id=kill(get_redis(), agent, sender_name(args.get("sender"))))
+    return ops.kill(get_redis(), s.cfg(), s.known_agent(args.get("agent")), args.get("sender"))
 
 
 @plain("reply_to_ask")
 def _reply_to_ask(s: Session, args: Args) -> Replied:
     agent = s.known_agent(args.get("agent"))
-    body = Reply.model_validate({k: v for k, v in args.items() if k not in ("agent", "sender")})
-    done = waits.reply(
-        get_redis(), agent, sender_name(args.get("sender")), body.content, body.call_id or ""
+    body = Reply.model_validate(_turn(args))
+    return ops.reply(
+        get_redis(), s.cfg(), agent, args.get("sender"), body.content, body.call_id or ""
     )
-    return done
 
 
 @plain("steer")
 def _steer(s: Session, args: Args) -> Steered:
     agent = s.known_agent(args.get("agent"))
-    body = Steer.model_validate({k: v for k, v in args.items() if k not in ("agent", "sender")})
-    return Steered(
-        run_id=waits.steer(get_redis(), agent, sender_name(args.get("sender")), body.content)
-    )
+    body = Steer.model_validate(_turn(args))
+    return ops.steer(get_redis(), s.cfg(), agent, args.get("sender"), body.content)
 
 
 @plain("compact")
 def _compact(s: Session, args: Args) -> Accepted:
     agent = s.known_agent(args.get("agent"))
-    run_id = turns.request_compaction(get_redis(), agent, sender_name(args.get("sender"))).run_id
-    return Accepted(run_id=run_id, events_url=f"/v1/runs/{run_id}/events")
+    return ops.compact(get_redis(), s.cfg(), agent, args.get("sender"))
 
 
 @plain("get_archive")
 def _get_archive(s: Session, args: Args) -> Any:
     agent = s.known_agent(args.get("agent"))
-    return {"archives": store.archives(get_redis(), agent, sender_name(args.get("sender")))}
+    return {"archives": ops.archives(get_redis(), s.cfg(), agent, args.get("sender"))}
 
 
 @plain("list_conversations")
 def _list_conversations(s: Session, args: Args) -> Any:
-    agent = args.get("agent")
-    return {"conversations": store.conversations(get_redis(), agent_name(agent) if agent else None)}
+    return {"conversations": ops.conversations(get_redis(), args.get("agent"))}
 
 
 @plain("get_history")
 def _get_history(s: Session, args: Args) -> Any:
     agent = s.known_agent(args.get("agent"))
-    return {"messages": store.history(get_redis(), agent, sender_name(args.get("sender")))}
-
-
-def _info(s: Session, name: str) -> AgentInfo:
-    a = s.cfg().agent(name)
-    return AgentInfo(
-        name=a.name, model=a.model, description=a.description, tools=a.tools, members=a.members
-    )
+    return {"messages": ops.history(get_redis(), s.cfg(), agent, args.get("sender"))}
 
 
 @plain("list_agents")
 def _list_agents(s: Session, args: Args) -> Any:
-    return {"agents": [_info(s, n) for n in sorted(s.cfg().agents)]}
+    return {"agents": ops.list_agents(s.cfg())}
 
 
 @plain("get_agent")
 def _get_agent(s: Session, args: Args) -> AgentInfo:
-    return _info(s, s.known_agent(args.get("agent")))
+    return ops.agent_info(s.cfg(), s.known_agent(args.get("agent")))
 
 
 @plain("delete_conversation")
@@ -390,48 +369,38 @@ def _stats(s: Session, args: Args) -> Any:
 
 @plain("list_crons")
 def _list_crons(s: Session, args: Args) -> Any:
-    return {"crons": crons.list_all(get_redis())}
+    return {"crons": ops.list_crons(get_redis())}
 
 
 @plain("create_cron")
 def _create_cron(s: Session, args: Args) -> Any:
-    config = s.cfg()
-    spec = CronSpec.model_validate(args)
-    return crons.create(get_redis(), spec, config.agents.keys(), skills=crons.usable_skills(config))
+    return ops.create_cron(get_redis(), s.cfg(), CronSpec.model_validate(args))
 
 
 @plain("delete_cron")
 def _delete_cron(s: Session, args: Args) -> Any:
-    cron_id = _string(args, "cron_id")
-    crons.delete(get_redis(), cron_id)
-    return {"deleted": cron_id}
+    return ops.delete_cron(get_redis(), _string(args, "cron_id"))
 
 
 @plain("subscribe_event")
 def _subscribe_event(s: Session, args: Args) -> Any:
-    spec = SubscriptionSpec.model_validate(args)
-    subscriptions.source_name(spec.source)
-    s.known_agent(spec.target_agent)
-    return subscriptions.create(get_redis(), spec.source, spec.target_agent, spec.once)
+    return ops.subscribe(get_redis(), s.cfg(), SubscriptionSpec.model_validate(args))
 
 
 @plain("unsubscribe_event")
 def _unsubscribe_event(s: Session, args: Args) -> Any:
-    sub_id = _string(args, "sub_id")
-    if not subscriptions.delete(get_redis(), sub_id):
-        raise NotFound(f"unknown subscription {sub_id!r}")
-    return {"deleted": sub_id}
+    return ops.unsubscribe(get_redis(), _string(args, "sub_id"))
 
 
 @plain("list_subscriptions")
 def _list_subscriptions(s: Session, args: Args) -> Any:
-    return {"subscriptions": subscriptions.list_all(get_redis())}
+    return {"subscriptions": ops.list_subscriptions(get_redis())}
 
 
 @plain("publish_event")
 def _publish_event(s: Session, args: Args) -> Published:
     body = PublishEvent.model_validate(args)
-    return Published(fired=subscriptions.publish(get_redis(), body.source, body.payload))
+    return ops.publish(get_redis(), body.source, body.payload)
 
 
 @plain("reload")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import openai
 import pytest
 
 from tests.cluster import Cluster, wait_for
+from tests.fakellm import FakeLLM
 from walrus_tasks import keys
 
 REPLY = "Hello from the mock model."
@@ -122,15 +128,67 @@ def test_two_calls_with_the_same_user_continue_one_conversation(
     ]  # fmt: skip
 
 
-def test_no_user_means_sender_user(client: openai.OpenAI, cluster: Cluster) -> None:
-    before = len(cluster.history("echo", "user"))
-    completion = client.chat.completions.create(
-        model="echo", messages=[{"role": "user", "content": "as the default sender"}]
-    )
+def test_no_user_is_stateless_with_the_whole_context(
+    client: openai.OpenAI, cluster: Cluster, fake_llm: FakeLLM
+) -> None:
+    messages: Any = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "my name is Ann"},
+        {"role": "assistant", "content": "hi Ann"},
+        {"role": "user", "content": "what is my name?"},
+    ]
+    completion = client.chat.completions.create(model="oai", messages=messages)
     run_id = completion.id.removeprefix("chatcmpl-")
     with cluster.http() as c:
-        assert c.get(f"/v1/runs/{run_id}").json()["sender"] == "user"
-    assert len(cluster.history("echo", "user")) >= before + 2
+        sender = c.get(f"/v1/runs/{run_id}").json()["sender"]
+    assert sender.startswith("oneshot-")
+    sent = json.dumps(fake_llm.requests_for("m-oai")[-1]["messages"])
+    assert "my name is Ann" in sent and "hi Ann" in sent and "be brief" in sent
+    wait_for(lambda: not cluster.history("oai", sender), 10, what="the one-shot to go")
+
+
+def test_parallel_stateless_calls_neither_queue_nor_share_context(
+    client: openai.OpenAI, cluster: Cluster
+) -> None:
+    def call(i: int) -> str:
+        completion = client.chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": f"call {i}"}]
+        )
+        return completion.id.removeprefix("chatcmpl-")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        run_ids = list(pool.map(call, range(3)))
+    elapsed = time.monotonic() - started
+    with cluster.http() as c:
+        runs = [c.get(f"/v1/runs/{r}").json() for r in run_ids]
+    assert len({r["sender"] for r in runs}) == 3
+    durations = [r["finished_at"] - r["started_at"] for r in runs]
+    # Queued one behind another they would take the sum of their durations.
+    assert elapsed < sum(durations) - min(durations) / 2, (elapsed, durations)
+    assert all(r["seq"] == 1 for r in runs)  # each the first message of its conversation
+
+
+def test_a_sender_header_continues_a_conversation(client: openai.OpenAI, cluster: Cluster) -> None:
+    sender = f"hdr-{uuid.uuid4().hex[:8]}"
+    for content in ("one", "two"):
+        client.chat.completions.create(
+            model="echo",
+            messages=[{"role": "user", "content": content}],
+            extra_headers={"X-Walrus-Sender": sender},
+        )
+    assert [m["content"] for m in cluster.history("echo", sender)][::2] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    "extra", [{"n": 2}, {"tools": [{"type": "function", "function": {"name": "f"}}]}]
+)
+def test_unsupported_parameters_are_400(cluster: Cluster, extra: dict[str, Any]) -> None:
+    body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with cluster.http() as c:
+        resp = c.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "unsupported_parameter"
 
 
 def test_models_lists_the_agents(client: openai.OpenAI) -> None:

@@ -191,6 +191,34 @@ def limit(name: str, part: LimitPart) -> str:
     return f"{PREFIX}limit:{name}:{part}"
 
 
+# --- the Agent Protocol (gateway.agent_protocol): threads, their runs, the store --------------
+
+AP_THREADS = PREFIX + "ap:threads"
+"""ZSET thread id -> creation time (ms): every Agent Protocol thread."""
+AP_STORE_NAMESPACES = PREFIX + "ap:store:namespaces"
+"""SET of the store's namespaces, each its labels joined by ``.`` (labels contain none)."""
+
+
+def ap_thread(thread_id: str) -> str:
+    """HASH: a thread (``created_at``, ``updated_at`` ms, ``metadata`` JSON, ``agent``)."""
+    return f"{PREFIX}ap:thread:{thread_id}"
+
+
+def ap_thread_runs(thread_id: str) -> str:
+    """LIST of the run ids of a thread, oldest first."""
+    return f"{PREFIX}ap:thread:{thread_id}:runs"
+
+
+def ap_run(run_id: str) -> str:
+    """HASH: what the Agent Protocol knows of a run (thread, assistant, metadata, modes)."""
+    return f"{PREFIX}ap:run:{run_id}"
+
+
+def ap_store(namespace: str) -> str:
+    """HASH key -> JSON ``{value, created_at, updated_at}``: one namespace of the store."""
+    return f"{PREFIX}ap:store:ns:{namespace}"
+
+
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
 _LUA_CONSTANTS = (

@@ -28,6 +28,8 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    |          |
    +----------+--> finish (finish.lua) --> [succeeded | failed | cancelled, done]
                         atomically: the ``end`` event, then the conversation's next run
+                                    |
+                                    v  rollback (rollback.lua): its messages leave history
 
 Every fenced transition checks the conversation lease's token first (``lua/lib/fence.lua``):
 a worker that lost the lease changes nothing. A run's ``phase`` says what its next task does
@@ -533,3 +535,26 @@ def finish(
         agent, sender, run_id = res[2][4:7]
         parent = ParentWake(agent, sender, run_id, Woken.from_lua(res[2][:4]))
     return Finished(state="ended", next_run=res[1] or None, parent_wake=parent)
+
+
+def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None:
+    """Remove an ended run's messages from history (rollback.lua); None while it is live."""
+    conversation = keys.cid(agent, sender)
+    removed = int(
+        scripts.call(
+            r, "rollback", [keys.run(run_id), keys.conv(conversation, "history")], [run_id]
+        )
+    )
+    return None if removed < 0 else removed
+
+
+def seed_history(r: redis.Redis, agent: str, sender: str, messages: list[dict[str, Any]]) -> bool:
+    """Write ``messages`` as the history of a new conversation (seed.lua); False if not new."""
+    conversation = keys.cid(agent, sender)
+    written = scripts.call(
+        r,
+        "seed",
+        [keys.conv(conversation, p) for p in ("lease", "inbox", "active", "history")],
+        [json.dumps(messages, ensure_ascii=False)],
+    )
+    return int(written) >= 0

@@ -1,0 +1,186 @@
+"""Crons (on walrus crons) and the store (on Redis) of the Agent Protocol.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+A cron on a thread sends to the thread's conversation; a stateless one to ``cron:<id>`` as a
+walrus cron does. The store keeps each namespace in one hash (``keys.ap_store``); a search
+filters on equal values and, given ``query``, on the words of the JSON value (no embeddings).
+"""
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from gateway import operations as ops
+from gateway.agent_protocol import messages, state
+from gateway.agent_protocol.errors import AgentProtocolRoute
+from gateway.agent_protocol.models import (
+    CronCreate,
+    NamespaceSearch,
+    Search,
+    StoreItem,
+    StoreKey,
+    StoreSearch,
+)
+from gateway.deps import Cfg, Redis
+from walrus_tasks import keys
+from walrus_tasks.errors import InvalidInput, NotFound
+from walrus_tasks.models import CronEntry, CronSpec
+
+router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
+THREAD_PREFIX = "thread:"
+
+
+def cron_view(e: CronEntry) -> dict[str, Any]:
+    """A walrus cron entry as an Agent Protocol cron."""
+    thread = e.sender[len(THREAD_PREFIX) :] if e.sender.startswith(THREAD_PREFIX) else None
+    return {
+        "cron_id": e.id,
+        "assistant_id": e.agent,
+        "thread_id": thread,
+        "schedule": e.schedule,
+        "timezone": e.timezone,
+        "created_at": state.iso(e.created_at * 1000),
+        "updated_at": state.iso(e.created_at * 1000),
+        "next_run_date": state.iso(e.next_fire_at * 1000),
+        "end_time": None,
+        "user_id": None,
+        "on_run_completed": None,
+        "payload": {"input": {"messages": [{"type": "human", "content": e.message}]}},
+        "metadata": {"last_run_id": e.last_run_id, "fires": e.fires},
+        "enabled": True,
+    }
+
+
+def _cron(r: Any, config: Any, body: CronCreate, sender: str | None) -> dict[str, Any]:
+    spec = CronSpec(
+        schedule=body.schedule,
+        agent=body.assistant_id,
+        sender=sender,
+        message=messages.input_text(body.input),
+        timezone=body.timezone,
+    )
+    return cron_view(ops.create_cron(r, config, spec))
+
+
+@router.post("/runs/crons")
+def create_cron(body: CronCreate, r: Redis, config: Cfg) -> dict[str, Any]:
+    """A cron that sends ``input`` to the assistant on ``schedule`` (its own conversation)."""
+    return _cron(r, config, body, None)
+
+
+@router.post("/threads/{thread_id}/runs/crons")
+def create_thread_cron(thread_id: str, body: CronCreate, r: Redis, config: Cfg) -> dict[str, Any]:
+    """A cron that sends ``input`` into the thread on ``schedule``."""
+    h = state.raw_thread(r, thread_id)
+    state.bind_agent(r, h, ops.known_agent(config, body.assistant_id))
+    return _cron(r, config, body, state.sender_of(thread_id))
+
+
+@router.post("/runs/crons/search")
+def search_crons(body: Search, r: Redis) -> list[dict[str, Any]]:
+    """Crons, of one assistant or thread if given."""
+    views = [cron_view(e) for e in ops.list_crons(r)]
+    views = [
+        v
+        for v in views
+        if (body.assistant_id is None or v["assistant_id"] == body.assistant_id)
+        and (body.thread_id is None or v["thread_id"] == body.thread_id)
+    ]
+    return views[body.offset : body.offset + body.limit]
+
+
+@router.delete("/runs/crons/{cron_id}", status_code=204)
+def delete_cron(cron_id: str, r: Redis) -> Response:
+    """Delete a cron (404 if there is none)."""
+    ops.delete_cron(r, cron_id)
+    return Response(status_code=204)
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+def _namespace(labels: list[str]) -> str:
+    if not labels or any(not label or "." in label for label in labels):
+        raise InvalidInput("namespace: non-empty labels without '.'")
+    return ".".join(labels)
+
+
+def _item(ns: str, key: str, raw: str) -> dict[str, Any]:
+    stored = json.loads(raw)
+    return {"namespace": ns.split("."), "key": key, "value": stored["value"],
+            "created_at": stored["created_at"], "updated_at": stored["updated_at"]}  # fmt: skip
+
+
+@router.put("/store/items", status_code=204)
+def put_item(body: StoreItem, r: Redis) -> Response:
+    """Store ``value`` under ``(namespace, key)``."""
+    ns, now = _namespace(body.namespace), state.iso(state.now_ms())
+    old: str | None = r.hget(keys.ap_store(ns), body.key)  # type: ignore[assignment]
+    created = json.loads(old)["created_at"] if old else now
+    stored = {"value": body.value, "created_at": created, "updated_at": now}
+    r.hset(keys.ap_store(ns), body.key, json.dumps(stored))
+    r.sadd(keys.AP_STORE_NAMESPACES, ns)
+    return Response(status_code=204)
+
+
+@router.get("/store/items")
+def get_item(namespace: str, key: str, r: Redis) -> dict[str, Any]:
+    """One item (``namespace`` dotted), or 404."""
+    ns = _namespace(namespace.split("."))
+    raw: str | None = r.hget(keys.ap_store(ns), key)  # type: ignore[assignment]
+    if raw is None:
+        raise NotFound(f"no item {key!r} in namespace {namespace!r}")
+    return _item(ns, key, raw)
+
+
+@router.delete("/store/items", status_code=204)
+def delete_item(body: StoreKey, r: Redis) -> Response:
+    """Delete one item."""
+    ns = _namespace(body.namespace)
+    r.hdel(keys.ap_store(ns), body.key)
+    if not r.exists(keys.ap_store(ns)):
+        r.srem(keys.AP_STORE_NAMESPACES, ns)
+    return Response(status_code=204)
+
+
+def _namespaces(r: Any) -> list[str]:
+    return sorted(r.smembers(keys.AP_STORE_NAMESPACES))
+
+
+@router.post("/store/items/search")
+def search_items(body: StoreSearch, r: Redis) -> dict[str, list[dict[str, Any]]]:
+    """Items under ``namespace_prefix`` whose value has every ``filter`` pair (and ``query``)."""
+    prefix = body.namespace_prefix
+    found = []
+    for ns in _namespaces(r):
+        if ns.split(".")[: len(prefix)] != prefix:
+            continue
+        stored: dict[str, str] = r.hgetall(keys.ap_store(ns))  # type: ignore[assignment]
+        for key, raw in sorted(stored.items()):
+            item = _item(ns, key, raw)
+            value = item["value"]
+            if any(value.get(k) != v for k, v in (body.filter or {}).items()):
+                continue
+            text = json.dumps(value, ensure_ascii=False).lower()
+            if body.query and not all(w in text for w in body.query.lower().split()):
+                continue
+            found.append({**item, "score": None})
+    return {"items": found[body.offset : body.offset + body.limit]}
+
+
+@router.post("/store/namespaces")
+def list_namespaces(body: NamespaceSearch, r: Redis) -> dict[str, list[list[str]]]:
+    """The namespaces (by ``prefix``, ``suffix``, cut at ``max_depth``)."""
+    out: list[list[str]] = []
+    for ns in _namespaces(r):
+        labels = ns.split(".")
+        if body.prefix and labels[: len(body.prefix)] != body.prefix:
+            continue
+        if body.suffix and labels[-len(body.suffix) :] != body.suffix:
+            continue
+        labels = labels[: body.max_depth] if body.max_depth else labels
+        if labels not in out:
+            out.append(labels)
+    return {"namespaces": out[body.offset : body.offset + body.limit]}

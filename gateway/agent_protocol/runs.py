@@ -1,0 +1,278 @@
+"""Runs: create (background, stream, wait; on a thread or stateless), list, get, cancel, join.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+Multitask strategies are walrus's ``on_busy`` (``reject`` is a 409), plus ``rollback``: the
+interrupted run is cancelled and its messages leave history (:func:`walrus_tasks.runs.rollback`)
+once it has ended, before this call answers. ``command: {resume}`` answers the pending question
+or approval: the walrus run that asked goes on, and the call streams (or waits for) its rest.
+"""
+
+import json
+from typing import Annotated, Any, Literal
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gateway import operations as ops
+from gateway.agent_protocol import messages, state, streaming
+from gateway.agent_protocol.errors import AgentProtocolRoute
+from gateway.agent_protocol.models import RunCreate
+from gateway.deps import ARedis, Cfg, Redis, Sets
+from gateway.sse import SSE_HEADERS
+from walrus_tasks import keys, runs, waits
+from walrus_tasks.config import Config
+from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.settings import Settings
+from walrus_tasks.submit import submit
+
+router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
+RUN = "/threads/{thread_id}/runs/{run_id}"
+ON_BUSY = {"reject": "reject", "enqueue": "enqueue", "interrupt": "interrupt",
+           "rollback": "interrupt"}  # fmt: skip
+
+
+def _thread(r: redis.Redis, thread_id: str | None, body: RunCreate) -> dict[str, str]:
+    if thread_id is None:  # stateless: a thread of its own
+        return state.create_thread(r, None, {}, "raise")
+    try:
+        return state.raw_thread(r, thread_id)
+    except NotFound:
+        if body.if_not_exists != "create":
+            raise
+        return state.create_thread(r, thread_id, {}, "do_nothing")
+
+
+def _last_question(r: redis.Redis, run_id: str) -> str:
+    """The entry id of the run's latest ``ask_user`` (its rest is streamed after it)."""
+    entries: Any = r.xrevrange(keys.run_part(run_id, "events"), count=1000)
+    for entry_id, fields in entries:
+        if '"ask_user"' in fields["data"]:
+            return str(entry_id)
+    return "0-0"
+
+
+def _resume(r: redis.Redis, h: dict[str, str], value: Any) -> tuple[str, str]:
+    """Answer the thread's pending interrupts with ``value``: ``(run id, stream cursor)``."""
+    active = state.active_run(r, h)
+    pending = state.pending_interrupts(r, active) if active else []
+    if not active or not pending:
+        raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
+    after = _last_question(r, active)
+    agent, sender = h["agent"], state.sender_of(h["thread_id"])
+    ids = {i["id"] for i in pending}
+    if isinstance(value, dict) and value and set(value) <= ids:  # {interrupt id: answer}
+        for call_id, answer in value.items():
+            waits.reply(r, agent, sender, messages.resume_text(answer), call_id)
+    else:
+        waits.reply(r, agent, sender, messages.resume_text(value), pending[0]["id"])
+    return active, after
+
+
+def _await_end(r: redis.Redis, run_id: str, timeout_ms: int = 30_000) -> None:
+    """Block until run ``run_id`` has written its ``end`` (a rollback needs its last message)."""
+    stream, cursor = keys.run_part(run_id, "events"), "0-0"
+    while True:
+        reply: Any = r.xread({stream: cursor}, block=timeout_ms, count=500)
+        if not reply:
+            return  # gone quiet: the rollback refuses a live run anyway
+        for entry_id, fields in reply[0][1]:
+            cursor = entry_id
+            if json.loads(fields["data"]).get("type") == "end":
+                return
+
+
+def start(
+    r: redis.Redis, config: Config, thread_id: str | None, body: RunCreate
+) -> tuple[str, dict[str, str], str]:
+    """Start (or resume) a run: ``(run id, thread, stream cursor)``."""
+    agent = ops.known_agent(config, body.assistant_id)
+    h = _thread(r, thread_id, body)
+    state.bind_agent(r, h, agent)
+    if body.command and "resume" in body.command:
+        run_id, after = _resume(r, h, body.command["resume"])
+        return run_id, h, after
+    text = messages.input_text(body.input)
+    sender = state.sender_of(h["thread_id"])
+    submitted = submit(r, agent, sender, text, ON_BUSY[body.multitask_strategy])  # type: ignore[arg-type]
+    state.record_run(r, submitted.run_id, h["thread_id"], agent, body)
+    if body.multitask_strategy == "rollback" and submitted.interrupted:
+        _await_end(r, submitted.interrupted)
+        runs.rollback(r, submitted.interrupted, agent, sender)
+    return submitted.run_id, h, "0-0"
+
+
+def _location(h: dict[str, str], run_id: str) -> dict[str, str]:
+    return {"Content-Location": f"/threads/{h['thread_id']}/runs/{run_id}"}
+
+
+async def _stream(
+    r: redis.Redis,
+    aredis: aioredis.Redis,
+    config: Config,
+    settings: Settings,
+    thread_id: str | None,
+    body: RunCreate,
+) -> StreamingResponse:
+    run_id, h, after = await run_in_threadpool(start, r, config, thread_id, body)
+    frames = streaming.frames(aredis, run_id, h, body.modes(), settings, after=after)
+    headers = {**SSE_HEADERS, **_location(h, run_id)}
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+async def _wait(
+    r: redis.Redis,
+    aredis: aioredis.Redis,
+    config: Config,
+    settings: Settings,
+    thread_id: str | None,
+    body: RunCreate,
+) -> JSONResponse:
+    run_id, h, after = await run_in_threadpool(start, r, config, thread_id, body)
+    result = await streaming.final_values(aredis, run_id, h, settings, after)
+    return JSONResponse(result, headers=_location(h, run_id))
+
+
+async def _create(
+    r: redis.Redis, config: Config, thread_id: str | None, body: RunCreate
+) -> JSONResponse:
+    run_id, h, _ = await run_in_threadpool(start, r, config, thread_id, body)
+    view = await run_in_threadpool(state.run_view, r, run_id)
+    return JSONResponse(view, headers=_location(h, run_id))
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(thread_id: str, body: RunCreate, r: Redis, config: Cfg) -> JSONResponse:
+    """Start a background run on the thread: the run."""
+    return await _create(r, config, thread_id, body)
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(
+    thread_id: str, body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets
+) -> StreamingResponse:
+    """Start a run on the thread and stream it (``metadata`` first, then the modes asked)."""
+    return await _stream(r, aredis, config, settings, thread_id, body)
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(
+    thread_id: str, body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets
+) -> JSONResponse:
+    """Start a run on the thread; the thread's values once it ends (or is interrupted)."""
+    return await _wait(r, aredis, config, settings, thread_id, body)
+
+
+@router.post("/runs")
+async def create_stateless(body: RunCreate, r: Redis, config: Cfg) -> JSONResponse:
+    """A background run on a new thread of its own."""
+    return await _create(r, config, None, body)
+
+
+@router.post("/runs/stream")
+async def stream_stateless(
+    body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets
+) -> StreamingResponse:
+    """Stream a run on a new thread of its own."""
+    return await _stream(r, aredis, config, settings, None, body)
+
+
+@router.post("/runs/wait")
+async def wait_stateless(
+    body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets
+) -> JSONResponse:
+    """Wait for a run on a new thread of its own."""
+    return await _wait(r, aredis, config, settings, None, body)
+
+
+@router.get("/threads/{thread_id}/runs")
+def list_runs(
+    thread_id: str, r: Redis, limit: int = 10, offset: int = 0, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The thread's runs, newest first."""
+    state.raw_thread(r, thread_id)
+    ids: list[str] = r.lrange(keys.ap_thread_runs(thread_id), 0, -1)  # type: ignore[assignment]
+    views = []
+    for run_id in reversed(ids):
+        try:
+            views.append(state.run_view(r, run_id, thread_id))
+        except NotFound:
+            continue  # its record expired
+    views = [v for v in views if status is None or v["status"] == status]
+    return views[offset : offset + limit]
+
+
+@router.get(RUN)
+def get_run(thread_id: str, run_id: str, r: Redis) -> dict[str, Any]:
+    """One run of the thread."""
+    return state.run_view(r, run_id, thread_id)
+
+
+@router.delete(RUN, status_code=204)
+def delete_run(thread_id: str, run_id: str, r: Redis) -> Response:
+    """Forget an ended run (409 while it is pending or running)."""
+    view = state.run_view(r, run_id, thread_id)
+    if view["status"] in ("pending", "running"):
+        raise Conflict(f"run {run_id} is {view['status']}: cancel it first")
+    r.lrem(keys.ap_thread_runs(thread_id), 0, run_id)
+    r.delete(keys.ap_run(run_id))
+    return Response(status_code=204)
+
+
+@router.post(f"{RUN}/cancel")
+async def cancel_run(
+    thread_id: str,
+    run_id: str,
+    r: Redis,
+    aredis: ARedis,
+    settings: Sets,
+    wait: int = 0,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+) -> JSONResponse:
+    """Cancel the run; with ``wait=1`` answer once it has ended; ``rollback`` drops its messages."""
+    view = await run_in_threadpool(state.run_view, r, run_id, thread_id)
+    h = await run_in_threadpool(state.raw_thread, r, thread_id)
+    await run_in_threadpool(waits.cancel, r, run_id)
+    if wait or action == "rollback":
+        async for _, _event in ops.run_events(aredis, run_id, "0-0", settings):
+            pass  # until its end event
+        if action == "rollback":
+            sender = state.sender_of(thread_id)
+            await run_in_threadpool(runs.rollback, r, run_id, h["agent"], sender)
+        view = await run_in_threadpool(state.run_view, r, run_id, thread_id)
+    return JSONResponse(view, status_code=200 if wait else 202)
+
+
+@router.get(f"{RUN}/join")
+async def join_run(
+    thread_id: str, run_id: str, r: Redis, aredis: ARedis, settings: Sets
+) -> dict[str, Any]:
+    """The thread's values once the run has ended (or been interrupted)."""
+    await run_in_threadpool(state.run_view, r, run_id, thread_id)
+    h = await run_in_threadpool(state.raw_thread, r, thread_id)
+    return await streaming.final_values(aredis, run_id, h, settings)
+
+
+@router.get(f"{RUN}/stream")
+async def join_stream(
+    thread_id: str,
+    run_id: str,
+    r: Redis,
+    aredis: ARedis,
+    settings: Sets,
+    stream_mode: Annotated[list[str] | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """The run's stream; after ``Last-Event-ID`` (``-1``: from the start)."""
+    await run_in_threadpool(state.run_view, r, run_id, thread_id)
+    h = await run_in_threadpool(state.raw_thread, r, thread_id)
+    asked = [m for m in stream_mode or [] if m]  # the SDK sends stream_mode= for none
+    modes = asked or await run_in_threadpool(state.stream_modes, r, run_id)
+    streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
+    frames = streaming.frames(aredis, run_id, h, modes, settings, last_event_id=last_event_id)
+    return StreamingResponse(
+        frames, media_type="text/event-stream", headers={**SSE_HEADERS, **_location(h, run_id)}
+    )

@@ -1,0 +1,270 @@
+"""Threads and runs of the Agent Protocol, over walrus conversations and runs (blocking).
+
+A thread is the conversation ``(agent, "thread:<thread id>")``; its agent is the assistant of
+its first run (recorded in its metadata as ``graph_id`` and ``assistant_id``). What walrus does
+not keep already (a thread's metadata, which runs belong to it, a run's stream modes) is in the
+``keys.ap_*`` keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from gateway.agent_protocol import messages
+from walrus_tasks import conversations, keys, store
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound
+
+THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+STATUS = {
+    "queued": "pending",
+    "running": "running",
+    "waiting": "running",
+    "succeeded": "success",
+    "failed": "error",
+    "cancelled": "interrupted",
+}
+"""Walrus run status -> Agent Protocol run status."""
+
+
+def iso(ms: float | str | None) -> str | None:
+    """An ISO 8601 time of epoch milliseconds."""
+    if ms in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat()
+
+
+def now_ms() -> int:
+    """Now, in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def thread_id_of(value: Any) -> str:
+    """``value`` if it is an acceptable thread id (InvalidInput otherwise)."""
+    if not isinstance(value, str) or not THREAD_ID_RE.fullmatch(value):
+        raise InvalidInput(f"invalid thread id {value!r}: must match {THREAD_ID_RE.pattern}")
+    return value
+
+
+def sender_of(thread_id: str) -> str:
+    """The walrus sender of a thread's conversation."""
+    return f"thread:{thread_id}"
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def create_thread(
+    r: redis.Redis, thread_id: str | None, metadata: dict[str, Any], if_exists: str
+) -> dict[str, str]:
+    """Create a thread (``if_exists``: ``raise`` -> Conflict, ``do_nothing`` -> the existing)."""
+    tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
+    now = now_ms()
+    created = r.hsetnx(keys.ap_thread(tid), "created_at", now)
+    if not created:
+        if if_exists == "do_nothing":
+            return raw_thread(r, tid)
+        raise Conflict(f"thread {tid} already exists")
+    fields: dict[Any, Any] = {
+        "thread_id": tid,
+        "updated_at": now,
+        "metadata": json.dumps(metadata),
+    }
+    if isinstance(metadata.get("graph_id"), str):
+        fields["agent"] = metadata["graph_id"]
+    r.hset(keys.ap_thread(tid), mapping=fields)
+    r.zadd(keys.AP_THREADS, {tid: now})
+    return raw_thread(r, tid)
+
+
+def raw_thread(r: redis.Redis, thread_id: str) -> dict[str, str]:
+    """The thread's hash, or NotFound."""
+    h: dict[str, str] = r.hgetall(keys.ap_thread(thread_id_of(thread_id)))  # type: ignore[assignment]
+    if not h.get("thread_id"):
+        raise NotFound(f"thread {thread_id} not found")
+    return h
+
+
+def bind_agent(r: redis.Redis, h: dict[str, str], agent: str) -> None:
+    """Record ``agent`` as the thread's assistant (Conflict if it has another)."""
+    if h.get("agent") and h["agent"] != agent:
+        raise Conflict(f"thread {h['thread_id']} belongs to assistant {h['agent']!r}")
+    if not h.get("agent"):
+        meta = json.loads(h.get("metadata") or "{}")
+        meta.update(graph_id=agent, assistant_id=agent)
+        r.hset(
+            keys.ap_thread(h["thread_id"]), mapping={"agent": agent, "metadata": json.dumps(meta)}
+        )
+        h.update(agent=agent, metadata=json.dumps(meta))
+
+
+def patch_thread(r: redis.Redis, thread_id: str, metadata: dict[str, Any]) -> dict[str, str]:
+    """Merge ``metadata`` into the thread's."""
+    h = raw_thread(r, thread_id)
+    meta = {**json.loads(h.get("metadata") or "{}"), **metadata}
+    r.hset(
+        keys.ap_thread(thread_id), mapping={"metadata": json.dumps(meta), "updated_at": now_ms()}
+    )
+    return raw_thread(r, thread_id)
+
+
+def delete_thread(r: redis.Redis, thread_id: str) -> None:
+    """Delete the thread, its runs' records and its conversation (Conflict while busy)."""
+    h = raw_thread(r, thread_id)
+    if h.get("agent"):
+        with contextlib.suppress(NotFound):  # NotFound: no message was ever sent
+            conversations.delete(r, h["agent"], sender_of(thread_id))
+    run_ids: list[str] = r.lrange(keys.ap_thread_runs(thread_id), 0, -1)  # type: ignore[assignment]
+    r.delete(keys.ap_thread(thread_id), keys.ap_thread_runs(thread_id))
+    r.delete(*[keys.ap_run(x) for x in run_ids]) if run_ids else None
+    r.zrem(keys.AP_THREADS, thread_id)
+
+
+def thread_ids(r: redis.Redis) -> list[str]:
+    """Every thread id, oldest first."""
+    return r.zrange(keys.AP_THREADS, 0, -1)  # type: ignore[return-value]
+
+
+# --- what a thread's conversation is doing ------------------------------------------------------
+
+
+def active_run(r: redis.Redis, h: dict[str, str]) -> str | None:
+    """The run id active in the thread's conversation, or None."""
+    if not h.get("agent"):
+        return None
+    cid = keys.cid(h["agent"], sender_of(h["thread_id"]))
+    return r.get(keys.conv(cid, "active"))  # type: ignore[return-value]
+
+
+def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
+    """The questions and approvals run ``run_id`` waits on, as interrupts ``{value, id}``."""
+    waiting: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
+    calls = {c for c, w in waiting.items() if json.loads(w).get("kind") in ("ask", "approval")}
+    if not calls:
+        return []
+    out = []
+    entries: Any = r.xrevrange(keys.run_part(run_id, "events"), count=1000)
+    for _, fields in entries:
+        event = json.loads(fields["data"])
+        if event.get("type") == "ask_user" and event.get("call_id") in calls:
+            calls.discard(event["call_id"])
+            value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
+            out.append({"value": value, "id": event["call_id"]})
+    return out[::-1]
+
+
+def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """``idle | busy | interrupted | error`` and the pending interrupts."""
+    active = active_run(r, h)
+    if active:
+        interrupts = pending_interrupts(r, active)
+        return ("interrupted" if interrupts else "busy"), interrupts
+    if h.get("agent"):
+        cid = keys.cid(h["agent"], sender_of(h["thread_id"]))
+        if r.llen(keys.conv(cid, "inbox")):
+            return "busy", []
+    last: str | None = r.lindex(keys.ap_thread_runs(h["thread_id"]), -1)  # type: ignore[assignment]
+    if last and r.hget(keys.run(last), "status") == "failed":
+        return "error", []
+    return "idle", []
+
+
+def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """The thread's state values: ``{"messages": [...]}``."""
+    if not h.get("agent"):
+        return {"messages": []}
+    history = store.history(r, h["agent"], sender_of(h["thread_id"]))
+    return {"messages": messages.to_langchain(history)}
+
+
+def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """The thread as the Agent Protocol shows it."""
+    status, interrupts = thread_status(r, h)
+    return {
+        "thread_id": h["thread_id"],
+        "created_at": iso(h.get("created_at")),
+        "updated_at": iso(h.get("updated_at")),
+        "metadata": json.loads(h.get("metadata") or "{}"),
+        "status": status,
+        "values": values(r, h),
+        "interrupts": {i["id"]: [i] for i in interrupts},
+    }
+
+
+def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """The thread's current state (one checkpoint: walrus keeps no older ones)."""
+    _, interrupts = thread_status(r, h)
+    tid = h["thread_id"]
+    last: str | None = r.lindex(keys.ap_thread_runs(tid), -1)  # type: ignore[assignment]
+    tasks = [
+        {"id": i["id"], "name": "tools", "error": None, "interrupts": [i], "checkpoint": None,
+         "state": None, "result": None}
+        for i in interrupts
+    ]  # fmt: skip
+    return {
+        "values": values(r, h),
+        "next": ["tools"] if interrupts else [],
+        "checkpoint": {"thread_id": tid, "checkpoint_ns": "", "checkpoint_id": last,
+                       "checkpoint_map": None},
+        "metadata": json.loads(h.get("metadata") or "{}"),
+        "created_at": iso(h.get("updated_at")),
+        "parent_checkpoint": None,
+        "tasks": tasks,
+        "interrupts": interrupts,
+    }  # fmt: skip
+
+
+def touch(r: redis.Redis, thread_id: str) -> None:
+    """Mark the thread updated now."""
+    r.hset(keys.ap_thread(thread_id), "updated_at", now_ms())
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+def record_run(r: redis.Redis, run_id: str, thread_id: str, agent: str, body: Any) -> None:
+    """Remember what the Agent Protocol was asked for run ``run_id`` of ``thread_id``."""
+    r.hset(
+        keys.ap_run(run_id),
+        mapping={
+            "thread_id": thread_id,
+            "assistant_id": agent,
+            "metadata": json.dumps(body.metadata or {}),
+            "multitask_strategy": body.multitask_strategy,
+            "stream_mode": json.dumps(body.modes()),
+        },
+    )
+    r.rpush(keys.ap_thread_runs(thread_id), run_id)
+    touch(r, thread_id)
+
+
+def run_view(r: redis.Redis, run_id: str, thread_id: str | None = None) -> dict[str, Any]:
+    """The run as the Agent Protocol shows it (NotFound, also for another thread's run)."""
+    ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
+    if not ap or (thread_id is not None and ap["thread_id"] != thread_id):
+        raise NotFound(f"run {run_id} not found")
+    h = store.run_record(r, run_id)
+    return {
+        "run_id": run_id,
+        "thread_id": ap["thread_id"],
+        "assistant_id": ap["assistant_id"],
+        "created_at": iso(h.get("created_at")),
+        "updated_at": iso(h.get("finished_at") or h.get("started_at") or h.get("created_at")),
+        "status": STATUS.get(h.get("status", ""), "pending"),
+        "metadata": json.loads(ap.get("metadata") or "{}"),
+        "multitask_strategy": ap.get("multitask_strategy", "reject"),
+        "kwargs": {"stream_mode": json.loads(ap.get("stream_mode") or "[]")},
+    }
+
+
+def stream_modes(r: redis.Redis, run_id: str) -> list[str]:
+    """The stream modes run ``run_id`` was created with."""
+    raw: str | None = r.hget(keys.ap_run(run_id), "stream_mode")  # type: ignore[assignment]
+    return json.loads(raw) if raw else ["values"]

@@ -1,0 +1,173 @@
+"""A walrus run's events as an Agent Protocol stream (``metadata``, ``values``, ``messages``, …).
+
+Each walrus event may become several SSE events; the n-th of entry ``E`` has the id ``E:n``, so
+a client that comes back with ``Last-Event-ID`` gets exactly the events it has not seen, even
+when it left in the middle of one entry's events (``-1`` replays from the start). The stream
+ends with the run's ``end``, or at a question or approval (an interrupt), as a LangGraph run
+does; answering it (``command: {resume}``) streams the rest of the same walrus run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.agent_protocol import messages
+from gateway.operations import run_events
+from walrus_tasks import keys
+from walrus_tasks.errors import InvalidInput
+from walrus_tasks.settings import Settings
+
+MESSAGE_MODES = ("messages-tuple", "messages")
+
+
+def resume_point(last_event_id: str | None) -> tuple[str, int]:
+    """``(XREAD cursor, sub-events of the cursor's next entry to skip)`` of a Last-Event-ID."""
+    if not last_event_id or last_event_id == "-1":
+        return "0-0", 0
+    entry, _, n = last_event_id.partition(":")
+    ms, _, seq = entry.partition("-")
+    if not (ms.isdigit() and seq.isdigit() and (n == "" or n.isdigit())):
+        raise InvalidInput(f"invalid Last-Event-ID {last_event_id!r}")
+    if n == "":
+        return entry, 0  # a whole entry: read after it
+    # Read the entry itself again (its predecessor is the cursor), skipping what was sent.
+    before = f"{ms}-{int(seq) - 1}" if int(seq) > 0 else f"{int(ms) - 1}-18446744073709551615"
+    return before, int(n) + 1
+
+
+class Translator:
+    """Turns one run's walrus events into Agent Protocol events, for the given modes."""
+
+    def __init__(self, r: aioredis.Redis, run_id: str, thread: dict[str, str], modes: list[str]):
+        self.r, self.run_id, self.modes = r, run_id, set(modes)
+        self.agent, self.thread_id = thread["agent"], thread["thread_id"]
+        self.step = 0
+        self.seen = 0
+        self.interrupted = False
+
+    async def catch_up(self, cursor: str) -> None:
+        """Count the steps and messages before ``cursor`` (a stream resumed mid-run)."""
+        if cursor == "0-0":
+            return
+        entries: Any = await self.r.xrange(keys.run_part(self.run_id, "events"), "-", cursor)
+        self.step = sum(json.loads(f["data"])["type"] == "tools_complete" for _, f in entries)
+        self.seen = len((await self._values())["messages"])
+
+    async def _values(self) -> dict[str, Any]:
+        cid = keys.cid(self.agent, f"thread:{self.thread_id}")
+        raw: Any = await self.r.lrange(keys.conv(cid, "history"), 0, -1)
+        return {"messages": messages.to_langchain([json.loads(m) for m in raw])}
+
+    def _meta(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "thread_id": self.thread_id, "assistant_id": self.agent,
+                "graph_id": self.agent, "langgraph_node": "agent",
+                "langgraph_step": self.step}  # fmt: skip
+
+    async def _checkpoint(self, extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+        """``values`` (the whole state) and ``updates`` (the messages new since the last)."""
+        out: list[tuple[str, Any]] = []
+        state = await self._values()
+        new = state["messages"][self.seen :]
+        self.seen = len(state["messages"])
+        if "values" in self.modes:
+            out.append(("values", {**state, **(extra or {})}))
+        if "updates" in self.modes and (new or extra):
+            for m in new:
+                node = "tools" if m["type"] == "tool" else "agent"
+                out.append(("updates", {node: {"messages": [m]}}))
+            if extra:
+                out.append(("updates", extra))
+        return out
+
+    async def translate(self, event: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The Agent Protocol events of one walrus event."""
+        kind = event["type"]
+        out: list[tuple[str, Any]] = []
+        if kind == "start":
+            out += await self._checkpoint()
+        elif kind == "chunk" and self.modes.intersection(MESSAGE_MODES):
+            chunk = messages.ai_message(
+                event["content"], messages.ai_id(self.run_id, self.step), []
+            )
+            chunk["type"] = "AIMessageChunk"
+            chunk["tool_call_chunks"] = []
+            out.append(("messages", [chunk, self._meta()]))
+        elif kind == "tool_result" and self.modes.intersection(MESSAGE_MODES):
+            tool = messages.tool_message(
+                event["output"], event["call_id"], event["name"], event["is_error"]
+            )
+            out.append(("messages", [tool, {**self._meta(), "langgraph_node": "tools"}]))
+        elif kind == "tools_complete":
+            out += await self._checkpoint()
+            self.step += 1
+        elif kind == "ask_user":
+            value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
+            interrupt = [{"value": value, "id": event.get("call_id", "")}]
+            out += await self._checkpoint({"__interrupt__": interrupt})
+            self.interrupted = True
+        elif kind == "end":
+            out += await self._checkpoint()
+            if event["status"] != "succeeded":
+                message = event.get("error") or f"run {event['status']}"
+                out.append(("error", {"error": f"run_{event['status']}", "message": message}))
+        if "custom" in self.modes and kind not in ("chunk",):
+            out.append(("custom", event))
+        return out
+
+
+def frame(event: str, data: Any, event_id: str | None = None) -> str:
+    """One SSE frame."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def frames(
+    r: aioredis.Redis,
+    run_id: str,
+    thread: dict[str, str],
+    modes: list[str],
+    settings: Settings,
+    last_event_id: str | None = None,
+    after: str | None = None,
+) -> AsyncIterator[str]:
+    """The run's Agent Protocol SSE frames; from ``after`` (an entry id) or ``last_event_id``."""
+    cursor, skip = (after, 0) if after else resume_point(last_event_id)
+    t = Translator(r, run_id, thread, modes)
+    await t.catch_up(cursor)
+    if not last_event_id or last_event_id == "-1":
+        yield frame("metadata", {"run_id": run_id, "attempt": 1})
+    async for entry_id, event in run_events(r, run_id, cursor, settings):
+        if event is None:
+            yield ": keep-alive\n\n"
+            continue
+        for n, (name, data) in enumerate(await t.translate(event)):
+            if skip and n < skip:
+                continue
+            yield frame(name, data, f"{entry_id}:{n}")
+        skip = 0
+        if t.interrupted:
+            return
+
+
+async def final_values(
+    r: aioredis.Redis, run_id: str, thread: dict[str, str], settings: Settings, after: str = "0-0"
+) -> dict[str, Any]:
+    """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``)."""
+    t = Translator(r, run_id, thread, ["values"])
+    await t.catch_up(after)
+    result: dict[str, Any] = {}
+    async for _, event in run_events(r, run_id, after, settings):
+        if event is None:
+            continue
+        for name, data in await t.translate(event):
+            if name == "values":
+                result = data
+            elif name == "error":
+                result = {**result, "__error__": data}
+        if t.interrupted:
+            break
+    return result or await t._values()

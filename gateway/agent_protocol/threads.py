@@ -1,0 +1,94 @@
+"""Threads: ``/threads`` create, read, patch, delete, search, state and history.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from gateway.agent_protocol import state
+from gateway.agent_protocol.errors import AgentProtocolRoute
+from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
+from gateway.deps import Redis
+from walrus_tasks.errors import NotFound
+
+router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
+
+
+@router.post("/threads")
+def create_thread(body: ThreadCreate, r: Redis) -> dict[str, Any]:
+    """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``)."""
+    return state.thread_view(
+        r, state.create_thread(r, body.thread_id, body.metadata, body.if_exists)
+    )
+
+
+def _matches(view: dict[str, Any], body: Search) -> bool:
+    meta = view["metadata"]
+    return (
+        all(meta.get(k) == v for k, v in (body.metadata or {}).items())
+        and (body.status is None or view["status"] == body.status)
+        and (body.ids is None or view["thread_id"] in body.ids)
+    )
+
+
+def _search(r: Any, body: Search) -> list[dict[str, Any]]:
+    views = []
+    for tid in state.thread_ids(r):
+        try:
+            view = state.thread_view(r, state.raw_thread(r, tid))
+        except NotFound:
+            continue  # deleted meanwhile
+        if _matches(view, body):
+            views.append(view)
+    key = body.sort_by or "created_at"
+    views.sort(key=lambda v: str(v.get(key) or ""), reverse=(body.sort_order or "desc") == "desc")
+    return views
+
+
+@router.post("/threads/search")
+def search_threads(body: Search, r: Redis) -> list[dict[str, Any]]:
+    """Threads whose metadata has every given pair (``graph_id`` too), of ``status``, by page."""
+    return _search(r, body)[body.offset : body.offset + body.limit]
+
+
+@router.post("/threads/count")
+def count_threads(body: Search, r: Redis) -> int:
+    """How many threads match."""
+    return len(_search(r, body))
+
+
+@router.get("/threads/{thread_id}")
+def get_thread(thread_id: str, r: Redis) -> dict[str, Any]:
+    """One thread, with its values, status and interrupts."""
+    return state.thread_view(r, state.raw_thread(r, thread_id))
+
+
+@router.patch("/threads/{thread_id}")
+def patch_thread(thread_id: str, body: ThreadPatch, r: Redis) -> dict[str, Any]:
+    """Merge ``metadata`` into the thread's."""
+    return state.thread_view(r, state.patch_thread(r, thread_id, body.metadata))
+
+
+@router.delete("/threads/{thread_id}", status_code=204)
+def delete_thread(thread_id: str, r: Redis) -> Response:
+    """Delete the thread and its conversation (409 while a run is active)."""
+    state.delete_thread(r, thread_id)
+    return Response(status_code=204)
+
+
+@router.get("/threads/{thread_id}/state")
+def get_state(thread_id: str, r: Redis) -> dict[str, Any]:
+    """The thread's current state: values, next, tasks, interrupts."""
+    return state.state_view(r, state.raw_thread(r, thread_id))
+
+
+@router.post("/threads/{thread_id}/history")
+def get_history(thread_id: str, r: Redis, body: dict[str, Any] | None = None) -> list[Any]:
+    """The thread's states, newest first: walrus keeps the current one only."""
+    view = state.state_view(r, state.raw_thread(r, thread_id))
+    wanted = (body or {}).get("metadata") or {}
+    if any(view["metadata"].get(k) != v for k, v in wanted.items()):
+        return []
+    return [view][: int((body or {}).get("limit", 10))]

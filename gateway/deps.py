@@ -1,0 +1,59 @@
+"""FastAPI dependencies shared by the route modules: the app's config, settings, and names.
+
+No ``from __future__ import annotations``: FastAPI resolves the ``Annotated`` aliases at runtime.
+
+The config is read from ``app.state.config`` on each request (a reload replaces it), so routers
+are module-level objects that need no closure over the app.
+"""
+
+import re
+from typing import Annotated
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from gateway import operations
+from walrus_tasks.config import Config
+from walrus_tasks.connection import get_redis
+from walrus_tasks.errors import InvalidInput
+from walrus_tasks.settings import Settings
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def current_config(request: Request) -> Config:
+    """The app's current config."""
+    return request.app.state.config  # type: ignore[no-any-return]
+
+
+def current_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def async_redis(request: Request) -> aioredis.Redis:
+    """The app's asyncio Redis client (for reading streams)."""
+    return request.app.state.aredis  # type: ignore[no-any-return]
+
+
+Cfg = Annotated[Config, Depends(current_config)]
+Sets = Annotated[Settings, Depends(current_settings)]
+Redis = Annotated[redis.Redis, Depends(get_redis)]
+ARedis = Annotated[aioredis.Redis, Depends(async_redis)]
+
+
+def known_agent(agent: str, config: Cfg) -> str:
+    """The path's ``agent`` if configured (checked before the body is read)."""
+    return operations.known_agent(config, agent)
+
+
+def valid_run_id(run_id: str) -> str:
+    """The path's ``run_id`` if it looks like one (InvalidInput otherwise)."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise InvalidInput(f"invalid run id {run_id!r}")
+    return run_id
+
+
+Agent = Annotated[str, Depends(known_agent)]
+RunId = Annotated[str, Depends(valid_run_id)]

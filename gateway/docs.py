@@ -1,0 +1,30 @@
+"""``/docs`` that works offline: the Swagger UI assets come from the gateway, not a CDN.
+
+The assets are those of the ``swagger-ui-bundle`` package (Swagger UI, Apache-2.0), served under
+``/docs/static``; ReDoc (which needs a CDN) is off.
+"""
+
+from __future__ import annotations
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = "/docs/static"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve ``/docs`` and its assets (create the app with ``docs_url=None, redoc_url=None``)."""
+    app.mount(STATIC, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
+        )

@@ -1,0 +1,222 @@
+"""The gateway's operations, written once: every protocol is a thin adapter over these.
+
+The native ``/v1`` routes (:mod:`gateway.native`), the WebSocket (:mod:`gateway.ws`), the
+OpenAI-compatible endpoint (:mod:`gateway.openai_compat`) and the Agent Protocol
+(:mod:`gateway.agent_protocol`) translate shapes and errors; what an operation checks and does
+is here. Each function validates its names itself (agent and sender), raises the
+:mod:`walrus_tasks.errors` exceptions (each protocol maps them once), and is blocking unless it
+is ``async`` (the async ones read run streams through the gateway's asyncio client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from gateway.sse import Item, resilient
+from walrus_tasks import conversations as conversations_mod
+from walrus_tasks import crons, runs, store, subscriptions, waits
+from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.errors import Conflict, NotFound, WalrusError
+from walrus_tasks.models import (
+    Accepted,
+    AgentInfo,
+    Conversation,
+    CronEntry,
+    CronSpec,
+    KillResult,
+    Published,
+    Replied,
+    RunInfo,
+    SendMessage,
+    Steered,
+    SubscriptionSpec,
+)
+from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.run_stream import aread_events
+from walrus_tasks.settings import Settings
+from walrus_tasks.submit import Submitted, submit
+from walrus_tasks.submit import kill as kill_active
+from walrus_tasks.workspace import send_meta
+
+COMPACT_REQUEST = "(compact the conversation)"
+"""The content recorded for a compaction run (it never enters history)."""
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+def known_agent(config: Config, name: Any) -> str:
+    """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
+    config.agent(agent_name(name))
+    return str(name)
+
+
+def info_of(a: AgentConfig) -> AgentInfo:
+    """The public view of an agent's config."""
+    return AgentInfo(
+        name=a.name, model=a.model, description=a.description, tools=a.tools, members=a.members
+    )
+
+
+def agent_info(config: Config, name: Any) -> AgentInfo:
+    """One agent (NotFound if it is not configured)."""
+    return info_of(config.agent(known_agent(config, name)))
+
+
+def list_agents(config: Config) -> list[AgentInfo]:
+    """Every configured agent, by name."""
+    return [info_of(config.agents[n]) for n in sorted(config.agents)]
+
+
+# --- messages and runs ----------------------------------------------------------------------
+
+
+def events_url(run_id: str) -> str:
+    """Where a run's events are read over SSE."""
+    return f"/v1/runs/{run_id}/events"
+
+
+def accepted(run_id: str) -> Accepted:
+    """The ``202`` body of an accepted message."""
+    return Accepted(run_id=run_id, events_url=events_url(run_id))
+
+
+def send(r: redis.Redis, config: Config, agent: Any, body: SendMessage) -> Submitted:
+    """Accept ``body`` into conversation ``(agent, body.sender)``: a queued run."""
+    agent = known_agent(config, agent)
+    meta = send_meta(config, agent, body.cwd, body.tenant)
+    return submit(r, agent, sender_name(body.sender), body.content, body.on_busy, meta=meta)
+
+
+def send_with_context(
+    r: redis.Redis, config: Config, agent: Any, prior: list[dict[str, Any]], content: str
+) -> tuple[str, Submitted]:
+    """Send ``content`` in a new conversation of its own whose history is ``prior``.
+
+    ``(sender, run)``: the conversation is nobody else's, so parallel calls neither queue behind
+    each other nor see each other's messages.
+    """
+    agent = known_agent(config, agent)
+    sender = f"oneshot-{uuid.uuid4().hex}"
+    if prior and not runs.seed_history(r, agent, sender, prior):
+        raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
+    return sender, submit(r, agent, sender, content)
+
+
+def forget(r: redis.Redis, agent: str, sender: str) -> None:
+    """Delete a one-shot conversation once its run has ended (nothing if it is gone or busy)."""
+    with contextlib.suppress(WalrusError):
+        conversations_mod.delete(r, agent, sender)
+
+
+def kill(r: redis.Redis, config: Config, agent: Any, sender: Any) -> KillResult:
+    """Cancel the conversation's active run (``run_id`` None when nothing was running)."""
+    return KillResult(run_id=kill_active(r, known_agent(config, agent), sender_name(sender)))
+
+
+def reply(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, content: str, call_id: str = ""
+) -> Replied:
+    """Answer the pending ``ask_user`` (or approval); the run resumes on any worker."""
+    return waits.reply(r, known_agent(config, agent), sender_name(sender), content, call_id)
+
+
+def steer(r: redis.Redis, config: Config, agent: Any, sender: Any, content: str) -> Steered:
+    """Queue ``content`` for the active run's next LLM call (Conflict when none is active)."""
+    agent = known_agent(config, agent)
+    return Steered(run_id=waits.steer(r, agent, sender_name(sender), content))
+
+
+def request_compaction(r: redis.Redis, agent: str, sender: str) -> Submitted:
+    """Queue a compaction of the conversation: a run of its own, in order, under the lease."""
+    return submit(r, agent, sender, COMPACT_REQUEST, meta={"kind": "compact"})
+
+
+def compact(r: redis.Redis, config: Config, agent: Any, sender: Any) -> Accepted:
+    """Summarise the history into one message (the old history goes to the archive)."""
+    agent = known_agent(config, agent)
+    return accepted(request_compaction(r, agent, sender_name(sender)).run_id)
+
+
+def history(r: redis.Redis, config: Config, agent: Any, sender: Any) -> list[dict[str, Any]]:
+    """The conversation's messages in order."""
+    return store.history(r, known_agent(config, agent), sender_name(sender))
+
+
+def archives(r: redis.Redis, config: Config, agent: Any, sender: Any) -> list[dict[str, Any]]:
+    """The histories compaction replaced, oldest first."""
+    return store.archives(r, known_agent(config, agent), sender_name(sender))
+
+
+def conversations(r: redis.Redis, agent: Any = None) -> list[Conversation]:
+    """Every conversation, most recent first (of one agent when ``agent`` is given)."""
+    return store.conversations(r, agent_name(agent) if agent else None)
+
+
+def run_info(r: redis.Redis, run_id: str) -> RunInfo:
+    """Status of one run (NotFound)."""
+    return store.get_run(r, run_id)
+
+
+def run_events(
+    r: aioredis.Redis, run_id: str, after: str, settings: Settings
+) -> AsyncIterator[Item]:
+    """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` while idle.
+
+    Rides out a Redis restart (:func:`gateway.sse.resilient`).
+    """
+    block_ms = int(settings.sse_keepalive * 1000)
+
+    def read(cursor: str) -> AsyncIterator[Item]:
+        return aread_events(r, run_id, cursor, block_ms=block_ms)
+
+    return resilient(r, read, after, settings.sse_redis_grace)
+
+
+# --- crons and subscriptions ----------------------------------------------------------------
+
+
+def create_cron(r: redis.Redis, config: Config, spec: CronSpec) -> CronEntry:
+    """Add a cron entry; it fires from the next schedule time on."""
+    return crons.create(r, spec, config.agents.keys(), skills=crons.usable_skills(config))
+
+
+def list_crons(r: redis.Redis) -> list[CronEntry]:
+    """Every cron entry."""
+    return crons.list_all(r)
+
+
+def delete_cron(r: redis.Redis, cron_id: str) -> dict[str, str]:
+    """Delete a cron entry (NotFound)."""
+    crons.delete(r, cron_id)
+    return {"deleted": cron_id}
+
+
+def subscribe(r: redis.Redis, config: Config, spec: SubscriptionSpec) -> dict[str, Any]:
+    """Fire ``spec.target_agent`` on every event published to ``spec.source``."""
+    subscriptions.source_name(spec.source)
+    known_agent(config, spec.target_agent)
+    return subscriptions.create(r, spec.source, spec.target_agent, spec.once)
+
+
+def unsubscribe(r: redis.Redis, sub_id: str) -> dict[str, str]:
+    """Remove a subscription (NotFound)."""
+    if not subscriptions.delete(r, sub_id):
+        raise NotFound(f"unknown subscription {sub_id!r}")
+    return {"deleted": sub_id}
+
+
+def list_subscriptions(r: redis.Redis) -> list[dict[str, Any]]:
+    """Every subscription, oldest first."""
+    return subscriptions.list_all(r)
+
+
+def publish(r: redis.Redis, source: str, payload: Any) -> Published:
+    """Publish ``payload`` to every subscription of ``source``: the runs it started."""
+    return Published(fired=subscriptions.publish(r, source, payload))

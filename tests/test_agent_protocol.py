@@ -1,0 +1,225 @@
+"""The Agent Protocol, driven by the official ``langgraph-sdk`` clients against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import ConflictError
+
+from tests.cluster import Cluster, running, wait_for
+from tests.conftest import agents_home, redis_db_url
+from tests.fakellm import FakeLLM, FakeReply
+from walrus_tasks.redis_server import RedisServer
+
+AGENTS = {"apask": 'model = "fake/m-apask"\ntools = ["ask_user"]\n'}
+QUESTION = {"questions": [{"question": "Which colour?", "options": [{"label": "blue"}]}]}
+
+
+@pytest.fixture(scope="module")
+def ap(
+    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Gateway, two workers and beat on a database of their own."""
+    root = tmp_path_factory.mktemp("ap")
+    c = Cluster(
+        redis_url=redis_db_url(redis_server),
+        home=agents_home(root / "home", fake_llm.base_url, AGENTS),  # type: ignore[attr-defined]
+        log_dir=root,
+    )
+    with running(c, workers=("w1", "w2"), beat=True):
+        yield c
+
+
+def client(c: Cluster) -> Any:
+    return get_sync_client(url=c.gateway_url, api_key=None)
+
+
+def ai_text(values: dict[str, Any]) -> str:
+    return str(values["messages"][-1]["content"])
+
+
+def test_assistants_and_info(ap: Cluster) -> None:
+    lg = client(ap)
+    found = lg.assistants.search(graph_id="echo")
+    assert [a["assistant_id"] for a in found] == ["echo"]
+    assert found[0]["metadata"]["description"] == "Replies at once"
+    assert lg.assistants.get("tooly")["graph_id"] == "tooly"
+    assert "messages" in lg.assistants.get_schemas("echo")["input_schema"]["properties"]
+    assert {n["id"] for n in lg.assistants.get_graph("echo")["nodes"]} >= {"agent", "tools"}
+    with httpx.Client(base_url=ap.gateway_url) as h:
+        assert h.get("/ok").json() == {"ok": True}
+        assert h.get("/info").status_code == 200
+
+
+def test_threads_stream_values_and_message_deltas(ap: Cluster) -> None:
+    lg = client(ap)
+    thread = lg.threads.create(metadata={"team": "blue"})
+    tid = thread["thread_id"]
+    assert thread["status"] == "idle"
+    parts = list(
+        lg.runs.stream(
+            tid,
+            "tooly",
+            input={"messages": [{"role": "user", "content": "what time is it?"}]},
+            stream_mode=["values", "messages-tuple"],
+        )
+    )
+    assert parts[0].event == "metadata" and parts[0].data["run_id"]
+    values = [p.data for p in parts if p.event == "values"]
+    final = values[-1]["messages"][-1]
+    assert final["type"] == "ai" and final["content"] == "It is late."
+    deltas = [p.data[0] for p in parts if p.event == "messages" and p.data[0]["id"] == final["id"]]
+    assert "".join(d["content"] for d in deltas) == final["content"]
+    assert any(m["type"] == "tool" for m in values[-1]["messages"])
+    found = lg.threads.search(metadata={"team": "blue", "graph_id": "tooly"}, status="idle")
+    assert [t["thread_id"] for t in found] == [tid]
+    state = lg.threads.get_state(tid)
+    assert state["values"]["messages"][0] == {**values[-1]["messages"][0]}
+    assert state["values"]["messages"][-1]["content"] == "It is late."
+    history = lg.threads.get_history(tid)
+    assert history[0]["values"] == state["values"]
+    [run] = lg.runs.list(tid)
+    assert run["status"] == "success" and run["assistant_id"] == "tooly"
+
+
+def test_wait_and_stateless(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    out = lg.runs.wait(tid, "echo", input={"messages": [{"type": "human", "content": "hi"}]})
+    assert ai_text(out) == "Hello from the mock model."
+    out = lg.runs.wait(None, "echo", input={"messages": [{"role": "user", "content": "hey"}]})
+    assert [m["type"] for m in out["messages"]] == ["human", "ai"]
+
+
+def test_background_run_joined_then_rejoined_without_repeats(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    run = lg.runs.create(
+        tid, "paced", input={"messages": [{"role": "user", "content": "go"}]},
+        stream_mode=["values", "messages-tuple"],
+    )  # fmt: skip
+    assert run["status"] in ("pending", "running")
+    first = []
+    for part in lg.runs.join_stream(tid, run["run_id"], last_event_id="-1"):
+        first.append(part)
+        if part.event == "messages":
+            break  # leave mid-run
+    last_id = first[-1].id
+    assert last_id, first
+    rest = list(lg.runs.join_stream(tid, run["run_id"], last_event_id=last_id))
+    ids = [p.id for p in first + rest if p.id]
+    assert len(ids) == len(set(ids))
+    assert rest and rest[-1].event == "values" and ai_text(rest[-1].data) == "a b c d e"
+    assert ai_text(lg.runs.join(tid, run["run_id"])) == "a b c d e"
+
+
+def test_cancel_interrupts_within_two_seconds_and_reject_is_409(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    say = {"messages": [{"role": "user", "content": "talk"}]}
+    run = lg.runs.create(tid, "slow", input=say)
+    wait_for(lambda: lg.threads.get(tid)["status"] == "busy", 20, what="busy")
+    with pytest.raises(ConflictError):
+        lg.runs.create(tid, "slow", input=say, multitask_strategy="reject")
+    started = time.monotonic()
+    lg.runs.cancel(tid, run["run_id"], wait=True)
+    assert time.monotonic() - started < 2
+    assert lg.runs.get(tid, run["run_id"])["status"] == "interrupted"
+    assert lg.threads.get(tid)["status"] == "idle"
+
+
+def test_rollback_removes_the_cancelled_runs_messages(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    lg.runs.wait(tid, "slow", input={"messages": [{"role": "user", "content": "keep me"}]})
+    reply = lg.threads.get_state(tid)["values"]["messages"][-1]["content"]
+    run = lg.runs.create(tid, "slow", input={"messages": [{"role": "user", "content": "drop"}]})
+    wait_for(lambda: lg.threads.get(tid)["status"] == "busy", 20, what="busy")
+    lg.runs.cancel(tid, run["run_id"], wait=True, action="rollback")
+    contents = [m["content"] for m in lg.threads.get_state(tid)["values"]["messages"]]
+    assert contents == ["keep me", reply]
+    # The rollback strategy: a busy thread's run is cancelled and its messages go.
+    lg.runs.create(tid, "slow", input={"messages": [{"role": "user", "content": "drop 2"}]})
+    wait_for(lambda: lg.threads.get(tid)["status"] == "busy", 20, what="busy")
+    out = lg.runs.wait(
+        tid, "slow", input={"messages": [{"role": "user", "content": "x"}]},
+        multitask_strategy="rollback",
+    )  # fmt: skip
+    contents = [m["content"] for m in out["messages"]]
+    assert "drop 2" not in contents and contents[-2] == "x"
+
+
+def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM) -> None:
+    fake_llm.script(
+        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),
+        model="m-apask",
+    )  # fmt: skip
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    say = {"messages": [{"role": "user", "content": "pick a colour"}]}
+    parts = list(lg.runs.stream(tid, "apask", input=say, stream_mode="values"))
+    interrupt = parts[-1].data["__interrupt__"][0]
+    assert interrupt["value"]["questions"][0]["question"] == "Which colour?"
+    thread = lg.threads.get(tid)
+    assert thread["status"] == "interrupted" and interrupt["id"] in thread["interrupts"]
+    assert lg.threads.get_state(tid)["interrupts"][0]["id"] == interrupt["id"]
+    parts = list(lg.runs.stream(tid, "apask", command={"resume": "blue"}, stream_mode="values"))
+    assert ai_text(parts[-1].data) == "blue it is"
+    assert lg.threads.get(tid)["status"] == "idle"
+
+
+def test_cron_and_store(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    cron = lg.crons.create_for_thread(
+        tid, "echo", schedule="@every 1s", input={"messages": [{"role": "user", "content": "tick"}]}
+    )
+    assert [c["cron_id"] for c in lg.crons.search(thread_id=tid)] == [cron["cron_id"]]
+    wait_for(lambda: lg.runs.list(tid) or lg.threads.get_state(tid)["values"]["messages"], 30,
+             what="the cron to fire")  # fmt: skip
+    lg.crons.delete(cron["cron_id"])
+    assert lg.crons.search(thread_id=tid) == []
+    ns = ["notes", uuid.uuid4().hex]
+    lg.store.put_item(ns, "a", {"colour": "blue", "text": "the sky"})
+    lg.store.put_item(ns, "b", {"colour": "red", "text": "a rose"})
+    assert lg.store.get_item(ns, "a")["value"]["colour"] == "blue"
+    found = lg.store.search_items(ns[:1], filter={"colour": "red"})["items"]
+    assert [i["key"] for i in found] == ["b"]
+    assert ns in lg.store.list_namespaces(prefix=["notes"])["namespaces"]
+    lg.store.delete_item(ns, "a")
+    assert [i["key"] for i in lg.store.search_items(ns)["items"]] == ["b"]
+
+
+def test_async_client(ap: Cluster) -> None:
+    async def go() -> None:
+        lg = get_client(url=ap.gateway_url, api_key=None)
+        thread = await lg.threads.create()
+        say = {"messages": [{"role": "user", "content": "hi"}]}
+        parts = [
+            p
+            async for p in lg.runs.stream(
+                thread["thread_id"], "echo", input=say, stream_mode="messages-tuple"
+            )
+        ]
+        text = "".join(p.data[0]["content"] for p in parts if p.event == "messages")
+        assert text == "Hello from the mock model."
+        assert [a["graph_id"] for a in await lg.assistants.search(graph_id="echo")] == ["echo"]
+
+    asyncio.run(go())
+
+
+def test_docs_reference_no_external_host(ap: Cluster) -> None:
+    with httpx.Client(base_url=ap.gateway_url) as h:
+        page = h.get("/docs")
+        assert page.status_code == 200
+        assert "http://" not in page.text.replace(ap.gateway_url, "")
+        assert "https://" not in page.text
+        assert h.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+        assert h.get("/docs/static/swagger-ui.css").status_code == 200
