@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,3 +116,38 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+Render = Callable[[int, str, str], JSONResponse]
+"""A protocol's error body for ``(status, code, message)``."""
+
+
+def error_route(render: Render) -> type[APIRoute]:
+    """A route class whose failures (validation included) all come out through ``render``.
+
+    The one error mapping of a protocol whose error shape is not ours (OpenAI's, the Agent
+    Protocol's): the same exceptions, and the same statuses, as the native handlers.
+    """
+
+    class ErrorRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except WalrusError as e:
+                    return render(e.status, e.code, e.message)
+                except RequestValidationError as e:
+                    return render(422, "invalid", _describe(e.errors()))
+                except HTTPException as e:
+                    code = {413: "too_large"}.get(e.status_code, "http")
+                    return render(e.status_code, code, str(e.detail))
+                except REDIS_DOWN as e:
+                    response = render(503, "unavailable", f"redis unavailable: {e}")
+                    response.headers["Retry-After"] = str(RETRY_AFTER)
+                    return response
+
+            return handle
+
+    return ErrorRoute

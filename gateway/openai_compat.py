@@ -12,24 +12,21 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Header, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from gateway.deps import ARedis, Cfg, Redis, Sets
-from gateway.errors import REDIS_DOWN, RETRY_AFTER, _describe, responses
+from gateway.errors import error_route, responses
 from gateway.operations import forget, run_events, send_with_context
 from gateway.sse import SSE_HEADERS
 from walrus_tasks.config import Config
-from walrus_tasks.errors import InvalidInput, NotFound, WalrusError
+from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.names import sender_name
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
@@ -42,29 +39,8 @@ def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResp
     return JSONResponse({"error": body}, status_code=status)
 
 
-class OpenAIRoute(APIRoute):
-    """A route whose errors (validation included) come out in OpenAI's error shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """Wrap the handler so WalrusError, validation and HTTP errors become ``openai_error``."""
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except WalrusError as e:
-                return openai_error(e.status, e.code, e.message)
-            except RequestValidationError as e:
-                return openai_error(422, "invalid", _describe(e.errors()))
-            except HTTPException as e:
-                code = {413: "too_large"}.get(e.status_code, "http")
-                return openai_error(e.status_code, code, str(e.detail))
-            except REDIS_DOWN as e:
-                response = openai_error(503, "unavailable", f"redis unavailable: {e}")
-                response.headers["Retry-After"] = str(RETRY_AFTER)
-                return response
-
-        return handle
+OpenAIRoute = error_route(openai_error)
+"""OpenAI-compatible routes: every failure comes out in OpenAI's error shape."""
 
 
 class ChatMessage(BaseModel):

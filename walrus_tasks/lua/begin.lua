@@ -6,9 +6,7 @@
 if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
-local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase')
-local live = r[1] == 'running' or (r[1] == 'waiting' and ARGV[4] == 'tools')
-if not live or r[2] ~= ARGV[3] or r[3] ~= ARGV[4] then
+if not at_step(KEYS[3], ARGV[3], ARGV[4]) then
   return 'stale'
 end
 if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[5], ARGV[6]) == 1 then

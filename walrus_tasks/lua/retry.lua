@@ -8,8 +8,7 @@
 if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
-local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase')
-if r[1] ~= 'running' or r[2] ~= ARGV[3] or r[3] ~= 'llm' then
+if not at_step(KEYS[3], ARGV[3], 'llm') then
   return 'stale'
 end
 redis.call('HSET', KEYS[3], 'attempts', ARGV[4], 'fallback', ARGV[5], 'tries', ARGV[10],

@@ -6,15 +6,15 @@
 if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
-local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase', 'calls')
-if (r[1] ~= 'running' and r[1] ~= 'waiting') or r[2] ~= ARGV[3] or r[3] ~= 'tools' then
+if not at_step(KEYS[3], ARGV[3], 'tools') then
   return 'stale'
 end
+local calls_json = redis.call('HGET', KEYS[3], 'calls')
 if redis.call('HSETNX', KEYS[5], ARGV[4], ARGV[5]) == 0 then
   return 'stale'
 end
 redis.call('DEL', KEYS[6])
-local calls = cjson.decode(r[4])
+local calls = cjson.decode(calls_json)
 if redis.call('HLEN', KEYS[5]) < #calls then
   return 'pending'
 end

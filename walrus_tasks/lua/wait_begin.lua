@@ -9,8 +9,7 @@ if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
 local run_id = redis.call('HGET', KEYS[3], 'run_id')
-local r = redis.call('HMGET', KEYS[3], 'status', 'step', 'phase')
-if (r[1] ~= 'running' and r[1] ~= 'waiting') or r[2] ~= ARGV[3] or r[3] ~= 'tools' then
+if not at_step(KEYS[3], ARGV[3], 'tools') then
   return 'stale'
 end
 if redis.call('HEXISTS', K.run_waits(run_id), ARGV[4]) == 1 then

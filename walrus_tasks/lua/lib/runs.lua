@@ -11,6 +11,15 @@ local function emit(run_id, maxlen, event)
   return id
 end
 
+-- True when the run (record key `rk`) is at step `step` in phase `phase`, still live: running
+-- (an LLM step), or running or waiting (its tool calls; a sibling call may be parked). What
+-- makes every step-scoped transition idempotent: a replay of a done step finds it moved on.
+local function at_step(rk, step, phase)
+  local r = redis.call('HMGET', rk, 'status', 'step', 'phase')
+  local live = r[1] == 'running' or (r[1] == 'waiting' and phase == 'tools')
+  return live and r[2] == tostring(step) and r[3] == phase
+end
+
 -- The conversation's active run while it has not ended (running or waiting), else false.
 -- Invariant 3: no path starts a conversation's next message while this is set. A run whose
 -- lease expired with its worker stays active until a takeover resumes or fails it.
