@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walrus_tasks.errors import WalrusError
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 """What redis-py (sync and asyncio alike) raises while Redis cannot be reached: retry later."""
 
 RETRY_AFTER = 2
@@ -34,11 +34,16 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def unavailable(exc: BaseException) -> JSONResponse:
-    """``503 unavailable`` with ``Retry-After``: Redis is down, the request may be retried."""
-    response = error_response(503, "unavailable", f"redis unavailable: {exc}")
-    response.headers["Retry-After"] = str(RETRY_AFTER)
+def with_retry_after(response: JSONResponse) -> JSONResponse:
+    """``response``, told to come back after ``RETRY_AFTER`` seconds if it is a 503."""
+    if response.status_code == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER)
     return response
+
+
+def unavailable(exc: BaseException) -> JSONResponse:
+    """``503 unavailable`` with ``Retry-After``: Redis is down (or failing over), retry later."""
+    return with_retry_after(error_response(503, "unavailable", f"redis unavailable: {exc}"))
 
 
 def _describe(errors: Any) -> str:
@@ -56,14 +61,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(WalrusError)
     async def walrus_error(request: Request, exc: WalrusError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(redis.ConnectionError)
-    @app.exception_handler(redis.TimeoutError)
-    @app.exception_handler(redis.ReadOnlyError)
-    async def redis_unavailable(request: Request, exc: redis.RedisError) -> JSONResponse:
-        # Redis is away (a failover, a restart): the client may try again; no 500 and no trace.
-        return error_response(503, "unavailable", f"redis: {exc}")
+        return with_retry_after(error_response(exc.status, exc.code, exc.message))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,16 +135,14 @@ def error_route(render: Render) -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except WalrusError as e:
-                    return render(e.status, e.code, e.message)
+                    return with_retry_after(render(e.status, e.code, e.message))
                 except RequestValidationError as e:
                     return render(422, "invalid", _describe(e.errors()))
                 except HTTPException as e:
                     code = {413: "too_large"}.get(e.status_code, "http")
                     return render(e.status_code, code, str(e.detail))
                 except REDIS_DOWN as e:
-                    response = render(503, "unavailable", f"redis unavailable: {e}")
-                    response.headers["Retry-After"] = str(RETRY_AFTER)
-                    return response
+                    return with_retry_after(render(503, "unavailable", f"redis unavailable: {e}"))
 
             return handle
 

@@ -49,7 +49,7 @@ def redis_server() -> RedisServer:
     return _redis
 
 
-DATABASES = 128
+DATABASES = 1024
 """Databases of the test Redis: db 0 is the shared cluster's, each private cluster takes one."""
 _db_counter = iter(range(1, DATABASES))
 

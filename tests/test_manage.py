@@ -356,7 +356,8 @@ def test_stats_count_agents_conversations_active_and_queued_runs(mc: Cluster) ->
     assert stats["conversations"] >= 1 and stats["leases"] >= 1
     assert set(stats["queues"]) >= {"walrus.runs", "walrus.tools"}
     assert set(stats) == {
-        "agents", "conversations", "active_runs", "queued", "leases", "queues", "unacked", "runs"
+        "agents", "conversations", "active_runs", "queued", "leases", "queues", "unacked", "runs",
+        "limits",
     }  # fmt: skip
     assert mc.wait_run(second)["status"] == "cancelled"
 

@@ -21,7 +21,7 @@ def sent(
     monkeypatch.setattr(
         celery_app.app,
         "send_task",
-        lambda name, args, kwargs=None: calls.append((name, tuple(args), kwargs or {})),
+        lambda name, args, kwargs=None, **_: calls.append((name, tuple(args), kwargs or {})),
     )
     send(*args)
     assert len(calls) == 1
