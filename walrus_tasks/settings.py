@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
     max_body_bytes: int = 1024 * 1024
     sse_keepalive: float = 15.0
+    sse_buffer: int = Field(
+        default=10_000,
+        gt=0,
+        description="events a stream subscriber may fall behind before it is cut with a "
+        "resumable slow_consumer error (as many as a run's stream holds)",
+    )
     sse_redis_grace: float = Field(
         default=30.0,
         gt=0,
