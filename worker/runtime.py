@@ -112,10 +112,14 @@ class StepOutput:
     text_open: bool = False
     streamed: bool = False
     """Whether the call emitted any output (text or thinking) so far."""
+    pending: list[str] = field(default_factory=list)
+    """Text received but not yet written (coalesced into the next ``chunk``)."""
+    flushed_at: float = 0.0
 
     def clear(self) -> None:
         """Forget a failed call's output (it is made again)."""
         self.text, self.calls, self.usage, self.streamed = [], [], (0, 0), False
+        self.pending = []
 
 
 @metrics.timed_step
@@ -225,9 +229,10 @@ def _call_llm(
                 if not out.text_open:
                     must_emit(r, fence, run_events.text_start())
                     out.text_open = out.streamed = True
-                must_emit(r, fence, run_events.chunk(item.text))
+                _chunk(r, fence, out, item.text)
                 out.text.append(item.text)
             elif isinstance(item, ThinkingDelta):
+                _flush(r, fence, out)
                 out.streamed = True
                 must_emit(r, fence, run_events.thinking(item.text))
             elif isinstance(item, ToolCallRequest):
@@ -248,7 +253,28 @@ def _call_llm(
     )  # fmt: skip
 
 
+def _chunk(r: redis.Redis, fence: Fence, out: StepOutput, text: str) -> None:
+    """Write ``text`` as a ``chunk``, or hold it if the last one is under ``chunk_flush_ms`` old.
+
+    A fast model makes one event of many tokens; a slow one (or the first token of a burst)
+    gets no added latency. Held text goes out with the next token after the window, or before
+    any other event.
+    """
+    out.pending.append(text)
+    now = time.monotonic()
+    if (now - out.flushed_at) * 1000 >= get_settings().chunk_flush_ms:
+        _flush(r, fence, out)
+
+
+def _flush(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    if out.pending:
+        must_emit(r, fence, run_events.chunk("".join(out.pending)))
+        out.pending.clear()
+        out.flushed_at = time.monotonic()
+
+
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    _flush(r, fence, out)
     if out.text_open:
         out.text_open = False
         runs.emit(r, fence, run_events.text_end())
