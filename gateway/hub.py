@@ -112,8 +112,11 @@ class _Sub:
         self.joined = time.monotonic()
 
     def push(self, batch: list[Entry]) -> bool:
-        """Buffer ``batch``; False (and cut) if that overflows the buffer."""
-        if len(self.queue) + len(batch) > self.limit:
+        """Buffer ``batch``; False (and cut) if the subscriber is behind and that overflows.
+
+        A batch into an empty buffer always fits: one read may bring more than the limit.
+        """
+        if self.queue and len(self.queue) + len(batch) > self.limit:
             self.queue.clear()
             self.fail(SlowConsumer(f"more than {self.limit} events behind"))
             return False
