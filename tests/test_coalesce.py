@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, running
+from tests.cluster import Cluster, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM
 from walrus_tasks.redis_server import RedisServer
+from worker.chunks import ChunkWriter
 
 FAST = " ".join(f"t{i}" for i in range(2000))
 SLOW = " ".join(f"s{i}" for i in range(8))
@@ -57,3 +59,17 @@ def test_a_slow_reply_still_gets_one_event_per_token(co: Cluster, sender: str) -
     contents, _ = chunks(co, "slow20", sender)
     assert "".join(contents) == SLOW
     assert len(contents) == len(SLOW.split(" ")), contents
+
+
+def test_held_text_goes_out_when_the_window_closes_even_if_the_model_pauses() -> None:
+    written: list[tuple[str, float]] = []
+    writer = ChunkWriter(lambda text: written.append((text, time.monotonic())), 20)
+    t0 = time.monotonic()
+    writer.add("a")
+    writer.add(" b")
+    writer.add(" c")
+    assert [w for w, _ in written] == ["a"], "the first token of a burst at once"
+    wait_for(lambda: len(written) == 2, 2, 0.005, "the timer's flush")
+    assert written[1][0] == " b c" and written[1][1] - t0 < 0.5
+    writer.flush()
+    assert len(written) == 2, "nothing held, nothing written"

@@ -34,6 +34,7 @@ from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
 from worker import compaction, llm_call, metrics
+from worker.chunks import ChunkWriter
 from worker.config_cache import agent_for_run, current_config
 from worker.context import build_request
 from worker.providers import provider_for
@@ -112,14 +113,12 @@ class StepOutput:
     text_open: bool = False
     streamed: bool = False
     """Whether the call emitted any output (text or thinking) so far."""
-    pending: list[str] = field(default_factory=list)
-    """Text received but not yet written (coalesced into the next ``chunk``)."""
-    flushed_at: float = 0.0
+    writer: ChunkWriter | None = None
+    """Writes the text as ``chunk`` events, coalesced (:mod:`worker.chunks`)."""
 
     def clear(self) -> None:
         """Forget a failed call's output (it is made again)."""
         self.text, self.calls, self.usage, self.streamed = [], [], (0, 0), False
-        self.pending = []
 
 
 @metrics.timed_step
@@ -229,10 +228,16 @@ def _call_llm(
                 if not out.text_open:
                     must_emit(r, fence, run_events.text_start())
                     out.text_open = out.streamed = True
-                _chunk(r, fence, out, item.text)
+                if out.writer is None:
+                    out.writer = ChunkWriter(
+                        lambda text: must_emit(r, fence, run_events.chunk(text)),
+                        get_settings().chunk_flush_ms,
+                    )
+                out.writer.add(item.text)
                 out.text.append(item.text)
             elif isinstance(item, ThinkingDelta):
-                _flush(r, fence, out)
+                if out.writer is not None:
+                    out.writer.flush()
                 out.streamed = True
                 must_emit(r, fence, run_events.thinking(item.text))
             elif isinstance(item, ToolCallRequest):
@@ -253,28 +258,9 @@ def _call_llm(
     )  # fmt: skip
 
 
-def _chunk(r: redis.Redis, fence: Fence, out: StepOutput, text: str) -> None:
-    """Write ``text`` as a ``chunk``, or hold it if the last one is under ``chunk_flush_ms`` old.
-
-    A fast model makes one event of many tokens; a slow one (or the first token of a burst)
-    gets no added latency. Held text goes out with the next token after the window, or before
-    any other event.
-    """
-    out.pending.append(text)
-    now = time.monotonic()
-    if (now - out.flushed_at) * 1000 >= get_settings().chunk_flush_ms:
-        _flush(r, fence, out)
-
-
-def _flush(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
-    if out.pending:
-        must_emit(r, fence, run_events.chunk("".join(out.pending)))
-        out.pending.clear()
-        out.flushed_at = time.monotonic()
-
-
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
-    _flush(r, fence, out)
+    if out.writer is not None:
+        out.writer.flush()
     if out.text_open:
         out.text_open = False
         runs.emit(r, fence, run_events.text_end())
