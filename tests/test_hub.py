@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from gateway.hub import Entry, Hub, SlowConsumer
+from gateway.sse import hub_frames
 from tests.conftest import redis_db_url
 from walrus_tasks import keys
 from walrus_tasks.redis_server import RedisServer
@@ -140,3 +141,19 @@ def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:
 
     _, fast = asyncio.run(main())
     assert len(fast) == 32, "start, 30 chunks, end: the fast one was not held back"
+
+
+def test_an_sse_client_cut_for_being_slow_gets_a_resumable_error_with_no_id() -> None:
+    async def cut() -> AsyncIterator[Entry | None]:
+        yield Entry("1-0", {"type": "chunk", "content": "a"}, False)
+        raise SlowConsumer("more than 10 events behind")
+
+    async def frames() -> list[str]:
+        return [f async for f in hub_frames(cut(), 30)]
+
+    first, error = asyncio.run(frames())
+    assert first.startswith("id: 1-0\n")
+    assert error.startswith("event: error\ndata: ") and "id:" not in error
+    data = json.loads(error.split("data: ", 1)[1])
+    assert data["type"] == "error" and data["code"] == "slow_consumer" and data["resume"] is True
+    assert "Last-Event-ID" in data["message"]
