@@ -186,6 +186,8 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t.add_row("   gateway CPU-ms per 1000 delivered events",
               f"{per:.1f} ({f['delivered_events']} events)" if per else "-")  # fmt: skip
     t.add_row("6. one run, 20 000 one-word tokens: chunk events", str(one["chunk_events"]))
+    t.add_row("   POST → end / first chunk → end",
+              f"{one['post_to_end_s']:.3f} / {one['first_chunk_to_end_s']:.3f} s")  # fmt: skip
     t.add_row("   chunk events/s (first chunk → end)", f"{one['chunk_events_per_s']:.0f}")
     t.add_row("   tokens/s", f"[bold]{one['tokens_per_s']:.0f}[/bold]")
     console.print(t)
