@@ -5,7 +5,9 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
 1. baseline   ``app.send_task(PING).get()`` round trips of a no-op Celery task;
 2. dispatch   streamed POST /v1/agents/bench/messages → first ``chunk`` SSE event;
 3. throughput ``--messages`` messages over ``--conversations`` conversations, POSTed
-              concurrently, first submit → last run terminal.
+              concurrently, first submit → last run terminal;
+5. fan-out    ``--fanout`` concurrent SSE clients of the one gateway (``bench.streams``);
+6. one stream one run of 20 000 one-word chunks to one SSE client.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import time
 from typing import Any
@@ -25,8 +28,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import measure
-from bench.procs import AGENT, Env, cpu_seconds, environment
+from bench import measure, streams
+from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
+from walrus_tasks.settings import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="gateway",
         help="3. submits by POST to the gateway (default) or by calling submit() in-process",
     )
+    p.add_argument(
+        "--fanout", type=int, default=1000,
+        help="concurrent SSE clients of 5. (1000; 0 skips 5. and 6.)",
+    )  # fmt: skip
+    p.add_argument("--fanout-runs", type=int, default=4, help="runs the clients of 5. follow (4)")
     p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
@@ -136,6 +145,9 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
         rt.add_row(k, f"{v:.2f}x")
     console.print(rt)
 
+    if results.get("fanout"):
+        report_streams(results, console)
+
     if results.get("cpu_seconds"):
         c = Table(title="CPU seconds used per phase (user+sys)", title_justify="left")
         kinds = ["wall", "gateway", "workers", "redis", "bench client"]
@@ -155,6 +167,30 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
         m.add_row(k, str(v))
     m.add_row("total wall time", f"{results['wall_s']:.1f} s")
     console.print(m)
+
+
+def report_streams(results: dict[str, Any], console: Console) -> None:
+    f, one = results["fanout"], results["single_stream"]
+    t = Table(title="5. Fan-out and 6. one stream", title_justify="left")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("5. SSE clients / runs followed", f"{f['clients']} / {f['runs']}")
+    t.add_row("   completed streams (got end)", f"[bold]{f['completed_streams']}[/bold]")
+    t.add_row("   all connected after / last end after", f"{f['all_connected_s']:.2f} / "
+              f"{f['wall_s']:.2f} s")  # fmt: skip
+    t.add_row("   gateway RSS before → peak", f"{f['rss_before_kb']} → {f['rss_peak_kb']} KB")
+    t.add_row("   gateway RSS growth per stream", f"{f['rss_growth_per_stream_kb']:.1f} KB")
+    t.add_row("   Redis connections (all processes) before → peak",
+              f"{f['redis_clients_before']} → {f['redis_clients_peak']}")  # fmt: skip
+    per = f["gateway_cpu_ms_per_1000_events"]
+    t.add_row("   gateway CPU-ms per 1000 delivered events",
+              f"{per:.1f} ({f['delivered_events']} events)" if per else "-")  # fmt: skip
+    t.add_row("6. one run, 20 000 one-word tokens: chunk events", str(one["chunk_events"]))
+    t.add_row("   POST → end / first chunk → end",
+              f"{one['post_to_end_s']:.3f} / {one['first_chunk_to_end_s']:.3f} s")  # fmt: skip
+    t.add_row("   chunk events/s (first chunk → end)", f"{one['chunk_events_per_s']:.0f}")
+    t.add_row("   tokens/s", f"[bold]{one['tokens_per_s']:.0f}[/bold]")
+    console.print(t)
 
 
 class Phase:
@@ -187,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with progress:
         boot = progress.add_task("start redis, gateway, workers", total=1)
-        with environment(args.workers, args.concurrency) as env:
+        # The product's chunk coalescing (the test harness turns it off by default).
+        flush = str(Settings.model_fields["chunk_flush_ms"].default)
+        agents = {AGENT: BENCH_AGENT, **streams.AGENTS}
+        with environment(
+            args.workers, args.concurrency, agents=agents,
+            env_extra={"WALRUS_CHUNK_FLUSH_MS": flush},
+        ) as env:  # fmt: skip
             progress.advance(boot)
             results["machine"] = machine(env.redis_url)
 
@@ -229,6 +271,21 @@ def main(argv: list[str] | None = None) -> int:
                     lambda n: progress.advance(sub, n),
                     lambda n: progress.advance(done, n),
                 )
+            if args.fanout:
+                soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                want = min(hard, max(soft, args.fanout * 2 + 256))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                fan = progress.add_task(f"5. fan-out: {args.fanout} SSE clients", total=1)
+                with Phase(env, "5. fan-out", cpu):
+                    results["fanout"] = streams.fanout(
+                        env.gateway_url, env.redis_url, env.cluster.procs["gateway"].pid,
+                        args.fanout, args.fanout_runs,
+                    )  # fmt: skip
+                progress.advance(fan)
+                one = progress.add_task("6. one stream of 20 000 chunks", total=1)
+                with Phase(env, "6. one stream", cpu):
+                    results["single_stream"] = streams.single_stream(env.gateway_url)
+                progress.advance(one)
             env.cluster.check_alive()
         stop = progress.add_task("stopped all processes", total=1)
         progress.advance(stop)
@@ -249,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency per worker": f"{args.concurrency} (prefork)",
         "gateway": "1 process (uvicorn)",
         "mock provider": "chunk_delay_ms = 0, 5-word reply",
+        "chunk coalescing (WALRUS_CHUNK_FLUSH_MS)": flush,
+        "fan-out (5.)": f"{args.fanout} clients on {args.fanout_runs} runs of "
+        f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart",
         "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",
     }
     results["baseline"] = b

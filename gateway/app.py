@@ -14,6 +14,7 @@ from gateway import admin, agent_protocol, bus, console, manage, native, openai_
 from gateway.auth import install_auth
 from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
+from gateway.hub import Hub
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard
 from walrus_tasks import keys
@@ -32,9 +33,12 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         # Its XREADs block for up to sse_keepalive: reads may take that long, and a bit more.
         app.state.aredis = async_redis(settings.redis_url, settings.sse_keepalive + 10)
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
+        app.state.hub = Hub(settings)  # every stream this process relays is read by it
+        app.state.hub.start(app.state.aredis)
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
         yield
         follower.cancel()
+        await app.state.hub.close()
         await app.state.aredis.aclose()
 
     app = FastAPI(

@@ -4,37 +4,23 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 """
 
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from gateway import operations as ops
-from gateway.deps import ARedis, Cfg, Redis, Sets
+from gateway.deps import Cfg, Redis, StreamHub
 from gateway.errors import responses
-from gateway.sse import Item, sse_frames, sse_stream
+from gateway.sse import feed_entries, hub_frames, sse_stream
 from walrus_tasks.errors import InvalidInput
-from walrus_tasks.feed import aread_feed, live_end
+from walrus_tasks.feed import live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
 from walrus_tasks.run_events import sse_schema
-from walrus_tasks.settings import Settings
 
 ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
 ERRORS = responses({404: "unknown agent or subscription", 413: "body too large",
                     422: "invalid input"})  # fmt: skip
-
-
-def _frames(
-    r: aioredis.Redis, after: str, agent: str | None, settings: Settings
-) -> AsyncIterator[str]:
-    block_ms = int(settings.sse_keepalive * 1000)
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_feed(r, cursor, agent, block_ms=block_ms)
-
-    return sse_frames(r, read, after, settings.sse_redis_grace)
 
 
 router = APIRouter(tags=["event bus"])
@@ -67,9 +53,8 @@ def publish(body: PublishEvent, r: Redis) -> Published:
 @router.get("/v1/events", responses={**ERRORS, 200: {"content": sse_schema()}})
 def feed(
     r: Redis,
-    aredis: ARedis,
+    hub: StreamHub,
     config: Cfg,
-    settings: Sets,
     agent: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
@@ -86,4 +71,4 @@ def feed(
         raise InvalidInput(f"invalid Last-Event-ID {start!r}")
     # Fixed before the response starts: whatever happens after the client sees 200 is sent.
     start = start or live_end(r)
-    return sse_stream(_frames(aredis, start, agent, settings))
+    return sse_stream(hub_frames(feed_entries(hub, start, agent), hub.settings.sse_redis_grace))

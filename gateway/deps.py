@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from gateway import operations
+from gateway.hub import Hub
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
@@ -37,10 +38,16 @@ def async_redis(request: Request) -> aioredis.Redis:
     return request.app.state.aredis  # type: ignore[no-any-return]
 
 
+def stream_hub(request: Request) -> Hub:
+    """The app's stream hub (every run stream and the feed are read through it)."""
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
 Cfg = Annotated[Config, Depends(current_config)]
 Sets = Annotated[Settings, Depends(current_settings)]
 Redis = Annotated[redis.Redis, Depends(get_redis)]
 ARedis = Annotated[aioredis.Redis, Depends(async_redis)]
+StreamHub = Annotated[Hub, Depends(stream_hub)]
 
 
 def known_agent(agent: str, config: Cfg) -> str:

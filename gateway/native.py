@@ -14,11 +14,11 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
 from gateway import operations as ops
-from gateway.deps import Agent, ARedis, Cfg, Redis, RunId, Sets
+from gateway.deps import Agent, Cfg, Redis, RunId, StreamHub
 from gateway.errors import responses, unavailable
 from gateway.sse import sse_response
-from walrus_tasks import run_list, store
-from walrus_tasks.errors import InvalidInput
+from walrus_tasks import run_list
+from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -69,15 +69,14 @@ def send_message(
     agent: Agent,
     body: SendMessage,
     r: Redis,
-    aredis: ARedis,
+    hub: StreamHub,
     config: Cfg,
-    settings: Sets,
     accept: str = Header(""),
 ) -> Any:
     """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
     submitted = ops.send(r, config, agent, body)
     if body.stream or "text/event-stream" in accept:
-        return sse_response(aredis, submitted.run_id, "0-0", settings)
+        return sse_response(hub, submitted.run_id, "0-0")
     return ops.accepted(submitted.run_id)
 
 
@@ -149,20 +148,21 @@ def run_status(run_id: RunId, r: Redis) -> RunInfo:
 
 
 @runs.get("/v1/runs/{run_id}/events", responses={**ERRORS, 200: {"content": sse_schema()}})
-def run_events(
+async def run_events(
     run_id: RunId,
-    r: Redis,
-    aredis: ARedis,
-    settings: Sets,
+    hub: StreamHub,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
 ) -> Response:
     """The run's events as SSE; resumes after ``Last-Event-ID`` (or ``?after=``)."""
-    store.run_record(r, run_id)
+    # Async, on the hub's connection: a thousand clients opening streams at once take no
+    # threads and no pooled connections.
+    if not await hub.run_exists(run_id):
+        raise NotFound(f"unknown run {run_id!r}")
     start = last_event_id or after or "0-0"
     if not re.fullmatch(r"\d+-\d+", start):
         raise InvalidInput(f"invalid Last-Event-ID {start!r}")
-    return sse_response(aredis, run_id, start, settings)
+    return sse_response(hub, run_id, start)
 
 
 @health.get("/healthz")

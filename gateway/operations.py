@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway.sse import Item, resilient
+from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, runs, store, subscriptions, waits
 from walrus_tasks.config import AgentConfig, Config
@@ -38,7 +38,6 @@ from walrus_tasks.models import (
     SubscriptionSpec,
 )
 from walrus_tasks.names import agent_name, sender_name
-from walrus_tasks.run_stream import aread_events
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import Submitted, submit
 from walrus_tasks.submit import kill as kill_active
@@ -169,14 +168,10 @@ def run_events(
 ) -> AsyncIterator[Item]:
     """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` while idle.
 
-    Rides out a Redis restart (:func:`gateway.sse.resilient`).
+    Read by the app's :class:`gateway.hub.Hub` (``r`` names the app), which rides out a Redis
+    restart.
     """
-    block_ms = int(settings.sse_keepalive * 1000)
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_events(r, run_id, cursor, block_ms=block_ms)
-
-    return resilient(r, read, after, settings.sse_redis_grace)
+    return hub_for(r).run_items(run_id, after)
 
 
 # --- crons and subscriptions ----------------------------------------------------------------

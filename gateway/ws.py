@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -28,11 +28,10 @@ from starlette.websockets import WebSocketDisconnect
 from gateway import manage
 from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
-from gateway.sse import Item, resilient
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
-from walrus_tasks.feed import aread_feed, live_end
+from walrus_tasks.feed import live_end
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -417,12 +416,7 @@ async def _subscribe_events(s: Session, request_id: Any, args: Args) -> None:
         raise InvalidInput(f"invalid 'after' {after!r}: must be a feed entry id")
     start: str = after if after is not None else await run_in_threadpool(live_end, get_redis())
     await s.send({"id": request_id, "type": "subscribed", "after": start})
-    block_ms, r = int(s.settings.sse_keepalive * 1000), s.app.state.aredis
-
-    def read(cursor: str) -> AsyncIterator[Item]:
-        return aread_feed(r, cursor, agent, block_ms=block_ms)
-
-    async for _, event in resilient(r, read, start, s.settings.sse_redis_grace):
+    async for _, event in s.app.state.hub.feed_items(start, agent):
         if event is not None:
             await s.send({"id": request_id, "type": "event", "event": event})
 

@@ -53,6 +53,9 @@ class Cluster:
             WALRUS_HOME=str(self.home),
             WALRUS_LOG_FORMAT="json",
             PYTHONUNBUFFERED="1",
+            # One chunk event per token, as many tests count them; tests/test_coalesce.py
+            # turns coalescing on.
+            WALRUS_CHUNK_FLUSH_MS="0",
         )
         if self.broker_url:
             env["WALRUS_BROKER_URL"] = self.broker_url

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
     max_body_bytes: int = 1024 * 1024
     sse_keepalive: float = 15.0
+    chunk_flush_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="tokens arriving within this many ms of the last chunk event written are "
+        "coalesced into the next one (the first token of a burst goes out at once; 0: one "
+        "event per token)",
+    )
+    sse_buffer: int = Field(
+        default=10_000,
+        gt=0,
+        description="events a stream subscriber may fall behind before it is cut with a "
+        "resumable slow_consumer error (as many as a run's stream holds)",
+    )
     sse_redis_grace: float = Field(
         default=30.0,
         gt=0,

@@ -34,6 +34,7 @@ from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
 from worker import compaction, llm_call, metrics
+from worker.chunks import ChunkWriter
 from worker.config_cache import agent_for_run, current_config
 from worker.context import build_request
 from worker.providers import provider_for
@@ -112,6 +113,8 @@ class StepOutput:
     text_open: bool = False
     streamed: bool = False
     """Whether the call emitted any output (text or thinking) so far."""
+    writer: ChunkWriter | None = None
+    """Writes the text as ``chunk`` events, coalesced (:mod:`worker.chunks`)."""
 
     def clear(self) -> None:
         """Forget a failed call's output (it is made again)."""
@@ -225,9 +228,16 @@ def _call_llm(
                 if not out.text_open:
                     must_emit(r, fence, run_events.text_start())
                     out.text_open = out.streamed = True
-                must_emit(r, fence, run_events.chunk(item.text))
+                if out.writer is None:
+                    out.writer = ChunkWriter(
+                        lambda text: must_emit(r, fence, run_events.chunk(text)),
+                        get_settings().chunk_flush_ms,
+                    )
+                out.writer.add(item.text)
                 out.text.append(item.text)
             elif isinstance(item, ThinkingDelta):
+                if out.writer is not None:
+                    out.writer.flush()
                 out.streamed = True
                 must_emit(r, fence, run_events.thinking(item.text))
             elif isinstance(item, ToolCallRequest):
@@ -249,6 +259,8 @@ def _call_llm(
 
 
 def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    if out.writer is not None:
+        out.writer.flush()
     if out.text_open:
         out.text_open = False
         runs.emit(r, fence, run_events.text_end())

@@ -1,0 +1,159 @@
+"""The gateway's stream hub against a real Redis: one reader, catch-up, slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from gateway.hub import Entry, Hub, SlowConsumer
+from gateway.sse import hub_frames
+from tests.conftest import redis_db_url
+from walrus_tasks import keys
+from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.settings import Settings
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> Iterator[str]:
+    u = redis_db_url(redis_server)
+    yield u
+    redis.Redis.from_url(u).flushdb()
+
+
+def add(r: redis.Redis, run_id: str, event: dict[str, Any]) -> str:
+    r.hset(keys.run(run_id), "status", "running")
+    return str(r.xadd(keys.run_part(run_id, "events"), {"data": json.dumps(event)}))
+
+
+async def take(entries: AsyncIterator[Entry | None], n: int) -> list[str]:
+    out: list[str] = []
+    async for e in entries:
+        if e is not None:
+            out.append(e.id)
+            if len(out) == n or e.ends:
+                break
+    return out
+
+
+def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: str) -> None:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    runs = [f"{i:032x}" for i in range(50)]
+    for run_id in runs:
+        add(r, run_id, {"type": "start"})
+
+    async def main() -> tuple[list[list[str]], int, float]:
+        before = {int(c["id"]) for c in r.client_list()}
+        hub = Hub(Settings(redis_url=url))
+        hub.start(redis.asyncio.Redis())  # only a name for hub_for()
+        try:
+            subs = [
+                asyncio.create_task(
+                    take(hub.entries(keys.run_part(run_id, "events"), "0-0", run_id), 2)
+                )
+                for run_id in runs
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.3)  # all subscribed; the reader blocks on 50 keys
+            conns = len({int(c["id"]) for c in r.client_list()} - before) - 1  # minus r
+            t0 = time.monotonic()
+            new = "f" * 32
+            late = asyncio.create_task(
+                take(hub.entries(keys.run_part(new, "events"), "0-0", new), 1)
+            )
+            await asyncio.sleep(0.05)
+            add(r, new, {"type": "end"})
+            await late
+            latency = time.monotonic() - t0
+            for run_id in runs:
+                add(r, run_id, {"type": "end"})
+            return await asyncio.gather(*subs), conns, latency
+        finally:
+            await hub.close()
+
+    got, conns, latency = asyncio.run(main())
+    assert all(len(ids) == 2 for ids in got)
+    assert conns <= 2, conns
+    assert latency < 1.0, "a new key interrupts the blocked read (CLIENT UNBLOCK)"
+
+
+def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate(
+    url: str,
+) -> None:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    run_id = "a" * 32
+    stream = keys.run_part(run_id, "events")
+
+    async def main() -> tuple[list[str], list[str]]:
+        hub = Hub(Settings(redis_url=url))
+        hub.start(redis.asyncio.Redis())
+        try:
+            first = hub.entries(stream, "0-0", run_id)
+            ids = [add(r, run_id, {"type": "chunk", "content": str(i)}) for i in range(5)]
+            early = await take(first, 5)  # the hub's cursor is now at ids[4]
+            late_task = asyncio.create_task(take(hub.entries(stream, ids[1], run_id), 10))
+            await asyncio.sleep(0.05)
+            ids.append(add(r, run_id, {"type": "chunk", "content": "x"}))
+            ids.append(add(r, run_id, {"type": "end"}))
+            rest = await take(first, 2)
+            await first.aclose()
+            return early + rest, await late_task
+        finally:
+            await hub.close()
+
+    whole, late = asyncio.run(main())
+    ids = [i for i, _ in r.xrange(stream)]
+    assert whole == ids
+    assert late == ids[2:], "(after, hub cursor] from XRANGE, then the hub's entries"
+
+
+def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    run_id = "b" * 32
+    stream = keys.run_part(run_id, "events")
+
+    async def main() -> tuple[str, list[str]]:
+        hub = Hub(Settings(redis_url=url, sse_buffer=10))
+        hub.start(redis.asyncio.Redis())
+        try:
+            add(r, run_id, {"type": "start"})
+            slow = hub.entries(stream, "0-0", run_id)
+            fast_task = asyncio.create_task(take(hub.entries(stream, "0-0", run_id), 100))
+            first = await anext(slow)  # subscribed; then it stops reading
+            await asyncio.sleep(0.1)
+            for i in range(30):  # in two reads: the second finds the slow one behind
+                add(r, run_id, {"type": "chunk", "content": str(i)})
+                if i == 14:
+                    await asyncio.sleep(0.1)
+            add(r, run_id, {"type": "end"})
+            fast = await fast_task
+            with pytest.raises(SlowConsumer):
+                while True:
+                    await anext(slow)
+            return first.id if first else "", fast
+        finally:
+            await hub.close()
+
+    _, fast = asyncio.run(main())
+    assert len(fast) == 32, "start, 30 chunks, end: the fast one was not held back"
+
+
+def test_an_sse_client_cut_for_being_slow_gets_a_resumable_error_with_no_id() -> None:
+    async def cut() -> AsyncIterator[Entry | None]:
+        yield Entry("1-0", {"type": "chunk", "content": "a"}, False)
+        raise SlowConsumer("more than 10 events behind")
+
+    async def frames() -> list[str]:
+        return [f async for f in hub_frames(cut(), 30)]
+
+    first, error = asyncio.run(frames())
+    assert first.startswith("id: 1-0\n")
+    assert error.startswith("event: error\ndata: ") and "id:" not in error
+    data = json.loads(error.split("data: ", 1)[1])
+    assert data["type"] == "error" and data["code"] == "slow_consumer" and data["resume"] is True
+    assert "Last-Event-ID" in data["message"]
