@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, running, wait_for
+from tests.cluster import Cluster, running
 from tests.conftest import redis_db_url
 from tests.ha import RabbitNode, rabbitmq_server_binary
 from tests.test_ordering import assert_ordered
-from tests.test_recovery import worker_running
+from tests.test_recovery import kill_worker_mid_stream
 from walrus_tasks.redis_server import RedisServer
 
 
@@ -74,13 +74,7 @@ def test_messages_to_one_conversation_run_in_acceptance_order(
 def test_kill_9_of_the_worker_mid_run_resumes_the_run(rabbit_cluster: Cluster, sender: str) -> None:
     c = rabbit_cluster
     run_id = c.send("slow", "count to twenty", sender)
-    with c.http() as h, h.stream("GET", f"/v1/runs/{run_id}/events") as resp:
-        for line in resp.iter_lines():
-            if line == "event: chunk":
-                break
-    host = wait_for(lambda: worker_running(c, sender), 10, 0.1, "the worker running the run")
-    killed_at = time.monotonic()
-    c.kill9(host.split("@")[0])
+    killed_at = kill_worker_mid_stream(c, run_id, sender)
     info = c.wait_run(run_id, timeout=60)
     print(f"\nresumed and finished {time.monotonic() - killed_at:.1f} s after the kill")
     assert info["status"] == "succeeded", info

@@ -17,6 +17,18 @@ def worker_running(cluster: Cluster, sender: str) -> str:
     return ""
 
 
+def kill_worker_mid_stream(c: Cluster, run_id: str, sender: str) -> float:
+    """Once the run streams its first chunk, ``kill -9`` the worker running it; the time."""
+    with c.http() as h, h.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+        for line in resp.iter_lines():
+            if line == "event: chunk":
+                break
+    host = wait_for(lambda: worker_running(c, sender), 10, 0.1, "the worker running the run")
+    killed_at = time.monotonic()
+    c.kill9(host.split("@")[0])
+    return killed_at
+
+
 def test_kill_9_of_the_worker_mid_run_resumes_on_another_worker(
     private_cluster: Cluster, sender: str
 ) -> None:
@@ -27,13 +39,7 @@ def test_kill_9_of_the_worker_mid_run_resumes_on_another_worker(
     c.start_beat()
     c.wait_ready()
     run_id = c.send("slow", "count to twenty", sender)
-    with c.http() as h, h.stream("GET", f"/v1/runs/{run_id}/events") as resp:
-        for line in resp.iter_lines():
-            if line == "event: chunk":
-                break
-    host = wait_for(lambda: worker_running(c, sender), 10, 0.1, "the worker running the run")
-    killed_at = time.monotonic()
-    c.kill9(host.split("@")[0])
+    killed_at = kill_worker_mid_stream(c, run_id, sender)
     info = c.wait_run(run_id, timeout=60)
     recovered_in = time.monotonic() - killed_at
     assert info["status"] == "succeeded", info
