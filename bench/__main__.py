@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     lambda n: progress.advance(sub, n),
                     lambda n: progress.advance(done, n),
                 )
+            if tp.http_errors or tp.succeeded != args.messages:
+                env.keep = True  # the gateway's and workers' logs say why
             if args.fanout:
                 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
                 want = min(hard, max(soft, args.fanout * 2 + 256))

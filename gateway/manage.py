@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.admin import reload_config
 from gateway.deps import Cfg, Redis, Sets
@@ -79,7 +79,7 @@ class McpInfo(BaseModel):
 
 
 class Stats(BaseModel):
-    """``GET /v1/stats``: counts read from Redis in two round trips."""
+    """``GET /v1/stats``: counts read from Redis (and the broker, when it is another server)."""
 
     agents: int
     conversations: int
@@ -87,7 +87,12 @@ class Stats(BaseModel):
     queued: int
     leases: int
     queues: dict[str, int]
-    unacked: int
+    broker_up: bool = Field(
+        default=True, description="false when a separate broker did not answer (queues unknown)"
+    )
+    unacked: int | None = Field(
+        description="delivered, not acknowledged (None: the broker does not count them)"
+    )
     runs: dict[str, dict[str, Any]]
     limits: list[LimitUse] = []
     """Each cluster-wide limit (provider, model, tenant): its use and the steps waiting for it."""
@@ -178,6 +183,7 @@ def stats(r: redis.Redis, config: Config) -> Stats:
         queued=sum(pipe.execute()),
         leases=figures.leases,
         queues=figures.queues,
+        broker_up=figures.broker_up,
         unacked=figures.unacked,
         runs={agent: s.as_dict() for agent, s in figures.runs.items()},
         limits=limits.usage(r, config),

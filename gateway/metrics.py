@@ -174,6 +174,10 @@ class ClusterCollector:
         for name, depth in (f.queues if f else {}).items():
             queue.add_metric([name], depth)
         yield queue
+        yield GaugeMetricFamily(
+            "walrus_broker_up", "1 when the broker answered this scrape.",
+            (1 if f.broker_up else 0) if f else None,
+        )  # fmt: skip
         for name, doc, value in [
             ("walrus_tasks_unacked", "Task messages delivered, not yet acknowledged.", "unacked"),
             ("walrus_leases_held", "Conversation leases held (a run in progress).", "leases"),

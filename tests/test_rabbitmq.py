@@ -12,10 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from kombu import Connection
 
 from tests.cluster import Cluster, running
 from tests.conftest import redis_db_url
 from tests.ha import RabbitNode, rabbitmq_server_binary
+from tests.test_broker_depth import send_pings, status
 from tests.test_ordering import assert_ordered
 from tests.test_recovery import kill_worker_mid_stream
 from walrus_tasks.redis_server import RedisServer
@@ -85,3 +87,18 @@ def test_kill_9_of_the_worker_mid_run_resumes_the_run(rabbit_cluster: Cluster, s
     assert history[1]["content"].endswith("w20")
     nxt = c.send("slow", "again", sender)
     assert c.wait_run(nxt, timeout=30)["status"] == "succeeded"
+
+
+def test_status_counts_the_queues_on_rabbitmq(
+    rabbit: RabbitNode, redis_server: RedisServer
+) -> None:
+    env = {"WALRUS_REDIS_URL": redis_db_url(redis_server), "WALRUS_BROKER_URL": rabbit.url}
+    send_pings(env, 3)  # declares the walrus queues (quorum) and leaves 3 in walrus.control
+    try:
+        data = status(env)
+        assert data["broker_up"] is True
+        assert data["queues"] == {"walrus.runs": 0, "walrus.tools": 0, "walrus.control": 3}
+        assert data["unacked"] is None, "AMQP does not count delivered messages in a queue"
+    finally:
+        with Connection(rabbit.url) as conn:
+            conn.default_channel.queue_purge("walrus.control")

@@ -11,6 +11,7 @@ reset only with Redis's data, which Prometheus treats as a counter reset.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from bisect import bisect_left
@@ -19,7 +20,9 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import broker_depth, keys
+
+log = logging.getLogger("walrus.metrics")
 
 RUN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Upper bounds (seconds) of the run-duration histogram; longer runs count in ``+Inf`` only."""
@@ -123,31 +126,52 @@ def read_runs(r: redis.Redis) -> dict[str, RunStats]:
 
 @dataclass
 class Figures:
-    """The cluster's state at one moment, read in one round trip."""
+    """The cluster's state at one moment, read in one round trip (two with a separate broker)."""
 
     queues: dict[str, int]
-    unacked: int
+    unacked: int | None
     leases: int
     conversations: int
     inboxes: int
     active_runs: int
     runs: dict[str, RunStats]
+    broker_up: bool = True
+    """False when a separate broker did not answer (its queues then show as ``{}``)."""
 
 
 def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
-    """Queue depths (all priority lists summed), counts of state, and run figures."""
+    """Queue depths (all priority lists summed), counts of state, and run figures.
+
+    The queues are read from the broker: in the same pipeline when it is the state Redis, else
+    by ``broker_depth.read``; a separate broker that does not answer gives ``broker_up=False``.
+    """
+    own_broker = broker_depth.separate_broker()
     pipe = r.pipeline(transaction=False)
-    for q in queues:
-        for suffix in PRIORITY_SUFFIXES:
-            pipe.llen(q + suffix)
-    pipe.hlen(UNACKED)
+    if not own_broker:
+        for q in queues:
+            for suffix in PRIORITY_SUFFIXES:
+                pipe.llen(q + suffix)
+        pipe.hlen(UNACKED)
     pipe.zcard(keys.LEASES)
     pipe.zcard(keys.CONVERSATIONS)
     pipe.zcard(keys.INBOXES)
     pipe.scard(keys.ACTIVE_RUNS)
     pipe.hgetall(keys.METRICS_RUNS)
     res: list[Any] = pipe.execute()
-    n = len(PRIORITY_SUFFIXES)
-    depths = {q: sum(res[i * n : (i + 1) * n]) for i, q in enumerate(queues)}
-    unacked, leases, conversations, inboxes, active, runs = res[len(queues) * n :]
-    return Figures(depths, unacked, leases, conversations, inboxes, active, parse_runs(runs))
+    broker_up = True
+    if own_broker:
+        try:
+            broker = broker_depth.read(queues)
+            depths, unacked = broker.queues, broker.unacked
+        except broker_depth.BROKER_DOWN as e:
+            log.warning("broker unreachable, queue depths unknown: %s", e)
+            depths, unacked, broker_up = {}, None, False
+    else:
+        n = len(PRIORITY_SUFFIXES)
+        depths = {q: sum(res[i * n : (i + 1) * n]) for i, q in enumerate(queues)}
+        unacked = res[len(queues) * n]
+        res = res[len(queues) * n + 1 :]
+    leases, conversations, inboxes, active, runs = res
+    return Figures(
+        depths, unacked, leases, conversations, inboxes, active, parse_runs(runs), broker_up
+    )

@@ -19,6 +19,7 @@ from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import client
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.metrics import RUN_STATUSES, read_figures
+from walrus_tasks.redis_url import describe
 from walrus_tasks.settings import get_settings
 
 
@@ -53,10 +54,12 @@ def snapshot(r: redis.Redis) -> dict[str, Any]:
 
     figures = read_figures(r, ALL_QUEUES)
     return {
-        "redis": get_settings().redis_url,
+        "redis": describe(get_settings().redis_url),
+        "broker": describe(get_settings().broker_url or get_settings().redis_url),
+        "broker_up": figures.broker_up,
         "workers": {
             host: {"active": len(tasks), "tasks": [t.get("name") for t in tasks]}
-            for host, tasks in workers().items()
+            for host, tasks in (workers() if figures.broker_up else {}).items()
         },
         "queues": figures.queues,
         "unacked": figures.unacked,
@@ -112,7 +115,10 @@ def _render(data: dict[str, Any]) -> None:
     table.add_column("count", justify="right")
     for q, n in data["queues"].items():
         table.add_row(f"queue {q}", str(n))
-    table.add_row("in flight (unacked)", str(data["unacked"]))
+    if not data["broker_up"]:
+        table.add_row(f"[red]broker {escape(data['broker'])} did not answer[/]", "?")
+    if data["unacked"] is not None:
+        table.add_row("in flight (unacked)", str(data["unacked"]))
     table.add_row("leases held", str(data["leases"]))
     table.add_row("conversations", str(data["conversations"]))
     table.add_row("inboxes with messages", str(data["inboxes"]))
