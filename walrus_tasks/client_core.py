@@ -49,6 +49,18 @@ Four of the gateway's keep-alive intervals (``WALRUS_SSE_KEEPALIVE``, 15 s by de
 run is never cut, yet a half-open connection is noticed.
 """
 
+KEEPALIVE_EXPIRY = 5.0
+"""Seconds the clients keep an idle connection pooled for reuse (httpx's default).
+
+Below the gateway's keep-alive (``WALRUS_GATEWAY_KEEP_ALIVE``, 75 s): a connection the gateway
+closes while a client reuses it fails that request with a reset the gateway never read.
+"""
+
+LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
+)
+"""The clients' connection pool: httpx's defaults, the idle expiry spelled out."""
+
 _ERRORS: dict[int, type[WalrusError]] = {
     404: NotFound,
     409: Conflict,
@@ -115,7 +127,9 @@ class ClientBase(Generic[H]):
         self.base_url = base_url.rstrip("/")
         self.stream_give_up = stream_give_up
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http: H = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._http: H = self._http_class(
+            base_url=self.base_url, timeout=timeout, headers=headers, limits=LIMITS
+        )
         self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
 
 
