@@ -61,6 +61,11 @@ LIMITS = httpx.Limits(
 )
 """The clients' connection pool: httpx's defaults, the idle expiry spelled out."""
 
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+"""A connection closed or reset under a request: the gateway, or a proxy in front of it, closed
+an idle pooled connection just as it was reused (RFC 9112, 9.3.1: clients retry idempotent
+requests then). Not a timeout: the gateway may still be working on that request."""
+
 _ERRORS: dict[int, type[WalrusError]] = {
     404: NotFound,
     409: Conflict,
@@ -159,6 +164,15 @@ class Call(Generic[T]):
     json: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     """Query parameters (a list value repeats the parameter)."""
+
+    @property
+    def retry_dropped(self) -> bool:
+        """Whether to send again, once, when the connection drops (``DROPPED``).
+
+        A GET only: any other request sent twice may be done twice (a message carries no id
+        of the client's that would let the gateway know it again).
+        """
+        return self.method == "GET"
 
     def read(self, resp: httpx.Response) -> T:
         """The result of ``resp``; a walrus error for an error status or an unreadable body."""
