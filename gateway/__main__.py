@@ -39,6 +39,8 @@ def main() -> None:
     uvicorn.run(
         app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
         timeout_graceful_shutdown=3,
+        # Longer than clients keep an idle pooled connection: see settings.GATEWAY_KEEP_ALIVE.
+        timeout_keep_alive=settings.gateway_keep_alive,
         # A frame over the body limit closes the socket with 1009 before the app sees it.
         ws_max_size=settings.max_body_bytes,
     )  # fmt: skip

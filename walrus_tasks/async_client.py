@@ -61,10 +61,16 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
     async def _call(self, call: api.Call[T]) -> T:
         """Send ``call``; its result, or the walrus error the answer (or its absence) means."""
         with api.unreachable(self.base_url):
-            resp = await self._http.request(
-                call.method, call.path, json=call.json, params=call.params
-            )
+            try:
+                resp = await self._send(call)
+            except api.DROPPED:
+                if not call.retry_dropped:
+                    raise
+                resp = await self._send(call)
         return call.read(resp)
+
+    async def _send(self, call: api.Call[T]) -> httpx.Response:
+        return await self._http.request(call.method, call.path, json=call.json, params=call.params)
 
     # --- conversations and runs ----------------------------------------------------------------
 

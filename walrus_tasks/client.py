@@ -88,8 +88,16 @@ class Client(api.ClientBase[httpx.Client]):
     def _call(self, call: api.Call[T]) -> T:
         """Send ``call``; its result, or the walrus error the answer (or its absence) means."""
         with api.unreachable(self.base_url):
-            resp = self._http.request(call.method, call.path, json=call.json, params=call.params)
+            try:
+                resp = self._send(call)
+            except api.DROPPED:
+                if not call.retry_dropped:
+                    raise
+                resp = self._send(call)
         return call.read(resp)
+
+    def _send(self, call: api.Call[T]) -> httpx.Response:
+        return self._http.request(call.method, call.path, json=call.json, params=call.params)
 
     # --- conversations and runs ----------------------------------------------------------------
 

@@ -49,6 +49,23 @@ Four of the gateway's keep-alive intervals (``WALRUS_SSE_KEEPALIVE``, 15 s by de
 run is never cut, yet a half-open connection is noticed.
 """
 
+KEEPALIVE_EXPIRY = 5.0
+"""Seconds the clients keep an idle connection pooled for reuse (httpx's default).
+
+Below the gateway's keep-alive (``WALRUS_GATEWAY_KEEP_ALIVE``, 75 s): a connection the gateway
+closes while a client reuses it fails that request with a reset the gateway never read.
+"""
+
+LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
+)
+"""The clients' connection pool: httpx's defaults, the idle expiry spelled out."""
+
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+"""A connection closed or reset under a request: the gateway, or a proxy in front of it, closed
+an idle pooled connection just as it was reused (RFC 9112, 9.3.1: clients retry idempotent
+requests then). Not a timeout: the gateway may still be working on that request."""
+
 _ERRORS: dict[int, type[WalrusError]] = {
     404: NotFound,
     409: Conflict,
@@ -115,7 +132,9 @@ class ClientBase(Generic[H]):
         self.base_url = base_url.rstrip("/")
         self.stream_give_up = stream_give_up
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http: H = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._http: H = self._http_class(
+            base_url=self.base_url, timeout=timeout, headers=headers, limits=LIMITS
+        )
         self._stream_timeout = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
 
 
@@ -145,6 +164,15 @@ class Call(Generic[T]):
     json: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     """Query parameters (a list value repeats the parameter)."""
+
+    @property
+    def retry_dropped(self) -> bool:
+        """Whether to send again, once, when the connection drops (``DROPPED``).
+
+        A GET only: any other request sent twice may be done twice (a message carries no id
+        of the client's that would let the gateway know it again).
+        """
+        return self.method == "GET"
 
     def read(self, resp: httpx.Response) -> T:
         """The result of ``resp``; a walrus error for an error status or an unreadable body."""

@@ -15,6 +15,19 @@ DEFAULT_LEASE_TTL = 15.0
 """Seconds a conversation lease lives without renewal; workers renew it every third of this."""
 
 
+GATEWAY_KEEP_ALIVE = 75
+"""Seconds the gateway keeps an idle keep-alive connection (uvicorn's default is 5).
+
+A client reuses a pooled connection until its own idle expiry; a server that closes it
+sooner races that reuse: the request arrives as the server closes, the kernel answers
+with a reset, and the client sees a dropped connection (``httpx.ReadError``) for a request
+the gateway never read. httpx (our clients, the CLI, most Python SDKs) expires idle
+connections after 5 s, uvicorn after 5 s too, so a connection idle for about 5 s could go
+either way. The gateway waits longer than common clients and proxies keep an idle
+connection (httpx 5 s, aiohttp 15 s, nginx ``keepalive_timeout`` and an AWS ALB 60 s).
+"""
+
+
 class Settings(BaseSettings):
     """Everything a walrus process reads from its environment."""
 
@@ -45,6 +58,12 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated browser origins (https://app.example) the gateway also "
         "serves, besides loopback and same-origin; their hosts are accepted as Host too",
+    )
+    gateway_keep_alive: int = Field(
+        default=GATEWAY_KEEP_ALIVE,
+        ge=1,
+        description="seconds the gateway keeps an idle HTTP/1.1 connection open: keep it above "
+        "the idle expiry of its clients' connection pools and of any proxy in front",
     )
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(json|console)$")
