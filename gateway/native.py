@@ -72,9 +72,14 @@ def send_message(
     hub: StreamHub,
     config: Cfg,
     accept: str = Header(""),
+    idempotency_key: str | None = Header(
+        None,
+        description="the same key on a retry answers with the run the first attempt made "
+        "(422 if it was used for another message to this conversation)",
+    ),
 ) -> Any:
     """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
-    submitted = ops.send(r, config, agent, body)
+    submitted = ops.send(r, config, agent, body, idempotency_key)
     if body.stream or "text/event-stream" in accept:
         return sse_response(hub, submitted.run_id, "0-0")
     return ops.accepted(submitted.run_id)

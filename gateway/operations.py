@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, runs, store, subscriptions, waits
+from walrus_tasks import crons, keys, runs, store, subscriptions, waits
 from walrus_tasks.config import AgentConfig, Config
-from walrus_tasks.errors import Conflict, NotFound, WalrusError
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -39,7 +39,7 @@ from walrus_tasks.models import (
 )
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
-from walrus_tasks.submit import Submitted, submit
+from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, keyed_run_id, submit
 from walrus_tasks.submit import kill as kill_active
 from walrus_tasks.workspace import send_meta
 
@@ -86,11 +86,35 @@ def accepted(run_id: str) -> Accepted:
     return Accepted(run_id=run_id, events_url=events_url(run_id))
 
 
-def send(r: redis.Redis, config: Config, agent: Any, body: SendMessage) -> Submitted:
-    """Accept ``body`` into conversation ``(agent, body.sender)``: a queued run."""
+def send(
+    r: redis.Redis,
+    config: Config,
+    agent: Any,
+    body: SendMessage,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Accept ``body`` into conversation ``(agent, body.sender)``: a queued run.
+
+    With ``idempotency_key`` a retry of the same message gets the run the first attempt made
+    (``keyed_run_id``); the key reused for another message is a 422, and nothing is written.
+    """
     agent = known_agent(config, agent)
+    sender = sender_name(body.sender)
+    run_id = None
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
+            raise InvalidInput(
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
+            )
+        run_id = keyed_run_id(agent, sender, idempotency_key)
+        earlier: str | None = r.hget(keys.run(run_id), "content")  # type: ignore[assignment]
+        if earlier is not None and earlier != body.content:
+            raise InvalidInput(
+                "Idempotency-Key already used for another message to this conversation "
+                f"(run {run_id})"
+            )
     meta = send_meta(config, agent, body.cwd, body.tenant)
-    return submit(r, agent, sender_name(body.sender), body.content, body.on_busy, meta=meta)
+    return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
 
 
 def send_with_context(

@@ -246,8 +246,11 @@ async def _ping(s: Session, request_id: Any, args: Args) -> None:
 def _submit(s: Session, args: Args) -> Submitted:
     """Validate like ``POST /v1/agents/{agent}/messages``, then ``submit()``."""
     agent = s.known_agent(args.get("agent"))
-    body = SendMessage.model_validate({k: v for k, v in args.items() if k != "agent"})
-    return ops.send(get_redis(), s.cfg(), agent, body)
+    key = args.get("idempotency_key")  # the Idempotency-Key header of HTTP
+    if key is not None and not isinstance(key, str):
+        raise InvalidInput("idempotency_key must be a string")
+    fields = {k: v for k, v in args.items() if k not in ("agent", "idempotency_key")}
+    return ops.send(get_redis(), s.cfg(), agent, SendMessage.model_validate(fields), key)
 
 
 @plain("send")

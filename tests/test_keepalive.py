@@ -6,7 +6,8 @@ by the gateway just as the client sent its next request on it: a reset, ``httpx.
 for a request the gateway never read (about one POST in 2000-5000 of the benchmark's
 throughput phase). Raw sockets here, so that no client pool hides a closed connection by
 quietly opening another one. And when a connection drops anyway (a proxy with a shorter
-keep-alive in front), the walrus clients send a GET again, never a message.
+keep-alive in front), the walrus clients send a GET again, and a message only under its
+``Idempotency-Key`` (``tests/test_idempotency.py``); nothing else.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def test_the_async_client_sends_a_get_again_when_its_connection_is_reset(
     assert reset_once.requests == [b"GET /healthz HTTP/1.1"] * 2
 
 
-def test_a_message_is_not_sent_twice_when_its_connection_is_reset(reset_once: ResetOnce) -> None:
+def test_a_request_that_is_not_idempotent_is_not_sent_twice(reset_once: ResetOnce) -> None:
     with Client(reset_once.url) as client, pytest.raises(GatewayUnreachable):
-        client.send("echo", "hi")
-    assert reset_once.requests == [b"POST /v1/agents/echo/messages HTTP/1.1"]
+        client.steer("echo", "hi", sender="bob")  # a second steer would inject it twice
+    assert reset_once.requests == [b"POST /v1/agents/echo/conversations/bob/steer HTTP/1.1"]

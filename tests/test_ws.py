@@ -125,6 +125,14 @@ def test_send_answers_at_once(ws: Socket, cluster: Cluster, sender: str) -> None
     assert [m["role"] for m in cluster.history("echo", sender)] == ["user", "assistant"]
 
 
+def test_send_with_an_idempotency_key_twice_is_one_run(ws: Socket, sender: str) -> None:
+    first = ws.result("send", agent="echo", content="hi", sender=sender, idempotency_key="k")
+    again = ws.result("send", agent="echo", content="hi", sender=sender, idempotency_key="k")
+    assert first == again
+    reused = ws.call("send", agent="echo", content="other", sender=sender, idempotency_key="k")
+    assert error_code(reused) == "invalid"
+
+
 def test_kill_cancels_the_streamed_run(ws: Socket, sender: str) -> None:
     assert ws.result("kill", agent="slow", sender=sender) == {"run_id": None}
     rid = ws.start("stream", agent="slow", content="go", sender=sender)

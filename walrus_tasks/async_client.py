@@ -70,7 +70,9 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
         return call.read(resp)
 
     async def _send(self, call: api.Call[T]) -> httpx.Response:
-        return await self._http.request(call.method, call.path, json=call.json, params=call.params)
+        return await self._http.request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
+        )
 
     # --- conversations and runs ----------------------------------------------------------------
 

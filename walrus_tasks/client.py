@@ -97,7 +97,9 @@ class Client(api.ClientBase[httpx.Client]):
         return call.read(resp)
 
     def _send(self, call: api.Call[T]) -> httpx.Response:
-        return self._http.request(call.method, call.path, json=call.json, params=call.params)
+        return self._http.request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
+        )
 
     # --- conversations and runs ----------------------------------------------------------------
 

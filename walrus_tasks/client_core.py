@@ -8,6 +8,7 @@ Each builder's docstring is its route; the meaning is on the client method of th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 """A connection closed or reset under a request: the gateway, or a proxy in front of it, closed
 an idle pooled connection just as it was reused (RFC 9112, 9.3.1: clients retry idempotent
 requests then). Not a timeout: the gateway may still be working on that request."""
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+"""The header that makes a POSTed message safe to send again (``submit.keyed_run_id``)."""
 
 _ERRORS: dict[int, type[WalrusError]] = {
     404: NotFound,
@@ -164,15 +168,17 @@ class Call(Generic[T]):
     json: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     """Query parameters (a list value repeats the parameter)."""
+    headers: dict[str, str] | None = None
 
     @property
     def retry_dropped(self) -> bool:
         """Whether to send again, once, when the connection drops (``DROPPED``).
 
-        A GET only: any other request sent twice may be done twice (a message carries no id
-        of the client's that would let the gateway know it again).
+        A GET, or a request with an ``Idempotency-Key`` (a message: the gateway answers its
+        retry with the run the first attempt made). Any other request sent twice may be done
+        twice.
         """
-        return self.method == "GET"
+        return self.method == "GET" or IDEMPOTENCY_KEY in (self.headers or {})
 
     def read(self, resp: httpx.Response) -> T:
         """The result of ``resp``; a walrus error for an error status or an unreadable body."""
@@ -238,7 +244,9 @@ def send(
         body["sender"] = sender
     if cwd:
         body["cwd"] = cwd
-    return Call("POST", _agent_path(agent, "messages"), _model(Accepted), json=body)
+    headers = {IDEMPOTENCY_KEY: uuid.uuid4().hex}  # one per message: its retry is known again
+    path = _agent_path(agent, "messages")
+    return Call("POST", path, _model(Accepted), json=body, headers=headers)
 
 
 def reply(agent: str, content: str, sender: str | None, call_id: str | None) -> Call[Replied]:

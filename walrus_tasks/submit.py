@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -29,6 +30,20 @@ class Submitted:
 def new_run_id() -> str:
     """A fresh run id (sortable by creation time is not needed: runs are listed per run)."""
     return uuid.uuid4().hex
+
+
+IDEMPOTENCY_KEY_MAX = 255
+"""The longest ``Idempotency-Key`` a client may send."""
+
+
+def keyed_run_id(agent: str, sender: str, key: str) -> str:
+    """The run id of a message sent with ``Idempotency-Key: key``: the same for every retry.
+
+    ``submit`` is idempotent on the run id, so a client that lost the answer to a POST (a
+    dropped connection) sends it again with the same key and gets the same run, not a second.
+    """
+    digest = hashlib.sha256(f"{agent}\0{sender}\0{key}".encode()).hexdigest()
+    return digest[:32]
 
 
 RUN_FIELDS = frozenset({"cwd", "kind", "parent_run", "parent_call", "timer_due", "tenant"})
