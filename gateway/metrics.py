@@ -16,6 +16,7 @@ Each app gets its own registry, so building several apps in one process (tests) 
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import redis
 from fastapi import FastAPI
@@ -88,6 +89,7 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self._flat: list[Any] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wrap ``send`` to see the response status and content type."""
@@ -135,8 +137,24 @@ class MetricsMiddleware:
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")
         if route is None:  # answered before routing (413 of the body limit) or no route matched
-            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
+            if self._flat is None:  # on first use: every route is registered by then
+                self._flat = flat_routes(self.routes)
+            route = next((r for r in self._flat if r.matches(scope)[0] != Match.NONE), None)
         return str(getattr(route, "path", UNMATCHED))
+
+
+def flat_routes(routes: list[BaseRoute]) -> list[Any]:
+    """Every route with its full path, the routes of included routers among them.
+
+    FastAPI 0.16x keeps an included router as one lazy entry of ``app.routes`` that matches its
+    whole subtree and has no ``path``; ``iter_route_contexts`` lists its routes. Older FastAPI
+    copies the routes into ``app.routes``.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return list(routes)
+    return list(iter_route_contexts(routes))
 
 
 class ClusterCollector:
