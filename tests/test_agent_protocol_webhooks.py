@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import UnprocessableEntityError
@@ -101,6 +102,7 @@ def test_every_run_creating_route_and_every_end_sends_it(
     tid = lg.threads.create()["thread_id"]
     run = lg.runs.create(tid, "echo", input=SAY, webhook=receiver.url(background))
     assert receiver.wait(background)[0].body["run_id"] == run["run_id"]
+    tid = lg.threads.create()["thread_id"]
     run = lg.runs.create(tid, "slow", input=SAY, webhook=receiver.url(cancelled))
     wait_for(lambda: lg.threads.get(tid)["status"] == "busy", 20, what="busy")
     lg.runs.cancel(tid, run["run_id"], wait=True)
@@ -132,8 +134,9 @@ def test_a_webhook_to_a_host_not_allowed_is_422_and_stores_nothing(hooks: Cluste
         with pytest.raises(UnprocessableEntityError) as refused:
             lg.runs.create(tid, "echo", input=SAY, webhook=url)
         assert "webhook" in refused.value.response.json()["detail"]
-        with pytest.raises(UnprocessableEntityError):
+        with pytest.raises(httpx.HTTPStatusError) as waited:  # this SDK call raises it plain
             lg.runs.wait(None, "echo", input=SAY, webhook=url)  # no thread of its own either
+        assert waited.value.response.status_code == 422
         with pytest.raises(UnprocessableEntityError):
             lg.crons.create("echo", schedule="@every 1h", input=SAY, webhook=url)
     assert (r.zcard(keys.RUNS), r.zcard(keys.AP_THREADS), r.hlen(keys.CRONS)) == before
