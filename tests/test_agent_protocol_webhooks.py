@@ -19,6 +19,7 @@ from langgraph_sdk.errors import UnprocessableEntityError
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM
+from tests.test_recovery import kill_worker_mid_stream
 from tests.webhook_receiver import Receiver
 from walrus_tasks import keys
 from walrus_tasks.celery_app import CONTROL_QUEUE, WEBHOOK
@@ -186,3 +187,23 @@ def test_a_webhook_whose_task_was_lost_is_sent_by_the_reaper_once(
         [post] = receiver.wait(where)
         assert post.body["run_id"] == run_id and post.body["status"] == "success"
         assert r.zcard(keys.WEBHOOKS) == 0
+
+
+def test_a_run_recovered_from_a_killed_worker_sends_its_webhook_once(
+    redis_server: RedisServer,
+    fake_llm: FakeLLM,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``kill -9`` of the worker mid-run: the run ends on another worker, after a takeover."""
+    root = tmp_path_factory.mktemp("killed")
+    c = hooks_cluster(redis_server, fake_llm, root, receiver, WALRUS_LEASE_TTL="4")
+    with running(c, workers=("worker-a", "worker-b"), concurrency=1, beat=True):
+        lg = client(c)
+        tid = lg.threads.create()["thread_id"]
+        where = path()
+        run = lg.runs.create(tid, "slow", input=SAY, webhook=receiver.url(where))
+        kill_worker_mid_stream(c, run["run_id"], f"thread:{tid}")
+        [post] = receiver.wait(where, timeout=60)
+        assert post.body["run_id"] == run["run_id"] and post.body["status"] == "success"
+        assert c.redis().hget(keys.run(run["run_id"]), "recoveries") == "1"
