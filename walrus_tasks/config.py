@@ -286,7 +286,9 @@ class WebhooksConfig(_Strict):
     retries: int = Field(
         default=3, ge=0, le=20, description="retries of a 5xx, a 429 or a connection error"
     )
-    timeout: float = Field(default=30.0, gt=0, le=300, description="seconds one POST may take")
+    timeout: float = Field(
+        default=30.0, gt=0, le=300, description="seconds for each read and write of a POST"
+    )
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -6,9 +6,10 @@ for the dispatch grace, in the same atomic step; the worker that ended it then s
 ``walrus.webhook.post`` task (``worker/webhook.py`` delivers it). Whatever the moment a worker
 dies, the webhook is not lost: a webhook still in the outbox past its hold is sent again by
 the reaper (``due``), under a new *chain*, so a delivery of the old chain that turns up late
-sends nothing (``hold``). Each attempt holds it for as long as the attempt may take, so it is
-never sent twice at once. The one case of two POSTs: a worker killed after the receiver got
-the body and before the outbox heard of it; receivers can tell by ``run_id``.
+sends nothing (``hold``). Each attempt holds it for its timeout and a margin, so the reaper
+starts no second delivery while one runs. Two POSTs can still happen: a worker killed after the
+receiver got the body and before the outbox heard of it, or a receiver slower than the hold
+(httpx's timeout bounds each read, not the whole answer); receivers can tell by ``run_id``.
 
 The body is what LangGraph Server sends: the run object (``walrus_tasks.agent_protocol``) with
 ``status`` (``success | error | interrupted | rollback``), ``run_started_at``,
