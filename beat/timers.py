@@ -69,6 +69,8 @@ def fire_crons(r: redis.Redis, agents: Collection[str], now: float, deadline: fl
                 content = entry.message if entry.message is not None else f"/{entry.skill}"
                 try:
                     meta = {"timer_due": str(due_ms)}
+                    if entry.webhook:
+                        meta["webhook"] = entry.webhook
                     run_id = submit(r, entry.agent, entry.sender, content, meta=meta).run_id
                     crons.record_run(r, cron_id, run_id)
                     log.info("cron %s fired: run %s", cron_id, run_id)

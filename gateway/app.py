@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from gateway import admin, agent_protocol, bus, console, manage, native, openai_compat, ws
 from gateway.auth import install_auth
@@ -16,7 +17,7 @@ from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
 from gateway.hub import Hub
 from gateway.metrics import install_metrics
-from gateway.origin import OriginGuard
+from gateway.origin import OriginGuard, cors_options
 from walrus_tasks import keys
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     install(app)
     install_auth(app, config)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if cors := cors_options(settings):  # the allowed origins' pages may call the API
+        app.add_middleware(CORSMiddleware, **cors)
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
 

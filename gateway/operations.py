@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, runs, store, subscriptions, waits
+from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.models import (
@@ -202,7 +202,9 @@ def run_events(
 
 
 def create_cron(r: redis.Redis, config: Config, spec: CronSpec) -> CronEntry:
-    """Add a cron entry; it fires from the next schedule time on."""
+    """Add a cron entry; it fires from the next schedule time on (a bad ``webhook``: 422)."""
+    if spec.webhook is not None:
+        webhooks.check_url(config, spec.webhook)
     return crons.create(r, spec, config.agents.keys(), skills=crons.usable_skills(config))
 
 

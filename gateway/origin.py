@@ -14,10 +14,20 @@ only safe if that is a local program. Two browser tricks would break that:
 
 With tokens configured, HTTP is left to the bearer check: a browser never attaches a bearer
 token by itself (it is no cookie), and a page cannot add ``Authorization`` to a cross-origin
-request without a CORS preflight, which this gateway never approves. A WebSocket is still
+request without a CORS preflight, which this gateway approves only for the origins listed in
+``WALRUS_GATEWAY_ALLOWED_ORIGINS`` (:func:`cors_options`: never ``*``, never an unlisted origin;
+with none listed there is no CORS at all). A WebSocket is still
 refused from an origin that is neither same-origin, loopback nor listed: the browser WebSocket
 API cannot send ``Authorization`` today, but a reverse proxy that injects the token (a common
 way to put a gateway behind single sign-on) would hand it to every page that opens a socket.
+
+CORS for the listed origins (a ``useStream`` app on ``http://localhost:3000`` talking to the
+gateway directly): preflights are answered, and responses carry ``Access-Control-Allow-Origin``,
+for exactly those origins; a page may send ``Authorization``, ``x-api-key`` (what the
+LangGraph SDKs send), ``Content-Type`` and ``Last-Event-ID``, and read ``Content-Location`` and
+``Location`` (where the SDKs find a new run's id). Starlette's ``CORSMiddleware`` does it, a pure
+ASGI middleware, inside the guard (so a foreign ``Host`` is still refused first) and outside
+the bearer check (a preflight carries no token).
 
 A refusal is ``403 {"error": {"code": "forbidden", ...}}`` for HTTP and for a WebSocket
 handshake (a 403 response instead of the upgrade), logged with the header that was refused.
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +48,28 @@ from walrus_tasks.config import Config
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.origin")
+
+CORS_REQUEST_HEADERS = ("Authorization", "X-Api-Key", "Content-Type", "Last-Event-ID")
+"""Headers a listed origin's page may send: a token (bearer, or the SDKs' ``x-api-key``), a
+JSON body's type, and where a resumed stream picks up."""
+CORS_EXPOSED_HEADERS = ("Content-Location", "Location")
+"""Response headers a listed origin's page may read: the LangGraph SDKs take a run's id there."""
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def cors_options(settings: Settings) -> dict[str, Any] | None:
+    """``CORSMiddleware``'s options for the allowed origins, or None when none are listed."""
+    origins = settings.allowed_origins()
+    if not origins:
+        return None
+    return {
+        "allow_origins": origins,
+        "allow_methods": CORS_METHODS,
+        "allow_headers": CORS_REQUEST_HEADERS,
+        "expose_headers": CORS_EXPOSED_HEADERS,
+        "allow_credentials": False,  # tokens travel in headers, never in cookies
+        "max_age": 600,
+    }
 
 
 def host_name(netloc: str) -> str:

@@ -54,12 +54,14 @@ def sent(
                 "index": 1,
             },
         ),
+        (celery_app.send_webhook, ("run-1",), {"run_id": "run-1", "chain": "0"}),
+        (celery_app.send_webhook, ("run-1", "3"), {"run_id": "run-1", "chain": "3"}),
     ],
 )
 def test_every_sent_task_binds_to_its_body_by_name(
     monkeypatch: pytest.MonkeyPatch, send: Any, args: tuple[Any, ...], expected: dict[str, Any]
 ) -> None:
     name, sent_args, sent_kwargs = sent(monkeypatch, send, *args)
-    body = {t.name: t for t in (tasks.drain, tasks.step, tasks.tool_call)}[name]
+    body = {t.name: t for t in (tasks.drain, tasks.step, tasks.tool_call, tasks.post_webhook)}[name]
     bound = inspect.signature(body.run).bind(*sent_args, **sent_kwargs)
     assert dict(bound.arguments) == expected

@@ -30,6 +30,8 @@ TOOL_CALL = "walrus.tool.call"
 """One tool call; the last of a step's calls starts the next step."""
 REAP = "walrus.lease.reap"
 """Sweep expired conversation leases and resume (or fail) the runs behind them."""
+WEBHOOK = "walrus.webhook.post"
+"""POST an ended run's webhook (its retries come back as the same task, with a countdown)."""
 PING = "walrus.control.ping"
 """A no-op round trip: the benchmark's baseline and a liveness probe."""
 
@@ -103,6 +105,7 @@ def celery_config() -> dict[str, Any]:
             STEP: {"queue": RUNS_QUEUE},
             TOOL_CALL: {"queue": TOOLS_QUEUE},
             REAP: {"queue": CONTROL_QUEUE},
+            WEBHOOK: {"queue": CONTROL_QUEUE},
             PING: {"queue": CONTROL_QUEUE},
         },
         beat_schedule={
@@ -155,3 +158,12 @@ def send_tool_call(fence: Fence, step: int, index: int) -> None:
     app.send_task(
         TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
     )
+
+
+def send_webhook(run_id: str, chain: str = "0") -> None:
+    """``walrus.webhook.post(run_id, chain)``: deliver the ended run's webhook.
+
+    ``chain``: ``0`` from the worker that ended the run, a new one from each re-send by the
+    reaper (``walrus_tasks.webhooks``).
+    """
+    app.send_task(WEBHOOK, args=(run_id, chain))

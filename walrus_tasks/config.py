@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -272,6 +273,44 @@ class GatewayConfig(_Strict):
         return value
 
 
+class WebhooksConfig(_Strict):
+    """``[webhooks]``: where the Agent Protocol's ``webhook`` URLs may point, and how hard to try.
+
+    An entry of ``allowed_hosts`` is ``host`` (the scheme's default port: 80 or 443) or
+    ``host:port`` (``[v6]:port`` for IPv6); nothing else is called.
+    """
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host or host:port a webhook URL may name"
+    )
+    retries: int = Field(
+        default=3, ge=0, le=20, description="retries of a 5xx, a 429 or a connection error"
+    )
+    timeout: float = Field(
+        default=30.0, gt=0, le=300, description="seconds for each read and write of a POST"
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            try:
+                parts = urlsplit("//" + entry.strip())
+                port = parts.port
+            except ValueError:
+                port, parts = -1, urlsplit("")
+            if not parts.hostname or port == -1 or parts.path or parts.username or "@" in entry:
+                raise PydanticCustomError(
+                    "webhook_host",
+                    "{entry!r} is not a host or host:port (e.g. 'hooks.example.com', "
+                    "'127.0.0.1:9000')",
+                    {"entry": entry},
+                )
+            out.append(entry.strip().lower())
+        return out
+
+
 class Config(_Strict):
     """The whole config directory, loaded."""
 
@@ -282,6 +321,7 @@ class Config(_Strict):
     mcps: dict[str, McpServerConfig] = Field(default_factory=dict)
     skills: dict[str, Skill] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's table, else ``[tenants."*"]``, else no limit."""

@@ -28,6 +28,10 @@ RUNS_MAXLEN = 100_000
 """How many run ids ``RUNS`` keeps (the oldest go first)."""
 FEED_MAXLEN = 10_000
 """About how many entries the live feed (``FEED``) keeps."""
+WEBHOOKS = PREFIX + "webhooks"
+"""ZSET run id -> until when (ms) its webhook is held: the outbox of run webhooks
+(``walrus_tasks.webhooks``). ``lua/finish.lua`` adds a run with a webhook as it ends; the
+delivery removes it; the reaper sends again whatever is still here past its hold."""
 METRICS_RUNS = PREFIX + "metrics:runs"
 """HASH of cluster-wide run figures (``walrus_tasks.metrics``): ``n:{agent}:{status}`` runs ended,
 ``sum:{agent}`` their seconds, ``le:{agent}:{bound}`` runs per duration bucket (not cumulative)."""
@@ -223,7 +227,7 @@ def ap_store(namespace: str) -> str:
 
 _LUA_CONSTANTS = (
     "CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "RUNS", "RUNS_MAXLEN", "FEED",
-    "FEED_MAXLEN", "LIMITS_SEEN",
+    "FEED_MAXLEN", "LIMITS_SEEN", "WEBHOOKS",
 )  # fmt: skip
 
 

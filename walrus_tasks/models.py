@@ -187,6 +187,10 @@ class CronSpec(BaseModel):
     quiet_end: str | None = Field(default=None, description="HH:MM local: until here")
     timezone: str | None = Field(default=None, description="IANA name; default UTC")
     once: bool = Field(default=False, description="delete the entry after its first fire")
+    webhook: str | None = Field(
+        default=None,
+        description="URL POSTed as each fired run ends (a host of [webhooks] allowed_hosts)",
+    )
 
 
 class CronEntry(CronSpec):

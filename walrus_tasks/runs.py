@@ -27,9 +27,11 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    |   [running, final | cancelled]
    |          |
    +----------+--> finish (finish.lua) --> [succeeded | failed | cancelled, done]
-                        atomically: the ``end`` event, then the conversation's next run
-                                    |
-                                    v  rollback (rollback.lua): its messages leave history
+                        atomically: the ``end`` event, a ``rollback``'s messages out of
+                        history, the webhook into its outbox, then the conversation's next run
+
+   rollback (rollback.lua; or submit.lua for on_busy=rollback): mark a live run, whose end
+   then removes its messages; an ended run's messages go at once
 
 Every fenced transition checks the conversation lease's token first (``lua/lib/fence.lua``):
 a worker that lost the lease changes nothing. A run's ``phase`` says what its next task does
@@ -538,7 +540,12 @@ def finish(
 
 
 def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None:
-    """Remove an ended run's messages from history (rollback.lua); None while it is live."""
+    """Roll a run back (rollback.lua): its messages leave history.
+
+    A run that has not ended is marked, and ``finish`` removes its messages in the same step
+    that ends it, so the conversation's next run never reads them: None. For an ended run they
+    go now: the number removed.
+    """
     conversation = keys.cid(agent, sender)
     removed = int(
         scripts.call(

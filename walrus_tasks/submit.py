@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 from kombu.exceptions import OperationalError
@@ -21,7 +22,7 @@ log = logging.getLogger("walrus.submit")
 
 @dataclass(frozen=True)
 class Submitted:
-    """An accepted message: its run, and the run it interrupted (``on_busy=interrupt``)."""
+    """An accepted message: its run, and the run it interrupted (``on_busy=interrupt|rollback``)."""
 
     run_id: str
     interrupted: str | None = None
@@ -46,10 +47,17 @@ def keyed_run_id(agent: str, sender: str, key: str) -> str:
     return digest[:32]
 
 
-RUN_FIELDS = frozenset({"cwd", "kind", "parent_run", "parent_call", "timer_due", "tenant"})
+RUN_FIELDS = frozenset(
+    {"cwd", "kind", "parent_run", "parent_call", "timer_due", "tenant", "webhook"}
+)
 """Extra fields a run record may be given at submit: its working directory, its tenant,
-``kind=compact`` for a compaction request, the delegate call that started it, and the schedule
-time (ms) of the cron or heartbeat fire that sent it."""
+``kind=compact`` for a compaction request, the delegate call that started it, the schedule
+time (ms) of the cron or heartbeat fire that sent it, and the URL its end is POSTed to
+(``walrus_tasks.webhooks``; checked against the config by the caller)."""
+
+SubmitOnBusy = OnBusy | Literal["rollback"]
+"""``on_busy`` of ``submit()``: the clients' three, and the Agent Protocol's ``rollback``
+(``interrupt``, and the interrupted run's messages leave history as it ends)."""
 
 
 def submit(
@@ -57,7 +65,7 @@ def submit(
     agent: str,
     sender: str,
     content: str,
-    on_busy: OnBusy = "enqueue",
+    on_busy: SubmitOnBusy = "enqueue",
     *,
     run_id: str | None = None,
     meta: Mapping[str, str] | None = None,

@@ -7,8 +7,8 @@ import logging
 
 import redis
 
-from walrus_tasks import keys, store
-from walrus_tasks.celery_app import send_drain
+from walrus_tasks import keys, store, webhooks
+from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
 from walrus_tasks.log import bound
@@ -23,7 +23,7 @@ STALE_INBOX_MS = 5_000
 
 
 def reap() -> int:
-    """One sweep; returns how many conversations it acted on."""
+    """One sweep; returns how many conversations (and lost webhooks) it acted on."""
     r = get_redis()
     acted = sum(recover(r, conversation) for conversation in expired_conversations(r))
     stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - STALE_INBOX_MS)  # type: ignore[assignment]
@@ -34,6 +34,12 @@ def reap() -> int:
             acted += 1
             r.zadd(keys.INBOXES, {conversation: now_ms()}, xx=True)
             send_drain(*keys.split_cid(conversation))
+    # Webhooks whose delivery was lost (a worker died after ending the run, or mid-POST).
+    for run_id, chain in webhooks.due(r, get_settings().dispatch_grace):
+        acted += 1
+        with bound(run_id=run_id):
+            log.warning("webhook of run %s still unsent past its hold; sending it again", run_id)
+        send_webhook(run_id, chain)
     return acted
 
 

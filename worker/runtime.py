@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from walrus_tasks import keys, run_events, runs, store, subscriptions, waits
-from walrus_tasks.celery_app import send_step, send_tool_call
+from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Cancelled, LeaseLost, NotFound, WalrusError
@@ -322,8 +322,18 @@ def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: st
         dispatch_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
     if parent := done.parent_wake:
         waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
+    if record.get("webhook"):
+        _send_webhook(fence.run_id)
     if record.get("kind") != "compact":
         _publish_done(r, fence)
+
+
+def _send_webhook(run_id: str) -> None:
+    """Send the ended run's webhook; if that fails, the reaper sends it after its hold."""
+    try:
+        send_webhook(run_id)
+    except Exception:  # the run has ended; its webhook waits in the outbox (webhooks.py)
+        log.exception("webhook task of run %s not sent; the reaper will send it", run_id)
 
 
 def _publish_done(r: redis.Redis, fence: Fence) -> None:

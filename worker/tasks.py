@@ -7,12 +7,13 @@ from typing import Any
 import redis
 
 from walrus_tasks import keys
-from walrus_tasks.celery_app import DRAIN, PING, REAP, STEP, TOOL_CALL, app
+from walrus_tasks.celery_app import DRAIN, PING, REAP, STEP, TOOL_CALL, WEBHOOK, app
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
-from worker import recovery, runtime
+from worker import recovery, runtime, webhook
+from worker.config_cache import current_config
 
 # Redis blips are transient: retry the task (its effect is idempotent) instead of dropping it.
 _RETRY: dict[str, Any] = {
@@ -73,6 +74,17 @@ def reap(self: Any) -> int:
     """Sweep expired leases and lost drains."""
     with bound(task_id=self.request.id):
         return recovery.reap()
+
+
+@app.task(name=WEBHOOK, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
+def post_webhook(self: Any, run_id: str, chain: str) -> str:
+    """POST an ended run's webhook; a transient failure comes back with a countdown."""
+    with bound(run_id=run_id, task_id=self.request.id):
+        done = webhook.deliver(get_redis(), current_config(), run_id, chain, self.request.retries)
+        if done.outcome == "retry":
+            # A countdown, not a sleep: the worker holds the message without a pool slot.
+            raise self.retry(countdown=done.retry_in, max_retries=None)
+        return done.outcome
 
 
 @app.task(name=PING, ignore_result=False)  # type: ignore[untyped-decorator]

@@ -47,6 +47,7 @@ def cron_view(e: CronEntry) -> dict[str, Any]:
         "end_time": None,
         "user_id": None,
         "on_run_completed": None,
+        "webhook": e.webhook,
         "payload": {"input": {"messages": [{"type": "human", "content": e.message}]}},
         "metadata": {"last_run_id": e.last_run_id, "fires": e.fires},
         "enabled": True,
@@ -60,6 +61,7 @@ def _cron(r: Any, config: Any, body: CronCreate, sender: str | None) -> dict[str
         sender=sender,
         message=messages.input_text(body.input),
         timezone=body.timezone,
+        webhook=body.webhook,
     )
     return cron_view(ops.create_cron(r, config, spec))
 

@@ -55,6 +55,7 @@ class RunCreate(Loose):
     stream_mode: str | list[str] | None = None
     multitask_strategy: Strategy = "reject"
     if_not_exists: Literal["create", "reject"] = "reject"
+    webhook: str | None = None
 
     def modes(self) -> list[str]:
         """The stream modes asked for (``values`` by default)."""
@@ -71,6 +72,7 @@ class CronCreate(Loose):
     input: Any = None
     metadata: dict[str, Any] | None = None
     timezone: str | None = None
+    webhook: str | None = None
 
 
 class StoreItem(Loose):

@@ -3,12 +3,14 @@
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 
 Multitask strategies are walrus's ``on_busy`` (``reject`` is a 409), plus ``rollback``: the
-interrupted run is cancelled and its messages leave history (:func:`walrus_tasks.runs.rollback`)
-once it has ended, before this call answers. ``command: {resume}`` answers the pending question
-or approval: the walrus run that asked goes on, and the call streams (or waits for) its rest.
+interrupted run is cancelled and marked, and the script that ends it removes its messages from
+history before the thread's next run can start (``walrus_tasks.runs.rollback``; the same for
+``cancel`` with ``action=rollback``). ``command: {resume}`` answers the pending question or
+approval: the walrus run that asked goes on, and the call streams (or waits for) its rest.
+``webhook`` is checked against ``[webhooks] allowed_hosts`` before anything is stored (422), and
+kept on the walrus run, whose end sends it (``walrus_tasks.webhooks``).
 """
 
-import json
 from typing import Annotated, Any, Literal
 
 import redis
@@ -23,16 +25,17 @@ from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import RunCreate
 from gateway.deps import ARedis, Cfg, Redis, Sets
 from gateway.sse import SSE_HEADERS
-from walrus_tasks import keys, runs, waits
+from walrus_tasks import keys, runs, waits, webhooks
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.settings import Settings
-from walrus_tasks.submit import submit
+from walrus_tasks.submit import SubmitOnBusy, submit
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
-ON_BUSY = {"reject": "reject", "enqueue": "enqueue", "interrupt": "interrupt",
-           "rollback": "interrupt"}  # fmt: skip
+ON_BUSY: dict[str, SubmitOnBusy] = {
+    "reject": "reject", "enqueue": "enqueue", "interrupt": "interrupt", "rollback": "rollback"
+}  # fmt: skip
 
 
 def _thread(r: redis.Redis, thread_id: str | None, body: RunCreate) -> dict[str, str]:
@@ -55,12 +58,14 @@ def _last_question(r: redis.Redis, run_id: str) -> str:
     return "0-0"
 
 
-def _resume(r: redis.Redis, h: dict[str, str], value: Any) -> tuple[str, str]:
+def _resume(r: redis.Redis, h: dict[str, str], value: Any, webhook: str | None) -> tuple[str, str]:
     """Answer the thread's pending interrupts with ``value``: ``(run id, stream cursor)``."""
     active = state.active_run(r, h)
     pending = state.pending_interrupts(r, active) if active else []
     if not active or not pending:
         raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
+    if webhook:  # the walrus run that goes on ends this LangGraph run too
+        r.hset(keys.run(active), "webhook", webhook)
     after = _last_question(r, active)
     agent, sender = h["agent"], state.sender_of(h["thread_id"])
     ids = {i["id"] for i in pending}
@@ -72,36 +77,23 @@ def _resume(r: redis.Redis, h: dict[str, str], value: Any) -> tuple[str, str]:
     return active, after
 
 
-def _await_end(r: redis.Redis, run_id: str, timeout_ms: int = 30_000) -> None:
-    """Block until run ``run_id`` has written its ``end`` (a rollback needs its last message)."""
-    stream, cursor = keys.run_part(run_id, "events"), "0-0"
-    while True:
-        reply: Any = r.xread({stream: cursor}, block=timeout_ms, count=500)
-        if not reply:
-            return  # gone quiet: the rollback refuses a live run anyway
-        for entry_id, fields in reply[0][1]:
-            cursor = entry_id
-            if json.loads(fields["data"]).get("type") == "end":
-                return
-
-
 def start(
     r: redis.Redis, config: Config, thread_id: str | None, body: RunCreate
 ) -> tuple[str, dict[str, str], str]:
     """Start (or resume) a run: ``(run id, thread, stream cursor)``."""
     agent = ops.known_agent(config, body.assistant_id)
+    if body.webhook is not None:  # before anything is stored, a stateless run's thread too
+        webhooks.check_url(config, body.webhook)
     h = _thread(r, thread_id, body)
     state.bind_agent(r, h, agent)
     if body.command and "resume" in body.command:
-        run_id, after = _resume(r, h, body.command["resume"])
+        run_id, after = _resume(r, h, body.command["resume"], body.webhook)
         return run_id, h, after
     text = messages.input_text(body.input)
     sender = state.sender_of(h["thread_id"])
-    submitted = submit(r, agent, sender, text, ON_BUSY[body.multitask_strategy])  # type: ignore[arg-type]
+    meta = {"webhook": body.webhook} if body.webhook else None
+    submitted = submit(r, agent, sender, text, ON_BUSY[body.multitask_strategy], meta=meta)
     state.record_run(r, submitted.run_id, h["thread_id"], agent, body)
-    if body.multitask_strategy == "rollback" and submitted.interrupted:
-        _await_end(r, submitted.interrupted)
-        runs.rollback(r, submitted.interrupted, agent, sender)
     return submitted.run_id, h, "0-0"
 
 
@@ -232,16 +224,20 @@ async def cancel_run(
     wait: int = 0,
     action: Literal["interrupt", "rollback"] = "interrupt",
 ) -> JSONResponse:
-    """Cancel the run; with ``wait=1`` answer once it has ended; ``rollback`` drops its messages."""
+    """Cancel the run; with ``wait=1`` answer once it has ended; ``rollback`` drops its messages.
+
+    A rollback marks the run first, then cancels it: its end removes its messages in the same
+    step, whoever ends it and whether or not this call waits.
+    """
     view = await run_in_threadpool(state.run_view, r, run_id, thread_id)
     h = await run_in_threadpool(state.raw_thread, r, thread_id)
+    if action == "rollback":
+        sender = state.sender_of(thread_id)
+        await run_in_threadpool(runs.rollback, r, run_id, h["agent"], sender)
     await run_in_threadpool(waits.cancel, r, run_id)
-    if wait or action == "rollback":
+    if wait:
         async for _, _event in ops.run_events(aredis, run_id, "0-0", settings):
             pass  # until its end event
-        if action == "rollback":
-            sender = state.sender_of(thread_id)
-            await run_in_threadpool(runs.rollback, r, run_id, h["agent"], sender)
         view = await run_in_threadpool(state.run_view, r, run_id, thread_id)
     return JSONResponse(view, status_code=200 if wait else 202)
 

@@ -13,32 +13,17 @@ import json
 import re
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from gateway.agent_protocol import messages
 from walrus_tasks import conversations, keys, store
+from walrus_tasks.agent_protocol import iso as iso
+from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
 
 THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-STATUS = {
-    "queued": "pending",
-    "running": "running",
-    "waiting": "running",
-    "succeeded": "success",
-    "failed": "error",
-    "cancelled": "interrupted",
-}
-"""Walrus run status -> Agent Protocol run status."""
-
-
-def iso(ms: float | str | None) -> str | None:
-    """An ISO 8601 time of epoch milliseconds."""
-    if ms in (None, ""):
-        return None
-    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat()
 
 
 def now_ms() -> int:
@@ -250,18 +235,7 @@ def run_view(r: redis.Redis, run_id: str, thread_id: str | None = None) -> dict[
     ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
     if not ap or (thread_id is not None and ap["thread_id"] != thread_id):
         raise NotFound(f"run {run_id} not found")
-    h = store.run_record(r, run_id)
-    return {
-        "run_id": run_id,
-        "thread_id": ap["thread_id"],
-        "assistant_id": ap["assistant_id"],
-        "created_at": iso(h.get("created_at")),
-        "updated_at": iso(h.get("finished_at") or h.get("started_at") or h.get("created_at")),
-        "status": STATUS.get(h.get("status", ""), "pending"),
-        "metadata": json.loads(ap.get("metadata") or "{}"),
-        "multitask_strategy": ap.get("multitask_strategy", "reject"),
-        "kwargs": {"stream_mode": json.loads(ap.get("stream_mode") or "[]")},
-    }
+    return run_object(run_id, store.run_record(r, run_id), ap)
 
 
 def stream_modes(r: redis.Redis, run_id: str) -> list[str]:

@@ -4,6 +4,10 @@
 -- KEYS: lease, fence, run
 -- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
 --       result_json (what the parent's delegate call reports for this run), grace_ms
+-- A run marked `rollback` (lib/runs.lua rollback_run) has its messages removed from history here,
+-- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
+-- grace_ms: the caller sends it, and the reaper again if the caller died first
+-- (walrus_tasks/webhooks.py).
 -- Returns {'ended', next_run_id or false, parent wake or false} or {'fenced'} / {'stale'};
 -- a parent wake is {token, step, index, call_id, parent agent, parent sender, parent run}.
 if not holds(ARGV[1], ARGV[2]) then
@@ -22,6 +26,12 @@ redis.call('EXPIRE', K.run_events(ARGV[3]), ARGV[10])
 redis.call('EXPIRE', KEYS[3], ARGV[10])
 redis.call('DEL', unpack(K.run_ended(ARGV[3])))
 redis.call('SREM', K.ACTIVE_RUNS, ARGV[3])
+if redis.call('HEXISTS', KEYS[3], 'rollback') == 1 then
+  remove_run_messages(K.conv_history(ARGV[4]), ARGV[3], KEYS[3])
+end
+if redis.call('HEXISTS', KEYS[3], 'webhook') == 1 then
+  redis.call('ZADD', K.WEBHOOKS, tonumber(ARGV[8]) + tonumber(ARGV[12]), ARGV[3])
+end
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')

@@ -1,26 +1,7 @@
--- Roll an ended run back: remove its messages from its conversation's history (the Agent
--- Protocol's `rollback`). Fenced on the run having ended: a live run's messages stay.
+-- Roll a run back (the Agent Protocol's `rollback`): its messages leave its conversation's
+-- history. A run that has not ended is only marked: lua/finish.lua removes them atomically with
+-- its end, before the next run of the conversation starts and reads history.
 -- KEYS: run, history
 -- ARGV: run_id
--- Returns the number of messages removed, or -1 while the run has not ended.
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' then
-  return -1
-end
-local kept, removed = {}, 0
-for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  local ok, m = pcall(cjson.decode, raw)
-  if ok and type(m) == 'table' and m.run_id == ARGV[1] then
-    removed = removed + 1
-  else
-    table.insert(kept, raw)
-  end
-end
-if removed > 0 then
-  redis.call('DEL', KEYS[2])
-  for i = 1, #kept, 1000 do
-    redis.call('RPUSH', KEYS[2], unpack(kept, i, math.min(i + 999, #kept)))
-  end
-  redis.call('HSET', KEYS[1], 'rolled_back', removed)
-end
-return removed
+-- Returns the number of messages removed (the run had ended), or -1 (marked).
+return rollback_run(KEYS[1], KEYS[2], ARGV[1])

@@ -2,6 +2,8 @@
 -- Idempotent on run_id: a run that exists already is not submitted again.
 -- KEYS: lease, fence, inbox, run, active
 -- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value} or '{}')
+-- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
+-- in this same step: its messages leave history before this message's run can start.
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'exists', false}
 end
@@ -11,8 +13,11 @@ if ARGV[5] == 'reject' and busy then
   return {'busy', redis.call('GET', KEYS[5]) or false}
 end
 local interrupted = false
-if ARGV[5] == 'interrupt' then
+if ARGV[5] == 'interrupt' or ARGV[5] == 'rollback' then
   interrupted = redis.call('GET', KEYS[5])
+  if interrupted and ARGV[5] == 'rollback' then
+    rollback_run(K.run(interrupted), K.conv_history(ARGV[7]), interrupted)
+  end
   if interrupted then
     redis.call('SET', K.run_cancel(interrupted), '1', 'EX', 86400)
   end

@@ -103,3 +103,38 @@ local function latest_deadline(run_id)
   end
   return latest
 end
+
+-- Remove run `run_id`'s messages from the history list `history`, and record how many on its
+-- record `rk` (`rolled_back`). Returns that number.
+local function remove_run_messages(history, run_id, rk)
+  local kept, removed = {}, 0
+  for _, raw in ipairs(redis.call('LRANGE', history, 0, -1)) do
+    local ok, m = pcall(cjson.decode, raw)
+    if ok and type(m) == 'table' and m.run_id == run_id then
+      removed = removed + 1
+    else
+      table.insert(kept, raw)
+    end
+  end
+  if removed > 0 then
+    redis.call('DEL', history)
+    for i = 1, #kept, 1000 do
+      redis.call('RPUSH', history, unpack(kept, i, math.min(i + 999, #kept)))
+    end
+    redis.call('HSET', rk, 'rolled_back', removed)
+  end
+  return removed
+end
+
+-- Roll run `run_id` (record `rk`, its conversation's history `history`) back: an ended run's
+-- messages leave history now; a run that has not ended is marked `rollback`, and finish.lua
+-- removes them in the script that ends it, before the conversation's next run can start (so no
+-- next run ever reads them). Returns the number removed, or -1 when marked.
+local function rollback_run(rk, history, run_id)
+  local status = redis.call('HGET', rk, 'status')
+  if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' then
+    redis.call('HSET', rk, 'rollback', '1')
+    return -1
+  end
+  return remove_run_messages(history, run_id, rk)
+end
