@@ -5,8 +5,11 @@
 1. **rate**: ``--conversations`` conversations at once against a fake provider that answers
    429 past ``--rpm`` requests per minute, with ``requests_per_minute = --rpm`` in config.toml.
    Reports the fake's 429s, failed runs and the rate the fake observed.
-2. **noisy neighbour**: tenant A submits ``--flood`` runs, then tenant B one run; B's queue
-   wait (accepted → ``start``) beside B's wait on an idle cluster.
+2. **noisy neighbour**: tenant A submits ``--flood`` runs of a mock agent that takes about
+   ``--run-ms`` each (so A's runs form a backlog), then tenant B one run; B's queue wait
+   (accepted → ``start``) beside B's wait on an idle cluster, and A's total time. Measured with
+   the fair dispatcher (``walrus_tasks.fair``) and again with it off
+   (``WALRUS_FAIR_DISPATCH=0``: runs start in arrival order), unless ``--fair-only``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rpm", type=int, default=120, help="the fake's requests per minute (120)")
     p.add_argument("--conversations", type=int, default=50, help="conversations of 1. (50)")
     p.add_argument("--flood", type=int, default=500, help="tenant A's runs of 2. (500)")
+    p.add_argument("--run-ms", type=int, default=200, help="how long each of A's runs takes (200)")
+    p.add_argument("--fair-only", action="store_true", help="2. without the arrival-order run")
     p.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     p.add_argument("--concurrency", type=int, default=2, help="pool size per worker (2)")
     p.add_argument("--only", choices=("rate", "fairness"), help="run one figure only")
@@ -91,23 +96,60 @@ def queue_wait(c: Cluster, run_id: str) -> float:
     return float(info["started_at"]) - float(info["created_at"])
 
 
-def fairness(args: argparse.Namespace) -> dict[str, Any]:
-    """Figure 2: B's one run behind A's flood, beside B's run on an idle cluster."""
-    agents = {"chat": 'model = "mock"\n[mock]\nreply = "a five word mock reply"\n'}
-    with environment(args.workers, args.concurrency, agents=agents, name="bench-fair") as env:
+SLOW_AGENT = """
+model = "mock"
+[mock]
+reply = "a five word mock reply"
+chunk_delay_ms = {delay}
+"""
+"""Five chunks: four pauses of ``delay`` ms, so a run takes about ``4 * delay`` ms."""
+
+
+def noisy_neighbour(args: argparse.Namespace, env_extra: dict[str, str]) -> dict[str, Any]:
+    """B's one run behind A's flood of slow runs, beside B's run on an idle cluster."""
+    agents = {"chat": SLOW_AGENT.format(delay=max(1, args.run_ms // 4))}
+    with environment(
+        args.workers, args.concurrency, agents=agents, env_extra=env_extra, name="bench-fair"
+    ) as env:
         c = env.cluster
         idle = [queue_wait(c, send(c, "chat", f"b:idle-{i}")) for i in range(5)]
         with ThreadPoolExecutor(16) as pool:
             flood = list(pool.map(lambda i: send(c, "chat", f"a:conv-{i}"), range(args.flood)))
         b_run = send(c, "chat", "b:one")
-        b_wait = queue_wait(c, b_run)
-        a_waits = [queue_wait(c, run_id) for run_id in flood]
+        b = c.wait_run(b_run, timeout=600)
+        a_runs = wait_all(c, flood, timeout=600)
+    b_created, b_started = float(b["created_at"]), float(b["started_at"])
+    a_first = min(float(a["created_at"]) for a in a_runs)
     return {
-        "flood (tenant A runs)": args.flood,
         "B queue wait, idle cluster (median of 5), s": round(sorted(idle)[2], 3),
-        "B queue wait behind A's flood, s": round(b_wait, 3),
-        "A's last run queue wait, s": round(max(a_waits), 3),
+        "B queue wait behind A's flood, s": round(b_started - b_created, 3),
+        "A's runs queued when B sent": sum(float(a["started_at"]) > b_created for a in a_runs),
+        "A's runs started before B's, after B sent": sum(
+            b_created < float(a["started_at"]) < b_started for a in a_runs
+        ),
+        "A's last run queue wait, s": round(
+            max(float(a["started_at"]) - float(a["created_at"]) for a in a_runs), 3
+        ),
+        "A's total time (first accepted -> last ended), s": round(
+            max(float(a["finished_at"]) for a in a_runs) - a_first, 1
+        ),
+        "A's runs failed": sum(a["status"] != "succeeded" for a in a_runs),
     }
+
+
+def fairness(args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 2: the noisy neighbour with the fair dispatcher, and in arrival order."""
+    out: dict[str, Any] = {
+        "flood (tenant A runs)": args.flood,
+        "each run, ms": args.run_ms,
+        "slots": args.workers * args.concurrency,
+        "fair dispatch": noisy_neighbour(args, {}),
+    }
+    if not args.fair_only:
+        out["arrival order (WALRUS_FAIR_DISPATCH=0)"] = noisy_neighbour(
+            args, {"WALRUS_FAIR_DISPATCH": "0"}
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "fairness"):
         results["fairness"] = fairness(args)
     print(json.dumps(results, indent=2))
-    r = results.get("rate")
+    r, f = results.get("rate"), results.get("fairness")
     ok = r is None or (r["failed"] == 0 and r["fake_429"] == 0)
+    ok = ok and (f is None or all(v["A's runs failed"] == 0 for v in f.values() if isinstance(v, dict)))
     return 0 if ok else 1
 
 

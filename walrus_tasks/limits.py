@@ -27,9 +27,10 @@ from walrus_tasks.lease import now_ms
 CONCURRENCY_POLL = 0.25
 """Seconds a step waiting for a concurrency slot waits before it looks again (plus jitter):
 it starts within about this much of a slot freeing, while few steps wait."""
-MAX_CONCURRENCY_POLL = 2.0
+MAX_CONCURRENCY_POLL = 0.8
 """The longest such wait: with many steps waiting for few slots, each looks less often (the
-polls would cost more than the calls), so a slot may then stay free up to this long."""
+polls would cost more than the calls), so a slot may then stay free up to this long (plus
+jitter: under a second, the bound a deferred step starts within after capacity frees)."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import keys, replication, scripts
+from walrus_tasks import fair, keys, limits, replication, scripts
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
     AskUser,
@@ -124,8 +124,13 @@ def enqueue(
     on_busy: str,
     meta: dict[str, str],
 ) -> Enqueued:
-    """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua)."""
+    """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua).
+
+    The record always names the run's ``tenant`` (``meta``'s, else the sender's default), the
+    one the fair dispatcher (``walrus_tasks.fair``) and the limits count it under.
+    """
     conversation = keys.cid(agent, sender)
+    meta = {**meta, "tenant": meta.get("tenant") or limits.tenant_of(sender)}
     # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
     res = replication.call_acknowledged(
         r,
@@ -148,29 +153,53 @@ def enqueue(
 
 @dataclass(frozen=True)
 class Acquired:
-    """The result of taking a lease: the token and the run it started (None: inbox empty).
+    """What a drain took: the lease (``token``) of the conversation ``agent``/``sender`` that the
+    fair dispatcher picked, and the run it started; or only an ``orphan``.
 
-    ``orphan`` names a run that is still active though its lease expired (its worker died):
-    nothing was taken or started, and the caller should take the conversation over.
+    ``orphan`` names a run of the drain's own conversation that is still active though its
+    lease expired (its worker died): the caller should take that conversation over; its next
+    message waits. ``run_id`` is None when nothing was started.
     """
 
     token: str
     run_id: str | None
+    agent: str = ""
+    sender: str = ""
     orphan: str | None = None
 
 
-def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
-    """Take the conversation's lease and start its next run; None if somebody holds it."""
+def acquire(
+    r: redis.Redis, agent: str, sender: str, shares: fair.Shares = fair.EVEN
+) -> Acquired | None:
+    """A drain's move: start the next conversation the fair dispatcher picks (``fair``), taking
+    its lease; the drain's own conversation when nothing is ready there (or picking is off).
+
+    None when it started nothing and found no orphan (the conversations are busy: their lease
+    holders go on with their inboxes).
+    """
     conversation = keys.cid(agent, sender)
+    settings = get_settings()
     res = scripts.call(
         r,
         "acquire",
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
-    )
+        [
+            conversation, now_ms(), ttl_ms(), settings.events_maxlen,
+            "1" if settings.fair_dispatch else "0",
+            shares.weights, shares.default_weight, shares.priorities,
+        ],
+    )  # fmt: skip
     if not res:
         return None
-    return Acquired(token=res[0], run_id=res[1] or None, orphan=res[2] if len(res) > 2 else None)
+    token, run_id, started, orphan = res
+    picked_agent, picked_sender = keys.split_cid(started) if started else ("", "")
+    return Acquired(
+        token=token,
+        run_id=run_id or None,
+        agent=picked_agent,
+        sender=picked_sender,
+        orphan=orphan or None,
+    )
 
 
 @dataclass(frozen=True)
