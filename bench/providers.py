@@ -10,11 +10,16 @@
    (accepted → ``start``) beside B's wait on an idle cluster, and A's total time. Measured with
    the fair dispatcher (``walrus_tasks.fair``) and again with it off
    (``WALRUS_FAIR_DISPATCH=0``: runs start in arrival order), unless ``--fair-only``.
+3. **wake**: ``--wake-runs`` conversations at once against a provider with
+   ``max_concurrency = 1`` whose calls take ``--wake-call-s``: how long the slot stays free
+   between one call's end and the next call's arrival at the fake (a released slot wakes the
+   step that waited longest).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -23,7 +28,7 @@ from typing import Any
 
 from bench.procs import environment
 from tests.cluster import Cluster
-from tests.fakellm import FakeLLM
+from tests.fakellm import FakeLLM, FakeReply
 
 RATE_PROVIDER = """
 [providers.fake]
@@ -43,7 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fair-only", action="store_true", help="2. without the arrival-order run")
     p.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     p.add_argument("--concurrency", type=int, default=2, help="pool size per worker (2)")
-    p.add_argument("--only", choices=("rate", "fairness"), help="run one figure only")
+    p.add_argument("--wake-runs", type=int, default=20, help="conversations of 3. (20)")
+    p.add_argument("--wake-call-s", type=float, default=0.5, help="each call of 3., s (0.5)")
+    p.add_argument("--only", choices=("rate", "fairness", "wake"), help="run one figure only")
     return p.parse_args(argv)
 
 
@@ -152,6 +159,44 @@ def fairness(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+WAKE_PROVIDER = """
+[providers.fake]
+kind = "openai"
+base_url = "{base}/v1"
+api_key = "bench"
+max_concurrency = 1
+"""
+
+
+def wake(args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 3: how soon a step waiting for the one slot starts once the slot frees."""
+    with FakeLLM() as fake:
+        fake.script(*[FakeReply(text="done", delay=args.wake_call_s)] * args.wake_runs, model="m-w")
+        config = WAKE_PROVIDER.format(base=fake.base_url)
+        agents = {"single": 'model = "fake/m-w"\n'}
+        with environment(
+            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-wake"
+        ) as env:
+            c = env.cluster
+            with ThreadPoolExecutor(8) as pool:
+                run_ids = list(
+                    pool.map(lambda i: send(c, "single", f"w-{i}"), range(args.wake_runs))
+                )
+            ends = wait_all(c, run_ids, timeout=120)
+        arrivals = sorted(fake.arrivals)
+        peak = fake.max_in_flight
+    gaps = sorted(b - a - args.wake_call_s for a, b in itertools.pairwise(arrivals))
+    return {
+        "conversations": args.wake_runs,
+        "each call, s": args.wake_call_s,
+        "succeeded": sum(e["status"] == "succeeded" for e in ends),
+        "calls at the fake": len(arrivals),
+        "most in flight at the fake": peak,
+        "slot free before the next call, median s": round(gaps[len(gaps) // 2], 3),
+        "slot free before the next call, max s": round(gaps[-1], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results: dict[str, Any] = {}
@@ -159,10 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         results["rate"] = rate(args)
     if args.only in (None, "fairness"):
         results["fairness"] = fairness(args)
+    if args.only in (None, "wake"):
+        results["wake"] = wake(args)
     print(json.dumps(results, indent=2))
     r, f = results.get("rate"), results.get("fairness")
     ok = r is None or (r["failed"] == 0 and r["fake_429"] == 0)
-    ok = ok and (f is None or all(v["A's runs failed"] == 0 for v in f.values() if isinstance(v, dict)))
+    ok = ok and (
+        f is None or all(v["A's runs failed"] == 0 for v in f.values() if isinstance(v, dict))
+    )
+    w = results.get("wake")
+    ok = ok and (w is None or w["succeeded"] == w["conversations"])
     return 0 if ok else 1
 
 

@@ -167,7 +167,8 @@ class AgentConfig(_Strict):
         "the request is too long for the model",
     )
     priority: int = Field(
-        default=0, description="higher starts first among its tenant's queued runs (walrus_tasks.fair)"
+        default=0,
+        description="higher starts first among its tenant's queued runs (walrus_tasks.fair)",
     )
     mock: MockConfig = Field(default_factory=MockConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)

@@ -209,8 +209,10 @@ def fair_agents(tenant: str) -> str:
 
 
 def fair_ready(tenant: str, agent: str) -> str:
-    """ZSET cid -> when it became ready (ms): ``agent``'s conversations of ``tenant`` ready to
-    start, first come first served (tenant names have no ``:``)."""
+    """ZSET cid -> when it became ready (ms): ``agent``'s conversations ready to start.
+
+    Of ``tenant`` (tenant names have no ``:``), first come, first served.
+    """
     return f"{PREFIX}fair:ready:{tenant}:{agent}"
 
 

@@ -153,8 +153,10 @@ def enqueue(
 
 @dataclass(frozen=True)
 class Acquired:
-    """What a drain took: the lease (``token``) of the conversation ``agent``/``sender`` that the
-    fair dispatcher picked, and the run it started; or only an ``orphan``.
+    """What a drain took: the lease of the conversation the fair dispatcher picked, its run.
+
+    ``token`` is the lease of ``agent``/``sender``, the conversation picked, and ``run_id`` the
+    run it started; or there is only an ``orphan``.
 
     ``orphan`` names a run of the drain's own conversation that is still active though its
     lease expired (its worker died): the caller should take that conversation over; its next
@@ -171,8 +173,10 @@ class Acquired:
 def acquire(
     r: redis.Redis, agent: str, sender: str, shares: fair.Shares = fair.EVEN
 ) -> Acquired | None:
-    """A drain's move: start the next conversation the fair dispatcher picks (``fair``), taking
-    its lease; the drain's own conversation when nothing is ready there (or picking is off).
+    """A drain's move: start the conversation that is due, taking its lease.
+
+    That is the one the fair dispatcher picks (``walrus_tasks.fair``), else the drain's own
+    conversation when nothing is ready there (or picking is off).
 
     None when it started nothing and found no orphan (the conversations are busy: their lease
     holders go on with their inboxes).
@@ -238,9 +242,18 @@ def emit(r: redis.Redis, fence: Fence, event: RunEvent) -> str | None:
 
 
 def begin(
-    r: redis.Redis, fence: Fence, step: int, phase: str, claim_id: str, call_id: str = ""
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    phase: str,
+    claim_id: str,
+    call_id: str = "",
+    task_id: str = "",
 ) -> Begin:
-    """Claim the execution of ``step`` (``call_id`` of it, for a tool call)."""
+    """Claim the execution of ``step`` (``call_id`` of it, for a tool call).
+
+    ``task_id``: the delivering message's id; a re-queued step's other messages are ``stale``.
+    """
     claim = (
         keys.run_call(fence.run_id, "claim", call_id)
         if call_id
@@ -250,7 +263,7 @@ def begin(
         r,
         "begin",
         [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
-        [fence.token, ttl_ms(), step, phase, claim_id, call_id],
+        [fence.token, ttl_ms(), step, phase, claim_id, call_id, task_id],
     )
 
 
@@ -291,17 +304,20 @@ def retry(
     )
 
 
-def defer(r: redis.Redis, fence: Fence, step: int, claim_id: str, delay: float) -> Commit:
+def defer(
+    r: redis.Redis, fence: Fence, step: int, claim_id: str, delay: float, task_id: str
+) -> Commit:
     """Free ``step``'s claim and keep the lease ``delay`` seconds plus the dispatch grace.
 
-    The step goes back to the queue with that countdown (``runtime.redispatch_step``).
+    The step goes back to the queue with that countdown in message ``task_id``
+    (``runtime.redispatch_step``), the one delivery of the step the run now expects.
     """
     hold_ms = int((delay + get_settings().dispatch_grace) * 1000)
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "defer",
         [*fence.lease_keys, keys.run(fence.run_id), keys.run_part(fence.run_id, "claim")],
-        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid],
+        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid, task_id],
     )
 
 

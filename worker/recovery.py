@@ -18,6 +18,7 @@ from worker.runtime import dispatch_step, dispatch_tool_call, finish
 
 log = logging.getLogger("walrus.recovery")
 
+
 def reap() -> int:
     """One sweep; returns how many conversations it acted on.
 

@@ -64,8 +64,9 @@ def redispatch_step(r: redis.Redis, fence: Fence, step: int, claim_id: str, wait
     One hop of at most ``llm_call.MAX_HOP``; the lease is kept for the wait.
     """
     countdown = llm_call.hop(wait)
-    if runs.defer(r, fence, step, claim_id, countdown) == "ok":
-        send_step(fence, step, countdown=countdown)
+    task_id = uuid.uuid4().hex
+    if runs.defer(r, fence, step, claim_id, countdown, task_id) == "ok":
+        send_step(fence, step, countdown=countdown, task_id=task_id)
 
 
 def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
@@ -123,15 +124,16 @@ class StepOutput:
 
 
 @metrics.timed_step
-def run_step(fence: Fence, step: int) -> runs.Begin:
+def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
     """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
 
-    Returns how the claim went: ``busy`` means another delivery holds the step's claim (alive,
-    or dead and not yet expired); the task retries after a lease TTL.
+    ``task_id``: the step message's id ('' for the drain's step 0). Returns how the claim
+    went: ``busy`` means another delivery holds the step's claim (alive, or dead and not yet
+    expired); the task retries after a lease TTL.
     """
     r = get_redis()
     claim_id = uuid.uuid4().hex
-    state = runs.begin(r, fence, step, "llm", claim_id)
+    state = runs.begin(r, fence, step, "llm", claim_id, task_id=task_id)
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state

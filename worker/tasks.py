@@ -66,7 +66,8 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
 def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int) -> None:
     """One LLM step of a run."""
     with bound(agent=agent, sender=sender, run_id=run_id, task_id=self.request.id):
-        _retry_if_busy(self, runtime.run_step(Fence(agent, sender, run_id, token), step))
+        fence = Fence(agent, sender, run_id, token)
+        _retry_if_busy(self, runtime.run_step(fence, step, self.request.id))
 
 
 @app.task(name=TOOL_CALL, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
