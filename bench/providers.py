@@ -6,7 +6,8 @@
    429 past ``--rpm`` requests per minute, with ``requests_per_minute = --rpm`` in config.toml.
    Reports the fake's 429s, failed runs and the rate the fake observed.
 2. **noisy neighbour**: tenant A submits ``--flood`` runs of a mock agent that takes about
-   ``--run-ms`` each (so A's runs form a backlog), then tenant B one run; B's queue wait
+   ``--run-ms`` each, at once (what ``submit()`` does, without HTTP, so A's runs form a
+   backlog), then tenant B one run through the gateway; B's queue wait
    (accepted → ``start``) beside B's wait on an idle cluster, and A's total time. Measured with
    the fair dispatcher (``walrus_tasks.fair``) and again with it off
    (``WALRUS_FAIR_DISPATCH=0``: runs start in arrival order), unless ``--fair-only``.
@@ -29,6 +30,9 @@ from typing import Any
 from bench.procs import environment
 from tests.cluster import Cluster
 from tests.fakellm import FakeLLM, FakeReply
+from walrus_tasks import runs
+from walrus_tasks.celery_app import DRAIN, RUNS_QUEUE
+from walrus_tasks.submit import new_run_id
 
 RATE_PROVIDER = """
 [providers.fake]
@@ -112,6 +116,23 @@ chunk_delay_ms = {delay}
 """Five chunks: four pauses of ``delay`` ms, so a run takes about ``4 * delay`` ms."""
 
 
+def submit_all(c: Cluster, agent: str, senders: list[str]) -> list[str]:
+    """What ``submit()`` does for each sender (the message, then its drain), without HTTP.
+
+    Faster than the gateway, so a flood is queued before the workers have run much of it.
+    """
+    r = c.redis()
+    with c.control_app() as app, ThreadPoolExecutor(8) as pool:
+
+        def one(sender: str) -> str:
+            run_id = new_run_id()
+            assert runs.enqueue(r, run_id, agent, sender, "go", "enqueue", {}).state == "ok"
+            app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id}, queue=RUNS_QUEUE)
+            return run_id
+
+        return list(pool.map(one, senders))
+
+
 def noisy_neighbour(args: argparse.Namespace, env_extra: dict[str, str]) -> dict[str, Any]:
     """B's one run behind A's flood of slow runs, beside B's run on an idle cluster."""
     agents = {"chat": SLOW_AGENT.format(delay=max(1, args.run_ms // 4))}
@@ -120,8 +141,7 @@ def noisy_neighbour(args: argparse.Namespace, env_extra: dict[str, str]) -> dict
     ) as env:
         c = env.cluster
         idle = [queue_wait(c, send(c, "chat", f"b:idle-{i}")) for i in range(5)]
-        with ThreadPoolExecutor(16) as pool:
-            flood = list(pool.map(lambda i: send(c, "chat", f"a:conv-{i}"), range(args.flood)))
+        flood = submit_all(c, "chat", [f"a:conv-{i}" for i in range(args.flood)])
         b_run = send(c, "chat", "b:one")
         b = c.wait_run(b_run, timeout=600)
         a_runs = wait_all(c, flood, timeout=600)
