@@ -1,6 +1,6 @@
 """Real-provider figures against the fake LLM over HTTP: a shared rate limit, a noisy neighbour.
 
-``python -m bench.providers`` (``make bench-providers``):
+``python -m bench.providers``:
 
 1. **rate**: ``--conversations`` conversations at once against a fake provider that answers
    429 past ``--rpm`` requests per minute, with ``requests_per_minute = --rpm`` in config.toml.
