@@ -99,6 +99,7 @@ def test_flower_shows_a_runs_tasks_with_their_run_id_and_agent(
         for drain in ours[DRAIN]:
             assert drain["args"][:2] == ("tooly", sender)
             assert ast.literal_eval(drain["kwargs"]) == {"run_id": run_id}  # Flower shows it
+            assert run_id in drain["result"], "the run the drain started is its result"
         # The reaper swept all along (every 0.5 s), yet Flower lists none of its tasks.
         worker_log = flower_cluster.log_dir / "worker1.log"
         wait_for(lambda: REAP in worker_log.read_text(), 30, 0.2, "a reaper task")

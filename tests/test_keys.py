@@ -49,6 +49,7 @@ def test_the_generated_library_names_the_same_keys_as_python(r: redis.Redis) -> 
     probe += "," + ",".join(f"K.run_{p}('r1')" for p in keys.RUN_PARTS)
     probe += "," + ",".join(f"K.call_{p}('r1', 'c1')" for p in keys.CALL_PARTS)
     probe += "," + ",".join(f"K.limit_{p}('fake/m1')" for p in keys.LIMIT_PARTS)
+    probe += ",K.FAIR_TENANTS,K.FAIR_AHEAD,K.FAIR_CLOCK,K.fair_agents('t1'),K.fair_ready('t1','a')"
     probe += "}) do table.insert(out, p) end\nreturn out"
     got = r.eval(keys.lua_library() + probe, 0)
     want = [keys.run("r1"), keys.cid("a", "s"), keys.LEASES, keys.subs_source("x")]
@@ -56,6 +57,8 @@ def test_the_generated_library_names_the_same_keys_as_python(r: redis.Redis) -> 
     want += [keys.run_part("r1", p) for p in keys.RUN_PARTS]
     want += [keys.run_call("r1", p, "c1") for p in keys.CALL_PARTS]
     want += [keys.limit("fake/m1", p) for p in keys.LIMIT_PARTS]
+    want += [keys.FAIR_TENANTS, keys.FAIR_AHEAD, keys.FAIR_CLOCK]
+    want += [keys.fair_agents("t1"), keys.fair_ready("t1", "a")]
     assert got == want
 
 

@@ -91,3 +91,41 @@ def test_usage_shows_each_limit_in_flight_recent_and_waiting(
     assert uses["p"].waiting == 1
     assert uses[f"tenant:{tenant}"].in_flight == 1
     assert uses[f"tenant:{tenant}"].max_concurrency == 3
+
+
+def test_a_released_slot_wakes_the_deferred_step_whose_countdown_message_then_goes_stale(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from walrus_tasks import runs, submit
+    from walrus_tasks.lease import Fence
+
+    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
+    submit.submit(r, "echo", "waiter", "hello")
+    started = runs.acquire(r, "echo", "waiter")
+    assert started is not None and started.run_id is not None
+    fence = Fence("echo", "waiter", started.run_id, started.token)
+    cap = [Limit("p", max_concurrency=1)]
+    assert acquire(r, cap, "h1", "other-run", 10, hold=30) is None
+    assert runs.begin(r, fence, 0, "llm", "claim-1") == "ok"
+    assert acquire(r, cap, "h2", fence.run_id, 10, hold=30) is not None, "full: the step waits"
+    assert runs.defer(r, fence, 0, "claim-1", 5.0, "countdown-message") == "ok"
+
+    woken = release(r, cap, "h1")
+    assert woken is not None
+    assert (woken.agent, woken.sender, woken.run_id, woken.token, woken.step) == (
+        "echo", "waiter", fence.run_id, fence.token, 0
+    )  # fmt: skip
+    assert release(r, cap, "h1") is None, "one slot freed, one step woken"
+    assert runs.begin(r, fence, 0, "llm", "claim-2", task_id="countdown-message") == "stale"
+    assert runs.begin(r, fence, 0, "llm", "claim-3", task_id=woken.task_id) == "ok"
+
+
+def test_a_release_wakes_no_step_that_is_executing(r: redis.Redis) -> None:
+    cap = [Limit("p", max_concurrency=1)]
+    assert acquire(r, cap, "h1", "run1", 10, hold=30) is None
+    assert acquire(r, cap, "h2", "run2", 10, hold=30) is not None
+    r.hset(keys.run("run2"), mapping={"status": "running", "phase": "llm", "step": 0,
+                                      "agent": "echo", "sender": "s"})  # fmt: skip
+    r.set(keys.conv("echo:s", "lease"), "7")
+    r.set(keys.run_part("run2", "claim"), "a delivery polling right now")
+    assert release(r, cap, "h1") is None

@@ -79,3 +79,34 @@ def test_a_tenants_share_caps_its_calls_whoever_sends_them(
     assert fake_llm.max_in_flight == 1, "acme's three calls went one at a time"
     assert uses["tenant:acme"]["max_concurrency"] == 1
     assert uses["tenant:acme"]["requests_last_minute"] == 3
+
+
+ONE_SLOT = """
+[providers.single]
+kind = "openai"
+base_url = "{base}/v1"
+api_key = "test-key"
+timeout = 10
+max_concurrency = 1
+"""
+
+
+def test_steps_a_freed_slot_wakes_run_once_each(
+    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Each woken step has two messages (the wake's, its countdown's): one call reaches the fake."""
+    home = agents_home(tmp_path / "home", fake_llm.base_url, {"single": 'model = "single/m-w"\n'})
+    with (home / "config.toml").open("a") as f:
+        f.write(textwrap.dedent(ONE_SLOT.format(base=fake_llm.base_url)))
+    fake_llm.reset()
+    fake_llm.script(*[FakeReply(text="done", delay=0.3)] * 8, model="m-w")
+    c = Cluster(redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path)
+    with running(c, concurrency=3):
+        run_ids = [c.send("single", "go", f"w-{i}") for i in range(8)]
+        ends = [c.wait_run(run_id, timeout=60) for run_id in run_ids]
+        time.sleep(3)  # the countdown messages (under 2.4 s) of the woken steps come back
+        histories = [c.history("single", f"w-{i}") for i in range(8)]
+    assert [e["status"] for e in ends] == ["succeeded"] * 8
+    assert fake_llm.max_in_flight == 1
+    assert len(fake_llm.requests_for("m-w")) == 8, "no step called the provider twice"
+    assert all([m["role"] for m in h] == ["user", "assistant"] for h in histories)

@@ -143,14 +143,17 @@ def send_drain(agent: str, sender: str, run_id: str | None = None) -> None:
     app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id} if run_id else None)
 
 
-def send_step(fence: Fence, step: int, countdown: float | None = None) -> None:
+def send_step(
+    fence: Fence, step: int, countdown: float | None = None, task_id: str | None = None
+) -> None:
     """``walrus.run.step(agent, sender, run_id, token, step)``: one LLM step of a fenced run.
 
     With ``countdown`` (seconds) the step is delivered no sooner: the worker holds the message
-    without a pool slot until then (a retry's wait, a deferral for capacity).
+    without a pool slot until then (a retry's wait, a deferral for capacity). ``task_id``: the
+    message's id, which the run expects for a re-queued step (``runs.defer``, ``limits.release``).
     """
     args = (fence.agent, fence.sender, fence.run_id, fence.token, step)
-    app.send_task(STEP, args=args, countdown=countdown or None)
+    app.send_task(STEP, args=args, countdown=countdown or None, task_id=task_id)
 
 
 def send_tool_call(fence: Fence, step: int, index: int) -> None:

@@ -167,7 +167,10 @@ class AgentConfig(_Strict):
         description="'<provider>/<model>' tried in order once retries are exhausted, or when "
         "the request is too long for the model",
     )
-    priority: int = Field(default=0, description="higher runs first among the steps of one tenant")
+    priority: int = Field(
+        default=0,
+        description="higher starts first among its tenant's queued runs (walrus_tasks.fair)",
+    )
     mock: MockConfig = Field(default_factory=MockConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 

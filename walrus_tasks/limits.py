@@ -9,12 +9,14 @@ its ``provider/model``, its tenant), all or none, in one Lua script (``lua/limit
   timestamp per limit), the tokens estimated before the call and corrected after it.
 
 A call that finds no capacity is not failed: the worker defers its step (re-queued with a
-countdown, holding no pool slot) and tries again when ``acquire`` says.
+countdown, holding no pool slot) and tries again when ``acquire`` says, or as soon as a call
+releases a slot it waits for (``release`` wakes the step that waited longest).
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -25,11 +27,13 @@ from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
 
 CONCURRENCY_POLL = 0.25
-"""Seconds a step waiting for a concurrency slot waits before it looks again (plus jitter):
-it starts within about this much of a slot freeing, while few steps wait."""
+"""Seconds a step waiting for a concurrency slot waits before it looks again (plus jitter),
+while few steps wait."""
 MAX_CONCURRENCY_POLL = 2.0
 """The longest such wait: with many steps waiting for few slots, each looks less often (the
-polls would cost more than the calls), so a slot may then stay free up to this long."""
+polls would cost more than the calls). A slot a call releases does not wait for a poll: it
+wakes the step that waited longest at once (``release``); the polls serve the slots that
+expire (a dead worker's) and the waiters the wake-up missed."""
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,38 @@ def renew(r: redis.Redis, limits: list[Limit], holder: str, hold: float) -> None
     pipe.execute()
 
 
-def release(r: redis.Redis, limits: list[Limit], holder: str, extra_tokens: int = 0) -> None:
-    """Free ``holder``'s slots; charge ``extra_tokens`` the estimate missed to the token limits."""
-    pipe = r.pipeline(transaction=False)
+@dataclass(frozen=True)
+class Woken:
+    """A step waiting for a slot that a release gave one: send it now, as message ``task_id``."""
+
+    agent: str
+    sender: str
+    run_id: str
+    token: str
+    step: int
+    task_id: str
+
+
+def release(
+    r: redis.Redis, limits: list[Limit], holder: str, extra_tokens: int = 0
+) -> Woken | None:
+    """Free ``holder``'s slots; charge ``extra_tokens`` the estimate missed to the token limits.
+
+    A slot freed wakes the step that waited longest for one (``lua/limit_release.lua``): the
+    caller sends it at once (``Woken``), so a deferred step starts as soon as capacity frees,
+    not when its countdown ends.
+    """
+    if not limits:
+        return None
+    task_id = uuid.uuid4().hex
+    args: list[object] = [now_ms(), holder, task_id, max(0, extra_tokens), len(limits)]
     for lim in limits:
-        if lim.max_concurrency:
-            pipe.zrem(keys.limit(lim.name, "slots"), holder)
-        if lim.tokens_per_minute and extra_tokens > 0:
-            # Pushes the limit's arrival time on: later calls wait for the tokens really used.
-            period = 60_000 / lim.tokens_per_minute
-            pipe.incrbyfloat(keys.limit(lim.name, "tokens"), extra_tokens * period)
-    pipe.execute()
+        args += [lim.name, lim.max_concurrency, lim.tokens_per_minute]
+    res = scripts.call(r, "limit_release", [], args)
+    if not res:
+        return None
+    agent, sender, run_id, token, step = res
+    return Woken(agent, sender, run_id, token, int(step), task_id)
 
 
 class LimitUse(BaseModel):

@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import keys, replication, scripts
+from walrus_tasks import fair, keys, limits, replication, scripts
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
     AskUser,
@@ -126,8 +126,13 @@ def enqueue(
     on_busy: str,
     meta: dict[str, str],
 ) -> Enqueued:
-    """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua)."""
+    """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua).
+
+    The record always names the run's ``tenant`` (``meta``'s, else the sender's default), the
+    one the fair dispatcher (``walrus_tasks.fair``) and the limits count it under.
+    """
     conversation = keys.cid(agent, sender)
+    meta = {**meta, "tenant": meta.get("tenant") or limits.tenant_of(sender)}
     # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
     res = replication.call_acknowledged(
         r,
@@ -150,29 +155,57 @@ def enqueue(
 
 @dataclass(frozen=True)
 class Acquired:
-    """The result of taking a lease: the token and the run it started (None: inbox empty).
+    """What a drain took: the lease of the conversation the fair dispatcher picked, its run.
 
-    ``orphan`` names a run that is still active though its lease expired (its worker died):
-    nothing was taken or started, and the caller should take the conversation over.
+    ``token`` is the lease of ``agent``/``sender``, the conversation picked, and ``run_id`` the
+    run it started; or there is only an ``orphan``.
+
+    ``orphan`` names a run of the drain's own conversation that is still active though its
+    lease expired (its worker died): the caller should take that conversation over; its next
+    message waits. ``run_id`` is None when nothing was started.
     """
 
     token: str
     run_id: str | None
+    agent: str = ""
+    sender: str = ""
     orphan: str | None = None
 
 
-def acquire(r: redis.Redis, agent: str, sender: str) -> Acquired | None:
-    """Take the conversation's lease and start its next run; None if somebody holds it."""
+def acquire(
+    r: redis.Redis, agent: str, sender: str, shares: fair.Shares = fair.EVEN
+) -> Acquired | None:
+    """A drain's move: start the conversation that is due, taking its lease.
+
+    That is the one the fair dispatcher picks (``walrus_tasks.fair``), else the drain's own
+    conversation when nothing is ready there (or picking is off).
+
+    None when it started nothing and found no orphan (the conversations are busy: their lease
+    holders go on with their inboxes).
+    """
     conversation = keys.cid(agent, sender)
+    settings = get_settings()
     res = scripts.call(
         r,
         "acquire",
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
-    )
+        [
+            conversation, now_ms(), ttl_ms(), settings.events_maxlen,
+            "1" if settings.fair_dispatch else "0",
+            shares.weights, shares.default_weight, shares.priorities,
+        ],
+    )  # fmt: skip
     if not res:
         return None
-    return Acquired(token=res[0], run_id=res[1] or None, orphan=res[2] if len(res) > 2 else None)
+    token, run_id, started, orphan = res
+    picked_agent, picked_sender = keys.split_cid(started) if started else ("", "")
+    return Acquired(
+        token=token,
+        run_id=run_id or None,
+        agent=picked_agent,
+        sender=picked_sender,
+        orphan=orphan or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -211,9 +244,18 @@ def emit(r: redis.Redis, fence: Fence, event: RunEvent) -> str | None:
 
 
 def begin(
-    r: redis.Redis, fence: Fence, step: int, phase: str, claim_id: str, call_id: str = ""
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    phase: str,
+    claim_id: str,
+    call_id: str = "",
+    task_id: str = "",
 ) -> Begin:
-    """Claim the execution of ``step`` (``call_id`` of it, for a tool call)."""
+    """Claim the execution of ``step`` (``call_id`` of it, for a tool call).
+
+    ``task_id``: the delivering message's id; a re-queued step's other messages are ``stale``.
+    """
     claim = (
         keys.run_call(fence.run_id, "claim", call_id)
         if call_id
@@ -223,7 +265,7 @@ def begin(
         r,
         "begin",
         [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
-        [fence.token, ttl_ms(), step, phase, claim_id, call_id],
+        [fence.token, ttl_ms(), step, phase, claim_id, call_id, task_id],
     )
 
 
@@ -264,17 +306,20 @@ def retry(
     )
 
 
-def defer(r: redis.Redis, fence: Fence, step: int, claim_id: str, delay: float) -> Commit:
+def defer(
+    r: redis.Redis, fence: Fence, step: int, claim_id: str, delay: float, task_id: str
+) -> Commit:
     """Free ``step``'s claim and keep the lease ``delay`` seconds plus the dispatch grace.
 
-    The step goes back to the queue with that countdown (``runtime.redispatch_step``).
+    The step goes back to the queue with that countdown in message ``task_id``
+    (``runtime.redispatch_step``), the one delivery of the step the run now expects.
     """
     hold_ms = int((delay + get_settings().dispatch_grace) * 1000)
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "defer",
         [*fence.lease_keys, keys.run(fence.run_id), keys.run_part(fence.run_id, "claim")],
-        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid],
+        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid, task_id],
     )
 
 

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from walrus_tasks import keys
 
-LIBRARIES = ("fence", "runs")
+LIBRARIES = ("fence", "runs", "fair")
 """``lua/lib/*.lua``, put in front of every script after the key schema."""
 
 

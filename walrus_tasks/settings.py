@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     )
     reaper_interval: float = Field(default=3.0, gt=0, description="seconds between lease sweeps")
     max_recoveries: int = Field(default=3, ge=0, description="resumes of one run before it fails")
+    fair_dispatch: bool = Field(
+        default=True,
+        description="a drain starts the conversation due by tenant weight and agent priority "
+        "(walrus_tasks.fair); false: its own, in arrival order",
+    )
     cancel_poll: float = Field(default=0.1, gt=0, description="seconds between cancel-flag checks")
 
     step_soft_time_limit: int = 300

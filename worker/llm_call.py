@@ -17,6 +17,7 @@ The attempt count, the model in use and the time of the next attempt are persist
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections.abc import Callable
@@ -24,10 +25,13 @@ from collections.abc import Callable
 import redis
 
 from walrus_tasks import limits, run_events, runs
+from walrus_tasks.celery_app import send_step
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost, ProviderError
 from walrus_tasks.lease import Fence, LeaseKeeper, now_ms
 from walrus_tasks.settings import get_settings
+
+log = logging.getLogger("walrus.run")
 
 INLINE_WAIT = 1.0
 """Seconds a retry may wait inside the task; a longer wait re-queues the step with a countdown
@@ -117,7 +121,7 @@ def call(
             error = e
         finally:
             keeper.on_renew.remove(renew)
-            limits.release(r, applied, holder, used - estimate)
+            wake(limits.release(r, applied, holder, used - estimate))
         restart = run_events.restart(step, error.message) if streamed() else None
         reset()
         delay = retry_delay(error, tries + 1, agent)
@@ -137,6 +141,21 @@ def call(
         if delay > INLINE_WAIT:
             raise Deferred(delay, f"retry {attempts} in {delay:.1f} s")
         keeper.wait(delay)
+
+
+def wake(woken: limits.Woken | None) -> None:
+    """Send the step a released slot woke (``limits.release``) now, as the message it expects.
+
+    Should the send fail, the step's countdown message is stale already: the run is recovered
+    when its lease (kept for the countdown plus the dispatch grace) expires.
+    """
+    if woken is None:
+        return
+    fence = Fence(woken.agent, woken.sender, woken.run_id, woken.token)
+    try:
+        send_step(fence, woken.step, task_id=woken.task_id)
+    except Exception:
+        log.exception("waking step %d of run %s failed", woken.step, woken.run_id)
 
 
 def hop(delay: float) -> float:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 import redis
 
@@ -78,15 +78,18 @@ def _tool_label(name: str) -> str:
     return name if name in TOOLS else OTHER_TOOL
 
 
+_P = ParamSpec("_P")
+
+
 def timed_step(
-    fn: Callable[[Fence, int], runs.Begin],
-) -> Callable[[Fence, int], runs.Begin]:
+    fn: Callable[Concatenate[Fence, _P], runs.Begin],
+) -> Callable[Concatenate[Fence, _P], runs.Begin]:
     """Decorate the step body: observe its duration when it claimed and executed the step."""
 
     @functools.wraps(fn)
-    def wrapper(fence: Fence, step: int) -> runs.Begin:
+    def wrapper(fence: Fence, /, *args: _P.args, **kwargs: _P.kwargs) -> runs.Begin:
         started = time.monotonic()
-        state = fn(fence, step)
+        state = fn(fence, *args, **kwargs)
         if state == "ok":
             seconds = time.monotonic() - started
             _safely(lambda: _samples().step_seconds.labels(fence.agent).observe(seconds))

@@ -7,7 +7,7 @@ import logging
 
 import redis
 
-from walrus_tasks import keys, store, webhooks
+from walrus_tasks import fair, keys, store, webhooks
 from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
@@ -18,22 +18,19 @@ from worker.runtime import dispatch_step, dispatch_tool_call, finish
 
 log = logging.getLogger("walrus.recovery")
 
-STALE_INBOX_MS = 5_000
-"""An inbox non-empty this long with no lease lost its drain message: drain it again."""
-
 
 def reap() -> int:
-    """One sweep; returns how many conversations (and lost webhooks) it acted on."""
+    """One sweep; returns how many conversations (and lost webhooks) it acted on.
+
+    Expired leases are taken over; an inbox waiting ``fair.STALE_MS`` with its lease free may
+    have lost its drain message: ``fair.reap`` says which want one sent again.
+    """
     r = get_redis()
     acted = sum(recover(r, conversation) for conversation in expired_conversations(r))
-    stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - STALE_INBOX_MS)  # type: ignore[assignment]
-    for conversation in stale:
-        if not r.exists(keys.conv(conversation, "lease")) and r.llen(
-            keys.conv(conversation, "inbox")
-        ):
-            acted += 1
-            r.zadd(keys.INBOXES, {conversation: now_ms()}, xx=True)
-            send_drain(*keys.split_cid(conversation))
+    stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - fair.STALE_MS)  # type: ignore[assignment]
+    for conversation in fair.reap(r, stale):
+        acted += 1
+        send_drain(*keys.split_cid(conversation))
     # Webhooks whose delivery was lost (a worker died after ending the run, or mid-POST).
     for run_id, chain in webhooks.due(r, get_settings().dispatch_grace):
         acted += 1

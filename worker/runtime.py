@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, run_events, runs, store, subscriptions, waits
+from walrus_tasks import fair, keys, run_events, runs, store, subscriptions, waits
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
@@ -64,8 +64,9 @@ def redispatch_step(r: redis.Redis, fence: Fence, step: int, claim_id: str, wait
     One hop of at most ``llm_call.MAX_HOP``; the lease is kept for the wait.
     """
     countdown = llm_call.hop(wait)
-    if runs.defer(r, fence, step, claim_id, countdown) == "ok":
-        send_step(fence, step, countdown=countdown)
+    task_id = uuid.uuid4().hex
+    if runs.defer(r, fence, step, claim_id, countdown, task_id) == "ok":
+        send_step(fence, step, countdown=countdown, task_id=task_id)
 
 
 def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
@@ -74,22 +75,23 @@ def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
     send_tool_call(fence, step, index)
 
 
-def drain(agent: str, sender: str) -> str | None:
-    """Take the conversation's lease and run the first step of its next queued run here.
+def drain(agent: str, sender: str) -> runs.Acquired | None:
+    """Start the next conversation the fair dispatcher picks (maybe not ``agent``/``sender``).
 
-    Returns the run id of an orphan (an active run whose lease expired with its worker) for
-    the caller to take over; the next message waits until that run has ended.
+    Takes the picked conversation's lease and its next queued run; the caller runs its first
+    step (``start``). The result also names an orphan of the drain's own conversation (an
+    active run whose lease expired with its worker) for the caller to take over; that
+    conversation's next message waits until the orphan has ended. None: nothing to do.
     """
-    r = get_redis()
-    acquired = acquire(r, agent, sender)
-    if acquired is None:
-        return None  # the lease holder drains the inbox
-    if acquired.orphan:
-        return acquired.orphan
-    if acquired.run_id is not None:
-        with bound(run_id=acquired.run_id):
-            run_step(Fence(agent, sender, acquired.run_id, acquired.token), 0)
-    return None
+    return acquire(get_redis(), agent, sender, fair.shares(current_config()))
+
+
+def start(acquired: runs.Acquired) -> None:
+    """Run the first step of the run a drain started, here in the drain's task."""
+    if acquired.run_id is None:
+        return
+    with bound(agent=acquired.agent, sender=acquired.sender, run_id=acquired.run_id):
+        run_step(Fence(acquired.agent, acquired.sender, acquired.run_id, acquired.token), 0)
 
 
 def must_emit(r: redis.Redis, fence: Fence, event: run_events.RunEvent) -> str:
@@ -122,15 +124,16 @@ class StepOutput:
 
 
 @metrics.timed_step
-def run_step(fence: Fence, step: int) -> runs.Begin:
+def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
     """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
 
-    Returns how the claim went: ``busy`` means another delivery holds the step's claim (alive,
-    or dead and not yet expired); the task retries after a lease TTL.
+    ``task_id``: the step message's id ('' for the drain's step 0). Returns how the claim
+    went: ``busy`` means another delivery holds the step's claim (alive, or dead and not yet
+    expired); the task retries after a lease TTL.
     """
     r = get_redis()
     claim_id = uuid.uuid4().hex
-    state = runs.begin(r, fence, step, "llm", claim_id)
+    state = runs.begin(r, fence, step, "llm", claim_id, task_id=task_id)
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -14,6 +15,8 @@ from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
 from worker import recovery, runtime, webhook
 from worker.config_cache import current_config
+
+log = logging.getLogger("walrus.worker")
 
 # Redis blips are transient: retry the task (its effect is idempotent) instead of dropping it.
 _RETRY: dict[str, Any] = {
@@ -37,23 +40,35 @@ def _retry_if_busy(task: Any, state: str) -> None:
 
 
 @app.task(name=DRAIN, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
-def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> None:
-    """Start the conversation's next queued run (no-op while another run holds it).
+def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str | None:
+    """Start the next conversation the fair dispatcher picks (``walrus_tasks.fair``).
 
-    ``run_id``: the run whose submission sent this drain, for Flower (its task list shows
-    kwargs, and its search finds ``kwargs:run_id=…``). The drain starts whichever run is next.
+    ``agent``/``sender``: the conversation whose submission sent this drain, and ``run_id``
+    its run, for Flower (its task list shows kwargs, and its search finds
+    ``kwargs:run_id=…``). The drain starts whichever run is due; its result, which Flower
+    shows, names that run (None: nothing was ready).
     """
     with bound(agent=agent, sender=sender, task_id=self.request.id):
-        if orphan := runtime.drain(agent, sender):
-            with bound(run_id=orphan):
+        acquired = runtime.drain(agent, sender)
+        if acquired is None:
+            return None
+        if acquired.orphan:
+            with bound(run_id=acquired.orphan):
                 recovery.recover(get_redis(), keys.cid(agent, sender))
+        if acquired.run_id is None:
+            return None
+        if (acquired.agent, acquired.sender) != (agent, sender):
+            log.info("drain of %s/%s starts %s/%s", agent, sender, acquired.agent, acquired.sender)
+        runtime.start(acquired)
+        return f"{acquired.agent}/{acquired.sender} {acquired.run_id}"
 
 
 @app.task(name=STEP, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
 def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int) -> None:
     """One LLM step of a run."""
     with bound(agent=agent, sender=sender, run_id=run_id, task_id=self.request.id):
-        _retry_if_busy(self, runtime.run_step(Fence(agent, sender, run_id, token), step))
+        fence = Fence(agent, sender, run_id, token)
+        _retry_if_busy(self, runtime.run_step(fence, step, self.request.id))
 
 
 @app.task(name=TOOL_CALL, bind=True, **_RETRY)  # type: ignore[untyped-decorator]

@@ -1,19 +1,38 @@
--- Drain: take the free lease of a conversation and start its next queued run.
--- KEYS: lease, fence
--- ARGV: cid, now_ms, ttl_ms, maxlen
--- Returns false when the lease is held (its holder drains); {'', false, run_id} when the lease
--- expired under a run that has not ended (an orphan: take it over, never start past it);
--- else {token, run_id or false}.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Drain: start the conversation the fair dispatcher picks (lib/fair.lua), whichever one this
+-- drain message was sent for, taking its free lease; when the dispatcher has nothing ready (or
+-- is off), this drain's own conversation, as long as its lease is free.
+-- KEYS: lease, fence (of the drain's own conversation)
+-- ARGV: cid (own), now_ms, ttl_ms, maxlen, fair ('1' | '0'), weights_json ({tenant: weight}),
+--       default_weight, priorities_json ({agent: priority})
+-- Returns false when it started nothing and found no orphan; else {token or '', run_id or
+-- false, cid started or false, orphan or false}. An orphan is the own conversation's active
+-- run whose lease expired (its worker died): the caller takes it over; the own conversation's
+-- next message is never started past it.
+local own, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local orphan = false
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  orphan = live_active(own)
+end
+local cid = false
+if ARGV[5] == '1' then
+  cid = pick(now, cjson.decode(ARGV[6]), tonumber(ARGV[7]), cjson.decode(ARGV[8]))
+end
+if not cid and not orphan and redis.call('EXISTS', KEYS[1]) == 0 then
+  local head = redis.call('LINDEX', K.conv_inbox(own), 0)
+  if head then
+    cid = own  -- not (or no longer) in the dispatcher: take it off, start it
+    local r = redis.call('HMGET', K.run(head), 'agent', 'tenant')
+    if r[1] and r[2] then
+      unmark(own, r[1], r[2])
+    end
+  end
+end
+if not cid then
+  if orphan then
+    return {'', false, false, orphan}
+  end
   return false
 end
-local orphan = live_active(ARGV[1])
-if orphan then
-  return {'', false, orphan}
-end
-if redis.call('LLEN', K.conv_inbox(ARGV[1])) == 0 then
-  return {'', false}
-end
-local token = next_token()
-local run_id = start_next(ARGV[1], token, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
-return {token, run_id}
+local token = next_token(K.conv_fence(cid))
+local run_id = start_next(cid, token, now, ttl, ARGV[4])
+return {token, run_id, cid, orphan}

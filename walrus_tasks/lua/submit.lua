@@ -1,7 +1,9 @@
--- submit(): record the run as queued and append it to the conversation inbox, atomically.
+-- submit(): record the run as queued and append it to the conversation inbox, atomically; a
+-- conversation that can start at once is marked ready in the fair dispatcher (lib/fair.lua).
 -- Idempotent on run_id: a run that exists already is not submitted again.
 -- KEYS: lease, fence, inbox, run, active
--- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value} or '{}')
+-- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
+--       at least `tenant`)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
 -- in this same step: its messages leave history before this message's run can start.
 if redis.call('EXISTS', KEYS[4]) == 1 then
@@ -35,6 +37,9 @@ for field, value in pairs(meta) do
   redis.call('HSET', KEYS[4], field, value)
 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
+if not busy then
+  mark_ready(ARGV[7], ARGV[2], meta.tenant or ARGV[3], tonumber(ARGV[6]))
+end
 redis.call('ZADD', K.INBOXES, 'NX', ARGV[6], ARGV[7])
 redis.call('ZADD', K.CONVERSATIONS, ARGV[6], ARGV[7])
 redis.call('ZADD', K.RUNS, ARGV[6], ARGV[1])  -- the index of GET /v1/runs, capped

@@ -37,6 +37,7 @@ if status == 'running' then
   redis.call('PSETEX', KEYS[1], ARGV[3], token)
   redis.call('ZADD', K.LEASES, now + tonumber(ARGV[3]), ARGV[1])
   redis.call('DEL', K.run_claim(active))
+  redis.call('HDEL', K.run(active), 'step_task')  -- the resumed step is sent anew
   if not timed_out then
     redis.call('HINCRBY', K.run(active), 'recoveries', 1)
   end

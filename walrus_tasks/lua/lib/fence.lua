@@ -16,18 +16,20 @@ local function holds(token, ttl_ms)
   return false
 end
 
--- The conversation's next fencing token, stored in the fence counter (KEYS[2]).
+-- The conversation's next fencing token, stored in its fence counter (`fence_key`, by default
+-- KEYS[2]).
 -- Not a bare INCR: Redis replication is asynchronous, so a replica promoted by a failover may
 -- have missed the last increments of the old master, and INCR there would hand out a token a
 -- worker of the old master still holds. The token is max(counter + 1, the master's clock in
 -- ms) (a hybrid logical clock): a failover takes at least the sentinels'
 -- down-after-milliseconds, so with clocks in step within that the new master's first token
 -- is past every token the old master handed out, and tokens never go back.
-local function next_token()
+local function next_token(fence_key)
+  fence_key = fence_key or KEYS[2]
   local t = redis.call('TIME')
   local clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local n = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, clock_ms)
+  local n = math.max((tonumber(redis.call('GET', fence_key)) or 0) + 1, clock_ms)
   local token = string.format('%d', n)
-  redis.call('SET', KEYS[2], token)
+  redis.call('SET', fence_key, token)
   return token
 end

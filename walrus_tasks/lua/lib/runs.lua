@@ -36,8 +36,9 @@ local function live_active(cid)
 end
 
 -- Pop the next inbox entry of `cid` and start its run under `token`, or release the lease.
--- Called with the lease held; atomic with the caller, so a message appended by submit() is
--- either seen here or finds the lease free (invariant 4: nothing stranded).
+-- Called with the lease held (or free and being taken: acquire.lua); atomic with the caller,
+-- so a message appended by submit() is either seen here or finds the lease free (invariant 4:
+-- nothing stranded).
 local function start_next(cid, token, now_ms, ttl_ms, maxlen)
   local live = live_active(cid)
   if live then  -- a caller's bug, never a state to write over: fail the script loudly
@@ -48,12 +49,12 @@ local function start_next(cid, token, now_ms, ttl_ms, maxlen)
     redis.call('ZREM', K.INBOXES, cid)
   end
   if not run_id then
-    redis.call('DEL', KEYS[1], K.conv_active(cid))
+    redis.call('DEL', K.conv_lease(cid), K.conv_active(cid))
     redis.call('ZREM', K.LEASES, cid)
     return false
   end
   local rk = K.run(run_id)
-  redis.call('PSETEX', KEYS[1], ttl_ms, token)
+  redis.call('PSETEX', K.conv_lease(cid), ttl_ms, token)
   redis.call('ZADD', K.LEASES, now_ms + ttl_ms, cid)
   redis.call('SET', K.conv_active(cid), run_id)
   redis.call('HSET', rk, 'status', 'running', 'started_at', now_ms, 'step', 0, 'phase', 'llm')
