@@ -4,9 +4,9 @@ Counts come from the bench's private Redis: ``INFO commandstats`` before and aft
 (every process's commands, the bench client's own subtracted by the caller). A command that a
 Lua script calls is counted there under its own name as well as the ``EVALSHA`` that ran it.
 What the clients sent (a pipeline's commands one by one) is read from the slow log, which for
-the phase logs every command a client sends, and never a script's own calls
-(``slowlog-log-slower-than 0``): that also tells the scripts apart, by the SHA-1 each
-``EVALSHA`` names. The bench client's own connection is named ``bench`` and left out.
+the phase logs every command (``slowlog-log-slower-than 0``): a script's own calls are logged
+from client address ``?:0`` (Redis 7) and left out, and each ``EVALSHA`` names its script by
+SHA-1. The bench client's own connection is named ``bench`` and left out too.
 
 Celery messages on a Redis broker are list pushes and pub/sub publishes: kombu sends a task
 with ``LPUSH`` (walrus itself never uses ``LPUSH``), and an event (``task-sent``,
@@ -27,6 +27,8 @@ TOP = 12
 """Commands listed one by one (the most called); the rest are summed."""
 OWN_NAME = "bench"
 """``CLIENT SETNAME`` of the bench's own connections: their commands are not the product's."""
+SCRIPT_CLIENT = "?:0"
+"""The slow log's client address of the commands a Lua script calls."""
 LOG_LEN = 500_000
 """Slow log entries kept during a phase (a run sends a few dozen commands)."""
 
@@ -84,11 +86,12 @@ def read_log(r: redis.Redis, saved: dict[str, str]) -> tuple[Counter[str], Count
     sent: Counter[str] = Counter()
     by_script: Counter[str] = Counter()
     for e in entries:
-        if e.get("client_name") == OWN_NAME:
+        command, client, address = (
+            v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+            for v in (e["command"], e.get("client_name", ""), e.get("client_address", ""))
+        )
+        if client == OWN_NAME or address == SCRIPT_CLIENT:
             continue
-        command = e["command"]
-        if isinstance(command, bytes):
-            command = command.decode(errors="replace")
         words = command.split(" ", 2)
         name = words[0].upper()
         if name in ("CONFIG", "SLOWLOG"):
