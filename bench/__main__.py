@@ -212,7 +212,9 @@ def report_cost(c: dict[str, dict[str, Any]], console: Console) -> None:
     walrus, raw = c["walrus, per run (3.)"], c["raw Celery, per task"]
     if not walrus:
         return
-    t = Table(title="3. Cost per run (all processes, INFO commandstats deltas)", title_justify="left")
+    t = Table(
+        title="3. Cost per run (all processes, INFO commandstats deltas)", title_justify="left"
+    )
     for col in ("figure", "walrus, per run", "raw Celery, per task", "ratio"):
         t.add_column(col, justify="left" if col == "figure" else "right")
     for key, label, fmt in COST_ROWS:
@@ -221,7 +223,9 @@ def report_cost(c: dict[str, dict[str, Any]], console: Console) -> None:
     t.add_section()
     t.add_row("[bold]sent by clients, by command[/bold]", "", "", "")
     for name, per in walrus["sent_commands"].items():
-        t.add_row(f"   {name}", f"{per:.2f}", f"{raw.get('sent_commands', {}).get(name, 0):.2f}", "")
+        t.add_row(
+            f"   {name}", f"{per:.2f}", f"{raw.get('sent_commands', {}).get(name, 0):.2f}", ""
+        )
     t.add_section()
     t.add_row("[bold]EVALSHA by script[/bold]", "", "", "")
     for name, per in walrus["scripts"].items():
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "fan-out (5.)": f"{args.fanout} clients on {args.fanout_runs} runs of "
         f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart",
         "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",
-        "raw Celery baseline (3.)": f"{args.celery_tasks} × walrus.control.ping, sent at once",
+        "raw Celery baseline (3.)": f"{args.celery_tasks} x walrus.control.ping, sent at once",
         "history (7.)": f"{args.history} seeded messages, {args.history_runs} runs of each kind"
         if args.history
         else "skipped",

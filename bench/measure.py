@@ -108,7 +108,7 @@ class CeleryThroughput:
 
 
 def celery_throughput(app: Celery, redis_url: str, tasks: int, tick: Tick) -> CeleryThroughput:
-    """``tasks`` × ``app.send_task(PING)`` from this thread, then all results awaited
+    """``tasks`` x ``app.send_task(PING)`` from this thread, then all results awaited
     (``ResultSet.join_native``: the result backend's pub/sub, as ``.get()`` uses)."""
     from celery.result import ResultSet
 

@@ -1,11 +1,16 @@
 -- End a run (terminal status + the `end` event) and start the conversation's next run, or
 -- release the lease, in one atomic step. A delegated run also records its result with its
 -- parent, waking the parent's `delegate` call when it was the last child to finish.
--- KEYS: lease, fence, run
+-- The run is counted in the cluster-wide figures (walrus_tasks/metrics.py) in the same step.
+-- KEYS: lease, fence, run, the metrics hash, the index of the subscriptions to the agent's
+--       `done` source
 -- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
---       result_json (what the parent's delegate call reports for this run), grace_ms
--- Returns {'ended', next_run_id or false, parent wake or false} or {'fenced'} / {'stale'};
--- a parent wake is {token, step, index, call_id, parent agent, parent sender, parent run}.
+--       result_json (what the parent's delegate call reports for this run), grace_ms,
+--       then the figure's fields (metrics.run_figure: count field, seconds field, seconds or
+--       '', bucket field), or nothing to count none
+-- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done`} or
+-- {'fenced'} / {'stale'}; a parent wake is {token, step, index, call_id, parent agent, parent
+-- sender, parent run}.
 if not holds(ARGV[1], ARGV[2]) then
   return {'fenced'}
 end
@@ -22,6 +27,13 @@ redis.call('EXPIRE', K.run_events(ARGV[3]), ARGV[10])
 redis.call('EXPIRE', KEYS[3], ARGV[10])
 redis.call('DEL', unpack(K.run_ended(ARGV[3])))
 redis.call('SREM', K.ACTIVE_RUNS, ARGV[3])
+if ARGV[13] then  -- pcall: a bad figure never leaves a run unended
+  redis.pcall('HINCRBY', KEYS[4], ARGV[13], 1)
+  if ARGV[15] ~= '' then
+    redis.pcall('HINCRBYFLOAT', KEYS[4], ARGV[14], ARGV[15])
+    redis.pcall('HINCRBY', KEYS[4], ARGV[16], 1)
+  end
+end
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
@@ -47,4 +59,4 @@ if parent[1] and parent[2] then
     end
   end
 end
-return {'ended', next_run, parent_wake}
+return {'ended', next_run, parent_wake, redis.call('SCARD', KEYS[5])}

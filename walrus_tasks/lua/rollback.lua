@@ -1,6 +1,6 @@
 -- Roll an ended run back: remove its messages from its conversation's history (the Agent
 -- Protocol's `rollback`). Fenced on the run having ended: a live run's messages stay.
--- KEYS: run, history
+-- KEYS: run, history, the conversation's epoch (bumped: history rewritten)
 -- ARGV: run_id
 -- Returns the number of messages removed, or -1 while the run has not ended.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -22,5 +22,6 @@ if removed > 0 then
     redis.call('RPUSH', KEYS[2], unpack(kept, i, math.min(i + 999, #kept)))
   end
   redis.call('HSET', KEYS[1], 'rolled_back', removed)
+  redis.call('INCR', KEYS[3])
 end
 return removed

@@ -20,6 +20,28 @@ local function at_step(rk, step, phase)
   return live and r[2] == tostring(step) and r[3] == phase
 end
 
+-- Claim the execution of step `step` in phase `phase` ('llm' | 'tools'; tool call `call` of it,
+-- or '' for the LLM call) of the run with record `rk`: delivery `claim_id` takes the claim key
+-- `claim` for ttl_ms. Fenced (lib/fence.lua's KEYS). `results`: the run's finished tool calls.
+-- Returns 'ok', 'fenced' (lease lost), 'stale' (already done / not this step) or 'busy'
+-- (another delivery of the same work is executing it).
+local function claim(token, ttl_ms, rk, step, phase, claim_key, claim_id, results, call)
+  if not holds(token, ttl_ms) then
+    return 'fenced'
+  end
+  if not at_step(rk, step, phase) then
+    return 'stale'
+  end
+  if call ~= '' and redis.call('HEXISTS', results, call) == 1 then
+    return 'stale'
+  end
+  local ok = redis.call('SET', claim_key, claim_id, 'NX', 'PX', ttl_ms)
+  if not ok and redis.call('GET', claim_key) ~= claim_id then
+    return 'busy'
+  end
+  return 'ok'
+end
+
 -- The conversation's active run while it has not ended (running or waiting), else false.
 -- Invariant 3: no path starts a conversation's next message while this is set. A run whose
 -- lease expired with its worker stays active until a takeover resumes or fails it.
