@@ -3,7 +3,8 @@
 Processes send tasks by *name* (``app.send_task``), so the gateway never imports agent code;
 the worker package registers the bodies under these names (``worker/tasks.py``), with the
 parameters the ``send_*`` functions below give, in the same order. Nothing else builds a
-task's arguments.
+task's arguments. None of these tasks has a result, and each sender says so
+(``ignore_result``): else the sender would subscribe to a result channel for every message.
 """
 
 from __future__ import annotations
@@ -137,7 +138,12 @@ def send_drain(agent: str, sender: str, run_id: str | None = None) -> None:
 
     ``run_id`` (the run just submitted) goes in kwargs only so Flower can show and find it.
     """
-    app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id} if run_id else None)
+    app.send_task(
+        DRAIN,
+        args=(agent, sender),
+        kwargs={"run_id": run_id} if run_id else None,
+        ignore_result=True,
+    )
 
 
 def send_step(fence: Fence, step: int, countdown: float | None = None) -> None:
@@ -147,11 +153,13 @@ def send_step(fence: Fence, step: int, countdown: float | None = None) -> None:
     without a pool slot until then (a retry's wait, a deferral for capacity).
     """
     args = (fence.agent, fence.sender, fence.run_id, fence.token, step)
-    app.send_task(STEP, args=args, countdown=countdown or None)
+    app.send_task(STEP, args=args, countdown=countdown or None, ignore_result=True)
 
 
 def send_tool_call(fence: Fence, step: int, index: int) -> None:
     """``walrus.tool.call(agent, sender, run_id, token, step, index)``: one tool call."""
     app.send_task(
-        TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
+        TOOL_CALL,
+        args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index),
+        ignore_result=True,
     )

@@ -386,8 +386,13 @@ def commit(
     calls: list[ToolCall],
     usage: tuple[int, int],
     model: str,
+    events: list[RunEvent] | None = None,
 ) -> Commit:
-    """Persist one LLM step: the assistant message (if any) and what the run does next."""
+    """Persist one LLM step: the assistant message (if any) and what the run does next.
+
+    ``events`` (what closes the step's output: its last chunk, ``text_end``) are appended to
+    the run's stream first, in the same round trip.
+    """
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "commit",
@@ -407,6 +412,9 @@ def commit(
             usage[0],
             usage[1],
             model,
+            fence.run_id,
+            get_settings().events_maxlen,
+            *(event_json(e) for e in events or []),
         ],
     )
 

@@ -116,6 +116,9 @@ class StepOutput:
     text_open: bool = False
     start_held: bool = False
     """``text_start`` is due, written with the text's first chunk (``_chunk_events``)."""
+    closing: list[run_events.RunEvent] = field(default_factory=list)
+    """What closes a finished call's text (its last chunk, ``text_end``): written by the
+    step's commit, in the same round trip (``_close_text`` writes it on any other way out)."""
     streamed: bool = False
     """Whether the call emitted any output (text or thinking) so far."""
     writer: ChunkWriter | None = None
@@ -192,7 +195,7 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
             _close_text(r, fence, out)
             partial = "".join(out.text)
             message = _assistant(fence, partial, []) if partial else None
-            _commit(r, fence, step, message, "cancelled", [], out.usage, model)
+            _commit(r, fence, out, step, message, "cancelled", [], out.usage, model)
             finish(r, fence, "cancelled")
             return state
         except NotFound as e:
@@ -216,12 +219,13 @@ def run_step(fence: Fence, step: int) -> runs.Begin:
     ]
     if calls:
         if _commit(
-            r, fence, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
+            r, fence, out, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
         ):
             must_emit(r, fence, run_events.tool_start(calls))
+            _queue_grace(fence)  # once for all the calls
             for i in range(len(calls)):
-                dispatch_tool_call(fence, step, i)
-    elif _commit(r, fence, step, _assistant(fence, text, []), "final", [], out.usage, model):
+                send_tool_call(fence, step, i)
+    elif _commit(r, fence, out, step, _assistant(fence, text, []), "final", [], out.usage, model):
         finish(r, fence, "succeeded", record=committed(record, out.usage, model))
     return state
 
@@ -304,14 +308,20 @@ def _chunk_events(out: StepOutput, text: str) -> list[run_events.RunEvent]:
     return events
 
 
-def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
-    # The held text and ``text_end`` go out in one round trip.
+def _closing_events(out: StepOutput) -> list[run_events.RunEvent]:
+    # The held text and ``text_end``, to go out in one round trip.
     held = out.writer.take() if out.writer is not None else ""
-    events = _chunk_events(out, held) if held else []
+    events = [*out.closing, *(_chunk_events(out, held) if held else [])]
+    out.closing = []
     if out.text_open:
         out.text_open = False
         events.append(run_events.text_end())
-    if held:
+    return events
+
+
+def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    events = _closing_events(out)
+    if any(e["type"] == "chunk" for e in events):
         must_emit(r, fence, *events)
     elif events:
         runs.emit(r, fence, *events)
@@ -327,6 +337,7 @@ def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dic
 def _commit(
     r: redis.Redis,
     fence: Fence,
+    out: StepOutput,
     step: int,
     message: dict[str, Any] | None,
     next_phase: Any,
@@ -334,7 +345,8 @@ def _commit(
     usage: tuple[int, int],
     model: str,
 ) -> bool:
-    state = runs.commit(r, fence, step, message, next_phase, calls, usage, model)
+    state = runs.commit(r, fence, step, message, next_phase, calls, usage, model, out.closing)
+    out.closing = []
     if state != "ok":
         log.warning("step %d not committed: %s", step, state)
     return state == "ok"
@@ -384,8 +396,8 @@ def finish(
         log.warning("run not ended (%s)", done.state)
         return
     log.info("run %s", status, extra={"status": status})
-    if done.next_run:
-        dispatch_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
+    if done.next_run:  # finish.lua gave the lease the dispatch grace
+        send_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
     if parent := done.parent_wake:
         waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
     if record.get("kind") != "compact" and done.done_subscriptions:

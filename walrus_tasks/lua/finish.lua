@@ -1,5 +1,6 @@
--- End a run (terminal status + the `end` event) and start the conversation's next run, or
--- release the lease, in one atomic step. A delegated run also records its result with its
+-- End a run (terminal status + the `end` event) and start the conversation's next run (its
+-- lease held for the dispatch grace, grace_ms, while its first step is queued), or release the
+-- lease, in one atomic step. A delegated run also records its result with its
 -- parent, waking the parent's `delegate` call when it was the last child to finish.
 -- The run is counted in the cluster-wide figures (walrus_tasks/metrics.py) in the same step.
 -- KEYS: lease, fence, run, the metrics hash, the index of the subscriptions to the agent's
@@ -35,6 +36,10 @@ if ARGV[13] then  -- pcall: a bad figure never leaves a run unended
   end
 end
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
+if next_run then  -- its first step waits in the queue: the lease gets the dispatch grace
+  redis.call('PSETEX', KEYS[1], ARGV[12], ARGV[1])
+  redis.call('ZADD', K.LEASES, tonumber(ARGV[8]) + tonumber(ARGV[12]), ARGV[4])
+end
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
 if parent[1] and parent[2] then
