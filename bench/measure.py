@@ -161,18 +161,18 @@ class Dispatch:
     start: Latencies = field(default_factory=Latencies)
     first_chunk: Latencies = field(default_factory=Latencies)
     end: Latencies = field(default_factory=Latencies)
-    start_to_chunk: Latencies = field(default_factory=Latencies)
-    """From the ``start`` event to the first ``chunk``: the worker's side of the step (the
-    step's claim, its reads, the request built, the first token written)."""
+    worker: Latencies = field(default_factory=Latencies)
+    """The run record's ``started_at`` → ``finished_at`` (the worker's clock, whole ms): the
+    lease taken, the step's claim and reads, the call, its commit and the finish (7. only)."""
     failures: Counter[str] = field(default_factory=Counter)
 
 
-def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict[str, float]]:
-    """One streamed POST: the ``end`` status and when (``perf_counter``, ``t0`` = just before
-    the POST) the headers and the first event of each type arrived."""
+def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict[str, float], str]:
+    """One streamed POST: the ``end`` status, when (``perf_counter``, ``t0`` = just before
+    the POST) the headers and the first event of each type arrived, and the run id."""
     body = {"content": "ping", "sender": sender, "stream": True}
     seen: dict[str, float] = {}
-    status = "no end event"
+    status, run_id = "no end event", ""
     seen["t0"] = time.perf_counter()
     with client.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
         seen["headers"] = time.perf_counter()
@@ -181,10 +181,12 @@ def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict
             raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
         for event in sse_events(resp.iter_lines()):
             seen.setdefault(event["type"], time.perf_counter())
+            if event["type"] == "start":
+                run_id = str(event["run_id"])
             if event["type"] == "end":
                 status = str(event["status"])
                 break
-    return status, seen
+    return status, seen, run_id
 
 
 def record(out: Dispatch, status: str, seen: dict[str, float], measured: bool) -> None:
@@ -202,7 +204,6 @@ def record(out: Dispatch, status: str, seen: dict[str, float], measured: bool) -
             ("end", out.end),
         ):
             lat.samples_ms.append((seen[name] - t0) * 1000)
-        out.start_to_chunk.samples_ms.append((seen["chunk"] - seen["start"]) * 1000)
 
 
 def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -> Dispatch:
@@ -211,7 +212,7 @@ def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -
     prefix = f"lat-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=gateway_url, timeout=30) as client:
         for i in range(warmup + runs):
-            status, seen = stream_one(client, agent, f"{prefix}-{i}")
+            status, seen, _ = stream_one(client, agent, f"{prefix}-{i}")
             record(out, status, seen, i >= warmup)
             tick(1)
     return out
@@ -253,18 +254,21 @@ def history(
     out = History(messages)
     prefix = f"hist-{uuid.uuid4().hex[:8]}"
     long_sender = f"{prefix}-long"
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
     try:
         if not seed_history(r, agent, long_sender, seeded_messages(messages)):
             raise RuntimeError(f"conversation {agent}/{long_sender} is not new")
+        with httpx.Client(base_url=gateway_url, timeout=30) as client:
+            for i in range(warmup + runs):
+                for into, sender in ((out.empty, f"{prefix}-{i}"), (out.long, long_sender)):
+                    status, seen, run_id = stream_one(client, agent, sender)
+                    record(into, status, seen, i >= warmup)
+                    started, ended = r.hmget(keys.run(run_id), "started_at", "finished_at")
+                    if i >= warmup and status == "succeeded" and started and ended:
+                        into.worker.samples_ms.append(float(int(ended) - int(started)))
+                tick(1)
     finally:
         r.close()
-    with httpx.Client(base_url=gateway_url, timeout=30) as client:
-        for i in range(warmup + runs):
-            for into, sender in ((out.empty, f"{prefix}-{i}"), (out.long, long_sender)):
-                status, seen = stream_one(client, agent, sender)
-                record(into, status, seen, i >= warmup)
-            tick(1)
     return out
 
 

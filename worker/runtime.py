@@ -285,7 +285,7 @@ def _call_llm(
                 out.calls.append(item)
             elif isinstance(item, StepUsage):
                 out.usage = (item.input_tokens, item.output_tokens)
-        _close_text(r, fence, out)
+        out.closing = _closing_events(out)  # written by the commit
         return out.usage
 
     def reset() -> None:
