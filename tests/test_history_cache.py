@@ -11,6 +11,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from walrus_tasks import keys, runs
@@ -111,3 +112,19 @@ def test_beginning_a_step_pins_the_config_renews_the_lease_and_reads_the_flags(
     again = runs.begin_step(r, fence, 0, "claim-1", '{"name": "other"}', history_cache.held(""))
     assert again.record["agent_config"] == '{"name": "pinned"}', "the first pin holds"
     assert runs.begin_step(r, fence, 0, "claim-2", "", history_cache.held("")).state == "busy"
+
+
+def test_a_process_holds_a_bounded_amount_of_history_the_least_recently_used_going_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history_cache, "MAX_CHARS", 1000)
+    big = [json.dumps({"role": "user", "content": "x" * 400, "run_id": "r"})]
+    history_cache.history("a:old", 1, 0, big, "")
+    history_cache.history("a:new", 1, 0, big, "")
+    assert history_cache.held("a:old").length == 1, "800 characters: both fit"
+    history_cache.history("a:newest", 1, 0, big, "")
+    assert history_cache.held("a:old").length == 0, "the least recently used went"
+    assert history_cache.held("a:new").length == history_cache.held("a:newest").length == 1
+    history_cache.history("a:huge", 1, 0, [json.dumps({"content": "y" * 5000})], "")
+    assert history_cache.held("a:huge").length == 1, "the one just read stays, alone"
+    assert history_cache.held("a:newest").length == 0

@@ -23,6 +23,9 @@ from worker.compaction import message_chars
 
 MAX_CONVERSATIONS = 256
 """Conversations held per process; the least recently used go first."""
+MAX_CHARS = 16_000_000
+"""Characters of messages held per process (about 4 M tokens, some tens of MB as Python
+objects); past it too the least recently used conversations go, never the one just read."""
 
 
 @dataclass
@@ -78,7 +81,9 @@ def history(
         forget(cid)
         raise ValueError(f"history of {cid}: {len(h.messages)} messages, {length} stored")
     _held.move_to_end(cid)
-    while len(_held) > MAX_CONVERSATIONS:
+    while len(_held) > 1 and (
+        len(_held) > MAX_CONVERSATIONS or sum(x.chars for x in _held.values()) > MAX_CHARS
+    ):
         _held.popitem(last=False)
     return list(h.messages), h.chars // 4
 
