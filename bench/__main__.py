@@ -5,9 +5,12 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
 1. baseline   ``app.send_task(PING).get()`` round trips of a no-op Celery task;
 2. dispatch   streamed POST /v1/agents/bench/messages → first ``chunk`` SSE event;
 3. throughput ``--messages`` messages over ``--conversations`` conversations, POSTed
-              concurrently, first submit → last run terminal;
+              concurrently, first submit → last run terminal; its cost per run (Redis
+              commands, Celery messages, worker CPU: ``bench.cost``) and its baseline, raw
+              Celery no-op tasks sent at once, results awaited;
 5. fan-out    ``--fanout`` concurrent SSE clients of the one gateway (``bench.streams``);
-6. one stream one run of 20 000 one-word chunks to one SSE client.
+6. one stream one run of 20 000 one-word chunks to one SSE client;
+7. history    a step of a conversation with ``--history`` messages vs one with none.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import platform
 import resource
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import celery
@@ -28,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import measure, streams
+from bench import cost, measure, streams
 from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
 from walrus_tasks.settings import Settings
 
@@ -53,14 +57,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="concurrent SSE clients of 5. (1000; 0 skips 5. and 6.)",
     )  # fmt: skip
     p.add_argument("--fanout-runs", type=int, default=4, help="runs the clients of 5. follow (4)")
+    p.add_argument(
+        "--celery-tasks", type=int, default=2000,
+        help="no-op Celery tasks of 3.'s baseline, sent at once (2000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--history", type=int, default=1000,
+        help="messages of the long conversation of 7. (1000; 0 skips 7.)",
+    )  # fmt: skip
+    p.add_argument(
+        "--history-runs", type=int, default=50, help="measured runs of 7., of each kind (50)"
+    )
     p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
-    for name in ("runs", "messages", "conversations", "workers", "concurrency", "in_flight"):
+    for name in (
+        "runs", "messages", "conversations", "workers", "concurrency", "in_flight",
+        "celery_tasks", "history_runs",
+    ):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        p.error("--warmup must be at least 0")
+    if args.warmup < 0 or args.history < 0:
+        p.error("--warmup and --history must be at least 0")
     return args
 
 
@@ -136,7 +154,15 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
     )
     rl = tp["run_latency"]
     t.add_row("run accepted → finished p50 / p99", f"{rl['p50_ms']:.0f} / {rl['p99_ms']:.0f} ms")
+    raw = results["celery_throughput"]
+    t.add_row(
+        f"baseline: raw Celery no-op tasks/s ({raw['tasks']} sent at once, results awaited)",
+        f"[bold]{raw['tasks_per_s']:.1f}[/bold]",
+    )
+    t.add_row("baseline: all sent / all results after",
+              f"{raw['send_s']:.2f} / {raw['elapsed_s']:.2f} s")  # fmt: skip
     console.print(t)
+    report_cost(results["cost"], console)
 
     rt = Table(title="4. Ratios to the baseline", title_justify="left")
     rt.add_column("ratio")
@@ -147,6 +173,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
 
     if results.get("fanout"):
         report_streams(results, console)
+    if results.get("history"):
+        report_history(results["history"], console)
 
     if results.get("cpu_seconds"):
         c = Table(title="CPU seconds used per phase (user+sys)", title_justify="left")
@@ -167,6 +195,73 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
         m.add_row(k, str(v))
     m.add_row("total wall time", f"{results['wall_s']:.1f} s")
     console.print(m)
+
+
+COST_ROWS = (
+    ("redis_commands", "Redis commands (script calls included)", ".1f"),
+    ("client_commands", "   sent by clients (slow log: scripts' own calls not)", ".1f"),
+    ("evalsha", "   EVALSHA (walrus Lua scripts)", ".1f"),
+    ("celery_task_messages", "Celery task messages (LPUSH)", ".2f"),
+    ("celery_event_messages", "Celery events + result notices (PUBLISH)", ".2f"),
+    ("worker_cpu_ms", "worker CPU-ms (user+sys, parents and pools)", ".2f"),
+)
+
+
+def report_cost(c: dict[str, dict[str, Any]], console: Console) -> None:
+    """Per-run cost of 3. beside the raw Celery baseline's per-task cost."""
+    walrus, raw = c["walrus, per run (3.)"], c["raw Celery, per task"]
+    if not walrus:
+        return
+    t = Table(
+        title="3. Cost per run (all processes, INFO commandstats deltas)", title_justify="left"
+    )
+    for col in ("figure", "walrus, per run", "raw Celery, per task", "ratio"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for key, label, fmt in COST_ROWS:
+        a, b = walrus[key], raw.get(key, math.nan)
+        t.add_row(label, f"{a:{fmt}}", f"{b:{fmt}}", f"{ratio(a, b):.1f}x")
+    t.add_section()
+    t.add_row("[bold]sent by clients, by command[/bold]", "", "", "")
+    for name, per in walrus["sent_commands"].items():
+        t.add_row(
+            f"   {name}", f"{per:.2f}", f"{raw.get('sent_commands', {}).get(name, 0):.2f}", ""
+        )
+    t.add_section()
+    t.add_row("[bold]EVALSHA by script[/bold]", "", "", "")
+    for name, per in walrus["scripts"].items():
+        t.add_row(f"   {name}", f"{per:.2f}", "", "")
+    t.add_section()
+    t.add_row("[bold]all commands (scripts' calls too), top[/bold]", "", "", "")
+    for name, per in walrus["top_commands"].items():
+        t.add_row(f"   {name}", f"{per:.2f}", f"{raw.get('top_commands', {}).get(name, 0):.2f}", "")
+    t.add_row("   other commands", f"{walrus['other_commands']:.2f}", "", "")
+    console.print(t)
+    if walrus["log_full"] or raw.get("log_full"):
+        console.print(f"[red]the slow log filled up ({cost.LOG_LEN}): client counts too low[/red]")
+
+
+def report_history(h: dict[str, Any], console: Console) -> None:
+    """Figure 7: a long conversation's step beside a fresh one's, p50 and p90."""
+    t = Table(title=f"7. History: {h['messages']} messages vs an empty one (ms)",
+              title_justify="left")  # fmt: skip
+    for col in ("figure", "empty p50", f"{h['messages']} p50", "ratio", "empty p90",
+                f"{h['messages']} p90"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for key, label in (
+        ("first_chunk", "POST → first chunk"),
+        ("worker", "run started → finished (worker clock, ms)"),
+        ("end", "POST → end"),
+    ):
+        e, lng = h["empty"][key], h["long"][key]
+        t.add_row(
+            label, f"{e['p50_ms']:.2f}", f"{lng['p50_ms']:.2f}",
+            f"{ratio(lng['p50_ms'], e['p50_ms']):.2f}x", f"{e['p90_ms']:.2f}",
+            f"{lng['p90_ms']:.2f}",
+        )  # fmt: skip
+    console.print(t)
+    for kind in ("empty", "long"):
+        if h[kind]["failures"]:
+            console.print(f"[red]7. {kind} failures: {h[kind]['failures']}[/red]")
 
 
 def report_streams(results: dict[str, Any], console: Console) -> None:
@@ -191,6 +286,44 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t.add_row("   chunk events/s (first chunk → end)", f"{one['chunk_events_per_s']:.0f}")
     t.add_row("   tokens/s", f"[bold]{one['tokens_per_s']:.0f}[/bold]")
     console.print(t)
+
+
+def cost_of(
+    before: cost.Snapshot | None,
+    after: cost.Snapshot | None,
+    units: int,
+    phase_cpu: dict[str, float],
+    own: Counter[str] | None = None,
+    log: tuple[Counter[str], Counter[str], bool] | None = None,
+) -> dict[str, Any]:
+    """The per-unit cost figures of one phase (``bench.cost``)."""
+    if before is None or after is None:
+        return {}
+    workers = phase_cpu.get("workers", 0.0)
+    return cost.Cost.between(before, after, units, workers, own, log).summary()
+
+
+def history_summary(h: measure.History) -> dict[str, Any]:
+    """Figure 7: the two kinds of run side by side, and their ratios."""
+    kinds = {"empty": h.empty, "long": h.long}
+    out: dict[str, Any] = {"messages": h.messages}
+    for name, d in kinds.items():
+        out[name] = {
+            "first_chunk": d.first_chunk.summary(),
+            "worker": d.worker.summary(),
+            "end": d.end.summary(),
+            "failures": dict(d.failures),
+        }
+    n = h.messages
+    out["ratios"] = {
+        f"7. POST → 1st chunk p50, {n} messages / empty (goal ≤ 1.2)": ratio(
+            out["long"]["first_chunk"]["p50_ms"], out["empty"]["first_chunk"]["p50_ms"]
+        ),
+        f"7. run started → finished (worker) p50, {n} messages / empty": ratio(
+            out["long"]["worker"]["p50_ms"], out["empty"]["worker"]["p50_ms"]
+        ),
+    }
+    return out
 
 
 class Phase:
@@ -273,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if tp.http_errors or tp.succeeded != args.messages:
                 env.keep = True  # the gateway's and workers' logs say why
+            task = progress.add_task("3. baseline: raw Celery no-ops", total=args.celery_tasks)
+            try:
+                with Phase(env, "3. raw Celery", cpu):
+                    raw = measure.celery_throughput(
+                        app, env.redis_url, args.celery_tasks, lambda n: progress.advance(task, n)
+                    )
+            finally:
+                app.close()
             if args.fanout:
                 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
                 want = min(hard, max(soft, args.fanout * 2 + 256))
@@ -288,6 +429,16 @@ def main(argv: list[str] | None = None) -> int:
                 with Phase(env, "6. one stream", cpu):
                     results["single_stream"] = streams.single_stream(env.gateway_url)
                 progress.advance(one)
+            if args.history:
+                task = progress.add_task(
+                    f"7. history: {args.history} messages", total=args.warmup + args.history_runs
+                )
+                with Phase(env, "7. history", cpu):
+                    hist = measure.history(
+                        env.gateway_url, env.redis_url, AGENT, args.history, args.history_runs,
+                        args.warmup, lambda n: progress.advance(task, n),
+                    )  # fmt: skip
+                results["history"] = history_summary(hist)
             env.cluster.check_alive()
         stop = progress.add_task("stopped all processes", total=1)
         progress.advance(stop)
@@ -312,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         "fan-out (5.)": f"{args.fanout} clients on {args.fanout_runs} runs of "
         f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart",
         "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",
+        "raw Celery baseline (3.)": f"{args.celery_tasks} x walrus.control.ping, sent at once",
+        "history (7.)": f"{args.history} seeded messages, {args.history_runs} runs of each kind"
+        if args.history
+        else "skipped",
     }
     results["baseline"] = b
     results["dispatch"] = {
@@ -322,13 +477,23 @@ def main(argv: list[str] | None = None) -> int:
         "failures": dict(disp.failures),
     }
     results["throughput"] = tp.summary()
+    results["celery_throughput"] = raw.summary()
+    results["cost"] = {
+        "walrus, per run (3.)": cost_of(tp.redis_before, tp.redis_after, tp.succeeded,
+                                        cpu["3. throughput"], tp.own_commands, tp.log),
+        "raw Celery, per task": cost_of(raw.redis_before, raw.redis_after, raw.tasks,
+                                        cpu["3. raw Celery"], None, raw.log),
+    }  # fmt: skip
     results["ratios"] = {
         "dispatch p50 / baseline p50": ratio(fc["p50_ms"], b["p50_ms"]),
         "dispatch p99 / baseline p99": ratio(fc["p99_ms"], b["p99_ms"]),
         "dispatch mean / baseline mean": ratio(fc["mean_ms"], b["mean_ms"]),
         "end-of-run p50 / baseline p50": ratio(end["p50_ms"], b["p50_ms"]),
         "end-of-run p99 / baseline p99": ratio(end["p99_ms"], b["p99_ms"]),
+        "throughput / raw Celery tasks/s (goal ≥ 0.5)": ratio(tp.runs_per_s, raw.tasks_per_s),
     }
+    if "history" in results:
+        results["ratios"].update(results["history"]["ratios"])
     results["wall_s"] = time.perf_counter() - started
 
     if args.json:
@@ -336,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report(args, results, out)
     failed = bool(disp.failures) or tp.timed_out or tp.succeeded != args.messages
+    if args.history:
+        failed = failed or bool(hist.empty.failures) or bool(hist.long.failures)
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
-"""The three measurements: Celery no-op baseline, walrus dispatch latency, walrus throughput."""
+"""The measurements: Celery no-op baselines (round trip, throughput), walrus dispatch latency,
+throughput, and a step's cost against its conversation's history length."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import redis
 from celery import Celery
 
+from bench import cost
 from walrus_tasks import keys
 
 # Nothing here imports walrus_tasks.celery_app (or submit) at module level: that import builds
@@ -79,6 +81,62 @@ def baseline(app: Celery, runs: int, warmup: int, tick: Tick) -> Latencies:
     return out
 
 
+@dataclass
+class CeleryThroughput:
+    """Raw Celery: no-op tasks sent at once, every result awaited."""
+
+    tasks: int
+    send_s: float = math.nan
+    """First ``send_task`` → last one returned."""
+    elapsed_s: float = math.nan
+    """First ``send_task`` → every result received."""
+    redis_before: cost.Snapshot | None = None
+    redis_after: cost.Snapshot | None = None
+    log: tuple[Counter[str], Counter[str], bool] | None = None
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.tasks / self.elapsed_s if self.elapsed_s else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tasks": self.tasks,
+            "send_s": self.send_s,
+            "elapsed_s": self.elapsed_s,
+            "tasks_per_s": self.tasks_per_s,
+        }
+
+
+def celery_throughput(app: Celery, redis_url: str, tasks: int, tick: Tick) -> CeleryThroughput:
+    """``tasks`` x ``app.send_task(PING)`` from this thread, then all results awaited
+    (``ResultSet.join_native``: the result backend's pub/sub, as ``.get()`` uses)."""
+    from celery.result import ResultSet
+
+    from walrus_tasks.celery_app import PING
+
+    out = CeleryThroughput(tasks)
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
+    try:
+        saved = cost.start_log(r)
+        out.redis_before = cost.snapshot(r)
+        t0 = time.perf_counter()
+        results = []
+        for _ in range(tasks):
+            results.append(app.send_task(PING))
+        out.send_s = time.perf_counter() - t0
+        tick(tasks // 2)
+        replies = ResultSet(results).join_native(timeout=120)
+        out.elapsed_s = time.perf_counter() - t0
+        out.redis_after = cost.snapshot(r)
+        out.log = cost.read_log(r, saved)
+        tick(tasks - tasks // 2)
+    finally:
+        r.close()
+    if any(reply != "pong" for reply in replies):
+        raise RuntimeError(f"ping returned {set(replies) - {'pong'}}")
+    return out
+
+
 # --- 2. dispatch latency --------------------------------------------------------------------------
 
 
@@ -103,7 +161,49 @@ class Dispatch:
     start: Latencies = field(default_factory=Latencies)
     first_chunk: Latencies = field(default_factory=Latencies)
     end: Latencies = field(default_factory=Latencies)
+    worker: Latencies = field(default_factory=Latencies)
+    """The run record's ``started_at`` → ``finished_at`` (the worker's clock, whole ms): the
+    lease taken, the step's claim and reads, the call, its commit and the finish (7. only)."""
     failures: Counter[str] = field(default_factory=Counter)
+
+
+def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict[str, float], str]:
+    """One streamed POST: the ``end`` status, when (``perf_counter``, ``t0`` = just before
+    the POST) the headers and the first event of each type arrived, and the run id."""
+    body = {"content": "ping", "sender": sender, "stream": True}
+    seen: dict[str, float] = {}
+    status, run_id = "no end event", ""
+    seen["t0"] = time.perf_counter()
+    with client.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
+        seen["headers"] = time.perf_counter()
+        if resp.status_code != 200:
+            resp.read()
+            raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
+        for event in sse_events(resp.iter_lines()):
+            seen.setdefault(event["type"], time.perf_counter())
+            if event["type"] == "start":
+                run_id = str(event["run_id"])
+            if event["type"] == "end":
+                status = str(event["status"])
+                break
+    return status, seen, run_id
+
+
+def record(out: Dispatch, status: str, seen: dict[str, float], measured: bool) -> None:
+    """Add one streamed run to ``out`` (a failure is counted, a warm-up run left out)."""
+    if status != "succeeded":
+        out.failures[status] += 1
+    elif not {"start", "chunk"} <= seen.keys():
+        out.failures["no start or chunk event"] += 1
+    elif measured:
+        t0 = seen["t0"]
+        for name, lat in (
+            ("headers", out.headers),
+            ("start", out.start),
+            ("chunk", out.first_chunk),
+            ("end", out.end),
+        ):
+            lat.samples_ms.append((seen[name] - t0) * 1000)
 
 
 def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -> Dispatch:
@@ -112,33 +212,63 @@ def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -
     prefix = f"lat-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=gateway_url, timeout=30) as client:
         for i in range(warmup + runs):
-            body = {"content": "ping", "sender": f"{prefix}-{i}", "stream": True}
-            seen: dict[str, float] = {}
-            status = "no end event"
-            t0 = time.perf_counter()
-            with client.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
-                seen["headers"] = time.perf_counter()
-                if resp.status_code != 200:
-                    resp.read()
-                    raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
-                for event in sse_events(resp.iter_lines()):
-                    seen.setdefault(event["type"], time.perf_counter())
-                    if event["type"] == "end":
-                        status = str(event["status"])
-                        break
-            if status != "succeeded":
-                out.failures[status] += 1
-            elif not {"start", "chunk"} <= seen.keys():
-                out.failures["no start or chunk event"] += 1
-            elif i >= warmup:
-                for name, lat in (
-                    ("headers", out.headers),
-                    ("start", out.start),
-                    ("chunk", out.first_chunk),
-                    ("end", out.end),
-                ):
-                    lat.samples_ms.append((seen[name] - t0) * 1000)
+            status, seen, _ = stream_one(client, agent, f"{prefix}-{i}")
+            record(out, status, seen, i >= warmup)
             tick(1)
+    return out
+
+
+# --- 7. history length ----------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """The same streamed run in a fresh conversation and in one with a long history."""
+
+    messages: int
+    empty: Dispatch = field(default_factory=Dispatch)
+    long: Dispatch = field(default_factory=Dispatch)
+
+
+def seeded_messages(n: int) -> list[dict[str, Any]]:
+    """``n`` short messages, user and assistant in turn (about 15 tokens each)."""
+    return [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"seeded message {i} of the bench's long conversation, a few words",
+            "run_id": f"seed-{i // 2}",
+        }
+        for i in range(n)
+    ]
+
+
+def history(
+    gateway_url: str, redis_url: str, agent: str, messages: int, runs: int, warmup: int,
+    tick: Tick,
+) -> History:  # fmt: skip
+    """Streamed POSTs alternating between a fresh conversation each time and one conversation
+    seeded with ``messages`` messages (``lua/seed.lua``, as the OpenAI-compatible endpoint
+    gives a conversation its prior messages), so both see the same load on the machine."""
+    from walrus_tasks.runs import seed_history
+
+    out = History(messages)
+    prefix = f"hist-{uuid.uuid4().hex[:8]}"
+    long_sender = f"{prefix}-long"
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
+    try:
+        if not seed_history(r, agent, long_sender, seeded_messages(messages)):
+            raise RuntimeError(f"conversation {agent}/{long_sender} is not new")
+        with httpx.Client(base_url=gateway_url, timeout=30) as client:
+            for i in range(warmup + runs):
+                for into, sender in ((out.empty, f"{prefix}-{i}"), (out.long, long_sender)):
+                    status, seen, run_id = stream_one(client, agent, sender)
+                    record(into, status, seen, i >= warmup)
+                    started, ended = r.hmget(keys.run(run_id), "started_at", "finished_at")
+                    if i >= warmup and status == "succeeded" and started and ended:
+                        into.worker.samples_ms.append(float(int(ended) - int(started)))
+                tick(1)
+    finally:
+        r.close()
     return out
 
 
@@ -162,6 +292,13 @@ class Throughput:
     run_latency: Latencies = field(default_factory=Latencies)
     """Per run: ``created_at`` (accepted) → ``finished_at``, server clocks."""
     timed_out: bool = False
+    redis_before: cost.Snapshot | None = None
+    redis_after: cost.Snapshot | None = None
+    """Redis's command counters at the first submit and once every run was seen terminal."""
+    log: tuple[Counter[str], Counter[str], bool] | None = None
+    """What clients sent meanwhile (``cost.read_log``)."""
+    own_commands: Counter[str] = field(default_factory=Counter)
+    """The commands of the bench's own polling between the two snapshots (left out)."""
 
     @property
     def succeeded(self) -> int:
@@ -268,20 +405,23 @@ def throughput(
     out = Throughput(messages=messages, conversations=conversations)
     prefix = f"tp-{uuid.uuid4().hex[:8]}"
     senders = [f"{prefix}-{i % conversations}" for i in range(messages)]
-    t0_wall = time.time()
-    t0 = time.perf_counter()
-    run_ids = submitter(senders, tick_submit, out)
-    out.submit_s = time.perf_counter() - t0
-    out.submitted = len(run_ids)
-
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
     try:
+        saved = cost.start_log(r)
+        out.redis_before = cost.snapshot(r)
+        t0_wall = time.time()
+        t0 = time.perf_counter()
+        run_ids = submitter(senders, tick_submit, out)
+        out.submit_s = time.perf_counter() - t0
+        out.submitted = len(run_ids)
+
         pending = list(run_ids)
         deadline = time.monotonic() + timeout
         while pending:
             pipe = r.pipeline(transaction=False)
             for run_id in pending:
                 pipe.hget(keys.run(run_id), "status")
+            out.own_commands["HGET"] += len(pending)
             statuses = pipe.execute()
             still = [rid for rid, st in zip(pending, statuses, strict=True) if st not in TERMINAL]
             tick_done(len(pending) - len(still))
@@ -292,6 +432,8 @@ def throughput(
             if pending:
                 time.sleep(0.05)
         detected = time.perf_counter() - t0
+        out.redis_after = cost.snapshot(r)
+        out.log = cost.read_log(r, saved)
 
         pipe = r.pipeline(transaction=False)
         for run_id in run_ids:

@@ -3,7 +3,8 @@
 Processes send tasks by *name* (``app.send_task``), so the gateway never imports agent code;
 the worker package registers the bodies under these names (``worker/tasks.py``), with the
 parameters the ``send_*`` functions below give, in the same order. Nothing else builds a
-task's arguments.
+task's arguments. None of these tasks has a result, and each sender says so
+(``ignore_result``): else the sender would subscribe to a result channel for every message.
 """
 
 from __future__ import annotations
@@ -140,7 +141,12 @@ def send_drain(agent: str, sender: str, run_id: str | None = None) -> None:
 
     ``run_id`` (the run just submitted) goes in kwargs only so Flower can show and find it.
     """
-    app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id} if run_id else None)
+    app.send_task(
+        DRAIN,
+        args=(agent, sender),
+        kwargs={"run_id": run_id} if run_id else None,
+        ignore_result=True,
+    )
 
 
 def send_step(
@@ -153,13 +159,15 @@ def send_step(
     message's id, which the run expects for a re-queued step (``runs.defer``, ``limits.release``).
     """
     args = (fence.agent, fence.sender, fence.run_id, fence.token, step)
-    app.send_task(STEP, args=args, countdown=countdown or None, task_id=task_id)
+    app.send_task(STEP, args=args, countdown=countdown or None, task_id=task_id, ignore_result=True)
 
 
 def send_tool_call(fence: Fence, step: int, index: int) -> None:
     """``walrus.tool.call(agent, sender, run_id, token, step, index)``: one tool call."""
     app.send_task(
-        TOOL_CALL, args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index)
+        TOOL_CALL,
+        args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index),
+        ignore_result=True,
     )
 
 
@@ -169,4 +177,4 @@ def send_webhook(run_id: str, chain: str = "0") -> None:
     ``chain``: ``0`` from the worker that ended the run, a new one from each re-send by the
     reaper (``walrus_tasks.webhooks``).
     """
-    app.send_task(WEBHOOK, args=(run_id, chain))
+    app.send_task(WEBHOOK, args=(run_id, chain), ignore_result=True)

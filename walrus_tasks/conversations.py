@@ -7,9 +7,10 @@ import redis
 from walrus_tasks import keys, scripts
 from walrus_tasks.errors import Conflict, NotFound
 
-DATA_PARTS: tuple[keys.ConvPart, ...] = ("history", "archive", "read", "seq", "cwd")
+DATA_PARTS: tuple[keys.ConvPart, ...] = ("history", "archive", "read", "seq", "cwd", "epoch")
 """The conversation keys a delete removes: messages, compacted-away history, the files its runs
-read, the run counter and the working directory. The lease and fence stay (see the script)."""
+read, the run counter, the working directory and the history's epoch. The lease and fence stay
+(see the script)."""
 
 
 def delete(r: redis.Redis, agent: str, sender: str) -> None:

@@ -120,6 +120,7 @@ def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Sessio
             pipe.delete(keys.conv(c, part))
             for start in range(0, len(lines), _CHUNK):
                 pipe.rpush(keys.conv(c, part), *lines[start : start + _CHUNK])
+        pipe.incr(keys.conv(c, "epoch"))  # history rewritten: workers read it again
         if s.seq is not None:
             pipe.set(keys.conv(c, "seq"), s.seq)
         if s.last_active is not None:

@@ -49,7 +49,7 @@ def split_cid(conversation: str) -> tuple[str, str]:
 
 
 ConvPart = Literal[
-    "inbox", "lease", "fence", "active", "history", "seq", "cwd", "archive", "read"
+    "inbox", "lease", "fence", "active", "history", "seq", "cwd", "archive", "read", "epoch"
 ]  # fmt: skip
 CONV_PARTS: dict[ConvPart, str] = {
     "inbox": "LIST of the run ids of queued messages, in acceptance order",
@@ -62,6 +62,9 @@ CONV_PARTS: dict[ConvPart, str] = {
     "cwd": "STRING: the working directory given on send, for its runs from then on",
     "archive": "LIST of JSON ``{archived_at, run_id, messages}``: compacted-away history",
     "read": "SET of the resolved file paths its tools read or wrote (what ``edit`` may change)",
+    "epoch": "STRING counter: bumped whenever history is rewritten rather than appended to "
+    "(compaction, rollback, import), so a worker's copy of it is read again "
+    "(``worker/history_cache.py``)",
 }
 """Every key of one conversation, ``conv(cid, part)``."""
 

@@ -84,7 +84,14 @@ class LeaseKeeper:
     """
 
     def __init__(
-        self, r: redis.Redis, fence: Fence, claim_key: str = "", claim_id: str = ""
+        self,
+        r: redis.Redis,
+        fence: Fence,
+        claim_key: str = "",
+        claim_id: str = "",
+        *,
+        renewed_at: float | None = None,
+        cancelled: bool = False,
     ) -> None:
         self._r = r
         self.fence = fence
@@ -98,14 +105,23 @@ class LeaseKeeper:
         self.on_renew: list[Callable[[], None]] = []
         """Called after each renewal, from the keeper's thread: what else the task keeps alive
         (a limit's concurrency slot)."""
+        self._renewed_at = renewed_at
+        """When (``time.monotonic()``, taken before the call) the script that began the task
+        renewed the lease to its TTL and read the cancel flag, ``cancelled``: then entering
+        asks Redis nothing."""
+        if cancelled:
+            self.cancelled.set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
-        self._poll_cancel()
-        # Back from the dispatch grace to the lease TTL: from now on a dead worker is noticed
-        # within one TTL.
-        self._renew()
+        if self._renewed_at is not None:
+            self.expires_at = self._renewed_at + get_settings().lease_ttl
+        else:
+            self._poll_cancel()
+            # Back from the dispatch grace to the lease TTL: from now on a dead worker is
+            # noticed within one TTL.
+            self._renew()
         self._thread.start()
         return self
 

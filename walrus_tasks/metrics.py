@@ -1,9 +1,10 @@
 """Cluster-wide figures kept in Redis: run outcomes and durations by agent, queue depths.
 
-No single process sees every run end, so the worker that ends a run adds it to one Redis hash
-(``record_run``: one MULTI round trip per run), and whoever reports reads the hash back: the
-gateway's ``GET /metrics`` on every scrape and ``walrus status``. Plain data only; the Prometheus
-objects live in ``gateway.metrics`` and ``worker.metrics``.
+No single process sees every run end, so the worker that ends a run adds it to one Redis hash,
+in the script that ends it (``run_figure``; ``record_run`` for a run ended elsewhere), and
+whoever reports reads the hash back: the gateway's ``GET /metrics`` on every scrape and
+``walrus status``. Plain data only; the Prometheus objects live in ``gateway.metrics`` and
+``worker.metrics``.
 
 The figures are counters since the hash was created: they survive process restarts and are
 reset only with Redis's data, which Prometheus treats as a counter reset.
@@ -39,16 +40,33 @@ def bound_label(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else f"{bound:g}"
 
 
+def run_figure(agent: str, status: str, seconds: float | None) -> list[str]:
+    """The hash fields one ended run adds to: ``[n, sum, seconds, le]`` field names.
+
+    ``seconds`` and the bucket are "" when it never started. ``lua/finish.lua`` adds them as it
+    ends the run; ``record_run`` for a run ended elsewhere.
+    """
+    if seconds is None:
+        return [f"n:{agent}:{status}", f"sum:{agent}", "", ""]
+    seconds = max(seconds, 0.0)
+    i = bisect_left(RUN_BUCKETS, seconds)
+    bound = RUN_BUCKETS[i] if i < len(RUN_BUCKETS) else math.inf
+    return [
+        f"n:{agent}:{status}",
+        f"sum:{agent}",
+        repr(seconds),
+        f"le:{agent}:{bound_label(bound)}",
+    ]
+
+
 def record_run(r: redis.Redis, agent: str, status: str, seconds: float | None) -> None:
     """Count one ended run of ``agent``; ``seconds`` is None when it never started."""
+    n, total, value, le = run_figure(agent, status, seconds)
     pipe = r.pipeline(transaction=True)  # a scrape never sees the count without its bucket
-    pipe.hincrby(keys.METRICS_RUNS, f"n:{agent}:{status}", 1)
-    if seconds is not None:
-        seconds = max(seconds, 0.0)
-        i = bisect_left(RUN_BUCKETS, seconds)
-        bound = RUN_BUCKETS[i] if i < len(RUN_BUCKETS) else math.inf
-        pipe.hincrbyfloat(keys.METRICS_RUNS, f"sum:{agent}", seconds)
-        pipe.hincrby(keys.METRICS_RUNS, f"le:{agent}:{bound_label(bound)}", 1)
+    pipe.hincrby(keys.METRICS_RUNS, n, 1)
+    if value:
+        pipe.hincrbyfloat(keys.METRICS_RUNS, total, float(value))
+        pipe.hincrby(keys.METRICS_RUNS, le, 1)
     pipe.execute()
 
 

@@ -10,7 +10,8 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
                        |
                        v
    +---------- [running, llm] <------------------------------------------+
-   |                   |  begin (begin.lua): claim step n                  |
+   |                   |  begin_step (begin_step.lua): claim step n, read  |
+   |                   |    what it needs (record, history tail, flags)    |
    |                   |  inject_steering (steer_inject.lua)               |
    |                   |  compact (compact.lua)                            |
    |                   |  emit (emit.lua): chunks, thinking ...            |
@@ -233,13 +234,22 @@ def takeover(r: redis.Redis, conversation: str) -> Takeover | None:
 # --- running: a step claimed, streamed, committed; tool results recorded ------------------------
 
 
-def emit(r: redis.Redis, fence: Fence, event: RunEvent) -> str | None:
-    """Append ``event`` to the run's stream if ``fence`` still holds; its entry id, or None."""
+def emit(r: redis.Redis, fence: Fence, event: RunEvent, *more: RunEvent) -> str | None:
+    """Append ``event`` (then ``more``, one round trip) if ``fence`` still holds.
+
+    Returns the last one's entry id, or None.
+    """
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "emit",
         fence.lease_keys,
-        [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen, event_json(event)],
+        [
+            fence.token,
+            ttl_ms(),
+            fence.run_id,
+            get_settings().events_maxlen,
+            *(event_json(e) for e in (event, *more)),
+        ],
     )
 
 
@@ -266,6 +276,100 @@ def begin(
         "begin",
         [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
         [fence.token, ttl_ms(), step, phase, claim_id, call_id, task_id],
+    )
+
+
+@dataclass(frozen=True)
+class HeldHistory:
+    """The part of a conversation's history a worker holds.
+
+    Its length, the SHA-1 of its first and last messages (as stored) and the conversation's
+    epoch when it was read, which ``begin_step`` checks before it sends only what follows.
+    """
+
+    length: int = 0
+    first_sha: str = ""
+    last_sha: str = ""
+    epoch: str = ""
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """What ``begin_step`` claimed and read.
+
+    The claim's state and, when ``ok``, the run record, the kill flag, the steering messages
+    queued, whether the agent has memories, and the history: its length, and its messages from
+    index ``history_from`` (0, or the held length when the held prefix is unchanged) as stored
+    (JSON text).
+    """
+
+    state: Begin
+    record: dict[str, str]
+    cancelled: bool = False
+    steering: int = 0
+    memories: bool = False
+    history_len: int = 0
+    history_from: int = 0
+    history_tail: list[str] | None = None
+    epoch: str = ""
+    """The conversation's epoch (``keys.CONV_PARTS``), "" before its first rewrite."""
+
+
+def begin_step(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    claim_id: str,
+    agent_config: str,
+    held: HeldHistory,
+    task_id: str = "",
+) -> StepStart:
+    """Claim LLM step ``step`` (as ``begin``) and read what it needs, in one round trip.
+
+    Also renews the lease to its TTL, and pins ``agent_config`` (JSON, '' for none) on the run
+    unless a config is pinned already (the record returned has the one that holds).
+    ``task_id``: the delivering message's id (as ``begin``).
+    """
+    res = scripts.call(
+        r,
+        "begin_step",
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.run_part(fence.run_id, "claim"),
+            keys.conv(fence.cid, "history"),
+            keys.memory(fence.agent),
+            keys.conv(fence.cid, "epoch"),
+        ],
+        [
+            fence.token,
+            ttl_ms(),
+            step,
+            claim_id,
+            now_ms(),
+            fence.cid,
+            fence.run_id,
+            agent_config,
+            held.length,
+            held.first_sha,
+            held.last_sha,
+            held.epoch,
+            task_id,
+        ],
+    )
+    if res[0] != "ok":
+        return StepStart(state=res[0], record={})
+    flat = res[1]
+    return StepStart(
+        state="ok",
+        record=dict(zip(flat[::2], flat[1::2], strict=True)),
+        cancelled=bool(res[2]),
+        steering=int(res[3]),
+        memories=bool(res[4]),
+        history_len=int(res[5]),
+        history_from=int(res[6]),
+        history_tail=list(res[7]),
+        epoch=str(res[8]),
     )
 
 
@@ -332,8 +436,13 @@ def commit(
     calls: list[ToolCall],
     usage: tuple[int, int],
     model: str,
+    events: list[RunEvent] | None = None,
 ) -> Commit:
-    """Persist one LLM step: the assistant message (if any) and what the run does next."""
+    """Persist one LLM step: the assistant message (if any) and what the run does next.
+
+    ``events`` (what closes the step's output: its last chunk, ``text_end``) are appended to
+    the run's stream first, in the same round trip.
+    """
     return scripts.call(  # type: ignore[no-any-return]
         r,
         "commit",
@@ -353,6 +462,9 @@ def commit(
             usage[0],
             usage[1],
             model,
+            fence.run_id,
+            get_settings().events_maxlen,
+            *(event_json(e) for e in events or []),
         ],
     )
 
@@ -402,7 +514,12 @@ def compact(
     res = scripts.call(
         r,
         "compact",
-        [*fence.lease_keys, keys.conv(fence.cid, "history"), keys.conv(fence.cid, "archive")],
+        [
+            *fence.lease_keys,
+            keys.conv(fence.cid, "history"),
+            keys.conv(fence.cid, "archive"),
+            keys.conv(fence.cid, "epoch"),
+        ],
         [
             fence.token,
             ttl_ms(),
@@ -541,6 +658,8 @@ class Finished:
     state: Literal["ended", "fenced", "stale"]
     next_run: str | None = None
     parent_wake: ParentWake | None = None
+    done_subscriptions: int = 0
+    """How many subscriptions the ``subscriptions`` index given to ``finish`` held."""
 
 
 def finish(
@@ -550,16 +669,27 @@ def finish(
     end_event: End,
     error: str = "",
     result: dict[str, Any] | None = None,
+    *,
+    figure: list[str] | None = None,
+    subscriptions: str = "",
 ) -> Finished:
     """End the run with ``end_event`` and start the next queued run of the conversation.
 
     ``result`` is what a delegating parent's call reports for this run (if it has a parent).
+    ``figure`` (``metrics.run_figure``) is added to the cluster-wide figures as the run ends;
+    ``subscriptions`` is the key of a subscription index whose size ``Finished`` reports (the
+    subscriptions to the agent's ``done`` source: none, nothing to publish).
     """
     settings = get_settings()
     res = scripts.call(
         r,
         "finish",
-        [*fence.lease_keys, keys.run(fence.run_id)],
+        [
+            *fence.lease_keys,
+            keys.run(fence.run_id),
+            keys.METRICS_RUNS,
+            subscriptions or keys.subs_source(""),
+        ],
         [
             fence.token,
             ttl_ms(),
@@ -573,6 +703,7 @@ def finish(
             settings.events_ttl,
             json.dumps(result or {}, ensure_ascii=False),
             int(settings.dispatch_grace * 1000),
+            *(figure or []),
         ],
     )
     if res[0] != "ended":
@@ -581,7 +712,9 @@ def finish(
     if res[2]:  # {token, step, index, call_id, parent agent, parent sender, parent run}
         agent, sender, run_id = res[2][4:7]
         parent = ParentWake(agent, sender, run_id, Woken.from_lua(res[2][:4]))
-    return Finished(state="ended", next_run=res[1] or None, parent_wake=parent)
+    return Finished(
+        state="ended", next_run=res[1] or None, parent_wake=parent, done_subscriptions=int(res[3])
+    )
 
 
 def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None:
@@ -594,7 +727,14 @@ def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None
     conversation = keys.cid(agent, sender)
     removed = int(
         scripts.call(
-            r, "rollback", [keys.run(run_id), keys.conv(conversation, "history")], [run_id]
+            r,
+            "rollback",
+            [
+                keys.run(run_id),
+                keys.conv(conversation, "history"),
+                keys.conv(conversation, "epoch"),
+            ],
+            [run_id],
         )
     )
     return None if removed < 0 else removed

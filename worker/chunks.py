@@ -47,6 +47,21 @@ class ChunkWriter:
             self._raise()
             self._write()
 
+    def take(self) -> str:
+        """Stop the window and hand back whatever is held, for the caller to write.
+
+        The caller writes it together with what follows (the last chunk and ``text_end`` in one
+        round trip).
+        """
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self._raise()
+            text = "".join(self.pending)
+            self.pending.clear()
+            return text
+
     def _on_timer(self) -> None:
         with self.lock:
             self.timer = None

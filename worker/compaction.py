@@ -32,15 +32,16 @@ INSTRUCTIONS = (
 )
 
 
+def message_chars(m: dict[str, Any]) -> int:
+    """The characters of one message that the estimate counts: content and tool calls."""
+    calls = m.get("tool_calls", "")
+    # json.dumps of "" and [] is 2 characters: skip the call for the messages without calls.
+    return len(str(m.get("content", ""))) + (2 if calls in ("", []) else len(json.dumps(calls)))
+
+
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """Estimated context size: characters / 4, as SPEC.md estimates it."""
-    return (
-        sum(
-            len(str(m.get("content", ""))) + len(json.dumps(m.get("tool_calls", "")))
-            for m in messages
-        )
-        // 4
-    )
+    return sum(message_chars(m) for m in messages) // 4
 
 
 def transcript(messages: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ whichever worker runs its later steps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -62,12 +63,46 @@ def current_config(fresh: bool = False) -> Config:
         return _config
 
 
-def agent_for_run(r: redis.Redis, agent: str, run_id: str) -> AgentConfig:
-    """The agent config run ``run_id`` started on (pinned in its record on first use)."""
+@functools.lru_cache(maxsize=64)
+def _parsed(pinned: str) -> AgentConfig:
+    # Steps of one run, and runs of one config, pin the same text: parse it once per process.
+    return AgentConfig.model_validate_json(pinned)
+
+
+_dumped: dict[int, tuple[AgentConfig, str]] = {}
+
+
+def pinned_json(agent: str) -> str:
+    """The config a run of ``agent`` starting now pins (JSON).
+
+    "" when the agent is not in this process's config (``agent_for_run`` then looks again, and
+    fails clearly).
+    """
+    try:
+        config = current_config().agent(agent)
+    except NotFound:
+        return ""
+    held = _dumped.get(id(config))
+    if held is None or held[0] is not config:
+        if len(_dumped) > 256:  # a reload made new objects: the old ones are not asked for
+            _dumped.clear()
+        held = _dumped[id(config)] = (config, config.model_dump_json())
+    return held[1]
+
+
+def agent_for_run(
+    r: redis.Redis, agent: str, run_id: str, record: dict[str, str] | None = None
+) -> AgentConfig:
+    """The agent config run ``run_id`` started on (pinned in its record on first use).
+
+    ``record``: the run record, when the caller read it after the pin (``runs.begin_step``).
+    """
     key = keys.run(run_id)
-    pinned: str | None = r.hget(key, "agent_config")  # type: ignore[assignment]
+    pinned: str | None = (
+        record.get("agent_config") if record is not None else r.hget(key, "agent_config")  # type: ignore[assignment]
+    )
     if pinned is not None:
-        return AgentConfig.model_validate_json(pinned)
+        return _parsed(pinned)
     try:
         config = current_config().agent(agent)
     except NotFound:

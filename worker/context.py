@@ -78,11 +78,12 @@ def build_request(
     config: Config,
     history: list[dict[str, Any]],
     cwd: Path,
+    memories: bool = True,
 ) -> LLMRequest:
-    """The request of one LLM step."""
+    """The request of one LLM step (``memories`` False: the agent has none, skip the recall)."""
     messages, limit = expand_skills(history, agent, config)
     recalled = ""
-    if agent.recall_limit and (query := last_user_message(history)):
+    if agent.recall_limit and memories and (query := last_user_message(history)):
         recalled = memory.recall_context(memory.recall(r, agent.name, query, agent.recall_limit))
     return LLMRequest(
         agent=agent,

@@ -1,4 +1,6 @@
-"""Worker metrics: step and tool durations in the process, run outcomes in Redis.
+"""Worker metrics: step and tool durations in the process.
+
+Run outcomes are counted in Redis as each run ends (``walrus_tasks.metrics``).
 
 ``walrus worker --metrics-port N`` calls ``serve`` before the pool forks: it points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, so every pool process writes its samples
@@ -23,9 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-import redis
-
-from walrus_tasks import metrics as shared
 from walrus_tasks import runs
 from walrus_tasks.lease import Fence
 
@@ -107,15 +106,6 @@ def tool_called(name: str, seconds: float, is_error: bool) -> None:
         s.tool_calls.labels(tool, "error" if is_error else "ok").inc()
 
     _safely(observe)
-
-
-def run_ended(r: redis.Redis, agent: str, status: str, record: dict[str, str]) -> None:
-    """Add an ended run to the cluster-wide figures (``walrus_tasks.metrics``) in Redis."""
-
-    def add() -> None:
-        shared.record_run(r, agent, status, shared.run_seconds(record.get("started_at")))
-
-    _safely(add)
 
 
 def _safely(record: Callable[[], Any]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from walrus_tasks import fair, keys, run_events, runs, store, subscriptions, waits
+from walrus_tasks import metrics as shared_metrics
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.connection import get_redis
@@ -33,9 +34,9 @@ from walrus_tasks.lease import Fence, LeaseKeeper, renew
 from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
-from worker import compaction, llm_call, metrics
+from worker import compaction, history_cache, llm_call, metrics
 from worker.chunks import ChunkWriter
-from worker.config_cache import agent_for_run, current_config
+from worker.config_cache import agent_for_run, current_config, pinned_json
 from worker.context import build_request
 from worker.providers import provider_for
 from worker.providers.base import StepUsage, TextDelta, ThinkingDelta, ToolCallRequest
@@ -94,12 +95,14 @@ def start(acquired: runs.Acquired) -> None:
         run_step(Fence(acquired.agent, acquired.sender, acquired.run_id, acquired.token), 0)
 
 
-def must_emit(r: redis.Redis, fence: Fence, event: run_events.RunEvent) -> str:
-    """Append a fenced event; LeaseLost if another holder took the conversation over.
+def must_emit(
+    r: redis.Redis, fence: Fence, event: run_events.RunEvent, *more: run_events.RunEvent
+) -> str:
+    """Append fenced events; LeaseLost if another holder took the conversation over.
 
     (``runs.emit`` returns None instead, for callers that have nothing left to abandon.)
     """
-    entry = runs.emit(r, fence, event)
+    entry = runs.emit(r, fence, event, *more)
     if entry is None:
         raise LeaseLost(f"run {fence.run_id}: lease lost while emitting {event['type']}")
     return entry
@@ -113,6 +116,11 @@ class StepOutput:
     calls: list[ToolCallRequest] = field(default_factory=list)
     usage: tuple[int, int] = (0, 0)
     text_open: bool = False
+    start_held: bool = False
+    """``text_start`` is due, written with the text's first chunk (``_chunk_events``)."""
+    closing: list[run_events.RunEvent] = field(default_factory=list)
+    """What closes a finished call's text (its last chunk, ``text_end``): written by the
+    step's commit, in the same round trip (``_close_text`` writes it on any other way out)."""
     streamed: bool = False
     """Whether the call emitted any output (text or thinking) so far."""
     writer: ChunkWriter | None = None
@@ -133,21 +141,30 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
     """
     r = get_redis()
     claim_id = uuid.uuid4().hex
-    state = runs.begin(r, fence, step, "llm", claim_id, task_id=task_id)
+    renewed = time.monotonic()  # before the call: the lease's new expiry is never earlier
+    begun = runs.begin_step(
+        r, fence, step, claim_id, pinned_json(fence.agent) if step == 0 else "",
+        history_cache.held(fence.cid), task_id,
+    )  # fmt: skip
+    state = begun.state
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state
     out = StepOutput()
     model = "unknown"
     deferred: llm_call.Deferred | None = None
-    with LeaseKeeper(r, fence, keys.run_part(fence.run_id, "claim"), claim_id) as keeper:
+    record = begun.record
+    with LeaseKeeper(
+        r, fence, keys.run_part(fence.run_id, "claim"), claim_id,
+        renewed_at=renewed, cancelled=begun.cancelled,
+    ) as keeper:  # fmt: skip
         try:
-            agent = agent_for_run(r, fence.agent, fence.run_id)
+            agent = agent_for_run(r, fence.agent, fence.run_id, record)
             config = current_config()
             model = agent.model
             keeper.check()
-            record = store.run_record(r, fence.run_id)
             if record.get("kind") == "compact":
+                history_cache.forget(fence.cid)
                 compaction.compact(r, fence, agent, config, keeper)
                 finish(r, fence, "succeeded")
                 return state
@@ -155,14 +172,22 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
                 budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
                 return state
-            if runs.inject_steering(r, fence) < 0:
-                raise LeaseLost(f"run {fence.run_id}: lease lost while steering")
-            history = store.history(r, fence.agent, fence.sender)
-            if step == 0 and compaction.estimate_tokens(history) > agent.compact_threshold:
+            history, tokens = history_cache.history(
+                fence.cid, begun.history_len, begun.history_from, begun.history_tail or [],
+                begun.epoch,
+            )  # fmt: skip
+            if begun.steering:  # queued by a client since the last step: into history first
+                if runs.inject_steering(r, fence) < 0:
+                    raise LeaseLost(f"run {fence.run_id}: lease lost while steering")
+                history, tokens = history_cache.reread(r, fence.cid)
+            if step == 0 and tokens > agent.compact_threshold:
                 compaction.compact(r, fence, agent, config, keeper, keep=1)
-                history = store.history(r, fence.agent, fence.sender)
+                history, tokens = history_cache.reread(r, fence.cid)
             cwd = run_cwd(agent, config, record)
-            model = _call_llm(r, fence, step, agent, config, record, history, cwd, keeper, out)
+            model = _call_llm(
+                r, fence, step, agent, config, record, (history, tokens, begun.memories), cwd,
+                keeper, out,
+            )  # fmt: skip
         except llm_call.Deferred as d:
             log.info("step %d deferred %.2f s: %s", step, d.delay, d.why)
             deferred = d
@@ -173,7 +198,7 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
             _close_text(r, fence, out)
             partial = "".join(out.text)
             message = _assistant(fence, partial, []) if partial else None
-            _commit(r, fence, step, message, "cancelled", [], out.usage, model)
+            _commit(r, fence, out, step, message, "cancelled", [], out.usage, model)
             finish(r, fence, "cancelled")
             return state
         except NotFound as e:
@@ -197,14 +222,27 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
     ]
     if calls:
         if _commit(
-            r, fence, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
+            r, fence, out, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
         ):
             must_emit(r, fence, run_events.tool_start(calls))
+            _queue_grace(fence)  # once for all the calls
             for i in range(len(calls)):
-                dispatch_tool_call(fence, step, i)
-    elif _commit(r, fence, step, _assistant(fence, text, []), "final", [], out.usage, model):
-        finish(r, fence, "succeeded")
+                send_tool_call(fence, step, i)
+    elif _commit(r, fence, out, step, _assistant(fence, text, []), "final", [], out.usage, model):
+        finish(r, fence, "succeeded", record=committed(record, out.usage, model))
     return state
+
+
+def committed(record: dict[str, str], usage: tuple[int, int], model: str) -> dict[str, str]:
+    """The run record as ``commit.lua`` leaves it, from the one read when the step began.
+
+    Nothing else writes these fields of a run while its step holds the claim.
+    """
+    return record | {
+        "input_tokens": str(int(record.get("input_tokens", 0)) + usage[0]),
+        "output_tokens": str(int(record.get("output_tokens", 0)) + usage[1]),
+        "model": model,
+    }
 
 
 def _call_llm(
@@ -214,26 +252,29 @@ def _call_llm(
     agent: AgentConfig,
     config: Config,
     record: dict[str, str],
-    history: list[dict[str, Any]],
+    context: tuple[list[dict[str, Any]], int, bool],
     cwd: Path,
     keeper: LeaseKeeper,
     out: StepOutput,
 ) -> str:
-    """Stream the step's answer into ``out`` (retried, limited: ``llm_call``); the model."""
+    """Stream the step's answer into ``out`` (retried, limited: ``llm_call``); the model.
+
+    ``context``: the history, its estimated tokens, and whether the agent has memories.
+    """
+    history, estimate, memories = context
 
     def stream(member: AgentConfig) -> tuple[int, int]:
-        request = build_request(r, member, config, history, cwd)
+        request = build_request(r, member, config, history, cwd, memories)
         for item in provider_for(member, config).stream(request, keeper.wait):
             keeper.check()
             if isinstance(item, TextDelta):
                 if not item.text:
                     continue
                 if not out.text_open:
-                    must_emit(r, fence, run_events.text_start())
-                    out.text_open = out.streamed = True
+                    out.text_open = out.streamed = out.start_held = True
                 if out.writer is None:
                     out.writer = ChunkWriter(
-                        lambda text: must_emit(r, fence, run_events.chunk(text)),
+                        lambda text: must_emit(r, fence, *_chunk_events(out, text)),
                         get_settings().chunk_flush_ms,
                     )
                 out.writer.add(item.text)
@@ -247,26 +288,46 @@ def _call_llm(
                 out.calls.append(item)
             elif isinstance(item, StepUsage):
                 out.usage = (item.input_tokens, item.output_tokens)
-        _close_text(r, fence, out)
+        out.closing = _closing_events(out)  # written by the commit
         return out.usage
 
     def reset() -> None:
         _close_text(r, fence, out)
         out.clear()
 
-    estimate = compaction.estimate_tokens(history)
     return llm_call.call(
         r, fence, step, agent, config, record, keeper, estimate, stream,
         lambda: out.streamed, reset,
     )  # fmt: skip
 
 
-def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
-    if out.writer is not None:
-        out.writer.flush()
+def _chunk_events(out: StepOutput, text: str) -> list[run_events.RunEvent]:
+    # ``text_start`` waits for the text's first chunk, so both take one round trip.
+    events: list[run_events.RunEvent] = []
+    if out.start_held:
+        out.start_held = False
+        events.append(run_events.text_start())
+    events.append(run_events.chunk(text))
+    return events
+
+
+def _closing_events(out: StepOutput) -> list[run_events.RunEvent]:
+    # The held text and ``text_end``, to go out in one round trip.
+    held = out.writer.take() if out.writer is not None else ""
+    events = [*out.closing, *(_chunk_events(out, held) if held else [])]
+    out.closing = []
     if out.text_open:
         out.text_open = False
-        runs.emit(r, fence, run_events.text_end())
+        events.append(run_events.text_end())
+    return events
+
+
+def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
+    events = _closing_events(out)
+    if any(e["type"] == "chunk" for e in events):
+        must_emit(r, fence, *events)
+    elif events:
+        runs.emit(r, fence, *events)
 
 
 def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dict[str, Any]:
@@ -279,6 +340,7 @@ def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dic
 def _commit(
     r: redis.Redis,
     fence: Fence,
+    out: StepOutput,
     step: int,
     message: dict[str, Any] | None,
     next_phase: Any,
@@ -286,7 +348,8 @@ def _commit(
     usage: tuple[int, int],
     model: str,
 ) -> bool:
-    state = runs.commit(r, fence, step, message, next_phase, calls, usage, model)
+    state = runs.commit(r, fence, step, message, next_phase, calls, usage, model, out.closing)
+    out.closing = []
     if state != "ok":
         log.warning("step %d not committed: %s", step, state)
     return state == "ok"
@@ -297,9 +360,19 @@ def run_cwd(agent: AgentConfig, config: Config, record: dict[str, str]) -> Path:
     return working_directory(agent, config, record.get("cwd", ""))
 
 
-def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: str = "") -> None:
-    """End the run with ``end{status}``; start the conversation's next run, if any."""
-    record = store.run_record(r, fence.run_id)
+def finish(
+    r: redis.Redis,
+    fence: Fence,
+    status: run_events.EndStatus,
+    error: str = "",
+    record: dict[str, str] | None = None,
+) -> None:
+    """End the run with ``end{status}``; start the conversation's next run, if any.
+
+    ``record``: the run record as it is now, if the caller has it (else it is read).
+    """
+    if record is None:
+        record = store.run_record(r, fence.run_id)
     usage: run_events.Usage = {
         "input_tokens": int(record.get("input_tokens", 0)),
         "output_tokens": int(record.get("output_tokens", 0)),
@@ -315,19 +388,24 @@ def finish(r: redis.Redis, fence: Fence, status: run_events.EndStatus, error: st
             "result": text if status == "succeeded" else None,
             "error": None if status == "succeeded" else (error or status),
         }
-    done = runs.finish(r, fence, status, end, error, result)
+    figure = shared_metrics.run_figure(
+        fence.agent, status, shared_metrics.run_seconds(record.get("started_at"))
+    )
+    done = runs.finish(
+        r, fence, status, end, error, result, figure=figure,
+        subscriptions=keys.subs_source(subscriptions.done_source(fence.agent)),
+    )  # fmt: skip
     if done.state != "ended":
         log.warning("run not ended (%s)", done.state)
         return
     log.info("run %s", status, extra={"status": status})
-    metrics.run_ended(r, fence.agent, status, record)
-    if done.next_run:
-        dispatch_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
+    if done.next_run:  # finish.lua gave the lease the dispatch grace
+        send_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
     if parent := done.parent_wake:
         waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
     if record.get("webhook"):
         _send_webhook(fence.run_id)
-    if record.get("kind") != "compact":
+    if record.get("kind") != "compact" and done.done_subscriptions:
         _publish_done(r, fence)
 
 
@@ -421,7 +499,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
     with LeaseKeeper(r, fence, claim_key, claim_id) as keeper:
         try:
             keeper.check()
-            agent = agent_for_run(r, fence.agent, fence.run_id)
+            agent = agent_for_run(r, fence.agent, fence.run_id, record)
             with bound(tool=call["name"]):
                 outcome = _call_with_waits(r, fence, step, call, agent, keeper, record)
             if outcome is None:

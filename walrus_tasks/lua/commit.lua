@@ -1,13 +1,18 @@
--- Persist the outcome of one LLM step, fenced and idempotent on (run, step).
+-- Persist the outcome of one LLM step, fenced and idempotent on (run, step), after appending the
+-- events that close its output (the last chunk, text_end) to the run's stream.
 -- KEYS: lease, fence, run, history, claim
 -- ARGV: token, ttl_ms, step, message_json ('' = nothing to append), next_phase
---       ('tools' | 'final' | 'cancelled'), calls_json, input_tokens, output_tokens, model
+--       ('tools' | 'final' | 'cancelled'), calls_json, input_tokens, output_tokens, model,
+--       run_id, maxlen, then the events to append first (event_json...)
 -- Returns 'ok', 'fenced' or 'stale'.
 if not holds(ARGV[1], ARGV[2]) then
   return 'fenced'
 end
 if not at_step(KEYS[3], ARGV[3], 'llm') then
   return 'stale'
+end
+for i = 12, #ARGV do
+  emit(ARGV[10], ARGV[11], ARGV[i])
 end
 if ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[4])

@@ -1,5 +1,5 @@
 -- Replace a conversation's history by a summary, archiving what it replaces; fenced.
--- KEYS: lease, fence, history, archive
+-- KEYS: lease, fence, history, archive, the conversation's epoch (bumped: history rewritten)
 -- ARGV: token, ttl_ms, run_id, keep (messages at the end kept after the summary),
 --       summary_json, event_json, maxlen, now_ms, expected history length
 -- Returns {'ok', archived message count} or {'fenced'} / {'stale'} (history moved on).
@@ -20,6 +20,7 @@ end
 redis.call('RPUSH', KEYS[4], '{"archived_at":' .. ARGV[8] .. ',"run_id":' ..
   cjson.encode(ARGV[3]) .. ',"messages":[' .. table.concat(old, ',') .. ']}')
 redis.call('DEL', KEYS[3])
+redis.call('INCR', KEYS[5])
 redis.call('RPUSH', KEYS[3], ARGV[5])
 for _, m in ipairs(tail) do
   redis.call('RPUSH', KEYS[3], m)

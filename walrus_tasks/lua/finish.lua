@@ -1,15 +1,21 @@
--- End a run (terminal status + the `end` event) and start the conversation's next run, or
--- release the lease, in one atomic step. A delegated run also records its result with its
+-- End a run (terminal status + the `end` event) and start the conversation's next run (its
+-- lease held for the dispatch grace, grace_ms, while its first step is queued), or release the
+-- lease, in one atomic step. A delegated run also records its result with its
 -- parent, waking the parent's `delegate` call when it was the last child to finish.
--- KEYS: lease, fence, run
+-- The run is counted in the cluster-wide figures (walrus_tasks/metrics.py) in the same step.
+-- KEYS: lease, fence, run, the metrics hash, the index of the subscriptions to the agent's
+--       `done` source
 -- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
---       result_json (what the parent's delegate call reports for this run), grace_ms
+--       result_json (what the parent's delegate call reports for this run), grace_ms,
+--       then the figure's fields (metrics.run_figure: count field, seconds field, seconds or
+--       '', bucket field), or nothing to count none
 -- A run marked `rollback` (lib/runs.lua rollback_run) has its messages removed from history here,
 -- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
 -- grace_ms: the caller sends it, and the reaper again if the caller died first
 -- (walrus_tasks/webhooks.py).
--- Returns {'ended', next_run_id or false, parent wake or false} or {'fenced'} / {'stale'};
--- a parent wake is {token, step, index, call_id, parent agent, parent sender, parent run}.
+-- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done`} or
+-- {'fenced'} / {'stale'}; a parent wake is {token, step, index, call_id, parent agent, parent
+-- sender, parent run}.
 if not holds(ARGV[1], ARGV[2]) then
   return {'fenced'}
 end
@@ -27,12 +33,23 @@ redis.call('EXPIRE', KEYS[3], ARGV[10])
 redis.call('DEL', unpack(K.run_ended(ARGV[3])))
 redis.call('SREM', K.ACTIVE_RUNS, ARGV[3])
 if redis.call('HEXISTS', KEYS[3], 'rollback') == 1 then
-  remove_run_messages(K.conv_history(ARGV[4]), ARGV[3], KEYS[3])
+  remove_run_messages(K.conv_history(ARGV[4]), K.conv_epoch(ARGV[4]), ARGV[3], KEYS[3])
 end
 if redis.call('HEXISTS', KEYS[3], 'webhook') == 1 then
   redis.call('ZADD', K.WEBHOOKS, tonumber(ARGV[8]) + tonumber(ARGV[12]), ARGV[3])
 end
+if ARGV[13] then  -- pcall: a bad figure never leaves a run unended
+  redis.pcall('HINCRBY', KEYS[4], ARGV[13], 1)
+  if ARGV[15] ~= '' then
+    redis.pcall('HINCRBYFLOAT', KEYS[4], ARGV[14], ARGV[15])
+    redis.pcall('HINCRBY', KEYS[4], ARGV[16], 1)
+  end
+end
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
+if next_run then  -- its first step waits in the queue: the lease gets the dispatch grace
+  redis.call('PSETEX', KEYS[1], ARGV[12], ARGV[1])
+  redis.call('ZADD', K.LEASES, tonumber(ARGV[8]) + tonumber(ARGV[12]), ARGV[4])
+end
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
 if parent[1] and parent[2] then
@@ -57,4 +74,4 @@ if parent[1] and parent[2] then
     end
   end
 end
-return {'ended', next_run, parent_wake}
+return {'ended', next_run, parent_wake, redis.call('SCARD', KEYS[5])}

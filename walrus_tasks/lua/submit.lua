@@ -18,7 +18,7 @@ local interrupted = false
 if ARGV[5] == 'interrupt' or ARGV[5] == 'rollback' then
   interrupted = redis.call('GET', KEYS[5])
   if interrupted and ARGV[5] == 'rollback' then
-    rollback_run(K.run(interrupted), K.conv_history(ARGV[7]), interrupted)
+    rollback_run(K.run(interrupted), K.conv_history(ARGV[7]), K.conv_epoch(ARGV[7]), interrupted)
   end
   if interrupted then
     redis.call('SET', K.run_cancel(interrupted), '1', 'EX', 86400)

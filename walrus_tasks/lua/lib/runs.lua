@@ -20,6 +20,39 @@ local function at_step(rk, step, phase)
   return live and r[2] == tostring(step) and r[3] == phase
 end
 
+-- Claim the execution of step `step` in phase `phase` ('llm' | 'tools'; tool call `call` of it,
+-- or '' for the LLM call) of the run with record `rk`: delivery `claim_id` takes the claim key
+-- `claim` for ttl_ms. Fenced (lib/fence.lua's KEYS). `results`: the run's finished tool calls.
+-- `task_id`: the delivering message's id ('' = the drain's step 0 in place, or a tool call).
+-- Returns 'ok', 'fenced' (lease lost), 'stale' (already done / not this step, or a re-queued
+-- step's message that another one replaced) or 'busy' (another delivery of the same work is
+-- executing it).
+local function claim(token, ttl_ms, rk, step, phase, claim_key, claim_id, results, call, task_id)
+  if not holds(token, ttl_ms) then
+    return 'fenced'
+  end
+  if not at_step(rk, step, phase) then
+    return 'stale'
+  end
+  -- A step put back in the queue expects one message (`step_task`, set by defer.lua, moved on
+  -- by limit_release.lua when a freed slot sends it at once): any other of that step is stale.
+  if task_id and task_id ~= '' then
+    local expected = redis.call('HGET', rk, 'step_task')
+    local prefix = step .. '/'
+    if expected and expected:sub(1, #prefix) == prefix and expected ~= prefix .. task_id then
+      return 'stale'
+    end
+  end
+  if call ~= '' and redis.call('HEXISTS', results, call) == 1 then
+    return 'stale'
+  end
+  local ok = redis.call('SET', claim_key, claim_id, 'NX', 'PX', ttl_ms)
+  if not ok and redis.call('GET', claim_key) ~= claim_id then
+    return 'busy'
+  end
+  return 'ok'
+end
+
 -- The conversation's active run while it has not ended (running or waiting), else false.
 -- Invariant 3: no path starts a conversation's next message while this is set. A run whose
 -- lease expired with its worker stays active until a takeover resumes or fails it.
@@ -107,7 +140,7 @@ end
 
 -- Remove run `run_id`'s messages from the history list `history`, and record how many on its
 -- record `rk` (`rolled_back`). Returns that number.
-local function remove_run_messages(history, run_id, rk)
+local function remove_run_messages(history, epoch, run_id, rk)
   local kept, removed = {}, 0
   for _, raw in ipairs(redis.call('LRANGE', history, 0, -1)) do
     local ok, m = pcall(cjson.decode, raw)
@@ -123,19 +156,20 @@ local function remove_run_messages(history, run_id, rk)
       redis.call('RPUSH', history, unpack(kept, i, math.min(i + 999, #kept)))
     end
     redis.call('HSET', rk, 'rolled_back', removed)
+    redis.call('INCR', epoch)  -- history rewritten: workers read it again (history_cache.py)
   end
   return removed
 end
 
--- Roll run `run_id` (record `rk`, its conversation's history `history`) back: an ended run's
+-- Roll run `run_id` (record `rk`, its conversation's history `history` and epoch `epoch`) back: an ended run's
 -- messages leave history now; a run that has not ended is marked `rollback`, and finish.lua
 -- removes them in the script that ends it, before the conversation's next run can start (so no
 -- next run ever reads them). Returns the number removed, or -1 when marked.
-local function rollback_run(rk, history, run_id)
+local function rollback_run(rk, history, epoch, run_id)
   local status = redis.call('HGET', rk, 'status')
   if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' then
     redis.call('HSET', rk, 'rollback', '1')
     return -1
   end
-  return remove_run_messages(history, run_id, rk)
+  return remove_run_messages(history, epoch, run_id, rk)
 end

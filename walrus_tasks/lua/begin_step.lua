@@ -1,0 +1,45 @@
+-- Claim an LLM step of a run (as begin.lua does) and, in the same round trip, what the step
+-- needs first: the lease renewed to its TTL (a queued task's dispatch grace ends here), the
+-- agent config pinned on the run's first step, and the reads of the step: the run record, the
+-- kill flag, queued steering, whether the agent has memories, and the history. Of the history
+-- only what follows the prefix the worker already holds is returned, when that prefix is still
+-- there: the conversation's epoch (bumped by every rewrite of history) is the one it was read
+-- at, and its length and the SHA-1 of its first and last messages match.
+-- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
+-- ARGV: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
+--       pin), held history length (0 = none), SHA-1 of its first message, SHA-1 of its last,
+--       the epoch it was read at ('' = never rewritten), the step message's id (task_id,
+--       '' = the drain's step 0 in place)
+-- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
+-- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
+-- history length, index of the first message returned (0 or the held length), messages,
+-- epoch}.
+local state = claim(ARGV[1], ARGV[2], KEYS[3], ARGV[3], 'llm', KEYS[4], ARGV[4], '', '', ARGV[13])
+if state ~= 'ok' then
+  return {state}
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', K.LEASES, tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('HSETNX', KEYS[3], 'agent_config', ARGV[8])
+end
+local n = redis.call('LLEN', KEYS[5])
+local epoch = redis.call('GET', KEYS[7]) or ''
+local held = tonumber(ARGV[9])
+local from = 0
+if held > 0 and n >= held and epoch == ARGV[12]
+    and redis.sha1hex(redis.call('LINDEX', KEYS[5], 0)) == ARGV[10]
+    and redis.sha1hex(redis.call('LINDEX', KEYS[5], held - 1)) == ARGV[11] then
+  from = held
+end
+return {
+  'ok',
+  redis.call('HGETALL', KEYS[3]),
+  redis.call('EXISTS', K.run_cancel(ARGV[7])),
+  redis.call('LLEN', K.run_steer(ARGV[7])),
+  redis.call('EXISTS', KEYS[6]),
+  n,
+  from,
+  redis.call('LRANGE', KEYS[5], from, -1),
+  epoch,
+}
