@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="concurrent SSE clients of 5. (1000; 0 skips 5. and 6.)",
     )  # fmt: skip
     p.add_argument("--fanout-runs", type=int, default=4, help="runs the clients of 5. follow (4)")
+    p.add_argument(
+        "--fanout-procs", type=int, default=0,
+        help="client processes of 5. (0: one per 2500 clients)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fanout-rate", type=float, default=2000, help="streams 5. opens per second (2000)"
+    )
     p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
@@ -174,17 +181,27 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t = Table(title="5. Fan-out and 6. one stream", title_justify="left")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    t.add_row("5. SSE clients / runs followed", f"{f['clients']} / {f['runs']}")
-    t.add_row("   completed streams (got end)", f"[bold]{f['completed_streams']}[/bold]")
-    t.add_row("   all connected after / last end after", f"{f['all_connected_s']:.2f} / "
-              f"{f['wall_s']:.2f} s")  # fmt: skip
+    t.add_row("5. SSE clients / runs followed / client processes",
+              f"{f['clients']} / {f['runs']} / {f['client_processes']}")  # fmt: skip
+    t.add_row("   complete streams (every event and end)", f"[bold]{f['complete_streams']}[/bold]")
+    if f["failures"]:
+        t.add_row("   [red]incomplete[/red]", str(f["failures"]))
+    t.add_row("   most streams open at once", str(f["peak_open_streams"]))
+    connected, last = f["all_connected_s"], f["last_end_s"]
+    t.add_row(f"   all headers after / last end after ({f['connect_rate_per_s']:g} opens/s)",
+              f"{connected if connected is None else round(connected, 2)} / "
+              f"{last if last is None else round(last, 2)} s")  # fmt: skip
     t.add_row("   gateway RSS before → peak", f"{f['rss_before_kb']} → {f['rss_peak_kb']} KB")
-    t.add_row("   gateway RSS growth per stream", f"{f['rss_growth_per_stream_kb']:.1f} KB")
+    per_stream = f"[bold]{f['rss_growth_per_stream_kb']:.1f} KB[/bold]"
+    t.add_row("   gateway RSS growth per stream", per_stream)
     t.add_row("   Redis connections (all processes) before → peak",
               f"{f['redis_clients_before']} → {f['redis_clients_peak']}")  # fmt: skip
     per = f["gateway_cpu_ms_per_1000_events"]
     t.add_row("   gateway CPU-ms per 1000 delivered events",
               f"{per:.1f} ({f['delivered_events']} events)" if per else "-")  # fmt: skip
+    t.add_row("   busiest client process: CPU / wall", f"{f['client_busiest_share']:.0%}")
+    soft, hard = f["gateway_open_files_limit"]
+    t.add_row("   gateway open-file limit (soft / hard)", f"{soft} / {hard}")
     t.add_row("6. one run, 20 000 one-word tokens: chunk events", str(one["chunk_events"]))
     t.add_row("   POST → end / first chunk → end",
               f"{one['post_to_end_s']:.3f} / {one['first_chunk_to_end_s']:.3f} s")  # fmt: skip
@@ -221,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         console=err,
     )
     results: dict[str, Any] = {}
+    # Every stream of 5. is a socket in the gateway and in a client process (both inherit this).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.fanout and hard != resource.RLIM_INFINITY and hard < args.fanout + 1024:
+        err.print(
+            f"[red]open-file hard limit {hard} < {args.fanout + 1024}: the gateway cannot hold "
+            f"{args.fanout} streams (raise it: ulimit -Hn, LimitNOFILE)[/red]"
+        )
     with progress:
         boot = progress.add_task("start redis, gateway, workers", total=1)
         # The product's chunk coalescing (the test harness turns it off by default).
@@ -272,14 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                     lambda n: progress.advance(done, n),
                 )
             if args.fanout:
-                soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                want = min(hard, max(soft, args.fanout * 2 + 256))
-                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
                 fan = progress.add_task(f"5. fan-out: {args.fanout} SSE clients", total=1)
                 with Phase(env, "5. fan-out", cpu):
                     results["fanout"] = streams.fanout(
                         env.gateway_url, env.redis_url, env.cluster.procs["gateway"].pid,
-                        args.fanout, args.fanout_runs,
+                        args.fanout, args.fanout_runs, args.fanout_procs, args.fanout_rate,
                     )  # fmt: skip
                 progress.advance(fan)
                 one = progress.add_task("6. one stream of 20 000 chunks", total=1)
@@ -334,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report(args, results, out)
     failed = bool(disp.failures) or tp.timed_out or tp.succeeded != args.messages
+    fan = results.get("fanout")
+    failed = failed or bool(fan and fan["complete_streams"] != fan["clients"])
     return 1 if failed else 0
 
 

@@ -307,7 +307,10 @@ class Hub:
                 timeout = min(timeout, deadline - time.monotonic())
             sub.wake.clear()
             try:
-                await asyncio.wait_for(sub.wake.wait(), timeout)
+                # Not wait_for: before Python 3.12 it makes a task per wait, for every event
+                # of every subscriber.
+                async with asyncio.timeout(timeout):
+                    await sub.wake.wait()
             except TimeoutError:
                 if self.down_since is None:
                     return None

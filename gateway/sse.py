@@ -11,10 +11,12 @@ than ``WALRUS_SSE_REDIS_GRACE``, and ``slow_consumer`` when the client fell more
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
-from fastapi.responses import StreamingResponse
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, SlowConsumer
@@ -30,7 +32,9 @@ def error_frame(message: str, code: str = "unavailable") -> str:
     return f"event: error\ndata: {json.dumps(data)}\n\n"
 
 
-async def hub_frames(entries: AsyncIterator[Entry | None], grace: float) -> AsyncIterator[str]:
+async def hub_frames(
+    entries: AsyncIterator[Entry | None], grace: float
+) -> AsyncGenerator[str, None]:
     """The SSE text of ``entries`` (keep-alive comments while idle).
 
     Ends with an error event if Redis stays away or the client falls too far behind.
@@ -51,12 +55,68 @@ async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator
             yield entry
 
 
-def sse_stream(frames: AsyncIterator[str]) -> StreamingResponse:
+class EventStream(Response):
+    """A ``text/event-stream`` response of ``frames``, written straight to the ASGI ``send``.
+
+    Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks;
+    at ten thousand open streams that is most of a stream's memory and much of its CPU. Here
+    the request's own task writes the frames, and one small task waits for the client to
+    leave, which cancels the writer (so a gone client's hub subscription ends at once, not at
+    the next keep-alive).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncGenerator[str, None]) -> None:
+        self.frames = frames
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the headers, then every frame, until the frames end or the client leaves."""
+        writer = asyncio.current_task()
+        assert writer is not None
+        left = finished = False
+
+        def on_leave(_: asyncio.Future[None]) -> None:
+            nonlocal left
+            if not finished:  # a callback already scheduled when the response ended
+                left = True
+                writer.cancel()
+
+        watch = asyncio.ensure_future(_disconnected(receive))
+        watch.add_done_callback(on_leave)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for frame in self.frames:
+                body = frame.encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            writer.uncancel()  # the client left: a normal end of the response, not a failure
+        finally:
+            finished = True
+            watch.remove_done_callback(on_leave)
+            watch.cancel()
+            await self.frames.aclose()  # unsubscribes at once, not when it is collected
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client has gone (``http.disconnect``)."""
+    message: Message = {}
+    while message.get("type") != "http.disconnect":
+        message = await receive()
+
+
+def sse_stream(frames: AsyncGenerator[str, None]) -> EventStream:
     """A ``text/event-stream`` response of ``frames``."""
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStream(frames)
 
 
-def sse_response(hub: Hub, run_id: str, after: str) -> StreamingResponse:
+def sse_response(hub: Hub, run_id: str, after: str) -> EventStream:
     """Stream the run's events after entry id ``after`` until ``end``."""
     entries = hub.entries(keys.run_part(run_id, "events"), after, run_id)
     return sse_stream(hub_frames(entries, hub.settings.sse_redis_grace))
