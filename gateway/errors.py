@@ -94,12 +94,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = error_response(
-            413, "too_large", f"request body exceeds the {self.limit}-byte limit"
-        )
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await too_large(scope, receive, send)
+                message = f"request body exceeds the {self.limit}-byte limit"
+                await error_response(413, "too_large", message)(scope, receive, send)
                 return
         seen = 0
 
