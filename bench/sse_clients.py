@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 Outcome = tuple[int, float, float, int, str, str]
@@ -23,9 +24,11 @@ Outcome = tuple[int, float, float, int, str, str]
 type of the last event, error (empty if none)."""
 
 
-async def follow(host: str, port: int, path: str) -> Outcome:
-    """Read one SSE stream to its end; count its events."""
+async def follow(host: str, port: int, path: str, answered: Callable[[], None]) -> Outcome:
+    """Read one SSE stream to its end; count its events (``answered()`` once the headers or
+    an error came)."""
     status, headers_at, events, last, error = 0, 0.0, 0, b"", ""
+    told = False
     writer: asyncio.StreamWriter | None = None
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -35,6 +38,8 @@ async def follow(host: str, port: int, path: str) -> Outcome:
         )
         head = await reader.readuntil(b"\r\n\r\n")
         headers_at = time.monotonic()
+        told = True
+        answered()
         status = int(head.split(b" ", 2)[1])
         chunked = b"transfer-encoding: chunked" in head.lower()
         tail = b""
@@ -59,30 +64,41 @@ async def follow(host: str, port: int, path: str) -> Outcome:
     finally:
         if writer is not None:
             writer.close()
+        if not told:
+            answered()
     return status, headers_at, time.monotonic(), events, last.decode(), error
 
 
 async def _follow_all(
-    host: str, port: int, paths: list[str], rate: float, start_at: float
+    conn: Connection, host: str, port: int, paths: list[str], rate: float, start_at: float
 ) -> list[Outcome]:
+    waiting = len(paths)
+
+    def answered() -> None:
+        nonlocal waiting
+        waiting -= 1
+        if waiting == 0:
+            conn.send("connected")  # every stream has its headers (or failed)
+
     tasks = []
     for i, path in enumerate(paths):
         delay = start_at + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(follow(host, port, path)))
+        tasks.append(asyncio.create_task(follow(host, port, path, answered)))
     return list(await asyncio.gather(*tasks))
 
 
 def serve(conn: Connection) -> None:
     """A client process: say ready, take ``(host, port, paths, rate, start_at)``, follow the
-    paths, send back the outcomes (in the order of ``paths``) and this process's CPU seconds."""
+    paths, say when all are connected, send back the outcomes (in the order of ``paths``) and
+    this process's CPU seconds."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     conn.send("ready")
     host, port, paths, rate, start_at = conn.recv()
-    outcomes = asyncio.run(_follow_all(host, port, paths, rate, start_at))
+    outcomes = asyncio.run(_follow_all(conn, host, port, paths, rate, start_at))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     conn.send((outcomes, usage.ru_utime + usage.ru_stime))
     conn.close()

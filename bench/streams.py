@@ -2,11 +2,14 @@
 
 Fan-out: ``n`` plain SSE clients (:mod:`bench.sse_clients`, spread over a few processes, opened
 at a bounded rate) follow ``GET /v1/runs/{id}/events`` of ``runs`` runs of the ``fanout`` agent
-(a paced reply, so the streams are open together). A stream is complete when it got every entry
-of its run's stream (``XLEN``) and ended with ``end``. Measured on the gateway process from
-/proc: RSS (``VmRSS``) before the clients connect and at its highest while they are connected,
-CPU (utime + stime) from the first connect to the last ``end``, and the Redis connections
-(``INFO clients`` of the bench Redis, every process) before and while.
+(a paced reply), each queued behind a run of the ``fanout-gate`` agent in its conversation,
+which the bench kills once every client has its response headers: so the clients are all
+connected before their run starts and read it live (the report says how many were open at
+once). A stream is complete when it got every entry of its run's stream
+(``XLEN``) and ended with ``end``. Measured on the gateway process from /proc: RSS (``VmRSS``)
+before the clients connect and at its highest while they are connected, CPU (utime + stime)
+from the first connect to the last ``end``, and the Redis connections (``INFO clients`` of the
+bench Redis, every process) before and while.
 
 Single stream: one run of the ``stream20k`` agent (20 000 one-word chunks, ``chunk_delay_ms =
 0``), POSTed with ``"stream": true`` so its one SSE client follows it from the start; timed from
@@ -32,8 +35,12 @@ import redis
 from bench import sse_clients
 from walrus_tasks import keys
 
-FANOUT_AGENT, STREAM_AGENT = "fanout", "stream20k"
+FANOUT_AGENT, GATE_AGENT, STREAM_AGENT = "fanout", "fanout-gate", "stream20k"
 FANOUT_WORDS, FANOUT_DELAY_MS = 40, 300
+GATE_WORDS, GATE_DELAY_MS = 240, 500
+"""The run ahead of each followed run in its conversation (up to 120 s): the clients connect
+while it runs, and once they all have their headers the bench kills it, so every stream is
+open before its run starts and reads it live."""
 STREAM_WORDS = 20_000
 
 AGENTS = {
@@ -42,6 +49,12 @@ model = "mock"
 [mock]
 reply = "{" ".join(f"f{i}" for i in range(FANOUT_WORDS))}"
 chunk_delay_ms = {FANOUT_DELAY_MS}
+""",
+    GATE_AGENT: f"""
+model = "mock"
+[mock]
+reply = "{" ".join(f"g{i}" for i in range(GATE_WORDS))}"
+chunk_delay_ms = {GATE_DELAY_MS}
 """,
     STREAM_AGENT: f"""
 model = "mock"
@@ -87,6 +100,11 @@ def _post(gateway_url: str, agent: str, sender: str) -> str:
     return str(resp.json()["run_id"])
 
 
+def _kill(gateway_url: str, agent: str, sender: str) -> None:
+    url = f"{gateway_url}/v1/agents/{agent}/conversations/{sender}/kill"
+    httpx.post(url, timeout=30).raise_for_status()
+
+
 def open_files_limit(pid: int) -> tuple[int, int]:
     """Soft and hard ``RLIMIT_NOFILE`` of ``pid`` (``/proc/<pid>/limits``; -1: unlimited)."""
     with open(f"/proc/{pid}/limits") as f:
@@ -130,24 +148,35 @@ def fanout(
             children.append((p, mine, list(range(k, n, procs))))
         for _, conn, _ in children:
             conn.recv()  # ready: imported and waiting
-        run_ids = [
-            _post(gateway_url, FANOUT_AGENT, f"fan-{i}-{time.time_ns()}") for i in range(runs)
-        ]
+        senders = [f"fan-{i}-{time.time_ns()}" for i in range(runs)]
+        for sender in senders:  # holds the conversation while the clients connect
+            _post(gateway_url, GATE_AGENT, sender)
+        run_ids = [_post(gateway_url, FANOUT_AGENT, sender) for sender in senders]
         rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
         start_at = time.monotonic() + 0.1
         for _, conn, mine in children:
             paths = [f"/v1/runs/{run_ids[i % runs]}/events" for i in mine]
             conn.send((host, port, paths, rate / procs, start_at))
         peak_rss, peak_conns = rss0, conns0
+        connected: set[int] = set()
+        released_s = None
         replies: dict[int, tuple[list[sse_clients.Outcome], float]] = {}
         while len(replies) < procs:
             peak_rss = max(peak_rss, rss_kb(gateway_pid))
             peak_conns = max(peak_conns, redis_clients(redis_url))
             for k, (p, conn, _) in enumerate(children):
                 if k not in replies and conn.poll(0.25 / procs):
-                    replies[k] = conn.recv()
+                    message = conn.recv()
+                    if message == "connected":
+                        connected.add(k)
+                    else:
+                        replies[k] = message
                 elif k not in replies and not p.is_alive() and not conn.poll():
                     raise RuntimeError(f"fan-out client process {p.pid} died ({p.exitcode})")
+            if released_s is None and len(connected) == procs:
+                released_s = time.monotonic() - start_at
+                for sender in senders:  # every client is connected: let the runs start
+                    _kill(gateway_url, GATE_AGENT, sender)
         wall = time.monotonic() - start_at
     finally:
         for p, conn, _ in children:
@@ -188,6 +217,7 @@ def fanout(
         "all_connected_s": max(headers) if len(headers) == n else None,
         "last_end_s": max(ends) if ends else None,
         "wall_s": wall,
+        "runs_released_s": released_s,
         "rss_before_kb": rss0,
         "rss_peak_kb": peak_rss,
         "rss_growth_per_stream_kb": (peak_rss - rss0) / n,

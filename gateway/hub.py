@@ -173,6 +173,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._checked = time.monotonic()
         self._client: aioredis.Redis | None = None
+        self._exists_asked: list[tuple[str, asyncio.Future[bool]]] = []
+        self._exists_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -184,9 +186,10 @@ class Hub:
 
     async def close(self) -> None:
         """Stop the tasks and close both connections."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._exists_task] if self._exists_task else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         _BY_CLIENT.pop(id(self._client), None)
         await self._drop_reader()
         await self.control.aclose()
@@ -194,13 +197,41 @@ class Hub:
     async def run_exists(self, run_id: str) -> bool:
         """Whether the run's record exists, asked on the control connection.
 
-        Redis errors propagate, so a route answers 503 while Redis is away; one retry, as the
-        first command after a Redis restart meets the old, closed connection.
+        The questions of every stream opening meanwhile share one round trip: one at a time,
+        a thousand clients connecting at once would wait for a thousand round trips in turn.
+        Redis errors propagate, so a route answers 503 while Redis is away.
         """
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._exists_asked.append((run_id, answer))
+        if self._exists_task is None:
+            self._exists_task = asyncio.create_task(self._answer_exists())
+        return await answer
+
+    async def _answer_exists(self) -> None:
         try:
-            return bool(await self.control.exists(keys.run(run_id)))
+            while self._exists_asked:
+                asked, self._exists_asked = self._exists_asked, []
+                names = [keys.run(run_id) for run_id, _ in asked]
+                try:
+                    found = await self._exists(names)
+                except Exception as e:  # each caller gets it
+                    for _, answer in asked:
+                        if not answer.done():
+                            answer.set_exception(e)
+                    continue
+                for (_, answer), alive in zip(asked, found, strict=True):
+                    if not answer.done():
+                        answer.set_result(bool(alive))
+        finally:
+            self._exists_task = None
+
+    async def _exists(self, names: list[str]) -> list[int]:
+        # One retry: the first command after a Redis restart meets the old, closed connection.
+        try:
+            found: list[int] = await self.control.eval(EXISTS_LUA, len(names), *names)
         except REDIS_DOWN:
-            return bool(await self.control.exists(keys.run(run_id)))
+            found = await self.control.eval(EXISTS_LUA, len(names), *names)
+        return found
 
     # --- subscribing ----------------------------------------------------------------------
 
