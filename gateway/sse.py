@@ -62,11 +62,11 @@ async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator
 class EventStream(Response):
     """A ``text/event-stream`` response of ``frames``, written straight to the ASGI ``send``.
 
-    Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks;
-    at ten thousand open streams that is most of a stream's memory and much of its CPU. Here
-    the request's own task writes the frames, and one small task waits for the client to
-    leave, which cancels the writer (so a gone client's hub subscription ends at once, not at
-    the next keep-alive).
+    Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks,
+    kept for as long as the stream is open; at ten thousand streams every object per stream
+    counts. Here the request's own task writes the frames, and one small task waits for the
+    client to leave, which cancels the writer (so a gone client's hub subscription ends at
+    once, not at the next keep-alive).
     """
 
     media_type = "text/event-stream"
@@ -83,8 +83,10 @@ class EventStream(Response):
         assert writer is not None
         left = finished = False
 
-        def on_leave(_: asyncio.Future[None]) -> None:
+        def on_leave(watched: asyncio.Future[None]) -> None:
             nonlocal left
+            if not watched.cancelled():
+                watched.exception()  # retrieved: a failing receive means the client is gone too
             if not finished:  # a callback already scheduled when the response ended
                 left = True
                 writer.cancel()
