@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--history-runs", type=int, default=50, help="measured runs of 7., of each kind (50)"
     )
+    p.add_argument(
+        "--fanout-procs", type=int, default=0,
+        help="client processes of 5. (0: one per 2500 clients)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fanout-rate", type=float, default=2000, help="streams 5. opens per second (2000)"
+    )
     p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
@@ -269,17 +276,26 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t = Table(title="5. Fan-out and 6. one stream", title_justify="left")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    t.add_row("5. SSE clients / runs followed", f"{f['clients']} / {f['runs']}")
-    t.add_row("   completed streams (got end)", f"[bold]{f['completed_streams']}[/bold]")
-    t.add_row("   all connected after / last end after", f"{f['all_connected_s']:.2f} / "
-              f"{f['wall_s']:.2f} s")  # fmt: skip
+    t.add_row("5. SSE clients / runs followed / client processes",
+              f"{f['clients']} / {f['runs']} / {f['client_processes']}")  # fmt: skip
+    t.add_row("   complete streams (every event and end)", f"[bold]{f['complete_streams']}[/bold]")
+    if f["failures"]:
+        t.add_row("   [red]incomplete[/red]", str(f["failures"]))
+    t.add_row("   most streams open at once", str(f["peak_open_streams"]))
+    times = (f["all_connected_s"], f["runs_released_s"], f["last_end_s"])
+    t.add_row(f"   all headers / runs started / last end ({f['connect_rate_per_s']:g} opens/s)",
+              " / ".join("-" if x is None else f"{x:.2f}" for x in times) + " s")  # fmt: skip
     t.add_row("   gateway RSS before → peak", f"{f['rss_before_kb']} → {f['rss_peak_kb']} KB")
-    t.add_row("   gateway RSS growth per stream", f"{f['rss_growth_per_stream_kb']:.1f} KB")
+    per_stream = f"[bold]{f['rss_growth_per_stream_kb']:.1f} KB[/bold]"
+    t.add_row("   gateway RSS growth per stream", per_stream)
     t.add_row("   Redis connections (all processes) before → peak",
               f"{f['redis_clients_before']} → {f['redis_clients_peak']}")  # fmt: skip
     per = f["gateway_cpu_ms_per_1000_events"]
     t.add_row("   gateway CPU-ms per 1000 delivered events",
               f"{per:.1f} ({f['delivered_events']} events)" if per else "-")  # fmt: skip
+    t.add_row("   busiest client process: CPU / wall", f"{f['client_busiest_share']:.0%}")
+    soft, hard = f["gateway_open_files_limit"]
+    t.add_row("   gateway open-file limit (soft / hard)", f"{soft} / {hard}")
     t.add_row("6. one run, 20 000 one-word tokens: chunk events", str(one["chunk_events"]))
     t.add_row("   POST → end / first chunk → end",
               f"{one['post_to_end_s']:.3f} / {one['first_chunk_to_end_s']:.3f} s")  # fmt: skip
@@ -354,6 +370,15 @@ def main(argv: list[str] | None = None) -> int:
         console=err,
     )
     results: dict[str, Any] = {}
+    # Every stream of 5. is a socket in the gateway and in a client process (both inherit this).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.fanout and hard != resource.RLIM_INFINITY and hard < args.fanout + 1024:
+        err.print(
+            f"[red]open-file hard limit {hard} < {args.fanout + 1024}: the gateway cannot hold "
+            f"{args.fanout} streams (raise it: ulimit -Hn, LimitNOFILE)[/red]"
+        )
     with progress:
         boot = progress.add_task("start redis, gateway, workers", total=1)
         # The product's chunk coalescing (the test harness turns it off by default).
@@ -415,14 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 app.close()
             if args.fanout:
-                soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                want = min(hard, max(soft, args.fanout * 2 + 256))
-                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
                 fan = progress.add_task(f"5. fan-out: {args.fanout} SSE clients", total=1)
                 with Phase(env, "5. fan-out", cpu):
                     results["fanout"] = streams.fanout(
                         env.gateway_url, env.redis_url, env.cluster.procs["gateway"].pid,
-                        args.fanout, args.fanout_runs,
+                        args.fanout, args.fanout_runs, args.fanout_procs, args.fanout_rate,
                     )  # fmt: skip
                 progress.advance(fan)
                 one = progress.add_task("6. one stream of 20 000 chunks", total=1)
@@ -461,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         "mock provider": "chunk_delay_ms = 0, 5-word reply",
         "chunk coalescing (WALRUS_CHUNK_FLUSH_MS)": flush,
         "fan-out (5.)": f"{args.fanout} clients on {args.fanout_runs} runs of "
-        f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart",
+        f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart, started once "
+        "all clients are connected",
         "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",
         "raw Celery baseline (3.)": f"{args.celery_tasks} x walrus.control.ping, sent at once",
         "history (7.)": f"{args.history} seeded messages, {args.history_runs} runs of each kind"
@@ -503,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = bool(disp.failures) or tp.timed_out or tp.succeeded != args.messages
     if args.history:
         failed = failed or bool(hist.empty.failures) or bool(hist.long.failures)
+    fan = results.get("fanout")
+    failed = failed or bool(fan and fan["complete_streams"] != fan["clients"])
     return 1 if failed else 0
 
 

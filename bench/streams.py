@@ -1,10 +1,15 @@
 """Stream figures: N concurrent SSE clients of one gateway (fan-out), and one long stream.
 
-Fan-out: ``n`` httpx async clients in this process follow ``GET /v1/runs/{id}/events`` of
-``runs`` runs of the ``fanout`` agent (a paced reply, so the streams are open together). Measured
-on the gateway process from /proc: RSS (``VmRSS``) before the clients connect and at its highest
-while all are connected, CPU (utime + stime) from the first connect to the last ``end``, and the
-Redis connections (``INFO clients`` of the bench Redis, every process) before and while.
+Fan-out: ``n`` plain SSE clients (:mod:`bench.sse_clients`, spread over a few processes, opened
+at a bounded rate) follow ``GET /v1/runs/{id}/events`` of ``runs`` runs of the ``fanout`` agent
+(a paced reply), each queued behind a run of the ``fanout-gate`` agent in its conversation,
+which the bench kills once every client has its response headers: so the clients are all
+connected before their run starts and read it live (the report says how many were open at
+once). A stream is complete when it got every entry of its run's stream
+(``XLEN``) and ended with ``end``. Measured on the gateway process from /proc: RSS (``VmRSS``)
+before the clients connect and at its highest while they are connected, CPU (utime + stime)
+from the first connect to the last ``end``, and the Redis connections (``INFO clients`` of the
+bench Redis, every process) before and while.
 
 Single stream: one run of the ``stream20k`` agent (20 000 one-word chunks, ``chunk_delay_ms =
 0``), POSTed with ``"stream": true`` so its one SSE client follows it from the start; timed from
@@ -13,17 +18,29 @@ the first ``chunk`` event to ``end`` (and from the POST).
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
+import multiprocessing
 import os
 import time
+from collections import Counter
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
 
-FANOUT_AGENT, STREAM_AGENT = "fanout", "stream20k"
+from bench import sse_clients
+from walrus_tasks import keys
+
+FANOUT_AGENT, GATE_AGENT, STREAM_AGENT = "fanout", "fanout-gate", "stream20k"
 FANOUT_WORDS, FANOUT_DELAY_MS = 40, 300
+GATE_WORDS, GATE_DELAY_MS = 240, 500
+"""The run ahead of each followed run in its conversation (up to 120 s): the clients connect
+while it runs, and once they all have their headers the bench kills it, so every stream is
+open before its run starts and reads it live."""
 STREAM_WORDS = 20_000
 
 AGENTS = {
@@ -32,6 +49,12 @@ model = "mock"
 [mock]
 reply = "{" ".join(f"f{i}" for i in range(FANOUT_WORDS))}"
 chunk_delay_ms = {FANOUT_DELAY_MS}
+""",
+    GATE_AGENT: f"""
+model = "mock"
+[mock]
+reply = "{" ".join(f"g{i}" for i in range(GATE_WORDS))}"
+chunk_delay_ms = {GATE_DELAY_MS}
 """,
     STREAM_AGENT: f"""
 model = "mock"
@@ -77,53 +100,124 @@ def _post(gateway_url: str, agent: str, sender: str) -> str:
     return str(resp.json()["run_id"])
 
 
-async def _follow(
-    client: httpx.AsyncClient, run_id: str, connected: asyncio.Event
-) -> tuple[int, bool]:
-    events, ended = 0, False
-    async with client.stream("GET", f"/v1/runs/{run_id}/events") as resp:
-        connected.set()
-        async for line in resp.aiter_lines():
-            if line.startswith("event: "):
-                events += 1
-                ended = line == "event: end"
-    return events, ended
+def _kill(gateway_url: str, agent: str, sender: str) -> None:
+    url = f"{gateway_url}/v1/agents/{agent}/conversations/{sender}/kill"
+    httpx.post(url, timeout=30).raise_for_status()
 
 
-def fanout(gateway_url: str, redis_url: str, gateway_pid: int, n: int, runs: int) -> dict[str, Any]:
-    """``n`` concurrent SSE clients on ``runs`` runs of one gateway (see the module docstring)."""
-    run_ids = [_post(gateway_url, FANOUT_AGENT, f"fan-{i}-{time.time_ns()}") for i in range(runs)]
-    rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
-    t0 = time.perf_counter()
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """Soft and hard ``RLIMIT_NOFILE`` of ``pid`` (``/proc/<pid>/limits``; -1: unlimited)."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = (-1 if v == "unlimited" else int(v) for v in line.split()[3:5])
+                return soft, hard
+    return -1, -1
 
-    async def main() -> tuple[list[tuple[int, bool]], int, int, float]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=300) as c:
-            flags = [asyncio.Event() for _ in range(n)]
-            tasks = [
-                asyncio.create_task(_follow(c, run_ids[i % runs], f)) for i, f in enumerate(flags)
-            ]
-            await asyncio.gather(*(f.wait() for f in flags))
-            connected_s = time.perf_counter() - t0
-            peak_rss, peak_conns = rss_kb(gateway_pid), redis_clients(redis_url)
-            while not all(t.done() for t in tasks):
-                await asyncio.wait(tasks, timeout=0.25)
-                if not all(t.done() for t in tasks):
-                    peak_rss = max(peak_rss, rss_kb(gateway_pid))
-                    peak_conns = max(peak_conns, redis_clients(redis_url))
-            return [t.result() for t in tasks], peak_rss, peak_conns, connected_s
 
-    results, peak_rss, peak_conns, connected_s = asyncio.run(main())
-    wall = time.perf_counter() - t0
-    delivered = sum(events for events, _ in results)
+def peak_open(outcomes: list[sse_clients.Outcome]) -> int:
+    """The most streams open at once (each from its response headers to its end)."""
+    marks = sorted([(o[1], 1) for o in outcomes if o[1]] + [(o[2], -1) for o in outcomes if o[1]])
+    open_now = peak = 0
+    for _, step in marks:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def fanout(
+    gateway_url: str, redis_url: str, gateway_pid: int, n: int, runs: int,
+    procs: int = 0, rate: float = 2000.0,
+) -> dict[str, Any]:  # fmt: skip
+    """``n`` concurrent SSE clients on ``runs`` runs of one gateway (see the module docstring).
+
+    The clients live in ``procs`` processes (0: one per 2 500 clients), which open ``rate``
+    streams per second between them.
+    """
+    procs = procs or max(1, math.ceil(n / 2500))
+    url = urlsplit(gateway_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    ctx = multiprocessing.get_context("spawn")
+    children: list[tuple[BaseProcess, Connection, list[int]]] = []
+    try:
+        for k in range(procs):
+            mine, child = ctx.Pipe()
+            p = ctx.Process(target=sse_clients.serve, args=(child,), daemon=True)
+            p.start()
+            child.close()
+            children.append((p, mine, list(range(k, n, procs))))
+        for _, conn, _ in children:
+            conn.recv()  # ready: imported and waiting
+        senders = [f"fan-{i}-{time.time_ns()}" for i in range(runs)]
+        for sender in senders:  # holds the conversation while the clients connect
+            _post(gateway_url, GATE_AGENT, sender)
+        run_ids = [_post(gateway_url, FANOUT_AGENT, sender) for sender in senders]
+        rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
+        start_at = time.monotonic() + 0.1
+        for _, conn, mine in children:
+            paths = [f"/v1/runs/{run_ids[i % runs]}/events" for i in mine]
+            conn.send((host, port, paths, rate / procs, start_at))
+        peak_rss, peak_conns = rss0, conns0
+        connected: set[int] = set()
+        released_s = None
+        replies: dict[int, tuple[list[sse_clients.Outcome], float]] = {}
+        while len(replies) < procs:
+            peak_rss = max(peak_rss, rss_kb(gateway_pid))
+            peak_conns = max(peak_conns, redis_clients(redis_url))
+            for k, (p, conn, _) in enumerate(children):
+                if k not in replies and conn.poll(0.25 / procs):
+                    message = conn.recv()
+                    if message == "connected":
+                        connected.add(k)
+                    else:
+                        replies[k] = message
+                elif k not in replies and not p.is_alive() and not conn.poll():
+                    raise RuntimeError(f"fan-out client process {p.pid} died ({p.exitcode})")
+            if released_s is None and len(connected) == procs:
+                released_s = time.monotonic() - start_at
+                for sender in senders:  # every client is connected: let the runs start
+                    _kill(gateway_url, GATE_AGENT, sender)
+        wall = time.monotonic() - start_at
+    finally:
+        for p, conn, _ in children:
+            conn.close()
+            p.join(5)
+            if p.is_alive():
+                p.kill()
     cpu_ms = (cpu_s(gateway_pid) - cpu0) * 1000
+    outcomes = [o for k in range(procs) for o in replies[k][0]]
+    client_cpu = [replies[k][1] for k in range(procs)]
+    r = redis.Redis.from_url(redis_url)
+    try:  # the events each run has: what every one of its clients should get
+        expected = {run_id: int(r.xlen(keys.run_part(run_id, "events"))) for run_id in run_ids}
+    finally:
+        r.close()
+    index = {i: run_ids[i % runs] for i in range(n)}
+    order = [i for _, _, mine in children for i in mine]
+    complete = sum(
+        o[4] == "end" and o[3] == expected[index[i]] for i, o in zip(order, outcomes, strict=True)
+    )
+    delivered = sum(o[3] for o in outcomes)
+    headers = [o[1] - start_at for o in outcomes if o[1]]
+    ends = [o[2] - start_at for o in outcomes if o[4] == "end"]
+    statuses = Counter(str(o[0]) for o in outcomes if o[0] != 200)
+    statuses.update(o[5] for o in outcomes if o[5])
+    statuses.update(f"last event {o[4]!r}" for o in outcomes if o[0] == 200 and o[4] != "end")
     return {
         "clients": n,
         "runs": runs,
-        "completed_streams": sum(ended for _, ended in results),
+        "client_processes": procs,
+        "connect_rate_per_s": rate,
+        "completed_streams": sum(o[4] == "end" for o in outcomes),
+        "complete_streams": complete,
+        "failures": dict(statuses),
+        "events_per_run": sorted(set(expected.values())),
         "delivered_events": delivered,
-        "all_connected_s": connected_s,
+        "peak_open_streams": peak_open(outcomes),
+        "all_connected_s": max(headers) if len(headers) == n else None,
+        "last_end_s": max(ends) if ends else None,
         "wall_s": wall,
+        "runs_released_s": released_s,
         "rss_before_kb": rss0,
         "rss_peak_kb": peak_rss,
         "rss_growth_per_stream_kb": (peak_rss - rss0) / n,
@@ -131,6 +225,9 @@ def fanout(gateway_url: str, redis_url: str, gateway_pid: int, n: int, runs: int
         "redis_clients_peak": peak_conns,
         "gateway_cpu_ms": cpu_ms,
         "gateway_cpu_ms_per_1000_events": cpu_ms * 1000 / delivered if delivered else None,
+        "client_cpu_s": client_cpu,
+        "client_busiest_share": max(client_cpu) / wall if wall else None,
+        "gateway_open_files_limit": open_files_limit(gateway_pid),
     }
 
 

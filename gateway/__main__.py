@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import resource
 import sys
 
 import uvicorn
@@ -13,12 +15,35 @@ from walrus_tasks.settings import get_settings
 
 RET_CONFIG = 4
 """Exit code for a config that cannot be served: unreadable, or open off loopback."""
+NOFILE_CAP = 1 << 20
+"""Soft open-file limit to take when the hard one is unlimited (Linux's default ``nr_open``)."""
+
+log = logging.getLogger("walrus.gateway")
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard one; the soft limit now.
+
+    Every open SSE stream or WebSocket holds a socket, and the usual soft default (1024) would
+    refuse connections long before memory runs out; the hard limit is the operator's to set.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = NOFILE_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %s to %s: %s", soft, want, e)
+    return soft
 
 
 def main() -> None:
     """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
     setup_logging()
     settings = get_settings()
+    nofile = raise_open_files_limit()
+    log.info("open-file limit: %s (each open stream or WebSocket takes one)", nofile)
     from gateway.app import create_app
     from gateway.auth import is_loopback
 

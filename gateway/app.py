@@ -11,7 +11,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from gateway import admin, agent_protocol, bus, console, manage, native, openai_compat, ws
+from gateway import (
+    admin,
+    agent_protocol,
+    bus,
+    console,
+    manage,
+    native,
+    openai_compat,
+    sse_route,
+    ws,
+)
 from gateway.auth import install_auth
 from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
@@ -51,6 +61,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     )
     app.state.config, app.state.settings = config, settings
     install(app)
+    sse_route.install(app, native.runs)  # innermost: after the checks below
     install_auth(app, config)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if cors := cors_options(settings):  # the allowed origins' pages may call the API

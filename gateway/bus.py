@@ -7,12 +7,11 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import StreamingResponse
 
 from gateway import operations as ops
 from gateway.deps import Cfg, Redis, StreamHub
 from gateway.errors import responses
-from gateway.sse import feed_entries, hub_frames, sse_stream
+from gateway.sse import EventStream, feed_entries, hub_frames, sse_stream
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.feed import live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
@@ -58,7 +57,7 @@ def feed(
     agent: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """Every run's events as SSE, from the live end, or after ``Last-Event-ID``/``?after=``.
 
     Each event carries its run's ``run_id``, ``agent`` and ``sender``; ``?agent=`` keeps

@@ -94,13 +94,17 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = error_response(
-            413, "too_large", f"request body exceeds the {self.limit}-byte limit"
-        )
+        has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await too_large(scope, receive, send)
+                message = f"request body exceeds the {self.limit}-byte limit"
+                await error_response(413, "too_large", message)(scope, receive, send)
                 return
+            has_body = has_body or name in (b"content-length", b"transfer-encoding")
+        if not has_body and scope.get("http_version") in ("1.0", "1.1"):
+            # HTTP/1: no body without one of them; nothing to count (an SSE GET holds less).
+            await self.app(scope, receive, send)
+            return
         seen = 0
 
         async def limited() -> Message:

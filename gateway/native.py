@@ -6,7 +6,6 @@ One module-level router per resource; the errors come out through the handlers o
 :mod:`gateway.errors` (``{"error": {"code", "message"}}``).
 """
 
-import re
 from typing import Annotated, Any
 
 import redis
@@ -14,11 +13,11 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
 from gateway import operations as ops
+from gateway import sse
 from gateway.deps import Agent, Cfg, Redis, RunId, StreamHub
 from gateway.errors import responses, unavailable
 from gateway.sse import sse_response
 from walrus_tasks import run_list
-from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -159,15 +158,12 @@ async def run_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
 ) -> Response:
-    """The run's events as SSE; resumes after ``Last-Event-ID`` (or ``?after=``)."""
-    # Async, on the hub's connection: a thousand clients opening streams at once take no
-    # threads and no pooled connections.
-    if not await hub.run_exists(run_id):
-        raise NotFound(f"unknown run {run_id!r}")
-    start = last_event_id or after or "0-0"
-    if not re.fullmatch(r"\d+-\d+", start):
-        raise InvalidInput(f"invalid Last-Event-ID {start!r}")
-    return sse_response(hub, run_id, start)
+    """The run's events as SSE; resumes after ``Last-Event-ID`` (or ``?after=``).
+
+    In the gateway app :class:`gateway.sse_route.RunEventsRoute` answers it before this route
+    is reached (this is its OpenAPI entry); both call :func:`gateway.sse.run_events`.
+    """
+    return await sse.run_events(hub, run_id, last_event_id, after)
 
 
 @health.get("/healthz")

@@ -11,16 +11,22 @@ than ``WALRUS_SSE_REDIS_GRACE``, and ``slow_consumer`` when the client fell more
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
 
-from fastapi.responses import StreamingResponse
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, SlowConsumer
 from walrus_tasks import keys
+from walrus_tasks.errors import InvalidInput, NotFound
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+ENTRY_ID = re.compile(r"\d+-\d+")
 RESUME = "reconnect with Last-Event-ID set to the id of the last event received"
 
 
@@ -30,7 +36,9 @@ def error_frame(message: str, code: str = "unavailable") -> str:
     return f"event: error\ndata: {json.dumps(data)}\n\n"
 
 
-async def hub_frames(entries: AsyncIterator[Entry | None], grace: float) -> AsyncIterator[str]:
+async def hub_frames(
+    entries: AsyncIterator[Entry | None], grace: float
+) -> AsyncGenerator[str, None]:
     """The SSE text of ``entries`` (keep-alive comments while idle).
 
     Ends with an error event if Redis stays away or the client falls too far behind.
@@ -51,12 +59,91 @@ async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator
             yield entry
 
 
-def sse_stream(frames: AsyncIterator[str]) -> StreamingResponse:
+class EventStream(Response):
+    """A ``text/event-stream`` response of ``frames``, written straight to the ASGI ``send``.
+
+    Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks,
+    kept for as long as the stream is open; at ten thousand streams every object per stream
+    counts. Here the request's own task writes the frames, and one small task waits for the
+    client to leave, which cancels the writer (so a gone client's hub subscription ends at
+    once, not at the next keep-alive).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncGenerator[str, None]) -> None:
+        self.frames = frames
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the headers, then every frame, until the frames end or the client leaves."""
+        writer = asyncio.current_task()
+        assert writer is not None
+        left = finished = False
+
+        def on_leave(watched: asyncio.Future[None]) -> None:
+            nonlocal left
+            if not watched.cancelled():
+                watched.exception()  # retrieved: a failing receive means the client is gone too
+            if not finished:  # a callback already scheduled when the response ended
+                left = True
+                writer.cancel()
+
+        watch = asyncio.ensure_future(_disconnected(receive))
+        watch.add_done_callback(on_leave)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for frame in self.frames:
+                body = frame.encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            writer.uncancel()  # the client left: a normal end of the response, not a failure
+        finally:
+            finished = True
+            watch.remove_done_callback(on_leave)
+            watch.cancel()
+            await self.frames.aclose()  # unsubscribes at once, not when it is collected
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client has gone (``http.disconnect``)."""
+    message: Message = {}
+    while message.get("type") != "http.disconnect":
+        message = await receive()
+
+
+def sse_stream(frames: AsyncGenerator[str, None]) -> EventStream:
     """A ``text/event-stream`` response of ``frames``."""
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStream(frames)
 
 
-def sse_response(hub: Hub, run_id: str, after: str) -> StreamingResponse:
+def sse_response(hub: Hub, run_id: str, after: str) -> EventStream:
     """Stream the run's events after entry id ``after`` until ``end``."""
     entries = hub.entries(keys.run_part(run_id, "events"), after, run_id)
     return sse_stream(hub_frames(entries, hub.settings.sse_redis_grace))
+
+
+async def run_events(
+    hub: Hub, run_id: str, last_event_id: str | None, after: str | None
+) -> EventStream:
+    """``GET /v1/runs/{run_id}/events``: the run's events after ``Last-Event-ID`` or ``?after=``.
+
+    Raises :class:`InvalidInput` for a malformed run id or entry id, :class:`NotFound` for an
+    unknown run. Asked on the hub's connection: a thousand clients opening streams at once take
+    no threads and no pooled connections.
+    """
+    if not RUN_ID.fullmatch(run_id):
+        raise InvalidInput(f"invalid run id {run_id!r}")
+    if after is not None and not ENTRY_ID.fullmatch(after):
+        raise InvalidInput(f"invalid ?after= {after!r}: an entry id like 1700000000000-0")
+    if not await hub.run_exists(run_id):
+        raise NotFound(f"unknown run {run_id!r}")
+    start = last_event_id or after or "0-0"
+    if not ENTRY_ID.fullmatch(start):
+        raise InvalidInput(f"invalid Last-Event-ID {start!r}")
+    return sse_response(hub, run_id, start)

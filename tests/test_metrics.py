@@ -147,6 +147,25 @@ def test_open_sse_streams_are_counted_while_they_are_open(cluster: Cluster, send
     )
 
 
+def test_a_client_that_leaves_mid_stream_ends_its_stream_while_the_run_goes_on(
+    cluster: Cluster, sender: str
+) -> None:
+    events = {"route": "/v1/runs/{run_id}/events"}
+    before = value(gateway_metrics(cluster), "walrus_sse_streams_active", **events)
+    run_id = cluster.send("slow", "take your time", sender)  # 20 chunks, 250 ms apart
+    with (
+        cluster.http() as c,
+        c.stream("GET", f"/v1/runs/{run_id}/events", timeout=60) as resp,
+    ):
+        next(line for line in resp.iter_lines() if line.startswith("event: chunk"))
+    wait_for(
+        lambda: value(gateway_metrics(cluster), "walrus_sse_streams_active", **events) == before,
+        what="the stream gauge to drop back",
+    )
+    with cluster.http() as c:
+        assert c.get(f"/v1/runs/{run_id}").json()["status"] == "running"
+
+
 def test_a_worker_with_metrics_port_serves_step_and_tool_durations_of_its_pool(
     private_cluster: Cluster, sender: str
 ) -> None:
