@@ -110,12 +110,15 @@ class Enqueued:
     """What ``enqueue`` did, and the run an ``on_busy=interrupt`` cancelled.
 
     ``ok``; ``exists`` (the run was submitted before); ``busy`` (``on_busy=reject`` on a busy
-    conversation; ``active`` is its run).
+    conversation; ``active`` is its run). ``drain``: the conversation was idle, so a drain task
+    must start it; a busy one's holder starts the message as its run ends (finish.lua), so a
+    message to a busy conversation costs no Celery message of its own.
     """
 
     state: Literal["ok", "exists", "busy"]
     active: str | None = None
     interrupted: str | None = None
+    drain: bool = False
 
 
 def enqueue(
@@ -151,7 +154,7 @@ def enqueue(
         return Enqueued("busy", active=res[1] or None)
     if res[0] == "exists":
         return Enqueued("exists")
-    return Enqueued("ok", interrupted=res[1] or None)
+    return Enqueued("ok", interrupted=res[1] or None, drain=bool(res[2]))
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def submit(
     run_id: str | None = None,
     meta: Mapping[str, str] | None = None,
 ) -> Submitted:
-    """Append the message to the conversation inbox (atomically) and enqueue a drain.
+    """Append the message to the conversation inbox (atomically); enqueue a drain if it was idle.
 
     Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
     conversation, with nothing written. With ``run_id`` given, a second submit of the same run
@@ -104,7 +104,8 @@ def submit(
         )
     if done.interrupted:
         waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
-    _drain(agent, sender, run_id)
+    if done.drain:  # else the conversation's running run starts it as it ends
+        _drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=done.interrupted)
 
 

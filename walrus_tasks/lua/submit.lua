@@ -1,6 +1,9 @@
 -- submit(): record the run as queued and append it to the conversation inbox, atomically; a
 -- conversation that can start at once is marked ready in the fair dispatcher (lib/fair.lua).
 -- Idempotent on run_id: a run that exists already is not submitted again.
+-- Returns {'ok', interrupted run or false, whether the conversation was idle (a drain must
+-- start it; a busy one's next message is started by finish.lua's start_next as its run ends,
+-- and the reaper re-drains an inbox left waiting)}, {'exists', false} or {'busy', active}.
 -- KEYS: lease, fence, inbox, run, active
 -- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
 --       at least `tenant`)
@@ -44,4 +47,4 @@ redis.call('ZADD', K.INBOXES, 'NX', ARGV[6], ARGV[7])
 redis.call('ZADD', K.CONVERSATIONS, ARGV[6], ARGV[7])
 redis.call('ZADD', K.RUNS, ARGV[6], ARGV[1])  -- the index of GET /v1/runs, capped
 redis.call('ZREMRANGEBYRANK', K.RUNS, 0, -K.RUNS_MAXLEN - 1)
-return {'ok', interrupted}
+return {'ok', interrupted, not busy}
