@@ -185,7 +185,8 @@ def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict
                 run_id = str(event["run_id"])
             if event["type"] == "end":
                 status = str(event["status"])
-                break
+        # Read to the body's end (the gateway closes the stream right after ``end``): a
+        # response left unread closes its connection, and the next POST would open another.
     return status, seen, run_id
 
 
