@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         "HTTP connection",
         "messages (3.)": args.messages,
         "conversations (3.)": args.conversations,
-        "3. submitted via": "POST /v1/agents/bench/messages (gateway, httpx async)"
+        "3. submitted via": "POST /v1/agents/bench/messages (gateway; asyncio HTTP/1.1, keep-alive)"
         if args.via == "gateway"
         else "walrus_tasks.submit.submit() in the bench process (thread pool)",
         "concurrent submits (3.)": args.in_flight,
