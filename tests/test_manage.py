@@ -356,9 +356,10 @@ def test_stats_count_agents_conversations_active_and_queued_runs(mc: Cluster) ->
     assert stats["conversations"] >= 1 and stats["leases"] >= 1
     assert set(stats["queues"]) >= {"walrus.runs", "walrus.tools"}
     assert set(stats) == {
-        "agents", "conversations", "active_runs", "queued", "leases", "queues", "unacked", "runs",
-        "limits",
+        "agents", "conversations", "active_runs", "queued", "leases", "queues", "broker_up",
+        "unacked", "runs", "limits",
     }  # fmt: skip
+    assert stats["broker_up"] is True
     assert mc.wait_run(second)["status"] == "cancelled"
 
 
