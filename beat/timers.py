@@ -60,7 +60,7 @@ def fire_crons(r: redis.Redis, agents: Collection[str], now: float, deadline: fl
         fire = not why_not
         next_ms: int | None = None
         if not (fire and entry.once):
-            next_ms = crons.next_fire_ms(entry, max(int(now * 1000), due_ms), entry.created_at)
+            next_ms = crons.next_fire_ms(entry, max(int(now * 1000), due_ms), due_ms)
         if crons.claim(r, cron_id, due_ms, next_ms, fire, now) is None:
             continue  # another beat claimed it, or it was deleted
         run_id = None

@@ -26,10 +26,16 @@ DEDUP_TTL_MS = 3_600_000
 """How long a fire's dedup key lives: far longer than any beat failover."""
 
 
-def next_fire_ms(entry: CronSpec, after_ms: int, anchor: float) -> int:
-    """The first fire time (ms) strictly after ``after_ms``; ``anchor`` phases ``@every``."""
+def next_fire_ms(entry: CronSpec, after_ms: int, anchor_ms: int) -> int:
+    """The first fire time (ms) strictly after ``after_ms``; ``anchor_ms`` phases ``@every``.
+
+    The beat anchors each next fire on the due time it just fired (whole ms, on the grid),
+    not on the entry's ``created_at``: ``cron_claim.lua`` rewrites the entry with cjson, which
+    keeps 14 significant digits, so ``created_at`` comes back up to 0.05 ms off and its grid
+    could move by 1 ms; a fire at its due time then found the same slot again 1 ms later.
+    """
     parsed = schedule.parse(entry.schedule)
-    return parsed.next_after(after_ms, round(anchor * 1000), schedule.zone(entry.timezone))
+    return parsed.next_after(after_ms, anchor_ms, schedule.zone(entry.timezone))
 
 
 def usable_skills(config: Config) -> dict[str, list[str]]:
@@ -83,7 +89,7 @@ def create(
         **{**spec.model_dump(), "sender": spec.sender or f"cron:{cron_id}"},
         id=cron_id,
         created_at=now,
-        next_fire_at=next_fire_ms(spec, round(now * 1000), now) / 1000,
+        next_fire_at=next_fire_ms(spec, round(now * 1000), round(now * 1000)) / 1000,
     )
     pipe = r.pipeline(transaction=True)
     _store(pipe, [entry])
