@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
+from walrus_tasks import crons, runs, store, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.models import (
@@ -106,13 +106,7 @@ def send(
             raise InvalidInput(
                 f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
             )
-        run_id = keyed_run_id(agent, sender, idempotency_key)
-        earlier: str | None = r.hget(keys.run(run_id), "content")  # type: ignore[assignment]
-        if earlier is not None and earlier != body.content:
-            raise InvalidInput(
-                "Idempotency-Key already used for another message to this conversation "
-                f"(run {run_id})"
-            )
+        run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
     meta = send_meta(config, agent, body.cwd, body.tenant)
     return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
 

@@ -10,7 +10,6 @@ first request and then resets the client's connection, its answer unsent, is tha
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -18,27 +17,9 @@ import httpx
 import pytest
 
 from tests.cluster import Cluster
+from tests.test_keepalive import read_http, reset_on_close
 from walrus_tasks.client import Client
 from walrus_tasks.client_core import IDEMPOTENCY_KEY
-
-
-def read_http(sock: socket.socket) -> bytes:
-    """One HTTP/1.1 message (headers and a Content-Length body) from ``sock``."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-         if line.lower().startswith(b"content-length:")),
-        0,
-    )  # fmt: skip
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 class LoseFirstAnswer:
@@ -67,10 +48,8 @@ class LoseFirstAnswer:
                         up.sendall(request.replace(b"keep-alive", b"close"))
                         answer = read_http(up)
                     if len(self.requests) == 1:
-                        conn.setsockopt(
-                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                        )
-                        break  # reset, the answer unsent
+                        reset_on_close(conn)
+                        break  # the answer unsent
                     conn.sendall(answer)
 
     def close(self) -> None:

@@ -99,6 +99,30 @@ def test_the_keep_alive_is_a_setting(private_cluster: Cluster, sender: str) -> N
     assert answer in ("ConnectionError", "ConnectionResetError", "BrokenPipeError")
 
 
+def read_http(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 message (headers and a Content-Length body) from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def reset_on_close(conn: socket.socket) -> None:
+    """Make closing ``conn`` a reset (linger 0), as a server dropping a reused connection."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 class ResetOnce:
     """An HTTP server on a free port that resets the connection of its first request without
     answering (as a server closing a connection the client just reused), then answers
@@ -118,13 +142,9 @@ class ResetOnce:
             except OSError:
                 return  # closed
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
-                    data += chunk
-                self.requests.append(data.split(b"\r\n", 1)[0])
+                self.requests.append(read_http(conn).split(b"\r\n", 1)[0])
                 if len(self.requests) == 1:
-                    # Close with a reset (linger 0), the request unanswered.
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    reset_on_close(conn)  # the request unanswered
                     continue
                 body = b'{"ok": true}'
                 conn.sendall(

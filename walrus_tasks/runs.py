@@ -109,13 +109,14 @@ Wait = Literal["waiting", "woken", "fenced", "stale"]
 class Enqueued:
     """What ``enqueue`` did, and the run an ``on_busy=interrupt`` cancelled.
 
-    ``ok``; ``exists`` (the run was submitted before); ``busy`` (``on_busy=reject`` on a busy
+    ``ok``; ``exists`` (the run was submitted before); ``other`` (its id is another message's);
+    ``busy`` (``on_busy=reject`` on a busy
     conversation; ``active`` is its run). ``drain``: the conversation was idle, so a drain task
     must start it; a busy one's holder starts the message as its run ends (finish.lua), so a
     message to a busy conversation costs no Celery message of its own.
     """
 
-    state: Literal["ok", "exists", "busy"]
+    state: Literal["ok", "exists", "other", "busy"]
     active: str | None = None
     interrupted: str | None = None
     drain: bool = False
@@ -152,8 +153,8 @@ def enqueue(
     )
     if res[0] == "busy":
         return Enqueued("busy", active=res[1] or None)
-    if res[0] == "exists":
-        return Enqueued("exists")
+    if res[0] in ("exists", "other"):
+        return Enqueued(res[0])
     return Enqueued("ok", interrupted=res[1] or None, drain=bool(res[2]))
 
 

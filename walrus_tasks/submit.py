@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 
 from walrus_tasks import keys, replication, runs, waits
 from walrus_tasks.celery_app import send_drain
-from walrus_tasks.errors import Conflict
+from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
 
 log = logging.getLogger("walrus.submit")
@@ -97,6 +97,10 @@ def submit(
         _drain(agent, sender, run_id)
     if done.state == "exists":
         return Submitted(run_id=run_id)
+    if done.state == "other":
+        raise InvalidInput(
+            f"Idempotency-Key already used for another message to this conversation (run {run_id})"
+        )
     if done.state == "busy":
         raise Conflict(
             f"conversation {agent}/{sender} is busy (active run {done.active or 'starting'}); "

@@ -3,14 +3,16 @@
 -- Idempotent on run_id: a run that exists already is not submitted again.
 -- Returns {'ok', interrupted run or false, whether the conversation was idle (a drain must
 -- start it; a busy one's next message is started by finish.lua's start_next as its run ends,
--- and the reaper re-drains an inbox left waiting)}, {'exists', false} or {'busy', active}.
+-- and the reaper re-drains an inbox left waiting)}, {'exists', false}, {'other', false} (the run
+-- id was taken by another message) or {'busy', active}.
 -- KEYS: lease, fence, inbox, run, active
 -- ARGV: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
 --       at least `tenant`)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
 -- in this same step: its messages leave history before this message's run can start.
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  return {'exists', false}
+local earlier = redis.call('HGET', KEYS[4], 'content')
+if earlier then  -- submitted before (a retry): the same message, or a reused run id
+  return {earlier == ARGV[4] and 'exists' or 'other', false}
 end
 local busy = redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[3]) > 0
   or live_active(ARGV[7]) ~= false
