@@ -1,10 +1,18 @@
 # One command per habit.
 PY ?= python
 
-.PHONY: install test lint typecheck check bench chaos up
+.PHONY: install lock test lint typecheck check bench chaos up
 
+# Installs exactly the locked set (requirements/lock.txt), then this package without resolving.
 install:
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -r requirements/lock.txt
+	$(PY) -m pip install --no-deps -e .
+
+# Moves the lock forward on purpose: newest versions within pyproject's ranges, then the checks.
+lock:
+	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal \
+		--upgrade -q -o requirements/lock.txt
+	$(MAKE) install check
 
 test:
 	$(PY) -m pytest

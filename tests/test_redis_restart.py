@@ -65,7 +65,10 @@ def test_the_worker_survives_a_redis_restart_and_its_run_ends(
         assert c.wait_run(c.send("echo", "before", sender))["status"] == "succeeded"
         run_id = c.send("slow", "count to twenty", sender)
         first_chunk(c, run_id)
-        assert unacked(c) == 1  # the drain message, acked when its task body returns
+        # What makes this test the hard case: the worker holds at least the run's drain
+        # message unacknowledged when Redis goes (acked when its task body returns). How many
+        # more Celery has in flight at that instant is its bookkeeping, not our promise.
+        assert unacked(c) >= 1
 
         restart(server, how)
 

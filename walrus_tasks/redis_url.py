@@ -110,10 +110,10 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     group = parse_sentinel(url)
     if group is None:
         return redis.Redis.from_url(url, **kwargs)
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(
         list(group.sentinels), sentinel_kwargs=group.sentinel_kwargs(), **group.master_kwargs()
     )
-    master: redis.Redis = sentinel.master_for(group.master, **kwargs)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(group.master, **kwargs)
     return master
 
 
@@ -122,7 +122,7 @@ def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     group = parse_sentinel(url)
     if group is None:
         return aioredis.Redis.from_url(url, **kwargs)
-    sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = aiosentinel.Sentinel(
         list(group.sentinels), sentinel_kwargs=group.sentinel_kwargs(), **group.master_kwargs()
     )
     master: aioredis.Redis = sentinel.master_for(group.master, **kwargs)
