@@ -6,6 +6,7 @@ builds the command line.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -57,3 +58,17 @@ def current() -> Sandbox:
     if wanted == "bwrap":
         return Sandbox("unavailable", f"WALRUS_SANDBOX=bwrap but it cannot run: {why}")
     return Sandbox("none", f"no sandbox: {why}")
+
+
+def workspace_owner() -> tuple[int, int] | None:
+    """The host ``(uid, gid)`` that ``bash`` runs as when it is not the worker's own user.
+
+    A root worker drops ``bash`` to ``sandbox_uid``/``sandbox_gid`` (never host uid 0, which
+    keeps every capability); what the file tools create must then belong to that user so a
+    command can change it. ``None`` when bash runs as the worker's user (a non-root worker,
+    or ``WALRUS_SANDBOX=none``).
+    """
+    if os.geteuid() != 0 or current().kind != "bwrap":
+        return None
+    settings = get_settings()
+    return settings.sandbox_uid, settings.sandbox_gid

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         pattern="^(auto|bwrap|none)$",
         description="where bash runs: bwrap, none, or auto (bwrap when it is installed and works)",
     )
+    sandbox_uid: int = Field(
+        default=65534, ge=1, description="host uid bash runs as when the worker is root (nobody)"
+    )
+    sandbox_gid: int = Field(
+        default=65534, ge=1, description="host gid bash runs as when the worker is root (nogroup)"
+    )
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )
