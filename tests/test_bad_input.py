@@ -1,4 +1,4 @@
-"""Invariant 8: bad input gets a clear error and changes nothing in Redis."""
+"""docs/design.md, invariant 8: bad input gets a clear error and changes nothing in Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Invariant 6 (cancellation) and ``on_busy``: reject and interrupt."""
+"""docs/design.md, invariant 6 (cancellation) and ``on_busy``: reject and interrupt."""
 
 from __future__ import annotations
 

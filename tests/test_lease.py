@@ -174,7 +174,7 @@ def test_a_dispatched_task_waiting_in_a_busy_queue_keeps_the_lease(
 def test_a_drain_after_the_lease_expired_never_starts_the_next_message_over_the_active_run(
     r: redis.Redis, sender: str
 ) -> None:
-    """Invariant 3: the lease of a dead worker's run expired, the reaper has not come yet."""
+    """docs/design.md, invariant 3: a dead worker's lease expired, the reaper has not come yet."""
     first = submit(r, AGENT, sender, "one").run_id
     dead = start(r, sender)
     cid = dead.cid

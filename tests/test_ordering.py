@@ -1,4 +1,4 @@
-"""Invariant 1: total order per conversation; conversations run in parallel."""
+"""docs/design.md, invariant 1: total order per conversation; conversations run in parallel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Invariant 5: SSE resumes with ``Last-Event-ID`` with no gap and no duplicate."""
+"""docs/design.md, invariant 5: SSE resumes with ``Last-Event-ID`` with no gap and no duplicate."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each method is one request described in ``client_core``; run events arrive as Server-Sent
 Events and a dropped stream resumes as ``client_stream.Resume`` decides, so the caller sees
-every event exactly once (DESIGN.md invariant 5). ``AsyncClient`` is the asyncio twin.
+every event exactly once (docs/design.md, invariant 5). ``AsyncClient`` is the asyncio twin.
 """
 
 from __future__ import annotations

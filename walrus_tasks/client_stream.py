@@ -1,7 +1,7 @@
 """Following a run's event stream, sans-IO: the SSE parser and the reconnect/resume decisions.
 
 If the connection drops mid-stream, the client reconnects with ``Last-Event-ID`` = the id of the
-last event it yielded, so the caller sees every event exactly once (DESIGN.md invariant 5).
+last event it yielded, so the caller sees every event exactly once (docs/design.md, invariant 5).
 ``Resume`` decides what to do after an event, after a drop and when to give up; ``Client`` and
 ``AsyncClient`` only drive it with their own connection and sleep.
 """

@@ -1,4 +1,4 @@
-"""``walrus export`` / ``walrus import``: the durable state in Redis, in the SPEC.md layout.
+"""``walrus export`` / ``walrus import``: the durable state in Redis, in the daemon's disk layout.
 
 ::
 

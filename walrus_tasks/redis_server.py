@@ -90,7 +90,7 @@ def start_redis(
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
-    AOF is on (``appendfsync everysec``) and eviction off, as DESIGN.md asks of every Redis
+    AOF is on (``appendfsync everysec``) and eviction off, as docs/design.md asks of every Redis
     that holds walrus state. With ``password``, clients must authenticate (``requirepass``).
     Starting again with the same ``data_dir`` and ``port`` restarts the same server (its data
     reloaded from the AOF); ``appendfsync="always"`` loses nothing even to ``kill -9``.

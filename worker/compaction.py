@@ -21,7 +21,7 @@ from worker.providers import provider_for
 from worker.providers.base import LLMRequest, TextDelta
 
 TOOL_OUTPUT_CAP = 1024
-"""Characters of each tool output the summariser sees (SPEC.md: truncated to ~1 KiB)."""
+"""Characters of each tool output the summariser sees (~1 KiB, as the original daemon cuts it)."""
 
 MARKER = "[context compacted]"
 
@@ -40,7 +40,7 @@ def message_chars(m: dict[str, Any]) -> int:
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """Estimated context size: characters / 4, as SPEC.md estimates it."""
+    """Estimated context size: characters / 4, as the original daemon estimates it."""
     return sum(message_chars(m) for m in messages) // 4
 
 

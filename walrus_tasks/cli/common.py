@@ -54,7 +54,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 class OnBusyChoice(StrEnum):
-    """What to do when the conversation is busy (DESIGN.md, "on_busy")."""
+    """What to do when the conversation is busy (README, "HTTP API": ``on_busy``)."""
 
     enqueue = "enqueue"
     reject = "reject"

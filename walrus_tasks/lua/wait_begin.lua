@@ -1,5 +1,6 @@
 -- Park one tool call of a run until a client reply, its delegated children, or a timeout: the
--- run becomes `waiting` and no task holds it (invariant 7). Fenced and idempotent per call.
+-- run becomes `waiting` and no task holds it (docs/design.md, invariant 7). Fenced and
+-- idempotent per call.
 -- KEYS: lease, fence, run, claim (of the call)
 -- ARGV: token, ttl_ms, step, call_id, kind ('ask' | 'approval' | 'delegate'), deadline_ms,
 --       event_json ('' = none), data_json, now_ms, maxlen, cid

@@ -43,6 +43,6 @@ def _since_last_user(request: LLMRequest) -> list[dict[str, object]]:
 
 
 def _tokens(request: LLMRequest) -> int:
-    """Estimated input tokens (chars / 4), as SPEC.md estimates context size."""
+    """Estimated input tokens (chars / 4), as compaction estimates context size."""
     chars = len(request.system) + sum(len(str(m.get("content", ""))) for m in request.messages)
     return chars // 4

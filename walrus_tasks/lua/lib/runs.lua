@@ -54,8 +54,8 @@ local function claim(token, ttl_ms, rk, step, phase, claim_key, claim_id, result
 end
 
 -- The conversation's active run while it has not ended (running or waiting), else false.
--- Invariant 3: no path starts a conversation's next message while this is set. A run whose
--- lease expired with its worker stays active until a takeover resumes or fails it.
+-- docs/design.md, invariant 3: no path starts a conversation's next message while this is
+-- set. A run whose lease expired with its worker stays active until a takeover resumes or fails it.
 local function live_active(cid)
   local active = redis.call('GET', K.conv_active(cid))
   if not active then
@@ -70,7 +70,7 @@ end
 
 -- Pop the next inbox entry of `cid` and start its run under `token`, or release the lease.
 -- Called with the lease held (or free and being taken: acquire.lua); atomic with the caller,
--- so a message appended by submit() is either seen here or finds the lease free (invariant 4:
+-- so a message appended by submit() is either seen here or finds the lease free (docs/design.md, invariant 4:
 -- nothing stranded).
 local function start_next(cid, token, now_ms, ttl_ms, maxlen)
   local live = live_active(cid)
