@@ -27,12 +27,12 @@ from walrus_tasks.models import (
     Reply,
     RunInfo,
     RunPage,
+    RunStatus,
     SendMessage,
     Steer,
     Steered,
 )
 from walrus_tasks.run_events import sse_schema
-from walrus_tasks.runs import RunStatus
 
 ERRORS = responses({404: "unknown agent or run", 409: "busy", 413: "body too large",
                     422: "invalid input"})  # fmt: skip

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md, enforced by the import-linter contracts in pyproject.toml."""
+"""The import rules of docs/design.md, enforced by the import-linter contracts in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def test_the_gateway_process_never_loads_agent_code() -> None:
         "import sys, gateway.app; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('worker', 'beat', 'openai', "
         "'anthropic')]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_the_client_loads_no_state_machine_lua_config_or_redis() -> None:
+    code = (
+        "import sys; from walrus_tasks import Client, AsyncClient, RunStatus; "
+        "bad = [m for m in sys.modules if m in ('walrus_tasks.runs', 'walrus_tasks.scripts', "
+        "'walrus_tasks.keys', 'walrus_tasks.config', 'walrus_tasks.settings') "
+        "or m.split('.')[0] in ('redis', 'celery', 'kombu')]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,8 +12,7 @@ from walrus_tasks.errors import (
     PayloadTooLarge,
     WalrusError,
 )
-from walrus_tasks.models import Accepted, RunInfo
-from walrus_tasks.runs import RunStatus
+from walrus_tasks.models import Accepted, RunInfo, RunStatus
 
 __all__ = [
     "Accepted",

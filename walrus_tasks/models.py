@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from walrus_tasks.runs import RunStatus
-
 OnBusy = Literal["enqueue", "reject", "interrupt"]
+
+
+class RunStatus(StrEnum):
+    """The life of a run: ``queued → running ⇄ waiting → succeeded | failed | cancelled``."""
+
+    queued = "queued"
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for the three end states."""
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
 class SendMessage(BaseModel):
@@ -163,12 +178,6 @@ class AgentInfo(BaseModel):
     description: str
     tools: list[str]
     members: list[str]
-
-
-class ErrorBody(BaseModel):
-    """``{"error": {"code", "message"}}`` with the HTTP status."""
-
-    error: dict[str, str]
 
 
 class CronSpec(BaseModel):

@@ -14,8 +14,7 @@ import redis
 
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput
-from walrus_tasks.models import RunInfo, RunPage
-from walrus_tasks.runs import RunStatus
+from walrus_tasks.models import RunInfo, RunPage, RunStatus
 
 CURSOR_RE = re.compile(r"^(\d+)-([0-9a-f]{32})$")
 MAX_LIMIT = 200

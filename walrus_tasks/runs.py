@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Literal
 
 import redis
@@ -66,23 +65,6 @@ from walrus_tasks.run_events import (
     event_json,
 )
 from walrus_tasks.settings import get_settings
-
-
-class RunStatus(StrEnum):
-    """The life of a run: ``queued → running ⇄ waiting → succeeded | failed | cancelled``."""
-
-    queued = "queued"
-    running = "running"
-    waiting = "waiting"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """True for the three end states."""
-        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
-
 
 Phase = Literal["llm", "tools", "final", "cancelled", "done"]
 """What a running run does next: an LLM step, its tool calls, finish (``final`` succeeded,

@@ -7,7 +7,6 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from walrus_tasks import keys
 
@@ -46,12 +45,3 @@ def call(
     if script is None:
         script = _registered[key] = r.register_script(source(name))
     return script(keys=keys, args=args, client=pipe)
-
-
-async def acall(r: aioredis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    """Run script ``name`` on an asyncio client."""
-    key = (id(r), name)
-    script = _registered.get(key)
-    if script is None:
-        script = _registered[key] = r.register_script(source(name))
-    return await script(keys=keys, args=args)
