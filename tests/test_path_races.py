@@ -29,8 +29,8 @@ pytestmark = pytest.mark.security
 
 SECRET = 'provider_key = "sk-outside-secret"\n'
 INSIDE = "inside = true\n"
-READS, WRITES = 3000, 1000
-"""The finding saw 7 of 80 reads and 25 of 60 writes escape; here a few thousand calls make
+READS, WRITES = 8000, 1000
+"""The finding saw 7 of 80 reads and 25 of 60 writes escape; here thousands of calls make
 the race sure to show on the code before the fix (it takes about a second)."""
 SWAP_SECONDS = 60.0
 """Longest a swap loop runs (it stops as soon as the calls are done)."""
@@ -176,19 +176,24 @@ def test_a_write_raced_by_a_swapped_parent_never_lands_outside(
     assert (real / "config.toml").read_text() == expected
 
 
-def test_an_edit_raced_by_a_swapped_parent_never_changes_the_outside_file(
+def test_an_edit_raced_by_a_swapped_parent_never_changes_or_copies_the_outside_file(
     r: redis.Redis, layout: dict[str, Path], resolver: str
 ) -> None:
-    ctx = make_ctx(r, layout["work"])
+    work = layout["work"]
+    ctx = make_ctx(r, work)
     # As if the model had read both: edit must still refuse the outside one.
     r.sadd(files.read_set(ctx), str(layout["outside"] / "config.toml"))
-    r.sadd(files.read_set(ctx), str(layout["work"] / "d" / "config.toml"))
-    (layout["outside"] / "config.toml").write_text(SECRET)
+    r.sadd(files.read_set(ctx), str(work / "d" / "config.toml"))
     d, link = swap_setup(layout)
-    with Swapper(d, link):
-        for _ in range(WRITES):
-            outcome(lambda: call("edit", ctx, path="d/config.toml", old_string="s", new_string="S"))
+    # "= " occurs once in both files, and still once after each edit: every edit may go ahead.
+    edit = {"path": "d/config.toml", "old_string": "= ", "new_string": "=  "}
+    with Swapper(d, link) as swapper:
+        results = [outcome(lambda: call("edit", ctx, **edit)) for _ in range(WRITES)]
+    assert swapper.swaps > 0
     untouched(layout["outside"])
+    real = d if not d.is_symlink() else link
+    assert "sk-outside" not in (real / "config.toml").read_text(), "the secret was copied in"
+    assert all(x.startswith(("edited ", "refused: ")) for x in results), set(results)
 
 
 def test_a_conversation_cwd_swapped_for_a_symlink_is_not_followed(
