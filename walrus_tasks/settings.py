@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     sandbox_gid: int = Field(
         default=65534, ge=1, description="host gid bash runs as when the worker is root (nogroup)"
     )
+    paths_resolve: str = Field(
+        default="auto",
+        pattern="^(auto|walk)$",
+        description=(
+            "how the file tools open a path beneath the working directory: auto (the kernel's "
+            "openat2 RESOLVE_BENEATH where it has it, else the walk) or walk (one component at "
+            "a time with O_NOFOLLOW)"
+        ),
+    )
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )

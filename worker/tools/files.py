@@ -1,23 +1,26 @@
 """``read``, ``write`` and ``edit``: files inside the conversation's working directory.
 
-Every path goes through ``resolve_inside`` (no ``..``, no absolute path elsewhere, no symlink
-that leads out). ``edit`` only changes a file the conversation has read or written, so the model
-edits what it has seen: the resolved paths read are a Redis SET of the conversation.
+Every path is opened beneath the working directory's descriptor (``worker.tools.paths``): no
+``..`` above it, no absolute path elsewhere, no symlink that leads out, not even one swapped in
+while the call runs; everything after the open (size, type, link count, reading, writing) is
+done on the descriptor. ``edit`` only changes a file the conversation has read or written, so
+the model edits what it has seen: the real paths of the files read are a Redis SET of the
+conversation.
 """
 
 from __future__ import annotations
 
 import codecs
-import errno
 import os
 import stat
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from walrus_tasks import keys
+from walrus_tasks.sandbox import workspace_owner
 from worker.providers.base import ToolSpec
 from worker.tools.base import ToolContext, ToolFailed, arg, register, schema
-from worker.tools.paths import resolve_inside
+from worker.tools.beneath import open_beneath
+from worker.tools.paths import make_parents, refusal, relative, workspace
 
 MAX_READ = 256 * 1024
 """Bytes ``read`` returns at most per call (the model pages on with ``offset``)."""
@@ -61,15 +64,15 @@ def read(args: dict[str, Any], ctx: ToolContext) -> str:
     limit = arg(args, "limit", int, None)
     if offset < 1 or (limit is not None and limit < 1):
         raise ToolFailed("offset and limit must be 1 or more")
-    path = _existing_file(ctx, raw)
-    with _open_read(path, raw) as f:
+    fd, path = _open_existing(ctx, raw, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
         if _binary(f.read(SNIFF)):
             raise ToolFailed(f"{raw} is a binary file, not text; inspect it with bash instead")
         f.seek(0)
         if not _skip_lines(f, offset - 1):
             raise ToolFailed(f"offset {offset} is past the end of {raw}")
         data = f.read(MAX_READ + 1)
-    ctx.redis.sadd(read_set(ctx), str(path))
+    ctx.redis.sadd(read_set(ctx), path)
     if not data:
         return f"({raw} is empty)" if offset == 1 else f"(no lines from line {offset} on)"
     truncated = len(data) > MAX_READ
@@ -104,17 +107,20 @@ def write(args: dict[str, Any], ctx: ToolContext) -> str:
     """Write the whole file; it counts as read (the model knows its content)."""
     raw = arg(args, "path", str)
     data = _encode(arg(args, "content", str))
-    path = resolve_inside(ctx.cwd, raw)
-    if path.is_dir():
-        raise ToolFailed(f"{raw} is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ToolFailed(f"cannot create the directory of {raw}: {e.strerror}") from None
-    if resolve_inside(ctx.cwd, str(path)) != path:  # a symlink appeared meanwhile
-        raise ToolFailed(f"{raw} changed while being written; try again")
-    _write_bytes(path, raw, data)
-    ctx.redis.sadd(read_set(ctx), str(path))
+    rel = relative(ctx.cwd, raw)
+    owner = workspace_owner()
+    with workspace(ctx) as root:
+        try:
+            make_parents(root, rel, owner)
+        except OSError as e:
+            why = refusal(e, raw, ctx.cwd)
+            raise ToolFailed(f"cannot create the directory of {raw}: {why}") from None
+        fd = _open_for_write(ctx, root, rel, raw, owner)
+    with os.fdopen(fd, "wb") as f:
+        path = _real_path(f.fileno(), ctx, rel)
+        f.truncate()
+        f.write(data)
+    ctx.redis.sadd(read_set(ctx), path)
     return f"wrote {len(data)} bytes to {raw}"
 
 
@@ -145,34 +151,104 @@ def edit(args: dict[str, Any], ctx: ToolContext) -> str:
         raise ToolFailed("old_string is empty; to write a whole file use write")
     if old == new:
         raise ToolFailed("old_string and new_string are the same: nothing to change")
-    path = _existing_file(ctx, raw)
-    if not ctx.redis.sismember(read_set(ctx), str(path)):
-        raise ToolFailed(f"read {raw} first: edit only changes files read in this conversation")
-    if path.stat().st_size > MAX_EDIT:
-        raise ToolFailed(f"{raw} is larger than {MAX_EDIT // (1024 * 1024)} MiB; edit it with bash")
-    try:
-        with _open_read(path, raw) as f:
+    fd, path = _open_existing(ctx, raw, os.O_RDWR)
+    # One descriptor from the check to the write: what was read is what is rewritten.
+    with os.fdopen(fd, "r+b") as f:
+        if not ctx.redis.sismember(read_set(ctx), path):
+            raise ToolFailed(f"read {raw} first: edit only changes files read in this conversation")
+        if os.fstat(fd).st_size > MAX_EDIT:
+            raise ToolFailed(
+                f"{raw} is larger than {MAX_EDIT // (1024 * 1024)} MiB; edit it with bash"
+            )
+        try:
             text = f.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ToolFailed(f"{raw} is not UTF-8 text") from None
-    count = _occurrences(text, old)
-    if count == 0:
-        raise ToolFailed(f"old_string not found in {raw}")
-    if count > 1:
-        raise ToolFailed(f"old_string appears {count} times in {raw}; give more context")
-    _write_bytes(path, raw, _encode(text.replace(old, new, 1)))
+        except UnicodeDecodeError:
+            raise ToolFailed(f"{raw} is not UTF-8 text") from None
+        count = _occurrences(text, old)
+        if count == 0:
+            raise ToolFailed(f"old_string not found in {raw}")
+        if count > 1:
+            raise ToolFailed(f"old_string appears {count} times in {raw}; give more context")
+        f.seek(0)
+        f.truncate()
+        f.write(_encode(text.replace(old, new, 1)))
     return f"edited {raw}: replaced 1 occurrence"
 
 
-def _existing_file(ctx: ToolContext, raw: str) -> Path:
-    path = resolve_inside(ctx.cwd, raw)
-    if not path.exists():
-        raise ToolFailed(f"{raw} does not exist")
-    if path.is_dir():
-        raise ToolFailed(f"{raw} is a directory; list it with bash (ls)")
-    if not path.is_file():
-        raise ToolFailed(f"{raw} is not a regular file")
-    return path
+def _open_existing(ctx: ToolContext, raw: str, flags: int) -> tuple[int, str]:
+    """A descriptor of the regular file ``raw`` and its real path; ToolFailed otherwise."""
+    rel = relative(ctx.cwd, raw)
+    with workspace(ctx) as root:
+        try:
+            # O_NONBLOCK: a FIFO put there must not hang the call (a regular file ignores it).
+            fd = open_beneath(root, rel, flags | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as e:
+            raise refusal(e, raw, ctx.cwd) from None
+    try:
+        _check_regular(fd, raw)
+    except ToolFailed:
+        os.close(fd)
+        raise
+    return fd, _real_path(fd, ctx, rel)
+
+
+def _open_for_write(
+    ctx: ToolContext, root: int, rel: str, raw: str, owner: tuple[int, int] | None
+) -> int:
+    """A descriptor of ``rel`` to overwrite, made (and given to ``owner``) if it is missing.
+
+    Not truncated: that waits for the link count check.
+    """
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY
+    created = False
+    try:
+        try:
+            fd = open_beneath(root, rel, flags)
+        except FileNotFoundError:
+            try:
+                fd = open_beneath(root, rel, flags | os.O_CREAT | os.O_EXCL)
+                created = True
+            except FileExistsError:  # a symlink inside to a missing file, or made meanwhile
+                fd = open_beneath(root, rel, flags | os.O_CREAT)
+                st = os.fstat(fd)
+                created = st.st_size == 0 and st.st_uid == os.geteuid() and st.st_nlink == 1
+    except OSError as e:
+        raise refusal(e, raw, ctx.cwd) from None
+    try:
+        _check_regular(fd, raw)
+        if created and owner is not None:
+            os.fchown(fd, *owner)  # bash runs as this user: a later command may change the file
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(fd: int, raw: str) -> None:
+    """ToolFailed unless ``fd`` is a regular file with no other hard link."""
+    st = os.fstat(fd)
+    why = ""
+    if stat.S_ISDIR(st.st_mode):
+        why = f"{raw} is a directory; list it with bash (ls)"
+    elif not stat.S_ISREG(st.st_mode):
+        why = f"{raw} is not a regular file"
+    elif st.st_nlink > 1:
+        # A second hard link may be a file outside the working directory linked in: checked on
+        # the open file, so no link made after a path check gets through.
+        why = (
+            f"{raw} has {st.st_nlink} hard links; refusing it (it may be a file outside the "
+            "working directory); copy it with bash if you need it"
+        )
+    if why:
+        raise ToolFailed(why)
+
+
+def _real_path(fd: int, ctx: ToolContext, rel: str) -> str:
+    """Where the open file is (its name in the conversation's read SET)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: the path as given names it well enough
+        return os.path.normpath(os.path.join(ctx.cwd, rel))
 
 
 def _binary(head: bytes) -> bool:
@@ -227,36 +303,3 @@ def _encode(content: str) -> bytes:
         return content.encode("utf-8")
     except UnicodeEncodeError:
         raise ToolFailed("content is not valid Unicode text (lone surrogates)") from None
-
-
-def _open(path: Path, raw: str, flags: int) -> int:
-    """A descriptor of ``path``: never through a symlink, never of a file with hard links."""
-    # O_NOFOLLOW: the path was resolved symlink-free; if a symlink was put there since, refuse
-    # rather than follow it (it may lead out of the working directory).
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ToolFailed(f"{raw} is a symlink; refusing to follow it") from None
-        raise ToolFailed(f"cannot open {raw}: {e.strerror}") from None
-    # A second hard link may be a file outside the working directory that somebody linked in:
-    # checked on the open file, so no link made after a path check gets through.
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        os.close(fd)
-        raise ToolFailed(
-            f"{raw} has {st.st_nlink} hard links; refusing it (it may be a file outside the "
-            "working directory); copy it with bash if you need it"
-        )
-    return fd
-
-
-def _open_read(path: Path, raw: str) -> BinaryIO:
-    return os.fdopen(_open(path, raw, os.O_RDONLY), "rb")
-
-
-def _write_bytes(path: Path, raw: str, data: bytes) -> None:
-    # Truncated only once the link count is checked: O_TRUNC would change the file first.
-    with os.fdopen(_open(path, raw, os.O_WRONLY | os.O_CREAT), "wb") as f:
-        f.truncate()
-        f.write(data)
