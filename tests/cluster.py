@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kombu.exceptions
 import redis
 from celery import Celery
 
@@ -118,8 +119,11 @@ class Cluster:
     def pinged(self) -> set[str]:
         """Hostnames of the workers that answer a Celery ping on this cluster's broker."""
         self.check_alive()
-        with self.control_app() as app:
-            replies = app.control.ping(timeout=0.5)
+        try:
+            with self.control_app() as app:
+                replies = app.control.ping(timeout=0.5)
+        except (redis.ConnectionError, kombu.exceptions.OperationalError):
+            return set()  # a broker that is (re)starting answers nothing yet: ask again
         return {k for reply in replies for k in reply}
 
     def control_app(self) -> Celery:
