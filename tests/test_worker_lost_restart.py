@@ -19,6 +19,7 @@ import openai
 import pytest
 from langgraph_sdk import get_sync_client
 
+from tests.browser import DESKTOP, Page, browser
 from tests.cluster import Cluster, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM, FakeReply
@@ -35,6 +36,8 @@ FIRST = " ".join(f"first{i}" for i in range(1, 31))
 SECOND = "an entirely different answer"
 
 AGENTS = {"restarty": 'model = "fake/m-restart"\n'}
+
+__all__ = ["browser"]  # a fixture
 
 _replacements = itertools.count(1)
 
@@ -235,3 +238,39 @@ def test_the_websocket_forwards_the_restart(c: Cluster, sender: str) -> None:
     for event in events:
         rebuilt.feed(event)
     assert rebuilt.text == SLOW
+
+
+def test_the_console_replaces_the_restarted_steps_text(
+    c: Cluster, browser: Any, sender: str
+) -> None:
+    chat = Page(browser, c.gateway_url, DESKTOP)
+    timeline = Page(browser, c.gateway_url, DESKTOP)
+    try:
+        pg: Any = chat.open(f"chat/slow/{sender}")
+        pg.fill("#chat-input", "count to twenty")
+        pg.click("#send")
+        with c.http() as h:
+
+            def runs() -> list[str]:
+                page = h.get("/v1/runs", params={"sender": sender}).json()
+                return [r["run_id"] for r in page["runs"]]
+
+            run_id = wait_for(runs, 10, 0.05, "the run")[0]
+        tl: Any = timeline.open(f"runs/{run_id}")
+        pg.wait_for_function(
+            "() => (document.querySelector('.msg.assistant .text')?.textContent || '')"
+            ".includes('w3')"
+        )
+        kill_the_worker_of(c, sender)
+        bubble = pg.locator(".msg.assistant").last
+        bubble.locator(".badge.succeeded").wait_for(timeout=60_000)
+        assert "".join(bubble.locator(".text").all_inner_texts()).strip() == SLOW
+        tl.locator("li.ev.end").wait_for(timeout=60_000)
+        assert tl.locator("li.ev.restart .ev-body").inner_text() == "step 0: worker lost"
+        assert tl.locator("li.ev.chunk.dropped").count() >= 1
+        kept = tl.locator("li.ev.chunk:not(.dropped) .ev-body").all_inner_texts()
+        assert "".join(kept) == SLOW
+    finally:
+        chat.close()
+        timeline.close()
+    assert chat.errors == [] and timeline.errors == [], "JavaScript or console errors"
