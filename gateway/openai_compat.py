@@ -12,6 +12,7 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -32,6 +33,8 @@ from walrus_tasks.names import sender_name
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
+
+log = logging.getLogger("walrus.gateway")
 
 
 def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -271,9 +274,12 @@ async def _then_forget(
 async def _forget_after_end(
     r: Any, aredis: aioredis.Redis, run_id: str, agent: str, sender: str, settings: Settings
 ) -> None:
-    async for _ in run_events(aredis, run_id, "0-0", settings):
-        pass  # until the run's end event
-    await run_in_threadpool(forget, r, agent, sender)
+    try:
+        async for _ in run_events(aredis, run_id, "0-0", settings):
+            pass  # until the run's end event
+        await run_in_threadpool(forget, r, agent, sender)
+    except Exception:  # no one awaits this task: say why the conversation stays
+        log.exception("one-shot conversation %s/%s not deleted", agent, sender)
 
 
 async def collect(

@@ -134,12 +134,13 @@ def test_the_reply_of_a_killed_worker_streams_once_over_sse_and_in_the_cli(
 
 
 def openai_stream(
-    c: Cluster, fake_llm: FakeLLM, sender: str, replies: tuple[str, str]
+    c: Cluster, fake_llm: FakeLLM, sender: str | None, replies: tuple[str, str]
 ) -> tuple[str, str, Exception | None]:
     """Stream an answer with the official client; kill the worker after its third word.
 
-    ``replies``: what the fake LLM answers, first slowly, then on the retried call.
-    Returns the run id, the text received, and the error the stream ended with.
+    ``replies``: what the fake LLM answers, first slowly, then on the retried call. ``sender``
+    None: a stateless request (a one-shot conversation). Returns the run id, the text
+    received, and the error the stream ended with.
     """
     fake_llm.script(
         FakeReply(text=replies[0], chunk_delay=0.3), FakeReply(text=replies[1]), model="m-restart"
@@ -150,16 +151,17 @@ def openai_stream(
         base_url=c.gateway_url + "/v1", api_key="unused", max_retries=0, timeout=90
     ) as client:
         stream = client.chat.completions.create(
-            model="restarty", messages=[{"role": "user", "content": "hi"}], user=sender,
-            stream=True,
+            model="restarty", messages=[{"role": "user", "content": "hi"}],
+            user=sender or openai.omit, stream=True,
         )  # fmt: skip
         try:
             for part in stream:
                 run_id = part.id.removeprefix("chatcmpl-")
                 if part.choices and part.choices[0].delta.content:
                     received.append(part.choices[0].delta.content)
-                    if len(received) == 3:
-                        kill_the_worker_of(c, sender)
+                    if len(received) == 3:  # step 0 runs in a drain task: named by sender
+                        with c.http() as h:
+                            kill_the_worker_of(c, h.get(f"/v1/runs/{run_id}").json()["sender"])
         except openai.APIError as e:
             return run_id, "".join(received), e
     return run_id, "".join(received), None
@@ -179,12 +181,16 @@ def test_a_restarted_reply_that_differs_ends_the_openai_stream_with_an_error(
 
 
 def test_a_restarted_reply_that_repeats_shows_once_in_the_openai_stream(
-    c: Cluster, fake_llm: FakeLLM, sender: str
+    c: Cluster, fake_llm: FakeLLM
 ) -> None:
-    run_id, received, error = openai_stream(c, fake_llm, sender, (FIRST, FIRST))
+    run_id, received, error = openai_stream(c, fake_llm, None, (FIRST, FIRST))
     assert error is None
     assert received == FIRST
     check_native_stream(c, run_id, FIRST)
+    with c.http() as h:
+        oneshot = h.get(f"/v1/runs/{run_id}").json()["sender"]
+    assert oneshot.startswith("oneshot-")
+    wait_for(lambda: not c.history("restarty", oneshot), 10, what="the one-shot to go")
 
 
 def test_a_restarted_reply_that_differs_ends_the_agent_protocol_stream_with_an_error(
