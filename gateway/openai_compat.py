@@ -10,7 +10,9 @@ Sampling parameters are ignored; ``n > 1`` and client ``tools`` are refused (400
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 """
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -28,8 +30,11 @@ from gateway.sse import SSE_HEADERS
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.names import sender_name
+from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
+
+log = logging.getLogger("walrus.gateway")
 
 
 def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -88,7 +93,7 @@ class CompletionUsage(BaseModel):
 
 
 class AssistantMessage(BaseModel):
-    """The agent's reply: every text chunk of the run."""
+    """The agent's reply: the text of every step of the run (a restarted step's once)."""
 
     role: Literal["assistant"] = "assistant"
     content: str
@@ -201,7 +206,9 @@ async def stream_chunks(
     """The run as ``chat.completion.chunk`` SSE frames, then ``data: [DONE]``.
 
     A run that fails or is cancelled ends with an ``{"error": {...}}`` frame instead of the
-    ``finish_reason`` chunk; idle waits send SSE comments as keep-alives.
+    ``finish_reason`` chunk; idle waits send SSE comments as keep-alives. A step that restarted
+    (its worker was lost) sends no word twice: while its new text repeats what went out it
+    sends nothing, and where it differs the stream ends with a ``reply_restarted`` error.
     """
     head: dict[str, Any] = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": agent}  # fmt: skip
@@ -210,46 +217,82 @@ async def stream_chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return _data({**head, "choices": [choice]})
 
+    def error(code: str, message: str) -> str:
+        body = {"message": message, "type": "server_error", "code": code, "run_id": run_id}
+        return _data({"error": body})
+
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None
+    once = ForwardOnce()
     async for _, event in run_events(r, run_id, "0-0", settings):
         if event is None:
             yield ": keep-alive\n\n"
-        elif event["type"] == "chunk":
-            yield chunk({"content": event["content"]})
-        elif event["type"] == "end":
+            continue
+        try:
+            text = once.feed(event)
+        except ReplyDiverged as e:
+            yield error(REPLY_RESTARTED, e.message)
+            yield "data: [DONE]\n\n"
+            return
+        if text:
+            yield chunk({"content": text})
+        if event["type"] == "end":
             end = event
     if end is not None and end.get("status") == "succeeded":
         yield chunk({}, "stop")
         if include_usage:
             yield _data({**head, "choices": [], "usage": usage_of(end).model_dump()})
     else:
-        code, message = run_error(run_id, end)
-        error = {"message": message, "type": "server_error", "code": code, "run_id": run_id}
-        yield _data({"error": error})
+        yield error(*run_error(run_id, end))
     yield "data: [DONE]\n\n"
 
 
+_forgetting: set[asyncio.Task[None]] = set()
+"""One-shot conversations waiting for their run's end to be deleted (a reference each)."""
+
+
 async def _then_forget(
-    frames: AsyncIterator[str], r: Any, agent: str, sender: str
-) -> AsyncIterator[str]:
-    """``frames``, then the one-shot conversation is deleted."""
-    async for f in frames:
-        yield f
-    await run_in_threadpool(forget, r, agent, sender)
+    frames: AsyncIterator[str], r: Any, aredis: aioredis.Redis, run_id: str, agent: str,
+    sender: str, settings: Settings,
+) -> AsyncIterator[str]:  # fmt: skip
+    """``frames``, then the one-shot conversation is deleted once its run has ended.
+
+    Also when the stream ended first (the client left, or a restarted reply diverged): a task
+    waits for the run's end, since a conversation is not deleted while its run is active.
+    """
+    try:
+        async for f in frames:
+            yield f
+    finally:
+        task = asyncio.get_running_loop().create_task(
+            _forget_after_end(r, aredis, run_id, agent, sender, settings)
+        )
+        _forgetting.add(task)
+        task.add_done_callback(_forgetting.discard)
+
+
+async def _forget_after_end(
+    r: Any, aredis: aioredis.Redis, run_id: str, agent: str, sender: str, settings: Settings
+) -> None:
+    try:
+        async for _ in run_events(aredis, run_id, "0-0", settings):
+            pass  # until the run's end event
+        await run_in_threadpool(forget, r, agent, sender)
+    except Exception:  # no one awaits this task: say why the conversation stays
+        log.exception("one-shot conversation %s/%s not deleted", agent, sender)
 
 
 async def collect(
     r: aioredis.Redis, run_id: str, settings: Settings
 ) -> tuple[str, dict[str, Any] | None]:
-    """Every chunk's text of the run, and its ``end`` event (None if the run vanished)."""
-    text: list[str] = []
+    """The run's reply text (a restarted step's once), and its ``end`` (None: the run vanished)."""
+    reply = ReplyText()
     end: dict[str, Any] | None = None
     async for _, event in run_events(r, run_id, "0-0", settings):
-        if event is not None and event["type"] == "chunk":
-            text.append(event["content"])
-        end = event if event is not None and event["type"] == "end" else end
-    return "".join(text), end
+        if event is not None:
+            reply.feed(event)
+            end = event if event["type"] == "end" else end
+    return reply.text, end
 
 
 ERRORS = responses({404: "unknown model (agent)", 413: "body too large", 422: "invalid input",
@@ -321,7 +364,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
         if oneshot:
-            frames = _then_forget(frames, r, agent, oneshot)
+            frames = _then_forget(frames, r, aredis, run_id, agent, oneshot, settings)
         return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
     text, end = await collect(aredis, run_id, settings)
     if oneshot:

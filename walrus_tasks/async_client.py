@@ -30,6 +30,7 @@ from walrus_tasks.models import (
     RunPage,
     Subscription,
 )
+from walrus_tasks.reply_text import ReplyText
 
 T = TypeVar("T")
 
@@ -211,6 +212,13 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
         """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
         resume = sse.Resume(self.base_url, self.stream_give_up, last_event_id)
         return self._follow(api.run_events_path(run_id), resume)
+
+    async def reply_text(self, run_id: str) -> str:
+        """The run's reply once it has ended, as ``Client.reply_text``."""
+        reply = ReplyText()
+        async for event in self.events(run_id):
+            reply.feed(event.data)
+        return reply.text
 
     def feed(
         self, agent: str | None = None, last_event_id: str | None = None

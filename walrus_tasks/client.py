@@ -43,6 +43,7 @@ from walrus_tasks.models import (
     RunPage,
     Subscription,
 )
+from walrus_tasks.reply_text import ReplyText
 
 __all__ = [
     "RETRY_DELAY",
@@ -53,6 +54,7 @@ __all__ = [
     "Client",
     "Event",
     "GatewayUnreachable",
+    "ReplyText",
     "SSEParser",
     "http_status",
     "parse_sse",
@@ -238,6 +240,17 @@ class Client(api.ClientBase[httpx.Client]):
         """The run's events after ``last_event_id`` (all when None), up to and including ``end``."""
         resume = sse.Resume(self.base_url, self.stream_give_up, last_event_id)
         return self._follow(api.run_events_path(run_id), resume)
+
+    def reply_text(self, run_id: str) -> str:
+        """The run's reply, once it has ended: every step's text, a restarted step's once.
+
+        Follows the run's events to its ``end`` (``ReplyText`` does the same over events a
+        caller reads itself).
+        """
+        reply = ReplyText()
+        for event in self.events(run_id):
+            reply.feed(event.data)
+        return reply.text
 
     def feed(
         self, agent: str | None = None, last_event_id: str | None = None

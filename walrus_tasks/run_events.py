@@ -5,22 +5,35 @@ WebSocket, and the live feed carries the same events. The SSE ``event:`` name is
 In order, per run::
 
     start
-    ( text_start chunk* text_end | thinking )*           one LLM step's output
+    ( text_start chunk* [ text_end ] | thinking )*       one LLM step's output
     [ restart ] retry                                    a failed LLM call, tried again
+    restart                                              the step's worker was lost: it runs again
     [ tool_start tool_result* tools_complete ]           its tool calls, if any
     ( ask_user | user_steered | compacted )              whenever they happen
     ... the next step ...
     end                                                  always last, exactly once
 
-A ``retry`` says the step's LLM call failed and will be made again after ``delay_ms``; when
-the failed call had streamed some output, a ``restart`` comes first: clients drop the text and
-thinking streamed since the step's last ``start``/``tools_complete``/``restart`` (history never
-holds it: a step is committed once, whole).
+A ``restart`` says that what the step streamed so far is void: clients drop the text and
+thinking (``STEP_OUTPUT``) since the last ``STEP_BOUNDARY`` event before it, and the step
+streams again from its beginning (history never holds the void output: a step is committed
+once, whole). Its ``reason`` says why:
 
-Two are written by Lua, atomically with the transition they belong to: ``start``
-(``lua/lib/runs.lua``, as the run starts) and ``user_steered`` (``lua/steer_inject.lua``).
-Their shapes are the TypedDicts below all the same; ``tests/test_run_events.py`` checks what
-Lua writes against them.
+- the step's LLM call failed after it had streamed output: ``restart`` comes before the
+  ``retry`` (``worker/llm_call.py``);
+- the step's worker was lost (killed, or cut off from Redis past its lease) after the step had
+  streamed output: ``restart {reason: "worker lost"}`` comes first when the step is claimed
+  again, written by ``lua/begin_step.lua`` in the script that re-claims it, so before any
+  output of the new attempt. The lost attempt's text may have no ``text_end``.
+
+A face whose client cannot take text back (OpenAI chat streaming, Agent Protocol messages) uses
+``walrus_tasks.reply_text``: it skips what the client already has while the new attempt
+repeats it exactly, and ends the stream with an error where it differs.
+
+Three are appended by Lua, atomically with the transition they belong to: ``start``
+(``lua/lib/runs.lua``, as the run starts), ``user_steered`` (``lua/steer_inject.lua``) and a
+lost worker's ``restart`` (``lua/begin_step.lua``, as the step is claimed again; the event is
+built here). Their shapes are the TypedDicts below all the same; ``tests/test_run_events.py``
+checks what Lua writes against them.
 """
 
 from __future__ import annotations
@@ -141,7 +154,10 @@ class Retry(TypedDict):
 
 
 class Restart(TypedDict):
-    """Drop the output streamed by step ``step`` so far: its call failed and is made again."""
+    """Drop the output streamed by step ``step`` so far: the step runs again from its start.
+
+    ``reason``: the error of the failed LLM call, or ``worker lost`` (``WORKER_LOST``).
+    """
 
     type: Literal["restart"]
     step: int
@@ -182,6 +198,19 @@ RunEvent = (
     | End
 )
 """Any run event (the ``type`` field tells which)."""
+
+STEP_OUTPUT = frozenset({"text_start", "chunk", "text_end", "thinking"})
+"""What an LLM step streams as it goes: what a ``restart`` drops."""
+
+STEP_BOUNDARY = frozenset(
+    {"start", "tools_complete", "restart", "tool_start", "tool_result", "ask_user"}
+)
+"""Events that no output of the current step precedes: a ``restart`` drops the output since the
+last of them. ``tool_start``, ``tool_result`` and ``ask_user`` belong to the step before, and
+count because a worker lost before it wrote ``tools_complete`` leaves the next step after them."""
+
+WORKER_LOST = "worker lost"
+"""The ``reason`` of a ``restart`` written as a lost worker's step is claimed again."""
 
 RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
 """Validates a run event and gives its JSON schema (the OpenAPI document of the SSE routes)."""

@@ -12,6 +12,8 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    +---------- [running, llm] <------------------------------------------+
    |                   |  begin_step (begin_step.lua): claim step n, read  |
    |                   |    what it needs (record, history tail, flags)    |
+   |                   |    and, if a lost attempt of step n had streamed  |
+   |                   |    output, appends ``restart`` first              |
    |                   |  inject_steering (steer_inject.lua)               |
    |                   |  compact (compact.lua)                            |
    |                   |  emit (emit.lua): chunks, thinking ...            |
@@ -56,6 +58,9 @@ import redis
 from walrus_tasks import fair, keys, limits, replication, scripts
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
+    STEP_BOUNDARY,
+    STEP_OUTPUT,
+    WORKER_LOST,
     AskUser,
     Compacted,
     End,
@@ -64,6 +69,7 @@ from walrus_tasks.run_events import (
     ToolCall,
     event_json,
 )
+from walrus_tasks.run_events import restart as restart_event
 from walrus_tasks.settings import get_settings
 
 Phase = Literal["llm", "tools", "final", "cancelled", "done"]
@@ -312,9 +318,11 @@ def begin_step(
 ) -> StepStart:
     """Claim LLM step ``step`` (as ``begin``) and read what it needs, in one round trip.
 
-    Also renews the lease to its TTL, and pins ``agent_config`` (JSON, '' for none) on the run
-    unless a config is pinned already (the record returned has the one that holds).
-    ``task_id``: the delivering message's id (as ``begin``).
+    A step claimed again after its worker was lost, which had streamed output, gets its
+    ``restart`` event first (``run_events``). Also renews the lease to its TTL, and pins
+    ``agent_config`` (JSON, '' for none) on the run unless a config is pinned already (the
+    record returned has the one that holds). ``task_id``: the delivering message's id (as
+    ``begin``).
     """
     res = scripts.call(
         r,
@@ -341,6 +349,10 @@ def begin_step(
             held.last_sha,
             held.epoch,
             task_id,
+            event_json(restart_event(step, WORKER_LOST)),
+            get_settings().events_maxlen,
+            " ".join(sorted(STEP_OUTPUT)),
+            " ".join(sorted(STEP_BOUNDARY)),
         ],
     )
     if res[0] != "ok":

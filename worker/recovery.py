@@ -58,7 +58,11 @@ def recover(r: redis.Redis, conversation: str) -> bool:
 
 
 def resume(r: redis.Redis, fence: Fence) -> None:
-    """Continue a run from its last persisted step under the new lease token."""
+    """Continue a run from its last persisted step under the new lease token.
+
+    An LLM step sent again that had streamed output gets a ``restart`` event as it is claimed
+    (``lua/begin_step.lua``), so clients drop that output before the step streams again.
+    """
     record = store.run_record(r, fence.run_id)
     recoveries = int(record.get("recoveries", 0))
     step, phase = int(record.get("step", 0)), record.get("phase", "llm")

@@ -5,6 +5,10 @@ a client that comes back with ``Last-Event-ID`` gets exactly the events it has n
 when it left in the middle of one entry's events (``-1`` replays from the start). The stream
 ends with the run's ``end``, or at a question or approval (an interrupt), as a LangGraph run
 does; answering it (``command: {resume}``) streams the rest of the same walrus run.
+
+Message chunks cannot be taken back: a step that restarted (its worker was lost) sends no word
+twice (``walrus_tasks.reply_text.ForwardOnce``), and where its new text differs from what went
+out the stream ends with an ``error`` event (``reply_restarted``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from gateway.agent_protocol import messages
 from gateway.operations import run_events
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput
+from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 from walrus_tasks.settings import Settings
 
 MESSAGE_MODES = ("messages-tuple", "messages")
@@ -48,14 +53,20 @@ class Translator:
         self.step = 0
         self.seen = 0
         self.interrupted = False
+        self.once = ForwardOnce()
+        self.diverged: ReplyDiverged | None = None
+        """Set once a restarted step's text differed from what went out: the stream ends."""
 
     async def catch_up(self, cursor: str) -> None:
         """Count the steps and messages before ``cursor`` (a stream resumed mid-run)."""
         if cursor == "0-0":
             return
         entries: Any = await self.r.xrange(keys.run_part(self.run_id, "events"), "-", cursor)
-        self.step = sum(json.loads(f["data"])["type"] == "tools_complete" for _, f in entries)
+        events = [json.loads(f["data"]) for _, f in entries]
+        self.step = sum(e["type"] == "tools_complete" for e in events)
         self.seen = len((await self._values())["messages"])
+        for event in events:  # the text the client has of the current step
+            self._forward(event)
 
     async def _values(self) -> dict[str, Any]:
         cid = keys.cid(self.agent, f"thread:{self.thread_id}")
@@ -83,16 +94,27 @@ class Translator:
                 out.append(("updates", extra))
         return out
 
+    def _forward(self, event: dict[str, Any]) -> str:
+        """The text of ``event`` new to the client (``ForwardOnce``); notes a divergence."""
+        if self.diverged is not None or not self.modes.intersection(MESSAGE_MODES):
+            return ""
+        try:
+            return self.once.feed(event)
+        except ReplyDiverged as e:
+            self.diverged = e
+            return ""
+
     async def translate(self, event: dict[str, Any]) -> list[tuple[str, Any]]:
         """The Agent Protocol events of one walrus event."""
         kind = event["type"]
         out: list[tuple[str, Any]] = []
+        text = self._forward(event)
+        if self.diverged is not None:
+            return [self.restarted()]
         if kind == "start":
             out += await self._checkpoint()
-        elif kind == "chunk" and self.modes.intersection(MESSAGE_MODES):
-            chunk = messages.ai_message(
-                event["content"], messages.ai_id(self.run_id, self.step), []
-            )
+        elif kind == "chunk" and text:
+            chunk = messages.ai_message(text, messages.ai_id(self.run_id, self.step), [])
             chunk["type"] = "AIMessageChunk"
             chunk["tool_call_chunks"] = []
             out.append(("messages", [chunk, self._meta()]))
@@ -118,6 +140,11 @@ class Translator:
             out.append(("custom", event))
         return out
 
+    def restarted(self) -> tuple[str, Any]:
+        """The ``error`` event that ends a stream whose restarted reply diverged."""
+        message = self.diverged.message if self.diverged else "the reply restarted"
+        return ("error", {"error": REPLY_RESTARTED, "message": message})
+
 
 def frame(event: str, data: Any, event_id: str | None = None) -> str:
     """One SSE frame."""
@@ -140,6 +167,9 @@ async def frames(
     await t.catch_up(cursor)
     if not last_event_id or last_event_id == "-1":
         yield frame("metadata", {"run_id": run_id, "attempt": 1})
+    if t.diverged is not None:  # a client back after the stream ended on it: the same end
+        yield frame(*t.restarted())
+        return
     async for entry_id, event in run_events(r, run_id, cursor, settings):
         if event is None:
             yield ": keep-alive\n\n"
@@ -149,7 +179,7 @@ async def frames(
                 continue
             yield frame(name, data, f"{entry_id}:{n}")
         skip = 0
-        if t.interrupted:
+        if t.interrupted or t.diverged is not None:
             return
 
 

@@ -60,6 +60,10 @@ class EventPrinter:
             self.write(str(data.get("content", "")))
         elif event.type == "text_end":
             self.newline()
+        elif event.type == "restart":
+            # A terminal cannot take the step's text back: a marker line parts the void attempt
+            # from the new one, which streams the step again from its beginning.
+            self.note(f"[restarted: {data.get('reason', '')}]")
         elif event.type == "thinking":
             self.note(f"(thinking) {preview(data.get('content', ''))}", "dim italic")
         elif event.type == "tool_start" and self.show_tools:

@@ -5,18 +5,59 @@
 -- only what follows the prefix the worker already holds is returned, when that prefix is still
 -- there: the conversation's epoch (bumped by every rewrite of history) is the one it was read
 -- at, and its length and the SHA-1 of its first and last messages match.
+-- A step claimed again after its worker was lost may have streamed output that no restart
+-- voided: the restart event (given) is appended first, in this script, so before any output of
+-- the new attempt (run_events.py: STEP_OUTPUT, STEP_BOUNDARY).
 -- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
 -- ARGV: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
 --       pin), held history length (0 = none), SHA-1 of its first message, SHA-1 of its last,
 --       the epoch it was read at ('' = never rewritten), the step message's id (task_id,
---       '' = the drain's step 0 in place)
+--       '' = the drain's step 0 in place), the restart event's JSON, the stream's maxlen,
+--       the STEP_OUTPUT event types and the STEP_BOUNDARY ones (space-separated)
 -- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
 -- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
 -- history length, index of the first message returned (0 or the held length), messages,
 -- epoch}.
+local function set_of(words)
+  local set = {}
+  for word in string.gmatch(words, '%S+') do
+    set[word] = true
+  end
+  return set
+end
+
+-- True when the run's stream has output of the current step after its last boundary event:
+-- read newest first, a few entries at a time (the last event is nearly always one or other).
+local function output_since_boundary(run_id, output, boundary)
+  local stream, before = K.run_events(run_id), '+'
+  while true do
+    local entries = redis.call('XREVRANGE', stream, before, '-', 'COUNT', 16)
+    if #entries == 0 then
+      return false
+    end
+    for _, entry in ipairs(entries) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'data' then
+          local kind = cjson.decode(fields[i + 1])['type']
+          if output[kind] then
+            return true
+          elseif boundary[kind] then
+            return false
+          end
+        end
+      end
+    end
+    before = '(' .. entries[#entries][1]
+  end
+end
+
 local state = claim(ARGV[1], ARGV[2], KEYS[3], ARGV[3], 'llm', KEYS[4], ARGV[4], '', '', ARGV[13])
 if state ~= 'ok' then
   return {state}
+end
+if output_since_boundary(ARGV[7], set_of(ARGV[16]), set_of(ARGV[17])) then
+  emit(ARGV[7], ARGV[15], ARGV[14])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', K.LEASES, tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])

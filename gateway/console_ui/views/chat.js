@@ -182,6 +182,12 @@ function show(bubble, ev, base) {
       (last?.classList.contains("thinking") ? last.querySelector("div") : bubble.appendChild(
         h("details", { class: "thinking" }, h("summary", {}, "thinking"), h("div"))).querySelector("div")).append(ev.content);
       break;
+    case "restart":
+      // The step runs again from its start (its worker was lost, or its LLM call failed):
+      // its text and thinking so far are void. They are the bubble's last elements, since
+      // nothing else is shown between a step's output and its restart.
+      while (bubble.lastElementChild?.matches(".text, .thinking")) bubble.lastElementChild.remove();
+      break;
     case "tool_start":
       for (const call of ev.calls) bubble.append(toolCard(call));
       break;

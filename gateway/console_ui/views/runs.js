@@ -73,8 +73,22 @@ function summary(ev) {
     case "tool_start": return ev.calls.map((c) => `${c.name}(${JSON.stringify(c.arguments)})`).join(", ");
     case "tool_result": return `${ev.name} ${ev.is_error ? "error" : "ok"} in ${ev.duration_ms} ms: ${ev.output}`;
     case "ask_user": return ev.questions.map((q) => q.question).join(" / ");
+    case "restart": return `step ${ev.step}: ${ev.reason}`;
     case "end": return `${ev.status}${ev.error ? `: ${ev.error}` : ""}`;
     default: return "";
+  }
+}
+
+// The events a restart voids: the step's output since the last boundary event before it
+// (walrus_tasks/run_events.py: STEP_OUTPUT, STEP_BOUNDARY). They stay in the timeline, struck.
+const STEP_OUTPUT = new Set(["text_start", "chunk", "text_end", "thinking"]);
+const STEP_BOUNDARY = new Set(["start", "tools_complete", "restart", "tool_start", "tool_result", "ask_user"]);
+
+function dropStepOutput(timeline) {
+  for (let item = timeline.lastElementChild; item; item = item.previousElementSibling) {
+    const type = item.querySelector(".ev-type")?.textContent;
+    if (STEP_BOUNDARY.has(type)) break;
+    if (STEP_OUTPUT.has(type)) item.classList.add("dropped");
   }
 }
 
@@ -105,6 +119,7 @@ async function detail(main, runId, signal) {
     }
     const item = h("li", { class: `ev ${ev.type}` }, h("span", { class: "ev-type" }, ev.type), h("span", { class: "ev-body" }, summary(ev)));
     chunks = ev.type === "chunk" ? item : null;
+    if (ev.type === "restart") dropStepOutput(timeline);
     timeline.append(item);
   }, { signal, until: (ev) => ev.type === "end" }).catch((e) => timeline.append(note(e.message)));
   if (!signal.aborted) await show();
