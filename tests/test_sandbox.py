@@ -74,8 +74,7 @@ def test_bash_never_sees_the_worker_environment(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-worker-secret")
     monkeypatch.setenv("SOME_TOKEN", "t0ken")
-    agent = AgentConfig(name="coder", tools=["bash"], bash=BashConfig(env={"REGION": "eu"}))
-    ctx = tool_context(r, agent, tmp_path)
+    ctx = make_ctx(r, tmp_path, env={"REGION": "eu"})
     out = bash(ctx, "env", env={"EXTRA": "1"})
     env = dict(line.split("=", 1) for line in out["stdout"].splitlines())
     assert "sk-worker-secret" not in out["stdout"] and "t0ken" not in out["stdout"]
