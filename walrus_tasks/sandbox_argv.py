@@ -37,7 +37,7 @@ def launcher(
 def bwrap_options(
     bwrap: str, root_fd: int, root: str, cwd: str, rules: BashConfig, staged: bool
 ) -> list[str]:
-    """bubblewrap's command line up to ``--``.
+    """The bubblewrap part of the command line, up to ``--``.
 
     The workspace root (open on ``root_fd``) appears at ``root``: from ``STAGE`` when a root
     worker's launcher staged it there, else straight from the descriptor (``--bind-fd``, which

@@ -91,7 +91,7 @@ def launch(
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise ToolFailed(f"cannot open the agent's working directory {root}: {e.strerror}") from None
+        raise ToolFailed(f"cannot open the agent's directory {root}: {e.strerror}") from None
     try:
         owner = workspace_owner()
         if owner is not None:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from walrus_tasks import sandbox as host_sandbox
