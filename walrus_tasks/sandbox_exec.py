@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import sys
 
 STAGE = "/mnt"
@@ -102,6 +103,10 @@ def main(args: list[str]) -> int:
             if flag == "--user":
                 uid, _, gid = value.partition(":")
                 drop_to(int(uid), int(gid))
+        # Python ignores these two, and an ignored signal stays ignored across exec: a command
+        # must die of a closed pipe (`yes | head`) and of a write past its file size limit.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         os.execvp(argv[0], argv)
     except (OSError, ValueError, KeyError) as e:
         print(f"walrus sandbox: cannot start {argv[0]}: {e}", file=sys.stderr)
