@@ -16,7 +16,7 @@ import redis
 from tests.cluster import wait_for
 from tests.conftest import tool_context
 from walrus_tasks import keys
-from walrus_tasks.config import AgentConfig, BashConfig, Config
+from walrus_tasks.config import AgentConfig, BashConfig
 from walrus_tasks.errors import Cancelled
 from worker.tools import TOOLS, ToolContext, ToolFailed, call_tool
 from worker.tools.files import MAX_READ, _open_read, _write_bytes
@@ -38,16 +38,11 @@ def make_ctx(
     cancelled: threading.Event | None = None,
     **bash: Any,
 ) -> ToolContext:
-    # cwd is the agent's workspace root (what bash's sandbox binds); the config home is elsewhere.
     agent = AgentConfig(
-        name="coder",
-        workdir=str(cwd),
-        tools=["bash", "read", "write", "edit"],
-        bash=BashConfig(**bash),
+        name="coder", tools=["bash", "read", "write", "edit"], bash=BashConfig(**bash)
     )
-    config = Config(home=cwd.parent / f"{cwd.name}.home", agents={"coder": agent})
     flag = cancelled or threading.Event()
-    return tool_context(r, agent, cwd, config=config, sender=sender, cancelled=flag.is_set)
+    return tool_context(r, agent, cwd, sender=sender, cancelled=flag.is_set)
 
 
 def call(name: str, ctx: ToolContext, **args: Any) -> str:
