@@ -95,7 +95,10 @@ def launch(
     try:
         owner = workspace_owner()
         if owner is not None:
-            claim(fd, owner)
+            try:
+                claim(fd, owner)
+            except OSError as e:
+                raise ToolFailed(f"cannot give {root} to the sandbox's uid: {e.strerror}") from None
         env = command_env(inside, rules, extra, owner[0] if owner else None)
         # The launcher starts in "/": it never depends on a path a command could swap.
         command = sandboxed(argv, sandbox.bwrap, fd, str(root), str(inside), rules, owner)
@@ -114,7 +117,7 @@ def relative_cwd(cwd: Path, root: Path) -> Path:
     for base in (root, root.resolve()):
         with contextlib.suppress(ValueError):
             return spelled.relative_to(base)
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, OSError):  # OSError: a symlink loop, mid-swap
         return cwd.resolve().relative_to(root.resolve())
     raise ToolFailed(f"the working directory {cwd} is outside the agent's directory {root}")
 
