@@ -110,7 +110,7 @@ class BashLimits(_Strict):
         default=GIB,
         ge=1,
         description="largest file a process may write, in bytes or like '100M', '1G'; also "
-        "the size of the sandbox's private /tmp",
+        "the size of the sandbox's private /tmp and /dev/shm",
     )
     cpu_seconds: int = Field(default=300, ge=1, description="CPU seconds per process")
     open_files: int = Field(default=1024, ge=16, description="open files per process")

@@ -2,8 +2,9 @@
 
 Here (not in ``worker/``) so that ``walrus doctor`` probes exactly what ``bash`` runs. The
 bubblewrap sandbox shows the command the workspace root (read-write, bound from an open
-descriptor), the system (``/usr``, ``/etc``, read-only), a private ``/tmp``, ``/proc`` and ``/dev``,
-and nothing else: not the config directory, not other workspaces, not ``/home``.
+descriptor), the system (``/usr``, ``/etc``, read-only), a private ``/tmp`` and ``/dev/shm``,
+``/proc`` and ``/dev``, and nothing else: not the config directory, not other workspaces, not
+``/home``.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def bwrap_options(
     for secret in HIDDEN_ETC:
         if os.path.exists(secret):
             out += ["--ro-bind", os.devnull, secret]
-    out += ["--size", str(rules.limits.file_size), "--tmpfs", "/tmp", "--proc", "/proc"]
-    out += ["--dev", "/dev"]
+    # The tmpfs mounts hold RAM: each is bounded (by file_size), and /dev is read-only (its
+    # device nodes still work) but for a bounded /dev/shm.
+    size = ["--size", str(rules.limits.file_size)]
+    out += [*size, "--tmpfs", "/tmp", "--proc", "/proc"]
+    out += ["--dev", "/dev", "--remount-ro", "/dev", *size, "--tmpfs", "/dev/shm"]
     # After /tmp: a workspace under /tmp is bound on top of the fresh one.
     if staged:
         out += ["--bind", sandbox_exec.STAGE, root]
