@@ -156,12 +156,13 @@ def test_a_fork_bomb_is_bounded_by_the_agent_s_process_limit(
 
 def test_a_file_is_bounded_by_the_agent_s_file_size_limit(r: redis.Redis, tmp_path: Path) -> None:
     ctx = make_ctx(r, tmp_path, limits={"file_size": "1M"})
-    out = bash(ctx, "for f in big /tmp/big; do head -c 3M /dev/zero > $f; echo $?; done; "
-                    "stat -c %s /tmp/big")  # fmt: skip
-    big, tmp_big, tmp_size = out["stdout"].split()
-    assert big == tmp_big == str(128 + 25), "head died of SIGXFSZ writing past the limit"
+    out = bash(ctx, "for f in big /tmp/big /dev/shm/big; do head -c 3M /dev/zero > $f; echo $?; "
+                    "done; stat -c %s /tmp/big /dev/shm/big; touch /dev/new")  # fmt: skip
+    *codes, tmp_size, shm_size = out["stdout"].split()
+    assert codes == [str(128 + 25)] * 3, "head died of SIGXFSZ writing past the limit"
     assert (tmp_path / "big").stat().st_size <= 1024**2
-    assert int(tmp_size) <= 1024**2
+    assert int(tmp_size) <= 1024**2 and int(shm_size) <= 1024**2
+    assert "Read-only file system" in out["stderr"], "/dev itself takes no new file"
 
 
 def test_limits_apply_without_a_sandbox_too(
