@@ -73,9 +73,9 @@ class Capture:
             'return JSON {"stdout", "stderr", "exit_code"}. A non-zero exit code is a normal '
             "result. Commands are killed after the agent's timeout (30 s by default), output "
             "is truncated past a size limit, and stdin is empty: do not start interactive "
-            "programs or servers that never exit; nothing it starts outlives the call. It may "
-            "run in a sandbox where only the working directory and /tmp are writable and the "
-            "network is off."
+            "programs or servers that never exit; nothing it starts outlives the call. It runs "
+            "in a sandbox where only the working directory and /tmp are writable, the network "
+            "is usually off, and processes, memory, file size and CPU time are limited."
         ),
         parameters=schema(
             {
