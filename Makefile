@@ -1,7 +1,7 @@
 # One command per habit.
 PY ?= python
 
-.PHONY: install lock test lint typecheck check bench chaos up
+.PHONY: install lock test lint typecheck check bench chaos security up
 
 # Installs exactly the locked set (requirements/lock.txt), then this package without resolving.
 install:
@@ -32,6 +32,10 @@ bench:
 
 chaos:
 	$(PY) -m bench.chaos
+
+# The security probes: the attacks of the security review, as tests (pytest -m security).
+security:
+	$(PY) -m pytest -m security
 
 up:
 	walrus up

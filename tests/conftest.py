@@ -76,10 +76,17 @@ def tool_context(
     sender: str = "alice",
     cancelled: Callable[[], bool] = lambda: False,
 ) -> ToolContext:
-    """What a tool task gives a tool body, for calling tools directly (run ``run-1``)."""
+    """What a tool task gives a tool body, for calling tools directly (run ``run-1``).
+
+    Without ``config``, ``cwd`` is the agent's workspace root (what bash's sandbox binds) and
+    the config directory lies next to it (bash refuses a workspace that holds it).
+    """
+    if config is None:
+        agent = agent if agent.workdir else agent.model_copy(update={"workdir": str(cwd)})
+        config = Config(home=cwd.parent / f"{cwd.name}.home", agents={agent.name: agent})
     return ToolContext(
         agent=agent,
-        config=config or Config(home=cwd, agents={agent.name: agent}),
+        config=config,
         sender=sender,
         run_id="run-1",
         call_id="call-1",

@@ -25,6 +25,7 @@ from worker.tools.paths import working_directory
 needs_bwrap = pytest.mark.skipif(
     sandbox.current().kind != "bwrap", reason=f"no bubblewrap: {sandbox.current().detail}"
 )
+security = pytest.mark.security
 
 
 @pytest.fixture
@@ -74,8 +75,7 @@ def test_bash_never_sees_the_worker_environment(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-worker-secret")
     monkeypatch.setenv("SOME_TOKEN", "t0ken")
-    agent = AgentConfig(name="coder", tools=["bash"], bash=BashConfig(env={"REGION": "eu"}))
-    ctx = tool_context(r, agent, tmp_path)
+    ctx = make_ctx(r, tmp_path, env={"REGION": "eu"})
     out = bash(ctx, "env", env={"EXTRA": "1"})
     env = dict(line.split("=", 1) for line in out["stdout"].splitlines())
     assert "sk-worker-secret" not in out["stdout"] and "t0ken" not in out["stdout"]
@@ -91,6 +91,7 @@ def test_bash_never_sees_the_worker_environment(
 # --- bubblewrap ---------------------------------------------------------------------------
 
 
+@security
 @needs_bwrap
 def test_bwrap_shows_the_workspace_and_hides_the_config_and_other_workspaces(
     r: redis.Redis, layout: dict[str, Path]
@@ -105,6 +106,7 @@ def test_bwrap_shows_the_workspace_and_hides_the_config_and_other_workspaces(
     assert out["stdout"].endswith("0\n"), "no other home, no secrets of /etc"
 
 
+@security
 @needs_bwrap
 def test_bwrap_cannot_write_outside_the_workspace(r: redis.Redis, layout: dict[str, Path]) -> None:
     ctx = sandboxed_ctx(r, layout)
@@ -119,6 +121,7 @@ def test_bwrap_cannot_write_outside_the_workspace(r: redis.Redis, layout: dict[s
     assert out["stdout"] == "tmp\n" and (layout["work"] / "made.txt").read_text() == "new\n"
 
 
+@security
 @needs_bwrap
 def test_bwrap_network_is_off_by_default_and_on_when_configured(
     r: redis.Redis, layout: dict[str, Path], redis_server: object
@@ -133,6 +136,7 @@ def test_bwrap_network_is_off_by_default_and_on_when_configured(
         assert out["stdout"] == "connected\n"
 
 
+@security
 def test_sandbox_bwrap_that_cannot_run_refuses_bash(
     r: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,10 +61,10 @@ def take_over(r: redis.Redis, fence: Fence) -> None:
 
 def keeper_context(r: redis.Redis, keeper: LeaseKeeper, cwd: Path) -> ToolContext:
     """The context ``worker.runtime`` builds for a tool call under ``keeper``."""
-    agent = AgentConfig(name="coder", tools=["bash"])
+    agent = AgentConfig(name="coder", tools=["bash"], workdir=str(cwd))
     return ToolContext(
         agent=agent,
-        config=Config(home=cwd, agents={"coder": agent}),
+        config=Config(home=cwd.parent / f"{cwd.name}.home", agents={"coder": agent}),
         sender=keeper.fence.sender,
         run_id=keeper.fence.run_id,
         call_id="call-1",

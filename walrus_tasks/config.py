@@ -86,6 +86,48 @@ class HeartbeatConfig(_Strict):
         return float(self.interval) * 60
 
 
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMG]?)i?B?$", re.IGNORECASE)
+GIB = 1024**3
+
+
+class BashLimits(_Strict):
+    """Resource limits of every process a ``bash`` command starts (``[bash.limits]``).
+
+    Enforced with setrlimit before the sandbox starts. ``processes`` counts every process of the
+    host uid the sandbox runs as (``RLIMIT_NPROC`` is per real uid), so the sandboxes of one
+    host share it: see docs/security.md.
+    """
+
+    processes: int = Field(
+        default=256, ge=1, description="processes (and threads) of the sandbox's host uid"
+    )
+    address_space: int = Field(
+        default=2 * GIB,
+        ge=64 * 1024**2,
+        description="bytes of address space per process: a number, or like '512M', '2G'",
+    )
+    file_size: int = Field(
+        default=GIB,
+        ge=1,
+        description="largest file a process may write, in bytes or like '100M', '1G'; also "
+        "the size of the sandbox's private /tmp and /dev/shm",
+    )
+    cpu_seconds: int = Field(default=300, ge=1, description="CPU seconds per process")
+    open_files: int = Field(default=1024, ge=16, description="open files per process")
+
+    @field_validator("address_space", "file_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        m = _SIZE_RE.fullmatch(value.strip())
+        if not m:
+            raise PydanticCustomError(
+                "size", "a size must be bytes (a number) or like '512K', '100M', '2G'"
+            )
+        return int(m[1]) * 1024 ** " KMG".index(m[2].upper())  # "" finds index 0: bytes
+
+
 class BashConfig(_Strict):
     """The ``bash`` tool's rules for one agent."""
 
@@ -107,6 +149,9 @@ class BashConfig(_Strict):
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="variables every command gets (the worker's never)"
+    )
+    limits: BashLimits = Field(
+        default_factory=BashLimits, description="resource limits of the command's processes"
     )
 
 

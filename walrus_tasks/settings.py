@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     sandbox: str = Field(
         default="auto",
         pattern="^(auto|bwrap|none)$",
-        description="where bash runs: bwrap, none, or auto (bwrap when it is installed and works)",
+        description="where bash runs: auto or bwrap (bubblewrap, else bash refuses), or none "
+        "(unsandboxed, as the worker's user)",
     )
     sandbox_uid: int = Field(
         default=65534, ge=1, description="host uid bash runs as when the worker is root (nobody)"

@@ -3,8 +3,8 @@
 The command runs under a supervisor process (``supervise.py``) that ends its whole process tree
 when the call ends, on a timeout or a kill of the run, when the worker dies, and when the run's
 lease runs out without renewal (a frozen worker): a call never runs in two places at once. The
-command gets a scrubbed environment and, where bubblewrap is installed, a filesystem sandbox
-(``sandbox.py``).
+command gets a scrubbed environment, the agent's resource limits and the bubblewrap sandbox
+(``sandbox.py``; a worker that cannot build it refuses, unless ``WALRUS_SANDBOX=none``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from walrus_tasks import sandbox as host_sandbox
@@ -29,7 +28,7 @@ from worker.providers.base import ToolSpec
 from worker.tools import supervise
 from worker.tools.base import ToolContext, ToolFailed, arg, register, schema
 from worker.tools.deny import matching_rule
-from worker.tools.sandbox import command_env, wrap
+from worker.tools.sandbox import Launch, launch
 
 POLL = 0.1
 """Seconds between looks at the run's kill flag, the timeout and the lease while it runs."""
@@ -74,9 +73,9 @@ class Capture:
             'return JSON {"stdout", "stderr", "exit_code"}. A non-zero exit code is a normal '
             "result. Commands are killed after the agent's timeout (30 s by default), output "
             "is truncated past a size limit, and stdin is empty: do not start interactive "
-            "programs or servers that never exit; nothing it starts outlives the call. It may "
-            "run in a sandbox where only the working directory and /tmp are writable and the "
-            "network is off."
+            "programs or servers that never exit; nothing it starts outlives the call. It runs "
+            "in a sandbox where only the working directory and /tmp are writable, the network "
+            "is usually off, and processes, memory, file size and CPU time are limited."
         ),
         parameters=schema(
             {
@@ -105,9 +104,8 @@ def bash(args: dict[str, Any], ctx: ToolContext) -> str:
         raise ToolFailed(f"bash cannot run on this worker: {sandbox.detail}")
     if not ctx.cwd.is_dir():
         raise ToolFailed(f"the working directory {ctx.cwd} does not exist")
-    cwd = ctx.cwd.resolve()
-    argv = wrap(["bash", "-c", command], cwd, rules, sandbox)
-    return json.dumps(run(argv, cwd, command_env(cwd, rules, extra), rules, ctx))
+    with launch(["bash", "-c", command], ctx, sandbox, extra) as start:
+        return json.dumps(run(start, rules, ctx))
 
 
 def refused(rules: BashConfig, lines: list[str], sender: str) -> str:
@@ -135,24 +133,24 @@ def _extra_env(env: dict[Any, Any]) -> dict[str, str]:
 class Supervised:
     """The supervisor of one command: its pipes, the lease deadline it was last given."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], deadline: float) -> None:
+    def __init__(self, start: Launch, deadline: float) -> None:
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", supervise.__file__, str(status_w), repr(deadline),
-                 "--", *argv],
-                cwd=cwd,
-                env=env,
+                 "--", *start.argv],
+                cwd=start.cwd,
+                env=start.env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(status_w,),
+                pass_fds=(status_w, *start.pass_fds),
                 # Its own session: a signal to the worker's group (a SIGSTOP too) spares it.
                 start_new_session=True,
             )  # fmt: skip
         except OSError as e:
             os.close(status_r)
-            raise ToolFailed(f"cannot start bash in {cwd}: {e}") from None
+            raise ToolFailed(f"cannot start bash in {start.cwd}: {e}") from None
         finally:
             os.close(status_w)
         self._status = status_r
@@ -192,16 +190,14 @@ class Supervised:
         return self.status
 
 
-def run(
-    argv: list[str], cwd: Path, env: dict[str, str], rules: BashConfig, ctx: ToolContext
-) -> dict[str, Any]:
-    """Run ``argv`` supervised: ``{stdout, stderr, exit_code}``.
+def run(start: Launch, rules: BashConfig, ctx: ToolContext) -> dict[str, Any]:
+    """Run the command supervised: ``{stdout, stderr, exit_code}``.
 
     ToolFailed on a timeout, Cancelled on a kill of the run, LeaseLost when the lease was lost
     or ran out (the tree is dead either way). ``exit_code`` is the shell's: 128 + N when the
     command died of signal N.
     """
-    supervised = Supervised(argv, cwd, env, ctx.lease_expires())
+    supervised = Supervised(start, ctx.lease_expires())
     proc = supervised.proc
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Capture(rules.max_output), Capture(rules.max_output)
