@@ -232,3 +232,52 @@ def test_event_streams_over_the_per_token_cap_are_refused_429(bounded: Cluster) 
         finally:
             for resp in opened:
                 resp.close()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
+    redis_server: RedisServer, home: Path, tmp_path: Path
+) -> None:
+    """Peer 127.0.0.1 listed as a proxy: connections and streams count for X-Forwarded-For."""
+    with gateway(
+        redis_server, home, tmp_path,
+        WALRUS_GATEWAY_TRUSTED_PROXIES="127.0.0.1",
+        WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT="2",
+        WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT="1",
+    ) as c:  # fmt: skip
+        there = address(c)
+
+        def via(client: str, path: str = "/healthz") -> socket.socket:
+            s = socket.create_connection(there)
+            s.sendall(request(path, f"X-Forwarded-For: {client}\r\n".encode()))
+            return s
+
+        held = [via("10.0.0.1"), via("10.0.0.1"), via("10.0.0.2")]
+        try:
+            for s in held:  # the proxy's own address is not capped: three connections
+                assert status_of(read_http(s)) == 200
+            third = via("10.0.0.1")
+            held.append(third)
+            got = closed_within(third, 5)
+            assert got is not None and status_of(got) == 429, got
+            # Streams count per forwarded client too (no tokens configured here).
+            feed = httpx.Client(base_url=c.gateway_url, timeout=10)
+            try:
+                first = feed.send(
+                    feed.build_request(
+                        "GET", "/v1/events", headers={"X-Forwarded-For": "10.0.0.3"}
+                    ),
+                    stream=True,
+                )
+                assert first.status_code == 200
+                again = feed.get("/v1/events", headers={"X-Forwarded-For": "10.0.0.3"})
+                assert again.status_code == 429, again.text
+                with feed.stream(
+                    "GET", "/v1/events", headers={"X-Forwarded-For": "10.0.0.4"}
+                ) as other:
+                    assert other.status_code == 200
+                first.close()
+            finally:
+                feed.close()
+        finally:
+            for s in held:
+                s.close()
