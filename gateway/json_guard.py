@@ -9,6 +9,8 @@ The WebSocket's frames are checked where :mod:`gateway.ws` parses them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,11 +51,17 @@ class JsonDepthGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Measure a JSON body's depth; pass the request on with the same body, or refuse it."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Measure a JSON body's depth; pass the request on with the same body, or refuse it.
+
+        Not a coroutine: a request without a body (an SSE ``GET``) gets the app's own
+        awaitable, so this layer keeps no frame alive while a stream is open.
+        """
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS or not _is_json(scope):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._checked(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         try:
             body = await read_body(receive)

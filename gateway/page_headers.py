@@ -13,6 +13,8 @@ hash, and whose styles include inline ones (``style-src 'unsafe-inline'``, style
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,8 +46,13 @@ class PageHeaders:
         self.app = app
         self.docs_policy = docs_policy
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Add the page's headers to its response start."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Add the page's headers to its response start.
+
+        Not a coroutine: every other request gets the app's own awaitable, so this layer
+        keeps no frame alive for as long as a stream is open (ten thousand streams, each
+        with its own frame per layer, is megabytes).
+        """
         path = scope.get("path", "") if scope["type"] == "http" else ""
         policy = (
             CONSOLE_CSP
@@ -55,9 +62,10 @@ class PageHeaders:
             else None
         )
         if policy is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._page(scope, receive, send, policy)
 
+    async def _page(self, scope: Scope, receive: Receive, send: Send, policy: str) -> None:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)

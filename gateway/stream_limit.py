@@ -10,15 +10,16 @@ process, in memory.
 
 :class:`StreamLimitMiddleware` gives each request a :class:`_Holder`; a streaming route calls
 :func:`hold_stream` before it starts anything (so a refused stream changed nothing), and the
-slot is given back when the request ends, in a ``finally``. A WebSocket operation holds one
-with :func:`stream_slot` for as long as it streams.
+slot is given back when the request's task ends (a done callback: it runs however it ends).
+A WebSocket operation holds one with :func:`stream_slot` for as long as it streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -73,6 +74,12 @@ class _Holder:
     def __init__(self, counts: StreamCounts, key: str) -> None:
         self.counts, self.key, self.held = counts, key, 0
 
+    def release(self, _: object = None) -> None:
+        """Give back every stream the request held (its task is done)."""
+        held, self.held = self.held, 0
+        if held:
+            self.counts.release(self.key, held)
+
 
 _REQUEST: ContextVar[_Holder | None] = ContextVar("walrus_stream_holder", default=None)
 
@@ -98,19 +105,20 @@ class StreamLimitMiddleware:
         self.app = app
         self.counts = counts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the request with a holder; give back whatever it held when it ends."""
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        holder = _Holder(self.counts, client_key(scope))
-        token = _REQUEST.set(holder)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _REQUEST.reset(token)
-            if holder.held:
-                self.counts.release(holder.key, holder.held)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Run the request with a holder; give back whatever it held when it ends.
+
+        The server runs each request (each WebSocket) in a task of its own, which ends when
+        the request does, however it ends: the holder is set in that task's context and given
+        back by a done callback of the task. Not a coroutine with a ``finally``: that would
+        keep one more frame alive for as long as each stream is open.
+        """
+        task = asyncio.current_task()
+        if task is not None and scope["type"] in ("http", "websocket"):
+            holder = _Holder(self.counts, client_key(scope))
+            _REQUEST.set(holder)  # the request task's own context
+            task.add_done_callback(holder.release)
+        return self.app(scope, receive, send)
 
 
 def hold_stream() -> None:
