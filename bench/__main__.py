@@ -36,6 +36,12 @@ from bench import cost, measure, streams
 from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
 from walrus_tasks.settings import Settings
 
+LIFTED = {
+    "WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "1000000",
+    "WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT": "1000000",
+}
+"""The per-client caps, lifted: every bench client is one address (loopback) with no token."""
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         agents = {AGENT: BENCH_AGENT, **streams.AGENTS}
         with environment(
             args.workers, args.concurrency, agents=agents,
-            env_extra={"WALRUS_CHUNK_FLUSH_MS": flush},
+            env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED},
         ) as env:  # fmt: skip
             progress.advance(boot)
             results["machine"] = machine(env.redis_url)

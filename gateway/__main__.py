@@ -6,8 +6,6 @@ import logging
 import resource
 import sys
 
-import uvicorn
-
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
@@ -46,6 +44,7 @@ def main() -> None:
     log.info("open-file limit: %s (each open stream or WebSocket takes one)", nofile)
     from gateway.app import create_app
     from gateway.auth import is_loopback
+    from gateway.server import serve
 
     try:
         config = load_config(settings.home)
@@ -61,14 +60,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(RET_CONFIG)
-    uvicorn.run(
-        app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
-        timeout_graceful_shutdown=3,
-        # Longer than clients keep an idle pooled connection: see settings.GATEWAY_KEEP_ALIVE.
-        timeout_keep_alive=settings.gateway_keep_alive,
-        # A frame over the body limit closes the socket with 1009 before the app sees it.
-        ws_max_size=settings.max_body_bytes,
-    )  # fmt: skip
+    serve(app, settings)  # uvicorn, with the bounds of gateway.server
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ from gateway.auth import install_auth
 from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
 from gateway.hub import Hub
+from gateway.json_guard import JsonDepthGuard
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard, cors_options
+from gateway.page_headers import PageHeaders, docs_csp
+from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
 from walrus_tasks import keys
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis
@@ -62,6 +65,12 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.state.config, app.state.settings = config, settings
     install(app)
     sse_route.install(app, native.runs)  # innermost: after the checks below
+    # Inside the bearer check: a stream counts for the request's token (else its address).
+    app.add_middleware(
+        StreamLimitMiddleware, counts=StreamCounts(settings.gateway_max_streams_per_client)
+    )
+    app.add_middleware(JsonDepthGuard)  # after the bearer check: a 401 comes first
+    app.add_middleware(PageHeaders, docs_policy=docs_csp(install_docs(app)))
     install_auth(app, config)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if cors := cors_options(settings):  # the allowed origins' pages may call the API
@@ -75,6 +84,5 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.include_router(api)
     ws.register(app, settings)
     console.register(app)
-    install_docs(app)
     install_metrics(app)  # last: it labels requests by the routes registered above
     return app

@@ -12,6 +12,7 @@ from gateway import operations as ops
 from gateway.deps import Cfg, Redis, StreamHub
 from gateway.errors import responses
 from gateway.sse import EventStream, feed_entries, hub_frames, sse_stream
+from gateway.stream_limit import hold_stream
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.feed import live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
@@ -70,4 +71,5 @@ def feed(
         raise InvalidInput(f"invalid Last-Event-ID {start!r}")
     # Fixed before the response starts: whatever happens after the client sees 200 is sent.
     start = start or live_end(r)
+    hold_stream()
     return sse_stream(hub_frames(feed_entries(hub, start, agent), hub.settings.sse_redis_grace))

@@ -6,6 +6,10 @@ The assets are those of the ``swagger-ui-bundle`` package (Swagger UI, Apache-2.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -15,16 +19,36 @@ from fastapi.staticfiles import StaticFiles
 STATIC = "/docs/static"
 
 
-def install_docs(app: FastAPI) -> None:
-    """Serve ``/docs`` and its assets (create the app with ``docs_url=None, redoc_url=None``)."""
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_page(app: FastAPI) -> HTMLResponse:
+    """The Swagger UI page of ``app`` (the same bytes every time)."""
+    return get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} - docs",
+        swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
+        swagger_css_url=f"{STATIC}/swagger-ui.css",
+        swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
+    )
+
+
+def inline_script_hash(page: HTMLResponse) -> str:
+    """``sha256-…`` of the page's one inline script, for its Content-Security-Policy."""
+    [script] = INLINE_SCRIPT.findall(bytes(page.body).decode())
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+
+
+def install_docs(app: FastAPI) -> str:
+    """Serve ``/docs`` and its assets (create the app with ``docs_url=None, redoc_url=None``).
+
+    Returns the hash of the page's inline script (see :mod:`gateway.page_headers`).
+    """
     app.mount(STATIC, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+    page = docs_page(app)
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title=f"{app.title} - docs",
-            swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
-            swagger_css_url=f"{STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
-        )
+        return page
+
+    return inline_script_hash(page)

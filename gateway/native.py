@@ -17,6 +17,7 @@ from gateway import sse
 from gateway.deps import Agent, Cfg, Redis, RunId, StreamHub
 from gateway.errors import responses, unavailable
 from gateway.sse import sse_response
+from gateway.stream_limit import hold_stream
 from walrus_tasks import run_list
 from walrus_tasks.models import (
     Accepted,
@@ -78,8 +79,11 @@ def send_message(
     ),
 ) -> Any:
     """Accept a message into the conversation; 202 with the run id, or its SSE stream."""
+    streams = body.stream or "text/event-stream" in accept
+    if streams:
+        hold_stream()  # before the run is submitted: a refused stream starts nothing
     submitted = ops.send(r, config, agent, body, idempotency_key)
-    if body.stream or "text/event-stream" in accept:
+    if streams:
         return sse_response(hub, submitted.run_id, "0-0")
     return ops.accepted(submitted.run_id)
 

@@ -27,6 +27,7 @@ from gateway.deps import ARedis, Cfg, Redis, Sets
 from gateway.errors import error_route, responses
 from gateway.operations import forget, run_events, send_with_context
 from gateway.sse import SSE_HEADERS
+from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.names import sender_name
@@ -350,6 +351,8 @@ async def chat_completions(
         return openai_error(400, "unsupported_parameter", why)
     content = last_user_text(body.messages)
     created = int(time.time())
+    if body.stream:
+        hold_stream()  # before the run is submitted: a refused stream starts nothing
     key = body.user or x_walrus_sender
     oneshot: str | None = None
     if key:

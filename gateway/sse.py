@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, SlowConsumer
+from gateway.stream_limit import hold_stream
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
 
@@ -146,4 +147,5 @@ async def run_events(
     start = last_event_id or after or "0-0"
     if not ENTRY_ID.fullmatch(start):
         raise InvalidInput(f"invalid Last-Event-ID {start!r}")
+    hold_stream()
     return sse_response(hub, run_id, start)

@@ -28,10 +28,12 @@ from starlette.websockets import WebSocketDisconnect
 from gateway import manage
 from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
+from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.feed import live_end
+from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -172,7 +174,10 @@ class Session:
     async def dispatch(self, raw: str) -> None:
         """Start the request of one frame in its own task, or answer its error at once."""
         try:
-            frame = json.loads(raw)
+            frame = loads_checked(raw)
+        except TooDeep as e:
+            await self.error(None, InvalidInput(f"{e}: frame not accepted"))
+            return
         except ValueError:
             await self.error(None, InvalidInput("malformed JSON frame"))
             return
@@ -260,10 +265,11 @@ def _send(s: Session, args: Args) -> Accepted:
 
 @op("stream")
 async def _stream(s: Session, request_id: Any, args: Args) -> None:
-    run_id = (await run_in_threadpool(_submit, s, args)).run_id
-    async for _, event in ops.run_events(s.app.state.aredis, run_id, "0-0", s.settings):
-        if event is not None:
-            await s.send({"id": request_id, "type": "event", "event": event})
+    with stream_slot():  # taken before the run is submitted: a refused stream starts nothing
+        run_id = (await run_in_threadpool(_submit, s, args)).run_id
+        async for _, event in ops.run_events(s.app.state.aredis, run_id, "0-0", s.settings):
+            if event is not None:
+                await s.send({"id": request_id, "type": "event", "event": event})
     await s.send({"id": request_id, "type": "done", "run_id": run_id})
 
 
@@ -417,11 +423,12 @@ async def _subscribe_events(s: Session, request_id: Any, args: Args) -> None:
         await run_in_threadpool(s.known_agent, agent)
     if after is not None and not (isinstance(after, str) and ENTRY_ID_RE.fullmatch(after)):
         raise InvalidInput(f"invalid 'after' {after!r}: must be a feed entry id")
-    start: str = after if after is not None else await run_in_threadpool(live_end, get_redis())
-    await s.send({"id": request_id, "type": "subscribed", "after": start})
-    async for _, event in s.app.state.hub.feed_items(start, agent):
-        if event is not None:
-            await s.send({"id": request_id, "type": "event", "event": event})
+    with stream_slot():
+        start = after if after is not None else await run_in_threadpool(live_end, get_redis())
+        await s.send({"id": request_id, "type": "subscribed", "after": start})
+        async for _, event in s.app.state.hub.feed_items(start, agent):
+            if event is not None:
+                await s.send({"id": request_id, "type": "event", "event": event})
 
 
 @op("cancel")

@@ -15,6 +15,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from walrus_tasks.json_depth import loads_stored
+
 STATUS = {
     "queued": "pending",
     "running": "running",
@@ -59,7 +61,7 @@ def run_object(run_id: str, record: dict[str, str], ap: dict[str, str]) -> dict[
             record.get("finished_at") or record.get("started_at") or record.get("created_at")
         ),
         "status": STATUS.get(record.get("status", ""), "pending"),
-        "metadata": json.loads(ap.get("metadata") or "{}"),
+        "metadata": loads_stored(ap.get("metadata") or "{}"),
         "multitask_strategy": ap.get("multitask_strategy", "reject"),
         "kwargs": kwargs,
     }

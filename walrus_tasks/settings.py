@@ -65,6 +65,41 @@ class Settings(BaseSettings):
         description="seconds the gateway keeps an idle HTTP/1.1 connection open: keep it above "
         "the idle expiry of its clients' connection pools and of any proxy in front",
     )
+    gateway_idle_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a new connection may stay silent before its first byte; then it "
+        "is closed",
+    )
+    gateway_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds from a request's first byte until its headers are complete; then "
+        "it is answered 408 and closed (slow-header clients)",
+    )
+    gateway_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="most bytes of a request's line and headers; a larger head is answered 431",
+    )
+    gateway_max_connections_per_client: int = Field(
+        default=1024,
+        ge=1,
+        description="open connections one client address may hold (per gateway process); "
+        "the next is answered 429 and closed",
+    )
+    gateway_max_streams_per_client: int = Field(
+        default=1024,
+        ge=1,
+        description="open event streams (SSE, and WebSocket stream/subscribe_events) one token "
+        "may hold, or one client address when no tokens are configured (per gateway process); "
+        "the next is answered 429",
+    )
+    gateway_trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks (10.0.0.0/8) of reverse proxies "
+        "whose X-Forwarded-For names the client; empty: the peer address is the client",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(json|console)$")
 

@@ -26,6 +26,7 @@ from gateway.agent_protocol.models import (
 from gateway.deps import Cfg, Redis
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
+from walrus_tasks.json_depth import loads_stored
 from walrus_tasks.models import CronEntry, CronSpec
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
@@ -110,7 +111,7 @@ def _namespace(labels: list[str]) -> str:
 
 
 def _item(ns: str, key: str, raw: str) -> dict[str, Any]:
-    stored = json.loads(raw)
+    stored = loads_stored(raw)  # a value stored before the depth bound is cut, not a 500
     return {"namespace": ns.split("."), "key": key, "value": stored["value"],
             "created_at": stored["created_at"], "updated_at": stored["updated_at"]}  # fmt: skip
 

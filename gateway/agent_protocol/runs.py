@@ -25,6 +25,7 @@ from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import RunCreate
 from gateway.deps import ARedis, Cfg, Redis, Sets
 from gateway.sse import SSE_HEADERS
+from gateway.stream_limit import hold_stream
 from walrus_tasks import keys, runs, waits, webhooks
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, NotFound
@@ -109,6 +110,7 @@ async def _stream(
     thread_id: str | None,
     body: RunCreate,
 ) -> StreamingResponse:
+    hold_stream()  # before the run is started: a refused stream starts nothing
     run_id, h, after = await run_in_threadpool(start, r, config, thread_id, body)
     frames = streaming.frames(aredis, run_id, h, body.modes(), settings, after=after)
     headers = {**SSE_HEADERS, **_location(h, run_id)}
@@ -268,6 +270,7 @@ async def join_stream(
     asked = [m for m in stream_mode or [] if m]  # the SDK sends stream_mode= for none
     modes = asked or await run_in_threadpool(state.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
+    hold_stream()
     frames = streaming.frames(aredis, run_id, h, modes, settings, last_event_id=last_event_id)
     return StreamingResponse(
         frames, media_type="text/event-stream", headers={**SSE_HEADERS, **_location(h, run_id)}

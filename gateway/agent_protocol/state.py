@@ -22,6 +22,7 @@ from walrus_tasks import conversations, keys, store
 from walrus_tasks.agent_protocol import iso as iso
 from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
+from walrus_tasks.json_depth import loads_stored
 
 THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -176,7 +177,7 @@ def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
         "thread_id": h["thread_id"],
         "created_at": iso(h.get("created_at")),
         "updated_at": iso(h.get("updated_at")),
-        "metadata": json.loads(h.get("metadata") or "{}"),
+        "metadata": loads_stored(h.get("metadata") or "{}"),
         "status": status,
         "values": values(r, h),
         "interrupts": {i["id"]: [i] for i in interrupts},
@@ -198,7 +199,7 @@ def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
         "next": ["tools"] if interrupts else [],
         "checkpoint": {"thread_id": tid, "checkpoint_ns": "", "checkpoint_id": last,
                        "checkpoint_map": None},
-        "metadata": json.loads(h.get("metadata") or "{}"),
+        "metadata": loads_stored(h.get("metadata") or "{}"),
         "created_at": iso(h.get("updated_at")),
         "parent_checkpoint": None,
         "tasks": tasks,

@@ -1,0 +1,169 @@
+"""JSON nested past walrus_tasks.json_depth.MAX_DEPTH: refused where it enters (every HTTP body,
+every WebSocket frame) with 422 and nothing stored; data stored before the bound never makes a
+read or a search answer 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from websockets.sync.client import connect
+
+from tests.cluster import Cluster, running
+from tests.conftest import redis_db_url
+from walrus_tasks import keys
+from walrus_tasks.json_depth import MAX_DEPTH, TRIMMED, loads_checked, too_deep, trim
+from walrus_tasks.redis_server import RedisServer
+
+pytestmark = pytest.mark.security
+
+
+def nest(depth: int) -> str:
+    """JSON text of objects nested ``depth`` levels: ``{"a": {"a": … 1}}``."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.fixture(scope="module")
+def gw(
+    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A gateway alone (no worker) on a fresh database."""
+    c = Cluster(
+        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("l")
+    )
+    with running(c, workers=()):
+        yield c
+
+
+@pytest.fixture
+def http(gw: Cluster) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gw.gateway_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def db(gw: Cluster) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(gw.redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def post_raw(http: httpx.Client, method: str, path: str, body: str) -> httpx.Response:
+    return http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+
+
+def test_depth_helpers() -> None:
+    assert not too_deep(json.loads(nest(MAX_DEPTH)))
+    assert too_deep(json.loads(nest(MAX_DEPTH + 1)))
+    assert loads_checked("[[1]]") == [[1]]
+    with pytest.raises(ValueError, match="deeper than 64"):
+        loads_checked(nest(5000))  # past the C decoder's own recursion limit
+    cut = trim(json.loads(nest(300)))
+    assert not too_deep(cut)
+    inner = cut
+    for _ in range(MAX_DEPTH - 1):
+        inner = inner["a"]
+    assert inner == {"a": TRIMMED}
+
+
+def test_a_store_item_nested_300_levels_is_422_and_not_stored(
+    http: httpx.Client, db: redis.Redis
+) -> None:
+    body = f'{{"namespace": ["deep"], "key": "k300", "value": {nest(300)}}}'
+    resp = post_raw(http, "PUT", "/store/items", body)
+    assert resp.status_code == 422, resp.text
+    assert "nested deeper than 64 levels" in resp.json()["detail"]
+    assert db.hget(keys.ap_store("deep"), "k300") is None
+    assert http.get("/store/items", params={"namespace": "deep", "key": "k300"}).status_code == 404
+
+
+def test_a_body_at_the_limit_is_accepted(http: httpx.Client) -> None:
+    # The body's object is level 1: a value nested MAX_DEPTH - 1 levels makes it MAX_DEPTH.
+    ok = f'{{"namespace": ["deep"], "key": "k63", "value": {nest(MAX_DEPTH - 1)}}}'
+    assert post_raw(http, "PUT", "/store/items", ok).status_code == 204
+    over = f'{{"namespace": ["deep"], "key": "k64", "value": {nest(MAX_DEPTH)}}}'
+    assert post_raw(http, "PUT", "/store/items", over).status_code == 422
+    got = http.get("/store/items", params={"namespace": "deep", "key": "k63"})
+    assert got.status_code == 200
+    assert not too_deep(got.json()["value"], MAX_DEPTH - 1)
+
+
+def test_thread_metadata_nested_900_levels_is_422_not_stored_and_search_stays_200(
+    http: httpx.Client,
+) -> None:
+    before = http.post("/threads/search", json={"limit": 1000})
+    assert before.status_code == 200
+    resp = post_raw(http, "POST", "/threads", f'{{"metadata": {nest(900)}}}')
+    assert resp.status_code == 422, resp.text
+    after = http.post("/threads/search", json={"limit": 1000})
+    assert after.status_code == 200
+    assert len(after.json()) == len(before.json())
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        ("/v1/agents/echo/messages", "native"),
+        ("/v1/events", "native"),
+        ("/v1/crons", "native"),
+        ("/v1/subscriptions", "native"),
+        ("/v1/chat/completions", "openai"),
+        ("/runs", "detail"),
+        ("/assistants/search", "detail"),
+    ],
+)
+def test_every_json_route_refuses_a_deep_body_in_its_protocol_s_shape(
+    http: httpx.Client, db: redis.Redis, path: str, shape: str
+) -> None:
+    size = db.dbsize()
+    resp = post_raw(http, "POST", path, f'{{"content": "hi", "metadata": {nest(100)}}}')
+    assert resp.status_code == 422, resp.text
+    data: Any = resp.json()
+    message = data["detail"] if shape == "detail" else data["error"]["message"]
+    assert "nested deeper than 64 levels" in message
+    if shape != "detail":
+        assert data["error"]["code"] == "invalid"
+    assert db.dbsize() == size  # nothing stored
+
+
+def test_deep_data_stored_before_the_bound_reads_200(http: httpx.Client, db: redis.Redis) -> None:
+    """Written straight into Redis (as an older gateway stored it): reads cut it, never 500."""
+    put = {"namespace": ["old"], "key": "k", "value": {"ok": 1}}
+    assert http.put("/store/items", json=put).status_code == 204
+    stored = json.loads(db.hget(keys.ap_store("old"), "k") or "")
+    db.hset(
+        keys.ap_store("old"),
+        "k",
+        json.dumps({**stored, "value": "VALUE"}).replace('"VALUE"', nest(300)),
+    )
+    got = http.get("/store/items", params={"namespace": "old", "key": "k"})
+    assert got.status_code == 200, got.text
+    assert TRIMMED in got.text
+    found = http.post("/store/items/search", json={"namespace_prefix": ["old"]})
+    assert found.status_code == 200, found.text
+
+    thread = http.post("/threads", json={"metadata": {"ok": 1}}).json()["thread_id"]
+    db.hset(keys.ap_thread(thread), "metadata", nest(900))
+    one = http.get(f"/threads/{thread}")
+    assert one.status_code == 200, one.text
+    assert TRIMMED in one.text
+    search = http.post("/threads/search", json={"limit": 1000})
+    assert search.status_code == 200, search.text
+    assert thread in {t["thread_id"] for t in search.json()}
+
+
+def test_a_websocket_frame_too_deep_gets_an_error_frame(gw: Cluster) -> None:
+    url = gw.gateway_url.replace("http://", "ws://") + "/v1/ws"
+    with connect(url, open_timeout=10) as ws:
+        ws.send(f'{{"id": 1, "op": "publish_event", "source": "s", "payload": {nest(200)}}}')
+        frame = json.loads(ws.recv(timeout=10))
+        assert frame["type"] == "error", frame
+        assert frame["error"]["code"] == "invalid"
+        assert "nested deeper than 64 levels" in frame["error"]["message"]
+        ws.send(json.dumps({"id": 2, "op": "ping"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "pong"
