@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from walrus_tasks import tenancy
 from walrus_tasks.runs import RunStatus
 
 OnBusy = Literal["enqueue", "reject", "interrupt"]
@@ -31,8 +32,9 @@ class SendMessage(BaseModel):
     tenant: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="whose share of the cluster the run uses (default: the sender's prefix up "
-        "to its first ':')",
+        description="the tenant to act in, for an admin token (a tenant token acts in its own "
+        "and is refused one here: 403): its conversation, and whose share of the cluster the "
+        "run uses (default: the default tenant, and the sender's prefix up to its first ':')",
     )
 
 
@@ -89,6 +91,9 @@ class RunInfo(BaseModel):
     run_id: str
     agent: str
     sender: str
+    tenant: str | None = Field(
+        default=None, description="the tenant the run is in (None: the default tenant)"
+    )
     status: RunStatus
     seq: int = Field(description="position of the message in its conversation, in acceptance order")
     created_at: float
@@ -117,7 +122,8 @@ class RunInfo(BaseModel):
         return cls(
             run_id=h["run_id"],
             agent=h["agent"],
-            sender=h["sender"],
+            sender=tenancy.bare(h["sender"]),
+            tenant=tenancy.tenant_of(h["sender"]),
             status=RunStatus(h["status"]),
             seq=int(h.get("seq", 0)),
             created_at=ts("created_at") or 0.0,
@@ -150,6 +156,9 @@ class Conversation(BaseModel):
 
     agent: str
     sender: str
+    tenant: str | None = Field(
+        default=None, description="the tenant the conversation is in (None: the default tenant)"
+    )
     last_active: float
     active_run: str | None = None
     queued: int = 0

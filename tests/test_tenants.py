@@ -1,0 +1,317 @@
+"""Tenants come from tokens: a tenant token acts in its tenant only, and sees only its tenant.
+
+One cluster (gateway + worker) with an admin token and two tenant tokens, ``acme`` and
+``globex``. Each test uses fresh senders, so the tests share the cluster without seeing each
+other's conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.cluster import Cluster, parse_sse, running, wait_for
+from tests.conftest import redis_db_url, write_agents, write_home
+from walrus_tasks import keys
+from walrus_tasks.errors import Forbidden, InvalidInput
+from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.tenancy import Caller, bare, scoped, tenant_of
+
+pytestmark = pytest.mark.security
+
+ADMIN = f"admin-{uuid.uuid4().hex}"
+ACME = f"acme-{uuid.uuid4().hex}"
+GLOBEX = f"globex-{uuid.uuid4().hex}"
+TERMINAL = ("succeeded", "failed", "cancelled")
+SUPPORT = """
+    model = "mock"
+    description = "The help desk"
+    [mock]
+    reply = "How can I help?"
+"""
+
+
+@pytest.fixture(scope="module")
+def tenants_home(tmp_path_factory: pytest.TempPathFactory, fake_llm: Any) -> Path:
+    """The test agents plus ``support``; an admin token and one token for each tenant."""
+    home = write_home(tmp_path_factory.mktemp("tenants-home"), fake_llm.base_url)
+    write_agents(home, {"support": SUPPORT})
+    with (home / "config.toml").open("a") as f:
+        f.write(
+            "\n[gateway]\n"
+            f'tokens = ["{ADMIN}", {{ token = "{ACME}", tenant = "acme" }}, '
+            f'{{ token = "{GLOBEX}", tenant = "globex" }}]\n'
+        )
+    return home
+
+
+@pytest.fixture(scope="module")
+def tc(
+    redis_server: RedisServer, tenants_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A gateway and one worker of the tenants' config."""
+    c = Cluster(
+        redis_url=redis_db_url(redis_server),
+        home=tenants_home,
+        log_dir=tmp_path_factory.mktemp("tenants-logs"),
+    )
+    with running(c):
+        yield c
+
+
+def client(cluster: Cluster, token: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=cluster.gateway_url, timeout=30, headers=headers)
+
+
+def send(cluster: Cluster, token: str, sender: str, content: str, **extra: Any) -> str:
+    with client(cluster, token) as c:
+        resp = c.post(
+            "/v1/agents/support/messages", json={"content": content, "sender": sender, **extra}
+        )
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["run_id"])
+
+
+def wait_run(cluster: Cluster, run_id: str) -> dict[str, Any]:
+    """The run's record once it has ended (read with the admin token)."""
+
+    def ended() -> dict[str, Any] | None:
+        with client(cluster, ADMIN) as c:
+            info: dict[str, Any] = c.get(f"/v1/runs/{run_id}").json()
+        return info if info["status"] in TERMINAL else None
+
+    return wait_for(ended, 60, 0.05, f"run {run_id} to end")  # type: ignore[no-any-return]
+
+
+def history(cluster: Cluster, token: str, sender: str, tenant: str | None = None) -> list[str]:
+    """The user messages of conversation ``(support, sender)`` as ``token`` sees it."""
+    params = {"tenant": tenant} if tenant else {}
+    with client(cluster, token) as c:
+        resp = c.get(f"/v1/agents/support/conversations/{sender}/history", params=params)
+    assert resp.status_code == 200, resp.text
+    return [m["content"] for m in resp.json()["messages"] if m["role"] == "user"]
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> None:
+    assert resp.status_code == status, (resp.request.method, resp.request.url, resp.text)
+    assert resp.json()["error"]["code"] == code
+    assert resp.json()["error"]["message"]
+
+
+# --- the model, without a cluster --------------------------------------------------------------
+
+
+def test_a_scoped_sender_carries_its_tenant_and_the_default_tenant_keeps_todays_keys() -> None:
+    assert scoped(None, "alice") == "alice"
+    assert keys.cid("support", scoped(None, "alice")) == "support:alice"  # today's key exactly
+    assert scoped("acme", "x:alice") == "acme/x:alice"
+    assert tenant_of("acme/x:alice") == "acme" and bare("acme/x:alice") == "x:alice"
+    assert tenant_of("x:alice") is None and bare("x:alice") == "x:alice"
+    assert Caller("acme").acting(None) == "acme"
+    with pytest.raises(Forbidden):
+        Caller("acme").acting("globex")
+    with pytest.raises(Forbidden):
+        Caller("acme").acting("acme")
+    assert Caller().acting("globex") == "globex" and Caller().acting(None) is None
+    with pytest.raises(InvalidInput):
+        Caller().acting("no/slash")
+
+
+# --- the tenant comes from the token ----------------------------------------------------------
+
+
+def test_a_tenant_tokens_request_naming_a_tenant_is_refused_and_writes_nothing(
+    tc: Cluster,
+) -> None:
+    r = tc.redis()
+    before = r.zcard(keys.RUNS)
+    sender = f"alice-{uuid.uuid4().hex[:6]}"
+    with client(tc, ACME) as c:
+        for tenant in ("globex", "acme"):
+            body = {"content": "charge it to them", "sender": sender, "tenant": tenant}
+            assert_error(c.post("/v1/agents/support/messages", json=body), 403, "forbidden")
+        assert_error(c.get("/v1/runs", params={"tenant": "globex"}), 403, "forbidden")
+        assert_error(c.get("/v1/conversations", params={"tenant": "globex"}), 403, "forbidden")
+        path = f"/v1/agents/support/conversations/{sender}/history"
+        assert_error(c.get(path, params={"tenant": "globex"}), 403, "forbidden")
+    assert r.zcard(keys.RUNS) == before
+
+
+def test_a_tenant_tokens_runs_are_counted_under_its_tenant_whatever_the_sender(
+    tc: Cluster,
+) -> None:
+    # The fair dispatcher and the limits read the record's tenant (walrus_tasks.fair, .limits).
+    r = tc.redis()
+    run_id = send(tc, ACME, f"globex:alice-{uuid.uuid4().hex[:6]}", "who pays?")
+    assert r.hget(keys.run(run_id), "tenant") == "acme"  # not the sender's prefix "globex"
+    wait_run(tc, run_id)
+    # An admin token still names the tenant a run is counted under, as before.
+    admin_run = send(tc, ADMIN, f"bob-{uuid.uuid4().hex[:6]}", "hi", tenant="globex")
+    assert r.hget(keys.run(admin_run), "tenant") == "globex"
+    wait_run(tc, admin_run)
+
+
+# --- conversations, runs and events are per tenant --------------------------------------------
+
+
+def test_two_tenants_talking_to_support_as_alice_have_two_conversations(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    a_run = send(tc, ACME, alice, "acme's secret")
+    b_run = send(tc, GLOBEX, alice, "globex's secret")
+    assert wait_run(tc, a_run)["status"] == "succeeded"
+    assert wait_run(tc, b_run)["status"] == "succeeded"
+    assert history(tc, ACME, alice) == ["acme's secret"]
+    assert history(tc, GLOBEX, alice) == ["globex's secret"]
+    with client(tc, ACME) as c:
+        a_info = c.get(f"/v1/runs/{a_run}").json()
+    assert (a_info["sender"], a_info["tenant"], a_info["seq"]) == (alice, "acme", 1)
+
+
+def test_another_tenants_run_and_its_events_are_404(tc: Cluster) -> None:
+    a_run = send(tc, ACME, f"alice-{uuid.uuid4().hex[:6]}", "mine")
+    wait_run(tc, a_run)
+    with client(tc, GLOBEX) as c:
+        assert_error(c.get(f"/v1/runs/{a_run}"), 404, "not_found")
+        assert_error(c.get(f"/v1/runs/{a_run}/events"), 404, "not_found")
+        missing = uuid.uuid4().hex  # the same answer as for a run that does not exist
+        assert_error(c.get(f"/v1/runs/{missing}"), 404, "not_found")
+    with client(tc, ACME) as c:
+        assert c.get(f"/v1/runs/{a_run}").status_code == 200
+        with c.stream("GET", f"/v1/runs/{a_run}/events") as resp:
+            assert resp.status_code == 200
+            events = [event["type"] for _, event in parse_sse(resp.iter_lines())]
+    assert events[-1] == "end"
+
+
+def test_lists_show_a_tenant_its_own_and_an_admin_everything(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    a_run, b_run = send(tc, ACME, alice, "a"), send(tc, GLOBEX, alice, "b")
+    wait_run(tc, a_run), wait_run(tc, b_run)
+
+    def listed(token: str, path: str, key: str, field: str, **params: Any) -> set[Any]:
+        with client(tc, token) as c:
+            resp = c.get(path, params={"limit": 200, **params} if key == "runs" else params)
+        assert resp.status_code == 200, resp.text
+        return {item[field] for item in resp.json()[key]}
+
+    assert a_run in listed(ACME, "/v1/runs", "runs", "run_id")
+    assert b_run not in listed(ACME, "/v1/runs", "runs", "run_id")
+    assert listed(ACME, "/v1/runs", "runs", "tenant") == {"acme"}
+    assert listed(GLOBEX, "/v1/runs", "runs", "tenant") == {"globex"}
+    assert {a_run, b_run} <= listed(ADMIN, "/v1/runs", "runs", "run_id", sender=alice)
+    assert listed(ADMIN, "/v1/runs", "runs", "run_id", sender=alice, tenant="acme") == {a_run}
+
+    def conversations(token: str, **params: Any) -> set[tuple[str, str | None]]:
+        with client(tc, token) as c:
+            resp = c.get("/v1/conversations", params=params)
+        assert resp.status_code == 200, resp.text
+        rows = resp.json()["conversations"]
+        return {(row["sender"], row["tenant"]) for row in rows if row["sender"] == alice}
+
+    assert conversations(ACME) == {(alice, "acme")}
+    assert conversations(GLOBEX) == {(alice, "globex")}
+    assert conversations(ADMIN) == {(alice, "acme"), (alice, "globex")}
+    assert conversations(ADMIN, tenant="globex") == {(alice, "globex")}
+    with client(tc, ACME) as c:
+        tenants = {row["tenant"] for row in c.get("/v1/conversations").json()["conversations"]}
+    assert tenants == {"acme"}
+
+
+def test_an_admin_token_acts_in_the_tenant_it_names(tc: Cluster) -> None:
+    bob = f"bob-{uuid.uuid4().hex[:6]}"
+    admin_run = send(tc, ADMIN, bob, "from the operator", tenant="acme")
+    wait_run(tc, admin_run)
+    assert history(tc, ACME, bob) == ["from the operator"]  # in acme's conversation
+    assert history(tc, ADMIN, bob, tenant="acme") == ["from the operator"]
+    assert history(tc, ADMIN, bob) == []  # not in the default tenant's
+    assert history(tc, GLOBEX, bob) == []
+    with client(tc, GLOBEX) as c:
+        assert_error(c.get(f"/v1/runs/{admin_run}"), 404, "not_found")
+
+
+def test_a_tenant_token_cannot_kill_or_answer_another_tenants_conversation(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    with client(tc, ACME) as c:
+        resp = c.post(
+            "/v1/agents/slow/messages", json={"content": "take your time", "sender": alice}
+        )
+        slow_run = resp.json()["run_id"]
+    wait_for(lambda: tc.redis().hget(keys.run(slow_run), "status") == "running", 30)
+    with client(tc, GLOBEX) as c:
+        killed = c.post(f"/v1/agents/slow/conversations/{alice}/kill")
+        assert killed.status_code == 200 and killed.json()["run_id"] is None  # its own: idle
+    assert tc.redis().hget(keys.run(slow_run), "status") == "running"
+    with client(tc, ACME) as c:
+        killed = c.post(f"/v1/agents/slow/conversations/{alice}/kill")
+        assert killed.json()["run_id"] == slow_run
+    assert wait_run(tc, slow_run)["status"] == "cancelled"
+
+
+def test_a_tenant_token_is_refused_what_acts_across_tenants(tc: Cluster) -> None:
+    with client(tc, ACME) as c:
+        assert_error(c.get("/v1/stats"), 403, "forbidden")
+        assert_error(c.post("/v1/admin/reload"), 403, "forbidden")
+        assert_error(c.get("/v1/events"), 403, "forbidden")
+        assert_error(c.put("/v1/agents/support", json={"model": "mock"}), 403, "forbidden")
+    with client(tc, ADMIN) as c:
+        assert c.get("/v1/stats").status_code == 200
+
+
+# --- the WebSocket and the OpenAI face follow the token ---------------------------------------
+
+
+def ws_call(tc: Cluster, token: str, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each frame's final answer (``result``, ``error`` or ``done``), in order."""
+    url = tc.gateway_url.replace("http://", "ws://") + "/v1/ws"
+    out = []
+    bearer = {"Authorization": f"Bearer {token}"}
+    with connect(url, open_timeout=10, additional_headers=bearer) as conn:
+        for i, frame in enumerate(frames):
+            conn.send(json.dumps({"id": i, **frame}))
+            while (answer := json.loads(conn.recv(timeout=60)))["type"] == "event":
+                pass
+            out.append(answer)
+    return out
+
+
+def test_the_websocket_acts_in_the_tokens_tenant(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    send_b = {"op": "stream", "agent": "support", "sender": alice, "content": "globex on ws"}
+    streamed, refused, crons = ws_call(
+        tc,
+        GLOBEX,
+        [send_b, {**send_b, "op": "send", "tenant": "acme"}, {"op": "list_crons"}],
+    )
+    assert streamed["type"] == "done"
+    assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
+    assert crons["type"] == "error" and crons["error"]["code"] == "forbidden"
+    ask = {"op": "get_history", "agent": "support", "sender": alice}
+    (b_history,) = ws_call(tc, GLOBEX, [ask])
+    assert [m["content"] for m in b_history["result"]["messages"] if m["role"] == "user"] == [
+        "globex on ws"
+    ]
+    (a_history,) = ws_call(tc, ACME, [ask])
+    assert a_history["result"]["messages"] == []
+    (listed,) = ws_call(tc, ACME, [{"op": "list_conversations", "agent": "support"}])
+    assert {row["tenant"] for row in listed["result"]["conversations"]} == {"acme"}
+    (admin_view,) = ws_call(tc, ADMIN, [{**ask, "tenant": "globex"}])
+    assert len(admin_view["result"]["messages"]) == 2
+
+
+def test_the_openai_face_keeps_a_tenants_conversation_in_its_tenant(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    body = {"model": "support", "user": alice, "messages": [{"role": "user", "content": "oai"}]}
+    with client(tc, ACME) as c:
+        resp = c.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    assert history(tc, ACME, alice) == ["oai"]
+    assert history(tc, GLOBEX, alice) == []
+    assert history(tc, ADMIN, alice) == []
