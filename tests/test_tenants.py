@@ -19,7 +19,8 @@ from websockets.sync.client import connect
 
 from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_agents, write_home
-from walrus_tasks import keys
+from tests.fakellm import FakeReply
+from walrus_tasks import keys, memory
 from walrus_tasks.errors import Forbidden, InvalidInput
 from walrus_tasks.redis_server import RedisServer
 from walrus_tasks.tenancy import Caller, bare, scoped, tenant_of
@@ -30,6 +31,11 @@ ADMIN = f"admin-{uuid.uuid4().hex}"
 ACME = f"acme-{uuid.uuid4().hex}"
 GLOBEX = f"globex-{uuid.uuid4().hex}"
 TERMINAL = ("succeeded", "failed", "cancelled")
+MODEL = "m-tenants"
+KEEPER = f"""
+    model = "fake/{MODEL}"
+    tools = ["remember", "recall", "write", "read"]
+"""
 SUPPORT = """
     model = "mock"
     description = "The help desk"
@@ -42,7 +48,7 @@ SUPPORT = """
 def tenants_home(tmp_path_factory: pytest.TempPathFactory, fake_llm: Any) -> Path:
     """The test agents plus ``support``; an admin token and one token for each tenant."""
     home = write_home(tmp_path_factory.mktemp("tenants-home"), fake_llm.base_url)
-    write_agents(home, {"support": SUPPORT})
+    write_agents(home, {"support": SUPPORT, "keeper": KEEPER})
     with (home / "config.toml").open("a") as f:
         f.write(
             "\n[gateway]\n"
@@ -315,3 +321,53 @@ def test_the_openai_face_keeps_a_tenants_conversation_in_its_tenant(tc: Cluster)
     assert history(tc, ACME, alice) == ["oai"]
     assert history(tc, GLOBEX, alice) == []
     assert history(tc, ADMIN, alice) == []
+
+
+# --- memory and the workspace are per tenant ---------------------------------------------------
+
+
+def tool_outputs(tc: Cluster, token: str, agent: str, sender: str) -> list[str]:
+    with client(tc, token) as c:
+        resp = c.get(f"/v1/agents/{agent}/conversations/{sender}/history")
+    assert resp.status_code == 200, resp.text
+    return [m["content"] for m in resp.json()["messages"] if m["role"] == "tool"]
+
+
+def test_an_agents_memory_and_workspace_are_the_tenants_own(
+    tc: Cluster, tenants_home: Path, fake_llm: Any
+) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    note = {"name": "plan", "content": "acme buys globex on Monday"}
+    fake_llm.script(
+        FakeReply(
+            tool_calls=[("remember", note), ("write", {"path": "plan.txt", "content": "acme"})]
+        ),
+        FakeReply(text="Noted."),
+        model=MODEL,
+    )
+    with client(tc, ACME) as c:
+        resp = c.post("/v1/agents/keeper/messages", json={"content": "note it", "sender": alice})
+    assert wait_run(tc, resp.json()["run_id"])["status"] == "succeeded"
+    assert tool_outputs(tc, ACME, "keeper", alice)[0] == "remembered plan"
+    r = tc.redis()
+    assert [e.name for e in memory.entries(r, "keeper", "acme")] == ["plan"]
+    assert memory.entries(r, "keeper") == []  # not the default tenant's memory
+    workspace = tenants_home / "workspaces" / "keeper"
+    assert (workspace / "tenants" / "acme" / "plan.txt").read_text() == "acme"
+    assert not (workspace / "plan.txt").exists()
+
+    fake_llm.script(
+        FakeReply(tool_calls=[("recall", {"query": "what is the plan?"})]),
+        FakeReply(tool_calls=[("read", {"path": "plan.txt"})]),
+        FakeReply(text="Nothing."),
+        model=MODEL,
+    )
+    with client(tc, GLOBEX) as c:
+        resp = c.post("/v1/agents/keeper/messages", json={"content": "spy", "sender": alice})
+    assert wait_run(tc, resp.json()["run_id"])["status"] == "succeeded"
+    recalled, read = tool_outputs(tc, GLOBEX, "keeper", alice)
+    assert json.loads(recalled) == []  # acme's note is not in globex's memory
+    assert "acme" not in read and "plan.txt" in read  # no such file in globex's directory
+    with client(tc, GLOBEX) as c:
+        cwd = {"content": "x", "sender": alice, "cwd": "../acme"}
+        assert_error(c.post("/v1/agents/keeper/messages", json=cwd), 422, "invalid")
