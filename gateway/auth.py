@@ -22,6 +22,11 @@ A token limited to some agents may use only the routes whose agent can be known:
 
 Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
 deleting agents, the WebSocket) acts across agents and needs a full-access token.
+
+A token with a ``tenant`` (``walrus_tasks.tenancy``) may use only the routes that keep to its
+tenant (``_TENANT_ROUTES``; everything else is a 403), and another tenant's run
+(``/v1/runs/{run_id}…``) is a 404 here, before the route. The routes take the tenant from the
+grant this middleware puts in the scope (``gateway.deps.caller_of``).
 """
 
 from __future__ import annotations
@@ -95,6 +100,10 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
         ("POST", r"^/v1/chat/completions$"),
         ("WEBSOCKET", r"^/v1/ws$"),
+        ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
+        ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
+        ("DELETE", r"^/v1/subscriptions/[^/]+$"),
+        ("POST", r"^/v1/events$"),
     )
 )
 """The routes a tenant token may use: those that keep to the caller's tenant (everything else

@@ -11,6 +11,7 @@ is ``async`` (the async ones read run streams through the gateway's asyncio clie
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, runs, store, subscriptions, waits, webhooks
+from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.models import (
@@ -241,43 +242,70 @@ def run_events(
 # --- crons and subscriptions ----------------------------------------------------------------
 
 
-def create_cron(r: redis.Redis, config: Config, spec: CronSpec) -> CronEntry:
-    """Add a cron entry; it fires from the next schedule time on (a bad ``webhook``: 422)."""
+def create_cron(r: redis.Redis, config: Config, spec: CronSpec, caller: Caller = OPEN) -> CronEntry:
+    """Add a cron entry of the caller's tenant (a bad ``webhook``: 422).
+
+    It fires from the next schedule time on, into that tenant's conversation.
+    """
+    spec = spec.model_copy(update={"tenant": caller.acting(spec.tenant)})
     if spec.webhook is not None:
         webhooks.check_url(config, spec.webhook)
     return crons.create(r, spec, config.agents.keys(), skills=crons.usable_skills(config))
 
 
-def list_crons(r: redis.Redis) -> list[CronEntry]:
-    """Every cron entry."""
-    return crons.list_all(r)
+def list_crons(r: redis.Redis, caller: Caller = OPEN) -> list[CronEntry]:
+    """Every cron entry the caller sees (a tenant token: its tenant's)."""
+    return [e for e in crons.list_all(r) if caller.admin or e.tenant == caller.tenant]
 
 
-def delete_cron(r: redis.Redis, cron_id: str) -> dict[str, str]:
-    """Delete a cron entry (NotFound)."""
+def get_cron(r: redis.Redis, cron_id: str, caller: Caller = OPEN) -> CronEntry:
+    """One cron entry (NotFound, also for another tenant's)."""
+    entry = crons.get(r, cron_id)
+    if not caller.admin and entry.tenant != caller.tenant:
+        raise NotFound(f"unknown cron {cron_id!r}")
+    return entry
+
+
+def delete_cron(r: redis.Redis, cron_id: str, caller: Caller = OPEN) -> dict[str, str]:
+    """Delete a cron entry (NotFound, also for another tenant's)."""
+    get_cron(r, cron_id, caller)
     crons.delete(r, cron_id)
     return {"deleted": cron_id}
 
 
-def subscribe(r: redis.Redis, config: Config, spec: SubscriptionSpec) -> dict[str, Any]:
-    """Fire ``spec.target_agent`` on every event published to ``spec.source``."""
+def subscribe(
+    r: redis.Redis, config: Config, spec: SubscriptionSpec, caller: Caller = OPEN
+) -> dict[str, Any]:
+    """Fire ``spec.target_agent`` on every event published to ``spec.source`` in the tenant."""
+    tenant = caller.acting(spec.tenant)
     subscriptions.source_name(spec.source)
     known_agent(config, spec.target_agent)
-    return subscriptions.create(r, spec.source, spec.target_agent, spec.once)
+    source = scoped(tenant, spec.source)
+    return subscriptions.public(subscriptions.create(r, source, spec.target_agent, spec.once))
 
 
-def unsubscribe(r: redis.Redis, sub_id: str) -> dict[str, str]:
-    """Remove a subscription (NotFound)."""
-    if not subscriptions.delete(r, sub_id):
+def unsubscribe(r: redis.Redis, sub_id: str, caller: Caller = OPEN) -> dict[str, str]:
+    """Remove a subscription (NotFound, also for another tenant's)."""
+    raw: str | None = r.hget(keys.SUBSCRIPTIONS, sub_id)  # type: ignore[assignment]
+    mine = raw is not None and caller.sees(json.loads(raw).get("source", ""))
+    if not mine or not subscriptions.delete(r, sub_id):
         raise NotFound(f"unknown subscription {sub_id!r}")
     return {"deleted": sub_id}
 
 
-def list_subscriptions(r: redis.Redis) -> list[dict[str, Any]]:
-    """Every subscription, oldest first."""
-    return subscriptions.list_all(r)
+def list_subscriptions(r: redis.Redis, caller: Caller = OPEN) -> list[dict[str, Any]]:
+    """Every subscription the caller sees, oldest first."""
+    subs = subscriptions.list_all(r)
+    return [subscriptions.public(s) for s in subs if caller.sees(s["source"])]
 
 
-def publish(r: redis.Redis, source: str, payload: Any) -> Published:
-    """Publish ``payload`` to every subscription of ``source``: the runs it started."""
-    return Published(fired=subscriptions.publish(r, source, payload))
+def publish(
+    r: redis.Redis, source: str, payload: Any, caller: Caller = OPEN, tenant: str | None = None
+) -> Published:
+    """Publish ``payload`` to every subscription of ``source``: the runs it started.
+
+    Only the subscriptions of the caller's tenant (an admin token's ``tenant``) fire.
+    """
+    subscriptions.source_name(source)
+    scoped_source = scoped(caller.acting(tenant), source)
+    return Published(fired=subscriptions.publish(r, scoped_source, payload))

@@ -62,7 +62,8 @@ TENANT_OPS = frozenset(
     {
         "ping", "cancel", "send", "stream", "kill", "reply_to_ask", "steer", "compact",
         "get_archive", "list_conversations", "get_history", "list_agents", "get_agent",
-        "delete_conversation",
+        "delete_conversation", "list_crons", "create_cron", "delete_cron", "subscribe_event",
+        "unsubscribe_event", "list_subscriptions", "publish_event",
     }
 )  # fmt: skip
 """The ops a tenant token may use: they keep to its tenant (the others act across tenants)."""
@@ -399,38 +400,38 @@ def _stats(s: Session, args: Args) -> Any:
 
 @plain("list_crons")
 def _list_crons(s: Session, args: Args) -> Any:
-    return {"crons": ops.list_crons(get_redis())}
+    return {"crons": ops.list_crons(get_redis(), s.caller)}
 
 
 @plain("create_cron")
 def _create_cron(s: Session, args: Args) -> Any:
-    return ops.create_cron(get_redis(), s.cfg(), CronSpec.model_validate(args))
+    return ops.create_cron(get_redis(), s.cfg(), CronSpec.model_validate(args), s.caller)
 
 
 @plain("delete_cron")
 def _delete_cron(s: Session, args: Args) -> Any:
-    return ops.delete_cron(get_redis(), _string(args, "cron_id"))
+    return ops.delete_cron(get_redis(), _string(args, "cron_id"), s.caller)
 
 
 @plain("subscribe_event")
 def _subscribe_event(s: Session, args: Args) -> Any:
-    return ops.subscribe(get_redis(), s.cfg(), SubscriptionSpec.model_validate(args))
+    return ops.subscribe(get_redis(), s.cfg(), SubscriptionSpec.model_validate(args), s.caller)
 
 
 @plain("unsubscribe_event")
 def _unsubscribe_event(s: Session, args: Args) -> Any:
-    return ops.unsubscribe(get_redis(), _string(args, "sub_id"))
+    return ops.unsubscribe(get_redis(), _string(args, "sub_id"), s.caller)
 
 
 @plain("list_subscriptions")
 def _list_subscriptions(s: Session, args: Args) -> Any:
-    return {"subscriptions": ops.list_subscriptions(get_redis())}
+    return {"subscriptions": ops.list_subscriptions(get_redis(), s.caller)}
 
 
 @plain("publish_event")
 def _publish_event(s: Session, args: Args) -> Published:
     body = PublishEvent.model_validate(args)
-    return ops.publish(get_redis(), body.source, body.payload)
+    return ops.publish(get_redis(), body.source, body.payload, s.caller, body.tenant)
 
 
 @plain("reload")

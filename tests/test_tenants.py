@@ -15,13 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from websockets.sync.client import connect
 
 from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeReply
-from walrus_tasks import keys, memory
+from walrus_tasks import crons, keys, memory, subscriptions
 from walrus_tasks.errors import Forbidden, InvalidInput
+from walrus_tasks.export import export_state, import_state
+from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer
 from walrus_tasks.tenancy import Caller, bare, scoped, tenant_of
 
@@ -68,7 +71,7 @@ def tc(
         home=tenants_home,
         log_dir=tmp_path_factory.mktemp("tenants-logs"),
     )
-    with running(c):
+    with running(c, beat=True):
         yield c
 
 
@@ -291,14 +294,14 @@ def ws_call(tc: Cluster, token: str, frames: list[dict[str, Any]]) -> list[dict[
 def test_the_websocket_acts_in_the_tokens_tenant(tc: Cluster) -> None:
     alice = f"alice-{uuid.uuid4().hex[:6]}"
     send_b = {"op": "stream", "agent": "support", "sender": alice, "content": "globex on ws"}
-    streamed, refused, crons = ws_call(
+    streamed, refused, stats = ws_call(
         tc,
         GLOBEX,
-        [send_b, {**send_b, "op": "send", "tenant": "acme"}, {"op": "list_crons"}],
+        [send_b, {**send_b, "op": "send", "tenant": "acme"}, {"op": "stats"}],
     )
     assert streamed["type"] == "done"
     assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
-    assert crons["type"] == "error" and crons["error"]["code"] == "forbidden"
+    assert stats["type"] == "error" and stats["error"]["code"] == "forbidden"
     ask = {"op": "get_history", "agent": "support", "sender": alice}
     (b_history,) = ws_call(tc, GLOBEX, [ask])
     assert [m["content"] for m in b_history["result"]["messages"] if m["role"] == "user"] == [
@@ -371,3 +374,100 @@ def test_an_agents_memory_and_workspace_are_the_tenants_own(
     with client(tc, GLOBEX) as c:
         cwd = {"content": "x", "sender": alice, "cwd": "../acme"}
         assert_error(c.post("/v1/agents/keeper/messages", json=cwd), 422, "invalid")
+
+
+# --- crons and subscriptions are per tenant ----------------------------------------------------
+
+
+def test_crons_are_the_tenants_own_and_fire_into_its_conversation(tc: Cluster) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    spec = {"schedule": "@every 1s", "agent": "support", "sender": alice, "message": "tick"}
+    with client(tc, ACME) as c:
+        assert_error(c.post("/v1/crons", json={**spec, "tenant": "globex"}), 403, "forbidden")
+        resp = c.post("/v1/crons", json=spec)
+        assert resp.status_code == 201, resp.text
+        cron = resp.json()
+        assert cron["tenant"] == "acme" and cron["sender"] == alice
+    with client(tc, GLOBEX) as c:
+        assert_error(c.get(f"/v1/crons/{cron['id']}"), 404, "not_found")
+        assert_error(c.delete(f"/v1/crons/{cron['id']}"), 404, "not_found")
+        assert cron["id"] not in {e["id"] for e in c.get("/v1/crons").json()["crons"]}
+    with client(tc, ADMIN) as c:
+        assert {e["id"]: e["tenant"] for e in c.get("/v1/crons").json()["crons"]}[cron["id"]] == (
+            "acme"
+        )
+
+    def fired() -> str | None:
+        with client(tc, ACME) as c:
+            return c.get(f"/v1/crons/{cron['id']}").json().get("last_run_id")  # type: ignore[no-any-return]
+
+    run_id = wait_for(fired, 30, 0.1, "the cron to fire")
+    with client(tc, ACME) as c:
+        info = c.get(f"/v1/runs/{run_id}").json()
+        assert (info["sender"], info["tenant"]) == (alice, "acme")  # beat kept it in acme
+        assert c.delete(f"/v1/crons/{cron['id']}").status_code == 200
+    wait_run(tc, run_id)
+    assert "tick" in history(tc, ACME, alice)
+    assert history(tc, GLOBEX, alice) == [] and history(tc, ADMIN, alice) == []
+
+
+def test_a_publish_fires_only_the_publishing_tenants_subscriptions(tc: Cluster) -> None:
+    source = f"deploy-{uuid.uuid4().hex[:6]}"
+    with client(tc, ACME) as c:
+        resp = c.post("/v1/subscriptions", json={"source": source, "target_agent": "support"})
+        assert resp.status_code == 201, resp.text
+        sub = resp.json()
+        assert (sub["source"], sub["tenant"]) == (source, "acme")
+    with client(tc, GLOBEX) as c:
+        published = c.post("/v1/events", json={"source": source, "payload": "globex shipped"})
+        assert published.status_code == 202 and published.json()["fired"] == []
+        assert sub["id"] not in {
+            s["id"] for s in c.get("/v1/subscriptions").json()["subscriptions"]
+        }
+        assert_error(c.delete(f"/v1/subscriptions/{sub['id']}"), 404, "not_found")
+        body = {"source": source, "payload": "x", "tenant": "acme"}
+        assert_error(c.post("/v1/events", json=body), 403, "forbidden")
+    with client(tc, ADMIN) as c:
+        assert c.post("/v1/events", json={"source": source, "payload": "default"}).json() == {
+            "fired": []
+        }
+    with client(tc, ACME) as c:
+        published = c.post("/v1/events", json={"source": source, "payload": "acme shipped"})
+        [run_id] = published.json()["fired"]
+        info = c.get(f"/v1/runs/{run_id}").json()
+        assert (info["sender"], info["tenant"]) == (f"event:{source}", "acme")
+        assert c.delete(f"/v1/subscriptions/{sub['id']}").status_code == 200
+    wait_run(tc, run_id)
+
+
+# --- export / import --------------------------------------------------------------------------
+
+
+def test_an_export_round_trips_a_tenants_conversation_cron_and_subscription(
+    r: redis.Redis, tmp_path: Path
+) -> None:
+    for sender in (scoped("acme", "alice"), "alice"):
+        message = json.dumps({"role": "user", "content": sender})
+        r.rpush(keys.conv(keys.cid("support", sender), "history"), message)
+        r.zadd(keys.CONVERSATIONS, {keys.cid("support", sender): 1000})
+    spec = CronSpec(schedule="@every 1h", agent="support", message="tick", tenant="acme")
+    crons.create(r, spec, ["support"])
+    subscriptions.create(r, scoped("acme", "deploy"), "support")
+    durable = ("walrus:conversations", "walrus:conv:*", "walrus:crons", "walrus:subs*")
+
+    def state() -> dict[str, Any]:
+        found = sorted({k for p in durable for k in r.scan_iter(match=p)})
+        return {k: r.dump(k) for k in found if r.type(k) != "zset" or k.endswith("conversations")}
+
+    before = state()
+    summary = export_state(r, tmp_path / "out")
+    assert summary.as_dict()["conversations"] == 2
+    assert (tmp_path / "out" / "sessions" / "support" / "acme" / "alice.jsonl").exists()
+    r.flushdb()
+    assert import_state(r, tmp_path / "out", replace=False) == summary
+    [restored] = r.lrange(keys.conv(keys.cid("support", "acme/alice"), "history"), 0, -1)
+    assert json.loads(restored)["content"] == "acme/alice"
+    assert [e.tenant for e in crons.list_all(r)] == ["acme"]
+    assert [s["source"] for s in subscriptions.list_all(r)] == ["acme/deploy"]
+    after = {k: v for k, v in state().items() if not k.endswith(":epoch")}  # bumped by import
+    assert after == before

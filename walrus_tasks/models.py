@@ -200,6 +200,12 @@ class CronSpec(BaseModel):
         default=None,
         description="URL POSTed as each fired run ends (a host of [webhooks] allowed_hosts)",
     )
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant it belongs to: an admin token's choice (default: the default "
+        "tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class CronEntry(CronSpec):
@@ -223,6 +229,12 @@ class SubscriptionSpec(BaseModel):
     source: str = Field(description="exact event source, e.g. 'agent:writer:done'")
     target_agent: str
     once: bool = Field(default=False, description="remove the subscription on its first fire")
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant it belongs to: an admin token's choice (default: the default "
+        "tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class Subscription(SubscriptionSpec):
@@ -239,6 +251,12 @@ class PublishEvent(BaseModel):
 
     source: str
     payload: Any = Field(description="a string is sent as is, anything else as JSON text")
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant whose subscriptions it fires: an admin token's choice (default: "
+        "the default tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class Published(BaseModel):

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from walrus_tasks.errors import Forbidden, InvalidInput
+from walrus_tasks.names import sender_name
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SEP = "/"
@@ -31,6 +32,16 @@ def tenant_name(name: str) -> str:
 def scoped(tenant: str | None, sender: str) -> str:
     """The state layer's sender of the client's ``sender`` in ``tenant`` (None: the default)."""
     return f"{tenant}{SEP}{sender}" if tenant else sender
+
+
+def stored_sender(sender: str) -> str:
+    """``sender`` if it is a valid state-layer sender (a client's, or one scoped to a tenant)."""
+    tenant = tenant_of(sender)
+    if tenant is not None:
+        tenant_name(tenant)
+    if not bare(sender) or sender_name(bare(sender)) != bare(sender):
+        raise InvalidInput(f"invalid sender {sender!r}")
+    return sender
 
 
 def tenant_of(sender: str) -> str | None:
