@@ -23,6 +23,7 @@ from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, WalrusError
 from walrus_tasks.log import bound
 from walrus_tasks.submit import submit
+from walrus_tasks.tenancy import scoped
 
 log = logging.getLogger("walrus.beat")
 
@@ -71,7 +72,9 @@ def fire_crons(r: redis.Redis, agents: Collection[str], now: float, deadline: fl
                     meta = {"timer_due": str(due_ms)}
                     if entry.webhook:
                         meta["webhook"] = entry.webhook
-                    run_id = submit(r, entry.agent, entry.sender, content, meta=meta).run_id
+                    # The entry's tenant's conversation (walrus_tasks.tenancy).
+                    sender = scoped(entry.tenant, entry.sender)
+                    run_id = submit(r, entry.agent, sender, content, meta=meta).run_id
                     crons.record_run(r, cron_id, run_id)
                     log.info("cron %s fired: run %s", cron_id, run_id)
                 except WalrusError as e:

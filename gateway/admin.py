@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from gateway import operations as ops
-from gateway.deps import Cfg, Redis, Sets
+from gateway.deps import Cfg, Redis, Sets, Who
 from gateway.errors import responses
-from walrus_tasks import crons, keys
+from walrus_tasks import keys
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.models import CronEntry, CronSpec
@@ -42,27 +42,27 @@ router = APIRouter(tags=["crons and config"])
 
 
 @router.post("/v1/crons", status_code=201, response_model=CronEntry, responses=ERRORS)
-def create_cron(spec: CronSpec, r: Redis, config: Cfg) -> CronEntry:
+def create_cron(spec: CronSpec, r: Redis, config: Cfg, who: Who) -> CronEntry:
     """Add a cron entry; it fires from the next schedule time on, without a restart."""
-    return ops.create_cron(r, config, spec)
+    return ops.create_cron(r, config, spec, who)
 
 
 @router.get("/v1/crons", response_model=dict[str, list[CronEntry]])
-def list_crons(r: Redis) -> dict[str, list[CronEntry]]:
-    """Every cron entry with its last and next fire time and last run id."""
-    return {"crons": ops.list_crons(r)}
+def list_crons(r: Redis, who: Who) -> dict[str, list[CronEntry]]:
+    """Every cron entry (of the token's tenant) with its last and next fire time and last run."""
+    return {"crons": ops.list_crons(r, who)}
 
 
 @router.get("/v1/crons/{cron_id}", response_model=CronEntry, responses=ERRORS)
-def get_cron(cron_id: str, r: Redis) -> CronEntry:
+def get_cron(cron_id: str, r: Redis, who: Who) -> CronEntry:
     """One cron entry."""
-    return crons.get(r, cron_id)
+    return ops.get_cron(r, cron_id, who)
 
 
 @router.delete("/v1/crons/{cron_id}", responses=ERRORS)
-def delete_cron(cron_id: str, r: Redis) -> dict[str, str]:
+def delete_cron(cron_id: str, r: Redis, who: Who) -> dict[str, str]:
     """Delete a cron entry (it never fires again): ``{"deleted": id}``, or 404."""
-    return ops.delete_cron(r, cron_id)
+    return ops.delete_cron(r, cron_id, who)
 
 
 @router.post("/v1/admin/reload", response_model=Reloaded, responses=ERRORS)

@@ -22,6 +22,11 @@ A token limited to some agents may use only the routes whose agent can be known:
 
 Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
 deleting agents, the WebSocket) acts across agents and needs a full-access token.
+
+A token with a ``tenant`` (``walrus_tasks.tenancy``) may use only the routes that keep to its
+tenant (``_TENANT_ROUTES``; everything else is a 403), and another tenant's run
+(``/v1/runs/{run_id}…``) is a 404 here, before the route. The routes take the tenant from the
+grant this middleware puts in the scope (``gateway.deps.caller_of``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import RETRY_AFTER, error_response
-from walrus_tasks import store
+from walrus_tasks import store, tenancy
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import NotFound
@@ -82,6 +87,32 @@ def is_loopback(host: str) -> bool:
 AGENT_PROTOCOL = ("/threads", "/runs", "/assistants", "/store")
 """The Agent Protocol's resources (``gateway.agent_protocol``): they act across agents, so a
 token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."""
+
+
+_TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
+    (frozenset(methods.split()), re.compile(pattern))
+    for methods, pattern in (
+        ("GET HEAD", r"^/v1/(?:agents|models|conversations|runs)$"),
+        ("GET HEAD", r"^/v1/(?:agents|models)/[^/]+$"),
+        ("POST", r"^/v1/agents/[^/]+/messages$"),
+        ("DELETE", r"^/v1/agents/[^/]+/conversations/[^/]+$"),
+        ("GET HEAD POST", r"^/v1/agents/[^/]+/conversations/[^/]+/[a-z]+$"),
+        ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
+        ("POST", r"^/v1/chat/completions$"),
+        ("WEBSOCKET", r"^/v1/ws$"),
+        ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
+        ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
+        ("DELETE", r"^/v1/subscriptions/[^/]+$"),
+        ("POST", r"^/v1/events$"),
+    )
+)
+"""The routes a tenant token may use: those that keep to the caller's tenant (everything else
+under ``/v1`` acts across tenants and needs an admin token)."""
+
+
+def tenant_route(method: str, path: str) -> bool:
+    """True if a tenant token may call ``method path`` (``WEBSOCKET`` for the socket)."""
+    return any(method in methods and rx.match(path) for methods, rx in _TENANT_ROUTES)
 
 
 def protected(path: str) -> bool:
@@ -145,10 +176,38 @@ class BearerAuth:
             await deny(scope, receive, send, 401, f"{why}: send 'Authorization: Bearer <token>'")
             return
         scope[GRANT_KEY] = grant
+        if grant.tenant is not None and not await self._in_tenant(scope, receive, send, grant):
+            return
         if grant.agents is None:
             await self.app(scope, receive, send)
         else:
             await self._limited(scope, receive, send, grant)
+
+    async def _in_tenant(
+        self, scope: Scope, receive: Receive, send: Send, grant: TokenGrant
+    ) -> bool:
+        """True if a tenant token may go on (else the answer is sent).
+
+        It may use a route that keeps to its tenant, and no other tenant's run: that is a 404,
+        as if there were no such run.
+        """
+        path = scope["path"]
+        method = scope.get("method", "WEBSOCKET")
+        if not tenant_route(method, path):
+            message = f"{method} {path}: a tenant token may not use this; it needs an admin token"
+            await deny(scope, receive, send, 403, message)
+            return False
+        if match := _RUN_PATH.match(path):
+            try:
+                record = await _run_record(match["run_id"])
+            except redis.RedisError as e:
+                await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
+                return False
+            if record is not None and tenancy.tenant_of(record.get("sender", "")) != grant.tenant:
+                run_id = match["run_id"]
+                await deny(scope, receive, send, 404, f"unknown run {run_id!r}", code="not_found")
+                return False
+        return True
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, grant: TokenGrant) -> None:
         path, http = scope["path"], scope["type"] == "http"
@@ -207,15 +266,20 @@ async def deny(
     await response(scope, receive, send)
 
 
-async def _run_agent(run_id: str) -> str | None:
-    """The agent of run ``run_id``; None if there is no such run (the route answers 404/422)."""
+async def _run_record(run_id: str) -> dict[str, str] | None:
+    """The record of run ``run_id``; None if there is no such run (the route answers 404/422)."""
     if not _RUN_ID_RE.fullmatch(run_id):
         return None
     try:
-        record = await run_in_threadpool(store.run_record, get_redis(), run_id)
+        return await run_in_threadpool(store.run_record, get_redis(), run_id)
     except NotFound:
         return None
-    return record.get("agent", "")
+
+
+async def _run_agent(run_id: str) -> str | None:
+    """The agent of run ``run_id``; None if there is no such run (the route answers 404/422)."""
+    record = await _run_record(run_id)
+    return None if record is None else record.get("agent", "")
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -7,18 +7,21 @@ are module-level objects that need no closure over the app.
 """
 
 import re
-from typing import Annotated
+from collections.abc import MutableMapping
+from typing import Annotated, Any
 
 import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from gateway import operations
+from gateway.auth import GRANT_KEY
 from gateway.hub import Hub
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.settings import Settings
+from walrus_tasks.tenancy import Caller
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -43,11 +46,23 @@ def stream_hub(request: Request) -> Hub:
     return request.app.state.hub  # type: ignore[no-any-return]
 
 
+def caller_of(scope: MutableMapping[str, Any]) -> Caller:
+    """The caller of a request or socket: its token's tenant (admin: none, or no tokens)."""
+    grant = scope.get(GRANT_KEY)
+    return Caller(getattr(grant, "tenant", None))
+
+
+def current_caller(request: Request) -> Caller:
+    """The caller of this request (``caller_of``)."""
+    return caller_of(request.scope)
+
+
 Cfg = Annotated[Config, Depends(current_config)]
 Sets = Annotated[Settings, Depends(current_settings)]
 Redis = Annotated[redis.Redis, Depends(get_redis)]
 ARedis = Annotated[aioredis.Redis, Depends(async_redis)]
 StreamHub = Annotated[Hub, Depends(stream_hub)]
+Who = Annotated[Caller, Depends(current_caller)]
 
 
 def known_agent(agent: str, config: Cfg) -> str:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from gateway.admin import reload_config
-from gateway.deps import Cfg, Redis, Sets
+from gateway.deps import Cfg, Redis, Sets, Who
 from gateway.errors import responses
 from gateway.operations import info_of
 from walrus_tasks import agent_files, conversations, keys, limits
@@ -34,6 +34,7 @@ from walrus_tasks.metrics import read_figures
 from walrus_tasks.models import AgentInfo
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
+from walrus_tasks.tenancy import scoped
 
 ERRORS = responses({404: "unknown agent or conversation", 409: "in use", 413: "body too large",
                     422: "invalid input or config"})  # fmt: skip
@@ -122,12 +123,14 @@ def delete_agent(app: FastAPI, r: redis.Redis, settings: Settings, name: str) ->
     return {"deleted": name}
 
 
-def delete_conversation(r: redis.Redis, agent: Any, sender: Any) -> dict[str, bool]:
-    """Delete a conversation (NotFound; Conflict while a run is active or queued).
+def delete_conversation(
+    r: redis.Redis, agent: Any, sender: Any, tenant: str | None = None
+) -> dict[str, bool]:
+    """Delete a conversation of ``tenant`` (NotFound; Conflict while a run is active or queued).
 
     The agent need not be configured any more: the conversations of a deleted agent can go too.
     """
-    conversations.delete(r, agent_name(agent), sender_name(sender))
+    conversations.delete(r, agent_name(agent), scoped(tenant, sender_name(sender)))
     return {"deleted": True}
 
 
@@ -194,9 +197,11 @@ router = APIRouter(tags=["management"])
 
 
 @router.delete("/v1/agents/{agent}/conversations/{sender}", responses=ERRORS)
-def delete_conversation_route(agent: str, sender: str, r: Redis) -> dict[str, bool]:
+def delete_conversation_route(
+    agent: str, sender: str, r: Redis, who: Who, tenant: str | None = None
+) -> dict[str, bool]:
     """Delete the conversation's history and state: ``{"deleted": true}``; 409 while busy."""
-    return delete_conversation(r, agent, sender)
+    return delete_conversation(r, agent, sender, who.acting(tenant))
 
 
 @router.post("/v1/agents", status_code=201, response_model=AgentInfo, responses=ERRORS)

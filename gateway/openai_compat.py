@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.deps import ARedis, Cfg, Redis, Sets
+from gateway.deps import ARedis, Cfg, Redis, Sets, Who
 from gateway.errors import error_route, responses
 from gateway.operations import forget, run_events, send_with_context
 from gateway.sse import SSE_HEADERS
@@ -34,6 +34,7 @@ from walrus_tasks.names import sender_name
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import submit
+from walrus_tasks.tenancy import scoped
 
 log = logging.getLogger("walrus.gateway")
 
@@ -333,6 +334,7 @@ async def chat_completions(
     aredis: ARedis,
     config: Cfg,
     settings: Sets,
+    who: Who,
     x_walrus_sender: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Send the last user message to agent ``model``; the reply.
@@ -356,11 +358,12 @@ async def chat_completions(
     key = body.user or x_walrus_sender
     oneshot: str | None = None
     if key:
-        submitted = await run_in_threadpool(submit, r, agent, sender_name(key), content)
+        sender = scoped(who.tenant, sender_name(key))  # the token's tenant (admin: the default)
+        submitted = await run_in_threadpool(submit, r, agent, sender, content)
     else:
         prior = prior_messages(body.messages)
         oneshot, submitted = await run_in_threadpool(
-            send_with_context, r, config, agent, prior, content
+            send_with_context, r, config, agent, prior, content, who.tenant
         )
     run_id = submitted.run_id
     if body.stream:

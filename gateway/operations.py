@@ -11,6 +11,7 @@ is ``async`` (the async ones read run streams through the gateway's asyncio clie
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, runs, store, subscriptions, waits, webhooks
+from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.models import (
@@ -41,6 +42,7 @@ from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, keyed_run_id, submit
 from walrus_tasks.submit import kill as kill_active
+from walrus_tasks.tenancy import OPEN, Caller, scoped
 from walrus_tasks.workspace import send_meta
 
 COMPACT_REQUEST = "(compact the conversation)"
@@ -86,20 +88,29 @@ def accepted(run_id: str) -> Accepted:
     return Accepted(run_id=run_id, events_url=events_url(run_id))
 
 
+def sender_in(tenant: str | None, sender: Any) -> str:
+    """The state layer's sender of a client's ``sender`` (validated) in ``tenant``."""
+    return scoped(tenant, sender_name(sender))
+
+
 def send(
     r: redis.Redis,
     config: Config,
     agent: Any,
     body: SendMessage,
     idempotency_key: str | None = None,
+    caller: Caller = OPEN,
 ) -> Submitted:
     """Accept ``body`` into conversation ``(agent, body.sender)``: a queued run.
 
+    The conversation is of the caller's tenant (an admin's ``body.tenant``; a tenant token that
+    names one is Forbidden), and the run is counted under that tenant.
     With ``idempotency_key`` a retry of the same message gets the run the first attempt made
     (``keyed_run_id``); the key reused for another message is a 422, and nothing is written.
     """
     agent = known_agent(config, agent)
-    sender = sender_name(body.sender)
+    tenant = caller.acting(body.tenant)
+    sender = sender_in(tenant, body.sender)
     run_id = None
     if idempotency_key is not None:
         if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
@@ -107,12 +118,17 @@ def send(
                 f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
             )
         run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
-    meta = send_meta(config, agent, body.cwd, body.tenant)
+    meta = send_meta(config, agent, body.cwd, tenant)
     return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
 
 
 def send_with_context(
-    r: redis.Redis, config: Config, agent: Any, prior: list[dict[str, Any]], content: str
+    r: redis.Redis,
+    config: Config,
+    agent: Any,
+    prior: list[dict[str, Any]],
+    content: str,
+    tenant: str | None = None,
 ) -> tuple[str, Submitted]:
     """Send ``content`` in a new conversation of its own whose history is ``prior``.
 
@@ -120,7 +136,7 @@ def send_with_context(
     each other nor see each other's messages.
     """
     agent = known_agent(config, agent)
-    sender = f"oneshot-{uuid.uuid4().hex}"
+    sender = scoped(tenant, f"oneshot-{uuid.uuid4().hex}")
     if prior and not runs.seed_history(r, agent, sender, prior):
         raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
     return sender, submit(r, agent, sender, content)
@@ -132,22 +148,34 @@ def forget(r: redis.Redis, agent: str, sender: str) -> None:
         conversations_mod.delete(r, agent, sender)
 
 
-def kill(r: redis.Redis, config: Config, agent: Any, sender: Any) -> KillResult:
+def kill(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
+) -> KillResult:
     """Cancel the conversation's active run (``run_id`` None when nothing was running)."""
-    return KillResult(run_id=kill_active(r, known_agent(config, agent), sender_name(sender)))
+    agent = known_agent(config, agent)
+    return KillResult(run_id=kill_active(r, agent, sender_in(tenant, sender)))
 
 
 def reply(
-    r: redis.Redis, config: Config, agent: Any, sender: Any, content: str, call_id: str = ""
+    r: redis.Redis,
+    config: Config,
+    agent: Any,
+    sender: Any,
+    content: str,
+    call_id: str = "",
+    tenant: str | None = None,
 ) -> Replied:
     """Answer the pending ``ask_user`` (or approval); the run resumes on any worker."""
-    return waits.reply(r, known_agent(config, agent), sender_name(sender), content, call_id)
+    agent = known_agent(config, agent)
+    return waits.reply(r, agent, sender_in(tenant, sender), content, call_id)
 
 
-def steer(r: redis.Redis, config: Config, agent: Any, sender: Any, content: str) -> Steered:
+def steer(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, content: str, tenant: str | None = None
+) -> Steered:
     """Queue ``content`` for the active run's next LLM call (Conflict when none is active)."""
     agent = known_agent(config, agent)
-    return Steered(run_id=waits.steer(r, agent, sender_name(sender), content))
+    return Steered(run_id=waits.steer(r, agent, sender_in(tenant, sender), content))
 
 
 def request_compaction(r: redis.Redis, agent: str, sender: str) -> Submitted:
@@ -155,30 +183,49 @@ def request_compaction(r: redis.Redis, agent: str, sender: str) -> Submitted:
     return submit(r, agent, sender, COMPACT_REQUEST, meta={"kind": "compact"})
 
 
-def compact(r: redis.Redis, config: Config, agent: Any, sender: Any) -> Accepted:
+def compact(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
+) -> Accepted:
     """Summarise the history into one message (the old history goes to the archive)."""
     agent = known_agent(config, agent)
-    return accepted(request_compaction(r, agent, sender_name(sender)).run_id)
+    return accepted(request_compaction(r, agent, sender_in(tenant, sender)).run_id)
 
 
-def history(r: redis.Redis, config: Config, agent: Any, sender: Any) -> list[dict[str, Any]]:
+def history(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
+) -> list[dict[str, Any]]:
     """The conversation's messages in order."""
-    return store.history(r, known_agent(config, agent), sender_name(sender))
+    return store.history(r, known_agent(config, agent), sender_in(tenant, sender))
 
 
-def archives(r: redis.Redis, config: Config, agent: Any, sender: Any) -> list[dict[str, Any]]:
+def archives(
+    r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
+) -> list[dict[str, Any]]:
     """The histories compaction replaced, oldest first."""
-    return store.archives(r, known_agent(config, agent), sender_name(sender))
+    return store.archives(r, known_agent(config, agent), sender_in(tenant, sender))
 
 
-def conversations(r: redis.Redis, agent: Any = None) -> list[Conversation]:
-    """Every conversation, most recent first (of one agent when ``agent`` is given)."""
-    return store.conversations(r, agent_name(agent) if agent else None)
+def conversations(
+    r: redis.Redis, agent: Any = None, caller: Caller = OPEN, tenant: str | None = None
+) -> list[Conversation]:
+    """The conversations the caller sees, most recent first.
+
+    Of one agent when ``agent`` is given; of one tenant when an admin names ``tenant``, and
+    always of its own for a tenant token.
+    """
+    tenant = caller.acting(tenant)
+    rows = store.conversations(r, agent_name(agent) if agent else None)
+    if tenant is None:
+        return rows
+    return [c for c in rows if c.tenant == tenant]
 
 
-def run_info(r: redis.Redis, run_id: str) -> RunInfo:
-    """Status of one run (NotFound)."""
-    return store.get_run(r, run_id)
+def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
+    """Status of one run (NotFound, also for another tenant's run)."""
+    record = store.run_record(r, run_id)
+    if not caller.sees(record.get("sender", "")):
+        raise NotFound(f"unknown run {run_id!r}")
+    return RunInfo.from_hash(record)
 
 
 def run_events(
@@ -195,43 +242,70 @@ def run_events(
 # --- crons and subscriptions ----------------------------------------------------------------
 
 
-def create_cron(r: redis.Redis, config: Config, spec: CronSpec) -> CronEntry:
-    """Add a cron entry; it fires from the next schedule time on (a bad ``webhook``: 422)."""
+def create_cron(r: redis.Redis, config: Config, spec: CronSpec, caller: Caller = OPEN) -> CronEntry:
+    """Add a cron entry of the caller's tenant (a bad ``webhook``: 422).
+
+    It fires from the next schedule time on, into that tenant's conversation.
+    """
+    spec = spec.model_copy(update={"tenant": caller.acting(spec.tenant)})
     if spec.webhook is not None:
         webhooks.check_url(config, spec.webhook)
     return crons.create(r, spec, config.agents.keys(), skills=crons.usable_skills(config))
 
 
-def list_crons(r: redis.Redis) -> list[CronEntry]:
-    """Every cron entry."""
-    return crons.list_all(r)
+def list_crons(r: redis.Redis, caller: Caller = OPEN) -> list[CronEntry]:
+    """Every cron entry the caller sees (a tenant token: its tenant's)."""
+    return [e for e in crons.list_all(r) if caller.admin or e.tenant == caller.tenant]
 
 
-def delete_cron(r: redis.Redis, cron_id: str) -> dict[str, str]:
-    """Delete a cron entry (NotFound)."""
+def get_cron(r: redis.Redis, cron_id: str, caller: Caller = OPEN) -> CronEntry:
+    """One cron entry (NotFound, also for another tenant's)."""
+    entry = crons.get(r, cron_id)
+    if not caller.admin and entry.tenant != caller.tenant:
+        raise NotFound(f"unknown cron {cron_id!r}")
+    return entry
+
+
+def delete_cron(r: redis.Redis, cron_id: str, caller: Caller = OPEN) -> dict[str, str]:
+    """Delete a cron entry (NotFound, also for another tenant's)."""
+    get_cron(r, cron_id, caller)
     crons.delete(r, cron_id)
     return {"deleted": cron_id}
 
 
-def subscribe(r: redis.Redis, config: Config, spec: SubscriptionSpec) -> dict[str, Any]:
-    """Fire ``spec.target_agent`` on every event published to ``spec.source``."""
+def subscribe(
+    r: redis.Redis, config: Config, spec: SubscriptionSpec, caller: Caller = OPEN
+) -> dict[str, Any]:
+    """Fire ``spec.target_agent`` on every event published to ``spec.source`` in the tenant."""
+    tenant = caller.acting(spec.tenant)
     subscriptions.source_name(spec.source)
     known_agent(config, spec.target_agent)
-    return subscriptions.create(r, spec.source, spec.target_agent, spec.once)
+    source = scoped(tenant, spec.source)
+    return subscriptions.public(subscriptions.create(r, source, spec.target_agent, spec.once))
 
 
-def unsubscribe(r: redis.Redis, sub_id: str) -> dict[str, str]:
-    """Remove a subscription (NotFound)."""
-    if not subscriptions.delete(r, sub_id):
+def unsubscribe(r: redis.Redis, sub_id: str, caller: Caller = OPEN) -> dict[str, str]:
+    """Remove a subscription (NotFound, also for another tenant's)."""
+    raw: str | None = r.hget(keys.SUBSCRIPTIONS, sub_id)  # type: ignore[assignment]
+    mine = raw is not None and caller.sees(json.loads(raw).get("source", ""))
+    if not mine or not subscriptions.delete(r, sub_id):
         raise NotFound(f"unknown subscription {sub_id!r}")
     return {"deleted": sub_id}
 
 
-def list_subscriptions(r: redis.Redis) -> list[dict[str, Any]]:
-    """Every subscription, oldest first."""
-    return subscriptions.list_all(r)
+def list_subscriptions(r: redis.Redis, caller: Caller = OPEN) -> list[dict[str, Any]]:
+    """Every subscription the caller sees, oldest first."""
+    subs = subscriptions.list_all(r)
+    return [subscriptions.public(s) for s in subs if caller.sees(s["source"])]
 
 
-def publish(r: redis.Redis, source: str, payload: Any) -> Published:
-    """Publish ``payload`` to every subscription of ``source``: the runs it started."""
-    return Published(fired=subscriptions.publish(r, source, payload))
+def publish(
+    r: redis.Redis, source: str, payload: Any, caller: Caller = OPEN, tenant: str | None = None
+) -> Published:
+    """Publish ``payload`` to every subscription of ``source``: the runs it started.
+
+    Only the subscriptions of the caller's tenant (an admin token's ``tenant``) fire.
+    """
+    subscriptions.source_name(source)
+    scoped_source = scoped(caller.acting(tenant), source)
+    return Published(fired=subscriptions.publish(r, scoped_source, payload))

@@ -28,10 +28,11 @@ from starlette.websockets import WebSocketDisconnect
 from gateway import manage
 from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
+from gateway.deps import caller_of
 from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
-from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
+from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound, WalrusError
 from walrus_tasks.feed import live_end
 from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
@@ -59,6 +60,15 @@ Op = Callable[["Session", Any, Args], Awaitable[None]]
 Plain = Callable[["Session", Args], Any]
 
 OPS: dict[str, Op] = {}
+TENANT_OPS = frozenset(
+    {
+        "ping", "cancel", "send", "stream", "kill", "reply_to_ask", "steer", "compact",
+        "get_archive", "list_conversations", "get_history", "list_agents", "get_agent",
+        "delete_conversation", "list_crons", "create_cron", "delete_cron", "subscribe_event",
+        "unsubscribe_event", "list_subscriptions", "publish_event",
+    }
+)  # fmt: skip
+"""The ops a tenant token may use: they keep to its tenant (the others act across tenants)."""
 """Every operation by name: an async handler ``(session, request id, args)``."""
 
 
@@ -109,10 +119,18 @@ class Session:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.cancelled: set[str] = set()
         self.closed = False
+        self.caller = caller_of(ws.scope)
 
     def cfg(self) -> Config:
         """The gateway's current config (a reload replaces it)."""
         return self.app.state.config  # type: ignore[no-any-return]
+
+    def tenant(self, args: Args) -> str | None:
+        """The tenant a request acts in: the token's, or the one an admin token names."""
+        requested = args.get("tenant")
+        if requested is not None and not isinstance(requested, str):
+            raise InvalidInput("tenant must be a string")
+        return self.caller.acting(requested)
 
     def known_agent(self, name: Any) -> str:
         """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
@@ -192,6 +210,10 @@ class Session:
         if handler is None:
             await self.error(request_id, NotFound(f"unknown op {op!r}"))
             return
+        if not self.caller.admin and op not in TENANT_OPS:
+            why = f"op {op!r} acts across tenants: a tenant token may not use it"
+            await self.error(request_id, Forbidden(why))
+            return
         key = _key(request_id)
         if key in self.tasks:
             await self.error(request_id, Conflict(f"request {request_id!r} is already in flight"))
@@ -255,7 +277,8 @@ def _submit(s: Session, args: Args) -> Submitted:
     if key is not None and not isinstance(key, str):
         raise InvalidInput("idempotency_key must be a string")
     fields = {k: v for k, v in args.items() if k not in ("agent", "idempotency_key")}
-    return ops.send(get_redis(), s.cfg(), agent, SendMessage.model_validate(fields), key)
+    body = SendMessage.model_validate(fields)
+    return ops.send(get_redis(), s.cfg(), agent, body, key, s.caller)
 
 
 @plain("send")
@@ -275,51 +298,56 @@ async def _stream(s: Session, request_id: Any, args: Args) -> None:
 
 def _turn(args: Args) -> Args:
     """The arguments of a turn operation, less ``agent`` and ``sender``."""
-    return {k: v for k, v in args.items() if k not in ("agent", "sender")}
+    return {k: v for k, v in args.items() if k not in ("agent", "sender", "tenant")}
 
 
 @plain("kill")
 def _kill(s: Session, args: Args) -> KillResult:
-    return ops.kill(get_redis(), s.cfg(), s.known_agent(args.get("agent")), args.get("sender"))
+    agent = s.known_agent(args.get("agent"))
+    return ops.kill(get_redis(), s.cfg(), agent, args.get("sender"), s.tenant(args))
 
 
 @plain("reply_to_ask")
 def _reply_to_ask(s: Session, args: Args) -> Replied:
     agent = s.known_agent(args.get("agent"))
     body = Reply.model_validate(_turn(args))
-    return ops.reply(
-        get_redis(), s.cfg(), agent, args.get("sender"), body.content, body.call_id or ""
-    )
+    sender, call_id, tenant = args.get("sender"), body.call_id or "", s.tenant(args)
+    return ops.reply(get_redis(), s.cfg(), agent, sender, body.content, call_id, tenant)
 
 
 @plain("steer")
 def _steer(s: Session, args: Args) -> Steered:
     agent = s.known_agent(args.get("agent"))
     body = Steer.model_validate(_turn(args))
-    return ops.steer(get_redis(), s.cfg(), agent, args.get("sender"), body.content)
+    return ops.steer(get_redis(), s.cfg(), agent, args.get("sender"), body.content, s.tenant(args))
 
 
 @plain("compact")
 def _compact(s: Session, args: Args) -> Accepted:
     agent = s.known_agent(args.get("agent"))
-    return ops.compact(get_redis(), s.cfg(), agent, args.get("sender"))
+    return ops.compact(get_redis(), s.cfg(), agent, args.get("sender"), s.tenant(args))
 
 
 @plain("get_archive")
 def _get_archive(s: Session, args: Args) -> Any:
     agent = s.known_agent(args.get("agent"))
-    return {"archives": ops.archives(get_redis(), s.cfg(), agent, args.get("sender"))}
+    archives = ops.archives(get_redis(), s.cfg(), agent, args.get("sender"), s.tenant(args))
+    return {"archives": archives}
 
 
 @plain("list_conversations")
 def _list_conversations(s: Session, args: Args) -> Any:
-    return {"conversations": ops.conversations(get_redis(), args.get("agent"))}
+    tenant = args.get("tenant")
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidInput("tenant must be a string")
+    return {"conversations": ops.conversations(get_redis(), args.get("agent"), s.caller, tenant)}
 
 
 @plain("get_history")
 def _get_history(s: Session, args: Args) -> Any:
     agent = s.known_agent(args.get("agent"))
-    return {"messages": ops.history(get_redis(), s.cfg(), agent, args.get("sender"))}
+    messages = ops.history(get_redis(), s.cfg(), agent, args.get("sender"), s.tenant(args))
+    return {"messages": messages}
 
 
 @plain("list_agents")
@@ -334,7 +362,8 @@ def _get_agent(s: Session, args: Args) -> AgentInfo:
 
 @plain("delete_conversation")
 def _delete_conversation(s: Session, args: Args) -> Any:
-    return manage.delete_conversation(get_redis(), args.get("agent"), args.get("sender"))
+    tenant = s.tenant(args)
+    return manage.delete_conversation(get_redis(), args.get("agent"), args.get("sender"), tenant)
 
 
 @plain("create_agent")
@@ -377,38 +406,38 @@ def _stats(s: Session, args: Args) -> Any:
 
 @plain("list_crons")
 def _list_crons(s: Session, args: Args) -> Any:
-    return {"crons": ops.list_crons(get_redis())}
+    return {"crons": ops.list_crons(get_redis(), s.caller)}
 
 
 @plain("create_cron")
 def _create_cron(s: Session, args: Args) -> Any:
-    return ops.create_cron(get_redis(), s.cfg(), CronSpec.model_validate(args))
+    return ops.create_cron(get_redis(), s.cfg(), CronSpec.model_validate(args), s.caller)
 
 
 @plain("delete_cron")
 def _delete_cron(s: Session, args: Args) -> Any:
-    return ops.delete_cron(get_redis(), _string(args, "cron_id"))
+    return ops.delete_cron(get_redis(), _string(args, "cron_id"), s.caller)
 
 
 @plain("subscribe_event")
 def _subscribe_event(s: Session, args: Args) -> Any:
-    return ops.subscribe(get_redis(), s.cfg(), SubscriptionSpec.model_validate(args))
+    return ops.subscribe(get_redis(), s.cfg(), SubscriptionSpec.model_validate(args), s.caller)
 
 
 @plain("unsubscribe_event")
 def _unsubscribe_event(s: Session, args: Args) -> Any:
-    return ops.unsubscribe(get_redis(), _string(args, "sub_id"))
+    return ops.unsubscribe(get_redis(), _string(args, "sub_id"), s.caller)
 
 
 @plain("list_subscriptions")
 def _list_subscriptions(s: Session, args: Args) -> Any:
-    return {"subscriptions": ops.list_subscriptions(get_redis())}
+    return {"subscriptions": ops.list_subscriptions(get_redis(), s.caller)}
 
 
 @plain("publish_event")
 def _publish_event(s: Session, args: Args) -> Published:
     body = PublishEvent.model_validate(args)
-    return ops.publish(get_redis(), body.source, body.payload)
+    return ops.publish(get_redis(), body.source, body.payload, s.caller, body.tenant)
 
 
 @plain("reload")

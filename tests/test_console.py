@@ -215,6 +215,28 @@ def test_an_agent_form_shows_the_apis_422_next_to_the_field(
         assert c.get("/v1/agents/console-made").status_code == 404
 
 
+def test_a_tenants_conversation_opens_and_continues_in_its_tenant(
+    page: Page, console_cluster: Cluster, sender: str
+) -> None:
+    c = console_cluster
+    c.wait_run(c.send("echo", "in the default tenant", sender))
+    c.wait_run(c.send("echo", "in acme", sender, tenant="acme"))
+    pg: Any = page.open("chat")
+    pg.click(f"#conversations a:text-is('{sender} (acme)')")
+    pg.locator(".msg.user", has_text="in acme").wait_for()
+    assert pg.locator(".msg.user", has_text="in the default tenant").count() == 0
+    pg.fill("#chat-input", "more for acme")
+    pg.click("#send")
+    pg.locator(".msg.assistant .badge.succeeded").last.wait_for()
+    with c.http() as h:
+        url = f"/v1/agents/echo/conversations/{sender}/history"
+        acme = h.get(url, params={"tenant": "acme"}).json()["messages"]
+    assert [m["content"] for m in acme if m["role"] == "user"] == ["in acme", "more for acme"]
+    assert [m["content"] for m in c.history("echo", sender) if m["role"] == "user"] == [
+        "in the default tenant"
+    ]
+
+
 @pytest.fixture(scope="module")
 def token_cluster(
     redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory

@@ -237,11 +237,21 @@ _TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 
 
 class TokenGrant(_Strict):
-    """One bearer token of the gateway: full access, or limited to ``agents``."""
+    """One bearer token of the gateway: full access, or limited to ``agents``.
+
+    Without ``tenant`` it is an admin token; with one it acts in that tenant only
+    (``walrus_tasks.tenancy``).
+    """
 
     token: SecretStr
     agents: frozenset[str] | None = Field(
         default=None, description="the agents this token may use; None = every agent"
+    )
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant this token acts in (and only in); None = an admin token, which "
+        "acts in the default tenant or the one a request names",
     )
 
     @field_validator("token")
@@ -288,8 +298,8 @@ class TokenGrant(_Strict):
 class GatewayConfig(_Strict):
     """Gateway options that live in ``config.toml``.
 
-    ``tokens`` entries are strings (full access) or tables ``{token, agents}`` (limited to
-    those agents); both load as :class:`TokenGrant`.
+    ``tokens`` entries are strings (full access, admin) or tables ``{token, agents, tenant}``
+    (limited to those agents, acting in that tenant only); both load as :class:`TokenGrant`.
     """
 
     tokens: list[TokenGrant] = Field(default_factory=list)

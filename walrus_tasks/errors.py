@@ -48,6 +48,13 @@ class NotFound(WalrusError):
     status = 404
 
 
+class Forbidden(WalrusError):
+    """Raised when the caller's token may not do this (a tenant token naming a tenant)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class Conflict(WalrusError):
     """Raised when the conversation's state forbids the operation."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import keys, tenancy
 from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.export_files import (
     load_toml,
@@ -24,7 +24,7 @@ from walrus_tasks.export_files import (
     without_none,
     write_jsonl,
 )
-from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.names import agent_name
 
 FORMAT = 1
 """Version of the layout, written to ``sessions/index.toml``."""
@@ -84,7 +84,7 @@ def read_sessions(r: redis.Redis) -> list[Session]:
         agent, sender = keys.split_cid(c)
         try:
             agent_name(agent)
-            sender_name(sender)
+            tenancy.stored_sender(sender)  # a tenant's: sessions/<agent>/<tenant>/<sender>
         except InvalidInput as e:
             raise WalrusError(f"conversation {c!r} in Redis cannot be exported: {e}") from e
         history, seq, archive = replies[1 + 3 * i : 4 + 3 * i]
@@ -156,7 +156,8 @@ def write_session_files(root: Path, sessions: list[Session]) -> None:
         encoding="utf-8",
     )
     for s in sessions:
-        (root / s.path).parent.mkdir(exist_ok=True)
+        # parents: a tenant's conversation is a level down, sessions/<agent>/<tenant>/<sender>
+        (root / s.path).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(root / s.path, s.history)
         if s.archive:
             write_jsonl(root / s.archive_path, s.archive)
@@ -177,7 +178,7 @@ def _index_row(row: dict[str, Any], where: str) -> Session:
     if not sender:  # sender_name("") would mean "user": a row must name its sender
         raise InvalidInput(f"{where}: sender is empty")
     try:
-        return Session(agent_name(agent), sender_name(sender), last_active, seq)
+        return Session(agent_name(agent), tenancy.stored_sender(sender), last_active, seq)
     except InvalidInput as e:
         raise InvalidInput(f"{where}: {e.message}") from e
 

@@ -84,11 +84,14 @@ def conv_cid(key: str, part: ConvPart) -> str:
     return key[len(f"{PREFIX}conv:") : -len(f":{part}")]
 
 
-def memory(agent: str) -> str:
-    """HASH entry name -> JSON entry: an agent's memory (``walrus_tasks.memory``).
+def memory(agent: str, tenant: str | None = None) -> str:
+    """HASH entry name -> JSON entry: an agent's memory (``walrus_tasks.memory``) in ``tenant``.
 
-    ``memory("*")`` is the SCAN pattern of every agent's memory.
+    ``memory("*")`` is the SCAN pattern of every agent's memory in the default tenant; a named
+    tenant's live under ``tenant:<tenant>:`` (``walrus_tasks.tenancy``), apart from those.
     """
+    if tenant:
+        return f"{PREFIX}tenant:{tenant}:memory:{agent}"
     return f"{PREFIX}memory:{agent}"
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import redis
 from pydantic import BaseModel
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, scripts, tenancy
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
 
@@ -47,8 +47,12 @@ class Limit:
 
 
 def tenant_of(sender: str) -> str:
-    """The default tenant of a sender: its prefix up to the first ``:`` (else the sender)."""
-    return sender.split(":", 1)[0]
+    """The tenant a sender's runs are counted under.
+
+    The tenant of a tenant's conversation (``walrus_tasks.tenancy``), else the sender's prefix
+    up to the first ``:`` (else the sender).
+    """
+    return tenancy.tenant_of(sender) or sender.split(":", 1)[0]
 
 
 def tenant_limit_name(tenant: str) -> str:

@@ -114,14 +114,19 @@ def _parse(raw: str | bytes, where: str) -> MemoryEntry:
 
 
 def remember(
-    r: redis.Redis, agent: str, name: str, content: str, aliases: list[str] | None = None
+    r: redis.Redis,
+    agent: str,
+    name: str,
+    content: str,
+    aliases: list[str] | None = None,
+    tenant: str | None = None,
 ) -> MemoryEntry:
     """Store the entry ``name`` of ``agent``, replacing one of that name (keeping its created_at).
 
     The name and aliases are stripped. Raises InvalidInput for an empty or too long name or
     alias, empty or too large content, too many aliases, or a new entry past ``MAX_ENTRIES``.
     """
-    key = keys.memory(agent_name(agent))
+    key = keys.memory(agent_name(agent), tenant)
     name = _label(name, "name")
     content = _check_content(content)
     clean = _check_aliases(aliases or [], name)
@@ -149,14 +154,14 @@ def remember(
                 continue
 
 
-def forget(r: redis.Redis, agent: str, name: str) -> bool:
-    """Delete the entry ``name`` of ``agent``; False if there was none."""
-    return bool(r.hdel(keys.memory(agent_name(agent)), name.strip()))
+def forget(r: redis.Redis, agent: str, name: str, tenant: str | None = None) -> bool:
+    """Delete the entry ``name`` of ``agent`` (in ``tenant``); False if there was none."""
+    return bool(r.hdel(keys.memory(agent_name(agent), tenant), name.strip()))
 
 
-def entries(r: redis.Redis, agent: str) -> list[MemoryEntry]:
-    """Every entry of ``agent``, sorted by name."""
-    key = keys.memory(agent_name(agent))
+def entries(r: redis.Redis, agent: str, tenant: str | None = None) -> list[MemoryEntry]:
+    """Every entry of ``agent`` (in ``tenant``), sorted by name."""
+    key = keys.memory(agent_name(agent), tenant)
     stored: dict[Any, Any] = r.hgetall(key)
     found = [_parse(raw, f"{key} {field!r}") for field, raw in stored.items()]
     return sorted(found, key=lambda e: e.name)
@@ -193,11 +198,13 @@ def rank(found: list[MemoryEntry], query: str, limit: int) -> list[MemoryHit]:
     return hits[:limit]
 
 
-def recall(r: redis.Redis, agent: str, query: str, limit: int) -> list[MemoryHit]:
-    """The ``limit`` entries of ``agent`` that best match ``query`` (see :func:`rank`)."""
+def recall(
+    r: redis.Redis, agent: str, query: str, limit: int, tenant: str | None = None
+) -> list[MemoryHit]:
+    """The ``limit`` entries of ``agent`` (in ``tenant``) that best match ``query`` (``rank``)."""
     if limit <= 0 or not tokens(query):
         return []  # skip the read: auto-recall runs on every message
-    return rank(entries(r, agent), query, limit)
+    return rank(entries(r, agent, tenant), query, limit)
 
 
 def recall_context(hits: list[MemoryHit]) -> str:

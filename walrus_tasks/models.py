@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from walrus_tasks import tenancy
+
 OnBusy = Literal["enqueue", "reject", "interrupt"]
 
 
@@ -46,8 +48,9 @@ class SendMessage(BaseModel):
     tenant: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="whose share of the cluster the run uses (default: the sender's prefix up "
-        "to its first ':')",
+        description="the tenant to act in, for an admin token (a tenant token acts in its own "
+        "and is refused one here: 403): its conversation, and whose share of the cluster the "
+        "run uses (default: the default tenant, and the sender's prefix up to its first ':')",
     )
 
 
@@ -104,6 +107,9 @@ class RunInfo(BaseModel):
     run_id: str
     agent: str
     sender: str
+    tenant: str | None = Field(
+        default=None, description="the tenant the run is in (None: the default tenant)"
+    )
     status: RunStatus
     seq: int = Field(description="position of the message in its conversation, in acceptance order")
     created_at: float
@@ -132,7 +138,8 @@ class RunInfo(BaseModel):
         return cls(
             run_id=h["run_id"],
             agent=h["agent"],
-            sender=h["sender"],
+            sender=tenancy.bare(h["sender"]),
+            tenant=tenancy.tenant_of(h["sender"]),
             status=RunStatus(h["status"]),
             seq=int(h.get("seq", 0)),
             created_at=ts("created_at") or 0.0,
@@ -165,6 +172,9 @@ class Conversation(BaseModel):
 
     agent: str
     sender: str
+    tenant: str | None = Field(
+        default=None, description="the tenant the conversation is in (None: the default tenant)"
+    )
     last_active: float
     active_run: str | None = None
     queued: int = 0
@@ -200,6 +210,12 @@ class CronSpec(BaseModel):
         default=None,
         description="URL POSTed as each fired run ends (a host of [webhooks] allowed_hosts)",
     )
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant it belongs to: an admin token's choice (default: the default "
+        "tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class CronEntry(CronSpec):
@@ -223,6 +239,12 @@ class SubscriptionSpec(BaseModel):
     source: str = Field(description="exact event source, e.g. 'agent:writer:done'")
     target_agent: str
     once: bool = Field(default=False, description="remove the subscription on its first fire")
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant it belongs to: an admin token's choice (default: the default "
+        "tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class Subscription(SubscriptionSpec):
@@ -239,6 +261,12 @@ class PublishEvent(BaseModel):
 
     source: str
     payload: Any = Field(description="a string is sent as is, anything else as JSON text")
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the tenant whose subscriptions it fires: an admin token's choice (default: "
+        "the default tenant); a tenant token's own, and naming one is a 403",
+    )
 
 
 class Published(BaseModel):

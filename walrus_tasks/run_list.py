@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import keys, tenancy
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import RunInfo, RunPage, RunStatus
 
@@ -47,8 +47,13 @@ def list_runs(
     status: Collection[RunStatus] = (),
     limit: int = 50,
     cursor: str | None = None,
+    tenant: str | None = None,
 ) -> RunPage:
-    """One page of runs matching every filter given (``status``: any of those)."""
+    """One page of runs matching every filter given.
+
+    ``status``: any of those; ``tenant``: of that tenant only; ``sender``: as the client names
+    it in its tenant.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
     wanted = {s.value for s in status}
@@ -68,7 +73,12 @@ def list_runs(
             if not h:  # the record expired (or its conversation was deleted)
                 gone.append(run_id)
                 continue
-            if (agent and h.get("agent") != agent) or (sender and h.get("sender") != sender):
+            run_sender = h.get("sender", "")
+            if tenant is not None and tenancy.tenant_of(run_sender) != tenant:
+                continue
+            if (agent and h.get("agent") != agent) or (
+                sender and tenancy.bare(run_sender) != sender
+            ):
                 continue
             if wanted and h.get("status") not in wanted:
                 continue

@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import fair, keys, limits, replication, scripts
+from walrus_tasks import fair, keys, limits, replication, scripts, tenancy
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
     STEP_BOUNDARY,
@@ -332,7 +332,7 @@ def begin_step(
             keys.run(fence.run_id),
             keys.run_part(fence.run_id, "claim"),
             keys.conv(fence.cid, "history"),
-            keys.memory(fence.agent),
+            keys.memory(fence.agent, tenancy.tenant_of(fence.sender)),
             keys.conv(fence.cid, "epoch"),
         ],
         [

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import keys, tenancy
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import Conversation, RunInfo
 
@@ -56,7 +56,8 @@ def conversations(r: redis.Redis, agent: str | None = None) -> list[Conversation
         out.append(
             Conversation(
                 agent=a,
-                sender=s,
+                sender=tenancy.bare(s),
+                tenant=tenancy.tenant_of(s),
                 last_active=score / 1000,
                 active_run=replies[2 * i],
                 queued=replies[2 * i + 1],

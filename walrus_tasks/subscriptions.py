@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, scripts, tenancy
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import Subscription
 from walrus_tasks.names import agent_name
@@ -50,14 +50,20 @@ def done_source(agent: str) -> str:
 
 
 def _validated(item: Any) -> Subscription:
-    """``item`` as a Subscription with valid id, source and agent name, or InvalidInput."""
+    """``item`` as a Subscription with valid id, source and agent name, or InvalidInput.
+
+    A tenant's subscription is indexed under its scoped source ``<tenant>/<source>``
+    (``walrus_tasks.tenancy``): only that tenant's publishes reach it.
+    """
     try:
         sub = Subscription.model_validate(item)
     except ValidationError as e:
         raise InvalidInput(f"invalid subscription {item!r:.200}: {e}") from e
     if not ID_RE.fullmatch(sub.id):
         raise InvalidInput(f"invalid subscription id {sub.id!r}: must match {ID_RE.pattern}")
-    source_name(sub.source)
+    source_name(tenancy.bare(sub.source))
+    if (tenant := tenancy.tenant_of(sub.source)) is not None:
+        tenancy.tenant_name(tenant)
     agent_name(sub.target_agent)
     return sub
 
@@ -67,7 +73,10 @@ def _stored(sub: Subscription) -> str:
 
 
 def create(r: redis.Redis, source: str, target_agent: str, once: bool = False) -> dict[str, Any]:
-    """Store a new subscription (the agent must be known to the caller); return it."""
+    """Store a new subscription (the agent must be known to the caller); return it.
+
+    ``source`` is scoped to the subscription's tenant (``tenancy.scoped``).
+    """
     sub = _validated(
         {
             "id": uuid.uuid4().hex,
@@ -104,18 +113,26 @@ def payload_text(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
 
+def public(sub: dict[str, Any]) -> dict[str, Any]:
+    """A stored subscription as clients see it: its source, and its tenant apart."""
+    source = sub["source"]
+    return {**sub, "source": tenancy.bare(source), "tenant": tenancy.tenant_of(source)}
+
+
 def publish(r: redis.Redis, source: str, payload: Any) -> list[str]:
     """Send ``payload`` to every subscription of ``source``; the run ids started, in order.
 
-    ``once`` subscriptions are removed atomically as they fire.
+    ``source`` is scoped to the publisher's tenant: only that tenant's subscriptions fire, and
+    their runs are in that tenant. ``once`` subscriptions are removed atomically as they fire.
     """
-    source_name(source)
+    tenant = tenancy.tenant_of(source)
+    source_name(tenancy.bare(source))
     content = payload_text(payload)
     raw: list[str] = scripts.call(
         r, "sub_publish", [keys.SUBSCRIPTIONS, keys.subs_source(source)], []
     )
     fired = sorted((json.loads(s) for s in raw), key=lambda s: (s["created_at"], s["id"]))
-    sender = SENDER_PREFIX + source
+    sender = tenancy.scoped(tenant, SENDER_PREFIX + tenancy.bare(source))
     return [submit(r, s["target_agent"], sender, content).run_id for s in fired]
 
 
@@ -135,8 +152,9 @@ def final_text(r: redis.Redis, agent: str, sender: str, run_id: str) -> str:
 
 
 def publish_done(r: redis.Redis, agent: str, sender: str, run_id: str) -> list[str]:
-    """Publish ``agent:<agent>:done`` with the finished run's final text."""
-    return publish(r, done_source(agent), final_text(r, agent, sender, run_id))
+    """Publish ``agent:<agent>:done`` with the finished run's final text, in its tenant."""
+    source = tenancy.scoped(tenancy.tenant_of(sender), done_source(agent))
+    return publish(r, source, final_text(r, agent, sender, run_id))
 
 
 def dump(r: redis.Redis) -> list[dict[str, Any]]:

@@ -16,20 +16,31 @@ WORKSPACES = "workspaces"
 """Default working directories live in ``<home>/workspaces/<agent>``."""
 
 
-def agent_workdir(agent: AgentConfig, config: Config) -> Path:
-    """The agent's own working directory: its ``workdir``, else ``<home>/workspaces/<agent>``."""
+TENANTS = "tenants"
+"""A named tenant's working directory is ``<the agent's>/tenants/<tenant>``."""
+
+
+def agent_workdir(agent: AgentConfig, config: Config, tenant: str | None = None) -> Path:
+    """The agent's own working directory: its ``workdir``, else ``<home>/workspaces/<agent>``.
+
+    A named tenant's is its subfolder ``tenants/<tenant>`` of that: the tenant's runs work, and
+    keep their paths, inside it (the default tenant's holds every tenant's subfolder).
+    """
     base = Path(agent.workdir) if agent.workdir else Path(WORKSPACES) / agent.name
-    return base if base.is_absolute() else config.home.resolve() / base
+    base = base if base.is_absolute() else config.home.resolve() / base
+    return base / TENANTS / tenant if tenant else base
 
 
-def conversation_cwd(agent: AgentConfig, config: Config, requested: str) -> Path:
+def conversation_cwd(
+    agent: AgentConfig, config: Config, requested: str, tenant: str | None = None
+) -> Path:
     """``requested`` (absolute, or relative to the agent's directory) as a path inside it.
 
     InvalidInput (422) for anything that leads out: an absolute path elsewhere, ``..`` that
     climbs out, or a symlink (where this host sees the disk) that points out. A directory that
     does not exist yet is allowed: the tools report it when they run.
     """
-    base = agent_workdir(agent, config)
+    base = agent_workdir(agent, config, tenant)
     if not requested or "\0" in requested:
         raise InvalidInput("cwd must be a non-empty path")
     path = Path(os.path.normpath(base / requested))
@@ -43,13 +54,13 @@ def conversation_cwd(agent: AgentConfig, config: Config, requested: str) -> Path
 def send_meta(
     config: Config, agent: str, cwd: str | None, tenant: str | None = None
 ) -> dict[str, str] | None:
-    """The run fields of a send with ``cwd`` (checked by ``conversation_cwd``) and ``tenant``.
+    """The run fields of a send with ``cwd`` and ``tenant`` (``cwd`` checked in its directory).
 
     Every way in (HTTP, WebSocket) calls this before ``submit()``, so a bad ``cwd`` is refused
     before anything is stored, whatever the token. None when there is neither.
     """
     meta = {"tenant": tenant} if tenant else {}
     if cwd:
-        conversation_cwd(config.agent(agent), config, cwd)
+        conversation_cwd(config.agent(agent), config, cwd, tenant)
         meta["cwd"] = cwd
     return meta or None

@@ -79,12 +79,17 @@ def build_request(
     history: list[dict[str, Any]],
     cwd: Path,
     memories: bool = True,
+    tenant: str | None = None,
 ) -> LLMRequest:
-    """The request of one LLM step (``memories`` False: the agent has none, skip the recall)."""
+    """The request of one LLM step (``memories`` False: the agent has none, skip the recall).
+
+    Memories are recalled from the agent's memory in ``tenant``, the run's.
+    """
     messages, limit = expand_skills(history, agent, config)
     recalled = ""
     if agent.recall_limit and memories and (query := last_user_message(history)):
-        recalled = memory.recall_context(memory.recall(r, agent.name, query, agent.recall_limit))
+        hits = memory.recall(r, agent.name, query, agent.recall_limit, tenant)
+        recalled = memory.recall_context(hits)
     return LLMRequest(
         agent=agent,
         model=agent.model_name,

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import fair, keys, run_events, runs, store, subscriptions, waits
+from walrus_tasks import fair, keys, run_events, runs, store, subscriptions, tenancy, waits
 from walrus_tasks import metrics as shared_metrics
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
@@ -264,7 +264,8 @@ def _call_llm(
     history, estimate, memories = context
 
     def stream(member: AgentConfig) -> tuple[int, int]:
-        request = build_request(r, member, config, history, cwd, memories)
+        tenant = tenancy.tenant_of(fence.sender)
+        request = build_request(r, member, config, history, cwd, memories, tenant)
         for item in provider_for(member, config).stream(request, keeper.wait):
             keeper.check()
             if isinstance(item, TextDelta):
@@ -356,8 +357,12 @@ def _commit(
 
 
 def run_cwd(agent: AgentConfig, config: Config, record: dict[str, str]) -> Path:
-    """The run's working directory (``cwd`` given on send, else the agent's default)."""
-    return working_directory(agent, config, record.get("cwd", ""))
+    """The run's working directory (``cwd`` given on send, else the agent's default).
+
+    In the run's tenant's subfolder of the agent's directory (``walrus_tasks.workspace``).
+    """
+    tenant = tenancy.tenant_of(record.get("sender", ""))
+    return working_directory(agent, config, record.get("cwd", ""), tenant)
 
 
 def finish(

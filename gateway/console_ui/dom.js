@@ -40,3 +40,8 @@ export function badge(status) {
 export function note(text, kind = "error") {
   return h("p", { class: `note ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
+
+// The chat page of a conversation (or run): #/chat/agent/sender, and /tenant for a named
+// tenant's (an admin token sees every tenant's conversations).
+export const chatLink = (c) =>
+  `#/chat/${encodeURIComponent(c.agent)}/${encodeURIComponent(c.sender)}${c.tenant ? `/${encodeURIComponent(c.tenant)}` : ""}`;

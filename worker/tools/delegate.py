@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from walrus_tasks import keys, submit, waits
+from walrus_tasks import keys, submit, tenancy, waits
 from walrus_tasks.config import AgentConfig
 from worker.providers.base import ToolSpec
 from worker.tools.base import ToolContext, ToolFailed, WaitFor, arg, register, schema
@@ -51,7 +51,8 @@ def _spawn(ctx: ToolContext, tasks: list[tuple[str, str]], foreground: bool) -> 
         for run_id in ids:
             r.hsetnx(children, run_id, "")
         r.expire(children, CHILDREN_TTL)
-    sender = f"delegate:{ctx.agent.name}"
+    # The children live in the parent's tenant: its conversations, its share of the cluster.
+    sender = tenancy.scoped(tenancy.tenant_of(ctx.sender), f"delegate:{ctx.agent.name}")
     for run_id, (agent, message) in zip(ids, tasks, strict=True):
         meta = {"parent_run": ctx.run_id, "parent_call": ctx.call_id} if foreground else {}
         submit.submit(r, agent, sender, message, run_id=run_id, meta=meta)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from walrus_tasks import memory
+from walrus_tasks import memory, tenancy
 from walrus_tasks.errors import InvalidInput
 from worker.providers.base import ToolSpec
 from worker.tools.base import ToolContext, ToolFailed, arg, register, schema
@@ -43,7 +43,12 @@ def remember(args: dict[str, Any], ctx: ToolContext) -> str:
     aliases = arg(args, "aliases", list, [])
     try:
         entry = memory.remember(
-            ctx.redis, ctx.agent.name, arg(args, "name", str), arg(args, "content", str), aliases
+            ctx.redis,
+            ctx.agent.name,
+            arg(args, "name", str),
+            arg(args, "content", str),
+            aliases,
+            tenancy.tenant_of(ctx.sender),  # the run's tenant's memory, never another's
         )
     except InvalidInput as e:
         raise ToolFailed(e.message) from e
@@ -74,7 +79,7 @@ def recall(args: dict[str, Any], ctx: ToolContext) -> str:
     limit = arg(args, "limit", int, DEFAULT_HITS)
     if not 1 <= limit <= MAX_HITS:
         raise ToolFailed(f"limit must be from 1 to {MAX_HITS}")
-    hits = memory.recall(ctx.redis, ctx.agent.name, query, limit)
+    hits = memory.recall(ctx.redis, ctx.agent.name, query, limit, tenancy.tenant_of(ctx.sender))
     return json.dumps(
         [{"name": h.name, "content": h.content, "score": round(h.score, 4)} for h in hits],
         ensure_ascii=False,
@@ -91,6 +96,6 @@ def recall(args: dict[str, Any], ctx: ToolContext) -> str:
 def forget(args: dict[str, Any], ctx: ToolContext) -> str:
     """Delete the note; an unknown name is an error the model sees (a typo, most likely)."""
     name = arg(args, "name", str)
-    if not memory.forget(ctx.redis, ctx.agent.name, name):
+    if not memory.forget(ctx.redis, ctx.agent.name, name, tenancy.tenant_of(ctx.sender)):
         raise ToolFailed(f"no memory named {name.strip()!r}")
     return f"forgot {name.strip()}"

@@ -19,17 +19,20 @@ from worker.tools.base import ToolContext, ToolFailed
 from worker.tools.beneath import open_beneath
 
 
-def working_directory(agent: AgentConfig, config: Config, requested: str = "") -> Path:
+def working_directory(
+    agent: AgentConfig, config: Config, requested: str = "", tenant: str | None = None
+) -> Path:
     """The run's working directory.
 
     ``requested`` (the conversation's ``cwd``; relative to the agent's default), else the
     agent's ``workdir``, else ``<home>/workspaces/<agent>``. The default is created on first
     use; a requested one must exist (tools report it if not). A requested one outside the
     agent's directory is InvalidInput: the gateway refuses those, this is the second line.
+    In a named ``tenant`` all of it is the tenant's subfolder of the agent's directory.
     """
     if requested:
-        return conversation_cwd(agent, config, requested)
-    base = agent_workdir(agent, config)
+        return conversation_cwd(agent, config, requested, tenant)
+    base = agent_workdir(agent, config, tenant)
     base.mkdir(parents=True, exist_ok=True)
     return base
 

@@ -1,6 +1,6 @@
 // Agents: the list, one agent's detail, and the create / edit form (its 422s shown by field).
 import { api, get } from "../api.js";
-import { h, note } from "../dom.js";
+import { chatLink, h, note } from "../dom.js";
 
 // Which field a 422 message is about: the words the API's messages use for each.
 const HINTS = {
@@ -60,7 +60,7 @@ async function detail(main, name, signal) {
       h("dt", {}, "members"), h("dd", {}, a.members.join(", ") || "—")),
     h("h2", {}, "Conversations"),
     h("ul", { class: "plain" }, conversations.map((c) =>
-      h("li", {}, h("a", { href: `#/chat/${encodeURIComponent(c.agent)}/${encodeURIComponent(c.sender)}` }, c.sender)))),
+      h("li", {}, h("a", { href: chatLink(c) }, c.tenant ? `${c.sender} (${c.tenant})` : c.sender)))),
   );
 }
 

@@ -2,12 +2,12 @@
 // its thinking and tool-call cards, answers ask_user questions inline, and steers, kills and
 // compacts.
 import { api, follow, get } from "../api.js";
-import { badge, clear, h, note, time } from "../dom.js";
+import { badge, chatLink, clear, h, note, time } from "../dom.js";
 
 const PAGE = 50;
 
-export async function render(main, [agent, sender], signal) {
-  if (agent && sender) return chat(main, agent, sender, signal);
+export async function render(main, [agent, sender, tenant], signal) {
+  if (agent && sender) return chat(main, agent, sender, tenant || null, signal);
   return list(main, agent, signal);
 }
 
@@ -35,15 +35,16 @@ async function list(main, agent, signal) {
       h("tbody", {}, conversations.map((c) =>
         h("tr", {},
           h("td", {}, c.agent),
-          h("td", {}, h("a", { href: `#/chat/${encodeURIComponent(c.agent)}/${encodeURIComponent(c.sender)}` }, c.sender)),
+          h("td", {}, h("a", { href: chatLink(c) }, c.tenant ? `${c.sender} (${c.tenant})` : c.sender)),
           h("td", {}, time(c.last_active)),
           h("td", { class: "id" }, c.active_run ? h("a", { href: `#/runs/${c.active_run}` }, c.active_run) : ""),
           h("td", {}, c.queued))))),
   );
 }
 
-async function chat(main, agent, sender, signal) {
+async function chat(main, agent, sender, tenant, signal) {
   const base = `/v1/agents/${encodeURIComponent(agent)}/conversations/${encodeURIComponent(sender)}`;
+  const q = tenant ? `?tenant=${encodeURIComponent(tenant)}` : "";
   const log = h("div", { class: "log", id: "chat-log", "aria-live": "polite" });
   const status = h("div", { class: "chat-status" });
   const box = h("textarea", { id: "chat-input", rows: 2, placeholder: `Message ${agent}…`, "aria-label": "message" });
@@ -58,7 +59,7 @@ async function chat(main, agent, sender, signal) {
   };
   const watch = (runId, bubble) => {
     active = runId;
-    follow(`/v1/runs/${runId}/events`, (ev) => show(bubble, ev.data, base), {
+    follow(`/v1/runs/${runId}/events`, (ev) => show(bubble, ev.data, `${base}/reply${q}`), {
       signal,
       until: (ev) => ev.type === "end",
     }).then(() => { if (active === runId) active = null; }, (e) => status.append(note(e.message)));
@@ -68,7 +69,7 @@ async function chat(main, agent, sender, signal) {
     if (!content) return;
     box.value = "";
     log.append(h("div", { class: "msg user" }, content));
-    const { run_id } = await api("POST", `/v1/agents/${encodeURIComponent(agent)}/messages`, { content, sender });
+    const { run_id } = await api("POST", `/v1/agents/${encodeURIComponent(agent)}/messages`, { content, sender, ...(tenant ? { tenant } : {}) });
     const bubble = runBubble(run_id);
     log.append(bubble);
     watch(run_id, bubble);
@@ -76,7 +77,7 @@ async function chat(main, agent, sender, signal) {
   const steer = () => act(async () => {
     const content = box.value.trim();
     if (!content) return;
-    await api("POST", `${base}/steer`, { content });
+    await api("POST", `${base}/steer${q}`, { content });
     box.value = "";
   });
   box.addEventListener("keydown", (e) => {
@@ -87,13 +88,13 @@ async function chat(main, agent, sender, signal) {
   });
   main.append(
     h("div", { class: "bar" },
-      h("h1", {}, h("a", { href: `#/agents/${encodeURIComponent(agent)}` }, agent), " / ", sender),
+      h("h1", {}, h("a", { href: `#/agents/${encodeURIComponent(agent)}` }, agent), " / ", sender, tenant ? ` (${tenant})` : ""),
       h("button", { id: "kill", class: "danger", onclick: () => act(async () => {
-        const { run_id } = await api("POST", `${base}/kill`);
+        const { run_id } = await api("POST", `${base}/kill${q}`);
         status.append(note(run_id ? `killed run ${run_id}` : "nothing was running", "info"));
       }) }, "Kill"),
       h("button", { id: "compact", onclick: () => act(async () => {
-        const { run_id } = await api("POST", `${base}/compact`);
+        const { run_id } = await api("POST", `${base}/compact${q}`);
         const bubble = runBubble(run_id);
         log.append(bubble);
         watch(run_id, bubble);
@@ -104,12 +105,12 @@ async function chat(main, agent, sender, signal) {
       h("button", { id: "send", onclick: send }, "Send"),
       h("button", { id: "steer", title: "add to the active run's next step", onclick: steer }, "Steer")),
   );
-  const { messages } = await get(`${base}/history`, signal).catch((e) => {
+  const { messages } = await get(`${base}/history${q}`, signal).catch((e) => {
     if (e.status === 404) return { messages: [] };
     throw e;
   });
   const { conversations } = await get(`/v1/conversations?agent=${encodeURIComponent(agent)}`, signal);
-  const running = conversations.find((c) => c.sender === sender)?.active_run;
+  const running = conversations.find((c) => c.sender === sender && (c.tenant || null) === tenant)?.active_run;
   showHistory(log, messages.filter((m) => !running || m.run_id !== running), PAGE);
   if (running) {
     const bubble = runBubble(running);
@@ -165,7 +166,7 @@ function fillCard(card, output, isError, durationMs) {
 }
 
 // Apply one run event to the run's bubble.
-function show(bubble, ev, base) {
+function show(bubble, ev, replyUrl) {
   const meta = bubble.querySelector(".meta");
   const last = bubble.lastElementChild;
   switch (ev.type) {
@@ -198,7 +199,7 @@ function show(bubble, ev, base) {
     }
     case "ask_user":
       meta.querySelector(".badge").replaceWith(badge("waiting"));
-      bubble.append(question(ev, base, meta));
+      bubble.append(question(ev, replyUrl, meta));
       break;
     case "user_steered":
       bubble.append(h("div", { class: "steered" }, `steered: ${ev.content}`));
@@ -218,11 +219,11 @@ function show(bubble, ev, base) {
 }
 
 // An ask_user question or approval, answered inline: an option's label, or free text.
-function question(ev, base, meta) {
+function question(ev, replyUrl, meta) {
   const form = h("form", { class: "ask", "data-call": ev.call_id || "" });
   const answer = async (content) => {
     try {
-      await api("POST", `${base}/reply`, { content, ...(ev.call_id ? { call_id: ev.call_id } : {}) });
+      await api("POST", replyUrl, { content, ...(ev.call_id ? { call_id: ev.call_id } : {}) });
       form.replaceChildren(h("p", { class: "answered" }, `answered: ${content}`));
       meta.querySelector(".badge").replaceWith(badge("running"));
     } catch (e) {

@@ -2,7 +2,7 @@
 // cursor), and one run's page: its record, usage, error and event timeline.
 import { every } from "../app.js";
 import { follow, get } from "../api.js";
-import { badge, h, note, time } from "../dom.js";
+import { badge, chatLink, h, note, time } from "../dom.js";
 
 const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled"];
 
@@ -62,7 +62,7 @@ function row(run) {
     h("td", { class: "id" }, h("a", { href: `#/runs/${run.run_id}` }, run.run_id)),
     h("td", {}, badge(run.status)),
     h("td", {}, run.agent),
-    h("td", {}, h("a", { href: `#/chat/${encodeURIComponent(run.agent)}/${encodeURIComponent(run.sender)}` }, run.sender)),
+    h("td", {}, h("a", { href: chatLink(run) }, run.sender)),
     h("td", {}, time(run.created_at)),
     h("td", { class: "wide" }, run.error || ""));
 }
@@ -100,7 +100,7 @@ async function detail(main, runId, signal) {
     const usage = run.usage ? `${run.usage.input_tokens} in / ${run.usage.output_tokens} out` : "—";
     facts.replaceChildren(
       h("dt", {}, "status"), h("dd", {}, badge(run.status)),
-      h("dt", {}, "conversation"), h("dd", {}, h("a", { href: `#/chat/${encodeURIComponent(run.agent)}/${encodeURIComponent(run.sender)}` }, `${run.agent} / ${run.sender}`)),
+      h("dt", {}, "conversation"), h("dd", {}, h("a", { href: chatLink(run) }, `${run.agent} / ${run.sender}`)),
       h("dt", {}, "created"), h("dd", {}, time(run.created_at)),
       h("dt", {}, "started"), h("dd", {}, time(run.started_at) || "—"),
       h("dt", {}, "finished"), h("dd", {}, time(run.finished_at) || "—"),
