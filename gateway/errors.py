@@ -1,7 +1,14 @@
-"""One place that turns failures into ``{"error": {"code", "message"}}`` with a status code."""
+"""One mapping from a failure to ``(status, code, message)``, and the native rendering of it.
+
+:func:`failure_of` is the only place that decides what an exception means to a client; every
+face renders its answer in its own shape: the native routes and the SSE route as
+``{"error": {"code", "message"}}`` (:func:`install`), OpenAI and the Agent Protocol through
+:func:`error_route`, the WebSocket as an error frame (``gateway.ws``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -10,16 +17,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from walrus_tasks.errors import WalrusError
+from walrus_tasks.errors import WalrusError, describe_invalid
+
+log = logging.getLogger("walrus.gateway")
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 """What redis-py (sync and asyncio alike) raises while Redis cannot be reached: retry later."""
 
 RETRY_AFTER = 2
 """Seconds a client is told to wait (``Retry-After``) before retrying while Redis is down."""
+
+
+Render = Callable[[int, str, str], JSONResponse]
+"""A protocol's error body for ``(status, code, message)``."""
 
 
 def responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -41,45 +55,54 @@ def with_retry_after(response: JSONResponse) -> JSONResponse:
     return response
 
 
-def unavailable(exc: BaseException) -> JSONResponse:
-    """``503 unavailable`` with ``Retry-After``: Redis is down (or failing over), retry later."""
-    return with_retry_after(error_response(503, "unavailable", f"redis unavailable: {exc}"))
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+"""The ``code`` of an HTTP error Starlette raises itself (any other status: ``http``)."""
+
+MAPPED: tuple[type[Exception], ...] = (
+    WalrusError,
+    RequestValidationError,
+    ValidationError,
+    HTTPException,
+    *REDIS_DOWN,
+)
+"""The exceptions :func:`failure_of` gives a meaning of their own (anything else is a 500)."""
 
 
-def _describe(errors: Any) -> str:
-    parts = []
-    for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        if err.get("type") == "json_invalid":
-            return "malformed JSON body"
-        parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    return "; ".join(parts)
+def failure_of(exc: BaseException) -> tuple[int, str, str]:
+    """``(status, code, message)`` of a failure: the one mapping every face renders.
+
+    Our errors say their own; a body or an argument that fails validation is ``422 invalid``;
+    Redis out of reach (connection, timeout, a read-only replica during a failover) is ``503
+    unavailable``, to be retried; anything else is a ``500`` whose details stay in the log.
+    """
+    if isinstance(exc, WalrusError):
+        return exc.status, exc.code, exc.message
+    if isinstance(exc, RequestValidationError):
+        return 422, "invalid", describe_invalid(exc.errors())
+    if isinstance(exc, ValidationError):
+        return 422, "invalid", describe_invalid(exc.errors(), "args")
+    if isinstance(exc, HTTPException):
+        return exc.status_code, HTTP_CODES.get(exc.status_code, "http"), str(exc.detail)
+    if isinstance(exc, REDIS_DOWN):
+        return 503, "unavailable", f"redis unavailable: {exc}"
+    log.error("request failed", exc_info=exc)
+    return 500, "error", "internal error"
+
+
+def failure_response(exc: BaseException, render: Render | None = None) -> JSONResponse:
+    """The answer to ``exc`` in ``render``'s shape (ours by default), ``Retry-After`` on a 503."""
+    return with_retry_after((render or error_response)(*failure_of(exc)))
 
 
 def install(app: FastAPI) -> None:
     """Register the exception handlers and the body size limit on ``app``."""
 
-    @app.exception_handler(WalrusError)
-    async def walrus_error(request: Request, exc: WalrusError) -> JSONResponse:
-        return with_retry_after(error_response(exc.status, exc.code, exc.message))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid", _describe(exc.errors()))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status_code, "http"
-        )
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return failure_response(exc)
 
     # One handler per class: Starlette looks handlers up along the exception's MRO.
-    for cls in REDIS_DOWN:
-
-        @app.exception_handler(cls)
-        async def redis_down(request: Request, exc: Exception) -> JSONResponse:
-            return unavailable(exc)
+    for cls in MAPPED:
+        app.add_exception_handler(cls, handle)
 
 
 class BodyLimit:
@@ -120,10 +143,6 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-Render = Callable[[int, str, str], JSONResponse]
-"""A protocol's error body for ``(status, code, message)``."""
-
-
 def error_route(render: Render) -> type[APIRoute]:
     """A route class whose failures (validation included) all come out through ``render``.
 
@@ -138,15 +157,8 @@ def error_route(render: Render) -> type[APIRoute]:
             async def handle(request: Request) -> Response:
                 try:
                     return await handler(request)
-                except WalrusError as e:
-                    return with_retry_after(render(e.status, e.code, e.message))
-                except RequestValidationError as e:
-                    return render(422, "invalid", _describe(e.errors()))
-                except HTTPException as e:
-                    code = {413: "too_large"}.get(e.status_code, "http")
-                    return render(e.status_code, code, str(e.detail))
-                except REDIS_DOWN as e:
-                    return with_retry_after(render(503, "unavailable", f"redis unavailable: {e}"))
+                except MAPPED as e:
+                    return failure_response(e, render)
 
             return handle
 

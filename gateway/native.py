@@ -15,10 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from gateway import operations as ops
 from gateway import sse
 from gateway.deps import Agent, Cfg, Redis, RunId, StreamHub, Who
-from gateway.errors import responses, unavailable
+from gateway.errors import failure_response, responses
 from gateway.sse import sse_response
 from gateway.stream_limit import hold_stream
 from walrus_tasks import run_list
+from walrus_tasks.errors import Unavailable
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -210,7 +211,7 @@ def healthz(r: Redis) -> JSONResponse:
     try:
         r.ping()
     except redis.RedisError as e:
-        return unavailable(e)
+        return failure_response(Unavailable(f"redis unavailable: {e}"))
     return JSONResponse({"status": "ok"})
 
 

@@ -22,8 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import sse
-from gateway.errors import REDIS_DOWN, error_response, unavailable, with_retry_after
-from walrus_tasks.errors import WalrusError
+from gateway.errors import MAPPED, failure_response
 
 ROUTE = "/v1/runs/{run_id}/events"
 PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/events$")
@@ -62,8 +61,6 @@ class RunEventsRoute:
         try:
             hub = scope["app"].state.hub
             response = await sse.run_events(hub, match["run_id"], last_event_id, after)
-        except WalrusError as e:
-            response = with_retry_after(error_response(e.status, e.code, e.message))
-        except REDIS_DOWN as e:
-            response = unavailable(e)
+        except MAPPED as e:
+            response = failure_response(e)
         await response(scope, receive, send)

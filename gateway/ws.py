@@ -18,10 +18,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis
 from fastapi import FastAPI, WebSocket
 from fastapi.encoders import jsonable_encoder
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
@@ -29,10 +27,11 @@ from gateway import manage
 from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
 from gateway.deps import caller_of
+from gateway.errors import failure_of
 from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
-from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound, WalrusError
+from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound
 from walrus_tasks.feed import live_end
 from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
@@ -70,22 +69,6 @@ TENANT_OPS = frozenset(
 )  # fmt: skip
 """The ops a tenant token may use: they keep to its tenant (the others act across tenants)."""
 """Every operation by name: an async handler ``(session, request id, args)``."""
-
-
-def error_of(exc: BaseException) -> tuple[str, str]:
-    """``(code, message)`` of a failure, with the codes of the HTTP API."""
-    if isinstance(exc, WalrusError):
-        return exc.code, exc.message
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            parts.append(f"{loc or 'args'}: {err.get('msg')}")
-        return "invalid", "; ".join(parts)
-    if isinstance(exc, redis.RedisError):
-        return "unavailable", f"redis: {exc}"
-    log.error("websocket request failed", exc_info=exc)
-    return "error", "internal error"
 
 
 def _key(request_id: Any) -> str:
@@ -159,7 +142,7 @@ class Session:
 
     async def error(self, request_id: Any, exc: BaseException) -> None:
         """Send the error frame of ``exc`` for request ``request_id``."""
-        code, message = error_of(exc)
+        _, code, message = failure_of(exc)
         await self.send(
             {"id": request_id, "type": "error", "error": {"code": code, "message": message}}
         )

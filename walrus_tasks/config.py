@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 from walrus_tasks.config_providers import Limits as Limits
 from walrus_tasks.config_providers import ProviderConfig as ProviderConfig
 from walrus_tasks.config_providers import TenantConfig
-from walrus_tasks.errors import ConfigError, NotFound
+from walrus_tasks.errors import ConfigError, NotFound, describe_invalid
 from walrus_tasks.names import AGENT_RE
 from walrus_tasks.skills import Skill, load_skills
 
@@ -431,12 +431,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {e}") from e
 
 
-def _describe(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
-    )
-
-
 def load_config(home: Path) -> Config:
     """Load and validate the config directory at ``home``; raise ConfigError on any problem."""
     home = Path(home)
@@ -456,13 +450,15 @@ def load_config(home: Path) -> Config:
         try:
             agents[name] = AgentConfig(name=name, **data)
         except ValidationError as e:
-            raise ConfigError(f"{path}: {_describe(e)}") from None
+            raise ConfigError(f"{path}: {describe_invalid(e.errors(), '(root)')}") from None
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from None
     try:
         config = Config(home=home, agents=agents, skills=load_skills(home / "skills"), **raw)
     except ValidationError as e:
-        raise ConfigError(f"{home / 'config.toml'}: {_describe(e)}") from None
+        raise ConfigError(
+            f"{home / 'config.toml'}: {describe_invalid(e.errors(), '(root)')}"
+        ) from None
     _check_references(config)
     return config
 

@@ -6,6 +6,7 @@
     ├── InvalidInput               bad name, body or argument (HTTP 422)
     │   └── ConfigError            the config directory cannot be loaded
     ├── NotFound                   unknown agent, run or conversation (HTTP 404)
+    ├── Forbidden                  the caller's token may not do this (HTTP 403)
     ├── Conflict                   the conversation is busy, or no run to act on (HTTP 409)
     ├── PayloadTooLarge            body over the size limit (HTTP 413)
     ├── Unavailable                Redis did not answer in time, e.g. during a failover (HTTP 503)
@@ -15,6 +16,9 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class WalrusError(Exception):
@@ -111,3 +115,18 @@ class ProviderError(WalrusError):
         self.transient = transient
         self.retry_after = retry_after
         self.context_length = context_length
+
+
+def describe_invalid(errors: Iterable[Mapping[str, Any]], root: str = "body") -> str:
+    """One sentence for pydantic's validation ``errors``: ``loc: message; …``.
+
+    The one formatter of validation errors, for HTTP bodies, WebSocket arguments and config
+    files alike; ``root`` names what an error without a location is about.
+    """
+    parts = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            return "malformed JSON body"
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or root}: {err.get('msg')}")
+    return "; ".join(parts)
