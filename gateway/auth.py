@@ -50,13 +50,13 @@ from walrus_tasks import store, tenancy
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import NotFound
+from walrus_tasks.names import RUN_ID_RE
 
 log = logging.getLogger("walrus.gateway.auth")
 
 GRANT_KEY = "walrus.grant"
 """The scope key where an authenticated request carries its :class:`TokenGrant`."""
 
-_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
 _CHAT_PATH = "/v1/chat/completions"
@@ -268,7 +268,7 @@ async def deny(
 
 async def _run_record(run_id: str) -> dict[str, str] | None:
     """The record of run ``run_id``; None if there is no such run (the route answers 404/422)."""
-    if not _RUN_ID_RE.fullmatch(run_id):
+    if not RUN_ID_RE.fullmatch(run_id):
         return None
     try:
         return await run_in_threadpool(store.run_record, get_redis(), run_id)

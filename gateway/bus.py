@@ -3,7 +3,6 @@
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 """
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -13,12 +12,10 @@ from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import responses
 from gateway.sse import EventStream, feed_entries, hub_frames, sse_stream
 from gateway.stream_limit import hold_stream
-from walrus_tasks.errors import InvalidInput
-from walrus_tasks.feed import live_end
 from walrus_tasks.models import Published, PublishEvent, Subscription, SubscriptionSpec
+from walrus_tasks.names import ENTRY_ID_RE
 from walrus_tasks.run_events import sse_schema
 
-ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
 ERRORS = responses({404: "unknown agent or subscription", 413: "body too large",
                     422: "invalid input"})  # fmt: skip
 
@@ -57,7 +54,7 @@ def feed(
     config: Cfg,
     agent: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+    after: Annotated[str | None, Query(pattern=ENTRY_ID_RE.pattern)] = None,
 ) -> EventStream:
     """Every run's events as SSE, from the live end, or after ``Last-Event-ID``/``?after=``.
 
@@ -66,10 +63,6 @@ def feed(
     """
     if agent is not None:
         ops.known_agent(config, agent)
-    start = last_event_id or after
-    if start is not None and not ENTRY_ID_RE.fullmatch(start):
-        raise InvalidInput(f"invalid Last-Event-ID {start!r}")
-    # Fixed before the response starts: whatever happens after the client sees 200 is sent.
-    start = start or live_end(r)
+    start = ops.feed_start(r, last_event_id or after, "Last-Event-ID")
     hold_stream()
     return sse_stream(hub_frames(feed_entries(hub, start, agent), hub.settings.sse_redis_grace))

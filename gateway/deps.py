@@ -6,7 +6,6 @@ The config is read from ``app.state.config`` on each request (a reload replaces 
 are module-level objects that need no closure over the app.
 """
 
-import re
 from collections.abc import MutableMapping
 from typing import Annotated, Any
 
@@ -20,10 +19,9 @@ from gateway.hub import Hub
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
+from walrus_tasks.names import RUN_ID_RE
 from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import Caller
-
-RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def current_config(request: Request) -> Config:

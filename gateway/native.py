@@ -34,6 +34,7 @@ from walrus_tasks.models import (
     Steer,
     Steered,
 )
+from walrus_tasks.names import ENTRY_ID_RE
 from walrus_tasks.run_events import sse_schema
 
 ERRORS = responses({404: "unknown agent or run", 409: "busy", 413: "body too large",
@@ -195,7 +196,7 @@ async def run_events(
     run_id: RunId,
     hub: StreamHub,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+    after: Annotated[str | None, Query(pattern=ENTRY_ID_RE.pattern)] = None,
 ) -> Response:
     """The run's events as SSE; resumes after ``Last-Event-ID`` (or ``?after=``).
 

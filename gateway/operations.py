@@ -24,6 +24,7 @@ from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
+from walrus_tasks.feed import live_end
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -38,7 +39,7 @@ from walrus_tasks.models import (
     Steered,
     SubscriptionSpec,
 )
-from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.names import ENTRY_ID_RE, agent_name, sender_name
 from walrus_tasks.settings import Settings
 from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, keyed_run_id, submit
 from walrus_tasks.submit import kill as kill_active
@@ -240,6 +241,18 @@ def run_events(
 
 
 # --- crons and subscriptions ----------------------------------------------------------------
+
+
+def feed_start(r: redis.Redis, after: Any, what: str = "after") -> str:
+    """Where a live feed starts: after the entry id ``after``, or (None) at the live end.
+
+    Fixed before a stream answers, so whatever happens once the client has its answer is sent.
+    """
+    if after is None:
+        return live_end(r)
+    if not (isinstance(after, str) and ENTRY_ID_RE.fullmatch(after)):
+        raise InvalidInput(f"invalid {what} {after!r}: must be a feed entry id")
+    return after
 
 
 def create_cron(r: redis.Redis, config: Config, spec: CronSpec, caller: Caller = OPEN) -> CronEntry:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.responses import Response
@@ -24,10 +23,9 @@ from gateway.hub import Entry, Hub, SlowConsumer
 from gateway.stream_limit import hold_stream
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
+from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-ENTRY_ID = re.compile(r"\d+-\d+")
 RESUME = "reconnect with Last-Event-ID set to the id of the last event received"
 
 
@@ -138,14 +136,14 @@ async def run_events(
     unknown run. Asked on the hub's connection: a thousand clients opening streams at once take
     no threads and no pooled connections.
     """
-    if not RUN_ID.fullmatch(run_id):
+    if not RUN_ID_RE.fullmatch(run_id):
         raise InvalidInput(f"invalid run id {run_id!r}")
-    if after is not None and not ENTRY_ID.fullmatch(after):
+    if after is not None and not ENTRY_ID_RE.fullmatch(after):
         raise InvalidInput(f"invalid ?after= {after!r}: an entry id like 1700000000000-0")
     if not await hub.run_exists(run_id):
         raise NotFound(f"unknown run {run_id!r}")
     start = last_event_id or after or "0-0"
-    if not ENTRY_ID.fullmatch(start):
+    if not ENTRY_ID_RE.fullmatch(start):
         raise InvalidInput(f"invalid Last-Event-ID {start!r}")
     hold_stream()
     return sse_response(hub, run_id, start)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,7 +31,6 @@ from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound
-from walrus_tasks.feed import live_end
 from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
     Accepted,
@@ -53,7 +51,6 @@ from walrus_tasks.submit import Submitted
 
 log = logging.getLogger("walrus.gateway")
 
-ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
 Args = dict[str, Any]
 Op = Callable[["Session", Any, Args], Awaitable[None]]
 Plain = Callable[["Session", Args], Any]
@@ -433,10 +430,8 @@ async def _subscribe_events(s: Session, request_id: Any, args: Args) -> None:
     agent, after = args.get("agent"), args.get("after")
     if agent is not None:
         await run_in_threadpool(s.known_agent, agent)
-    if after is not None and not (isinstance(after, str) and ENTRY_ID_RE.fullmatch(after)):
-        raise InvalidInput(f"invalid 'after' {after!r}: must be a feed entry id")
     with stream_slot():
-        start = after if after is not None else await run_in_threadpool(live_end, get_redis())
+        start = await run_in_threadpool(ops.feed_start, get_redis(), after)
         await s.send({"id": request_id, "type": "subscribed", "after": start})
         async for _, event in s.app.state.hub.feed_items(start, agent):
             if event is not None:

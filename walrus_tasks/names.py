@@ -9,6 +9,10 @@ from walrus_tasks.errors import InvalidInput
 AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SENDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 DEFAULT_SENDER = "user"
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+"""A run id: 32 lower-case hex digits (a UUID4 without dashes)."""
+ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
+"""A Redis Stream entry id (``<ms>-<seq>``): SSE ``id``s, ``Last-Event-ID``, ``after``."""
 
 
 def agent_name(name: str) -> str:
