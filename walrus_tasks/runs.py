@@ -602,6 +602,29 @@ class ParentWake:
     woken: Woken
 
 
+CANCEL_TTL = 86_400
+"""Seconds a run's cancel flag lives (the run clears it when it ends)."""
+
+
+def cancel(r: redis.Redis, run_id: str) -> list[ParentWake]:
+    """Cancel ``run_id`` and the foreground children it waits on, in one step (cancel.lua).
+
+    Each gets its cancel flag and has its waits ended. Returns the woken calls to dispatch,
+    each naming the run (the parent or a child) whose call woke.
+    """
+    grace = int(get_settings().dispatch_grace * 1000)
+    res = scripts.call(r, "cancel", [keys.run(run_id)], [CANCEL_TTL, now_ms(), grace])
+    return [
+        ParentWake(
+            agent=str(res[i + 1]),
+            sender=str(res[i + 2]),
+            run_id=str(res[i]),
+            woken=Woken.from_lua(res[i + 3 : i + 7]),
+        )
+        for i in range(0, len(res), 7)
+    ]
+
+
 def wake(
     r: redis.Redis,
     run_id: str,

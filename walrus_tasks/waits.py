@@ -10,7 +10,6 @@ dispatches the call again, on any worker; the tool then sees ``ctx.wake``.
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import redis
@@ -20,9 +19,6 @@ from walrus_tasks.celery_app import send_tool_call
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.lease import Fence
 from walrus_tasks.models import Replied
-
-CANCEL_TTL = 86_400
-"""Seconds a run's cancel flag lives (the run clears it when it ends)."""
 
 
 def dispatch_wake(agent: str, sender: str, run_id: str, woken: runs.Woken) -> str:
@@ -70,19 +66,13 @@ def reply(r: redis.Redis, agent: str, sender: str, content: str, call_id: str = 
 
 
 def cancel(r: redis.Redis, run_id: str) -> None:
-    """Set the run's cancel flag and end its waits, so it sees the kill at once.
+    """Cancel the run, so it sees the kill at once: its flag, and its waits ended (``runs``).
 
-    The foreground children of a waiting ``delegate`` call are cancelled with it.
+    The foreground children of a waiting ``delegate`` call are cancelled with it; each woken
+    call is dispatched so its run can end.
     """
-    r.set(keys.run_part(run_id, "cancel"), "1", ex=CANCEL_TTL)
-    waits: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
-    for raw in waits.values():
-        for child in json.loads(raw).get("data", {}).get("children", []):
-            cancel(r, child)
-    for call_id in waits:
-        record, res = _wake(r, run_id, call_id, "ask,approval,delegate", "cancelled", "")
-        if isinstance(res, runs.Woken):
-            dispatch_wake(record["agent"], record["sender"], run_id, res)
+    for woken in runs.cancel(r, run_id):
+        dispatch_wake(woken.agent, woken.sender, woken.run_id, woken.woken)
 
 
 def steer(r: redis.Redis, agent: str, sender: str, content: str) -> str:
