@@ -201,3 +201,24 @@ def test_reject_sees_a_conversation_whose_active_run_lost_its_lease_as_busy(
     r.delete(keys.conv(fence.cid, "lease"))
     with pytest.raises(Conflict):
         submit(r, AGENT, sender, "two", on_busy="reject")
+
+
+def test_recovery_releases_only_unfinished_calls_and_only_under_the_lease(
+    r: redis.Redis, sender: str
+) -> None:
+    submit(r, AGENT, sender, "hello")
+    old = start(r, sender)
+    calls = [{"id": f"c{i}", "name": "clock", "arguments": "{}"} for i in range(3)]
+    r.hset(keys.run(old.run_id), "calls", json.dumps(calls))
+    for call in calls:
+        r.set(keys.run_call(old.run_id, "claim", call["id"]), "a worker")
+    r.hset(keys.run_part(old.run_id, "results"), "c1", "done")
+    r.delete(keys.conv(old.cid, "lease"))  # the worker was lost; another takes over
+    taken = takeover(r, old.cid)
+    assert taken is not None
+    assert runs.release_calls(r, old) is None, "a fenced worker releases nothing"
+    assert all(r.exists(keys.run_call(old.run_id, "claim", c["id"])) for c in calls)
+    new = Fence(AGENT, sender, old.run_id, taken.token)
+    assert runs.release_calls(r, new) == [0, 2]
+    claimed = [c["id"] for c in calls if r.exists(keys.run_call(old.run_id, "claim", c["id"]))]
+    assert claimed == ["c1"], "the finished call keeps its claim"

@@ -602,6 +602,18 @@ class ParentWake:
     woken: Woken
 
 
+def release_calls(r: redis.Redis, fence: Fence) -> list[int] | None:
+    """Release the claims of the run's calls that have no result (release_calls.lua).
+
+    For recovery in the tool phase: the indexes of the calls to dispatch again, in call order;
+    None when ``fence`` no longer holds the lease (then nothing was released).
+    """
+    res = scripts.call(
+        r, "release_calls", list(fence.lease_keys), [fence.token, ttl_ms(), fence.run_id]
+    )
+    return None if res is None else [int(i) for i in res]
+
+
 CANCEL_TTL = 86_400
 """Seconds a run's cancel flag lives (the run clears it when it ends)."""
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import redis
 
-from walrus_tasks import fair, keys, store, webhooks
+from walrus_tasks import fair, keys, runs, store, webhooks
 from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
@@ -76,11 +75,8 @@ def resume(r: redis.Redis, fence: Fence) -> None:
         elif phase == "llm":
             dispatch_step(fence, step)
         elif phase == "tools":
-            done = set(r.hkeys(keys.run_part(fence.run_id, "results")))
-            for i, call in enumerate(json.loads(record.get("calls") or "[]")):
-                if call["id"] not in done:
-                    r.delete(keys.run_call(fence.run_id, "claim", call["id"]))
-                    dispatch_tool_call(fence, step, i)
+            for i in runs.release_calls(r, fence) or ():
+                dispatch_tool_call(fence, step, i)
         elif phase == "final":
             finish(r, fence, "succeeded")
         elif phase == "cancelled":
