@@ -14,12 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import NotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster import Cluster, running
-from tests.conftest import redis_db_url, write_home
-from walrus_tasks import keys
+from tests.conftest import redis_db_url, write_agents, write_home
+from tests.fakellm import FakeReply
+from walrus_tasks import keys, memory
+from walrus_tasks.errors import Conflict, InvalidInput
+from walrus_tasks.export import export_state, import_state
 from walrus_tasks.redis_server import RedisServer
 
 pytestmark = pytest.mark.security
@@ -29,6 +34,7 @@ ACME = f"acme-{uuid.uuid4().hex}"
 GLOBEX = f"globex-{uuid.uuid4().hex}"
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 REPLY = "Hello from the mock model."
+MODEL = "m-apt"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,7 @@ def apt(
 ) -> Iterator[Cluster]:
     """A gateway and one worker with the test agents, an admin token and two tenant tokens."""
     home = write_home(tmp_path_factory.mktemp("apt-home"), fake_llm.base_url)
+    write_agents(home, {"counted": f'model = "fake/{MODEL}"\n'})
     with (home / "config.toml").open("a") as f:
         f.write(
             "\n[gateway]\n"
@@ -246,3 +253,89 @@ def test_the_default_tenant_keeps_todays_keys(apt: Cluster) -> None:
     assert history_len(apt, "echo", f"thread:{tid}") == 2
     [run] = admin.runs.list(tid)
     assert run_info(apt, run["run_id"])["tenant"] is None
+
+
+# --- metrics and usage by tenant -------------------------------------------------------------
+
+
+def tenant_figures(c: Cluster) -> dict[tuple[str, str, str], float]:
+    """``(family, tenant, status or kind) -> value`` of the tenant families of ``/metrics``."""
+    with httpx.Client(base_url=c.gateway_url, timeout=30) as h:
+        text = h.get("/metrics").text
+    out: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("walrus_tenant_runs_total", "walrus_tenant_tokens_total"):
+                label = sample.labels.get("status") or sample.labels["kind"]
+                out[(sample.name, sample.labels["tenant"], label)] = sample.value
+    return out
+
+
+def test_runs_and_tokens_are_counted_by_tenant(apt: Cluster, fake_llm: Any) -> None:
+    runs, tokens = "walrus_tenant_runs_total", "walrus_tenant_tokens_total"
+    before = tenant_figures(apt)
+    for token, tenant in ((ACME, None), (ACME, None), (ADMIN, "zeta")):
+        fake_llm.script(FakeReply(text="counted", usage=(11, 7)), model=MODEL)
+        params = {"tenant": tenant} if tenant else None
+        out = lg(apt, token).runs.wait(None, "counted", input=HI, params=params)
+        assert out["messages"][-1]["content"] == "counted"
+    after = tenant_figures(apt)
+
+    def grew(key: tuple[str, str, str]) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew((runs, "acme", "succeeded")) == 2
+    assert (grew((tokens, "acme", "input")), grew((tokens, "acme", "output"))) == (22, 14)
+    assert grew((runs, "globex", "succeeded")) == 0
+    assert grew((tokens, "globex", "input")) == 0
+    # A tenant no token names (an admin's choice) is one folded series, not one per name.
+    assert grew((runs, "(other)", "succeeded")) == 1
+    assert not any(tenant == "zeta" for _, tenant, _ in after)
+    assert {tenant for _, tenant, _ in after} <= {"acme", "globex", "(default)", "(other)"}
+    with http(apt, ADMIN) as h:
+        stats = h.get("/v1/stats").json()["tenants"]
+    assert stats["acme"]["succeeded"] >= 2 and stats["acme"]["input_tokens"] >= 22
+    assert stats["zeta"]["succeeded"] >= 1
+
+
+# --- export / import of a tenant's memory ------------------------------------------------------
+
+
+def test_an_export_round_trips_each_tenants_agent_memory(r: redis.Redis, tmp_path: Path) -> None:
+    memory.remember(r, "keeper", "plan", "acme buys globex", tenant="acme")
+    memory.remember(r, "keeper", "plan", "globex buys acme", ["scheme"], tenant="globex")
+    memory.remember(r, "keeper", "plan", "the default tenant's plan")
+    # A store namespace of a tenant whose name looks like memory is not memory.
+    r.hset(keys.ap_store("x:memory:keeper", "acme"), "k", "{}")
+
+    def owned() -> dict[str, Any]:
+        return {t: [e.model_dump() for e in memory.entries(r, "keeper", t)]
+                for t in ("acme", "globex", None)}  # fmt: skip
+
+    before = owned()
+    summary = export_state(r, tmp_path / "out")
+    assert summary.memories == 3
+    assert (tmp_path / "out" / "memory" / "acme" / "keeper.jsonl").exists()
+    assert "globex buys acme" in (tmp_path / "out/memory/globex/keeper.jsonl").read_text()
+    assert (tmp_path / "out" / "memory" / "keeper.jsonl").exists()
+
+    r.flushdb()
+    memory.remember(r, "keeper", "stale", "must go", tenant="zeta")  # replaced, not merged
+    with pytest.raises(Conflict):  # zeta's memory is state: no silent overwrite
+        import_state(r, tmp_path / "out", replace=False)
+    assert import_state(r, tmp_path / "out", replace=True) == summary
+    assert owned() == before
+    assert memory.entries(r, "keeper", "zeta") == []
+    assert memory.dump_tenants(r).keys() == {"acme", "globex"}
+
+
+def test_an_import_refuses_a_bad_tenant_directory_and_writes_nothing(
+    r: redis.Redis, tmp_path: Path
+) -> None:
+    memory.remember(r, "keeper", "plan", "acme's", tenant="acme")
+    export_state(r, tmp_path / "out")
+    (tmp_path / "out/memory/acme").rename(tmp_path / "out/memory/no good")
+    r.flushdb()
+    with pytest.raises(InvalidInput, match="not the memory of a tenant"):
+        import_state(r, tmp_path / "out", replace=True)
+    assert r.dbsize() == 0

@@ -95,6 +95,16 @@ def memory(agent: str, tenant: str | None = None) -> str:
     return f"{PREFIX}memory:{agent}"
 
 
+def memory_owner(key: str) -> tuple[str, str] | None:
+    """``(tenant, agent)`` of a named tenant's memory key, else None (another of its keys)."""
+    head = f"{PREFIX}tenant:"
+    tenant, sep, rest = key.removeprefix(head).partition(":")
+    if not key.startswith(head) or not sep or not rest.startswith("memory:"):
+        return None
+    agent = rest.removeprefix("memory:")
+    return (tenant, agent) if agent and ":" not in agent else None
+
+
 def run(run_id: str) -> str:
     """HASH: the run record (status, phase, step, timestamps, usage, what it was sent)."""
     return f"{PREFIX}run:{run_id}"
