@@ -104,6 +104,23 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
         ("DELETE", r"^/v1/subscriptions/[^/]+$"),
         ("POST", r"^/v1/events$"),
+        # The Agent Protocol: threads, runs, crons and the store act in the caller's tenant
+        # (gateway.agent_protocol.tenant); assistants are the shared agents, read only.
+        ("GET HEAD", r"^/assistants/[^/]+(?:/(?:schemas|graph|subgraphs))?$"),
+        ("POST", r"^/assistants/(?:search|count)$"),
+        ("POST", r"^/threads(?:/(?:search|count))?$"),
+        ("GET HEAD PATCH DELETE", r"^/threads/[^/]+$"),
+        ("GET HEAD", r"^/threads/[^/]+/state$"),
+        ("POST", r"^/threads/[^/]+/history$"),
+        ("GET HEAD POST", r"^/threads/[^/]+/runs$"),
+        ("POST", r"^/threads/[^/]+/runs/(?:stream|wait|crons)$"),
+        ("GET HEAD DELETE", r"^/threads/[^/]+/runs/[^/]+$"),
+        ("POST", r"^/threads/[^/]+/runs/[^/]+/cancel$"),
+        ("GET HEAD", r"^/threads/[^/]+/runs/[^/]+/(?:join|stream)$"),
+        ("POST", r"^/runs(?:/(?:stream|wait|crons|crons/search))?$"),
+        ("DELETE", r"^/runs/crons/[^/]+$"),
+        ("GET HEAD PUT DELETE", r"^/store/items$"),
+        ("POST", r"^/store/(?:items/search|namespaces)$"),
     )
 )
 """The routes a tenant token may use: those that keep to the caller's tenant (everything else

@@ -95,6 +95,11 @@ class Stats(BaseModel):
         description="delivered, not acknowledged (None: the broker does not count them)"
     )
     runs: dict[str, dict[str, Any]]
+    tenants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="runs ended (per status) and tokens used, by tenant ('(default)': the "
+        "default tenant)",
+    )
     limits: list[LimitUse] = []
     """Each cluster-wide limit (provider, model, tenant): its use and the steps waiting for it."""
 
@@ -189,6 +194,7 @@ def stats(r: redis.Redis, config: Config) -> Stats:
         broker_up=figures.broker_up,
         unacked=figures.unacked,
         runs={agent: s.as_dict() for agent, s in figures.runs.items()},
+        tenants={name: s.as_dict() for name, s in figures.tenants.items()},
         limits=limits.usage(r, config),
     )
 

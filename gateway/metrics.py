@@ -170,7 +170,8 @@ class ClusterCollector:
 
     def describe(self) -> Iterator[Metric]:
         """The metric names, without reading Redis (so registering it costs nothing)."""
-        return self._families(None)
+        yield from self._families(None)
+        yield from _tenant_families({})
 
     def collect(self) -> Iterator[Metric]:
         """Read the figures; ``walrus_redis_up 0`` and nothing else when Redis does not answer."""
@@ -182,6 +183,7 @@ class ClusterCollector:
             yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 0)
             return
         yield from self._families(figures)
+        yield from _tenant_families(tenant_labels(figures.tenants, config))
         yield from _limit_families(uses)
 
     def _families(self, f: shared.Figures | None) -> Iterator[Metric]:
@@ -221,6 +223,42 @@ class ClusterCollector:
                 durations.add_metric([agent], buckets, s.seconds_sum)
         yield runs
         yield durations
+
+
+OTHER_TENANT = "(other)"
+"""The label of the tenants no token of the config names (an admin token may name any tenant):
+their figures are summed into one series, so the series stay as many as the config's tenants."""
+
+
+def tenant_labels(
+    tenants: dict[str, shared.TenantStats], config: Config | None
+) -> dict[str, shared.TenantStats]:
+    """``tenants`` by label: the config's tenants and the default, the rest as ``OTHER_TENANT``."""
+    known = {g.tenant for g in config.gateway.tokens if g.tenant} if config else set()
+    out: dict[str, shared.TenantStats] = {}
+    for name, s in tenants.items():
+        label = name if name == shared.DEFAULT_TENANT or name in known else OTHER_TENANT
+        out.setdefault(label, shared.TenantStats()).add(s)
+    return out
+
+
+def _tenant_families(tenants: dict[str, shared.TenantStats]) -> Iterator[Metric]:
+    """Runs ended and tokens used, by tenant (cluster-wide)."""
+    runs = CounterMetricFamily(
+        "walrus_tenant_runs", "Runs ended, by tenant and status (cluster-wide; the default "
+        f"tenant is {shared.DEFAULT_TENANT!r}).", labels=["tenant", "status"],
+    )  # fmt: skip
+    tokens = CounterMetricFamily(
+        "walrus_tenant_tokens", "LLM tokens used by ended runs, by tenant and kind "
+        "(input | output).", labels=["tenant", "kind"],
+    )  # fmt: skip
+    for tenant, s in sorted(tenants.items()):
+        for status, n in s.outcomes.items():
+            runs.add_metric([tenant, status], n)
+        tokens.add_metric([tenant, "input"], s.input_tokens)
+        tokens.add_metric([tenant, "output"], s.output_tokens)
+    yield runs
+    yield tokens
 
 
 _LIMIT_GAUGES = (

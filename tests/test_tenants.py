@@ -270,11 +270,10 @@ def test_a_tenant_token_is_refused_what_acts_across_tenants(tc: Cluster) -> None
         assert_error(c.post("/v1/admin/reload"), 403, "forbidden")
         assert_error(c.get("/v1/events"), 403, "forbidden")
         assert_error(c.put("/v1/agents/support", json={"model": "mock"}), 403, "forbidden")
-        # The Agent Protocol's threads and store are not per tenant yet: refused, not shared.
-        assert_error(c.post("/threads", json={}), 403, "forbidden")
-        assert_error(c.post("/threads/search", json={}), 403, "forbidden")
-        assert_error(c.get("/store/items", params={"namespace": "a", "key": "b"}), 403, "forbidden")
-        assert_error(c.post("/runs/crons/search", json={}), 403, "forbidden")
+        # The Agent Protocol keeps to the tenant (tests/test_tenants_agent_protocol.py), but
+        # assistants are the shared agents: a tenant token may not change them.
+        assert_error(c.post("/assistants", json={"graph_id": "support"}), 403, "forbidden")
+        assert_error(c.delete("/assistants/support"), 403, "forbidden")
     with client(tc, ADMIN) as c:
         assert c.get("/v1/stats").status_code == 200
 

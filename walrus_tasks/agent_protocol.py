@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from walrus_tasks.json_depth import loads_stored
+from walrus_tasks.tenancy import bare
 
 STATUS = {
     "queued": "pending",
@@ -28,7 +29,7 @@ STATUS = {
 """Walrus run status -> Agent Protocol run status."""
 
 THREAD_SENDER = "thread:"
-"""A thread's conversation is ``(agent, "thread:<thread id>")``."""
+"""A thread's conversation is ``(agent, "thread:<thread id>")`` (of its tenant: ``tenancy``)."""
 
 
 def iso(ms: float | str | None) -> str | None:
@@ -39,7 +40,8 @@ def iso(ms: float | str | None) -> str | None:
 
 
 def thread_of(sender: str) -> str | None:
-    """The thread id of a thread's sender, or None."""
+    """The thread id of a thread's (scoped) sender, or None."""
+    sender = bare(sender)  # a named tenant's thread: ``<tenant>/thread:<id>``
     return sender[len(THREAD_SENDER) :] if sender.startswith(THREAD_SENDER) else None
 
 

@@ -12,9 +12,10 @@
     │                                     order, exactly as stored; only if there is one
     ├── cron/crons.toml                   [[crons]], as ``walrus_tasks.crons.dump`` gives them
     ├── events/subscriptions.toml         [[subscriptions]], from ``walrus_tasks.subscriptions``
-    └── memory/<agent>.jsonl              an agent's memory: one entry per line, sorted by name
-                                          (``{name, content, aliases, created_at, updated_at}``,
-                                          times in Unix seconds); only agents with entries
+    ├── memory/<agent>.jsonl              an agent's memory: one entry per line, sorted by name
+    │                                     (``{name, content, aliases, created_at, updated_at}``,
+    │                                     times in Unix seconds); only agents with entries
+    └── memory/<tenant>/<agent>.jsonl     the same, of a named tenant (``walrus_tasks.tenancy``)
 
 Only what is durable is written: history and its compaction archive, the conversation index, crons,
 subscriptions and memory. Runs in flight (inboxes, leases, run records, event streams) are not:
@@ -37,7 +38,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import crons, keys, memory, subscriptions
+from walrus_tasks import crons, keys, memory, subscriptions, tenancy
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.export_files import (
     load_toml,
@@ -57,7 +58,9 @@ from walrus_tasks.export_sessions import (
 from walrus_tasks.names import AGENT_RE
 
 MEMORY = "memory"
-"""The memory directory: ``memory/<agent>.jsonl``."""
+"""The memory directory: ``memory/<agent>.jsonl``, a named tenant's ``memory/<tenant>/``."""
+TenantMemory = dict[str, dict[str, list[dict[str, Any]]]]
+"""A named tenant's memory by tenant, then agent (``walrus_tasks.memory.dump_tenants``)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class Snapshot:
     tables: dict[str, list[dict[str, Any]]]
     memory: dict[str, list[dict[str, Any]]]
     """Entries by agent, as ``walrus_tasks.memory.dump`` gives them."""
+    tenant_memory: TenantMemory
+    """The named tenants' memory, as ``walrus_tasks.memory.dump_tenants`` gives it."""
 
 
 def in_flight(r: redis.Redis) -> int:
@@ -117,21 +122,49 @@ def in_flight(r: redis.Redis) -> int:
 # --- memory files ----------------------------------------------------------------------------
 
 
-def write_memory(root: Path, data: dict[str, list[dict[str, Any]]]) -> None:
-    """Write ``memory/<agent>.jsonl`` for each agent (``data`` as ``memory.dump`` gives it)."""
+def write_memory(
+    root: Path, data: dict[str, list[dict[str, Any]]], tenants: TenantMemory | None = None
+) -> None:
+    """Write ``memory/<agent>.jsonl`` for each agent (``data`` as ``memory.dump`` gives it).
+
+    And ``memory/<tenant>/<agent>.jsonl`` for each named tenant's (``memory.dump_tenants``).
+    """
     (root / MEMORY).mkdir()
+    _write_agents(root / MEMORY, data)
+    for tenant, agents in (tenants or {}).items():
+        (root / MEMORY / tenant).mkdir()
+        _write_agents(root / MEMORY / tenant, agents)
+
+
+def _write_agents(where: Path, data: dict[str, list[dict[str, Any]]]) -> None:
     for agent, items in data.items():
         lines = [json.dumps(item, ensure_ascii=False) for item in items]
-        write_jsonl(root / MEMORY / f"{agent}.jsonl", lines)
+        write_jsonl(where / f"{agent}.jsonl", lines)
 
 
-def read_memory(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """Parse and validate ``memory/``; InvalidInput names the first bad file."""
+def read_memory(root: Path) -> tuple[dict[str, list[dict[str, Any]]], TenantMemory]:
+    """Parse and validate ``memory/``: ``(default tenant's, named tenants')``.
+
+    InvalidInput names the first bad file.
+    """
     where = root / MEMORY
     if not where.is_dir():
         raise InvalidInput(f"{where} is missing: not a walrus export directory?")
+    tenants: TenantMemory = {}
+    for path in sorted(where.iterdir()):
+        if path.is_dir():
+            if not tenancy.TENANT_RE.fullmatch(path.name):
+                raise InvalidInput(f"{path}: not the memory of a tenant (memory/<tenant>/)")
+            tenants[path.name] = _read_agents(path)
+    return _read_agents(where, tenant_dirs=True), tenants
+
+
+def _read_agents(where: Path, tenant_dirs: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """The ``<agent>.jsonl`` files of ``where`` (and, with ``tenant_dirs``, directories)."""
     data: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(where.iterdir()):
+        if tenant_dirs and path.is_dir():
+            continue  # a tenant's, read by read_memory
         agent = path.name.removesuffix(".jsonl")
         if not path.is_file() or agent == path.name or not AGENT_RE.fullmatch(agent):
             raise InvalidInput(f"{path}: not the memory of an agent (memory/<agent>.jsonl)")
@@ -167,7 +200,7 @@ def write_snapshot(root: Path, snapshot: Snapshot) -> None:
             toml_text(f"walrus export: {table.name}; an absent field = none.", {table.name: items}),
             encoding="utf-8",
         )
-    write_memory(root, snapshot.memory)
+    write_memory(root, snapshot.memory, snapshot.tenant_memory)
 
 
 def read_snapshot(root: Path) -> Snapshot:
@@ -183,7 +216,7 @@ def read_snapshot(root: Path) -> Snapshot:
                 f"{root / table.path}: unknown keys {sorted(set(data) - {table.name})}"
             )
         tables[table.name] = toml_tables(root, table.path, table.name, data)
-    return Snapshot(sessions, tables, read_memory(root))
+    return Snapshot(sessions, tables, *read_memory(root))
 
 
 # --- the two operations ----------------------------------------------------------------------
@@ -194,7 +227,10 @@ def _summary(snapshot: Snapshot) -> Summary:
         conversations=len(snapshot.sessions),
         messages=sum(len(s.history) for s in snapshot.sessions),
         archived=sum(len(s.archive) for s in snapshot.sessions),
-        memories=sum(len(items) for items in snapshot.memory.values()),
+        memories=sum(len(items) for items in snapshot.memory.values())
+        + sum(
+            len(items) for agents in snapshot.tenant_memory.values() for items in agents.values()
+        ),
         **{name: len(items) for name, items in snapshot.tables.items()},
     )
 
@@ -202,7 +238,12 @@ def _summary(snapshot: Snapshot) -> Summary:
 def export_state(r: redis.Redis, root: Path) -> Summary:
     """Write the durable state of ``r`` under ``root`` (created; must not hold an export yet)."""
     _check_export_target(root)
-    snapshot = Snapshot(read_sessions(r), {t.name: t.dump(r) for t in TABLES}, memory.dump(r))
+    snapshot = Snapshot(
+        read_sessions(r),
+        {t.name: t.dump(r) for t in TABLES},
+        memory.dump(r),
+        memory.dump_tenants(r),
+    )
     root.mkdir(parents=True, exist_ok=True)
     write_snapshot(root, snapshot)
     return _summary(snapshot)
@@ -221,10 +262,14 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
     old_sessions = read_sessions(r)
     old_tables = {t.name: t.dump(r) for t in TABLES}
     old_memory = memory.dump(r)
+    old_tenant_memory = memory.dump_tenants(r)
     held = (
         {"conversations": len(old_sessions)}
         | {k: len(v) for k, v in old_tables.items()}
-        | {"memories": sum(len(v) for v in old_memory.values())}
+        | {
+            "memories": sum(len(v) for v in old_memory.values())
+            + sum(len(v) for agents in old_tenant_memory.values() for v in agents.values())
+        }
     )
     if any(held.values()) and not replace:
         counts = ", ".join(f"{n} {name}" for name, n in held.items() if n)
@@ -237,7 +282,8 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
             except InvalidInput as e:  # one line, naming the file
                 raise InvalidInput(f"{root / table.path}: {' '.join(e.message.split())}") from e
             done.append(table)
-        memory.load(r, snapshot.memory)  # one transaction, validated by read_snapshot already
+        # One transaction, the named tenants' too; validated by read_snapshot already.
+        memory.load(r, snapshot.memory, snapshot.tenant_memory)
     except Exception:
         for table in done:
             table.load(r, old_tables[table.name])

@@ -95,6 +95,16 @@ def memory(agent: str, tenant: str | None = None) -> str:
     return f"{PREFIX}memory:{agent}"
 
 
+def memory_owner(key: str) -> tuple[str, str] | None:
+    """``(tenant, agent)`` of a named tenant's memory key, else None (another of its keys)."""
+    head = f"{PREFIX}tenant:"
+    tenant, sep, rest = key.removeprefix(head).partition(":")
+    if not key.startswith(head) or not sep or not rest.startswith("memory:"):
+        return None
+    agent = rest.removeprefix("memory:")
+    return (tenant, agent) if agent and ":" not in agent else None
+
+
 def run(run_id: str) -> str:
     """HASH: the run record (status, phase, step, timestamps, usage, what it was sent)."""
     return f"{PREFIX}run:{run_id}"
@@ -229,29 +239,47 @@ def fair_ready(tenant: str, agent: str) -> str:
 # --- the Agent Protocol (gateway.agent_protocol): threads, their runs, the store --------------
 
 AP_THREADS = PREFIX + "ap:threads"
-"""ZSET thread id -> creation time (ms): every Agent Protocol thread."""
+"""ZSET thread id -> creation time (ms): every Agent Protocol thread of the default tenant."""
 AP_STORE_NAMESPACES = PREFIX + "ap:store:namespaces"
 """SET of the store's namespaces, each its labels joined by ``.`` (labels contain none)."""
 
 
-def ap_thread(thread_id: str) -> str:
-    """HASH: a thread (``created_at``, ``updated_at`` ms, ``metadata`` JSON, ``agent``)."""
-    return f"{PREFIX}ap:thread:{thread_id}"
+def _ap(tenant: str | None) -> str:
+    """The prefix of a tenant's Agent Protocol keys (the default tenant keeps today's)."""
+    return f"{PREFIX}tenant:{tenant}:ap:" if tenant else f"{PREFIX}ap:"
 
 
-def ap_thread_runs(thread_id: str) -> str:
-    """LIST of the run ids of a thread, oldest first."""
-    return f"{PREFIX}ap:thread:{thread_id}:runs"
+def ap_threads(tenant: str | None = None) -> str:
+    """ZSET thread id -> creation time (ms): the Agent Protocol threads of ``tenant``."""
+    return _ap(tenant) + "threads"
+
+
+def ap_thread(thread_id: str, tenant: str | None = None) -> str:
+    """HASH: a thread of ``tenant`` (``created_at``, ``updated_at`` ms, ``metadata``, ``agent``)."""
+    return f"{_ap(tenant)}thread:{thread_id}"
+
+
+def ap_thread_runs(thread_id: str, tenant: str | None = None) -> str:
+    """LIST of the run ids of a thread of ``tenant``, oldest first."""
+    return f"{_ap(tenant)}thread:{thread_id}:runs"
 
 
 def ap_run(run_id: str) -> str:
-    """HASH: what the Agent Protocol knows of a run (thread, assistant, metadata, modes)."""
+    """HASH: what the Agent Protocol knows of a run (thread, assistant, metadata, modes).
+
+    One for every tenant: run ids are random, and the walrus run's sender names its tenant.
+    """
     return f"{PREFIX}ap:run:{run_id}"
 
 
-def ap_store(namespace: str) -> str:
-    """HASH key -> JSON ``{value, created_at, updated_at}``: one namespace of the store."""
-    return f"{PREFIX}ap:store:ns:{namespace}"
+def ap_store_namespaces(tenant: str | None = None) -> str:
+    """SET of the store namespaces of ``tenant`` (``AP_STORE_NAMESPACES`` for the default)."""
+    return _ap(tenant) + "store:namespaces"
+
+
+def ap_store(namespace: str, tenant: str | None = None) -> str:
+    """HASH key -> JSON ``{value, created_at, updated_at}``: one namespace of ``tenant``'s store."""
+    return f"{_ap(tenant)}store:ns:{namespace}"
 
 
 # --- the same schema for the Lua scripts ---------------------------------------------------------

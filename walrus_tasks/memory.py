@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from walrus_tasks import keys
+from walrus_tasks import keys, tenancy
 from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.names import agent_name
 
@@ -236,6 +236,31 @@ def dump(r: redis.Redis) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _tenant_keys(r: redis.Redis) -> list[tuple[str, str, str]]:
+    """``(key, tenant, agent)`` of every named tenant's memory (not their other keys)."""
+    found = []
+    for key in r.scan_iter(match=keys.memory("*", "*"), count=1000):
+        owner = keys.memory_owner(key)
+        if owner is not None:
+            found.append((key, *owner))
+    return sorted(found)
+
+
+def dump_tenants(r: redis.Redis) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every named tenant's memory: ``tenant -> agent -> entries`` (as :func:`dump` gives them)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for _, tenant, agent in _tenant_keys(r):
+        try:
+            tenancy.tenant_name(tenant)
+            agent_name(agent)
+        except InvalidInput as e:
+            raise WalrusError(f"memory of {tenant}/{agent} cannot be exported: {e}") from e
+        found = entries(r, agent, tenant)
+        if found:
+            out.setdefault(tenant, {})[agent] = [e.model_dump() for e in found]
+    return out
+
+
 def validate(data: dict[str, list[dict[str, Any]]]) -> dict[str, list[MemoryEntry]]:
     """Parse ``data`` (as :func:`dump` gives it); InvalidInput naming the first bad entry."""
     parsed: dict[str, list[MemoryEntry]] = {}
@@ -260,18 +285,32 @@ def validate(data: dict[str, list[dict[str, Any]]]) -> dict[str, list[MemoryEntr
     return parsed
 
 
-def load(r: redis.Redis, data: dict[str, list[dict[str, Any]]]) -> int:
+def load(
+    r: redis.Redis,
+    data: dict[str, list[dict[str, Any]]],
+    tenants: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+) -> int:
     """Replace every agent's memory with ``data`` in one transaction; the entries stored.
 
-    Raises InvalidInput, and changes nothing, if an entry is bad.
+    With ``tenants`` (as :func:`dump_tenants` gives it) every named tenant's memory is replaced
+    too, in the same transaction; without, theirs is left as it is. Raises InvalidInput, and
+    changes nothing, if an entry or a tenant's name is bad.
     """
-    parsed = validate(data)
+    parsed: dict[tuple[str | None, str], list[MemoryEntry]] = {
+        (None, agent): found for agent, found in validate(data).items()
+    }
+    for tenant, agents in (tenants or {}).items():
+        tenancy.tenant_name(tenant)
+        parsed |= {(tenant, agent): found for agent, found in validate(agents).items()}
     old = list(r.scan_iter(match=keys.memory("*"), count=1000))
+    if tenants is not None:
+        old += [key for key, _, _ in _tenant_keys(r)]
     pipe = r.pipeline(transaction=True)
     if old:
         pipe.delete(*old)
-    for agent, found in parsed.items():
+    for (owner, agent), found in parsed.items():
         if found:
-            pipe.hset(keys.memory(agent), mapping={e.name: e.model_dump_json() for e in found})
+            mapping: dict[str | bytes, str] = {e.name: e.model_dump_json() for e in found}
+            pipe.hset(keys.memory(agent, owner), mapping=mapping)  # type: ignore[arg-type]
     pipe.execute()
     return sum(len(found) for found in parsed.values())

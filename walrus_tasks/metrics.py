@@ -1,5 +1,9 @@
 """Cluster-wide figures kept in Redis: run outcomes and durations by agent, queue depths.
 
+Runs ended and tokens used are counted by tenant too (``tenant_figure``): the tenant of the
+run's conversation (``walrus_tasks.tenancy``), named by a gateway token, so the set is bounded
+by the config (the default tenant is ``DEFAULT_TENANT``).
+
 No single process sees every run end, so the worker that ends a run adds it to one Redis hash,
 in the script that ends it (``run_figure``; ``record_run`` for a run ended elsewhere), and
 whoever reports reads the hash back: the gateway's ``GET /metrics`` on every scrape and
@@ -68,6 +72,71 @@ def record_run(r: redis.Redis, agent: str, status: str, seconds: float | None) -
         pipe.hincrbyfloat(keys.METRICS_RUNS, total, float(value))
         pipe.hincrby(keys.METRICS_RUNS, le, 1)
     pipe.execute()
+
+
+DEFAULT_TENANT = "(default)"
+"""The label of the default tenant: no tenant name has parentheses (``tenancy.TENANT_RE``)."""
+
+
+def tenant_figure(
+    tenant: str | None, status: str, input_tokens: int, output_tokens: int
+) -> list[str]:
+    """The ``(field, increment)`` pairs one ended run of ``tenant`` adds (after ``run_figure``).
+
+    ``tn:<tenant>:<status>`` counts the run, ``tin:<tenant>`` and ``tout:<tenant>`` its tokens;
+    the default tenant's fields have an empty tenant (``tn::succeeded``).
+    """
+    t = tenant or ""
+    return [
+        f"tn:{t}:{status}", "1",
+        f"tin:{t}", str(max(int(input_tokens), 0)),
+        f"tout:{t}", str(max(int(output_tokens), 0)),
+    ]  # fmt: skip
+
+
+@dataclass
+class TenantStats:
+    """The ended runs of one tenant, per status, and the tokens they used."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, other: TenantStats) -> None:
+        """Add ``other``'s figures to these (tenants folded into one label)."""
+        for status, n in other.outcomes.items():
+            self.outcomes[status] = self.outcomes.get(status, 0) + n
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``GET /v1/stats``."""
+        return {**self.outcomes, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens}  # fmt: skip
+
+
+def parse_tenants(fields: dict[str, str]) -> dict[str, TenantStats]:
+    """The tenant figures of the ``walrus:metrics:runs`` hash: ``label -> TenantStats``.
+
+    The default tenant's label is ``DEFAULT_TENANT``.
+    """
+    stats: dict[str, TenantStats] = {}
+    for name, value in fields.items():
+        kind, _, rest = name.partition(":")
+        if kind not in ("tn", "tin", "tout"):
+            continue
+        tenant, _, detail = rest.partition(":")
+        s = stats.setdefault(tenant or DEFAULT_TENANT, TenantStats())
+        try:
+            if kind == "tn" and detail:
+                s.outcomes[detail] = s.outcomes.get(detail, 0) + int(value)
+            elif kind == "tin":
+                s.input_tokens += int(value)
+            elif kind == "tout":
+                s.output_tokens += int(value)
+        except ValueError:
+            continue
+    return dict(sorted(stats.items()))
 
 
 def run_seconds(started_at_ms: str | None, now: float | None = None) -> float | None:
@@ -154,6 +223,8 @@ class Figures:
     active_runs: int
     runs: dict[str, RunStats]
     broker_up: bool = True
+    tenants: dict[str, TenantStats] = field(default_factory=dict)
+    """Runs ended and tokens used by tenant (``parse_tenants``)."""
     """False when a separate broker did not answer (its queues then show as ``{}``)."""
 
 
@@ -191,5 +262,6 @@ def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
         res = res[len(queues) * n + 1 :]
     leases, conversations, inboxes, active, runs = res
     return Figures(
-        depths, unacked, leases, conversations, inboxes, active, parse_runs(runs), broker_up
-    )
+        depths, unacked, leases, conversations, inboxes, active, parse_runs(runs), broker_up,
+        parse_tenants(runs),
+    )  # fmt: skip

@@ -395,6 +395,8 @@ def finish(
         }
     figure = shared_metrics.run_figure(
         fence.agent, status, shared_metrics.run_seconds(record.get("started_at"))
+    ) + shared_metrics.tenant_figure(
+        tenancy.tenant_of(fence.sender), status, usage["input_tokens"], usage["output_tokens"]
     )
     done = runs.finish(
         r, fence, status, end, error, result, figure=figure,

@@ -5,6 +5,10 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 A cron on a thread sends to the thread's conversation; a stateless one to ``cron:<id>`` as a
 walrus cron does. The store keeps each namespace in one hash (``keys.ap_store``); a search
 filters on equal values and, given ``query``, on the words of the JSON value (no embeddings).
+
+Both are the caller's tenant's (``tenant.Space``): a cron is a walrus cron of the tenant (it
+fires into the tenant's conversation; another tenant's is a 404 and left out of searches), and
+each tenant has a store of its own (``keys.ap_store(ns, tenant)``).
 """
 
 import json
@@ -23,11 +27,13 @@ from gateway.agent_protocol.models import (
     StoreKey,
     StoreSearch,
 )
+from gateway.agent_protocol.tenant import Space
 from gateway.deps import Cfg, Redis
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.json_depth import loads_stored
 from walrus_tasks.models import CronEntry, CronSpec
+from walrus_tasks.tenancy import Caller
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 THREAD_PREFIX = "thread:"
@@ -55,7 +61,9 @@ def cron_view(e: CronEntry) -> dict[str, Any]:
     }
 
 
-def _cron(r: Any, config: Any, body: CronCreate, sender: str | None) -> dict[str, Any]:
+def _cron(
+    r: Any, config: Any, tenant: str | None, body: CronCreate, sender: str | None
+) -> dict[str, Any]:
     spec = CronSpec(
         schedule=body.schedule,
         agent=body.assistant_id,
@@ -63,28 +71,32 @@ def _cron(r: Any, config: Any, body: CronCreate, sender: str | None) -> dict[str
         message=messages.input_text(body.input),
         timezone=body.timezone,
         webhook=body.webhook,
+        tenant=tenant,
     )
-    return cron_view(ops.create_cron(r, config, spec))
+    return cron_view(ops.create_cron(r, config, spec))  # ``tenant`` is already the acting one
 
 
 @router.post("/runs/crons")
-def create_cron(body: CronCreate, r: Redis, config: Cfg) -> dict[str, Any]:
+def create_cron(body: CronCreate, r: Redis, config: Cfg, tenant: Space) -> dict[str, Any]:
     """A cron that sends ``input`` to the assistant on ``schedule`` (its own conversation)."""
-    return _cron(r, config, body, None)
+    return _cron(r, config, tenant, body, None)
 
 
 @router.post("/threads/{thread_id}/runs/crons")
-def create_thread_cron(thread_id: str, body: CronCreate, r: Redis, config: Cfg) -> dict[str, Any]:
+def create_thread_cron(
+    thread_id: str, body: CronCreate, r: Redis, config: Cfg, tenant: Space
+) -> dict[str, Any]:
     """A cron that sends ``input`` into the thread on ``schedule``."""
-    h = state.raw_thread(r, thread_id)
+    h = state.raw_thread(r, tenant, thread_id)
     state.bind_agent(r, h, ops.known_agent(config, body.assistant_id))
-    return _cron(r, config, body, state.sender_of(thread_id))
+    # The entry keeps the client's sender; beat scopes it to the entry's tenant as it fires.
+    return _cron(r, config, tenant, body, state.sender_of(thread_id))
 
 
 @router.post("/runs/crons/search")
-def search_crons(body: Search, r: Redis) -> list[dict[str, Any]]:
-    """Crons, of one assistant or thread if given."""
-    views = [cron_view(e) for e in ops.list_crons(r)]
+def search_crons(body: Search, r: Redis, tenant: Space) -> list[dict[str, Any]]:
+    """Crons of the caller's tenant, of one assistant or thread if given."""
+    views = [cron_view(e) for e in ops.list_crons(r, Caller(tenant)) if e.tenant == tenant]
     views = [
         v
         for v in views
@@ -95,8 +107,10 @@ def search_crons(body: Search, r: Redis) -> list[dict[str, Any]]:
 
 
 @router.delete("/runs/crons/{cron_id}", status_code=204)
-def delete_cron(cron_id: str, r: Redis) -> Response:
-    """Delete a cron (404 if there is none)."""
+def delete_cron(cron_id: str, r: Redis, tenant: Space) -> Response:
+    """Delete a cron of the caller's tenant (404 if there is none, or it is another's)."""
+    if ops.get_cron(r, cron_id).tenant != tenant:
+        raise NotFound(f"unknown cron {cron_id!r}")
     ops.delete_cron(r, cron_id)
     return Response(status_code=204)
 
@@ -117,50 +131,50 @@ def _item(ns: str, key: str, raw: str) -> dict[str, Any]:
 
 
 @router.put("/store/items", status_code=204)
-def put_item(body: StoreItem, r: Redis) -> Response:
+def put_item(body: StoreItem, r: Redis, tenant: Space) -> Response:
     """Store ``value`` under ``(namespace, key)``."""
     ns, now = _namespace(body.namespace), state.iso(state.now_ms())
-    old: str | None = r.hget(keys.ap_store(ns), body.key)  # type: ignore[assignment]
+    old: str | None = r.hget(keys.ap_store(ns, tenant), body.key)  # type: ignore[assignment]
     created = json.loads(old)["created_at"] if old else now
     stored = {"value": body.value, "created_at": created, "updated_at": now}
-    r.hset(keys.ap_store(ns), body.key, json.dumps(stored))
-    r.sadd(keys.AP_STORE_NAMESPACES, ns)
+    r.hset(keys.ap_store(ns, tenant), body.key, json.dumps(stored))
+    r.sadd(keys.ap_store_namespaces(tenant), ns)
     return Response(status_code=204)
 
 
 @router.get("/store/items")
-def get_item(namespace: str, key: str, r: Redis) -> dict[str, Any]:
+def get_item(namespace: str, key: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """One item (``namespace`` dotted), or 404."""
     ns = _namespace(namespace.split("."))
-    raw: str | None = r.hget(keys.ap_store(ns), key)  # type: ignore[assignment]
+    raw: str | None = r.hget(keys.ap_store(ns, tenant), key)  # type: ignore[assignment]
     if raw is None:
         raise NotFound(f"no item {key!r} in namespace {namespace!r}")
     return _item(ns, key, raw)
 
 
 @router.delete("/store/items", status_code=204)
-def delete_item(body: StoreKey, r: Redis) -> Response:
+def delete_item(body: StoreKey, r: Redis, tenant: Space) -> Response:
     """Delete one item."""
     ns = _namespace(body.namespace)
-    r.hdel(keys.ap_store(ns), body.key)
-    if not r.exists(keys.ap_store(ns)):
-        r.srem(keys.AP_STORE_NAMESPACES, ns)
+    r.hdel(keys.ap_store(ns, tenant), body.key)
+    if not r.exists(keys.ap_store(ns, tenant)):
+        r.srem(keys.ap_store_namespaces(tenant), ns)
     return Response(status_code=204)
 
 
-def _namespaces(r: Any) -> list[str]:
-    return sorted(r.smembers(keys.AP_STORE_NAMESPACES))
+def _namespaces(r: Any, tenant: str | None) -> list[str]:
+    return sorted(r.smembers(keys.ap_store_namespaces(tenant)))
 
 
 @router.post("/store/items/search")
-def search_items(body: StoreSearch, r: Redis) -> dict[str, list[dict[str, Any]]]:
+def search_items(body: StoreSearch, r: Redis, tenant: Space) -> dict[str, list[dict[str, Any]]]:
     """Items under ``namespace_prefix`` whose value has every ``filter`` pair (and ``query``)."""
     prefix = body.namespace_prefix
     found = []
-    for ns in _namespaces(r):
+    for ns in _namespaces(r, tenant):
         if ns.split(".")[: len(prefix)] != prefix:
             continue
-        stored: dict[str, str] = r.hgetall(keys.ap_store(ns))  # type: ignore[assignment]
+        stored: dict[str, str] = r.hgetall(keys.ap_store(ns, tenant))  # type: ignore[assignment]
         for key, raw in sorted(stored.items()):
             item = _item(ns, key, raw)
             value = item["value"]
@@ -174,10 +188,10 @@ def search_items(body: StoreSearch, r: Redis) -> dict[str, list[dict[str, Any]]]
 
 
 @router.post("/store/namespaces")
-def list_namespaces(body: NamespaceSearch, r: Redis) -> dict[str, list[list[str]]]:
+def list_namespaces(body: NamespaceSearch, r: Redis, tenant: Space) -> dict[str, list[list[str]]]:
     """The namespaces (by ``prefix``, ``suffix``, cut at ``max_depth``)."""
     out: list[list[str]] = []
-    for ns in _namespaces(r):
+    for ns in _namespaces(r, tenant):
         labels = ns.split(".")
         if body.prefix and labels[: len(body.prefix)] != body.prefix:
             continue

@@ -1,9 +1,14 @@
 """Threads and runs of the Agent Protocol, over walrus conversations and runs (blocking).
 
-A thread is the conversation ``(agent, "thread:<thread id>")``; its agent is the assistant of
+A thread is the conversation ``(agent, "thread:<thread id>")`` of its tenant (the sender is
+``tenancy.scoped``: ``<tenant>/thread:<id>`` in a named tenant); its agent is the assistant of
 its first run (recorded in its metadata as ``graph_id`` and ``assistant_id``). What walrus does
 not keep already (a thread's metadata, which runs belong to it, a run's stream modes) is in the
-``keys.ap_*`` keys.
+``keys.ap_*`` keys, a tenant's apart from another's (the default tenant keeps today's keys), so
+another tenant's thread is simply not there: a 404.
+
+The thread hash this module hands out carries two fields that are not stored: ``tenant`` (""
+for the default) and ``sender``, the walrus sender of its conversation.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import redis
 
 from gateway.agent_protocol import messages
-from walrus_tasks import conversations, keys, store
+from walrus_tasks import conversations, keys, store, tenancy
 from walrus_tasks.agent_protocol import iso as iso
 from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
@@ -39,24 +44,33 @@ def thread_id_of(value: Any) -> str:
     return value
 
 
-def sender_of(thread_id: str) -> str:
-    """The walrus sender of a thread's conversation."""
-    return f"thread:{thread_id}"
+def sender_of(thread_id: str, tenant: str | None = None) -> str:
+    """The walrus sender of the conversation of thread ``thread_id`` of ``tenant``."""
+    return tenancy.scoped(tenant, f"thread:{thread_id}")
+
+
+def tenant_in(h: dict[str, str]) -> str | None:
+    """The tenant of thread ``h`` (None: the default)."""
+    return h.get("tenant") or None
 
 
 # --- threads -----------------------------------------------------------------------------------
 
 
 def create_thread(
-    r: redis.Redis, thread_id: str | None, metadata: dict[str, Any], if_exists: str
+    r: redis.Redis,
+    tenant: str | None,
+    thread_id: str | None,
+    metadata: dict[str, Any],
+    if_exists: str,
 ) -> dict[str, str]:
-    """Create a thread (``if_exists``: ``raise`` -> Conflict, ``do_nothing`` -> the existing)."""
+    """Create a thread of ``tenant`` (``if_exists``: ``raise`` -> Conflict, ``do_nothing``)."""
     tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
     now = now_ms()
-    created = r.hsetnx(keys.ap_thread(tid), "created_at", now)
+    created = r.hsetnx(keys.ap_thread(tid, tenant), "created_at", now)
     if not created:
         if if_exists == "do_nothing":
-            return raw_thread(r, tid)
+            return raw_thread(r, tenant, tid)
         raise Conflict(f"thread {tid} already exists")
     fields: dict[Any, Any] = {
         "thread_id": tid,
@@ -65,16 +79,18 @@ def create_thread(
     }
     if isinstance(metadata.get("graph_id"), str):
         fields["agent"] = metadata["graph_id"]
-    r.hset(keys.ap_thread(tid), mapping=fields)
-    r.zadd(keys.AP_THREADS, {tid: now})
-    return raw_thread(r, tid)
+    r.hset(keys.ap_thread(tid, tenant), mapping=fields)
+    r.zadd(keys.ap_threads(tenant), {tid: now})
+    return raw_thread(r, tenant, tid)
 
 
-def raw_thread(r: redis.Redis, thread_id: str) -> dict[str, str]:
-    """The thread's hash, or NotFound."""
-    h: dict[str, str] = r.hgetall(keys.ap_thread(thread_id_of(thread_id)))  # type: ignore[assignment]
+def raw_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> dict[str, str]:
+    """The hash of thread ``thread_id`` of ``tenant``, or NotFound (also another tenant's)."""
+    key = keys.ap_thread(thread_id_of(thread_id), tenant)
+    h: dict[str, str] = r.hgetall(key)  # type: ignore[assignment]
     if not h.get("thread_id"):
         raise NotFound(f"thread {thread_id} not found")
+    h.update(tenant=tenant or "", sender=sender_of(thread_id, tenant))  # not stored
     return h
 
 
@@ -86,36 +102,41 @@ def bind_agent(r: redis.Redis, h: dict[str, str], agent: str) -> None:
         meta = json.loads(h.get("metadata") or "{}")
         meta.update(graph_id=agent, assistant_id=agent)
         r.hset(
-            keys.ap_thread(h["thread_id"]), mapping={"agent": agent, "metadata": json.dumps(meta)}
+            keys.ap_thread(h["thread_id"], tenant_in(h)),
+            mapping={"agent": agent, "metadata": json.dumps(meta)},
         )
         h.update(agent=agent, metadata=json.dumps(meta))
 
 
-def patch_thread(r: redis.Redis, thread_id: str, metadata: dict[str, Any]) -> dict[str, str]:
+def patch_thread(
+    r: redis.Redis, tenant: str | None, thread_id: str, metadata: dict[str, Any]
+) -> dict[str, str]:
     """Merge ``metadata`` into the thread's."""
-    h = raw_thread(r, thread_id)
+    h = raw_thread(r, tenant, thread_id)
     meta = {**json.loads(h.get("metadata") or "{}"), **metadata}
     r.hset(
-        keys.ap_thread(thread_id), mapping={"metadata": json.dumps(meta), "updated_at": now_ms()}
+        keys.ap_thread(thread_id, tenant),
+        mapping={"metadata": json.dumps(meta), "updated_at": now_ms()},
     )
-    return raw_thread(r, thread_id)
+    return raw_thread(r, tenant, thread_id)
 
 
-def delete_thread(r: redis.Redis, thread_id: str) -> None:
+def delete_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> None:
     """Delete the thread, its runs' records and its conversation (Conflict while busy)."""
-    h = raw_thread(r, thread_id)
+    h = raw_thread(r, tenant, thread_id)
     if h.get("agent"):
         with contextlib.suppress(NotFound):  # NotFound: no message was ever sent
-            conversations.delete(r, h["agent"], sender_of(thread_id))
-    run_ids: list[str] = r.lrange(keys.ap_thread_runs(thread_id), 0, -1)  # type: ignore[assignment]
-    r.delete(keys.ap_thread(thread_id), keys.ap_thread_runs(thread_id))
+            conversations.delete(r, h["agent"], h["sender"])
+    runs_key = keys.ap_thread_runs(thread_id, tenant)
+    run_ids: list[str] = r.lrange(runs_key, 0, -1)  # type: ignore[assignment]
+    r.delete(keys.ap_thread(thread_id, tenant), runs_key)
     r.delete(*[keys.ap_run(x) for x in run_ids]) if run_ids else None
-    r.zrem(keys.AP_THREADS, thread_id)
+    r.zrem(keys.ap_threads(tenant), thread_id)
 
 
-def thread_ids(r: redis.Redis) -> list[str]:
-    """Every thread id, oldest first."""
-    return r.zrange(keys.AP_THREADS, 0, -1)  # type: ignore[return-value]
+def thread_ids(r: redis.Redis, tenant: str | None) -> list[str]:
+    """Every thread id of ``tenant``, oldest first."""
+    return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
 
 
 # --- what a thread's conversation is doing ------------------------------------------------------
@@ -125,7 +146,7 @@ def active_run(r: redis.Redis, h: dict[str, str]) -> str | None:
     """The run id active in the thread's conversation, or None."""
     if not h.get("agent"):
         return None
-    cid = keys.cid(h["agent"], sender_of(h["thread_id"]))
+    cid = keys.cid(h["agent"], h["sender"])
     return r.get(keys.conv(cid, "active"))  # type: ignore[return-value]
 
 
@@ -153,10 +174,11 @@ def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str
         interrupts = pending_interrupts(r, active)
         return ("interrupted" if interrupts else "busy"), interrupts
     if h.get("agent"):
-        cid = keys.cid(h["agent"], sender_of(h["thread_id"]))
+        cid = keys.cid(h["agent"], h["sender"])
         if r.llen(keys.conv(cid, "inbox")):
             return "busy", []
-    last: str | None = r.lindex(keys.ap_thread_runs(h["thread_id"]), -1)  # type: ignore[assignment]
+    runs_key = keys.ap_thread_runs(h["thread_id"], tenant_in(h))
+    last: str | None = r.lindex(runs_key, -1)  # type: ignore[assignment]
     if last and r.hget(keys.run(last), "status") == "failed":
         return "error", []
     return "idle", []
@@ -166,7 +188,7 @@ def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread's state values: ``{"messages": [...]}``."""
     if not h.get("agent"):
         return {"messages": []}
-    history = store.history(r, h["agent"], sender_of(h["thread_id"]))
+    history = store.history(r, h["agent"], h["sender"])
     return {"messages": messages.to_langchain(history)}
 
 
@@ -188,7 +210,7 @@ def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread's current state (one checkpoint: walrus keeps no older ones)."""
     _, interrupts = thread_status(r, h)
     tid = h["thread_id"]
-    last: str | None = r.lindex(keys.ap_thread_runs(tid), -1)  # type: ignore[assignment]
+    last: str | None = r.lindex(keys.ap_thread_runs(tid, tenant_in(h)), -1)  # type: ignore[assignment]
     tasks = [
         {"id": i["id"], "name": "tools", "error": None, "interrupts": [i], "checkpoint": None,
          "state": None, "result": None}
@@ -207,16 +229,17 @@ def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def touch(r: redis.Redis, thread_id: str) -> None:
+def touch(r: redis.Redis, h: dict[str, str]) -> None:
     """Mark the thread updated now."""
-    r.hset(keys.ap_thread(thread_id), "updated_at", now_ms())
+    r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
 
 
 # --- runs --------------------------------------------------------------------------------------
 
 
-def record_run(r: redis.Redis, run_id: str, thread_id: str, agent: str, body: Any) -> None:
-    """Remember what the Agent Protocol was asked for run ``run_id`` of ``thread_id``."""
+def record_run(r: redis.Redis, run_id: str, h: dict[str, str], agent: str, body: Any) -> None:
+    """Remember what the Agent Protocol was asked for run ``run_id`` of thread ``h``."""
+    thread_id = h["thread_id"]
     r.hset(
         keys.ap_run(run_id),
         mapping={
@@ -227,16 +250,23 @@ def record_run(r: redis.Redis, run_id: str, thread_id: str, agent: str, body: An
             "stream_mode": json.dumps(body.modes()),
         },
     )
-    r.rpush(keys.ap_thread_runs(thread_id), run_id)
-    touch(r, thread_id)
+    r.rpush(keys.ap_thread_runs(thread_id, tenant_in(h)), run_id)
+    touch(r, h)
 
 
-def run_view(r: redis.Redis, run_id: str, thread_id: str | None = None) -> dict[str, Any]:
-    """The run as the Agent Protocol shows it (NotFound, also for another thread's run)."""
+def run_view(r: redis.Redis, run_id: str, h: dict[str, str]) -> dict[str, Any]:
+    """Run ``run_id`` of thread ``h`` as the Agent Protocol shows it.
+
+    NotFound for another thread's run, and for a run of another tenant's thread of the same id:
+    the walrus run must be in the thread's own conversation's tenant.
+    """
     ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
-    if not ap or (thread_id is not None and ap["thread_id"] != thread_id):
+    if not ap or ap["thread_id"] != h["thread_id"]:
         raise NotFound(f"run {run_id} not found")
-    return run_object(run_id, store.run_record(r, run_id), ap)
+    record = store.run_record(r, run_id)
+    if tenancy.tenant_of(record.get("sender", "")) != tenant_in(h):
+        raise NotFound(f"run {run_id} not found")
+    return run_object(run_id, record, ap)
 
 
 def stream_modes(r: redis.Redis, run_id: str) -> list[str]:

@@ -50,6 +50,7 @@ class Translator:
     def __init__(self, r: aioredis.Redis, run_id: str, thread: dict[str, str], modes: list[str]):
         self.r, self.run_id, self.modes = r, run_id, set(modes)
         self.agent, self.thread_id = thread["agent"], thread["thread_id"]
+        self.sender = thread["sender"]  # the thread's conversation, in its tenant
         self.step = 0
         self.seen = 0
         self.interrupted = False
@@ -69,7 +70,7 @@ class Translator:
             self._forward(event)
 
     async def _values(self) -> dict[str, Any]:
-        cid = keys.cid(self.agent, f"thread:{self.thread_id}")
+        cid = keys.cid(self.agent, self.sender)
         raw: Any = await self.r.lrange(keys.conv(cid, "history"), 0, -1)
         return {"messages": messages.to_langchain([json.loads(m) for m in raw])}
 

@@ -1,6 +1,9 @@
 """Threads: ``/threads`` create, read, patch, delete, search, state and history.
 
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+
+Each route acts in the caller's tenant (``tenant.Space``): another tenant's thread is a 404 and
+never in a search, whatever its id.
 """
 
 from typing import Any
@@ -10,6 +13,7 @@ from fastapi import APIRouter, Response
 from gateway.agent_protocol import state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
+from gateway.agent_protocol.tenant import Space
 from gateway.deps import Redis
 from walrus_tasks.errors import NotFound
 
@@ -17,10 +21,10 @@ router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 
 
 @router.post("/threads")
-def create_thread(body: ThreadCreate, r: Redis) -> dict[str, Any]:
+def create_thread(body: ThreadCreate, r: Redis, tenant: Space) -> dict[str, Any]:
     """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``)."""
     return state.thread_view(
-        r, state.create_thread(r, body.thread_id, body.metadata, body.if_exists)
+        r, state.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
     )
 
 
@@ -33,11 +37,11 @@ def _matches(view: dict[str, Any], body: Search) -> bool:
     )
 
 
-def _search(r: Any, body: Search) -> list[dict[str, Any]]:
+def _search(r: Any, tenant: str | None, body: Search) -> list[dict[str, Any]]:
     views = []
-    for tid in state.thread_ids(r):
+    for tid in state.thread_ids(r, tenant):
         try:
-            view = state.thread_view(r, state.raw_thread(r, tid))
+            view = state.thread_view(r, state.raw_thread(r, tenant, tid))
         except NotFound:
             continue  # deleted meanwhile
         if _matches(view, body):
@@ -48,46 +52,48 @@ def _search(r: Any, body: Search) -> list[dict[str, Any]]:
 
 
 @router.post("/threads/search")
-def search_threads(body: Search, r: Redis) -> list[dict[str, Any]]:
+def search_threads(body: Search, r: Redis, tenant: Space) -> list[dict[str, Any]]:
     """Threads whose metadata has every given pair (``graph_id`` too), of ``status``, by page."""
-    return _search(r, body)[body.offset : body.offset + body.limit]
+    return _search(r, tenant, body)[body.offset : body.offset + body.limit]
 
 
 @router.post("/threads/count")
-def count_threads(body: Search, r: Redis) -> int:
+def count_threads(body: Search, r: Redis, tenant: Space) -> int:
     """How many threads match."""
-    return len(_search(r, body))
+    return len(_search(r, tenant, body))
 
 
 @router.get("/threads/{thread_id}")
-def get_thread(thread_id: str, r: Redis) -> dict[str, Any]:
+def get_thread(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """One thread, with its values, status and interrupts."""
-    return state.thread_view(r, state.raw_thread(r, thread_id))
+    return state.thread_view(r, state.raw_thread(r, tenant, thread_id))
 
 
 @router.patch("/threads/{thread_id}")
-def patch_thread(thread_id: str, body: ThreadPatch, r: Redis) -> dict[str, Any]:
+def patch_thread(thread_id: str, body: ThreadPatch, r: Redis, tenant: Space) -> dict[str, Any]:
     """Merge ``metadata`` into the thread's."""
-    return state.thread_view(r, state.patch_thread(r, thread_id, body.metadata))
+    return state.thread_view(r, state.patch_thread(r, tenant, thread_id, body.metadata))
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
-def delete_thread(thread_id: str, r: Redis) -> Response:
+def delete_thread(thread_id: str, r: Redis, tenant: Space) -> Response:
     """Delete the thread and its conversation (409 while a run is active)."""
-    state.delete_thread(r, thread_id)
+    state.delete_thread(r, tenant, thread_id)
     return Response(status_code=204)
 
 
 @router.get("/threads/{thread_id}/state")
-def get_state(thread_id: str, r: Redis) -> dict[str, Any]:
+def get_state(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """The thread's current state: values, next, tasks, interrupts."""
-    return state.state_view(r, state.raw_thread(r, thread_id))
+    return state.state_view(r, state.raw_thread(r, tenant, thread_id))
 
 
 @router.post("/threads/{thread_id}/history")
-def get_history(thread_id: str, r: Redis, body: dict[str, Any] | None = None) -> list[Any]:
+def get_history(
+    thread_id: str, r: Redis, tenant: Space, body: dict[str, Any] | None = None
+) -> list[Any]:
     """The thread's states, newest first: walrus keeps the current one only."""
-    view = state.state_view(r, state.raw_thread(r, thread_id))
+    view = state.state_view(r, state.raw_thread(r, tenant, thread_id))
     wanted = (body or {}).get("metadata") or {}
     if any(view["metadata"].get(k) != v for k, v in wanted.items()):
         return []

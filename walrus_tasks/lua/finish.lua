@@ -8,7 +8,8 @@
 -- ARGV: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
 --       result_json (what the parent's delegate call reports for this run), grace_ms,
 --       then the figure's fields (metrics.run_figure: count field, seconds field, seconds or
---       '', bucket field), or nothing to count none
+--       '', bucket field), or nothing to count none; then (field, increment) pairs, each
+--       added to the same hash (metrics.tenant_figure: the run and its tokens by tenant)
 -- A run marked `rollback` (lib/runs.lua rollback_run) has its messages removed from history here,
 -- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
 -- grace_ms: the caller sends it, and the reaper again if the caller died first
@@ -43,6 +44,9 @@ if ARGV[13] then  -- pcall: a bad figure never leaves a run unended
   if ARGV[15] ~= '' then
     redis.pcall('HINCRBYFLOAT', KEYS[4], ARGV[14], ARGV[15])
     redis.pcall('HINCRBY', KEYS[4], ARGV[16], 1)
+  end
+  for i = 17, #ARGV - 1, 2 do
+    redis.pcall('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
   end
 end
 local next_run = start_next(ARGV[4], ARGV[1], tonumber(ARGV[8]), tonumber(ARGV[2]), ARGV[9])
