@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import RETRY_AFTER, error_response
-from walrus_tasks import store, tenancy
+from walrus_tasks import reads, tenancy
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import NotFound
@@ -288,7 +288,7 @@ async def _run_record(run_id: str) -> dict[str, str] | None:
     if not RUN_ID_RE.fullmatch(run_id):
         return None
     try:
-        return await run_in_threadpool(store.run_record, get_redis(), run_id)
+        return await run_in_threadpool(reads.run_record, get_redis(), run_id)
     except NotFound:
         return None
 

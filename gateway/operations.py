@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, runs, store, subscriptions, waits, webhooks
+from walrus_tasks import crons, keys, reads, runs, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.feed import live_end
@@ -196,14 +196,14 @@ def history(
     r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
 ) -> list[dict[str, Any]]:
     """The conversation's messages in order."""
-    return store.history(r, known_agent(config, agent), sender_in(tenant, sender))
+    return reads.history(r, known_agent(config, agent), sender_in(tenant, sender))
 
 
 def archives(
     r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
 ) -> list[dict[str, Any]]:
     """The histories compaction replaced, oldest first."""
-    return store.archives(r, known_agent(config, agent), sender_in(tenant, sender))
+    return reads.archives(r, known_agent(config, agent), sender_in(tenant, sender))
 
 
 def conversations(
@@ -215,7 +215,7 @@ def conversations(
     always of its own for a tenant token.
     """
     tenant = caller.acting(tenant)
-    rows = store.conversations(r, agent_name(agent) if agent else None)
+    rows = reads.conversations(r, agent_name(agent) if agent else None)
     if tenant is None:
         return rows
     return [c for c in rows if c.tenant == tenant]
@@ -223,7 +223,7 @@ def conversations(
 
 def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     """Status of one run (NotFound, also for another tenant's run)."""
-    record = store.run_record(r, run_id)
+    record = reads.run_record(r, run_id)
     if not caller.sees(record.get("sender", "")):
         raise NotFound(f"unknown run {run_id!r}")
     return RunInfo.from_hash(record)

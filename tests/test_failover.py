@@ -19,7 +19,7 @@ import redis
 
 from tests.cluster import Cluster, running, wait_for
 from tests.ha import SentinelGroup
-from walrus_tasks import replication, scripts
+from walrus_tasks import durable, scripts
 from walrus_tasks.redis_server import start_redis
 from walrus_tasks.redis_url import sync_client
 
@@ -150,18 +150,18 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
     replica = start_redis(tmp_path / "replica", appendonly=False)
     try:
         r = sync_client(master.url, decode_responses=True)
-        assert replication.connected_replicas(r) == 0
+        assert durable.connected_replicas(r) == 0
         sync_client(replica.url).replicaof("127.0.0.1", master.port)
 
         def replicas() -> int:
-            replication._replicas.clear()  # not the count cached a moment ago
-            return replication.connected_replicas(r)
+            durable._replicas.clear()  # not the count cached a moment ago
+            return durable.connected_replicas(r)
 
         wait_for(lambda: replicas() == 1, 20, 0.05, "the replica to connect")
         before = int(r.get("walrus:replica:probe") or 0)
         args = ["run-x", "echo", "alice", "hi", "enqueue", 0, "echo:alice", "{}"]
         keys = ["l", "f", "i", "walrus:run:run-x", "a"]
-        assert replication.call_acknowledged(r, "submit", keys, args)[0] == "ok"
+        assert durable.call_acknowledged(r, "submit", keys, args)[0] == "ok"
         assert int(r.get("walrus:replica:probe") or 0) == before + 1
         replica_client = sync_client(replica.url, decode_responses=True)
         assert replica_client.exists("walrus:run:run-x"), "the replica holds it on return"

@@ -182,7 +182,7 @@ CONFIG_GENERATION = PREFIX + "config:generation"
 """STRING counter: bumped by a reload; every process re-reads its config when it moves."""
 REPLICA_PROBE = PREFIX + "replica:probe"
 """STRING counter: written by ``submit()`` right before ``WAIT``, so the wait always covers the
-message (``walrus_tasks.replication``)."""
+message (``walrus_tasks.durable``)."""
 
 
 def fired(timer: str, due_ms: int) -> str:

@@ -44,7 +44,7 @@ transition starts a conversation's next message while its active run has not end
 (``live_active`` in ``lua/lib/runs.lua``).
 
 Reads of what the transitions wrote (history, archives, run records, conversations) are in
-``walrus_tasks.store``; the run events in ``walrus_tasks.run_events``.
+``walrus_tasks.reads``; the run events in ``walrus_tasks.run_events``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import fair, keys, limits, replication, scripts, tenancy
+from walrus_tasks import durable, fair, keys, limits, scripts, tenancy
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.run_events import (
     STEP_BOUNDARY,
@@ -127,7 +127,7 @@ def enqueue(
     conversation = keys.cid(agent, sender)
     meta = {**meta, "tenant": meta.get("tenant") or limits.tenant_of(sender)}
     # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
-    res = replication.call_acknowledged(
+    res = durable.call_acknowledged(
         r,
         "submit",
         [

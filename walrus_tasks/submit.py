@@ -12,7 +12,7 @@ from typing import Literal
 import redis
 from kombu.exceptions import OperationalError
 
-from walrus_tasks import keys, replication, runs, waits
+from walrus_tasks import durable, keys, runs, waits
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
@@ -78,7 +78,7 @@ def submit(
 
     Durable across a failover: when the master has replicas the write is acknowledged by one
     before this returns, and while Redis fails over the write is retried under the same run id
-    (``walrus_tasks.replication``). Raises Unavailable if Redis stays away.
+    (``walrus_tasks.durable``). Raises Unavailable if Redis stays away.
     """
     meta = dict(meta or {})
     if unknown := set(meta) - RUN_FIELDS:
@@ -91,7 +91,7 @@ def submit(
         attempts += 1
         return runs.enqueue(r, run_id, agent, sender, content, on_busy, meta)
 
-    done = replication.retrying(write, f"submit to {agent}/{sender}")
+    done = durable.retrying(write, f"submit to {agent}/{sender}")
     if done.state == "exists" and attempts > 1:
         # An earlier attempt landed but its answer was lost (a failover): it sent no drain.
         _drain(agent, sender, run_id)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from walrus_tasks import agent_protocol, keys, scripts, store
+from walrus_tasks import agent_protocol, keys, reads, scripts
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.lease import now_ms
@@ -99,7 +99,7 @@ def due(r: redis.Redis, hold_seconds: float) -> list[tuple[str, str]]:
 
 def _values(r: redis.Redis, run_id: str, record: dict[str, str]) -> dict[str, Any]:
     """The thread's messages up to the run's last one (its state as the run ended)."""
-    history = store.history(r, record["agent"], record["sender"])
+    history = reads.history(r, record["agent"], record["sender"])
     last = max((i for i, m in enumerate(history) if m.get("run_id") == run_id), default=None)
     if last is not None:
         history = history[: last + 1]

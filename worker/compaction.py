@@ -1,6 +1,6 @@
 """Compaction: an LLM summary replaces a conversation's history, which is archived.
 
-``store.compact`` archives the old history and emits ``compacted {content: "[context
+``reads.compact`` archives the old history and emits ``compacted {content: "[context
 compacted]"}``. It runs inside a run, under the conversation lease: as its own run
 (``kind=compact``, requested over the API) or before the first LLM call of a run past
 ``compact_threshold``.
@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import run_events, runs, store
+from walrus_tasks import reads, run_events, runs
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost
 from walrus_tasks.lease import Fence, LeaseKeeper
@@ -71,7 +71,7 @@ def compact(
     keep: int = 0,
 ) -> int:
     """Summarise and replace all but the last ``keep`` messages; how many were archived."""
-    history = store.history(r, fence.agent, fence.sender)
+    history = reads.history(r, fence.agent, fence.sender)
     old = history[: len(history) - keep]
     if not old:
         return 0

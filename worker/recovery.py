@@ -6,7 +6,7 @@ import logging
 
 import redis
 
-from walrus_tasks import fair, keys, runs, store, webhooks
+from walrus_tasks import fair, keys, reads, runs, webhooks
 from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
@@ -62,7 +62,7 @@ def resume(r: redis.Redis, fence: Fence) -> None:
     An LLM step sent again that had streamed output gets a ``restart`` event as it is claimed
     (``lua/begin_step.lua``), so clients drop that output before the step streams again.
     """
-    record = store.run_record(r, fence.run_id)
+    record = reads.run_record(r, fence.run_id)
     recoveries = int(record.get("recoveries", 0))
     step, phase = int(record.get("step", 0)), record.get("phase", "llm")
     with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import fair, keys, run_events, runs, store, subscriptions, tenancy, waits
+from walrus_tasks import fair, keys, reads, run_events, runs, subscriptions, tenancy, waits
 from walrus_tasks import metrics as shared_metrics
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
@@ -377,7 +377,7 @@ def finish(
     ``record``: the run record as it is now, if the caller has it (else it is read).
     """
     if record is None:
-        record = store.run_record(r, fence.run_id)
+        record = reads.run_record(r, fence.run_id)
     usage: run_events.Usage = {
         "input_tokens": int(record.get("input_tokens", 0)),
         "output_tokens": int(record.get("output_tokens", 0)),
@@ -490,7 +490,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
     """
     r = get_redis()
     try:
-        record = store.run_record(r, fence.run_id)
+        record = reads.run_record(r, fence.run_id)
     except NotFound:
         return "stale"
     calls: list[dict[str, Any]] = json.loads(record.get("calls") or "[]")

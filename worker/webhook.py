@@ -15,7 +15,7 @@ from typing import Literal
 import httpx
 import redis
 
-from walrus_tasks import store, webhooks
+from walrus_tasks import reads, webhooks
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.log import bound
@@ -56,7 +56,7 @@ def deliver(r: redis.Redis, config: Config, run_id: str, chain: str, attempt: in
     if webhooks.hold(r, run_id, chain, limits.timeout + HOLD_MARGIN) != "ok":
         return Delivery("skipped")
     try:
-        record = store.run_record(r, run_id)
+        record = reads.run_record(r, run_id)
     except NotFound:
         webhooks.delivered(r, run_id)
         log.error("webhook of run %s not sent: its record has expired", run_id)

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from gateway.agent_protocol import messages
-from walrus_tasks import conversations, keys, store, tenancy
+from walrus_tasks import conversations, keys, reads, tenancy
 from walrus_tasks.agent_protocol import iso as iso
 from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
@@ -188,7 +188,7 @@ def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread's state values: ``{"messages": [...]}``."""
     if not h.get("agent"):
         return {"messages": []}
-    history = store.history(r, h["agent"], h["sender"])
+    history = reads.history(r, h["agent"], h["sender"])
     return {"messages": messages.to_langchain(history)}
 
 
@@ -263,7 +263,7 @@ def run_view(r: redis.Redis, run_id: str, h: dict[str, str]) -> dict[str, Any]:
     ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
     if not ap or ap["thread_id"] != h["thread_id"]:
         raise NotFound(f"run {run_id} not found")
-    record = store.run_record(r, run_id)
+    record = reads.run_record(r, run_id)
     if tenancy.tenant_of(record.get("sender", "")) != tenant_in(h):
         raise NotFound(f"run {run_id} not found")
     return run_object(run_id, record, ap)

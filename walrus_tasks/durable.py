@@ -23,7 +23,7 @@ from walrus_tasks import keys, scripts
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.settings import get_settings
 
-log = logging.getLogger("walrus.replication")
+log = logging.getLogger("walrus.durable")
 
 REPLICAS_TTL = 1.0
 """Seconds a master's replica count is reused before it is asked again (``INFO``)."""
