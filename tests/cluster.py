@@ -96,8 +96,12 @@ class Cluster:
     def start_beat(self, name: str = "beat") -> None:
         self._spawn(name, ["beat"])
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait for the gateway's /healthz and for every worker to answer a Celery ping."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for the gateway's /healthz and for every worker to answer a Celery ping.
+
+        A start is mostly imports (3 to 4 CPU-seconds each): on two shared cores under load it
+        has been seen to take over 30 s, hence the bound of 60 s.
+        """
         workers = {
             f"{n}@test"
             for n, p in self.procs.items()
@@ -147,11 +151,13 @@ class Cluster:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
 
-    def stop(self) -> None:
-        for p in self.procs.values():
+    def stop(self, names: Sequence[str] | None = None) -> None:
+        """SIGTERM ``names`` (default: every process), SIGKILL what has not exited in 10 s."""
+        procs = [p for n, p in self.procs.items() if names is None or n in names]
+        for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
+        for p in procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -223,6 +229,23 @@ def running(
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextmanager
+def own_processes(cluster: Cluster) -> Iterator[Cluster]:
+    """The processes a test starts on a module's cluster, stopped and forgotten when it ends.
+
+    A module then starts its gateway once, while each test still starts (and kills) workers
+    and beat of its own, as it would on a cluster of its own.
+    """
+    before = set(cluster.procs)
+    try:
+        yield cluster
+    finally:
+        started = [n for n in cluster.procs if n not in before]
+        cluster.stop(started)
+        for name in started:
+            del cluster.procs[name]
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -3,6 +3,8 @@ directory with test agents, a fake LLM server over real HTTP, and real walrus pr
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import tempfile
 import textwrap
@@ -10,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -25,6 +28,8 @@ _redis: RedisServer | None = None
 def pytest_configure(config: pytest.Config) -> None:
     """Start the test Redis and point every walrus setting at it before modules import."""
     global _redis
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the pytest-xdist controller runs no test: each xdist worker starts its own
     from walrus_tasks.celery_app import app
     from walrus_tasks.settings import get_settings
 
@@ -41,6 +46,78 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
         _redis.stop()
+
+
+# --- markers: e2e, slow, ha (registered in pyproject.toml), set here so test modules need none ---
+
+HA_MODULES = frozenset(
+    {
+        "test_broker_depth", "test_chaos", "test_compose_ha", "test_failover", "test_rabbitmq",
+        "test_redis_outage", "test_redis_restart", "test_restart",
+    }
+)  # fmt: skip
+"""Sentinel, failover, RabbitMQ and restarts of Redis or of every process."""
+
+SLOW_TESTS = frozenset(
+    {
+        "test_a_master_killed_mid_load_loses_no_accepted_message",
+        "test_a_thousand_sse_clients_all_get_their_end_on_a_constant_number_of_redis_connections",
+        "test_no_accepted_message_is_lost_duplicated_reordered_or_unanswered_under_faults",
+        "test_conversations_are_each_ordered_and_run_in_parallel",
+        "test_steps_a_freed_slot_wakes_run_once_each",
+        "test_walrus_events_cli",
+        "test_messages_left_unacked_by_a_killed_worker_are_redelivered_as_no_ops",
+        "test_kill_9_of_the_worker_mid_run_resumes_on_another_worker",
+        "test_a_redelivered_step_resumes_the_run_without_the_reaper",
+        "test_the_compose_stack_serves_a_message_and_passes_its_healthchecks",
+        "test_ask_user_waits_without_a_worker_and_resumes_on_another",
+        "test_a_ready_conversation_whose_drain_message_was_lost_is_drained_by_the_reaper",
+        "test_a_tenants_share_caps_its_calls_whoever_sends_them",
+        "test_a_worker_with_metrics_port_serves_step_and_tool_durations_of_its_pool",
+        "test_heartbeats_arrive_each_interval_never_two_at_once_and_follow_a_reload",
+        "test_in_process_tests_leave_a_decoy_redis_named_by_walrus_redis_url_untouched",
+        "test_a_run_recovered_from_a_killed_worker_sends_its_webhook_once",
+        "test_a_connection_idle_as_long_as_a_client_keeps_it_is_still_served",
+        "test_max_concurrency_holds_across_workers_and_every_run_succeeds",
+    }
+)
+"""Tests whose call alone took 15 s or more in a full run (besides every ``ha`` test)."""
+
+_PROCESS_WORDS = ("Cluster(", "running(", "subprocess", "Popen", "start_redis", "start_worker")
+
+
+def _starts_processes(obj: Any) -> bool:
+    """Whether a function's source starts real processes (a cluster, a CLI, a Redis)."""
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        return False
+    return any(word in source for word in _PROCESS_WORDS)
+
+
+def _is_e2e(item: pytest.Function) -> bool:
+    """A test that runs real walrus processes: itself, a fixture or a module helper it calls."""
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    if any(_starts_processes(defs[-1].func) for defs in fixtures if defs):
+        return True
+    helpers = [item.module.__dict__.get(n) for n in item.function.__code__.co_names]
+    called = [h for h in helpers if inspect.isfunction(h) and h.__module__ == item.module.__name__]
+    return any(_starts_processes(f) for f in [item.function, *called])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` (real processes), ``ha`` (by module) and ``slow`` (by measured time)."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        module = item.module.__name__.rpartition(".")[2]
+        ha = module in HA_MODULES
+        if ha or _is_e2e(item):
+            item.add_marker(pytest.mark.e2e)
+        if ha:
+            item.add_marker(pytest.mark.ha)
+        if ha or item.originalname in SLOW_TESTS or item.get_closest_marker("chaos"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -181,6 +258,20 @@ AGENTS = {
 }
 
 
+SHARED_AGENT_MODULES = ("tests.test_agent_protocol", "tests.test_console", "tests.test_ws_turns")
+"""Modules whose ``AGENTS`` the session ``home`` carries too: their tests run on the session
+``cluster`` instead of starting a cluster of their own only to add an agent."""
+
+
+def shared_agents() -> dict[str, str]:
+    """The test agents plus those of ``SHARED_AGENT_MODULES`` (one name, one definition)."""
+    agents = dict(AGENTS)
+    for module in SHARED_AGENT_MODULES:
+        for name, body in importlib.import_module(module).AGENTS.items():
+            assert agents.setdefault(name, body) == body, f"{module} redefines agent {name!r}"
+    return agents
+
+
 def write_home(home: Path, fake_base_url: str) -> Path:
     (home / "agents").mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
@@ -217,7 +308,9 @@ def agents_home(root: Path, fake_base_url: str, agents: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory, fake_llm: object) -> Path:
-    return write_home(tmp_path_factory.mktemp("home"), fake_llm.base_url)  # type: ignore[attr-defined]
+    root = write_home(tmp_path_factory.mktemp("home"), fake_llm.base_url)  # type: ignore[attr-defined]
+    write_agents(root, shared_agents())
+    return root
 
 
 @pytest.fixture(scope="session")

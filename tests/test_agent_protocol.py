@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,28 +12,17 @@ import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError
 
-from tests.cluster import Cluster, running, wait_for
-from tests.conftest import agents_home, redis_db_url
+from tests.cluster import Cluster, wait_for
 from tests.fakellm import FakeLLM, FakeReply
-from walrus_tasks.redis_server import RedisServer
 
 AGENTS = {"apask": 'model = "fake/m-apask"\ntools = ["ask_user"]\n'}
 QUESTION = {"questions": [{"question": "Which colour?", "options": [{"label": "blue"}]}]}
 
 
 @pytest.fixture(scope="module")
-def ap(
-    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """Gateway, two workers and beat on a database of their own."""
-    root = tmp_path_factory.mktemp("ap")
-    c = Cluster(
-        redis_url=redis_db_url(redis_server),
-        home=agents_home(root / "home", fake_llm.base_url, AGENTS),  # type: ignore[attr-defined]
-        log_dir=root,
-    )
-    with running(c, workers=("w1", "w2"), beat=True):
-        yield c
+def ap(cluster: Cluster) -> Cluster:
+    """The session cluster (gateway, two workers, beat), which carries ``AGENTS``."""
+    return cluster
 
 
 def client(c: Cluster) -> Any:

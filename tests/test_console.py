@@ -14,7 +14,7 @@ import pytest
 
 from tests.browser import DESKTOP, PHONE, Page, browser, shots
 from tests.cluster import Cluster, running
-from tests.conftest import agents_home, redis_db_url, write_home
+from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM, FakeReply
 from walrus_tasks.redis_server import RedisServer
 
@@ -31,15 +31,9 @@ TOKEN = "console-test-token"
 
 
 @pytest.fixture(scope="module")
-def console_cluster(
-    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    home = agents_home(tmp_path_factory.mktemp("console-home"), fake_llm.base_url, AGENTS)
-    c = Cluster(
-        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("l")
-    )
-    with running(c):
-        yield c
+def console_cluster(cluster: Cluster) -> Cluster:
+    """The session cluster, which carries ``AGENTS``."""
+    return cluster
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,9 +41,13 @@ AGENTS = {
 }
 
 
-@pytest.fixture
-def one_slot(redis_server: RedisServer, fake_llm: FakeLLM, tmp_path: Path) -> Iterator[Cluster]:
-    """A gateway and one worker with one pool slot (``--concurrency 1``)."""
+@pytest.fixture(scope="module")
+def one_slot(
+    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A gateway and one worker with one pool slot (``--concurrency 1``), one per module:
+    each test has its own sender and models, and waits for its runs to end."""
+    tmp_path = tmp_path_factory.mktemp("retries")
     home = agents_home(tmp_path / "home", fake_llm.base_url, {
         n: textwrap.dedent(b) for n, b in AGENTS.items()
     })  # fmt: skip

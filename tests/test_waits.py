@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, running, wait_for
+from tests.cluster import Cluster, own_processes, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM, FakeReply
 from walrus_tasks.redis_server import RedisServer
@@ -26,18 +25,27 @@ AGENTS = {
 }
 
 
-@pytest.fixture
-def waiting_cluster(
-    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path: Path
+@pytest.fixture(scope="module")
+def waiting_gateway(
+    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    """Gateway + reaper (1 s), no worker yet: each test starts the workers it needs."""
+    """Gateway + reaper (1 s), no worker: one for the module (each test has its own sender)."""
+    root = tmp_path_factory.mktemp("waits")
     c = Cluster(
         redis_url=redis_db_url(redis_server),
-        home=agents_home(tmp_path / "home", fake_llm.base_url, AGENTS),
-        log_dir=tmp_path,
+        home=agents_home(root / "home", fake_llm.base_url, AGENTS),
+        log_dir=root,
         env_extra={"WALRUS_REAPER_INTERVAL": "1"},
     )
     with running(c, workers=()):
+        yield c
+
+
+@pytest.fixture
+def waiting_cluster(waiting_gateway: Cluster, fake_llm: FakeLLM) -> Iterator[Cluster]:
+    """The module's gateway; the workers and beat a test starts are stopped after it."""
+    fake_llm.reset()  # replies a failed test left queued must not answer the next test's calls
+    with own_processes(waiting_gateway) as c:
         yield c
 
 
@@ -72,7 +80,7 @@ def test_ask_user_waits_without_a_worker_and_resumes_on_another(
     # The worker that ran the question dies; the run holds no worker, so nothing is lost.
     c.kill9("worker-a")
     c.start_worker("worker-b")
-    wait_for(lambda: "worker-b@test" in c.pinged(), 30, what="worker-b")
+    wait_for(lambda: "worker-b@test" in c.pinged(), 60, what="worker-b")  # a start, under load
     resp = post(c, f"/v1/agents/asker/conversations/{sender}/reply", {"content": "blue"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "resumed"

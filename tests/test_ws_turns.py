@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from tests.cluster import Cluster, running
-from tests.conftest import agents_home, redis_db_url
+from tests.cluster import Cluster
 from tests.fakellm import FakeLLM, FakeReply
 from tests.test_ws import Socket, error_code
-from walrus_tasks.redis_server import RedisServer
 
 AGENTS = {
     "wsask": 'model = "fake/m-wsask"\ntools = ["ask_user"]\n',
@@ -23,13 +21,9 @@ AGENTS = {
 
 
 @pytest.fixture(scope="module")
-def turns_cluster(
-    redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    root = agents_home(tmp_path_factory.mktemp("ws-turns") / "home", fake_llm.base_url, AGENTS)
-    c = Cluster(redis_url=redis_db_url(redis_server), home=root, log_dir=root.parent)
-    with running(c):
-        yield c
+def turns_cluster(cluster: Cluster) -> Cluster:
+    """The session cluster, which carries ``AGENTS``."""
+    return cluster
 
 
 @pytest.fixture
