@@ -357,9 +357,10 @@ def test_stats_count_agents_conversations_active_and_queued_runs(mc: Cluster) ->
     assert set(stats["queues"]) >= {"walrus.runs", "walrus.tools"}
     assert set(stats) == {
         "agents", "conversations", "active_runs", "queued", "leases", "queues", "broker_up",
-        "unacked", "runs", "limits",
+        "unacked", "runs", "limits", "tenants",
     }  # fmt: skip
     assert stats["broker_up"] is True
+    assert isinstance(stats["tenants"], dict)
     assert mc.wait_run(second)["status"] == "cancelled"
 
 
