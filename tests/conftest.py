@@ -328,6 +328,18 @@ def cluster(
         yield c
 
 
+@pytest.fixture(scope="module")
+def lone_gateway(
+    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A gateway alone (no worker) on a fresh database, for a module's gateway-only tests."""
+    c = Cluster(
+        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("gw")
+    )
+    with running(c, workers=()):
+        yield c
+
+
 @pytest.fixture
 def private_cluster(redis_server: RedisServer, home: Path, tmp_path: Path) -> Iterator[Cluster]:
     """An empty cluster on a fresh Redis database; the test starts the processes it needs."""

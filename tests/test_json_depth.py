@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,11 +13,9 @@ import pytest
 import redis
 from websockets.sync.client import connect
 
-from tests.cluster import Cluster, running
-from tests.conftest import redis_db_url
+from tests.cluster import Cluster
 from walrus_tasks import keys
 from walrus_tasks.json_depth import MAX_DEPTH, TRIMMED, loads_checked, too_deep, trim
-from walrus_tasks.redis_server import RedisServer
 
 pytestmark = pytest.mark.security
 
@@ -28,27 +25,15 @@ def nest(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-@pytest.fixture(scope="module")
-def gw(
-    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """A gateway alone (no worker) on a fresh database."""
-    c = Cluster(
-        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("l")
-    )
-    with running(c, workers=()):
-        yield c
-
-
 @pytest.fixture
-def http(gw: Cluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gw.gateway_url, timeout=10) as client:
+def http(lone_gateway: Cluster) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lone_gateway.gateway_url, timeout=10) as client:
         yield client
 
 
 @pytest.fixture
-def db(gw: Cluster) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(gw.redis_url, decode_responses=True)
+def db(lone_gateway: Cluster) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(lone_gateway.redis_url, decode_responses=True)
     yield client
     client.close()
 
@@ -157,8 +142,8 @@ def test_deep_data_stored_before_the_bound_reads_200(http: httpx.Client, db: red
     assert thread in {t["thread_id"] for t in search.json()}
 
 
-def test_a_websocket_frame_too_deep_gets_an_error_frame(gw: Cluster) -> None:
-    url = gw.gateway_url.replace("http://", "ws://") + "/v1/ws"
+def test_a_websocket_frame_too_deep_gets_an_error_frame(lone_gateway: Cluster) -> None:
+    url = lone_gateway.gateway_url.replace("http://", "ws://") + "/v1/ws"
     with connect(url, open_timeout=10) as ws:
         ws.send(f'{{"id": 1, "op": "publish_event", "source": "s", "payload": {nest(200)}}}')
         frame = json.loads(ws.recv(timeout=10))

@@ -3,17 +3,13 @@ framing, no sniffing; and in the real browser both pages still load with no CSP 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.browser import DESKTOP, Page, browser
-from tests.cluster import Cluster, running
-from tests.conftest import redis_db_url
-from walrus_tasks.redis_server import RedisServer
+from tests.cluster import Cluster
 
 __all__ = ["browser"]  # fixture
 
@@ -27,25 +23,14 @@ document.addEventListener("securitypolicyviolation",
 """Recorded before any script of the page runs (an init script is not subject to the CSP)."""
 
 
-@pytest.fixture(scope="module")
-def gw(
-    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    c = Cluster(
-        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("l")
-    )
-    with running(c, workers=()):
-        yield c
-
-
 @pytest.mark.parametrize(
     "path", ["/console", "/console/ui/app.js", "/console/ui/style.css", "/docs",
              "/docs/static/swagger-ui.css"],
 )  # fmt: skip
 def test_the_pages_and_their_files_forbid_framing_sniffing_and_foreign_scripts(
-    gw: Cluster, path: str
+    lone_gateway: Cluster, path: str
 ) -> None:
-    resp = httpx.get(gw.gateway_url + path, timeout=10)
+    resp = httpx.get(lone_gateway.gateway_url + path, timeout=10)
     assert resp.status_code == 200
     csp = resp.headers["content-security-policy"]
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
@@ -61,13 +46,15 @@ def test_the_pages_and_their_files_forbid_framing_sniffing_and_foreign_scripts(
     assert resp.headers["x-content-type-options"] == "nosniff"
 
 
-def test_the_api_is_not_given_page_headers(gw: Cluster) -> None:
-    resp = httpx.get(gw.gateway_url + "/v1/agents", timeout=10)
+def test_the_api_is_not_given_page_headers(lone_gateway: Cluster) -> None:
+    resp = httpx.get(lone_gateway.gateway_url + "/v1/agents", timeout=10)
     assert "content-security-policy" not in resp.headers
 
 
-def test_both_pages_load_in_the_browser_with_no_csp_violation(browser: Any, gw: Cluster) -> None:
-    p = Page(browser, gw.gateway_url, DESKTOP)
+def test_both_pages_load_in_the_browser_with_no_csp_violation(
+    browser: Any, lone_gateway: Cluster
+) -> None:
+    p = Page(browser, lone_gateway.gateway_url, DESKTOP)
     try:
         pg: Any = p.page
         pg.add_init_script(VIOLATIONS)
