@@ -1,7 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
-The app is assembled here from module-level routers, one per resource and protocol; each is a
-thin adapter over :mod:`gateway.operations`.
+The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
+streams each face writes by hand, and the OpenAI and Agent Protocol faces; each is a thin adapter
+over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -16,9 +17,9 @@ from gateway import (
     agent_protocol,
     bus,
     console,
-    manage,
     native,
     openai_compat,
+    registry,
     sse_route,
     ws,
 )
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
 
-    for api in (*native.ROUTERS, openai_compat.router, admin.router, bus.router, manage.router):
+    for api in (*native.ROUTERS, *registry.routers(), bus.router, openai_compat.router):
         app.include_router(api)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)

@@ -103,7 +103,7 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
         ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
         ("DELETE", r"^/v1/subscriptions/[^/]+$"),
-        ("POST", r"^/v1/events$"),
+        ("POST", r"^/v1/(?:publish|events)$"),
         # The Agent Protocol: threads, runs, crons and the store act in the caller's tenant
         # (gateway.agent_protocol.tenant); assistants are the shared agents, read only.
         ("GET HEAD", r"^/assistants/[^/]+(?:/(?:schemas|graph|subgraphs))?$"),

@@ -3,12 +3,10 @@
 Delete a conversation; create, replace and delete agents; list the providers, skills and MCP
 servers of the config; count what Redis holds.
 
-No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
-
 An agent change writes ``agents/<name>.toml`` (:mod:`walrus_tasks.agent_files`: validated on a
 copy first, so a bad body is a 422 and nothing changes), then reloads like ``POST
 /v1/admin/reload``, so every gateway, worker and beat follows. Each operation is a plain function
-here, served by the HTTP routes below and by the WebSocket ops of ``gateway.ws``. All of them act
+here, served over HTTP and the WebSocket through :mod:`gateway.registry`. All of them act
 across agents and need a full-access token (``gateway.auth``), except deleting a conversation,
 which a token limited to that conversation's agent may do.
 """
@@ -18,12 +16,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from gateway.admin import reload_config
-from gateway.deps import Cfg, Redis, Sets, Who
-from gateway.errors import responses
 from gateway.operations import info_of
 from walrus_tasks import agent_files, conversations, keys, limits
 from walrus_tasks.celery_app import ALL_QUEUES
@@ -35,9 +31,6 @@ from walrus_tasks.models import AgentInfo
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import scoped
-
-ERRORS = responses({404: "unknown agent or conversation", 409: "in use", 413: "body too large",
-                    422: "invalid input or config"})  # fmt: skip
 
 
 class AgentFields(AgentConfig):
@@ -197,59 +190,3 @@ def stats(r: redis.Redis, config: Config) -> Stats:
         tenants={name: s.as_dict() for name, s in figures.tenants.items()},
         limits=limits.usage(r, config),
     )
-
-
-router = APIRouter(tags=["management"])
-
-
-@router.delete("/v1/agents/{agent}/conversations/{sender}", responses=ERRORS)
-def delete_conversation_route(
-    agent: str, sender: str, r: Redis, who: Who, tenant: str | None = None
-) -> dict[str, bool]:
-    """Delete the conversation's history and state: ``{"deleted": true}``; 409 while busy."""
-    return delete_conversation(r, agent, sender, who.acting(tenant))
-
-
-@router.post("/v1/agents", status_code=201, response_model=AgentInfo, responses=ERRORS)
-def create_agent(body: AgentConfig, r: Redis, request: Request, settings: Sets) -> AgentInfo:
-    """Write ``agents/<name>.toml`` and reload; 409 if the agent exists."""
-    return save_agent(request.app, r, settings, body, create=True)
-
-
-@router.put("/v1/agents/{agent}", response_model=AgentInfo, responses=ERRORS)
-def update_agent(
-    agent: str, body: AgentFields, r: Redis, request: Request, settings: Sets
-) -> AgentInfo:
-    """Replace the agent's whole config (omitted fields take their defaults) and reload."""
-    fields = body.model_dump(exclude_unset=True)
-    return save_agent(request.app, r, settings, agent_config(agent, fields), create=False)
-
-
-@router.delete("/v1/agents/{agent}", responses=ERRORS)
-def delete_agent_route(agent: str, r: Redis, request: Request, settings: Sets) -> dict[str, str]:
-    """Delete the agent's files and reload; 409 while another agent lists it in members."""
-    return delete_agent(request.app, r, settings, agent)
-
-
-@router.get("/v1/providers", response_model=ModelsInfo)
-def providers(config: Cfg) -> ModelsInfo:
-    """The configured providers and the models the agents use."""
-    return models_info(config)
-
-
-@router.get("/v1/skills", response_model=dict[str, list[SkillInfo]])
-def skills(config: Cfg) -> dict[str, list[SkillInfo]]:
-    """The skills of ``skills/<name>/SKILL.md``."""
-    return skills_info(config)
-
-
-@router.get("/v1/mcps", response_model=dict[str, list[McpInfo]])
-def mcps(config: Cfg) -> dict[str, list[McpInfo]]:
-    """The MCP servers and the agents that use them."""
-    return mcps_info(config)
-
-
-@router.get("/v1/stats", response_model=Stats)
-def stats_route(r: Redis, config: Cfg) -> Stats:
-    """Counts of agents, conversations, active and queued runs, leases, queue depths."""
-    return stats(r, config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import redis
@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from gateway.hub import Item, hub_for
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, reads, runs, subscriptions, waits, webhooks
+from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.feed import live_end
@@ -35,6 +35,8 @@ from walrus_tasks.models import (
     Published,
     Replied,
     RunInfo,
+    RunPage,
+    RunStatus,
     SendMessage,
     Steered,
     SubscriptionSpec,
@@ -227,6 +229,21 @@ def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     if not caller.sees(record.get("sender", "")):
         raise NotFound(f"unknown run {run_id!r}")
     return RunInfo.from_hash(record)
+
+
+def list_runs(
+    r: redis.Redis,
+    agent: str | None,
+    sender: str | None,
+    status: Collection[RunStatus],
+    limit: int,
+    cursor: str | None,
+    tenant: str | None,
+) -> RunPage:
+    """Runs of ``tenant`` (None: every tenant), newest first, filtered; a cursor pages on."""
+    return run_list.list_runs(
+        r, agent=agent, sender=sender, status=status, limit=limit, cursor=cursor, tenant=tenant
+    )
 
 
 def run_events(

@@ -134,11 +134,11 @@ def test_send_with_an_idempotency_key_twice_is_one_run(ws: Socket, sender: str) 
 
 
 def test_kill_cancels_the_streamed_run(ws: Socket, sender: str) -> None:
-    assert ws.result("kill", agent="slow", sender=sender) == {"run_id": None}
+    assert ws.result("cancel_run", agent="slow", sender=sender) == {"run_id": None}
     rid = ws.start("stream", agent="slow", content="go", sender=sender)
     while ws.next(rid)["event"]["type"] != "chunk":
         pass
-    killed = ws.result("kill", agent="slow", sender=sender)
+    killed = ws.result("cancel_run", agent="slow", sender=sender)
     events, run_id = ws.until_done(rid)
     assert killed == {"run_id": run_id}
     assert events[-1]["type"] == "end" and events[-1]["status"] == "cancelled"
@@ -168,6 +168,7 @@ def test_crons(ws: Socket) -> None:
     entry = ws.result("create_cron", schedule="@every 1h", agent="echo", message="tick")
     assert entry["agent"] == "echo" and entry["message"] == "tick" and entry["next_fire_at"]
     assert entry["id"] in {e["id"] for e in ws.result("list_crons")["crons"]}
+    assert ws.result("get_cron", cron_id=entry["id"])["id"] == entry["id"]
     assert ws.result("delete_cron", cron_id=entry["id"]) == {"deleted": entry["id"]}
     assert entry["id"] not in {e["id"] for e in ws.result("list_crons")["crons"]}
     assert error_code(ws.call("delete_cron", cron_id=entry["id"])) == "not_found"
@@ -182,28 +183,24 @@ def test_crons(ws: Socket) -> None:
 
 def test_subscriptions_and_publish(ws: Socket, cluster: Cluster) -> None:
     source = f"test.ws.{uuid.uuid4().hex[:8]}"
-    sub = ws.result("subscribe_event", source=source, target_agent="echo")
+    sub = ws.result("subscribe", source=source, target_agent="echo")
     try:
         assert sub["source"] == source and sub["target_agent"] == "echo" and sub["once"] is False
         assert sub in ws.result("list_subscriptions")["subscriptions"]
-        fired = ws.result("publish_event", source=source, payload={"n": 1})["fired"]
+        fired = ws.result("publish", source=source, payload={"n": 1})["fired"]
         assert len(fired) == 1
         info = cluster.wait_run(fired[0])
         assert (info["agent"], info["sender"]) == ("echo", f"event:{source}")
-        assert ws.result("publish_event", source=source + "x", payload="x") == {"fired": []}
+        assert ws.result("publish", source=source + "x", payload="x") == {"fired": []}
     finally:
-        assert ws.result("unsubscribe_event", sub_id=sub["id"]) == {"deleted": sub["id"]}
-    assert error_code(ws.call("unsubscribe_event", sub_id=sub["id"])) == "not_found"
-    assert error_code(ws.call("subscribe_event", source=source, target_agent="nope")) == (
-        "not_found"
-    )
-    assert error_code(ws.call("subscribe_event", source="bad source", target_agent="echo")) == (
-        "invalid"
-    )
+        assert ws.result("unsubscribe", sub_id=sub["id"]) == {"deleted": sub["id"]}
+    assert error_code(ws.call("unsubscribe", sub_id=sub["id"])) == "not_found"
+    assert error_code(ws.call("subscribe", source=source, target_agent="nope")) == ("not_found")
+    assert error_code(ws.call("subscribe", source="bad source", target_agent="echo")) == ("invalid")
 
 
 def test_subscribe_events_until_cancel(ws: Socket, cluster: Cluster, sender: str) -> None:
-    feed = ws.start("subscribe_events", agent="paced")
+    feed = ws.start("feed", agent="paced")
     assert ws.next(feed)["type"] == "subscribed"
     run_id = cluster.send("paced", "watch me", sender)
     seen: list[dict[str, Any]] = []
@@ -224,7 +221,7 @@ def test_subscribe_events_until_cancel(ws: Socket, cluster: Cluster, sender: str
 
 
 def test_a_request_id_in_flight_cannot_be_reused(ws: Socket) -> None:
-    ws.send({"id": "feed", "op": "subscribe_events"})
+    ws.send({"id": "feed", "op": "feed"})
     assert ws.next("feed")["type"] == "subscribed"
     ws.send({"id": "feed", "op": "ping"})
     assert error_code(ws.next("feed")) == "conflict"
@@ -257,8 +254,34 @@ def test_errors_keep_the_socket_open(ws: Socket, sender: str) -> None:
     assert error_code(ws.call("send", content="x")) == "invalid"  # no agent
     assert error_code(ws.call("get_history", agent="echo", sender="../etc")) == "invalid"
     assert error_code(ws.call("get_agent", agent="nope")) == "not_found"
-    assert error_code(ws.call("kill", agent="nope")) == "not_found"
+    assert error_code(ws.call("cancel_run", agent="nope")) == "not_found"
     assert error_code(ws.call("cancel", target="nothing")) == "not_found"
     assert error_code(ws.call("cancel")) == "invalid"
-    assert error_code(ws.call("subscribe_events", agent="nope")) == "not_found"
+    assert error_code(ws.call("feed", agent="nope")) == "not_found"
     assert ws.call("ping")["type"] == "pong"
+
+
+def test_runs_are_listed_and_read_like_over_http(ws: Socket, cluster: Cluster, sender: str) -> None:
+    run_id = ws.result("send", agent="echo", content="hi", sender=sender)["run_id"]
+    cluster.wait_run(run_id)
+    run = ws.result("get_run", run_id=run_id)
+    assert run["run_id"] == run_id and run["status"] == "succeeded"
+    page = ws.result("list_runs", agent="echo", sender=sender, status=["succeeded"], limit=5)
+    assert [r["run_id"] for r in page["runs"]] == [run_id]
+    assert error_code(ws.call("get_run", run_id="no such run")) == "invalid"
+    assert error_code(ws.call("list_runs", limit=0)) == "invalid"  # Query(ge=1) holds here too
+    assert error_code(ws.call("list_runs", status=["nope"])) == "invalid"
+
+
+def test_the_older_op_names_still_answer(ws: Socket, sender: str) -> None:
+    """Renamed ops keep their old names as aliases: kill, subscribe_event, unsubscribe_event,
+    publish_event, list_models, subscribe_events."""
+    assert ws.result("kill", agent="slow", sender=sender) == {"run_id": None}
+    assert "providers" in ws.result("list_models")
+    source = f"alias.{uuid.uuid4().hex[:6]}"
+    sub = ws.result("subscribe_event", source=source, target_agent="echo")
+    assert ws.result("publish_event", source=source + "x", payload="x") == {"fired": []}
+    assert ws.result("unsubscribe_event", sub_id=sub["id"]) == {"deleted": sub["id"]}
+    feed = ws.start("subscribe_events", agent="echo")
+    assert ws.next(feed)["type"] == "subscribed"
+    assert ws.result("cancel", target=feed) == {"cancelled": feed}

@@ -1,5 +1,5 @@
 """The management ops of ``WS /v1/ws`` (delete_conversation, create/update/delete_agent,
-list_models, list_skills, list_mcps, stats) over a real WebSocket client, on a gateway and a
+list_providers, list_skills, list_mcps, stats) over a real WebSocket client, on a gateway and a
 worker with a config directory of their own."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_delete_conversation_refuses_an_active_run(ws: Socket) -> None:
     while ws.next(rid)["event"]["type"] != "chunk":
         pass
     assert error_code(ws.call("delete_conversation", agent="slow", sender=sender)) == "conflict"
-    ws.result("kill", agent="slow", sender=sender)
+    ws.result("cancel_run", agent="slow", sender=sender)
     events, _ = ws.until_done(rid)
     assert events[-1]["status"] == "cancelled"
     assert ws.result("get_history", agent="slow", sender=sender)["messages"][0]["content"] == "go"
@@ -134,7 +134,7 @@ def test_listings_match_the_http_routes(ws: Socket, wc: Cluster) -> None:
         skills = c.get("/v1/skills").json()
         mcps = c.get("/v1/mcps").json()
         stats = c.get("/v1/stats").json()
-    assert ws.result("list_models") == providers
+    assert ws.result("list_providers") == providers
     assert {"mock", "fake/m-oai"} <= set(providers["models"])
     assert ws.result("list_skills") == skills
     assert skills["skills"][0]["name"] == "greet"
