@@ -101,7 +101,7 @@ def _post(gateway_url: str, agent: str, sender: str) -> str:
 
 
 def _kill(gateway_url: str, agent: str, sender: str) -> None:
-    url = f"{gateway_url}/v1/agents/{agent}/conversations/{sender}/kill"
+    url = f"{gateway_url}/v1/agents/{agent}/conversations/{sender}/cancel"
     httpx.post(url, timeout=30).raise_for_status()
 
 

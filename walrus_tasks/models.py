@@ -255,7 +255,7 @@ class Subscription(SubscriptionSpec):
 
 
 class PublishEvent(BaseModel):
-    """``POST /v1/events``: publish ``payload`` to every subscription of ``source``."""
+    """``POST /v1/publish``: publish ``payload`` to every subscription of ``source``."""
 
     model_config = ConfigDict(extra="forbid")
 

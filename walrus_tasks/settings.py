@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     gateway_max_streams_per_client: int = Field(
         default=1024,
         ge=1,
-        description="open event streams (SSE, and WebSocket stream/subscribe_events) one token "
+        description="open event streams (SSE, and WebSocket stream/feed) one token "
         "may hold, or one client address when no tokens are configured (per gateway process); "
         "the next is answered 429",
     )

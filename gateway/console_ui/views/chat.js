@@ -90,7 +90,7 @@ async function chat(main, agent, sender, tenant, signal) {
     h("div", { class: "bar" },
       h("h1", {}, h("a", { href: `#/agents/${encodeURIComponent(agent)}` }, agent), " / ", sender, tenant ? ` (${tenant})` : ""),
       h("button", { id: "kill", class: "danger", onclick: () => act(async () => {
-        const { run_id } = await api("POST", `${base}/kill${q}`);
+        const { run_id } = await api("POST", `${base}/cancel${q}`);
         status.append(note(run_id ? `killed run ${run_id}` : "nothing was running", "info"));
       }) }, "Kill"),
       h("button", { id: "compact", onclick: () => act(async () => {
