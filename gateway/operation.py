@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from gateway.deps import Agent, RunId, current_caller, current_settings, known_agent, valid_run_id
+from gateway.deps import Agent, RunId, current_caller, known_agent, valid_run_id
 from gateway.errors import responses
 from walrus_tasks.config import Config
 from walrus_tasks.connection import get_redis
@@ -59,16 +59,14 @@ class Call:
         return self.caller.acting(tenant)
 
 
+def call_of(app: FastAPI, caller: Caller) -> Call:
+    """The :class:`Call` of a request to ``app`` by ``caller`` (the config as it is now)."""
+    return Call(get_redis(), app.state.config, app.state.settings, caller, app)
+
+
 def current_call(request: Request) -> Call:
     """The :class:`Call` of an HTTP request."""
-    app: FastAPI = request.app
-    return Call(
-        r=get_redis(),
-        config=app.state.config,
-        settings=current_settings(request),
-        caller=current_caller(request),
-        app=app,
-    )
+    return call_of(request.app, current_caller(request))
 
 
 PATH_CHECKS: Mapping[str, Callable[[Call, Any], object]] = {

@@ -231,6 +231,10 @@ def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     return RunInfo.from_hash(record)
 
 
+MAX_RUNS_PAGE = run_list.MAX_LIMIT
+"""The most runs one page of :func:`list_runs` holds."""
+
+
 def list_runs(
     r: redis.Redis,
     agent: str | None,

@@ -22,7 +22,6 @@ from gateway import manage
 from gateway import operations as ops
 from gateway.admin import Reloaded, reload_config
 from gateway.operation import Access, Call, Http, Operation
-from walrus_tasks import run_list
 from walrus_tasks.config import AgentConfig
 from walrus_tasks.models import (
     Accepted,
@@ -294,7 +293,7 @@ def list_runs(
     agent: str | None = None,
     sender: str | None = None,
     status: Annotated[list[RunStatus] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=run_list.MAX_LIMIT)] = 50,
+    limit: Annotated[int, Query(ge=1, le=ops.MAX_RUNS_PAGE)] = 50,
     cursor: str | None = None,
     tenant: Tenant = None,
 ) -> RunPage:

@@ -28,10 +28,9 @@ from gateway import operations as ops
 from gateway import registry
 from gateway.deps import caller_of
 from gateway.errors import failure_of
-from gateway.operation import Access, Call
+from gateway.operation import Access, Call, call_of
 from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound
 from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
@@ -81,7 +80,7 @@ class Session:
 
     def call(self) -> Call:
         """The :class:`Call` of a request on this socket (the config as it is now)."""
-        return Call(get_redis(), self.cfg(), self.settings, self.caller, self.app)
+        return call_of(self.app, self.caller)
 
     def known_agent(self, name: Any) -> str:
         """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
@@ -246,7 +245,7 @@ async def _feed(s: Session, request_id: Any, args: Args) -> None:
     if agent is not None:
         await run_in_threadpool(s.known_agent, agent)
     with stream_slot():
-        start = await run_in_threadpool(ops.feed_start, get_redis(), after)
+        start = await run_in_threadpool(ops.feed_start, s.call().r, after)
         await s.send({"id": request_id, "type": "subscribed", "after": start})
         async for _, event in s.app.state.hub.feed_items(start, agent):
             if event is not None:
