@@ -5,7 +5,7 @@ OpenAI-compatible endpoint (:mod:`gateway.openai_compat`) and the Agent Protocol
 (:mod:`gateway.agent_protocol`) translate shapes and errors; what an operation checks and does
 is here. Each function validates its names itself (agent and sender), raises the
 :mod:`walrus_tasks.errors` exceptions (each protocol maps them once), and is blocking unless it
-is ``async`` (the async ones read run streams through the gateway's asyncio client).
+is ``async`` (run streams are read through the app's hub, which the caller passes).
 """
 
 from __future__ import annotations
