@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.state.aredis = async_redis(settings.redis_url, settings.sse_keepalive + 10)
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
-        app.state.hub.start(app.state.aredis)
+        app.state.hub.start()
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
         yield
         follower.cancel()

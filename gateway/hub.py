@@ -50,14 +50,6 @@ EXISTS_LUA = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS
 Item = tuple[str, dict[str, Any] | None]
 
 
-_BY_CLIENT: dict[int, Hub] = {}
-
-
-def hub_for(r: aioredis.Redis) -> Hub:
-    """The hub of the app whose asyncio client is ``r`` (so stream readers need only ``r``)."""
-    return _BY_CLIENT[id(r)]
-
-
 class SlowConsumer(Exception):
     """The subscriber fell more than its buffer behind; it must resume from its last id."""
 
@@ -172,16 +164,13 @@ class Hub:
         self._nonempty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._checked = time.monotonic()
-        self._client: aioredis.Redis | None = None
         self._exists_asked: list[tuple[str, asyncio.Future[bool]]] = []
         self._exists_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self, r: aioredis.Redis) -> None:
-        """Start the reader and the unblocker tasks; serve the app whose client is ``r``."""
-        self._client = r
-        _BY_CLIENT[id(r)] = self
+    def start(self) -> None:
+        """Start the reader and the unblocker tasks (the app's lifespan starts its hub)."""
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._unblock())]
 
     async def close(self) -> None:
@@ -190,7 +179,6 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        _BY_CLIENT.pop(id(self._client), None)
         await self._drop_reader()
         await self.control.aclose()
 

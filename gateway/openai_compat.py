@@ -14,27 +14,24 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.deps import ARedis, Cfg, Redis, Sets, Who
+from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
-from gateway.operations import forget, run_events, send_with_context
-from gateway.sse import SSE_HEADERS
+from gateway.hub import Hub
+from gateway.operations import forget, run_events, send, send_with_context
+from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
-from walrus_tasks.names import sender_name
+from walrus_tasks.models import SendMessage
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
-from walrus_tasks.settings import Settings
-from walrus_tasks.submit import submit
-from walrus_tasks.tenancy import scoped
 
 log = logging.getLogger("walrus.gateway")
 
@@ -202,15 +199,34 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
+DONE = "data: [DONE]\n\n"
+
+
+def stream_error(run_id: str) -> ErrorRender:
+    """How run ``run_id``'s stream ends with an error: an ``{"error"}`` chunk, then ``[DONE]``.
+
+    The ``openai`` package raises ``APIError`` (``body`` the error object) on a ``data:`` chunk
+    that carries ``error``; ``[DONE]`` ends the stream for any other reader.
+    """
+
+    def render(code: str, message: str) -> str:
+        body = {"message": message, "type": "server_error", "code": code, "run_id": run_id}
+        return _data({"error": body}) + DONE
+
+    return render
+
+
 async def stream_chunks(
-    r: aioredis.Redis, run_id: str, agent: str, include_usage: bool, settings: Settings
-) -> AsyncIterator[str]:
+    hub: Hub, run_id: str, agent: str, include_usage: bool
+) -> AsyncGenerator[str, None]:
     """The run as ``chat.completion.chunk`` SSE frames, then ``data: [DONE]``.
 
     A run that fails or is cancelled ends with an ``{"error": {...}}`` frame instead of the
     ``finish_reason`` chunk; idle waits send SSE comments as keep-alives. A step that restarted
     (its worker was lost) sends no word twice: while its new text repeats what went out it
     sends nothing, and where it differs the stream ends with a ``reply_restarted`` error.
+    (Redis away too long ends it with :func:`stream_error`'s ``unavailable``: see
+    :func:`gateway.sse.guarded`.)
     """
     head: dict[str, Any] = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": agent}  # fmt: skip
@@ -219,22 +235,18 @@ async def stream_chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return _data({**head, "choices": [choice]})
 
-    def error(code: str, message: str) -> str:
-        body = {"message": message, "type": "server_error", "code": code, "run_id": run_id}
-        return _data({"error": body})
-
+    error = stream_error(run_id)
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None
     once = ForwardOnce()
-    async for _, event in run_events(r, run_id, "0-0", settings):
+    async for _, event in run_events(hub, run_id, "0-0"):
         if event is None:
-            yield ": keep-alive\n\n"
+            yield KEEP_ALIVE
             continue
         try:
             text = once.feed(event)
         except ReplyDiverged as e:
             yield error(REPLY_RESTARTED, e.message)
-            yield "data: [DONE]\n\n"
             return
         if text:
             yield chunk({"content": text})
@@ -246,7 +258,8 @@ async def stream_chunks(
             yield _data({**head, "choices": [], "usage": usage_of(end).model_dump()})
     else:
         yield error(*run_error(run_id, end))
-    yield "data: [DONE]\n\n"
+        return
+    yield DONE
 
 
 _forgetting: set[asyncio.Task[None]] = set()
@@ -254,9 +267,8 @@ _forgetting: set[asyncio.Task[None]] = set()
 
 
 async def _then_forget(
-    frames: AsyncIterator[str], r: Any, aredis: aioredis.Redis, run_id: str, agent: str,
-    sender: str, settings: Settings,
-) -> AsyncIterator[str]:  # fmt: skip
+    frames: AsyncIterator[str], r: Any, hub: Hub, run_id: str, agent: str, sender: str
+) -> AsyncGenerator[str, None]:
     """``frames``, then the one-shot conversation is deleted once its run has ended.
 
     Also when the stream ended first (the client left, or a restarted reply diverged): a task
@@ -267,30 +279,26 @@ async def _then_forget(
             yield f
     finally:
         task = asyncio.get_running_loop().create_task(
-            _forget_after_end(r, aredis, run_id, agent, sender, settings)
+            _forget_after_end(r, hub, run_id, agent, sender)
         )
         _forgetting.add(task)
         task.add_done_callback(_forgetting.discard)
 
 
-async def _forget_after_end(
-    r: Any, aredis: aioredis.Redis, run_id: str, agent: str, sender: str, settings: Settings
-) -> None:
+async def _forget_after_end(r: Any, hub: Hub, run_id: str, agent: str, sender: str) -> None:
     try:
-        async for _ in run_events(aredis, run_id, "0-0", settings):
+        async for _ in run_events(hub, run_id, "0-0"):
             pass  # until the run's end event
         await run_in_threadpool(forget, r, agent, sender)
     except Exception:  # no one awaits this task: say why the conversation stays
         log.exception("one-shot conversation %s/%s not deleted", agent, sender)
 
 
-async def collect(
-    r: aioredis.Redis, run_id: str, settings: Settings
-) -> tuple[str, dict[str, Any] | None]:
+async def collect(hub: Hub, run_id: str) -> tuple[str, dict[str, Any] | None]:
     """The run's reply text (a restarted step's once), and its ``end`` (None: the run vanished)."""
     reply = ReplyText()
     end: dict[str, Any] | None = None
-    async for _, event in run_events(r, run_id, "0-0", settings):
+    async for _, event in run_events(hub, run_id, "0-0"):
         if event is not None:
             reply.feed(event)
             end = event if event["type"] == "end" else end
@@ -331,9 +339,8 @@ def get_model(model: str, config: Cfg) -> ModelInfo:
 async def chat_completions(
     body: ChatCompletionRequest,
     r: Redis,
-    aredis: ARedis,
+    hub: StreamHub,
     config: Cfg,
-    settings: Sets,
     who: Who,
     x_walrus_sender: Annotated[str | None, Header()] = None,
 ) -> Any:
@@ -357,9 +364,9 @@ async def chat_completions(
         hold_stream()  # before the run is submitted: a refused stream starts nothing
     key = body.user or x_walrus_sender
     oneshot: str | None = None
-    if key:
-        sender = scoped(who.tenant, sender_name(key))  # the token's tenant (admin: the default)
-        submitted = await run_in_threadpool(submit, r, agent, sender, content)
+    if key:  # the conversation of the token's tenant (an admin's: the default tenant)
+        asked = SendMessage(content=content, sender=key)
+        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who)
     else:
         prior = prior_messages(body.messages)
         oneshot, submitted = await run_in_threadpool(
@@ -368,11 +375,11 @@ async def chat_completions(
     run_id = submitted.run_id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        frames = stream_chunks(aredis, run_id, agent, include_usage, settings)
+        frames = stream_chunks(hub, run_id, agent, include_usage)
         if oneshot:
-            frames = _then_forget(frames, r, aredis, run_id, agent, oneshot, settings)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-    text, end = await collect(aredis, run_id, settings)
+            frames = _then_forget(frames, r, hub, run_id, agent, oneshot)
+        return face_stream(hub, frames, stream_error(run_id))
+    text, end = await collect(hub, run_id)
     if oneshot:
         await run_in_threadpool(forget, r, agent, oneshot)
     if end is None or end.get("status") != "succeeded":

@@ -5,7 +5,7 @@ OpenAI-compatible endpoint (:mod:`gateway.openai_compat`) and the Agent Protocol
 (:mod:`gateway.agent_protocol`) translate shapes and errors; what an operation checks and does
 is here. Each function validates its names itself (agent and sender), raises the
 :mod:`walrus_tasks.errors` exceptions (each protocol maps them once), and is blocking unless it
-is ``async`` (the async ones read run streams through the gateway's asyncio client).
+is ``async`` (run streams are read through the app's hub, which the caller passes).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
-from gateway.hub import Item, hub_for
+from gateway.hub import Hub, Item
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
@@ -42,7 +41,6 @@ from walrus_tasks.models import (
     SubscriptionSpec,
 )
 from walrus_tasks.names import ENTRY_ID_RE, agent_name, sender_name
-from walrus_tasks.settings import Settings
 from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, keyed_run_id, submit
 from walrus_tasks.submit import kill as kill_active
 from walrus_tasks.tenancy import OPEN, Caller, scoped
@@ -250,15 +248,13 @@ def list_runs(
     )
 
 
-def run_events(
-    r: aioredis.Redis, run_id: str, after: str, settings: Settings
-) -> AsyncIterator[Item]:
+def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` while idle.
 
-    Read by the app's :class:`gateway.hub.Hub` (``r`` names the app), which rides out a Redis
-    restart.
+    Read by the app's :class:`gateway.hub.Hub` (``app.state.hub``), which rides out a Redis
+    restart; once Redis has been away ``sse_redis_grace`` the Redis error propagates.
     """
-    return hub_for(r).run_items(run_id, after)
+    return hub.run_items(run_id, after)
 
 
 # --- crons and subscriptions ----------------------------------------------------------------

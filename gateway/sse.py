@@ -7,13 +7,18 @@ duplicate. Two ``error`` events end a stream early, both with no ``id`` (so ``La
 stays on the last real event) and ``resume: true``: ``unavailable`` when Redis stayed away longer
 than ``WALRUS_SSE_REDIS_GRACE``, and ``slow_consumer`` when the client fell more than
 ``WALRUS_SSE_BUFFER`` events behind.
+
+Every event stream of the gateway (the native routes, the OpenAI and Agent Protocol streams)
+is written by :class:`EventStream` through :func:`guarded`, which ends it with those two errors,
+each face rendering them in its own protocol's shape (an :data:`ErrorRender`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -27,6 +32,11 @@ from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RESUME = "reconnect with Last-Event-ID set to the id of the last event received"
+KEEP_ALIVE = ": keep-alive\n\n"
+"""The SSE comment sent while a stream is idle (every ``WALRUS_SSE_KEEPALIVE``)."""
+
+ErrorRender = Callable[[str, str], str]
+"""``(code, message)`` -> the SSE text that ends a stream with that error, in a face's shape."""
 
 
 def error_frame(message: str, code: str = "unavailable") -> str:
@@ -35,20 +45,37 @@ def error_frame(message: str, code: str = "unavailable") -> str:
     return f"event: error\ndata: {json.dumps(data)}\n\n"
 
 
-async def hub_frames(
-    entries: AsyncIterator[Entry | None], grace: float
-) -> AsyncGenerator[str, None]:
-    """The SSE text of ``entries`` (keep-alive comments while idle).
+def native_error(code: str, message: str) -> str:
+    """The native routes' :data:`ErrorRender`: :func:`error_frame`, saying how to resume."""
+    return error_frame(f"{message}; {RESUME}", code)
 
-    Ends with an error event if Redis stays away or the client falls too far behind.
+
+async def guarded(
+    frames: AsyncGenerator[str, None], render: ErrorRender, grace: float
+) -> AsyncGenerator[str, None]:
+    """``frames``, ended by ``render``'s error if Redis stays away or the client falls behind.
+
+    ``unavailable``: Redis was away longer than ``grace`` seconds (the hub rode out anything
+    shorter); ``slow_consumer``: the client fell more than ``WALRUS_SSE_BUFFER`` events behind.
     """
     try:
-        async for entry in entries:
-            yield ": keep-alive\n\n" if entry is None else entry.frame
+        async with aclosing(frames):  # closed at once when the stream ends, however it ends
+            async for frame in frames:
+                yield frame
     except REDIS_DOWN as e:
-        yield error_frame(f"redis unavailable for over {grace:g} s ({e}); {RESUME}")
+        yield render("unavailable", f"redis unavailable for over {grace:g} s ({e})")
     except SlowConsumer as e:
-        yield error_frame(f"this client fell behind the stream ({e}); {RESUME}", "slow_consumer")
+        yield render("slow_consumer", f"this client fell behind the stream ({e})")
+
+
+async def _entry_frames(entries: AsyncIterator[Entry | None]) -> AsyncGenerator[str, None]:
+    async for entry in entries:
+        yield KEEP_ALIVE if entry is None else entry.frame
+
+
+def hub_frames(entries: AsyncIterator[Entry | None], grace: float) -> AsyncGenerator[str, None]:
+    """The native SSE text of ``entries`` (keep-alive comments while idle), :func:`guarded`."""
+    return guarded(_entry_frames(entries), native_error, grace)
 
 
 async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator[Entry | None]:
@@ -70,11 +97,13 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncGenerator[str, None]) -> None:
+    def __init__(
+        self, frames: AsyncGenerator[str, None], headers: Mapping[str, str] | None = None
+    ) -> None:
         self.frames = frames
         self.status_code = 200
         self.background = None
-        self.init_headers(SSE_HEADERS)
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the headers, then every frame, until the frames end or the client leaves."""
@@ -116,9 +145,21 @@ async def _disconnected(receive: Receive) -> None:
         message = await receive()
 
 
-def sse_stream(frames: AsyncGenerator[str, None]) -> EventStream:
-    """A ``text/event-stream`` response of ``frames``."""
-    return EventStream(frames)
+def sse_stream(
+    frames: AsyncGenerator[str, None], headers: Mapping[str, str] | None = None
+) -> EventStream:
+    """A ``text/event-stream`` response of ``frames`` (already :func:`guarded`)."""
+    return EventStream(frames, headers)
+
+
+def face_stream(
+    hub: Hub,
+    frames: AsyncGenerator[str, None],
+    render: ErrorRender,
+    headers: Mapping[str, str] | None = None,
+) -> EventStream:
+    """A protocol face's event stream: ``frames`` :func:`guarded` with the face's ``render``."""
+    return EventStream(guarded(frames, render, hub.settings.sse_redis_grace), headers)
 
 
 def sse_response(hub: Hub, run_id: str, after: str) -> EventStream:

@@ -233,7 +233,7 @@ def _submit(s: Session, args: Args) -> Accepted:
 async def _stream(s: Session, request_id: Any, args: Args) -> None:
     with stream_slot():  # taken before the run is submitted: a refused stream starts nothing
         run_id = (await run_in_threadpool(_submit, s, args)).run_id
-        async for _, event in ops.run_events(s.app.state.aredis, run_id, "0-0", s.settings):
+        async for _, event in ops.run_events(s.app.state.hub, run_id, "0-0"):
             if event is not None:
                 await s.send({"id": request_id, "type": "event", "event": event})
     await s.send({"id": request_id, "type": "done", "run_id": run_id})

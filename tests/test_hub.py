@@ -50,7 +50,7 @@ def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: s
     async def main() -> tuple[list[list[str]], int, float]:
         before = {int(c["id"]) for c in r.client_list()}
         hub = Hub(Settings(redis_url=url))
-        hub.start(redis.asyncio.Redis())  # only a name for hub_for()
+        hub.start()
         try:
             subs = [
                 asyncio.create_task(
@@ -91,7 +91,7 @@ def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate
 
     async def main() -> tuple[list[str], list[str]]:
         hub = Hub(Settings(redis_url=url))
-        hub.start(redis.asyncio.Redis())
+        hub.start()
         try:
             first = hub.entries(stream, "0-0", run_id)
             ids = [add(r, run_id, {"type": "chunk", "content": str(i)}) for i in range(5)]
@@ -119,7 +119,7 @@ def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:
 
     async def main() -> tuple[str, list[str]]:
         hub = Hub(Settings(redis_url=url, sse_buffer=10))
-        hub.start(redis.asyncio.Redis())
+        hub.start()
         try:
             add(r, run_id, {"type": "start"})
             slow = hub.entries(stream, "0-0", run_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import redis
 from celery import Celery
@@ -238,4 +239,116 @@ def test_a_stream_ends_with_a_resumable_error_when_redis_stays_away(
         whole = seen + rest
         assert whole == cluster.events(run_id), "no gap, no duplicate"
         assert [e["type"] for _, e in whole].count("end") == 1 and whole[-1][1]["type"] == "end"
+        assert cluster.wait_run(run_id)["status"] in ("succeeded", "failed")
+
+
+def test_an_openai_stream_ends_with_an_error_chunk_when_redis_stays_away(
+    own_redis: Restartable, home: Path, tmp_path: Path
+) -> None:
+    sender = f"t-{uuid.uuid4().hex[:8]}"
+    cluster = make_cluster(own_redis, home, tmp_path, WALRUS_SSE_REDIS_GRACE="1")
+    with running(cluster, beat=True) as cluster:
+        client = openai.OpenAI(base_url=cluster.gateway_url + "/v1", api_key="x", max_retries=0)
+        stream = client.chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": "count"}], user=sender, stream=True
+        )
+        words: list[str] = []
+        with pytest.raises(openai.APIError) as raised:
+            for chunk in stream:
+                word = (chunk.choices[0].delta.content or "").strip() if chunk.choices else ""
+                words += [word] if word else []
+                if word and len(words) == 4:
+                    own_redis.stop()
+        error = raised.value.body
+        assert isinstance(error, dict) and error["code"] == "unavailable", error
+        assert error["type"] == "server_error" and error["run_id"]
+        assert words[:4] == ["w1", "w2", "w3", "w4"]
+        client.close()
+
+        own_redis.start()
+        revive_worker(cluster)
+        assert cluster.wait_run(error["run_id"])["status"] in ("succeeded", "failed")
+
+
+def content_of(data: str) -> str:
+    """The delta text of a ``chat.completion.chunk`` (``[DONE]`` and errors: "")."""
+    chunk = json.loads(data) if data.startswith("{") else {}
+    return "".join(c["delta"].get("content") or "" for c in chunk.get("choices", []))
+
+
+def test_an_openai_raw_stream_ends_with_the_error_then_done(
+    own_redis: Restartable, home: Path, tmp_path: Path
+) -> None:
+    sender = f"t-{uuid.uuid4().hex[:8]}"
+    cluster = make_cluster(own_redis, home, tmp_path, WALRUS_SSE_REDIS_GRACE="1")
+    chat = {"model": "slow", "user": sender, "stream": True,
+            "messages": [{"role": "user", "content": "count"}]}  # fmt: skip
+    with running(cluster, beat=True) as cluster:
+        data: list[str] = []
+        words = 0
+        with cluster.http() as c, c.stream("POST", "/v1/chat/completions", json=chat) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    data.append(line[6:])
+                    words += "w" in content_of(data[-1])
+                    if words == 4 and "w" in content_of(data[-1]):
+                        own_redis.stop()
+        assert data[-1] == "[DONE]"
+        error = json.loads(data[-2])["error"]
+        assert error["code"] == "unavailable" and "redis unavailable" in error["message"], error
+        own_redis.start()
+        revive_worker(cluster)
+        assert cluster.wait_run(error["run_id"])["status"] in ("succeeded", "failed")
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(event, id, data)`` of an SSE body (comments skipped)."""
+    event, entry_id, data = "", "", ""
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("id: "):
+            entry_id = line[4:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            yield event, entry_id, json.loads(data)
+            event, entry_id, data = "", "", ""
+
+
+def test_an_agent_protocol_stream_ends_with_an_error_event_when_redis_stays_away(
+    own_redis: Restartable, home: Path, tmp_path: Path
+) -> None:
+    cluster = make_cluster(own_redis, home, tmp_path, WALRUS_SSE_REDIS_GRACE="1")
+    run = {"assistant_id": "slow", "stream_mode": ["messages-tuple"],
+           "input": {"messages": [{"type": "human", "content": "count"}]}}  # fmt: skip
+    with running(cluster, beat=True) as cluster:
+        seen: list[tuple[str, str, dict[str, Any]]] = []
+        with cluster.http() as c, c.stream("POST", "/runs/stream", json=run) as resp:
+            assert resp.status_code == 200
+            where = resp.headers["content-location"]  # /threads/<thread>/runs/<run>
+            for item in sse_events(resp.iter_lines()):
+                seen.append(item)
+                if item[0] == "messages" and sum(e == "messages" for e, _, _ in seen) == 4:
+                    own_redis.stop()
+        event, entry_id, error = seen.pop()
+        assert event == "error" and entry_id == "", "no id: Last-Event-ID stays on the last event"
+        assert error["error"] == "unavailable" and "Last-Event-ID" in error["message"], error
+        assert sum(e == "messages" for e, _, _ in seen) >= 4
+
+        own_redis.start()
+        revive_worker(cluster)
+        last_id = seen[-1][1]
+        with (
+            cluster.http() as c,
+            c.stream("GET", f"{where}/stream", headers={"Last-Event-ID": last_id}) as resp,
+        ):
+            assert resp.status_code == 200
+            rest = list(sse_events(resp.iter_lines()))
+        ids = [i for _, i, _ in seen if i] + [i for _, i, _ in rest if i]
+        assert len(ids) == len(set(ids)), "no event twice"
+        run_id = where.rsplit("/", 1)[-1]
         assert cluster.wait_run(run_id)["status"] in ("succeeded", "failed")

@@ -3,12 +3,12 @@
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 
 A cron on a thread sends to the thread's conversation; a stateless one to ``cron:<id>`` as a
-walrus cron does. The store keeps each namespace in one hash (``keys.ap_store``); a search
+walrus cron does. The store keeps each namespace in one hash (``operations.store_*``); a search
 filters on equal values and, given ``query``, on the words of the JSON value (no embeddings).
 
 Both are the caller's tenant's (``tenant.Space``): a cron is a walrus cron of the tenant (it
 fires into the tenant's conversation; another tenant's is a 404 and left out of searches), and
-each tenant has a store of its own (``keys.ap_store(ns, tenant)``).
+each tenant has a store of its own.
 """
 
 import json
@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from gateway import operations as ops
+from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import (
@@ -29,7 +30,6 @@ from gateway.agent_protocol.models import (
 )
 from gateway.agent_protocol.tenant import Space
 from gateway.deps import Cfg, Redis
-from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.json_depth import loads_stored
 from walrus_tasks.models import CronEntry, CronSpec
@@ -87,10 +87,10 @@ def create_thread_cron(
     thread_id: str, body: CronCreate, r: Redis, config: Cfg, tenant: Space
 ) -> dict[str, Any]:
     """A cron that sends ``input`` into the thread on ``schedule``."""
-    h = state.raw_thread(r, tenant, thread_id)
-    state.bind_agent(r, h, ops.known_agent(config, body.assistant_id))
+    h = thread_ops.get_thread(r, tenant, thread_id)
+    thread_ops.bind_thread(r, h, ops.known_agent(config, body.assistant_id))
     # The entry keeps the client's sender; beat scopes it to the entry's tenant as it fires.
-    return _cron(r, config, tenant, body, state.sender_of(thread_id))
+    return _cron(r, config, tenant, body, thread_ops.thread_sender(thread_id))
 
 
 @router.post("/runs/crons/search")
@@ -133,12 +133,7 @@ def _item(ns: str, key: str, raw: str) -> dict[str, Any]:
 @router.put("/store/items", status_code=204)
 def put_item(body: StoreItem, r: Redis, tenant: Space) -> Response:
     """Store ``value`` under ``(namespace, key)``."""
-    ns, now = _namespace(body.namespace), state.iso(state.now_ms())
-    old: str | None = r.hget(keys.ap_store(ns, tenant), body.key)  # type: ignore[assignment]
-    created = json.loads(old)["created_at"] if old else now
-    stored = {"value": body.value, "created_at": created, "updated_at": now}
-    r.hset(keys.ap_store(ns, tenant), body.key, json.dumps(stored))
-    r.sadd(keys.ap_store_namespaces(tenant), ns)
+    thread_ops.store_put(r, tenant, _namespace(body.namespace), body.key, body.value)
     return Response(status_code=204)
 
 
@@ -146,7 +141,7 @@ def put_item(body: StoreItem, r: Redis, tenant: Space) -> Response:
 def get_item(namespace: str, key: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """One item (``namespace`` dotted), or 404."""
     ns = _namespace(namespace.split("."))
-    raw: str | None = r.hget(keys.ap_store(ns, tenant), key)  # type: ignore[assignment]
+    raw = thread_ops.store_get(r, tenant, ns, key)
     if raw is None:
         raise NotFound(f"no item {key!r} in namespace {namespace!r}")
     return _item(ns, key, raw)
@@ -155,15 +150,8 @@ def get_item(namespace: str, key: str, r: Redis, tenant: Space) -> dict[str, Any
 @router.delete("/store/items", status_code=204)
 def delete_item(body: StoreKey, r: Redis, tenant: Space) -> Response:
     """Delete one item."""
-    ns = _namespace(body.namespace)
-    r.hdel(keys.ap_store(ns, tenant), body.key)
-    if not r.exists(keys.ap_store(ns, tenant)):
-        r.srem(keys.ap_store_namespaces(tenant), ns)
+    thread_ops.store_delete(r, tenant, _namespace(body.namespace), body.key)
     return Response(status_code=204)
-
-
-def _namespaces(r: Any, tenant: str | None) -> list[str]:
-    return sorted(r.smembers(keys.ap_store_namespaces(tenant)))
 
 
 @router.post("/store/items/search")
@@ -171,11 +159,10 @@ def search_items(body: StoreSearch, r: Redis, tenant: Space) -> dict[str, list[d
     """Items under ``namespace_prefix`` whose value has every ``filter`` pair (and ``query``)."""
     prefix = body.namespace_prefix
     found = []
-    for ns in _namespaces(r, tenant):
+    for ns in thread_ops.store_namespaces(r, tenant):
         if ns.split(".")[: len(prefix)] != prefix:
             continue
-        stored: dict[str, str] = r.hgetall(keys.ap_store(ns, tenant))  # type: ignore[assignment]
-        for key, raw in sorted(stored.items()):
+        for key, raw in sorted(thread_ops.store_items(r, tenant, ns).items()):
             item = _item(ns, key, raw)
             value = item["value"]
             if any(value.get(k) != v for k, v in (body.filter or {}).items()):
@@ -191,7 +178,7 @@ def search_items(body: StoreSearch, r: Redis, tenant: Space) -> dict[str, list[d
 def list_namespaces(body: NamespaceSearch, r: Redis, tenant: Space) -> dict[str, list[list[str]]]:
     """The namespaces (by ``prefix``, ``suffix``, cut at ``max_depth``)."""
     out: list[list[str]] = []
-    for ns in _namespaces(r, tenant):
+    for ns in thread_ops.store_namespaces(r, tenant):
         labels = ns.split(".")
         if body.prefix and labels[: len(body.prefix)] != body.prefix:
             continue

@@ -19,68 +19,62 @@ from typing import Annotated, Any, Literal
 import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from gateway import operations as ops
+from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state, streaming
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import RunCreate
 from gateway.agent_protocol.tenant import Space
-from gateway.deps import ARedis, Cfg, Redis, Sets
-from gateway.sse import SSE_HEADERS
+from gateway.deps import ARedis, Cfg, Redis, StreamHub
+from gateway.hub import Hub
+from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
-from walrus_tasks import keys, runs, waits, webhooks
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, NotFound
-from walrus_tasks.settings import Settings
-from walrus_tasks.submit import SubmitOnBusy, submit
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
-ON_BUSY: dict[str, SubmitOnBusy] = {
-    "reject": "reject", "enqueue": "enqueue", "interrupt": "interrupt", "rollback": "rollback"
-}  # fmt: skip
 
 
 def _thread(
     r: redis.Redis, tenant: str | None, thread_id: str | None, body: RunCreate
 ) -> dict[str, str]:
     if thread_id is None:  # stateless: a thread of its own
-        return state.create_thread(r, tenant, None, {}, "raise")
+        return thread_ops.create_thread(r, tenant, None, {}, "raise")
     try:
-        return state.raw_thread(r, tenant, thread_id)
+        return thread_ops.get_thread(r, tenant, thread_id)
     except NotFound:
         if body.if_not_exists != "create":
             raise
-        return state.create_thread(r, tenant, thread_id, {}, "do_nothing")
+        return thread_ops.create_thread(r, tenant, thread_id, {}, "do_nothing")
 
 
-def _last_question(r: redis.Redis, run_id: str) -> str:
-    """The entry id of the run's latest ``ask_user`` (its rest is streamed after it)."""
-    entries: Any = r.xrevrange(keys.run_part(run_id, "events"), count=1000)
-    for entry_id, fields in entries:
-        if '"ask_user"' in fields["data"]:
-            return str(entry_id)
-    return "0-0"
-
-
-def _resume(r: redis.Redis, h: dict[str, str], value: Any, webhook: str | None) -> tuple[str, str]:
+def _resume(
+    r: redis.Redis, config: Config, h: dict[str, str], value: Any, webhook: str | None
+) -> tuple[str, str]:
     """Answer the thread's pending interrupts with ``value``: ``(run id, stream cursor)``."""
-    active = state.active_run(r, h)
-    pending = state.pending_interrupts(r, active) if active else []
+    active = thread_ops.thread_active_run(r, h)
+    pending = thread_ops.pending_interrupts(r, active) if active else []
     if not active or not pending:
         raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
     if webhook:  # the walrus run that goes on ends this LangGraph run too
-        r.hset(keys.run(active), "webhook", webhook)
-    after = _last_question(r, active)
-    agent, sender = h["agent"], h["sender"]
+        thread_ops.set_webhook(r, active, webhook)
+    after = thread_ops.last_question(r, active)
+    agent, sender, tenant = (
+        h["agent"],
+        thread_ops.thread_sender(h["thread_id"]),
+        thread_ops.tenant_in(h),
+    )
     ids = {i["id"] for i in pending}
     if isinstance(value, dict) and value and set(value) <= ids:  # {interrupt id: answer}
         for call_id, answer in value.items():
-            waits.reply(r, agent, sender, messages.resume_text(answer), call_id)
+            ops.reply(r, config, agent, sender, messages.resume_text(answer), call_id, tenant)
     else:
-        waits.reply(r, agent, sender, messages.resume_text(value), pending[0]["id"])
+        text = messages.resume_text(value)
+        ops.reply(r, config, agent, sender, text, pending[0]["id"], tenant)
     return active, after
 
 
@@ -90,18 +84,14 @@ def start(
     """Start (or resume) a run in ``tenant``: ``(run id, thread, stream cursor)``."""
     agent = ops.known_agent(config, body.assistant_id)
     if body.webhook is not None:  # before anything is stored, a stateless run's thread too
-        webhooks.check_url(config, body.webhook)
+        thread_ops.check_webhook(config, body.webhook)
     h = _thread(r, tenant, thread_id, body)
-    state.bind_agent(r, h, agent)
+    thread_ops.bind_thread(r, h, agent)
     if body.command and "resume" in body.command:
-        run_id, after = _resume(r, h, body.command["resume"], body.webhook)
+        run_id, after = _resume(r, config, h, body.command["resume"], body.webhook)
         return run_id, h, after
     text = messages.input_text(body.input)
-    meta = {"webhook": body.webhook} if body.webhook else {}
-    if tenant:  # counted under the tenant (fair share, limits, metrics), as a native send
-        meta["tenant"] = tenant
-    strategy = ON_BUSY[body.multitask_strategy]
-    submitted = submit(r, agent, h["sender"], text, strategy, meta=meta or None)
+    submitted = thread_ops.send_in_thread(r, config, h, text, body.multitask_strategy, body.webhook)
     state.record_run(r, submitted.run_id, h, agent, body)
     return submitted.run_id, h, "0-0"
 
@@ -110,33 +100,45 @@ def _location(h: dict[str, str], run_id: str) -> dict[str, str]:
     return {"Content-Location": f"/threads/{h['thread_id']}/runs/{run_id}"}
 
 
+def _event_stream(
+    hub: Hub,
+    aredis: aioredis.Redis,
+    run_id: str,
+    h: dict[str, str],
+    modes: list[str],
+    last_event_id: str | None = None,
+    after: str | None = None,
+) -> EventStream:
+    frames = streaming.frames(hub, aredis, run_id, h, modes, last_event_id, after)
+    render = streaming.stream_error(h, run_id)
+    return face_stream(hub, frames, render, _location(h, run_id))
+
+
 async def _stream(
     r: redis.Redis,
+    hub: Hub,
     aredis: aioredis.Redis,
     config: Config,
-    settings: Settings,
     tenant: str | None,
     thread_id: str | None,
     body: RunCreate,
-) -> StreamingResponse:
+) -> EventStream:
     hold_stream()  # before the run is started: a refused stream starts nothing
     run_id, h, after = await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    frames = streaming.frames(aredis, run_id, h, body.modes(), settings, after=after)
-    headers = {**SSE_HEADERS, **_location(h, run_id)}
-    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    return _event_stream(hub, aredis, run_id, h, body.modes(), after=after)
 
 
 async def _wait(
     r: redis.Redis,
+    hub: Hub,
     aredis: aioredis.Redis,
     config: Config,
-    settings: Settings,
     tenant: str | None,
     thread_id: str | None,
     body: RunCreate,
 ) -> JSONResponse:
     run_id, h, after = await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    result = await streaming.final_values(aredis, run_id, h, settings, after)
+    result = await streaming.final_values(hub, aredis, run_id, h, after)
     return JSONResponse(result, headers=_location(h, run_id))
 
 
@@ -161,13 +163,13 @@ async def stream_run(
     thread_id: str,
     body: RunCreate,
     r: Redis,
+    hub: StreamHub,
     aredis: ARedis,
     config: Cfg,
-    settings: Sets,
     tenant: Space,
-) -> StreamingResponse:
+) -> EventStream:
     """Start a run on the thread and stream it (``metadata`` first, then the modes asked)."""
-    return await _stream(r, aredis, config, settings, tenant, thread_id, body)
+    return await _stream(r, hub, aredis, config, tenant, thread_id, body)
 
 
 @router.post("/threads/{thread_id}/runs/wait")
@@ -175,13 +177,13 @@ async def wait_run(
     thread_id: str,
     body: RunCreate,
     r: Redis,
+    hub: StreamHub,
     aredis: ARedis,
     config: Cfg,
-    settings: Sets,
     tenant: Space,
 ) -> JSONResponse:
     """Start a run on the thread; the thread's values once it ends (or is interrupted)."""
-    return await _wait(r, aredis, config, settings, tenant, thread_id, body)
+    return await _wait(r, hub, aredis, config, tenant, thread_id, body)
 
 
 @router.post("/runs")
@@ -192,18 +194,18 @@ async def create_stateless(body: RunCreate, r: Redis, config: Cfg, tenant: Space
 
 @router.post("/runs/stream")
 async def stream_stateless(
-    body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets, tenant: Space
-) -> StreamingResponse:
+    body: RunCreate, r: Redis, hub: StreamHub, aredis: ARedis, config: Cfg, tenant: Space
+) -> EventStream:
     """Stream a run on a new thread of its own."""
-    return await _stream(r, aredis, config, settings, tenant, None, body)
+    return await _stream(r, hub, aredis, config, tenant, None, body)
 
 
 @router.post("/runs/wait")
 async def wait_stateless(
-    body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, settings: Sets, tenant: Space
+    body: RunCreate, r: Redis, hub: StreamHub, aredis: ARedis, config: Cfg, tenant: Space
 ) -> JSONResponse:
     """Wait for a run on a new thread of its own."""
-    return await _wait(r, aredis, config, settings, tenant, None, body)
+    return await _wait(r, hub, aredis, config, tenant, None, body)
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -216,10 +218,9 @@ def list_runs(
     status: str | None = None,
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first."""
-    h = state.raw_thread(r, tenant, thread_id)
-    ids: list[str] = r.lrange(keys.ap_thread_runs(thread_id, tenant), 0, -1)  # type: ignore[assignment]
+    h = thread_ops.get_thread(r, tenant, thread_id)
     views = []
-    for run_id in reversed(ids):
+    for run_id in reversed(thread_ops.thread_run_ids(r, h)):
         try:
             views.append(state.run_view(r, run_id, h))
         except NotFound:
@@ -231,17 +232,17 @@ def list_runs(
 @router.get(RUN)
 def get_run(thread_id: str, run_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """One run of the thread."""
-    return state.run_view(r, run_id, state.raw_thread(r, tenant, thread_id))
+    return state.run_view(r, run_id, thread_ops.get_thread(r, tenant, thread_id))
 
 
 @router.delete(RUN, status_code=204)
 def delete_run(thread_id: str, run_id: str, r: Redis, tenant: Space) -> Response:
     """Forget an ended run (409 while it is pending or running)."""
-    view = state.run_view(r, run_id, state.raw_thread(r, tenant, thread_id))
+    h = thread_ops.get_thread(r, tenant, thread_id)
+    view = state.run_view(r, run_id, h)
     if view["status"] in ("pending", "running"):
         raise Conflict(f"run {run_id} is {view['status']}: cancel it first")
-    r.lrem(keys.ap_thread_runs(thread_id, tenant), 0, run_id)
-    r.delete(keys.ap_run(run_id))
+    thread_ops.forget_thread_run(r, run_id, h)
     return Response(status_code=204)
 
 
@@ -250,8 +251,7 @@ async def cancel_run(
     thread_id: str,
     run_id: str,
     r: Redis,
-    aredis: ARedis,
-    settings: Sets,
+    hub: StreamHub,
     tenant: Space,
     wait: int = 0,
     action: Literal["interrupt", "rollback"] = "interrupt",
@@ -261,13 +261,13 @@ async def cancel_run(
     A rollback marks the run first, then cancels it: its end removes its messages in the same
     step, whoever ends it and whether or not this call waits.
     """
-    h = await run_in_threadpool(state.raw_thread, r, tenant, thread_id)
+    h = await run_in_threadpool(thread_ops.get_thread, r, tenant, thread_id)
     view = await run_in_threadpool(state.run_view, r, run_id, h)
     if action == "rollback":
-        await run_in_threadpool(runs.rollback, r, run_id, h["agent"], h["sender"])
-    await run_in_threadpool(waits.cancel, r, run_id)
+        await run_in_threadpool(thread_ops.rollback_run, r, run_id, h)
+    await run_in_threadpool(thread_ops.cancel_run, r, run_id)
     if wait:
-        async for _, _event in ops.run_events(aredis, run_id, "0-0", settings):
+        async for _, _event in ops.run_events(hub, run_id, "0-0"):
             pass  # until its end event
         view = await run_in_threadpool(state.run_view, r, run_id, h)
     return JSONResponse(view, status_code=200 if wait else 202)
@@ -275,12 +275,12 @@ async def cancel_run(
 
 @router.get(f"{RUN}/join")
 async def join_run(
-    thread_id: str, run_id: str, r: Redis, aredis: ARedis, settings: Sets, tenant: Space
+    thread_id: str, run_id: str, r: Redis, hub: StreamHub, aredis: ARedis, tenant: Space
 ) -> dict[str, Any]:
     """The thread's values once the run has ended (or been interrupted)."""
-    h = await run_in_threadpool(state.raw_thread, r, tenant, thread_id)
+    h = await run_in_threadpool(thread_ops.get_thread, r, tenant, thread_id)
     await run_in_threadpool(state.run_view, r, run_id, h)
-    return await streaming.final_values(aredis, run_id, h, settings)
+    return await streaming.final_values(hub, aredis, run_id, h)
 
 
 @router.get(f"{RUN}/stream")
@@ -288,20 +288,17 @@ async def join_stream(
     thread_id: str,
     run_id: str,
     r: Redis,
+    hub: StreamHub,
     aredis: ARedis,
-    settings: Sets,
     tenant: Space,
     stream_mode: Annotated[list[str] | None, Query()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """The run's stream; after ``Last-Event-ID`` (``-1``: from the start)."""
-    h = await run_in_threadpool(state.raw_thread, r, tenant, thread_id)
+    h = await run_in_threadpool(thread_ops.get_thread, r, tenant, thread_id)
     await run_in_threadpool(state.run_view, r, run_id, h)
     asked = [m for m in stream_mode or [] if m]  # the SDK sends stream_mode= for none
-    modes = asked or await run_in_threadpool(state.stream_modes, r, run_id)
+    modes = asked or await run_in_threadpool(thread_ops.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
     hold_stream()
-    frames = streaming.frames(aredis, run_id, h, modes, settings, last_event_id=last_event_id)
-    return StreamingResponse(
-        frames, media_type="text/event-stream", headers={**SSE_HEADERS, **_location(h, run_id)}
-    )
+    return _event_stream(hub, aredis, run_id, h, modes, last_event_id=last_event_id)

@@ -9,22 +9,28 @@ does; answering it (``command: {resume}``) streams the rest of the same walrus r
 Message chunks cannot be taken back: a step that restarted (its worker was lost) sends no word
 twice (``walrus_tasks.reply_text.ForwardOnce``), and where its new text differs from what went
 out the stream ends with an ``error`` event (``reply_restarted``).
+
+The stream is written as every event stream of the gateway is (``gateway.sse.face_stream``):
+Redis away longer than ``WALRUS_SSE_REDIS_GRACE`` ends it with ``event: error`` ``{"error":
+"unavailable", "message"}`` (:func:`stream_error`), after which the client rejoins the run's
+stream with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway import operations as ops
+from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
-from gateway.operations import run_events
-from walrus_tasks import keys
+from gateway.hub import Hub
+from gateway.sse import KEEP_ALIVE, ErrorRender
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
-from walrus_tasks.settings import Settings
 
 MESSAGE_MODES = ("messages-tuple", "messages")
 
@@ -49,8 +55,8 @@ class Translator:
 
     def __init__(self, r: aioredis.Redis, run_id: str, thread: dict[str, str], modes: list[str]):
         self.r, self.run_id, self.modes = r, run_id, set(modes)
+        self.thread = thread  # its conversation is the thread's, in its tenant
         self.agent, self.thread_id = thread["agent"], thread["thread_id"]
-        self.sender = thread["sender"]  # the thread's conversation, in its tenant
         self.step = 0
         self.seen = 0
         self.interrupted = False
@@ -62,17 +68,15 @@ class Translator:
         """Count the steps and messages before ``cursor`` (a stream resumed mid-run)."""
         if cursor == "0-0":
             return
-        entries: Any = await self.r.xrange(keys.run_part(self.run_id, "events"), "-", cursor)
-        events = [json.loads(f["data"]) for _, f in entries]
+        events = await thread_ops.events_through(self.r, self.run_id, cursor)
         self.step = sum(e["type"] == "tools_complete" for e in events)
         self.seen = len((await self._values())["messages"])
         for event in events:  # the text the client has of the current step
             self._forward(event)
 
     async def _values(self) -> dict[str, Any]:
-        cid = keys.cid(self.agent, self.sender)
-        raw: Any = await self.r.lrange(keys.conv(cid, "history"), 0, -1)
-        return {"messages": messages.to_langchain([json.loads(m) for m in raw])}
+        history = await thread_ops.thread_history_async(self.r, self.thread)
+        return {"messages": messages.to_langchain(history)}
 
     def _meta(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "thread_id": self.thread_id, "assistant_id": self.agent,
@@ -153,16 +157,35 @@ def frame(event: str, data: Any, event_id: str | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def stream_error(thread: dict[str, str], run_id: str) -> ErrorRender:
+    """How run ``run_id``'s stream ends when Redis stays away: ``event: error`` with no ``id``.
+
+    ``{"error": code, "message"}``, as a run's own errors, saying how to rejoin it.
+    """
+    rejoin = (
+        f"; rejoin GET /threads/{thread['thread_id']}/runs/{run_id}/stream with Last-Event-ID "
+        "set to the id of the last event received"
+    )
+
+    def render(code: str, message: str) -> str:
+        return frame("error", {"error": code, "message": message + rejoin})
+
+    return render
+
+
 async def frames(
+    hub: Hub,
     r: aioredis.Redis,
     run_id: str,
     thread: dict[str, str],
     modes: list[str],
-    settings: Settings,
     last_event_id: str | None = None,
     after: str | None = None,
-) -> AsyncIterator[str]:
-    """The run's Agent Protocol SSE frames; from ``after`` (an entry id) or ``last_event_id``."""
+) -> AsyncGenerator[str, None]:
+    """The run's Agent Protocol SSE frames; from ``after`` (an entry id) or ``last_event_id``.
+
+    Read through ``hub``; ``r`` reads the thread's history for its checkpoints.
+    """
     cursor, skip = (after, 0) if after else resume_point(last_event_id)
     t = Translator(r, run_id, thread, modes)
     await t.catch_up(cursor)
@@ -171,9 +194,9 @@ async def frames(
     if t.diverged is not None:  # a client back after the stream ended on it: the same end
         yield frame(*t.restarted())
         return
-    async for entry_id, event in run_events(r, run_id, cursor, settings):
+    async for entry_id, event in ops.run_events(hub, run_id, cursor):
         if event is None:
-            yield ": keep-alive\n\n"
+            yield KEEP_ALIVE
             continue
         for n, (name, data) in enumerate(await t.translate(event)):
             if skip and n < skip:
@@ -185,13 +208,13 @@ async def frames(
 
 
 async def final_values(
-    r: aioredis.Redis, run_id: str, thread: dict[str, str], settings: Settings, after: str = "0-0"
+    hub: Hub, r: aioredis.Redis, run_id: str, thread: dict[str, str], after: str = "0-0"
 ) -> dict[str, Any]:
     """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``)."""
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
-    async for _, event in run_events(r, run_id, after, settings):
+    async for _, event in ops.run_events(hub, run_id, after):
         if event is None:
             continue
         for name, data in await t.translate(event):

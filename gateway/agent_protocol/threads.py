@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
@@ -24,7 +25,7 @@ router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 def create_thread(body: ThreadCreate, r: Redis, tenant: Space) -> dict[str, Any]:
     """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``)."""
     return state.thread_view(
-        r, state.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
+        r, thread_ops.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
     )
 
 
@@ -39,9 +40,9 @@ def _matches(view: dict[str, Any], body: Search) -> bool:
 
 def _search(r: Any, tenant: str | None, body: Search) -> list[dict[str, Any]]:
     views = []
-    for tid in state.thread_ids(r, tenant):
+    for tid in thread_ops.thread_ids(r, tenant):
         try:
-            view = state.thread_view(r, state.raw_thread(r, tenant, tid))
+            view = state.thread_view(r, thread_ops.get_thread(r, tenant, tid))
         except NotFound:
             continue  # deleted meanwhile
         if _matches(view, body):
@@ -66,26 +67,26 @@ def count_threads(body: Search, r: Redis, tenant: Space) -> int:
 @router.get("/threads/{thread_id}")
 def get_thread(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """One thread, with its values, status and interrupts."""
-    return state.thread_view(r, state.raw_thread(r, tenant, thread_id))
+    return state.thread_view(r, thread_ops.get_thread(r, tenant, thread_id))
 
 
 @router.patch("/threads/{thread_id}")
 def patch_thread(thread_id: str, body: ThreadPatch, r: Redis, tenant: Space) -> dict[str, Any]:
     """Merge ``metadata`` into the thread's."""
-    return state.thread_view(r, state.patch_thread(r, tenant, thread_id, body.metadata))
+    return state.thread_view(r, thread_ops.patch_thread(r, tenant, thread_id, body.metadata))
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
 def delete_thread(thread_id: str, r: Redis, tenant: Space) -> Response:
     """Delete the thread and its conversation (409 while a run is active)."""
-    state.delete_thread(r, tenant, thread_id)
+    thread_ops.delete_thread(r, tenant, thread_id)
     return Response(status_code=204)
 
 
 @router.get("/threads/{thread_id}/state")
 def get_state(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
     """The thread's current state: values, next, tasks, interrupts."""
-    return state.state_view(r, state.raw_thread(r, tenant, thread_id))
+    return state.state_view(r, thread_ops.get_thread(r, tenant, thread_id))
 
 
 @router.post("/threads/{thread_id}/history")
@@ -93,7 +94,7 @@ def get_history(
     thread_id: str, r: Redis, tenant: Space, body: dict[str, Any] | None = None
 ) -> list[Any]:
     """The thread's states, newest first: walrus keeps the current one only."""
-    view = state.state_view(r, state.raw_thread(r, tenant, thread_id))
+    view = state.state_view(r, thread_ops.get_thread(r, tenant, thread_id))
     wanted = (body or {}).get("metadata") or {}
     if any(view["metadata"].get(k) != v for k, v in wanted.items()):
         return []

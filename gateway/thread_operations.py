@@ -1,0 +1,335 @@
+"""The Agent Protocol's operations: its threads, run records and store, and their walrus runs.
+
+What :mod:`gateway.agent_protocol` reads and writes (the ``keys.ap_*`` keys, and the walrus runs
+of its threads), typed and raising :mod:`walrus_tasks.errors`; the face renders these in
+LangGraph's shapes (``gateway/agent_protocol/state.py``) and touches no key itself. The
+operations every face shares are in :mod:`gateway.operations`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from gateway.operations import known_agent
+from walrus_tasks import conversations as conversations_mod
+from walrus_tasks import keys, reads, runs, waits, webhooks
+from walrus_tasks.agent_protocol import THREAD_SENDER, iso
+from walrus_tasks.config import Config
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound
+from walrus_tasks.run_stream import parse
+from walrus_tasks.submit import SubmitOnBusy, Submitted, submit
+from walrus_tasks.tenancy import scoped, tenant_of
+
+THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+QUESTIONS_SCAN = 1000
+"""How many of a run's latest events are searched for its questions (``ask_user``)."""
+
+
+def now_ms() -> int:
+    """Now, in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def thread_id_of(value: Any) -> str:
+    """``value`` if it is an acceptable thread id (InvalidInput otherwise)."""
+    if not isinstance(value, str) or not THREAD_ID_RE.fullmatch(value):
+        raise InvalidInput(f"invalid thread id {value!r}: must match {THREAD_ID_RE.pattern}")
+    return value
+
+
+def thread_sender(thread_id: str, tenant: str | None = None) -> str:
+    """The walrus sender of the conversation of thread ``thread_id`` of ``tenant``."""
+    return scoped(tenant, f"{THREAD_SENDER}{thread_id}")
+
+
+def tenant_in(h: dict[str, str]) -> str | None:
+    """The tenant of thread ``h`` (None: the default)."""
+    return h.get("tenant") or None
+
+
+def get_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> dict[str, str]:
+    """The hash of thread ``thread_id`` of ``tenant``, or NotFound (also another tenant's).
+
+    It carries two fields that are not stored: ``tenant`` ("" for the default) and ``sender``,
+    the walrus sender of its conversation.
+    """
+    key = keys.ap_thread(thread_id_of(thread_id), tenant)
+    h: dict[str, str] = r.hgetall(key)  # type: ignore[assignment]
+    if not h.get("thread_id"):
+        raise NotFound(f"thread {thread_id} not found")
+    h.update(tenant=tenant or "", sender=thread_sender(thread_id, tenant))  # not stored
+    return h
+
+
+def create_thread(
+    r: redis.Redis,
+    tenant: str | None,
+    thread_id: str | None,
+    metadata: dict[str, Any],
+    if_exists: str,
+) -> dict[str, str]:
+    """Create a thread of ``tenant`` (``if_exists``: ``raise`` -> Conflict, ``do_nothing``)."""
+    tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
+    now = now_ms()
+    if not r.hsetnx(keys.ap_thread(tid, tenant), "created_at", now):
+        if if_exists == "do_nothing":
+            return get_thread(r, tenant, tid)
+        raise Conflict(f"thread {tid} already exists")
+    fields: dict[Any, Any] = {"thread_id": tid, "updated_at": now, "metadata": json.dumps(metadata)}
+    if isinstance(metadata.get("graph_id"), str):
+        fields["agent"] = metadata["graph_id"]
+    r.hset(keys.ap_thread(tid, tenant), mapping=fields)
+    r.zadd(keys.ap_threads(tenant), {tid: now})
+    return get_thread(r, tenant, tid)
+
+
+def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
+    """Record ``agent`` as thread ``h``'s assistant (Conflict if it has another)."""
+    if h.get("agent") and h["agent"] != agent:
+        raise Conflict(f"thread {h['thread_id']} belongs to assistant {h['agent']!r}")
+    if not h.get("agent"):
+        meta = json.loads(h.get("metadata") or "{}")
+        meta.update(graph_id=agent, assistant_id=agent)
+        fields: dict[Any, Any] = {"agent": agent, "metadata": json.dumps(meta)}
+        r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), mapping=fields)
+        h.update(fields)
+
+
+def patch_thread(
+    r: redis.Redis, tenant: str | None, thread_id: str, metadata: dict[str, Any]
+) -> dict[str, str]:
+    """Merge ``metadata`` into the thread's."""
+    h = get_thread(r, tenant, thread_id)
+    meta = {**json.loads(h.get("metadata") or "{}"), **metadata}
+    r.hset(
+        keys.ap_thread(thread_id, tenant),
+        mapping={"metadata": json.dumps(meta), "updated_at": now_ms()},
+    )
+    return get_thread(r, tenant, thread_id)
+
+
+def delete_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> None:
+    """Delete the thread, its runs' records and its conversation (Conflict while busy)."""
+    h = get_thread(r, tenant, thread_id)
+    if h.get("agent"):
+        with contextlib.suppress(NotFound):  # NotFound: no message was ever sent
+            conversations_mod.delete(r, h["agent"], h["sender"])
+    runs_key = keys.ap_thread_runs(thread_id, tenant)
+    run_ids: list[str] = r.lrange(runs_key, 0, -1)  # type: ignore[assignment]
+    r.delete(keys.ap_thread(thread_id, tenant), runs_key, *[keys.ap_run(x) for x in run_ids])
+    r.zrem(keys.ap_threads(tenant), thread_id)
+
+
+def thread_ids(r: redis.Redis, tenant: str | None) -> list[str]:
+    """Every thread id of ``tenant``, oldest first."""
+    return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
+
+
+def thread_history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
+    """The messages of thread ``h``'s conversation, in order (none before its first run)."""
+    return reads.history(r, h["agent"], h["sender"]) if h.get("agent") else []
+
+
+async def thread_history_async(aredis: aioredis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
+    """:func:`thread_history`, read on the gateway's asyncio client (a stream's checkpoints)."""
+    if not h.get("agent"):
+        return []
+    key = keys.conv(keys.cid(h["agent"], h["sender"]), "history")
+    raw: Any = await aredis.lrange(key, 0, -1)
+    return [json.loads(m) for m in raw]
+
+
+def thread_active_run(r: redis.Redis, h: dict[str, str]) -> str | None:
+    """The run id active in thread ``h``'s conversation, or None."""
+    if not h.get("agent"):
+        return None
+    return r.get(keys.conv(keys.cid(h["agent"], h["sender"]), "active"))  # type: ignore[return-value]
+
+
+def _questions(r: redis.Redis, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run's ``ask_user`` events ``(entry id, event)``, newest first (the latest scanned)."""
+    entries: Any = r.xrevrange(keys.run_part(run_id, "events"), count=QUESTIONS_SCAN)
+    found = []
+    for entry_id, fields in entries:
+        event = json.loads(fields["data"])
+        if event.get("type") == "ask_user":
+            found.append((str(entry_id), event))
+    return found
+
+
+def last_question(r: redis.Redis, run_id: str) -> str:
+    """The entry id of the run's latest ``ask_user`` ("0-0" if none): its rest streams after."""
+    asked = _questions(r, run_id)
+    return asked[0][0] if asked else "0-0"
+
+
+def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
+    """The questions and approvals run ``run_id`` waits on, as interrupts ``{value, id}``."""
+    waiting: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
+    calls = {c for c, w in waiting.items() if json.loads(w).get("kind") in ("ask", "approval")}
+    if not calls:
+        return []
+    out = []
+    for _, event in _questions(r, run_id):
+        if event.get("call_id") in calls:
+            calls.discard(event["call_id"])
+            value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
+            out.append({"value": value, "id": event["call_id"]})
+    return out[::-1]
+
+
+def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """``idle | busy | interrupted | error`` of thread ``h``, and its pending interrupts."""
+    active = thread_active_run(r, h)
+    if active:
+        interrupts = pending_interrupts(r, active)
+        return ("interrupted" if interrupts else "busy"), interrupts
+    if h.get("agent") and r.llen(keys.conv(keys.cid(h["agent"], h["sender"]), "inbox")):
+        return "busy", []
+    last = last_thread_run(r, h)
+    if last and r.hget(keys.run(last), "status") == "failed":
+        return "error", []
+    return "idle", []
+
+
+def thread_run_ids(r: redis.Redis, h: dict[str, str]) -> list[str]:
+    """The ids of thread ``h``'s runs, oldest first."""
+    key = keys.ap_thread_runs(h["thread_id"], tenant_in(h))
+    return r.lrange(key, 0, -1)  # type: ignore[return-value]
+
+
+def last_thread_run(r: redis.Redis, h: dict[str, str]) -> str | None:
+    """The id of thread ``h``'s latest run, or None."""
+    return r.lindex(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), -1)  # type: ignore[return-value]
+
+
+def send_in_thread(
+    r: redis.Redis,
+    config: Config,
+    h: dict[str, str],
+    content: str,
+    on_busy: SubmitOnBusy,
+    webhook: str | None = None,
+) -> Submitted:
+    """Send ``content`` into thread ``h``'s conversation (bound to its agent): a queued run.
+
+    Counted under the thread's tenant, as a native send; a ``webhook`` (checked: 422) is kept
+    on the run, whose end sends it.
+    """
+    agent = known_agent(config, h["agent"])
+    meta = {"webhook": check_webhook(config, webhook)} if webhook else {}
+    if tenant_in(h):
+        meta["tenant"] = h["tenant"]
+    return submit(r, agent, h["sender"], content, on_busy, meta=meta or None)
+
+
+def record_thread_run(
+    r: redis.Redis, run_id: str, h: dict[str, str], fields: dict[str, str]
+) -> None:
+    """Remember what the Agent Protocol was asked (``fields``) for run ``run_id`` of ``h``."""
+    record: dict[Any, Any] = {"thread_id": h["thread_id"], **fields}
+    r.hset(keys.ap_run(run_id), mapping=record)
+    r.rpush(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), run_id)
+    r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
+
+
+def thread_run(
+    r: redis.Redis, run_id: str, h: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(Agent Protocol record, walrus run record)`` of run ``run_id`` of thread ``h``.
+
+    NotFound for another thread's run, and for a run of another tenant's thread of the same id:
+    the walrus run must be in the thread's own conversation's tenant.
+    """
+    ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
+    if not ap or ap["thread_id"] != h["thread_id"]:
+        raise NotFound(f"run {run_id} not found")
+    record = reads.run_record(r, run_id)
+    if tenant_of(record.get("sender", "")) != tenant_in(h):
+        raise NotFound(f"run {run_id} not found")
+    return ap, record
+
+
+def forget_thread_run(r: redis.Redis, run_id: str, h: dict[str, str]) -> None:
+    """Drop run ``run_id`` from thread ``h`` and delete its Agent Protocol record."""
+    r.lrem(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), 0, run_id)
+    r.delete(keys.ap_run(run_id))
+
+
+def stream_modes(r: redis.Redis, run_id: str) -> list[str]:
+    """The stream modes run ``run_id`` was created with (``values`` if none were recorded)."""
+    raw: str | None = r.hget(keys.ap_run(run_id), "stream_mode")  # type: ignore[assignment]
+    return json.loads(raw) if raw else ["values"]
+
+
+def cancel_run(r: redis.Redis, run_id: str) -> None:
+    """Cancel run ``run_id`` at once: its flag, and its waits ended (``waits.cancel``)."""
+    waits.cancel(r, run_id)
+
+
+def rollback_run(r: redis.Redis, run_id: str, h: dict[str, str]) -> None:
+    """Mark run ``run_id`` of thread ``h`` so its end removes its messages from history.
+
+    An ended run's messages go now (``runs.rollback``).
+    """
+    runs.rollback(r, run_id, h["agent"], h["sender"])
+
+
+def check_webhook(config: Config, url: str) -> str:
+    """``url`` if ``[webhooks] allowed_hosts`` lets runs call it (InvalidInput otherwise)."""
+    return webhooks.check_url(config, url)
+
+
+def set_webhook(r: redis.Redis, run_id: str, url: str) -> bool:
+    """Keep ``url`` (checked by :func:`check_webhook`) on run ``run_id``: its end sends it.
+
+    True (``runs.set_webhook``, which is to replace this, says False for a run that is gone).
+    """
+    r.hset(keys.run(run_id), "webhook", url)  # moves to runs.set_webhook
+    return True
+
+
+async def events_through(aredis: aioredis.Redis, run_id: str, cursor: str) -> list[dict[str, Any]]:
+    """The run's events up to and including entry ``cursor`` (a stream resumed mid-run)."""
+    entries: Any = await aredis.xrange(keys.run_part(run_id, "events"), "-", cursor)
+    return [parse(entry_id, fields)[1] for entry_id, fields in entries]
+
+
+def store_get(r: redis.Redis, tenant: str | None, namespace: str, key: str) -> str | None:
+    """The stored JSON of item ``key`` of ``namespace`` (dotted) in ``tenant``'s store."""
+    return r.hget(keys.ap_store(namespace, tenant), key)  # type: ignore[return-value]
+
+
+def store_put(r: redis.Redis, tenant: str | None, namespace: str, key: str, value: Any) -> None:
+    """Store ``value`` under ``(namespace, key)``, keeping its first ``created_at``."""
+    now = iso(now_ms())
+    old = store_get(r, tenant, namespace, key)
+    created = json.loads(old)["created_at"] if old else now
+    stored = {"value": value, "created_at": created, "updated_at": now}
+    r.hset(keys.ap_store(namespace, tenant), key, json.dumps(stored))
+    r.sadd(keys.ap_store_namespaces(tenant), namespace)
+
+
+def store_delete(r: redis.Redis, tenant: str | None, namespace: str, key: str) -> None:
+    """Delete one item (and the namespace with its last)."""
+    r.hdel(keys.ap_store(namespace, tenant), key)
+    if not r.exists(keys.ap_store(namespace, tenant)):
+        r.srem(keys.ap_store_namespaces(tenant), namespace)
+
+
+def store_namespaces(r: redis.Redis, tenant: str | None) -> list[str]:
+    """``tenant``'s store namespaces (dotted), sorted."""
+    return sorted(r.smembers(keys.ap_store_namespaces(tenant)))  # type: ignore[arg-type]
+
+
+def store_items(r: redis.Redis, tenant: str | None, namespace: str) -> dict[str, str]:
+    """Every item of ``namespace``: ``{key: stored JSON}``."""
+    return r.hgetall(keys.ap_store(namespace, tenant))  # type: ignore[return-value]
