@@ -406,5 +406,5 @@ def routers() -> list[APIRouter]:
     by_tag: dict[str, APIRouter] = {}
     for op in OPERATIONS.values():
         if op.http is not None and not op.http.stream:
-            op.add_route(by_tag.setdefault(op.http.tag, APIRouter(tags=[op.http.tag])))
+            op.add_route(by_tag.setdefault(op.http.tag, APIRouter()))
     return list(by_tag.values())

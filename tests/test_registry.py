@@ -29,6 +29,9 @@ def routes(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     (home / "config.toml").write_text("")
     settings = Settings(home=home, redis_url="redis://127.0.0.1:9/0")  # never connected
     paths = create_app(settings, load_config(home)).openapi()["paths"]
+    for item in paths.values():
+        for op in item.values():
+            assert len(op["tags"]) == len(set(op["tags"])) == 1, op
     return {(method.upper(), path) for path, item in paths.items() for method in item}
 
 
