@@ -3,7 +3,8 @@
 The assets are those of the ``fastapi-swagger`` package, which ships the Swagger UI 5
 distribution (Apache-2.0) as it is released, served under ``/docs/static``. Swagger UI 5 reads
 the OpenAPI 3.1 document FastAPI produces (4.x cannot). ReDoc (which needs a CDN) is off; so is
-the online validator badge, which would call a foreign host.
+the online validator badge, which would call a foreign host. A newer Swagger UI comes with a
+newer ``fastapi-swagger``: ``make lock`` moves it forward with the other dependencies.
 """
 
 from __future__ import annotations
