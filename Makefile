@@ -1,7 +1,7 @@
 # One command per habit.
 PY ?= python
 
-.PHONY: install lock test lint typecheck check bench chaos security up
+.PHONY: install lock test lint typecheck docs check bench chaos security up
 
 # Installs exactly the locked set (requirements/lock.txt), then this package without resolving.
 install:
@@ -15,7 +15,7 @@ lock:
 	$(MAKE) install check
 
 # The whole suite on 3 pytest-xdist workers, a test file per worker at a time (module clusters
-# start once): tests mostly wait on processes, so 3 workers pay on 2 cores (README "Test it").
+# start once): tests mostly wait on processes, so 3 workers pay on 2 cores (docs/development.md).
 test:
 	$(PY) -m pytest -n 3 --dist loadfile
 
@@ -27,7 +27,11 @@ lint:
 typecheck:
 	$(PY) -m mypy
 
-check: lint typecheck test
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link or anchor fails.
+docs:
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+check: lint typecheck docs test
 
 bench:
 	$(PY) -m bench

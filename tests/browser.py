@@ -1,7 +1,7 @@
 """Playwright on the system Chromium for the console's browser tests; never downloads a browser.
 
 Screenshots go to a directory under pytest's temporary path, or to ``$WALRUS_SCREENSHOTS``
-(``WALRUS_SCREENSHOTS=docs/img`` refreshes the README's pictures).
+(``WALRUS_SCREENSHOTS=docs/img`` refreshes the quickstart's pictures).
 """
 
 from __future__ import annotations

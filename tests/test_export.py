@@ -1,6 +1,6 @@
 """``walrus export`` / ``walrus import``: a lossless round trip of the durable state, in the
-daemon's on-disk layout (README, "Backup and restore"), and bad input that gets a clear error
-and changes nothing."""
+daemon's on-disk layout (docs/operations.md, "Backup and restore"), and bad input that gets a
+clear error and changes nothing."""
 
 from __future__ import annotations
 

@@ -204,7 +204,7 @@ def test_an_open_sse_stream_rides_out_a_redis_restart(
         assert [e["type"] for _, e in seen].count("end") == 1 and seen[-1][1]["type"] == "end"
         assert seen == cluster.events(run_id), "every entry of the stream once, in order"
         # A step cut by the restart (its writes failed, or its worker died) runs again from its
-        # start: the reply is what follows the last text_start (README: "Recovery"), and
+        # start: the reply is what follows the last text_start (docs/concepts.md: "Recovery"), and
         # history holds it once.
         last = max(i for i, (_, e) in enumerate(seen) if e["type"] == "text_start")
         assert "".join(chunks(seen[last:])) == " ".join(f"w{i}" for i in range(1, 21))

@@ -40,8 +40,8 @@ class _Strict(BaseModel):
 class MockConfig(_Strict):
     """The built-in offline model: streams ``reply`` one word per chunk."""
 
-    reply: str = "Hello from the mock model."
-    chunk_delay_ms: int = Field(default=0, ge=0)
+    reply: str = Field(default="Hello from the mock model.", description="the answer it streams")
+    chunk_delay_ms: int = Field(default=0, ge=0, description="milliseconds between two chunks")
     tool_calls: list[str] = Field(default_factory=list, description="tools to call on step 0")
     fail: str | None = Field(default=None, description="raise this error instead of answering")
 
@@ -61,7 +61,10 @@ class HeartbeatConfig(_Strict):
         default=0.0,
         description="minutes (a number; 0 = off), or a duration like '30s', '5m', '1h'",
     )
-    prompt: str = "Heartbeat: check whether anything needs doing."
+    prompt: str = Field(
+        default="Heartbeat: check whether anything needs doing.",
+        description="the message each tick sends",
+    )
 
     @field_validator("interval")
     @classmethod
@@ -131,7 +134,7 @@ class BashLimits(_Strict):
 class BashConfig(_Strict):
     """The ``bash`` tool's rules for one agent."""
 
-    disabled: bool = False
+    disabled: bool = Field(default=False, description="refuse every command")
     deny: list[str] = Field(
         default_factory=list,
         description="refuse commands that run one of these (e.g. 'rm -rf'), or contain them",
@@ -161,10 +164,14 @@ Permission = Literal["allow", "ask", "deny"]
 class McpServerConfig(_Strict):
     """One MCP server: a stdio command (``command, args, env``) or streamable HTTP (``url``)."""
 
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    url: str | None = None
+    command: str | None = Field(default=None, description="a stdio server: the program to start")
+    args: list[str] = Field(
+        default_factory=list, description="its arguments (relative paths: the config directory)"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="variables it gets besides HOME, PATH, USER…"
+    )
+    url: str | None = Field(default=None, description="a streamable-HTTP server: its URL")
     timeout: float = Field(default=30.0, gt=0, description="seconds for connect and each call")
 
     @model_validator(mode="after")
@@ -180,14 +187,14 @@ class AgentConfig(_Strict):
     """A configured persona."""
 
     name: str
-    model: str = "mock"
+    model: str = Field(default="mock", description="'<provider>/<model>', or mock (offline)")
     description: str = ""
-    system_prompt: str = ""
-    max_iterations: int = Field(default=16, ge=1)
-    tools: list[str] = Field(default_factory=list)
-    members: list[str] = Field(default_factory=list)
-    skills: list[str] = Field(default_factory=list)
-    mcps: list[str] = Field(default_factory=list)
+    system_prompt: str = Field(default="", description="or in agents/<name>.md")
+    max_iterations: int = Field(default=16, ge=1, description="steps (LLM calls) one run may take")
+    tools: list[str] = Field(default_factory=list, description="the built-in tools it may call")
+    members: list[str] = Field(default_factory=list, description="the agents it may delegate to")
+    skills: list[str] = Field(default_factory=list, description="skills/<name>/SKILL.md it has")
+    mcps: list[str] = Field(default_factory=list, description="the MCP servers it may use")
     permissions: dict[str, Permission] = Field(
         default_factory=dict, description="per tool: allow (default) | ask | deny"
     )
@@ -243,7 +250,7 @@ class TokenGrant(_Strict):
     (``walrus_tasks.tenancy``).
     """
 
-    token: SecretStr
+    token: SecretStr = Field(description="at least 16 printable characters, no spaces")
     agents: frozenset[str] | None = Field(
         default=None, description="the agents this token may use; None = every agent"
     )
@@ -302,7 +309,9 @@ class GatewayConfig(_Strict):
     (limited to those agents, acting in that tenant only); both load as :class:`TokenGrant`.
     """
 
-    tokens: list[TokenGrant] = Field(default_factory=list)
+    tokens: list[TokenGrant] = Field(
+        default_factory=list, description="bearer tokens; none: no auth, loopback only"
+    )
 
     @field_validator("tokens", mode="before")
     @classmethod

@@ -35,7 +35,7 @@ class Limits(_Strict):
     """Cluster-wide limits, enforced in Redis across every worker (None = unlimited)."""
 
     max_concurrency: int | None = Field(default=None, ge=1, description="calls in flight")
-    requests_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, description="calls started")
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="estimated input tokens (chars/4) plus output tokens"
     )
@@ -49,18 +49,18 @@ class Limits(_Strict):
 class ProviderConfig(Limits):
     """One named LLM endpoint, its timeouts and its limits (and those of its models)."""
 
-    kind: Literal["openai", "anthropic"]
-    base_url: str | None = None
-    api_key: str | None = None
+    kind: Literal["openai", "anthropic"] = Field(description="the API it speaks")
+    base_url: str | None = Field(default=None, description="default: the vendor's API")
+    api_key: str | None = Field(default=None, description='e.g. "${OPENAI_API_KEY}"')
     timeout: float = Field(default=120.0, gt=0, description="seconds for the whole request")
-    connect_timeout: float = Field(default=10.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to connect")
     read_timeout: float | None = Field(
         default=None, gt=0, description="seconds between two reads; default: timeout"
     )
     first_token_timeout: float | None = Field(
         default=None, gt=0, description="seconds until the first streamed item; default: none"
     )
-    max_tokens: int = 4096
+    max_tokens: int = Field(default=4096, description="output tokens asked for (Anthropic)")
     models: dict[str, Limits] = Field(default_factory=dict, description="limits per model")
 
 

@@ -52,8 +52,11 @@ class Settings(BaseSettings):
         ge=0,
         description="seconds submit() keeps retrying a Redis that is failing over",
     )
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8765
+    gateway_host: str = Field(
+        default="127.0.0.1",
+        description="address the gateway listens on; a non-loopback one needs a token",
+    )
+    gateway_port: int = Field(default=8765, description="port the gateway listens on")
     gateway_allowed_origins: str = Field(
         default="",
         description="comma-separated browser origins (https://app.example) the gateway also "
@@ -100,10 +103,19 @@ class Settings(BaseSettings):
         description="comma-separated addresses or networks (10.0.0.0/8) of reverse proxies "
         "whose X-Forwarded-For names the client; empty: the peer address is the client",
     )
-    log_level: str = "INFO"
-    log_format: str = Field(default="console", pattern="^(json|console)$")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = Field(
+        default="console",
+        pattern="^(json|console)$",
+        description="json: one JSON object a line (agent, sender, run_id, task_id); console: "
+        "for people",
+    )
 
-    lease_ttl: float = Field(default=DEFAULT_LEASE_TTL, gt=0)
+    lease_ttl: float = Field(
+        default=DEFAULT_LEASE_TTL,
+        gt=0,
+        description="seconds a conversation's lease lives without renewal (renewed every third)",
+    )
     dispatch_grace: float = Field(
         default=60.0, gt=0, description="seconds a dispatched task may wait in its queue"
     )
@@ -116,14 +128,21 @@ class Settings(BaseSettings):
     )
     cancel_poll: float = Field(default=0.1, gt=0, description="seconds between cancel-flag checks")
 
-    step_soft_time_limit: int = 300
-    step_time_limit: int = 330
+    step_soft_time_limit: int = Field(
+        default=300, description="seconds a task may run before Celery asks it to stop"
+    )
+    step_time_limit: int = Field(default=330, description="seconds before Celery kills a task")
     visibility_timeout: int = Field(default=3600, description="above the step time limit")
 
     events_maxlen: int = Field(default=10_000, description="approximate cap of one run's stream")
     events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
-    max_body_bytes: int = 1024 * 1024
-    sse_keepalive: float = 15.0
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        description="largest request body (and WebSocket frame); a larger one is answered 413",
+    )
+    sse_keepalive: float = Field(
+        default=15.0, description="seconds between keep-alive comments on an idle event stream"
+    )
     chunk_flush_ms: float = Field(
         default=5.0,
         ge=0,

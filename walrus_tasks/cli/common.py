@@ -54,7 +54,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 class OnBusyChoice(StrEnum):
-    """What to do when the conversation is busy (README, "HTTP API": ``on_busy``)."""
+    """What to do when the conversation is busy (docs/http.md: ``on_busy``)."""
 
     enqueue = "enqueue"
     reject = "reject"
