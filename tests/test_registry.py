@@ -31,7 +31,7 @@ def routes(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     paths = create_app(settings, load_config(home)).openapi()["paths"]
     for item in paths.values():
         for op in item.values():
-            assert len(op["tags"]) == len(set(op["tags"])) == 1, op
+            assert len(op.get("tags", [])) == len(set(op.get("tags", []))) <= 1, op
     return {(method.upper(), path) for path, item in paths.items() for method in item}
 
 
