@@ -35,7 +35,7 @@ CLIENT_MAY_LOAD = {
     "walrus_tasks.names",
     "walrus_tasks.tenancy",
     "walrus_tasks.reply_text",
-    "walrus_tasks.run_events",
+    "walrus_tasks.event_types",
 }
 """The core modules the client SDK may load besides its own package (``walrus_tasks.client``)."""
 
