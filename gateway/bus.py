@@ -14,8 +14,8 @@ from gateway.deps import Cfg, Redis, StreamHub
 from gateway.errors import responses
 from gateway.sse import EventStream, feed_entries, hub_frames, sse_stream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.event_types import sse_schema
 from walrus_tasks.names import ENTRY_ID_RE
-from walrus_tasks.run_events import sse_schema
 
 ERRORS = responses({404: "unknown agent or subscription", 413: "body too large",
                     422: "invalid input"})  # fmt: skip

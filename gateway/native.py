@@ -20,9 +20,9 @@ from gateway.operation import Call, current_call
 from gateway.sse import sse_response
 from gateway.stream_limit import hold_stream
 from walrus_tasks.errors import Unavailable
+from walrus_tasks.event_types import sse_schema
 from walrus_tasks.models import Accepted, SendMessage
 from walrus_tasks.names import ENTRY_ID_RE
-from walrus_tasks.run_events import sse_schema
 
 ERRORS = responses({404: "unknown agent or run", 409: "busy", 413: "body too large",
                     422: "invalid input"})  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -27,12 +28,48 @@ def test_the_gateway_process_never_loads_agent_code() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+CLIENT_MAY_LOAD = {
+    "walrus_tasks",
+    "walrus_tasks.errors",
+    "walrus_tasks.models",
+    "walrus_tasks.names",
+    "walrus_tasks.tenancy",
+    "walrus_tasks.reply_text",
+    "walrus_tasks.event_types",
+}
+"""The core modules the client SDK may load besides its own package (``walrus_tasks.client``)."""
+
+IMPORT_THE_CLIENT = """
+import importlib, json, pkgutil, sys
+import walrus_tasks.client
+from walrus_tasks import AsyncClient, Client, RunStatus
+for m in pkgutil.iter_modules(walrus_tasks.client.__path__, "walrus_tasks.client."):
+    importlib.import_module(m.name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
 def test_importing_the_client_loads_no_state_machine_lua_config_or_redis() -> None:
-    code = (
-        "import sys; from walrus_tasks import Client, AsyncClient, RunStatus; "
-        "bad = [m for m in sys.modules if m in ('walrus_tasks.runs', 'walrus_tasks.scripts', "
-        "'walrus_tasks.keys', 'walrus_tasks.config', 'walrus_tasks.settings') "
-        "or m.split('.')[0] in ('redis', 'celery', 'kombu')]; print(bad); sys.exit(1 if bad else 0)"
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_THE_CLIENT], cwd=ROOT, capture_output=True, text=True
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    loaded = json.loads(result.stdout)
+    bad = [
+        m
+        for m in loaded
+        if m
+        in (
+            "walrus_tasks.runs",
+            "walrus_tasks.scripts",
+            "walrus_tasks.keys",
+            "walrus_tasks.config",
+            "walrus_tasks.settings",
+        )
+        or m.split(".")[0] in ("redis", "celery", "kombu")
+    ]
+    assert bad == []
+    core = {m for m in loaded if m.split(".")[0] == "walrus_tasks"}
+    assert "walrus_tasks.client.sync" in core and "walrus_tasks.client.aio" in core
+    own = {m for m in core if m == "walrus_tasks.client" or m.startswith("walrus_tasks.client.")}
+    assert core - own <= CLIENT_MAY_LOAD

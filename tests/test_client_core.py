@@ -7,10 +7,9 @@ import inspect
 import httpx
 import pytest
 
-from walrus_tasks import client_core as api
-from walrus_tasks.async_client import AsyncClient
-from walrus_tasks.client import Client, GatewayUnreachable
-from walrus_tasks.client_stream import RETRY_DELAY, RETRY_DELAY_MAX, Event, Resume
+from walrus_tasks.client import AsyncClient, Client, GatewayUnreachable
+from walrus_tasks.client import core as api
+from walrus_tasks.client.stream import RETRY_DELAY, RETRY_DELAY_MAX, Event, Resume
 from walrus_tasks.errors import NotFound, WalrusError
 
 

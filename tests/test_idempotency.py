@@ -19,7 +19,7 @@ import pytest
 from tests.cluster import Cluster
 from tests.test_keepalive import read_http, reset_on_close
 from walrus_tasks.client import Client
-from walrus_tasks.client_core import IDEMPOTENCY_KEY
+from walrus_tasks.client.core import IDEMPOTENCY_KEY
 
 
 class LoseFirstAnswer:

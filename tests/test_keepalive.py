@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.cluster import Cluster
-from walrus_tasks.async_client import AsyncClient
-from walrus_tasks.client import Client, GatewayUnreachable
-from walrus_tasks.client_core import KEEPALIVE_EXPIRY
+from walrus_tasks.client import AsyncClient, Client, GatewayUnreachable
+from walrus_tasks.client.core import KEEPALIVE_EXPIRY
 
 CONNECTIONS = 16
 

@@ -20,8 +20,7 @@ import redis
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url
 from walrus_tasks import conversations, keys
-from walrus_tasks.async_client import AsyncClient
-from walrus_tasks.client import Client
+from walrus_tasks.client import AsyncClient, Client
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.redis_server import RedisServer
 

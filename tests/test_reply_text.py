@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from walrus_tasks import keys, run_events, runs
+from walrus_tasks import event_types, keys, runs
+from walrus_tasks.event_types import RUN_EVENT, chunk, text_end, text_start
 from walrus_tasks.lease import Fence
 from walrus_tasks.reply_text import ForwardOnce, ReplyDiverged, ReplyText
-from walrus_tasks.run_events import RUN_EVENT, chunk, text_end, text_start
 from walrus_tasks.runs import acquire
 from walrus_tasks.submit import submit
 from worker import history_cache
@@ -56,7 +56,7 @@ def test_a_step_claimed_again_after_its_worker_streamed_output_restarts_first(
     assert runs.emit(r, fence, text_start(), chunk("one"), chunk(" two")) is not None
     fence = lose_worker(r, fence)
     claim(r, fence, 0, "again")
-    restart = run_events.restart(0, "worker lost")
+    restart = event_types.restart(0, "worker lost")
     assert [e["type"] for e in stream(r, fence)] == [
         "start", "text_start", "chunk", "chunk", "restart",
     ]  # fmt: skip
@@ -66,7 +66,7 @@ def test_a_step_claimed_again_after_its_worker_streamed_output_restarts_first(
     claim(r, fence, 0, "third")
     assert [e["type"] for e in stream(r, fence)].count("restart") == 1
     # Output of the new attempt, lost again: a second restart.
-    assert runs.emit(r, fence, run_events.thinking("hmm")) is not None
+    assert runs.emit(r, fence, event_types.thinking("hmm")) is not None
     fence = lose_worker(r, fence)
     claim(r, fence, 0, "fourth")
     assert [e["type"] for e in stream(r, fence)][-2:] == ["thinking", "restart"]
@@ -91,8 +91,8 @@ def test_the_next_steps_first_claim_never_restarts_the_step_before(
     assert runs.emit(r, fence, text_start(), chunk("let me look"), text_end()) is not None
     message = {"role": "assistant", "content": "let me look", "tool_calls": [call]}
     assert runs.commit(r, fence, 0, message, "tools", [call], (1, 1), "mock") == "ok"
-    assert runs.emit(r, fence, run_events.tool_start([call])) is not None  # type: ignore[list-item]
-    assert runs.emit(r, fence, run_events.tool_result("c1", "clock", "noon", False, 1))
+    assert runs.emit(r, fence, event_types.tool_start([call])) is not None  # type: ignore[list-item]
+    assert runs.emit(r, fence, event_types.tool_result("c1", "clock", "noon", False, 1))
     result = {"role": "tool", "tool_call_id": "c1", "name": "clock", "content": "noon"}
     assert runs.record_tool_result(r, fence, 0, "c1", result) == "complete"
     # The worker died before it wrote tools_complete.

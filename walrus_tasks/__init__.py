@@ -3,8 +3,7 @@
 The public surface for scripts: the HTTP clients, their event type, and the exceptions.
 """
 
-from walrus_tasks.async_client import AsyncClient
-from walrus_tasks.client import Client, Event, GatewayUnreachable
+from walrus_tasks.client import AsyncClient, Client, Event, GatewayUnreachable
 from walrus_tasks.errors import (
     Conflict,
     InvalidInput,

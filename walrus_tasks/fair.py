@@ -1,11 +1,12 @@
 """The fair dispatcher: which conversation a drain task starts next.
 
-Celery delivers ``walrus.session.drain`` messages in the order they were sent, so without
-help one tenant's thousand queued runs would run before another tenant's one. Instead a drain
-message is a turn, not an address: ``submit.lua`` marks a conversation that can start at once
-*ready* in Redis (its tenant's ready set, one per agent), and ``acquire.lua`` (one Lua call, the
-one that takes the lease) starts whichever ready conversation is due, whatever conversation the
-message was sent for:
+Celery delivers ``walrus.session.drain`` messages in the order they were sent, so without help
+one tenant's thousand waiting conversations would start before another tenant's one. Instead a
+drain message is a turn, not an address: ``submit.lua`` marks a conversation that can start at
+once (lease free, no live run, nothing queued before the message) *ready* in Redis (its
+tenant's ready set, one per agent), and ``acquire.lua`` (one Lua call, the one that takes the
+lease) starts whichever ready conversation is due, whatever conversation the message was sent
+for:
 
 - **tenants** are served by weighted fair queueing: each has a virtual time, a pick takes the
   tenant of the lowest and moves it on by ``1 / weight`` (``[tenants.<name>] weight``); a
@@ -14,15 +15,18 @@ message was sent for:
 - **agents** of one tenant by ``priority`` (higher first), then by how long they waited;
 - **conversations** of one agent first come, first served.
 
-Every submit still sends one drain message, so there are always at least as many messages as
-ready conversations, and Celery (Flower) shows one task per message; the task's result names
-the run it started. A drain that finds nothing ready (the conversation was started by another
-message, or by its lease holder's ``finish``) is a no-op. The next message of a busy
-conversation is still started by ``finish`` of the run before it (``start_next``), without a
-turn: one conversation runs one run at a time whatever its backlog. A message the broker lost
-leaves a ready conversation without its message; the reaper (``reap``) sends it again once no
-drain has picked for a while. ``WALRUS_FAIR_DISPATCH=0`` turns the picking off: a drain then
-starts its own conversation, in arrival order, as before (the bench's comparison).
+Only a message to an idle conversation sends a drain message (``submit.submit``): the one
+``submit.lua`` marked ready, so every ready conversation came with one message, and Celery
+(Flower) shows one task per message; the task's result names the run it started, maybe of
+another conversation. A drain that finds nothing to start (a takeover, or a drain the reaper
+sent, started it first) is a no-op. A message to a busy conversation sends none and takes no
+turn: the conversation's running run starts it as it ends (``finish.lua``, ``start_next``),
+so one conversation runs one run at a time whatever its backlog; what is fair is the start of
+a conversation that was idle. A drain message the broker lost leaves a ready conversation
+without its message; the reaper (``reap``) sends it again once no drain has picked for a
+while, and marks ready (and sends a drain for) a conversation the dispatcher lost.
+``WALRUS_FAIR_DISPATCH=0`` turns the picking off: a drain then starts its own conversation,
+in arrival order, as before (the bench's comparison).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A run's reply text from its events, honouring ``restart``: for clients and gateway faces.
 
 A ``restart`` voids the output its step streamed since the step's last boundary event
-(``run_events.STEP_BOUNDARY``), and the step streams again from its beginning. Two readers:
+(``event_types.STEP_BOUNDARY``), and the step streams again from its beginning. Two readers:
 
 - ``ReplyText`` rebuilds the reply as a client that can take text back sees it: the text of
   every step, a restarted step's once (the Python clients, the OpenAI face's non-streamed
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from walrus_tasks.run_events import STEP_BOUNDARY
+from walrus_tasks.event_types import STEP_BOUNDARY
 
 REPLY_RESTARTED = "reply_restarted"
 """The error code a face ends its stream with when a restarted reply differs from its start."""

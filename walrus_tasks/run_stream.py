@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from walrus_tasks.run_events import event_json
+from walrus_tasks.event_types import event_json
 
 
 def parse(entry_id: str, fields: dict[str, str]) -> tuple[str, dict[str, Any]]:

@@ -44,7 +44,7 @@ transition starts a conversation's next message while its active run has not end
 (``live_active`` in ``lua/lib/runs.lua``).
 
 Reads of what the transitions wrote (history, archives, run records, conversations) are in
-``walrus_tasks.reads``; the run events in ``walrus_tasks.run_events``.
+``walrus_tasks.reads``; the run events in ``walrus_tasks.event_types``.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ from typing import Any, Literal
 import redis
 
 from walrus_tasks import durable, fair, keys, limits, scripts, tenancy
-from walrus_tasks.lease import Fence, now_ms, ttl_ms
-from walrus_tasks.run_events import (
+from walrus_tasks.event_types import (
     STEP_BOUNDARY,
     STEP_OUTPUT,
     WORKER_LOST,
@@ -69,7 +68,8 @@ from walrus_tasks.run_events import (
     ToolCall,
     event_json,
 )
-from walrus_tasks.run_events import restart as restart_event
+from walrus_tasks.event_types import restart as restart_event
+from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.settings import get_settings
 
 Phase = Literal["llm", "tools", "final", "cancelled", "done"]
@@ -319,7 +319,7 @@ def begin_step(
     """Claim LLM step ``step`` (as ``begin``) and read what it needs, in one round trip.
 
     A step claimed again after its worker was lost, which had streamed output, gets its
-    ``restart`` event first (``run_events``). Also renews the lease to its TTL, and pins
+    ``restart`` event first (``event_types``). Also renews the lease to its TTL, and pins
     ``agent_config`` (JSON, '' for none) on the run unless a config is pinned already (the
     record returned has the one that holds). ``task_id``: the delivering message's id (as
     ``begin``).

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import reads, run_events, runs
+from walrus_tasks import event_types, reads, runs
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost
 from walrus_tasks.lease import Fence, LeaseKeeper
@@ -93,7 +93,7 @@ def compact(
         "run_id": fence.run_id,
         "summary": True,
     }
-    event = run_events.compacted(MARKER, len(old))
+    event = event_types.compacted(MARKER, len(old))
     state, archived = runs.compact(r, fence, summary, keep, len(history), event)
     if state == "fenced":
         raise LeaseLost(f"run {fence.run_id}: lease lost while compacting")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import redis
 
-from walrus_tasks import limits, run_events, runs
+from walrus_tasks import event_types, limits, runs
 from walrus_tasks.celery_app import send_step
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost, ProviderError
@@ -122,7 +122,7 @@ def call(
         finally:
             keeper.on_renew.remove(renew)
             wake(limits.release(r, applied, holder, used - estimate))
-        restart = run_events.restart(step, error.message) if streamed() else None
+        restart = event_types.restart(step, error.message) if streamed() else None
         reset()
         delay = retry_delay(error, tries + 1, agent)
         if delay is None:
@@ -132,7 +132,7 @@ def call(
         else:
             tries += 1
         attempts += 1
-        event = run_events.retry(attempts, int(delay * 1000), error.message, models[index])
+        event = event_types.retry(attempts, int(delay * 1000), error.message, models[index])
         state = runs.retry(
             r, fence, step, attempts, tries, index, now_ms() + int(delay * 1000), event, restart
         )

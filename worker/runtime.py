@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import fair, keys, reads, run_events, runs, subscriptions, tenancy, waits
+from walrus_tasks import event_types, fair, keys, reads, runs, subscriptions, tenancy, waits
 from walrus_tasks import metrics as shared_metrics
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
@@ -96,7 +96,7 @@ def start(acquired: runs.Acquired) -> None:
 
 
 def must_emit(
-    r: redis.Redis, fence: Fence, event: run_events.RunEvent, *more: run_events.RunEvent
+    r: redis.Redis, fence: Fence, event: event_types.RunEvent, *more: event_types.RunEvent
 ) -> str:
     """Append fenced events; LeaseLost if another holder took the conversation over.
 
@@ -118,7 +118,7 @@ class StepOutput:
     text_open: bool = False
     start_held: bool = False
     """``text_start`` is due, written with the text's first chunk (``_chunk_events``)."""
-    closing: list[run_events.RunEvent] = field(default_factory=list)
+    closing: list[event_types.RunEvent] = field(default_factory=list)
     """What closes a finished call's text (its last chunk, ``text_end``): written by the
     step's commit, in the same round trip (``_close_text`` writes it on any other way out)."""
     streamed: bool = False
@@ -217,14 +217,14 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
         redispatch_step(r, fence, step, claim_id, deferred.delay)
         return state
     text = "".join(out.text)
-    calls: list[run_events.ToolCall] = [
+    calls: list[event_types.ToolCall] = [
         {"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls
     ]
     if calls:
         if _commit(
             r, fence, out, step, _assistant(fence, text, calls), "tools", calls, out.usage, model
         ):
-            must_emit(r, fence, run_events.tool_start(calls))
+            must_emit(r, fence, event_types.tool_start(calls))
             _queue_grace(fence)  # once for all the calls
             for i in range(len(calls)):
                 send_tool_call(fence, step, i)
@@ -284,7 +284,7 @@ def _call_llm(
                 if out.writer is not None:
                     out.writer.flush()
                 out.streamed = True
-                must_emit(r, fence, run_events.thinking(item.text))
+                must_emit(r, fence, event_types.thinking(item.text))
             elif isinstance(item, ToolCallRequest):
                 out.calls.append(item)
             elif isinstance(item, StepUsage):
@@ -302,24 +302,24 @@ def _call_llm(
     )  # fmt: skip
 
 
-def _chunk_events(out: StepOutput, text: str) -> list[run_events.RunEvent]:
+def _chunk_events(out: StepOutput, text: str) -> list[event_types.RunEvent]:
     # ``text_start`` waits for the text's first chunk, so both take one round trip.
-    events: list[run_events.RunEvent] = []
+    events: list[event_types.RunEvent] = []
     if out.start_held:
         out.start_held = False
-        events.append(run_events.text_start())
-    events.append(run_events.chunk(text))
+        events.append(event_types.text_start())
+    events.append(event_types.chunk(text))
     return events
 
 
-def _closing_events(out: StepOutput) -> list[run_events.RunEvent]:
+def _closing_events(out: StepOutput) -> list[event_types.RunEvent]:
     # The held text and ``text_end``, to go out in one round trip.
     held = out.writer.take() if out.writer is not None else ""
     events = [*out.closing, *(_chunk_events(out, held) if held else [])]
     out.closing = []
     if out.text_open:
         out.text_open = False
-        events.append(run_events.text_end())
+        events.append(event_types.text_end())
     return events
 
 
@@ -331,7 +331,7 @@ def _close_text(r: redis.Redis, fence: Fence, out: StepOutput) -> None:
         runs.emit(r, fence, *events)
 
 
-def _assistant(fence: Fence, text: str, calls: list[run_events.ToolCall]) -> dict[str, Any]:
+def _assistant(fence: Fence, text: str, calls: list[event_types.ToolCall]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text, "run_id": fence.run_id}
     if calls:
         message["tool_calls"] = calls
@@ -345,7 +345,7 @@ def _commit(
     step: int,
     message: dict[str, Any] | None,
     next_phase: Any,
-    calls: list[run_events.ToolCall],
+    calls: list[event_types.ToolCall],
     usage: tuple[int, int],
     model: str,
 ) -> bool:
@@ -368,7 +368,7 @@ def run_cwd(agent: AgentConfig, config: Config, record: dict[str, str]) -> Path:
 def finish(
     r: redis.Redis,
     fence: Fence,
-    status: run_events.EndStatus,
+    status: event_types.EndStatus,
     error: str = "",
     record: dict[str, str] | None = None,
 ) -> None:
@@ -378,11 +378,11 @@ def finish(
     """
     if record is None:
         record = reads.run_record(r, fence.run_id)
-    usage: run_events.Usage = {
+    usage: event_types.Usage = {
         "input_tokens": int(record.get("input_tokens", 0)),
         "output_tokens": int(record.get("output_tokens", 0)),
     }
-    end = run_events.end(status, usage, record.get("model") or None, error)
+    end = event_types.end(status, usage, record.get("model") or None, error)
     result = None
     if record.get("parent_run"):
         text = subscriptions.final_text(r, fence.agent, fence.sender, fence.run_id)
@@ -471,7 +471,7 @@ def _call_with_waits(
             return call_tool(call["name"], call["arguments"], ctx)
         except WaitFor as w:
             keeper.check()
-            event: run_events.AskUser | None = None
+            event: event_types.AskUser | None = None
             if w.event:
                 event = {**w.event, "call_id": call["id"]}
             parked = runs.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
@@ -521,7 +521,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
             output, is_error = f"{type(e).__name__}: {e}", True
     duration_ms = int((time.monotonic() - started) * 1000)
     metrics.tool_called(call["name"], time.monotonic() - started, is_error)
-    result = run_events.tool_result(call["id"], call["name"], output, is_error, duration_ms)
+    result = event_types.tool_result(call["id"], call["name"], output, is_error, duration_ms)
     # The event goes out before the result is recorded, so every tool_result precedes
     # tools_complete (emitted by whichever call records last).
     if runs.emit(r, fence, result) is None:
@@ -537,6 +537,6 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
     recorded = runs.record_tool_result(r, fence, step, call["id"], message)
     if recorded == "pending":
         _queue_grace(fence)  # sibling calls may still be waiting in the tools queue
-    elif recorded == "complete" and runs.emit(r, fence, run_events.tools_complete()) is not None:
+    elif recorded == "complete" and runs.emit(r, fence, event_types.tools_complete()) is not None:
         dispatch_step(fence, step + 1)
     return state

@@ -7,7 +7,7 @@
 -- at, and its length and the SHA-1 of its first and last messages match.
 -- A step claimed again after its worker was lost may have streamed output that no restart
 -- voided: the restart event (given) is appended first, in this script, so before any output of
--- the new attempt (run_events.py: STEP_OUTPUT, STEP_BOUNDARY).
+-- the new attempt (event_types.py: STEP_OUTPUT, STEP_BOUNDARY).
 -- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
 -- ARGV: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
 --       pin), held history length (0 = none), SHA-1 of its first message, SHA-1 of its last,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from walrus_tasks import run_events
+from walrus_tasks import event_types
 from worker.providers.base import ToolSpec
 from worker.tools.base import ToolContext, ToolFailed, WaitFor, register, schema
 
@@ -54,7 +54,7 @@ def ask_user(args: dict[str, Any], ctx: ToolContext) -> str:
     """Emit ``ask_user {questions}`` and wait; the reply (the call runs again) is the result."""
     wake = ctx.wake
     if wake is None:
-        event = run_events.ask_user("question", _questions(args))
+        event = event_types.ask_user("question", _questions(args))
         raise WaitFor("ask", ctx.agent.ask_timeout, event=event)
     if wake.kind == "timeout":
         raise ToolFailed(f"the user did not answer within {ctx.agent.ask_timeout:g}s")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import run_events
+from walrus_tasks import event_types
 from walrus_tasks.config import AgentConfig, Config
 from worker.providers.base import ToolSpec
 
@@ -76,7 +76,7 @@ class WaitFor(Exception):
         self,
         kind: Literal["ask", "approval", "delegate"],
         timeout: float,
-        event: run_events.AskUser | None = None,
+        event: event_types.AskUser | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"waiting for {kind}")

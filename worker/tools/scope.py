@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
-from walrus_tasks import run_events
+from walrus_tasks import event_types
 from walrus_tasks.config import AgentConfig, Config, Permission
 from worker.providers.base import ToolSpec
 from worker.tools.base import TOOLS, Tool, ToolContext, ToolFailed, WaitFor
@@ -53,9 +53,9 @@ def permission(agent: AgentConfig, name: str) -> Permission:
     return agent.permissions.get(name, agent.permissions.get("*", "allow"))
 
 
-def approval_question(name: str, arguments: dict[str, Any]) -> run_events.AskUser:
+def approval_question(name: str, arguments: dict[str, Any]) -> event_types.AskUser:
     """The ``ask_user`` event asking the client to approve one call."""
-    return run_events.ask_user(
+    return event_types.ask_user(
         "approval",
         [
             {

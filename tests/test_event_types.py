@@ -1,4 +1,4 @@
-"""Run events have one typed model (``walrus_tasks.run_events``): what runs emit conforms to it."""
+"""Run events have one typed model (``walrus_tasks.event_types``): what runs emit conforms to it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import redis
 
 from tests.cluster import Cluster
 from walrus_tasks import keys, runs, waits
+from walrus_tasks.event_types import RUN_EVENT
 from walrus_tasks.lease import Fence
-from walrus_tasks.run_events import RUN_EVENT
 from walrus_tasks.runs import acquire
 from walrus_tasks.submit import submit
 

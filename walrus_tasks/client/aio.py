@@ -1,7 +1,7 @@
-"""The asyncio twin of ``walrus_tasks.client.Client`` (same methods, same resume semantics).
+"""The asyncio twin of ``client.sync.Client`` (same methods, same resume semantics).
 
-Each method is the same ``client_core`` request, sent with ``httpx.AsyncClient``; a dropped event
-stream resumes as ``client_stream.Resume`` decides.
+Each method is the same ``client.core`` request, sent with ``httpx.AsyncClient``; a dropped event
+stream resumes as ``client.stream.Resume`` decides.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from walrus_tasks import client_core as api
-from walrus_tasks import client_stream as sse
-from walrus_tasks.client_core import GatewayUnreachable
-from walrus_tasks.client_stream import Event
+from walrus_tasks.client import core as api
+from walrus_tasks.client import stream as sse
+from walrus_tasks.client.core import GatewayUnreachable
+from walrus_tasks.client.stream import Event
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from walrus_tasks.client_core import GatewayUnreachable, raise_for_error, unexpected, unreachable
+from walrus_tasks.client.core import GatewayUnreachable, raise_for_error, unexpected, unreachable
 
 RETRY_DELAY = 0.2
 """Seconds before the first reconnection; doubled on each further attempt up to RETRY_DELAY_MAX."""

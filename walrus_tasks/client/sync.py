@@ -1,8 +1,9 @@
-"""A small synchronous client for the gateway's HTTP API (what the ``walrus`` CLI uses).
+"""The synchronous client of the gateway's HTTP API (what the ``walrus`` CLI uses).
 
-Each method is one request described in ``client_core``; run events arrive as Server-Sent
-Events and a dropped stream resumes as ``client_stream.Resume`` decides, so the caller sees
-every event exactly once (docs/design.md, invariant 5). ``AsyncClient`` is the asyncio twin.
+Each method is one request described in ``client.core``; run events arrive as Server-Sent
+Events and a dropped stream resumes as ``client.stream.Resume`` decides, so the caller sees
+every event exactly once (docs/design.md, invariant 5). ``client.aio.AsyncClient`` is the
+asyncio twin.
 """
 
 from __future__ import annotations
@@ -14,23 +15,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from walrus_tasks import client_core as api
-from walrus_tasks import client_stream as sse
-from walrus_tasks.client_core import (
-    STREAM_GIVE_UP,
-    STREAM_READ_TIMEOUT,
-    GatewayUnreachable,
-    http_status,
-    raise_for_error,
-)
-from walrus_tasks.client_stream import (
-    RETRY_DELAY,
-    RETRY_DELAY_MAX,
-    RETRY_STATUSES,
-    Event,
-    SSEParser,
-    parse_sse,
-)
+from walrus_tasks.client import core as api
+from walrus_tasks.client import stream as sse
+from walrus_tasks.client.core import GatewayUnreachable
+from walrus_tasks.client.stream import Event, parse_sse
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -44,22 +32,6 @@ from walrus_tasks.models import (
     Subscription,
 )
 from walrus_tasks.reply_text import ReplyText
-
-__all__ = [
-    "RETRY_DELAY",
-    "RETRY_DELAY_MAX",
-    "RETRY_STATUSES",
-    "STREAM_GIVE_UP",
-    "STREAM_READ_TIMEOUT",
-    "Client",
-    "Event",
-    "GatewayUnreachable",
-    "ReplyText",
-    "SSEParser",
-    "http_status",
-    "parse_sse",
-    "raise_for_error",
-]
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ repeats it exactly, and ends the stream with an error where it differs.
 Three are appended by Lua, atomically with the transition they belong to: ``start``
 (``lua/lib/runs.lua``, as the run starts), ``user_steered`` (``lua/steer_inject.lua``) and a
 lost worker's ``restart`` (``lua/begin_step.lua``, as the step is claimed again; the event is
-built here). Their shapes are the TypedDicts below all the same; ``tests/test_run_events.py``
+built here). Their shapes are the TypedDicts below all the same; ``tests/test_event_types.py``
 checks what Lua writes against them.
 """
 
