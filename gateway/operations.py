@@ -27,10 +27,10 @@ from walrus_tasks.feed import live_end
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
+    Cancelled,
     Conversation,
     CronEntry,
     CronSpec,
-    KillResult,
     Published,
     Replied,
     RunInfo,
@@ -41,8 +41,7 @@ from walrus_tasks.models import (
     SubscriptionSpec,
 )
 from walrus_tasks.names import ENTRY_ID_RE, agent_name, sender_name
-from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, keyed_run_id, submit
-from walrus_tasks.submit import kill as kill_active
+from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, cancel_active, keyed_run_id, submit
 from walrus_tasks.tenancy import OPEN, Caller, scoped
 from walrus_tasks.workspace import send_meta
 
@@ -149,12 +148,12 @@ def forget(r: redis.Redis, agent: str, sender: str) -> None:
         conversations_mod.delete(r, agent, sender)
 
 
-def kill(
+def cancel(
     r: redis.Redis, config: Config, agent: Any, sender: Any, tenant: str | None = None
-) -> KillResult:
+) -> Cancelled:
     """Cancel the conversation's active run (``run_id`` None when nothing was running)."""
     agent = known_agent(config, agent)
-    return KillResult(run_id=kill_active(r, agent, sender_in(tenant, sender)))
+    return Cancelled(run_id=cancel_active(r, agent, sender_in(tenant, sender)))
 
 
 def reply(

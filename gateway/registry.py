@@ -26,10 +26,10 @@ from walrus_tasks.config import AgentConfig
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
+    Cancelled,
     Conversation,
     CronEntry,
     CronSpec,
-    KillResult,
     Published,
     PublishEvent,
     Replied,
@@ -220,9 +220,9 @@ def list_conversations(
     ),
     aliases=("kill",),
 )
-def cancel_run(call: Call, agent: str, sender: str, tenant: Tenant = None) -> KillResult:
+def cancel_run(call: Call, agent: str, sender: str, tenant: Tenant = None) -> Cancelled:
     """Cancel the conversation's active run (``run_id`` null if nothing was running)."""
-    return ops.kill(call.r, call.config, agent, sender, call.acting(tenant))
+    return ops.cancel(call.r, call.config, agent, sender, call.acting(tenant))
 
 
 @operation(

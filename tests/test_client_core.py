@@ -53,7 +53,7 @@ def _answer(status: int, body: object) -> httpx.Response:
 
 
 def test_a_call_reads_its_answer_or_names_what_is_wrong_with_it() -> None:
-    assert api.kill("echo", None).read(_answer(200, {"run_id": None})) is None
+    assert api.cancel("echo", None).read(_answer(200, {"run_id": None})) is None
     assert api.steer("echo", "hi", "bob").path == "/v1/agents/echo/conversations/bob/steer"
     assert api.publish("s", 1).read(_answer(200, {"fired": ["a", 2]})) == ["a", "2"]
     with pytest.raises(WalrusError, match="no 'messages' in the body"):

@@ -60,7 +60,8 @@ def test_the_async_client_resumes_a_stream_cut_in_the_middle(cluster: Cluster, s
             assert (await client.run(accepted.run_id)).status == "succeeded"
             history = await client.history("slow", sender)
             assert history[-1]["content"].endswith("w20")
-            assert await client.kill("slow", sender) is None
+            assert await client.cancel("slow", sender) is None
+            assert await client.kill("slow", sender) is None  # the older name
             agents = await client.agents()
             assert "slow" in {a.name for a in agents}
             with pytest.raises(NotFound):

@@ -161,10 +161,14 @@ class RunPage(BaseModel):
     )
 
 
-class KillResult(BaseModel):
-    """``200`` of a kill: the cancelled run, or null when nothing was running."""
+class Cancelled(BaseModel):
+    """``200`` of cancelling a conversation's run: the run, or null when nothing was running."""
 
     run_id: str | None
+
+
+KillResult = Cancelled
+"""The older name of :class:`Cancelled`."""
 
 
 class Conversation(BaseModel):

@@ -1,4 +1,4 @@
-"""``submit()``: accept a message into a conversation, and ``kill()``: cancel its active run."""
+"""``submit()`` accepts a message into a conversation; ``cancel_active()`` cancels its run."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def _drain(agent: str, sender: str, run_id: str) -> None:
         log.warning("drain of %s/%s not sent (%s); the reaper will send it", agent, sender, e)
 
 
-def kill(r: redis.Redis, agent: str, sender: str) -> str | None:
+def cancel_active(r: redis.Redis, agent: str, sender: str) -> str | None:
     """Cancel the conversation's active run (``waits.cancel``); the run id, or None if idle."""
     active: str | None = r.get(keys.conv(keys.cid(agent, sender), "active"))  # type: ignore[assignment]
     if active is None:

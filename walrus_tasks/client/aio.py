@@ -114,9 +114,12 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
         """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
         return await self._call(api.runs(cursor, limit, filters))
 
-    async def kill(self, agent: str, sender: str | None = None) -> str | None:
+    async def cancel(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""
-        return await self._call(api.kill(agent, sender))
+        return await self._call(api.cancel(agent, sender))
+
+    kill = cancel
+    """The older name of :meth:`cancel`."""
 
     async def history(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
         """The conversation's messages in order."""

@@ -282,9 +282,9 @@ def runs(cursor: str | None, limit: int, filters: dict[str, Any]) -> Call[RunPag
     return Call("GET", "/v1/runs", _model(RunPage), params=params)
 
 
-def kill(agent: str, sender: str | None) -> Call[str | None]:
-    """``POST /v1/agents/{agent}/conversations/{sender}/kill``."""
-    return Call("POST", _conversation_path(agent, sender, "kill"), _run_id, key="run_id")
+def cancel(agent: str, sender: str | None) -> Call[str | None]:
+    """``POST /v1/agents/{agent}/conversations/{sender}/cancel``."""
+    return Call("POST", _conversation_path(agent, sender, "cancel"), _run_id, key="run_id")
 
 
 def history(agent: str, sender: str | None) -> Call[list[dict[str, Any]]]:
@@ -396,9 +396,9 @@ def unsubscribe(sub_id: str) -> Call[None]:
 
 
 def publish(source: str, payload: Any) -> Call[list[str]]:
-    """``POST /v1/events``."""
+    """``POST /v1/publish``."""
     body = {"source": source, "payload": payload}
-    return Call("POST", "/v1/events", lambda fired: [str(f) for f in fired], "fired", body)
+    return Call("POST", "/v1/publish", lambda fired: [str(f) for f in fired], "fired", body)
 
 
 # --- paths -------------------------------------------------------------------------------------

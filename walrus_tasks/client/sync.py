@@ -114,9 +114,12 @@ class Client(api.ClientBase[httpx.Client]):
         """A page of runs, newest first; filters ``agent=``, ``sender=``, ``status=[...]``."""
         return self._call(api.runs(cursor, limit, filters))
 
-    def kill(self, agent: str, sender: str | None = None) -> str | None:
+    def cancel(self, agent: str, sender: str | None = None) -> str | None:
         """Cancel the conversation's active run; its id, or None if nothing was running."""
-        return self._call(api.kill(agent, sender))
+        return self._call(api.cancel(agent, sender))
+
+    kill = cancel
+    """The older name of :meth:`cancel`."""
 
     def history(self, agent: str, sender: str | None = None) -> list[dict[str, Any]]:
         """The conversation's messages in order."""
