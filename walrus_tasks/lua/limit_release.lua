@@ -3,14 +3,13 @@
 -- a new message id (`step_task`), so the message of its countdown, when it comes, is stale
 -- (begin.lua): the step runs once. Charges the tokens the estimate missed to the token limits.
 -- KEYS: none (the limits' keys come from K, by name)
--- ARGV: now_ms, holder, task_id (of a woken step's message), extra_tokens, n, then n times:
---       name, max_concurrency, tokens_per_minute
+-- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, limits (each:
+--    name, max_concurrency, tokens_per_minute)
 -- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}.
-local now, holder, task_id, extra = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, holder, task_id, extra = tonumber(A.now_ms), A.holder, A.task_id, tonumber(A.extra_tokens)
 local woken = false
-for i = 1, tonumber(ARGV[5]) do
-  local a = 5 + (i - 1) * 3
-  local name, conc, tpm = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+for _, l in ipairs(A.limits) do
+  local name, conc, tpm = l.name, tonumber(l.max_concurrency), tonumber(l.tokens_per_minute)
   if tpm > 0 and extra > 0 then
     -- Pushes the limit's arrival time on: later calls wait for the tokens really used.
     redis.call('INCRBYFLOAT', K.limit_tokens(name), extra * 60000 / tpm)
