@@ -5,11 +5,9 @@
 --    ('tools' | 'final' | 'cancelled'), calls_json, input_tokens, output_tokens, model,
 --    run_id, maxlen, events (event_json..., appended first)
 -- Returns 'ok', 'fenced' or 'stale'.
-if not holds(A.token, A.ttl_ms) then
-  return 'fenced'
-end
-if not at_step(KEYS[3], A.step, 'llm') then
-  return 'stale'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'llm')
+if refused then
+  return refused
 end
 for _, event in ipairs(A.events) do
   emit(A.run_id, A.maxlen, event)

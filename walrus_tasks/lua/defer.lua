@@ -6,11 +6,9 @@
 -- KEYS: lease, fence, run, claim
 -- A: token, ttl_ms, step, claim_id, hold_ms, now_ms, cid, task_id
 -- Returns 'ok', 'fenced' or 'stale'.
-if not holds(A.token, A.ttl_ms) then
-  return 'fenced'
-end
-if not at_step(KEYS[3], A.step, 'llm') then
-  return 'stale'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'llm')
+if refused then
+  return refused
 end
 if redis.call('GET', KEYS[4]) == A.claim_id then
   redis.call('DEL', KEYS[4])

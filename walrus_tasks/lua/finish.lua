@@ -17,12 +17,9 @@
 -- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done`} or
 -- {'fenced'} / {'stale'}; a parent wake is {token, step, index, call_id, parent agent, parent
 -- sender, parent run}.
-if not holds(A.token, A.ttl_ms) then
-  return {'fenced'}
-end
-local status = redis.call('HGET', KEYS[3], 'status')
-if status ~= 'running' then
-  return {'stale'}
+local refused = guard(A.token, A.ttl_ms, KEYS[3])
+if refused then
+  return {refused}
 end
 redis.call('HSET', KEYS[3], 'status', A.status, 'finished_at', A.now_ms, 'phase', 'done')
 if A.error ~= '' then

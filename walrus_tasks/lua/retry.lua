@@ -5,11 +5,9 @@
 -- A: token, ttl_ms, step, attempts, fallback, run_id, maxlen, restart_json ('' = none),
 --    retry_json, tries (on the model in use), not_before_ms (when the next attempt may go)
 -- Returns 'ok', 'fenced' or 'stale'.
-if not holds(A.token, A.ttl_ms) then
-  return 'fenced'
-end
-if not at_step(KEYS[3], A.step, 'llm') then
-  return 'stale'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'llm')
+if refused then
+  return refused
 end
 redis.call('HSET', KEYS[3], 'attempts', A.attempts, 'fallback', A.fallback, 'tries', A.tries,
   'not_before', A.not_before_ms)

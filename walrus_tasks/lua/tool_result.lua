@@ -3,11 +3,9 @@
 -- KEYS: lease, fence, run, history, results, claim
 -- A: token, ttl_ms, step, call_id, message_json
 -- Returns 'complete', 'pending', 'fenced' or 'stale'.
-if not holds(A.token, A.ttl_ms) then
-  return 'fenced'
-end
-if not at_step(KEYS[3], A.step, 'tools') then
-  return 'stale'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'tools')
+if refused then
+  return refused
 end
 local calls_json = redis.call('HGET', KEYS[3], 'calls')
 if redis.call('HSETNX', KEYS[5], A.call_id, A.message_json) == 0 then

@@ -6,13 +6,11 @@
 --    event_json ('' = none), data_json, now_ms, maxlen, cid
 -- Returns 'waiting' (parked, or already parked), 'woken' (its wake was already due: run the
 -- call again now), 'fenced' or 'stale'.
-if not holds(A.token, A.ttl_ms) then
-  return 'fenced'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'tools')
+if refused then
+  return refused
 end
 local run_id = redis.call('HGET', KEYS[3], 'run_id')
-if not at_step(KEYS[3], A.step, 'tools') then
-  return 'stale'
-end
 if redis.call('HEXISTS', K.run_waits(run_id), A.call_id) == 1 then
   redis.call('DEL', KEYS[4])
   return 'waiting'  -- a redelivered call: it is parked already
