@@ -640,6 +640,32 @@ def release_calls(r: redis.Redis, fence: Fence) -> list[int] | None:
     return None if res is None else [int(i) for i in res]
 
 
+CHILDREN_TTL = 7 * 86_400
+"""Seconds the record of a delegate call's children lives (far beyond any wait)."""
+
+
+def spawn_children(
+    r: redis.Redis, run_id: str, call_id: str, ids: list[str], foreground: bool
+) -> list[str]:
+    """Record the children that tool call ``call_id`` delegates to, once (spawn_children.lua).
+
+    ``ids``: the run ids this delivery chose; a redelivered call gets the first delivery's ids
+    back, and submits those (``submit`` is idempotent by run id). A ``foreground`` call waits
+    for its children: each is entered in its children hash, where ``finish`` records its
+    result and wakes the call with the last one.
+    """
+    return scripts.call(
+        r,
+        S.SPAWN_CHILDREN,
+        [keys.run_call(run_id, "spawned", call_id), keys.run_call(run_id, "children", call_id)],
+        {
+            "ids_json": json.dumps(ids),
+            "foreground": "1" if foreground else "0",
+            "ttl_s": CHILDREN_TTL,
+        },
+    )
+
+
 CANCEL_TTL = 86_400
 """Seconds a run's cancel flag lives (the run clears it when it ends)."""
 
@@ -706,6 +732,16 @@ def queue_steering(r: redis.Redis, agent: str, sender: str, content: str) -> str
     """Queue ``content`` for the active run's next LLM step (steer.lua); its run id or None."""
     active = keys.conv(keys.cid(agent, sender), "active")
     return scripts.call(r, S.STEER, [active], {"content": content})
+
+
+def set_webhook(r: redis.Redis, run_id: str, url: str) -> bool:
+    """Report the end of run ``run_id`` to ``url`` (set_webhook.lua); False if it has ended.
+
+    True when set: the run is queued, running or waiting, so ``finish`` puts it in the webhook
+    outbox as it ends (``walrus_tasks.webhooks``). False when the run is missing or has ended
+    already: nothing is written, since a URL set after its end would never be sent.
+    """
+    return scripts.call(r, S.SET_WEBHOOK, [keys.run(run_id)], {"url": url})
 
 
 # --- ended: succeeded, failed or cancelled -------------------------------------------------------

@@ -210,6 +210,10 @@ RETRY: Script[Commit] = Script(
     _literal(Commit),
 )  # fmt: skip
 ROLLBACK: Script[int] = Script("rollback", ("run_id",), int)
+SET_WEBHOOK: Script[bool] = Script("set_webhook", ("url",), _flag)
+SPAWN_CHILDREN: Script[list[str]] = Script(
+    "spawn_children", ("ids_json", "foreground", "ttl_s"), _strs
+)
 SEED: Script[int] = Script("seed", ("messages_json",), int)
 STEER: Script[str | None] = Script("steer", ("content",), _optional_str)
 STEER_INJECT: Script[int] = Script("steer_inject", (*FENCED, "run_id", "maxlen"), int)
@@ -243,8 +247,9 @@ SCRIPTS: dict[str, Script[Any]] = {
     for s in (
         ACQUIRE, BEGIN, BEGIN_STEP, CANCEL, COMMIT, COMPACT, CRON_CLAIM, CRON_RECORD, DEFER,
         DELETE_CONVERSATION, EMIT, FINISH, HEARTBEAT_CLAIM, LIMIT_ACQUIRE, LIMIT_RELEASE,
-        REAP_READY, RELEASE_CALLS, RENEW, RETRY, ROLLBACK, SEED, STEER, STEER_INJECT, SUB_DELETE,
-        SUB_PUBLISH, SUBMIT, TAKEOVER, TOOL_RESULT, WAIT_BEGIN, WAKE, WEBHOOK_DUE, WEBHOOK_HOLD,
+        REAP_READY, RELEASE_CALLS, RENEW, RETRY, ROLLBACK, SEED, SET_WEBHOOK, SPAWN_CHILDREN,
+        STEER, STEER_INJECT, SUB_DELETE, SUB_PUBLISH, SUBMIT, TAKEOVER, TOOL_RESULT, WAIT_BEGIN,
+        WAKE, WEBHOOK_DUE, WEBHOOK_HOLD,
     )
 }  # fmt: skip
 """Every script by name (``tests/test_scripts.py``: one spec per ``lua/*.lua``)."""

@@ -72,7 +72,7 @@ def _resume(r: redis.Redis, h: dict[str, str], value: Any, webhook: str | None) 
     if not active or not pending:
         raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
     if webhook:  # the walrus run that goes on ends this LangGraph run too
-        r.hset(keys.run(active), "webhook", webhook)
+        runs.set_webhook(r, active, webhook)
     after = _last_question(r, active)
     agent, sender = h["agent"], h["sender"]
     ids = {i["id"] for i in pending}

@@ -13,7 +13,7 @@ end
 if redis.call('GET', KEYS[4]) == A.claim_id then
   redis.call('DEL', KEYS[4])
 end
-redis.call('HSET', KEYS[3], 'step_task', A.step .. '/' .. A.task_id)
+expect_step_task(KEYS[3], A.step, A.task_id)
 redis.call('PEXPIRE', KEYS[1], A.hold_ms)
 redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.hold_ms), A.cid)
 return 'ok'

@@ -1,7 +1,8 @@
 -- Free one LLM call's capacity, and wake the step that has waited longest for a slot of one
 -- of its concurrency limits: it is due now, not when its countdown ends. The woken step gets
 -- a new message id (`step_task`), so the message of its countdown, when it comes, is stale
--- (begin.lua): the step runs once. Charges the tokens the estimate missed to the token limits.
+-- (begin.lua): the step runs once. That move is the run state machine's (lib/runs.lua
+-- expect_step_task). Charges the tokens the estimate missed to the token limits.
 -- KEYS: none (the limits' keys come from K, by name)
 -- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, limits (each:
 --    name, max_concurrency, tokens_per_minute)
@@ -28,7 +29,7 @@ for _, l in ipairs(A.limits) do
       -- Only a step put back in the queue (its claim free) and still holding its lease.
       if r[1] == 'running' and r[2] == 'llm' and token
           and redis.call('EXISTS', K.run_claim(first)) == 0 then
-        redis.call('HSET', K.run(first), 'step_task', r[3] .. '/' .. task_id)
+        expect_step_task(K.run(first), r[3], task_id)
         woken = {r[4], r[5], first, token, r[3]}
       end
     end

@@ -37,7 +37,7 @@ if status == 'running' then
   redis.call('PSETEX', KEYS[1], A.ttl_ms, token)
   redis.call('ZADD', K.LEASES, now + tonumber(A.ttl_ms), A.cid)
   redis.call('DEL', K.run_claim(active))
-  redis.call('HDEL', K.run(active), 'step_task')  -- the resumed step is sent anew
+  expect_step_task(K.run(active))  -- the resumed step is sent anew
   if not timed_out then
     redis.call('HINCRBY', K.run(active), 'recoveries', 1)
   end

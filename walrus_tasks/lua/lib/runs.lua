@@ -38,6 +38,19 @@ local function guard(token, ttl_ms, rk, step, phase)
   return nil
 end
 
+-- The one writer of a run's `step_task`: step `step` of the run (record `rk`) is expected from
+-- the message `task_id` alone, any other message of that step is stale (claim). defer.lua sets
+-- it as it puts a step back in the queue; limit_release.lua moves it to the message that sends a
+-- step woken by a freed slot at once; with no `step`, takeover.lua forgets it (the resumed step
+-- is sent anew).
+local function expect_step_task(rk, step, task_id)
+  if step == nil then
+    redis.call('HDEL', rk, 'step_task')
+  else
+    redis.call('HSET', rk, 'step_task', step .. '/' .. task_id)
+  end
+end
+
 -- Claim the execution of step `step` in phase `phase` ('llm' | 'tools'; tool call `call` of it,
 -- or '' for the LLM call) of the run with record `rk`: delivery `claim_id` takes the claim key
 -- `claim` for ttl_ms. Fenced (lib/fence.lua's KEYS). `results`: the run's finished tool calls.
@@ -50,8 +63,7 @@ local function claim(token, ttl_ms, rk, step, phase, claim_key, claim_id, result
   if refused then
     return refused
   end
-  -- A step put back in the queue expects one message (`step_task`, set by defer.lua, moved on
-  -- by limit_release.lua when a freed slot sends it at once): any other of that step is stale.
+  -- A step put back in the queue expects one message (`step_task`, expect_step_task above): any other of that step is stale.
   if task_id and task_id ~= '' then
     local expected = redis.call('HGET', rk, 'step_task')
     local prefix = step .. '/'
