@@ -32,3 +32,12 @@ def test_background_children_are_not_waited_for(r: redis.Redis) -> None:
     assert runs.spawn_children(r, "parent", "call-2", ["c5"], False) == ["c5"]
     assert not r.exists(keys.run_call("parent", "children", "call-2"))
     assert runs.spawn_children(r, "parent", "call-2", ["c6"], False) == ["c5"]
+
+
+def test_the_first_config_pinned_holds_and_no_missing_run_gets_a_stub(r: redis.Redis) -> None:
+    assert runs.enqueue(r, "run-p", "echo", "alice", "hi", "enqueue", {}).state == "ok"
+    assert runs.pin_agent_config(r, "run-p", '{"name": "first"}')
+    assert not runs.pin_agent_config(r, "run-p", '{"name": "second"}')
+    assert r.hget(keys.run("run-p"), "agent_config") == '{"name": "first"}'
+    assert not runs.pin_agent_config(r, "run-gone", '{"name": "first"}')
+    assert not r.exists(keys.run("run-gone"))

@@ -390,6 +390,15 @@ def begin_step(
     )
 
 
+def pin_agent_config(r: redis.Redis, run_id: str, agent_config: str) -> bool:
+    """Pin ``agent_config`` (JSON) on the run unless one is pinned already (pin_config.lua).
+
+    True when pinned now; False when another step pinned one first (read that one) or the
+    run's record is gone. ``begin_step`` pins the same way on a run's first step.
+    """
+    return scripts.call(r, S.PIN_CONFIG, [keys.run(run_id)], {"agent_config_json": agent_config})
+
+
 def retry(
     r: redis.Redis,
     fence: Fence,

@@ -196,6 +196,7 @@ LIMIT_RELEASE: Script[list[Any] | None] = Script(
     tail="limits",
     each=("name", "max_concurrency", "tokens_per_minute"),
 )
+PIN_CONFIG: Script[bool] = Script("pin_config", ("agent_config_json",), _flag)
 REAP_READY: Script[list[str]] = Script(
     "reap_ready", ("now_ms", "stale_ms"), _strs, tail="conversations"
 )
@@ -243,13 +244,6 @@ WEBHOOK_DUE: Script[list[str]] = Script("webhook_due", ("now_ms", "hold_ms", "li
 WEBHOOK_HOLD: Script[Hold] = Script("webhook_hold", ("run_id", "chain", "until_ms"), _literal(Hold))
 
 SCRIPTS: dict[str, Script[Any]] = {
-    s.name: s
-    for s in (
-        ACQUIRE, BEGIN, BEGIN_STEP, CANCEL, COMMIT, COMPACT, CRON_CLAIM, CRON_RECORD, DEFER,
-        DELETE_CONVERSATION, EMIT, FINISH, HEARTBEAT_CLAIM, LIMIT_ACQUIRE, LIMIT_RELEASE,
-        REAP_READY, RELEASE_CALLS, RENEW, RETRY, ROLLBACK, SEED, SET_WEBHOOK, SPAWN_CHILDREN,
-        STEER, STEER_INJECT, SUB_DELETE, SUB_PUBLISH, SUBMIT, TAKEOVER, TOOL_RESULT, WAIT_BEGIN,
-        WAKE, WEBHOOK_DUE, WEBHOOK_HOLD,
-    )
-}  # fmt: skip
+    s.name: s for s in list(globals().values()) if isinstance(s, Script)
+}
 """Every script by name (``tests/test_scripts.py``: one spec per ``lua/*.lua``)."""
