@@ -37,9 +37,12 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    then removes its messages; an ended run's messages go at once
 
 Every fenced transition checks the conversation lease's token first (``lua/lib/fence.lua``):
-a worker that lost the lease changes nothing. A run's ``phase`` says what its next task does
-(``llm``: an LLM step; ``tools``: its tool calls; ``final`` / ``cancelled``: finish), so a
-recovered run resumes from its last persisted step (``worker/recovery.py``). Invariant 3: no
+a worker that lost the lease changes nothing. A step transition opens with ``guard``
+(``lua/lib/runs.lua``), which checks the token and then the run's step. Each script's
+arguments are named in ``walrus_tasks.script_args`` and passed by name; its reply comes back
+typed. A run's ``phase`` says what its next task does (``llm``: an LLM step; ``tools``: its
+tool calls; ``final`` / ``cancelled``: finish), so a recovered run resumes from its last
+persisted step (``worker/recovery.py``). Invariant 3: no
 transition starts a conversation's next message while its active run has not ended
 (``live_active`` in ``lua/lib/runs.lua``).
 
