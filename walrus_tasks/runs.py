@@ -86,6 +86,7 @@ CommitPhase = Literal["tools", "final", "cancelled"]
 WaitKind = Literal["ask", "approval", "delegate"]
 """What a parked tool call waits for: a client's answer, an approval, delegated children."""
 
+# The scripts' reply types (``walrus_tasks.script_args``, where their parsers check them).
 Begin = S.Begin
 Commit = S.Commit
 ToolRecord = S.ToolRecord

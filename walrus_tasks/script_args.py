@@ -50,7 +50,7 @@ def _literal(kind: Any) -> Callable[[Any], Any]:
 
 
 def _raw(raw: Any) -> Any:
-    """A structured reply (a list of mixed values), read field by field by its caller."""
+    """A reply of several shapes (wake.lua: a list, a word or nothing), told apart by callers."""
     return raw
 
 
@@ -143,7 +143,7 @@ BEGIN_STEP: Script[list[Any]] = Script(
     (*FENCED, "step", "claim_id", "now_ms", "cid", "run_id", "agent_config_json", "held_len",
      "held_first_sha", "held_last_sha", "held_epoch", "task_id", "restart_json", "maxlen",
      "output_types", "boundary_types"),
-    _raw,
+    list,
 )  # fmt: skip
 CANCEL: Script[list[Any]] = Script("cancel", ("cancel_ttl", "now_ms", "grace_ms"), list)
 COMMIT: Script[Commit] = Script(
@@ -237,7 +237,7 @@ WAIT_BEGIN: Script[Wait] = Script(
      "maxlen", "cid"),
     _literal(Wait),
 )  # fmt: skip
-WAKE: Script[Any] = Script(
+WAKE: Script[list[Any] | str | None] = Script(
     "wake", ("call_id", "kinds", "wake_kind", "content", "now_ms", "grace_ms", "cid"), _raw
 )
 WEBHOOK_DUE: Script[list[str]] = Script("webhook_due", ("now_ms", "hold_ms", "limit"), _strs)
