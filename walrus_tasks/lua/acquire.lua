@@ -15,7 +15,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local cid = false
 if A.fair == '1' then
-  cid = pick(now, cjson.decode(A.weights_json), tonumber(A.default_weight), cjson.decode(A.priorities_json))
+  cid = pick(now, cjson.decode(A.weights_json), tonumber(A.default_weight),
+    cjson.decode(A.priorities_json))
 end
 if not cid and not orphan and redis.call('EXISTS', KEYS[1]) == 0 then
   local head = redis.call('LINDEX', K.conv_inbox(own), 0)

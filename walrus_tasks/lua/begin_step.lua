@@ -10,10 +10,11 @@
 -- the new attempt (run_events.py: STEP_OUTPUT, STEP_BOUNDARY).
 -- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
 -- A: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
---    pin), held history length (0 = none), SHA-1 of its first message, SHA-1 of its last,
---    the epoch it was read at ('' = never rewritten), the step message's id (task_id,
---    '' = the drain's step 0 in place), the restart event's JSON, the stream's maxlen,
---    the STEP_OUTPUT event types and the STEP_BOUNDARY ones (space-separated)
+--    pin), held_len (the held history's length, 0 = none), held_first_sha and held_last_sha
+--    (SHA-1 of its first and last message), held_epoch (the epoch it was read at, '' = never
+--    rewritten), task_id (the step message's id, '' = the drain's step 0 in place),
+--    restart_json (the restart event), maxlen (the stream's), output_types and
+--    boundary_types (the STEP_OUTPUT and STEP_BOUNDARY event types, space-separated)
 -- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
 -- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
 -- history length, index of the first message returned (0 or the held length), messages,
@@ -52,7 +53,8 @@ local function output_since_boundary(run_id, output, boundary)
   end
 end
 
-local state = claim(A.token, A.ttl_ms, KEYS[3], A.step, 'llm', KEYS[4], A.claim_id, '', '', A.task_id)
+local state = claim(A.token, A.ttl_ms, KEYS[3], A.step, 'llm', KEYS[4], A.claim_id, '', '',
+  A.task_id)
 if state ~= 'ok' then
   return {state}
 end

@@ -1,7 +1,7 @@
 -- Replace a conversation's history by a summary, archiving what it replaces; fenced.
 -- KEYS: lease, fence, history, archive, the conversation's epoch (bumped: history rewritten)
 -- A: token, ttl_ms, run_id, keep (messages at the end kept after the summary),
---    summary_json, event_json, maxlen, now_ms, expected history length
+--    summary_json, event_json, maxlen, now_ms, expected_len (history's length as read)
 -- Returns {'ok', archived message count} or {'fenced'} / {'stale'} (history moved on).
 if not holds(A.token, A.ttl_ms) then
   return {'fenced'}

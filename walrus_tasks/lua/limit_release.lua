@@ -7,7 +7,8 @@
 -- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, limits (each:
 --    name, max_concurrency, tokens_per_minute)
 -- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}.
-local now, holder, task_id, extra = tonumber(A.now_ms), A.holder, A.task_id, tonumber(A.extra_tokens)
+local now, holder, task_id = tonumber(A.now_ms), A.holder, A.task_id
+local extra = tonumber(A.extra_tokens)
 local woken = false
 for _, l in ipairs(A.limits) do
   local name, conc, tpm = l.name, tonumber(l.max_concurrency), tonumber(l.tokens_per_minute)

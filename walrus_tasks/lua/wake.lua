@@ -23,7 +23,8 @@ for i = 1, #waits, 2 do
   end
 end
 if call == nil then
-  if A.wake_kind == 'reply' and A.call_id == '' and (status == 'running' or status == 'waiting') then
+  if A.wake_kind == 'reply' and A.call_id == ''
+      and (status == 'running' or status == 'waiting') then
     redis.call('RPUSH', K.run_replies(run_id), A.content)
     return 'queued'
   end
