@@ -19,6 +19,7 @@ from datetime import datetime
 import redis
 
 from walrus_tasks import crons, keys, schedule, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, WalrusError
 from walrus_tasks.log import bound
@@ -112,8 +113,9 @@ def fire_heartbeats(r: redis.Redis, config: Config, now: float, deadline: float)
             continue
         next_ms = due_ms + math.floor((now_ms - due_ms) / interval_ms + 1) * interval_ms
         claimed = scripts.call(
-            r, "heartbeat_claim", [keys.HEARTBEATS, keys.fired(f"heartbeat:{agent}", due_ms)],
-            [agent, due_ms, round(next_ms), crons.DEDUP_TTL_MS],
+            r, S.HEARTBEAT_CLAIM, [keys.HEARTBEATS, keys.fired(f"heartbeat:{agent}", due_ms)],
+            {"agent": agent, "due_ms": due_ms, "next_ms": round(next_ms),
+             "dedup_ttl_ms": crons.DEDUP_TTL_MS},
         )  # fmt: skip
         if not claimed:
             continue

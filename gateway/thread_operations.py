@@ -291,10 +291,9 @@ def check_webhook(config: Config, url: str) -> str:
 def set_webhook(r: redis.Redis, run_id: str, url: str) -> bool:
     """Keep ``url`` (checked by :func:`check_webhook`) on run ``run_id``: its end sends it.
 
-    True (``runs.set_webhook``, which is to replace this, says False for a run that is gone).
+    False, writing nothing, when the run is gone or has ended (its end would never send it).
     """
-    r.hset(keys.run(run_id), "webhook", url)  # moves to runs.set_webhook
-    return True
+    return runs.set_webhook(r, run_id, url)
 
 
 async def events_through(aredis: aioredis.Redis, run_id: str, cursor: str) -> list[dict[str, Any]]:

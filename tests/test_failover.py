@@ -20,6 +20,7 @@ import redis
 from tests.cluster import Cluster, running, wait_for
 from tests.ha import SentinelGroup
 from walrus_tasks import durable, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.redis_server import start_redis
 from walrus_tasks.redis_url import sync_client
 
@@ -107,13 +108,17 @@ def _write(r: redis.Redis) -> bool:
         return False
 
 
+def _takeover(conversation: str) -> dict[str, Any]:
+    return {"cid": conversation, "now_ms": 0, "ttl_ms": 1000, "maxlen": 10}
+
+
 def test_a_script_missing_on_the_server_is_loaded_again(tmp_path: Path) -> None:
     """A promoted replica (or a restarted server) has no scripts: NOSCRIPT loads them again."""
     server = start_redis(tmp_path / "redis", appendonly=False)
     try:
         r = sync_client(server.url, decode_responses=True)
         conversation = "echo:noscript"
-        assert scripts.call(r, "takeover", ["lease", "fence"], [conversation, 0, 1000, 10]) == [
+        assert scripts.call(r, S.TAKEOVER, ["lease", "fence"], _takeover(conversation)) == [
             str(r.get("fence")),
             None,
             None,
@@ -122,7 +127,7 @@ def test_a_script_missing_on_the_server_is_loaded_again(tmp_path: Path) -> None:
         script: Any = scripts._registered[(id(r), "takeover")]
         assert r.script_exists(script.sha) == [False]
         r.delete("lease")
-        assert scripts.call(r, "takeover", ["lease", "fence"], [conversation, 0, 1000, 10])
+        assert scripts.call(r, S.TAKEOVER, ["lease", "fence"], _takeover(conversation))
         assert r.script_exists(script.sha) == [True]
     finally:
         server.stop()
@@ -136,10 +141,10 @@ def test_fencing_tokens_never_go_back_on_a_replica_that_missed_increments(tmp_pa
         # The old master's last token, handed out just now; the replica never saw it.
         old_master_token = int(time.time() * 1000)
         r.set("fence", "7")  # what the replica holds
-        took = scripts.call(r, "takeover", ["lease", "fence"], ["echo:fence", 0, 1000, 10])
+        took = scripts.call(r, S.TAKEOVER, ["lease", "fence"], _takeover("echo:fence"))
         assert int(took[0]) > old_master_token
         r.delete("lease")
-        again = scripts.call(r, "takeover", ["lease", "fence"], ["echo:fence", 0, 1000, 10])
+        again = scripts.call(r, S.TAKEOVER, ["lease", "fence"], _takeover("echo:fence"))
         assert int(again[0]) > int(took[0])
     finally:
         server.stop()
@@ -159,9 +164,12 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
 
         wait_for(lambda: replicas() == 1, 20, 0.05, "the replica to connect")
         before = int(r.get("walrus:replica:probe") or 0)
-        args = ["run-x", "echo", "alice", "hi", "enqueue", 0, "echo:alice", "{}"]
+        args = {
+            "run_id": "run-x", "agent": "echo", "sender": "alice", "content": "hi",
+            "on_busy": "enqueue", "now_ms": 0, "cid": "echo:alice", "meta_json": "{}",
+        }  # fmt: skip
         keys = ["l", "f", "i", "walrus:run:run-x", "a"]
-        assert durable.call_acknowledged(r, "submit", keys, args)[0] == "ok"
+        assert durable.call_acknowledged(r, S.SUBMIT, keys, args)[0] == "ok"
         assert int(r.get("walrus:replica:probe") or 0) == before + 1
         replica_client = sync_client(replica.url, decode_responses=True)
         assert replica_client.exists("walrus:run:run-x"), "the replica holds it on return"

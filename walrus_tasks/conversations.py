@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from walrus_tasks import keys, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.errors import Conflict, NotFound
 
 DATA_PARTS: tuple[keys.ConvPart, ...] = ("history", "archive", "read", "seq", "cwd", "epoch")
@@ -22,7 +23,7 @@ def delete(r: redis.Redis, agent: str, sender: str) -> None:
     conversation = keys.cid(agent, sender)
     state = scripts.call(
         r,
-        "delete_conversation",
+        S.DELETE_CONVERSATION,
         [
             keys.conv(conversation, "lease"),
             keys.conv(conversation, "fence"),
@@ -31,7 +32,7 @@ def delete(r: redis.Redis, agent: str, sender: str) -> None:
             keys.CONVERSATIONS,
             *(keys.conv(conversation, part) for part in DATA_PARTS),
         ],
-        [conversation],
+        {"cid": conversation},
     )
     if state == "busy":
         raise Conflict(

@@ -17,6 +17,7 @@ import redis
 from pydantic import ValidationError
 
 from walrus_tasks import keys, schedule, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.models import CronEntry, CronSpec
@@ -154,17 +155,17 @@ def claim(
     """
     raw = scripts.call(
         r,
-        "cron_claim",
+        S.CRON_CLAIM,
         [keys.CRONS, keys.CRONS_DUE, keys.fired(f"cron:{cron_id}", due_ms)],
-        [cron_id, due_ms, "" if next_ms is None else next_ms, "1" if fired else "0", now,
-         DEDUP_TTL_MS],
+        {"id": cron_id, "due_ms": due_ms, "next_ms": "" if next_ms is None else next_ms,
+         "fired": "1" if fired else "0", "now_s": now, "dedup_ttl_ms": DEDUP_TTL_MS},
     )  # fmt: skip
     return _parse(raw) if raw else None
 
 
 def record_run(r: redis.Redis, cron_id: str, run_id: str) -> None:
     """Note the run a fire started (nothing if the entry is gone, e.g. a fired ``once``)."""
-    scripts.call(r, "cron_record", [keys.CRONS], [cron_id, run_id])
+    scripts.call(r, S.CRON_RECORD, [keys.CRONS], {"id": cron_id, "run_id": run_id})
 
 
 def dump(r: redis.Redis) -> list[dict[str, Any]]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
 
 from walrus_tasks import keys, scripts
 from walrus_tasks.errors import Unavailable
+from walrus_tasks.script_args import Script
 from walrus_tasks.settings import get_settings
 
 log = logging.getLogger("walrus.durable")
@@ -63,23 +64,25 @@ def connected_replicas(r: redis.Redis) -> int:
     return count
 
 
-def call_acknowledged(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
-    """Run script ``name`` and, when the master has replicas, wait for one to hold its writes.
+def call_acknowledged(
+    r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]
+) -> T:
+    """Run ``script`` and, when the master has replicas, wait for one to hold its writes.
 
     The wait is bounded by ``WALRUS_REPLICA_ACK_TIMEOUT``; past it the result is returned
     anyway (logged): the master holds the write, and an error would make a client send twice.
     """
     timeout = get_settings().replica_ack_timeout
     if timeout <= 0 or connected_replicas(r) == 0:
-        return scripts.call(r, name, keys_, args)
+        return scripts.call(r, script, keys_, args)
     with r.pipeline(transaction=False) as pipe:
-        scripts.call(r, name, keys_, args, pipe=pipe)
+        scripts.queue(r, pipe, script, keys_, args)
         pipe.incr(keys.REPLICA_PROBE)
         pipe.execute_command("WAIT", 1, int(timeout * 1000))  # type: ignore[no-untyped-call]
         result, _, acked = pipe.execute()
     if not acked:
         log.warning("no replica acknowledged a write within %.1f s", timeout)
-    return result
+    return script.reply(result)
 
 
 def retrying(operation: Callable[[], T], what: str) -> T:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import redis
 
+from walrus_tasks import script_args as S
 from walrus_tasks import scripts
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
@@ -85,4 +86,9 @@ def reap(r: redis.Redis, conversations: list[str]) -> list[str]:
     """
     if not conversations:
         return []
-    return list(scripts.call(r, "reap_ready", [], [now_ms(), STALE_MS, *conversations]))
+    return scripts.call(
+        r,
+        S.REAP_READY,
+        [],
+        {"now_ms": now_ms(), "stale_ms": STALE_MS, "conversations": conversations},
+    )

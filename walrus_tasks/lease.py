@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from walrus_tasks import keys, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.errors import Cancelled, LeaseLost
 from walrus_tasks.settings import get_settings
 
@@ -61,13 +62,18 @@ def renew(
 
     ``ttl`` defaults to the lease TTL. Returns False once the lease is lost.
     """
-    res = scripts.call(
+    return scripts.call(
         r,
-        "renew",
+        S.RENEW,
         [*fence.lease_keys, claim_key or keys.run_part(fence.run_id, "claim")],
-        [fence.token, int(ttl * 1000) if ttl else ttl_ms(), now_ms(), fence.cid, claim_id],
+        {
+            "token": fence.token,
+            "ttl_ms": int(ttl * 1000) if ttl else ttl_ms(),
+            "now_ms": now_ms(),
+            "cid": fence.cid,
+            "claim_id": claim_id,
+        },
     )
-    return bool(res)
 
 
 def expired_conversations(r: redis.Redis, grace_ms: int = 0) -> list[str]:

@@ -23,6 +23,7 @@ import redis
 from pydantic import BaseModel
 
 from walrus_tasks import keys, scripts, tenancy
+from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
 
@@ -93,12 +94,20 @@ def acquire(
     """
     if not limits:
         return None
-    args: list[object] = [now_ms(), holder, int(hold * 1000), run_id, len(limits)]
-    for lim in limits:
-        args += [
-            lim.name, lim.max_concurrency, lim.requests_per_minute, lim.tokens_per_minute, tokens
-        ]  # fmt: skip
-    wait_ms, name, waiting = scripts.call(r, "limit_acquire", [], args)
+    wait_ms, name, waiting = scripts.call(
+        r,
+        S.LIMIT_ACQUIRE,
+        [],
+        {
+            "now_ms": now_ms(), "holder": holder, "hold_ms": int(hold * 1000), "run_id": run_id,
+            "limits": [
+                {"name": lim.name, "max_concurrency": lim.max_concurrency,
+                 "requests_per_minute": lim.requests_per_minute,
+                 "tokens_per_minute": lim.tokens_per_minute, "tokens": tokens}
+                for lim in limits
+            ],
+        },
+    )  # fmt: skip
     if int(wait_ms) == 0:
         return None
     if int(wait_ms) > 0:
@@ -142,10 +151,20 @@ def release(
     if not limits:
         return None
     task_id = uuid.uuid4().hex
-    args: list[object] = [now_ms(), holder, task_id, max(0, extra_tokens), len(limits)]
-    for lim in limits:
-        args += [lim.name, lim.max_concurrency, lim.tokens_per_minute]
-    res = scripts.call(r, "limit_release", [], args)
+    res = scripts.call(
+        r,
+        S.LIMIT_RELEASE,
+        [],
+        {
+            "now_ms": now_ms(), "holder": holder, "task_id": task_id,
+            "extra_tokens": max(0, extra_tokens),
+            "limits": [
+                {"name": lim.name, "max_concurrency": lim.max_concurrency,
+                 "tokens_per_minute": lim.tokens_per_minute}
+                for lim in limits
+            ],
+        },
+    )  # fmt: skip
     if not res:
         return None
     agent, sender, run_id, token, step = res

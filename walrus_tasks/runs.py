@@ -37,9 +37,12 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    then removes its messages; an ended run's messages go at once
 
 Every fenced transition checks the conversation lease's token first (``lua/lib/fence.lua``):
-a worker that lost the lease changes nothing. A run's ``phase`` says what its next task does
-(``llm``: an LLM step; ``tools``: its tool calls; ``final`` / ``cancelled``: finish), so a
-recovered run resumes from its last persisted step (``worker/recovery.py``). Invariant 3: no
+a worker that lost the lease changes nothing. A step transition opens with ``guard``
+(``lua/lib/runs.lua``), which checks the token and then the run's step. Each script's
+arguments are named in ``walrus_tasks.script_args`` and passed by name; its reply comes back
+typed. A run's ``phase`` says what its next task does (``llm``: an LLM step; ``tools``: its
+tool calls; ``final`` / ``cancelled``: finish), so a recovered run resumes from its last
+persisted step (``worker/recovery.py``). Invariant 3: no
 transition starts a conversation's next message while its active run has not ended
 (``live_active`` in ``lua/lib/runs.lua``).
 
@@ -56,6 +59,7 @@ from typing import Any, Literal
 import redis
 
 from walrus_tasks import durable, fair, keys, limits, scripts, tenancy
+from walrus_tasks import script_args as S
 from walrus_tasks.event_types import (
     STEP_BOUNDARY,
     STEP_OUTPUT,
@@ -82,12 +86,16 @@ CommitPhase = Literal["tools", "final", "cancelled"]
 WaitKind = Literal["ask", "approval", "delegate"]
 """What a parked tool call waits for: a client's answer, an approval, delegated children."""
 
-Begin = Literal["ok", "fenced", "stale", "busy"]
-"""A claim: ``ok`` (run it), ``fenced`` (lease lost), ``stale`` (done already, or not the
-run's current step), ``busy`` (another delivery is executing it)."""
-Commit = Literal["ok", "fenced", "stale"]
-ToolRecord = Literal["complete", "pending", "fenced", "stale"]
-Wait = Literal["waiting", "woken", "fenced", "stale"]
+# The scripts' reply types (``walrus_tasks.script_args``, where their parsers check them).
+Begin = S.Begin
+Commit = S.Commit
+ToolRecord = S.ToolRecord
+Wait = S.Wait
+
+
+def _fenced(fence: Fence) -> dict[str, Any]:
+    """The first arguments of every fenced script: the lease token and TTL (``S.FENCED``)."""
+    return {"token": fence.token, "ttl_ms": ttl_ms()}
 
 
 # --- queued: a message accepted, and a conversation's next run started ------------------------
@@ -129,7 +137,7 @@ def enqueue(
     # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
     res = durable.call_acknowledged(
         r,
-        "submit",
+        S.SUBMIT,
         [
             keys.conv(conversation, "lease"),
             keys.conv(conversation, "fence"),
@@ -137,8 +145,12 @@ def enqueue(
             keys.run(run_id),
             keys.conv(conversation, "active"),
         ],
-        [run_id, agent, sender, content, on_busy, now_ms(), conversation, json.dumps(meta)],
-    )
+        {
+            "run_id": run_id, "agent": agent, "sender": sender, "content": content,
+            "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
+            "meta_json": json.dumps(meta),
+        },
+    )  # fmt: skip
     if res[0] == "busy":
         return Enqueued("busy", active=res[1] or None)
     if res[0] in ("exists", "other"):
@@ -180,13 +192,14 @@ def acquire(
     settings = get_settings()
     res = scripts.call(
         r,
-        "acquire",
+        S.ACQUIRE,
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [
-            conversation, now_ms(), ttl_ms(), settings.events_maxlen,
-            "1" if settings.fair_dispatch else "0",
-            shares.weights, shares.default_weight, shares.priorities,
-        ],
+        {
+            "cid": conversation, "now_ms": now_ms(), "ttl_ms": ttl_ms(),
+            "maxlen": settings.events_maxlen, "fair": "1" if settings.fair_dispatch else "0",
+            "weights_json": shares.weights, "default_weight": shares.default_weight,
+            "priorities_json": shares.priorities,
+        },
     )  # fmt: skip
     if not res:
         return None
@@ -214,9 +227,14 @@ def takeover(r: redis.Redis, conversation: str) -> Takeover | None:
     """Take an expired lease over (the reaper's move); None while the lease is alive."""
     res = scripts.call(
         r,
-        "takeover",
+        S.TAKEOVER,
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
-        [conversation, now_ms(), ttl_ms(), get_settings().events_maxlen],
+        {
+            "cid": conversation,
+            "now_ms": now_ms(),
+            "ttl_ms": ttl_ms(),
+            "maxlen": get_settings().events_maxlen,
+        },
     )
     if not res:
         return None
@@ -231,17 +249,16 @@ def emit(r: redis.Redis, fence: Fence, event: RunEvent, *more: RunEvent) -> str 
 
     Returns the last one's entry id, or None.
     """
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "emit",
+        S.EMIT,
         fence.lease_keys,
-        [
-            fence.token,
-            ttl_ms(),
-            fence.run_id,
-            get_settings().events_maxlen,
-            *(event_json(e) for e in (event, *more)),
-        ],
+        {
+            **_fenced(fence),
+            "run_id": fence.run_id,
+            "maxlen": get_settings().events_maxlen,
+            "events": [event_json(e) for e in (event, *more)],
+        },
     )
 
 
@@ -263,11 +280,18 @@ def begin(
         if call_id
         else keys.run_part(fence.run_id, "claim")
     )
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "begin",
+        S.BEGIN,
         [*fence.lease_keys, keys.run(fence.run_id), claim, keys.run_part(fence.run_id, "results")],
-        [fence.token, ttl_ms(), step, phase, claim_id, call_id, task_id],
+        {
+            **_fenced(fence),
+            "step": step,
+            "phase": phase,
+            "claim_id": claim_id,
+            "call_id": call_id,
+            "task_id": task_id,
+        },
     )
 
 
@@ -326,7 +350,7 @@ def begin_step(
     """
     res = scripts.call(
         r,
-        "begin_step",
+        S.BEGIN_STEP,
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
@@ -335,28 +359,27 @@ def begin_step(
             keys.memory(fence.agent, tenancy.tenant_of(fence.sender)),
             keys.conv(fence.cid, "epoch"),
         ],
-        [
-            fence.token,
-            ttl_ms(),
-            step,
-            claim_id,
-            now_ms(),
-            fence.cid,
-            fence.run_id,
-            agent_config,
-            held.length,
-            held.first_sha,
-            held.last_sha,
-            held.epoch,
-            task_id,
-            event_json(restart_event(step, WORKER_LOST)),
-            get_settings().events_maxlen,
-            " ".join(sorted(STEP_OUTPUT)),
-            " ".join(sorted(STEP_BOUNDARY)),
-        ],
+        {
+            **_fenced(fence),
+            "step": step,
+            "claim_id": claim_id,
+            "now_ms": now_ms(),
+            "cid": fence.cid,
+            "run_id": fence.run_id,
+            "agent_config_json": agent_config,
+            "held_len": held.length,
+            "held_first_sha": held.first_sha,
+            "held_last_sha": held.last_sha,
+            "held_epoch": held.epoch,
+            "task_id": task_id,
+            "restart_json": event_json(restart_event(step, WORKER_LOST)),
+            "maxlen": get_settings().events_maxlen,
+            "output_types": " ".join(sorted(STEP_OUTPUT)),
+            "boundary_types": " ".join(sorted(STEP_BOUNDARY)),
+        },
     )
     if res[0] != "ok":
-        return StepStart(state=res[0], record={})
+        return StepStart(state=S.parse_literal(S.Begin, res[0]), record={})
     flat = res[1]
     return StepStart(
         state="ok",
@@ -369,6 +392,15 @@ def begin_step(
         history_tail=list(res[7]),
         epoch=str(res[8]),
     )
+
+
+def pin_agent_config(r: redis.Redis, run_id: str, agent_config: str) -> bool:
+    """Pin ``agent_config`` (JSON) on the run unless one is pinned already (pin_config.lua).
+
+    True when pinned now; False when another step pinned one first (read that one) or the
+    run's record is gone. ``begin_step`` pins the same way on a run's first step.
+    """
+    return scripts.call(r, S.PIN_CONFIG, [keys.run(run_id)], {"agent_config_json": agent_config})
 
 
 def retry(
@@ -388,23 +420,22 @@ def retry(
     use), ``fallback`` (the model's index: 0 the agent's, n its n-th fallback) and
     ``not_before_ms``; emits ``restart`` (if the call had streamed output), then ``event``.
     """
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "retry",
+        S.RETRY,
         [*fence.lease_keys, keys.run(fence.run_id)],
-        [
-            fence.token,
-            ttl_ms(),
-            step,
-            attempts,
-            fallback,
-            fence.run_id,
-            get_settings().events_maxlen,
-            event_json(restart) if restart else "",
-            event_json(event),
-            tries,
-            not_before_ms,
-        ],
+        {
+            **_fenced(fence),
+            "step": step,
+            "attempts": attempts,
+            "fallback": fallback,
+            "run_id": fence.run_id,
+            "maxlen": get_settings().events_maxlen,
+            "restart_json": event_json(restart) if restart else "",
+            "retry_json": event_json(event),
+            "tries": tries,
+            "not_before_ms": not_before_ms,
+        },
     )
 
 
@@ -417,11 +448,19 @@ def defer(
     (``runtime.redispatch_step``), the one delivery of the step the run now expects.
     """
     hold_ms = int((delay + get_settings().dispatch_grace) * 1000)
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "defer",
+        S.DEFER,
         [*fence.lease_keys, keys.run(fence.run_id), keys.run_part(fence.run_id, "claim")],
-        [fence.token, ttl_ms(), step, claim_id, hold_ms, now_ms(), fence.cid, task_id],
+        {
+            **_fenced(fence),
+            "step": step,
+            "claim_id": claim_id,
+            "hold_ms": hold_ms,
+            "now_ms": now_ms(),
+            "cid": fence.cid,
+            "task_id": task_id,
+        },
     )
 
 
@@ -441,29 +480,28 @@ def commit(
     ``events`` (what closes the step's output: its last chunk, ``text_end``) are appended to
     the run's stream first, in the same round trip.
     """
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "commit",
+        S.COMMIT,
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
             keys.conv(fence.cid, "history"),
             keys.run_part(fence.run_id, "claim"),
         ],
-        [
-            fence.token,
-            ttl_ms(),
-            step,
-            json.dumps(message, ensure_ascii=False) if message else "",
-            next_phase,
-            json.dumps(calls, ensure_ascii=False),
-            usage[0],
-            usage[1],
-            model,
-            fence.run_id,
-            get_settings().events_maxlen,
-            *(event_json(e) for e in events or []),
-        ],
+        {
+            **_fenced(fence),
+            "step": step,
+            "message_json": json.dumps(message, ensure_ascii=False) if message else "",
+            "next_phase": next_phase,
+            "calls_json": json.dumps(calls, ensure_ascii=False),
+            "input_tokens": usage[0],
+            "output_tokens": usage[1],
+            "model": model,
+            "run_id": fence.run_id,
+            "maxlen": get_settings().events_maxlen,
+            "events": [event_json(e) for e in events or []],
+        },
     )
 
 
@@ -471,9 +509,9 @@ def record_tool_result(
     r: redis.Redis, fence: Fence, step: int, call_id: str, message: dict[str, Any]
 ) -> ToolRecord:
     """Store one tool call's result; ``complete`` for the call that finishes the step."""
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "tool_result",
+        S.TOOL_RESULT,
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
@@ -481,19 +519,22 @@ def record_tool_result(
             keys.run_part(fence.run_id, "results"),
             keys.run_call(fence.run_id, "claim", call_id),
         ],
-        [fence.token, ttl_ms(), step, call_id, json.dumps(message, ensure_ascii=False)],
+        {
+            **_fenced(fence),
+            "step": step,
+            "call_id": call_id,
+            "message_json": json.dumps(message, ensure_ascii=False),
+        },
     )
 
 
 def inject_steering(r: redis.Redis, fence: Fence) -> int:
     """Move queued steering messages into history (``user_steered``); -1 when fenced."""
-    return int(
-        scripts.call(
-            r,
-            "steer_inject",
-            [*fence.lease_keys, keys.run(fence.run_id), keys.conv(fence.cid, "history")],
-            [fence.token, ttl_ms(), fence.run_id, get_settings().events_maxlen],
-        )
+    return scripts.call(
+        r,
+        S.STEER_INJECT,
+        [*fence.lease_keys, keys.run(fence.run_id), keys.conv(fence.cid, "history")],
+        {**_fenced(fence), "run_id": fence.run_id, "maxlen": get_settings().events_maxlen},
     )
 
 
@@ -511,26 +552,25 @@ def compact(
     """
     res = scripts.call(
         r,
-        "compact",
+        S.COMPACT,
         [
             *fence.lease_keys,
             keys.conv(fence.cid, "history"),
             keys.conv(fence.cid, "archive"),
             keys.conv(fence.cid, "epoch"),
         ],
-        [
-            fence.token,
-            ttl_ms(),
-            fence.run_id,
-            keep,
-            json.dumps(summary, ensure_ascii=False),
-            event_json(event),
-            get_settings().events_maxlen,
-            now_ms(),
-            expected_len,
-        ],
+        {
+            **_fenced(fence),
+            "run_id": fence.run_id,
+            "keep": keep,
+            "summary_json": json.dumps(summary, ensure_ascii=False),
+            "event_json": event_json(event),
+            "maxlen": get_settings().events_maxlen,
+            "now_ms": now_ms(),
+            "expected_len": expected_len,
+        },
     )
-    return res[0], int(res[1]) if len(res) > 1 else 0
+    return str(res[0]), int(res[1]) if len(res) > 1 else 0
 
 
 # --- waiting: a tool call parked, and what ends the wait ---------------------------------------
@@ -547,27 +587,26 @@ def wait_begin(
     data: dict[str, Any],
 ) -> Wait:
     """Park tool call ``call_id`` until a wake (see ``walrus_tasks.waits``), or ``timeout``."""
-    return scripts.call(  # type: ignore[no-any-return]
+    return scripts.call(
         r,
-        "wait_begin",
+        S.WAIT_BEGIN,
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
             keys.run_call(fence.run_id, "claim", call_id),
         ],
-        [
-            fence.token,
-            ttl_ms(),
-            step,
-            call_id,
-            kind,
-            now_ms() + int(timeout * 1000),
-            event_json(event) if event else "",
-            json.dumps(data),
-            now_ms(),
-            get_settings().events_maxlen,
-            fence.cid,
-        ],
+        {
+            **_fenced(fence),
+            "step": step,
+            "call_id": call_id,
+            "kind": kind,
+            "deadline_ms": now_ms() + int(timeout * 1000),
+            "event_json": event_json(event) if event else "",
+            "data_json": json.dumps(data),
+            "now_ms": now_ms(),
+            "maxlen": get_settings().events_maxlen,
+            "cid": fence.cid,
+        },
     )
 
 
@@ -609,9 +648,35 @@ def release_calls(r: redis.Redis, fence: Fence) -> list[int] | None:
     None when ``fence`` no longer holds the lease (then nothing was released).
     """
     res = scripts.call(
-        r, "release_calls", list(fence.lease_keys), [fence.token, ttl_ms(), fence.run_id]
+        r, S.RELEASE_CALLS, fence.lease_keys, {**_fenced(fence), "run_id": fence.run_id}
     )
     return None if res is None else [int(i) for i in res]
+
+
+CHILDREN_TTL = 7 * 86_400
+"""Seconds the record of a delegate call's children lives (far beyond any wait)."""
+
+
+def spawn_children(
+    r: redis.Redis, run_id: str, call_id: str, ids: list[str], foreground: bool
+) -> list[str]:
+    """Record the children that tool call ``call_id`` delegates to, once (spawn_children.lua).
+
+    ``ids``: the run ids this delivery chose; a redelivered call gets the first delivery's ids
+    back, and submits those (``submit`` is idempotent by run id). A ``foreground`` call waits
+    for its children: each is entered in its children hash, where ``finish`` records its
+    result and wakes the call with the last one.
+    """
+    return scripts.call(
+        r,
+        S.SPAWN_CHILDREN,
+        [keys.run_call(run_id, "spawned", call_id), keys.run_call(run_id, "children", call_id)],
+        {
+            "ids_json": json.dumps(ids),
+            "foreground": "1" if foreground else "0",
+            "ttl_s": CHILDREN_TTL,
+        },
+    )
 
 
 CANCEL_TTL = 86_400
@@ -625,7 +690,12 @@ def cancel(r: redis.Redis, run_id: str) -> list[ParentWake]:
     each naming the run (the parent or a child) whose call woke.
     """
     grace = int(get_settings().dispatch_grace * 1000)
-    res = scripts.call(r, "cancel", [keys.run(run_id)], [CANCEL_TTL, now_ms(), grace])
+    res = scripts.call(
+        r,
+        S.CANCEL,
+        [keys.run(run_id)],
+        {"cancel_ttl": CANCEL_TTL, "now_ms": now_ms(), "grace_ms": grace},
+    )
     return [
         ParentWake(
             agent=str(res[i + 1]),
@@ -654,17 +724,17 @@ def wake(
     """
     res = scripts.call(
         r,
-        "wake",
+        S.WAKE,
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence"), keys.run(run_id)],
-        [
-            call_id,
-            kinds,
-            wake_kind,
-            content,
-            now_ms(),
-            int(get_settings().dispatch_grace * 1000),
-            conversation,
-        ],
+        {
+            "call_id": call_id,
+            "kinds": kinds,
+            "wake_kind": wake_kind,
+            "content": content,
+            "now_ms": now_ms(),
+            "grace_ms": int(get_settings().dispatch_grace * 1000),
+            "cid": conversation,
+        },
     )
     if res == "queued":
         return "queued"
@@ -673,8 +743,18 @@ def wake(
 
 def queue_steering(r: redis.Redis, agent: str, sender: str, content: str) -> str | None:
     """Queue ``content`` for the active run's next LLM step (steer.lua); its run id or None."""
-    run_id = scripts.call(r, "steer", [keys.conv(keys.cid(agent, sender), "active")], [content])
-    return str(run_id) if run_id else None
+    active = keys.conv(keys.cid(agent, sender), "active")
+    return scripts.call(r, S.STEER, [active], {"content": content})
+
+
+def set_webhook(r: redis.Redis, run_id: str, url: str) -> bool:
+    """Report the end of run ``run_id`` to ``url`` (set_webhook.lua); False if it has ended.
+
+    True when set: the run is queued, running or waiting, so ``finish`` puts it in the webhook
+    outbox as it ends (``walrus_tasks.webhooks``). False when the run is missing or has ended
+    already: nothing is written, since a URL set after its end would never be sent.
+    """
+    return scripts.call(r, S.SET_WEBHOOK, [keys.run(run_id)], {"url": url})
 
 
 # --- ended: succeeded, failed or cancelled -------------------------------------------------------
@@ -714,33 +794,39 @@ def finish(
     subscriptions to the agent's ``done`` source: none, nothing to publish).
     """
     settings = get_settings()
+    count, seconds_field, seconds, bucket, *pairs = figure or ["", "", "", ""]
     res = scripts.call(
         r,
-        "finish",
+        S.FINISH,
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
             keys.METRICS_RUNS,
             subscriptions or keys.subs_source(""),
         ],
-        [
-            fence.token,
-            ttl_ms(),
-            fence.run_id,
-            fence.cid,
-            status,
-            error,
-            event_json(end_event),
-            now_ms(),
-            settings.events_maxlen,
-            settings.events_ttl,
-            json.dumps(result or {}, ensure_ascii=False),
-            int(settings.dispatch_grace * 1000),
-            *(figure or []),
-        ],
+        {
+            **_fenced(fence),
+            "run_id": fence.run_id,
+            "cid": fence.cid,
+            "status": status,
+            "error": error,
+            "end_json": event_json(end_event),
+            "now_ms": now_ms(),
+            "maxlen": settings.events_maxlen,
+            "events_ttl": settings.events_ttl,
+            "result_json": json.dumps(result or {}, ensure_ascii=False),
+            "grace_ms": int(settings.dispatch_grace * 1000),
+            "count_field": count,
+            "seconds_field": seconds_field,
+            "seconds": seconds,
+            "bucket_field": bucket,
+            "increments": [
+                {"field": f, "by": by} for f, by in zip(pairs[::2], pairs[1::2], strict=True)
+            ],
+        },
     )
     if res[0] != "ended":
-        return Finished(state=res[0])
+        return Finished(state=S.parse_literal(S.Ended, res[0]))
     parent = None
     if res[2]:  # {token, step, index, call_id, parent agent, parent sender, parent run}
         agent, sender, run_id = res[2][4:7]
@@ -758,17 +844,11 @@ def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None
     go now: the number removed.
     """
     conversation = keys.cid(agent, sender)
-    removed = int(
-        scripts.call(
-            r,
-            "rollback",
-            [
-                keys.run(run_id),
-                keys.conv(conversation, "history"),
-                keys.conv(conversation, "epoch"),
-            ],
-            [run_id],
-        )
+    removed = scripts.call(
+        r,
+        S.ROLLBACK,
+        [keys.run(run_id), keys.conv(conversation, "history"), keys.conv(conversation, "epoch")],
+        {"run_id": run_id},
     )
     return None if removed < 0 else removed
 
@@ -778,8 +858,8 @@ def seed_history(r: redis.Redis, agent: str, sender: str, messages: list[dict[st
     conversation = keys.cid(agent, sender)
     written = scripts.call(
         r,
-        "seed",
+        S.SEED,
         [keys.conv(conversation, p) for p in ("lease", "inbox", "active", "history")],
-        [json.dumps(messages, ensure_ascii=False)],
+        {"messages_json": json.dumps(messages, ensure_ascii=False)},
     )
-    return int(written) >= 0
+    return written >= 0

@@ -1,14 +1,23 @@
-"""The Lua scripts behind every atomic conversation write (sources in ``lua/``)."""
+"""The Lua scripts behind every atomic conversation write (sources in ``lua/``).
+
+Each script is run with its spec (``walrus_tasks.script_args``): its arguments are given by
+name and ordered by the spec, and its reply is read by the spec's parser, so a caller gets a
+typed value and never counts ARGV positions.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from walrus_tasks import keys
+from walrus_tasks.script_args import SCRIPTS, Script
+
+T = TypeVar("T")
 
 LIBRARIES = ("fence", "runs", "fair")
 """``lua/lib/*.lua``, put in front of every script after the key schema."""
@@ -16,10 +25,15 @@ LIBRARIES = ("fence", "runs", "fair")
 
 @cache
 def source(name: str) -> str:
-    """The text of script ``name``, after the key schema (``keys.lua_library``) and libraries."""
+    """The text of script ``name``, as Redis runs it.
+
+    The key schema (``keys.lua_library``), the libraries, the prelude that names its ARGV
+    (``Script.prelude``), then the script.
+    """
     lua = files("walrus_tasks") / "lua"
     parts = [keys.lua_library()]
     parts += [(lua / "lib" / f"{lib}.lua").read_text() for lib in LIBRARIES]
+    parts.append(SCRIPTS[name].prelude())
     parts.append((lua / f"{name}.lua").read_text())
     return "\n".join(parts)
 
@@ -27,21 +41,32 @@ def source(name: str) -> str:
 _registered: dict[tuple[int, str], Any] = {}
 
 
-def call(
-    r: redis.Redis,
-    name: str,
-    keys: list[str],
-    args: list[Any],
-    pipe: redis.client.Pipeline | None = None,
-) -> Any:
-    """Run script ``name`` (EVALSHA, loading it on first use) on a synchronous client.
-
-    With ``pipe`` (a pipeline of ``r``), queue the call there instead. A server that lost the
-    script (a replica promoted by a failover, a restart) answers ``NOSCRIPT``; redis-py then
-    loads it again and retries (``tests/test_failover.py`` checks).
-    """
+def _registered_script(r: redis.Redis, name: str) -> Any:
     key = (id(r), name)
     script = _registered.get(key)
     if script is None:
         script = _registered[key] = r.register_script(source(name))
-    return script(keys=keys, args=args, client=pipe)
+    return script
+
+
+def call(r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]) -> T:
+    """Run ``script`` (EVALSHA, loading it on first use) with ``args`` by name; its typed reply.
+
+    A missing or unknown argument name raises TypeError before Redis is called. A server that
+    lost the script (a replica promoted by a failover, a restart) answers ``NOSCRIPT``;
+    redis-py then loads it again and retries (``tests/test_failover.py`` checks).
+    """
+    argv = script.argv(args)
+    return script.reply(_registered_script(r, script.name)(keys=list(keys_), args=argv))
+
+
+def queue(
+    r: redis.Redis,
+    pipe: redis.client.Pipeline,
+    script: Script[Any],
+    keys_: Sequence[str],
+    args: Mapping[str, Any],
+) -> None:
+    """Queue ``script`` on ``pipe`` (a pipeline of ``r``); read its reply with ``script.reply``."""
+    argv = script.argv(args)
+    _registered_script(r, script.name)(keys=list(keys_), args=argv, client=pipe)

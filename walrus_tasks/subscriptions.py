@@ -22,6 +22,7 @@ import redis
 from pydantic import ValidationError
 
 from walrus_tasks import keys, scripts, tenancy
+from walrus_tasks import script_args as S
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import Subscription
 from walrus_tasks.names import agent_name
@@ -102,8 +103,7 @@ def list_all(r: redis.Redis) -> list[dict[str, Any]]:
 
 def delete(r: redis.Redis, sub_id: str) -> bool:
     """Remove a subscription; False if there was none with this id."""
-    found = scripts.call(r, "sub_delete", [keys.SUBSCRIPTIONS], [sub_id])
-    return bool(found)
+    return scripts.call(r, S.SUB_DELETE, [keys.SUBSCRIPTIONS], {"id": sub_id})
 
 
 def payload_text(payload: Any) -> str:
@@ -128,9 +128,7 @@ def publish(r: redis.Redis, source: str, payload: Any) -> list[str]:
     tenant = tenancy.tenant_of(source)
     source_name(tenancy.bare(source))
     content = payload_text(payload)
-    raw: list[str] = scripts.call(
-        r, "sub_publish", [keys.SUBSCRIPTIONS, keys.subs_source(source)], []
-    )
+    raw = scripts.call(r, S.SUB_PUBLISH, [keys.SUBSCRIPTIONS, keys.subs_source(source)], {})
     fired = sorted((json.loads(s) for s in raw), key=lambda s: (s["created_at"], s["id"]))
     sender = tenancy.scoped(tenant, SENDER_PREFIX + tenancy.bare(source))
     return [submit(r, s["target_agent"], sender, content).run_id for s in fired]

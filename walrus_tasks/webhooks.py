@@ -20,12 +20,13 @@ null for a rollback) and, unless it succeeded, ``error``.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 
 from walrus_tasks import agent_protocol, keys, reads, scripts
+from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.lease import now_ms
@@ -37,7 +38,7 @@ ROLLED_BACK = "User requested rollback of the run"
 SWEEP_LIMIT = 100
 """Webhooks the reaper sends again per sweep, at most."""
 
-Hold = Literal["ok", "done", "stale"]
+Hold = S.Hold
 
 
 def _default_port(scheme: str) -> int:
@@ -76,8 +77,11 @@ def hold(r: redis.Redis, run_id: str, chain: str, seconds: float) -> Hold:
     meanwhile, and that delivery is the one that counts.
     """
     until = now_ms() + int(seconds * 1000)
-    return scripts.call(  # type: ignore[no-any-return]
-        r, "webhook_hold", [keys.run(run_id), keys.WEBHOOKS], [run_id, chain, until]
+    return scripts.call(
+        r,
+        S.WEBHOOK_HOLD,
+        [keys.run(run_id), keys.WEBHOOKS],
+        {"run_id": run_id, "chain": chain, "until_ms": until},
     )
 
 
@@ -90,11 +94,11 @@ def due(r: redis.Redis, hold_seconds: float) -> list[tuple[str, str]]:
     """The webhooks to send again (webhook_due.lua): ``(run id, new chain)``, each held anew."""
     flat = scripts.call(
         r,
-        "webhook_due",
+        S.WEBHOOK_DUE,
         [keys.WEBHOOKS],
-        [now_ms(), int(hold_seconds * 1000), SWEEP_LIMIT],
+        {"now_ms": now_ms(), "hold_ms": int(hold_seconds * 1000), "limit": SWEEP_LIMIT},
     )
-    return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _values(r: redis.Redis, run_id: str, record: dict[str, str]) -> dict[str, Any]:

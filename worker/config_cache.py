@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import keys, runs
 from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import ConfigError, NotFound
@@ -109,6 +109,8 @@ def agent_for_run(
         # An agent created a moment ago (POST /v1/agents reloads before it answers) may be
         # newer than our cached config: look at the generation once more before failing.
         config = current_config(fresh=True).agent(agent)
-    if not r.hsetnx(key, "agent_config", config.model_dump_json()):
-        return agent_for_run(r, agent, run_id)  # another step pinned it first: use theirs
-    return config
+    if not runs.pin_agent_config(r, run_id, config.model_dump_json()):
+        theirs: str | None = r.hget(key, "agent_config")  # type: ignore[assignment]
+        if theirs is not None:  # another step pinned it first: use theirs
+            return _parsed(theirs)
+    return config  # pinned now, or the run's record is gone

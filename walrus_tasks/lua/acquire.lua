@@ -2,20 +2,21 @@
 -- drain message was sent for, taking its free lease; when the dispatcher has nothing ready (or
 -- is off), this drain's own conversation, as long as its lease is free.
 -- KEYS: lease, fence (of the drain's own conversation)
--- ARGV: cid (own), now_ms, ttl_ms, maxlen, fair ('1' | '0'), weights_json ({tenant: weight}),
---       default_weight, priorities_json ({agent: priority})
+-- A: cid (own), now_ms, ttl_ms, maxlen, fair ('1' | '0'), weights_json ({tenant: weight}),
+--    default_weight, priorities_json ({agent: priority})
 -- Returns false when it started nothing and found no orphan; else {token or '', run_id or
 -- false, cid started or false, orphan or false}. An orphan is the own conversation's active
 -- run whose lease expired (its worker died): the caller takes it over; the own conversation's
 -- next message is never started past it.
-local own, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local own, now, ttl = A.cid, tonumber(A.now_ms), tonumber(A.ttl_ms)
 local orphan = false
 if redis.call('EXISTS', KEYS[1]) == 0 then
   orphan = live_active(own)
 end
 local cid = false
-if ARGV[5] == '1' then
-  cid = pick(now, cjson.decode(ARGV[6]), tonumber(ARGV[7]), cjson.decode(ARGV[8]))
+if A.fair == '1' then
+  cid = pick(now, cjson.decode(A.weights_json), tonumber(A.default_weight),
+    cjson.decode(A.priorities_json))
 end
 if not cid and not orphan and redis.call('EXISTS', KEYS[1]) == 0 then
   local head = redis.call('LINDEX', K.conv_inbox(own), 0)
@@ -34,5 +35,5 @@ if not cid then
   return false
 end
 local token = next_token(K.conv_fence(cid))
-local run_id = start_next(cid, token, now, ttl, ARGV[4])
+local run_id = start_next(cid, token, now, ttl, A.maxlen)
 return {token, run_id, cid, orphan}

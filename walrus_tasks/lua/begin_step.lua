@@ -9,11 +9,12 @@
 -- voided: the restart event (given) is appended first, in this script, so before any output of
 -- the new attempt (event_types.py: STEP_OUTPUT, STEP_BOUNDARY).
 -- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
--- ARGV: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
---       pin), held history length (0 = none), SHA-1 of its first message, SHA-1 of its last,
---       the epoch it was read at ('' = never rewritten), the step message's id (task_id,
---       '' = the drain's step 0 in place), the restart event's JSON, the stream's maxlen,
---       the STEP_OUTPUT event types and the STEP_BOUNDARY ones (space-separated)
+-- A: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
+--    pin), held_len (the held history's length, 0 = none), held_first_sha and held_last_sha
+--    (SHA-1 of its first and last message), held_epoch (the epoch it was read at, '' = never
+--    rewritten), task_id (the step message's id, '' = the drain's step 0 in place),
+--    restart_json (the restart event), maxlen (the stream's), output_types and
+--    boundary_types (the STEP_OUTPUT and STEP_BOUNDARY event types, space-separated)
 -- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
 -- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
 -- history length, index of the first message returned (0 or the held length), messages,
@@ -52,32 +53,33 @@ local function output_since_boundary(run_id, output, boundary)
   end
 end
 
-local state = claim(ARGV[1], ARGV[2], KEYS[3], ARGV[3], 'llm', KEYS[4], ARGV[4], '', '', ARGV[13])
+local state = claim(A.token, A.ttl_ms, KEYS[3], A.step, 'llm', KEYS[4], A.claim_id, '', '',
+  A.task_id)
 if state ~= 'ok' then
   return {state}
 end
-if output_since_boundary(ARGV[7], set_of(ARGV[16]), set_of(ARGV[17])) then
-  emit(ARGV[7], ARGV[15], ARGV[14])
+if output_since_boundary(A.run_id, set_of(A.output_types), set_of(A.boundary_types)) then
+  emit(A.run_id, A.maxlen, A.restart_json)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', K.LEASES, tonumber(ARGV[5]) + tonumber(ARGV[2]), ARGV[6])
-if ARGV[8] ~= '' then
-  redis.call('HSETNX', KEYS[3], 'agent_config', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], A.ttl_ms)
+redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
+if A.agent_config_json ~= '' then
+  redis.call('HSETNX', KEYS[3], 'agent_config', A.agent_config_json)
 end
 local n = redis.call('LLEN', KEYS[5])
 local epoch = redis.call('GET', KEYS[7]) or ''
-local held = tonumber(ARGV[9])
+local held = tonumber(A.held_len)
 local from = 0
-if held > 0 and n >= held and epoch == ARGV[12]
-    and redis.sha1hex(redis.call('LINDEX', KEYS[5], 0)) == ARGV[10]
-    and redis.sha1hex(redis.call('LINDEX', KEYS[5], held - 1)) == ARGV[11] then
+if held > 0 and n >= held and epoch == A.held_epoch
+    and redis.sha1hex(redis.call('LINDEX', KEYS[5], 0)) == A.held_first_sha
+    and redis.sha1hex(redis.call('LINDEX', KEYS[5], held - 1)) == A.held_last_sha then
   from = held
 end
 return {
   'ok',
   redis.call('HGETALL', KEYS[3]),
-  redis.call('EXISTS', K.run_cancel(ARGV[7])),
-  redis.call('LLEN', K.run_steer(ARGV[7])),
+  redis.call('EXISTS', K.run_cancel(A.run_id)),
+  redis.call('LLEN', K.run_steer(A.run_id)),
   redis.call('EXISTS', KEYS[6]),
   n,
   from,

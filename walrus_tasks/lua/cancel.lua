@@ -2,10 +2,10 @@
 -- delegated children), and the same for each foreground child of a waiting `delegate` call,
 -- in one step: no reply or child can slip in between the flag and the wakes.
 -- KEYS: the run
--- ARGV: cancel flag TTL (s), now_ms, grace_ms (the lease a woken call is dispatched under)
+-- A: cancel flag TTL (s), now_ms, grace_ms (the lease a woken call is dispatched under)
 -- Returns a flat list, 7 fields per woken call to dispatch: run_id, agent, sender, token,
 -- step, index, call_id.
-local ttl, now_ms, grace_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, now_ms, grace_ms = A.cancel_ttl, tonumber(A.now_ms), tonumber(A.grace_ms)
 local out = {}
 
 local function cancel(rk)

@@ -4,18 +4,16 @@
 -- dispatch grace, since nobody renews it while the step waits (a waiting step is not a dead
 -- worker).
 -- KEYS: lease, fence, run, claim
--- ARGV: token, ttl_ms, step, claim_id, hold_ms, now_ms, cid, task_id
+-- A: token, ttl_ms, step, claim_id, hold_ms, now_ms, cid, task_id
 -- Returns 'ok', 'fenced' or 'stale'.
-if not holds(ARGV[1], ARGV[2]) then
-  return 'fenced'
+local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'llm')
+if refused then
+  return refused
 end
-if not at_step(KEYS[3], ARGV[3], 'llm') then
-  return 'stale'
-end
-if redis.call('GET', KEYS[4]) == ARGV[4] then
+if redis.call('GET', KEYS[4]) == A.claim_id then
   redis.call('DEL', KEYS[4])
 end
-redis.call('HSET', KEYS[3], 'step_task', ARGV[3] .. '/' .. ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', K.LEASES, tonumber(ARGV[6]) + tonumber(ARGV[5]), ARGV[7])
+expect_step_task(KEYS[3], A.step, A.task_id)
+redis.call('PEXPIRE', KEYS[1], A.hold_ms)
+redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.hold_ms), A.cid)
 return 'ok'

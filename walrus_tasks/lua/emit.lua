@@ -1,12 +1,12 @@
 -- Append events to a run's stream, in order, fenced.
 -- KEYS: lease, fence
--- ARGV: token, ttl_ms, run_id, maxlen, event_json, more event_json...
+-- A: token, ttl_ms, run_id, maxlen, events (event_json...)
 -- Returns the entry id of the last event, or false when fenced.
-if not holds(ARGV[1], ARGV[2]) then
+if not holds(A.token, A.ttl_ms) then
   return false
 end
 local id
-for i = 5, #ARGV do
-  id = emit(ARGV[3], ARGV[4], ARGV[i])
+for _, event in ipairs(A.events) do
+  id = emit(A.run_id, A.maxlen, event)
 end
 return id

@@ -2,17 +2,17 @@
 -- (it expires unless renewed, so a dead worker's slot comes back), one request and its
 -- estimated tokens under the GCRA rate limits. Atomic across limits and across workers.
 -- KEYS: none (the limits' keys come from K, by name)
--- ARGV: now_ms, holder, hold_ms, run_id, n, then n times: name, max_concurrency,
---       requests_per_minute, tokens_per_minute (0 = no such limit), tokens
+-- A: now_ms, holder, hold_ms, run_id, limits (each: name, max_concurrency,
+--    requests_per_minute, tokens_per_minute (0 = no such limit), tokens)
 -- Returns {0, '', 0} when admitted, else {ms to wait, the limit's name, steps waiting for it}:
 -- a rate limit's exact wait, or -1 when a concurrency limit is full (the caller polls).
-local now = tonumber(ARGV[1])
-local holder, hold, run_id = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now = tonumber(A.now_ms)
+local holder, hold, run_id = A.holder, tonumber(A.hold_ms), A.run_id
 local limits = {}
-for i = 1, tonumber(ARGV[5]) do
-  local a = 5 + (i - 1) * 5
-  limits[i] = {name = ARGV[a + 1], conc = tonumber(ARGV[a + 2]), rpm = tonumber(ARGV[a + 3]),
-               tpm = tonumber(ARGV[a + 4]), cost = tonumber(ARGV[a + 5])}
+for i, l in ipairs(A.limits) do
+  limits[i] = {name = l.name, conc = tonumber(l.max_concurrency),
+               rpm = tonumber(l.requests_per_minute), tpm = tonumber(l.tokens_per_minute),
+               cost = tonumber(l.tokens)}
 end
 
 -- GCRA: `cost` units at `period` ms each, with room for a burst of `burst` units. Returns

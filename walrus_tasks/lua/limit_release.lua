@@ -1,16 +1,17 @@
 -- Free one LLM call's capacity, and wake the step that has waited longest for a slot of one
 -- of its concurrency limits: it is due now, not when its countdown ends. The woken step gets
 -- a new message id (`step_task`), so the message of its countdown, when it comes, is stale
--- (begin.lua): the step runs once. Charges the tokens the estimate missed to the token limits.
+-- (begin.lua): the step runs once. That move is the run state machine's (lib/runs.lua
+-- expect_step_task). Charges the tokens the estimate missed to the token limits.
 -- KEYS: none (the limits' keys come from K, by name)
--- ARGV: now_ms, holder, task_id (of a woken step's message), extra_tokens, n, then n times:
---       name, max_concurrency, tokens_per_minute
+-- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, limits (each:
+--    name, max_concurrency, tokens_per_minute)
 -- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}.
-local now, holder, task_id, extra = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, holder, task_id = tonumber(A.now_ms), A.holder, A.task_id
+local extra = tonumber(A.extra_tokens)
 local woken = false
-for i = 1, tonumber(ARGV[5]) do
-  local a = 5 + (i - 1) * 3
-  local name, conc, tpm = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+for _, l in ipairs(A.limits) do
+  local name, conc, tpm = l.name, tonumber(l.max_concurrency), tonumber(l.tokens_per_minute)
   if tpm > 0 and extra > 0 then
     -- Pushes the limit's arrival time on: later calls wait for the tokens really used.
     redis.call('INCRBYFLOAT', K.limit_tokens(name), extra * 60000 / tpm)
@@ -29,7 +30,7 @@ for i = 1, tonumber(ARGV[5]) do
       -- Only a step put back in the queue (its claim free) and still holding its lease.
       if r[1] == 'running' and r[2] == 'llm' and token
           and redis.call('EXISTS', K.run_claim(first)) == 0 then
-        redis.call('HSET', K.run(first), 'step_task', r[3] .. '/' .. task_id)
+        expect_step_task(K.run(first), r[3], task_id)
         woken = {r[4], r[5], first, token, r[3]}
       end
     end

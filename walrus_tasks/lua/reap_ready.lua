@@ -4,14 +4,13 @@
 -- of them once no drain has picked for `stale_ms` (their messages were lost, not queued behind
 -- other work).
 -- KEYS: none (the conversations' keys come from K)
--- ARGV: now_ms, stale_ms, then the conversation ids
+-- A: now_ms, stale_ms, conversations (their ids)
 -- Returns the conversation ids to send a drain for.
-local now, stale = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, stale = tonumber(A.now_ms), tonumber(A.stale_ms)
 local picked_at = tonumber(redis.call('HGET', K.FAIR_CLOCK, 'picked_at') or '0')
 local flowing = now - picked_at < stale
 local out = {}
-for i = 3, #ARGV do
-  local cid = ARGV[i]
+for _, cid in ipairs(A.conversations) do
   if startable(cid) then
     local head = redis.call('LINDEX', K.conv_inbox(cid), 0)
     local r = redis.call('HMGET', K.run(head), 'agent', 'tenant')

@@ -2,13 +2,13 @@
 -- result yet, so each can be dispatched again under the new lease. Fenced: a worker that no
 -- longer holds the lease releases nothing (the holder's calls may be running).
 -- KEYS: lease, fence
--- ARGV: token, ttl_ms, run_id
+-- A: token, ttl_ms, run_id
 -- Returns the indexes (0-based, in call order) of the calls to dispatch again, or false when
 -- the lease is not held.
-if not holds(ARGV[1], ARGV[2]) then
+if not holds(A.token, A.ttl_ms) then
   return false
 end
-local run_id = ARGV[3]
+local run_id = A.run_id
 local done = {}
 for _, call in ipairs(redis.call('HKEYS', K.run_results(run_id))) do
   done[call] = true

@@ -1,12 +1,12 @@
 -- Keep the lease (and the run's execution claim) alive while work is in progress.
 -- KEYS: lease, fence, claim
--- ARGV: token, ttl_ms, now_ms, cid, claim_id
-if not holds(ARGV[1], ARGV[2]) then
+-- A: token, ttl_ms, now_ms, cid, claim_id
+if not holds(A.token, A.ttl_ms) then
   return 0
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', K.LEASES, tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
-if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], A.ttl_ms)
+redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
+if A.claim_id ~= '' and redis.call('GET', KEYS[3]) == A.claim_id then
+  redis.call('PEXPIRE', KEYS[3], A.ttl_ms)
 end
 return 1

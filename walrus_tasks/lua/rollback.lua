@@ -2,6 +2,6 @@
 -- history. A run that has not ended is only marked: lua/finish.lua removes them atomically with
 -- its end, before the next run of the conversation starts and reads history.
 -- KEYS: run, history, the conversation's epoch (bumped when messages go: history rewritten)
--- ARGV: run_id
+-- A: run_id
 -- Returns the number of messages removed (the run had ended), or -1 (marked).
-return rollback_run(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return rollback_run(KEYS[1], KEYS[2], KEYS[3], A.run_id)

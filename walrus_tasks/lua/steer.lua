@@ -1,7 +1,7 @@
 -- Queue a steering message for the conversation's active run (injected before its next LLM
 -- call by lua/steer_inject.lua).
 -- KEYS: active (the conversation's active run id)
--- ARGV: content
+-- A: content
 -- Returns the run id, or false when no run is running or waiting.
 local run_id = redis.call('GET', KEYS[1])
 if not run_id then
@@ -11,5 +11,5 @@ local status = redis.call('HGET', K.run(run_id), 'status')
 if status ~= 'running' and status ~= 'waiting' then
   return false
 end
-redis.call('RPUSH', K.run_steer(run_id), ARGV[1])
+redis.call('RPUSH', K.run_steer(run_id), A.content)
 return run_id

@@ -1,13 +1,13 @@
 -- Recovery: take the lease of a conversation whose holder stopped renewing it.
 -- KEYS: lease, fence
--- ARGV: cid, now_ms, ttl_ms, maxlen
+-- A: cid, now_ms, ttl_ms, maxlen
 -- Returns false if the lease is alive (or the run only waits), else
 -- {token, active run id or false, started run or false}.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
-local now = tonumber(ARGV[2])
-local active = redis.call('GET', K.conv_active(ARGV[1]))
+local now = tonumber(A.now_ms)
+local active = redis.call('GET', K.conv_active(A.cid))
 local status = active and redis.call('HGET', K.run(active), 'status')
 local timed_out = false
 if status == 'waiting' then
@@ -18,7 +18,7 @@ if status == 'waiting' then
   for i = 1, #waits, 2 do
     local w = cjson.decode(waits[i + 1])
     if tonumber(w.deadline) <= now then
-      wake_call(active, ARGV[1], waits[i],
+      wake_call(active, A.cid, waits[i],
         cjson.encode({wait = w.kind, kind = 'timeout', content = ''}), now, 1, KEYS[1], KEYS[2])
       timed_out = true
     end
@@ -26,7 +26,7 @@ if status == 'waiting' then
   if not timed_out then
     local until_ms = latest_deadline(active)
     redis.call('PSETEX', KEYS[1], math.max(until_ms - now, 1), fence)
-    redis.call('ZADD', K.LEASES, until_ms, ARGV[1])
+    redis.call('ZADD', K.LEASES, until_ms, A.cid)
     return false
   end
   redis.call('DEL', KEYS[1])
@@ -34,14 +34,14 @@ if status == 'waiting' then
 end
 local token = next_token()
 if status == 'running' then
-  redis.call('PSETEX', KEYS[1], ARGV[3], token)
-  redis.call('ZADD', K.LEASES, now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PSETEX', KEYS[1], A.ttl_ms, token)
+  redis.call('ZADD', K.LEASES, now + tonumber(A.ttl_ms), A.cid)
   redis.call('DEL', K.run_claim(active))
-  redis.call('HDEL', K.run(active), 'step_task')  -- the resumed step is sent anew
+  expect_step_task(K.run(active))  -- the resumed step is sent anew
   if not timed_out then
     redis.call('HINCRBY', K.run(active), 'recoveries', 1)
   end
   return {token, active, false}
 end
-local started = start_next(ARGV[1], token, now, tonumber(ARGV[3]), ARGV[4])
+local started = start_next(A.cid, token, now, tonumber(A.ttl_ms), A.maxlen)
 return {token, false, started}

@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from walrus_tasks import keys, submit, tenancy, waits
+from walrus_tasks import keys, runs, submit, tenancy, waits
 from walrus_tasks.config import AgentConfig
 from worker.providers.base import ToolSpec
 from worker.tools.base import ToolContext, ToolFailed, WaitFor, arg, register, schema
 
 MAX_TASKS = 16
 """Tasks one delegate call may start."""
-
-CHILDREN_TTL = 7 * 86_400
-"""Seconds the record of a call's children lives (far beyond any wait)."""
 
 
 def _tasks(args: dict[str, Any], agent: AgentConfig) -> list[tuple[str, str]]:
@@ -42,15 +39,8 @@ def _tasks(args: dict[str, Any], agent: AgentConfig) -> list[tuple[str, str]]:
 def _spawn(ctx: ToolContext, tasks: list[tuple[str, str]], foreground: bool) -> list[str]:
     """Submit the children once: a redelivered call finds the ids of the first delivery."""
     r = ctx.redis
-    marker = keys.run_call(ctx.run_id, "spawned", ctx.call_id)
-    ids = [submit.new_run_id() for _ in tasks]
-    if not r.set(marker, json.dumps(ids), nx=True, ex=CHILDREN_TTL):
-        ids = json.loads(r.get(marker) or "[]")
-    children = keys.run_call(ctx.run_id, "children", ctx.call_id)
-    if foreground:
-        for run_id in ids:
-            r.hsetnx(children, run_id, "")
-        r.expire(children, CHILDREN_TTL)
+    chosen = [submit.new_run_id() for _ in tasks]
+    ids = runs.spawn_children(r, ctx.run_id, ctx.call_id, chosen, foreground)
     # The children live in the parent's tenant: its conversations, its share of the cluster.
     sender = tenancy.scoped(tenancy.tenant_of(ctx.sender), f"delegate:{ctx.agent.name}")
     for run_id, (agent, message) in zip(ids, tasks, strict=True):

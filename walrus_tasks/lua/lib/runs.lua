@@ -1,5 +1,5 @@
--- The run transitions that several scripts share: emit an event, start the next message, end a
--- wait. Needs lib/fence.lua's KEYS convention where it says so.
+-- The run transitions that several scripts share: guard a fenced write, emit an event, start
+-- the next message, end a wait. Needs lib/fence.lua's KEYS convention where it says so.
 
 -- Append an event to the run's stream and, in the same atomic step, to the live feed (read by
 -- GET /v1/events).
@@ -20,6 +20,37 @@ local function at_step(rk, step, phase)
   return live and r[2] == tostring(step) and r[3] == phase
 end
 
+-- The opening of every fenced step transition: nil when `token` holds the conversation lease
+-- (lib/fence.lua) and the run (record `rk`) is at step `step` in phase `phase` (at_step), else
+-- the refusal to return: 'fenced' (lease lost) or 'stale' (the run moved on). With no `step`,
+-- the run need only be `running` (its end, finish.lua). Nothing is written past a refusal.
+local function guard(token, ttl_ms, rk, step, phase)
+  if not holds(token, ttl_ms) then
+    return 'fenced'
+  end
+  if step == nil then
+    if redis.call('HGET', rk, 'status') ~= 'running' then
+      return 'stale'
+    end
+  elseif not at_step(rk, step, phase) then
+    return 'stale'
+  end
+  return nil
+end
+
+-- The one writer of a run's `step_task`: step `step` of the run (record `rk`) is expected from
+-- the message `task_id` alone, any other message of that step is stale (claim). defer.lua sets
+-- it as it puts a step back in the queue; limit_release.lua moves it to the message that sends a
+-- step woken by a freed slot at once; with no `step`, takeover.lua forgets it (the resumed step
+-- is sent anew).
+local function expect_step_task(rk, step, task_id)
+  if step == nil then
+    redis.call('HDEL', rk, 'step_task')
+  else
+    redis.call('HSET', rk, 'step_task', step .. '/' .. task_id)
+  end
+end
+
 -- Claim the execution of step `step` in phase `phase` ('llm' | 'tools'; tool call `call` of it,
 -- or '' for the LLM call) of the run with record `rk`: delivery `claim_id` takes the claim key
 -- `claim` for ttl_ms. Fenced (lib/fence.lua's KEYS). `results`: the run's finished tool calls.
@@ -28,14 +59,11 @@ end
 -- step's message that another one replaced) or 'busy' (another delivery of the same work is
 -- executing it).
 local function claim(token, ttl_ms, rk, step, phase, claim_key, claim_id, results, call, task_id)
-  if not holds(token, ttl_ms) then
-    return 'fenced'
+  local refused = guard(token, ttl_ms, rk, step, phase)
+  if refused then
+    return refused
   end
-  if not at_step(rk, step, phase) then
-    return 'stale'
-  end
-  -- A step put back in the queue expects one message (`step_task`, set by defer.lua, moved on
-  -- by limit_release.lua when a freed slot sends it at once): any other of that step is stale.
+  -- A step put back in the queue expects one message (`step_task`, expect_step_task above): any other of that step is stale.
   if task_id and task_id ~= '' then
     local expected = redis.call('HGET', rk, 'step_task')
     local prefix = step .. '/'

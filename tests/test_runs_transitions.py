@@ -1,0 +1,43 @@
+"""Transitions that other modules used to write by hand, now scripts behind ``runs.py``."""
+
+from __future__ import annotations
+
+import redis
+
+from walrus_tasks import keys, runs
+
+
+def test_a_webhook_is_set_only_on_a_run_that_has_not_ended(r: redis.Redis) -> None:
+    assert runs.enqueue(r, "run-w", "echo", "alice", "hi", "enqueue", {}).state == "ok"
+    assert runs.set_webhook(r, "run-w", "https://example.com/a")
+    assert r.hget(keys.run("run-w"), "webhook") == "https://example.com/a"
+    r.hset(keys.run("run-w"), "status", "succeeded")
+    assert not runs.set_webhook(r, "run-w", "https://example.com/b")
+    assert r.hget(keys.run("run-w"), "webhook") == "https://example.com/a"
+    assert not runs.set_webhook(r, "run-missing", "https://example.com/c")
+    assert not r.exists(keys.run("run-missing"))
+
+
+def test_children_are_recorded_once_and_a_redelivery_gets_the_first_ids(r: redis.Redis) -> None:
+    children = keys.run_call("parent", "children", "call-1")
+    assert runs.spawn_children(r, "parent", "call-1", ["c1", "c2"], True) == ["c1", "c2"]
+    assert r.hgetall(children) == {"c1": "", "c2": ""}
+    assert r.ttl(children) > 0
+    r.hset(children, "c1", '{"result": "done"}')  # a child ended (finish.lua)
+    assert runs.spawn_children(r, "parent", "call-1", ["c3", "c4"], True) == ["c1", "c2"]
+    assert r.hgetall(children) == {"c1": '{"result": "done"}', "c2": ""}
+
+
+def test_background_children_are_not_waited_for(r: redis.Redis) -> None:
+    assert runs.spawn_children(r, "parent", "call-2", ["c5"], False) == ["c5"]
+    assert not r.exists(keys.run_call("parent", "children", "call-2"))
+    assert runs.spawn_children(r, "parent", "call-2", ["c6"], False) == ["c5"]
+
+
+def test_the_first_config_pinned_holds_and_no_missing_run_gets_a_stub(r: redis.Redis) -> None:
+    assert runs.enqueue(r, "run-p", "echo", "alice", "hi", "enqueue", {}).state == "ok"
+    assert runs.pin_agent_config(r, "run-p", '{"name": "first"}')
+    assert not runs.pin_agent_config(r, "run-p", '{"name": "second"}')
+    assert r.hget(keys.run("run-p"), "agent_config") == '{"name": "first"}'
+    assert not runs.pin_agent_config(r, "run-gone", '{"name": "first"}')
+    assert not r.exists(keys.run("run-gone"))
