@@ -57,6 +57,9 @@ class Cluster:
             # One chunk event per token, as many tests count them; tests/test_coalesce.py
             # turns coalescing on.
             WALRUS_CHUNK_FLUSH_MS="0",
+            # Most test agents use the mock model: a worker's start skips seconds of SDK
+            # imports, and a pool process that calls a fake provider imports its SDK then.
+            WALRUS_WORKER_PRELOAD_SDKS="false",
         )
         if self.broker_url:
             env["WALRUS_BROKER_URL"] = self.broker_url

@@ -8,7 +8,7 @@ import socket
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
-from worker import metrics
+from worker import metrics, providers
 
 APP = "walrus_tasks.celery_app:app"
 """The Celery app, by the name ``celery --app`` takes (the same object the tasks register on)."""
@@ -37,6 +37,9 @@ def main() -> None:
     from celery.bin.celery import celery as celery_command
 
     import worker.tasks  # noqa: F401  (registers the task bodies on the app)
+
+    if get_settings().worker_preload_sdks:  # in the parent: the pool's processes inherit them
+        providers.import_sdks()
 
     argv = [
         "worker",
