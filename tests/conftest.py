@@ -11,15 +11,19 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from tests.cluster import Cluster, running
-from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.redis_server import RedisServer, start_redis
+from walrus_tasks.settings import Settings
 from worker.tools import ToolContext
 
 _redis: RedisServer | None = None
@@ -338,6 +342,38 @@ def lone_gateway(
     )
     with running(c, workers=()):
         yield c
+
+
+@contextmanager
+def in_process_gateway(redis_url: str, home: Path, **settings: Any) -> Iterator[TestClient]:
+    """The gateway app served in this process (Starlette's ``TestClient``), on ``redis_url``.
+
+    For tests that need only the gateway's answers (validation, auth, origin checks, the
+    OpenAPI document, page headers): no process to start. The app is built with explicit
+    settings, so its routes and streams use ``redis_url``; the modules that still call the
+    process's client (``get_redis``) are pointed at the app's for the duration. A message it
+    sends goes to the process's Celery app, which ``pytest_configure`` bound to the test Redis.
+    """
+    from gateway import auth, metrics, ws
+    from gateway.app import create_app
+    from walrus_tasks.celery_app import app as celery
+
+    assert _redis is not None
+    broker = urlsplit(celery.conf.broker_url)
+    assert (broker.hostname, broker.port) == ("127.0.0.1", _redis.port), "not the test Redis"
+    app = create_app(Settings(redis_url=redis_url, home=home, **settings), load_config(home))
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (auth, metrics, ws):
+            patch.setattr(module, "get_redis", lambda: app.state.redis)
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def gateway_client(redis_server: RedisServer, home: Path) -> Iterator[TestClient]:
+    """An in-process gateway alone on a fresh database (``in_process_gateway``), per module."""
+    with in_process_gateway(redis_db_url(redis_server), home) as client:
+        yield client
 
 
 @pytest.fixture
