@@ -262,7 +262,9 @@ AGENTS = {
 }
 
 
-SHARED_AGENT_MODULES = ("tests.test_agent_protocol", "tests.test_console", "tests.test_ws_turns")
+SHARED_AGENT_MODULES = (
+    "tests.test_agent_protocol", "tests.test_console", "tests.test_memory", "tests.test_ws_turns",
+)  # fmt: skip
 """Modules whose ``AGENTS`` the session ``home`` carries too: their tests run on the session
 ``cluster`` instead of starting a cluster of their own only to add an agent."""
 
@@ -329,18 +331,6 @@ def cluster(
         env_extra={"WALRUS_REAPER_INTERVAL": "1"},
     )
     with running(c, workers=("worker1", "worker2"), beat=True):
-        yield c
-
-
-@pytest.fixture(scope="module")
-def lone_gateway(
-    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """A gateway alone (no worker) on a fresh database, for a module's gateway-only tests."""
-    c = Cluster(
-        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("gw")
-    )
-    with running(c, workers=()):
         yield c
 
 
