@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import tempfile
 import textwrap
 import time
@@ -131,12 +132,13 @@ def redis_server() -> RedisServer:
 
 
 DATABASES = 1024
-"""Databases of the test Redis: db 0 is the shared cluster's, each private cluster takes one."""
+"""Databases of the test Redis: db 0 is this test process's (its settings and Celery app: what
+in-process tests send), every cluster, the session's too, takes one of its own."""
 _db_counter = iter(range(1, DATABASES))
 
 
 def redis_db_url(server: RedisServer) -> str:
-    """A fresh database of the test Redis (db 0 belongs to the shared cluster)."""
+    """A fresh database of the test Redis (db 0 belongs to this process's in-process tests)."""
     return f"redis://127.0.0.1:{server.port}/{next(_db_counter)}"
 
 
@@ -323,9 +325,13 @@ def home(tmp_path_factory: pytest.TempPathFactory, fake_llm: object) -> Path:
 def cluster(
     redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    """The shared cluster on db 0: a gateway, two workers (all queues) and beat."""
+    """The shared cluster on a database of its own: a gateway, two workers (all queues) and beat.
+
+    Not db 0: there the Celery messages of in-process tests (``submit()`` called directly) go,
+    which its workers would otherwise take.
+    """
     c = Cluster(
-        redis_url=redis_server.url,
+        redis_url=redis_db_url(redis_server),
         home=home,
         log_dir=tmp_path_factory.mktemp("logs"),
         env_extra={"WALRUS_REAPER_INTERVAL": "1"},
@@ -340,21 +346,23 @@ def in_process_gateway(redis_url: str, home: Path, **settings: Any) -> Iterator[
 
     For tests that need only the gateway's answers (validation, auth, origin checks, the
     OpenAPI document, page headers): no process to start. The app is built with explicit
-    settings, so its routes and streams use ``redis_url``; the modules that still call the
+    settings, so its routes and streams use ``redis_url``; the gateway modules that call the
     process's client (``get_redis``) are pointed at the app's for the duration. A message it
     sends goes to the process's Celery app, which ``pytest_configure`` bound to the test Redis.
     """
-    from gateway import auth, metrics, ws
     from gateway.app import create_app
     from walrus_tasks.celery_app import app as celery
+    from walrus_tasks.connection import get_redis
 
     assert _redis is not None
     broker = urlsplit(celery.conf.broker_url)
     assert (broker.hostname, broker.port) == ("127.0.0.1", _redis.port), "not the test Redis"
     app = create_app(Settings(redis_url=redis_url, home=home, **settings), load_config(home))
+    gateway_modules = [m for n, m in sys.modules.items() if n.split(".")[0] == "gateway"]
     with pytest.MonkeyPatch.context() as patch:
-        for module in (auth, metrics, ws):
-            patch.setattr(module, "get_redis", lambda: app.state.redis)
+        for module in gateway_modules:
+            if getattr(module, "get_redis", None) is get_redis:
+                patch.setattr(module, "get_redis", lambda: app.state.redis)
         with TestClient(app, base_url="http://127.0.0.1:8765") as client:
             yield client
 
