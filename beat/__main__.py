@@ -40,7 +40,7 @@ def main() -> None:
         ],
         prog_name="walrus beat",
         standalone_mode=False,
-        obj=CLIContext(app=app, no_color=None, workdir=None, quiet=False),
+        obj=CLIContext(app=app, no_color=False, workdir=None, quiet=False),
     )
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     # the exit code, so a worker that stopped on an "Unrecoverable error" (exit code 1) exited
     # 0 and an on-failure restart policy left it down. Standalone, click exits with the
     # worker's code (0 after a warm shutdown).
-    context = CLIContext(app=app, no_color=None, workdir=None, quiet=False)
+    context = CLIContext(app=app, no_color=False, workdir=None, quiet=False)
     worker_command.main(args=argv, prog_name="walrus worker", obj=context)
 
 
