@@ -25,15 +25,22 @@ def main() -> None:
     except ConfigError as e:
         print(f"walrus beat: bad config: {e.message}", file=sys.stderr)
         sys.exit(RET_CONFIG)
+    # Only celery's beat command, as app.start() would run it (not standalone): celery's whole
+    # command line would load every subcommand and plugin, most of a second of the start.
+    from celery.bin.base import CLIContext
+    from celery.bin.beat import beat as beat_command
+
     # The scheduler keeps no local state (timers live in Redis); Celery still wants a path.
     state = Path(tempfile.mkdtemp(prefix="walrus-beat-")) / "schedule"
-    app.start(
-        [
-            "beat",
+    beat_command.main(
+        args=[
             "--scheduler=beat.scheduler:WalrusScheduler",
             f"--schedule={state}",
             f"--loglevel={settings.log_level}",
-        ]
+        ],
+        prog_name="walrus beat",
+        standalone_mode=False,
+        obj=CLIContext(app=app, no_color=False, workdir=None, quiet=False),
     )
 
 

@@ -34,12 +34,17 @@ from gateway.page_headers import PageHeaders, docs_csp
 from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
 from walrus_tasks import keys
 from walrus_tasks.config import Config, load_config
-from walrus_tasks.connection import async_redis
+from walrus_tasks.connection import async_redis, client
 from walrus_tasks.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None, config: Config | None = None) -> FastAPI:
-    """Build the ASGI app (config loaded now, so a bad config fails at start-up)."""
+    """Build the ASGI app (config loaded now, so a bad config fails at start-up).
+
+    The routes use the Redis that ``settings`` names (their ``deps.Redis``, and the streams'
+    asyncio client), so an app built with explicit settings (an in-process test's) reads and
+    writes only its own database, whatever the process's ``WALRUS_REDIS_URL``.
+    """
     settings = settings or get_settings()
     config = config or load_config(settings.home)
 
@@ -55,6 +60,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         follower.cancel()
         await app.state.hub.close()
         await app.state.aredis.aclose()
+        app.state.redis.close()
 
     app = FastAPI(
         title="walrus_tasks gateway",
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         redoc_url=None,
     )
     app.state.config, app.state.settings = config, settings
+    app.state.redis = client(settings.redis_url)  # the routes' (deps.Redis)
     install(app)
     sse_route.install(app, native.runs)  # innermost: after the checks below
     # Inside the bearer check: a stream counts for the request's token (else its address).

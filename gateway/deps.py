@@ -17,7 +17,6 @@ from gateway import operations
 from gateway.auth import GRANT_KEY
 from gateway.hub import Hub
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.names import RUN_ID_RE
 from walrus_tasks.settings import Settings
@@ -32,6 +31,11 @@ def current_config(request: Request) -> Config:
 def current_settings(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def sync_redis(request: Request) -> redis.Redis:
+    """The app's synchronous client, of the Redis its settings name."""
+    return request.app.state.redis  # type: ignore[no-any-return]
 
 
 def async_redis(request: Request) -> aioredis.Redis:
@@ -57,7 +61,7 @@ def current_caller(request: Request) -> Caller:
 
 Cfg = Annotated[Config, Depends(current_config)]
 Sets = Annotated[Settings, Depends(current_settings)]
-Redis = Annotated[redis.Redis, Depends(get_redis)]
+Redis = Annotated[redis.Redis, Depends(sync_redis)]
 ARedis = Annotated[aioredis.Redis, Depends(async_redis)]
 StreamHub = Annotated[Hub, Depends(stream_hub)]
 Who = Annotated[Caller, Depends(current_caller)]

@@ -57,6 +57,9 @@ class Cluster:
             # One chunk event per token, as many tests count them; tests/test_coalesce.py
             # turns coalescing on.
             WALRUS_CHUNK_FLUSH_MS="0",
+            # Most test agents use the mock model: a worker's start skips seconds of SDK
+            # imports, and a pool process that calls a fake provider imports its SDK then.
+            WALRUS_WORKER_PRELOAD_SDKS="false",
         )
         if self.broker_url:
             env["WALRUS_BROKER_URL"] = self.broker_url
@@ -118,14 +121,20 @@ class Cluster:
 
             wait_for(healthy, timeout, 0.1, "gateway /healthz")
         if workers:
-            wait_for(lambda: self.pinged() >= workers, timeout, 0.1, f"workers {sorted(workers)}")
+            wait_for(
+                lambda: self.pinged(len(workers)) >= workers, timeout, 0.1,
+                f"workers {sorted(workers)}",
+            )  # fmt: skip
 
-    def pinged(self) -> set[str]:
-        """Hostnames of the workers that answer a Celery ping on this cluster's broker."""
+    def pinged(self, expect: int | None = None) -> set[str]:
+        """Hostnames of the workers that answer a Celery ping on this cluster's broker.
+
+        The ping waits 0.5 s for replies, or only until ``expect`` workers have answered.
+        """
         self.check_alive()
         try:
             with self.control_app() as app:
-                replies = app.control.ping(timeout=0.5)
+                replies = app.control.ping(timeout=0.5, limit=expect)
         except (redis.ConnectionError, kombu.exceptions.OperationalError):
             return set()  # a broker that is (re)starting answers nothing yet: ask again
         return {k for reply in replies for k in reply}

@@ -6,20 +6,25 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import tempfile
 import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from tests.cluster import Cluster, running
-from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.redis_server import RedisServer, start_redis
+from walrus_tasks.settings import Settings
 from worker.tools import ToolContext
 
 _redis: RedisServer | None = None
@@ -127,12 +132,13 @@ def redis_server() -> RedisServer:
 
 
 DATABASES = 1024
-"""Databases of the test Redis: db 0 is the shared cluster's, each private cluster takes one."""
+"""Databases of the test Redis: db 0 is this test process's (its settings and Celery app: what
+in-process tests send), every cluster, the session's too, takes one of its own."""
 _db_counter = iter(range(1, DATABASES))
 
 
 def redis_db_url(server: RedisServer) -> str:
-    """A fresh database of the test Redis (db 0 belongs to the shared cluster)."""
+    """A fresh database of the test Redis (db 0 belongs to this process's in-process tests)."""
     return f"redis://127.0.0.1:{server.port}/{next(_db_counter)}"
 
 
@@ -258,7 +264,9 @@ AGENTS = {
 }
 
 
-SHARED_AGENT_MODULES = ("tests.test_agent_protocol", "tests.test_console", "tests.test_ws_turns")
+SHARED_AGENT_MODULES = (
+    "tests.test_agent_protocol", "tests.test_console", "tests.test_memory", "tests.test_ws_turns",
+)  # fmt: skip
 """Modules whose ``AGENTS`` the session ``home`` carries too: their tests run on the session
 ``cluster`` instead of starting a cluster of their own only to add an agent."""
 
@@ -317,9 +325,13 @@ def home(tmp_path_factory: pytest.TempPathFactory, fake_llm: object) -> Path:
 def cluster(
     redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    """The shared cluster on db 0: a gateway, two workers (all queues) and beat."""
+    """The shared cluster on a database of its own: a gateway, two workers (all queues) and beat.
+
+    Not db 0: there the Celery messages of in-process tests (``submit()`` called directly) go,
+    which its workers would otherwise take.
+    """
     c = Cluster(
-        redis_url=redis_server.url,
+        redis_url=redis_db_url(redis_server),
         home=home,
         log_dir=tmp_path_factory.mktemp("logs"),
         env_extra={"WALRUS_REAPER_INTERVAL": "1"},
@@ -328,16 +340,38 @@ def cluster(
         yield c
 
 
+@contextmanager
+def in_process_gateway(redis_url: str, home: Path, **settings: Any) -> Iterator[TestClient]:
+    """The gateway app served in this process (Starlette's ``TestClient``), on ``redis_url``.
+
+    For tests that need only the gateway's answers (validation, auth, origin checks, the
+    OpenAPI document, page headers): no process to start. The app is built with explicit
+    settings, so its routes and streams use ``redis_url``; the gateway modules that call the
+    process's client (``get_redis``) are pointed at the app's for the duration. A message it
+    sends goes to the process's Celery app, which ``pytest_configure`` bound to the test Redis.
+    """
+    from gateway.app import create_app
+    from walrus_tasks.celery_app import app as celery
+    from walrus_tasks.connection import get_redis
+
+    assert _redis is not None
+    broker = urlsplit(celery.conf.broker_url)
+    assert (broker.hostname, broker.port) == ("127.0.0.1", _redis.port), "not the test Redis"
+    app = create_app(Settings(redis_url=redis_url, home=home, **settings), load_config(home))
+    gateway_modules = [m for n, m in sys.modules.items() if n.split(".")[0] == "gateway"]
+    with pytest.MonkeyPatch.context() as patch:
+        for module in gateway_modules:
+            if getattr(module, "get_redis", None) is get_redis:
+                patch.setattr(module, "get_redis", lambda: app.state.redis)
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            yield client
+
+
 @pytest.fixture(scope="module")
-def lone_gateway(
-    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """A gateway alone (no worker) on a fresh database, for a module's gateway-only tests."""
-    c = Cluster(
-        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("gw")
-    )
-    with running(c, workers=()):
-        yield c
+def gateway_client(redis_server: RedisServer, home: Path) -> Iterator[TestClient]:
+    """An in-process gateway alone on a fresh database (``in_process_gateway``), per module."""
+    with in_process_gateway(redis_db_url(redis_server), home) as client:
+        yield client
 
 
 @pytest.fixture

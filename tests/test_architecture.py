@@ -73,3 +73,17 @@ def test_importing_the_client_loads_no_state_machine_lua_config_or_redis() -> No
     assert "walrus_tasks.client.sync" in core and "walrus_tasks.client.aio" in core
     own = {m for m in core if m == "walrus_tasks.client" or m.startswith("walrus_tasks.client.")}
     assert core - own <= CLIENT_MAY_LOAD
+
+
+def test_the_worker_s_task_bodies_load_no_provider_sdk_until_a_call_needs_one() -> None:
+    # A worker imports the SDKs before its pool forks only when WALRUS_WORKER_PRELOAD_SDKS says
+    # so (worker.__main__); the test clusters' workers, and any CLI, never pay for them.
+    code = (
+        "import sys, worker.tasks; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('openai', 'anthropic', 'mcp')]; "
+        "from worker import providers; providers.import_sdks(); "
+        "loaded = {'openai', 'anthropic'} <= set(sys.modules); "
+        "print(bad, loaded); sys.exit(1 if bad or not loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

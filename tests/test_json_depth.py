@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from websockets.sync.client import connect
+from starlette.testclient import TestClient
 
-from tests.cluster import Cluster
 from walrus_tasks import keys
 from walrus_tasks.json_depth import MAX_DEPTH, TRIMMED, loads_checked, too_deep, trim
 
@@ -26,14 +25,15 @@ def nest(depth: int) -> str:
 
 
 @pytest.fixture
-def http(lone_gateway: Cluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=lone_gateway.gateway_url, timeout=10) as client:
-        yield client
+def http(gateway_client: TestClient) -> httpx.Client:
+    """The module's in-process gateway: the bound is the app's, no server process needed."""
+    return gateway_client
 
 
 @pytest.fixture
-def db(lone_gateway: Cluster) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(lone_gateway.redis_url, decode_responses=True)
+def db(gateway_client: TestClient) -> Iterator[redis.Redis]:
+    app: Any = gateway_client.app
+    client = redis.Redis.from_url(app.state.settings.redis_url, decode_responses=True)
     yield client
     client.close()
 
@@ -142,13 +142,12 @@ def test_deep_data_stored_before_the_bound_reads_200(http: httpx.Client, db: red
     assert thread in {t["thread_id"] for t in search.json()}
 
 
-def test_a_websocket_frame_too_deep_gets_an_error_frame(lone_gateway: Cluster) -> None:
-    url = lone_gateway.gateway_url.replace("http://", "ws://") + "/v1/ws"
-    with connect(url, open_timeout=10) as ws:
-        ws.send(f'{{"id": 1, "op": "publish_event", "source": "s", "payload": {nest(200)}}}')
-        frame = json.loads(ws.recv(timeout=10))
+def test_a_websocket_frame_too_deep_gets_an_error_frame(gateway_client: TestClient) -> None:
+    with gateway_client.websocket_connect("ws://127.0.0.1:8765/v1/ws") as ws:
+        ws.send_text(f'{{"id": 1, "op": "publish_event", "source": "s", "payload": {nest(200)}}}')
+        frame = json.loads(ws.receive_text())
         assert frame["type"] == "error", frame
         assert frame["error"]["code"] == "invalid"
         assert "nested deeper than 64 levels" in frame["error"]["message"]
-        ws.send(json.dumps({"id": 2, "op": "ping"}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "pong"
+        ws.send_text(json.dumps({"id": 2, "op": "ping"}))
+        assert json.loads(ws.receive_text())["type"] == "pong"

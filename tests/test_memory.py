@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.cluster import Cluster, running
-from tests.conftest import agents_home, redis_db_url, tool_context
+from tests.cluster import Cluster
+from tests.conftest import tool_context
 from tests.fakellm import FakeReply
 from walrus_tasks import keys, memory
 from walrus_tasks.config import AgentConfig
 from walrus_tasks.errors import InvalidInput
-from walrus_tasks.redis_server import RedisServer
 from worker.tools import ToolContext, call_tool
 
 NOTES = {
@@ -188,13 +186,9 @@ KEEPER = f"""
     tools = ["remember", "recall", "forget"]
 """
 
-
-@pytest.fixture
-def memory_cluster(redis_server: RedisServer, tmp_path: Path, fake_llm: Any) -> Iterator[Cluster]:
-    home = agents_home(tmp_path / "home", fake_llm.base_url, {"keeper": KEEPER})
-    c = Cluster(redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path)
-    with running(c):
-        yield c
+AGENTS = {"keeper": KEEPER}
+"""Carried by the session ``home`` (``conftest.SHARED_AGENT_MODULES``): the test runs on the
+session ``cluster``, no cluster of its own."""
 
 
 def tool_outputs(c: Cluster, agent: str, sender: str) -> list[str]:
@@ -202,9 +196,9 @@ def tool_outputs(c: Cluster, agent: str, sender: str) -> list[str]:
 
 
 def test_a_note_remembered_in_one_run_is_recalled_in_another_conversation(
-    memory_cluster: Cluster, fake_llm: Any
+    cluster: Cluster, fake_llm: Any
 ) -> None:
-    c = memory_cluster
+    c = cluster
     note = {"name": "deadline", "content": "The report is due on Friday.", "aliases": ["due"]}
     fake_llm.script(
         FakeReply(tool_calls=[("remember", note)]), FakeReply(text="Noted."), model=MODEL

@@ -1,12 +1,13 @@
 """The console's and the API docs' security headers (gateway.page_headers): a strict CSP, no
-framing, no sniffing; and in the real browser both pages still load with no CSP violation."""
+framing, no sniffing (the headers asked of the in-process app); and in the real browser, served
+by the session cluster's gateway, both pages still load with no CSP violation."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from tests.browser import DESKTOP, Page, browser
 from tests.cluster import Cluster
@@ -28,9 +29,9 @@ document.addEventListener("securitypolicyviolation",
              "/docs/static/swagger-ui.css"],
 )  # fmt: skip
 def test_the_pages_and_their_files_forbid_framing_sniffing_and_foreign_scripts(
-    lone_gateway: Cluster, path: str
+    gateway_client: TestClient, path: str
 ) -> None:
-    resp = httpx.get(lone_gateway.gateway_url + path, timeout=10)
+    resp = gateway_client.get(path)
     assert resp.status_code == 200
     csp = resp.headers["content-security-policy"]
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
@@ -46,15 +47,15 @@ def test_the_pages_and_their_files_forbid_framing_sniffing_and_foreign_scripts(
     assert resp.headers["x-content-type-options"] == "nosniff"
 
 
-def test_the_api_is_not_given_page_headers(lone_gateway: Cluster) -> None:
-    resp = httpx.get(lone_gateway.gateway_url + "/v1/agents", timeout=10)
+def test_the_api_is_not_given_page_headers(gateway_client: TestClient) -> None:
+    resp = gateway_client.get("/v1/agents")
     assert "content-security-policy" not in resp.headers
 
 
 def test_both_pages_load_in_the_browser_with_no_csp_violation(
-    browser: Any, lone_gateway: Cluster
+    browser: Any, cluster: Cluster
 ) -> None:
-    p = Page(browser, lone_gateway.gateway_url, DESKTOP)
+    p = Page(browser, cluster.gateway_url, DESKTOP)
     try:
         pg: Any = p.page
         pg.add_init_script(VIOLATIONS)

@@ -107,7 +107,10 @@ def test_every_route_answers_503_with_retry_after_while_redis_is_down(
     own_redis: Restartable, home: Path, tmp_path: Path
 ) -> None:
     sender = f"t-{uuid.uuid4().hex[:8]}"
-    with running(make_cluster(own_redis, home, tmp_path), workers=()) as cluster:
+    # A send retries a Redis that is away for WALRUS_SUBMIT_RETRY before its 503: 1 s, not the
+    # default 15 s, for each of the sends below (riding out a failover: tests/test_failover.py).
+    cluster = make_cluster(own_redis, home, tmp_path, WALRUS_SUBMIT_RETRY="1")
+    with running(cluster, workers=()) as cluster:
         queued = cluster.send("echo", "before", sender)  # no worker yet: it waits in the queue
         own_redis.stop()
         message = {"content": "hi", "sender": sender}

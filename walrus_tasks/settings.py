@@ -191,6 +191,12 @@ class Settings(BaseSettings):
             "a time with O_NOFOLLOW)"
         ),
     )
+    worker_preload_sdks: bool = Field(
+        default=True,
+        description="a worker imports the provider SDKs (anthropic, openai) before its pool "
+        "forks, so no pool process pays seconds of imports on its first LLM call; false: each "
+        "pool process imports one when it first calls it (workers whose agents use no SDK)",
+    )
     config_poll: float = Field(
         default=1.0, gt=0, description="seconds between checks for a config reload"
     )

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import socket
 
-from walrus_tasks.celery_app import ALL_QUEUES
+from walrus_tasks.celery_app import ALL_QUEUES, app
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
-from worker import metrics
-
-APP = "walrus_tasks.celery_app:app"
-"""The Celery app, by the name ``celery --app`` takes (the same object the tasks register on)."""
+from worker import metrics, providers
 
 
 def main() -> None:
@@ -32,14 +29,18 @@ def main() -> None:
         metrics.serve(args.metrics_port)
     else:
         metrics.no_multiprocess()
-    # Imported only now: loading celery's command line loads its plugins (Flower's imports
-    # prometheus_client), which must come after metrics.serve() set the multiprocess dir.
-    from celery.bin.celery import celery as celery_command
+    # Imported only now, after metrics.serve() set the multiprocess dir: they may import
+    # prometheus_client. Only the worker command: celery's whole command line would load every
+    # subcommand and plugin (amqp's shell, Flower), most of a second of a worker's start.
+    from celery.bin.base import CLIContext
+    from celery.bin.worker import worker as worker_command
 
     import worker.tasks  # noqa: F401  (registers the task bodies on the app)
 
+    if get_settings().worker_preload_sdks:  # in the parent: the pool's processes inherit them
+        providers.import_sdks()
+
     argv = [
-        "worker",
         f"--queues={args.queues}",
         f"--pool={args.pool}",
         f"--hostname={args.hostname}",
@@ -53,7 +54,8 @@ def main() -> None:
     # the exit code, so a worker that stopped on an "Unrecoverable error" (exit code 1) exited
     # 0 and an on-failure restart policy left it down. Standalone, click exits with the
     # worker's code (0 after a warm shutdown).
-    celery_command.main(args=[f"--app={APP}", *argv], prog_name="walrus worker")
+    context = CLIContext(app=app, no_color=False, workdir=None, quiet=False)
+    worker_command.main(args=argv, prog_name="walrus worker", obj=context)
 
 
 if __name__ == "__main__":
