@@ -48,7 +48,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import RETRY_AFTER, error_response
 from walrus_tasks import reads, tenancy
 from walrus_tasks.config import Config, TokenGrant
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import NotFound
 from walrus_tasks.names import RUN_ID_RE
 
@@ -216,7 +215,7 @@ class BearerAuth:
             return False
         if match := _RUN_PATH.match(path):
             try:
-                record = await _run_record(match["run_id"])
+                record = await _run_record(scope, match["run_id"])
             except redis.RedisError as e:
                 await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
                 return False
@@ -241,7 +240,7 @@ class BearerAuth:
             agent = match["agent"]
         elif match := _RUN_PATH.match(path):
             try:
-                agent = await _run_agent(match["run_id"])
+                agent = await _run_agent(scope, match["run_id"])
             except redis.RedisError as e:
                 await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
                 return
@@ -283,19 +282,24 @@ async def deny(
     await response(scope, receive, send)
 
 
-async def _run_record(run_id: str) -> dict[str, str] | None:
+def _redis(scope: Scope) -> redis.Redis:
+    """The Redis client of the app serving ``scope`` (``app.state.redis``)."""
+    return scope["app"].state.redis  # type: ignore[no-any-return]
+
+
+async def _run_record(scope: Scope, run_id: str) -> dict[str, str] | None:
     """The record of run ``run_id``; None if there is no such run (the route answers 404/422)."""
     if not RUN_ID_RE.fullmatch(run_id):
         return None
     try:
-        return await run_in_threadpool(reads.run_record, get_redis(), run_id)
+        return await run_in_threadpool(reads.run_record, _redis(scope), run_id)
     except NotFound:
         return None
 
 
-async def _run_agent(run_id: str) -> str | None:
+async def _run_agent(scope: Scope, run_id: str) -> str | None:
     """The agent of run ``run_id``; None if there is no such run (the route answers 404/422)."""
-    record = await _run_record(run_id)
+    record = await _run_record(scope, run_id)
     return None if record is None else record.get("agent", "")
 
 

@@ -46,7 +46,6 @@ from walrus_tasks import limits
 from walrus_tasks import metrics as shared
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 
 SUBMIT_ROUTE = ("POST", "/v1/agents/{agent}/messages")
 """The route whose 2xx answers count as accepted messages of the ``agent`` path parameter."""
@@ -163,9 +162,11 @@ class ClusterCollector:
     def __init__(
         self,
         agents: Callable[[], Iterable[str]],
+        client: Callable[[], redis.Redis],
         config: Callable[[], Config | None] = lambda: None,
     ) -> None:
         self.agents = agents
+        self.client = client
         self.config = config
 
     def describe(self) -> Iterator[Metric]:
@@ -176,9 +177,10 @@ class ClusterCollector:
     def collect(self) -> Iterator[Metric]:
         """Read the figures; ``walrus_redis_up 0`` and nothing else when Redis does not answer."""
         try:
-            figures = shared.read_figures(get_redis(), ALL_QUEUES)
+            r = self.client()
+            figures = shared.read_figures(r, ALL_QUEUES)
             config = self.config()
-            uses = limits.usage(get_redis(), config) if config else []
+            uses = limits.usage(r, config) if config else []
         except (redis.RedisError, OSError):
             yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 0)
             return
@@ -297,7 +299,10 @@ def install_metrics(app: FastAPI) -> None:
     http = HttpMetrics(registry)
     for agent in agents():
         http.submitted.labels(agent)  # a series from zero: the first message shows in rate()
-    registry.register(ClusterCollector(agents, lambda: getattr(app.state, "config", None)))
+    cluster = ClusterCollector(
+        agents, lambda: app.state.redis, lambda: getattr(app.state, "config", None)
+    )
+    registry.register(cluster)
     app.add_middleware(MetricsMiddleware, metrics=http, routes=app.router.routes)
     app.state.metrics_registry = registry
 

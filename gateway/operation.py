@@ -33,7 +33,6 @@ from pydantic.fields import FieldInfo
 from gateway.deps import Agent, RunId, current_caller, known_agent, valid_run_id
 from gateway.errors import responses
 from walrus_tasks.config import Config
-from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput, describe_invalid
 from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import Caller
@@ -61,7 +60,7 @@ class Call:
 
 def call_of(app: FastAPI, caller: Caller) -> Call:
     """The :class:`Call` of a request to ``app`` by ``caller`` (the config as it is now)."""
-    return Call(get_redis(), app.state.config, app.state.settings, caller, app)
+    return Call(app.state.redis, app.state.config, app.state.settings, caller, app)
 
 
 def current_call(request: Request) -> Call:
