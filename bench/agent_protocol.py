@@ -105,10 +105,10 @@ async def _run(
                     say: dict[str, Any] = {
                         "messages": [{"role": "user", "content": f"message {i}"}]
                     }
-                    run = await lg.runs.create(
+                    queued_run = await lg.runs.create(
                         tid, assistant, input=say, multitask_strategy="enqueue"
                     )
-                    queued.append(run["run_id"])
+                    queued.append(queued_run["run_id"])
                     created += 1
                 last_created[0] = max(last_created[0], time.perf_counter())
                 for run_id in queued:
@@ -123,6 +123,7 @@ async def _run(
         if out.errors:
             return out
         cpu0, t0 = cpu(), time.perf_counter()
+        last_created[0] = t0
         out.created = sum(await asyncio.gather(*(one_thread(n, done) for n in per_thread)))
         out.elapsed_s = time.perf_counter() - t0
         out.created_s = last_created[0] - t0
