@@ -21,9 +21,10 @@ from walrus_tasks.cli.common import (
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
 from walrus_tasks.client import Client
 
-app = typer.Typer(help="The configured agents: list, show, add, remove.", no_args_is_help=True)
+app = Typer(help="The configured agents: list, show, add, remove.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="Agent name.")]
 

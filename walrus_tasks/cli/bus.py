@@ -22,10 +22,11 @@ from walrus_tasks.cli.common import (
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
 from walrus_tasks.cli.render import preview
 from walrus_tasks.client import Client, Event
 
-app = typer.Typer(
+app = Typer(
     help="The event bus: subscriptions, publishing events, the live feed.",
     no_args_is_help=True,
 )

@@ -1,4 +1,4 @@
-"""One-shot client commands over the gateway's HTTP API: send, kill, history, runs."""
+"""One-shot client commands over the gateway's HTTP API: send, cancel, history, runs."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def send(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Send one message; print the run id, then (with --wait) the reply as it streams."""
+    """Send one message and stream the reply until the run ends (--no-wait: print the run id)."""
     policy: OnBusy = on_busy.value
     with reported(), Client(gateway_url(url), token=token) as client:
         accepted = client.send(agent, message, sender=sender, on_busy=policy, cwd=cwd)
@@ -62,13 +62,13 @@ def send(
         raise typer.Exit(RET_ERROR)
 
 
-def kill(
+def cancel(
     agent: Annotated[str, typer.Argument(help="Agent name.")],
     sender: SenderOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Cancel the conversation's active run."""
+    """Cancel the conversation's active run (its old name, kill, still works)."""
     with reported(), Client(gateway_url(url), token=token) as client:
         run_id = client.kill(agent, sender)
     if run_id:

@@ -26,6 +26,12 @@ RET_CONNECT = 3
 RET_CONFIG = 4
 """The config directory cannot be loaded (the gateway exits with this code too)."""
 
+TOKEN_HINT = {
+    401: "the gateway wants a bearer token: pass --token TOKEN or set WALRUS_TOKEN",
+    403: "this token may not do that: pass another with --token TOKEN or WALRUS_TOKEN",
+}
+"""What to do about a 401 or 403, after the gateway's own message."""
+
 console = Console(highlight=False)
 """Standard output: replies, tables, panels."""
 err = Console(stderr=True, highlight=False)
@@ -104,4 +110,7 @@ def reported() -> Iterator[None]:
         fail(e.message, RET_CONFIG)
     except WalrusError as e:
         status = http_status(e)  # None for an error raised client-side, without a response
-        fail(e.message if status is None else f"{e.message} (HTTP {status} {e.code})")
+        if status is None:
+            fail(e.message)
+        hint = f"; {TOKEN_HINT[status]}" if status in TOKEN_HINT else ""
+        fail(f"{e.message} (HTTP {status} {e.code}){hint}")

@@ -21,12 +21,11 @@ from walrus_tasks.cli.common import (
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
 from walrus_tasks.client import Client
 from walrus_tasks.models import CronEntry, CronSpec
 
-app = typer.Typer(
-    help="Timers that send a message to an agent on a schedule.", no_args_is_help=True
-)
+app = Typer(help="Timers that send a message to an agent on a schedule.", no_args_is_help=True)
 
 
 def _when(seconds: float | None) -> str:
