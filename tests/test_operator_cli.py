@@ -43,6 +43,10 @@ def test_walrus_agents_lists_shows_adds_and_removes(cluster: Cluster) -> None:
     assert "clock" in shown and "mock" in shown
     refused = walrus(cluster, "agents", "add", f"{name}-b", "--member", "nobody")
     assert refused.returncode != 0 and "nobody" in refused.stderr
+    refused = walrus(cluster, "agents", "add", f"{name}-c", "--tool", "nosuchtool")
+    assert refused.returncode != 0 and "created" not in refused.stdout
+    assert "unknown tool 'nosuchtool' (known tools: ask_user, bash," in refused.stderr
+    assert "HTTP 422" in refused.stderr
     assert f"deleted agent {name}" in ok(walrus(cluster, "agents", "rm", name))
     assert walrus(cluster, "agents", "show", name).returncode != 0
 
