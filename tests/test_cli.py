@@ -6,6 +6,7 @@ connections cut mid-frame (end of body, and a broken chunked body).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.cli import chat
 from walrus_tasks.cli.common import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from walrus_tasks.cli.processes import QUEUES
 from walrus_tasks.cli.supervisor import Supervisor
+from walrus_tasks.cli.tables import Col, fit
 from walrus_tasks.cli.up import watch
 from walrus_tasks.client import Client, Event, GatewayUnreachable
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WalrusError
@@ -182,6 +185,21 @@ def test_kill_is_a_hidden_alias_of_cancel(gateway: FakeGateway) -> None:
         done = walrus(verb, "echo", "--url", gateway.url)
         assert done.returncode == RET_OK, done.stderr
         assert f"cancelled run {RUN}" in done.stdout
+
+
+def test_a_fitted_table_leaves_out_columns_by_rank_then_folds_names_and_never_cuts() -> None:
+    cols = (Col("id", "id"), Col("name"), Col("text", "text", drop=1), Col("when", drop=2))
+    row = ["x" * 32, "a-rather-long-name-here", "some words to wrap", "2026-12-05 12:00:00"]
+    expected = {120: [], 80: ["text", "when"], 50: ["text", "when"]}
+    for width, left_out in expected.items():
+        table, dropped = fit(cols, [row], width)
+        out = Console(width=width, record=True, file=io.StringIO())
+        out.print(table)
+        text = out.export_text()
+        assert dropped == left_out
+        assert "…" not in text and "x" * 32 in text, text
+        assert max(map(len, text.splitlines())) <= width, text
+        assert ("a-rather-long-name-here" in text) == (width >= 80), text  # folded at 50
 
 
 def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:

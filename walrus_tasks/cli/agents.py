@@ -22,11 +22,21 @@ from walrus_tasks.cli.common import (
     reported,
 )
 from walrus_tasks.cli.help_labels import Typer
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.client import Client
 
 app = Typer(help="The configured agents: list, show, add, remove.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="Agent name.")]
+
+
+COLUMNS = (
+    Col("name", "id"),
+    Col("model"),
+    Col("tools", "text"),
+    Col("members", "text", drop=2),
+    Col("description", "text", drop=1),
+)
 
 
 @app.command("ls")
@@ -37,13 +47,10 @@ def ls(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = 
     if as_json:
         print_json([a.model_dump() for a in agents])
         return
-    table = Table("name", "model", "tools", "members", "description")
-    for a in agents:
-        table.add_row(
-            a.name, escape(a.model), ", ".join(a.tools), ", ".join(a.members),
-            escape(a.description),
-        )  # fmt: skip
-    console.print(table)
+    rows = [
+        [a.name, a.model, ", ".join(a.tools), ", ".join(a.members), a.description] for a in agents
+    ]
+    print_table(COLUMNS, rows)
 
 
 @app.command("show")

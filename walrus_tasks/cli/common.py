@@ -11,7 +11,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Column
 
 from walrus_tasks.client import GatewayUnreachable, http_status
 from walrus_tasks.errors import ConfigError, WalrusError
@@ -65,14 +64,6 @@ class OnBusyChoice(StrEnum):
     enqueue = "enqueue"
     reject = "reject"
     interrupt = "interrupt"
-
-
-def id_column(header: str, ids: list[str]) -> Column:
-    """A table column of ids that is never cut, however narrow the terminal.
-
-    An id is copied from a table into another command, so a shortened one is useless.
-    """
-    return Column(header, no_wrap=True, min_width=max([len(header), *map(len, ids)]))
 
 
 def print_json(data: Any) -> None:
