@@ -65,7 +65,7 @@ def show(
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long word (an id, a path) folds, never "…"
     for field, value in agent.model_dump().items():
         table.add_row(field, escape(", ".join(value) if isinstance(value, list) else str(value)))
     console.print(table)

@@ -140,7 +140,7 @@ def runs(
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long word (an id, a path) folds, never "…"
     for name, value in info.model_dump().items():
         if value is None:
             continue
