@@ -174,6 +174,26 @@ def test_a_full_access_token_uses_every_agent(auth_cluster: Cluster) -> None:
     assert {"echo", "slow", "paced"} <= agents
 
 
+def test_the_cli_says_how_to_pass_a_token_and_doctor_checks_it(auth_cluster: Cluster) -> None:
+    env = {k: v for k, v in auth_cluster.env().items() if k != "WALRUS_TOKEN"}
+    env |= {"WALRUS_URL": auth_cluster.gateway_url, "COLUMNS": "200"}
+
+    def walrus(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "walrus_tasks.cli", *args],
+            env=env | ({"WALRUS_TOKEN": token} if token else {}),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    refused = walrus("agents", "ls")
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    assert "--token" in refused.stderr and "WALRUS_TOKEN" in refused.stderr
+    assert "echo" in walrus("agents", "ls", token=FULL).stdout
+    assert re.search(r"token\W+fail\W+missing", walrus("doctor").stdout)
+    for token in (FULL, ECHO_ONLY):  # a limited token is a token the gateway knows
+        assert re.search(r"token\W+pass\W+accepted", walrus("doctor", token=token).stdout)
+
+
 def test_with_tokens_any_host_is_served_but_a_cross_origin_websocket_is_not(
     auth_cluster: Cluster,
 ) -> None:

@@ -6,6 +6,7 @@ connections cut mid-frame (end of body, and a broken chunked body).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.cli import chat
 from walrus_tasks.cli.common import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from walrus_tasks.cli.processes import QUEUES
 from walrus_tasks.cli.supervisor import Supervisor
+from walrus_tasks.cli.tables import Col, fit
 from walrus_tasks.cli.up import watch
 from walrus_tasks.client import Client, Event, GatewayUnreachable
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WalrusError
@@ -42,7 +45,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("7-0", {"type": "end", "status": "succeeded", "usage": {}, "model": "mock"}),
 ]
 COMMANDS = ["up", "gateway", "worker", "beat", "flower", "init", "doctor", "status",
-            "chat", "send", "kill", "history", "runs", "cron", "reload", "events",
+            "chat", "send", "cancel", "kill", "history", "runs", "cron", "reload", "events",
             "export", "import", "reply", "steer", "compact", "agents"]  # fmt: skip
 
 
@@ -155,6 +158,50 @@ def test_help_of_every_command(command: str | None) -> None:
     assert "Usage: walrus" in result.stdout
 
 
+@pytest.mark.parametrize("command", [["send"], ["runs"], ["cron", "add"], ["export"], []])
+def test_help_shows_no_python_type_labels(command: list[str]) -> None:
+    result = walrus(*command, "--help")
+    assert result.returncode == RET_OK, result.stderr
+    for label in ("<str>", "<bool>", "<int>", "<list[str]>"):
+        assert label not in result.stdout, result.stdout
+    assert re.search(r"--help\s+Show this message", result.stdout), result.stdout
+
+
+def test_help_names_what_an_option_takes_and_keeps_choices() -> None:
+    send = walrus("send", "--help").stdout
+    assert re.search(r"--sender\s+-s\s+SENDER\s", send), send
+    assert re.search(r"--token\s+TOKEN\s", send), send
+    assert "<enqueue|reject|interrupt>" in send
+    assert re.search(r"--wait\s+--no-wait\s+Stream", send), send  # a flag takes no value
+    assert "(with --wait)" not in send and "--no-wait: print the run id" in send
+
+
+def test_kill_is_a_hidden_alias_of_cancel(gateway: FakeGateway) -> None:
+    assert " cancel " in walrus("--help").stdout and " kill " not in walrus("--help").stdout
+    gateway.routes[("POST", "/v1/agents/echo/conversations/user/kill")] = lambda h: h.json(
+        200, {"run_id": RUN}
+    )
+    for verb in ("cancel", "kill"):
+        done = walrus(verb, "echo", "--url", gateway.url)
+        assert done.returncode == RET_OK, done.stderr
+        assert f"cancelled run {RUN}" in done.stdout
+
+
+def test_a_fitted_table_leaves_out_columns_by_rank_then_folds_names_and_never_cuts() -> None:
+    cols = (Col("id", "id"), Col("name"), Col("text", "text", drop=1), Col("when", drop=2))
+    row = ["x" * 32, "a-rather-long-name-here", "some words to wrap", "2026-12-05 12:00:00"]
+    expected = {120: [], 80: ["text", "when"], 50: ["text", "when"]}
+    for width, left_out in expected.items():
+        table, dropped = fit(cols, [row], width)
+        out = Console(width=width, record=True, file=io.StringIO())
+        out.print(table)
+        text = out.export_text()
+        assert dropped == left_out
+        assert "…" not in text and "x" * 32 in text, text
+        assert max(map(len, text.splitlines())) <= width, text
+        assert ("a-rather-long-name-here" in text) == (width >= 80), text  # folded at 50
+
+
 def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first = walrus("init", env={"WALRUS_HOME": str(home)})
@@ -197,6 +244,40 @@ def test_http_errors_print_the_server_message_and_status(gateway: FakeGateway) -
     result = walrus("kill", "echo", env={"WALRUS_URL": gateway.url})
     assert result.returncode == RET_ERROR
     assert "conversation is busy" in result.stderr and "409" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [(401, "missing or malformed bearer token"), (403, "this token may not use agent 'echo'")],
+)
+def test_a_401_or_403_says_how_to_pass_a_token(gateway: FakeGateway, status: int, why: str) -> None:
+    code = {401: "unauthorized", 403: "forbidden"}[status]
+    gateway.routes[("GET", "/v1/agents/echo")] = lambda h: h.json(
+        status, {"error": {"code": code, "message": why}}
+    )
+    result = walrus("agents", "show", "echo", "--url", gateway.url)
+    assert result.returncode == RET_ERROR
+    [line] = result.stderr.strip().splitlines()
+    assert why in line and f"HTTP {status}" in line
+    assert "--token" in line and "WALRUS_TOKEN" in line
+
+
+def test_doctor_fails_its_token_line_when_the_gateway_refuses_the_token(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.routes[("GET", "/healthz")] = lambda h: h.json(200, {"status": "ok"})
+    refusal = {"error": {"code": "unauthorized", "message": "invalid bearer token"}}
+    gateway.routes[("GET", "/v1/agents")] = lambda h: h.json(401, refusal)
+    env = {"WALRUS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "WALRUS_HOME": str(tmp_path)}
+    doctor = walrus("doctor", "--url", gateway.url, "--token", "x" * 20, env=env)
+    assert doctor.returncode == RET_ERROR
+    assert re.search(r"gateway\W+pass", doctor.stdout), doctor.stdout
+    assert re.search(r"token\W+fail\W+invalid bearer token", doctor.stdout), doctor.stdout
+    assert "WALRUS_TOKEN" in doctor.stdout
+
+    gateway.routes[("GET", "/v1/agents")] = lambda h: h.json(200, {"agents": []})
+    doctor = walrus("doctor", "--url", gateway.url, "--token", "x" * 20, env=env)
+    assert re.search(r"token\W+pass\W+accepted", doctor.stdout), doctor.stdout
 
 
 def test_a_non_json_answer_is_one_error_line(gateway: FakeGateway) -> None:
@@ -287,7 +368,7 @@ def test_status_and_doctor_without_redis_fail_clearly(tmp_path: Path) -> None:
     assert status.returncode == RET_CONNECT and "cannot reach Redis" in status.stderr
     doctor = walrus("doctor", "--url", f"http://127.0.0.1:{free_port()}", env=env)
     assert doctor.returncode == RET_ERROR
-    for check in ("config", "redis", "workers", "gateway"):
+    for check in ("config", "redis", "workers", "gateway", "token"):
         assert re.search(rf"{check}\W+fail", doctor.stdout), doctor.stdout
 
 

@@ -9,6 +9,8 @@ import pytest
 from walrus_tasks.config import init_home, load_config
 from walrus_tasks.errors import ConfigError, InvalidInput, NotFound
 from walrus_tasks.names import agent_name, sender_name
+from walrus_tasks.tool_names import BUILTIN_TOOLS
+from worker.tools import TOOLS
 
 
 def write(path: Path, text: str) -> None:
@@ -43,6 +45,7 @@ def test_an_agent_with_a_prompt_file_and_env_expanded_provider_loads(
         ({"agents/a.toml": "colour = 1"}, "colour"),
         ({"agents/Bad Name.toml": ""}, "agent file name"),
         ({"config.toml": '[providers.p]\nkind = "cohere"'}, "providers.p.kind"),
+        ({"agents/a.toml": 'tools = ["clock", "nosuchtool"]'}, "unknown tool 'nosuchtool'"),
     ],
 )
 def test_bad_config_is_a_clear_config_error(
@@ -53,6 +56,20 @@ def test_bad_config_is_a_clear_config_error(
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path)
     assert message in err.value.message
+
+
+def test_the_tool_names_the_config_knows_are_the_workers_registry() -> None:
+    assert set(TOOLS) == BUILTIN_TOOLS
+
+
+def test_an_unknown_tool_is_refused_with_the_known_ones_listed(tmp_path: Path) -> None:
+    write(tmp_path / "agents/a.toml", 'tools = ["nosuchtool"]')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert "agent a: unknown tool 'nosuchtool' (known tools: " in err.value.message
+    assert all(name in err.value.message for name in BUILTIN_TOOLS)
+    write(tmp_path / "agents/a.toml", f"tools = {sorted(BUILTIN_TOOLS)}")
+    assert load_config(tmp_path).agent("a").tools == sorted(BUILTIN_TOOLS)
 
 
 def test_init_home_writes_a_mock_agent_once(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ clear error and changes nothing."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 import redis
+from rich.console import Console
 
 from tests.cluster import Cluster
 from walrus_tasks import crons, keys, memory, subscriptions
+from walrus_tasks.cli.progress import bars
 from walrus_tasks.errors import Conflict, InvalidInput, WalrusError
 from walrus_tasks.export import export_state, import_state
 from walrus_tasks.models import CronSpec
@@ -287,6 +290,46 @@ def test_export_refuses_a_dir_that_holds_an_export(owned: RedisServer, tmp_path:
     export_state(r, tmp_path / "home")
 
 
+def test_export_and_import_tell_their_progress_phase_by_phase(
+    owned: RedisServer, tmp_path: Path
+) -> None:
+    r = client(owned)
+    fill(r)
+    told: list[tuple[str, int, int]] = []
+    export_state(r, tmp_path / "a", lambda *step: told.append(step))
+    conversations = len(r.zrange(keys.CONVERSATIONS, 0, -1))
+    assert [t for t in told if t[0] == "writing conversations"] == [
+        ("writing conversations", n, conversations) for n in range(1, conversations + 1)
+    ]
+    phases = list(dict.fromkeys(phase for phase, _, _ in told))
+    assert phases == [
+        "reading Redis",
+        "writing conversations",
+        "writing crons, subscriptions, memory",
+    ]
+    assert told[-1] == ("writing crons, subscriptions, memory", 1, 1)
+    told.clear()
+    import_state(r, tmp_path / "a", True, lambda *step: told.append(step))
+    phases = list(dict.fromkeys(phase for phase, _, _ in told))
+    assert phases == [
+        "reading conversations", "reading crons, subscriptions, memory", "writing Redis"
+    ]  # fmt: skip
+    assert told[-1] == ("writing Redis", 1, 1)
+
+
+def test_progress_bars_only_on_a_terminal() -> None:
+    plain = Console(file=io.StringIO(), force_terminal=False)
+    with bars(plain) as tell:
+        tell("writing conversations", 1, 2)
+    assert plain.file.getvalue() == ""  # type: ignore[attr-defined]
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with bars(terminal) as tell:
+        tell("writing conversations", 1, 2)
+        tell("writing conversations", 2, 2)
+    assert "writing conversations" in terminal.file.getvalue()  # type: ignore[attr-defined]
+    assert "2/2" in terminal.file.getvalue()  # type: ignore[attr-defined]
+
+
 def walrus(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUS_")}
     env["WALRUS_REDIS_URL"] = url
@@ -315,6 +358,7 @@ def test_cli_round_trip_of_real_conversations(
     assert "conversations" in done.stdout and "subscriptions" in done.stdout
     done = walrus(owned.url, "import", str(tmp_path / "a"), "--json")
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not a terminal: no progress bars, the output stays parseable
     counts = json.loads(done.stdout)
     assert counts["conversations"] >= 2 and counts["messages"] >= len(stored) + 4
     target = client(owned)

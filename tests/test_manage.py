@@ -212,6 +212,7 @@ def test_create_agent_writes_its_file_and_a_message_to_it_runs(mc: Cluster, mhom
         ({"name": "{n}", "members": ["ghost"]}, "member"),
         ({"name": "{n}", "skills": ["ghost"]}, "skill"),
         ({"name": "{n}", "mcps": ["ghost"]}, "mcp"),
+        ({"name": "{n}", "tools": ["clock", "nosuchtool"]}, "unknown tool 'nosuchtool'"),
         ({"name": "{n}", "max_iterations": 0}, "max_iterations"),
         ({"name": "{n}", "tools": "clock"}, "tools"),
         ({"name": "{n}", "colour": "blue"}, "colour"),
@@ -273,6 +274,9 @@ def test_update_agent_refuses_bad_input(mc: Cluster, mhome: Path) -> None:
         before = agent_files(mhome)
         assert_error(c.put("/v1/agents/nobody", json={"description": "x"}), 404, "not_found")
         assert_error(c.put(f"/v1/agents/{name}", json={"model": "nowhere/m"}), 422, "config")
+        unknown_tool = c.put(f"/v1/agents/{name}", json={"tools": ["nosuchtool"]})
+        assert_error(unknown_tool, 422, "config")
+        assert "known tools: ask_user, bash, clock" in unknown_tool.json()["error"]["message"]
         assert_error(c.put(f"/v1/agents/{name}", json={"name": "other"}), 422, "invalid")
         assert_error(c.put(f"/v1/agents/{name}", json={"max_iterations": -1}), 422, "invalid")
         bad_json = {"content-type": "application/json"}

@@ -17,8 +17,10 @@ from tests.cluster import Cluster
 from walrus_tasks.config import load_config
 
 
-def walrus(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "80", "WALRUS_URL": cluster.gateway_url}
+def walrus(
+    cluster: Cluster, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "80", "WALRUS_URL": cluster.gateway_url, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "walrus_tasks.cli", *args],
         env=env, capture_output=True, text=True, timeout=60,
@@ -43,6 +45,10 @@ def test_walrus_agents_lists_shows_adds_and_removes(cluster: Cluster) -> None:
     assert "clock" in shown and "mock" in shown
     refused = walrus(cluster, "agents", "add", f"{name}-b", "--member", "nobody")
     assert refused.returncode != 0 and "nobody" in refused.stderr
+    refused = walrus(cluster, "agents", "add", f"{name}-c", "--tool", "nosuchtool")
+    assert refused.returncode != 0 and "created" not in refused.stdout
+    assert "unknown tool 'nosuchtool' (known tools: ask_user, bash," in refused.stderr
+    assert "HTTP 422" in refused.stderr
     assert f"deleted agent {name}" in ok(walrus(cluster, "agents", "rm", name))
     assert walrus(cluster, "agents", "show", name).returncode != 0
 
@@ -61,15 +67,37 @@ def test_walrus_runs_lists_with_filters_and_full_ids(cluster: Cluster, sender: s
     assert "succeeded" in ok(walrus(cluster, "runs", ok_id))  # one run, as before
 
 
-def test_cron_and_subscription_tables_never_cut_an_id(cluster: Cluster, sender: str) -> None:
-    added = ok(walrus(cluster, "cron", "add", "@every 1h", "echo", "a long message " * 5,
+def uncut(result: subprocess.CompletedProcess[str], *ids: str) -> str:
+    """The table printed at 80 columns: no line wider, no cell cut with "…", each id whole."""
+    table = ok(result)
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    assert "…" not in table, table
+    for whole in ids:
+        assert whole in table, (whole, table)
+    return table
+
+
+def test_tables_fit_80_columns_without_cutting_a_cell_or_an_id(
+    cluster: Cluster, sender: str
+) -> None:
+    added = ok(walrus(cluster, "cron", "add", "@every 1h", "echo", "a message to wrap here",
                       "--sender", sender, "--json"))  # fmt: skip
     cron_id = json.loads(added)["id"]
     sub = ok(walrus(cluster, "events", "sub", "ops.some.long.source.name", "echo", "--json"))
     sub_id = json.loads(sub)["id"]
+    ok_id = cluster.send("echo", "hi", sender)
+    bad_id = cluster.send("broken", "hi", sender)
+    cluster.wait_run(ok_id)
+    cluster.wait_run(bad_id)
     try:
-        assert cron_id in ok(walrus(cluster, "cron", "ls"))
-        assert sub_id in ok(walrus(cluster, "events", "ls"))
+        uncut(walrus(cluster, "cron", "ls"), cron_id, "schedule", "@every 1h", sender)
+        uncut(walrus(cluster, "events", "ls"), sub_id, "ops.some.long.source.name")
+        runs = walrus(cluster, "runs", "--sender", sender)
+        assert "succeeded" in uncut(runs, ok_id, bad_id, "status", "failed", "broken")
+        assert "left out at 80 columns: created" in runs.stderr  # says what it dropped
+        uncut(walrus(cluster, "agents", "ls"), "tooly", "slowtool", "description")
+        wide = walrus(cluster, "runs", "--sender", sender, env={"COLUMNS": "160"})
+        assert "created" in ok(wide) and "left out" not in wide.stderr
     finally:
         ok(walrus(cluster, "cron", "rm", cron_id))
         ok(walrus(cluster, "events", "rm", sub_id))

@@ -54,7 +54,14 @@ def broker_config(url: str, visibility_timeout: int) -> dict[str, Any]:
         settings = redis_url.celery_broker(url)
         # Unacked messages come back after the visibility timeout: keep it above any step.
         settings["broker_transport_options"]["visibility_timeout"] = visibility_timeout
-        settings["task_queues"] = [Queue(q) for q in ALL_QUEUES]  # type: ignore[no-untyped-call]
+        # Each queue names its own exchange and key: a Queue without them is bound to the
+        # default one (walrus.runs), which is what the worker banner would show for all three.
+        # Routing does not change: a task routed to a queue of a direct exchange is published
+        # to the default exchange with the queue's name as key (celery.app.amqp).
+        settings["task_queues"] = [
+            Queue(q, Exchange(q, type="direct"), routing_key=q)  # type: ignore[no-untyped-call]
+            for q in ALL_QUEUES
+        ]
         return settings
     quorum = {"x-queue-type": "quorum"}
     return dict(

@@ -26,6 +26,7 @@ from walrus_tasks.config_providers import TenantConfig
 from walrus_tasks.errors import ConfigError, NotFound, describe_invalid
 from walrus_tasks.names import AGENT_RE
 from walrus_tasks.skills import Skill, load_skills
+from walrus_tasks.tool_names import BUILTIN_TOOLS
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -473,8 +474,15 @@ def load_config(home: Path) -> Config:
 
 
 def _check_references(config: Config) -> None:
-    """Every name an agent lists (provider, member, skill, MCP server) must exist."""
+    """Every name an agent lists (provider, tool, member, skill, MCP server) must exist."""
     for agent in config.agents.values():
+        unknown = [name for name in agent.tools if name not in BUILTIN_TOOLS]
+        if unknown:
+            raise ConfigError(
+                f"agent {agent.name}: unknown tool {unknown[0]!r} "
+                f"(known tools: {', '.join(sorted(BUILTIN_TOOLS))}; an MCP server's tools come "
+                "with mcps)"
+            )
         for model in (agent.model, *agent.fallback_models):
             if model == "mock":
                 continue

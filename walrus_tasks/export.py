@@ -22,7 +22,8 @@ subscriptions and memory. Runs in flight (inboxes, leases, run records, event st
 an import never starts or resumes a run. TOML has no null, so ``None`` values are left out on
 write and an absent field means ``None``.
 
-Import validates the whole directory before it writes anything, refuses while runs are in
+Both tell a :data:`Progress` how far they are (``walrus export`` draws bars from it). Import
+validates the whole directory before it writes anything, refuses while runs are in
 flight, and refuses to overwrite non-empty state (conversations, crons, subscriptions or
 memory) unless ``replace`` is set; then all of it is replaced by the export's. Every function
 here takes a client made with ``decode_responses=True``.
@@ -61,6 +62,17 @@ MEMORY = "memory"
 """The memory directory: ``memory/<agent>.jsonl``, a named tenant's ``memory/<tenant>/``."""
 TenantMemory = dict[str, dict[str, list[dict[str, Any]]]]
 """A named tenant's memory by tenant, then agent (``walrus_tasks.memory.dump_tenants``)."""
+Progress = Callable[[str, int, int], None]
+"""Told ``(phase, done, total)`` as an export or import goes on, phase after phase."""
+
+
+def _silent(phase: str, done: int, total: int) -> None:
+    """The default :data:`Progress`: tells no one."""
+
+
+def _step(progress: Progress, phase: str) -> Callable[[int, int], None]:
+    """The ``advance`` of a phase (``export_sessions.Advance``), told to ``progress``."""
+    return lambda done, total: progress(phase, done, total)
 
 
 @dataclass(frozen=True)
@@ -190,9 +202,10 @@ def _check_export_target(root: Path) -> None:
         raise InvalidInput(f"{root} already holds an export ({', '.join(taken)}); use a new dir")
 
 
-def write_snapshot(root: Path, snapshot: Snapshot) -> None:
+def write_snapshot(root: Path, snapshot: Snapshot, progress: Progress = _silent) -> None:
     """Write ``snapshot`` under ``root`` (which holds no export yet)."""
-    write_session_files(root, snapshot.sessions)
+    write_session_files(root, snapshot.sessions, _step(progress, "writing conversations"))
+    progress("writing crons, subscriptions, memory", 0, 1)
     for table in TABLES:
         items = without_none(snapshot.tables[table.name], table.path)
         (root / table.path).parent.mkdir(exist_ok=True)
@@ -201,13 +214,15 @@ def write_snapshot(root: Path, snapshot: Snapshot) -> None:
             encoding="utf-8",
         )
     write_memory(root, snapshot.memory, snapshot.tenant_memory)
+    progress("writing crons, subscriptions, memory", 1, 1)
 
 
-def read_snapshot(root: Path) -> Snapshot:
+def read_snapshot(root: Path, progress: Progress = _silent) -> Snapshot:
     """Parse and validate an export directory; InvalidInput names the first bad file."""
     if not root.is_dir():
         raise InvalidInput(f"{root} is not a directory")
-    sessions = read_session_files(root)
+    sessions = read_session_files(root, _step(progress, "reading conversations"))
+    progress("reading crons, subscriptions, memory", 0, 1)
     tables = {}
     for table in TABLES:
         data = load_toml(root, table.path)
@@ -216,7 +231,9 @@ def read_snapshot(root: Path) -> Snapshot:
                 f"{root / table.path}: unknown keys {sorted(set(data) - {table.name})}"
             )
         tables[table.name] = toml_tables(root, table.path, table.name, data)
-    return Snapshot(sessions, tables, *read_memory(root))
+    snapshot = Snapshot(sessions, tables, *read_memory(root))
+    progress("reading crons, subscriptions, memory", 1, 1)
+    return snapshot
 
 
 # --- the two operations ----------------------------------------------------------------------
@@ -235,27 +252,31 @@ def _summary(snapshot: Snapshot) -> Summary:
     )
 
 
-def export_state(r: redis.Redis, root: Path) -> Summary:
+def export_state(r: redis.Redis, root: Path, progress: Progress = _silent) -> Summary:
     """Write the durable state of ``r`` under ``root`` (created; must not hold an export yet)."""
     _check_export_target(root)
+    progress("reading Redis", 0, 1)
     snapshot = Snapshot(
         read_sessions(r),
         {t.name: t.dump(r) for t in TABLES},
         memory.dump(r),
         memory.dump_tenants(r),
     )
+    progress("reading Redis", 1, 1)
     root.mkdir(parents=True, exist_ok=True)
-    write_snapshot(root, snapshot)
+    write_snapshot(root, snapshot, progress)
     return _summary(snapshot)
 
 
-def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
+def import_state(
+    r: redis.Redis, root: Path, replace: bool, progress: Progress = _silent
+) -> Summary:
     """Restore the export under ``root`` into ``r``; nothing is written if a check fails.
 
     Raises InvalidInput for a bad directory or file, Conflict while runs are in flight or when
     ``r`` already holds state and ``replace`` is false.
     """
-    snapshot = read_snapshot(root)
+    snapshot = read_snapshot(root, progress)
     busy = in_flight(r)
     if busy:
         raise Conflict(f"{busy} conversation(s) have runs in flight; stop the workers first")
@@ -274,6 +295,7 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
     if any(held.values()) and not replace:
         counts = ", ".join(f"{n} {name}" for name, n in held.items() if n)
         raise Conflict(f"Redis already holds state ({counts}); use --replace to overwrite it")
+    progress("writing Redis", 0, 1)
     done: list[Table] = []
     try:  # a section's load validates its items: if one refuses, put back the ones before it
         for table in TABLES:
@@ -289,4 +311,5 @@ def import_state(r: redis.Redis, root: Path, replace: bool) -> Summary:
             table.load(r, old_tables[table.name])
         raise
     write_sessions(r, snapshot.sessions, old_sessions)
+    progress("writing Redis", 1, 1)
     return _summary(snapshot)

@@ -8,6 +8,7 @@ stored; the archive file exists only for a conversation that has an archive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ PARTS: tuple[keys.ConvPart, ...] = ("history", "seq", "archive")
 """The keys of a conversation that an export covers."""
 _CHUNK = 1000
 """Lines per RPUSH: one command per message would be slow, one for all too large."""
+
+Advance = Callable[[int, int], None]
+"""Told ``(done, total)`` after each conversation's files are written or read."""
+
+
+def _nothing(done: int, total: int) -> None:
+    """The default :data:`Advance`: tells no one."""
 
 
 @dataclass
@@ -131,7 +139,7 @@ def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Sessio
 # --- files -----------------------------------------------------------------------------------
 
 
-def write_session_files(root: Path, sessions: list[Session]) -> None:
+def write_session_files(root: Path, sessions: list[Session], advance: Advance = _nothing) -> None:
     """Write the index, every history and every non-empty archive under ``root/sessions``."""
     histories = {s.path for s in sessions}
     for s in sessions:
@@ -155,12 +163,13 @@ def write_session_files(root: Path, sessions: list[Session]) -> None:
         ),
         encoding="utf-8",
     )
-    for s in sessions:
+    for n, s in enumerate(sessions, 1):
         # parents: a tenant's conversation is a level down, sessions/<agent>/<tenant>/<sender>
         (root / s.path).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(root / s.path, s.history)
         if s.archive:
             write_jsonl(root / s.archive_path, s.archive)
+        advance(n, len(sessions))
 
 
 def _index_row(row: dict[str, Any], where: str) -> Session:
@@ -198,7 +207,7 @@ def _read_index(root: Path) -> list[Session]:
     return list(sessions.values())
 
 
-def read_session_files(root: Path) -> list[Session]:
+def read_session_files(root: Path, advance: Advance = _nothing) -> list[Session]:
     """Parse and validate ``root/sessions``; InvalidInput names the first bad file."""
     sessions = _read_index(root)
     histories = {s.path for s in sessions}
@@ -208,8 +217,9 @@ def read_session_files(root: Path) -> list[Session]:
         rel = path.relative_to(root).as_posix()
         if path.is_file() and rel != INDEX and rel not in histories and rel not in archives:
             raise InvalidInput(f"{path}: not a conversation listed in {INDEX}")
-    for s in sessions:
+    for n, s in enumerate(sessions, 1):
         s.history = read_jsonl(root / s.path)
         if s.archive_path in archives and (root / s.archive_path).is_file():
             s.archive = read_jsonl(root / s.archive_path)
+        advance(n, len(sessions))
     return sessions

@@ -21,11 +21,22 @@ from walrus_tasks.cli.common import (
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.client import Client
 
-app = typer.Typer(help="The configured agents: list, show, add, remove.", no_args_is_help=True)
+app = Typer(help="The configured agents: list, show, add, remove.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="Agent name.")]
+
+
+COLUMNS = (
+    Col("name", "id"),
+    Col("model"),
+    Col("tools", "text"),
+    Col("members", "text", drop=2),
+    Col("description", "text", drop=1),
+)
 
 
 @app.command("ls")
@@ -36,13 +47,10 @@ def ls(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = 
     if as_json:
         print_json([a.model_dump() for a in agents])
         return
-    table = Table("name", "model", "tools", "members", "description")
-    for a in agents:
-        table.add_row(
-            a.name, escape(a.model), ", ".join(a.tools), ", ".join(a.members),
-            escape(a.description),
-        )  # fmt: skip
-    console.print(table)
+    rows = [
+        [a.name, a.model, ", ".join(a.tools), ", ".join(a.members), a.description] for a in agents
+    ]
+    print_table(COLUMNS, rows)
 
 
 @app.command("show")
@@ -57,7 +65,7 @@ def show(
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long word (an id, a path) folds, never "…"
     for field, value in agent.model_dump().items():
         table.add_row(field, escape(", ".join(value) if isinstance(value, list) else str(value)))
     console.print(table)

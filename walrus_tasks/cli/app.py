@@ -20,8 +20,9 @@ from walrus_tasks.cli import (
     turn_cmds,
     up,
 )
+from walrus_tasks.cli.help_labels import Typer
 
-app = typer.Typer(
+app = Typer(
     name="walrus",
     help="LLM agents as a distributed service on Celery + Redis.",
     no_args_is_help=True,
@@ -57,7 +58,8 @@ app.command(rich_help_panel="Processes")(processes.flower)
 # Client: talk to the gateway over HTTP.
 app.command(rich_help_panel="Client")(chat.chat)
 app.command(rich_help_panel="Client")(client_cmds.send)
-app.command(rich_help_panel="Client")(client_cmds.kill)
+app.command(rich_help_panel="Client")(client_cmds.cancel)
+app.command("kill", hidden=True)(client_cmds.cancel)  # the old name of cancel
 app.command(rich_help_panel="Client")(client_cmds.history)
 app.command(rich_help_panel="Client")(client_cmds.runs)
 app.command(rich_help_panel="Client")(turn_cmds.reply)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from walrus_tasks.cli.common import (
     JsonOption,
@@ -18,14 +17,15 @@ from walrus_tasks.cli.common import (
     err,
     fail,
     gateway_url,
-    id_column,
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
 from walrus_tasks.cli.render import preview
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.client import Client, Event
 
-app = typer.Typer(
+app = Typer(
     help="The event bus: subscriptions, publishing events, the live feed.",
     no_args_is_help=True,
 )
@@ -49,6 +49,15 @@ def subscribe(
         typer.echo(sub.id)
 
 
+COLUMNS = (
+    Col("id", "id"),
+    Col("source"),
+    Col("target agent"),
+    Col("once", drop=1),
+    Col("created", drop=2),
+)
+
+
 @app.command("ls")
 def list_subscriptions(
     as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
@@ -62,13 +71,12 @@ def list_subscriptions(
     if not subs:
         err.print("no subscriptions", style="dim")
         return
-    table = Table(
-        id_column("id", [s.id for s in subs]), "source", "target agent", "once", "created"
-    )
-    for s in subs:
-        created = datetime.fromtimestamp(s.created_at).isoformat(sep=" ", timespec="seconds")
-        table.add_row(s.id, escape(s.source), s.target_agent, "yes" if s.once else "", created)
-    console.print(table)
+    rows = [
+        [s.id, s.source, s.target_agent, "yes" if s.once else "",
+         datetime.fromtimestamp(s.created_at).isoformat(sep=" ", timespec="seconds")]
+        for s in subs
+    ]  # fmt: skip
+    print_table(COLUMNS, rows)
 
 
 @app.command("rm")

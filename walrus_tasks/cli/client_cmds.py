@@ -1,4 +1,4 @@
-"""One-shot client commands over the gateway's HTTP API: send, kill, history, runs."""
+"""One-shot client commands over the gateway's HTTP API: send, cancel, history, runs."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from walrus_tasks.cli.common import (
     console,
     err,
     gateway_url,
-    id_column,
     print_json,
     reported,
 )
 from walrus_tasks.cli.render import EventPrinter, preview
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.client import Client
 from walrus_tasks.models import OnBusy, RunPage
 
@@ -47,7 +47,7 @@ def send(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Send one message; print the run id, then (with --wait) the reply as it streams."""
+    """Send one message and stream the reply until the run ends (--no-wait: print the run id)."""
     policy: OnBusy = on_busy.value
     with reported(), Client(gateway_url(url), token=token) as client:
         accepted = client.send(agent, message, sender=sender, on_busy=policy, cwd=cwd)
@@ -62,13 +62,13 @@ def send(
         raise typer.Exit(RET_ERROR)
 
 
-def kill(
+def cancel(
     agent: Annotated[str, typer.Argument(help="Agent name.")],
     sender: SenderOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Cancel the conversation's active run."""
+    """Cancel the conversation's active run (its old name, kill, still works)."""
     with reported(), Client(gateway_url(url), token=token) as client:
         run_id = client.kill(agent, sender)
     if run_id:
@@ -140,7 +140,7 @@ def runs(
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long word (an id, a path) folds, never "…"
     for name, value in info.model_dump().items():
         if value is None:
             continue
@@ -152,18 +152,30 @@ def runs(
     console.print(table)
 
 
+RUN_COLUMNS = (
+    Col("run", "id"),
+    Col("status"),
+    Col("agent"),
+    Col("sender"),
+    Col("created", drop=1),
+    Col("error", "text", drop=2),
+)
+"""The list of runs: at 80 columns the error goes, then the time (``walrus runs ID`` has both)."""
+
+
+def _time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).isoformat(sep=" ", timespec="seconds")
+
+
 def list_runs(page: RunPage, as_json: bool) -> None:
     """Print a page of runs, and how to ask for the next one."""
     if as_json:
         print_json(page.model_dump(mode="json"))
         return
-    table = Table(
-        id_column("run", [r.run_id for r in page.runs]), "status", "agent", "sender", "created",
-        "error",
-    )  # fmt: skip
-    for r in page.runs:
-        created = datetime.fromtimestamp(r.created_at).isoformat(sep=" ", timespec="seconds")
-        table.add_row(r.run_id, r.status, r.agent, r.sender, created, escape(r.error or ""))
-    console.print(table)
+    rows = [
+        [r.run_id, r.status, r.agent, r.sender, _time(r.created_at), r.error or ""]
+        for r in page.runs
+    ]
+    print_table(RUN_COLUMNS, rows)
     if page.next_cursor:
         err.print(f"more: --cursor {page.next_cursor}", style="dim")

@@ -11,7 +11,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Column
 
 from walrus_tasks.client import GatewayUnreachable, http_status
 from walrus_tasks.errors import ConfigError, WalrusError
@@ -25,6 +24,12 @@ RET_CONNECT = 3
 """The gateway or Redis could not be reached."""
 RET_CONFIG = 4
 """The config directory cannot be loaded (the gateway exits with this code too)."""
+
+TOKEN_HINT = {
+    401: "the gateway wants a bearer token: pass --token TOKEN or set WALRUS_TOKEN",
+    403: "this token may not do that: pass another with --token TOKEN or WALRUS_TOKEN",
+}
+"""What to do about a 401 or 403, after the gateway's own message."""
 
 console = Console(highlight=False)
 """Standard output: replies, tables, panels."""
@@ -59,14 +64,6 @@ class OnBusyChoice(StrEnum):
     enqueue = "enqueue"
     reject = "reject"
     interrupt = "interrupt"
-
-
-def id_column(header: str, ids: list[str]) -> Column:
-    """A table column of ids that is never cut, however narrow the terminal.
-
-    An id is copied from a table into another command, so a shortened one is useless.
-    """
-    return Column(header, no_wrap=True, min_width=max([len(header), *map(len, ids)]))
 
 
 def print_json(data: Any) -> None:
@@ -104,4 +101,7 @@ def reported() -> Iterator[None]:
         fail(e.message, RET_CONFIG)
     except WalrusError as e:
         status = http_status(e)  # None for an error raised client-side, without a response
-        fail(e.message if status is None else f"{e.message} (HTTP {status} {e.code})")
+        if status is None:
+            fail(e.message)
+        hint = f"; {TOKEN_HINT[status]}" if status in TOKEN_HINT else ""
+        fail(f"{e.message} (HTTP {status} {e.code}){hint}")

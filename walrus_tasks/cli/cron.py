@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
-from rich.table import Table
 
 from walrus_tasks.cli.common import (
     JsonOption,
@@ -17,16 +15,15 @@ from walrus_tasks.cli.common import (
     console,
     fail,
     gateway_url,
-    id_column,
     print_json,
     reported,
 )
+from walrus_tasks.cli.help_labels import Typer
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.client import Client
 from walrus_tasks.models import CronEntry, CronSpec
 
-app = typer.Typer(
-    help="Timers that send a message to an agent on a schedule.", no_args_is_help=True
-)
+app = Typer(help="Timers that send a message to an agent on a schedule.", no_args_is_help=True)
 
 
 def _when(seconds: float | None) -> str:
@@ -81,6 +78,19 @@ def add(
     console.print(f"cron {entry.id}: next fire {_when(entry.next_fire_at)}")
 
 
+COLUMNS = (
+    Col("id", "id"),
+    Col("schedule"),
+    Col("agent"),
+    Col("sender"),
+    Col("sends", "text", drop=3),
+    Col("next", drop=4),
+    Col("last", drop=1),
+    Col("last run", "id", drop=2),
+)
+"""The cron list: at 80 columns the last fire goes first, then its run, then the message."""
+
+
 @app.command("ls")
 def ls(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
     """List cron entries with their last and next fire time and last run."""
@@ -92,16 +102,12 @@ def ls(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = 
     if not entries:
         console.print("no cron entries", style="dim")
         return
-    table = Table(
-        id_column("id", [e.id for e in entries]), "schedule", "agent", "sender", "sends", "next",
-        "last", id_column("last run", [e.last_run_id or "-" for e in entries]),
-    )  # fmt: skip
-    for e in entries:
-        table.add_row(
-            e.id, escape(e.schedule), e.agent, e.sender, escape(_sends(e)),
-            _when(e.next_fire_at), _when(e.last_fire_at), e.last_run_id or "-",
-        )  # fmt: skip
-    console.print(table)
+    rows = [
+        [e.id, e.schedule, e.agent, e.sender, _sends(e), _when(e.next_fire_at),
+         _when(e.last_fire_at), e.last_run_id or "-"]
+        for e in entries
+    ]  # fmt: skip
+    print_table(COLUMNS, rows)
 
 
 def _sends(e: CronEntry) -> str:

@@ -8,8 +8,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from walrus_tasks.cli.common import RET_ERROR, RET_OK, TokenOption, UrlOption, console, gateway_url
-from walrus_tasks.client import Client
+from walrus_tasks.cli.common import (
+    RET_ERROR,
+    RET_OK,
+    TOKEN_HINT,
+    TokenOption,
+    UrlOption,
+    console,
+    gateway_url,
+)
+from walrus_tasks.client import Client, http_status
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.redis_server import reachable
@@ -72,6 +80,25 @@ def check_gateway(url: str, token: str | None) -> Check:
     return Check("gateway", True, f"{url}/healthz ok")
 
 
+def check_token(url: str, token: str | None) -> Check:
+    """The gateway takes this token (or needs none): ``GET /v1/agents`` is not a 401.
+
+    ``/healthz`` is open, so it cannot say whether every other call will be refused. A 403 is a
+    token the gateway knows, limited to some agents or a tenant: it is accepted.
+    """
+    try:
+        with Client(url, timeout=3.0, token=token) as client:
+            client.agents()
+    except WalrusError as e:
+        if http_status(e) == 401:
+            return Check("token", False, f"{e.message}; {TOKEN_HINT[401]}")
+        if http_status(e) != 403:
+            return Check("token", False, e.message)
+    if token is None:
+        return Check("token", True, "the gateway needs none (it has no tokens)")
+    return Check("token", True, "accepted by the gateway")
+
+
 def check_sandbox() -> Check:
     """The sandbox ``bash`` runs in on this host (tool workers on other hosts probe their own)."""
     sandbox = current_sandbox()
@@ -79,13 +106,17 @@ def check_sandbox() -> Check:
 
 
 def doctor(url: UrlOption = None, token: TokenOption = None) -> None:
-    """Check the config, Redis, workers and the gateway; exit non-zero if any fails."""
+    """Check the config, Redis, workers, the gateway and its token; exit non-zero if any fails."""
     checks = [check_config(), check_redis()]
     if checks[-1].ok:
         checks.append(check_workers())
     else:
         checks.append(Check("workers", False, "skipped: Redis is not reachable"))
     checks.append(check_gateway(gateway_url(url), token))
+    if checks[-1].ok:
+        checks.append(check_token(gateway_url(url), token))
+    else:
+        checks.append(Check("token", False, "skipped: the gateway is not reachable"))
     checks.append(check_sandbox())
     table = Table(title="walrus doctor")
     table.add_column("check", style="bold")

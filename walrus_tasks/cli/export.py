@@ -17,6 +17,7 @@ from rich.table import Table
 
 from walrus_tasks import export_sessions
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.cli.progress import Tell, bars
 from walrus_tasks.connection import client
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.export import MEMORY, TABLES, Summary, export_state, import_state
@@ -38,7 +39,7 @@ def export(directory: DirArgument, as_json: JsonOption = False) -> None:
 
     Runs in flight are not exported.
     """
-    _run(lambda r: export_state(r, directory), f"exported to {directory}", as_json)
+    _run(lambda r, tell: export_state(r, directory, tell), f"exported to {directory}", as_json)
 
 
 def import_(
@@ -49,14 +50,17 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Restore an export from DIR; refuses to overwrite existing state without --replace."""
-    _run(lambda r: import_state(r, directory, replace), f"imported {directory}", as_json)
+    _run(
+        lambda r, tell: import_state(r, directory, replace, tell), f"imported {directory}", as_json
+    )
 
 
-def _run(operation: Callable[[redis.Redis], Summary], title: str, as_json: bool) -> None:
+def _run(operation: Callable[[redis.Redis, Tell], Summary], title: str, as_json: bool) -> None:
     url = get_settings().redis_url
     r = client(url, socket_connect_timeout=2)
     try:
-        summary = operation(r)
+        with bars() as tell:  # on a terminal only: piped, the output is only the summary
+            summary = operation(r, tell)
     except (redis.ConnectionError, redis.TimeoutError) as e:
         fail(f"cannot reach Redis at {url}: {e}", RET_CONNECT)
     except WalrusError as e:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from walrus_tasks import keys, limits
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
+from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import client
 from walrus_tasks.errors import ConfigError
@@ -98,6 +99,9 @@ def status(as_json: JsonOption = False) -> None:
     _render(data)
 
 
+ACTIVE_RUNS = (Col("run_id", "id"), Col("agent"), Col("sender"), Col("status"), Col("step"))
+
+
 def _render(data: dict[str, Any]) -> None:
     console.print(f"[bold]redis[/] {escape(data['redis'])}")
     table = Table(title="workers", title_justify="left")
@@ -124,14 +128,9 @@ def _render(data: dict[str, Any]) -> None:
     table.add_row("inboxes with messages", str(data["inboxes"]))
     console.print(table)
 
-    table = Table(title=f"active runs ({len(data['active_runs'])})", title_justify="left")
-    for column in ("run_id", "agent", "sender", "status", "step"):
-        table.add_column(column)
-    for run in data["active_runs"]:
-        table.add_row(
-            *(escape(str(run[c])) for c in ("run_id", "agent", "sender", "status", "step"))
-        )
-    console.print(table)
+    names = [c.header for c in ACTIVE_RUNS]
+    rows = [[str(run[c]) for c in names] for run in data["active_runs"]]
+    print_table(ACTIVE_RUNS, rows, f"active runs ({len(rows)})")
 
     table = Table(title="runs ended, by agent", title_justify="left")
     table.add_column("agent")
