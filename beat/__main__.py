@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 from walrus_tasks.celery_app import app
 from walrus_tasks.config import load_config
@@ -25,13 +23,12 @@ def main() -> None:
     except ConfigError as e:
         print(f"walrus beat: bad config: {e.message}", file=sys.stderr)
         sys.exit(RET_CONFIG)
-    # The scheduler keeps no local state (timers live in Redis); Celery still wants a path.
-    state = Path(tempfile.mkdtemp(prefix="walrus-beat-")) / "schedule"
+    # The scheduler keeps no local state (timers live in Redis): unlike Celery's
+    # PersistentScheduler it never opens the --schedule file, so none is made (no temp dir).
     app.start(
         [
             "beat",
             "--scheduler=beat.scheduler:WalrusScheduler",
-            f"--schedule={state}",
             f"--loglevel={settings.log_level}",
         ]
     )
