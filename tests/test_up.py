@@ -277,3 +277,15 @@ def test_a_refused_walrus_up_writes_nothing(tmp_path: Path) -> None:
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"port {port} on 127.0.0.1 is in use" in refused.stderr
     assert list(tmp_path.iterdir()) == []  # no starter config, no state file
+
+
+def test_a_state_file_left_by_a_killed_walrus_up_is_ignored(tmp_path: Path) -> None:
+    from walrus_tasks.cli.up_state import read_state, state_path, write_state
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    write_state(tmp_path, {"pid": int(dead.stdout), "redis_url": "redis://127.0.0.1:1/0"})
+    assert state_path(tmp_path).stat().st_mode & 0o077 == 0  # the URL may carry a password
+    assert read_state(tmp_path) is None  # no second `walrus up` refused, no Redis adopted
+    write_state(tmp_path, {"pid": os.getpid(), "redis_url": "redis://127.0.0.1:1/0"})
+    assert read_state(tmp_path) == {"pid": os.getpid(), "redis_url": "redis://127.0.0.1:1/0"}
