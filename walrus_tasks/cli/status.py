@@ -85,7 +85,7 @@ def _config() -> Config:
 
 
 def status(as_json: JsonOption = False) -> None:
-    """Show workers, queues, leases, active runs and run outcomes (from Redis, not the gateway)."""
+    """Show walrus up's children, workers, queues, leases, active runs and run outcomes."""
     up = read_state(get_settings().home.resolve())
     if up and not as_json:
         _render_up(up)
