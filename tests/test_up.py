@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -171,6 +172,13 @@ def group_members(pgid: int) -> list[int]:
 def test_each_child_killed_is_restarted_and_the_next_message_is_answered(tmp_path: Path) -> None:
     # No WALRUS_REDIS_URL: walrus up embeds its Redis on a port of its own, never the default
     # one, and `walrus status` (no URL set either) finds it from up's state file.
+    from walrus_tasks.config import init_home
+
+    init_home(tmp_path / ".walrus")  # the starter config, and an agent slow enough to kill under
+    (tmp_path / ".walrus" / "agents" / "slow.toml").write_text(
+        'model = "mock"\n[mock]\nreply = "one two three four five six seven eight"\n'
+        "chunk_delay_ms = 1000\n"
+    )
     u = start_up(tmp_path)
     try:
         wait_ready(u)
@@ -180,6 +188,25 @@ def test_each_child_killed_is_restarted_and_the_next_message_is_answered(tmp_pat
         state = json.loads((tmp_path / ".walrus" / "run" / "up.json").read_text())
         assert not state["redis_url"].startswith("redis://127.0.0.1:6379")
         for n, name in enumerate(["runs", "tools", "gateway", "beat", "redis"]):
+            streaming, got = None, bytearray()
+            if name == "runs":  # a reply streaming to a client while its worker is killed
+                streaming = subprocess.Popen(
+                    [sys.executable, "-m", "walrus_tasks.cli", "send", "slow", "hi"],
+                    env=u.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                assert streaming.stdout is not None
+                fd = streaming.stdout.fileno()
+                os.set_blocking(fd, False)
+
+                def streamed(fd: int = fd, got: bytearray = got) -> bool:
+                    with contextlib.suppress(BlockingIOError):
+                        got.extend(os.read(fd, 4096))
+                    return b"two" in got
+
+                wait_for(streamed, 60, 0.05, "the second streamed word")
+                os.set_blocking(fd, True)
             os.kill(before[name]["pid"], signal.SIGKILL)
 
             def restarted(name: str = name) -> bool:
@@ -199,6 +226,10 @@ def test_each_child_killed_is_restarted_and_the_next_message_is_answered(tmp_pat
             sent = u.walrus("send", "assistant", f"hello {n}", "--sender", f"after-{name}")
             assert sent.returncode == 0, sent.stdout + sent.stderr + u.log.read_text()[-3000:]
             assert "Hello! I am the walrus mock model" in sent.stdout
+            if streaming is not None:  # its stream stayed open: the run resumed, the reply ended
+                rest, _ = streaming.communicate(timeout=120)
+                assert streaming.returncode == 0, (got + rest).decode()
+                assert b"eight" in rest
         assert all(c["restarts"] == 1 for c in children(u).values())
     finally:
         stop(u)
