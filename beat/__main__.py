@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 from walrus_tasks.celery_app import app
 from walrus_tasks.config import load_config
@@ -30,12 +28,11 @@ def main() -> None:
     from celery.bin.base import CLIContext
     from celery.bin.beat import beat as beat_command
 
-    # The scheduler keeps no local state (timers live in Redis); Celery still wants a path.
-    state = Path(tempfile.mkdtemp(prefix="walrus-beat-")) / "schedule"
+    # The scheduler keeps no local state (timers live in Redis): unlike Celery's
+    # PersistentScheduler it never opens the --schedule file, so none is made (no temp dir).
     beat_command.main(
         args=[
             "--scheduler=beat.scheduler:WalrusScheduler",
-            f"--schedule={state}",
             f"--loglevel={settings.log_level}",
         ],
         prog_name="walrus beat",

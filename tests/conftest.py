@@ -84,6 +84,8 @@ SLOW_TESTS = frozenset(
         "test_a_run_recovered_from_a_killed_worker_sends_its_webhook_once",
         "test_a_connection_idle_as_long_as_a_client_keeps_it_is_still_served",
         "test_max_concurrency_holds_across_workers_and_every_run_succeeds",
+        "test_each_child_killed_is_restarted_and_the_next_message_is_answered",
+        "test_kill_9_of_walrus_up_takes_its_children_along",
     }
 )
 """Tests whose call alone took 15 s or more in a full run (besides every ``ha`` test)."""

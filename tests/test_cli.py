@@ -506,19 +506,32 @@ def test_error_bodies_map_to_walrus_errors(
 # --- walrus up's supervisor ---------------------------------------------------------------------
 
 
-def test_supervisor_reports_a_crashed_child_and_stops_the_rest(tmp_path: Path) -> None:
+def test_supervisor_restarts_a_crashed_child_gives_up_after_five_and_stops_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ready = tmp_path / "stubborn-ignores-sigterm"
-    sup = Supervisor(env=dict(os.environ))
+    sup = Supervisor(env=dict(os.environ), restart_delay=0.05)
     sup.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
     sup.spawn("stubborn", [sys.executable, "-c",
               "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
               "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)", str(ready)])  # fmt: skip
-    # The crash comes once the stubborn child ignores SIGTERM, so the kill path is exercised.
+    # The crashes come once the stubborn child ignores SIGTERM, so the kill path is exercised.
     sup.spawn("crasher", [sys.executable, "-c",
               "import pathlib, sys, time\n"
               "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.01)\n"
+              "print('no luck this time')\n"
               f"raise SystemExit({RET_CONFIG})", str(ready)])  # fmt: skip
+    sleeper = sup.children["sleeper"].process
     assert watch(sup, f"http://127.0.0.1:{free_port()}", lambda: None) == RET_ERROR
+    crasher = sup.children["crasher"]
+    assert crasher.restarts == 4  # five exits: the first run and four restarts
+    assert sup.children["sleeper"].process is sleeper  # the others kept running
+    assert sleeper is not None and sleeper.poll() is None
+    out = capsys.readouterr()
+    assert out.err.count(f"crasher exited with exit code {RET_CONFIG}; restarting in") == 4
+    assert "crasher failed 5 times within 60 s" in out.err
+    assert "no luck this time" in out.err.split("failed 5 times")[1]  # its last lines
     sup.stop(timeout=1.0)
-    assert sup.children["sleeper"].process.returncode == -15  # SIGTERM
-    assert sup.children["stubborn"].process.returncode == -9  # killed after the timeout
+    assert sleeper.returncode == -15  # SIGTERM
+    stubborn = sup.children["stubborn"].process
+    assert stubborn is not None and stubborn.returncode == -9  # killed after the timeout

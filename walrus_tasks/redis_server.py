@@ -17,6 +17,7 @@ from urllib.parse import quote
 import redis
 
 from walrus_tasks.errors import WalrusError
+from walrus_tasks.parent_death import die_with_parent
 from walrus_tasks.redis_url import sync_client
 
 
@@ -87,6 +88,7 @@ def start_redis(
     password: str | None = None,
     databases: int = 16,
     appendfsync: str = "everysec",
+    tie_to_parent: bool = False,
 ) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; wait until it answers.
 
@@ -94,6 +96,8 @@ def start_redis(
     that holds walrus state. With ``password``, clients must authenticate (``requirepass``).
     Starting again with the same ``data_dir`` and ``port`` restarts the same server (its data
     reloaded from the AOF); ``appendfsync="always"`` loses nothing even to ``kill -9``.
+    With ``tie_to_parent``, the server gets SIGTERM when this process dies, even by SIGKILL
+    (``walrus up``'s embedded Redis; call it from the main thread: walrus_tasks/parent_death.py).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -115,7 +119,11 @@ def start_redis(
     # Its own session: a terminal's Ctrl-C must not stop Redis under the processes using it;
     # whoever started it stops it (after them).
     process = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent() if tie_to_parent else None,
     )
     server = RedisServer(process=process, port=port, data_dir=data_dir, password=password)
     deadline = time.monotonic() + 10

@@ -19,6 +19,7 @@ from walrus_tasks.cli import (
     status,
     turn_cmds,
     up,
+    up_state,
 )
 from walrus_tasks.cli.help_labels import Typer
 
@@ -40,12 +41,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     show_version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """LLM agents as a distributed service on Celery + Redis."""
+    if ctx.invoked_subcommand in up_state.ADOPTING_COMMANDS:
+        up_state.adopt_redis()
 
 
 # Processes: what compose, ops scripts and `walrus up` run.

@@ -3,6 +3,8 @@
 Read from Redis directly; the figures are those the gateway's ``GET /metrics`` exports.
 
 It does not go through the gateway, so it works (and is most useful) when the gateway is down.
+When a ``walrus up`` runs for the config directory, its children and their restarts come first
+(from its state file, so they show even when Redis is down).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.table import Table
 from walrus_tasks import keys, limits
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
 from walrus_tasks.cli.tables import Col, print_table
+from walrus_tasks.cli.up_state import read_state
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import client
 from walrus_tasks.errors import ConfigError
@@ -83,12 +86,15 @@ def _config() -> Config:
 
 
 def status(as_json: JsonOption = False) -> None:
-    """Show workers, queues, leases, active runs and run outcomes (from Redis, not the gateway)."""
+    """Show walrus up's children, workers, queues, leases, active runs and run outcomes."""
+    up = read_state(get_settings().home.resolve())
+    if up and not as_json:
+        _render_up(up)
     url = get_settings().redis_url
     r = client(url, socket_connect_timeout=2)
     try:
         r.ping()  # first: Celery's broadcast would retry a dead broker for a long time
-        data = snapshot(r)
+        data = {"up": up, **snapshot(r)}
     except (redis.RedisError, OSError) as e:
         fail(f"cannot reach Redis at {url}: {e}", RET_CONNECT)
     finally:
@@ -100,6 +106,21 @@ def status(as_json: JsonOption = False) -> None:
 
 
 ACTIVE_RUNS = (Col("run_id", "id"), Col("agent"), Col("sender"), Col("status"), Col("step"))
+
+
+def _render_up(up: dict[str, Any]) -> None:
+    table = Table(title=f"walrus up (pid {up.get('pid')})", title_justify="left")
+    for column in ("child", "pid", "state", "restarts", "last exit"):
+        table.add_column(column, justify="right" if column == "restarts" else "left")
+    for name, child in up.get("children", {}).items():
+        table.add_row(
+            escape(name),
+            str(child.get("pid") or ""),
+            escape(str(child.get("state", ""))),
+            str(child.get("restarts", 0)),
+            escape(str(child.get("last_exit") or "")),
+        )
+    console.print(table)
 
 
 def _render(data: dict[str, Any]) -> None:
