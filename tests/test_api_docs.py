@@ -25,10 +25,10 @@ OPERATIONS = [
 
 
 @pytest.fixture
-def docs_page(browser: Any, lone_gateway: Cluster) -> Iterator[tuple[Page, list[str]]]:
+def docs_page(browser: Any, cluster: Cluster) -> Iterator[tuple[Page, list[str]]]:
     """A browser page, and every URL it requests; none is let out of the gateway."""
-    p = Page(browser, lone_gateway.gateway_url, DESKTOP)
-    gateway = urlsplit(lone_gateway.gateway_url).netloc
+    p = Page(browser, cluster.gateway_url, DESKTOP)
+    gateway = urlsplit(cluster.gateway_url).netloc
     requests: list[str] = []
 
     def route(r: Any) -> None:
@@ -46,7 +46,7 @@ def docs_page(browser: Any, lone_gateway: Cluster) -> Iterator[tuple[Page, list[
 
 
 def test_docs_show_the_operations_offline_with_no_javascript_error(
-    docs_page: tuple[Page, list[str]], lone_gateway: Cluster
+    docs_page: tuple[Page, list[str]], cluster: Cluster
 ) -> None:
     page, requests = docs_page
     pg: Any = page.page
@@ -67,7 +67,7 @@ def test_docs_show_the_operations_offline_with_no_javascript_error(
     pg.locator(".opblock.is-open .opblock-body").first.wait_for(state="visible")
     assert "content" in pg.locator(".opblock.is-open").first.inner_text()
 
-    gateway = urlsplit(lone_gateway.gateway_url).netloc
+    gateway = urlsplit(cluster.gateway_url).netloc
     assert requests, "the page made no request"
     foreign = [u for u in requests if urlsplit(u).netloc != gateway]
     assert foreign == []

@@ -178,7 +178,7 @@ def test_help_names_what_an_option_takes_and_keeps_choices() -> None:
 
 def test_kill_is_a_hidden_alias_of_cancel(gateway: FakeGateway) -> None:
     assert " cancel " in walrus("--help").stdout and " kill " not in walrus("--help").stdout
-    gateway.routes[("POST", "/v1/agents/echo/conversations/user/kill")] = lambda h: h.json(
+    gateway.routes[("POST", "/v1/agents/echo/conversations/user/cancel")] = lambda h: h.json(
         200, {"run_id": RUN}
     )
     for verb in ("cancel", "kill"):
@@ -238,7 +238,7 @@ def test_send_waits_prints_the_reply_and_fails_on_a_failed_run(gateway: FakeGate
 
 
 def test_http_errors_print_the_server_message_and_status(gateway: FakeGateway) -> None:
-    gateway.routes[("POST", "/v1/agents/echo/conversations/user/kill")] = lambda h: h.json(
+    gateway.routes[("POST", "/v1/agents/echo/conversations/user/cancel")] = lambda h: h.json(
         409, {"error": {"code": "conflict", "message": "conversation is busy"}}
     )
     result = walrus("kill", "echo", env={"WALRUS_URL": gateway.url})
@@ -307,7 +307,7 @@ def test_chat_ctrl_c_cancels_only_its_own_run(
     gateway.routes[("POST", "/v1/agents/echo/messages")] = lambda h: h.json(
         202, {"run_id": RUN, "events_url": f"/v1/runs/{RUN}/events"}
     )
-    gateway.routes[("POST", "/v1/agents/echo/conversations/user/kill")] = lambda h: h.json(
+    gateway.routes[("POST", "/v1/agents/echo/conversations/user/cancel")] = lambda h: h.json(
         200, {"run_id": active}
     )
     gateway.cuts(f"/v1/runs/{RUN}/events", [None])
