@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 
 from gateway.errors import REDIS_DOWN
 from walrus_tasks import keys
+from walrus_tasks.errors import Unavailable
 from walrus_tasks.feed import feed_event
 from walrus_tasks.redis_url import async_client
 from walrus_tasks.run_stream import parse, sse_frame
@@ -52,6 +53,10 @@ Item = tuple[str, dict[str, Any] | None]
 
 class SlowConsumer(Exception):
     """The subscriber fell more than its buffer behind; it must resume from its last id."""
+
+
+class ShuttingDown(Unavailable):
+    """The gateway process is stopping: its streams end, to be resumed from their last id."""
 
 
 def seq(entry_id: str) -> tuple[int, int]:
@@ -166,12 +171,34 @@ class Hub:
         self._checked = time.monotonic()
         self._exists_asked: list[tuple[str, asyncio.Future[bool]]] = []
         self._exists_task: asyncio.Task[None] | None = None
+        self.stopping: ShuttingDown | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the reader and the unblocker tasks (the app's lifespan starts its hub)."""
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._unblock())]
+
+    def end_streams(self, reason: str) -> None:
+        """End every open stream, and each one opened from now on, with :class:`ShuttingDown`.
+
+        Called as the server starts to stop (``gateway.server``), before it waits for the
+        connections: each stream then ends with its face's ``unavailable`` error, written while
+        its connection is still open, instead of being cut when the wait runs out.
+        """
+        self.stopping = ShuttingDown(f"{reason}; reconnect and resume from the last event id")
+        for state in list(self.keys.values()):
+            for sub in list(state.subs):
+                sub.fail(self.stopping)
+
+    async def streams_ended(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every subscriber to leave; whether they all did."""
+        deadline = time.monotonic() + timeout
+        while any(state.subs for state in self.keys.values()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self) -> None:
         """Stop the tasks and close both connections."""
@@ -297,6 +324,8 @@ class Hub:
             catch_up_to = state.cursor  # what the hub delivers from now on is after it
         sub = _Sub(state, self.settings.sse_buffer)
         state.subs.add(sub)
+        if self.stopping is not None:
+            sub.fail(self.stopping)
         return sub, catch_up_to
 
     def _leave(self, sub: _Sub) -> None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.server")
+
+STREAMS_END_WAIT = 1.0
+"""Seconds a stopping server waits for its streams to write their last error frame."""
+STARTUP_FAILURE = 3
+"""The exit code when the server did not start (uvicorn.run's, which this replaces)."""
 
 
 class AddressCounts:
@@ -294,10 +301,31 @@ def bounded_protocol(settings: Settings) -> type[BoundedHttpTools]:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the app's open streams first when it stops.
+
+    Without it a stream never ends by itself: uvicorn waits ``timeout_graceful_shutdown`` for
+    its connection, then cancels the task, and the client sees the connection cut with no
+    error frame (and the log a ``CancelledError``). Here each stream ends with its face's
+    ``unavailable`` error, which says to resume from the last event id, and its connection
+    closes at once.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        hub = getattr(getattr(app, "state", None), "hub", None)
+        if hub is not None:
+            hub.end_streams("the gateway is shutting down")
+            # Each stream writes its error while its connection is open (a WebSocket is then
+            # closed with 1012, service restart).
+            await hub.streams_ended(STREAMS_END_WAIT)
+        await super().shutdown(sockets)
+
+
 def serve(app: Any, settings: Settings) -> None:
     """Serve ``app`` with uvicorn and the bounded protocol until stopped."""
     proxies = trusted_proxies(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
         http=bounded_protocol(settings),
         timeout_graceful_shutdown=3,
@@ -310,3 +338,7 @@ def serve(app: Any, settings: Settings) -> None:
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies,
     )  # fmt: skip
+    server = _Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: the port was taken, or the app failed

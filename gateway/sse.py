@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN
-from gateway.hub import Entry, Hub, SlowConsumer
+from gateway.hub import Entry, Hub, ShuttingDown, SlowConsumer
 from gateway.stream_limit import hold_stream
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
@@ -66,6 +66,8 @@ async def guarded(
         yield render("unavailable", f"redis unavailable for over {grace:g} s ({e})")
     except SlowConsumer as e:
         yield render("slow_consumer", f"this client fell behind the stream ({e})")
+    except ShuttingDown as e:
+        yield render(e.code, e.message)
 
 
 async def _entry_frames(entries: AsyncIterator[Entry | None]) -> AsyncGenerator[str, None]:
