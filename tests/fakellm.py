@@ -237,10 +237,22 @@ class _Handler(BaseHTTPRequestHandler):
             error = FakeError(429, "rate limit exceeded", "rate_limit_error")
             return self._json(429, _error_body(kind, error), {"Retry-After": f"{wait:.3f}"})
         fake._enter()
+        self._left = False
         try:
             self._answer(kind, body)
         finally:
-            fake._leave()
+            self._leave_once()
+
+    def _leave_once(self) -> None:
+        """Count this request out of ``in_flight`` (once).
+
+        Called before the last frame is written: the client may release its capacity and send
+        its next request as soon as it reads that frame, before this thread runs again, which
+        would count two in flight where the client never had two.
+        """
+        if not self._left:
+            self._left = True
+            self.server.fake._leave()
 
     def _answer(self, kind: str, body: dict[str, Any]) -> None:
         reply, serial = self.server.fake._take(body)
@@ -301,6 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if i == 0 and reply.first_delay:
                     self.wfile.flush()
                     time.sleep(reply.first_delay)
+                if i == len(frames) - 1:
+                    self._leave_once()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
             self.wfile.write(b"0\r\n\r\n")
 
