@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
@@ -117,11 +117,18 @@ class Operation:
         """The first line of the function's docstring."""
         return (self.fn.__doc__ or self.name).strip().splitlines()[0]
 
-    def parameters(self) -> Iterator[tuple[str, Any, Any]]:
-        """``(name, annotation, default)`` of each argument (``call`` left out)."""
+    @cached_property
+    def parameters(self) -> tuple[tuple[str, Any, Any], ...]:
+        """``(name, annotation, default)`` of each argument (``call`` left out), read once."""
         hints = get_type_hints(self.fn, include_extras=True)
-        for p in list(inspect.signature(self.fn).parameters.values())[1:]:
-            yield p.name, hints[p.name], p.default
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        return tuple((p.name, hints[p.name], p.default) for p in params)
+
+    @cached_property
+    def _checks(self) -> tuple[tuple[str, Callable[[Call, Any], object]], ...]:
+        """The :data:`PATH_CHECKS` of the arguments this operation has (none without ``checks``)."""
+        names = {name for name, _, _ in self.parameters} if self.checks else set()
+        return tuple((n, check) for n, check in PATH_CHECKS.items() if n in names)
 
     # --- WebSocket ---------------------------------------------------------------------
 
@@ -130,7 +137,7 @@ class Operation:
         """The model of the arguments a frame names, and the body's ``(name, model)`` if any."""
         plain: dict[str, Any] = {}
         body: tuple[str, type[BaseModel]] | None = None
-        for name, annotation, default in self.parameters():
+        for name, annotation, default in self.parameters:
             if _is_model(_base(annotation)):
                 body = name, _base(annotation)
                 continue
@@ -159,9 +166,8 @@ class Operation:
 
     def call_with(self, call: Call, frame: Mapping[str, Any]) -> Any:
         """Run the operation on a frame's fields (blocking); the path checks first, as HTTP."""
-        names = {n for n, _, _ in self.parameters()} if self.checks else set()
-        for name, check in PATH_CHECKS.items():
-            if name in names and frame.get(name) is not None:
+        for name, check in self._checks:
+            if frame.get(name) is not None:
                 check(call, frame[name])
         return self.fn(call, **self.arguments_of(frame))
 
@@ -172,7 +178,7 @@ class Operation:
         assert self.http is not None
         in_path = set(re.findall(r"{(\w+)}", self.http.path))
         params = []
-        for name, annotation, default in self.parameters():
+        for name, annotation, default in self.parameters:
             if name in in_path:
                 checked = PATH_TYPES.get(name, str) if self.checks else str
                 annotation, default = checked, inspect.Parameter.empty
@@ -198,11 +204,11 @@ class Operation:
     def add_route(self, router: APIRouter) -> None:
         """Add the operation's HTTP route (and its older paths) to ``router``."""
         assert self.http is not None
-        http = self.http
+        http, endpoint = self.http, self.endpoint()
         for path, deprecated in ((http.path, False), *((a, True) for a in http.aliases)):
             router.add_api_route(
                 path,
-                self.endpoint(),
+                endpoint,
                 methods=[http.method],
                 status_code=http.status,
                 responses=responses(dict(http.errors)),

@@ -28,7 +28,7 @@ from gateway import operations as ops
 from gateway import registry
 from gateway.deps import caller_of
 from gateway.errors import failure_of
-from gateway.operation import Access, Call, call_of
+from gateway.operation import Access, Call, Operation, call_of
 from gateway.stream_limit import stream_slot
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -210,13 +210,21 @@ def handler_of(name: str) -> tuple[Op | None, Access]:
     operation = registry.find(name)
     if operation is None:
         return None, "admin"
-    chosen = operation
+    return ANSWERS[operation.name], operation.access
+
+
+def _answering(operation: Operation) -> Op:
+    """The handler of a registry operation: its result in one ``result`` frame."""
 
     async def handler(s: Session, request_id: Any, args: Args) -> None:
-        result = await run_in_threadpool(chosen.call_with, s.call(), args)
+        result = await run_in_threadpool(operation.call_with, s.call(), args)
         await s.send({"id": request_id, "type": "result", "result": jsonable_encoder(result)})
 
-    return handler, chosen.access
+    return handler
+
+
+ANSWERS: dict[str, Op] = {name: _answering(o) for name, o in registry.OPERATIONS.items()}
+"""The handler of every registry operation, by name (built once)."""
 
 
 @op("ping")

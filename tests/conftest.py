@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import sys
 import tempfile
 import textwrap
 import time
@@ -348,25 +347,19 @@ def in_process_gateway(redis_url: str, home: Path, **settings: Any) -> Iterator[
 
     For tests that need only the gateway's answers (validation, auth, origin checks, the
     OpenAPI document, page headers): no process to start. The app is built with explicit
-    settings, so its routes and streams use ``redis_url``; the gateway modules that call the
-    process's client (``get_redis``) are pointed at the app's for the duration. A message it
-    sends goes to the process's Celery app, which ``pytest_configure`` bound to the test Redis.
+    settings, so its routes, checks and streams use ``redis_url`` (the app's own client,
+    ``app.state.redis``). A message it sends goes to the process's Celery app, which
+    ``pytest_configure`` bound to the test Redis.
     """
     from gateway.app import create_app
     from walrus_tasks.celery_app import app as celery
-    from walrus_tasks.connection import get_redis
 
     assert _redis is not None
     broker = urlsplit(celery.conf.broker_url)
     assert (broker.hostname, broker.port) == ("127.0.0.1", _redis.port), "not the test Redis"
     app = create_app(Settings(redis_url=redis_url, home=home, **settings), load_config(home))
-    gateway_modules = [m for n, m in sys.modules.items() if n.split(".")[0] == "gateway"]
-    with pytest.MonkeyPatch.context() as patch:
-        for module in gateway_modules:
-            if getattr(module, "get_redis", None) is get_redis:
-                patch.setattr(module, "get_redis", lambda: app.state.redis)
-        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
-            yield client
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
