@@ -366,11 +366,11 @@ async def chat_completions(
     oneshot: str | None = None
     if key:  # the conversation of the token's tenant (an admin's: the default tenant)
         asked = SendMessage(content=content, sender=key)
-        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who)
+        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who, "openai-chat")
     else:
         prior = prior_messages(body.messages)
         oneshot, submitted = await run_in_threadpool(
-            send_with_context, r, config, agent, prior, content, who.tenant
+            send_with_context, r, config, agent, prior, content, who.tenant, "openai-chat"
         )
     run_id = submitted.run_id
     if body.stream:

@@ -34,6 +34,7 @@ from gateway.deps import Agent, RunId, current_caller, known_agent, valid_run_id
 from gateway.errors import responses
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, describe_invalid
+from walrus_tasks.faces import Face
 from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import Caller
 
@@ -52,15 +53,16 @@ class Call:
     settings: Settings
     caller: Caller
     app: FastAPI
+    face: Face = "http"
 
     def acting(self, tenant: str | None) -> str | None:
         """The tenant the call acts in: the token's, or the one an admin token names."""
         return self.caller.acting(tenant)
 
 
-def call_of(app: FastAPI, caller: Caller) -> Call:
+def call_of(app: FastAPI, caller: Caller, face: Face = "http") -> Call:
     """The :class:`Call` of a request to ``app`` by ``caller`` (the config as it is now)."""
-    return Call(app.state.redis, app.state.config, app.state.settings, caller, app)
+    return Call(app.state.redis, app.state.config, app.state.settings, caller, app, face)
 
 
 def current_call(request: Request) -> Call:

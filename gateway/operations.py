@@ -23,6 +23,7 @@ from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
+from walrus_tasks.faces import Face
 from walrus_tasks.feed import live_end
 from walrus_tasks.models import (
     Accepted,
@@ -100,6 +101,7 @@ def send(
     body: SendMessage,
     idempotency_key: str | None = None,
     caller: Caller = OPEN,
+    face: Face = "http",
 ) -> Submitted:
     """Accept ``body`` into conversation ``(agent, body.sender)``: a queued run.
 
@@ -118,7 +120,7 @@ def send(
                 f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
             )
         run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
-    meta = send_meta(config, agent, body.cwd, tenant)
+    meta = {**(send_meta(config, agent, body.cwd, tenant) or {}), "face": face}
     return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
 
 
@@ -129,6 +131,7 @@ def send_with_context(
     prior: list[dict[str, Any]],
     content: str,
     tenant: str | None = None,
+    face: Face = "http",
 ) -> tuple[str, Submitted]:
     """Send ``content`` in a new conversation of its own whose history is ``prior``.
 
@@ -139,7 +142,8 @@ def send_with_context(
     sender = scoped(tenant, f"oneshot-{uuid.uuid4().hex}")
     if prior and not runs.seed_history(r, agent, sender, prior):
         raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
-    return sender, submit(r, agent, sender, content)
+    meta = {"face": face, **({"tenant": tenant} if tenant else {})}
+    return sender, submit(r, agent, sender, content, meta=meta)
 
 
 def forget(r: redis.Redis, agent: str, sender: str) -> None:

@@ -122,7 +122,7 @@ def send(
 ) -> Accepted:
     """Accept a message into the conversation: 202 with the run id (or, asked, its stream)."""
     return ops.accepted(
-        ops.send(call.r, call.config, agent, body, idempotency_key, call.caller).run_id
+        ops.send(call.r, call.config, agent, body, idempotency_key, call.caller, call.face).run_id
     )
 
 

@@ -225,10 +225,12 @@ def send_in_thread(
     on the run, whose end sends it.
     """
     agent = known_agent(config, h["agent"])
-    meta = {"webhook": check_webhook(config, webhook)} if webhook else {}
+    meta = {"face": "agent-protocol"}
+    if webhook:
+        meta["webhook"] = check_webhook(config, webhook)
     if tenant_in(h):
         meta["tenant"] = h["tenant"]
-    return submit(r, agent, h["sender"], content, on_busy, meta=meta or None)
+    return submit(r, agent, h["sender"], content, on_busy, meta=meta)
 
 
 def record_thread_run(

@@ -80,7 +80,7 @@ class Session:
 
     def call(self) -> Call:
         """The :class:`Call` of a request on this socket (the config as it is now)."""
-        return call_of(self.app, self.caller)
+        return call_of(self.app, self.caller, "websocket")
 
     def known_agent(self, name: Any) -> str:
         """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""

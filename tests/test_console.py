@@ -134,6 +134,7 @@ def test_a_new_run_appears_live_in_the_runs_list(
     pg.locator("#timeline li.ev.end").wait_for()
     types = pg.locator("#timeline .ev-type").all_inner_texts()
     assert types[0] == "start" and types[-1] == "end" and "chunk" in types
+    assert pg.locator("#run-face").inner_text() == "http"  # sent by the native route
 
 
 def test_a_cron_is_created_and_deleted_from_the_page(page: Page, console_cluster: Cluster) -> None:

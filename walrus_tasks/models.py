@@ -121,6 +121,12 @@ class RunInfo(BaseModel):
     timer_due: float | None = Field(
         default=None, description="the schedule time of the cron or heartbeat fire that sent it"
     )
+    face: str | None = Field(
+        default=None,
+        description="the protocol a client started it by (http, websocket, openai-chat, "
+        "agent-protocol, openai-responses, anthropic-messages, mcp, a2a); null for a run the "
+        "system started (cron, heartbeat, subscription, delegate)",
+    )
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> RunInfo:
@@ -149,6 +155,7 @@ class RunInfo(BaseModel):
             usage=usage,
             model=h.get("model") or None,
             timer_due=ts("timer_due"),
+            face=h.get("face") or None,
         )
 
 

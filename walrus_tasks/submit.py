@@ -48,9 +48,10 @@ def keyed_run_id(agent: str, sender: str, key: str) -> str:
 
 
 RUN_FIELDS = frozenset(
-    {"cwd", "kind", "parent_run", "parent_call", "timer_due", "tenant", "webhook"}
+    {"cwd", "face", "kind", "parent_run", "parent_call", "timer_due", "tenant", "webhook"}
 )
-"""Extra fields a run record may be given at submit: its working directory, its tenant,
+"""Extra fields a run record may be given at submit: its working directory, the face (protocol)
+a client sent it by (``walrus_tasks.faces``), its tenant,
 ``kind=compact`` for a compaction request, the delegate call that started it, the schedule
 time (ms) of the cron or heartbeat fire that sent it, and the URL its end is POSTed to
 (``walrus_tasks.webhooks``; checked against the config by the caller)."""

@@ -101,6 +101,7 @@ async function detail(main, runId, signal) {
     facts.replaceChildren(
       h("dt", {}, "status"), h("dd", {}, badge(run.status)),
       h("dt", {}, "conversation"), h("dd", {}, h("a", { href: chatLink(run) }, `${run.agent} / ${run.sender}`)),
+      h("dt", {}, "started by"), h("dd", { id: "run-face" }, run.face || "the system (cron, heartbeat, subscription or delegate)"),
       h("dt", {}, "created"), h("dd", {}, time(run.created_at)),
       h("dt", {}, "started"), h("dd", {}, time(run.started_at) || "—"),
       h("dt", {}, "finished"), h("dd", {}, time(run.finished_at) || "—"),
