@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI and Agent Protocol faces; each is a thin adapter
-over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses) and Agent Protocol faces;
+each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -20,6 +20,7 @@ from gateway import (
     native,
     openai_compat,
     registry,
+    responses,
     sse_route,
     ws,
 )
@@ -86,7 +87,13 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
 
-    for api in (*native.ROUTERS, *registry.routers(), bus.router, openai_compat.router):
+    for api in (
+        *native.ROUTERS,
+        *registry.routers(),
+        bus.router,
+        openai_compat.router,
+        responses.router,
+    ):
         app.include_router(api)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)

@@ -17,7 +17,8 @@ A token limited to some agents may use only the routes whose agent can be known:
 
 - ``/v1/agents/{agent}…`` and ``/v1/models/{agent}``: the path names it;
 - ``/v1/runs/{run_id}…``: the run's record in Redis names it;
-- ``/v1/chat/completions``: the body's ``model`` names it;
+- ``/v1/chat/completions`` and ``POST /v1/responses``: the body's ``model`` names it;
+- ``/v1/responses/resp_<run_id>…``: the run's record names it;
 - ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents.
 
 Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
@@ -59,6 +60,10 @@ GRANT_KEY = "walrus.grant"
 _AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
 _CHAT_PATH = "/v1/chat/completions"
+_MODEL_PATHS = (_CHAT_PATH, "/v1/responses")
+"""``POST`` routes whose body's ``model`` names the agent."""
+_RESPONSE_PATH = re.compile(r"^/v1/responses/(?:resp_)?(?P<run_id>[^/_]*)")
+"""A response's id names its run (``gateway/response_operations.py``)."""
 _AGENT_CONFIG_PATH = re.compile(r"^/v1/agents/[^/]*$")
 """``PUT``/``DELETE`` here change an agent's config: that needs a full-access token."""
 _LISTS = {
@@ -98,6 +103,11 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("GET HEAD POST", r"^/v1/agents/[^/]+/conversations/[^/]+/[a-z]+$"),
         ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
         ("POST", r"^/v1/chat/completions$"),
+        # The Responses face: a response of another tenant is a 404 (the route checks).
+        ("POST", r"^/v1/responses$"),
+        ("GET HEAD DELETE", r"^/v1/responses/[^/]+$"),
+        ("POST", r"^/v1/responses/[^/]+/cancel$"),
+        ("GET HEAD", r"^/v1/responses/[^/]+/input_items$"),
         ("WEBSOCKET", r"^/v1/ws$"),
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
         ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
@@ -238,13 +248,13 @@ class BearerAuth:
         agent: str | None = None
         if match := _AGENT_PATH.match(path):
             agent = match["agent"]
-        elif match := _RUN_PATH.match(path):
+        elif match := (_RUN_PATH.match(path) or _RESPONSE_PATH.match(path)):
             try:
                 agent = await _run_agent(scope, match["run_id"])
             except redis.RedisError as e:
                 await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
                 return
-        elif http and path == _CHAT_PATH and scope["method"] == "POST":
+        elif http and path in _MODEL_PATHS and scope["method"] == "POST":
             try:
                 body = await _read_body(receive)
             except HTTPException as e:  # BodyLimit's verdict on a streamed body

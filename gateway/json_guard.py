@@ -25,7 +25,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def _render(path: str, status: int, code: str, message: str) -> JSONResponse:
     """The error of ``path``'s protocol: OpenAI's, the Agent Protocol's ``detail``, or ours."""
-    if path.startswith("/v1/chat/"):
+    if path.startswith(("/v1/chat/", "/v1/responses")):
         from gateway.openai_compat import openai_error
 
         return openai_error(status, code, message)

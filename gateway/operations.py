@@ -132,14 +132,15 @@ def send_with_context(
     content: str,
     tenant: str | None = None,
     face: Face = "http",
+    prefix: str = "oneshot",
 ) -> tuple[str, Submitted]:
     """Send ``content`` in a new conversation of its own whose history is ``prior``.
 
     ``(sender, run)``: the conversation is nobody else's, so parallel calls neither queue behind
-    each other nor see each other's messages.
+    each other nor see each other's messages. Its sender is ``<prefix>-<uuid>`` in ``tenant``.
     """
     agent = known_agent(config, agent)
-    sender = scoped(tenant, f"oneshot-{uuid.uuid4().hex}")
+    sender = scoped(tenant, f"{prefix}-{uuid.uuid4().hex}")
     if prior and not runs.seed_history(r, agent, sender, prior):
         raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
     meta = {"face": face, **({"tenant": tenant} if tenant else {})}

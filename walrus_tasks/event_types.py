@@ -209,6 +209,10 @@ STEP_BOUNDARY = frozenset(
 last of them. ``tool_start``, ``tool_result`` and ``ask_user`` belong to the step before, and
 count because a worker lost before it wrote ``tools_complete`` leaves the next step after them."""
 
+STEP_BUDGET = "step budget exhausted"
+"""How the ``error`` of a failed ``end`` begins when the run ran out of steps
+(``max_iterations``): the agent stopped before it finished, rather than erred."""
+
 WORKER_LOST = "worker lost"
 """The ``reason`` of a ``restart`` written as a lost worker's step is claimed again."""
 

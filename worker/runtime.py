@@ -169,7 +169,7 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
                 finish(r, fence, "succeeded")
                 return state
             if step >= agent.max_iterations:
-                budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
+                budget = f"{event_types.STEP_BUDGET}: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
                 return state
             history, tokens = history_cache.history(
