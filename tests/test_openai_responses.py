@@ -406,3 +406,78 @@ def test_a_client_function_call_parks_the_run_and_its_output_resumes_it(
     with pytest.raises(openai.ConflictError):  # answered already
         client.responses.create(model="oai", input=answer, previous_response_id=first.id)
     assert client.responses.retrieve(second.id).output_text == "It is sunny in Paris."
+
+
+# --- the translation alone: a response is a function of its run's events ----------------------
+
+
+def translated(events: list[dict[str, Any]], **view: Any) -> tuple[list[dict[str, Any]], Any]:
+    """The stream events of a response fed ``events`` (entry ids 1000-0, 1000-1, …), and it."""
+    from gateway.response_operations import ResponseView
+    from gateway.responses.translate import Translator
+
+    t = Translator(ResponseView(id="resp_" + "a" * 32, run_id="a" * 32, agent="echo",
+                                sender="s", created_at=1, **view))  # fmt: skip
+    out = t.opening()
+    for i, event in enumerate(events):
+        out += t.feed(f"1000-{i}", event)
+    return out, t
+
+
+START = {"type": "start", "run_id": "a" * 32, "agent": "echo", "sender": "s"}
+END = {"type": "end", "status": "succeeded", "usage": {"input_tokens": 3, "output_tokens": 2},
+       "model": "m"}  # fmt: skip
+
+
+def chunks(*words: str) -> list[dict[str, Any]]:
+    return [{"type": "chunk", "content": w} for w in words]
+
+
+def test_a_restarted_step_that_repeats_its_text_shows_it_once() -> None:
+    events = [
+        START, {"type": "text_start"}, *chunks("Hel", "lo"),
+        {"type": "restart", "step": 0, "reason": "worker lost"},
+        {"type": "text_start"}, *chunks("Hel", "lo", " world"), {"type": "text_end"}, END,
+    ]  # fmt: skip
+    out, t = translated(events)
+    deltas = [e["delta"] for e in out if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Hel", "lo", " world"]
+    assert t.snapshot()["output"][0]["content"][0]["text"] == "Hello world"
+    assert t.status == "completed" and [e["sequence_number"] for e in out] == list(range(len(out)))
+    assert translated(events)[0] == out  # the same events, the same stream
+
+
+def test_a_restarted_step_whose_text_differs_fails_the_response() -> None:
+    events = [
+        START, *chunks("Hel", "lo"), {"type": "restart", "step": 0, "reason": "worker lost"},
+        *chunks("Bye"), {"type": "text_end"}, END,
+    ]  # fmt: skip
+    out, t = translated(events)
+    assert out[-1]["type"] == "response.failed" and t.status == "failed"
+    assert t.error is not None and t.error.code == "reply_restarted"
+    assert t.stop == "1000-4"  # the event it ended at, not the run's end
+
+
+def test_a_step_stops_at_its_client_calls_once_each_is_asked_and_its_own_calls_are_done() -> None:
+    calls = [{"id": "c1", "name": "get_weather", "arguments": {"city": "Paris"}},
+             {"id": "c2", "name": "clock", "arguments": {}}]  # fmt: skip
+    events = [
+        START, {"type": "tool_start", "calls": calls},
+        {"type": "ask_user", "kind": "client_tool", "call_id": "c1", "questions": [],
+         "tool": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"type": "tool_result", "call_id": "c2", "name": "clock", "output": "noon",
+         "is_error": False, "duration_ms": 1},
+        {"type": "tools_complete"}, END,
+    ]  # fmt: skip
+    out, t = translated(events, tools=[{"type": "function", "name": "get_weather"}])
+    assert t.status == "completed" and t.pending == ["c1"] and t.stop == "1000-3"
+    assert t.usage is None  # the run has not ended
+    fc, mcp = t.snapshot()["output"]
+    assert (fc["type"], fc["call_id"], json.loads(fc["arguments"])) == (
+        "function_call", "c1", {"city": "Paris"},
+    )  # fmt: skip
+    assert (mcp["type"], mcp["status"], mcp["output"]) == ("mcp_call", "completed", "noon")
+    assert out[-1]["type"] == "response.completed"
+    later, t2 = translated(events[4:], tools=[{"type": "function", "name": "get_weather"}], n=1)
+    assert t2.snapshot()["output"] == [] and t2.status == "completed"  # the answered call: no item
+    assert [e["type"] for e in later][:2] == ["response.created", "response.in_progress"]
