@@ -293,3 +293,28 @@ def test_a_one_shot_send_stores_its_client_tools_and_a_clash_writes_nothing(
     weather = [ClientTool.model_validate(WEATHER)]
     _, run = operations.send_with_context(r, config, "fielder", prior, "hi", client_tools=weather)
     assert json.loads(str(r.hget(keys.run(run.run_id), "client_tools"))) == [WEATHER]
+
+
+def test_the_python_client_sends_client_tools_and_answers_their_call(
+    c: Cluster, fake_llm: FakeLLM, sender: str
+) -> None:
+    from walrus_tasks.client import Client
+
+    fake_llm.script(
+        FakeReply(tool_calls=[("get_weather", {"city": "Bergen"})]),
+        FakeReply(text="Rain, as always"),
+        model="m-client",
+    )
+    with Client(c.gateway_url) as client:
+        run = client.send(
+            "fielder", "weather?", sender, client_tools=[ClientTool.model_validate(WEATHER)]
+        )
+        [event] = asked(c, run.run_id, 1)
+        assert event["tool"] == {"name": "get_weather", "arguments": {"city": "Bergen"}}
+        replied = client.reply("fielder", "rain", sender, call_id=event["call_id"])
+        assert replied.status == "resumed"
+        assert client.reply_text(run.run_id) == "Rain, as always"
+    assert (
+        offered(fake_llm.requests_for("m-client")[0])["get_weather"]["parameters"]
+        == (WEATHER["parameters"])
+    )
