@@ -369,10 +369,6 @@ WEATHER = [
 ]
 
 
-@pytest.mark.skip(
-    reason="needs the engine's client tools (SendMessage.client_tools, ask_user kind "
-    "client_tool, branch clienttools), not in main yet"
-)
 def test_a_client_function_call_parks_the_run_and_its_output_resumes_it(
     client: openai.OpenAI, cluster: Cluster, fake_llm: FakeLLM
 ) -> None:
@@ -406,6 +402,67 @@ def test_a_client_function_call_parks_the_run_and_its_output_resumes_it(
     with pytest.raises(openai.ConflictError):  # answered already
         client.responses.create(model="oai", input=answer, previous_response_id=first.id)
     assert client.responses.retrieve(second.id).output_text == "It is sunny in Paris."
+
+
+CLOCK_TOO = [*WEATHER, {"type": "function", "name": "get_time", "parameters": {"type": "object"}}]
+
+
+def test_a_step_with_two_client_calls_and_one_of_its_own_stops_once_both_are_asked(
+    client: openai.OpenAI, cluster: Cluster, fake_llm: FakeLLM
+) -> None:
+    calls = [("get_weather", {"city": "Oslo"}), ("clock", {}), ("get_time", {})]
+    fake_llm.script(FakeReply(tool_calls=calls), FakeReply(text="Cold, at noon."), model="m-oai")
+    with client.responses.stream(model="oai", input="weather and time?", tools=CLOCK_TOO) as s:
+        first = s.get_final_response()
+    assert [(i.type, getattr(i, "name", "")) for i in first.output] == [
+        ("function_call", "get_weather"), ("mcp_call", "clock"), ("function_call", "get_time"),
+    ]  # fmt: skip
+    assert first.output[1].status == "completed" and first.usage is None
+    run_id = run_of(first.id)
+    assert run_info(cluster, run_id)["status"] == "waiting"
+    asked = {i.name: i.call_id for i in first.output if i.type == "function_call"}
+    only_one = [{"type": "function_call_output", "call_id": asked["get_weather"], "output": "-3"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="oai", input=only_one, previous_response_id=first.id)
+    assert "no function_call_output for call" in info.value.message
+    both = [*only_one, {"type": "function_call_output", "call_id": asked["get_time"],
+                        "output": [{"type": "input_text", "text": "noon"}]}]  # fmt: skip
+    second = client.responses.create(model="oai", input=both, previous_response_id=first.id)
+    assert second.id == f"resp_{run_id}_1" and second.output_text == "Cold, at noon."
+    assert [i.type for i in second.output] == ["message"]
+    items = client.responses.input_items.list(second.id, order="asc")
+    assert [i.type for i in items.data] == ["function_call_output"] * 2
+    sent = json.dumps(fake_llm.requests_for("m-oai")[-1]["messages"])
+    assert "-3" in sent and "noon" in sent
+    assert run_info(cluster, run_id)["status"] == "succeeded"
+
+
+def test_cancelling_a_response_stopped_at_function_calls_ends_its_waiting_run(
+    client: openai.OpenAI, cluster: Cluster, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script(FakeReply(tool_calls=[("get_weather", {"city": "Rome"})]), model="m-oai")
+    first = client.responses.create(model="oai", input="weather?", tools=WEATHER)
+    run_id = run_of(first.id)
+    assert run_info(cluster, run_id)["status"] == "waiting"
+    assert client.responses.cancel(first.id).status == "completed"  # it had ended already
+    wait_for(lambda: run_info(cluster, run_id)["status"] == "cancelled", 20)
+    answer = [{"type": "function_call_output", "call_id": first.output[0].call_id,  # type: ignore[union-attr]
+               "output": "warm"}]  # fmt: skip
+    with pytest.raises(openai.ConflictError):
+        client.responses.create(model="oai", input=answer, previous_response_id=first.id)
+
+
+def test_a_function_tool_named_as_one_of_the_agents_own_is_refused(
+    client: openai.OpenAI, nothing_stored: None
+) -> None:
+    clock = [{"type": "function", "name": "clock", "parameters": {"type": "object"}}]
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.responses.create(model="oai", input="hi", tools=clock)  # type: ignore[arg-type]
+    assert "own tools" in info.value.message
+    bad_schema = [{"type": "function", "name": "f", "parameters": {"type": "string"}}]
+    with pytest.raises(openai.BadRequestError) as info2:
+        client.responses.create(model="oai", input="hi", tools=bad_schema)  # type: ignore[arg-type]
+    assert "tools[0]" in info2.value.message
 
 
 # --- the translation alone: a response is a function of its run's events ----------------------

@@ -25,8 +25,8 @@ import redis
 from gateway import operations as ops
 from gateway import response_operations as resp_ops
 from gateway.response_operations import ResponseView
-from gateway.responses.inputs import Input, read_input, read_tools
-from gateway.responses.models import BadRequest, ResponseCreate, Unsupported
+from gateway.responses.inputs import Input, client_tools, read_input, read_tools
+from gateway.responses.models import BadRequest, ResponseCreate
 from gateway.responses.translate import Translator
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict
@@ -84,11 +84,6 @@ def start(
     """Check ``body`` whole, then send it (or answer with it); the recorded response."""
     agent = ops.known_agent(config, body.model)
     tools = read_tools(body.tools)
-    if tools and "client_tools" not in SendMessage.model_fields:
-        raise Unsupported(
-            "tools: client function tools need the engine's client tools, which this "
-            "deployment does not have yet"
-        )
     got = read_input(body.input)
     conversation = _conversation(body.conversation)
     if body.previous_response_id and conversation:
@@ -104,6 +99,7 @@ def start(
     if got.outputs:
         return _answer(r, config, caller, body, got, fields, ttl)
     _, text = got.last_user()
+    offered = client_tools(tools) or None
     if body.previous_response_id:
         prev = _previous(r, caller, body.previous_response_id, agent)
         if calls := _waiting(r, prev)[1]:
@@ -112,17 +108,17 @@ def start(
                 "answer them with function_call_output items first"
             )
         tenant = resp_ops.run_tenant(prev)
-        asked = SendMessage(content=text, sender=bare(prev.sender),
+        asked = SendMessage(content=text, sender=bare(prev.sender), client_tools=offered,
                             tenant=tenant if caller.admin else None)  # fmt: skip
         submitted = ops.send(r, config, agent, asked, None, caller, FACE)
         sender = prev.sender
     elif conversation:
-        submitted = ops.send(r, config, agent, SendMessage(content=text, sender=conversation),
-                             None, caller, FACE)  # fmt: skip
+        asked = SendMessage(content=text, sender=conversation, client_tools=offered)
+        submitted = ops.send(r, config, agent, asked, None, caller, FACE)
         sender = ops.sender_in(caller.acting(None), conversation)
     else:
         sender, submitted = ops.send_with_context(
-            r, config, agent, got.prior(body.instructions), text, caller.tenant, FACE,
+            r, config, agent, got.prior(body.instructions), text, caller.tenant, FACE, offered,
             prefix=resp_ops.SENDER_PREFIX,
         )  # fmt: skip
     rid = resp_ops.response_id(submitted.run_id)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gateway.responses.models import BadRequest, FunctionTool, Unsupported
 from walrus_tasks.errors import describe_invalid
+from walrus_tasks.models import ClientTool
 
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -130,6 +131,18 @@ def read_input(raw: str | list[dict[str, Any]]) -> Input:
     return got
 
 
+def client_tools(tools: list[FunctionTool]) -> list[ClientTool]:
+    """``tools`` as the engine's client tools (``SendMessage.client_tools``), or BadRequest."""
+    out = []
+    for i, tool in enumerate(tools):
+        asked = tool.model_dump(include={"name", "description", "parameters"}, exclude_none=True)
+        try:
+            out.append(ClientTool.model_validate(asked))
+        except ValidationError as e:
+            raise BadRequest(f"tools[{i}]: {describe_invalid(e.errors(), 'tool')}") from None
+    return out
+
+
 def read_tools(raw: list[dict[str, Any]] | None) -> list[FunctionTool]:
     """The client function tools of ``raw``; other tool types are a 400 (the agent has its own)."""
     tools = []
@@ -147,4 +160,5 @@ def read_tools(raw: list[dict[str, Any]] | None) -> list[FunctionTool]:
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise BadRequest("tools: two function tools have the same name")
+    client_tools(tools)  # what the engine would refuse, refused here as a 400
     return tools
