@@ -98,6 +98,7 @@ def test_thread_metadata_nested_900_levels_is_422_not_stored_and_search_stays_20
         ("/v1/crons", "native"),
         ("/v1/subscriptions", "native"),
         ("/v1/chat/completions", "openai"),
+        ("/v1/responses", "openai"),
         ("/runs", "detail"),
         ("/assistants/search", "detail"),
     ],

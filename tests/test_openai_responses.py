@@ -465,6 +465,33 @@ def test_a_function_tool_named_as_one_of_the_agents_own_is_refused(
     assert "tools[0]" in info2.value.message
 
 
+def test_a_stream_cut_by_a_gateway_stop_resumes_on_the_next_gateway_with_nothing_lost(
+    private_cluster: Cluster,
+) -> None:
+    """The stream ends with an ``error`` event numbered as the last event sent; resumed
+    ``starting_after`` that number on a new gateway process, it goes on with no gap."""
+    c = private_cluster
+    port = int(c.start_gateway().rsplit(":", 1)[1])
+    c.wait_ready()
+    got: list[Any] = []
+    with openai.OpenAI(base_url=c.gateway_url + "/v1", api_key="unused", max_retries=0) as oai:
+        with oai.responses.create(model="echo", input="hi", stream=True) as stream:
+            for event in stream:  # no worker yet: the run stays queued
+                got.append(event)
+                if event.type == "response.created":
+                    c.stop(["gateway"])
+        error = got[-1]
+        assert error.type == "error" and error.code == "unavailable"
+        assert error.sequence_number == 0 and "starting_after=0" in error.message
+        c.start_gateway(port)
+        c.start_worker("worker1")
+        c.wait_ready()
+        with oai.responses.retrieve(got[0].response.id, stream=True, starting_after=0) as stream:
+            rest = list(stream)
+    assert [e.sequence_number for e in rest] == list(range(1, len(rest) + 1))
+    assert rest[-1].type == "response.completed" and rest[-1].response.output_text == REPLY
+
+
 # --- the translation alone: a response is a function of its run's events ----------------------
 
 
