@@ -24,7 +24,7 @@ from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
-from gateway.operations import forget, run_events, send, send_with_context
+from gateway.operations import forget, run_error, run_events, send, send_with_context
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
@@ -171,14 +171,6 @@ def usage_of(end: dict[str, Any]) -> CompletionUsage:
     usage = end.get("usage") or {}
     i, o = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     return CompletionUsage(prompt_tokens=i, completion_tokens=o, total_tokens=i + o)
-
-
-def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
-    """``(code, message)`` for a run that did not succeed (``end`` None: the run vanished)."""
-    if end is None:
-        return "run_lost", f"run {run_id} ended without an end event"
-    status = str(end.get("status"))
-    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
 
 
 def _data(obj: dict[str, Any]) -> str:
