@@ -263,6 +263,7 @@ def test_an_unknown_model_is_not_found(client: anthropic.Anthropic, unchanged: N
         ({"messages": []}, "messages"),
         ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "client-side tools"),
         ({"messages": user("hi"), "model": None}, "model"),
+        ({"extra_headers": {"X-Walrus-Sender": "a b"}}, "invalid sender"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_bad_request_and_stores_nothing(
