@@ -272,6 +272,18 @@ def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     return hub.run_items(run_id, after)
 
 
+def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+    """``(code, message)`` a face tells of a run that did not succeed (``end`` None: it vanished).
+
+    The code is ``run_<status>`` (``run_failed``, ``run_cancelled``) or ``run_lost``; the
+    message is the run's own error.
+    """
+    if end is None:
+        return "run_lost", f"run {run_id} ended without an end event"
+    status = str(end.get("status"))
+    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
+
+
 # --- crons and subscriptions ----------------------------------------------------------------
 
 
