@@ -99,6 +99,7 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("DELETE", r"^/v1/agents/[^/]+/conversations/[^/]+$"),
         ("GET HEAD POST", r"^/v1/agents/[^/]+/conversations/[^/]+/[a-z]+$"),
         ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
+        ("POST", r"^/v1/runs/[^/]+/cancel$"),
         ("POST", r"^/v1/(?:chat/completions|messages)$"),
         ("WEBSOCKET", r"^/v1/ws$"),
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),

@@ -244,6 +244,19 @@ def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     return RunInfo.from_hash(record)
 
 
+def cancel_run_id(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> Cancelled:
+    """Cancel run ``run_id`` whatever face started it (NotFound, also for another tenant's).
+
+    A queued, running or waiting run gets its cancel flag and its waits ended at once
+    (``waits.cancel``): it ends ``cancelled``. ``run_id`` None when it had already ended.
+    """
+    info = run_info(r, run_id, caller)
+    if info.status.terminal:
+        return Cancelled(run_id=None)
+    waits.cancel(r, run_id)
+    return Cancelled(run_id=run_id)
+
+
 MAX_RUNS_PAGE = run_list.MAX_LIMIT
 """The most runs one page of :func:`list_runs` holds."""
 
