@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI (chat and Responses) and Agent Protocol faces;
-each is a thin adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic and Agent
+Protocol faces; each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import (
     admin,
     agent_protocol,
+    anthropic_messages,
     bus,
     console,
     native,
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         responses.router,
     ):
         app.include_router(api)
+    app.include_router(anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
     ws.register(app, settings)

@@ -246,6 +246,19 @@ def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     return RunInfo.from_hash(record)
 
 
+def cancel_run_id(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> Cancelled:
+    """Cancel run ``run_id`` whatever face started it (NotFound, also for another tenant's).
+
+    A queued, running or waiting run gets its cancel flag and its waits ended at once
+    (``waits.cancel``): it ends ``cancelled``. ``run_id`` None when it had already ended.
+    """
+    info = run_info(r, run_id, caller)
+    if info.status.terminal:
+        return Cancelled(run_id=None)
+    waits.cancel(r, run_id)
+    return Cancelled(run_id=run_id)
+
+
 MAX_RUNS_PAGE = run_list.MAX_LIMIT
 """The most runs one page of :func:`list_runs` holds."""
 
@@ -272,6 +285,18 @@ def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     restart; once Redis has been away ``sse_redis_grace`` the Redis error propagates.
     """
     return hub.run_items(run_id, after)
+
+
+def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+    """``(code, message)`` a face tells of a run that did not succeed (``end`` None: it vanished).
+
+    The code is ``run_<status>`` (``run_failed``, ``run_cancelled``) or ``run_lost``; the
+    message is the run's own error.
+    """
+    if end is None:
+        return "run_lost", f"run {run_id} ended without an end event"
+    status = str(end.get("status"))
+    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
 
 
 # --- crons and subscriptions ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, waits
+from walrus_tasks import keys
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.run_stream import parse
 from walrus_tasks.tenancy import Caller, tenant_of
@@ -145,11 +145,6 @@ def events_after(r: redis.Redis, run_id: str, after: str) -> list[tuple[str, dic
     return [parse(entry_id, fields) for entry_id, fields in entries]
 
 
-def run_exists(r: redis.Redis, run_id: str) -> bool:
-    """Whether the run's record is still there (it lives ``events_ttl`` after its end)."""
-    return bool(r.exists(keys.run(run_id)))
-
-
 def waiting_calls(r: redis.Redis, run_id: str) -> set[str]:
     """The ids of the run's tool calls parked waiting (for a reply, a child, a client)."""
     return set(r.hkeys(keys.run_part(run_id, "waits")))  # type: ignore[arg-type]
@@ -158,8 +153,3 @@ def waiting_calls(r: redis.Redis, run_id: str) -> set[str]:
 def run_tenant(view: ResponseView) -> str | None:
     """The tenant of the response's conversation (None: the default)."""
     return tenant_of(view.sender)
-
-
-def cancel_run(r: redis.Redis, run_id: str) -> None:
-    """Cancel run ``run_id`` at once: its flag, and its waits ended (``waits.cancel``)."""
-    waits.cancel(r, run_id)

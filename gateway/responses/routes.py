@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from gateway import operations as ops
 from gateway import response_operations as resp_ops
 from gateway.deps import Cfg, Redis, Sets, StreamHub, Who
 from gateway.errors import responses
@@ -123,7 +124,7 @@ async def cancel_response(
     view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
     t = await run_in_threadpool(fold, r, view)
     if not t.terminal or t.pending:
-        await run_in_threadpool(resp_ops.cancel_run, r, view.run_id)
+        await run_in_threadpool(ops.cancel_run_id, r, view.run_id, who)
     if not t.terminal:
         try:
             t = await asyncio.wait_for(settle(hub, Translator(view)), CANCEL_WAIT)
