@@ -542,6 +542,20 @@ def test_a_restarted_step_whose_text_differs_fails_the_response() -> None:
     assert t.stop == "1000-4"  # the event it ended at, not the run's end
 
 
+def test_a_restarted_step_whose_thinking_differs_leaves_that_thinking_out() -> None:
+    restart = {"type": "restart", "step": 0, "reason": "worker lost"}
+    events = [
+        START, {"type": "thinking", "content": "plan A"}, restart,
+        {"type": "thinking", "content": "plan B"}, {"type": "text_start"}, *chunks("Done."),
+        {"type": "text_end"}, END,
+    ]  # fmt: skip
+    _, t = translated(events)
+    assert t.status == "completed"
+    reasoning, message = t.snapshot()["output"]
+    assert reasoning["content"][0]["text"] == "plan A"
+    assert message["content"][0]["text"] == "Done."
+
+
 def test_a_step_stops_at_its_client_calls_once_each_is_asked_and_its_own_calls_are_done() -> None:
     calls = [{"id": "c1", "name": "get_weather", "arguments": {"city": "Paris"}},
              {"id": "c2", "name": "clock", "arguments": {}}]  # fmt: skip

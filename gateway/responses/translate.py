@@ -23,7 +23,8 @@ same events from ``N + 1`` on, with no gap and no duplicate. What maps to what:
 
 A step that restarted sends no word twice (``walrus_tasks.reply_text.ForwardOnce``, for the
 text and the thinking apart); where its new text differs from what went out the response
-fails with ``reply_restarted`` (the run goes on, its reply in the conversation's history).
+fails with ``reply_restarted`` (the run goes on, its reply in the conversation's history), and
+where its new thinking differs the rest of that attempt's thinking is left out.
 Questions and approvals (``ask_user`` of the agent's own) are not mapped: the response stays
 ``in_progress`` while the run waits for their answer over the native routes.
 """
@@ -53,7 +54,7 @@ from gateway.responses.models import (
     ResponseUsage,
     Status,
 )
-from walrus_tasks.event_types import STEP_BUDGET
+from walrus_tasks.event_types import STEP_BOUNDARY, STEP_BUDGET
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
 Event = dict[str, Any]
@@ -93,6 +94,8 @@ class Translator:
         """The client function calls it stopped at (their call ids)."""
         self.client_names = frozenset(str(t["name"]) for t in view.tools)
         self._text, self._thinking = ForwardOnce(), ForwardOnce()
+        self._mute = False
+        """A restarted step's thinking differed: the rest of it is dropped."""
         self._message: MessageItem | None = None
         self._reasoning: ReasoningItem | None = None
         self._tools: dict[str, McpCallItem] = {}
@@ -157,10 +160,10 @@ class Translator:
         kind = event.get("type")
         try:
             text = self._text.feed(event) if kind != "thinking" else ""
-            thought = self._thinking.feed(_thought(event)) if kind != "chunk" else ""
         except ReplyDiverged as e:
             error = ResponseError(code=REPLY_RESTARTED, message=e.message)
             return self._finish(entry_id, "failed", "response.failed", error=error)
+        thought = self._thought(event)
         out: list[Event] = []
         if kind == "start":
             if self.status == "queued":
@@ -191,6 +194,24 @@ class Translator:
             self.pending = list(self._client)
             out += self._finish(entry_id, "completed", "response.completed")
         return out
+
+    def _thought(self, event: Mapping[str, Any]) -> str:
+        """The thinking of ``event`` new to the client ('' for none).
+
+        A restarted step's thinking that differs from what went out drops the rest of that
+        attempt's thinking (until the step's next boundary): thinking never fails a response.
+        """
+        kind = event.get("type")
+        if kind in STEP_BOUNDARY or kind == "end":
+            self._mute = False
+        if kind == "chunk" or self._mute:
+            return ""
+        try:
+            return self._thinking.feed(_thought(event))
+        except ReplyDiverged:
+            self._thinking = ForwardOnce()
+            self._mute = kind == "thinking"
+            return ""
 
     def lost(self) -> list[Event]:
         """The events that end a response whose run's events ended without its end."""
