@@ -97,7 +97,7 @@ token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."
 _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
     (frozenset(methods.split()), re.compile(pattern))
     for methods, pattern in (
-        ("GET HEAD", r"^/v1/(?:agents|models|conversations|runs)$"),
+        ("GET HEAD", r"^/v1/(?:agents|models|conversations|runs|usage)$"),
         ("GET HEAD", r"^/v1/(?:agents|models)/[^/]+$"),
         ("POST", r"^/v1/agents/[^/]+/messages$"),
         ("DELETE", r"^/v1/agents/[^/]+/conversations/[^/]+$"),

@@ -6,9 +6,10 @@ Two kinds of figure, and where they come from:
   to answer (until the response headers, so a long SSE stream counts as its start); SSE streams
   and WebSockets open now; messages accepted by agent. An ASGI middleware sees them all, so no
   endpoint has to call anything.
-- the whole cluster, read on each scrape in one Redis round trip (``walrus_tasks.metrics``):
-  run outcomes and durations by agent (recorded by the workers), queue depths, messages in
-  flight, leases held, active runs. Every gateway reports the same cluster figures: aggregate
+- the whole cluster, read from Redis on each scrape (``walrus_tasks.metrics``): run outcomes
+  and durations by agent (recorded by the workers), queue depths, messages in flight, leases
+  held, active runs; LLM tokens, calls and cost by tenant, agent and model
+  (``walrus_tasks.usage``). Every gateway reports the same cluster figures: aggregate
   them with ``max``, not ``sum``, across gateways.
 
 Each app gets its own registry, so building several apps in one process (tests) is fine.
@@ -42,7 +43,7 @@ from prometheus_client.process_collector import ProcessCollector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from walrus_tasks import limits
+from walrus_tasks import limits, usage
 from walrus_tasks import metrics as shared
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.config import Config
@@ -173,6 +174,7 @@ class ClusterCollector:
         """The metric names, without reading Redis (so registering it costs nothing)."""
         yield from self._families(None)
         yield from _tenant_families({})
+        yield from _usage_families({})
 
     def collect(self) -> Iterator[Metric]:
         """Read the figures; ``walrus_redis_up 0`` and nothing else when Redis does not answer."""
@@ -181,12 +183,14 @@ class ClusterCollector:
             figures = shared.read_figures(r, ALL_QUEUES)
             config = self.config()
             uses = limits.usage(r, config) if config else []
+            used = usage.metric_cells(usage.read_totals(r), config)
         except (redis.RedisError, OSError):
             yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 0)
             return
         yield from self._families(figures)
         yield from _tenant_families(tenant_labels(figures.tenants, config))
         yield from _limit_families(uses)
+        yield from _usage_families(used)
 
     def _families(self, f: shared.Figures | None) -> Iterator[Metric]:
         yield GaugeMetricFamily("walrus_redis_up", "1 when Redis answered this scrape.", 1)
@@ -261,6 +265,37 @@ def _tenant_families(tenants: dict[str, shared.TenantStats]) -> Iterator[Metric]
         tokens.add_metric([tenant, "output"], s.output_tokens)
     yield runs
     yield tokens
+
+
+def _usage_families(cells: dict[usage.Cell, usage.Counts]) -> Iterator[Metric]:
+    """LLM tokens, calls and cost by tenant, agent and model (``walrus_tasks.usage``).
+
+    Labels the config does not name are summed as ``(other)``. The cost is the tokens at
+    today's ``[prices]``: a price change moves it (a decrease reads as a counter reset), and a
+    model without a price has no cost series.
+    """
+    labels = ["tenant", "agent", "model"]
+    tokens = CounterMetricFamily(
+        "walrus_llm_tokens", "LLM tokens of committed steps, by tenant, agent, model (the one "
+        "that answered) and direction (input | output).", labels=[*labels, "direction"],
+    )  # fmt: skip
+    calls = CounterMetricFamily(
+        "walrus_llm_calls", "LLM calls of committed steps, by tenant, agent and model.",
+        labels=labels,
+    )  # fmt: skip
+    cost = CounterMetricFamily(
+        "walrus_llm_cost_usd", "The cost of those tokens in USD at the [prices] of config.toml "
+        "now, by tenant, agent and model (priced models only).", labels=labels,
+    )  # fmt: skip
+    for cell, c in sorted(cells.items()):
+        tokens.add_metric([*cell, "input"], c.input_tokens)
+        tokens.add_metric([*cell, "output"], c.output_tokens)
+        calls.add_metric(list(cell), c.calls)
+        if c.priced:
+            cost.add_metric(list(cell), c.cost_usd)
+    yield tokens
+    yield calls
+    yield cost
 
 
 _LIMIT_GAUGES = (

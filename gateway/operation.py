@@ -26,8 +26,8 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel, ValidationError, create_model
+from fastapi import APIRouter, Depends, FastAPI, Request, params
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from gateway.deps import Agent, RunId, current_caller, known_agent, valid_run_id
@@ -143,20 +143,23 @@ class Operation:
             if _is_model(_base(annotation)):
                 body = name, _base(annotation)
                 continue
-            # A marker's constraints (``Query(ge=1)``) hold for a frame too; its alias (a
-            # Header's HTTP spelling) does not: a frame names the field.
+            # A marker's constraints (``Query(ge=1)``) hold for a frame too; a Header's alias
+            # (its HTTP spelling) does not: a frame names the field. A Query's alias does: it
+            # is how a parameter named like a Python keyword is spelt (``from_`` is ``from``).
             markers = get_args(annotation)[1:] if get_origin(annotation) is Annotated else ()
             metadata = [m for f in markers if isinstance(f, FieldInfo) for m in f.metadata]
+            alias = next((f.alias for f in markers if isinstance(f, params.Query)), None)
             base = _base(annotation)
             typed = Annotated[base, *metadata] if metadata else base
-            plain[name] = (typed, ... if default is inspect.Parameter.empty else default)
+            value = ... if default is inspect.Parameter.empty else default
+            plain[name] = (typed, Field(value, validation_alias=alias) if alias else value)
         model = create_model(f"{self.name}_arguments", __config__={"extra": "ignore"}, **plain)
         return model, body
 
     def arguments_of(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments of a frame's fields, validated (InvalidInput if not)."""
         model, body = self._frame_model
-        named = model.model_fields
+        named = {f.validation_alias or n for n, f in model.model_fields.items()}
         try:
             values = dict(model.model_validate({k: v for k, v in frame.items() if k in named}))
             if body is not None:

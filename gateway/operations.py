@@ -21,7 +21,7 @@ import redis
 from gateway.hub import Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, waits, webhooks
+from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, usage, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.faces import Face
@@ -42,6 +42,7 @@ from walrus_tasks.models import (
     SendMessage,
     Steered,
     SubscriptionSpec,
+    UsageReport,
 )
 from walrus_tasks.names import ENTRY_ID_RE, agent_name, sender_name
 from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, cancel_active, keyed_run_id, submit
@@ -276,6 +277,31 @@ def list_runs(
     return run_list.list_runs(
         r, agent=agent, sender=sender, status=status, limit=limit, cursor=cursor, tenant=tenant
     )
+
+
+def usage_report(
+    r: redis.Redis,
+    config: Config,
+    caller: Caller,
+    group_by: str | None,
+    start: float | str | None,
+    end: float | str | None,
+    tenant: str | None,
+    agent: str | None,
+    model: str | None,
+) -> UsageReport:
+    """LLM usage and cost in a time range, grouped (``walrus_tasks.usage``).
+
+    A tenant token sees its own tenant's only; an admin token every tenant's, or the one it
+    names. ``agent`` need not be configured now: a deleted agent's usage stays readable.
+    """
+    acting = caller.acting(tenant)
+    if agent is not None:
+        agent_name(agent)
+    return usage.report(
+        r, config, group_by, start, end, tenant=acting, agent=agent, model=model,
+        every_tenant=acting is None,
+    )  # fmt: skip
 
 
 def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:

@@ -42,6 +42,7 @@ from walrus_tasks.models import (
     Steered,
     Subscription,
     SubscriptionSpec,
+    UsageReport,
 )
 
 OPERATIONS: dict[str, Operation] = {}
@@ -324,6 +325,48 @@ def get_run(call: Call, run_id: str) -> RunInfo:
 def cancel_run_by_id(call: Call, run_id: str) -> Cancelled:
     """Cancel one run by its id, whatever face started it (``run_id`` null: it had ended)."""
     return ops.cancel_run_id(call.r, run_id, call.caller)
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+@operation(
+    "usage",
+    "tenant",
+    Http("GET", "/v1/usage", 200, {403: "a tenant token named a tenant", 422: "invalid input"},
+         "usage"),
+)  # fmt: skip
+def usage(
+    call: Call,
+    group_by: Annotated[
+        str | None,
+        Query(description="comma-separated: tenant, agent, model, and hour or day (UTC)"),
+    ] = None,
+    from_: Annotated[
+        float | str | None,
+        Query(
+            alias="from",
+            description="start: unix seconds, ISO 8601 (UTC unless it says) or a duration "
+            "before now (7d, 12h); default: 7 days before to; rounded down to the hour",
+        ),
+    ] = None,
+    to: Annotated[
+        float | str | None,
+        Query(description="end, as from; default: now; rounded up to the hour"),
+    ] = None,
+    agent: str | None = None,
+    model: str | None = None,
+    tenant: Tenant = None,
+) -> UsageReport:
+    """LLM tokens, calls, runs and cost by tenant, agent, model and period; with the totals.
+
+    A range covers at most 93 days. Cost comes from ``[prices]`` in config.toml, applied when
+    read. A tenant token sees its own tenant's usage; an admin token every tenant's, or
+    ``?tenant=``'s.
+    """
+    return ops.usage_report(
+        call.r, call.config, call.caller, group_by, from_, to, tenant, agent, model
+    )
 
 
 # --- crons ----------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from walrus_tasks.config_providers import Limits as Limits
+from walrus_tasks.config_providers import Price, TenantConfig
 from walrus_tasks.config_providers import ProviderConfig as ProviderConfig
-from walrus_tasks.config_providers import TenantConfig
 from walrus_tasks.errors import ConfigError, NotFound, describe_invalid
 from walrus_tasks.names import AGENT_RE
 from walrus_tasks.skills import Skill, load_skills
@@ -390,6 +390,11 @@ class Config(_Strict):
     skills: dict[str, Skill] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    def price(self, model: str) -> Price | None:
+        """The price of ``model`` (``provider/name``): its own entry, else its name's, else None."""
+        return self.prices.get(model) or self.prices.get(model.split("/", 1)[-1])
 
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's table, else ``[tenants."*"]``, else no limit."""
@@ -474,7 +479,19 @@ def load_config(home: Path) -> Config:
 
 
 def _check_references(config: Config) -> None:
-    """Every name an agent lists (provider, tool, member, skill, MCP server) must exist."""
+    """Every name an agent lists (provider, tool, member, skill, MCP server) must exist.
+
+    So must the provider a price names (``[prices."openai/gpt-4o"]``).
+    """
+    for model in config.prices:
+        provider, slash, name = model.partition("/")
+        if not model.strip() or (slash and not name):
+            raise ConfigError(f"prices: {model!r} must be '<provider>/<model>' or '<model>'")
+        if slash and provider not in config.providers:
+            raise ConfigError(
+                f"prices: {model!r} names provider {provider!r}, which is not defined in "
+                f"config.toml (defined: {sorted(config.providers) or 'none'})"
+            )
     for agent in config.agents.values():
         unknown = [name for name in agent.tools if name not in BUILTIN_TOOLS]
         if unknown:

@@ -18,6 +18,10 @@
     [tenants.acme]                # per tenant (the sender's prefix up to ':' by default)
     max_concurrency = 4
     weight = 2
+
+    [prices."openai/gpt-4o"]      # USD per million tokens (GET /v1/usage, walrus usage)
+    input_per_mtok = 2.5
+    output_per_mtok = 10.0
 """
 
 from __future__ import annotations
@@ -71,3 +75,15 @@ class TenantConfig(_Strict):
         default=None, ge=1, description="LLM steps of the tenant in flight at once"
     )
     weight: int = Field(default=1, ge=1, description="turns per round of the fair dispatcher")
+
+
+class Price(_Strict):
+    """What one model costs, in US dollars per million tokens: the cost of ``GET /v1/usage``.
+
+    Keyed by the model as agents name it (``"openai/gpt-4o"``), or by the model's own name
+    (``"gpt-4o"``: under any provider); the full name wins. Cost is computed when usage is
+    read, so a corrected price applies to the usage already counted too.
+    """
+
+    input_per_mtok: float = Field(ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per million output tokens")

@@ -35,6 +35,19 @@ delivery removes it; the reaper sends again whatever is still here past its hold
 METRICS_RUNS = PREFIX + "metrics:runs"
 """HASH of cluster-wide run figures (``walrus_tasks.metrics``): ``n:{agent}:{status}`` runs ended,
 ``sum:{agent}`` their seconds, ``le:{agent}:{bound}`` runs per duration bucket (not cumulative)."""
+USAGE_TOTALS = PREFIX + "usage:totals"
+"""HASH ``tenant|agent|model|kind`` -> count since the hash was created: the LLM usage of every
+committed step (``walrus_tasks.usage``; kind ``in``, ``out``, ``calls``, ``runs``), never
+expired: what the gateway's ``GET /metrics`` exports as counters."""
+
+
+def usage_hour(hour: str) -> str:
+    """HASH ``tenant|agent|model|kind`` -> count: the usage of the steps committed in ``hour``.
+
+    ``hour`` is the UTC hour ``YYYYMMDDHH`` (``walrus_tasks.usage.hour_of``). Written by
+    ``lua/commit.lua`` with the step; expires ``WALRUS_USAGE_RETENTION_DAYS`` after the hour.
+    """
+    return f"{PREFIX}usage:hour:{hour}"
 
 
 def cid(agent: str, sender: str) -> str:

@@ -218,6 +218,46 @@ class RunPage(BaseModel):
     )
 
 
+UsageGroup = Literal["tenant", "agent", "model", "hour", "day"]
+"""What ``GET /v1/usage`` may group by (``hour`` and ``day`` are periods, in UTC)."""
+
+
+class UsageRow(BaseModel):
+    """The LLM usage of one group (a field not grouped by is null), or of all (the totals)."""
+
+    tenant: str | None = Field(default=None, description="'(default)' for the default tenant")
+    agent: str | None = None
+    model: str | None = Field(default=None, description="the model that answered the calls")
+    period: str | None = Field(
+        default=None, description="UTC: 2025-06-01T13:00:00Z by hour, 2025-06-01 by day"
+    )
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = Field(default=0, description="LLM calls committed (a step's call)")
+    runs: int = Field(default=0, description="runs whose first LLM call was committed here")
+    cost_usd: float | None = Field(
+        default=None,
+        description="from the [prices] of config.toml at read time; null when a model of "
+        "the group has tokens but no price",
+    )
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: usage in ``[from, to)`` by hourly bucket, grouped, with the totals."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: float = Field(alias="from", description="unix seconds: the first hour counted")
+    to: float = Field(description="unix seconds: the end of the last hour counted")
+    group_by: list[UsageGroup]
+    rows: list[UsageRow]
+    totals: UsageRow
+    unpriced_models: list[str] = Field(
+        default_factory=list,
+        description="models with tokens in the range and no price: their cost is left out",
+    )
+
+
 class Cancelled(BaseModel):
     """``200`` of cancelling a conversation's run: the run, or null when nothing was running."""
 

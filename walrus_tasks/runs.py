@@ -75,6 +75,7 @@ from walrus_tasks.event_types import (
 from walrus_tasks.event_types import restart as restart_event
 from walrus_tasks.lease import Fence, now_ms, ttl_ms
 from walrus_tasks.settings import get_settings
+from walrus_tasks.usage import step_write
 
 Phase = Literal["llm", "tools", "final", "cancelled", "done"]
 """What a running run does next: an LLM step, its tool calls, finish (``final`` succeeded,
@@ -479,8 +480,13 @@ def commit(
     """Persist one LLM step: the assistant message (if any) and what the run does next.
 
     ``events`` (what closes the step's output: its last chunk, ``text_end``) are appended to
-    the run's stream first, in the same round trip.
+    the run's stream first, in the same round trip. The call's ``usage`` under ``model`` (the
+    model that answered) is counted in the hour's usage bucket (``walrus_tasks.usage``), unless
+    the step was cancelled before the model said anything.
     """
+    counted = next_phase != "cancelled" or any(usage)
+    tenant = tenancy.tenant_of(fence.sender)
+    use = step_write(tenant, fence.agent, model, counted, now_ms() / 1000)
     return scripts.call(
         r,
         S.COMMIT,
@@ -489,6 +495,7 @@ def commit(
             keys.run(fence.run_id),
             keys.conv(fence.cid, "history"),
             keys.run_part(fence.run_id, "claim"),
+            *use.keys,
         ],
         {
             **_fenced(fence),
@@ -501,6 +508,8 @@ def commit(
             "model": model,
             "run_id": fence.run_id,
             "maxlen": get_settings().events_maxlen,
+            "usage_field": use.field,
+            "usage_expire_at": use.expire_at,
             "events": [event_json(e) for e in events or []],
         },
     )

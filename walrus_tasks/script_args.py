@@ -149,7 +149,7 @@ CANCEL: Script[list[Any]] = Script("cancel", ("cancel_ttl", "now_ms", "grace_ms"
 COMMIT: Script[Commit] = Script(
     "commit",
     (*FENCED, "step", "message_json", "next_phase", "calls_json", "input_tokens",
-     "output_tokens", "model", "run_id", "maxlen"),
+     "output_tokens", "model", "run_id", "maxlen", "usage_field", "usage_expire_at"),
     _literal(Commit),
     tail="events",
 )  # fmt: skip

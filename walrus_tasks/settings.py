@@ -136,6 +136,13 @@ class Settings(BaseSettings):
 
     events_maxlen: int = Field(default=10_000, description="approximate cap of one run's stream")
     events_ttl: int = Field(default=24 * 3600, description="seconds a finished run's stream lives")
+    usage_retention_days: int = Field(
+        default=35,
+        ge=1,
+        le=3660,
+        description="days an hourly usage bucket (tokens, calls and runs by tenant, agent and "
+        "model: GET /v1/usage) is kept after its hour ends",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024,
         description="largest request body (and WebSocket frame); a larger one is answered 413",

@@ -20,6 +20,7 @@ from walrus_tasks.cli import (
     turn_cmds,
     up,
     up_state,
+    usage,
 )
 from walrus_tasks.cli.help_labels import Typer
 
@@ -77,6 +78,7 @@ app.add_typer(agents.app, name="agents", rich_help_panel="Client")
 app.command(rich_help_panel="Operations")(processes.init)
 app.command(rich_help_panel="Operations")(status.status)
 app.command(rich_help_panel="Operations")(doctor.doctor)
+app.command(rich_help_panel="Operations")(usage.usage)
 app.command(rich_help_panel="Operations")(cron.reload)
 app.command(name="export", rich_help_panel="Operations")(export.export)
 app.command(name="import", rich_help_panel="Operations")(export.import_)

@@ -31,6 +31,7 @@ from walrus_tasks.models import (
     RunInfo,
     RunPage,
     Subscription,
+    UsageReport,
 )
 from walrus_tasks.names import DEFAULT_SENDER
 
@@ -366,6 +367,22 @@ def mcps() -> Call[list[dict[str, Any]]]:
 def stats() -> Call[dict[str, Any]]:
     """``GET /v1/stats``."""
     return Call("GET", "/v1/stats", _object)
+
+
+def usage(
+    group_by: str | Sequence[str] | None,
+    since: float | str | None,
+    until: float | str | None,
+    filters: dict[str, Any],
+) -> Call[UsageReport]:
+    """``GET /v1/usage?group_by=&from=&to=&agent=&model=&tenant=``."""
+    groups = group_by if group_by is None or isinstance(group_by, str) else ",".join(group_by)
+    params = {"group_by": groups, "from": since, "to": until, **filters}
+    return Call("GET", "/v1/usage", _model(UsageReport), params=_present(params))
+
+
+def _present(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None and v != ""}
 
 
 # --- cron and the event bus --------------------------------------------------------------------

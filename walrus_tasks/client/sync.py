@@ -31,6 +31,7 @@ from walrus_tasks.models import (
     RunInfo,
     RunPage,
     Subscription,
+    UsageReport,
 )
 from walrus_tasks.reply_text import ReplyText
 
@@ -184,6 +185,21 @@ class Client(api.ClientBase[httpx.Client]):
     def stats(self) -> dict[str, Any]:
         """Counts of agents, conversations, active and queued runs, leases and queue depths."""
         return self._call(api.stats())
+
+    def usage(
+        self,
+        group_by: str | Sequence[str] | None = None,
+        since: float | str | None = None,
+        until: float | str | None = None,
+        **filters: Any,
+    ) -> UsageReport:
+        """LLM tokens, calls, runs and cost (``GET /v1/usage``), grouped and totalled.
+
+        ``group_by``: ``tenant``, ``agent``, ``model``, ``hour`` or ``day`` (``"agent,model"``);
+        ``since`` to ``until``: unix seconds, ISO 8601 or a duration before now (``"7d"``);
+        default the last 7 days. Filters ``agent=``, ``model=`` and an admin's ``tenant=``.
+        """
+        return self._call(api.usage(group_by, since, until, filters))
 
     # --- cron and the event bus ----------------------------------------------------------------
 
