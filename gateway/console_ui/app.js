@@ -6,9 +6,10 @@ import * as chat from "./views/chat.js";
 import * as crons from "./views/crons.js";
 import * as feed from "./views/feed.js";
 import * as runs from "./views/runs.js";
+import * as usage from "./views/usage.js";
 import * as workers from "./views/workers.js";
 
-const VIEWS = { agents, chat, runs, feed, crons, workers };
+const VIEWS = { agents, chat, runs, feed, crons, workers, usage };
 let leaving = null;
 
 async function route() {
