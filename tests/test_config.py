@@ -34,6 +34,20 @@ def test_an_agent_with_a_prompt_file_and_env_expanded_provider_loads(
         config.agent("nobody")
 
 
+def test_a_price_is_found_by_the_models_full_name_else_by_its_own(tmp_path: Path) -> None:
+    write(
+        tmp_path / "config.toml",
+        '[providers.oa]\nkind = "openai"\n'
+        '[prices."gpt-4o"]\ninput_per_mtok = 2.5\noutput_per_mtok = 10\n'
+        '[prices."oa/gpt-4o"]\ninput_per_mtok = 1.25\noutput_per_mtok = 5\n',
+    )
+    config = load_config(tmp_path)
+    full, bare = config.price("oa/gpt-4o"), config.price("other/gpt-4o")
+    assert full is not None and (full.input_per_mtok, full.output_per_mtok) == (1.25, 5.0)
+    assert bare is not None and bare.input_per_mtok == 2.5
+    assert config.price("oa/gpt-4o-mini") is None and config.price("mock") is None
+
+
 @pytest.mark.parametrize(
     ("files", "message"),
     [
@@ -46,6 +60,19 @@ def test_an_agent_with_a_prompt_file_and_env_expanded_provider_loads(
         ({"agents/Bad Name.toml": ""}, "agent file name"),
         ({"config.toml": '[providers.p]\nkind = "cohere"'}, "providers.p.kind"),
         ({"agents/a.toml": 'tools = ["clock", "nosuchtool"]'}, "unknown tool 'nosuchtool'"),
+        (
+            {"config.toml": '[prices."gpt"]\ninput_per_mtok = -1\noutput_per_mtok = 1'},
+            "prices.gpt.input_per_mtok",
+        ),
+        ({"config.toml": '[prices."gpt"]\ninput_per_mtok = 1'}, "prices.gpt.output_per_mtok"),
+        (
+            {"config.toml": '[prices."gpt"]\ninput_per_mtok = 1\noutput_per_mtok = 1\nper = 2'},
+            "prices.gpt.per",
+        ),
+        (
+            {"config.toml": '[prices."opnai/gpt"]\ninput_per_mtok = 1\noutput_per_mtok = 1'},
+            "prices: 'opnai/gpt' names provider 'opnai', which is not defined",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_config_error(

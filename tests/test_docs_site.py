@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
+from walrus_tasks.config import Config
 from walrus_tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,13 @@ def test_the_reference_has_a_row_for_every_key_of_every_config_table(
         for name in model.model_fields:
             if (model, name) not in reference.SKIPPED:
                 assert f"| `{name}` |" in page, f"{model.__name__}.{name}"
+
+
+def test_every_table_of_config_toml_has_a_section(reference: ModuleType) -> None:
+    sections = {m for _, m, _ in reference.SECTIONS}
+    for name, field in Config.model_fields.items():
+        if name != "home":
+            assert set(reference.nested_models(field.annotation)) & sections, name
 
 
 def test_the_readme_fits_on_a_page_and_its_links_lead_to_pages() -> None:

@@ -1,9 +1,10 @@
 """The management ops of ``WS /v1/ws`` (delete_conversation, create/update/delete_agent,
-list_providers, list_skills, list_mcps, stats) over a real WebSocket client, on a gateway and a
-worker with a config directory of their own."""
+list_providers, list_skills, list_mcps, stats, usage) over a real WebSocket client, on a gateway
+and a worker with a config directory of their own."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +144,21 @@ def test_listings_match_the_http_routes(ws: Socket, wc: Cluster) -> None:
     assert SECRET not in str(reply)
     ws_stats = ws.result("stats")
     assert set(ws_stats) == set(stats) and ws_stats["agents"] == stats["agents"]
+
+
+def test_usage_answers_as_the_http_route_with_from_and_to_named_as_there(
+    ws: Socket, wc: Cluster
+) -> None:
+    run_id = ws.result("send", agent="echo", content="count me", sender=unique("u"))["run_id"]
+    assert wc.wait_run(run_id)["status"] == "succeeded"
+    since = int(time.time()) - 3600
+    report = ws.result("usage", group_by="agent,model", **{"from": since})
+    with wc.http() as c:
+        http = c.get("/v1/usage", params={"group_by": "agent,model", "from": str(since)}).json()
+    assert report == http
+    assert report["from"] == since // 3600 * 3600  # "from" reached the operation
+    [echo] = [row for row in report["rows"] if row["agent"] == "echo"]
+    assert echo["model"] == "mock" and echo["calls"] >= 1 and echo["input_tokens"] > 0
+    assert echo["cost_usd"] is None and report["unpriced_models"] == ["mock"]  # no [prices]
+    backwards = ws.call("usage", **{"from": since, "to": since - 60})
+    assert error_code(backwards) == "invalid" and "before" in backwards["error"]["message"]

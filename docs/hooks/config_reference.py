@@ -26,7 +26,7 @@ from walrus_tasks.config import (
     TokenGrant,
     WebhooksConfig,
 )
-from walrus_tasks.config_providers import ProviderConfig, TenantConfig
+from walrus_tasks.config_providers import Price, ProviderConfig, TenantConfig
 from walrus_tasks.settings import Settings
 from walrus_tasks.skills import Skill
 
@@ -51,7 +51,7 @@ once, at start.
 FILES_INTRO = """\
 ## The config directory (`WALRUS_HOME`)
 
-`config.toml` holds providers, the gateway's tokens, MCP servers, tenants and webhooks;
+`config.toml` holds providers, the gateway's tokens, MCP servers, tenants, webhooks and prices;
 `agents/<name>.toml` one agent each (its system prompt there or in `agents/<name>.md`);
 `skills/<name>/SKILL.md` one skill each. A value may be `${VAR}`, read from the environment
 (an unset variable is a config error). An unknown key is a config error too.
@@ -68,6 +68,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("`[mcps.<name>]` in config.toml", McpServerConfig, "mcps.<name>"),
     ("`[tenants.<name>]` in config.toml (`*`: every other tenant)", TenantConfig, "tenants.<name>"),
     ("`[webhooks]` in config.toml", WebhooksConfig, "webhooks"),
+    ('`[prices."<model>"]` in config.toml', Price, "prices.<model>"),
     ("`agents/<name>.toml`", AgentConfig, ""),
     ("`skills/<name>/SKILL.md` front matter (`allowed-tools` for `allowed_tools`)", Skill, ""),
 ]
