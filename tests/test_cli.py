@@ -46,7 +46,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 ]
 COMMANDS = ["up", "gateway", "worker", "beat", "flower", "init", "doctor", "status",
             "chat", "send", "cancel", "kill", "history", "runs", "cron", "reload", "events",
-            "export", "import", "reply", "steer", "compact", "agents"]  # fmt: skip
+            "export", "import", "reply", "steer", "compact", "agents", "usage"]  # fmt: skip
 
 
 def frame(entry_id: str, event: dict[str, Any]) -> bytes:
@@ -158,7 +158,9 @@ def test_help_of_every_command(command: str | None) -> None:
     assert "Usage: walrus" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["send"], ["runs"], ["cron", "add"], ["export"], []])
+@pytest.mark.parametrize(
+    "command", [["send"], ["runs"], ["cron", "add"], ["export"], ["usage"], []]
+)
 def test_help_shows_no_python_type_labels(command: list[str]) -> None:
     result = walrus(*command, "--help")
     assert result.returncode == RET_OK, result.stderr

@@ -53,7 +53,7 @@ def usage(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Show LLM tokens, calls, runs and cost (from [prices] in config.toml), grouped."""
+    """Show LLM tokens, calls, runs and cost (by the price table of config.toml), grouped."""
     with reported(), Client(gateway_url(url), token=token) as client:
         report = client.usage(by, since, until, agent=agent, model=model, tenant=tenant)
     if as_json:
