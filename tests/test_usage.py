@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser import DESKTOP, PHONE, Page, browser, shots
@@ -30,8 +31,11 @@ from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeError, FakeLLM, FakeReply
 from walrus_tasks import keys
 from walrus_tasks.client import Client
+from walrus_tasks.lease import Fence
 from walrus_tasks.metrics import DEFAULT_TENANT
 from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.runs import acquire, commit, record_tool_result
+from walrus_tasks.submit import submit
 from walrus_tasks.usage import hour_of
 
 __all__ = ["browser", "shots"]  # fixtures
@@ -258,6 +262,27 @@ def test_hourly_buckets_expire_after_the_retention_and_totals_do_not(used: Clust
     assert fields[f"|ua|{MODEL_A}|in"] == "100"
 
 
+def test_a_step_committed_twice_counts_once_and_a_cancel_before_any_output_not_at_all(
+    r: redis.Redis, sender: str
+) -> None:
+    scoped = f"acme/{sender}"
+    submit(r, "echo", scoped, "hello")
+    acquired = acquire(r, "echo", scoped)
+    assert acquired is not None and acquired.run_id is not None
+    fence = Fence("echo", scoped, acquired.run_id, acquired.token)
+    calls = [{"id": "c1", "name": "clock", "arguments": {}}]
+    message = {"role": "assistant", "content": "", "tool_calls": calls}
+    for state in ("ok", "stale"):  # a duplicated delivery's commit is refused: counted once
+        assert commit(r, fence, 0, message, "tools", calls, (7, 3), "fake/x") == state
+    tool = {"role": "tool", "tool_call_id": "c1", "content": "now"}
+    assert record_tool_result(r, fence, 0, "c1", tool) == "complete"
+    assert commit(r, fence, 1, None, "cancelled", [], (0, 0), "fake/x") == "ok"
+    bucket = r.hgetall(keys.usage_hour(hour_of(time.time())))
+    assert r.hgetall(keys.USAGE_TOTALS) == bucket
+    assert bucket == {f"acme|echo|fake/x|{k}": v for k, v in
+                      {"in": "7", "out": "3", "calls": "1", "runs": "1"}.items()}  # fmt: skip
+
+
 def test_metrics_count_tokens_calls_and_cost_by_tenant_agent_and_model(used: Cluster) -> None:
     with used.http() as c:
         text = c.get("/metrics").text
@@ -339,8 +364,9 @@ def test_the_console_usage_page_draws_the_chart_and_the_rows(
         pg.select_option("#usage-metric", "cost")
         pg.locator(f'#usage-chart g.slot[data-period="{today}"] rect.bar.cost').wait_for()
         pg.select_option("#usage-range", "1d")
-        pg.locator("#usage-chart g.slot rect.bar").first.wait_for()
-        assert pg.locator("#usage-chart g.slot").count() >= 24
+        # By hour now: a slot for each of the last 24 hours (25 when the range starts mid-hour).
+        pg.wait_for_function("document.querySelectorAll('#usage-chart g.slot').length >= 24")
+        assert pg.locator("#usage-chart g.slot rect.bar.cost").count() >= 1
         pg.set_viewport_size(PHONE)
         pg.screenshot(path=str(shots / "console-usage-phone.png"))
     finally:
