@@ -242,7 +242,7 @@ export function draw(el, derived) {
   const lines = rows.map((r) => {
     const track = h("div", { class: "tl-track" },
       r.segments.map((s) => place(h("span", {
-        class: `tl-bar ${r.kind} ${s.cls}`.trim(),
+        class: ["tl-bar", r.kind, ...s.cls.split(" ")].filter(Boolean).join(" "),
         title: s.title,
         "data-start": s.start - start,
         "data-ms": s.end - s.start,
@@ -258,5 +258,16 @@ export function draw(el, derived) {
       r.kind === "end" ? null : h("span", { class: "tl-took" }, duration(r.end - r.start))),
     track);
   });
-  el.replaceChildren(axis, ...lines);
+  el.replaceChildren(axis, ...lines, legend());
+}
+
+const LEGEND = [
+  ["queue", "queue wait"], ["llm", "LLM call"], ["llm void", "void attempt"],
+  ["llm failed", "failed attempt"], ["llm backoff", "retry back-off"],
+  ["tool queued", "tool call queued"], ["tool ran", "tool running"], ["wait question", "wait"],
+];
+
+function legend() {
+  return h("p", { class: "tl-legend" },
+    LEGEND.map(([cls, text]) => h("span", {}, h("i", { class: `tl-bar ${cls}` }), text)));
 }
