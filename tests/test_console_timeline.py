@@ -229,6 +229,26 @@ def test_the_derivation_places_retries_restarts_waits_and_parallel_tools(
         "tl-bar end succeeded",
     ]  # fmt: skip
     pg.locator("#run-timeline").screenshot(path=str(shots / "console-timeline-kinds.png"))
+    # A compaction before the call is its own bar, and the call starts after it; a failed run
+    # ends its open call at the end, failed.
+    failing = [
+        ("100-0", {"type": "start", "run_id": "r", "agent": "a", "sender": "s"}),
+        ("150-0", {"type": "user_steered", "content": "also this"}),
+        ("400-0", {"type": "compacted", "content": "summary", "archived": 8}),
+        ("450-0", {"type": "thinking", "content": "hm"}),
+        ("900-0", {"type": "end", "status": "failed", "error": "boom",
+                   "usage": {"input_tokens": 0, "output_tokens": 0}, "model": None}),
+    ]  # fmt: skip
+    for _, event in failing:
+        RUN_EVENT.validate_python(event)
+    out = pg.evaluate(DERIVE, [failing, {}])
+    assert [(r["kind"], r["start"], r["end"]) for r in out["rows"]] == [
+        ("compaction", 150, 400),
+        ("llm", 400, 900),
+        ("end", 900, 900),
+    ]
+    assert out["rows"][1]["segments"][0]["cls"].split() == ["failed"]
+    assert out["ended"] == {"at": 900, "status": "failed", "error": "boom", "model": None}
     # Cut short mid-call, the call is open up to the latest event.
     live = pg.evaluate(DERIVE, [frames[:3], {}])
     [llm] = live["rows"]  # no created_at: no queue bar

@@ -14,7 +14,8 @@
 //   limit's capacity before the call has no event, so it is inside the bar.
 // - a `retry` ends the attempt there (failed), then a back-off of its `delay_ms`, then the next
 //   attempt (on the retry's `model`). A `restart` voids the attempt's output: it is drawn void
-//   (struck); a lost worker's `restart` ends the void attempt where the step was claimed again.
+//   (hatched); a lost worker's `restart` ends the void attempt where the step was claimed
+//   again. (A lost attempt that had streamed nothing leaves no event: its time is in the bar.)
 // - a tool call: its `tool_start` to its `tool_result` (by call id), the last `duration_ms` of
 //   it drawn solid (the tool running; before that, the call waited in the tools queue).
 // - a wait: an `ask_user` (question, approval or client tool) to the `tool_result` of its call.
@@ -164,7 +165,6 @@ export function derive(frames, run = {}) {
     }
   }
   // Open bars end at the latest event; a row spans its segments.
-  const first = rows.length ? Math.min(...rows.map((r) => r.start)) : latest;
   for (const r of rows) {
     r.open = false;
     if (r.kind === "tool" && !r.segments.length) r.segments.push({ start: r.start, end: null, cls: "queued" });
@@ -176,10 +176,12 @@ export function derive(frames, run = {}) {
         s.cls += " open";
       }
     }
+    r.start = Math.min(...r.segments.map((s) => s.start)); // a call moved past a compaction
     r.end = Math.max(r.start, ...r.segments.map((s) => s.end));
     titles(r, run);
   }
   rows.sort((a, b) => a.start - b.start); // stable: same-ms rows keep the stream's order
+  const first = rows.length ? rows[0].start : latest;
   return { start: first, end: latest === null ? first : Math.max(latest, ...rows.map((r) => r.end)), rows, ended };
 }
 
