@@ -41,6 +41,7 @@ from a2a.types import (
     StreamResponse,
     SubscribeToTaskRequest,
     Task,
+    TaskArtifactUpdateEvent,
     TaskNotCancelableError,
     TaskNotFoundError,
     TaskState,
@@ -48,6 +49,7 @@ from a2a.types import (
 )
 from google.protobuf.json_format import MessageToDict
 
+from gateway.a2a.tasks import TaskStream
 from tests.cluster import Cluster, running
 from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM, FakeReply
@@ -351,6 +353,29 @@ def test_a_streamed_question_ends_the_stream_and_a_streamed_answer_streams_the_r
     assert [get_artifact_text(f.artifact) for f in final] == ["Let me ask. blue it is"]
 
 
+def test_a_restarted_step_replaces_the_reply_artifact_instead_of_repeating_it() -> None:
+    # A step whose worker was lost streamed "Hel", then runs again from its beginning.
+    stream = TaskStream("t", "c")
+    events = [
+        {"type": "start"}, {"type": "text_start"}, {"type": "chunk", "content": "Hel"},
+        {"type": "restart", "step": 0, "reason": "worker lost"},
+        {"type": "text_start"}, {"type": "chunk", "content": "Hello"},
+        {"type": "chunk", "content": " you"}, {"type": "end", "status": "succeeded"},
+    ]  # fmt: skip
+    out = [e for i, event in enumerate(events) for e in stream.feed(f"1-{i}", event)]
+    updates = [e for e in out if isinstance(e, TaskArtifactUpdateEvent)]
+    shown = ""
+    for u in updates:  # what a client shows, applying each update as A2A says
+        text = get_artifact_text(u.artifact)
+        shown = shown + text if u.append else text
+        assert "HelHel" not in shown
+    assert [(get_artifact_text(u.artifact), u.append) for u in updates] == [
+        ("Hel", False), ("Hello", False), (" you", True), ("Hello you", False),
+    ]  # fmt: skip
+    assert shown == "Hello you" and updates[-1].last_chunk and stream.done
+    assert out[-1].status.state == S.TASK_STATE_COMPLETED
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -402,23 +427,27 @@ def test_the_version_header_and_the_agent_are_checked_before_anything_runs(
 ADMIN = f"admin-{uuid.uuid4().hex}"
 ACME = f"acme-{uuid.uuid4().hex}"
 GLOBEX = f"globex-{uuid.uuid4().hex}"
+ECHO_ONLY = f"echo-only-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
 def tenants(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLLM
 ) -> Iterator[Cluster]:
-    """A gateway alone (its runs stay queued) with an admin token and two tenants' tokens."""
+    """A gateway alone (its runs stay queued, their streams open): an admin token, two
+    tenants' tokens and one limited to ``echo``; one open stream per token."""
     home = write_home(tmp_path_factory.mktemp("a2a-tenants"), fake_llm.base_url)
     with (home / "config.toml").open("a") as f:
         f.write(
             "\n[gateway]\n"
             f'tokens = ["{ADMIN}", {{ token = "{ACME}", tenant = "acme" }}, '
-            f'{{ token = "{GLOBEX}", tenant = "globex" }}]\n'
+            f'{{ token = "{GLOBEX}", tenant = "globex" }}, '
+            f'{{ token = "{ECHO_ONLY}", agents = ["echo"] }}]\n'
         )
     c = Cluster(
         redis_url=redis_db_url(redis_server), home=home,
         log_dir=tmp_path_factory.mktemp("a2a-tenants-logs"),
+        env_extra={"WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT": "1"},
     )  # fmt: skip
     with running(c, workers=()):
         yield c
@@ -432,7 +461,7 @@ def test_another_tenants_task_is_not_found(tenants: Cluster) -> None:
             mine = await acme.list_tasks(ListTasksRequest())
         assert list(card.security_schemes) == ["bearer"]
         assert card.security_schemes["bearer"].http_auth_security_scheme.scheme == "bearer"
-        assert [t.id for t in mine.tasks] == [task.id]
+        assert task.id in [t.id for t in mine.tasks]
         for binding in BINDINGS:
             async with a2a_client(tenants, "echo", binding, token=GLOBEX) as (globex, _):
                 with pytest.raises(TaskNotFoundError):
@@ -456,6 +485,38 @@ def test_another_tenants_task_is_not_found(tenants: Cluster) -> None:
         headers={"Authorization": f"Bearer {ACME}"},
     )
     assert info.status_code == 404
+
+
+def test_a_token_limited_to_some_agents_sees_only_their_cards(tenants: Cluster) -> None:
+    async def go() -> None:
+        headers = {"Authorization": f"Bearer {ECHO_ONLY}"}
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            catalog = await A2ACardResolver(http, tenants.gateway_url).get_agent_card()
+            echo = await A2ACardResolver(http, f"{tenants.gateway_url}/a2a/echo").get_agent_card()
+            with pytest.raises(AgentCardResolutionError) as other:
+                await A2ACardResolver(http, f"{tenants.gateway_url}/a2a/paced").get_agent_card()
+            refused = await http.post(f"{tenants.gateway_url}/a2a/paced", json={})
+        assert [s.id for s in catalog.skills] == ["echo"] and echo.name == "echo"
+        assert other.value.status_code == 403 and refused.status_code == 403
+
+    asyncio.run(go())
+
+
+def test_a_stream_over_the_tokens_cap_is_refused_and_starts_nothing(tenants: Cluster) -> None:
+    async def go() -> None:
+        async with a2a_client(tenants, "echo", REST, streaming=True, token=ACME) as (acme, _):
+            held = acme.send_message(send_request("hold the one stream"))
+            first = await anext(held)  # the task, submitted; no worker takes it
+            with pytest.raises(InternalError, match="event streams open") as refused:
+                await send(acme, send_request("one too many"))
+            assert refused.value.data == {"code": "too_many_streams"}
+            async with a2a_client(tenants, "echo", REST, token=ACME) as (polling, _):
+                listed = await polling.list_tasks(ListTasksRequest())
+            assert first.task.id in [t.id for t in listed.tasks]
+            assert "one too many" not in [get_message_text(t.history[0]) for t in listed.tasks]
+            await held.aclose()
+
+    asyncio.run(go())
 
 
 def test_a_stopping_gateway_ends_an_a2a_stream_with_an_error_event(

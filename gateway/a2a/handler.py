@@ -140,13 +140,22 @@ def new_context_id(message: Message) -> str:
     return context_id
 
 
-async def settled(hub: Hub, run_id: str, after: str, questions: bool = True) -> None:
-    """Return once the run has ended, or asked a question after entry ``after``."""
-    async for _, event in ops.run_events(hub, run_id, after):
+async def settled(hub: Hub, run_id: str, after: str, questions: bool = True) -> str:
+    """The entry id of the run's ``end``, or of its first question after entry ``after``.
+
+    ``after`` itself if the run's events end without either (the run is gone).
+    """
+    async for entry_id, event in ops.run_events(hub, run_id, after):
         if event is not None and (
             event["type"] == "end" or (questions and event["type"] == "ask_user")
         ):
-            return
+            return entry_id
+    return after
+
+
+def unsettled(record: TaskRecord) -> bool:
+    """True while the task neither has ended nor waits for the client's answer."""
+    return record.question is None and STATE_OF[record.run.status] not in TERMINAL
 
 
 class WalrusRequestHandler(RequestHandler):
@@ -211,9 +220,10 @@ class WalrusRequestHandler(RequestHandler):
         validate_history_length(params.configuration)
         with translated():
             started = await self._start(call, params.message, stream=False)
-            record = started.record
-            if record.question is None and not params.configuration.return_immediately:
-                await settled(call.hub, record.run.run_id, started.after)
+            record, after = started.record, started.after
+            while unsettled(record) and not params.configuration.return_immediately:
+                # Read again at each question: another client may have answered it already.
+                after = await settled(call.hub, record.run.run_id, after)
                 record = await run_in_threadpool(record_of, call, record.run.run_id)
         return apply_history_length(task_of(record), params.configuration)
 
