@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI, Agent Protocol and A2A faces; each is a thin
-adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI, Anthropic, Agent Protocol and A2A faces; each
+is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -16,6 +16,7 @@ from gateway import (
     a2a,
     admin,
     agent_protocol,
+    anthropic_messages,
     bus,
     console,
     native,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     for api in (*native.ROUTERS, *registry.routers(), bus.router, openai_compat.router):
         app.include_router(api)
+    app.include_router(anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
     a2a.install(app)

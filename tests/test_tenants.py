@@ -190,6 +190,7 @@ def test_another_tenants_run_and_its_events_are_404(tc: Cluster) -> None:
     with client(tc, GLOBEX) as c:
         assert_error(c.get(f"/v1/runs/{a_run}"), 404, "not_found")
         assert_error(c.get(f"/v1/runs/{a_run}/events"), 404, "not_found")
+        assert_error(c.post(f"/v1/runs/{a_run}/cancel"), 404, "not_found")
         missing = uuid.uuid4().hex  # the same answer as for a run that does not exist
         assert_error(c.get(f"/v1/runs/{missing}"), 404, "not_found")
     with client(tc, ACME) as c:

@@ -115,11 +115,20 @@ class ToolsComplete(TypedDict):
     type: Literal["tools_complete"]
 
 
+AskKind = Literal["question", "approval", "client_tool"]
+"""What an ``ask_user`` event waits for (``AskUser``)."""
+
+
 class AskUser(TypedDict):
-    """The run waits for the client: a question (``ask_user``) or an approval of a tool call."""
+    """The run waits for the client: a question, an approval, or a client function's output.
+
+    ``question``: the ``ask_user`` tool; ``approval``: a call under an ``ask`` permission
+    (``tool`` names it); ``client_tool``: a function the client runs itself (``tool`` gives its
+    name and arguments, ``questions`` is empty; ``walrus_tasks.client_tools``).
+    """
 
     type: Literal["ask_user"]
-    kind: Literal["question", "approval"]
+    kind: AskKind
     questions: list[dict[str, Any]]
     call_id: NotRequired[str]
     tool: NotRequired[dict[str, Any]]
@@ -261,7 +270,7 @@ def tools_complete() -> ToolsComplete:
 
 
 def ask_user(
-    kind: Literal["question", "approval"],
+    kind: AskKind,
     questions: list[dict[str, Any]],
     tool: dict[str, Any] | None = None,
 ) -> AskUser:
