@@ -1,9 +1,9 @@
 """The A2A face's reads of a run: a task is a walrus run, seen by its caller.
 
-What :mod:`gateway.a2a` needs beyond :mod:`gateway.operations`: a run's record, its events so far
-and the question it waits on (an A2A task's state, artifact and history are built from these),
-and cancelling a run by its id (an A2A task is cancelled by id, not by conversation). Typed and
-raising :mod:`walrus_tasks.errors`; the face renders them in A2A's shapes and touches no key.
+What :mod:`gateway.a2a` reads beyond :mod:`gateway.operations`: a run's record, its events so
+far and the question it waits on; an A2A task's state, artifact and history are built from
+these. Typed and raising :mod:`walrus_tasks.errors`; the face renders them in A2A's shapes and
+touches no key.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from walrus_tasks.tenancy import Caller
 Event = tuple[str, dict[str, Any]]
 """One run event with its stream entry id."""
 
-ANSWERED_KINDS = ("ask", "approval")
-"""The waits a client's reply ends (``ask_user`` questions and tool approvals)."""
+ANSWERED_KINDS = frozenset(waits.REPLY_KINDS.split(","))
+"""The waits a client's reply ends: a question, an approval, a client tool call."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,3 @@ def pending_question(r: redis.Redis, run_id: str, events: list[Event]) -> Event 
         if event.get("type") == "ask_user" and event.get("call_id") in calls:
             return entry_id, event
     return None
-
-
-def cancel_run(r: redis.Redis, run_id: str) -> None:
-    """Cancel run ``run_id`` (queued, running or waiting): its flag, and its waits ended."""
-    waits.cancel(r, run_id)

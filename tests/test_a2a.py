@@ -66,6 +66,13 @@ ECHO_REPLY = "Hello from the mock model."
 S = TaskState
 
 
+@pytest.fixture
+def fake(fake_llm: FakeLLM) -> FakeLLM:
+    """The fake LLM, with no reply a failed test left queued."""
+    fake_llm.reset()
+    return fake_llm
+
+
 def message(text: str, **ids: str) -> Message:
     return Message(message_id=uuid.uuid4().hex, role=Role.ROLE_USER, parts=[Part(text=text)], **ids)
 
@@ -238,10 +245,10 @@ def test_a_streamed_send_gives_status_updates_then_the_final_artifact(
 
 
 def test_subscribing_to_a_running_task_streams_the_rest_of_it(
-    cluster: Cluster, fake_llm: FakeLLM
+    cluster: Cluster, fake: FakeLLM
 ) -> None:
     words = " ".join(f"s{i}" for i in range(10))
-    fake_llm.script(FakeReply(text=words, chunk_delay=0.1), model="m-a2a")  # a second or so
+    fake.script(FakeReply(text=words, chunk_delay=0.1), model="m-a2a")  # a second or so
 
     async def go() -> tuple[Task, list[StreamResponse]]:
         async with a2a_client(cluster, "a2a", JSONRPC) as (client, _):
@@ -265,9 +272,9 @@ def test_subscribing_to_a_running_task_streams_the_rest_of_it(
 # --- cancel, questions -------------------------------------------------------------------------
 
 
-def test_canceling_a_slow_task_ends_it_canceled(cluster: Cluster, fake_llm: FakeLLM) -> None:
+def test_canceling_a_slow_task_ends_it_canceled(cluster: Cluster, fake: FakeLLM) -> None:
     words = " ".join(f"w{i}" for i in range(80))
-    fake_llm.script(FakeReply(text=words, chunk_delay=0.2), model="m-a2a")
+    fake.script(FakeReply(text=words, chunk_delay=0.2), model="m-a2a")
 
     async def go() -> tuple[Task, float]:
         async with a2a_client(cluster, "a2a", REST) as (client, _):
@@ -295,9 +302,9 @@ def test_canceling_a_slow_task_ends_it_canceled(cluster: Cluster, fake_llm: Fake
 
 @pytest.mark.parametrize("binding", BINDINGS)
 def test_a_question_makes_the_task_input_required_and_the_answer_continues_the_run(
-    cluster: Cluster, fake_llm: FakeLLM, binding: str
+    cluster: Cluster, fake: FakeLLM, binding: str
 ) -> None:
-    fake_llm.script(
+    fake.script(
         FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),
         model="m-a2aask",
     )  # fmt: skip
@@ -329,9 +336,9 @@ def test_a_question_makes_the_task_input_required_and_the_answer_continues_the_r
 
 
 def test_a_streamed_question_ends_the_stream_and_a_streamed_answer_streams_the_rest(
-    cluster: Cluster, fake_llm: FakeLLM
+    cluster: Cluster, fake: FakeLLM
 ) -> None:
-    fake_llm.script(
+    fake.script(
         FakeReply(text="Let me ask. ", tool_calls=[("ask_user", QUESTION)]),
         FakeReply(text="blue it is"), model="m-a2aask",
     )  # fmt: skip
@@ -374,6 +381,42 @@ def test_a_restarted_step_replaces_the_reply_artifact_instead_of_repeating_it() 
     ]  # fmt: skip
     assert shown == "Hello you" and updates[-1].last_chunk and stream.done
     assert out[-1].status.state == S.TASK_STATE_COMPLETED
+
+
+def test_a_client_tool_call_is_input_required_and_a_message_answers_it_with_the_output(
+    cluster: Cluster, fake: FakeLLM
+) -> None:
+    fake.script(
+        FakeReply(tool_calls=[("get_weather", {"city": "Oslo"})]), FakeReply(text="Sunny."),
+        model="m-a2a",
+    )  # fmt: skip
+    sender = f"ct-{uuid.uuid4().hex[:8]}"
+    tool = {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    body = {"content": "weather?", "sender": sender, "client_tools": [tool]}
+    with cluster.http() as h:  # a native send with a client tool; A2A answers it
+        sent = h.post("/v1/agents/a2a/messages", json=body)
+    assert sent.status_code == 202, sent.text
+    run_id = sent.json()["run_id"]
+
+    async def go() -> tuple[Task, Task]:
+        async with a2a_client(cluster, "a2a", JSONRPC) as (client, _):
+            for _ in range(400):
+                asked = await client.get_task(GetTaskRequest(id=run_id))
+                if asked.status.state == S.TASK_STATE_INPUT_REQUIRED:
+                    break
+                await asyncio.sleep(0.05)
+            ids = {"task_id": run_id, "context_id": sender}
+            return asked, await sent_task(client, send_request("12 C, sunny", **ids))
+
+    asked, answered = asyncio.run(go())
+    assert asked.status.state == S.TASK_STATE_INPUT_REQUIRED
+    question = asked.status.message
+    assert question.parts[0].text == (
+        'run the client tool get_weather({"city": "Oslo"}) and answer with its output'
+    )
+    assert MessageToDict(question.parts[1].data)["kind"] == "client_tool"
+    assert answered.status.state == S.TASK_STATE_COMPLETED and reply_of(answered) == "Sunny."
+    assert "12 C, sunny" in str(fake.requests_for("m-a2a")[-1])  # the output went to the model
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -322,7 +322,7 @@ class WalrusRequestHandler(RequestHandler):
                     f"task {params.id} is {state_name(state)} already: only a task that has "
                     "not ended can be canceled"
                 )
-            await run_in_threadpool(a2a_ops.cancel_run, call.r, params.id)
+            await run_in_threadpool(ops.cancel_run_id, call.r, params.id, call.caller)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CANCEL_WAIT):
                     await settled(call.hub, params.id, "0-0", questions=False)

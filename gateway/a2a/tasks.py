@@ -114,7 +114,14 @@ def text_message(
 
 
 def question_text(event: dict[str, Any]) -> str:
-    """An ``ask_user`` event as text: each question (its header, its options) on a line."""
+    """An ``ask_user`` event as text: each question (its header, its options) on a line.
+
+    A client tool call (a run sent with client tools by another face) asks for its output.
+    """
+    if event.get("kind") == "client_tool":
+        tool = event.get("tool") or {}
+        arguments = json.dumps(tool.get("arguments", {}), ensure_ascii=False)
+        return f"run the client tool {tool.get('name')}({arguments}) and answer with its output"
     lines = []
     for q in event.get("questions") or []:
         line = str(q.get("question", ""))
