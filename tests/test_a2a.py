@@ -354,7 +354,8 @@ def test_a_streamed_question_ends_the_stream_and_a_streamed_answer_streams_the_r
     last = asked[-1].status_update
     assert last.status.state == S.TASK_STATE_INPUT_REQUIRED
     assert get_message_text(last.status.message).startswith("Which colour?")
-    assert answered[0].task.status.state == S.TASK_STATE_WORKING
+    # The task as it is once answered: going on (or, on a fast worker, done already).
+    assert answered[0].task.status.state in (S.TASK_STATE_WORKING, S.TASK_STATE_COMPLETED)
     assert answered[-1].status_update.status.state == S.TASK_STATE_COMPLETED
     final = [e.artifact_update for e in answered if e.artifact_update.last_chunk]
     assert [get_artifact_text(f.artifact) for f in final] == ["Let me ask. blue it is"]
