@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic and Agent
-Protocol faces; each is a thin adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic, Agent Protocol
+and A2A faces; each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from gateway import (
+    a2a,
     admin,
     agent_protocol,
     anthropic_messages,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.include_router(anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
+    a2a.install(app)
     ws.register(app, settings)
     console.register(app)
     install_metrics(app)  # last: it labels requests by the routes registered above

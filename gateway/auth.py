@@ -30,6 +30,10 @@ A token with a ``tenant`` (``walrus_tasks.tenancy``) may use only the routes tha
 tenant (``_TENANT_ROUTES``; everything else is a 403), and another tenant's run
 (``/v1/runs/{run_id}…``) is a 404 here, before the route. The routes take the tenant from the
 grant this middleware puts in the scope (``gateway.deps.caller_of``).
+
+A2A (``gateway.a2a``) is covered as ``/v1`` is: ``/a2a/{agent}…`` (the agent's endpoint and its
+card; the path names the agent) and the gateway's card ``/.well-known/agent-card.json`` (which
+lists only the agents the token may use) need a token, and keep to the token's tenant.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ log = logging.getLogger("walrus.gateway.auth")
 GRANT_KEY = "walrus.grant"
 """The scope key where an authenticated request carries its :class:`TokenGrant`."""
 
-_AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
+_AGENT_PATH = re.compile(r"^/(?:v1/(?:agents|models)|a2a)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
 _MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 """Routes whose JSON body's ``model`` names the agent (the OpenAI and Anthropic faces)."""
@@ -92,6 +96,9 @@ def is_loopback(host: str) -> bool:
 AGENT_PROTOCOL = ("/threads", "/runs", "/assistants", "/store")
 """The Agent Protocol's resources (``gateway.agent_protocol``): they act across agents, so a
 token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."""
+
+A2A_CARD = "/.well-known/agent-card.json"
+"""The gateway's A2A card: a catalog of the agents, filtered by the route for a limited token."""
 
 
 _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
@@ -132,6 +139,9 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("DELETE", r"^/runs/crons/[^/]+$"),
         ("GET HEAD PUT DELETE", r"^/store/items$"),
         ("POST", r"^/store/(?:items/search|namespaces)$"),
+        # A2A: an agent's endpoint keeps to the caller's tenant (gateway.a2a.handler).
+        ("GET HEAD POST DELETE", r"^/a2a/[^/]+(?:/.*)?$"),
+        ("GET HEAD", r"^/\.well-known/agent-card\.json$"),
     )
 )
 """The routes a tenant token may use: those that keep to the caller's tenant (everything else
@@ -145,9 +155,9 @@ def tenant_route(method: str, path: str) -> bool:
 
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    if path == "/v1" or path.startswith("/v1/"):
+    if path == "/v1" or path.startswith("/v1/") or path == A2A_CARD:
         return True
-    return any(path == p or path.startswith(p + "/") for p in AGENT_PROTOCOL)
+    return any(path == p or path.startswith(p + "/") for p in (*AGENT_PROTOCOL, "/a2a"))
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
@@ -243,6 +253,9 @@ class BearerAuth:
         reading = scope.get("method") in ("GET", "HEAD")
         if http and reading and path in _LISTS:
             await self.app(scope, receive, _filtering(scope, receive, send, grant, *_LISTS[path]))
+            return
+        if http and reading and path == A2A_CARD:  # the route lists the permitted agents only
+            await self.app(scope, receive, send)
             return
         if http and not reading and _AGENT_CONFIG_PATH.match(path):
             message = f"{path}: changing an agent needs a full-access token"

@@ -266,7 +266,7 @@ AGENTS = {
 
 
 SHARED_AGENT_MODULES = (
-    "tests.test_agent_protocol", "tests.test_client_tools", "tests.test_console",
+    "tests.test_a2a", "tests.test_agent_protocol", "tests.test_client_tools", "tests.test_console",
     "tests.test_memory", "tests.test_ws_turns",
 )  # fmt: skip
 """Modules whose ``AGENTS`` the session ``home`` carries too: their tests run on the session
