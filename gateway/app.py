@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI and Agent Protocol faces; each is a thin adapter
-over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI, Agent Protocol and MCP faces; each is a thin
+adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -17,6 +17,7 @@ from gateway import (
     agent_protocol,
     bus,
     console,
+    mcp_face,
     native,
     openai_compat,
     registry,
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
         app.state.hub.start()
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
-        yield
+        async with mcp_face.serving(app, settings):
+            yield
         follower.cancel()
         await app.state.hub.close()
         await app.state.aredis.aclose()
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.include_router(api)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
+    mcp_face.install(app)
     ws.register(app, settings)
     console.register(app)
     install_metrics(app)  # last: it labels requests by the routes registered above
