@@ -34,6 +34,7 @@ from typing import Any, cast
 
 import anyio
 import mcp_types as types
+import redis
 from mcp.server import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -64,7 +65,7 @@ Result = types.CallToolResult | types.InputRequiredResult
 class CallEnv:
     """What a call acts with: the app's Redis, config and hub, and the caller."""
 
-    r: Any
+    r: redis.Redis
     config: Config
     hub: Hub
     caller: Caller
@@ -166,7 +167,8 @@ def describe(event: Mapping[str, Any]) -> str:
     if kind == "restart":
         return f"the step restarts ({event.get('reason')})"
     return {"start": "run started", "thinking": "thinking", "compacted": "history compacted",
-            "user_steered": "steering message taken"}.get(kind, "")  # fmt: skip
+            "user_steered": "steering message taken",
+            "ask_user": "waiting for an answer"}.get(kind, "")  # fmt: skip
 
 
 def _events(hub: Hub, run_id: str, after: str) -> AsyncGenerator[Item, None]:
@@ -209,20 +211,19 @@ async def _follow(ctx: Ctx, c: CallEnv, start: Start, progress: Progress) -> Res
             if event["type"] == "end":
                 await progress.flush()
                 return finished(start, text.text, event)
+            await progress.event(event, shown)
             if event["type"] == "ask_user":
                 call_id = str(event.get("call_id", ""))
                 if call_id in start.answered or (shown and call_id not in start.unanswered):
                     continue
-                await progress.flush()
                 asked = await ask(ctx, c, start, entry_id, event)
                 if asked is not None:
                     return asked
                 start.answered.add(call_id)
-                continue
-            await progress.event(event, shown)
+    gone = f"run {start.run_id} is gone: its events ended without an end"
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=f"run {start.run_id} ended without an end")],
-        structured_content=start.summary("failed", error="the run's events ended without end"),
+        content=[types.TextContent(type="text", text=gone)],
+        structured_content=start.summary("failed", error=gone),
         is_error=True,
     )
 

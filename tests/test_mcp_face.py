@@ -10,6 +10,7 @@ token lists. (tests/test_mcp.py is the other direction: agents using MCP servers
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from gateway.mcp_face import failure
+from gateway.mcp_questions import DECLINED, answer_of, declined, form_of
 from tests.cluster import Cluster, running, wait_for
 from tests.fakellm import FakeLLM, FakeReply
 from tests.test_error_mapping import CASES
@@ -274,6 +276,62 @@ def test_an_ask_user_is_elicited_and_the_run_ends_with_the_answer(
     assert tool[-1]["content"] == "blue"
     assert result.structured_content is not None
     assert run_info(cluster, result.structured_content["run_id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("action", ["decline", "cancel"])
+def test_a_declined_question_gets_a_refusal_and_a_cancelled_one_cancels_the_run(
+    cluster: Cluster, fake_llm: FakeLLM, action: str
+) -> None:
+    fake_llm.script(
+        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="fine"), model=MODEL
+    )
+
+    async def refuse(
+        ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        return types.ElicitResult(action=action)
+
+    async def go() -> types.CallToolResult:
+        async with mcp(cluster.gateway_url, elicitation_callback=refuse) as client:
+            return await client.call_tool("mcpchat", {"message": "pick a colour"})
+
+    result = asyncio.run(go())
+    assert result.structured_content is not None
+    info = run_info(cluster, result.structured_content["run_id"])
+    if action == "decline":
+        assert text_of(result) == "fine" and info["status"] == "succeeded"
+        tool = [m for m in fake_messages(fake_llm) if m["role"] == "tool"]
+        assert tool[-1]["content"] == DECLINED
+    else:
+        assert result.is_error and info["status"] == "cancelled"
+        assert result.structured_content["status"] == "cancelled"
+
+
+def test_a_question_becomes_a_form_and_its_answers_the_reply() -> None:
+    asked = {"kind": "question", "questions": [
+        {"question": "Which colour?", "header": "Colour", "options": [{"label": "red"}]},
+        {"question": "Which sizes?", "options": [{"label": "S"}, {"label": "M"}],
+         "multi_select": True},
+        {"question": "Why?"},
+    ]}  # fmt: skip
+    form = form_of(asked)
+    props = form.schema["properties"]
+    assert list(props) == ["answer_1", "answer_2", "answer_3"] == form.schema["required"]
+    assert props["answer_1"] == {"type": "string", "title": "Colour",
+                                 "description": "Which colour?", "enum": ["red"]}  # fmt: skip
+    assert props["answer_2"]["type"] == "array"
+    assert props["answer_2"]["items"] == {"type": "string", "enum": ["S", "M"]}
+    assert props["answer_3"] == {"type": "string", "title": "Question 3", "description": "Why?"}
+    answers = {"answer_1": "red", "answer_2": ["S", "M"], "answer_3": "because"}
+    assert json.loads(answer_of(form, answers)) == {
+        "Which colour?": "red", "Which sizes?": "S, M", "Why?": "because",
+    }  # fmt: skip
+    approval = form_of({"kind": "approval", "questions": [
+        {"question": "Allow the tool call bash?",
+         "options": [{"label": "allow"}, {"label": "deny"}]}]})  # fmt: skip
+    assert approval.kind == "approval" and declined(approval) == "deny"
+    assert approval.schema["properties"]["answer"]["enum"] == ["allow", "deny"]
+    assert answer_of(approval, {"answer": "allow"}) == "allow"
 
 
 def test_an_ask_user_without_elicitation_is_the_result_and_the_next_call_answers_it(
