@@ -49,6 +49,12 @@ MODES = ["auto", "legacy"]
 """The 2026-07-28 protocol (the client's default) and the handshake era."""
 
 
+@pytest.fixture(autouse=True)
+def fresh_fake_llm(fake_llm: FakeLLM) -> None:
+    """No scripted reply left over by another test (a cancelled run leaves its rest)."""
+    fake_llm.reset()
+
+
 @asynccontextmanager
 async def mcp(url: str, token: str | None = None, **options: Any) -> AsyncIterator[Client]:
     """The ``mcp`` package's client of the gateway at ``url``, with a bearer ``token``."""
@@ -282,9 +288,8 @@ def test_an_ask_user_is_elicited_and_the_run_ends_with_the_answer(
 def test_a_declined_question_gets_a_refusal_and_a_cancelled_one_cancels_the_run(
     cluster: Cluster, fake_llm: FakeLLM, action: str
 ) -> None:
-    fake_llm.script(
-        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="fine"), model=MODEL
-    )
+    then = [FakeReply(text="fine")] if action == "decline" else []  # a cancelled run asks no more
+    fake_llm.script(FakeReply(tool_calls=[("ask_user", QUESTION)]), *then, model=MODEL)
 
     async def refuse(
         ctx: ClientRequestContext, params: types.ElicitRequestParams
