@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI, Agent Protocol and MCP faces; each is a thin
-adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic, Agent
+Protocol and MCP faces; each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -15,12 +15,14 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import (
     admin,
     agent_protocol,
+    anthropic_messages,
     bus,
     console,
     mcp_face,
     native,
     openai_compat,
     registry,
+    responses,
     sse_route,
     ws,
 )
@@ -88,8 +90,15 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
 
-    for api in (*native.ROUTERS, *registry.routers(), bus.router, openai_compat.router):
+    for api in (
+        *native.ROUTERS,
+        *registry.routers(),
+        bus.router,
+        openai_compat.router,
+        responses.router,
+    ):
         app.include_router(api)
+    app.include_router(anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
     mcp_face.install(app)

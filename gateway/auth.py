@@ -4,9 +4,10 @@ Tokens come from ``[gateway] tokens`` in ``config.toml`` (:class:`~walrus_tasks.
 TokenGrant`): a string has full access, a table ``{token, agents}`` is limited to those agents.
 With no token configured the gateway is open, which ``python -m gateway`` allows on loopback
 only. With at least one, every ``/v1`` request (HTTP or WebSocket), and every request of the
-Agent Protocol and of the MCP face (``/mcp``), needs ``Authorization: Bearer <token>``: 401
-without a known token, 403 for an agent the token may not use. ``/healthz``, ``/metrics``,
-``/openapi.json`` and ``/docs`` stay open.
+Agent Protocol and of the MCP face (``/mcp``), needs ``Authorization: Bearer <token>`` (or
+``x-api-key: <token>``, what the Anthropic and LangGraph SDKs send): 401 without a known token,
+403 for an agent the token may not use. ``/healthz``, ``/metrics``, ``/openapi.json`` and
+``/docs`` stay open.
 
 Why an ASGI middleware rather than a FastAPI dependency: it decides before routing and body
 parsing, so a request without a token gets 401 whatever else is wrong with it (unknown route,
@@ -18,7 +19,9 @@ A token limited to some agents may use only the routes whose agent can be known:
 
 - ``/v1/agents/{agent}…`` and ``/v1/models/{agent}``: the path names it;
 - ``/v1/runs/{run_id}…``: the run's record in Redis names it;
-- ``/v1/chat/completions``: the body's ``model`` names it;
+- ``/v1/chat/completions``, ``/v1/messages`` and ``POST /v1/responses``: the body's ``model``
+  names it;
+- ``/v1/responses/resp_<run_id>…``: the run's record names it;
 - ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents;
 - ``/mcp``: the MCP face lists and calls only its agents (``gateway.mcp_face``).
 
@@ -47,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import RETRY_AFTER, error_response
+from gateway.errors import RETRY_AFTER, Render, error_response
 from walrus_tasks import reads, tenancy
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.errors import NotFound
@@ -60,7 +63,10 @@ GRANT_KEY = "walrus.grant"
 
 _AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
-_CHAT_PATH = "/v1/chat/completions"
+_MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
+"""Routes whose JSON body's ``model`` names the agent (the OpenAI and Anthropic faces)."""
+_RESPONSE_PATH = re.compile(r"^/v1/responses/(?:resp_)?(?P<run_id>[^/_]*)")
+"""A response's id names its run (``gateway/response_operations.py``)."""
 _AGENT_CONFIG_PATH = re.compile(r"^/v1/agents/[^/]*$")
 """``PUT``/``DELETE`` here change an agent's config: that needs a full-access token."""
 _LISTS = {
@@ -102,7 +108,13 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("DELETE", r"^/v1/agents/[^/]+/conversations/[^/]+$"),
         ("GET HEAD POST", r"^/v1/agents/[^/]+/conversations/[^/]+/[a-z]+$"),
         ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
-        ("POST", r"^/v1/chat/completions$"),
+        ("POST", r"^/v1/runs/[^/]+/cancel$"),
+        ("POST", r"^/v1/(?:chat/completions|messages)$"),
+        # The Responses face: a response of another tenant is a 404 (the route checks).
+        ("POST", r"^/v1/responses$"),
+        ("GET HEAD DELETE", r"^/v1/responses/[^/]+$"),
+        ("POST", r"^/v1/responses/[^/]+/cancel$"),
+        ("GET HEAD", r"^/v1/responses/[^/]+/input_items$"),
         ("WEBSOCKET", r"^/v1/ws$"),
         ("GET POST DELETE", r"^/mcp$"),  # its tools are agents, its calls runs in the tenant
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
@@ -147,7 +159,7 @@ def protected(path: str) -> bool:
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The token of the first ``Authorization: Bearer <token>`` (or ``x-api-key``), or None.
 
-    ``x-api-key`` is what the LangGraph SDKs send.
+    ``x-api-key`` is what the Anthropic and LangGraph SDKs send.
     """
     for name, value in headers:
         if name == b"authorization":
@@ -195,7 +207,8 @@ class BearerAuth:
         grant = authenticate(grants, token)
         if grant is None:
             why = "invalid bearer token" if token else "missing or malformed bearer token"
-            await deny(scope, receive, send, 401, f"{why}: send 'Authorization: Bearer <token>'")
+            how = "send 'Authorization: Bearer <token>' or 'x-api-key: <token>'"
+            await deny(scope, receive, send, 401, f"{why}: {how}")
             return
         scope[GRANT_KEY] = grant
         if grant.tenant is not None and not await self._in_tenant(scope, receive, send, grant):
@@ -247,13 +260,13 @@ class BearerAuth:
         agent: str | None = None
         if match := _AGENT_PATH.match(path):
             agent = match["agent"]
-        elif match := _RUN_PATH.match(path):
+        elif match := (_RUN_PATH.match(path) or _RESPONSE_PATH.match(path)):
             try:
                 agent = await _run_agent(scope, match["run_id"])
             except redis.RedisError as e:
                 await deny(scope, receive, send, 503, f"redis: {e}", code="unavailable")
                 return
-        elif http and path == _CHAT_PATH and scope["method"] == "POST":
+        elif http and path in _MODEL_PATHS and scope["method"] == "POST":
             try:
                 body = await _read_body(receive)
             except HTTPException as e:  # BodyLimit's verdict on a streamed body
@@ -275,7 +288,7 @@ class BearerAuth:
 async def deny(
     scope: Scope, receive: Receive, send: Send, status: int, message: str, code: str = ""
 ) -> None:
-    """Answer ``status`` with the JSON error body (close a WebSocket with 1008 instead)."""
+    """Answer ``status`` in the path's error shape (close a WebSocket with 1008 instead)."""
     code = code or {401: "unauthorized", 403: "forbidden"}.get(status, "error")
     client = scope.get("client") or ("?", 0)
     method = scope.get("method", "WEBSOCKET")
@@ -283,12 +296,21 @@ async def deny(
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
         return
-    response = error_response(status, code, message)
+    response = _render(scope["path"])(status, code, message)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER)
     await response(scope, receive, send)
+
+
+def _render(path: str) -> Render:
+    """The error shape of ``path``'s face: Anthropic's on ``/v1/messages``, else ours."""
+    if path == "/v1/messages":
+        from gateway.anthropic_messages import anthropic_error  # it imports this module
+
+        return anthropic_error
+    return error_response
 
 
 def _redis(scope: Scope) -> redis.Redis:
@@ -339,7 +361,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _model_of(body: bytes) -> str | None:
-    """The agent a chat completion asks for; ``""`` (permitted to none) if it names none."""
+    """The agent a body's ``model`` asks for; ``""`` (permitted to none) if it names none."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -415,8 +437,9 @@ def install_auth(app: FastAPI, config: Config) -> None:
     """Require a bearer token on ``/v1`` when the config lists any; document it in OpenAPI.
 
     Call it before ``BodyLimit`` is added, so that middleware (outermost) bounds the body this
-    one reads for ``/v1/chat/completions``. Tokens are read from ``app.state.config`` on each
-    request (``config`` until that is set), so a config reload takes effect at once.
+    one reads for ``/v1/chat/completions`` and ``/v1/messages``. Tokens are read from
+    ``app.state.config`` on each request (``config`` until that is set), so a config reload
+    takes effect at once.
     """
     app.add_middleware(BearerAuth, config=config)
     _document(app)

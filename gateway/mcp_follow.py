@@ -43,9 +43,8 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.errors import REDIS_DOWN, failure_of
 from gateway.hub import Hub, Item, seq
-from gateway.mcp_operations import cancel_run
 from gateway.mcp_questions import Form, answer_of, declined, form_of, question_text
-from gateway.operations import reply, run_events
+from gateway.operations import cancel_run_id, reply, run_events
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Unavailable, WalrusError
 from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE, SENDER_RE
@@ -56,6 +55,9 @@ log = logging.getLogger("walrus.gateway.mcp")
 
 PROGRESS_EVERY = 0.25
 """Seconds between two progress notifications of streamed text (a batch of chunks)."""
+
+ASKED = ("question", "approval")
+"""The ``ask_user`` kinds a person answers (a ``client_tool`` call is a program's: not ours)."""
 
 Ctx = ServerRequestContext[Any, Any]
 Result = types.CallToolResult | types.InputRequiredResult
@@ -193,7 +195,7 @@ async def follow(ctx: Ctx, c: CallEnv, start: Start) -> Result:
         with anyio.CancelScope(shield=True):
             log.info("MCP call cancelled: cancelling run %s", start.run_id)
             try:
-                await run_in_threadpool(cancel_run, c.r, start.run_id)
+                await run_in_threadpool(cancel_run_id, c.r, start.run_id, c.caller)
             except Exception:  # the call ends cancelled all the same; say why the run goes on
                 log.exception("run %s of a cancelled MCP call not cancelled", start.run_id)
         raise
@@ -212,7 +214,7 @@ async def _follow(ctx: Ctx, c: CallEnv, start: Start, progress: Progress) -> Res
                 await progress.flush()
                 return finished(start, text.text, event)
             await progress.event(event, shown)
-            if event["type"] == "ask_user":
+            if event["type"] == "ask_user" and event.get("kind") in ASKED:
                 call_id = str(event.get("call_id", ""))
                 if call_id in start.answered or (shown and call_id not in start.unanswered):
                     continue
@@ -332,7 +334,7 @@ def answer(c: CallEnv, start: Start, call_id: str, form: Form, result: types.Eli
     answered from another face) is dropped.
     """
     if result.action == "cancel":
-        cancel_run(c.r, start.run_id)
+        cancel_run_id(c.r, start.run_id, c.caller)
         return
     content = answer_of(form, result.content) if result.action == "accept" else declined(form)
     try:

@@ -1,9 +1,9 @@
-"""What the MCP face reads and writes beyond the shared operations: a call's questions and runs.
+"""What the MCP face reads beyond the shared operations: the questions a run waits on, its owner.
 
 The MCP face (:mod:`gateway.mcp_face`) answers a conversation's pending question with the next
-``tools/call`` to it, answers a question its client was asked by elicitation, and cancels the
-run a cancelled call follows; these are typed functions over Redis raising
-:mod:`walrus_tasks.errors`, so the face touches no key itself. The operations every face
+``tools/call`` to it, and takes a client's answer to an elicitation only for the caller's own
+run; these are typed functions over Redis raising :mod:`walrus_tasks.errors`, so the face
+touches no key itself. The operations every face
 shares are in :mod:`gateway.operations`.
 """
 
@@ -16,7 +16,7 @@ import redis
 
 from gateway.operations import known_agent, run_info, sender_in
 from gateway.thread_operations import last_question, pending_interrupts
-from walrus_tasks import keys, waits
+from walrus_tasks import keys
 from walrus_tasks.config import Config
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import RunInfo
@@ -66,8 +66,3 @@ def own_run(r: redis.Redis, run_id: str, agent: str, conversation: str, caller: 
     if theirs:
         raise NotFound(f"unknown run {run_id!r} of {agent}/{conversation}")
     return info
-
-
-def cancel_run(r: redis.Redis, run_id: str) -> None:
-    """Cancel run ``run_id`` at once: its flag, and its waits ended (``waits.cancel``)."""
-    waits.cancel(r, run_id)

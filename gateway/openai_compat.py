@@ -10,11 +10,9 @@ Sampling parameters are ignored; ``n > 1`` and client ``tools`` are refused (400
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 """
 
-import asyncio
 import json
-import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header
@@ -25,15 +23,14 @@ from starlette.concurrency import run_in_threadpool
 from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
-from gateway.operations import forget, run_events, send, send_with_context
+from gateway.oneshot import prior_history, then_forget
+from gateway.operations import forget, run_error, run_events, send, send_with_context
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
 from walrus_tasks.models import SendMessage
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
-
-log = logging.getLogger("walrus.gateway")
 
 
 def openai_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -166,18 +163,7 @@ def unsupported(body: ChatCompletionRequest) -> str | None:
 def prior_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """The messages before the last ``user`` one, as history (client system prompts as user)."""
     last = max(i for i, m in enumerate(messages) if m.role == "user")
-    out = []
-    for m in messages[:last]:
-        text = content_text(m.content)
-        if m.role == "assistant":
-            out.append({"role": "assistant", "content": text})
-        elif m.role in ("system", "developer"):
-            out.append({"role": "user", "content": f"(system) {text}"})
-        elif m.role == "user":
-            out.append({"role": "user", "content": text})
-        else:
-            raise InvalidInput(f"messages: role {m.role!r} is not supported")
-    return out
+    return prior_history((m.role, content_text(m.content)) for m in messages[:last])
 
 
 def usage_of(end: dict[str, Any]) -> CompletionUsage:
@@ -185,14 +171,6 @@ def usage_of(end: dict[str, Any]) -> CompletionUsage:
     usage = end.get("usage") or {}
     i, o = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     return CompletionUsage(prompt_tokens=i, completion_tokens=o, total_tokens=i + o)
-
-
-def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
-    """``(code, message)`` for a run that did not succeed (``end`` None: the run vanished)."""
-    if end is None:
-        return "run_lost", f"run {run_id} ended without an end event"
-    status = str(end.get("status"))
-    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
 
 
 def _data(obj: dict[str, Any]) -> str:
@@ -260,38 +238,6 @@ async def stream_chunks(
         yield error(*run_error(run_id, end))
         return
     yield DONE
-
-
-_forgetting: set[asyncio.Task[None]] = set()
-"""One-shot conversations waiting for their run's end to be deleted (a reference each)."""
-
-
-async def _then_forget(
-    frames: AsyncIterator[str], r: Any, hub: Hub, run_id: str, agent: str, sender: str
-) -> AsyncGenerator[str, None]:
-    """``frames``, then the one-shot conversation is deleted once its run has ended.
-
-    Also when the stream ended first (the client left, or a restarted reply diverged): a task
-    waits for the run's end, since a conversation is not deleted while its run is active.
-    """
-    try:
-        async for f in frames:
-            yield f
-    finally:
-        task = asyncio.get_running_loop().create_task(
-            _forget_after_end(r, hub, run_id, agent, sender)
-        )
-        _forgetting.add(task)
-        task.add_done_callback(_forgetting.discard)
-
-
-async def _forget_after_end(r: Any, hub: Hub, run_id: str, agent: str, sender: str) -> None:
-    try:
-        async for _ in run_events(hub, run_id, "0-0"):
-            pass  # until the run's end event
-        await run_in_threadpool(forget, r, agent, sender)
-    except Exception:  # no one awaits this task: say why the conversation stays
-        log.exception("one-shot conversation %s/%s not deleted", agent, sender)
 
 
 async def collect(hub: Hub, run_id: str) -> tuple[str, dict[str, Any] | None]:
@@ -377,7 +323,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         frames = stream_chunks(hub, run_id, agent, include_usage)
         if oneshot:
-            frames = _then_forget(frames, r, hub, run_id, agent, oneshot)
+            frames = then_forget(frames, r, hub, run_id, agent, oneshot)
         return face_stream(hub, frames, stream_error(run_id))
     text, end = await collect(hub, run_id)
     if oneshot:

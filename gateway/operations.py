@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from gateway.hub import Hub, Item
+from walrus_tasks import client_tools as client_tools_mod
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
@@ -29,6 +30,7 @@ from walrus_tasks.models import (
     Accepted,
     AgentInfo,
     Cancelled,
+    ClientTool,
     Conversation,
     CronEntry,
     CronSpec,
@@ -121,6 +123,10 @@ def send(
             )
         run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
     meta = {**(send_meta(config, agent, body.cwd, tenant) or {}), "face": face}
+    if body.client_tools:
+        meta[client_tools_mod.RUN_FIELD] = client_tools_mod.run_field(
+            config.agent(agent), body.client_tools
+        )
     return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
 
 
@@ -132,17 +138,25 @@ def send_with_context(
     content: str,
     tenant: str | None = None,
     face: Face = "http",
+    client_tools: list[ClientTool] | None = None,
+    prefix: str = "oneshot",
 ) -> tuple[str, Submitted]:
     """Send ``content`` in a new conversation of its own whose history is ``prior``.
 
     ``(sender, run)``: the conversation is nobody else's, so parallel calls neither queue behind
-    each other nor see each other's messages.
+    each other nor see each other's messages. Its sender is ``<prefix>-<uuid>`` in ``tenant``.
+    ``client_tools``: the client's own functions, as ``SendMessage.client_tools`` (checked
+    before anything is written).
     """
     agent = known_agent(config, agent)
-    sender = scoped(tenant, f"oneshot-{uuid.uuid4().hex}")
+    meta = {"face": face, **({"tenant": tenant} if tenant else {})}
+    if client_tools:
+        meta[client_tools_mod.RUN_FIELD] = client_tools_mod.run_field(
+            config.agent(agent), client_tools
+        )
+    sender = scoped(tenant, f"{prefix}-{uuid.uuid4().hex}")
     if prior and not runs.seed_history(r, agent, sender, prior):
         raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
-    meta = {"face": face, **({"tenant": tenant} if tenant else {})}
     return sender, submit(r, agent, sender, content, meta=meta)
 
 
@@ -232,6 +246,19 @@ def run_info(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> RunInfo:
     return RunInfo.from_hash(record)
 
 
+def cancel_run_id(r: redis.Redis, run_id: str, caller: Caller = OPEN) -> Cancelled:
+    """Cancel run ``run_id`` whatever face started it (NotFound, also for another tenant's).
+
+    A queued, running or waiting run gets its cancel flag and its waits ended at once
+    (``waits.cancel``): it ends ``cancelled``. ``run_id`` None when it had already ended.
+    """
+    info = run_info(r, run_id, caller)
+    if info.status.terminal:
+        return Cancelled(run_id=None)
+    waits.cancel(r, run_id)
+    return Cancelled(run_id=run_id)
+
+
 MAX_RUNS_PAGE = run_list.MAX_LIMIT
 """The most runs one page of :func:`list_runs` holds."""
 
@@ -258,6 +285,18 @@ def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     restart; once Redis has been away ``sse_redis_grace`` the Redis error propagates.
     """
     return hub.run_items(run_id, after)
+
+
+def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+    """``(code, message)`` a face tells of a run that did not succeed (``end`` None: it vanished).
+
+    The code is ``run_<status>`` (``run_failed``, ``run_cancelled``) or ``run_lost``; the
+    message is the run's own error.
+    """
+    if end is None:
+        return "run_lost", f"run {run_id} ended without an end event"
+    status = str(end.get("status"))
+    return f"run_{status}", str(end.get("error") or f"run {run_id} {status}")
 
 
 # --- crons and subscriptions ----------------------------------------------------------------

@@ -314,6 +314,18 @@ def get_run(call: Call, run_id: str) -> RunInfo:
     return ops.run_info(call.r, run_id, call.caller)
 
 
+@operation(
+    "cancel_run_by_id",
+    "tenant",
+    Http(
+        "POST", "/v1/runs/{run_id}/cancel", 200, {404: "unknown run", 422: "invalid run id"}, "runs"
+    ),
+)
+def cancel_run_by_id(call: Call, run_id: str) -> Cancelled:
+    """Cancel one run by its id, whatever face started it (``run_id`` null: it had ended)."""
+    return ops.cancel_run_id(call.r, run_id, call.caller)
+
+
 # --- crons ----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ OPERATIONS = [
     ("GET", "/v1/runs/{run_id}"),
     ("GET", "/v1/runs/{run_id}/events"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/responses"),
     ("GET", "/v1/crons"),
 ]
 """A few operations of each face that must be on screen."""

@@ -291,6 +291,29 @@ def test_a_token_limited_to_echo_gets_only_echo_through_the_openai_face(
     assert resp.json()["choices"][0]["message"]["content"] == "Hello from the mock model."
 
 
+def test_a_token_limited_to_echo_gets_only_echo_through_the_responses_face(
+    auth_cluster: Cluster,
+) -> None:
+    with client(auth_cluster, FULL) as c:
+        slow = c.post("/v1/responses", json={"model": "slow", "input": "hi", "background": True})
+    assert slow.status_code == 200, slow.text
+    with client(auth_cluster, ECHO_ONLY) as c:
+        assert_error(
+            c.post("/v1/responses", json={"model": "slow", "input": "hi"}), 403, "forbidden"
+        )
+        assert_error(c.post("/v1/responses", json={"input": "hi"}), 403, "forbidden")  # no model
+        for path in ("", "/input_items"):
+            assert_error(c.get(f"/v1/responses/{slow.json()['id']}{path}"), 403, "forbidden")
+        assert_error(c.post(f"/v1/responses/{slow.json()['id']}/cancel"), 403, "forbidden")
+        mine = c.post("/v1/responses", json={"model": "echo", "input": "hi"})
+        assert mine.status_code == 200, mine.text
+        assert mine.json()["output"][0]["content"][0]["text"] == "Hello from the mock model."
+        assert c.get(f"/v1/responses/{mine.json()['id']}").status_code == 200
+        assert c.get("/v1/responses/resp_nope").status_code == 404
+    with client(auth_cluster, FULL) as c:
+        assert c.post(f"/v1/responses/{slow.json()['id']}/cancel").status_code == 200
+
+
 # --- no open gateway off loopback ----------------------------------------------------------
 
 

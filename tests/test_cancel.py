@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.cluster import Cluster, parse_sse
+from tests.cluster import Cluster, parse_sse, wait_for
 
 
 def test_kill_mid_stream_ends_the_run_cancelled_promptly_and_keeps_what_was_said(
@@ -111,3 +111,18 @@ def test_kill_during_a_tool_call_interrupts_the_tool_and_ends_the_run(
     history = cluster.history("sleepy", sender)
     assert [m["role"] for m in history] == ["user", "assistant", "tool"]
     assert history[-1]["content"] == "cancelled"
+
+
+def test_a_run_is_cancelled_by_its_id_running_or_queued(cluster: Cluster, sender: str) -> None:
+    """``POST /v1/runs/{id}/cancel``: any face's run, by the id every face's own id names."""
+    running = cluster.send("slow", "count", sender)
+    queued = cluster.send("slow", "and again", sender)  # behind the first, in the inbox
+    with cluster.http() as c:
+        wait_for(lambda: c.get(f"/v1/runs/{running}").json()["status"] == "running", 20)
+        assert c.post(f"/v1/runs/{queued}/cancel").json() == {"run_id": queued}
+        assert c.post(f"/v1/runs/{running}/cancel").json() == {"run_id": running}
+        assert cluster.wait_run(running)["status"] == "cancelled"
+        assert cluster.wait_run(queued)["status"] == "cancelled"
+        assert c.post(f"/v1/runs/{running}/cancel").json() == {"run_id": None}  # ended
+        unknown = c.post(f"/v1/runs/{'0' * 32}/cancel")
+        assert unknown.status_code == 404, unknown.text

@@ -190,6 +190,7 @@ def test_another_tenants_run_and_its_events_are_404(tc: Cluster) -> None:
     with client(tc, GLOBEX) as c:
         assert_error(c.get(f"/v1/runs/{a_run}"), 404, "not_found")
         assert_error(c.get(f"/v1/runs/{a_run}/events"), 404, "not_found")
+        assert_error(c.post(f"/v1/runs/{a_run}/cancel"), 404, "not_found")
         missing = uuid.uuid4().hex  # the same answer as for a run that does not exist
         assert_error(c.get(f"/v1/runs/{missing}"), 404, "not_found")
     with client(tc, ACME) as c:
@@ -328,6 +329,30 @@ def test_the_openai_face_keeps_a_tenants_conversation_in_its_tenant(tc: Cluster)
     assert history(tc, ACME, alice) == ["oai"]
     assert history(tc, GLOBEX, alice) == []
     assert history(tc, ADMIN, alice) == []
+
+
+def test_a_response_is_its_tenants_and_another_tenants_id_is_not_found(tc: Cluster) -> None:
+    with client(tc, ACME) as c:
+        resp = c.post("/v1/responses", json={"model": "support", "input": "mine"})
+    assert resp.status_code == 200, resp.text
+    rid, run_id = resp.json()["id"], resp.json()["id"].removeprefix("resp_")
+    with client(tc, ACME) as c:
+        assert c.get(f"/v1/runs/{run_id}").json()["tenant"] == "acme"
+        assert c.get(f"/v1/responses/{rid}").json()["output"][0]["content"][0]["text"]
+    next_turn = {"model": "support", "input": "again", "previous_response_id": rid}
+    with client(tc, GLOBEX) as c:
+        for answer in (
+            c.get(f"/v1/responses/{rid}"),
+            c.get(f"/v1/responses/{rid}/input_items"),
+            c.post(f"/v1/responses/{rid}/cancel"),
+            c.delete(f"/v1/responses/{rid}"),
+            c.post("/v1/responses", json=next_turn),
+        ):
+            assert_error(answer, 404, "not_found")
+    with client(tc, ADMIN) as c:  # an admin sees every tenant's
+        assert c.get(f"/v1/responses/{rid}").status_code == 200
+    with client(tc, ACME) as c:
+        assert c.delete(f"/v1/responses/{rid}").status_code == 200
 
 
 # --- memory and the workspace are per tenant ---------------------------------------------------

@@ -144,6 +144,16 @@ def test_kill_cancels_the_streamed_run(ws: Socket, sender: str) -> None:
     assert events[-1]["type"] == "end" and events[-1]["status"] == "cancelled"
 
 
+def test_cancel_run_by_id_cancels_the_streamed_run(ws: Socket, sender: str) -> None:
+    rid = ws.start("stream", agent="slow", content="go", sender=sender)
+    while (event := ws.next(rid)["event"])["type"] != "start":
+        pass
+    assert ws.result("cancel_run_by_id", run_id=event["run_id"]) == {"run_id": event["run_id"]}
+    events, run_id = ws.until_done(rid)
+    assert run_id == event["run_id"] and events[-1]["status"] == "cancelled"
+    assert ws.result("cancel_run_by_id", run_id=run_id) == {"run_id": None}  # it had ended
+
+
 def test_conversations_history_and_agents(ws: Socket, cluster: Cluster, sender: str) -> None:
     run_id = ws.result("send", agent="echo", content="remember me", sender=sender)["run_id"]
     cluster.wait_run(run_id)

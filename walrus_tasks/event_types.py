@@ -115,11 +115,20 @@ class ToolsComplete(TypedDict):
     type: Literal["tools_complete"]
 
 
+AskKind = Literal["question", "approval", "client_tool"]
+"""What an ``ask_user`` event waits for (``AskUser``)."""
+
+
 class AskUser(TypedDict):
-    """The run waits for the client: a question (``ask_user``) or an approval of a tool call."""
+    """The run waits for the client: a question, an approval, or a client function's output.
+
+    ``question``: the ``ask_user`` tool; ``approval``: a call under an ``ask`` permission
+    (``tool`` names it); ``client_tool``: a function the client runs itself (``tool`` gives its
+    name and arguments, ``questions`` is empty; ``walrus_tasks.client_tools``).
+    """
 
     type: Literal["ask_user"]
-    kind: Literal["question", "approval"]
+    kind: AskKind
     questions: list[dict[str, Any]]
     call_id: NotRequired[str]
     tool: NotRequired[dict[str, Any]]
@@ -209,6 +218,10 @@ STEP_BOUNDARY = frozenset(
 last of them. ``tool_start``, ``tool_result`` and ``ask_user`` belong to the step before, and
 count because a worker lost before it wrote ``tools_complete`` leaves the next step after them."""
 
+STEP_BUDGET = "step budget exhausted"
+"""How the ``error`` of a failed ``end`` begins when the run ran out of steps
+(``max_iterations``): the agent stopped before it finished, rather than erred."""
+
 WORKER_LOST = "worker lost"
 """The ``reason`` of a ``restart`` written as a lost worker's step is claimed again."""
 
@@ -261,7 +274,7 @@ def tools_complete() -> ToolsComplete:
 
 
 def ask_user(
-    kind: Literal["question", "approval"],
+    kind: AskKind,
     questions: list[dict[str, Any]],
     tool: dict[str, Any] | None = None,
 ) -> AskUser:

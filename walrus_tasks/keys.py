@@ -282,6 +282,20 @@ def ap_store(namespace: str, tenant: str | None = None) -> str:
     return f"{_ap(tenant)}store:ns:{namespace}"
 
 
+# --- the OpenAI Responses face (gateway.responses): its response records -----------------------
+
+
+def response(response_id: str) -> str:
+    """HASH: one response of the Responses face (``gateway/response_operations.py``).
+
+    Its walrus run and where in the run's events it starts, the conversation, what the request
+    asked (instructions, metadata, tools, input items, store, background), and once it has
+    ended its final object. One for every tenant: the id names a random run id, and the record
+    names its tenant. Lives ``events_ttl`` from its creation, and again from its end.
+    """
+    return f"{PREFIX}response:{response_id}"
+
+
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
 _LUA_CONSTANTS = (

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from walrus_tasks import tenancy
+from walrus_tasks.names import TOOL_NAME_RE
 
 OnBusy = Literal["enqueue", "reject", "interrupt"]
 
@@ -26,6 +27,39 @@ class RunStatus(StrEnum):
     def terminal(self) -> bool:
         """True for the three end states."""
         return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+MAX_CLIENT_TOOLS = 64
+"""How many client tools one message may offer."""
+
+
+class ClientTool(BaseModel):
+    """A function the client runs itself: offered to the model beside the agent's own tools.
+
+    A call to it parks the run (``ask_user {kind: "client_tool"}``) until the client answers
+    with the function's output (``POST …/reply {call_id, content}``); see docs/waits.md.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=TOOL_NAME_RE.pattern,
+        description="the function's name, unique among the agent's tools and the other client "
+        "tools of the message",
+    )
+    description: str = Field(default="", description="what the function does, for the model")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="a JSON Schema of type object for the function's arguments",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _an_object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('parameters must be a JSON Schema with "type": "object"')
+        # Some providers refuse an object schema without "properties" (no arguments).
+        return value if "properties" in value else {**value, "properties": {}}
 
 
 class SendMessage(BaseModel):
@@ -52,16 +86,32 @@ class SendMessage(BaseModel):
         "and is refused one here: 403): its conversation, and whose share of the cluster the "
         "run uses (default: the default tenant, and the sender's prefix up to its first ':')",
     )
+    client_tools: list[ClientTool] | None = Field(
+        default=None,
+        max_length=MAX_CLIENT_TOOLS,
+        description="functions the client runs itself, offered to the model for this run "
+        'beside the agent\'s tools: a call to one emits `ask_user {kind: "client_tool", '
+        "call_id, tool: {name, arguments}}` and the run waits (holding no worker) until the "
+        "client replies with the output (`POST …/reply {call_id, content}`); a name that is "
+        "one of the agent's tools, or given twice, is refused (422)",
+    )
 
 
 class Reply(BaseModel):
-    """``POST …/reply``: the answer to the pending ``ask_user`` (or approval: ``allow``)."""
+    """``POST …/reply``: answers a pending ``ask_user``, approval or client tool call.
+
+    An approval's answer is ``allow`` (or anything else: deny); a client tool call's is the
+    function's output (``SendMessage.client_tools``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     content: str = Field(min_length=1)
     call_id: str | None = Field(
-        default=None, max_length=128, description="the question's call_id; default: the oldest"
+        default=None,
+        max_length=128,
+        description="the call_id of the `ask_user` event answered; default: the question, "
+        "approval or client tool call that has waited longest",
     )
 
 

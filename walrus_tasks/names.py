@@ -11,6 +11,8 @@ SENDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 DEFAULT_SENDER = "user"
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 """A run id: 32 lower-case hex digits (a UUID4 without dashes)."""
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What LLM APIs accept as a tool name (an MCP tool's or a client's)."""
 ENTRY_ID_RE = re.compile(r"^\d+-\d+$")
 """A Redis Stream entry id (``<ms>-<seq>``): SSE ``id``s, ``Last-Event-ID``, ``after``."""
 

@@ -83,8 +83,9 @@ Phase = Literal["llm", "tools", "final", "cancelled", "done"]
 CommitPhase = Literal["tools", "final", "cancelled"]
 """The phases a committed LLM step can move the run to."""
 
-WaitKind = Literal["ask", "approval", "delegate"]
-"""What a parked tool call waits for: a client's answer, an approval, delegated children."""
+WaitKind = Literal["ask", "approval", "client", "delegate"]
+"""What a parked tool call waits for: a client's answer, an approval, a client tool's output
+(``walrus_tasks.client_tools``), delegated children."""
 
 # The scripts' reply types (``walrus_tasks.script_args``, where their parsers check them).
 Begin = S.Begin

@@ -48,9 +48,13 @@ def keyed_run_id(agent: str, sender: str, key: str) -> str:
 
 
 RUN_FIELDS = frozenset(
-    {"cwd", "face", "kind", "parent_run", "parent_call", "timer_due", "tenant", "webhook"}
-)
-"""Extra fields a run record may be given at submit: its working directory, the face (protocol)
+    {
+        "client_tools", "cwd", "face", "kind", "parent_run", "parent_call", "timer_due",
+        "tenant", "webhook",
+    }
+)  # fmt: skip
+"""Extra fields a run record may be given at submit: the functions its client offers
+(``walrus_tasks.client_tools``), its working directory, the face (protocol)
 a client sent it by (``walrus_tasks.faces``), its tenant,
 ``kind=compact`` for a compaction request, the delegate call that started it, the schedule
 time (ms) of the cron or heartbeat fire that sent it, and the URL its end is POSTed to

@@ -27,3 +27,7 @@ BUILTIN_TOOLS = frozenset(
 )
 """Every tool ``worker.tools`` registers (``delegate`` and ``skill`` come with ``members`` and
 ``skills`` too)."""
+
+MCP_SEPARATOR = "__"
+"""Between an MCP server's name and its tool's in the name offered (``<server>__<tool>``;
+server names cannot contain ``_``)."""

@@ -1,11 +1,12 @@
 """Waiting runs: parking a tool call without a worker, and what ends the wait.
 
-A tool call that needs a human (``ask_user``, an ``ask`` permission) or other runs (a foreground
-``delegate``) parks its run in ``waiting`` (``lua/wait_begin.lua``): no task holds it and its
-lease lives until the wait's deadline. A client reply or a kill ends the wait here
-(``lua/wake.lua``), a last delegated child ends it as it finishes (``lua/finish.lua``), and the
-reaper ends it at the deadline (``lua/takeover.lua``). Each way stores a *wake* for the call and
-dispatches the call again, on any worker; the tool then sees ``ctx.wake``.
+A tool call that needs a human (``ask_user``, an ``ask`` permission), the client (a client tool:
+``walrus_tasks.client_tools``) or other runs (a foreground ``delegate``) parks its run in
+``waiting`` (``lua/wait_begin.lua``): no task holds it and its lease lives until the wait's
+deadline. A client reply or a kill ends the wait here (``lua/wake.lua``), a last delegated child
+ends it as it finishes (``lua/finish.lua``), and the reaper ends it at the deadline
+(``lua/takeover.lua``). Each way stores a *wake* for the call and dispatches the call again, on
+any worker; the tool then sees ``ctx.wake``.
 """
 
 from __future__ import annotations
@@ -42,17 +43,23 @@ def _wake(
     return record, runs.wake(r, run_id, conversation, call_id, kinds, wake, content)
 
 
-def reply(r: redis.Redis, agent: str, sender: str, content: str, call_id: str = "") -> Replied:
-    """Answer the conversation's pending question (``ask_user`` or an approval).
+REPLY_KINDS = "ask,approval,client"
+"""The waits a client's reply ends (``wake.lua``): a question, an approval, a client tool call."""
 
-    With no question pending yet, the reply is kept for the active run's next one, so a reply
-    racing the question is not lost. Conflict when no run is active (or ``call_id`` is not
-    waiting for a reply).
+
+def reply(r: redis.Redis, agent: str, sender: str, content: str, call_id: str = "") -> Replied:
+    """Answer the conversation's pending question, approval or client tool call.
+
+    A client tool's reply is its output (``walrus_tasks.client_tools``). ``call_id`` answers
+    that call; without it, the pending one with the earliest deadline (the first parked, as
+    each waits ``ask_timeout``). With nothing pending yet, a reply without ``call_id`` is kept
+    for the active run's next one, so a reply racing the question is not lost. Conflict when
+    no run is active (or ``call_id`` is not waiting for a reply).
     """
     active: str | None = r.get(keys.conv(keys.cid(agent, sender), "active"))  # type: ignore[assignment]
     if active is None:
         raise Conflict(f"conversation {agent}/{sender} has no active run to reply to")
-    record, res = _wake(r, active, call_id, "ask,approval", "reply", content)
+    record, res = _wake(r, active, call_id, REPLY_KINDS, "reply", content)
     if res == "queued":
         return Replied(run_id=active, status="queued")
     if not res:

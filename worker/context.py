@@ -6,7 +6,7 @@ call and never persisted: history in Redis keeps exactly what was said.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import redis
 
 from walrus_tasks import memory, skills
 from walrus_tasks.config import AgentConfig, Config
-from worker.providers.base import LLMRequest
+from worker.providers.base import LLMRequest, ToolSpec
 from worker.tools import specs_for
 
 
@@ -80,10 +80,12 @@ def build_request(
     cwd: Path,
     memories: bool = True,
     tenant: str | None = None,
+    client: Sequence[ToolSpec] = (),
 ) -> LLMRequest:
     """The request of one LLM step (``memories`` False: the agent has none, skip the recall).
 
-    Memories are recalled from the agent's memory in ``tenant``, the run's.
+    Memories are recalled from the agent's memory in ``tenant``, the run's. ``client``: the
+    run's client tools, offered after the agent's own (a skill's tool limit is the agent's).
     """
     messages, limit = expand_skills(history, agent, config)
     recalled = ""
@@ -95,5 +97,5 @@ def build_request(
         model=agent.model_name,
         system=system_prompt(agent, config, cwd, recalled),
         messages=messages,
-        tools=specs_for(agent, config, limit),
+        tools=[*specs_for(agent, config, limit), *client],
     )

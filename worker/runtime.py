@@ -40,7 +40,7 @@ from worker.config_cache import agent_for_run, current_config, pinned_json
 from worker.context import build_request
 from worker.providers import provider_for
 from worker.providers.base import StepUsage, TextDelta, ThinkingDelta, ToolCallRequest
-from worker.tools import ToolContext, WaitFor, Wake, call_tool
+from worker.tools import ToolContext, WaitFor, Wake, call_tool, client
 from worker.tools.paths import working_directory
 
 log = logging.getLogger("walrus.run")
@@ -169,7 +169,7 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
                 finish(r, fence, "succeeded")
                 return state
             if step >= agent.max_iterations:
-                budget = f"step budget exhausted: max_iterations={agent.max_iterations}"
+                budget = f"{event_types.STEP_BUDGET}: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
                 return state
             history, tokens = history_cache.history(
@@ -262,10 +262,11 @@ def _call_llm(
     ``context``: the history, its estimated tokens, and whether the agent has memories.
     """
     history, estimate, memories = context
+    offered = [t.spec for t in client.of_run(agent, record).values()]
 
     def stream(member: AgentConfig) -> tuple[int, int]:
         tenant = tenancy.tenant_of(fence.sender)
-        request = build_request(r, member, config, history, cwd, memories, tenant)
+        request = build_request(r, member, config, history, cwd, memories, tenant, offered)
         for item in provider_for(member, config).stream(request, keeper.wait):
             keeper.check()
             if isinstance(item, TextDelta):
@@ -451,6 +452,7 @@ def _call_with_waits(
     """Run the call; when it must wait, park the run. None once parked (the worker is free)."""
     config = current_config()
     cwd = run_cwd(agent, config, record)
+    client_tools = client.of_run(agent, record)
     for _ in range(MAX_WAKES):
         stored = runs.wake_of(r, fence.run_id, call["id"])
         ctx = ToolContext(
@@ -468,7 +470,7 @@ def _call_with_waits(
             lease_expires=lambda: keeper.expires_at,
         )
         try:
-            return call_tool(call["name"], call["arguments"], ctx)
+            return call_tool(call["name"], call["arguments"], ctx, client=client_tools)
         except WaitFor as w:
             keeper.check()
             event: event_types.AskUser | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from walrus_tasks.client.stream import Event
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
+    ClientTool,
     Conversation,
     CronEntry,
     CronSpec,
@@ -84,9 +85,14 @@ class AsyncClient(api.ClientBase[httpx.AsyncClient]):
         sender: str | None = None,
         on_busy: OnBusy = "enqueue",
         cwd: str | None = None,
+        client_tools: Sequence[ClientTool] = (),
     ) -> Accepted:
-        """Submit a message; the accepted run's id and events URL."""
-        return await self._call(api.send(agent, content, sender, on_busy, cwd))
+        """Submit a message; the accepted run's id and events URL.
+
+        ``client_tools`` are functions the caller runs itself: a call to one waits as an
+        ``ask_user`` of kind ``client_tool``, answered by :meth:`reply` with its ``call_id``.
+        """
+        return await self._call(api.send(agent, content, sender, on_busy, cwd, client_tools))
 
     async def reply(
         self, agent: str, content: str, sender: str | None = None, call_id: str | None = None

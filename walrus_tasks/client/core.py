@@ -9,7 +9,7 @@ Each builder's docstring is its route; the meaning is on the client method of th
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,6 +22,7 @@ from walrus_tasks.errors import Conflict, InvalidInput, NotFound, PayloadTooLarg
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
+    ClientTool,
     Conversation,
     CronEntry,
     CronSpec,
@@ -236,7 +237,12 @@ def _run_id(body: Any) -> str | None:
 
 
 def send(
-    agent: str, content: str, sender: str | None, on_busy: OnBusy, cwd: str | None
+    agent: str,
+    content: str,
+    sender: str | None,
+    on_busy: OnBusy,
+    cwd: str | None,
+    client_tools: Sequence[ClientTool] = (),
 ) -> Call[Accepted]:
     """``POST /v1/agents/{agent}/messages``."""
     body: dict[str, Any] = {"content": content, "on_busy": on_busy, "stream": False}
@@ -244,6 +250,8 @@ def send(
         body["sender"] = sender
     if cwd:
         body["cwd"] = cwd
+    if client_tools:
+        body["client_tools"] = [t.model_dump() for t in client_tools]
     headers = {IDEMPOTENCY_KEY: uuid.uuid4().hex}  # one per message: its retry is known again
     path = _agent_path(agent, "messages")
     return Call("POST", path, _model(Accepted), json=body, headers=headers)

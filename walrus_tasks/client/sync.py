@@ -9,7 +9,7 @@ asyncio twin.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from walrus_tasks.client.stream import Event, parse_sse
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
+    ClientTool,
     Conversation,
     CronEntry,
     CronSpec,
@@ -84,9 +85,14 @@ class Client(api.ClientBase[httpx.Client]):
         sender: str | None = None,
         on_busy: OnBusy = "enqueue",
         cwd: str | None = None,
+        client_tools: Sequence[ClientTool] = (),
     ) -> Accepted:
-        """Submit a message; the accepted run's id and events URL."""
-        return self._call(api.send(agent, content, sender, on_busy, cwd))
+        """Submit a message; the accepted run's id and events URL.
+
+        ``client_tools`` are functions the caller runs itself: a call to one waits as an
+        ``ask_user`` of kind ``client_tool``, answered by :meth:`reply` with its ``call_id``.
+        """
+        return self._call(api.send(agent, content, sender, on_busy, cwd, client_tools))
 
     def reply(
         self, agent: str, content: str, sender: str | None = None, call_id: str | None = None

@@ -2,8 +2,8 @@
 -- run becomes `waiting` and no task holds it (docs/design.md, invariant 7). Fenced and
 -- idempotent per call.
 -- KEYS: lease, fence, run, claim (of the call)
--- A: token, ttl_ms, step, call_id, kind ('ask' | 'approval' | 'delegate'), deadline_ms,
---    event_json ('' = none), data_json, now_ms, maxlen, cid
+-- A: token, ttl_ms, step, call_id, kind ('ask' | 'approval' | 'client' | 'delegate'),
+--    deadline_ms, event_json ('' = none), data_json, now_ms, maxlen, cid
 -- Returns 'waiting' (parked, or already parked), 'woken' (its wake was already due: run the
 -- call again now), 'fenced' or 'stale'.
 local refused = guard(A.token, A.ttl_ms, KEYS[3], A.step, 'tools')
@@ -17,9 +17,10 @@ if redis.call('HEXISTS', K.run_waits(run_id), A.call_id) == 1 then
 end
 redis.call('HDEL', K.run_wakes(run_id), A.call_id)
 -- A wake that is due already is taken now, so nothing that came first is lost: a reply sent
--- while no question was pending, or children that all finished before the parent parked.
+-- while no question was pending (it answers whatever the client is asked next: a question, an
+-- approval or a client tool's output), or children that all finished before the parent parked.
 local wake = false
-if A.kind == 'ask' or A.kind == 'approval' then
+if A.kind == 'ask' or A.kind == 'approval' or A.kind == 'client' then
   local reply = redis.call('LPOP', K.run_replies(run_id))
   if reply then
     wake = cjson.encode({wait = A.kind, kind = 'reply', content = reply})

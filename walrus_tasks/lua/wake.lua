@@ -1,7 +1,8 @@
--- End a wait from outside the run: a client's reply (or approval), or a kill.
+-- End a wait from outside the run: a client's reply (an answer, an approval or a client tool's
+-- output), or a kill.
 -- KEYS: lease, fence, run
 -- A: call_id ('' = the waiting call of an allowed kind with the earliest deadline),
---    kinds (comma-separated, e.g. 'ask,approval'), wake kind ('reply' | 'cancelled'),
+--    kinds (comma-separated, e.g. 'ask,approval,client'), wake kind ('reply' | 'cancelled'),
 --    content, now_ms, grace_ms, cid
 -- Returns {token, step, index, call_id} to dispatch, 'queued' (a reply for a running run with
 -- nothing to answer yet: kept for its next question), or false (no run waits for this).

@@ -3,7 +3,7 @@
 Importing this package registers every built-in tool (each module adds its own).
 """
 
-from worker.tools import ask, clock, delegate, files, mcp, memory, shell, skill
+from worker.tools import ask, client, clock, delegate, files, mcp, memory, shell, skill
 from worker.tools.base import TOOLS, Tool, ToolContext, ToolFailed, WaitFor, Wake
 from worker.tools.scope import call_tool, permission, scope, specs_for
 
@@ -16,6 +16,7 @@ __all__ = [
     "Wake",
     "ask",
     "call_tool",
+    "client",
     "clock",
     "delegate",
     "files",

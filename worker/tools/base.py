@@ -12,6 +12,7 @@ import redis
 
 from walrus_tasks import event_types
 from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.runs import WaitKind
 from worker.providers.base import ToolSpec
 
 WakeKind = Literal["reply", "timeout", "cancelled", "children"]
@@ -21,7 +22,7 @@ WakeKind = Literal["reply", "timeout", "cancelled", "children"]
 class Wake:
     """What ended a tool call's wait: a client reply, the timeout, a kill, or finished children."""
 
-    wait: Literal["ask", "approval", "delegate"]
+    wait: WaitKind
     kind: WakeKind
     content: str = ""
     data: dict[str, Any] = field(default_factory=dict)
@@ -74,7 +75,7 @@ class WaitFor(Exception):
 
     def __init__(
         self,
-        kind: Literal["ask", "approval", "delegate"],
+        kind: WaitKind,
         timeout: float,
         event: event_types.AskUser | None = None,
         data: dict[str, Any] | None = None,

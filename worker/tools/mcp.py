@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from walrus_tasks.config import AgentConfig, Config, McpServerConfig
+from walrus_tasks.names import TOOL_NAME_RE
+from walrus_tasks.tool_names import MCP_SEPARATOR
 from worker.providers.base import ToolSpec
 from worker.tools.base import Tool, ToolContext, ToolFailed
 from worker.tools.scope import SOURCES
@@ -22,11 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walrus.mcp")
 
-TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-"""What LLM APIs accept as a tool name; MCP allows more (``.``, ``/``), so those are mapped."""
-
-SEPARATOR = "__"
-"""Between the server and the tool name (server names cannot contain ``_``)."""
+# LLM APIs accept tool names of TOOL_NAME_RE; MCP allows more (``.``, ``/``), so those are mapped.
+SEPARATOR = MCP_SEPARATOR
 
 
 def tool_name(server: str, tool: str) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -77,12 +77,17 @@ def call_tool(
     arguments: dict[str, Any],
     ctx: ToolContext,
     limit: Collection[str] | None = None,
+    client: Mapping[str, Tool] | None = None,
 ) -> tuple[str, bool]:
     """Run one call: ``(output, is_error)``. Raises WaitFor when the run must wait.
 
     Outside the agent's scope the model gets "tool not available"; ``deny`` refuses;
     ``ask`` waits for the client's approval first (the call runs again when it arrives).
+    ``client``: the run's client tools (``worker.tools.client``), none of them the agent's: the
+    client runs them, so the agent's permissions do not apply.
     """
+    if client and name in client:
+        return _run(client[name], arguments, ctx)
     tool = scope(ctx.agent, ctx.config, limit).get(name)
     if permission(ctx.agent, name) == "deny":
         return f"tool {name} is denied by this agent's permissions", True
@@ -101,6 +106,10 @@ def call_tool(
                 return f"the user denied the call to {name}", True
             ctx = replace(ctx, wake=None)
         # else: approved before; this wake ends a wait of the tool's own
+    return _run(tool, arguments, ctx)
+
+
+def _run(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -> tuple[str, bool]:
     try:
         return tool.run(arguments, ctx), False
     except ToolFailed as e:

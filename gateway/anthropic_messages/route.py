@@ -1,0 +1,108 @@
+"""``POST /v1/messages``: one message to an agent, answered as Anthropic's Messages API does.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from starlette.concurrency import run_in_threadpool
+
+from gateway.anthropic_messages.blocks import collect, stream_error, stream_message
+from gateway.anthropic_messages.wire import (
+    Message,
+    MessagesRequest,
+    anthropic_error,
+    message_id,
+    turns,
+    usage_of,
+)
+from gateway.deps import Cfg, Redis, StreamHub, Who
+from gateway.errors import error_route, responses
+from gateway.oneshot import prior_history, then_forget
+from gateway.operations import forget, run_error, send, send_with_context
+from gateway.sse import face_stream
+from gateway.stream_limit import hold_stream
+from walrus_tasks.config import Config
+from walrus_tasks.errors import NotFound
+from walrus_tasks.faces import Face
+from walrus_tasks.models import SendMessage
+
+FACE: Face = "anthropic-messages"
+
+AnthropicRoute = error_route(anthropic_error)
+"""Anthropic-compatible routes: every failure comes out in Anthropic's error shape."""
+
+router = APIRouter(route_class=AnthropicRoute, tags=["Anthropic-compatible"])
+
+ERRORS = responses({400: "invalid input, or client tools", 404: "unknown model (agent)",
+                    413: "body too large", 502: "the run failed or was cancelled"})  # fmt: skip
+
+NO_RETRY = {"x-should-retry": "false"}
+"""Tells the client not to retry a run's failure: a retry would run the agent again."""
+
+
+def known_model(config: Config, name: str) -> None:
+    """Nothing if agent ``name`` is configured, else NotFound (in the models' words)."""
+    if name not in config.agents:  # a dict lookup: the name touches no key or path
+        raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
+
+
+@router.post(
+    "/v1/messages",
+    response_model=Message,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def create_message(
+    body: MessagesRequest,
+    r: Redis,
+    hub: StreamHub,
+    config: Cfg,
+    who: Who,
+    x_walrus_sender: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Send the conversation's last user message to agent ``model``; the agent's answer.
+
+    Stateless, as Anthropic's API is: ``system`` and the earlier ``messages`` are the context
+    (after the agent's own system prompt; ``system`` as a user message marked ``(system)``),
+    in a conversation of its own that is deleted once the run has ended. With an
+    ``X-Walrus-Sender`` header the conversation lives server-side instead and only the last
+    user message is sent into it. Client ``tools`` are a 400; a block other than text is a
+    400. ``stream: true`` answers with Anthropic's SSE events; otherwise a ``message`` once
+    the run has ended (502 if it failed or was cancelled). The message id is
+    ``msg_<run_id>``.
+    """
+    agent = body.model
+    known_model(config, agent)
+    if body.tools:
+        message = "tools: client-side tools are not supported; the agent runs its own tools"
+        return anthropic_error(400, "unsupported_parameter", message)
+    said = turns(body)
+    content = said[-1][1]
+    thinking = body.thinking is not None and body.thinking.shown
+    if body.stream:
+        hold_stream()  # before the run is submitted: a refused stream starts nothing
+    oneshot: str | None = None
+    if x_walrus_sender:  # the conversation of the token's tenant (an admin's: the default one)
+        asked = SendMessage(content=content, sender=x_walrus_sender)
+        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who, FACE)
+    else:
+        prior = prior_history(said[:-1])
+        oneshot, submitted = await run_in_threadpool(
+            send_with_context, r, config, agent, prior, content, who.tenant, FACE
+        )
+    run_id = submitted.run_id
+    if body.stream:
+        frames = stream_message(hub, run_id, agent, thinking)
+        if oneshot:
+            frames = then_forget(frames, r, hub, run_id, agent, oneshot)
+        return face_stream(hub, frames, stream_error(run_id))
+    blocks, end = await collect(hub, run_id, thinking)
+    if oneshot:
+        await run_in_threadpool(forget, r, agent, oneshot)
+    if end is None or end.get("status") != "succeeded":
+        code, message = run_error(run_id, end)
+        response = anthropic_error(502, code, message, run_id=run_id)
+        response.headers.update(NO_RETRY)
+        return response
+    return Message(id=message_id(run_id), content=blocks, model=agent, usage=usage_of(end))

@@ -1,0 +1,74 @@
+"""One-shot conversations: a stateless request's whole context, in a conversation of its own.
+
+A stateless face (the OpenAI chat face without a sender, the Anthropic Messages face) takes
+the whole context with each request. ``operations.send_with_context`` seeds a new conversation
+with the turns before the last user message (:func:`prior_history`) and sends that message, so
+parallel requests neither queue behind each other nor see each other's messages. The
+conversation is deleted once its run has ended: ``operations.forget`` after an answer that
+waited for the end, :func:`then_forget` after a stream (which may end first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway.hub import Hub
+from gateway.operations import forget, run_events
+from walrus_tasks.errors import InvalidInput
+
+log = logging.getLogger("walrus.gateway")
+
+
+def prior_history(turns: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """History entries of a client's earlier ``(role, text)`` turns.
+
+    ``user`` and ``assistant`` turns enter as they are; a client's ``system`` (or
+    ``developer``) prompt enters as a user message marked ``(system)``, since the agent keeps
+    its own system prompt. Any other role is InvalidInput.
+    """
+    out = []
+    for role, text in turns:
+        if role in ("user", "assistant"):
+            out.append({"role": role, "content": text})
+        elif role in ("system", "developer"):
+            out.append({"role": "user", "content": f"(system) {text}"})
+        else:
+            raise InvalidInput(f"messages: role {role!r} is not supported")
+    return out
+
+
+_forgetting: set[asyncio.Task[None]] = set()
+"""One-shot conversations waiting for their run's end to be deleted (a reference each)."""
+
+
+async def then_forget(
+    frames: AsyncIterator[str], r: Any, hub: Hub, run_id: str, agent: str, sender: str
+) -> AsyncGenerator[str, None]:
+    """``frames``, then the one-shot conversation is deleted once its run has ended.
+
+    Also when the stream ended first (the client left, or a restarted reply diverged): a task
+    waits for the run's end, since a conversation is not deleted while its run is active.
+    """
+    try:
+        async for f in frames:
+            yield f
+    finally:
+        task = asyncio.get_running_loop().create_task(
+            _forget_after_end(r, hub, run_id, agent, sender)
+        )
+        _forgetting.add(task)
+        task.add_done_callback(_forgetting.discard)
+
+
+async def _forget_after_end(r: Any, hub: Hub, run_id: str, agent: str, sender: str) -> None:
+    try:
+        async for _ in run_events(hub, run_id, "0-0"):
+            pass  # until the run's end event
+        await run_in_threadpool(forget, r, agent, sender)
+    except Exception:  # no one awaits this task: say why the conversation stays
+        log.exception("one-shot conversation %s/%s not deleted", agent, sender)

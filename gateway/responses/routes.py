@@ -1,0 +1,172 @@
+"""The routes of the Responses face: create, retrieve (or stream again), cancel, delete, inputs.
+
+Errors come out in OpenAI's shape through the chat face's one renderer
+(``gateway.openai_compat.OpenAIRoute``): 404 for an unknown model or response (another tenant's
+included), 400 for input the face cannot read, 422 for a body that is not a request at all.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+"""
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import redis
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from gateway import operations as ops
+from gateway import response_operations as resp_ops
+from gateway.deps import Cfg, Redis, Sets, StreamHub, Who
+from gateway.errors import responses
+from gateway.openai_compat import OpenAIRoute
+from gateway.response_operations import ResponseView
+from gateway.responses.create import fold, start
+from gateway.responses.models import (
+    BadRequest,
+    DeletedResponse,
+    InputItemList,
+    ResponseCreate,
+    ResponseObject,
+)
+from gateway.responses.stream import Finish, frames, settle, stream_error
+from gateway.responses.translate import Translator
+from gateway.sse import EventStream, face_stream
+from gateway.stream_limit import hold_stream
+
+CANCEL_WAIT = 30.0
+"""Seconds a cancel waits for the run to end before it answers with the response as it is."""
+
+ERRORS = responses({400: "input the face cannot read", 404: "unknown model or response",
+                    409: "the function calls were answered already", 413: "body too large",
+                    422: "not a request body"})  # fmt: skip
+SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI Responses"])
+
+
+def _finisher(r: redis.Redis, ttl: int) -> Finish:
+    async def finish(view: ResponseView, final: dict[str, Any]) -> None:
+        await run_in_threadpool(resp_ops.finish, r, view, final, ttl)
+
+    return finish
+
+
+def _stream(hub: Any, t: Translator, starting_after: int, finish: Finish) -> EventStream:
+    return face_stream(hub, frames(hub, t, starting_after, finish), stream_error(t))
+
+
+@router.post("/v1/responses", response_model=ResponseObject, responses={**ERRORS, **SSE})
+async def create_response(
+    body: ResponseCreate, r: Redis, hub: StreamHub, config: Cfg, settings: Sets, who: Who
+) -> Any:
+    """Send the input to agent ``model``; the response once it has ended.
+
+    With ``background`` the response at once (poll it, or stream it by id); with ``stream``
+    its events.
+    """
+    if body.stream:
+        hold_stream()  # before the run is submitted: a refused stream starts nothing
+    view = await run_in_threadpool(start, r, config, who, body, settings.events_ttl)
+    finish = _finisher(r, settings.events_ttl)
+    if body.stream:
+        return _stream(hub, Translator(view), -1, finish)
+    if body.background:
+        return JSONResponse((await run_in_threadpool(fold, r, view)).snapshot())
+    t = await settle(hub, Translator(view))
+    final = t.snapshot()
+    await finish(view, final)
+    return JSONResponse(final)
+
+
+@router.get(
+    "/v1/responses/{response_id}", response_model=ResponseObject, responses={**ERRORS, **SSE}
+)
+async def retrieve_response(
+    response_id: str,
+    r: Redis,
+    hub: StreamHub,
+    settings: Sets,
+    who: Who,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+) -> Any:
+    """The response as it stands; with ``stream=true`` its events (after ``starting_after``).
+
+    A ``store: false`` response is a 404 once it has ended.
+    """
+    view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
+    finish = _finisher(r, settings.events_ttl)
+    if stream:
+        hold_stream()
+        after = -1 if starting_after is None else starting_after
+        return _stream(hub, Translator(view), after, finish)
+    if view.final is not None:
+        return JSONResponse(view.final)
+    t = await run_in_threadpool(fold, r, view)
+    final = t.snapshot()
+    if t.terminal:
+        await finish(view, final)
+        if not view.store:
+            raise resp_ops.unknown(response_id)
+    return JSONResponse(final)
+
+
+@router.post("/v1/responses/{response_id}/cancel", response_model=ResponseObject, responses=ERRORS)
+async def cancel_response(
+    response_id: str, r: Redis, hub: StreamHub, settings: Sets, who: Who
+) -> Any:
+    """Cancel the response's run; the response once the run has ended (``cancelled``).
+
+    A response that has ended is answered as it is; one that stopped at client function calls
+    also ends the run that waits for their answers.
+    """
+    view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
+    t = await run_in_threadpool(fold, r, view)
+    if not t.terminal or t.pending:
+        await run_in_threadpool(ops.cancel_run_id, r, view.run_id, who)
+    if not t.terminal:
+        try:
+            t = await asyncio.wait_for(settle(hub, Translator(view)), CANCEL_WAIT)
+        except TimeoutError:
+            t = await run_in_threadpool(fold, r, view)
+    final = view.final or t.snapshot()
+    if t.terminal:
+        await _finisher(r, settings.events_ttl)(view, final)
+    return JSONResponse(final)
+
+
+@router.delete("/v1/responses/{response_id}", response_model=DeletedResponse, responses=ERRORS)
+def delete_response(response_id: str, r: Redis, who: Who) -> DeletedResponse:
+    """Delete the response's record: it is a 404 from now on (its run is not touched)."""
+    resp_ops.delete_response(r, response_id, who)
+    return DeletedResponse(id=response_id)
+
+
+@router.get(
+    "/v1/responses/{response_id}/input_items", response_model=InputItemList, responses=ERRORS
+)
+def list_input_items(
+    response_id: str,
+    r: Redis,
+    who: Who,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> InputItemList:
+    """The request's input items (``desc``: newest first), ``limit`` after item ``after``."""
+    view = resp_ops.get_response(r, response_id, who)
+    items = view.input if order == "asc" else view.input[::-1]
+    first = 0
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise BadRequest(f"after: response {response_id} has no input item {after!r}")
+        first = ids.index(after) + 1
+    page = items[first : first + limit]
+    return InputItemList(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=first + limit < len(items),
+    )
