@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic, Agent Protocol
-and A2A faces; each is a thin adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic, Agent Protocol,
+A2A and MCP faces; each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -19,6 +19,7 @@ from gateway import (
     anthropic_messages,
     bus,
     console,
+    mcp_face,
     native,
     openai_compat,
     registry,
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
         app.state.hub.start()
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
-        yield
+        async with mcp_face.serving(app, settings):
+            yield
         follower.cancel()
         await app.state.hub.close()
         await app.state.aredis.aclose()
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
     a2a.install(app)
+    mcp_face.install(app)
     ws.register(app, settings)
     console.register(app)
     install_metrics(app)  # last: it labels requests by the routes registered above

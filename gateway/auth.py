@@ -3,10 +3,11 @@
 Tokens come from ``[gateway] tokens`` in ``config.toml`` (:class:`~walrus_tasks.config.
 TokenGrant`): a string has full access, a table ``{token, agents}`` is limited to those agents.
 With no token configured the gateway is open, which ``python -m gateway`` allows on loopback
-only. With at least one, every ``/v1`` request (HTTP or WebSocket) needs ``Authorization: Bearer
-<token>`` (or ``x-api-key: <token>``, what the Anthropic and LangGraph SDKs send): 401
-without a known token, 403 for an agent the token may not use. ``/healthz``,
-``/metrics``, ``/openapi.json`` and ``/docs`` stay open.
+only. With at least one, every ``/v1`` request (HTTP or WebSocket), and every request of the
+Agent Protocol and of the MCP face (``/mcp``), needs ``Authorization: Bearer <token>`` (or
+``x-api-key: <token>``, what the Anthropic and LangGraph SDKs send): 401 without a known token,
+403 for an agent the token may not use. ``/healthz``, ``/metrics``, ``/openapi.json`` and
+``/docs`` stay open.
 
 Why an ASGI middleware rather than a FastAPI dependency: it decides before routing and body
 parsing, so a request without a token gets 401 whatever else is wrong with it (unknown route,
@@ -21,7 +22,8 @@ A token limited to some agents may use only the routes whose agent can be known:
 - ``/v1/chat/completions``, ``/v1/messages`` and ``POST /v1/responses``: the body's ``model``
   names it;
 - ``/v1/responses/resp_<run_id>…``: the run's record names it;
-- ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents.
+- ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents;
+- ``/mcp``: the MCP face lists and calls only its agents (``gateway.mcp_face``).
 
 Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
 deleting agents, the WebSocket) acts across agents and needs a full-access token.
@@ -93,6 +95,9 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+MCP_PATH = "/mcp"
+"""The MCP face (``gateway.mcp_face``): it needs a token like ``/v1``, and checks agents itself."""
+
 AGENT_PROTOCOL = ("/threads", "/runs", "/assistants", "/store")
 """The Agent Protocol's resources (``gateway.agent_protocol``): they act across agents, so a
 token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."""
@@ -118,6 +123,7 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("POST", r"^/v1/responses/[^/]+/cancel$"),
         ("GET HEAD", r"^/v1/responses/[^/]+/input_items$"),
         ("WEBSOCKET", r"^/v1/ws$"),
+        ("GET POST DELETE", r"^/mcp$"),  # its tools are agents, its calls runs in the tenant
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
         ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
         ("DELETE", r"^/v1/subscriptions/[^/]+$"),
@@ -155,7 +161,7 @@ def tenant_route(method: str, path: str) -> bool:
 
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    if path == "/v1" or path.startswith("/v1/") or path == A2A_CARD:
+    if path == "/v1" or path.startswith("/v1/") or path in (A2A_CARD, MCP_PATH):
         return True
     return any(path == p or path.startswith(p + "/") for p in (*AGENT_PROTOCOL, "/a2a"))
 
@@ -260,6 +266,9 @@ class BearerAuth:
         if http and not reading and _AGENT_CONFIG_PATH.match(path):
             message = f"{path}: changing an agent needs a full-access token"
             await deny(scope, receive, send, 403, message)
+            return
+        if path == MCP_PATH:  # its tools/list and tools/call keep to the grant's agents
+            await self.app(scope, receive, send)
             return
         agent: str | None = None
         if match := _AGENT_PATH.match(path):
