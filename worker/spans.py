@@ -40,15 +40,17 @@ def invoke_agent(
     if not span_id:
         yield
         return
-    attributes = {
+    attributes: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": fence.agent,
         "gen_ai.conversation.id": f"{fence.agent}/{fence.sender}",
         "walrus.run_id": fence.run_id,
         "walrus.step": step,
-        "walrus.tenant": tenancy.tenant_of(fence.sender),
-        "walrus.face": record.get("face", ""),
     }
+    if tenant := tenancy.tenant_of(fence.sender):  # none: the default tenant
+        attributes["walrus.tenant"] = tenant
+    if face := record.get("face"):  # none: a run the system started
+        attributes["walrus.face"] = face
     with tracing.run_span(
         f"invoke_agent {fence.agent}", record, attributes, span_id=span_id,
         links=[step_span_of(record, step)], start_ns=start_ns,
