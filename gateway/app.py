@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
     if (traced := tracing.asgi_middleware()) is not None:  # outermost: the request's span
-        app.add_middleware(traced, excluded_urls=TRACE_EXCLUDED)
+        # One span per request: not one per ASGI message too (a chunk of a stream each).
+        app.add_middleware(traced, excluded_urls=TRACE_EXCLUDED, exclude_spans=["receive", "send"])
 
     for api in (
         *native.ROUTERS,
