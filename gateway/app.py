@@ -36,10 +36,13 @@ from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard, cors_options
 from gateway.page_headers import PageHeaders, docs_csp
 from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
-from walrus_tasks import keys
+from walrus_tasks import keys, tracing
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, client
 from walrus_tasks.settings import Settings, get_settings
+
+TRACE_EXCLUDED = "/healthz$,/metrics$"
+"""URLs (patterns) whose requests make no span: the probes and the scrapes."""
 
 
 def create_app(settings: Settings | None = None, config: Config | None = None) -> FastAPI:
@@ -90,6 +93,9 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.add_middleware(CORSMiddleware, **cors)
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
+    if (traced := tracing.asgi_middleware()) is not None:  # outermost: the request's span
+        # One span per request: not one per ASGI message too (a chunk of a stream each).
+        app.add_middleware(traced, excluded_urls=TRACE_EXCLUDED, exclude_spans=["receive", "send"])
 
     for api in (
         *native.ROUTERS,
