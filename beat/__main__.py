@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from walrus_tasks import tracing
 from walrus_tasks.celery_app import app
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
@@ -17,6 +18,8 @@ RET_CONFIG = 4
 def main() -> None:
     """Run beat until it is stopped (exit 4 on a bad config)."""
     setup_logging()
+    if tracing.setup(tracing.BEAT):  # OTEL_* variables (walrus_tasks.tracing)
+        tracing.instrument_celery()
     settings = get_settings()
     try:
         load_config(settings.home)  # fail here, with one clear line, not in Celery's start-up

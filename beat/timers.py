@@ -18,7 +18,7 @@ from datetime import datetime
 
 import redis
 
-from walrus_tasks import crons, keys, schedule, scripts
+from walrus_tasks import crons, keys, schedule, scripts, tracing
 from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, WalrusError
@@ -75,7 +75,8 @@ def fire_crons(r: redis.Redis, agents: Collection[str], now: float, deadline: fl
                         meta["webhook"] = entry.webhook
                     # The entry's tenant's conversation (walrus_tasks.tenancy).
                     sender = scoped(entry.tenant, entry.sender)
-                    run_id = submit(r, entry.agent, sender, content, meta=meta).run_id
+                    with tracing.child_span(f"cron {cron_id}", {"gen_ai.agent.name": entry.agent}):
+                        run_id = submit(r, entry.agent, sender, content, meta=meta).run_id
                     crons.record_run(r, cron_id, run_id)
                     log.info("cron %s fired: run %s", cron_id, run_id)
                 except WalrusError as e:
@@ -127,7 +128,9 @@ def fire_heartbeats(r: redis.Redis, config: Config, now: float, deadline: float)
                 prompt = config.agents[agent].heartbeat.prompt
                 try:
                     meta = {"timer_due": str(due_ms)}
-                    run_id = submit(r, agent, HEARTBEAT_SENDER, prompt, "reject", meta=meta).run_id
+                    with tracing.child_span(f"heartbeat {agent}", {"gen_ai.agent.name": agent}):
+                        sent = submit(r, agent, HEARTBEAT_SENDER, prompt, "reject", meta=meta)
+                    run_id = sent.run_id
                     log.info("heartbeat fired: run %s", run_id)
                 except Conflict:
                     why_not = "the previous heartbeat run is still going"

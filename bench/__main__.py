@@ -16,7 +16,8 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
               ``multitask_strategy="enqueue"`` and joined through the official ``langgraph-sdk``
               (``bench.agent_protocol``), beside LangGraph dev's fixed figure.
 
-``--only`` runs some of them alone (``python -m bench --only raw,agent-protocol``).
+``--only`` runs some of them alone (``python -m bench --only raw,agent-protocol``);
+``--tracing`` has the processes export OpenTelemetry spans (``bench.trace_sink``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import resource
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from typing import Any
 
 import celery
@@ -38,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import agent_protocol, cost, measure, streams
+from bench import agent_protocol, cost, measure, streams, trace_sink
 from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
 from walrus_tasks.settings import Settings
 
@@ -123,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fanout-rate", type=float, default=2000, help="streams 5. opens per second (2000)"
     )
+    p.add_argument(
+        "--tracing", action="store_true",
+        help="the processes export OpenTelemetry spans (to a local sink that discards them)",
+    )  # fmt: skip
     p.add_argument("--timeout", type=float, default=300, help="max seconds for 3. to finish")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
@@ -173,6 +179,8 @@ def ratio(a: float, b: float) -> float:
 
 
 def report(args: argparse.Namespace, results: dict[str, Any], console: Console) -> None:
+    if results.get("tracing"):
+        console.print("Traces on: every process exported its spans (--tracing)")
     if "dispatch" in results:
         report_latency(results, console)
     if "throughput" in results or "celery_throughput" in results:
@@ -497,10 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         # The product's chunk coalescing (the test harness turns it off by default).
         flush = str(Settings.model_fields["chunk_flush_ms"].default)
         agents = {AGENT: BENCH_AGENT, **streams.AGENTS}
-        with environment(
-            args.workers, args.concurrency, agents=agents,
-            env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED},
-        ) as env:  # fmt: skip
+        with (
+            trace_sink.sink() if args.tracing else nullcontext({}) as traced,
+            environment(
+                args.workers, args.concurrency, agents=agents,
+                env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED, **traced},
+            ) as env,
+        ):  # fmt: skip
+            results["tracing"] = bool(traced)
             progress.advance(boot)
             results["machine"] = machine(env.redis_url)
 

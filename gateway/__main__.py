@@ -6,6 +6,7 @@ import logging
 import resource
 import sys
 
+from walrus_tasks import tracing
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
@@ -39,6 +40,8 @@ def raise_open_files_limit() -> int:
 def main() -> None:
     """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
     setup_logging()
+    if tracing.setup(tracing.GATEWAY):  # OTEL_* variables (walrus_tasks.tracing)
+        tracing.instrument_celery()  # the tasks it sends
     settings = get_settings()
     nofile = raise_open_files_limit()
     log.info("open-file limit: %s (each open stream or WebSocket takes one)", nofile)

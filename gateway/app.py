@@ -1,8 +1,8 @@
 """The gateway: validate, ``submit()``, relay run events. No provider, tool or runtime code.
 
 The app is assembled here: the routes of every operation in :mod:`gateway.registry`, the
-streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic and Agent
-Protocol faces; each is a thin adapter over :mod:`gateway.operations`.
+streams each face writes by hand, and the OpenAI (chat and Responses), Anthropic, Agent Protocol,
+A2A and MCP faces; each is a thin adapter over :mod:`gateway.operations`.
 """
 
 import asyncio
@@ -13,11 +13,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from gateway import (
+    a2a,
     admin,
     agent_protocol,
     anthropic_messages,
     bus,
     console,
+    mcp_face,
     native,
     openai_compat,
     registry,
@@ -34,10 +36,13 @@ from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard, cors_options
 from gateway.page_headers import PageHeaders, docs_csp
 from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
-from walrus_tasks import keys
+from walrus_tasks import keys, tracing
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, client
 from walrus_tasks.settings import Settings, get_settings
+
+TRACE_EXCLUDED = "/healthz$,/metrics$"
+"""URLs (patterns) whose requests make no span: the probes and the scrapes."""
 
 
 def create_app(settings: Settings | None = None, config: Config | None = None) -> FastAPI:
@@ -58,7 +63,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
         app.state.hub.start()
         follower = asyncio.create_task(admin.follow_reloads(app, app.state.aredis, settings))
-        yield
+        async with mcp_face.serving(app, settings):
+            yield
         follower.cancel()
         await app.state.hub.close()
         await app.state.aredis.aclose()
@@ -87,6 +93,9 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.add_middleware(CORSMiddleware, **cors)
     # Added last, so it runs first: a foreign Host or Origin learns nothing, not even a 401.
     app.add_middleware(OriginGuard, config=config, settings=settings)
+    if (traced := tracing.asgi_middleware()) is not None:  # outermost: the request's span
+        # One span per request: not one per ASGI message too (a chunk of a stream each).
+        app.add_middleware(traced, excluded_urls=TRACE_EXCLUDED, exclude_spans=["receive", "send"])
 
     for api in (
         *native.ROUTERS,
@@ -99,6 +108,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.include_router(anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
         app.include_router(api)
+    a2a.install(app)
+    mcp_face.install(app)
     ws.register(app, settings)
     console.register(app)
     install_metrics(app)  # last: it labels requests by the routes registered above

@@ -3,10 +3,11 @@
 Tokens come from ``[gateway] tokens`` in ``config.toml`` (:class:`~walrus_tasks.config.
 TokenGrant`): a string has full access, a table ``{token, agents}`` is limited to those agents.
 With no token configured the gateway is open, which ``python -m gateway`` allows on loopback
-only. With at least one, every ``/v1`` request (HTTP or WebSocket) needs ``Authorization: Bearer
-<token>`` (or ``x-api-key: <token>``, what the Anthropic and LangGraph SDKs send): 401
-without a known token, 403 for an agent the token may not use. ``/healthz``,
-``/metrics``, ``/openapi.json`` and ``/docs`` stay open.
+only. With at least one, every ``/v1`` request (HTTP or WebSocket), and every request of the
+Agent Protocol and of the MCP face (``/mcp``), needs ``Authorization: Bearer <token>`` (or
+``x-api-key: <token>``, what the Anthropic and LangGraph SDKs send): 401 without a known token,
+403 for an agent the token may not use. ``/healthz``, ``/metrics``, ``/openapi.json`` and
+``/docs`` stay open.
 
 Why an ASGI middleware rather than a FastAPI dependency: it decides before routing and body
 parsing, so a request without a token gets 401 whatever else is wrong with it (unknown route,
@@ -21,7 +22,8 @@ A token limited to some agents may use only the routes whose agent can be known:
 - ``/v1/chat/completions``, ``/v1/messages`` and ``POST /v1/responses``: the body's ``model``
   names it;
 - ``/v1/responses/resp_<run_id>…``: the run's record names it;
-- ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents.
+- ``/v1/agents``, ``/v1/conversations``, ``/v1/models``: the list is filtered to its agents;
+- ``/mcp``: the MCP face lists and calls only its agents (``gateway.mcp_face``).
 
 Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creating, changing or
 deleting agents, the WebSocket) acts across agents and needs a full-access token.
@@ -30,6 +32,10 @@ A token with a ``tenant`` (``walrus_tasks.tenancy``) may use only the routes tha
 tenant (``_TENANT_ROUTES``; everything else is a 403), and another tenant's run
 (``/v1/runs/{run_id}…``) is a 404 here, before the route. The routes take the tenant from the
 grant this middleware puts in the scope (``gateway.deps.caller_of``).
+
+A2A (``gateway.a2a``) is covered as ``/v1`` is: ``/a2a/{agent}…`` (the agent's endpoint and its
+card; the path names the agent) and the gateway's card ``/.well-known/agent-card.json`` (which
+lists only the agents the token may use) need a token, and keep to the token's tenant.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ log = logging.getLogger("walrus.gateway.auth")
 GRANT_KEY = "walrus.grant"
 """The scope key where an authenticated request carries its :class:`TokenGrant`."""
 
-_AGENT_PATH = re.compile(r"^/v1/(?:agents|models)/(?P<agent>[^/]*)")
+_AGENT_PATH = re.compile(r"^/(?:v1/(?:agents|models)|a2a)/(?P<agent>[^/]*)")
 _RUN_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]*)")
 _MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 """Routes whose JSON body's ``model`` names the agent (the OpenAI and Anthropic faces)."""
@@ -89,9 +95,15 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+MCP_PATH = "/mcp"
+"""The MCP face (``gateway.mcp_face``): it needs a token like ``/v1``, and checks agents itself."""
+
 AGENT_PROTOCOL = ("/threads", "/runs", "/assistants", "/store")
 """The Agent Protocol's resources (``gateway.agent_protocol``): they act across agents, so a
 token limited to some agents may not use them. ``/info`` and ``/ok`` stay open."""
+
+A2A_CARD = "/.well-known/agent-card.json"
+"""The gateway's A2A card: a catalog of the agents, filtered by the route for a limited token."""
 
 
 _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
@@ -111,6 +123,7 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("POST", r"^/v1/responses/[^/]+/cancel$"),
         ("GET HEAD", r"^/v1/responses/[^/]+/input_items$"),
         ("WEBSOCKET", r"^/v1/ws$"),
+        ("GET POST DELETE", r"^/mcp$"),  # its tools are agents, its calls runs in the tenant
         ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
         ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
         ("DELETE", r"^/v1/subscriptions/[^/]+$"),
@@ -132,6 +145,9 @@ _TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("DELETE", r"^/runs/crons/[^/]+$"),
         ("GET HEAD PUT DELETE", r"^/store/items$"),
         ("POST", r"^/store/(?:items/search|namespaces)$"),
+        # A2A: an agent's endpoint keeps to the caller's tenant (gateway.a2a.handler).
+        ("GET HEAD POST DELETE", r"^/a2a/[^/]+(?:/.*)?$"),
+        ("GET HEAD", r"^/\.well-known/agent-card\.json$"),
     )
 )
 """The routes a tenant token may use: those that keep to the caller's tenant (everything else
@@ -145,9 +161,9 @@ def tenant_route(method: str, path: str) -> bool:
 
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    if path == "/v1" or path.startswith("/v1/"):
+    if path == "/v1" or path.startswith("/v1/") or path in (A2A_CARD, MCP_PATH):
         return True
-    return any(path == p or path.startswith(p + "/") for p in AGENT_PROTOCOL)
+    return any(path == p or path.startswith(p + "/") for p in (*AGENT_PROTOCOL, "/a2a"))
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
@@ -244,9 +260,15 @@ class BearerAuth:
         if http and reading and path in _LISTS:
             await self.app(scope, receive, _filtering(scope, receive, send, grant, *_LISTS[path]))
             return
+        if http and reading and path == A2A_CARD:  # the route lists the permitted agents only
+            await self.app(scope, receive, send)
+            return
         if http and not reading and _AGENT_CONFIG_PATH.match(path):
             message = f"{path}: changing an agent needs a full-access token"
             await deny(scope, receive, send, 403, message)
+            return
+        if path == MCP_PATH:  # its tools/list and tools/call keep to the grant's agents
+            await self.app(scope, receive, send)
             return
         agent: str | None = None
         if match := _AGENT_PATH.match(path):

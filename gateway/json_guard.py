@@ -1,6 +1,6 @@
 """JSON bodies nested past :data:`~walrus_tasks.json_depth.MAX_DEPTH`: 422, before any route.
 
-One check for every route that takes JSON (native, Agent Protocol, OpenAI and Anthropic): the
+One check for every route that takes JSON (native, Agent Protocol, OpenAI, Anthropic, MCP): the
 middleware reads the body (already bounded by ``BodyLimit``), parses it once to measure its
 depth, and hands the same bytes on. A body too deep is refused with 422 in the error shape of
 the route's protocol, so nothing is stored. Malformed JSON is left to the route (its own 422).
@@ -24,7 +24,11 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _render(path: str, status: int, code: str, message: str) -> JSONResponse:
-    """The error of ``path``'s protocol: OpenAI's, Anthropic's, the Agent Protocol's, or ours."""
+    """The error shape of ``path``'s protocol: MCP, OpenAI, Anthropic, Agent Protocol, ours."""
+    if path == "/mcp":
+        from gateway.mcp_face import http_error
+
+        return http_error(status, message)
     if path.startswith(("/v1/chat/", "/v1/responses")):
         from gateway.openai_compat import openai_error
 

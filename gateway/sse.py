@@ -19,6 +19,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
+from typing import TypeVar
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -38,6 +39,8 @@ KEEP_ALIVE = ": keep-alive\n\n"
 ErrorRender = Callable[[str, str], str]
 """``(code, message)`` -> the SSE text that ends a stream with that error, in a face's shape."""
 
+T = TypeVar("T")
+
 
 def error_frame(message: str, code: str = "unavailable") -> str:
     """An ``error`` event that ends a stream: no ``id``, resume with the last one."""
@@ -51,12 +54,14 @@ def native_error(code: str, message: str) -> str:
 
 
 async def guarded(
-    frames: AsyncGenerator[str, None], render: ErrorRender, grace: float
-) -> AsyncGenerator[str, None]:
+    frames: AsyncGenerator[T, None], render: Callable[[str, str], T], grace: float
+) -> AsyncGenerator[T, None]:
     """``frames``, ended by ``render``'s error if Redis stays away or the client falls behind.
 
     ``unavailable``: Redis was away longer than ``grace`` seconds (the hub rode out anything
     shorter); ``slow_consumer``: the client fell more than ``WALRUS_SSE_BUFFER`` events behind.
+    A face whose stream is written by another library (A2A's, by the SDK's routes) guards its
+    events rather than SSE text: its ``render`` raises the error the library writes last.
     """
     try:
         async with aclosing(frames):  # closed at once when the stream ends, however it ends

@@ -5,13 +5,15 @@ WebSocket carries any number of them on one connection, so the per-address conne
 :mod:`gateway.server` does not bound them. The client is its token (with tokens configured) or
 its address (the peer's, or the one a trusted proxy forwards). Every stream counts: the native
 SSE routes (a run's events, a streamed message, the feed), the OpenAI and Agent Protocol
-streams, and the WebSocket ``stream``/``subscribe_events`` operations. The counts are per gateway
-process, in memory.
+streams, an MCP ``tools/call`` while it runs, and the WebSocket ``stream``/``subscribe_events``
+operations. The counts are per gateway process, in memory.
 
 :class:`StreamLimitMiddleware` gives each request a :class:`_Holder`; a streaming route calls
 :func:`hold_stream` before it starts anything (so a refused stream changed nothing), and the
 slot is given back when the request's task ends (a done callback: it runs however it ends).
-A WebSocket operation holds one with :func:`stream_slot` for as long as it streams.
+A WebSocket operation holds one with :func:`stream_slot` for as long as it streams, and so does
+a stream served by a task other than its request's (an MCP session's, ``gateway.mcp_face``),
+given the request's scope: the middleware puts the holder there too (``HOLDER_KEY``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class _Holder:
 
 
 _REQUEST: ContextVar[_Holder | None] = ContextVar("walrus_stream_holder", default=None)
+HOLDER_KEY = "walrus.stream_holder"
+"""The scope key of a request's :class:`_Holder` (for :func:`stream_slot` given a scope)."""
 
 
 def client_key(scope: Scope) -> str:
@@ -117,6 +121,7 @@ class StreamLimitMiddleware:
         if task is not None and scope["type"] in ("http", "websocket"):
             holder = _Holder(self.counts, client_key(scope))
             _REQUEST.set(holder)  # the request task's own context
+            scope[HOLDER_KEY] = holder
             task.add_done_callback(holder.release)
         return self.app(scope, receive, send)
 
@@ -135,10 +140,13 @@ def hold_stream() -> None:
 
 
 @contextmanager
-def stream_slot() -> Iterator[None]:
-    """Hold a stream for the current WebSocket operation while the block runs."""
-    holder = _REQUEST.get()
-    if holder is None:
+def stream_slot(scope: Scope | None = None) -> Iterator[None]:
+    """Hold a stream while the block runs: the current WebSocket operation's, or ``scope``'s.
+
+    With ``scope`` it counts for that request's client whatever task runs the block.
+    """
+    holder = _REQUEST.get() if scope is None else scope.get(HOLDER_KEY)
+    if not isinstance(holder, _Holder):
         yield
         return
     holder.counts.acquire(holder.key)

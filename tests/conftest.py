@@ -266,8 +266,8 @@ AGENTS = {
 
 
 SHARED_AGENT_MODULES = (
-    "tests.test_agent_protocol", "tests.test_client_tools", "tests.test_console",
-    "tests.test_memory", "tests.test_ws_turns",
+    "tests.test_a2a", "tests.test_agent_protocol", "tests.test_client_tools", "tests.test_console",
+    "tests.test_mcp_face", "tests.test_memory", "tests.test_ws_turns",
 )  # fmt: skip
 """Modules whose ``AGENTS`` the session ``home`` carries too: their tests run on the session
 ``cluster`` instead of starting a cluster of their own only to add an agent."""

@@ -8,7 +8,9 @@ with that face's official client, and follows or cancels it on another.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,3 +114,36 @@ def test_a_chat_completion_is_read_back_natively_and_as_a_run(
     info = run(cluster, run_id)
     assert info["face"] == "openai-chat" and info["status"] == "succeeded"
     assert native_text(cluster, run_id) == done.choices[0].message.content
+
+
+def test_a_native_run_is_read_and_cancelled_as_an_a2a_task(cluster: Cluster) -> None:
+    from a2a.types import CancelTaskRequest, GetTaskRequest, TaskState
+
+    from tests.test_a2a import REST, a2a_client
+
+    run_id = cluster.send("slow", "count", f"x-{uuid.uuid4().hex[:8]}")
+    wait_for(lambda: run(cluster, run_id)["status"] == "running", 20, what="the run started")
+
+    async def go() -> tuple[int, int]:
+        async with a2a_client(cluster, "slow", REST) as (client, _):
+            seen = await client.get_task(GetTaskRequest(id=run_id))
+            cancelled = await client.cancel_task(CancelTaskRequest(id=run_id))
+            return seen.status.state, cancelled.status.state
+
+    seen, cancelled = asyncio.run(go())
+    assert seen == TaskState.TASK_STATE_WORKING and cancelled == TaskState.TASK_STATE_CANCELED
+    info = run(cluster, run_id)
+    assert info["status"] == "cancelled" and info["face"] == "http"  # still the face it came by
+
+
+def test_an_mcp_call_is_the_run_the_native_route_relays(cluster: Cluster) -> None:
+    from tests.test_mcp_face import mcp, text_of
+
+    async def go() -> Any:
+        async with mcp(cluster.gateway_url) as client:
+            return await client.call_tool("echo", {"message": "hi"})
+
+    result = asyncio.run(go())
+    run_id = result.structured_content["run_id"]
+    assert run(cluster, run_id)["face"] == "mcp"
+    assert native_text(cluster, run_id) == text_of(result)

@@ -151,6 +151,14 @@ class Usage(BaseModel):
     output_tokens: int = 0
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id (32 hex digits) in a W3C ``traceparent``; None if it is not one."""
+    parts = (traceparent or "").split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    return parts[1]
+
+
 class RunInfo(BaseModel):
     """``GET /v1/runs/{run_id}``."""
 
@@ -176,6 +184,11 @@ class RunInfo(BaseModel):
         description="the protocol a client started it by (http, websocket, openai-chat, "
         "agent-protocol, openai-responses, anthropic-messages, mcp, a2a); null for a run the "
         "system started (cron, heartbeat, subscription, delegate)",
+    )
+    trace_id: str | None = Field(
+        default=None,
+        description="the OpenTelemetry trace of the message (32 hex digits), when the gateway "
+        "that accepted it exports traces; null otherwise",
     )
 
     @classmethod
@@ -206,6 +219,7 @@ class RunInfo(BaseModel):
             model=h.get("model") or None,
             timer_due=ts("timer_due"),
             face=h.get("face") or None,
+            trace_id=trace_id_of(h.get("traceparent")),
         )
 
 

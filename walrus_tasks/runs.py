@@ -341,6 +341,7 @@ def begin_step(
     agent_config: str,
     held: HeldHistory,
     task_id: str = "",
+    step_span: str = "",
 ) -> StepStart:
     """Claim LLM step ``step`` (as ``begin``) and read what it needs, in one round trip.
 
@@ -348,7 +349,9 @@ def begin_step(
     ``restart`` event first (``event_types``). Also renews the lease to its TTL, and pins
     ``agent_config`` (JSON, '' for none) on the run unless a config is pinned already (the
     record returned has the one that holds). ``task_id``: the delivering message's id (as
-    ``begin``).
+    ``begin``). ``step_span``: the span id of this attempt (``walrus_tasks.tracing``, '' for
+    none), stored as the run's ``step_span`` (``<step>:<span id>``) once claimed; the record
+    returned has the previous attempt's.
     """
     res = scripts.call(
         r,
@@ -378,6 +381,7 @@ def begin_step(
             "maxlen": get_settings().events_maxlen,
             "output_types": " ".join(sorted(STEP_OUTPUT)),
             "boundary_types": " ".join(sorted(STEP_BOUNDARY)),
+            "step_span": f"{step}:{step_span}" if step_span else "",
         },
     )
     if res[0] != "ok":

@@ -142,7 +142,7 @@ BEGIN_STEP: Script[list[Any]] = Script(
     "begin_step",
     (*FENCED, "step", "claim_id", "now_ms", "cid", "run_id", "agent_config_json", "held_len",
      "held_first_sha", "held_last_sha", "held_epoch", "task_id", "restart_json", "maxlen",
-     "output_types", "boundary_types"),
+     "output_types", "boundary_types", "step_span"),
     list,
 )  # fmt: skip
 CANCEL: Script[list[Any]] = Script("cancel", ("cancel_ttl", "now_ms", "grace_ms"), list)

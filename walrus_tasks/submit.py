@@ -12,7 +12,7 @@ from typing import Literal
 import redis
 from kombu.exceptions import OperationalError
 
-from walrus_tasks import durable, keys, runs, waits
+from walrus_tasks import durable, keys, runs, tracing, waits
 from walrus_tasks.celery_app import send_drain
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
@@ -50,14 +50,15 @@ def keyed_run_id(agent: str, sender: str, key: str) -> str:
 RUN_FIELDS = frozenset(
     {
         "client_tools", "cwd", "face", "kind", "parent_run", "parent_call", "timer_due",
-        "tenant", "webhook",
+        "tenant", "traceparent", "webhook",
     }
 )  # fmt: skip
 """Extra fields a run record may be given at submit: the functions its client offers
 (``walrus_tasks.client_tools``), its working directory, the face (protocol)
 a client sent it by (``walrus_tasks.faces``), its tenant,
 ``kind=compact`` for a compaction request, the delegate call that started it, the schedule
-time (ms) of the cron or heartbeat fire that sent it, and the URL its end is POSTed to
+time (ms) of the cron or heartbeat fire that sent it, the W3C trace context it was accepted
+in (set by ``submit`` itself: ``walrus_tasks.tracing``), and the URL its end is POSTed to
 (``walrus_tasks.webhooks``; checked against the config by the caller)."""
 
 SubmitOnBusy = OnBusy | Literal["rollback"]
@@ -88,6 +89,8 @@ def submit(
     meta = dict(meta or {})
     if unknown := set(meta) - RUN_FIELDS:
         raise ValueError(f"unknown run fields {sorted(unknown)}")
+    if (accepted_in := tracing.traceparent()) is not None:  # the run keeps its trace
+        meta.setdefault("traceparent", accepted_in)
     run_id = run_id or new_run_id()
     attempts = 0
 

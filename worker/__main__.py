@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 
+from walrus_tasks import tracing
 from walrus_tasks.celery_app import ALL_QUEUES, app
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
@@ -25,6 +26,12 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     setup_logging()
+    # Traces (OTEL_* variables, walrus_tasks.tracing): a prefork pool's processes each set
+    # their own up as they start; the other pools run tasks in this process.
+    if args.pool == "prefork":
+        tracing.on_worker_process_init(tracing.WORKER)
+    elif tracing.setup(tracing.WORKER):
+        tracing.instrument_celery()
     if args.metrics_port:  # before anything imports prometheus_client, and before the pool forks
         metrics.serve(args.metrics_port)
     else:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import redis
 
-from walrus_tasks import event_types, limits, runs
+from walrus_tasks import event_types, limits, runs, tracing
 from walrus_tasks.celery_app import send_step
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost, ProviderError
@@ -132,6 +132,8 @@ def call(
         else:
             tries += 1
         attempts += 1
+        tracing.event("retry", {"walrus.retry.attempt": attempts, "walrus.retry.delay_ms":
+                                int(delay * 1000), "error.message": error.message})  # fmt: skip
         event = event_types.retry(attempts, int(delay * 1000), error.message, models[index])
         state = runs.retry(
             r, fence, step, attempts, tries, index, now_ms() + int(delay * 1000), event, restart

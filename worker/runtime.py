@@ -24,7 +24,17 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import event_types, fair, keys, reads, runs, subscriptions, tenancy, waits
+from walrus_tasks import (
+    event_types,
+    fair,
+    keys,
+    reads,
+    runs,
+    subscriptions,
+    tenancy,
+    tracing,
+    waits,
+)
 from walrus_tasks import metrics as shared_metrics
 from walrus_tasks.celery_app import send_step, send_tool_call, send_webhook
 from walrus_tasks.config import AgentConfig, Config
@@ -34,7 +44,7 @@ from walrus_tasks.lease import Fence, LeaseKeeper, renew
 from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
-from worker import compaction, history_cache, llm_call, metrics
+from worker import compaction, history_cache, llm_call, metrics, spans
 from worker.chunks import ChunkWriter
 from worker.config_cache import agent_for_run, current_config, pinned_json
 from worker.context import build_request
@@ -141,15 +151,25 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
     """
     r = get_redis()
     claim_id = uuid.uuid4().hex
+    span_id, started_ns = tracing.new_span_id(), spans.now_ns()  # stored with the claim
     renewed = time.monotonic()  # before the call: the lease's new expiry is never earlier
     begun = runs.begin_step(
         r, fence, step, claim_id, pinned_json(fence.agent) if step == 0 else "",
-        history_cache.held(fence.cid), task_id,
+        history_cache.held(fence.cid), task_id, span_id,
     )  # fmt: skip
     state = begun.state
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state
+    with spans.invoke_agent(fence, step, begun.record, span_id, started_ns):
+        _execute_step(r, fence, step, begun, claim_id, renewed)
+    return state
+
+
+def _execute_step(
+    r: redis.Redis, fence: Fence, step: int, begun: runs.StepStart, claim_id: str, renewed: float
+) -> None:
+    """The claimed step's LLM call, then its end or its tool calls (``run_step``)."""
     out = StepOutput()
     model = "unknown"
     deferred: llm_call.Deferred | None = None
@@ -167,11 +187,11 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
                 history_cache.forget(fence.cid)
                 compaction.compact(r, fence, agent, config, keeper)
                 finish(r, fence, "succeeded")
-                return state
+                return
             if step >= agent.max_iterations:
                 budget = f"{event_types.STEP_BUDGET}: max_iterations={agent.max_iterations}"
                 finish(r, fence, "failed", budget)
-                return state
+                return
             history, tokens = history_cache.history(
                 fence.cid, begun.history_len, begun.history_from, begun.history_tail or [],
                 begun.epoch,
@@ -190,32 +210,34 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
             )  # fmt: skip
         except llm_call.Deferred as d:
             log.info("step %d deferred %.2f s: %s", step, d.delay, d.why)
+            tracing.event("deferred", {"walrus.delay_s": d.delay, "walrus.reason": d.why})
             deferred = d
         except LeaseLost as e:
             log.warning("%s; leaving the run to the new holder", e.message)
-            return state
+            return
         except Cancelled:
             _close_text(r, fence, out)
             partial = "".join(out.text)
             message = _assistant(fence, partial, []) if partial else None
             _commit(r, fence, out, step, message, "cancelled", [], out.usage, model)
             finish(r, fence, "cancelled")
-            return state
+            return
         except NotFound as e:
             finish(r, fence, "failed", e.message)
-            return state
+            return
         except redis.RedisError:
             raise  # transient: the task retries; the persisted state is intact
         except Exception as e:
             # A pipeline never dies of a failed step: the run fails, the worker carries on.
             log.exception("step %d failed", step)
             error = e.message if isinstance(e, WalrusError) else f"{type(e).__name__}: {e}"
+            tracing.set_error(error, type(e).__name__)
             _close_text(r, fence, out)
             finish(r, fence, "failed", error)
-            return state
+            return
     if deferred is not None:  # after the keeper stopped: nothing renews the lease over the wait
         redispatch_step(r, fence, step, claim_id, deferred.delay)
-        return state
+        return
     text = "".join(out.text)
     calls: list[event_types.ToolCall] = [
         {"id": c.id, "name": c.name, "arguments": c.arguments} for c in out.calls
@@ -230,7 +252,6 @@ def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
                 send_tool_call(fence, step, i)
     elif _commit(r, fence, out, step, _assistant(fence, text, []), "final", [], out.usage, model):
         finish(r, fence, "succeeded", record=committed(record, out.usage, model))
-    return state
 
 
 def committed(record: dict[str, str], usage: tuple[int, int], model: str) -> dict[str, str]:
@@ -293,12 +314,18 @@ def _call_llm(
         out.closing = _closing_events(out)  # written by the commit
         return out.usage
 
+    def traced(member: AgentConfig) -> tuple[int, int]:
+        with spans.chat(member, config, history):
+            usage = stream(member)
+            spans.answered(usage, "".join(out.text), out.calls)
+            return usage
+
     def reset() -> None:
         _close_text(r, fence, out)
         out.clear()
 
     return llm_call.call(
-        r, fence, step, agent, config, record, keeper, estimate, stream,
+        r, fence, step, agent, config, record, keeper, estimate, traced,
         lambda: out.streamed, reset,
     )  # fmt: skip
 
@@ -455,6 +482,8 @@ def _call_with_waits(
     client_tools = client.of_run(agent, record)
     for _ in range(MAX_WAKES):
         stored = runs.wake_of(r, fence.run_id, call["id"])
+        if stored:
+            spans.resumed(stored["wait"], stored["kind"], int(stored.get("since") or 0))
         ctx = ToolContext(
             agent=agent,
             config=config,
@@ -479,6 +508,7 @@ def _call_with_waits(
             parked = runs.wait_begin(r, fence, step, call["id"], w.kind, w.timeout, event, w.data)
             if parked == "fenced":
                 raise LeaseLost(f"run {fence.run_id}: lease lost while parking") from None
+            spans.waits(w.kind, w.timeout)
             if parked != "woken":
                 log.info("tool %s waits (%s, %s)", call["name"], w.kind, parked)
                 return None
@@ -504,6 +534,21 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
     state = runs.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
     if state != "ok":
         return state
+    with spans.execute_tool(fence, step, record, call):
+        _execute_call(r, fence, step, call, record, (claim_key, claim_id))
+    return state
+
+
+def _execute_call(
+    r: redis.Redis,
+    fence: Fence,
+    step: int,
+    call: dict[str, Any],
+    record: dict[str, str],
+    claim: tuple[str, str],
+) -> None:
+    """The claimed call, its result recorded; the last of the step's starts the next step."""
+    claim_key, claim_id = claim
     started = time.monotonic()
     with LeaseKeeper(r, fence, claim_key, claim_id) as keeper:
         try:
@@ -512,22 +557,23 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
             with bound(tool=call["name"]):
                 outcome = _call_with_waits(r, fence, step, call, agent, keeper, record)
             if outcome is None:
-                return state  # parked: the wake dispatches this call again
+                return  # parked: the wake dispatches this call again
             output, is_error = outcome
         except Cancelled:
             output, is_error = "cancelled", True
         except LeaseLost:
-            return state
+            return
         except Exception as e:
             log.exception("tool %s failed", call["name"])
             output, is_error = f"{type(e).__name__}: {e}", True
+    spans.tool_result(output, is_error)
     duration_ms = int((time.monotonic() - started) * 1000)
     metrics.tool_called(call["name"], time.monotonic() - started, is_error)
     result = event_types.tool_result(call["id"], call["name"], output, is_error, duration_ms)
     # The event goes out before the result is recorded, so every tool_result precedes
     # tools_complete (emitted by whichever call records last).
     if runs.emit(r, fence, result) is None:
-        return state
+        return
     message = {
         "role": "tool",
         "tool_call_id": call["id"],
@@ -541,4 +587,3 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
         _queue_grace(fence)  # sibling calls may still be waiting in the tools queue
     elif recorded == "complete" and runs.emit(r, fence, event_types.tools_complete()) is not None:
         dispatch_step(fence, step + 1)
-    return state

@@ -14,7 +14,9 @@
 --    (SHA-1 of its first and last message), held_epoch (the epoch it was read at, '' = never
 --    rewritten), task_id (the step message's id, '' = the drain's step 0 in place),
 --    restart_json (the restart event), maxlen (the stream's), output_types and
---    boundary_types (the STEP_OUTPUT and STEP_BOUNDARY event types, space-separated)
+--    boundary_types (the STEP_OUTPUT and STEP_BOUNDARY event types, space-separated),
+--    step_span ('<step>:<span id>' of this attempt's trace span, stored as the run's
+--    `step_span` after the record is read; '' = tracing off)
 -- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
 -- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
 -- history length, index of the first message returned (0 or the held length), messages,
@@ -66,6 +68,10 @@ redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
 if A.agent_config_json ~= '' then
   redis.call('HSETNX', KEYS[3], 'agent_config', A.agent_config_json)
 end
+local record = redis.call('HGETALL', KEYS[3])  -- with the previous attempt's step_span
+if A.step_span ~= '' then
+  redis.call('HSET', KEYS[3], 'step_span', A.step_span)
+end
 local n = redis.call('LLEN', KEYS[5])
 local epoch = redis.call('GET', KEYS[7]) or ''
 local held = tonumber(A.held_len)
@@ -77,7 +83,7 @@ if held > 0 and n >= held and epoch == A.held_epoch
 end
 return {
   'ok',
-  redis.call('HGETALL', KEYS[3]),
+  record,
   redis.call('EXISTS', K.run_cancel(A.run_id)),
   redis.call('LLEN', K.run_steer(A.run_id)),
   redis.call('EXISTS', KEYS[6]),

@@ -40,7 +40,7 @@ if wake then
 end
 redis.call('HSET', K.run_waits(run_id), A.call_id,
   cjson.encode({kind = A.kind, deadline = tonumber(A.deadline_ms),
-    data = cjson.decode(A.data_json)}))
+    data = cjson.decode(A.data_json), since = tonumber(A.now_ms)}))
 local until_ms = latest_deadline(run_id)
 redis.call('HSET', KEYS[3], 'status', 'waiting', 'wait_until', until_ms)
 -- Nobody renews the lease of a waiting run: it lives until the last deadline, when the reaper

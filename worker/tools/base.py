@@ -26,6 +26,8 @@ class Wake:
     kind: WakeKind
     content: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    since: int = 0
+    """When the wait began (ms; 0: unknown), for the call's trace span."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 // Runs: a live list with status and agent filters (GET /v1/runs, refreshed every 2 s, paged by
-// cursor), and one run's page: its record, usage, error and event timeline.
+// cursor), and one run's page: its record, usage, error, its timeline (where the time went,
+// views/timeline.js) and its events.
 import { every } from "../app.js";
 import { follow, get } from "../api.js";
-import { badge, chatLink, h, note, time } from "../dom.js";
+import { badge, chatLink, clear, h, note, time } from "../dom.js";
+import * as timelineView from "./timeline.js";
 
 const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled"];
 
@@ -95,10 +97,23 @@ function dropStepOutput(timeline) {
 async function detail(main, runId, signal) {
   const facts = h("dl", { class: "facts" });
   const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const bars = h("div", { class: "tl", id: "run-timeline" });
+  const frames = [];
+  let run = {};
+  let drawing = false;
+  // Redraw once per frame however many events arrived meanwhile (a reply is many chunks).
+  const redraw = () => {
+    if (drawing) return;
+    drawing = true;
+    requestAnimationFrame(() => {
+      drawing = false;
+      timelineView.draw(bars, timelineView.derive(frames, run));
+    });
+  };
   const show = async () => {
-    const run = await get(`/v1/runs/${runId}`, signal);
+    run = await get(`/v1/runs/${runId}`, signal);
     const usage = run.usage ? `${run.usage.input_tokens} in / ${run.usage.output_tokens} out` : "—";
-    facts.replaceChildren(
+    clear(facts,
       h("dt", {}, "status"), h("dd", {}, badge(run.status)),
       h("dt", {}, "conversation"), h("dd", {}, h("a", { href: chatLink(run) }, `${run.agent} / ${run.sender}`)),
       h("dt", {}, "started by"), h("dd", { id: "run-face" }, run.face || "the system (cron, heartbeat, subscription or delegate)"),
@@ -107,13 +122,19 @@ async function detail(main, runId, signal) {
       h("dt", {}, "finished"), h("dd", {}, time(run.finished_at) || "—"),
       h("dt", {}, "model"), h("dd", {}, run.model || "—"),
       h("dt", {}, "usage"), h("dd", {}, usage),
-      h("dt", {}, "error"), h("dd", { class: run.error ? "error" : "" }, run.error || "—"));
+      h("dt", {}, "error"), h("dd", { class: run.error ? "error" : "" }, run.error || "—"),
+      // The W3C trace id the run was sent under, to find it in a tracing backend.
+      run.trace_id ? [h("dt", {}, "trace"), h("dd", { class: "id", id: "run-trace" }, run.trace_id)] : null);
+    redraw();
   };
-  main.append(h("h1", { class: "id" }, `Run ${runId}`), facts, h("h2", {}, "Events"), timeline);
+  main.append(h("h1", { class: "id" }, `Run ${runId}`), facts, h("h2", {}, "Timeline"), bars, h("h2", {}, "Events"), timeline);
   await show();
   let chunks = null;
-  await follow(`/v1/runs/${runId}/events`, ({ data: ev }) => {
-    // Consecutive chunks are one line of the timeline, or a long reply would be hundreds.
+  await follow(`/v1/runs/${runId}/events`, (frame) => {
+    const ev = frame.data;
+    frames.push(frame);
+    redraw();
+    // Consecutive chunks are one line of the list, or a long reply would be hundreds.
     if (ev.type === "chunk" && chunks) {
       chunks.lastChild.append(ev.content);
       return;

@@ -136,10 +136,15 @@ end
 -- the call is not waiting. lease_key, fence_key: the run's conversation lease and fence.
 local function wake_call(run_id, cid, call, wake, now_ms, grace_ms, lease_key, fence_key)
   local rk = K.run(run_id)
-  if redis.call('HDEL', K.run_waits(run_id), call) == 0 then
+  local waiting = redis.call('HGET', K.run_waits(run_id), call)
+  if not waiting then
     return false
   end
-  redis.call('HSET', K.run_wakes(run_id), call, wake)
+  redis.call('HDEL', K.run_waits(run_id), call)
+  -- The wake carries when the wait began (ms), for the call's trace span.
+  local decoded = cjson.decode(wake)
+  decoded.since = cjson.decode(waiting).since
+  redis.call('HSET', K.run_wakes(run_id), call, cjson.encode(decoded))
   if redis.call('HLEN', K.run_waits(run_id)) == 0 then
     redis.call('HSET', rk, 'status', 'running')
     redis.call('HDEL', rk, 'wait_until')

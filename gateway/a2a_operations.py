@@ -1,0 +1,87 @@
+"""The A2A face's reads of a run: a task is a walrus run, seen by its caller.
+
+What :mod:`gateway.a2a` reads beyond :mod:`gateway.operations`: a run's record, its events so
+far and the question it waits on; an A2A task's state, artifact and history are built from
+these. Typed and raising :mod:`walrus_tasks.errors`; the face renders them in A2A's shapes and
+touches no key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from walrus_tasks import keys, reads, waits
+from walrus_tasks.errors import NotFound
+from walrus_tasks.models import RunInfo, RunStatus
+from walrus_tasks.names import RUN_ID_RE
+from walrus_tasks.run_stream import parse
+from walrus_tasks.tenancy import Caller
+
+Event = tuple[str, dict[str, Any]]
+"""One run event with its stream entry id."""
+
+ANSWERED_KINDS = frozenset(waits.REPLY_KINDS.split(","))
+"""The waits a client's reply ends: a question, an approval, a client tool call."""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What an A2A task is made of: the run, its message, its events so far, its question."""
+
+    run: RunInfo
+    content: str
+    """The message the run answers (the task's first user message)."""
+    events: list[Event]
+    """The run's events so far, in order (empty when they were not asked for)."""
+    question: Event | None
+    """The ``ask_user`` event the run waits on for the client's answer, if any."""
+
+    @property
+    def cursor(self) -> str:
+        """The entry id of the last event read ("0-0" if none): a stream goes on after it."""
+        return self.events[-1][0] if self.events else "0-0"
+
+
+def task_record(
+    r: redis.Redis, run_id: str, agent: str, caller: Caller, events: bool = True
+) -> TaskRecord:
+    """Run ``run_id`` of ``agent`` as ``caller`` sees it, with its events if ``events``.
+
+    NotFound for a malformed id, an unknown run, another agent's run and another tenant's run
+    (a tenant token sees only its tenant's runs; an admin token every run). A waiting run's
+    events are always read, since its question is one of them.
+    """
+    missing = NotFound(f"task {run_id!r} not found (of agent {agent!r}, for this caller)")
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise missing
+    try:
+        record = reads.run_record(r, run_id)
+    except NotFound:
+        raise missing from None
+    if record.get("agent") != agent or not caller.sees(record.get("sender", "")):
+        raise missing
+    run = RunInfo.from_hash(record)
+    read = events or run.status == RunStatus.waiting
+    found = run_events(r, run_id) if read else []
+    question = pending_question(r, run_id, found) if run.status == RunStatus.waiting else None
+    return TaskRecord(run=run, content=record.get("content", ""), events=found, question=question)
+
+
+def run_events(r: redis.Redis, run_id: str) -> list[Event]:
+    """Every event of the run so far, in order (a read that does not wait)."""
+    entries: Any = r.xrange(keys.run_part(run_id, "events"))
+    return [parse(entry_id, fields) for entry_id, fields in entries]
+
+
+def pending_question(r: redis.Redis, run_id: str, events: list[Event]) -> Event | None:
+    """The latest ``ask_user`` event of ``events`` whose call waits for the client's reply."""
+    parked: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
+    calls = {c for c, w in parked.items() if json.loads(w).get("kind") in ANSWERED_KINDS}
+    for entry_id, event in reversed(events):
+        if event.get("type") == "ask_user" and event.get("call_id") in calls:
+            return entry_id, event
+    return None
