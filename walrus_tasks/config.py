@@ -379,6 +379,10 @@ class WebhooksConfig(_Strict):
         return out
 
 
+_FREE = Price(input_per_mtok=0, output_per_mtok=0)
+"""The price of the offline ``mock`` model."""
+
+
 class Config(_Strict):
     """The whole config directory, loaded."""
 
@@ -393,8 +397,12 @@ class Config(_Strict):
     prices: dict[str, Price] = Field(default_factory=dict)
 
     def price(self, model: str) -> Price | None:
-        """The price of ``model`` (``provider/name``): its own entry, else its name's, else None."""
-        return self.prices.get(model) or self.prices.get(model.split("/", 1)[-1])
+        """The price of ``model`` (``provider/name``): its own entry, else its name's, else None.
+
+        The offline ``mock`` model costs nothing unless the table says otherwise.
+        """
+        found = self.prices.get(model) or self.prices.get(model.split("/", 1)[-1])
+        return found or (_FREE if model == "mock" else None)
 
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's table, else ``[tenants."*"]``, else no limit."""
