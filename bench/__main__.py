@@ -61,6 +61,12 @@ PHASES = {
 """What ``--only`` can pick (all of them by default, in this order)."""
 
 
+def profiled() -> dict[str, str]:
+    """``WALRUS_PROFILE_DIR`` passed on to every walrus process (walrus_tasks.profiling)."""
+    directory = os.environ.get("WALRUS_PROFILE_DIR")
+    return {"WALRUS_PROFILE_DIR": os.path.abspath(directory)} if directory else {}
+
+
 def phases(value: str) -> set[str]:
     """``--only``'s comma-separated phase names."""
     names = {v.strip() for v in value.split(",") if v.strip()}
@@ -509,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             trace_sink.sink() if args.tracing else nullcontext({}) as traced,
             environment(
                 args.workers, args.concurrency, agents=agents,
-                env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED, **traced},
+                env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED, **traced, **profiled()},
             ) as env,
         ):  # fmt: skip
             results["tracing"] = bool(traced)

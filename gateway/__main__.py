@@ -6,7 +6,7 @@ import logging
 import resource
 import sys
 
-from walrus_tasks import tracing
+from walrus_tasks import profiling, tracing
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
@@ -39,6 +39,7 @@ def raise_open_files_limit() -> int:
 
 def main() -> None:
     """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
+    profiling.start("gateway")  # WALRUS_PROFILE_DIR only (walrus_tasks.profiling)
     setup_logging()
     if tracing.setup(tracing.GATEWAY):  # OTEL_* variables (walrus_tasks.tracing)
         tracing.instrument_celery()  # the tasks it sends
@@ -64,6 +65,7 @@ def main() -> None:
         )
         sys.exit(RET_CONFIG)
     serve(app, settings)  # uvicorn, with the bounds of gateway.server
+    profiling.dump()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ No ``from __future__ import annotations``: FastAPI resolves the ``Annotated`` al
 
 The config is read from ``app.state.config`` on each request (a reload replaces it), so routers
 are module-level objects that need no closure over the app.
+
+The dependencies are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency
+in its thread pool, a thread hop (and a wake-up of the event loop) for what is a dict read; a
+request of the Agent Protocol face resolved four or five of them (docs/benchmarks.md, "Where the
+time goes"). Checks that faces also call directly keep a plain twin (``known_agent``,
+``valid_run_id``).
 """
 
 from collections.abc import MutableMapping
@@ -23,27 +29,27 @@ from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import Caller
 
 
-def current_config(request: Request) -> Config:
+async def current_config(request: Request) -> Config:
     """The app's current config."""
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def current_settings(request: Request) -> Settings:
+async def current_settings(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def sync_redis(request: Request) -> redis.Redis:
+async def sync_redis(request: Request) -> redis.Redis:
     """The app's synchronous client, of the Redis its settings name."""
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def async_redis(request: Request) -> aioredis.Redis:
+async def async_redis(request: Request) -> aioredis.Redis:
     """The app's asyncio Redis client (for reading streams)."""
     return request.app.state.aredis  # type: ignore[no-any-return]
 
 
-def stream_hub(request: Request) -> Hub:
+async def stream_hub(request: Request) -> Hub:
     """The app's stream hub (every run stream and the feed are read through it)."""
     return request.app.state.hub  # type: ignore[no-any-return]
 
@@ -54,7 +60,7 @@ def caller_of(scope: MutableMapping[str, Any]) -> Caller:
     return Caller(getattr(grant, "tenant", None))
 
 
-def current_caller(request: Request) -> Caller:
+async def current_caller(request: Request) -> Caller:
     """The caller of this request (``caller_of``)."""
     return caller_of(request.scope)
 
@@ -79,5 +85,13 @@ def valid_run_id(run_id: str) -> str:
     return run_id
 
 
-Agent = Annotated[str, Depends(known_agent)]
-RunId = Annotated[str, Depends(valid_run_id)]
+async def _known_agent(agent: str, config: Cfg) -> str:
+    return known_agent(agent, config)
+
+
+async def _valid_run_id(run_id: str) -> str:
+    return valid_run_id(run_id)
+
+
+Agent = Annotated[str, Depends(_known_agent)]
+RunId = Annotated[str, Depends(_valid_run_id)]

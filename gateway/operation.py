@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, params
 from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from gateway.deps import Agent, RunId, current_caller, known_agent, valid_run_id
+from gateway.deps import Agent, RunId, caller_of, known_agent, valid_run_id
 from gateway.errors import responses
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, describe_invalid
@@ -65,9 +65,9 @@ def call_of(app: FastAPI, caller: Caller, face: Face = "http") -> Call:
     return Call(app.state.redis, app.state.config, app.state.settings, caller, app, face)
 
 
-def current_call(request: Request) -> Call:
-    """The :class:`Call` of an HTTP request."""
-    return call_of(request.app, current_caller(request))
+async def current_call(request: Request) -> Call:
+    """The :class:`Call` of an HTTP request (async: no thread hop, gateway.deps says why)."""
+    return call_of(request.app, caller_of(request.scope))
 
 
 PATH_CHECKS: Mapping[str, Callable[[Call, Any], object]] = {

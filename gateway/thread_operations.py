@@ -238,9 +238,11 @@ def record_thread_run(
 ) -> None:
     """Remember what the Agent Protocol was asked (``fields``) for run ``run_id`` of ``h``."""
     record: dict[Any, Any] = {"thread_id": h["thread_id"], **fields}
-    r.hset(keys.ap_run(run_id), mapping=record)
-    r.rpush(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), run_id)
-    r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
+    pipe = r.pipeline(transaction=False)  # one round trip, not three (issue 25)
+    pipe.hset(keys.ap_run(run_id), mapping=record)
+    pipe.rpush(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), run_id)
+    pipe.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
+    pipe.execute()
 
 
 def thread_run(
@@ -251,10 +253,14 @@ def thread_run(
     NotFound for another thread's run, and for a run of another tenant's thread of the same id:
     the walrus run must be in the thread's own conversation's tenant.
     """
-    ap: dict[str, str] = r.hgetall(keys.ap_run(run_id))  # type: ignore[assignment]
+    pipe = r.pipeline(transaction=False)  # both hashes in one round trip (issue 25)
+    pipe.hgetall(keys.ap_run(run_id))
+    pipe.hgetall(keys.run(run_id))
+    ap, record = pipe.execute()
     if not ap or ap["thread_id"] != h["thread_id"]:
         raise NotFound(f"run {run_id} not found")
-    record = reads.run_record(r, run_id)
+    if not record:  # as reads.run_record words it
+        raise NotFound(f"unknown run {run_id!r}")
     if tenant_of(record.get("sender", "")) != tenant_in(h):
         raise NotFound(f"run {run_id} not found")
     return ap, record

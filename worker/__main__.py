@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 
-from walrus_tasks import tracing
+from walrus_tasks import profiling, tracing
 from walrus_tasks.celery_app import ALL_QUEUES, app
 from walrus_tasks.log import setup_logging
 from walrus_tasks.settings import get_settings
@@ -25,6 +25,9 @@ def main() -> None:
         help="serve Prometheus /metrics of all pool processes here (host 127.0.0.1)",
     )  # fmt: skip
     args = parser.parse_args()
+    profiling.start("worker")  # WALRUS_PROFILE_DIR only (walrus_tasks.profiling)
+    if args.pool == "prefork":
+        profiling.on_worker_process_init()
     setup_logging()
     # Traces (OTEL_* variables, walrus_tasks.tracing): a prefork pool's processes each set
     # their own up as they start; the other pools run tasks in this process.

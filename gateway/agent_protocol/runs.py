@@ -145,9 +145,25 @@ async def _wait(
 async def _create(
     r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
 ) -> JSONResponse:
-    run_id, h, _ = await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    view = await run_in_threadpool(state.run_view, r, run_id, h)
+    run_id, h, view = await run_in_threadpool(_start_and_view, r, config, tenant, thread_id, body)
     return JSONResponse(view, headers=_location(h, run_id))
+
+
+def _start_and_view(
+    r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    # One thread-pool hop for the create and its answer, not two.
+    run_id, h, _ = start(r, config, tenant, thread_id, body)
+    return run_id, h, state.run_view(r, run_id, h)
+
+
+def _thread_of_run(
+    r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
+) -> dict[str, str]:
+    """Thread ``thread_id`` of ``tenant``, if run ``run_id`` is one of its runs (NotFound)."""
+    h = thread_ops.get_thread(r, tenant, thread_id)
+    state.run_view(r, run_id, h)
+    return h
 
 
 @router.post("/threads/{thread_id}/runs")
@@ -278,8 +294,7 @@ async def join_run(
     thread_id: str, run_id: str, r: Redis, hub: StreamHub, aredis: ARedis, tenant: Space
 ) -> dict[str, Any]:
     """The thread's values once the run has ended (or been interrupted)."""
-    h = await run_in_threadpool(thread_ops.get_thread, r, tenant, thread_id)
-    await run_in_threadpool(state.run_view, r, run_id, h)
+    h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     return await streaming.final_values(hub, aredis, run_id, h)
 
 
@@ -295,8 +310,7 @@ async def join_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventStream:
     """The run's stream; after ``Last-Event-ID`` (``-1``: from the start)."""
-    h = await run_in_threadpool(thread_ops.get_thread, r, tenant, thread_id)
-    await run_in_threadpool(state.run_view, r, run_id, h)
+    h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     asked = [m for m in stream_mode or [] if m]  # the SDK sends stream_mode= for none
     modes = asked or await run_in_threadpool(thread_ops.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts

@@ -14,7 +14,7 @@ from fastapi import Depends, Query
 from gateway.deps import Who
 
 
-def acting_tenant(
+async def acting_tenant(
     who: Who,
     tenant: Annotated[
         str | None,
@@ -24,7 +24,7 @@ def acting_tenant(
         ),
     ] = None,
 ) -> str | None:
-    """The tenant this request acts in (None: the default tenant)."""
+    """The tenant this request acts in (None: the default tenant; async: gateway.deps says why)."""
     return who.acting(tenant)
 
 
