@@ -200,10 +200,17 @@ class Cluster:
             assert resp.status_code == 200, resp.read()
             return list(parse_sse(resp.iter_lines()))
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        """``GET /v1/runs/{run_id}``: the run as it is now, whatever face started it."""
+        with self.http() as c:
+            resp = c.get(f"/v1/runs/{run_id}")
+        assert resp.status_code == 200, resp.text
+        info: dict[str, Any] = resp.json()
+        return info
+
     def wait_run(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
-            with self.http() as c:
-                info = c.get(f"/v1/runs/{run_id}").json()
+            info = self.run(run_id)
             return info if info["status"] in ("succeeded", "failed", "cancelled") else None
 
         return wait_for(done, timeout, 0.05, f"run {run_id} to end")  # type: ignore[no-any-return]

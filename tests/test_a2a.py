@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -116,13 +115,6 @@ def reply_of(task: Task) -> str:
     return get_artifact_text(artifact)
 
 
-def run_info(cluster: Cluster, run_id: str) -> dict[str, Any]:
-    with cluster.http() as h:
-        resp = h.get(f"/v1/runs/{run_id}")
-    assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
-
-
 # --- cards -------------------------------------------------------------------------------------
 
 
@@ -174,7 +166,7 @@ def test_a_blocking_send_answers_with_the_completed_task_and_get_task_reads_it(
         assert reply_of(got) == ECHO_REPLY
         assert again.context_id == task.context_id and again.id != task.id
 
-        info = run_info(cluster, task.id)  # the task id is the run id
+        info = cluster.run(task.id)  # the task id is the run id
         assert info["face"] == "a2a" and info["sender"] == task.context_id
         assert info["status"] == "succeeded"
         history = cluster.history("echo", task.context_id)
@@ -297,7 +289,7 @@ def test_canceling_a_slow_task_ends_it_canceled(cluster: Cluster, fake: FakeLLM)
     assert cancelled.status.state == S.TASK_STATE_CANCELED
     assert took < 5
     assert len(reply_of(cancelled)) < len(words)  # what it said stays, the rest was never said
-    assert run_info(cluster, cancelled.id)["status"] == "cancelled"
+    assert cluster.run(cancelled.id)["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("binding", BINDINGS)

@@ -37,14 +37,6 @@ def ant(cluster: Cluster) -> Iterator[anthropic.Anthropic]:
         yield c
 
 
-def run(cluster: Cluster, run_id: str) -> dict[str, Any]:
-    with cluster.http() as c:
-        resp = c.get(f"/v1/runs/{run_id}")
-    assert resp.status_code == 200, resp.text
-    info: dict[str, Any] = resp.json()
-    return info
-
-
 def native_text(cluster: Cluster, run_id: str) -> str:
     """The run's reply as the native SSE route relays it."""
     return "".join(str(e["content"]) for _, e in cluster.events(run_id) if e["type"] == "chunk")
@@ -55,8 +47,8 @@ def test_a_background_response_is_followed_natively_and_cancelled_by_its_run_id(
 ) -> None:
     response = oai.responses.create(model="slow", input="count", background=True)
     run_id = response.id.removeprefix("resp_")
-    wait_for(lambda: run(cluster, run_id)["status"] == "running", 20, what="the run started")
-    assert run(cluster, run_id)["face"] == "openai-responses"
+    wait_for(lambda: cluster.run(run_id)["status"] == "running", 20, what="the run started")
+    assert cluster.run(run_id)["face"] == "openai-responses"
     with cluster.http() as c:
         assert c.post(f"/v1/runs/{run_id}/cancel").json() == {"run_id": run_id}
     events = [e for _, e in cluster.events(run_id)]
@@ -92,7 +84,7 @@ def test_an_anthropic_stream_is_followed_natively_and_ends_when_cancelled_there(
     reader.start()
     assert started.wait(30) and message_id, "the stream started"
     run_id = message_id[0].removeprefix("msg_")
-    assert run(cluster, run_id)["face"] == "anthropic-messages"
+    assert cluster.run(run_id)["face"] == "anthropic-messages"
     with cluster.http() as c, c.stream("GET", f"/v1/runs/{run_id}/events") as follow:
         for _, event in parse_sse(follow.iter_lines()):
             if event["type"] == "chunk":  # the native route follows the same run
@@ -111,7 +103,7 @@ def test_a_chat_completion_is_read_back_natively_and_as_a_run(
 ) -> None:
     done = oai.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
     run_id = done.id.removeprefix("chatcmpl-")
-    info = run(cluster, run_id)
+    info = cluster.run(run_id)
     assert info["face"] == "openai-chat" and info["status"] == "succeeded"
     assert native_text(cluster, run_id) == done.choices[0].message.content
 
@@ -122,7 +114,7 @@ def test_a_native_run_is_read_and_cancelled_as_an_a2a_task(cluster: Cluster) -> 
     from tests.test_a2a import REST, a2a_client
 
     run_id = cluster.send("slow", "count", f"x-{uuid.uuid4().hex[:8]}")
-    wait_for(lambda: run(cluster, run_id)["status"] == "running", 20, what="the run started")
+    wait_for(lambda: cluster.run(run_id)["status"] == "running", 20, what="the run started")
 
     async def go() -> tuple[int, int]:
         async with a2a_client(cluster, "slow", REST) as (client, _):
@@ -132,7 +124,7 @@ def test_a_native_run_is_read_and_cancelled_as_an_a2a_task(cluster: Cluster) -> 
 
     seen, cancelled = asyncio.run(go())
     assert seen == TaskState.TASK_STATE_WORKING and cancelled == TaskState.TASK_STATE_CANCELED
-    info = run(cluster, run_id)
+    info = cluster.run(run_id)
     assert info["status"] == "cancelled" and info["face"] == "http"  # still the face it came by
 
 
@@ -145,5 +137,5 @@ def test_an_mcp_call_is_the_run_the_native_route_relays(cluster: Cluster) -> Non
 
     result = asyncio.run(go())
     run_id = result.structured_content["run_id"]
-    assert run(cluster, run_id)["face"] == "mcp"
+    assert cluster.run(run_id)["face"] == "mcp"
     assert native_text(cluster, run_id) == text_of(result)

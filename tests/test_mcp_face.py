@@ -65,13 +65,6 @@ async def mcp(url: str, token: str | None = None, **options: Any) -> AsyncIterat
             yield client
 
 
-def run_info(c: Cluster, run_id: str) -> dict[str, Any]:
-    with c.http() as h:
-        resp = h.get(f"/v1/runs/{run_id}")
-    assert resp.status_code == 200, resp.text
-    return dict(resp.json())
-
-
 def text_of(result: types.CallToolResult) -> str:
     return "".join(b.text for b in result.content if isinstance(b, types.TextContent))
 
@@ -112,7 +105,7 @@ def test_a_call_returns_the_reply_and_its_run_is_of_the_mcp_face(
     out = result.structured_content
     assert out is not None and out["status"] == "succeeded"
     assert re.fullmatch(r"mcp-[0-9a-f]{32}", out["conversation"])
-    info = run_info(cluster, out["run_id"])
+    info = cluster.run(out["run_id"])
     assert (info["face"], info["agent"], info["sender"]) == ("mcp", "echo", out["conversation"])
 
 
@@ -151,7 +144,7 @@ def test_two_calls_at_once_run_in_parallel(cluster: Cluster, fake_llm: FakeLLM) 
 
     results = asyncio.run(go())
     assert [text_of(r) for r in results] == [words, words]
-    a, b = [run_info(cluster, r.structured_content["run_id"]) for r in results
+    a, b = [cluster.run(r.structured_content["run_id"]) for r in results
             if r.structured_content]  # fmt: skip
     assert a["sender"] != b["sender"]
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]  # overlapped
@@ -211,7 +204,7 @@ def test_cancelling_the_call_cancels_the_run(
 
     asyncio.run(go())
     [run_id] = found
-    wait_for(lambda: run_info(cluster, run_id)["status"] == "cancelled", 30, what="the cancel")
+    wait_for(lambda: cluster.run(run_id)["status"] == "cancelled", 30, what="the cancel")
 
 
 def test_an_idle_call_says_still_running_and_a_gateway_that_stops_ends_it_not_its_run(
@@ -281,7 +274,7 @@ def test_an_ask_user_is_elicited_and_the_run_ends_with_the_answer(
     tool = [m for m in fake_messages(fake_llm) if m["role"] == "tool"]
     assert tool[-1]["content"] == "blue"
     assert result.structured_content is not None
-    assert run_info(cluster, result.structured_content["run_id"])["status"] == "succeeded"
+    assert cluster.run(result.structured_content["run_id"])["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("action", ["decline", "cancel"])
@@ -302,7 +295,7 @@ def test_a_declined_question_gets_a_refusal_and_a_cancelled_one_cancels_the_run(
 
     result = asyncio.run(go())
     assert result.structured_content is not None
-    info = run_info(cluster, result.structured_content["run_id"])
+    info = cluster.run(result.structured_content["run_id"])
     if action == "decline":
         assert text_of(result) == "fine" and info["status"] == "succeeded"
         tool = [m for m in fake_messages(fake_llm) if m["role"] == "tool"]
@@ -350,7 +343,7 @@ def test_an_ask_user_without_elicitation_is_the_result_and_the_next_call_answers
         async with mcp(cluster.gateway_url) as client:
             asked = await client.call_tool("mcpchat", {"message": "pick a colour"})
             assert asked.structured_content is not None
-            assert run_info(cluster, asked.structured_content["run_id"])["status"] == "waiting"
+            assert cluster.run(asked.structured_content["run_id"])["status"] == "waiting"
             conversation = asked.structured_content["conversation"]
             again = {"message": "green", "conversation": conversation}
             return asked, await client.call_tool("mcpchat", again)

@@ -30,14 +30,6 @@ def run_of(response_id: str) -> str:
     return response_id.removeprefix("resp_").split("_")[0]
 
 
-def run_info(cluster: Cluster, run_id: str) -> dict[str, Any]:
-    with cluster.http() as c:
-        resp = c.get(f"/v1/runs/{run_id}")
-    assert resp.status_code == 200, resp.text
-    info: dict[str, Any] = resp.json()
-    return info
-
-
 def test_create_answers_with_the_reply_and_usage(client: openai.OpenAI, cluster: Cluster) -> None:
     resp = client.responses.create(model="echo", input="hi")
     assert resp.object == "response" and resp.model == "echo" and resp.status == "completed"
@@ -49,7 +41,7 @@ def test_create_answers_with_the_reply_and_usage(client: openai.OpenAI, cluster:
     assert resp.usage.input_tokens > 0
     assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens
     assert resp.store is True and resp.background is False and resp.created_at > 0
-    run = run_info(cluster, run_of(resp.id))
+    run = cluster.run(run_of(resp.id))
     assert resp.id == f"resp_{run['run_id']}"
     assert run["face"] == "openai-responses" and run["status"] == "succeeded"
     assert run["sender"].startswith("resp-")
@@ -102,7 +94,7 @@ def test_previous_response_id_continues_the_same_conversation(
     sent = json.dumps(fake_llm.requests_for("m-oai")[-1]["messages"])
     for said in ("(system) be brief", "my name is Ann", "Hi Ann.", "what is my name?"):
         assert said in sent
-    runs = [run_info(cluster, run_of(r.id)) for r in (first, second)]
+    runs = [cluster.run(run_of(r.id)) for r in (first, second)]
     assert runs[0]["sender"] == runs[1]["sender"] and runs[1]["seq"] == 2
     contents = [m["content"] for m in cluster.history("oai", runs[0]["sender"])]
     assert contents == [
@@ -122,7 +114,7 @@ def test_a_list_input_seeds_a_new_conversation_and_input_items_list_it(
             {"role": "user", "content": [{"type": "input_text", "text": "three"}]},
         ],
     )
-    sender = run_info(cluster, run_of(resp.id))["sender"]
+    sender = cluster.run(run_of(resp.id))["sender"]
     contents = [m["content"] for m in cluster.history("echo", sender)]
     assert contents == ["(system) be kind", "one", "two", "three", REPLY]
     newest_first = client.responses.input_items.list(resp.id)
@@ -150,7 +142,7 @@ def test_background_answers_at_once_and_retrieve_sees_it_complete(
 
     final = wait_for(done, 30, 0.2, "the background response to complete")
     assert final.output_text == SLOW and final.usage is not None
-    assert run_info(cluster, run_of(resp.id))["status"] == "succeeded"
+    assert cluster.run(run_of(resp.id))["status"] == "succeeded"
 
 
 def test_a_stream_resumed_starting_after_n_gives_exactly_the_rest(client: openai.OpenAI) -> None:
@@ -185,7 +177,7 @@ def test_cancel_ends_the_response_cancelled(client: openai.OpenAI, cluster: Clus
     assert cancelled.error.code == "run_cancelled"  # type: ignore[comparison-overlap]
     assert "w20" not in cancelled.output_text
     assert cancelled.output_text.startswith("w1 w2")
-    assert run_info(cluster, run_of(resp.id))["status"] == "cancelled"
+    assert cluster.run(run_of(resp.id))["status"] == "cancelled"
     assert client.responses.retrieve(resp.id).status == "cancelled"
 
 
@@ -196,7 +188,7 @@ def test_a_deleted_response_is_not_found(client: openai.OpenAI, cluster: Cluster
         client.responses.retrieve(resp.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.delete(resp.id)
-    assert run_info(cluster, run_of(resp.id))["status"] == "succeeded"  # the run stays
+    assert cluster.run(run_of(resp.id))["status"] == "succeeded"  # the run stays
 
 
 def test_store_false_is_not_kept_once_it_has_ended(client: openai.OpenAI) -> None:
@@ -385,7 +377,7 @@ def test_a_client_function_call_parks_the_run_and_its_output_resumes_it(
     offered = json.dumps(fake_llm.requests_for("m-oai")[-1].get("tools"))
     assert "get_weather" in offered
     run_id = run_of(first.id)
-    assert run_info(cluster, run_id)["status"] == "waiting"
+    assert cluster.run(run_id)["status"] == "waiting"
     answer = [{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
     with pytest.raises(openai.BadRequestError):  # a message while the calls wait: refused
         client.responses.create(model="oai", input="hi", previous_response_id=first.id)
@@ -398,7 +390,7 @@ def test_a_client_function_call_parks_the_run_and_its_output_resumes_it(
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert second.output_text == "It is sunny in Paris."
     assert "sunny" in json.dumps(fake_llm.requests_for("m-oai")[-1]["messages"])
-    assert run_info(cluster, run_id)["status"] == "succeeded"
+    assert cluster.run(run_id)["status"] == "succeeded"
     with pytest.raises(openai.ConflictError):  # answered already
         client.responses.create(model="oai", input=answer, previous_response_id=first.id)
     assert client.responses.retrieve(second.id).output_text == "It is sunny in Paris."
@@ -419,7 +411,7 @@ def test_a_step_with_two_client_calls_and_one_of_its_own_stops_once_both_are_ask
     ]  # fmt: skip
     assert first.output[1].status == "completed" and first.usage is None
     run_id = run_of(first.id)
-    assert run_info(cluster, run_id)["status"] == "waiting"
+    assert cluster.run(run_id)["status"] == "waiting"
     asked = {i.name: i.call_id for i in first.output if i.type == "function_call"}
     only_one = [{"type": "function_call_output", "call_id": asked["get_weather"], "output": "-3"}]
     with pytest.raises(openai.BadRequestError) as info:
@@ -434,7 +426,7 @@ def test_a_step_with_two_client_calls_and_one_of_its_own_stops_once_both_are_ask
     assert [i.type for i in items.data] == ["function_call_output"] * 2
     sent = json.dumps(fake_llm.requests_for("m-oai")[-1]["messages"])
     assert "-3" in sent and "noon" in sent
-    assert run_info(cluster, run_id)["status"] == "succeeded"
+    assert cluster.run(run_id)["status"] == "succeeded"
 
 
 def test_cancelling_a_response_stopped_at_function_calls_ends_its_waiting_run(
@@ -443,9 +435,9 @@ def test_cancelling_a_response_stopped_at_function_calls_ends_its_waiting_run(
     fake_llm.script(FakeReply(tool_calls=[("get_weather", {"city": "Rome"})]), model="m-oai")
     first = client.responses.create(model="oai", input="weather?", tools=WEATHER)
     run_id = run_of(first.id)
-    assert run_info(cluster, run_id)["status"] == "waiting"
+    assert cluster.run(run_id)["status"] == "waiting"
     assert client.responses.cancel(first.id).status == "completed"  # it had ended already
-    wait_for(lambda: run_info(cluster, run_id)["status"] == "cancelled", 20)
+    wait_for(lambda: cluster.run(run_id)["status"] == "cancelled", 20)
     answer = [{"type": "function_call_output", "call_id": first.output[0].call_id,  # type: ignore[union-attr]
                "output": "warm"}]  # fmt: skip
     with pytest.raises(openai.ConflictError):
