@@ -40,11 +40,6 @@ class TaskRecord:
     question: Event | None
     """The ``ask_user`` event the run waits on for the client's answer, if any."""
 
-    @property
-    def cursor(self) -> str:
-        """The entry id of the last event read ("0-0" if none): a stream goes on after it."""
-        return self.events[-1][0] if self.events else "0-0"
-
 
 def task_record(
     r: redis.Redis, run_id: str, agent: str, caller: Caller, events: bool = True
