@@ -159,11 +159,15 @@ def tenant_route(method: str, path: str) -> bool:
     return any(method in methods and rx.match(path) for methods, rx in _TENANT_ROUTES)
 
 
+_PROTECTED_TREES = ("/v1", *AGENT_PROTOCOL, "/a2a")
+"""The roots that need a token, with everything under them."""
+_PROTECTED = frozenset({*_PROTECTED_TREES, A2A_CARD, MCP_PATH})
+_PROTECTED_UNDER = tuple(root + "/" for root in _PROTECTED_TREES)
+
+
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    if path == "/v1" or path.startswith("/v1/") or path in (A2A_CARD, MCP_PATH):
-        return True
-    return any(path == p or path.startswith(p + "/") for p in (*AGENT_PROTOCOL, "/a2a"))
+    return path in _PROTECTED or path.startswith(_PROTECTED_UNDER)
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
