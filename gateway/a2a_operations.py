@@ -8,12 +8,12 @@ touches no key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from gateway.thread_operations import waiting_calls
 from walrus_tasks import keys, reads, waits
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import RunInfo, RunStatus
@@ -39,11 +39,6 @@ class TaskRecord:
     """The run's events so far, in order (empty when they were not asked for)."""
     question: Event | None
     """The ``ask_user`` event the run waits on for the client's answer, if any."""
-
-    @property
-    def cursor(self) -> str:
-        """The entry id of the last event read ("0-0" if none): a stream goes on after it."""
-        return self.events[-1][0] if self.events else "0-0"
 
 
 def task_record(
@@ -79,8 +74,7 @@ def run_events(r: redis.Redis, run_id: str) -> list[Event]:
 
 def pending_question(r: redis.Redis, run_id: str, events: list[Event]) -> Event | None:
     """The latest ``ask_user`` event of ``events`` whose call waits for the client's reply."""
-    parked: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
-    calls = {c for c, w in parked.items() if json.loads(w).get("kind") in ANSWERED_KINDS}
+    calls = waiting_calls(r, run_id, ANSWERED_KINDS)
     for entry_id, event in reversed(events):
         if event.get("type") == "ask_user" and event.get("call_id") in calls:
             return entry_id, event

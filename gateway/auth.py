@@ -29,7 +29,7 @@ Everything else under ``/v1`` (crons, subscriptions, events, admin, stats, creat
 deleting agents, the WebSocket) acts across agents and needs a full-access token.
 
 A token with a ``tenant`` (``walrus_tasks.tenancy``) may use only the routes that keep to its
-tenant (``_TENANT_ROUTES``; everything else is a 403), and another tenant's run
+tenant (``gateway.tenant_routes``; everything else is a 403), and another tenant's run
 (``/v1/runs/{run_id}…``) is a 404 here, before the route. The routes take the tenant from the
 grant this middleware puts in the scope (``gateway.deps.caller_of``).
 
@@ -55,6 +55,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import RETRY_AFTER, Render, error_response
+from gateway.tenant_routes import tenant_route
 from walrus_tasks import reads, tenancy
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.errors import NotFound
@@ -106,64 +107,15 @@ A2A_CARD = "/.well-known/agent-card.json"
 """The gateway's A2A card: a catalog of the agents, filtered by the route for a limited token."""
 
 
-_TENANT_ROUTES: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
-    (frozenset(methods.split()), re.compile(pattern))
-    for methods, pattern in (
-        ("GET HEAD", r"^/v1/(?:agents|models|conversations|runs|usage)$"),
-        ("GET HEAD", r"^/v1/(?:agents|models)/[^/]+$"),
-        ("POST", r"^/v1/agents/[^/]+/messages$"),
-        ("DELETE", r"^/v1/agents/[^/]+/conversations/[^/]+$"),
-        ("GET HEAD POST", r"^/v1/agents/[^/]+/conversations/[^/]+/[a-z]+$"),
-        ("GET HEAD", r"^/v1/runs/[^/]+(?:/events)?$"),
-        ("POST", r"^/v1/runs/[^/]+/cancel$"),
-        ("POST", r"^/v1/(?:chat/completions|messages)$"),
-        # The Responses face: a response of another tenant is a 404 (the route checks).
-        ("POST", r"^/v1/responses$"),
-        ("GET HEAD DELETE", r"^/v1/responses/[^/]+$"),
-        ("POST", r"^/v1/responses/[^/]+/cancel$"),
-        ("GET HEAD", r"^/v1/responses/[^/]+/input_items$"),
-        ("WEBSOCKET", r"^/v1/ws$"),
-        ("GET POST DELETE", r"^/mcp$"),  # its tools are agents, its calls runs in the tenant
-        ("GET HEAD POST", r"^/v1/(?:crons|subscriptions)$"),
-        ("GET HEAD DELETE", r"^/v1/crons/[^/]+$"),
-        ("DELETE", r"^/v1/subscriptions/[^/]+$"),
-        ("POST", r"^/v1/(?:publish|events)$"),
-        # The Agent Protocol: threads, runs, crons and the store act in the caller's tenant
-        # (gateway.agent_protocol.tenant); assistants are the shared agents, read only.
-        ("GET HEAD", r"^/assistants/[^/]+(?:/(?:schemas|graph|subgraphs))?$"),
-        ("POST", r"^/assistants/(?:search|count)$"),
-        ("POST", r"^/threads(?:/(?:search|count))?$"),
-        ("GET HEAD PATCH DELETE", r"^/threads/[^/]+$"),
-        ("GET HEAD", r"^/threads/[^/]+/state$"),
-        ("POST", r"^/threads/[^/]+/history$"),
-        ("GET HEAD POST", r"^/threads/[^/]+/runs$"),
-        ("POST", r"^/threads/[^/]+/runs/(?:stream|wait|crons)$"),
-        ("GET HEAD DELETE", r"^/threads/[^/]+/runs/[^/]+$"),
-        ("POST", r"^/threads/[^/]+/runs/[^/]+/cancel$"),
-        ("GET HEAD", r"^/threads/[^/]+/runs/[^/]+/(?:join|stream)$"),
-        ("POST", r"^/runs(?:/(?:stream|wait|crons|crons/search))?$"),
-        ("DELETE", r"^/runs/crons/[^/]+$"),
-        ("GET HEAD PUT DELETE", r"^/store/items$"),
-        ("POST", r"^/store/(?:items/search|namespaces)$"),
-        # A2A: an agent's endpoint keeps to the caller's tenant (gateway.a2a.handler).
-        ("GET HEAD POST DELETE", r"^/a2a/[^/]+(?:/.*)?$"),
-        ("GET HEAD", r"^/\.well-known/agent-card\.json$"),
-    )
-)
-"""The routes a tenant token may use: those that keep to the caller's tenant (everything else
-under ``/v1`` acts across tenants and needs an admin token)."""
-
-
-def tenant_route(method: str, path: str) -> bool:
-    """True if a tenant token may call ``method path`` (``WEBSOCKET`` for the socket)."""
-    return any(method in methods and rx.match(path) for methods, rx in _TENANT_ROUTES)
+_PROTECTED_TREES = ("/v1", *AGENT_PROTOCOL, "/a2a")
+"""The roots that need a token, with everything under them."""
+_PROTECTED = frozenset({*_PROTECTED_TREES, A2A_CARD, MCP_PATH})
+_PROTECTED_UNDER = tuple(root + "/" for root in _PROTECTED_TREES)
 
 
 def protected(path: str) -> bool:
     """True for the paths that need a token when tokens are configured."""
-    if path == "/v1" or path.startswith("/v1/") or path in (A2A_CARD, MCP_PATH):
-        return True
-    return any(path == p or path.startswith(p + "/") for p in (*AGENT_PROTOCOL, "/a2a"))
+    return path in _PROTECTED or path.startswith(_PROTECTED_UNDER)
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:

@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.errors import REDIS_DOWN, failure_of
 from gateway.hub import Hub, Item, seq
 from gateway.mcp_questions import Form, answer_of, declined, form_of, question_text
-from gateway.operations import cancel_run_id, reply, run_events
+from gateway.operations import cancel_run_id, reply, run_error, run_events
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Unavailable, WalrusError
 from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE, SENDER_RE
@@ -238,7 +238,7 @@ def finished(start: Start, reply_text: str, end: Mapping[str, Any]) -> types.Cal
             content=[types.TextContent(type="text", text=reply_text)],
             structured_content=start.summary(status),
         )
-    error = str(end.get("error") or f"run {start.run_id} {status}")
+    _, error = run_error(start.run_id, dict(end))
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"run {start.run_id} {status}: {error}")],
         structured_content=start.summary(status, error=error),

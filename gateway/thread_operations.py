@@ -13,6 +13,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -171,10 +172,15 @@ def last_question(r: redis.Redis, run_id: str) -> str:
     return asked[0][0] if asked else "0-0"
 
 
+def waiting_calls(r: redis.Redis, run_id: str, kinds: Collection[str]) -> set[str]:
+    """The call ids run ``run_id`` is parked on, in waits of one of ``kinds`` (``waits.py``)."""
+    waiting: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
+    return {c for c, w in waiting.items() if json.loads(w).get("kind") in kinds}
+
+
 def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
     """The questions and approvals run ``run_id`` waits on, as interrupts ``{value, id}``."""
-    waiting: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
-    calls = {c for c, w in waiting.items() if json.loads(w).get("kind") in ("ask", "approval")}
+    calls = waiting_calls(r, run_id, ("ask", "approval"))
     if not calls:
         return []
     out = []
