@@ -85,8 +85,11 @@ def chat(agent: AgentConfig, config: Config, history: Sequence[dict[str, Any]]) 
         yield
 
 
-def answered(usage: tuple[int, int], text: str, calls: Sequence[Any]) -> None:
-    """Record the call's answer on its ``chat`` span: tokens, finish reason, content if on."""
+def answered(usage: tuple[int, int], text: Sequence[str], calls: Sequence[Any]) -> None:
+    """Record the call's answer on its ``chat`` span: tokens, finish reason, content if on.
+
+    ``text``: the answer's chunks, joined only when content goes on spans.
+    """
     if not tracing.enabled():
         return
     reason = "tool_call" if calls else "stop"
@@ -96,7 +99,8 @@ def answered(usage: tuple[int, int], text: str, calls: Sequence[Any]) -> None:
         "gen_ai.response.finish_reasons": [reason],
     }
     if tracing.capture_content():
-        parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text else []
+        content = "".join(text)
+        parts: list[dict[str, Any]] = [{"type": "text", "content": content}] if content else []
         parts += [
             {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
             for c in calls
@@ -177,6 +181,8 @@ def waits(kind: str, timeout: float) -> None:
 
 def resumed(wait: str, wake: str, since_ms: int) -> None:
     """The call resumes after its wait: what ended it, and how long it lasted when known."""
+    if not tracing.enabled():
+        return
     attributes: dict[str, Any] = {"walrus.wait.kind": wait, "walrus.wake.kind": wake}
     if since_ms:
         attributes["walrus.wait.seconds"] = round(time.time() - since_ms / 1000, 3)
