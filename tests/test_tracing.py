@@ -6,7 +6,6 @@ cluster is started with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at it.
 
 from __future__ import annotations
 
-import gzip
 import os
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from bench import trace_sink
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeReply
@@ -74,32 +73,17 @@ def _attrs(kvs: Any) -> dict[str, Any]:
 
 
 class Receiver:
-    """An OTLP/HTTP trace receiver on a free loopback port, keeping every span it is sent."""
+    """Every span the OTLP/HTTP sink (``bench.trace_sink``) it is fed by is sent, decoded."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self._lock = threading.Lock()
-        receiver = self
+        self.url = ""
+        """The sink's endpoint, once it serves."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                receiver.add(ExportTraceServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def add(self, request: ExportTraceServiceRequest) -> None:
+    def take(self, body: bytes) -> None:
+        """Keep the spans of one export (an ``ExportTraceServiceRequest``)."""
+        request = ExportTraceServiceRequest.FromString(body)
         got = []
         for rs in request.resource_spans:
             service = str(_attrs(rs.resource.attributes).get("service.name"))
@@ -127,16 +111,13 @@ class Receiver:
                 if s.name.startswith(name) and s.attributes.get("walrus.run_id") == run_id
             ]  # fmt: skip
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
-    yield rec
-    rec.close()
+    with trace_sink.sink(rec.take) as env:
+        rec.url = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        yield rec
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar, get_args
 
 T = TypeVar("T")
@@ -86,12 +87,16 @@ class Script(Generic[T]):
     tail: str = ""
     each: tuple[str, ...] = ()
 
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset((*self.args, self.tail) if self.tail else self.args)
+
     def argv(self, given: Mapping[str, Any]) -> list[Any]:
         """``given`` as ARGV, in the spec's order; TypeError for a missing or unknown name."""
-        names = (*self.args, self.tail) if self.tail else self.args
-        missing = [n for n in names if n not in given]
-        unknown = [n for n in given if n not in names]
-        if missing or unknown:
+        if given.keys() != self._names:  # one set comparison per call: scripts run per step
+            names = (*self.args, self.tail) if self.tail else self.args
+            missing = [n for n in names if n not in given]
+            unknown = [n for n in given if n not in names]
             raise TypeError(f"{self.name}.lua: missing {missing}, unknown {unknown}")
         out = [given[n] for n in self.args]
         if self.tail:

@@ -317,16 +317,17 @@ def _call_llm(
     def traced(member: AgentConfig) -> tuple[int, int]:
         with spans.chat(member, config, history):
             usage = stream(member)
-            spans.answered(usage, "".join(out.text), out.calls)
+            spans.answered(usage, out.text, out.calls)
             return usage
 
     def reset() -> None:
         _close_text(r, fence, out)
         out.clear()
 
+    # Tracing off: the bare stream, so a call pays nothing for spans (walrus_tasks.tracing).
     return llm_call.call(
-        r, fence, step, agent, config, record, keeper, estimate, traced,
-        lambda: out.streamed, reset,
+        r, fence, step, agent, config, record, keeper, estimate,
+        traced if tracing.enabled() else stream, lambda: out.streamed, reset,
     )  # fmt: skip
 
 
@@ -482,8 +483,9 @@ def _call_with_waits(
     client_tools = client.of_run(agent, record)
     for _ in range(MAX_WAKES):
         stored = runs.wake_of(r, fence.run_id, call["id"])
-        if stored:
-            spans.resumed(stored["wait"], stored["kind"], int(stored.get("since") or 0))
+        wake = Wake(**stored) if stored else None
+        if wake is not None:
+            spans.resumed(wake.wait, wake.kind, wake.since)
         ctx = ToolContext(
             agent=agent,
             config=config,
@@ -494,7 +496,7 @@ def _call_with_waits(
             cwd=cwd,
             pause=keeper.wait,
             cancelled=lambda: keeper.cancelled.is_set() or keeper.lost.is_set(),
-            wake=Wake(**stored) if stored else None,
+            wake=wake,
             lost=keeper.lost.is_set,
             lease_expires=lambda: keeper.expires_at,
         )

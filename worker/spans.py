@@ -27,6 +27,16 @@ def step_span_of(record: dict[str, str], step: int) -> str:
     return span_id if stored_step == str(step) else ""
 
 
+def _of_step(fence: Fence, step: int) -> dict[str, Any]:
+    """The attributes every span of step ``step`` carries: its agent, conversation and run."""
+    return {
+        "gen_ai.agent.name": fence.agent,
+        "gen_ai.conversation.id": f"{fence.agent}/{fence.sender}",
+        "walrus.run_id": fence.run_id,
+        "walrus.step": step,
+    }
+
+
 @contextmanager
 def invoke_agent(
     fence: Fence, step: int, record: dict[str, str], span_id: str, start_ns: int
@@ -40,13 +50,7 @@ def invoke_agent(
     if not span_id:
         yield
         return
-    attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": fence.agent,
-        "gen_ai.conversation.id": f"{fence.agent}/{fence.sender}",
-        "walrus.run_id": fence.run_id,
-        "walrus.step": step,
-    }
+    attributes = {"gen_ai.operation.name": "invoke_agent", **_of_step(fence, step)}
     if tenant := tenancy.tenant_of(fence.sender):  # none: the default tenant
         attributes["walrus.tenant"] = tenant
     if face := record.get("face"):  # none: a run the system started
@@ -85,8 +89,11 @@ def chat(agent: AgentConfig, config: Config, history: Sequence[dict[str, Any]]) 
         yield
 
 
-def answered(usage: tuple[int, int], text: str, calls: Sequence[Any]) -> None:
-    """Record the call's answer on its ``chat`` span: tokens, finish reason, content if on."""
+def answered(usage: tuple[int, int], text: Sequence[str], calls: Sequence[Any]) -> None:
+    """Record the call's answer on its ``chat`` span: tokens, finish reason, content if on.
+
+    ``text``: the answer's chunks, joined only when content goes on spans.
+    """
     if not tracing.enabled():
         return
     reason = "tool_call" if calls else "stop"
@@ -96,7 +103,8 @@ def answered(usage: tuple[int, int], text: str, calls: Sequence[Any]) -> None:
         "gen_ai.response.finish_reasons": [reason],
     }
     if tracing.capture_content():
-        parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text else []
+        content = "".join(text)
+        parts: list[dict[str, Any]] = [{"type": "text", "content": content}] if content else []
         parts += [
             {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
             for c in calls
@@ -133,14 +141,11 @@ def execute_tool(
     if not tracing.enabled():
         yield
         return
-    attributes: dict[str, Any] = {
+    attributes = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call["name"],
         "gen_ai.tool.call.id": call["id"],
-        "gen_ai.agent.name": fence.agent,
-        "gen_ai.conversation.id": f"{fence.agent}/{fence.sender}",
-        "walrus.run_id": fence.run_id,
-        "walrus.step": step,
+        **_of_step(fence, step),
     }
     if tracing.capture_content():
         attributes["gen_ai.tool.call.arguments"] = json.dumps(call.get("arguments"))
@@ -177,6 +182,8 @@ def waits(kind: str, timeout: float) -> None:
 
 def resumed(wait: str, wake: str, since_ms: int) -> None:
     """The call resumes after its wait: what ended it, and how long it lasted when known."""
+    if not tracing.enabled():
+        return
     attributes: dict[str, Any] = {"walrus.wait.kind": wait, "walrus.wake.kind": wake}
     if since_ms:
         attributes["walrus.wait.seconds"] = round(time.time() - since_ms / 1000, 3)
