@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from walrus_tasks.config_providers import Limits as Limits
 from walrus_tasks.config_providers import Price, TenantConfig
 from walrus_tasks.config_providers import ProviderConfig as ProviderConfig
+from walrus_tasks.durations import duration_seconds
 from walrus_tasks.errors import ConfigError, NotFound, describe_invalid
 from walrus_tasks.names import AGENT_RE
 from walrus_tasks.skills import Skill, load_skills
@@ -50,8 +51,6 @@ class MockConfig(_Strict):
 MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 """MCP server names: they prefix tool names (``<server>__<tool>``), so no ``_`` runs."""
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
-
 
 class HeartbeatConfig(_Strict):
     """Per-agent timer (driven by beat): send ``prompt`` to ``(agent, "heartbeat")`` each tick."""
@@ -70,7 +69,7 @@ class HeartbeatConfig(_Strict):
     @field_validator("interval")
     @classmethod
     def _duration(cls, value: float | str) -> float | str:
-        if isinstance(value, str) and not _DURATION_RE.fullmatch(value.strip()):
+        if isinstance(value, str) and duration_seconds(value) is None:
             raise PydanticCustomError(
                 "duration", "interval must be minutes (a number) or like '30s', '5m', '1h'"
             )
@@ -84,9 +83,9 @@ class HeartbeatConfig(_Strict):
     def seconds(self) -> float:
         """The interval in seconds (0 = off)."""
         if isinstance(self.interval, str):
-            m = _DURATION_RE.fullmatch(self.interval.strip())
-            assert m is not None  # checked by the validator
-            return float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
+            seconds = duration_seconds(self.interval)
+            assert seconds is not None  # checked by the validator
+            return seconds
         return float(self.interval) * 60
 
 

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from walrus_tasks.durations import duration_seconds
 from walrus_tasks.errors import InvalidInput
 
-EVERY_RE = re.compile(r"^@every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$")
-UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+EVERY_RE = re.compile(r"^@every\s+(.+)$")
 MIN_INTERVAL = 1.0
 """Seconds: the shortest ``@every`` (beat ticks about every half second)."""
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -47,11 +47,11 @@ def parse(text: str) -> Schedule:
     text = " ".join(text.split())
     if text.startswith("@every"):
         m = EVERY_RE.fullmatch(text)
-        if not m:
+        seconds = duration_seconds(m[1]) if m else None
+        if seconds is None:
             raise InvalidInput(
                 f"bad schedule {text!r}: use '@every <n>s', '@every <n>m' or '@every <n>h'"
             )
-        seconds = float(m[1]) * UNITS[m[2]]
         if seconds < MIN_INTERVAL:
             raise InvalidInput(f"bad schedule {text!r}: the shortest interval is {MIN_INTERVAL:g}s")
         return Schedule(text, every=seconds)

@@ -36,6 +36,7 @@ import redis
 
 from walrus_tasks import keys
 from walrus_tasks.config import Config
+from walrus_tasks.durations import duration_seconds
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.metrics import DEFAULT_TENANT
 from walrus_tasks.models import UsageGroup, UsageReport, UsageRow
@@ -169,10 +170,6 @@ def cost(config: Config | None, model: str, c: Counts) -> Counts:
 # --- reading a range --------------------------------------------------------------------------
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": HOUR, "d": DAY, "w": 7 * DAY}
-
-
 def parse_time(value: float | str, name: str, now: float | None = None) -> float:
     """Unix seconds of ``value``: epoch seconds, ISO 8601 (UTC unless it says), or a duration.
 
@@ -183,10 +180,9 @@ def parse_time(value: float | str, name: str, now: float | None = None) -> float
         seconds = float(value)
     else:
         text = str(value).strip()
-        duration = _DURATION.match(text)
+        ago = duration_seconds(text, "smhdw")
         try:
-            if duration:
-                ago = float(duration.group(1)) * _UNIT[duration.group(2)]
+            if ago is not None:
                 seconds = (time.time() if now is None else now) - ago
             elif re.fullmatch(r"-?\d+(?:\.\d+)?", text):
                 seconds = float(text)
