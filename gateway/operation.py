@@ -135,8 +135,13 @@ class Operation:
     # --- WebSocket ---------------------------------------------------------------------
 
     @cached_property
-    def _frame_model(self) -> tuple[type[BaseModel], tuple[str, type[BaseModel]] | None]:
-        """The model of the arguments a frame names, and the body's ``(name, model)`` if any."""
+    def _frame_model(
+        self,
+    ) -> tuple[type[BaseModel], frozenset[str], tuple[str, type[BaseModel]] | None]:
+        """The arguments' model, the frame fields it reads, the body's ``(name, model)`` if any.
+
+        The fields are the model's names, or their aliases where they have one; built once.
+        """
         plain: dict[str, Any] = {}
         body: tuple[str, type[BaseModel]] | None = None
         for name, annotation, default in self.parameters:
@@ -154,12 +159,12 @@ class Operation:
             value = ... if default is inspect.Parameter.empty else default
             plain[name] = (typed, Field(value, validation_alias=alias) if alias else value)
         model = create_model(f"{self.name}_arguments", __config__={"extra": "ignore"}, **plain)
-        return model, body
+        named = frozenset(f.validation_alias or n for n, f in model.model_fields.items())
+        return model, named, body
 
     def arguments_of(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments of a frame's fields, validated (InvalidInput if not)."""
-        model, body = self._frame_model
-        named = {f.validation_alias or n for n, f in model.model_fields.items()}
+        model, named, body = self._frame_model
         try:
             values = dict(model.model_validate({k: v for k, v in frame.items() if k in named}))
             if body is not None:

@@ -123,12 +123,25 @@ def send(
                 f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
             )
         run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
-    meta = {**(send_meta(config, agent, body.cwd, tenant) or {}), "face": face}
-    if body.client_tools:
-        meta[client_tools_mod.RUN_FIELD] = client_tools_mod.run_field(
-            config.agent(agent), body.client_tools
-        )
+    meta = _run_meta(config, agent, tenant, face, body.cwd, body.client_tools)
     return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
+
+
+def _run_meta(
+    config: Config,
+    agent: str,
+    tenant: str | None,
+    face: Face,
+    cwd: str | None = None,
+    client_tools: list[ClientTool] | None = None,
+) -> dict[str, str]:
+    """The run fields of a send: tenant and cwd (``send_meta``), face, the client's tools."""
+    meta = {**(send_meta(config, agent, cwd, tenant) or {}), "face": face}
+    if client_tools:
+        meta[client_tools_mod.RUN_FIELD] = client_tools_mod.run_field(
+            config.agent(agent), client_tools
+        )
+    return meta
 
 
 def send_with_context(
@@ -150,11 +163,7 @@ def send_with_context(
     before anything is written).
     """
     agent = known_agent(config, agent)
-    meta = {"face": face, **({"tenant": tenant} if tenant else {})}
-    if client_tools:
-        meta[client_tools_mod.RUN_FIELD] = client_tools_mod.run_field(
-            config.agent(agent), client_tools
-        )
+    meta = _run_meta(config, agent, tenant, face, client_tools=client_tools)
     sender = scoped(tenant, f"{prefix}-{uuid.uuid4().hex}")
     if prior and not runs.seed_history(r, agent, sender, prior):
         raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision

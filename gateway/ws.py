@@ -30,7 +30,6 @@ from gateway.deps import caller_of
 from gateway.errors import failure_of
 from gateway.operation import Access, Call, Operation, call_of
 from gateway.stream_limit import stream_slot
-from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, Forbidden, InvalidInput, NotFound
 from walrus_tasks.json_depth import TooDeep, loads_checked
 from walrus_tasks.models import (
@@ -74,19 +73,9 @@ class Session:
         self.closed = False
         self.caller = caller_of(ws.scope)
 
-    def cfg(self) -> Config:
-        """The gateway's current config (a reload replaces it)."""
-        return self.app.state.config  # type: ignore[no-any-return]
-
     def call(self) -> Call:
         """The :class:`Call` of a request on this socket (the config as it is now)."""
         return call_of(self.app, self.caller, "websocket")
-
-    def known_agent(self, name: Any) -> str:
-        """``name`` if it is a valid, configured agent; InvalidInput or NotFound otherwise."""
-        if name is None:
-            raise InvalidInput("missing argument 'agent'")
-        return ops.known_agent(self.cfg(), name)
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Write one JSON frame (serialized with every other write; dropped once closed)."""
@@ -249,11 +238,11 @@ async def _stream(s: Session, request_id: Any, args: Args) -> None:
 
 @op("feed")
 async def _feed(s: Session, request_id: Any, args: Args) -> None:
-    agent, after = args.get("agent"), args.get("after")
+    agent, after, call = args.get("agent"), args.get("after"), s.call()
     if agent is not None:
-        await run_in_threadpool(s.known_agent, agent)
+        ops.known_agent(call.config, agent)  # a name check and a dict read: no thread hop
     with stream_slot():
-        start = await run_in_threadpool(ops.feed_start, s.call().r, after)
+        start = await run_in_threadpool(ops.feed_start, call.r, after)
         await s.send({"id": request_id, "type": "subscribed", "after": start})
         async for _, event in s.app.state.hub.feed_items(start, agent):
             if event is not None:

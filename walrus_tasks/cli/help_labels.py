@@ -48,32 +48,31 @@ def _plain(params: Iterable[object]) -> None:
             param.__class__ = _Option
 
 
-class Command(TyperCommand):
+class _PlainHelp:
+    """What :class:`Command` and :class:`Group` add to Typer's: parameters without type labels.
+
+    A mixin, so one body serves both (Typer's command and group share no class of its own).
+    """
+
+    params: list[Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """The ``--help`` option, made lazily by Click, with the plain class too."""
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        _plain([option])
+        return option
+
+
+class Command(_PlainHelp, TyperCommand):
     """A command whose help shows no type labels (its ``--help`` option's neither)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _plain(self.params)
 
-    def get_help_option(self, ctx: Any) -> Any:
-        """The ``--help`` option, made lazily by Click, with the plain class too."""
-        option = super().get_help_option(ctx)
-        _plain([option])
-        return option
-
-
-class Group(TyperGroup):
+class Group(_PlainHelp, TyperGroup):
     """A group (``walrus``, ``walrus cron``…) whose help shows no type labels."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _plain(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        """The ``--help`` option, made lazily by Click, with the plain class too."""
-        option = super().get_help_option(ctx)
-        _plain([option])
-        return option
 
 
 class Typer(typer.Typer):

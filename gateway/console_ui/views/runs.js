@@ -83,7 +83,7 @@ function summary(ev) {
 
 // The events a restart voids: the step's output since the last boundary event before it
 // (walrus_tasks/event_types.py: STEP_OUTPUT, STEP_BOUNDARY). They stay in the timeline, struck.
-const STEP_OUTPUT = new Set(["text_start", "chunk", "text_end", "thinking"]);
+const { STEP_OUTPUT } = timelineView;
 const STEP_BOUNDARY = new Set(["start", "tools_complete", "restart", "tool_start", "tool_result", "ask_user"]);
 
 function dropStepOutput(timeline) {

@@ -26,7 +26,8 @@
 import { h } from "../dom.js";
 
 const WORKER_LOST = "worker lost"; // event_types.WORKER_LOST
-const OUTPUT = new Set(["text_start", "chunk", "text_end", "thinking"]); // event_types.STEP_OUTPUT
+// A step's output events (event_types.STEP_OUTPUT); views/runs.js strikes them when voided.
+export const STEP_OUTPUT = new Set(["text_start", "chunk", "text_end", "thinking"]);
 
 // The millisecond of a stream entry id "<ms>-<seq>".
 export const entryMs = (id) => Number(String(id).split("-")[0]);
@@ -71,7 +72,7 @@ export function derive(frames, run = {}) {
   for (const { id, data: ev } of frames) {
     const at = entryMs(id);
     latest = at;
-    if (OUTPUT.has(ev.type)) {
+    if (STEP_OUTPUT.has(ev.type)) {
       if (attempt) attempt.output = at;
       continue;
     }

@@ -2,7 +2,7 @@
 // agent and model (GET /v1/usage). A tenant token sees its own tenant's usage; an admin every
 // tenant's. Cost comes from [prices] in config.toml; "?" where a model has no price.
 import { get } from "../api.js";
-import { h, note } from "../dom.js";
+import { append, h, note } from "../dom.js";
 
 const RANGES = [
   { value: "1d", label: "last 24 hours", period: "hour" },
@@ -25,8 +25,7 @@ const DAY = 24 * HOUR;
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, value);
-  for (const child of children) el.append(child instanceof Node ? child : String(child));
-  return el;
+  return append(el, children);
 }
 
 const tokens = (n) => Number(n).toLocaleString("en-US");
