@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 import redis
@@ -313,7 +313,7 @@ def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     return hub.run_items(run_id, after)
 
 
-def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+def run_error(run_id: str, end: Mapping[str, Any] | None) -> tuple[str, str]:
     """``(code, message)`` a face tells of a run that did not succeed (``end`` None: it vanished).
 
     The code is ``run_<status>`` (``run_failed``, ``run_cancelled``) or ``run_lost``; the

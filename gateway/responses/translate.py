@@ -35,6 +35,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.operations import run_error
 from gateway.response_operations import ResponseView
 from gateway.responses.models import (
     TERMINAL,
@@ -343,17 +344,15 @@ class Translator:
     def _end(self, entry_id: str, end: Mapping[str, Any]) -> list[Event]:
         self.usage = usage_of(end)
         status = end.get("status")
-        message = str(end.get("error") or f"run {self.view.run_id} {status}")
         if status == "succeeded":
             return self._finish(entry_id, "completed", "response.completed")
+        code, message = run_error(self.view.run_id, end)
         if status == "failed" and message.startswith(STEP_BUDGET):
             self.incomplete = IncompleteDetails(reason="max_iterations")
             return self._finish(entry_id, "incomplete", "response.incomplete")
-        if status == "cancelled":
-            error = ResponseError(code="run_cancelled", message=message)
-            return self._finish(entry_id, "cancelled", "response.failed", error=error)
-        error = ResponseError(code="run_failed", message=message)
-        return self._finish(entry_id, "failed", "response.failed", error=error)
+        error = ResponseError(code=code, message=message)
+        ended: Status = "cancelled" if status == "cancelled" else "failed"
+        return self._finish(entry_id, ended, "response.failed", error=error)
 
     def _finish(
         self, entry_id: str | None, status: Status, kind: str, error: ResponseError | None = None
