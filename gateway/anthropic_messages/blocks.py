@@ -28,7 +28,7 @@ from gateway.anthropic_messages.wire import (
 from gateway.hub import Hub
 from gateway.operations import run_error, run_events
 from gateway.sse import ErrorRender
-from walrus_tasks.event_types import STEP_BOUNDARY, chunk
+from walrus_tasks.event_types import STEP_BOUNDARY
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
 Kind = Literal["text", "thinking"]
@@ -79,7 +79,7 @@ class Forward:
 
     def __init__(self, thinking: bool) -> None:
         self.text = ForwardOnce()
-        self.thought = ForwardOnce() if thinking else None
+        self.thought = ForwardOnce("thinking") if thinking else None
 
     def feed(self, event: Mapping[str, Any]) -> tuple[Kind, str] | None:
         """The output of ``event`` not yet sent; ReplyDiverged where a restart changed it."""
@@ -89,7 +89,7 @@ class Forward:
         if kind == "thinking":
             if self.thought is None:
                 return None
-            return "thinking", self.thought.feed(chunk(str(event.get("content", ""))))
+            return "thinking", self.thought.feed(event)
         self.text.feed(event)  # boundaries, restarts and the end: they may end a repeat
         if self.thought is not None:
             self.thought.feed(event)

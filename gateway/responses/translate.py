@@ -70,13 +70,6 @@ def usage_of(end: Mapping[str, Any]) -> ResponseUsage:
     return ResponseUsage(input_tokens=i, output_tokens=o, total_tokens=i + o)
 
 
-def _thought(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``event`` as the thinking's ``ForwardOnce`` reads it: thinking is its ``chunk``."""
-    if event.get("type") == "thinking":
-        return {"type": "chunk", "content": event.get("content", "")}
-    return event
-
-
 class Translator:
     """The response of ``view``, fed its run's events (``feed``); ``snapshot()`` at any point."""
 
@@ -94,7 +87,7 @@ class Translator:
         self.pending: list[str] = []
         """The client function calls it stopped at (their call ids)."""
         self.client_names = frozenset(str(t["name"]) for t in view.tools)
-        self._text, self._thinking = ForwardOnce(), ForwardOnce()
+        self._text, self._thinking = ForwardOnce(), ForwardOnce("thinking")
         self._mute = False
         """A restarted step's thinking differed: the rest of it is dropped."""
         self._message: MessageItem | None = None
@@ -208,9 +201,9 @@ class Translator:
         if kind == "chunk" or self._mute:
             return ""
         try:
-            return self._thinking.feed(_thought(event))
+            return self._thinking.feed(event)
         except ReplyDiverged:
-            self._thinking = ForwardOnce()
+            self._thinking = ForwardOnce("thinking")
             self._mute = kind == "thinking"
             return ""
 
