@@ -259,7 +259,10 @@ router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
 
 def known_model(config: Config, name: str) -> ModelInfo:
-    """Agent ``name`` as a model, or NotFound (in OpenAI's words)."""
+    """Agent ``name`` as a model, or NotFound pointing at ``GET /v1/models``.
+
+    The Anthropic face's check too: its models are these (it has no list of its own).
+    """
     if name not in config.agents:  # a dict lookup: the name touches no key or path
         raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
     return ModelInfo(id=name)
