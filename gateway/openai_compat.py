@@ -24,7 +24,7 @@ from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
-from gateway.operations import forget, run_error, run_events, send, send_with_context
+from gateway.operations import forget, run_end, run_error, run_events, send, send_with_context
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
@@ -243,11 +243,7 @@ async def stream_chunks(
 async def collect(hub: Hub, run_id: str) -> tuple[str, dict[str, Any] | None]:
     """The run's reply text (a restarted step's once), and its ``end`` (None: the run vanished)."""
     reply = ReplyText()
-    end: dict[str, Any] | None = None
-    async for _, event in run_events(hub, run_id, "0-0"):
-        if event is not None:
-            reply.feed(event)
-            end = event if event["type"] == "end" else end
+    end = await run_end(hub, run_id, reply.feed)
     return reply.text, end
 
 

@@ -26,7 +26,7 @@ from gateway.anthropic_messages.wire import (
     usage_of,
 )
 from gateway.hub import Hub
-from gateway.operations import run_error, run_events
+from gateway.operations import run_end, run_error, run_events
 from gateway.sse import ErrorRender
 from walrus_tasks.event_types import STEP_BOUNDARY
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
@@ -190,9 +190,5 @@ async def collect(
 ) -> tuple[list[ContentBlock], dict[str, Any] | None]:
     """The run's answer blocks once it has ended, and its ``end`` (None: the run vanished)."""
     blocks = Blocks(thinking)
-    end: dict[str, Any] | None = None
-    async for _, event in run_events(hub, run_id, "0-0"):
-        if event is not None:
-            blocks.feed(event)
-            end = event if event["type"] == "end" else end
+    end = await run_end(hub, run_id, blocks.feed)
     return blocks.content, end
