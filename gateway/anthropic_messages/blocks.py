@@ -11,7 +11,6 @@ thinking) and ends with an ``error`` event where a restarted step says something
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from gateway.anthropic_messages.wire import (
 )
 from gateway.hub import Hub
 from gateway.operations import run_end, run_error, run_events
-from gateway.sse import ErrorRender
+from gateway.sse import ErrorRender, typed_frame
 from walrus_tasks.event_types import STEP_BOUNDARY
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
@@ -98,8 +97,7 @@ class Forward:
 
 def sse_event(kind: str, **fields: Any) -> str:
     """One Anthropic SSE event: ``event: <type>`` and its JSON data."""
-    data = json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {kind}\ndata: {data}\n\n"
+    return typed_frame({"type": kind, **fields})
 
 
 PING = sse_event("ping")
