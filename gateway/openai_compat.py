@@ -178,6 +178,7 @@ def _data(obj: dict[str, Any]) -> str:
 
 
 DONE = "data: [DONE]\n\n"
+"""How an OpenAI stream ends (chat completions and Responses alike)."""
 
 
 def stream_error(run_id: str) -> ErrorRender:

@@ -16,11 +16,11 @@ from typing import Any
 
 from gateway import operations as ops
 from gateway.hub import Hub
+from gateway.openai_compat import DONE
 from gateway.response_operations import ResponseView
 from gateway.responses.translate import Translator
 from gateway.sse import KEEP_ALIVE, ErrorRender, typed_frame
 
-DONE = "data: [DONE]\n\n"
 Finish = Callable[[ResponseView, dict[str, Any]], Any]
 """Called (awaited) once the response has ended, with its final object (kept, or not)."""
 
