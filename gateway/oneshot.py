@@ -18,7 +18,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub import Hub
-from gateway.operations import forget, run_events
+from gateway.operations import forget, run_end
 from walrus_tasks.errors import InvalidInput
 
 log = logging.getLogger("walrus.gateway")
@@ -67,8 +67,7 @@ async def then_forget(
 
 async def _forget_after_end(r: Any, hub: Hub, run_id: str, agent: str, sender: str) -> None:
     try:
-        async for _ in run_events(hub, run_id, "0-0"):
-            pass  # until the run's end event
+        await run_end(hub, run_id)
         await run_in_threadpool(forget, r, agent, sender)
     except Exception:  # no one awaits this task: say why the conversation stays
         log.exception("one-shot conversation %s/%s not deleted", agent, sender)

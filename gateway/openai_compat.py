@@ -24,7 +24,7 @@ from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
-from gateway.operations import forget, run_error, run_events, send, send_with_context
+from gateway.operations import forget, run_end, run_error, run_events, send, send_with_context
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
@@ -178,6 +178,7 @@ def _data(obj: dict[str, Any]) -> str:
 
 
 DONE = "data: [DONE]\n\n"
+"""How an OpenAI stream ends (chat completions and Responses alike)."""
 
 
 def stream_error(run_id: str) -> ErrorRender:
@@ -243,11 +244,7 @@ async def stream_chunks(
 async def collect(hub: Hub, run_id: str) -> tuple[str, dict[str, Any] | None]:
     """The run's reply text (a restarted step's once), and its ``end`` (None: the run vanished)."""
     reply = ReplyText()
-    end: dict[str, Any] | None = None
-    async for _, event in run_events(hub, run_id, "0-0"):
-        if event is not None:
-            reply.feed(event)
-            end = event if event["type"] == "end" else end
+    end = await run_end(hub, run_id, reply.feed)
     return reply.text, end
 
 
@@ -259,7 +256,10 @@ router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
 
 def known_model(config: Config, name: str) -> ModelInfo:
-    """Agent ``name`` as a model, or NotFound (in OpenAI's words)."""
+    """Agent ``name`` as a model, or NotFound pointing at ``GET /v1/models``.
+
+    The Anthropic face's check too: its models are these (it has no list of its own).
+    """
     if name not in config.agents:  # a dict lookup: the name touches no key or path
         raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
     return ModelInfo(id=name)

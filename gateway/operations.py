@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 import redis
@@ -322,7 +322,24 @@ def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
     return hub.run_items(run_id, after)
 
 
-def run_error(run_id: str, end: dict[str, Any] | None) -> tuple[str, str]:
+async def run_end(
+    hub: Hub, run_id: str, feed: Callable[[dict[str, Any]], object] | None = None
+) -> dict[str, Any] | None:
+    """Read the run's events to its end, each fed to ``feed``; its ``end`` (None: it vanished).
+
+    What a face that answers once the run has ended reads it with (and what waits for a
+    one-shot conversation's run to end).
+    """
+    end: dict[str, Any] | None = None
+    async for _, event in run_events(hub, run_id, "0-0"):
+        if event is not None:
+            if feed is not None:
+                feed(event)
+            end = event if event["type"] == "end" else end
+    return end
+
+
+def run_error(run_id: str, end: Mapping[str, Any] | None) -> tuple[str, str]:
     """``(code, message)`` a face tells of a run that did not succeed (``end`` None: it vanished).
 
     The code is ``run_<status>`` (``run_failed``, ``run_cancelled``) or ``run_lost``; the

@@ -19,7 +19,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -40,6 +40,15 @@ ErrorRender = Callable[[str, str], str]
 """``(code, message)`` -> the SSE text that ends a stream with that error, in a face's shape."""
 
 T = TypeVar("T")
+
+
+def typed_frame(data: Mapping[str, Any]) -> str:
+    """One SSE event named for its data's ``type``: ``event: <type>``, the data as compact JSON.
+
+    The frame of the faces whose events carry their type (Anthropic's, OpenAI Responses').
+    """
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {data['type']}\ndata: {text}\n\n"
 
 
 def error_frame(message: str, code: str = "unavailable") -> str:

@@ -10,7 +10,8 @@ A ``restart`` voids the output its step streamed since the step's last boundary 
   Agent Protocol ``messages``): it passes on only text the client does not have yet, skips what
   the client has while a restarted step repeats it exactly, and raises ``ReplyDiverged`` when
   the new attempt says something else (or less), so the face ends its stream with an error
-  instead of showing a word twice or a wrong one.
+  instead of showing a word twice or a wrong one. ``ForwardOnce("thinking")`` does the same
+  for the thinking (the Anthropic and Responses faces).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ReplyText:
 class ForwardOnce:
     """The text to pass on to a client that cannot take text back, fed the run's events."""
 
+    output: str = "chunk"
+    """The event type whose ``content`` it passes on: ``chunk`` (the reply), or ``thinking``."""
     sent: str = ""
     """The current step's text the client has."""
     repeated: int | None = None
@@ -86,7 +89,7 @@ class ForwardOnce:
         repeated less than that diverged too.
         """
         kind = event.get("type")
-        if kind == "chunk":
+        if kind == self.output:
             return self._chunk(str(event.get("content", "")))
         if kind == "restart":
             self.reason = str(event.get("reason", ""))

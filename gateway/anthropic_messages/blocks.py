@@ -11,7 +11,6 @@ thinking) and ends with an ``error`` event where a restarted step says something
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,9 +25,9 @@ from gateway.anthropic_messages.wire import (
     usage_of,
 )
 from gateway.hub import Hub
-from gateway.operations import run_error, run_events
-from gateway.sse import ErrorRender
-from walrus_tasks.event_types import STEP_BOUNDARY, chunk
+from gateway.operations import run_end, run_error, run_events
+from gateway.sse import ErrorRender, typed_frame
+from walrus_tasks.event_types import STEP_BOUNDARY
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
 Kind = Literal["text", "thinking"]
@@ -79,7 +78,7 @@ class Forward:
 
     def __init__(self, thinking: bool) -> None:
         self.text = ForwardOnce()
-        self.thought = ForwardOnce() if thinking else None
+        self.thought = ForwardOnce("thinking") if thinking else None
 
     def feed(self, event: Mapping[str, Any]) -> tuple[Kind, str] | None:
         """The output of ``event`` not yet sent; ReplyDiverged where a restart changed it."""
@@ -89,7 +88,7 @@ class Forward:
         if kind == "thinking":
             if self.thought is None:
                 return None
-            return "thinking", self.thought.feed(chunk(str(event.get("content", ""))))
+            return "thinking", self.thought.feed(event)
         self.text.feed(event)  # boundaries, restarts and the end: they may end a repeat
         if self.thought is not None:
             self.thought.feed(event)
@@ -98,8 +97,7 @@ class Forward:
 
 def sse_event(kind: str, **fields: Any) -> str:
     """One Anthropic SSE event: ``event: <type>`` and its JSON data."""
-    data = json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {kind}\ndata: {data}\n\n"
+    return typed_frame({"type": kind, **fields})
 
 
 PING = sse_event("ping")
@@ -190,9 +188,5 @@ async def collect(
 ) -> tuple[list[ContentBlock], dict[str, Any] | None]:
     """The run's answer blocks once it has ended, and its ``end`` (None: the run vanished)."""
     blocks = Blocks(thinking)
-    end: dict[str, Any] | None = None
-    async for _, event in run_events(hub, run_id, "0-0"):
-        if event is not None:
-            blocks.feed(event)
-            end = event if event["type"] == "end" else end
+    end = await run_end(hub, run_id, blocks.feed)
     return blocks.content, end

@@ -20,11 +20,10 @@ from gateway.anthropic_messages.wire import (
 from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.oneshot import prior_history, then_forget
+from gateway.openai_compat import known_model
 from gateway.operations import forget, run_error, send, send_with_context
 from gateway.sse import face_stream
 from gateway.stream_limit import hold_stream
-from walrus_tasks.config import Config
-from walrus_tasks.errors import NotFound
 from walrus_tasks.faces import Face
 from walrus_tasks.models import SendMessage
 
@@ -40,12 +39,6 @@ ERRORS = responses({400: "invalid input, or client tools", 404: "unknown model (
 
 NO_RETRY = {"x-should-retry": "false"}
 """Tells the client not to retry a run's failure: a retry would run the agent again."""
-
-
-def known_model(config: Config, name: str) -> None:
-    """Nothing if agent ``name`` is configured, else NotFound (in the models' words)."""
-    if name not in config.agents:  # a dict lookup: the name touches no key or path
-        raise NotFound(f"unknown model {name!r}: models are walrus agents (GET /v1/models)")
 
 
 @router.post(

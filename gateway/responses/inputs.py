@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.oneshot import prior_history
 from gateway.responses.models import BadRequest, FunctionTool, Unsupported
 from walrus_tasks.errors import describe_invalid
 from walrus_tasks.models import ClientTool
@@ -49,16 +50,11 @@ class Input:
         """The history a new conversation starts with: instructions, then the earlier messages.
 
         System and developer messages (and ``instructions``) enter as user messages marked
-        ``(system)``, as the chat face does with a stateless request's system messages.
+        ``(system)``, as every stateless face's do (:func:`gateway.oneshot.prior_history`).
         """
         last, _ = self.last_user()
-        out = [{"role": "user", "content": f"(system) {instructions}"}] if instructions else []
-        for role, text in self.messages[:last]:
-            if role in ("system", "developer"):
-                out.append({"role": "user", "content": f"(system) {text}"})
-            else:
-                out.append({"role": role, "content": text})
-        return out
+        system = [("system", instructions)] if instructions else []
+        return prior_history([*system, *self.messages[:last]])
 
 
 def _text(where: str, content: Any) -> str:

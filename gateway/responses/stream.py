@@ -11,25 +11,18 @@ last one sent, so resuming ``starting_after`` it misses nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from gateway import operations as ops
 from gateway.hub import Hub
+from gateway.openai_compat import DONE
 from gateway.response_operations import ResponseView
-from gateway.responses.translate import Event, Translator
-from gateway.sse import KEEP_ALIVE, ErrorRender
+from gateway.responses.translate import Translator
+from gateway.sse import KEEP_ALIVE, ErrorRender, typed_frame
 
-DONE = "data: [DONE]\n\n"
 Finish = Callable[[ResponseView, dict[str, Any]], Any]
 """Called (awaited) once the response has ended, with its final object (kept, or not)."""
-
-
-def frame(event: Event) -> str:
-    """One SSE frame: ``event`` is its type, ``data`` the event."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n"
 
 
 def stream_error(t: Translator) -> ErrorRender:
@@ -43,7 +36,7 @@ def stream_error(t: Translator) -> ErrorRender:
         hint = f"; resume with GET /v1/responses/{t.view.id}?stream=true&starting_after={t.seq}"
         error = {"type": "error", "sequence_number": max(t.seq, 0), "code": code,
                  "message": message + hint, "param": None}  # fmt: skip
-        return frame(error) + DONE
+        return typed_frame(error) + DONE
 
     return render
 
@@ -54,7 +47,7 @@ async def frames(
     """The events of ``t``'s response numbered above ``starting_after`` (-1: all), then DONE."""
     for event in t.opening():
         if event["sequence_number"] > starting_after:
-            yield frame(event)
+            yield typed_frame(event)
     view = t.view
     async for entry_id, raw in ops.run_events(hub, view.run_id, view.after):
         if raw is None:
@@ -62,12 +55,12 @@ async def frames(
             continue
         for event in t.feed(entry_id, raw):
             if event["sequence_number"] > starting_after:
-                yield frame(event)
+                yield typed_frame(event)
         if t.terminal:
             break
     for event in t.lost():
         if event["sequence_number"] > starting_after:
-            yield frame(event)
+            yield typed_frame(event)
     await finish(view, t.snapshot())
     yield DONE
 

@@ -35,6 +35,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.operations import run_error
 from gateway.response_operations import ResponseView
 from gateway.responses.models import (
     TERMINAL,
@@ -69,13 +70,6 @@ def usage_of(end: Mapping[str, Any]) -> ResponseUsage:
     return ResponseUsage(input_tokens=i, output_tokens=o, total_tokens=i + o)
 
 
-def _thought(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``event`` as the thinking's ``ForwardOnce`` reads it: thinking is its ``chunk``."""
-    if event.get("type") == "thinking":
-        return {"type": "chunk", "content": event.get("content", "")}
-    return event
-
-
 class Translator:
     """The response of ``view``, fed its run's events (``feed``); ``snapshot()`` at any point."""
 
@@ -93,7 +87,7 @@ class Translator:
         self.pending: list[str] = []
         """The client function calls it stopped at (their call ids)."""
         self.client_names = frozenset(str(t["name"]) for t in view.tools)
-        self._text, self._thinking = ForwardOnce(), ForwardOnce()
+        self._text, self._thinking = ForwardOnce(), ForwardOnce("thinking")
         self._mute = False
         """A restarted step's thinking differed: the rest of it is dropped."""
         self._message: MessageItem | None = None
@@ -207,9 +201,9 @@ class Translator:
         if kind == "chunk" or self._mute:
             return ""
         try:
-            return self._thinking.feed(_thought(event))
+            return self._thinking.feed(event)
         except ReplyDiverged:
-            self._thinking = ForwardOnce()
+            self._thinking = ForwardOnce("thinking")
             self._mute = kind == "thinking"
             return ""
 
@@ -343,17 +337,15 @@ class Translator:
     def _end(self, entry_id: str, end: Mapping[str, Any]) -> list[Event]:
         self.usage = usage_of(end)
         status = end.get("status")
-        message = str(end.get("error") or f"run {self.view.run_id} {status}")
         if status == "succeeded":
             return self._finish(entry_id, "completed", "response.completed")
+        code, message = run_error(self.view.run_id, end)
         if status == "failed" and message.startswith(STEP_BUDGET):
             self.incomplete = IncompleteDetails(reason="max_iterations")
             return self._finish(entry_id, "incomplete", "response.incomplete")
-        if status == "cancelled":
-            error = ResponseError(code="run_cancelled", message=message)
-            return self._finish(entry_id, "cancelled", "response.failed", error=error)
-        error = ResponseError(code="run_failed", message=message)
-        return self._finish(entry_id, "failed", "response.failed", error=error)
+        error = ResponseError(code=code, message=message)
+        ended: Status = "cancelled" if status == "cancelled" else "failed"
+        return self._finish(entry_id, ended, "response.failed", error=error)
 
     def _finish(
         self, entry_id: str | None, status: Status, kind: str, error: ResponseError | None = None
