@@ -228,7 +228,8 @@ def send_in_thread(
     """Send ``content`` into thread ``h``'s conversation (bound to its agent): a queued run.
 
     Counted under the thread's tenant, as a native send; a ``webhook`` (checked: 422) is kept
-    on the run, whose end sends it.
+    on the run, whose end sends it. ``interrupt`` and ``rollback`` act on every run of the
+    thread not yet ended, the queued ones too, as LangGraph's strategies do.
     """
     agent = known_agent(config, h["agent"])
     meta = {"face": "agent-protocol"}
@@ -236,7 +237,7 @@ def send_in_thread(
         meta["webhook"] = check_webhook(config, webhook)
     if tenant_in(h):
         meta["tenant"] = h["tenant"]
-    return submit(r, agent, h["sender"], content, on_busy, meta=meta)
+    return submit(r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True)
 
 
 def record_thread_run(

@@ -144,6 +144,22 @@ def test_rollback_removes_the_cancelled_runs_messages(ap: Cluster) -> None:
     assert "drop 2" not in contents and contents[-2] == "x"
 
 
+def test_rollback_also_drops_the_runs_queued_behind_the_active_one(ap: Cluster) -> None:
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    say = {"messages": [{"role": "user", "content": "running"}]}
+    running = lg.runs.create(tid, "slow", input=say)
+    wait_for(lambda: lg.runs.get(tid, running["run_id"])["status"] == "running", 20,
+             what="the first run to start")  # fmt: skip
+    say = {"messages": [{"role": "user", "content": "queued"}]}
+    queued = lg.runs.create(tid, "slow", input=say, multitask_strategy="enqueue")
+    say = {"messages": [{"role": "user", "content": "x"}]}
+    out = lg.runs.wait(tid, "slow", input=say, multitask_strategy="rollback")
+    assert [m["content"] for m in out["messages"]][:-1] == ["x"]
+    for run in (running, queued):
+        assert lg.runs.get(tid, run["run_id"])["status"] == "interrupted"
+
+
 def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM) -> None:
     fake_llm.script(
         FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),

@@ -41,3 +41,39 @@ def test_the_first_config_pinned_holds_and_no_missing_run_gets_a_stub(r: redis.R
     assert r.hget(keys.run("run-p"), "agent_config") == '{"name": "first"}'
     assert not runs.pin_agent_config(r, "run-gone", '{"name": "first"}')
     assert not r.exists(keys.run("run-gone"))
+
+
+def _queued_then(r: redis.Redis, on_busy: str, cancel_queued: bool) -> dict[str, str]:
+    """Queue run q (not started: no worker here), then submit run n with ``on_busy``."""
+    assert runs.enqueue(r, "run-q", "echo", "alice", "queued", "enqueue", {}).state == "ok"
+    done = runs.enqueue(r, "run-n", "echo", "alice", "new", on_busy, {}, cancel_queued)
+    assert done.state == "ok" and done.interrupted is None  # nothing was active yet
+    return {
+        "cancel": r.get(keys.run_part("run-q", "cancel")) or "",
+        "rollback": r.hget(keys.run("run-q"), "rollback") or "",
+        "inbox": ",".join(r.lrange(keys.conv(keys.cid("echo", "alice"), "inbox"), 0, -1)),
+    }  # type: ignore[dict-item]
+
+
+def test_the_agent_protocols_rollback_cancels_a_run_still_queued(r: redis.Redis) -> None:
+    # Found under load in CI: a thread's run not yet started escaped multitask_strategy=rollback
+    # and ran to its end, its messages kept.
+    assert _queued_then(r, "rollback", True) == {
+        "cancel": "1", "rollback": "1", "inbox": "run-q,run-n",
+    }  # fmt: skip
+
+
+def test_the_agent_protocols_interrupt_cancels_a_run_still_queued(r: redis.Redis) -> None:
+    assert _queued_then(r, "interrupt", True) == {
+        "cancel": "1",
+        "rollback": "",
+        "inbox": "run-q,run-n",
+    }
+
+
+def test_a_native_interrupt_lets_the_queued_runs_run(r: redis.Redis) -> None:
+    assert _queued_then(r, "interrupt", False) == {
+        "cancel": "",
+        "rollback": "",
+        "inbox": "run-q,run-n",
+    }

@@ -128,8 +128,12 @@ def enqueue(
     content: str,
     on_busy: str,
     meta: dict[str, str],
+    cancel_queued: bool = False,
 ) -> Enqueued:
     """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua).
+
+    With ``cancel_queued``, ``interrupt`` and ``rollback`` also cancel (and roll back) the runs
+    still waiting in the inbox, in the same step.
 
     The record always names the run's ``tenant`` (``meta``'s, else the sender's default), the
     one the fair dispatcher (``walrus_tasks.fair``) and the limits count it under.
@@ -150,7 +154,7 @@ def enqueue(
         {
             "run_id": run_id, "agent": agent, "sender": sender, "content": content,
             "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
-            "meta_json": json.dumps(meta),
+            "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
         },
     )  # fmt: skip
     if res[0] == "busy":

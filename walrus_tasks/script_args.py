@@ -227,7 +227,7 @@ SUB_DELETE: Script[bool] = Script("sub_delete", ("id",), _flag)
 SUB_PUBLISH: Script[list[str]] = Script("sub_publish", (), _strs)
 SUBMIT: Script[list[Any]] = Script(
     "submit",
-    ("run_id", "agent", "sender", "content", "on_busy", "now_ms", "cid", "meta_json"),
+    ("run_id", "agent", "sender", "content", "on_busy", "now_ms", "cid", "meta_json", "queued"),
     list,
 )
 TAKEOVER: Script[list[Any] | None] = Script(

@@ -75,12 +75,16 @@ def submit(
     *,
     run_id: str | None = None,
     meta: Mapping[str, str] | None = None,
+    cancel_queued: bool = False,
 ) -> Submitted:
     """Append the message to the conversation inbox (atomically); enqueue a drain if it was idle.
 
     Names must already be validated. Raises Conflict for ``on_busy=reject`` on a busy
     conversation, with nothing written. With ``run_id`` given, a second submit of the same run
     does nothing (a redelivered delegate call); ``meta`` sets fields of ``RUN_FIELDS``.
+    ``cancel_queued``: ``interrupt`` and ``rollback`` also cancel the messages queued behind the
+    active run (the Agent Protocol's strategies act on every pending run of the thread), where
+    the native ``interrupt`` lets them run.
 
     Durable across a failover: when the master has replicas the write is acknowledged by one
     before this returns, and while Redis fails over the write is retried under the same run id
@@ -97,7 +101,7 @@ def submit(
     def write() -> runs.Enqueued:
         nonlocal attempts
         attempts += 1
-        return runs.enqueue(r, run_id, agent, sender, content, on_busy, meta)
+        return runs.enqueue(r, run_id, agent, sender, content, on_busy, meta, cancel_queued)
 
     done = durable.retrying(write, f"submit to {agent}/{sender}")
     if done.state == "exists" and attempts > 1:

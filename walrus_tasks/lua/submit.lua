@@ -7,9 +7,11 @@
 -- id was taken by another message) or {'busy', active}.
 -- KEYS: lease, fence, inbox, run, active
 -- A: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
---    at least `tenant`)
+--    at least `tenant`), queued ('1': `interrupt` and `rollback` also cancel every run still
+--    waiting in the inbox, as the Agent Protocol's strategies do; '0': those still run)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
--- in this same step: its messages leave history before this message's run can start.
+-- in this same step: its messages leave history before this message's run can start. A queued
+-- run so cancelled ends `cancelled` at its first step (begin_step.lua reads the flag).
 local earlier = redis.call('HGET', KEYS[4], 'content')
 if earlier then  -- submitted before (a retry): the same message, or a reused run id
   return {earlier == A.content and 'exists' or 'other', false}
@@ -27,6 +29,14 @@ if A.on_busy == 'interrupt' or A.on_busy == 'rollback' then
   end
   if interrupted then
     redis.call('SET', K.run_cancel(interrupted), '1', 'EX', 86400)
+  end
+  if A.queued == '1' then
+    for _, queued in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+      if A.on_busy == 'rollback' then
+        rollback_run(K.run(queued), K.conv_history(A.cid), K.conv_epoch(A.cid), queued)
+      end
+      redis.call('SET', K.run_cancel(queued), '1', 'EX', 86400)
+    end
   end
 end
 local seq = redis.call('INCR', K.conv_seq(A.cid))
