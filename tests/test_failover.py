@@ -167,6 +167,7 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
         args = {
             "run_id": "run-x", "agent": "echo", "sender": "alice", "content": "hi",
             "on_busy": "enqueue", "now_ms": 0, "cid": "echo:alice", "meta_json": "{}",
+            "queued": "0",
         }  # fmt: skip
         keys = ["l", "f", "i", "walrus:run:run-x", "a"]
         assert durable.call_acknowledged(r, S.SUBMIT, keys, args)[0] == "ok"

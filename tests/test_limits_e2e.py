@@ -51,7 +51,9 @@ def test_max_concurrency_holds_across_workers_and_every_run_succeeds(
     assert [e["status"] for e in ends] == ["succeeded"] * 10
     assert fake_llm.max_in_flight == 2, "never more than max_concurrency calls at the provider"
     assert all(u["in_flight"] <= 2 for u in seen)
-    assert 5 <= elapsed < 12, f"10 one-second calls two at a time took {elapsed:.1f} s"
+    # Two at a time is shown by max_in_flight; an upper bound on the time would only measure
+    # how loaded the machine is (15.3 s once in a full run beside other work).
+    assert elapsed >= 5, f"10 one-second calls two at a time took {elapsed:.1f} s"
 
 
 TENANT_SHARE = """
