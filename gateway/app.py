@@ -24,6 +24,7 @@ from gateway import (
     openai_compat,
     registry,
     responses,
+    route_index,
     sse_route,
     ws,
 )
@@ -104,10 +105,10 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         openai_compat.router,
         responses.router,
     ):
-        app.include_router(api)
-    app.include_router(anthropic_messages.router)
+        route_index.include(app, api)
+    route_index.include(app, anthropic_messages.router)
     for api in agent_protocol.ROUTERS:
-        app.include_router(api)
+        route_index.include(app, api)
     a2a.install(app)
     mcp_face.install(app)
     ws.register(app, settings)
