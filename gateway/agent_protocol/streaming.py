@@ -151,6 +151,11 @@ class Translator:
         return ("error", {"error": REPLY_RESTARTED, "message": message})
 
 
+FINAL_EVENTS = frozenset({"ask_user", "end"})
+"""The events whose checkpoint ``final_values`` answers with: with ``values`` the only mode,
+every other event translates to a checkpoint read and dropped, or to nothing."""
+
+
 def frame(event: str, data: Any, event_id: str | None = None) -> str:
     """One SSE frame."""
     head = f"id: {event_id}\n" if event_id else ""
@@ -210,12 +215,16 @@ async def frames(
 async def final_values(
     hub: Hub, r: aioredis.Redis, run_id: str, thread: dict[str, str], after: str = "0-0"
 ) -> dict[str, Any]:
-    """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``)."""
+    """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``).
+
+    Only the run's last checkpoint is answered: the thread's history is read at its end (or
+    question), not at every ``start`` and ``tools_complete`` the stream passes on the way.
+    """
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
     async for _, event in ops.run_events(hub, run_id, after):
-        if event is None:
+        if event is None or event["type"] not in FINAL_EVENTS:
             continue
         for name, data in await t.translate(event):
             if name == "values":
