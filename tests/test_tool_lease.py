@@ -173,3 +173,21 @@ def test_a_frozen_worker_s_command_is_killed_before_its_lease_can_be_taken_over(
             worker.stdout.close()
     assert out.strip() == "LeaseLost", "back from the freeze, the worker does not report a result"
     assert gone(mark)
+
+
+def test_the_keeper_renews_while_its_task_works_and_never_after(
+    short_lease: None, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fence = hold_lease(r, monkeypatch)
+
+    def expiry() -> float:
+        return float(r.zscore(keys.LEASES, fence.cid) or 0)
+
+    with LeaseKeeper(r, fence) as keeper:
+        entered = expiry()
+        wait_for(lambda: expiry() > entered, TTL, 0.05, "a renewal within a third of the TTL")
+        r.set(keys.run_part(fence.run_id, "cancel"), "1")
+        wait_for(keeper.cancelled.is_set, 2, 0.02, "the cancel flag to be seen")
+    left = expiry()
+    time.sleep(TTL / 3 * 2)  # two renewal periods: a keeper still polling would renew
+    assert expiry() == left, "renewed after the task ended"

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, scripts, timers
 from walrus_tasks import script_args as S
 from walrus_tasks.errors import Cancelled, LeaseLost
 from walrus_tasks.settings import get_settings
@@ -83,10 +83,12 @@ def expired_conversations(r: redis.Redis, grace_ms: int = 0) -> list[str]:
 
 
 class LeaseKeeper:
-    """A thread that renews the lease and polls the run's cancel flag while a task works.
+    """Renews the lease and polls the run's cancel flag while a task works.
 
     Use as a context manager around the task's work; call ``check()`` at every safe point and
-    ``wait(seconds)`` instead of ``time.sleep`` so a kill interrupts the pause.
+    ``wait(seconds)`` instead of ``time.sleep`` so a kill interrupts the pause. The polls run
+    on the process's timer thread (``walrus_tasks.timers``), every ``cancel_poll`` seconds; once
+    the context has exited, none runs any more (the exit waits for one in progress).
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class LeaseKeeper:
         asks Redis nothing."""
         if cancelled:
             self.cancelled.set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._tick_handle: timers.Handle | None = None
+        self._last_renew = 0.0
 
     def __enter__(self) -> LeaseKeeper:
         if self._renewed_at is not None:
@@ -128,30 +132,41 @@ class LeaseKeeper:
             # Back from the dispatch grace to the lease TTL: from now on a dead worker is
             # noticed within one TTL.
             self._renew()
-        self._thread.start()
+        self._last_renew = time.monotonic()
+        with self._lock:
+            self._schedule()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with self._lock:
+            self._stopped = True  # a poll in progress schedules no next one
+            handle = self._tick_handle
+        timers.TIMERS.cancel(handle, wait=True)
+
+    def _schedule(self) -> None:
+        self._tick_handle = timers.TIMERS.call_later(get_settings().cancel_poll, self._tick)
 
     def _poll_cancel(self) -> None:
         if self._r.exists(keys.run_part(self.fence.run_id, "cancel")):
             self.cancelled.set()
 
-    def _loop(self) -> None:
-        settings = get_settings()
-        renew_every = settings.lease_ttl / 3
-        last_renew = time.monotonic()
-        while not self._stop.wait(settings.cancel_poll):
-            try:
-                self._poll_cancel()
-                if time.monotonic() - last_renew >= renew_every:
-                    last_renew = time.monotonic()
-                    if not self._renew():
-                        return
-            except redis.RedisError:
-                continue  # a blip: the next tick retries; the TTL leaves room for several
+    def _tick(self) -> None:
+        """One poll, on the timer thread: the cancel flag, then the lease if due.
+
+        The lease is renewed once a third of its TTL has passed; the next poll is scheduled
+        unless the lease was lost or the task ended.
+        """
+        try:
+            self._poll_cancel()
+            if time.monotonic() - self._last_renew >= get_settings().lease_ttl / 3:
+                self._last_renew = time.monotonic()
+                if not self._renew():
+                    return
+        except redis.RedisError:
+            pass  # a blip: the next poll retries; the TTL leaves room for several
+        with self._lock:
+            if not self._stopped:
+                self._schedule()
 
     def _renew(self) -> bool:
         # Taken before the call: Redis sets the expiry after it, so this is never later.

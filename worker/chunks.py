@@ -3,7 +3,8 @@
 A token that comes ``chunk_flush_ms`` or more after the last ``chunk`` written goes out at once,
 so a slow model (or the first token of a burst) gets no added latency. Tokens that come sooner
 are held, and written together when the window closes: by the next token after it, or by a
-timer if the model pauses, so held text never waits longer than the window. Whatever is held
+timer if the model pauses (on the process's timer thread, ``walrus_tasks.timers``), so held
+text never waits longer than the window. Whatever is held
 is written before any other event of the run (``flush``), so the order of events is kept.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+
+from walrus_tasks.timers import TIMERS, Handle
 
 
 class ChunkWriter:
@@ -22,7 +25,7 @@ class ChunkWriter:
         self.lock = threading.Lock()
         self.pending: list[str] = []
         self.flushed_at = 0.0
-        self.timer: threading.Timer | None = None
+        self.timer: Handle | None = None
         self.error: BaseException | None = None
 
     def add(self, text: str) -> None:
@@ -34,15 +37,13 @@ class ChunkWriter:
             if wait <= 0:
                 self._write()
             elif self.timer is None:
-                self.timer = threading.Timer(wait, self._on_timer)
-                self.timer.daemon = True
-                self.timer.start()
+                self.timer = TIMERS.call_later(wait, self._on_timer)
 
     def flush(self) -> None:
         """Write whatever is held (before another event, or at the end of the text)."""
         with self.lock:
             if self.timer is not None:
-                self.timer.cancel()
+                TIMERS.cancel(self.timer)  # no wait: a running _on_timer waits for this lock
                 self.timer = None
             self._raise()
             self._write()
@@ -55,7 +56,7 @@ class ChunkWriter:
         """
         with self.lock:
             if self.timer is not None:
-                self.timer.cancel()
+                TIMERS.cancel(self.timer)  # no wait: a running _on_timer waits for this lock
                 self.timer = None
             self._raise()
             text = "".join(self.pending)
