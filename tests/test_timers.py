@@ -45,8 +45,8 @@ def test_cancel_with_wait_returns_only_after_a_running_call_ended() -> None:
 
     handle = timers.call_later(0, slow)
     assert started.wait(2)
-    timers.cancel(handle, wait=True)
-    assert ended, "cancel(wait=True) returned while the call was still running"
+    timers.cancel(handle, wait=5)
+    assert ended, "cancel(wait=5) returned while the call was still running"
 
 
 def _in_child(out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

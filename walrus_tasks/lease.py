@@ -82,6 +82,10 @@ def expired_conversations(r: redis.Redis, grace_ms: int = 0) -> list[str]:
     return [str(c) for c in rows]
 
 
+KEEPER_EXIT_WAIT = 5.0
+"""Seconds a task's end waits for its keeper's poll in progress (one Redis call) to end."""
+
+
 class LeaseKeeper:
     """Renews the lease and polls the run's cancel flag while a task works.
 
@@ -141,7 +145,7 @@ class LeaseKeeper:
         with self._lock:
             self._stopped = True  # a poll in progress schedules no next one
             handle = self._tick_handle
-        timers.TIMERS.cancel(handle, wait=True)
+        timers.TIMERS.cancel(handle, wait=KEEPER_EXIT_WAIT)
 
     def _schedule(self) -> None:
         self._tick_handle = timers.TIMERS.call_later(get_settings().cancel_poll, self._tick)

@@ -6,8 +6,9 @@ of a millisecond of CPU each (docs/benchmarks.md, "Where the time goes"). Both n
 their work here. Calls run one at a time on the timer thread, so a call must be short (one
 Redis round trip) and must never wait for another timer call.
 
-``cancel(handle, wait=True)`` returns only once the call is neither pending nor running: what
-a lease keeper needs so that nothing renews the lease after its task ended. A forked child
+``cancel(handle, wait=seconds)`` returns once the call is neither pending nor running (or
+the seconds passed): what a lease keeper needs so that nothing renews the lease after its task
+ended. A forked child
 (Celery's prefork pool) starts a thread of its own on first use.
 """
 
@@ -66,17 +67,22 @@ class Timers:
                 self._cond.notify()
         return handle
 
-    def cancel(self, handle: Handle | None, wait: bool = False) -> None:
-        """Stop ``handle``'s call if it has not started; with ``wait``, also wait for it to end.
+    def cancel(self, handle: Handle | None, wait: float = 0) -> None:
+        """Stop ``handle``'s call if it has not started; wait up to ``wait`` s if it is running.
 
-        ``wait`` must not be used from a timer call, nor while holding a lock a call takes.
+        ``wait`` must not be used while holding a lock the call takes (from the call itself it
+        does not wait).
         """
         if handle is None:
             return
+        deadline = time.monotonic() + wait
         with self._cond:
             handle.cancelled = True
-            while wait and self._running is handle and threading.current_thread() != self._thread:
-                self._cond.wait()
+            while self._running is handle and threading.current_thread() != self._thread:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
 
     def _loop(self) -> None:
         with self._cond:
