@@ -155,8 +155,10 @@ def fanout(
         rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
         start_at = time.monotonic() + 0.1
         for _, conn, mine in children:
-            paths = [f"/v1/runs/{run_ids[i % runs]}/events" for i in mine]
-            conn.send((host, port, paths, rate / procs, start_at))
+            requests = [
+                sse_clients.Request("GET", f"/v1/runs/{run_ids[i % runs]}/events") for i in mine
+            ]
+            conn.send((host, port, requests, rate / procs, start_at))
         peak_rss, peak_conns = rss0, conns0
         connected: set[int] = set()
         released_s = None
