@@ -402,6 +402,10 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t.add_row("5. SSE clients / runs followed / client processes",
               f"{f['clients']} / {f['runs']} / {f['client_processes']}")  # fmt: skip
     t.add_row("   complete streams (every event and end)", f"[bold]{f['complete_streams']}[/bold]")
+    early = f["runs_started_before_release"]
+    shown = "-" if early is None else f"[red]{early}[/red]" if early else "0"
+    t.add_row(f"   runs succeeded / started before release ({f['gate_runs_per_run']} gates each)",
+              f"{f['runs_succeeded']} / {shown}")  # fmt: skip
     if f["failures"]:
         t.add_row("   [red]incomplete[/red]", str(f["failures"]))
     t.add_row("   most streams open at once", str(f["peak_open_streams"]))

@@ -2,10 +2,12 @@
 
 Fan-out: ``n`` plain SSE clients (:mod:`bench.sse_clients`, spread over a few processes, opened
 at a bounded rate) follow ``GET /v1/runs/{id}/events`` of ``runs`` runs of the ``fanout`` agent
-(a paced reply), each queued behind a run of the ``fanout-gate`` agent in its conversation,
-which the bench kills once every client has its response headers: so the clients are all
-connected before their run starts and read it live (the report says how many were open at
-once). A stream is complete when it got every entry of its run's stream
+(a paced reply), each queued in its conversation behind :func:`gate_runs` runs of the same agent
+(a conversation is one agent's; several, so that together they outlast the connecting), which
+the bench cancels once every client has its response headers, the last queued first: so the
+clients are all connected before their run starts and read it live (the report says how many
+were open at once, and how many runs started before the release: ``started_at`` of the run
+record against the release time). A stream is complete when it got every entry of its run's stream
 (``XLEN``) and ended with ``end``. Measured on the gateway process from /proc: RSS (``VmRSS``)
 before the clients connect and at its highest while they are connected, CPU (utime + stime)
 from the first connect to the last ``end``, and the Redis connections (``INFO clients`` of the
@@ -35,12 +37,13 @@ import redis
 from bench import sse_clients
 from walrus_tasks import keys
 
-FANOUT_AGENT, GATE_AGENT, STREAM_AGENT = "fanout", "fanout-gate", "stream20k"
+FANOUT_AGENT, STREAM_AGENT = "fanout", "stream20k"
 FANOUT_WORDS, FANOUT_DELAY_MS = 40, 300
-GATE_WORDS, GATE_DELAY_MS = 240, 500
-"""The run ahead of each followed run in its conversation (up to 120 s): the clients connect
-while it runs, and once they all have their headers the bench kills it, so every stream is
-open before its run starts and reads it live."""
+FANOUT_RUN_S = (FANOUT_WORDS - 1) * FANOUT_DELAY_MS / 1000
+"""How long one run of the ``fanout`` agent takes (its chunks' pauses)."""
+GATE_MARGIN_S = 20.0
+"""How much longer than twice the clients' connecting time the gate runs ahead of each followed
+run last, together (:func:`gate_runs`)."""
 STREAM_WORDS = 20_000
 
 AGENTS = {
@@ -49,12 +52,6 @@ model = "mock"
 [mock]
 reply = "{" ".join(f"f{i}" for i in range(FANOUT_WORDS))}"
 chunk_delay_ms = {FANOUT_DELAY_MS}
-""",
-    GATE_AGENT: f"""
-model = "mock"
-[mock]
-reply = "{" ".join(f"g{i}" for i in range(GATE_WORDS))}"
-chunk_delay_ms = {GATE_DELAY_MS}
 """,
     STREAM_AGENT: f"""
 model = "mock"
@@ -90,19 +87,19 @@ def redis_clients(redis_url: str) -> int:
         r.close()
 
 
-def _post(gateway_url: str, agent: str, sender: str) -> str:
-    resp = httpx.post(
-        f"{gateway_url}/v1/agents/{agent}/messages",
-        json={"content": "go", "sender": sender},
-        timeout=30,
-    )
-    resp.raise_for_status()
-    return str(resp.json()["run_id"])
+def _post(c: httpx.Client, sender: str) -> str:
+    resp = c.post(f"/v1/agents/{FANOUT_AGENT}/messages", json={"content": "go", "sender": sender})
+    return str(resp.raise_for_status().json()["run_id"])
 
 
-def _kill(gateway_url: str, agent: str, sender: str) -> None:
-    url = f"{gateway_url}/v1/agents/{agent}/conversations/{sender}/cancel"
-    httpx.post(url, timeout=30).raise_for_status()
+def _cancel(c: httpx.Client, run_id: str) -> None:
+    c.post(f"/v1/runs/{run_id}/cancel").raise_for_status()
+
+
+def gate_runs(n: int, rate: float) -> int:
+    """Gate runs ahead of each followed run: enough to hold it while ``n`` clients connect
+    at ``rate`` per second (twice that time, plus ``GATE_MARGIN_S``)."""
+    return max(1, math.ceil((2 * n / rate + GATE_MARGIN_S) / FANOUT_RUN_S))
 
 
 def open_files_limit(pid: int) -> tuple[int, int]:
@@ -135,10 +132,12 @@ def fanout(
     streams per second between them.
     """
     procs = procs or max(1, math.ceil(n / 2500))
+    gates = gate_runs(n, rate)
     url = urlsplit(gateway_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     ctx = multiprocessing.get_context("spawn")
     children: list[tuple[BaseProcess, Connection, list[int]]] = []
+    http = httpx.Client(base_url=gateway_url, timeout=30)
     try:
         for k in range(procs):
             mine, child = ctx.Pipe()
@@ -149,9 +148,8 @@ def fanout(
         for _, conn, _ in children:
             conn.recv()  # ready: imported and waiting
         senders = [f"fan-{i}-{time.time_ns()}" for i in range(runs)]
-        for sender in senders:  # holds the conversation while the clients connect
-            _post(gateway_url, GATE_AGENT, sender)
-        run_ids = [_post(gateway_url, FANOUT_AGENT, sender) for sender in senders]
+        queued = [[_post(http, sender) for _ in range(gates + 1)] for sender in senders]
+        run_ids = [ids[-1] for ids in queued]  # behind the gates, which hold the conversation
         rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
         start_at = time.monotonic() + 0.1
         for _, conn, mine in children:
@@ -161,7 +159,7 @@ def fanout(
             conn.send((host, port, requests, rate / procs, start_at))
         peak_rss, peak_conns = rss0, conns0
         connected: set[int] = set()
-        released_s = None
+        released_s, released_ms = None, 0
         replies: dict[int, tuple[list[sse_clients.Outcome], float]] = {}
         while len(replies) < procs:
             peak_rss = max(peak_rss, rss_kb(gateway_pid))
@@ -177,10 +175,13 @@ def fanout(
                     raise RuntimeError(f"fan-out client process {p.pid} died ({p.exitcode})")
             if released_s is None and len(connected) == procs:
                 released_s = time.monotonic() - start_at
-                for sender in senders:  # every client is connected: let the runs start
-                    _kill(gateway_url, GATE_AGENT, sender)
+                released_ms = time.time_ns() // 1_000_000
+                for ids in queued:  # every client is connected: let the runs start
+                    for gate in reversed(ids[:-1]):  # the queued ones first: none starts
+                        _cancel(http, gate)
         wall = time.monotonic() - start_at
     finally:
+        http.close()
         for p, conn, _ in children:
             conn.close()
             p.join(5)
@@ -189,9 +190,10 @@ def fanout(
     cpu_ms = (cpu_s(gateway_pid) - cpu0) * 1000
     outcomes = [o for k in range(procs) for o in replies[k][0]]
     client_cpu = [replies[k][1] for k in range(procs)]
-    r = redis.Redis.from_url(redis_url)
-    try:  # the events each run has: what every one of its clients should get
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:  # the events each run has (what every one of its clients should get), how it ran
         expected = {run_id: int(r.xlen(keys.run_part(run_id, "events"))) for run_id in run_ids}
+        record = {run_id: r.hmget(keys.run(run_id), "status", "started_at") for run_id in run_ids}
     finally:
         r.close()
     index = {i: run_ids[i % runs] for i in range(n)}
@@ -205,15 +207,19 @@ def fanout(
     statuses = Counter(str(o[0]) for o in outcomes if o[0] != 200)
     statuses.update(o[5] for o in outcomes if o[5])
     statuses.update(f"last event {o[4]!r}" for o in outcomes if o[0] == 200 and o[4] != "end")
+    early = sum(bool(s) and int(s) < released_ms for _, s in record.values())
     return {
         "clients": n,
         "runs": runs,
+        "gate_runs_per_run": gates,
         "client_processes": procs,
         "connect_rate_per_s": rate,
         "completed_streams": sum(o[4] == "end" for o in outcomes),
         "complete_streams": complete,
         "failures": dict(statuses),
         "events_per_run": sorted(set(expected.values())),
+        "runs_succeeded": sum(status == "succeeded" for status, _ in record.values()),
+        "runs_started_before_release": early if released_ms else None,
         "delivered_events": delivered,
         "peak_open_streams": peak_open(outcomes),
         "all_connected_s": max(headers) if len(headers) == n else None,
