@@ -79,9 +79,10 @@ FANOUT_AGENT, STREAM_AGENT = "fanout", "stream20k"
 FANOUT_WORDS, FANOUT_DELAY_MS = 40, 300
 FANOUT_RUN_S = (FANOUT_WORDS - 1) * FANOUT_DELAY_MS / 1000
 """How long one run of the ``fanout`` agent takes (its chunks' pauses)."""
-GATE_MARGIN_S = 20.0
-"""How much longer than twice the clients' connecting time the gate runs ahead of each followed
-run last, together (:func:`gate_runs`)."""
+GATE_MARGIN_S = 5.0
+"""How much longer than three times the clients' nominal connecting time (``n / rate``; 10 000
+streams took 15 s at 2 000/s) the gate runs ahead of each followed run last, together
+(:func:`gate_runs`)."""
 STREAM_WORDS = 20_000
 
 AGENTS = {
@@ -295,8 +296,10 @@ def ended(face: str, o: sse_clients.Outcome) -> bool:
 
 def gate_runs(n: int, rate: float) -> int:
     """Gate runs ahead of each followed run: enough to hold it while ``n`` clients connect
-    at ``rate`` per second (twice that time, plus ``GATE_MARGIN_S``)."""
-    return max(1, math.ceil((2 * n / rate + GATE_MARGIN_S) / FANOUT_RUN_S))
+    at ``rate`` per second (three times ``n / rate``, plus ``GATE_MARGIN_S``): one up to 4 000
+    clients at 2 000/s, two at 10 000. A gate cancelled before it started is still taken by a
+    worker, to end it: the fewer, the less the release does."""
+    return max(1, math.ceil((3 * n / rate + GATE_MARGIN_S) / FANOUT_RUN_S))
 
 
 def open_files_limit(pid: int) -> tuple[int, int]:
