@@ -411,8 +411,8 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
               f"[bold]{f['complete_streams']}[/bold]")  # fmt: skip
     early = f["runs_started_before_release"]
     shown = "-" if early is None else f"[red]{early}[/red]" if early else "0"
-    t.add_row(f"   runs succeeded / started before release ({f['gate_runs_per_run']} gates each)",
-              f"{f['runs_succeeded']} / {shown}")  # fmt: skip
+    t.add_row(f"   runs succeeded / started before release (gates ahead of each: "
+              f"{f['gate_runs_per_run']})", f"{f['runs_succeeded']} / {shown}")  # fmt: skip
     if f["failures"]:
         t.add_row("   [red]incomplete[/red]", str(f["failures"]))
     t.add_row("   most streams open at once", str(f["peak_open_streams"]))
