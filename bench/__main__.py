@@ -100,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--fanout-runs", type=int, default=4, help="runs the clients of 5. follow (4)")
     p.add_argument(
+        "--fanout-face", choices=list(streams.FACES), default="native",
+        help="the face whose streams the clients of 5. follow, and through which its runs are "
+        "created (native)",
+    )  # fmt: skip
+    p.add_argument(
         "--celery-tasks", type=int, default=2000,
         help="no-op Celery tasks of 3.'s baseline, sent at once (2000)",
     )  # fmt: skip
@@ -401,7 +406,13 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t.add_column("value", justify="right")
     t.add_row("5. SSE clients / runs followed / client processes",
               f"{f['clients']} / {f['runs']} / {f['client_processes']}")  # fmt: skip
-    t.add_row("   complete streams (every event and end)", f"[bold]{f['complete_streams']}[/bold]")
+    t.add_row("   face: what each client sends", f"{f['face']}: {f['follow']}")
+    t.add_row(f"   complete streams (every event, then {f['final_event']})",
+              f"[bold]{f['complete_streams']}[/bold]")  # fmt: skip
+    early = f["runs_started_before_release"]
+    shown = "-" if early is None else f"[red]{early}[/red]" if early else "0"
+    t.add_row(f"   runs succeeded / started before release (gates ahead of each: "
+              f"{f['gate_runs_per_run']})", f"{f['runs_succeeded']} / {shown}")  # fmt: skip
     if f["failures"]:
         t.add_row("   [red]incomplete[/red]", str(f["failures"]))
     t.add_row("   most streams open at once", str(f["peak_open_streams"]))
@@ -578,11 +589,14 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     app.close()
             if fanout:
-                fan = progress.add_task(f"5. fan-out: {fanout} SSE clients", total=1)
+                fan = progress.add_task(
+                    f"5. fan-out: {fanout} SSE clients, {args.fanout_face}", total=1
+                )
                 with Phase(env, "5. fan-out", cpu):
                     results["fanout"] = streams.fanout(
                         env.gateway_url, env.redis_url, env.cluster.procs["gateway"].pid,
                         fanout, args.fanout_runs, args.fanout_procs, args.fanout_rate,
+                        args.fanout_face,
                     )  # fmt: skip
                 progress.advance(fan)
                 one = progress.add_task("6. one stream of 20 000 chunks", total=1)
@@ -697,9 +711,9 @@ def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> d
         "gateway": "1 process (uvicorn)",
         "mock provider": "chunk_delay_ms = 0, 5-word reply",
         "chunk coalescing (WALRUS_CHUNK_FLUSH_MS)": flush,
-        "fan-out (5.)": f"{fanout} clients on {args.fanout_runs} runs of "
-        f"{streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms apart, started once "
-        "all clients are connected"
+        "fan-out (5.)": f"{fanout} clients of the {args.fanout_face} face on "
+        f"{args.fanout_runs} runs of {streams.FANOUT_WORDS} words, {streams.FANOUT_DELAY_MS} ms "
+        "apart, started once all clients are connected"
         if fanout
         else "skipped",
         "redis": "private redis-server, AOF everysec, one DB for broker, backend and state",

@@ -85,6 +85,7 @@ SLOW_TESTS = frozenset(
         "test_max_concurrency_holds_across_workers_and_every_run_succeeds",
         "test_each_child_killed_is_restarted_and_the_next_message_is_answered",
         "test_kill_9_of_walrus_up_takes_its_children_along",
+        "test_the_fanout_of_each_face_completes_every_stream_and_names_the_face",
     }
 )
 """Tests whose call alone took 15 s or more in a full run (besides every ``ha`` test)."""

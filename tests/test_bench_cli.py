@@ -1,5 +1,6 @@
-"""``python -m bench``'s own logic, without processes: the phase selector and how the strict raw
-Celery baseline and the Agent Protocol figure are summed up (docs/benchmarks.md)."""
+"""``python -m bench``'s own logic, without processes: the phase selector, how the strict raw
+Celery baseline and the Agent Protocol figure are summed up, and how a fan-out stream of each
+face is judged complete (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
 from bench.measure import CeleryRound, CeleryThroughput
+from bench.sse_clients import Outcome, Request, encode
+from bench.streams import FACES, ended, gate_runs
 
 
 def test_only_picks_phases_and_rejects_unknown_ones() -> None:
@@ -39,3 +42,42 @@ def test_agent_protocol_counts_joined_runs_and_gateway_cpu_per_run() -> None:
     assert summary["runs_per_s"] == 125.0
     assert summary["gateway_cpu_ms_per_run"] == 3.0
     assert summary["goal_runs_per_s"] == GOAL_RUNS_PER_S == 225.0
+
+
+def test_the_fanout_face_is_native_by_default_and_one_of_the_faces() -> None:
+    assert parse_args([]).fanout_face == "native"
+    assert parse_args(["--fanout-face", "a2a"]).fanout_face == "a2a"
+    with pytest.raises(SystemExit):
+        parse_args(["--fanout-face", "openai"])
+    assert set(FACES) == {"native", "agent-protocol", "responses", "a2a"}
+
+
+def stream(last: str, events: int = 44, data: str = "{}", done: bool = False) -> Outcome:
+    return Outcome(200, 1.0, 2.0, events, last, "", data, done)
+
+
+def test_a_stream_ended_as_its_face_ends_a_succeeded_run() -> None:
+    assert ended("native", stream("end"))
+    assert not ended("native", stream("chunk"))
+    assert not ended("native", Outcome(200, 1.0, 2.0, 44, "end", "IncompleteReadError"))
+    assert not ended("native", Outcome(404, 1.0, 2.0, 0, "", ""))
+    assert ended("agent-protocol", stream("values", 43, '{"messages": []}'))
+    assert not ended("agent-protocol", stream("values", 43, '{"__interrupt__": [{}]}'))
+    assert not ended("agent-protocol", stream("error", 44))
+    completed = '{"type":"response.completed","sequence_number":47}'
+    assert ended("responses", stream("response.completed", 48, completed, done=True))
+    assert not ended("responses", stream("response.completed", 48, completed))  # no [DONE]
+    assert not ended("responses", stream("response.completed", 47, completed, done=True))
+    status = '{"jsonrpc":"2.0","id":1,"result":{"statusUpdate":{"status":{"state":"%s"}}}}'
+    assert ended("a2a", stream("message", 44, status % "TASK_STATE_COMPLETED"))
+    assert not ended("a2a", stream("message", 44, status % "TASK_STATE_CANCELED"))
+    assert not ended("a2a", stream("message", 1, '{"jsonrpc":"2.0","id":1,"error":{}}'))
+
+
+def test_gates_outlast_twice_the_connecting_and_a_client_request_is_bare_http() -> None:
+    assert gate_runs(20, 2000) == gate_runs(4000, 2000) == 1 and gate_runs(10_000, 2000) == 2
+    assert encode("h", 1, Request("GET", "/x")) == (
+        b"GET /x HTTP/1.1\r\nHost: h:1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    posted = encode("h", 1, Request("POST", "/a", (("A2A-Version", "1.0"),), b"{}"))
+    assert posted.endswith(b"A2A-Version: 1.0\r\nContent-Length: 2\r\n\r\n{}")

@@ -1,0 +1,41 @@
+"""``python -m bench --only fanout`` on each face, small: every stream complete, the face named.
+
+Each run starts the bench's own Redis, gateway and workers (``bench.procs``); 20 clients on 2
+runs, each run held by its gate runs until every client is connected (docs/benchmarks.md,
+figure 5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.streams import FACES
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENTS, RUNS = 20, 2
+
+
+@pytest.mark.parametrize("face", list(FACES))
+def test_the_fanout_of_each_face_completes_every_stream_and_names_the_face(face: str) -> None:
+    args = ["--only", "fanout", "--fanout", str(CLIENTS), "--fanout-runs", str(RUNS)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--fanout-face", face, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    fan = json.loads(done.stdout)["fanout"]
+    assert fan["face"] == face and fan["final_event"] == FACES[face].final
+    assert fan["failures"] == {}, fan
+    assert fan["complete_streams"] == fan["completed_streams"] == CLIENTS, fan
+    assert fan["runs_succeeded"] == RUNS and fan["runs_started_before_release"] == 0, fan
+    assert fan["peak_open_streams"] == CLIENTS, fan  # all open before their run started
+    [events] = fan["events_per_run"]
+    assert events > 40, fan  # the fanout agent's 40 chunks, and more
+    assert all(seen == [events] for seen in fan["events_seen_per_run"].values()), fan
