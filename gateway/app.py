@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Its XREADs block for up to sse_keepalive: reads may take that long, and a bit more.
-        app.state.aredis = async_redis(settings.redis_url, settings.sse_keepalive + 10)
+        app.state.aredis = async_redis(
+            settings.redis_url, settings.sse_keepalive + 10, settings.gateway_redis_connections
+        )
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
         app.state.hub.start()

@@ -39,3 +39,21 @@ def test_the_fanout_of_each_face_completes_every_stream_and_names_the_face(face:
     [events] = fan["events_per_run"]
     assert events > 40, fan  # the fanout agent's 40 chunks, and more
     assert all(seen == [events] for seen in fan["events_seen_per_run"].values()), fan
+
+
+def test_an_agent_protocol_run_followed_by_more_streams_than_the_redis_pool_holds() -> None:
+    # Found by the bench at 300 clients: every stream read the thread's history at the run's
+    # start at once, past the asyncio client's 100 connections ("Too many connections"), and
+    # most streams ended with an error. Now one read serves them all, and the pool is bounded.
+    clients = 150
+    args = ["--only", "fanout", "--fanout", str(clients), "--fanout-runs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--fanout-face", "agent-protocol", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    fan = json.loads(done.stdout)["fanout"]
+    assert fan["failures"] == {}, fan
+    assert fan["complete_streams"] == clients, fan
+    assert fan["peak_open_streams"] == clients, fan

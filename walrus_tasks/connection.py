@@ -31,15 +31,20 @@ def client(url: str | None = None, **kwargs: Any) -> redis.Redis:
     return sync_client(url or get_settings().redis_url, decode_responses=True, **kwargs)
 
 
-def async_redis(url: str | None = None, read_timeout: float | None = None) -> aioredis.Redis:
+def async_redis(
+    url: str | None = None, read_timeout: float | None = None, pool_size: int | None = None
+) -> aioredis.Redis:
     """A new asyncio client (the gateway keeps one for its lifetime).
 
     ``read_timeout`` must exceed the longest ``XREAD BLOCK`` the client sends: redis-py's
     default socket timeout (5 s) would cut a longer blocking read short with a TimeoutError.
+    ``pool_size``: at most that many connections, a command waiting for a free one
+    (``redis_url.async_client``).
     """
     url = url or get_settings().redis_url
     if read_timeout is None:
-        return async_client(url, decode_responses=True)
+        return async_client(url, pool_size, decode_responses=True)
     return async_client(
-        url, decode_responses=True, socket_timeout=read_timeout, socket_connect_timeout=5
-    )
+        url, pool_size, decode_responses=True, socket_timeout=read_timeout,
+        socket_connect_timeout=5,
+    )  # fmt: skip

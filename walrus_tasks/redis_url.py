@@ -117,14 +117,35 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     return master
 
 
-def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio client of ``url``; with Sentinel, of whichever server is the master."""
+POOL_WAIT = 20.0
+"""Seconds a command of a bounded asyncio client waits for a free connection."""
+
+
+class _BlockingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's connections, at most ``max_connections``: a command waits for a free one."""
+
+
+def async_client(url: str, pool_size: int | None = None, **kwargs: Any) -> aioredis.Redis:
+    """An asyncio client of ``url``; with Sentinel, of whichever server is the master.
+
+    With ``pool_size`` it holds at most that many connections, and a command that finds them
+    all in use waits for one (``POOL_WAIT``); without, redis-py's pool fails it ("Too many
+    connections") past its default of 100.
+    """
     group = parse_sentinel(url)
+    bounded: dict[str, Any] = {}
+    if pool_size is not None:
+        bounded = {"max_connections": pool_size, "timeout": POOL_WAIT}
     if group is None:
-        return aioredis.Redis.from_url(url, **kwargs)
+        if not bounded:
+            return aioredis.Redis.from_url(url, **kwargs)
+        pool = aioredis.BlockingConnectionPool.from_url(url, **bounded, **kwargs)
+        return aioredis.Redis(connection_pool=pool)
     sentinel = aiosentinel.Sentinel(
         list(group.sentinels), sentinel_kwargs=group.sentinel_kwargs(), **group.master_kwargs()
     )
+    if bounded:
+        kwargs = {**kwargs, **bounded, "connection_pool_class": _BlockingSentinelPool}
     master: aioredis.Redis = sentinel.master_for(group.master, **kwargs)
     return master
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         description="open connections one client address may hold (per gateway process); "
         "the next is answered 429 and closed",
     )
+    gateway_redis_connections: int = Field(
+        default=100,
+        ge=2,
+        description="most connections the gateway's asyncio Redis client holds (per process; "
+        "event streams share one more reader); a command that finds them all busy waits for "
+        "one, up to 20 s, instead of failing",
+    )
     gateway_max_streams_per_client: int = Field(
         default=1024,
         ge=1,

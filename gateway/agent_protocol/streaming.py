@@ -28,11 +28,15 @@ from gateway import operations as ops
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
 from gateway.hub import Hub
+from gateway.shared_reads import SharedReads
 from gateway.sse import KEEP_ALIVE, ErrorRender
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
 MESSAGE_MODES = ("messages-tuple", "messages")
+VALUES: SharedReads[dict[str, Any]] = SharedReads()
+"""The thread values being read, by ``(run id, event entry id)``: one read per event however
+many streams follow the run."""
 
 
 def resume_point(last_event_id: str | None) -> tuple[str, int]:
@@ -74,19 +78,32 @@ class Translator:
         for event in events:  # the text the client has of the current step
             self._forward(event)
 
-    async def _values(self) -> dict[str, Any]:
-        history = await thread_ops.thread_history_async(self.r, self.thread)
-        return {"messages": messages.to_langchain(history)}
+    async def _values(self, at: str | None = None) -> dict[str, Any]:
+        """The thread's values (as of event entry ``at``, or later).
+
+        With ``at``, read once for every stream of the run that reads them at that event
+        (``gateway.shared_reads``).
+        """
+
+        async def fetch() -> dict[str, Any]:
+            history = await thread_ops.thread_history_async(self.r, self.thread)
+            return {"messages": messages.to_langchain(history)}
+
+        if at is None:
+            return await fetch()
+        return await VALUES.read((self.run_id, at), fetch)
 
     def _meta(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "thread_id": self.thread_id, "assistant_id": self.agent,
                 "graph_id": self.agent, "langgraph_node": "agent",
                 "langgraph_step": self.step}  # fmt: skip
 
-    async def _checkpoint(self, extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    async def _checkpoint(
+        self, at: str | None, extra: dict[str, Any] | None = None
+    ) -> list[tuple[str, Any]]:
         """``values`` (the whole state) and ``updates`` (the messages new since the last)."""
         out: list[tuple[str, Any]] = []
-        state = await self._values()
+        state = await self._values(at)
         new = state["messages"][self.seen :]
         self.seen = len(state["messages"])
         if "values" in self.modes:
@@ -109,15 +126,17 @@ class Translator:
             self.diverged = e
             return ""
 
-    async def translate(self, event: dict[str, Any]) -> list[tuple[str, Any]]:
-        """The Agent Protocol events of one walrus event."""
+    async def translate(
+        self, event: dict[str, Any], at: str | None = None
+    ) -> list[tuple[str, Any]]:
+        """The Agent Protocol events of one walrus event (``at``: its entry id)."""
         kind = event["type"]
         out: list[tuple[str, Any]] = []
         text = self._forward(event)
         if self.diverged is not None:
             return [self.restarted()]
         if kind == "start":
-            out += await self._checkpoint()
+            out += await self._checkpoint(at)
         elif kind == "chunk" and text:
             chunk = messages.ai_message(text, messages.ai_id(self.run_id, self.step), [])
             chunk["type"] = "AIMessageChunk"
@@ -129,15 +148,15 @@ class Translator:
             )
             out.append(("messages", [tool, {**self._meta(), "langgraph_node": "tools"}]))
         elif kind == "tools_complete":
-            out += await self._checkpoint()
+            out += await self._checkpoint(at)
             self.step += 1
         elif kind == "ask_user":
             value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
             interrupt = [{"value": value, "id": event.get("call_id", "")}]
-            out += await self._checkpoint({"__interrupt__": interrupt})
+            out += await self._checkpoint(at, {"__interrupt__": interrupt})
             self.interrupted = True
         elif kind == "end":
-            out += await self._checkpoint()
+            out += await self._checkpoint(at)
             if event["status"] != "succeeded":
                 message = event.get("error") or f"run {event['status']}"
                 out.append(("error", {"error": f"run_{event['status']}", "message": message}))
@@ -203,7 +222,7 @@ async def frames(
         if event is None:
             yield KEEP_ALIVE
             continue
-        for n, (name, data) in enumerate(await t.translate(event)):
+        for n, (name, data) in enumerate(await t.translate(event, entry_id)):
             if skip and n < skip:
                 continue
             yield frame(name, data, f"{entry_id}:{n}")
@@ -223,10 +242,10 @@ async def final_values(
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
-    async for _, event in ops.run_events(hub, run_id, after):
+    async for entry_id, event in ops.run_events(hub, run_id, after):
         if event is None or event["type"] not in FINAL_EVENTS:
             continue
-        for name, data in await t.translate(event):
+        for name, data in await t.translate(event, entry_id):
             if name == "values":
                 result = data
             elif name == "error":
