@@ -28,6 +28,7 @@ from gateway import (
     sse_route,
     ws,
 )
+from gateway.agent_protocol import runs as ap_runs
 from gateway.auth import install_auth
 from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.state.config, app.state.settings = config, settings
     app.state.redis = client(settings.redis_url)  # the routes' (deps.Redis)
     install(app)
-    sse_route.install(app, native.runs)  # innermost: after the checks below
+    # Innermost: after the checks below.
+    sse_route.install(app, [sse_route.native(native.runs), ap_runs.PLAIN_JOIN_STREAM])
     # Inside the bearer check: a stream counts for the request's token (else its address).
     app.add_middleware(
         StreamLimitMiddleware, counts=StreamCounts(settings.gateway_max_streams_per_client)

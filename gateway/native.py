@@ -70,7 +70,7 @@ async def run_events(
 ) -> Response:
     """The run's events as SSE; resumes after ``Last-Event-ID`` (or ``?after=``).
 
-    In the gateway app :class:`gateway.sse_route.RunEventsRoute` answers it before this route
+    In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it before this route
     is reached (this is its OpenAPI entry); both call :func:`gateway.sse.run_events`.
     """
     return await sse.run_events(hub, run_id, last_event_id, after)

@@ -1,19 +1,25 @@
-"""``GET /v1/runs/{run_id}/events`` answered by a plain ASGI middleware, not by FastAPI.
+"""Event streams that follow a run, answered by a plain ASGI middleware, not by FastAPI.
 
 Why: an SSE stream keeps its whole request alive while it is open. Measured with tracemalloc
 on 2 000 open streams, FastAPI's request and response wrapping (its exception wrappers, two
 ``AsyncExitStack``s, the dependency solving, the coroutine frames of each layer) held about
 10 KB of each stream's ~30 KB; at 10 000 streams per process that is 100 MB. This middleware
-is the innermost of the gateway's (the origin, body-limit and bearer checks and the metrics
-have run), and answers that one route with :func:`gateway.sse.run_events`, the function the
-FastAPI route calls, so the contract (validation, 404/422 and their error shapes, resuming
-with ``Last-Event-ID`` or ``?after=``) is one piece of code. The FastAPI route stays: it is
-the route's OpenAPI entry (and answers other methods with 405).
+is the innermost of the gateway's (the origin, body-limit and bearer checks, the tenant
+routes' token check and the metrics have run), and answers the ``GET`` of each
+:class:`PlainStream` with the function its FastAPI route calls, so the contract (validation,
+errors in the face's shape, resuming with ``Last-Event-ID``) is one piece of code. The FastAPI
+routes stay: they are the OpenAPI entries (and answer ``HEAD`` and other methods).
+
+The streams served so: the native ``GET /v1/runs/{run_id}/events`` and the Agent Protocol's
+``GET /threads/{thread_id}/runs/{run_id}/stream`` (a LangGraph client rejoining a run: at
+10 000 such streams FastAPI's wrapping doubled the memory of each, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI
@@ -22,45 +28,101 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import sse
-from gateway.errors import MAPPED, failure_response
+from gateway.errors import MAPPED, Render, failure_response
 
-ROUTE = "/v1/runs/{run_id}/events"
-PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/events$")
-
-
-def install(app: FastAPI, router: APIRouter) -> None:
-    """Serve ``router``'s ``GET`` :data:`ROUTE` with :class:`RunEventsRoute`.
-
-    Call it before the other middlewares are added, so it runs after them (innermost).
-    """
-    route = next(r for r in router.routes if isinstance(r, APIRoute) and r.path == ROUTE)
-    app.add_middleware(RunEventsRoute, route=route)
+Answer = Callable[[Scope, dict[str, str], "Query"], Awaitable[Response]]
+"""``(scope, path parameters, query)`` -> the stream (or raises a mapped error)."""
 
 
-class RunEventsRoute:
-    """ASGI middleware: serve ``GET /v1/runs/{run_id}/events``; pass everything else on."""
+@dataclass(frozen=True)
+class Query:
+    """What a stream request carries besides its path: query parameters, ``Last-Event-ID``."""
 
-    def __init__(self, app: ASGIApp, route: APIRoute) -> None:
-        self.app = app
-        self.route = route  # what the metrics label the request with
+    params: dict[str, list[str]]
+    last_event_id: str | None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer the run's event stream, or an error in the gateway's shape."""
-        match = PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route
+    def one(self, name: str) -> str | None:
+        """The last value of parameter ``name`` (None if absent)."""
+        values = self.params.get(name)
+        return values[-1] if values else None
+
+    @classmethod
+    def of(cls, scope: Scope) -> Query:
+        """The query of request ``scope``."""
         last_event_id = None
         for name, value in scope["headers"]:
             if name == b"last-event-id":
                 last_event_id = value.decode("latin-1")
                 break
-        after = parse_qs(scope["query_string"].decode("latin-1")).get("after", [None])[-1]
+        return cls(parse_qs(scope["query_string"].decode("latin-1")), last_event_id)
+
+
+@dataclass(frozen=True)
+class PlainStream:
+    """One ``GET`` stream route answered here: its path, its answer, its error shape."""
+
+    route: APIRoute
+    """The FastAPI route it stands for (what the metrics label the request with)."""
+    path: re.Pattern[str]
+    answer: Answer
+    render: Render | None = None
+    """The shape of its errors (None: the native one)."""
+
+
+def plain(
+    router: APIRouter, path: str, answer: Answer, render: Render | None = None
+) -> PlainStream:
+    """The ``GET`` route ``path`` of ``router``, to be answered by ``answer``."""
+    route = next(
+        r for r in router.routes
+        if isinstance(r, APIRoute) and r.path == path and "GET" in (r.methods or ())
+    )  # fmt: skip
+    pattern = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", path) + "$")
+    return PlainStream(route, pattern, answer, render)
+
+
+async def _run_events(scope: Scope, params: dict[str, str], query: Query) -> Response:
+    hub = scope["app"].state.hub
+    return await sse.run_events(hub, params["run_id"], query.last_event_id, query.one("after"))
+
+
+def native(router: APIRouter) -> PlainStream:
+    """``GET /v1/runs/{run_id}/events`` of ``router`` (``sse.run_events``)."""
+    return plain(router, "/v1/runs/{run_id}/events", _run_events)
+
+
+def install(app: FastAPI, streams: Sequence[PlainStream]) -> None:
+    """Serve ``streams`` with :class:`StreamRoutes`.
+
+    Call it before the other middlewares are added, so it runs after them (innermost).
+    """
+    app.add_middleware(StreamRoutes, streams=tuple(streams))
+
+
+class StreamRoutes:
+    """ASGI middleware: serve the ``GET`` of each plain stream; pass everything else on."""
+
+    def __init__(self, app: ASGIApp, streams: tuple[PlainStream, ...]) -> None:
+        self.app = app
+        self.streams = streams
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a stream, or an error in its face's shape."""
+        if scope["type"] == "http" and scope["method"] == "GET":
+            for stream in self.streams:
+                if (match := stream.path.match(scope["path"])) is not None:
+                    await self._answer(stream, match.groupdict(), scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self, stream: PlainStream, params: dict[str, str], scope: Scope, receive: Receive,
+        send: Send,
+    ) -> None:  # fmt: skip
+        scope["route"] = stream.route
         response: Response
         try:
-            hub = scope["app"].state.hub
-            response = await sse.run_events(hub, match["run_id"], last_event_id, after)
+            response = await stream.answer(scope, params, Query.of(scope))
         except MAPPED as e:
-            response = failure_response(e)
+            response = failure_response(e, stream.render)
         await response(scope, receive, send)

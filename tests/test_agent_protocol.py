@@ -160,6 +160,27 @@ def test_rollback_also_drops_the_runs_queued_behind_the_active_one(ap: Cluster) 
         assert lg.runs.get(tid, run["run_id"])["status"] == "interrupted"
 
 
+def test_a_rejoined_stream_answers_its_errors_in_the_agent_protocols_shape(ap: Cluster) -> None:
+    # GET .../runs/{run_id}/stream is answered by the plain ASGI route (gateway/sse_route.py),
+    # not FastAPI: its errors must still be LangGraph's {"detail"}, and it is counted under
+    # its route.
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    run = lg.runs.create(tid, "echo", input={"messages": [{"role": "user", "content": "hi"}]})
+    lg.runs.join(tid, run["run_id"])
+    stream = f"/threads/{tid}/runs/{run['run_id']}/stream"
+    with httpx.Client(base_url=ap.gateway_url) as h:
+        gone = h.get(f"/threads/{uuid.uuid4()}/runs/{run['run_id']}/stream")
+        assert gone.status_code == 404 and set(gone.json()) == {"detail"}
+        bad = h.get(stream, headers={"Last-Event-ID": "not-an-id"})
+        assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["detail"]
+        ok = h.get(stream, params={"stream_mode": "values"}, headers={"Last-Event-ID": "-1"})
+        assert ok.status_code == 200 and "event: values" in ok.text
+        metrics = h.get("/metrics").text
+    route = 'route="/threads/{thread_id}/runs/{run_id}/stream"'
+    assert any(route in line and 'status="404"' in line for line in metrics.splitlines())
+
+
 def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM) -> None:
     fake_llm.script(
         FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),

@@ -234,6 +234,11 @@ def test_a_tenant_token_naming_a_tenant_is_refused_and_writes_nothing(apt: Clust
     refused(403, lambda: acme.runs.wait(None, "echo", input=HI, params={"tenant": "globex"}))
     put = {"key": "k", "value": {"a": 1}, "params": {"tenant": "globex"}}
     refused(403, lambda: acme.store.put_item(["x"], **put))
+    tid = acme.threads.create()["thread_id"]  # a rejoined stream (the plain ASGI route) too
+    run = acme.runs.create(tid, "echo", input=HI)
+    refused(
+        403, lambda: list(acme.runs.join_stream(tid, run["run_id"], params={"tenant": "globex"}))
+    )
     assert apt.redis().zcard(keys.ap_threads("globex")) == before
     assert not apt.redis().exists(keys.ap_store("x", "globex"))
 

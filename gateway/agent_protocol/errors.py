@@ -13,5 +13,10 @@ def detail(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
 
-AgentProtocolRoute = error_route(lambda status, code, message: detail(status, message))
+def render(status: int, code: str, message: str) -> JSONResponse:
+    """A failure as the Agent Protocol answers it (``detail``; it has no ``code``)."""
+    return detail(status, message)
+
+
+AgentProtocolRoute = error_route(render)
 """Agent Protocol routes: every failure comes out as ``{"detail"}``."""

@@ -21,14 +21,16 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from gateway import operations as ops
+from gateway import sse_route
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state, streaming
-from gateway.agent_protocol.errors import AgentProtocolRoute
+from gateway.agent_protocol.errors import AgentProtocolRoute, render
 from gateway.agent_protocol.models import RunCreate
 from gateway.agent_protocol.tenant import Space
-from gateway.deps import ARedis, Cfg, Redis, StreamHub
+from gateway.deps import ARedis, Cfg, Redis, StreamHub, caller_of
 from gateway.hub import Hub
 from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
@@ -309,10 +311,45 @@ async def join_stream(
     stream_mode: Annotated[list[str] | None, Query()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventStream:
-    """The run's stream; after ``Last-Event-ID`` (``-1``: from the start)."""
+    """The run's stream; after ``Last-Event-ID`` (``-1``: from the start).
+
+    In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it before this route
+    does (``PLAIN_JOIN_STREAM``), with :func:`_join_stream` too.
+    """
+    return await _join_stream(
+        r, hub, aredis, tenant, thread_id, run_id, stream_mode or [], last_event_id
+    )
+
+
+async def _join_stream(
+    r: redis.Redis,
+    hub: Hub,
+    aredis: aioredis.Redis,
+    tenant: str | None,
+    thread_id: str,
+    run_id: str,
+    stream_mode: list[str],
+    last_event_id: str | None,
+) -> EventStream:
     h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
-    asked = [m for m in stream_mode or [] if m]  # the SDK sends stream_mode= for none
+    asked = [m for m in stream_mode if m]  # the SDK sends stream_mode= for none
     modes = asked or await run_in_threadpool(thread_ops.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
     hold_stream()
     return _event_stream(hub, aredis, run_id, h, modes, last_event_id=last_event_id)
+
+
+async def _plain_join_stream(
+    scope: Scope, params: dict[str, str], query: sse_route.Query
+) -> EventStream:
+    """:func:`join_stream` as the plain ASGI route calls it (what FastAPI would resolve)."""
+    state = scope["app"].state
+    tenant = caller_of(scope).acting(query.one("tenant"))
+    return await _join_stream(
+        state.redis, state.hub, state.aredis, tenant, params["thread_id"], params["run_id"],
+        query.params.get("stream_mode", []), query.last_event_id,
+    )  # fmt: skip
+
+
+PLAIN_JOIN_STREAM = sse_route.plain(router, f"{RUN}/stream", _plain_join_stream, render)
+"""``GET /threads/{thread_id}/runs/{run_id}/stream`` for :mod:`gateway.sse_route`."""
