@@ -37,6 +37,7 @@ from gateway.json_guard import JsonDepthGuard
 from gateway.metrics import install_metrics
 from gateway.origin import OriginGuard, cors_options
 from gateway.page_headers import PageHeaders, docs_csp
+from gateway.responses import routes as response_routes
 from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
 from walrus_tasks import keys, tracing
 from walrus_tasks.config import Config, load_config
@@ -85,7 +86,10 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.state.redis = client(settings.redis_url)  # the routes' (deps.Redis)
     install(app)
     # Innermost: after the checks below.
-    sse_route.install(app, [sse_route.native(native.runs), ap_runs.PLAIN_JOIN_STREAM])
+    sse_route.install(
+        app,
+        [sse_route.native(native.runs), ap_runs.PLAIN_JOIN_STREAM, response_routes.PLAIN_STREAM],
+    )
     # Inside the bearer check: a stream counts for the request's token (else its address).
     app.add_middleware(
         StreamLimitMiddleware, counts=StreamCounts(settings.gateway_max_streams_per_client)

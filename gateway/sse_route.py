@@ -10,9 +10,10 @@ routes' token check and the metrics have run), and answers the ``GET`` of each
 errors in the face's shape, resuming with ``Last-Event-ID``) is one piece of code. The FastAPI
 routes stay: they are the OpenAPI entries (and answer ``HEAD`` and other methods).
 
-The streams served so: the native ``GET /v1/runs/{run_id}/events`` and the Agent Protocol's
-``GET /threads/{thread_id}/runs/{run_id}/stream`` (a LangGraph client rejoining a run: at
-10 000 such streams FastAPI's wrapping doubled the memory of each, docs/benchmarks.md).
+The streams served so: the native ``GET /v1/runs/{run_id}/events``, the Agent Protocol's
+``GET /threads/{thread_id}/runs/{run_id}/stream`` and the Responses face's ``GET
+/v1/responses/{id}?stream=true`` (clients rejoining a run: at 10 000 such streams FastAPI's
+wrapping made up a third of the memory of each, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -67,10 +68,18 @@ class PlainStream:
     answer: Answer
     render: Render | None = None
     """The shape of its errors (None: the native one)."""
+    when: Callable[[Query], bool] | None = None
+    """Which requests of the path are answered here (None: all); the others go on to FastAPI,
+    which answers them as before: a route that streams only with ``?stream=true``, or a query
+    parameter this function would have to validate as FastAPI does."""
 
 
 def plain(
-    router: APIRouter, path: str, answer: Answer, render: Render | None = None
+    router: APIRouter,
+    path: str,
+    answer: Answer,
+    render: Render | None = None,
+    when: Callable[[Query], bool] | None = None,
 ) -> PlainStream:
     """The ``GET`` route ``path`` of ``router``, to be answered by ``answer``."""
     route = next(
@@ -78,7 +87,7 @@ def plain(
         if isinstance(r, APIRoute) and r.path == path and "GET" in (r.methods or ())
     )  # fmt: skip
     pattern = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", path) + "$")
-    return PlainStream(route, pattern, answer, render)
+    return PlainStream(route, pattern, answer, render, when)
 
 
 async def _run_events(scope: Scope, params: dict[str, str], query: Query) -> Response:
@@ -110,19 +119,23 @@ class StreamRoutes:
         """Answer a stream, or an error in its face's shape."""
         if scope["type"] == "http" and scope["method"] == "GET":
             for stream in self.streams:
-                if (match := stream.path.match(scope["path"])) is not None:
-                    await self._answer(stream, match.groupdict(), scope, receive, send)
+                if (match := stream.path.match(scope["path"])) is None:
+                    continue
+                query = Query.of(scope)
+                if stream.when is None or stream.when(query):
+                    await self._answer(stream, match.groupdict(), scope, query, receive, send)
                     return
+                break
         await self.app(scope, receive, send)
 
     async def _answer(
-        self, stream: PlainStream, params: dict[str, str], scope: Scope, receive: Receive,
-        send: Send,
+        self, stream: PlainStream, params: dict[str, str], scope: Scope, query: Query,
+        receive: Receive, send: Send,
     ) -> None:  # fmt: skip
         scope["route"] = stream.route
         response: Response
         try:
-            response = await stream.answer(scope, params, Query.of(scope))
+            response = await stream.answer(scope, params, query)
         except MAPPED as e:
             response = failure_response(e, stream.render)
         await response(scope, receive, send)

@@ -571,3 +571,25 @@ def test_a_step_stops_at_its_client_calls_once_each_is_asked_and_its_own_calls_a
     later, t2 = translated(events[4:], tools=[{"type": "function", "name": "get_weather"}], n=1)
     assert t2.snapshot()["output"] == [] and t2.status == "completed"  # the answered call: no item
     assert [e["type"] for e in later][:2] == ["response.created", "response.in_progress"]
+
+
+def test_a_stream_again_answers_errors_in_openais_shape_on_either_path(
+    client: openai.OpenAI, cluster: Cluster
+) -> None:
+    # ?stream=true is answered by the plain ASGI route (gateway/sse_route.py); a request it
+    # does not take (a starting_after FastAPI must validate) goes on to FastAPI. Both answer
+    # errors as OpenAI does.
+    done = client.responses.create(model="echo", input="hi")
+    with cluster.http() as h:
+        gone = h.get("/v1/responses/resp_nothere", params={"stream": "true"})
+        assert gone.status_code == 404 and gone.json()["error"]["type"]
+        for bad in ("-1", "x"):
+            refused = h.get(
+                f"/v1/responses/{done.id}", params={"stream": "1", "starting_after": bad}
+            )
+            assert refused.status_code == 422 and "error" in refused.json(), refused.text
+        again = h.get(f"/v1/responses/{done.id}", params={"stream": "yes", "starting_after": "0"})
+        assert again.status_code == 200 and "event: response.completed" in again.text
+        assert "event: response.created" not in again.text  # sequence number 0 was skipped
+        plain = h.get(f"/v1/responses/{done.id}")
+        assert plain.json()["status"] == "completed"

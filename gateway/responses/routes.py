@@ -14,12 +14,14 @@ import redis
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from gateway import operations as ops
 from gateway import response_operations as resp_ops
-from gateway.deps import Cfg, Redis, Sets, StreamHub, Who
+from gateway import sse_route
+from gateway.deps import Cfg, Redis, Sets, StreamHub, Who, caller_of
 from gateway.errors import responses
-from gateway.openai_compat import OpenAIRoute
+from gateway.openai_compat import OpenAIRoute, openai_error
 from gateway.response_operations import ResponseView
 from gateway.responses.create import fold, start
 from gateway.responses.models import (
@@ -33,6 +35,7 @@ from gateway.responses.stream import Finish, frames, settle, stream_error
 from gateway.responses.translate import Translator
 from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.tenancy import Caller
 
 CANCEL_WAIT = 30.0
 """Seconds a cancel waits for the run to end before it answers with the response as it is."""
@@ -95,12 +98,10 @@ async def retrieve_response(
 
     A ``store: false`` response is a 404 once it has ended.
     """
+    if stream:  # in the gateway app, answered by gateway.sse_route (PLAIN_STREAM), the same way
+        return await _stream_again(r, hub, settings.events_ttl, who, response_id, starting_after)
     view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
     finish = _finisher(r, settings.events_ttl)
-    if stream:
-        hold_stream()
-        after = -1 if starting_after is None else starting_after
-        return _stream(hub, Translator(view), after, finish)
     if view.final is not None:
         return JSONResponse(view.final)
     t = await run_in_threadpool(fold, r, view)
@@ -110,6 +111,47 @@ async def retrieve_response(
         if not view.store:
             raise resp_ops.unknown(response_id)
     return JSONResponse(final)
+
+
+async def _stream_again(
+    r: redis.Redis, hub: Any, ttl: int, who: Caller, response_id: str, starting_after: int | None
+) -> EventStream:
+    """The response's events after ``starting_after`` (None: from the first)."""
+    view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
+    hold_stream()
+    after = -1 if starting_after is None else starting_after
+    return _stream(hub, Translator(view), after, _finisher(r, ttl))
+
+
+TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+"""What FastAPI reads as ``stream=true``."""
+
+
+def _streams_plainly(query: sse_route.Query) -> bool:
+    """``?stream=true``, with ``starting_after`` absent or a plain number.
+
+    Any other request goes on to FastAPI: the JSON response, or its 422 for a bad
+    ``starting_after``.
+    """
+    after = query.one("starting_after")
+    return (query.one("stream") or "").lower() in TRUE and (after is None or after.isdigit())
+
+
+async def _plain_stream(
+    scope: Scope, params: dict[str, str], query: sse_route.Query
+) -> EventStream:
+    state = scope["app"].state
+    after = query.one("starting_after")
+    return await _stream_again(
+        state.redis, state.hub, state.settings.events_ttl, caller_of(scope),
+        params["response_id"], None if after is None else int(after),
+    )  # fmt: skip
+
+
+PLAIN_STREAM = sse_route.plain(
+    router, "/v1/responses/{response_id}", _plain_stream, openai_error, _streams_plainly
+)
+"""``GET /v1/responses/{id}?stream=true`` for :mod:`gateway.sse_route`."""
 
 
 @router.post("/v1/responses/{response_id}/cancel", response_model=ResponseObject, responses=ERRORS)
