@@ -117,25 +117,27 @@ class StreamRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a stream, or an error in its face's shape."""
+        response = None
         if scope["type"] == "http" and scope["method"] == "GET":
-            for stream in self.streams:
-                if (match := stream.path.match(scope["path"])) is None:
-                    continue
-                query = Query.of(scope)
-                if stream.when is None or stream.when(query):
-                    await self._answer(stream, match.groupdict(), scope, query, receive, send)
-                    return
-                break
-        await self.app(scope, receive, send)
-
-    async def _answer(
-        self, stream: PlainStream, params: dict[str, str], scope: Scope, query: Query,
-        receive: Receive, send: Send,
-    ) -> None:  # fmt: skip
-        scope["route"] = stream.route
-        response: Response
-        try:
-            response = await stream.answer(scope, params, query)
-        except MAPPED as e:
-            response = failure_response(e, stream.render)
+            response = await self._response(scope)
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+        # Only this frame stays suspended while the stream is open: nothing else of the
+        # request (its match, its query) is kept for as long as the client listens.
         await response(scope, receive, send)
+
+    async def _response(self, scope: Scope) -> Response | None:
+        """The stream (or its error) if one of the plain streams takes ``scope``; else None."""
+        for stream in self.streams:
+            if (match := stream.path.match(scope["path"])) is None:
+                continue
+            query = Query.of(scope)
+            if stream.when is not None and not stream.when(query):
+                return None
+            scope["route"] = stream.route
+            try:
+                return await stream.answer(scope, match.groupdict(), query)
+            except MAPPED as e:
+                return failure_response(e, stream.render)
+        return None
