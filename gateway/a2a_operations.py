@@ -48,7 +48,9 @@ def task_record(
 
     NotFound for a malformed id, an unknown run, another agent's run and another tenant's run
     (a tenant token sees only its tenant's runs; an admin token every run). A waiting run's
-    events are always read, since its question is one of them.
+    events are always read, since its question is one of them, and so are an ended run's,
+    since its reply artifact is made of them (a blocking send whose run ended before its first
+    read answered with a completed task and no artifact).
     """
     missing = NotFound(f"task {run_id!r} not found (of agent {agent!r}, for this caller)")
     if not RUN_ID_RE.fullmatch(run_id):
@@ -60,7 +62,7 @@ def task_record(
     if record.get("agent") != agent or not caller.sees(record.get("sender", "")):
         raise missing
     run = RunInfo.from_hash(record)
-    read = events or run.status == RunStatus.waiting
+    read = events or run.status == RunStatus.waiting or run.status.terminal
     found = run_events(r, run_id) if read else []
     question = pending_question(r, run_id, found) if run.status == RunStatus.waiting else None
     return TaskRecord(run=run, content=record.get("content", ""), events=found, question=question)

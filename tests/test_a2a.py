@@ -48,11 +48,13 @@ from a2a.types import (
 )
 from google.protobuf.json_format import MessageToDict
 
-from gateway.a2a.tasks import TaskStream
+from gateway import a2a_operations as a2a_ops
+from gateway.a2a.tasks import TaskStream, task_of
 from tests.cluster import Cluster, running
 from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM, FakeReply
 from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.tenancy import OPEN
 
 AGENTS = {
     "a2a": 'model = "fake/m-a2a"\ndescription = "Answers A2A tests"\ntools = ["clock"]\n',
@@ -585,3 +587,12 @@ def test_a_stopping_gateway_ends_an_a2a_stream_with_an_error_event(
     assert time.monotonic() - started < 3  # ended by the hub, not uvicorn's graceful timeout
     log = (tmp_path / "gateway.log").read_text()
     assert "CancelledError" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_an_ended_task_read_without_events_still_carries_its_reply(cluster: Cluster) -> None:
+    # Found in a full run under load: a blocking send whose run had already ended by the time
+    # its first read (without events, for speed) came answered COMPLETED with no artifact.
+    run_id = cluster.send("echo", "hi", f"a2a-{uuid.uuid4().hex}")
+    cluster.wait_run(run_id)
+    record = a2a_ops.task_record(cluster.redis(), run_id, "echo", OPEN, events=False)
+    assert reply_of(task_of(record)) == ECHO_REPLY
