@@ -248,15 +248,15 @@ def test_the_live_feed_delivers_runs_of_two_workers_to_one_client(cluster: Clust
             "start", "text_start", *["chunk"] * 5, "text_end", "end"
         ]  # fmt: skip
         assert mine[0]["sender"] == mine[-1]["sender"] and mine[0]["sender"].startswith(prefix)
+    # A worker logs "run succeeded" after the end event it wrote, so the feed can be ahead of
+    # the logs: wait until every run's line is there (once, a full run read one too early).
     workers = wait_for(
-        lambda: (
-            (w := {worker_of(cluster, run_id) for run_id in sent}) >= {"worker1", "worker2"} and w
-        ),
+        lambda: (w := {worker_of(cluster, run_id) for run_id in sent}) and None not in w and w,
         10,
         0.2,
-        "both workers to have run some of the runs",
+        "every run's worker to have logged its end",
     )
-    assert None not in workers
+    assert workers == {"worker1", "worker2"}
 
     # Resumable: Last-Event-ID picks up right after an event, with no gap and no duplicate.
     k = len(events) // 2

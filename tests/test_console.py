@@ -5,6 +5,7 @@ runs list, crons, the token prompt, and no JavaScript error on any page at eithe
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.browser import DESKTOP, PHONE, Page, browser, shots
-from tests.cluster import Cluster, running
+from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM, FakeReply
 from walrus_tasks.redis_server import RedisServer
@@ -83,6 +84,40 @@ def test_a_tool_call_shows_as_a_card(
     pg.locator("details.tool.ok .tool-name").wait_for()
     pg.set_viewport_size(PHONE)
     pg.screenshot(path=str(shots / "console-chat-phone.png"))
+
+
+def test_an_answer_whose_reply_returns_after_the_runs_end_leaves_the_end_shown(
+    page: Page, console_cluster: Cluster, fake_llm: FakeLLM, sender: str
+) -> None:
+    # Found in a full run under load: the reply POST's answer came after the run's `end`
+    # event, and the page then set the finished run's badge back to "running" for good.
+    fake_llm.script(
+        FakeReply(tool_calls=[("ask_user", QUESTION)]),
+        FakeReply(text="blue it is"),
+        model="m-console-ask",
+    )
+    pg: Any = page.open(f"chat/asker/{sender}")
+
+    def late_reply(route: Any) -> None:
+        answer = route.fetch()  # the reply reaches the gateway now; its answer is held back
+        wait_for(
+            lambda: any(
+                m["role"] == "assistant" and m["content"] == "blue it is"
+                for m in console_cluster.history("asker", sender)
+            ),
+            30,
+        )
+        time.sleep(0.5)  # the end event reaches the page first
+        route.fulfill(response=answer)
+
+    pg.route("**/reply*", late_reply)
+    pg.fill("#chat-input", "pick a colour")
+    pg.click("#send")
+    pg.locator("form.ask").wait_for()
+    pg.locator("form.ask").get_by_role("button", name="blue").click()
+    pg.locator(".answered").wait_for()
+    pg.locator(".msg.assistant .badge.succeeded").wait_for(timeout=5000)
+    assert pg.locator(".msg.assistant .badge.running").count() == 0
 
 
 def test_an_ask_user_question_is_answered_from_the_page(

@@ -222,10 +222,13 @@ function show(bubble, ev, replyUrl) {
 function question(ev, replyUrl, meta) {
   const form = h("form", { class: "ask", "data-call": ev.call_id || "" });
   const answer = async (content) => {
+    // The badge this question set: the run's events may replace it (its end, another question)
+    // before the reply's answer comes back, and then it is not ours to change.
+    const waiting = meta.querySelector(".badge");
     try {
       await api("POST", replyUrl, { content, ...(ev.call_id ? { call_id: ev.call_id } : {}) });
       form.replaceChildren(h("p", { class: "answered" }, `answered: ${content}`));
-      meta.querySelector(".badge").replaceWith(badge("running"));
+      if (waiting.isConnected) waiting.replaceWith(badge("running"));
     } catch (e) {
       form.append(note(e.message));
     }
