@@ -21,6 +21,7 @@ import redis
 from starlette.testclient import TestClient
 
 from tests.cluster import Cluster, running
+from tests.ha import SentinelGroup
 from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.redis_server import RedisServer, start_redis
 from walrus_tasks.settings import Settings
@@ -385,3 +386,13 @@ def private_cluster(redis_server: RedisServer, home: Path, tmp_path: Path) -> It
 def sender() -> str:
     """A conversation of its own for each test."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Redis master, its replica and three sentinels of our own (``tests.ha``), stopped after."""
+    group = SentinelGroup(tmp_path / "redis")
+    try:
+        yield group.start()
+    finally:
+        group.stop()

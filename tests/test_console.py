@@ -86,16 +86,21 @@ def test_a_tool_call_shows_as_a_card(
     pg.screenshot(path=str(shots / "console-chat-phone.png"))
 
 
-def test_an_answer_whose_reply_returns_after_the_runs_end_leaves_the_end_shown(
-    page: Page, console_cluster: Cluster, fake_llm: FakeLLM, sender: str
-) -> None:
-    # Found in a full run under load: the reply POST's answer came after the run's `end`
-    # event, and the page then set the finished run's badge back to "running" for good.
+def asks_for_a_colour(fake_llm: FakeLLM) -> None:
+    """The ``asker`` agent's model asks QUESTION, then answers "blue it is"."""
     fake_llm.script(
         FakeReply(tool_calls=[("ask_user", QUESTION)]),
         FakeReply(text="blue it is"),
         model="m-console-ask",
     )
+
+
+def test_an_answer_whose_reply_returns_after_the_runs_end_leaves_the_end_shown(
+    page: Page, console_cluster: Cluster, fake_llm: FakeLLM, sender: str
+) -> None:
+    # Found in a full run under load: the reply POST's answer came after the run's `end`
+    # event, and the page then set the finished run's badge back to "running" for good.
+    asks_for_a_colour(fake_llm)
     pg: Any = page.open(f"chat/asker/{sender}")
 
     def late_reply(route: Any) -> None:
@@ -123,11 +128,7 @@ def test_an_answer_whose_reply_returns_after_the_runs_end_leaves_the_end_shown(
 def test_an_ask_user_question_is_answered_from_the_page(
     page: Page, console_cluster: Cluster, fake_llm: FakeLLM, sender: str
 ) -> None:
-    fake_llm.script(
-        FakeReply(tool_calls=[("ask_user", QUESTION)]),
-        FakeReply(text="blue it is"),
-        model="m-console-ask",
-    )
+    asks_for_a_colour(fake_llm)
     pg: Any = page.open(f"chat/asker/{sender}")
     pg.fill("#chat-input", "pick a colour")
     pg.click("#send")

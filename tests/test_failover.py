@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from tests.cluster import Cluster, running, wait_for
@@ -27,15 +25,6 @@ from walrus_tasks.redis_url import sync_client
 CONVERSATIONS = 50
 MESSAGES = 4
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path / "redis")
-    try:
-        yield group.start()
-    finally:
-        group.stop()
 
 
 def send_in_order(c: Cluster, sender: str, counts: dict[str, int]) -> list[str]:

@@ -140,7 +140,7 @@ def async_client(url: str, pool_size: int | None = None, **kwargs: Any) -> aiore
         if not bounded:
             return aioredis.Redis.from_url(url, **kwargs)
         pool = aioredis.BlockingConnectionPool.from_url(url, **bounded, **kwargs)
-        return aioredis.Redis(connection_pool=pool)
+        return aioredis.Redis.from_pool(pool)  # owns it: aclose() closes its connections
     sentinel = aiosentinel.Sentinel(
         list(group.sentinels), sentinel_kwargs=group.sentinel_kwargs(), **group.master_kwargs()
     )
