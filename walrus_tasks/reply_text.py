@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from walrus_tasks.event_types import STEP_BOUNDARY
 
@@ -42,20 +42,33 @@ class ReplyDiverged(Exception):
         return str(self)
 
 
+Kind = Literal["text", "thinking"]
+"""What a part of the reply is: the answer's text, or the model's thinking."""
+
+
 @dataclass
 class ReplyText:
-    """The reply text of a run, fed its events in order (``feed``); ``text`` at any point."""
+    """The reply of a run, fed its events in order (``feed``); ``text`` at any point.
 
-    done: list[str] = field(default_factory=list)
-    """The text of the steps before the current one."""
-    step: list[str] = field(default_factory=list)
-    """The current step's text so far (what a ``restart`` drops)."""
+    With ``thinking`` the thinking is kept too, as ``("thinking", ...)`` parts in order with the
+    text (``parts``: the Anthropic face's answer blocks).
+    """
+
+    thinking: bool = False
+    """Whether the thinking is kept."""
+    done: list[tuple[Kind, str]] = field(default_factory=list)
+    """The output of the steps before the current one."""
+    step: list[tuple[Kind, str]] = field(default_factory=list)
+    """The current step's output so far (what a ``restart`` drops)."""
 
     def feed(self, event: Mapping[str, Any]) -> None:
         """Take the next event of the run."""
         kind = event.get("type")
         if kind == "chunk":
-            self.step.append(str(event.get("content", "")))
+            self.step.append(("text", str(event.get("content", ""))))
+        elif kind == "thinking":
+            if self.thinking:
+                self.step.append(("thinking", str(event.get("content", ""))))
         elif kind == "restart":
             self.step = []
         elif kind in STEP_BOUNDARY:
@@ -63,9 +76,14 @@ class ReplyText:
             self.step = []
 
     @property
+    def parts(self) -> list[tuple[Kind, str]]:
+        """The output so far, in order: every step's, a restarted step's new attempt only."""
+        return self.done + self.step
+
+    @property
     def text(self) -> str:
         """The reply so far: every step's text, a restarted step's new attempt only."""
-        return "".join(self.done) + "".join(self.step)
+        return "".join(text for kind, text in self.parts if kind == "text")
 
 
 @dataclass

@@ -12,8 +12,7 @@ thinking) and ends with an ``error`` event where a restarted step says something
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from gateway.anthropic_messages.wire import (
     ContentBlock,
@@ -27,42 +26,21 @@ from gateway.anthropic_messages.wire import (
 from gateway.hub import Hub
 from gateway.operations import run_end, run_error, run_events
 from gateway.sse import ErrorRender, typed_frame
-from walrus_tasks.event_types import STEP_BOUNDARY
-from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
-
-Kind = Literal["text", "thinking"]
+from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, Kind, ReplyDiverged, ReplyText
 
 
-@dataclass
-class Blocks:
-    """The content of a run's answer, fed its events in order (``feed``); ``content`` at the end."""
+class Blocks(ReplyText):
+    """The content of a run's answer, fed its events in order (``feed``); ``content`` at the end.
 
-    thinking: bool
-    """Whether thinking is kept (the request asked to see it)."""
-    done: list[tuple[Kind, str]] = field(default_factory=list)
-    """The output of the steps before the current one."""
-    step: list[tuple[Kind, str]] = field(default_factory=list)
-    """The current step's output so far (what a ``restart`` drops)."""
-
-    def feed(self, event: Mapping[str, Any]) -> None:
-        """Take the next event of the run."""
-        kind = event.get("type")
-        if kind == "chunk":
-            self.step.append(("text", str(event.get("content", ""))))
-        elif kind == "thinking":
-            if self.thinking:
-                self.step.append(("thinking", str(event.get("content", ""))))
-        elif kind == "restart":
-            self.step = []
-        elif kind in STEP_BOUNDARY:
-            self.done += self.step
-            self.step = []
+    ``Blocks(thinking)``: the reply as :class:`ReplyText` keeps it, thinking too if the request
+    asked to see it.
+    """
 
     @property
     def content(self) -> list[ContentBlock]:
         """The blocks: consecutive output of one kind joined into one."""
         merged: list[tuple[Kind, str]] = []
-        for kind, text in self.done + self.step:
+        for kind, text in self.parts:
             if merged and merged[-1][0] == kind:
                 merged[-1] = (kind, merged[-1][1] + text)
             else:
