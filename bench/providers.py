@@ -125,7 +125,7 @@ def submit_all(c: Cluster, agent: str, senders: list[str]) -> list[str]:
     with c.control_app() as app, ThreadPoolExecutor(8) as pool:
 
         def one(sender: str) -> str:
-            run_id = new_run_id()
+            run_id = new_run_id(agent, sender)
             assert runs.enqueue(r, run_id, agent, sender, "go", "enqueue", {}).state == "ok"
             app.send_task(DRAIN, args=(agent, sender), kwargs={"run_id": run_id}, queue=RUNS_QUEUE)
             return run_id

@@ -39,9 +39,10 @@ from gateway.origin import OriginGuard, cors_options
 from gateway.page_headers import PageHeaders, docs_csp
 from gateway.responses import routes as response_routes
 from gateway.stream_limit import StreamCounts, StreamLimitMiddleware
-from walrus_tasks import keys, tracing
+from walrus_tasks import keys, migrate, tracing
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import async_redis, client
+from walrus_tasks.errors import ConfigError
 from walrus_tasks.settings import Settings, get_settings
 
 TRACE_EXCLUDED = "/healthz$,/metrics$"
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app.state.aredis = async_redis(
             settings.redis_url, settings.sse_keepalive + 10, settings.gateway_redis_connections
         )
+        if migrate.pending(app.state.redis):
+            raise ConfigError(migrate.PENDING)
         app.state.config_generation = await app.state.aredis.get(keys.CONFIG_GENERATION)
         app.state.hub = Hub(settings)  # every stream this process relays is read by it
         app.state.hub.start()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from gateway.admin import reload_config
 from gateway.operations import info_of
-from walrus_tasks import agent_files, conversations, keys, limits
+from walrus_tasks import agent_files, conversations, indexes, keys, limits
 from walrus_tasks.celery_app import ALL_QUEUES
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import InvalidInput
@@ -173,7 +173,7 @@ def mcps_info(config: Config) -> dict[str, list[McpInfo]]:
 def stats(r: redis.Redis, config: Config) -> Stats:
     """The figures ``GET /metrics`` exports, plus the runs waiting in conversation inboxes."""
     figures = read_figures(r, ALL_QUEUES)
-    inboxes: list[str] = r.zrange(keys.INBOXES, 0, -1)  # type: ignore[assignment]
+    inboxes = indexes.members(r, "inboxes")
     pipe = r.pipeline(transaction=False)
     for conversation in inboxes:
         pipe.llen(keys.conv(conversation, "inbox"))

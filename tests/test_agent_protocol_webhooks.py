@@ -21,7 +21,7 @@ from tests.conftest import redis_db_url, write_home
 from tests.fakellm import FakeLLM
 from tests.test_recovery import kill_worker_mid_stream
 from tests.webhook_receiver import Receiver
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 from walrus_tasks.celery_app import CONTROL_QUEUE, WEBHOOK
 from walrus_tasks.redis_server import RedisServer
 
@@ -88,7 +88,9 @@ def test_a_run_with_a_webhook_posts_the_run_and_its_values_once(
     assert body["run_ended_at"] >= body["run_started_at"] >= body["created_at"]
     assert body["values"]["messages"] == out["messages"]
     assert [m["type"] for m in body["values"]["messages"]] == ["human", "ai"]
-    assert not hooks.redis().zscore(keys.WEBHOOKS, run["run_id"])  # out of the outbox
+    assert not hooks.redis().zscore(
+        keys.run_index("webhooks", run["run_id"]), run["run_id"]
+    )  # out of the outbox
 
 
 def test_every_run_creating_route_and_every_end_sends_it(
@@ -129,7 +131,7 @@ def test_a_webhook_to_a_host_not_allowed_is_422_and_stores_nothing(hooks: Cluste
     lg = client(hooks)
     tid = lg.threads.create()["thread_id"]
     r = hooks.redis()
-    before = (r.zcard(keys.RUNS), r.zcard(keys.AP_THREADS), r.hlen(keys.CRONS))
+    before = (indexes.sizes(r, "runs"), r.zcard(keys.AP_THREADS), r.hlen(keys.CRONS))
     for url in ("http://evil.example/hook", "http://127.0.0.1:1/hook", "ftp://hooks.example.com/",
                 "https://hooks.example.com:8443/x"):  # fmt: skip
         with pytest.raises(UnprocessableEntityError) as refused:
@@ -140,7 +142,7 @@ def test_a_webhook_to_a_host_not_allowed_is_422_and_stores_nothing(hooks: Cluste
         assert waited.value.response.status_code == 422
         with pytest.raises(UnprocessableEntityError):
             lg.crons.create("echo", schedule="@every 1h", input=SAY, webhook=url)
-    assert (r.zcard(keys.RUNS), r.zcard(keys.AP_THREADS), r.hlen(keys.CRONS)) == before
+    assert (indexes.sizes(r, "runs"), r.zcard(keys.AP_THREADS), r.hlen(keys.CRONS)) == before
     assert lg.runs.list(tid) == []
 
 
@@ -177,7 +179,7 @@ def test_a_webhook_whose_task_was_lost_is_sent_by_the_reaper_once(
         where = path()
         lg.runs.wait(None, "echo", input=SAY, webhook=receiver.url(where))
         r = c.redis()
-        [run_id] = r.zrange(keys.WEBHOOKS, 0, -1)
+        [run_id] = indexes.members(r, "webhooks")
         wait_for(lambda: any(WEBHOOK in m for m in r.lrange(CONTROL_QUEUE, 0, -1)), 10,
                  what="the webhook task in its queue")  # fmt: skip
         for key in r.scan_iter(CONTROL_QUEUE + "*"):
@@ -186,7 +188,7 @@ def test_a_webhook_whose_task_was_lost_is_sent_by_the_reaper_once(
         c.start_worker("wc", queues="walrus.control")
         [post] = receiver.wait(where)
         assert post.body["run_id"] == run_id and post.body["status"] == "success"
-        assert r.zcard(keys.WEBHOOKS) == 0
+        assert indexes.sizes(r, "webhooks") == [0]
 
 
 def test_a_run_recovered_from_a_killed_worker_sends_its_webhook_once(

@@ -19,7 +19,7 @@ from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeError, FakeLLM, FakeReply
 from tests.test_error_mapping import CASES
-from walrus_tasks import keys
+from walrus_tasks import indexes
 from walrus_tasks.event_types import chunk, restart, text_start, thinking, tools_complete
 from walrus_tasks.redis_server import RedisServer
 from walrus_tasks.reply_text import ReplyDiverged
@@ -228,7 +228,7 @@ def test_a_run_killed_mid_stream_ends_it_with_an_error_event(
 def unchanged(cluster: Cluster) -> Iterator[None]:
     """Fail the test if any walrus key changes while it runs."""
     r = cluster.redis()
-    wait_for(lambda: r.scard(keys.ACTIVE_RUNS) == 0 and not r.zcard(keys.LEASES), 30)
+    wait_for(lambda: indexes.sizes(r, "runs:active", "leases") == [0, 0], 30)
     before = {k: r.dump(k) for k in r.scan_iter("walrus:*")}
     yield
     assert {k: r.dump(k) for k in r.scan_iter("walrus:*")} == before

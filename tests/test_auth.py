@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_home
-from walrus_tasks import keys
+from walrus_tasks import indexes
 from walrus_tasks.config import GatewayConfig, load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.redis_server import RedisServer, free_port, reachable, start_redis
@@ -86,7 +86,7 @@ def wait_run(cluster: Cluster, token: str, run_id: str) -> str:
 def snapshot(cluster: Cluster) -> dict[str, Any]:
     """Every walrus key, once the cluster is idle."""
     r = cluster.redis()
-    wait_for(lambda: r.scard(keys.ACTIVE_RUNS) == 0 and not r.zcard(keys.LEASES), 30)
+    wait_for(lambda: indexes.sizes(r, "runs:active", "leases") == [0, 0], 30)
     return {k: r.dump(k) for k in r.scan_iter("walrus:*")}
 
 

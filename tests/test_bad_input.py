@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster import Cluster, wait_for
-from walrus_tasks import keys
+from walrus_tasks import indexes
 
 
 @pytest.fixture
 def unchanged(cluster: Cluster) -> Iterator[None]:
     """Fail the test if any walrus key changes while it runs (the cluster must be idle)."""
     r = cluster.redis()
-    wait_for(lambda: r.scard(keys.ACTIVE_RUNS) == 0 and not r.zcard(keys.LEASES), 30)
+    wait_for(lambda: indexes.sizes(r, "runs:active", "leases") == [0, 0], 30)
     before = {k: r.dump(k) for k in r.scan_iter("walrus:*")}
     yield
     assert {k: r.dump(k) for k in r.scan_iter("walrus:*")} == before

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.cluster import Cluster, parse_sse, wait_for
-from walrus_tasks import keys, subscriptions
+from walrus_tasks import indexes, keys, subscriptions
 from walrus_tasks.cli.common import RET_ERROR, RET_OK
 from walrus_tasks.errors import InvalidInput
 
@@ -140,7 +140,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(cluster: Cluster) -> N
         return {k: r.dump(k) for k in r.scan_iter("walrus:subs*")}
 
     before = snapshot()
-    convs_before = r.zcard(keys.CONVERSATIONS)
+    convs_before = indexes.sizes(r, "conversations")
     cases: list[tuple[str, str, Any, dict[str, str], int]] = [
         ("POST", "/v1/subscriptions", {"source": "bad source", "target_agent": "echo"}, {}, 422),
         ("POST", "/v1/subscriptions", {"source": "x" * 123, "target_agent": "echo"}, {}, 422),
@@ -166,7 +166,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(cluster: Cluster) -> N
             error = resp.json()["error"]
             assert error["code"] in ("invalid", "not_found") and error["message"], resp.text
     assert snapshot() == before
-    assert r.zcard(keys.CONVERSATIONS) == convs_before
+    assert indexes.sizes(r, "conversations") == convs_before
 
 
 def test_dump_and_load_round_trip_subscriptions_losslessly(cluster: Cluster) -> None:

@@ -20,7 +20,7 @@ from gateway import operations
 from tests.cluster import Cluster, wait_for
 from tests.fakellm import FakeLLM, FakeReply
 from tests.test_ws import Socket, error_code
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import ClientTool
@@ -248,7 +248,7 @@ def test_the_websocket_streams_a_client_call_and_its_reply_resumes_the_run(
 def unchanged(c: Cluster) -> Iterator[None]:
     """Fail the test if any walrus key changes while it runs (the cluster must be idle)."""
     r = c.redis()
-    wait_for(lambda: r.scard(keys.ACTIVE_RUNS) == 0 and not r.zcard(keys.LEASES), 30)
+    wait_for(lambda: indexes.sizes(r, "runs:active", "leases") == [0, 0], 30)
     before = {k: r.dump(k) for k in r.scan_iter("walrus:*")}
     yield
     assert {k: r.dump(k) for k in r.scan_iter("walrus:*")} == before

@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from tests.cluster import Cluster, running
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM, FakeReply
-from walrus_tasks import memory
+from walrus_tasks import keys, memory
 from walrus_tasks.redis_server import RedisServer
 from worker.compaction import INSTRUCTIONS
 
@@ -190,7 +190,8 @@ def test_a_cwd_outside_the_agent_s_directory_is_refused_before_anything_is_store
     error = resp.json()["error"]
     assert error["code"] == "invalid"
     assert "outside the agent's working directory" in error["message"]
-    assert not list(c.redis().scan_iter(f"walrus:conv:recaller:{sender}:*")), "nothing stored"
+    pattern = keys.conv(keys.cid("recaller", sender), "*")  # type: ignore[arg-type]
+    assert not list(c.redis().scan_iter(pattern)), "nothing stored"
 
 
 def test_a_cwd_outside_is_refused_over_the_websocket_too(ctx_cluster: Cluster, sender: str) -> None:
@@ -200,4 +201,4 @@ def test_a_cwd_outside_is_refused_over_the_websocket_too(ctx_cluster: Cluster, s
                             "sender": sender, "cwd": "../../.."}))  # fmt: skip
         reply = json.loads(ws.recv(timeout=10))
     assert reply["type"] == "error" and reply["error"]["code"] == "invalid", reply
-    assert not ctx_cluster.redis().exists(f"walrus:conv:recaller:{sender}:inbox")
+    assert not ctx_cluster.redis().exists(keys.conv(keys.cid("recaller", sender), "inbox"))

@@ -19,15 +19,16 @@ import redis
 from rich.console import Console
 
 from tests.cluster import Cluster
-from walrus_tasks import crons, keys, memory, subscriptions
+from walrus_tasks import crons, indexes, keys, memory, subscriptions
 from walrus_tasks.cli.progress import bars
 from walrus_tasks.errors import Conflict, InvalidInput, WalrusError
 from walrus_tasks.export import export_state, import_state
 from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer, start_redis
 
-DURABLE = ("walrus:conversations", "walrus:conv:*:history", "walrus:conv:*:seq",
-           "walrus:conv:*:archive", "walrus:crons*", "walrus:subs*", "walrus:memory:*")  # fmt: skip
+DURABLE = ("walrus:{*}:conversations", keys.conv_pattern("history"), keys.conv_pattern("seq"),
+           keys.conv_pattern("archive"), "walrus:crons*", "walrus:subs*",
+           "walrus:memory:*")  # fmt: skip
 """The keys an export covers (everything else is in flight, derived or ephemeral)."""
 
 
@@ -96,14 +97,15 @@ def fill(r: redis.Redis) -> None:
         c = keys.cid(agent, sender)
         r.rpush(keys.conv(c, "history"), *history)
         r.set(keys.conv(c, "seq"), len(history) + n)
-        r.zadd(keys.CONVERSATIONS, {c: 1_712_000_000_000 + n})
+        r.zadd(keys.conv_index("conversations", c), {c: 1_712_000_000_000 + n})
     r.rpush(
         keys.conv(keys.cid("echo", "user"), "archive"),
         json.dumps({"archived_at": 1_711_000_000_000, "run_id": "r0",
                     "messages": [{"role": "user", "content": "old \u2028 news"}]}),
         '{"archived_at":1711000000500,"run_id":"r0b","messages":[]}',
     )  # fmt: skip
-    r.zadd(keys.CONVERSATIONS, {keys.cid("echo", "queued-only"): 1_712_000_000_123.5})
+    queued_only = keys.cid("echo", "queued-only")
+    r.zadd(keys.conv_index("conversations", queued_only), {queued_only: 1_712_000_000_123.5})
     r.set(keys.conv(keys.cid("echo", "queued-only"), "seq"), 1)
     agents = ["echo", "tooly"]
     crons.create(r, CronSpec(schedule="@every 30s", agent="echo", message="tick"), agents)
@@ -274,7 +276,7 @@ def test_import_refuses_while_runs_are_in_flight(owned: RedisServer, tmp_path: P
     fill(r)
     export_state(r, tmp_path / "a")
     r.flushall()
-    r.zadd(keys.LEASES, {keys.cid("echo", "user"): 1})
+    r.zadd(keys.conv_index("leases", keys.cid("echo", "user")), {keys.cid("echo", "user"): 1})
     with pytest.raises(Conflict, match="in flight"):
         import_state(r, tmp_path / "a", replace=True)
     assert r.dbsize() == 1
@@ -297,7 +299,7 @@ def test_export_and_import_tell_their_progress_phase_by_phase(
     fill(r)
     told: list[tuple[str, int, int]] = []
     export_state(r, tmp_path / "a", lambda *step: told.append(step))
-    conversations = len(r.zrange(keys.CONVERSATIONS, 0, -1))
+    conversations = indexes.sizes(r, "conversations")[0]
     assert [t for t in told if t[0] == "writing conversations"] == [
         ("writing conversations", n, conversations) for n in range(1, conversations + 1)
     ]

@@ -17,7 +17,7 @@ import redis
 
 from tests.cluster import Cluster, running, wait_for
 from tests.ha import SentinelGroup
-from walrus_tasks import durable, scripts
+from walrus_tasks import durable, keys, scripts
 from walrus_tasks import script_args as S
 from walrus_tasks.redis_server import start_redis
 from walrus_tasks.redis_url import sync_client
@@ -158,11 +158,11 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
             "on_busy": "enqueue", "now_ms": 0, "cid": "echo:alice", "meta_json": "{}",
             "queued": "0",
         }  # fmt: skip
-        keys = ["l", "f", "i", "walrus:run:run-x", "a"]
-        assert durable.call_acknowledged(r, S.SUBMIT, keys, args)[0] == "ok"
+        names = ["l", "f", "i", keys.run("run-x"), "a"]
+        assert durable.call_acknowledged(r, S.SUBMIT, names, args)[0] == "ok"
         assert int(r.get("walrus:replica:probe") or 0) == before + 1
         replica_client = sync_client(replica.url, decode_responses=True)
-        assert replica_client.exists("walrus:run:run-x"), "the replica holds it on return"
+        assert replica_client.exists(keys.run("run-x")), "the replica holds it on return"
     finally:
         replica.stop()
         master.stop()

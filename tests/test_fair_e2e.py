@@ -45,7 +45,7 @@ def cluster(redis_server: RedisServer, fake: FakeLLM, tmp: Path, agents: dict[st
 
 def enqueue(c: Cluster, agent: str, sender: str) -> str:
     """Accept a message the way submit() does, but send no drain message for it."""
-    run_id = new_run_id()
+    run_id = new_run_id(agent, sender)
     assert runs.enqueue(c.redis(), run_id, agent, sender, "go", "enqueue", {}).state == "ok"
     return run_id
 

@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from walrus_tasks import keys, runs, scripts
 from walrus_tasks.lease import Fence
 from walrus_tasks.runs import acquire
-from walrus_tasks.submit import submit
+from walrus_tasks.submit import keyed_run_id, new_run_id, submit
 
 LUA = Path(scripts.__file__).parent / "lua"
 SCRIPTS = sorted(LUA.glob("*.lua")) + sorted((LUA / "lib").glob("*.lua"))
@@ -43,23 +44,61 @@ def test_every_key_builder_the_scripts_call_is_generated_from_keys_py() -> None:
     assert used, "the scripts get their keys from K"
 
 
+CIDS = ("a:s", "echo:tenant:acme:alice", "agent:sénder-☃", "x:" + "y" * 300)
+RUN_IDS = ("r1", "0" * 32, "f0e1d2c3b4a5968778695a4b3c2d1e0f", "A-upper", "")
+
+
 def test_the_generated_library_names_the_same_keys_as_python(r: redis.Redis) -> None:
-    probe = "local out = {K.run('r1'), K.cid('a', 's'), K.LEASES, K.subs_source('x')}\n"
-    probe += "for _, p in ipairs({" + ",".join(f"K.conv_{p}('a:s')" for p in keys.CONV_PARTS)
-    probe += "," + ",".join(f"K.run_{p}('r1')" for p in keys.RUN_PARTS)
-    probe += "," + ",".join(f"K.call_{p}('r1', 'c1')" for p in keys.CALL_PARTS)
-    probe += "," + ",".join(f"K.limit_{p}('fake/m1')" for p in keys.LIMIT_PARTS)
-    probe += ",K.FAIR_TENANTS,K.FAIR_AHEAD,K.FAIR_CLOCK,K.fair_agents('t1'),K.fair_ready('t1','a')"
-    probe += "}) do table.insert(out, p) end\nreturn out"
+    def lua_list(items: list[str]) -> str:
+        return "for _, p in ipairs({" + ",".join(items) + "}) do table.insert(out, p) end\n"
+
+    probe = "local out = {K.cid('a', 's'), K.subs_source('x')}\n"
+    for cid in CIDS:
+        q = "'" + cid + "'"
+        probe += lua_list([f"K.conv_{p}({q})" for p in keys.CONV_PARTS])
+        probe += lua_list([f"K.{n}({q})" for n in keys.CONV_INDEXES])
+    for run_id in RUN_IDS:
+        q = "'" + run_id + "'"
+        probe += lua_list([f"K.run({q})"] + [f"K.run_{p}({q})" for p in keys.RUN_PARTS])
+        probe += lua_list([f"K.call_{p}({q}, 'c1')" for p in keys.CALL_PARTS])
+        probe += lua_list([f"K.runs_active({q})", f"K.runs({q})", f"K.webhooks({q})"])
+    probe += lua_list([f"K.limit_{p}('fake/m1')" for p in keys.LIMIT_PARTS])
+    probe += lua_list(["K.FAIR_TENANTS", "K.FAIR_AHEAD", "K.FAIR_CLOCK", "K.fair_agents('t1')"])
+    probe += lua_list(["K.fair_ready('t1','a')"])
+    probe += "return out"
     got = r.eval(keys.lua_library() + probe, 0)
-    want = [keys.run("r1"), keys.cid("a", "s"), keys.LEASES, keys.subs_source("x")]
-    want += [keys.conv("a:s", p) for p in keys.CONV_PARTS]
-    want += [keys.run_part("r1", p) for p in keys.RUN_PARTS]
-    want += [keys.run_call("r1", p, "c1") for p in keys.CALL_PARTS]
+    want = [keys.cid("a", "s"), keys.subs_source("x")]
+    for cid in CIDS:
+        want += [keys.conv(cid, p) for p in keys.CONV_PARTS]
+        want += [keys.conv_index(n, cid) for n in keys.CONV_INDEXES]
+    for run_id in RUN_IDS:
+        want += [keys.run(run_id)] + [keys.run_part(run_id, p) for p in keys.RUN_PARTS]
+        want += [keys.run_call(run_id, p, "c1") for p in keys.CALL_PARTS]
+        want += [keys.run_index(n, run_id) for n in ("runs:active", "runs", "webhooks")]
     want += [keys.limit("fake/m1", p) for p in keys.LIMIT_PARTS]
     want += [keys.FAIR_TENANTS, keys.FAIR_AHEAD, keys.FAIR_CLOCK]
     want += [keys.fair_agents("t1"), keys.fair_ready("t1", "a")]
     assert got == want
+
+
+def test_the_buckets_spread_over_the_slot_range_and_a_run_shares_its_conversations() -> None:
+    slots = [key_slot(t.encode()) for t in keys.TAGS]
+    width = REDIS_CLUSTER_HASH_SLOTS // keys.BUCKETS
+    assert [s // width for s in slots] == list(range(keys.BUCKETS)), "one bucket a sixteenth"
+    for cid in CIDS:
+        agent, sender = keys.split_cid(cid)
+        run_id = new_run_id(agent, sender)
+        assert re.fullmatch("[0-9a-f]{32}", run_id)
+        assert key_slot(keys.run(run_id).encode()) == key_slot(keys.conv(cid, "inbox").encode())
+        keyed = keyed_run_id(agent, sender, "key-1")
+        assert keys.run_bucket(keyed) == keys.bucket_of(cid) and keyed == keyed_run_id(
+            agent, sender, "key-1"
+        )
+    # Many conversations fill every bucket about evenly.
+    counts = [0] * keys.BUCKETS
+    for i in range(16_000):
+        counts[keys.bucket_of(f"agent:user-{i}")] += 1
+    assert min(counts) > 800 and max(counts) < 1200, counts
 
 
 def test_a_finished_run_deletes_what_keys_py_lists_and_keeps_its_record_and_events(

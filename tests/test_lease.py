@@ -166,7 +166,7 @@ def test_a_dispatched_task_waiting_in_a_busy_queue_keeps_the_lease(
     assert renew(r, fence, ttl=get_settings().dispatch_grace)  # what dispatch_step does
     lease_ms = r.pttl(keys.conv(fence.cid, "lease"))
     assert lease_ms > ttl_ms() * 2
-    score = r.zscore(keys.LEASES, fence.cid)
+    score = r.zscore(keys.conv_index("leases", fence.cid), fence.cid)
     assert score is not None and score > now_ms() + ttl_ms()
     assert fence.cid not in expired_conversations(r)
 

@@ -117,7 +117,7 @@ def test_delete_conversation_forgets_its_history_and_state(mc: Cluster) -> None:
     assert mc.history("echo", sender) == []
     for part in ("history", "archive", "read", "seq", "cwd"):
         assert not r.exists(keys.conv(cid, part)), part
-    assert r.zscore(keys.CONVERSATIONS, cid) is None
+    assert r.zscore(keys.conv_index("conversations", cid), cid) is None
     assert r.get(keys.conv(cid, "fence")) == fence  # fencing tokens only ever grow
 
     run_id = mc.send("echo", "again", sender)  # the conversation starts afresh
@@ -150,11 +150,14 @@ def test_delete_conversation_refuses_while_a_run_is_queued(redis_server: RedisSe
     r = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
     cid = keys.cid("echo", "queued")
     r.rpush(keys.conv(cid, "history"), '{"role": "user", "content": "hi"}')
-    r.zadd(keys.CONVERSATIONS, {cid: 1})
+    r.zadd(keys.conv_index("conversations", cid), {cid: 1})
     r.rpush(keys.conv(cid, "inbox"), "f" * 32)
     with pytest.raises(Conflict):
         conversations.delete(r, "echo", "queued")
-    assert r.llen(keys.conv(cid, "history")) == 1 and r.zscore(keys.CONVERSATIONS, cid) == 1
+    assert (
+        r.llen(keys.conv(cid, "history")) == 1
+        and r.zscore(keys.conv_index("conversations", cid), cid) == 1
+    )
     r.delete(keys.conv(cid, "inbox"))
     r.set(keys.conv(cid, "lease"), "7")  # a worker still holds it: busy too
     with pytest.raises(Conflict):

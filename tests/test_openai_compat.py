@@ -14,7 +14,7 @@ import pytest
 
 from tests.cluster import Cluster, wait_for
 from tests.fakellm import FakeLLM
-from walrus_tasks import keys
+from walrus_tasks import indexes
 
 REPLY = "Hello from the mock model."
 
@@ -204,7 +204,7 @@ def test_models_lists_the_agents(client: openai.OpenAI) -> None:
 def unchanged(cluster: Cluster) -> Iterator[None]:
     """Fail the test if any walrus key changes while it runs."""
     r = cluster.redis()
-    wait_for(lambda: r.scard(keys.ACTIVE_RUNS) == 0 and not r.zcard(keys.LEASES), 30)
+    wait_for(lambda: indexes.sizes(r, "runs:active", "leases") == [0, 0], 30)
     before = {k: r.dump(k) for k in r.scan_iter("walrus:*")}
     yield
     assert {k: r.dump(k) for k in r.scan_iter("walrus:*")} == before

@@ -8,6 +8,7 @@ from itertools import pairwise
 from typing import Any
 
 from tests.cluster import Cluster
+from walrus_tasks import keys
 
 
 def run_infos(cluster: Cluster, run_ids: list[str]) -> list[dict[str, Any]]:
@@ -75,6 +76,6 @@ def test_no_message_is_stranded_when_sends_race_the_lease_release(cluster: Clust
         assert [i["status"] for i in infos] == ["succeeded"] * len(ids)
         assert_ordered(cluster, "echo", s, infos)
         cid = f"echo:{s}"
-        assert r.llen(f"walrus:conv:{cid}:inbox") == 0
+        assert r.llen(keys.conv(cid, "inbox")) == 0
         # the last run's end and the release are one Lua script: no lease may be left behind
-        assert not r.exists(f"walrus:conv:{cid}:lease")
+        assert not r.exists(keys.conv(cid, "lease"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.cluster import Cluster, wait_for
+from walrus_tasks import keys
 
 
 def worker_running(cluster: Cluster, sender: str) -> str:
@@ -52,7 +53,7 @@ def test_kill_9_of_the_worker_mid_run_resumes_on_another_worker(
     assert recovered_in < 60
     nxt = c.send("slow", "again", sender)
     assert c.wait_run(nxt, timeout=30)["status"] == "succeeded"
-    assert c.redis().hget(f"walrus:run:{run_id}", "recoveries") == "1"
+    assert c.redis().hget(keys.run(run_id), "recoveries") == "1"
 
 
 def pool_process_running(cluster: Cluster, run_id: str) -> int:
@@ -86,6 +87,6 @@ def test_a_redelivered_step_resumes_the_run_without_the_reaper(
     os.kill(pid, signal.SIGKILL)
     info = c.wait_run(run_id, timeout=60)
     assert info["status"] == "succeeded", info
-    assert c.redis().hget(f"walrus:run:{run_id}", "recoveries") is None, "no reaper involved"
+    assert c.redis().hget(keys.run(run_id), "recoveries") is None, "no reaper involved"
     history = c.history("slowtool", sender)
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]

@@ -71,4 +71,7 @@ def test_a_run_whose_record_expired_is_dropped_from_the_index(
     with cluster.http() as c:
         runs = c.get("/v1/runs", params={"sender": sender}).json()["runs"]
     assert [x["run_id"] for x in runs] == [kept]
-    assert r.zscore(keys.RUNS, gone) is None and r.zscore(keys.RUNS, kept) is not None
+    assert (
+        r.zscore(keys.run_index("runs", gone), gone) is None
+        and r.zscore(keys.run_index("runs", kept), kept) is not None
+    )

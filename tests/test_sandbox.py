@@ -16,7 +16,7 @@ import redis
 
 from tests.conftest import tool_context
 from tests.test_os_tools import bash, call, gone, make_ctx, marker
-from walrus_tasks import sandbox
+from walrus_tasks import keys, sandbox
 from walrus_tasks.config import AgentConfig, BashConfig, Config
 from walrus_tasks.errors import InvalidInput
 from worker.tools import ToolContext, ToolFailed
@@ -160,7 +160,8 @@ def test_file_tools_refuse_a_file_with_another_hard_link(r: redis.Redis, tmp_pat
         call("read", ctx, path="link.txt")
     with pytest.raises(ToolFailed, match="2 hard links"):
         call("write", ctx, path="link.txt", content="overwritten\n")
-    r.sadd(f"walrus:conv:coder:{ctx.sender}:read", str(work / "link.txt"))  # as if read before
+    read = keys.conv(keys.cid("coder", ctx.sender), "read")
+    r.sadd(read, str(work / "link.txt"))  # as if read before
     with pytest.raises(ToolFailed, match="2 hard links"):
         call("edit", ctx, path="link.txt", old_string="outside", new_string="changed")
     assert outside.read_text() == "outside\n"

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 from tests.cluster import Cluster, parse_sse, running, wait_for
 from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeReply
-from walrus_tasks import crons, keys, memory, subscriptions
+from walrus_tasks import crons, indexes, keys, memory, subscriptions
 from walrus_tasks.errors import Forbidden, InvalidInput
 from walrus_tasks.export import export_state, import_state
 from walrus_tasks.models import CronSpec
@@ -141,7 +141,7 @@ def test_a_tenant_tokens_request_naming_a_tenant_is_refused_and_writes_nothing(
     tc: Cluster,
 ) -> None:
     r = tc.redis()
-    before = r.zcard(keys.RUNS)
+    before = indexes.sizes(r, "runs")
     sender = f"alice-{uuid.uuid4().hex[:6]}"
     with client(tc, ACME) as c:
         for tenant in ("globex", "acme"):
@@ -151,7 +151,7 @@ def test_a_tenant_tokens_request_naming_a_tenant_is_refused_and_writes_nothing(
         assert_error(c.get("/v1/conversations", params={"tenant": "globex"}), 403, "forbidden")
         path = f"/v1/agents/support/conversations/{sender}/history"
         assert_error(c.get(path, params={"tenant": "globex"}), 403, "forbidden")
-    assert r.zcard(keys.RUNS) == before
+    assert indexes.sizes(r, "runs") == before
 
 
 def test_a_tenant_tokens_runs_are_counted_under_its_tenant_whatever_the_sender(
@@ -478,11 +478,14 @@ def test_an_export_round_trips_a_tenants_conversation_cron_and_subscription(
     for sender in (scoped("acme", "alice"), "alice"):
         message = json.dumps({"role": "user", "content": sender})
         r.rpush(keys.conv(keys.cid("support", sender), "history"), message)
-        r.zadd(keys.CONVERSATIONS, {keys.cid("support", sender): 1000})
+        r.zadd(
+            keys.conv_index("conversations", keys.cid("support", sender)),
+            {keys.cid("support", sender): 1000},
+        )
     spec = CronSpec(schedule="@every 1h", agent="support", message="tick", tenant="acme")
     crons.create(r, spec, ["support"])
     subscriptions.create(r, scoped("acme", "deploy"), "support")
-    durable = ("walrus:conversations", "walrus:conv:*", "walrus:crons", "walrus:subs*")
+    durable = ("walrus:{*}:conversations", keys.conv_pattern("*"), "walrus:crons", "walrus:subs*")
 
     def state() -> dict[str, Any]:
         found = sorted({k for p in durable for k in r.scan_iter(match=p)})

@@ -147,14 +147,18 @@ def test_a_frozen_worker_s_command_is_killed_before_its_lease_can_be_taken_over(
     worker.stdin.close()
     try:
         wait_for(lambda: running(mark), 20, what="the command to start")
-        first = r.zscore(keys.LEASES, fence.cid)
+        first = r.zscore(keys.conv_index("leases", fence.cid), fence.cid)
         # A renewal (heartbeat) while the command runs: the lease outlives its first TTL.
-        wait_for(lambda: r.zscore(keys.LEASES, fence.cid) != first, TTL, what="a renewal")
+        wait_for(
+            lambda: r.zscore(keys.conv_index("leases", fence.cid), fence.cid) != first,
+            TTL,
+            what="a renewal",
+        )
         worker.send_signal(signal.SIGSTOP)  # frozen: no renewal, no heartbeat
         frozen = time.monotonic()
         wait_for(lambda: gone(mark), TTL + 1, interval=0.02, what="the command to be killed")
         killed_at, killed_after = now_ms(), time.monotonic() - frozen
-        expiry = r.zscore(keys.LEASES, fence.cid)
+        expiry = r.zscore(keys.conv_index("leases", fence.cid), fence.cid)
         assert expiry is not None and killed_at <= expiry + 50, (
             f"killed {killed_at - expiry:.0f} ms after the lease expired: a takeover could "
             "have run the call again meanwhile"
@@ -181,7 +185,7 @@ def test_the_keeper_renews_while_its_task_works_and_never_after(
     fence = hold_lease(r, monkeypatch)
 
     def expiry() -> float:
-        return float(r.zscore(keys.LEASES, fence.cid) or 0)
+        return float(r.zscore(keys.conv_index("leases", fence.cid), fence.cid) or 0)
 
     with LeaseKeeper(r, fence) as keeper:
         entered = expiry()

@@ -25,7 +25,7 @@ from tests.cluster import Cluster, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeReply
 from tests.test_recovery import pool_process_running
-from walrus_tasks import tracing
+from walrus_tasks import keys, tracing
 from walrus_tasks.redis_server import RedisServer
 
 AGENTS = {
@@ -145,7 +145,7 @@ def traced(
 
 
 def run_record(c: Cluster, run_id: str) -> dict[str, str]:
-    return c.redis().hgetall(f"walrus:run:{run_id}")  # type: ignore[return-value]
+    return c.redis().hgetall(keys.run(run_id))  # type: ignore[return-value]
 
 
 def test_a_tool_calling_run_is_one_trace_across_the_gateway_and_the_worker(

@@ -10,7 +10,7 @@ from kombu import Connection
 
 from tests.cluster import Cluster, wait_for
 from tests.test_redis_restart import FAST, first_chunk
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 from walrus_tasks.celery_app import DRAIN, STEP
 
 
@@ -35,9 +35,9 @@ def state(c: Cluster, runs: dict[str, str], sender: str) -> dict[str, Any]:
             "events": {run: r.xrange(keys.run_part(run, "events")) for run in runs.values()},
             "runs": sorted(k for k in r.scan_iter(keys.run("*")) if k.count(":") == 2),
             "feed": r.xlen(keys.FEED),
-            "active": r.smembers(keys.ACTIVE_RUNS),
-            "leases": r.zrange(keys.LEASES, 0, -1),
-            "inboxes": r.zrange(keys.INBOXES, 0, -1),
+            "active": set(indexes.members(r, "runs:active")),
+            "leases": indexes.members(r, "leases"),
+            "inboxes": indexes.members(r, "inboxes"),
         }
 
 

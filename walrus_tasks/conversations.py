@@ -29,7 +29,7 @@ def delete(r: redis.Redis, agent: str, sender: str) -> None:
             keys.conv(conversation, "fence"),
             keys.conv(conversation, "active"),
             keys.conv(conversation, "inbox"),
-            keys.CONVERSATIONS,
+            keys.conv_index("conversations", conversation),
             *(keys.conv(conversation, part) for part in DATA_PARTS),
         ],
         {"cid": conversation},

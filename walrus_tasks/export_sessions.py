@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, tenancy
+from walrus_tasks import indexes, keys, tenancy
 from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.export_files import (
     load_toml,
@@ -74,19 +74,21 @@ class Session:
 
 def read_sessions(r: redis.Redis) -> list[Session]:
     """Every conversation with an index entry or a key of ``PARTS``, sorted by (agent, sender)."""
-    cids: set[str] = set(r.zrange(keys.CONVERSATIONS, 0, -1))  # type: ignore[arg-type]
+    cids = set(indexes.members(r, "conversations"))
     for part in PARTS:
         for key in r.scan_iter(match=keys.conv_pattern(part), count=1000):
             cids.add(keys.conv_cid(key, part))
     ordered = sorted(cids, key=keys.split_cid)
     pipe = r.pipeline(transaction=True)  # one consistent snapshot of what the scan found
-    pipe.zrange(keys.CONVERSATIONS, 0, -1, withscores=True)
+    for key in keys.every("conversations"):
+        pipe.zrange(key, 0, -1, withscores=True)
     for c in ordered:
         pipe.lrange(keys.conv(c, "history"), 0, -1)
         pipe.get(keys.conv(c, "seq"))
         pipe.lrange(keys.conv(c, "archive"), 0, -1)
     replies = pipe.execute()
-    scores: dict[str, float] = dict(replies[0])
+    scores: dict[str, float] = {c: s for found in replies[: keys.BUCKETS] for c, s in found}
+    replies = replies[keys.BUCKETS - 1 :]  # the conversations' own replies start at 1
     sessions = []
     for i, c in enumerate(ordered):
         agent, sender = keys.split_cid(c)
@@ -114,7 +116,7 @@ def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Sessio
     """In one transaction: delete the conversations of ``replace``, then store ``sessions``."""
     pipe = r.pipeline(transaction=True)
     if replace:
-        pipe.delete(keys.CONVERSATIONS)
+        pipe.delete(*keys.every("conversations"))
         for old in replace:
             c = keys.cid(old.agent, old.sender)
             pipe.delete(*(keys.conv(c, part) for part in PARTS))
@@ -132,7 +134,7 @@ def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Sessio
         if s.seq is not None:
             pipe.set(keys.conv(c, "seq"), s.seq)
         if s.last_active is not None:
-            pipe.zadd(keys.CONVERSATIONS, {c: s.last_active})
+            pipe.zadd(keys.conv_index("conversations", c), {c: s.last_active})
     pipe.execute()
 
 

@@ -9,29 +9,115 @@ front of every script: Lua never spells a key name (``tests/test_keys.py`` check
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal, get_args
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "walrus:"
 
-CONVERSATIONS = PREFIX + "conversations"
-"""ZSET cid -> last activity (ms): the conversation index."""
-LEASES = PREFIX + "leases"
-"""ZSET cid -> lease expiry (ms): what the reaper sweeps."""
-INBOXES = PREFIX + "inboxes"
-"""ZSET cid -> time (ms) its inbox became non-empty: the reaper re-drains stale ones."""
-ACTIVE_RUNS = PREFIX + "runs:active"
-"""SET of run ids in ``running`` (or ``waiting``) state."""
-RUNS = PREFIX + "runs"
-"""ZSET run id -> created_at (ms): every submitted run, newest last (``GET /v1/runs``). Capped at
-``RUNS_MAXLEN``; a member whose record has expired is skipped, and removed, when listed."""
-RUNS_MAXLEN = 100_000
-"""How many run ids ``RUNS`` keeps (the oldest go first)."""
+# --- hash-tag buckets: what puts every key one Lua step touches in one Redis Cluster slot ------
+
+BUCKETS = 16
+"""How many hash-tag buckets the state is split into (docs/design.md, "Keys and slots").
+
+Every key of a conversation, of its runs and of the indexes its scripts write carries its
+bucket's hash tag, so on Redis Cluster each script touches one slot. The number is fixed (not
+per node): resharding moves a bucket like any key, and a cluster can use up to this many
+masters. On one Redis the buckets cost a few more index keys, nothing else."""
+
+
+def _bucket_tags() -> tuple[str, ...]:
+    """Bucket ``i``'s tag: the first ``i.j`` whose slot lies in the ``i``-th part of the slots.
+
+    So the buckets are spread evenly over the slot range, and any even split of the slots
+    between masters (what ``redis-cli --cluster create`` makes) gives each its share.
+    """
+    tags = []
+    for i in range(BUCKETS):
+        j = 0
+        while key_slot(f"{i}.{j}".encode()) * BUCKETS // REDIS_CLUSTER_HASH_SLOTS != i:
+            j += 1
+        tags.append(f"{i}.{j}")
+    return tuple(tags)
+
+
+TAGS = _bucket_tags()
+"""The hash tag of each bucket (without the braces)."""
+
+
+@lru_cache(maxsize=65_536)
+def bucket_of(conversation: str) -> int:
+    """The bucket of a conversation id: a small hash Lua computes alike (``K.ctag``)."""
+    h = 0
+    for byte in conversation.encode():
+        h = (h * 31 + byte) % 65_521
+    return h % BUCKETS
+
+
+def run_bucket(run_id: str) -> int:
+    """The bucket of a run: its id's first hex digit (``run_id_in``), else a hash of the id."""
+    head = run_id[:1]
+    if head and head in "0123456789abcdef":
+        return int(head, 16)
+    return bucket_of(run_id)
+
+
+def run_id_in(conversation: str, random_hex: str) -> str:
+    """A run id of ``conversation``, made of 32 random (or hashed) hex digits.
+
+    Its first digit names the conversation's bucket, so the run's keys live in its
+    conversation's slot and the id alone finds them.
+    """
+    return f"{bucket_of(conversation):x}{random_hex[1:32]}"
+
+
+def _tagged(bucket: int) -> str:
+    return f"{PREFIX}{{{TAGS[bucket]}}}:"
+
+
+Index = Literal["conversations", "leases", "inboxes", "runs:active", "runs", "webhooks"]
+INDEXES: dict[Index, str] = {
+    "conversations": "ZSET cid -> last activity (ms): the conversation index",
+    "leases": "ZSET cid -> lease expiry (ms): what the reaper sweeps",
+    "inboxes": "ZSET cid -> time (ms) its inbox became non-empty: the reaper re-drains stale ones",
+    "runs:active": "SET of run ids in ``running`` (or ``waiting``) state",
+    "runs": "ZSET run id -> created_at (ms): every submitted run, newest last (``GET "
+    "/v1/runs``), capped at ``RUNS_MAXLEN`` a bucket; a member whose record has expired is "
+    "skipped, and removed, when listed",
+    "webhooks": "ZSET run id -> until when (ms) its webhook is held: the outbox of run webhooks "
+    "(``walrus_tasks.webhooks``); ``lua/finish.lua`` adds a run with a webhook as it ends, the "
+    "delivery removes it, the reaper sends again whatever is still here past its hold",
+}
+"""The global indexes, one key per bucket: the ``CONV_INDEXES`` hold conversations (each in its
+conversation's bucket), the others runs (each in its run's)."""
+CONV_INDEXES: tuple[Index, ...] = ("conversations", "leases", "inboxes")
+
+
+def index(name: Index, bucket: int) -> str:
+    """The index ``name`` of bucket ``bucket`` (``INDEXES`` says what each holds)."""
+    return _tagged(bucket) + name
+
+
+def every(name: Index) -> list[str]:
+    """The keys of index ``name`` in every bucket (what a sweep or a listing reads)."""
+    return [index(name, b) for b in range(BUCKETS)]
+
+
+def conv_index(name: Index, conversation: str) -> str:
+    """The index ``name`` of a conversation's bucket."""
+    return index(name, bucket_of(conversation))
+
+
+def run_index(name: Index, run_id: str) -> str:
+    """The index ``name`` of a run's bucket."""
+    return index(name, run_bucket(run_id))
+
+
+RUNS_MAXLEN = 100_000 // BUCKETS
+"""How many run ids each bucket's ``runs`` index keeps (the oldest go first)."""
 FEED_MAXLEN = 10_000
 """About how many entries the live feed (``FEED``) keeps."""
-WEBHOOKS = PREFIX + "webhooks"
-"""ZSET run id -> until when (ms) its webhook is held: the outbox of run webhooks
-(``walrus_tasks.webhooks``). ``lua/finish.lua`` adds a run with a webhook as it ends; the
-delivery removes it; the reaper sends again whatever is still here past its hold."""
 METRICS_RUNS = PREFIX + "metrics:runs"
 """HASH of cluster-wide run figures (``walrus_tasks.metrics``): ``n:{agent}:{status}`` runs ended,
 ``sum:{agent}`` their seconds, ``le:{agent}:{bound}`` runs per duration bucket (not cumulative)."""
@@ -83,18 +169,18 @@ CONV_PARTS: dict[ConvPart, str] = {
 
 
 def conv(conversation: str, part: ConvPart) -> str:
-    """A key of one conversation (``CONV_PARTS`` says what each holds)."""
-    return f"{PREFIX}conv:{conversation}:{part}"
+    """A key of one conversation (``CONV_PARTS`` says what each holds), in its bucket."""
+    return f"{_tagged(bucket_of(conversation))}conv:{conversation}:{part}"
 
 
 def conv_pattern(part: ConvPart) -> str:
     """A SCAN pattern matching ``part`` of every conversation (``conv_cid`` reads the cid back)."""
-    return f"{PREFIX}conv:*:{part}"
+    return f"{PREFIX}{{*}}:conv:*:{part}"
 
 
 def conv_cid(key: str, part: ConvPart) -> str:
     """The conversation id of a key named by ``conv(cid, part)``."""
-    return key[len(f"{PREFIX}conv:") : -len(f":{part}")]
+    return key[key.index("}:conv:") + len("}:conv:") : -len(f":{part}")]
 
 
 def memory(agent: str, tenant: str | None = None) -> str:
@@ -119,8 +205,12 @@ def memory_owner(key: str) -> tuple[str, str] | None:
 
 
 def run(run_id: str) -> str:
-    """HASH: the run record (status, phase, step, timestamps, usage, what it was sent)."""
-    return f"{PREFIX}run:{run_id}"
+    """HASH: the run record (status, phase, step, timestamps, usage, what it was sent).
+
+    In the run's bucket (``run_bucket``), its conversation's for every run id ``run_id_in``
+    made.
+    """
+    return f"{_tagged(run_bucket(run_id))}run:{run_id}"
 
 
 RunPart = Literal["events", "cancel", "claim", "results", "waits", "wakes", "replies", "steer"]
@@ -153,12 +243,12 @@ CALL_PARTS: dict[CallPart, str] = {
 
 def run_part(run_id: str, part: RunPart) -> str:
     """A key of one run (``RUN_PARTS`` says what each holds)."""
-    return f"{PREFIX}run:{run_id}:{part}"
+    return f"{run(run_id)}:{part}"
 
 
 def run_call(run_id: str, part: CallPart, call_id: str) -> str:
     """A key of one tool call of a run (``CALL_PARTS`` says what each holds)."""
-    return f"{PREFIX}run:{run_id}:{part}:{call_id}"
+    return f"{run(run_id)}:{part}:{call_id}"
 
 
 def run_keys(run_id: str) -> list[str]:
@@ -312,8 +402,8 @@ def response(response_id: str) -> str:
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
 _LUA_CONSTANTS = (
-    "CONVERSATIONS", "LEASES", "INBOXES", "ACTIVE_RUNS", "RUNS", "RUNS_MAXLEN", "FEED",
-    "FEED_MAXLEN", "LIMITS_SEEN", "WEBHOOKS", "FAIR_TENANTS", "FAIR_AHEAD", "FAIR_CLOCK",
+    "BUCKETS", "RUNS_MAXLEN", "FEED", "FEED_MAXLEN", "LIMITS_SEEN", "FAIR_TENANTS", "FAIR_AHEAD",
+    "FAIR_CLOCK",
 )  # fmt: skip
 
 
@@ -337,12 +427,42 @@ def lua_library() -> str:
     for name in _LUA_CONSTANTS:
         value = globals()[name]
         lines.append(f"K.{name} = {_lua_str(value) if isinstance(value, str) else value}")
-    conv_root, run_root = _lua_str(f"{PREFIX}conv:"), _lua_str(f"{PREFIX}run:")
-    lines.append("function K.cid(agent, sender) return agent .. ':' .. sender end")
-    lines.append(f"function K.run(run_id) return {run_root} .. run_id end")
+    tags = ", ".join(_lua_str(f"{PREFIX}{{{t}}}:") for t in TAGS)
+    lines += [
+        f"K.TAGGED = {{{tags}}}",
+        "local _buckets = {}",
+        "-- keys.bucket_of: the bucket (0-based) of a conversation id, memoised for the script",
+        "function K.bucket_of(cid)",
+        "  local b = _buckets[cid]",
+        "  if not b then",
+        "    local h = 0",
+        "    for i = 1, #cid do h = (h * 31 + string.byte(cid, i)) % 65521 end",
+        "    b = h % K.BUCKETS",
+        "    _buckets[cid] = b",
+        "  end",
+        "  return b",
+        "end",
+        "-- keys.run_bucket: a run id's first hex digit, else a hash of the id",
+        "function K.run_bucket(run_id)",
+        "  local head = run_id:sub(1, 1)",
+        "  if head:match('^[0-9a-f]$') then return tonumber(head, 16) end",
+        "  return K.bucket_of(run_id)",
+        "end",
+        "function K.cid(agent, sender) return agent .. ':' .. sender end",
+        "function K.run(run_id) return K.TAGGED[K.run_bucket(run_id) + 1] .. 'run:' .. run_id end",
+    ]
+    for name in get_args(Index):  # K.leases(cid), K.runs_active(run_id), …
+        of = (
+            "cid) return K.TAGGED[K.bucket_of(cid)"
+            if name in CONV_INDEXES
+            else ("run_id) return K.TAGGED[K.run_bucket(run_id)")
+        )
+        lines.append(f"function K.{name.replace(':', '_')}({of} + 1] .. {_lua_str(name)} end")
     for part in get_args(ConvPart):
+        tail = _lua_str(":" + part)
         lines.append(
-            f"function K.conv_{part}(cid) return {conv_root} .. cid .. {_lua_str(':' + part)} end"
+            f"function K.conv_{part}(cid) "
+            f"return K.TAGGED[K.bucket_of(cid) + 1] .. 'conv:' .. cid .. {tail} end"
         )
     for part in get_args(RunPart):
         lines.append(

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, scripts, timers
+from walrus_tasks import indexes, keys, scripts, timers
 from walrus_tasks import script_args as S
 from walrus_tasks.errors import Cancelled, LeaseLost
 from walrus_tasks.settings import get_settings
@@ -78,8 +78,7 @@ def renew(
 
 def expired_conversations(r: redis.Redis, grace_ms: int = 0) -> list[str]:
     """Conversations whose lease expiry (as last renewed) is in the past."""
-    rows: Any = r.zrangebyscore(keys.LEASES, "-inf", now_ms() - grace_ms)
-    return [str(c) for c in rows]
+    return [c for c, _ in indexes.scored(r, "leases", "-inf", now_ms() - grace_ms)]
 
 
 KEEPER_EXIT_WAIT = 5.0

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import broker_depth, keys
+from walrus_tasks import broker_depth, indexes, keys
 
 log = logging.getLogger("walrus.metrics")
 
@@ -241,10 +241,7 @@ def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
             for suffix in PRIORITY_SUFFIXES:
                 pipe.llen(q + suffix)
         pipe.hlen(UNACKED)
-    pipe.zcard(keys.LEASES)
-    pipe.zcard(keys.CONVERSATIONS)
-    pipe.zcard(keys.INBOXES)
-    pipe.scard(keys.ACTIVE_RUNS)
+    indexes.queue_sizes(pipe, "leases", "conversations", "inboxes", "runs:active")
     pipe.hgetall(keys.METRICS_RUNS)
     res: list[Any] = pipe.execute()
     broker_up = True
@@ -260,7 +257,8 @@ def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
         depths = {q: sum(res[i * n : (i + 1) * n]) for i, q in enumerate(queues)}
         unacked = res[len(queues) * n]
         res = res[len(queues) * n + 1 :]
-    leases, conversations, inboxes, active, runs = res
+    leases, conversations, inboxes, active = indexes.read_sizes(res, 4)
+    runs = res[4 * keys.BUCKETS]
     return Figures(
         depths, unacked, leases, conversations, inboxes, active, parse_runs(runs), broker_up,
         parse_tenants(runs),

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import keys, tenancy
+from walrus_tasks import indexes, keys, tenancy
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import Conversation, RunInfo
 
@@ -42,7 +42,7 @@ def history(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
 
 def conversations(r: redis.Redis, agent: str | None = None) -> list[Conversation]:
     """Every conversation (optionally of one agent), most recently active first."""
-    rows: list[tuple[str, float]] = r.zrevrange(keys.CONVERSATIONS, 0, -1, withscores=True)  # type: ignore[assignment]
+    rows = indexes.newest(r, "conversations")
     if agent is not None:
         rows = [(c, s) for c, s in rows if c.startswith(agent + ":")]
     pipe = r.pipeline(transaction=False)

@@ -1,8 +1,9 @@
-"""``GET /v1/runs``: the runs in the index ``keys.RUNS``, newest first, filtered, a page at a time.
+"""``GET /v1/runs``: the runs of the ``runs`` index, newest first, filtered, a page at a time.
 
-A cursor is ``<created_at ms>-<run id>`` of the last run a page looked at: the next page starts
-just after it, so runs submitted meanwhile do not shift pages (they are newer than any cursor).
-Runs created in the same millisecond are ordered by id, as Redis orders equal scores.
+The index lives one key per bucket (``keys.INDEXES``); a page reads each bucket's next entries
+and merges them. A cursor is ``<created_at ms>-<run id>`` of the last run a page looked at: the
+next page starts just after it, so runs submitted meanwhile do not shift pages (they are newer
+than any cursor). Runs created in the same millisecond are ordered by id, newest first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Collection
 
 import redis
 
-from walrus_tasks import keys, tenancy
+from walrus_tasks import indexes, keys, tenancy
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import RunInfo, RunPage, RunStatus
 
@@ -26,17 +27,26 @@ _BATCH = 100
 
 
 def _after(r: redis.Redis, cursor: str | None, count: int) -> list[tuple[str, float]]:
-    """Up to ``count`` index entries older than ``cursor`` (newest first)."""
+    """Up to ``count`` index entries older than ``cursor`` (newest first), of every bucket."""
+    pipe = r.pipeline(transaction=False)
     if cursor is None:
-        return r.zrevrangebyscore(keys.RUNS, "+inf", "-inf", start=0, num=count, withscores=True)  # type: ignore[return-value]
-    m = CURSOR_RE.fullmatch(cursor)
-    if not m:
-        raise InvalidInput(f"invalid cursor {cursor!r}")
-    score, run_id = int(m[1]), m[2]
-    # Equal scores come in reverse id order: skip those at or above the cursor's id.
-    ties: list[str] = r.zrangebyscore(keys.RUNS, score, score)  # type: ignore[assignment]
-    skip = sum(1 for t in ties if t >= run_id)
-    return r.zrevrangebyscore(keys.RUNS, score, "-inf", start=skip, num=count, withscores=True)  # type: ignore[return-value]
+        for key in keys.every("runs"):
+            pipe.zrevrangebyscore(key, "+inf", "-inf", start=0, num=count, withscores=True)
+        rows = [row for found in pipe.execute() for row in found]
+    else:
+        m = CURSOR_RE.fullmatch(cursor)
+        if not m:
+            raise InvalidInput(f"invalid cursor {cursor!r}")
+        score, run_id = int(m[1]), m[2]
+        # Of the runs of the cursor's millisecond, those of a lower id are still to come.
+        for key in keys.every("runs"):
+            pipe.zrangebyscore(key, score, score, withscores=True)
+            pipe.zrevrangebyscore(key, f"({score}", "-inf", start=0, num=count, withscores=True)
+        replies = pipe.execute()
+        rows = [row for ties in replies[::2] for row in ties if row[0] < run_id]
+        rows += [row for older in replies[1::2] for row in older]
+    rows.sort(key=lambda row: (row[1], row[0]), reverse=True)
+    return rows[:count]
 
 
 def list_runs(
@@ -86,7 +96,7 @@ def list_runs(
             if len(runs) == limit:
                 break
         if gone:
-            r.zrem(keys.RUNS, *gone)
+            indexes.remove(r, "runs", gone)
         if len(runs) == limit:
             return RunPage(runs=runs, next_cursor=cursor)
     return RunPage(runs=runs, next_cursor=cursor)

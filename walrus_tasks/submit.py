@@ -28,9 +28,13 @@ class Submitted:
     interrupted: str | None = None
 
 
-def new_run_id() -> str:
-    """A fresh run id (sortable by creation time is not needed: runs are listed per run)."""
-    return uuid.uuid4().hex
+def new_run_id(agent: str, sender: str) -> str:
+    """A fresh run id of the conversation ``(agent, sender)``: random, in its bucket.
+
+    Its first hex digit names the conversation's bucket (``keys.run_id_in``), so the run's keys
+    share the conversation's Redis Cluster slot.
+    """
+    return keys.run_id_in(keys.cid(agent, sender), uuid.uuid4().hex)
 
 
 IDEMPOTENCY_KEY_MAX = 255
@@ -44,7 +48,7 @@ def keyed_run_id(agent: str, sender: str, key: str) -> str:
     dropped connection) sends it again with the same key and gets the same run, not a second.
     """
     digest = hashlib.sha256(f"{agent}\0{sender}\0{key}".encode()).hexdigest()
-    return digest[:32]
+    return keys.run_id_in(keys.cid(agent, sender), digest)
 
 
 RUN_FIELDS = frozenset(
@@ -95,7 +99,7 @@ def submit(
         raise ValueError(f"unknown run fields {sorted(unknown)}")
     if (accepted_in := tracing.traceparent()) is not None:  # the run keeps its trace
         meta.setdefault("traceparent", accepted_in)
-    run_id = run_id or new_run_id()
+    run_id = run_id or new_run_id(agent, sender)
     attempts = 0
 
     def write() -> runs.Enqueued:

@@ -1,20 +1,20 @@
 """Run webhooks: which URLs may be called, the outbox that sends each one once, and its body.
 
-A run created with ``webhook`` (the Agent Protocol's parameter) keeps the URL on its record.
-The script that ends the run (``lua/finish.lua``) puts it in the outbox ``keys.WEBHOOKS``, held
-for the dispatch grace, in the same atomic step; the worker that ended it then sends the
-``walrus.webhook.post`` task (``worker/webhook.py`` delivers it). Whatever the moment a worker
-dies, the webhook is not lost: a webhook still in the outbox past its hold is sent again by
-the reaper (``due``), under a new *chain*, so a delivery of the old chain that turns up late
-sends nothing (``hold``). Each attempt holds it for its timeout and a margin, so the reaper
+A run created with ``webhook`` (the Agent Protocol's parameter) keeps the URL on its record. The
+script that ends the run (``lua/finish.lua``) puts it in the outbox (its bucket's ``webhooks``
+index), held for the dispatch grace, in the same atomic step; the worker that ended it then
+sends the ``walrus.webhook.post`` task (``worker/webhook.py`` delivers it). Whatever the moment
+a worker dies, the webhook is not lost: a webhook still in the outbox past its hold is sent
+again by the reaper (``due``), under a new *chain*, so a delivery of the old chain that turns up
+late sends nothing (``hold``). Each attempt holds it for its timeout and a margin, so the reaper
 starts no second delivery while one runs. Two POSTs can still happen: a worker killed after the
 receiver got the body and before the outbox heard of it, or a receiver slower than the hold
 (httpx's timeout bounds each read, not the whole answer); receivers can tell by ``run_id``.
 
 The body is what LangGraph Server sends: the run object (``walrus_tasks.agent_protocol``) with
-``status`` (``success | error | interrupted | rollback``), ``run_started_at``,
-``run_ended_at``, ``webhook_sent_at``, ``values`` (the thread's messages at the run's end;
-null for a rollback) and, unless it succeeded, ``error``.
+``status`` (``success | error | interrupted | rollback``), ``run_started_at``, ``run_ended_at``,
+``webhook_sent_at``, ``values`` (the thread's messages at the run's end; null for a rollback)
+and, unless it succeeded, ``error``.
 """
 
 from __future__ import annotations
@@ -80,25 +80,28 @@ def hold(r: redis.Redis, run_id: str, chain: str, seconds: float) -> Hold:
     return scripts.call(
         r,
         S.WEBHOOK_HOLD,
-        [keys.run(run_id), keys.WEBHOOKS],
+        [keys.run(run_id), keys.run_index("webhooks", run_id)],
         {"run_id": run_id, "chain": chain, "until_ms": until},
     )
 
 
 def delivered(r: redis.Redis, run_id: str) -> None:
     """Take the webhook out of the outbox: sent, or given up."""
-    r.zrem(keys.WEBHOOKS, run_id)
+    r.zrem(keys.run_index("webhooks", run_id), run_id)
 
 
 def due(r: redis.Redis, hold_seconds: float) -> list[tuple[str, str]]:
     """The webhooks to send again (webhook_due.lua): ``(run id, new chain)``, each held anew."""
-    flat = scripts.call(
-        r,
-        S.WEBHOOK_DUE,
-        [keys.WEBHOOKS],
-        {"now_ms": now_ms(), "hold_ms": int(hold_seconds * 1000), "limit": SWEEP_LIMIT},
-    )
-    return list(zip(flat[::2], flat[1::2], strict=True))
+    out: list[tuple[str, str]] = []
+    for key in keys.every("webhooks"):  # one script a bucket: its runs live in its slot
+        flat = scripts.call(
+            r,
+            S.WEBHOOK_DUE,
+            [key],
+            {"now_ms": now_ms(), "hold_ms": int(hold_seconds * 1000), "limit": SWEEP_LIMIT},
+        )
+        out += zip(flat[::2], flat[1::2], strict=True)
+    return out
 
 
 def _values(r: redis.Redis, run_id: str, record: dict[str, str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 
 import redis
 
-from walrus_tasks import fair, keys, reads, runs, webhooks
+from walrus_tasks import fair, indexes, keys, reads, runs, webhooks
 from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
@@ -26,7 +26,7 @@ def reap() -> int:
     """
     r = get_redis()
     acted = sum(recover(r, conversation) for conversation in expired_conversations(r))
-    stale: list[str] = r.zrangebyscore(keys.INBOXES, "-inf", now_ms() - fair.STALE_MS)  # type: ignore[assignment]
+    stale = [c for c, _ in indexes.scored(r, "inboxes", "-inf", now_ms() - fair.STALE_MS)]
     for conversation in fair.reap(r, stale):
         acted += 1
         send_drain(*keys.split_cid(conversation))

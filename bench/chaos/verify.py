@@ -15,7 +15,7 @@ import redis
 
 from bench.chaos.load import Load, Message
 from tests.cluster import parse_sse
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 UNACKED = "unacked"
@@ -102,12 +102,13 @@ def settle(r: redis.Redis, run_ids: list[str], timeout: float, stall: float, tic
 def leftovers(r: redis.Redis) -> dict[str, int]:
     """What should be gone once every run ended: leases, inboxes, active runs, unacked tasks."""
     inboxes = sum(bool(r.llen(k)) for k in r.scan_iter(keys.conv_pattern("inbox"), count=500))
+    lease_index, inbox_index, active = indexes.sizes(r, "leases", "inboxes", "runs:active")
     return {
         "leases": sum(1 for _ in r.scan_iter(keys.conv_pattern("lease"), count=500)),
-        "lease index": int(r.zcard(keys.LEASES)),
+        "lease index": lease_index,
         "inboxes": inboxes,
-        "inbox index": int(r.zcard(keys.INBOXES)),
-        "active runs": int(r.scard(keys.ACTIVE_RUNS)),
+        "inbox index": inbox_index,
+        "active runs": active,
         "unacked": int(r.hlen(UNACKED)),
     }
 

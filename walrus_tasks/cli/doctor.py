@@ -19,7 +19,9 @@ from walrus_tasks.cli.common import (
 )
 from walrus_tasks.client import Client, http_status
 from walrus_tasks.config import load_config
+from walrus_tasks.connection import client
 from walrus_tasks.errors import WalrusError
+from walrus_tasks.migrate import pending
 from walrus_tasks.redis_server import reachable
 from walrus_tasks.sandbox import current as current_sandbox
 from walrus_tasks.settings import get_settings
@@ -52,8 +54,12 @@ def check_config() -> Check:
 def check_redis() -> Check:
     """Redis answers PING at WALRUS_REDIS_URL."""
     url = get_settings().redis_url
-    ok = reachable(url)
-    return Check("redis", ok, url if ok else f"no answer at {url}")
+    if not reachable(url):
+        return Check("redis", False, f"no answer at {url}")
+    with client(url, socket_connect_timeout=2) as r:
+        if pending(r):
+            return Check("redis", False, f"{url} holds an earlier release's state: walrus migrate")
+    return Check("redis", True, url)
 
 
 def check_workers() -> Check:

@@ -21,6 +21,7 @@ from walrus_tasks.cli.progress import Tell, bars
 from walrus_tasks.connection import client
 from walrus_tasks.errors import WalrusError
 from walrus_tasks.export import MEMORY, TABLES, Summary, export_state, import_state
+from walrus_tasks.migrate import migrate as migrate_state
 from walrus_tasks.settings import get_settings
 
 DirArgument = Annotated[Path, typer.Argument(help="The export directory.", show_default=False)]
@@ -79,3 +80,28 @@ def _run(operation: Callable[[redis.Redis, Tell], Summary], title: str, as_json:
     for name, count in summary.as_dict().items():
         table.add_row(name, str(count), escape(_WHERE[name]))
     console.print(table)
+
+
+def migrate() -> None:
+    """Rename state written by an earlier release to today's key names (run it once, stopped).
+
+    Conversations and runs of a release before the hash-tag buckets keep working after it.
+    Run with every walrus process stopped; a second run finds nothing to do.
+    """
+    url = get_settings().redis_url
+    r = client(url, socket_connect_timeout=2)
+    try:
+        with bars() as tell:
+            size = int(r.dbsize())  # what there is to look at, at most
+            done = migrate_state(r, lambda n: tell("renaming keys", n, max(n, size)))
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        fail(f"cannot reach Redis at {url}: {e}", RET_CONNECT)
+    except redis.RedisError as e:
+        fail(str(e))
+    finally:
+        r.close()
+    console.print(
+        f"renamed {done.renamed} keys, moved {done.index_members} index entries into buckets"
+    )
+    for old in done.conflicts:
+        console.print(f"[yellow]left {escape(old)}: its new name is taken[/yellow]")

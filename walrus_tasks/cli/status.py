@@ -15,7 +15,7 @@ import redis
 from rich.markup import escape
 from rich.table import Table
 
-from walrus_tasks import keys, limits
+from walrus_tasks import indexes, keys, limits
 from walrus_tasks.cli.common import RET_CONNECT, JsonOption, console, fail, print_json
 from walrus_tasks.cli.tables import Col, print_table
 from walrus_tasks.cli.up_state import read_state
@@ -29,8 +29,7 @@ from walrus_tasks.settings import get_settings
 
 def active_runs(r: redis.Redis) -> list[dict[str, str]]:
     """The runs in ``running``/``waiting`` state with their agent, sender, status and step."""
-    members: set[str] = r.smembers(keys.ACTIVE_RUNS)  # type: ignore[assignment]
-    run_ids = sorted(members)
+    run_ids = sorted(indexes.members(r, "runs:active"))
     fields = ("agent", "sender", "status", "step", "started_at")
     pipe = r.pipeline(transaction=False)
     for run_id in run_ids:

@@ -64,7 +64,7 @@ if output_since_boundary(A.run_id, set_of(A.output_types), set_of(A.boundary_typ
   emit(A.run_id, A.maxlen, A.restart_json)
 end
 redis.call('PEXPIRE', KEYS[1], A.ttl_ms)
-redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
+redis.call('ZADD', K.leases(A.cid), tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
 if A.agent_config_json ~= '' then
   redis.call('HSETNX', KEYS[3], 'agent_config', A.agent_config_json)
 end

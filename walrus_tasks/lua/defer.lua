@@ -15,5 +15,5 @@ if redis.call('GET', KEYS[4]) == A.claim_id then
 end
 expect_step_task(KEYS[3], A.step, A.task_id)
 redis.call('PEXPIRE', KEYS[1], A.hold_ms)
-redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.hold_ms), A.cid)
+redis.call('ZADD', K.leases(A.cid), tonumber(A.now_ms) + tonumber(A.hold_ms), A.cid)
 return 'ok'

@@ -29,12 +29,12 @@ emit(A.run_id, A.maxlen, A.end_json)
 redis.call('EXPIRE', K.run_events(A.run_id), A.events_ttl)
 redis.call('EXPIRE', KEYS[3], A.events_ttl)
 redis.call('DEL', unpack(K.run_ended(A.run_id)))
-redis.call('SREM', K.ACTIVE_RUNS, A.run_id)
+redis.call('SREM', K.runs_active(A.run_id), A.run_id)
 if redis.call('HEXISTS', KEYS[3], 'rollback') == 1 then
   remove_run_messages(K.conv_history(A.cid), K.conv_epoch(A.cid), A.run_id, KEYS[3])
 end
 if redis.call('HEXISTS', KEYS[3], 'webhook') == 1 then
-  redis.call('ZADD', K.WEBHOOKS, tonumber(A.now_ms) + tonumber(A.grace_ms), A.run_id)
+  redis.call('ZADD', K.webhooks(A.run_id), tonumber(A.now_ms) + tonumber(A.grace_ms), A.run_id)
 end
 if A.count_field ~= '' then  -- pcall: a bad figure never leaves a run unended
   redis.pcall('HINCRBY', KEYS[4], A.count_field, 1)
@@ -49,7 +49,7 @@ end
 local next_run = start_next(A.cid, A.token, tonumber(A.now_ms), tonumber(A.ttl_ms), A.maxlen)
 if next_run then  -- its first step waits in the queue: the lease gets the dispatch grace
   redis.call('PSETEX', KEYS[1], A.grace_ms, A.token)
-  redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.grace_ms), A.cid)
+  redis.call('ZADD', K.leases(A.cid), tonumber(A.now_ms) + tonumber(A.grace_ms), A.cid)
 end
 local parent_wake = false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')

@@ -19,7 +19,7 @@ for _, cid in ipairs(A.conversations) do
       missing = mark_ready(cid, r[1], r[2], now)
     end
     if missing or not flowing then
-      redis.call('ZADD', K.INBOXES, 'XX', now, cid)
+      redis.call('ZADD', K.inboxes(cid), 'XX', now, cid)
       out[#out + 1] = cid
     end
   end

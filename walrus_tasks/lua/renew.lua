@@ -5,7 +5,7 @@ if not holds(A.token, A.ttl_ms) then
   return 0
 end
 redis.call('PEXPIRE', KEYS[1], A.ttl_ms)
-redis.call('ZADD', K.LEASES, tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
+redis.call('ZADD', K.leases(A.cid), tonumber(A.now_ms) + tonumber(A.ttl_ms), A.cid)
 if A.claim_id ~= '' and redis.call('GET', KEYS[3]) == A.claim_id then
   redis.call('PEXPIRE', KEYS[3], A.ttl_ms)
 end

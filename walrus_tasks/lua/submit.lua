@@ -55,8 +55,8 @@ redis.call('RPUSH', KEYS[3], A.run_id)
 if not busy then
   mark_ready(A.cid, A.agent, meta.tenant or A.sender, tonumber(A.now_ms))
 end
-redis.call('ZADD', K.INBOXES, 'NX', A.now_ms, A.cid)
-redis.call('ZADD', K.CONVERSATIONS, A.now_ms, A.cid)
-redis.call('ZADD', K.RUNS, A.now_ms, A.run_id)  -- the index of GET /v1/runs, capped
-redis.call('ZREMRANGEBYRANK', K.RUNS, 0, -K.RUNS_MAXLEN - 1)
+redis.call('ZADD', K.inboxes(A.cid), 'NX', A.now_ms, A.cid)
+redis.call('ZADD', K.conversations(A.cid), A.now_ms, A.cid)
+redis.call('ZADD', K.runs(A.run_id), A.now_ms, A.run_id)  -- the index of GET /v1/runs, capped
+redis.call('ZREMRANGEBYRANK', K.runs(A.run_id), 0, -K.RUNS_MAXLEN - 1)
 return {'ok', interrupted, not busy}

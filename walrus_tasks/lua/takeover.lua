@@ -26,7 +26,7 @@ if status == 'waiting' then
   if not timed_out then
     local until_ms = latest_deadline(active)
     redis.call('PSETEX', KEYS[1], math.max(until_ms - now, 1), fence)
-    redis.call('ZADD', K.LEASES, until_ms, A.cid)
+    redis.call('ZADD', K.leases(A.cid), until_ms, A.cid)
     return false
   end
   redis.call('DEL', KEYS[1])
@@ -35,7 +35,7 @@ end
 local token = next_token()
 if status == 'running' then
   redis.call('PSETEX', KEYS[1], A.ttl_ms, token)
-  redis.call('ZADD', K.LEASES, now + tonumber(A.ttl_ms), A.cid)
+  redis.call('ZADD', K.leases(A.cid), now + tonumber(A.ttl_ms), A.cid)
   redis.call('DEL', K.run_claim(active))
   expect_step_task(K.run(active))  -- the resumed step is sent anew
   if not timed_out then

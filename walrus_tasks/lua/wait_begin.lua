@@ -46,7 +46,7 @@ redis.call('HSET', KEYS[3], 'status', 'waiting', 'wait_until', until_ms)
 -- Nobody renews the lease of a waiting run: it lives until the last deadline, when the reaper
 -- times the wait out (lua/takeover.lua).
 redis.call('PSETEX', KEYS[1], math.max(until_ms - tonumber(A.now_ms), 1), A.token)
-redis.call('ZADD', K.LEASES, until_ms, A.cid)
+redis.call('ZADD', K.leases(A.cid), until_ms, A.cid)
 if A.event_json ~= '' then
   emit(run_id, A.maxlen, A.event_json)
 end

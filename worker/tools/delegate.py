@@ -39,10 +39,10 @@ def _tasks(args: dict[str, Any], agent: AgentConfig) -> list[tuple[str, str]]:
 def _spawn(ctx: ToolContext, tasks: list[tuple[str, str]], foreground: bool) -> list[str]:
     """Submit the children once: a redelivered call finds the ids of the first delivery."""
     r = ctx.redis
-    chosen = [submit.new_run_id() for _ in tasks]
-    ids = runs.spawn_children(r, ctx.run_id, ctx.call_id, chosen, foreground)
     # The children live in the parent's tenant: its conversations, its share of the cluster.
     sender = tenancy.scoped(tenancy.tenant_of(ctx.sender), f"delegate:{ctx.agent.name}")
+    chosen = [submit.new_run_id(agent, sender) for agent, _ in tasks]
+    ids = runs.spawn_children(r, ctx.run_id, ctx.call_id, chosen, foreground)
     for run_id, (agent, message) in zip(ids, tasks, strict=True):
         meta = {"parent_run": ctx.run_id, "parent_call": ctx.call_id} if foreground else {}
         submit.submit(r, agent, sender, message, run_id=run_id, meta=meta)

@@ -107,25 +107,25 @@ local function start_next(cid, token, now_ms, ttl_ms, maxlen)
   end
   local run_id = redis.call('LPOP', K.conv_inbox(cid))
   if redis.call('LLEN', K.conv_inbox(cid)) == 0 then
-    redis.call('ZREM', K.INBOXES, cid)
+    redis.call('ZREM', K.inboxes(cid), cid)
   end
   if not run_id then
     redis.call('DEL', K.conv_lease(cid), K.conv_active(cid))
-    redis.call('ZREM', K.LEASES, cid)
+    redis.call('ZREM', K.leases(cid), cid)
     return false
   end
   local rk = K.run(run_id)
   redis.call('PSETEX', K.conv_lease(cid), ttl_ms, token)
-  redis.call('ZADD', K.LEASES, now_ms + ttl_ms, cid)
+  redis.call('ZADD', K.leases(cid), now_ms + ttl_ms, cid)
   redis.call('SET', K.conv_active(cid), run_id)
   redis.call('HSET', rk, 'status', 'running', 'started_at', now_ms, 'step', 0, 'phase', 'llm')
-  redis.call('SADD', K.ACTIVE_RUNS, run_id)
+  redis.call('SADD', K.runs_active(run_id), run_id)
   local r = redis.call('HMGET', rk, 'agent', 'sender', 'content', 'kind')
   if r[4] ~= 'compact' then  -- a compaction request is no message of the conversation
     redis.call('RPUSH', K.conv_history(cid),
       cjson.encode({role = 'user', content = r[3], run_id = run_id}))
   end
-  redis.call('ZADD', K.CONVERSATIONS, now_ms, cid)
+  redis.call('ZADD', K.conversations(cid), now_ms, cid)
   emit(run_id, maxlen, cjson.encode({type = 'start', run_id = run_id, agent = r[1], sender = r[2]}))
   return run_id
 end
@@ -151,7 +151,7 @@ local function wake_call(run_id, cid, call, wake, now_ms, grace_ms, lease_key, f
   end
   local token = redis.call('GET', lease_key) or redis.call('GET', fence_key)
   redis.call('PSETEX', lease_key, grace_ms, token)
-  redis.call('ZADD', K.LEASES, now_ms + grace_ms, cid)
+  redis.call('ZADD', K.leases(cid), now_ms + grace_ms, cid)
   local r = redis.call('HMGET', rk, 'step', 'calls')
   local index = -1
   for i, c in ipairs(cjson.decode(r[2] or '[]')) do
