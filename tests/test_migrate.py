@@ -22,6 +22,7 @@ from tests.conftest import redis_db_url
 from walrus_tasks import indexes, keys, runs
 from walrus_tasks.migrate import OLD_INDEXES, migrate, new_name, pending
 from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.usage import read_totals
 
 
 def old_run_id(agent: str, sender: str) -> str:
@@ -57,6 +58,9 @@ def test_old_names_map_to_the_bucketed_ones() -> None:
     assert new_name("walrus:run:abc") == keys.run("abc")
     assert new_name("walrus:conv:echo:bob:unknownpart") is None
     assert new_name("walrus:crons") is None
+    assert new_name("walrus:metrics:runs") == keys.metrics_runs(0)
+    assert new_name("walrus:usage:totals") == keys.usage_totals(0)
+    assert new_name("walrus:usage:hour:2026120519") == keys.usage_hour("2026120519", 0)
 
 
 def test_migrate_renames_keeps_ttls_splits_indexes_and_reports_conflicts(r: redis.Redis) -> None:
@@ -67,6 +71,9 @@ def test_migrate_renames_keeps_ttls_splits_indexes_and_reports_conflicts(r: redi
     cid = keys.cid("echo", sender)
     r.rpush(keys.conv(cid, "history"), '{"role": "user", "content": "before"}')
     to_old_names(r)
+    r.hset("walrus:usage:totals", "|echo|fake/x|in", 7)  # counters of the old release
+    r.hset("walrus:usage:hour:2026120519", "|echo|fake/x|in", 7)
+    r.expire("walrus:usage:hour:2026120519", 600)
     assert pending(r)
     assert r.exists(f"walrus:run:{run_id}", f"walrus:conv:{cid}:inbox") == 2
     # A key the new release already wrote under its new name is left for a human to compare.
@@ -85,6 +92,8 @@ def test_migrate_renames_keeps_ttls_splits_indexes_and_reports_conflicts(r: redi
     assert r.zscore(keys.conv_index("conversations", cid), cid) is not None
     assert r.zscore(keys.run_index("runs", run_id), run_id) is not None
     assert not r.exists(*OLD_INDEXES)
+    assert read_totals(r)[("", "echo", "fake/x")].input_tokens == 7
+    assert 0 < r.ttl(keys.usage_hour("2026120519", 0)) <= 600
     again = migrate(r)
     assert (again.renamed, again.index_members) == (0, 0), "a second run has nothing to do"
 

@@ -29,7 +29,7 @@ from tests.browser import DESKTOP, PHONE, Page, browser, shots
 from tests.cluster import Cluster, running
 from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeError, FakeLLM, FakeReply
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 from walrus_tasks.client import Client
 from walrus_tasks.lease import Fence
 from walrus_tasks.metrics import DEFAULT_TENANT
@@ -249,15 +249,18 @@ def test_a_range_is_read_in_whole_hours_and_an_empty_one_answers_zero(used: Clus
 
 def test_hourly_buckets_expire_after_the_retention_and_totals_do_not(used: Cluster) -> None:
     r = used.redis()
-    buckets = sorted(r.scan_iter(keys.usage_hour("*")))
+    every = range(keys.BUCKETS)
+    buckets = sorted(k for b in every for k in r.scan_iter(keys.usage_hour("*", b)))
     now = time.time()
-    assert 1 <= len(buckets) <= 2  # the module's runs took seconds: an hour, or two at most
-    assert set(buckets) <= {keys.usage_hour(hour_of(t)) for t in (now, now - 3600)}
+    hours = {key.rsplit(":", 1)[1] for key in buckets}
+    assert 1 <= len(hours) <= 2  # the module's runs took seconds: an hour, or two at most
+    assert hours <= {hour_of(t) for t in (now, now - 3600)}
     for key in buckets:
         ttl = r.ttl(key)
         assert RETENTION_DAYS * 86400 - 3600 < ttl <= RETENTION_DAYS * 86400 + 3600, (key, ttl)
-    assert r.ttl(keys.USAGE_TOTALS) == -1
-    fields = r.hgetall(keys.USAGE_TOTALS)
+    totals = [keys.usage_totals(b) for b in every if r.exists(keys.usage_totals(b))]
+    assert totals and all(r.ttl(key) == -1 for key in totals)
+    fields = indexes.read_summed(r, totals)
     assert fields[f"acme|ub|{MODEL_B}|calls"] == "2"
     assert fields[f"|ua|{MODEL_A}|in"] == "100"
 
@@ -277,8 +280,9 @@ def test_a_step_committed_twice_counts_once_and_a_cancel_before_any_output_not_a
     tool = {"role": "tool", "tool_call_id": "c1", "content": "now"}
     assert record_tool_result(r, fence, 0, "c1", tool) == "complete"
     assert commit(r, fence, 1, None, "cancelled", [], (0, 0), "fake/x") == "ok"
-    bucket = r.hgetall(keys.usage_hour(hour_of(time.time())))
-    assert r.hgetall(keys.USAGE_TOTALS) == bucket
+    b = keys.run_bucket(fence.run_id)  # the run's hash-tag bucket
+    bucket = r.hgetall(keys.usage_hour(hour_of(time.time()), b))
+    assert r.hgetall(keys.usage_totals(b)) == bucket
     assert bucket == {f"acme|echo|fake/x|{k}": v for k, v in
                       {"in": "7", "out": "3", "calls": "1", "runs": "1"}.items()}  # fmt: skip
 

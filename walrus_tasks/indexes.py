@@ -80,3 +80,29 @@ def remove(r: redis.Redis, name: keys.Index, members_: Iterable[str]) -> None:
     for key, found in groups.items():
         pipe.srem(key, *found) if name == "runs:active" else pipe.zrem(key, *found)
     pipe.execute()
+
+
+def summed(replies: Iterable[dict[str, str]]) -> dict[str, str]:
+    """Counter hashes (one a bucket, as HGETALL gave them) added up field by field.
+
+    Integer counts stay integers; a field with a fractional value anywhere is summed as float.
+    """
+    out: dict[str, str] = {}
+    for fields in replies:
+        for name, value in fields.items():
+            if name not in out:
+                out[name] = value
+                continue
+            try:
+                out[name] = str(int(out[name]) + int(value))
+            except ValueError:
+                out[name] = repr(float(out[name]) + float(value))
+    return out
+
+
+def read_summed(r: redis.Redis, keys_: Iterable[str]) -> dict[str, str]:
+    """The counter hashes ``keys_`` (one a bucket) read in one pipeline and ``summed``."""
+    pipe = r.pipeline(transaction=False)
+    for key in keys_:
+        pipe.hgetall(key)
+    return summed(pipe.execute())

@@ -118,22 +118,35 @@ RUNS_MAXLEN = 100_000 // BUCKETS
 """How many run ids each bucket's ``runs`` index keeps (the oldest go first)."""
 FEED_MAXLEN = 10_000
 """About how many entries the live feed (``FEED``) keeps."""
-METRICS_RUNS = PREFIX + "metrics:runs"
-"""HASH of cluster-wide run figures (``walrus_tasks.metrics``): ``n:{agent}:{status}`` runs ended,
-``sum:{agent}`` their seconds, ``le:{agent}:{bound}`` runs per duration bucket (not cumulative)."""
-USAGE_TOTALS = PREFIX + "usage:totals"
-"""HASH ``tenant|agent|model|kind`` -> count since the hash was created: the LLM usage of every
-committed step (``walrus_tasks.usage``; kind ``in``, ``out``, ``calls``, ``runs``), never
-expired: what the gateway's ``GET /metrics`` exports as counters."""
 
 
-def usage_hour(hour: str) -> str:
-    """HASH ``tenant|agent|model|kind`` -> count: the usage of the steps committed in ``hour``.
+def metrics_runs(bucket: int) -> str:
+    """HASH of the run figures of a bucket's runs (``walrus_tasks.metrics``).
+
+    ``n:{agent}:{status}`` runs ended, ``sum:{agent}`` their seconds, ``le:{agent}:{bound}``
+    runs per duration bucket (not cumulative). Written by ``lua/finish.lua`` as a run of the
+    bucket ends; the cluster-wide figures are the sum over the buckets.
+    """
+    return _tagged(bucket) + "metrics:runs"
+
+
+def usage_totals(bucket: int) -> str:
+    """HASH ``tenant|agent|model|kind`` -> count: the usage of a bucket's runs, ever.
+
+    The LLM usage of every committed step (``walrus_tasks.usage``; kind ``in``, ``out``,
+    ``calls``, ``runs``) since the hash was created, never expired: summed over the buckets,
+    what the gateway's ``GET /metrics`` exports as counters.
+    """
+    return _tagged(bucket) + "usage:totals"
+
+
+def usage_hour(hour: str, bucket: int) -> str:
+    """HASH ``tenant|agent|model|kind`` -> count: the usage of a bucket's steps in ``hour``.
 
     ``hour`` is the UTC hour ``YYYYMMDDHH`` (``walrus_tasks.usage.hour_of``). Written by
     ``lua/commit.lua`` with the step; expires ``WALRUS_USAGE_RETENTION_DAYS`` after the hour.
     """
-    return f"{PREFIX}usage:hour:{hour}"
+    return f"{_tagged(bucket)}usage:hour:{hour}"
 
 
 def cid(agent: str, sender: str) -> str:

@@ -63,14 +63,19 @@ def run_figure(agent: str, status: str, seconds: float | None) -> list[str]:
     ]
 
 
+FIGURES = [keys.metrics_runs(b) for b in range(keys.BUCKETS)]
+"""The run-figure hash of every bucket: the cluster-wide figures are their sum."""
+
+
 def record_run(r: redis.Redis, agent: str, status: str, seconds: float | None) -> None:
     """Count one ended run of ``agent``; ``seconds`` is None when it never started."""
     n, total, value, le = run_figure(agent, status, seconds)
     pipe = r.pipeline(transaction=True)  # a scrape never sees the count without its bucket
-    pipe.hincrby(keys.METRICS_RUNS, n, 1)
+    figures = keys.metrics_runs(0)  # a run ended elsewhere: no bucket of its own
+    pipe.hincrby(figures, n, 1)
     if value:
-        pipe.hincrbyfloat(keys.METRICS_RUNS, total, float(value))
-        pipe.hincrby(keys.METRICS_RUNS, le, 1)
+        pipe.hincrbyfloat(figures, total, float(value))
+        pipe.hincrby(figures, le, 1)
     pipe.execute()
 
 
@@ -207,8 +212,7 @@ def parse_runs(fields: dict[str, str]) -> dict[str, RunStats]:
 
 def read_runs(r: redis.Redis) -> dict[str, RunStats]:
     """Run outcomes and durations by agent, for every agent that has ended a run."""
-    fields: dict[str, str] = r.hgetall(keys.METRICS_RUNS)  # type: ignore[assignment]
-    return parse_runs(fields)
+    return parse_runs(indexes.read_summed(r, FIGURES))
 
 
 @dataclass
@@ -242,7 +246,8 @@ def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
                 pipe.llen(q + suffix)
         pipe.hlen(UNACKED)
     indexes.queue_sizes(pipe, "leases", "conversations", "inboxes", "runs:active")
-    pipe.hgetall(keys.METRICS_RUNS)
+    for key in FIGURES:
+        pipe.hgetall(key)
     res: list[Any] = pipe.execute()
     broker_up = True
     if own_broker:
@@ -258,7 +263,7 @@ def read_figures(r: redis.Redis, queues: tuple[str, ...]) -> Figures:
         unacked = res[len(queues) * n]
         res = res[len(queues) * n + 1 :]
     leases, conversations, inboxes, active = indexes.read_sizes(res, 4)
-    runs = res[4 * keys.BUCKETS]
+    runs = indexes.summed(res[4 * keys.BUCKETS :])
     return Figures(
         depths, unacked, leases, conversations, inboxes, active, parse_runs(runs), broker_up,
         parse_tenants(runs),

@@ -4,7 +4,8 @@ Releases before ``keys.BUCKETS`` named a conversation's keys ``walrus:conv:<cid>
 run's ``walrus:run:<id>[:…]`` and kept each global index in one key (``walrus:leases``, …). Now
 every such key carries its bucket's hash tag (docs/design.md, "Keys and slots"). ``migrate``
 renames the old keys (``RENAMENX``: TTLs kept, a key the new release already wrote is never
-overwritten but reported) and moves each old index's members into their buckets. Run it once,
+overwritten but reported; the run-figure and usage hashes become bucket 0's) and moves each old
+index's members into their buckets. Run it once,
 with every walrus process stopped; running it again finds nothing to do. Old run ids keep
 their names: their first hex digit names a bucket other than their conversation's, which one
 Redis does not mind (a Redis Cluster starts empty, so never holds them).
@@ -22,6 +23,12 @@ from walrus_tasks import indexes, keys
 
 OLD_CONV = keys.PREFIX + "conv:"
 OLD_RUN = keys.PREFIX + "run:"
+OLD_USAGE_HOUR = keys.PREFIX + "usage:hour:"
+OLD_COUNTERS = {
+    keys.PREFIX + "metrics:runs": keys.metrics_runs(0),
+    keys.PREFIX + "usage:totals": keys.usage_totals(0),
+}
+"""The old single counter hashes: each becomes bucket 0's (a read adds the buckets up)."""
 OLD_INDEXES: dict[str, keys.Index] = {keys.PREFIX + name: name for name in get_args(keys.Index)}
 """The old single key of each global index."""
 _BATCH = 500
@@ -40,7 +47,11 @@ class Migrated:
 
 
 def new_name(old: str) -> str | None:
-    """The bucketed name of a pre-bucket conversation or run key, else None."""
+    """The bucketed name of a pre-bucket conversation, run or counter key, else None."""
+    if old in OLD_COUNTERS:
+        return OLD_COUNTERS[old]
+    if old.startswith(OLD_USAGE_HOUR):
+        return keys.usage_hour(old[len(OLD_USAGE_HOUR) :], 0)
     if old.startswith(OLD_CONV):
         rest = old[len(OLD_CONV) :]
         cid, _, part = rest.rpartition(":")
@@ -63,8 +74,9 @@ def pending(r: redis.Redis) -> bool:
 
 
 def _old_keys(r: redis.Redis) -> Iterator[str]:
-    for prefix in (OLD_CONV, OLD_RUN):
+    for prefix in (OLD_CONV, OLD_RUN, OLD_USAGE_HOUR):
         yield from r.scan_iter(match=prefix + "*", count=1000)
+    yield from (old for old in OLD_COUNTERS if r.exists(old))
 
 
 def migrate(r: redis.Redis, progress: Callable[[int], None] = lambda n: None) -> Migrated:

@@ -494,7 +494,7 @@ def commit(
     """
     counted = next_phase != "cancelled" or any(usage)
     tenant = tenancy.tenant_of(fence.sender)
-    use = step_write(tenant, fence.agent, model, counted, now_ms() / 1000)
+    use = step_write(fence.run_id, tenant, fence.agent, model, counted, now_ms() / 1000)
     return scripts.call(
         r,
         S.COMMIT,
@@ -819,7 +819,7 @@ def finish(
         [
             *fence.lease_keys,
             keys.run(fence.run_id),
-            keys.METRICS_RUNS,
+            keys.metrics_runs(keys.run_bucket(fence.run_id)),
             subscriptions or keys.subs_source(""),
         ],
         {

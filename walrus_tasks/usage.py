@@ -4,12 +4,13 @@ Where it is written: ``lua/commit.lua``, the script that commits a step's LLM ca
 call's tokens to two hashes in the same atomic step, so usage is counted exactly once per
 committed step (a replayed step is ``stale`` and adds nothing, invariant 2 of docs/design.md):
 
-- ``keys.usage_hour(YYYYMMDDHH)``: the hour's bucket (UTC), one field per
+- ``keys.usage_hour(YYYYMMDDHH, bucket)``: the hour's counts (UTC) of the run's hash-tag bucket
+  (docs/design.md, "Keys and slots"; a read adds the buckets up), one field per
   ``tenant|agent|model|kind`` with kind ``in``, ``out`` (tokens), ``calls`` (LLM calls) and
   ``runs`` (runs whose first call this was). One HINCRBY per field; the bucket's expiry is set
   once, to ``WALRUS_USAGE_RETENTION_DAYS`` after its hour ends. A range is read with one
-  HGETALL per hour, pipelined (``MAX_RANGE_DAYS`` bounds it).
-- ``keys.USAGE_TOTALS``: the same fields since the hash was created, never expired: the
+  HGETALL per hour and bucket, pipelined (``MAX_RANGE_DAYS`` bounds it).
+- ``keys.usage_totals(bucket)``: the same fields since the hash was created, never expired: the
   counters the gateway's ``GET /metrics`` exports (every gateway answers the same).
 
 The model is the one that answered the call: a fallback model's tokens count under the
@@ -34,7 +35,7 @@ from typing import get_args
 
 import redis
 
-from walrus_tasks import keys
+from walrus_tasks import indexes, keys
 from walrus_tasks.config import Config
 from walrus_tasks.durations import duration_seconds
 from walrus_tasks.errors import InvalidInput
@@ -75,15 +76,22 @@ class Write:
     expire_at: int
 
 
-def step_write(tenant: str | None, agent: str, model: str, counted: bool, now: float) -> Write:
-    """The usage write of a step committed at ``now``; ``counted`` False: no call to count.
+def step_write(
+    run_id: str, tenant: str | None, agent: str, model: str, counted: bool, now: float
+) -> Write:
+    """The usage write of a step of ``run_id`` committed at ``now`` (in the run's bucket).
+
+    ``counted`` False: no call to count.
 
     The bucket expires ``WALRUS_USAGE_RETENTION_DAYS`` after the end of its hour.
     """
     hour_start = int(now) // HOUR * HOUR
     expire_at = hour_start + HOUR + get_settings().usage_retention_days * DAY
     field = field_prefix(tenant, agent, model) if counted else ""
-    return Write((keys.usage_hour(hour_of(now)), keys.USAGE_TOTALS), field, expire_at)
+    bucket = keys.run_bucket(run_id)
+    return Write(
+        (keys.usage_hour(hour_of(now), bucket), keys.usage_totals(bucket)), field, expire_at
+    )
 
 
 @dataclass
@@ -150,8 +158,7 @@ def parse(fields: dict[str, str]) -> dict[Cell, Counts]:
 
 def read_totals(r: redis.Redis) -> dict[Cell, Counts]:
     """The usage counted since the totals hash was created (what ``/metrics`` exports)."""
-    fields: dict[str, str] = r.hgetall(keys.USAGE_TOTALS)  # type: ignore[assignment]
-    return parse(fields)
+    return parse(indexes.read_summed(r, (keys.usage_totals(b) for b in range(keys.BUCKETS))))
 
 
 def cost(config: Config | None, model: str, c: Counts) -> Counts:
@@ -256,8 +263,16 @@ def read_hours(r: redis.Redis, first: int, last: int) -> list[tuple[int, dict[Ce
     hours = list(range(first, last, HOUR))
     pipe = r.pipeline(transaction=False)
     for h in hours:
-        pipe.hgetall(keys.usage_hour(hour_of(h)))
-    return [(h, parse(fields)) for h, fields in zip(hours, pipe.execute(), strict=True) if fields]
+        for b in range(keys.BUCKETS):
+            pipe.hgetall(keys.usage_hour(hour_of(h), b))
+    replies = pipe.execute()
+    n = keys.BUCKETS
+    out = []
+    for i, h in enumerate(hours):
+        fields = indexes.summed(replies[i * n : (i + 1) * n])
+        if fields:
+            out.append((h, parse(fields)))
+    return out
 
 
 def report(
