@@ -198,7 +198,9 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     """A synchronous client of ``url``; with Sentinel, of whichever server is the master.
 
     With a Redis Cluster, a ``redis.cluster.RedisCluster`` that sends each command to the
-    master of its key's slot.
+    master of its key's slot. Unlike the others it connects at once, to read the slot map:
+    when no startup node answers it raises ``redis.RedisClusterException``
+    (``RedisClusterUnreachableError``), which is no ``redis.RedisError``.
     """
     cluster = parse_cluster(url)
     if cluster is not None:
