@@ -14,7 +14,6 @@ import redis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
 from celery import Celery
-from pydantic import ValidationError
 
 from tests.redis_cluster import RedisClusterGroup
 from tests.redis_cluster import client as node_client
@@ -142,16 +141,26 @@ CLUSTER = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
 
 
 def test_a_cluster_state_without_a_broker_url_is_refused_at_start() -> None:
-    with pytest.raises(ValidationError, match="set WALRUS_BROKER_URL"):
+    with pytest.raises(InvalidInput, match="set WALRUS_BROKER_URL"):
         Settings(redis_url=CLUSTER, broker_url="")
     Settings(redis_url=CLUSTER, broker_url="redis://127.0.0.1:6380/0")
 
 
 def test_a_cluster_broker_url_and_a_bad_cluster_url_are_refused_at_start() -> None:
-    with pytest.raises(ValidationError, match="WALRUS_BROKER_URL cannot name a Redis Cluster"):
+    with pytest.raises(InvalidInput, match="WALRUS_BROKER_URL cannot name a Redis Cluster"):
         Settings(broker_url=CLUSTER)
-    with pytest.raises(ValidationError, match="WALRUS_REDIS_URL: a Redis Cluster has only"):
+    with pytest.raises(InvalidInput, match="WALRUS_REDIS_URL: a Redis Cluster has only"):
         Settings(redis_url=CLUSTER + "/2", broker_url="redis://127.0.0.1:6380/0")
+
+
+def test_the_refusal_at_start_shows_no_password() -> None:
+    secret = "redis+cluster://:hunter2@127.0.0.1:7000"
+    with pytest.raises(InvalidInput) as refused:
+        Settings(redis_url=secret, broker_url="", flower_basic_auth="admin:hunter2")
+    assert "hunter2" not in str(refused.value) and refused.value.__cause__ is None
+    with pytest.raises(InvalidInput) as bad:
+        Settings(redis_url=secret + "/3", broker_url="redis://:hunter2@127.0.0.1:6380/0")
+    assert "hunter2" not in str(bad.value) and bad.value.__cause__ is None
 
 
 def test_celery_refuses_a_cluster_as_broker_or_result_backend() -> None:

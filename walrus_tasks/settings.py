@@ -227,18 +227,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _broker_off_the_cluster(self) -> Settings:
-        """A Redis Cluster holds the state only: Celery's broker must be named apart."""
+        """A Redis Cluster holds the state only: Celery's broker must be named apart.
+
+        Raises InvalidInput, which pydantic does not wrap: a ValidationError would print every
+        setting given, passwords in URLs included.
+        """
         try:
             parse_cluster(self.redis_url)  # a bad cluster URL fails at start, not at first use
         except InvalidInput as e:
-            raise ValueError(f"WALRUS_REDIS_URL: {e.message}") from e
+            raise InvalidInput(f"WALRUS_REDIS_URL: {e.message}") from None
         if is_cluster(self.broker_url):
-            raise ValueError(
+            raise InvalidInput(
                 "WALRUS_BROKER_URL cannot name a Redis Cluster (kombu's Redis transport does "
                 "not support one): use a redis://, sentinel:// or amqp:// URL"
             )
         if is_cluster(self.redis_url) and not self.broker_url:
-            raise ValueError(
+            raise InvalidInput(
                 "WALRUS_REDIS_URL names a Redis Cluster, which cannot be Celery's broker "
                 "(kombu's Redis transport does not support one): set WALRUS_BROKER_URL to a "
                 "redis://, sentinel:// or amqp:// URL"
