@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from tests.cluster import Cluster, running
 from tests.ha import SentinelGroup
+from tests.redis_cluster import RedisClusterGroup
 from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.redis_server import RedisServer, start_redis
 from walrus_tasks.settings import Settings
@@ -392,6 +393,19 @@ def sender() -> str:
 def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
     """A Redis master, its replica and three sentinels of our own (``tests.ha``), stopped after."""
     group = SentinelGroup(tmp_path / "redis")
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster of our own (``tests.redis_cluster``): 3 masters, 3 replicas, stopped after.
+
+    One per test (about 2 s to start): a test may kill a master (``kill9_master``).
+    """
+    group = RedisClusterGroup(tmp_path / "redis-cluster")
     try:
         yield group.start()
     finally:

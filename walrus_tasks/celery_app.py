@@ -15,6 +15,7 @@ from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from walrus_tasks import kombu_closed_transport, redis_url
+from walrus_tasks.errors import InvalidInput
 from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
 
@@ -77,18 +78,41 @@ def broker_config(url: str, visibility_timeout: int) -> dict[str, Any]:
     )
 
 
+def backend_config(state_url: str, broker_url: str, visibility_timeout: int) -> dict[str, Any]:
+    """The result backend half of the Celery settings: the state Redis, or beside the broker.
+
+    Only the ``PING`` task keeps a result (every sender of the others says ``ignore_result``),
+    and only the benchmark's baseline (``bench/measure.py``) and a round-trip test
+    (``tests/test_task_bodies.py``) read one (``AsyncResult.get``); walrus itself reads none:
+    a run's outcome is in the state. So with a Redis Cluster state, which Celery's Redis
+    backend does not support, the backend goes with a Redis (or Sentinel) broker, and is off
+    (``result_backend=None``: Celery's disabled backend) with RabbitMQ, where a ``PING``'s
+    result cannot be read.
+    """
+    if redis_url.is_cluster(state_url):
+        if not broker_url:  # Settings refuses this at start too
+            raise InvalidInput("a Redis Cluster state needs WALRUS_BROKER_URL (Celery's broker)")
+        if is_amqp(broker_url):
+            return {"result_backend": None}
+        backend = redis_url.celery_backend(broker_url)
+    else:
+        backend = redis_url.celery_backend(state_url)
+    backend["result_backend_transport_options"]["visibility_timeout"] = visibility_timeout
+    return backend
+
+
 def celery_config() -> dict[str, Any]:
     """The Celery settings, derived from the process settings when the app is first used.
 
-    The broker is ``WALRUS_BROKER_URL``, else the state Redis; the result backend is always the
-    state Redis. Either may be a Sentinel group (``walrus_tasks.redis_url``).
+    The broker is ``WALRUS_BROKER_URL``, else the state Redis; the result backend is the state
+    Redis, or beside the broker when the state is a Redis Cluster (``backend_config``). Either
+    may be a Sentinel group (``walrus_tasks.redis_url``).
     """
     settings = get_settings()
-    backend = redis_url.celery_backend(settings.redis_url)
-    backend["result_backend_transport_options"]["visibility_timeout"] = settings.visibility_timeout
+    broker = settings.broker_url or settings.redis_url
     return dict(
-        **broker_config(settings.broker_url or settings.redis_url, settings.visibility_timeout),
-        **backend,
+        **broker_config(broker, settings.visibility_timeout),
+        **backend_config(settings.redis_url, settings.broker_url, settings.visibility_timeout),
         accept_content=["json"],
         task_serializer="json",
         result_serializer="json",

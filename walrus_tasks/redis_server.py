@@ -51,8 +51,8 @@ def reachable(url: str, timeout: float = 0.5) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except (redis.RedisError, OSError, ValueError):
-        return False
+    except (redis.RedisError, redis.RedisClusterException, OSError, ValueError):
+        return False  # a cluster client raises the latter when no node answers
 
 
 @dataclass

@@ -8,19 +8,26 @@ sentinels want their own credentials; the userinfo is the master's), ``ssl=true`
 ``sentinels://``), ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
 ``ssl_cert_reqs`` (``required`` | ``optional`` | ``none``).
 
+``redis+cluster://[[user]:password@]host:port[,host:port…][/0][?options]`` names a Redis
+Cluster by some of its nodes (startup nodes: the client asks them for the slot map, and asks
+again when a slot moves or a node fails). ``rediss+cluster://`` is the same over TLS, and the
+options are the TLS ones above. A cluster has only database 0. The userinfo is every node's.
+
 The state clients, the Celery broker and the result backend are all built from one such URL,
-so they follow the same master.
+so they follow the same master; a Redis Cluster holds the state only (``celery_broker``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
 
 from walrus_tasks.errors import InvalidInput
@@ -28,6 +35,8 @@ from walrus_tasks.errors import InvalidInput
 SENTINEL_SCHEMES = ("sentinel", "sentinels")
 _SSL_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 DEFAULT_SENTINEL_PORT = 26379
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+DEFAULT_CLUSTER_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,105 @@ def parse_sentinel(url: str) -> SentinelAddress | None:
     )
 
 
+@dataclass(frozen=True)
+class ClusterAddress:
+    """A Redis Cluster: the nodes to ask for its slot map, and how to talk to every node."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: dict[str, str] = field(default_factory=dict)
+    """Empty: no TLS; else the redis-py ``ssl_*`` keyword arguments (``ssl`` itself implied)."""
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments for every node of the cluster."""
+        # As for a Sentinel master: a dead node must not hold a caller for the OS connect
+        # timeout while its replica takes over.
+        kwargs: dict[str, Any] = {"socket_connect_timeout": 2.0}
+        if self.username:
+            kwargs["username"] = self.username
+        if self.password:
+            kwargs["password"] = self.password
+        if self.ssl:
+            kwargs.update(ssl=True, **self.ssl)
+        return kwargs
+
+
+def is_cluster(url: str) -> bool:
+    """True for a ``redis+cluster://`` (or ``rediss+cluster://``) URL."""
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def _cluster_node(text: str) -> tuple[str, int]:
+    """``host[:port]`` (an IPv6 host in brackets) as a pair; port 6379 when none is given."""
+    text = text.strip()
+    if text.startswith("["):  # an IPv6 address: [::1]:7000
+        host, bracket, rest = text[1:].partition("]")
+        sep, port = rest[:1], rest[1:]
+        ok = bool(bracket) and sep in ("", ":")
+    else:
+        host, sep, port = text.partition(":")
+        ok = ":" not in port
+    if sep and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        ok = False
+    if not ok or not host:
+        raise InvalidInput(f"bad cluster node {text!r} in the Redis URL: want host:port")
+    return host, int(port) if sep else DEFAULT_CLUSTER_PORT
+
+
+def parse_cluster(url: str) -> ClusterAddress | None:
+    """The Redis Cluster a ``redis+cluster://`` URL names; None for any other URL."""
+    if not is_cluster(url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # an unclosed IPv6 bracket
+        raise InvalidInput(f"bad cluster URL: {e}") from e
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    if not hosts.strip():
+        raise InvalidInput("a cluster URL names at least one node: redis+cluster://host:port")
+    nodes = tuple(_cluster_node(host) for host in hosts.split(","))
+    if parts.path.strip("/") not in ("", "0"):
+        raise InvalidInput(
+            f"a Redis Cluster has only database 0: the URL's path is {parts.path!r}, "
+            "want nothing or /0"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"ssl", *_SSL_OPTIONS}
+    if unknown:
+        raise InvalidInput(f"unknown cluster URL options {sorted(unknown)}")
+    tls = parts.scheme == "rediss+cluster" or query.get("ssl", "").lower() in ("1", "true", "yes")
+    ssl = {k: query[k] for k in _SSL_OPTIONS if k in query}
+    if tls and "ssl_cert_reqs" not in ssl:
+        ssl["ssl_cert_reqs"] = "required"
+    return ClusterAddress(
+        nodes=nodes,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        ssl=ssl if tls else {},
+    )
+
+
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
-    """A synchronous client of ``url``; with Sentinel, of whichever server is the master."""
+    """A synchronous client of ``url``; with Sentinel, of whichever server is the master.
+
+    With a Redis Cluster, a ``redis.cluster.RedisCluster`` that sends each command to the
+    master of its key's slot. Unlike the others it connects at once, to read the slot map:
+    when no startup node answers it raises ``redis.RedisClusterException``
+    (``RedisClusterUnreachableError``), which is no ``redis.RedisError``.
+    """
+    cluster = parse_cluster(url)
+    if cluster is not None:
+        nodes = [
+            redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in cluster.nodes
+        ]
+        client = redis.cluster.RedisCluster(
+            startup_nodes=nodes, **{**cluster.node_kwargs(), **kwargs}
+        )
+        # RedisCluster offers redis.Redis's command API (keys routed by slot): typed as one.
+        return cast(redis.Redis, client)
     group = parse_sentinel(url)
     if group is None:
         return redis.Redis.from_url(url, **kwargs)
@@ -131,7 +237,16 @@ def async_client(url: str, pool_size: int | None = None, **kwargs: Any) -> aiore
     With ``pool_size`` it holds at most that many connections, and a command that finds them
     all in use waits for one (``POOL_WAIT``); without, redis-py's pool fails it ("Too many
     connections") past its default of 100.
+
+    With a Redis Cluster, a ``redis.asyncio.cluster.RedisCluster``: ``pool_size`` caps the
+    connections to each node (its ``max_connections``, default 100), but redis-py's cluster
+    client has no waiting pool, so a command that finds them all in use fails at once
+    (``MaxConnectionsError``). It refuses the arguments of one server's client
+    (``single_connection_client``, ``db``): it holds connections per node.
     """
+    cluster = parse_cluster(url)
+    if cluster is not None:
+        return _async_cluster_client(cluster, pool_size, **kwargs)
     group = parse_sentinel(url)
     bounded: dict[str, Any] = {}
     if pool_size is not None:
@@ -150,6 +265,17 @@ def async_client(url: str, pool_size: int | None = None, **kwargs: Any) -> aiore
     return master
 
 
+def _async_cluster_client(
+    cluster: ClusterAddress, pool_size: int | None, **kwargs: Any
+) -> aioredis.Redis:
+    nodes = [aiocluster.ClusterNode(host, port) for host, port in cluster.nodes]
+    if pool_size is not None:
+        kwargs = {**kwargs, "max_connections": pool_size}
+    client = aiocluster.RedisCluster(startup_nodes=nodes, **{**cluster.node_kwargs(), **kwargs})
+    # RedisCluster offers redis.asyncio.Redis's command API (keys routed by slot): typed as one.
+    return cast(aioredis.Redis, client)
+
+
 def _kombu_url(group: SentinelAddress) -> str:
     # kombu and Celery's backend take one ``sentinel://`` URL per sentinel, joined by ``;``;
     # the userinfo is the master's password, the database is in the path.
@@ -164,7 +290,15 @@ def _sentinel_transport(group: SentinelAddress) -> dict[str, Any]:
 
 
 def celery_broker(url: str) -> dict[str, Any]:
-    """Celery settings for a Redis broker at ``url``: the URL, extra transport options, TLS."""
+    """Celery settings for a Redis broker at ``url``: the URL, extra transport options, TLS.
+
+    A Redis Cluster is refused: kombu's Redis transport does not support one.
+    """
+    if is_cluster(url):
+        raise InvalidInput(
+            "Celery's broker cannot be a Redis Cluster (kombu's Redis transport does not "
+            "support one): set WALRUS_BROKER_URL to a redis://, sentinel:// or amqp:// URL"
+        )
     group = parse_sentinel(url)
     if group is None:
         return {"broker_url": url, "broker_transport_options": {}}
@@ -178,7 +312,15 @@ def celery_broker(url: str) -> dict[str, Any]:
 
 
 def celery_backend(url: str) -> dict[str, Any]:
-    """Celery settings for a Redis result backend at ``url``, as ``celery_broker`` does."""
+    """Celery settings for a Redis result backend at ``url``, as ``celery_broker`` does.
+
+    A Redis Cluster is refused: Celery's Redis result backend does not support one.
+    """
+    if is_cluster(url):
+        raise InvalidInput(
+            "Celery's result backend cannot be a Redis Cluster (Celery's Redis backend does "
+            "not support one): it goes with WALRUS_BROKER_URL (walrus_tasks.celery_app)"
+        )
     group = parse_sentinel(url)
     if group is None:
         return {"result_backend": url, "result_backend_transport_options": {}}

@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from walrus_tasks.errors import InvalidInput
+from walrus_tasks.redis_url import is_cluster, parse_cluster
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 """Where a development machine usually has Redis; ``walrus up`` embeds one if it is not there."""
@@ -36,11 +39,15 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".walrus"), description="config directory")
     redis_url: str = Field(
         default=DEFAULT_REDIS_URL,
-        description="the state Redis: redis://, rediss://, or sentinel://h1:26379,h2:26379/master",
+        description="the state Redis: redis://, rediss://, sentinel://h1:26379,h2:26379/master, "
+        "or a Redis Cluster, redis+cluster://h1:6379,h2:6379 (rediss+cluster:// over TLS), "
+        "which needs WALRUS_BROKER_URL",
     )
     broker_url: str = Field(
         default="",
-        description="Celery's broker when it is not the state Redis: redis://, sentinel://, amqp://",
+        description="Celery's broker when it is not the state Redis: redis://, sentinel://, "
+        "amqp://; required with a Redis Cluster state, never one itself (Celery's result "
+        "backend then goes with it, or is off on RabbitMQ)",
     )
     replica_ack_timeout: float = Field(
         default=1.0,
@@ -217,6 +224,30 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = Field(
         default=None, description="user:password of `walrus flower`'s UI and API (none: open UI)"
     )
+
+    @model_validator(mode="after")
+    def _broker_off_the_cluster(self) -> Settings:
+        """A Redis Cluster holds the state only: Celery's broker must be named apart.
+
+        Raises InvalidInput, which pydantic does not wrap: a ValidationError would print every
+        setting given, passwords in URLs included.
+        """
+        try:
+            parse_cluster(self.redis_url)  # a bad cluster URL fails at start, not at first use
+        except InvalidInput as e:
+            raise InvalidInput(f"WALRUS_REDIS_URL: {e.message}") from None
+        if is_cluster(self.broker_url):
+            raise InvalidInput(
+                "WALRUS_BROKER_URL cannot name a Redis Cluster (kombu's Redis transport does "
+                "not support one): use a redis://, sentinel:// or amqp:// URL"
+            )
+        if is_cluster(self.redis_url) and not self.broker_url:
+            raise InvalidInput(
+                "WALRUS_REDIS_URL names a Redis Cluster, which cannot be Celery's broker "
+                "(kombu's Redis transport does not support one): set WALRUS_BROKER_URL to a "
+                "redis://, sentinel:// or amqp:// URL"
+            )
+        return self
 
     def allowed_origins(self) -> list[str]:
         """``gateway_allowed_origins`` as a list of normalized origins (lower case, no ``/``)."""
