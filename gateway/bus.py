@@ -15,7 +15,7 @@ from gateway.errors import responses
 from gateway.sse import EventStream, feed_entries, hub_frames, sse_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.event_types import sse_schema
-from walrus_tasks.names import ENTRY_ID_RE
+from walrus_tasks.feed import CURSOR_MAX
 
 ERRORS = responses({404: "unknown agent or subscription", 413: "body too large",
                     422: "invalid input"})  # fmt: skip
@@ -31,7 +31,7 @@ def feed(
     config: Cfg,
     agent: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[str | None, Query(pattern=ENTRY_ID_RE.pattern)] = None,
+    after: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
 ) -> EventStream:
     """Every run's events as SSE, from the live end, or after ``Last-Event-ID``/``?after=``.
 

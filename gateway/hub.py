@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from gateway.errors import REDIS_DOWN
 from walrus_tasks import keys
 from walrus_tasks.errors import Unavailable
-from walrus_tasks.feed import feed_event
+from walrus_tasks.feed import feed_event, format_cursor, parse_cursor
 from walrus_tasks.redis_url import async_client
 from walrus_tasks.run_stream import parse, sse_frame
 from walrus_tasks.settings import Settings
@@ -81,6 +81,16 @@ class Entry:
         if self._frame is None:
             self._frame = sse_frame(self.id, self.event)
         return self._frame
+
+
+class FeedEntry(Entry):
+    """An entry of the merged live feed: its id is the feed cursor just past it."""
+
+    __slots__ = ()
+
+    def __init__(self, cursor: str, event: dict[str, Any]) -> None:
+        self.id, self.seq, self.event, self.ends = cursor, (0, 0), event, False
+        self._frame = None
 
 
 class _Key:
@@ -258,11 +268,62 @@ class Hub:
         """
         return self._items(keys.run_part(run_id, "events"), after, run_id, None, resume)
 
-    def feed_items(
+    async def feed_items(
         self, after: str, agent: str | None, *, resume: bool = True
     ) -> AsyncIterator[Item]:
-        """The feed's ``(entry id, event)`` after ``after``, forever (``agent`` filters)."""
-        return self._items(keys.FEED, after, None, agent, resume)
+        """The feed's ``(cursor, event)`` after cursor ``after``, forever (``agent`` filters).
+
+        ``(cursor, None)`` while idle. With ``resume`` a subscriber cut for being slow catches
+        up from its last cursor by itself.
+        """
+        while True:
+            try:
+                async for entry in self.feed(after):
+                    if entry is None:
+                        yield after, None
+                        continue
+                    after = entry.id
+                    if agent is None or entry.event.get("agent") == agent:
+                        yield entry.id, entry.event
+            except SlowConsumer:
+                if not resume:
+                    raise
+
+    async def feed(self, after: str) -> AsyncIterator[Entry | None]:
+        """The live feed after cursor ``after``: every bucket's stream, merged as it comes.
+
+        Each entry's id is the cursor just past it (``walrus_tasks.feed``); None once per idle
+        ``sse_keepalive``. Raises what a bucket's reading raises (:meth:`entries`).
+        """
+        cursor = parse_cursor(after)
+        merged: asyncio.Queue[tuple[int, Entry | None] | BaseException] = asyncio.Queue(
+            self.settings.sse_buffer
+        )
+
+        async def pump(bucket: int) -> None:
+            try:
+                async for entry in self.entries(keys.feed(bucket), cursor[bucket]):
+                    await merged.put((bucket, entry))
+            except Exception as e:  # the reader sees it, in order
+                await merged.put(e)
+
+        pumps = [asyncio.create_task(pump(b)) for b in range(keys.BUCKETS)]
+        try:
+            while True:
+                item = await merged.get()
+                if isinstance(item, BaseException):
+                    raise item
+                bucket, entry = item
+                if entry is None:
+                    if bucket == 0:  # every bucket is idle on the same clock: say it once
+                        yield None
+                    continue
+                cursor[bucket] = entry.id
+                yield FeedEntry(format_cursor(cursor), entry.event)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _items(
         self, key: str, after: str, run_id: str | None, agent: str | None, resume: bool

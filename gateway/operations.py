@@ -25,7 +25,7 @@ from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, usag
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.faces import Face
-from walrus_tasks.feed import live_end
+from walrus_tasks.feed import format_cursor, live_end, parse_cursor
 from walrus_tasks.models import (
     Accepted,
     AgentInfo,
@@ -44,7 +44,7 @@ from walrus_tasks.models import (
     SubscriptionSpec,
     UsageReport,
 )
-from walrus_tasks.names import ENTRY_ID_RE, agent_name, sender_name
+from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, cancel_active, keyed_run_id, submit
 from walrus_tasks.tenancy import OPEN, Caller, scoped
 from walrus_tasks.workspace import send_meta
@@ -355,15 +355,15 @@ def run_error(run_id: str, end: Mapping[str, Any] | None) -> tuple[str, str]:
 
 
 def feed_start(r: redis.Redis, after: Any, what: str = "after") -> str:
-    """Where a live feed starts: after the entry id ``after``, or (None) at the live end.
+    """Where a live feed starts: after the cursor ``after``, or (None) at the live end.
 
     Fixed before a stream answers, so whatever happens once the client has its answer is sent.
     """
     if after is None:
         return live_end(r)
-    if not (isinstance(after, str) and ENTRY_ID_RE.fullmatch(after)):
-        raise InvalidInput(f"invalid {what} {after!r}: must be a feed entry id")
-    return after
+    if not isinstance(after, str):
+        raise InvalidInput(f"invalid {what} {after!r}: must be a feed cursor (an event's id)")
+    return format_cursor(parse_cursor(after, what))
 
 
 def create_cron(r: redis.Redis, config: Config, spec: CronSpec, caller: Caller = OPEN) -> CronEntry:

@@ -95,8 +95,8 @@ def hub_frames(entries: AsyncIterator[Entry | None], grace: float) -> AsyncGener
 
 
 async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator[Entry | None]:
-    """The feed's entries after ``after`` (of one agent's runs if ``agent``)."""
-    async for entry in hub.entries(keys.FEED, after):
+    """The feed's entries after cursor ``after`` (of one agent's runs if ``agent``)."""
+    async for entry in hub.feed(after):
         if entry is None or agent is None or entry.event.get("agent") == agent:
             yield entry
 

@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from tests.cluster import Cluster, running
 from tests.ha import SentinelGroup
 from tests.redis_cluster import RedisClusterGroup
+from walrus_tasks import connection
 from walrus_tasks.config import AgentConfig, Config, load_config
 from walrus_tasks.redis_server import RedisServer, start_redis
 from walrus_tasks.settings import Settings
@@ -146,9 +147,42 @@ def redis_db_url(server: RedisServer) -> str:
     return f"redis://127.0.0.1:{server.port}/{next(_db_counter)}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--state-on-cluster", action="store_true",
+        help="the `r` fixture is a client of a Redis Cluster of the session's own (3 masters, "
+        "3 replicas): the state-layer tests run on a cluster, where a cross-slot access fails",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def state_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisClusterGroup | None]:
+    """With ``--state-on-cluster``, the session's Redis Cluster; else None."""
+    if not request.config.getoption("--state-on-cluster"):
+        yield None
+        return
+    group = RedisClusterGroup(tmp_path_factory.mktemp("state-cluster"))
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of a fresh database of the test Redis, flushed afterwards."""
+def r(redis_server: RedisServer, state_cluster: RedisClusterGroup | None) -> Iterator[redis.Redis]:
+    """A client of a fresh database of the test Redis, flushed afterwards.
+
+    With ``--state-on-cluster`` a client of the session's Redis Cluster, every master flushed
+    afterwards.
+    """
+    if state_cluster is not None:
+        on_cluster = connection.client(state_cluster.url)
+        yield on_cluster
+        on_cluster.flushall(target_nodes="primaries")  # type: ignore[call-arg]
+        on_cluster.close()
+        return
     client = redis.Redis.from_url(redis_db_url(redis_server), decode_responses=True)
     yield client
     client.flushdb()  # a database of the Redis this test session started

@@ -152,7 +152,7 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
             return durable.connected_replicas(r)
 
         wait_for(lambda: replicas() == 1, 20, 0.05, "the replica to connect")
-        before = int(r.get("walrus:replica:probe") or 0)
+        before = int(r.get(keys.replica_probe("l")) or 0)
         args = {
             "run_id": "run-x", "agent": "echo", "sender": "alice", "content": "hi",
             "on_busy": "enqueue", "now_ms": 0, "cid": "echo:alice", "meta_json": "{}",
@@ -160,7 +160,7 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
         }  # fmt: skip
         names = ["l", "f", "i", keys.run("run-x"), "a"]
         assert durable.call_acknowledged(r, S.SUBMIT, names, args)[0] == "ok"
-        assert int(r.get("walrus:replica:probe") or 0) == before + 1
+        assert int(r.get(keys.replica_probe("l")) or 0) == before + 1
         replica_client = sync_client(replica.url, decode_responses=True)
         assert replica_client.exists(keys.run("run-x")), "the replica holds it on return"
     finally:

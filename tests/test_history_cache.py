@@ -8,7 +8,6 @@ alone, on a database no worker serves.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import redis
 from walrus_tasks import keys, runs
 from walrus_tasks.lease import Fence, ttl_ms
 from walrus_tasks.runs import acquire, seed_history
-from walrus_tasks.submit import submit
+from walrus_tasks.submit import new_run_id, submit
 from worker import history_cache
 
 AGENT = "echo"
@@ -75,7 +74,7 @@ def test_a_history_rewritten_under_a_held_copy_is_read_again_whole(
 ) -> None:
     """Rollback leaves the held copy's length, first and last message as they were (the last
     one repeated): only the epoch tells that its middle changed."""
-    rolled = uuid.uuid4().hex
+    rolled = new_run_id(AGENT, sender)
     prior = [
         {"role": "user", "content": "first", "run_id": "seed"},
         {"role": "user", "content": "rolled back", "run_id": rolled},

@@ -122,10 +122,11 @@ def test_a_released_slot_wakes_the_deferred_step_whose_countdown_message_then_go
 
 def test_a_release_wakes_no_step_that_is_executing(r: redis.Redis) -> None:
     cap = [Limit("p", max_concurrency=1)]
+    run2 = keys.run_id_in("echo:s", "0" * 32)  # a run of echo:s, in its slot on a cluster
     assert acquire(r, cap, "h1", "run1", 10, hold=30) is None
-    assert acquire(r, cap, "h2", "run2", 10, hold=30) is not None
-    r.hset(keys.run("run2"), mapping={"status": "running", "phase": "llm", "step": 0,
-                                      "agent": "echo", "sender": "s"})  # fmt: skip
+    assert acquire(r, cap, "h2", run2, 10, hold=30) is not None
+    r.hset(keys.run(run2), mapping={"status": "running", "phase": "llm", "step": 0,
+                                    "agent": "echo", "sender": "s"})  # fmt: skip
     r.set(keys.conv("echo:s", "lease"), "7")
-    r.set(keys.run_part("run2", "claim"), "a delivery polling right now")
+    r.set(keys.run_part(run2, "claim"), "a delivery polling right now")
     assert release(r, cap, "h1") is None

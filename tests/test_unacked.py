@@ -34,7 +34,7 @@ def state(c: Cluster, runs: dict[str, str], sender: str) -> dict[str, Any]:
             "records": {run: r.hgetall(keys.run(run)) for run in runs.values()},
             "events": {run: r.xrange(keys.run_part(run, "events")) for run in runs.values()},
             "runs": sorted(k for k in r.scan_iter(keys.run("*")) if k.count(":") == 2),
-            "feed": r.xlen(keys.FEED),
+            "feed": sum(r.xlen(keys.feed(b)) for b in range(keys.BUCKETS)),
             "active": set(indexes.members(r, "runs:active")),
             "leases": indexes.members(r, "leases"),
             "inboxes": indexes.members(r, "inboxes"),

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from walrus_tasks import keys, scripts
+from walrus_tasks import keys, scripts, topology
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.script_args import Script
 from walrus_tasks.settings import get_settings
@@ -36,8 +36,12 @@ _FAILOVER_ERRORS = (
     redis.ReadOnlyError,
     # A new master without our scripts, met inside a pipeline (which does not reload them).
     redis.exceptions.NoScriptError,
+    # A cluster whose master of the slot is being replaced: no node serves it for a moment.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
 )
-"""What a client sees while Sentinel replaces the master."""
+"""What a client sees while Sentinel or the cluster replaces a master."""
 
 _replicas: dict[int, tuple[float, int]] = {}
 T = TypeVar("T")
@@ -73,11 +77,13 @@ def call_acknowledged(
     anyway (logged): the master holds the write, and an error would make a client send twice.
     """
     timeout = get_settings().replica_ack_timeout
+    # On a cluster, the master of the script's slot: WAIT counts that node's replicas.
+    r = topology.node_client(r, keys_[0])
     if timeout <= 0 or connected_replicas(r) == 0:
         return scripts.call(r, script, keys_, args)
     with r.pipeline(transaction=False) as pipe:
         scripts.queue(r, pipe, script, keys_, args)
-        pipe.incr(keys.REPLICA_PROBE)
+        pipe.incr(keys.replica_probe(keys_[0]))
         pipe.execute_command("WAIT", 1, int(timeout * 1000))  # type: ignore[no-untyped-call]
         result, _, acked = pipe.execute()
     if not acked:

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from walrus_tasks import indexes, keys, tenancy
+from walrus_tasks import indexes, keys, tenancy, topology
 from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.export_files import (
     load_toml,
@@ -79,7 +79,7 @@ def read_sessions(r: redis.Redis) -> list[Session]:
         for key in r.scan_iter(match=keys.conv_pattern(part), count=1000):
             cids.add(keys.conv_cid(key, part))
     ordered = sorted(cids, key=keys.split_cid)
-    pipe = r.pipeline(transaction=True)  # one consistent snapshot of what the scan found
+    pipe = topology.pipeline(r)  # one consistent snapshot of what the scan found (one Redis)
     for key in keys.every("conversations"):
         pipe.zrange(key, 0, -1, withscores=True)
     for c in ordered:
@@ -114,9 +114,10 @@ def read_sessions(r: redis.Redis) -> list[Session]:
 
 def write_sessions(r: redis.Redis, sessions: list[Session], replace: list[Session]) -> None:
     """In one transaction: delete the conversations of ``replace``, then store ``sessions``."""
-    pipe = r.pipeline(transaction=True)
+    pipe = topology.pipeline(r)
     if replace:
-        pipe.delete(*keys.every("conversations"))
+        for index in keys.every("conversations"):
+            pipe.delete(index)
         for old in replace:
             c = keys.cid(old.agent, old.sender)
             pipe.delete(*(keys.conv(c, part) for part in PARTS))

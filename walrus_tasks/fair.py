@@ -27,6 +27,17 @@ without its message; the reaper (``reap``) sends it again once no drain has pick
 while, and marks ready (and sends a drain for) a conversation the dispatcher lost.
 ``WALRUS_FAIR_DISPATCH=0`` turns the picking off: a drain then starts its own conversation,
 in arrival order, as before (the bench's comparison).
+
+On Redis Cluster the dispatcher's keys share a slot of their own (``keys.FAIR_GROUP``), so the
+steps that touched them together with a conversation's are split in two (docs/design.md,
+"Keys and slots"): ``submit.lua`` accepts the message and the caller then marks the
+conversation ready (``mark``); a drain picks a conversation (``pick``: out of the ready sets,
+with a claim until ``CLAIM_MS``), starts it on its own slot if it still can (``runs.acquire``)
+and drops the claim (``release``). A caller that dies between two steps leaves nothing stuck:
+the reaper finds the conversation's inbox waiting (or its claim run out) and marks it ready
+again (``reap``). The order of picks, so the shares, is the same as on one Redis; a pick that
+can no longer start has moved its tenant's virtual time on (on one Redis it would not), which
+happens only when a conversation was started by its own drain or a takeover first.
 """
 
 from __future__ import annotations
@@ -36,8 +47,8 @@ from dataclasses import dataclass
 
 import redis
 
+from walrus_tasks import indexes, keys, scripts, topology
 from walrus_tasks import script_args as S
-from walrus_tasks import scripts
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
 
@@ -78,6 +89,10 @@ STALE_MS = 5_000
 lost its drain message: the reaper sends another."""
 
 
+CLAIM_MS = 10_000
+"""On a cluster, how long a drain holds a conversation it picked before starting it."""
+
+
 def reap(r: redis.Redis, conversations: list[str]) -> list[str]:
     """Of ``conversations`` (inboxes waiting ``STALE_MS``), those that want a drain message.
 
@@ -86,9 +101,80 @@ def reap(r: redis.Redis, conversations: list[str]) -> list[str]:
     """
     if not conversations:
         return []
+    now = now_ms()
+    if not topology.is_cluster(r):
+        return scripts.call(
+            r,
+            S.REAP_READY,
+            [keys.conv_index("inboxes", conversations[0])],
+            {"now_ms": now, "stale_ms": STALE_MS, "fair_here": "1", "conversations": conversations},
+        )
+    # A cluster: what can start, bucket by bucket; then the dispatcher's step; then the drains.
+    groups = indexes.by_bucket("inboxes", conversations)
+    startable: list[tuple[str, str, str]] = []
+    for index_key, cids in groups.items():
+        flat = scripts.call(
+            r,
+            S.REAP_READY,
+            [index_key],
+            {"now_ms": now, "stale_ms": STALE_MS, "fair_here": "0", "conversations": cids},
+        )
+        startable += zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+    picked_at, missing = mark(r, startable)
+    flowing = now - picked_at < STALE_MS
+    drain = [cid for cid, _, _ in startable if cid in missing or not flowing]
+    if drain:
+        pipe = r.pipeline(transaction=False)
+        for index_key, cids in indexes.by_bucket("inboxes", drain).items():
+            pipe.zadd(index_key, dict.fromkeys(cids, now), xx=True)
+        pipe.execute()
+    return drain
+
+
+def mark(r: redis.Redis, ready: list[tuple[str, str, str]]) -> tuple[int, set[str]]:
+    """On a cluster: mark ``(cid, agent, tenant)`` ready in the dispatcher's slot.
+
+    ``(when a drain last picked (ms), the cids newly marked)``.
+    """
+    entries = [{"cid": c, "agent": a, "tenant": t} for c, a, t in ready]
+    picked_at, *marked = scripts.call(
+        r, S.FAIR_MARK, [keys.FAIR_TENANTS], {"now_ms": now_ms(), "entries": entries}
+    )
+    return int(picked_at), set(marked)
+
+
+def unmark(r: redis.Redis, conversation: str, agent: str, tenant: str) -> None:
+    """On a cluster: the dispatcher no longer holds ``conversation`` ready (it was started)."""
+    scripts.call(
+        r,
+        S.FAIR_UNMARK,
+        [keys.FAIR_TENANTS],
+        {"cid": conversation, "agent": agent, "tenant": tenant},
+    )
+
+
+def pick(r: redis.Redis, shares: Shares) -> str | None:
+    """On a cluster: the conversation due, taken out of the dispatcher with a claim; or None."""
     return scripts.call(
         r,
-        S.REAP_READY,
-        [],
-        {"now_ms": now_ms(), "stale_ms": STALE_MS, "conversations": conversations},
-    )
+        S.FAIR_PICK,
+        [keys.FAIR_TENANTS],
+        {
+            "now_ms": now_ms(), "weights_json": shares.weights,
+            "default_weight": shares.default_weight, "priorities_json": shares.priorities,
+            "claim_ms": CLAIM_MS,
+        },
+    )  # fmt: skip
+
+
+def release(r: redis.Redis, conversation: str) -> None:
+    """On a cluster: drop a drain's claim on ``conversation`` (it started it, or could not)."""
+    r.zrem(keys.FAIR_CLAIMS, conversation)
+
+
+def claims_due(r: redis.Redis) -> list[str]:
+    """On a cluster: the conversations whose claim ran out, taken off the claims (for ``reap``)."""
+    due: list[str] = r.zrangebyscore(keys.FAIR_CLAIMS, "-inf", now_ms())  # type: ignore[assignment]
+    if due:
+        r.zrem(keys.FAIR_CLAIMS, *due)
+    return due

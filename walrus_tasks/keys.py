@@ -76,7 +76,9 @@ def _tagged(bucket: int) -> str:
     return f"{PREFIX}{{{TAGS[bucket]}}}:"
 
 
-Index = Literal["conversations", "leases", "inboxes", "runs:active", "runs", "webhooks"]
+Index = Literal[
+    "conversations", "leases", "inboxes", "runs:active", "runs", "webhooks", "parents"
+]  # fmt: skip
 INDEXES: dict[Index, str] = {
     "conversations": "ZSET cid -> last activity (ms): the conversation index",
     "leases": "ZSET cid -> lease expiry (ms): what the reaper sweeps",
@@ -88,6 +90,9 @@ INDEXES: dict[Index, str] = {
     "webhooks": "ZSET run id -> until when (ms) its webhook is held: the outbox of run webhooks "
     "(``walrus_tasks.webhooks``); ``lua/finish.lua`` adds a run with a webhook as it ends, the "
     "delivery removes it, the reaper sends again whatever is still here past its hold",
+    "parents": "ZSET child run id -> until when (ms) its ender tells the parent: on a cluster, "
+    "delegated runs that ended before their parent (in another slot) heard of it "
+    "(``runs.tell_parent``); the reaper tells the parent again past that",
 }
 """The global indexes, one key per bucket: the ``CONV_INDEXES`` hold conversations (each in its
 conversation's bucket), the others runs (each in its run's)."""
@@ -116,8 +121,8 @@ def run_index(name: Index, run_id: str) -> str:
 
 RUNS_MAXLEN = 100_000 // BUCKETS
 """How many run ids each bucket's ``runs`` index keeps (the oldest go first)."""
-FEED_MAXLEN = 10_000
-"""About how many entries the live feed (``FEED``) keeps."""
+FEED_MAXLEN = 2_000
+"""About how many entries each bucket's live feed (``feed``) keeps."""
 
 
 def metrics_runs(bucket: int) -> str:
@@ -271,44 +276,69 @@ def run_keys(run_id: str) -> list[str]:
 
 # --- the event bus: subscriptions and the live feed (walrus_tasks.subscriptions, .feed) ---------
 
-SUBSCRIPTIONS = PREFIX + "subs"
+# Keys that one script touches together and that belong to no conversation share a group tag
+# of their own (docs/design.md, "Keys and slots"): one slot for the subscriptions, one for
+# beat's timers, one for the fair dispatcher, one for the limits.
+SUBS_GROUP = PREFIX + "{subs}:"
+SUBSCRIPTIONS = SUBS_GROUP + "subs"
 """HASH subscription id -> the subscription as JSON (``{id, source, target_agent, once, …}``)."""
-FEED = PREFIX + "feed"
-"""STREAM of every run event of every run (``run_id``, ``agent``, ``sender``, ``data``), capped
-at about 10 000 entries; appended by ``emit()`` in ``lua/lib/runs.lua``, atomically with the run's
-own stream."""
+
+
+def feed(bucket: int) -> str:
+    """STREAM of every run event of the bucket's runs: the bucket's part of the live feed.
+
+    Entries ``run_id``, ``agent``, ``sender``, ``data``, capped at about ``FEED_MAXLEN``;
+    appended by ``emit()`` in ``lua/lib/runs.lua``, atomically with the run's own stream. The
+    live feed is every bucket's, merged (``walrus_tasks.feed``).
+    """
+    return _tagged(bucket) + "feed"
 
 
 def subs_source(source: str) -> str:
     """SET of the ids of the subscriptions to ``source`` (``subs_source("")`` is the prefix)."""
-    return f"{PREFIX}subs:source:{source}"
+    return f"{SUBS_GROUP}source:{source}"
 
 
 # --- beat: cron, heartbeats, the beat lock (walrus_tasks.crons, beat.scheduler) -----------------
 
-CRONS = PREFIX + "crons"
+BEAT_GROUP = PREFIX + "{beat}:"
+CRONS = BEAT_GROUP + "crons"
 """HASH cron id -> the entry as JSON (:class:`walrus_tasks.models.CronEntry`)."""
-CRONS_DUE = PREFIX + "crons:due"
+CRONS_DUE = BEAT_GROUP + "crons:due"
 """ZSET cron id -> next fire time (ms): what beat polls."""
-HEARTBEATS = PREFIX + "heartbeats"
+HEARTBEATS = BEAT_GROUP + "heartbeats"
 """HASH agent -> JSON ``{interval, next}`` (seconds; next fire ms), synced from the config."""
-BEAT_LOCK = PREFIX + "beat:lock"
+BEAT_LOCK = BEAT_GROUP + "lock"
 """STRING: the id of the one beat that fires timers (PX lease, renewed every tick)."""
 CONFIG_GENERATION = PREFIX + "config:generation"
 """STRING counter: bumped by a reload; every process re-reads its config when it moves."""
-REPLICA_PROBE = PREFIX + "replica:probe"
-"""STRING counter: written by ``submit()`` right before ``WAIT``, so the wait always covers the
-message (``walrus_tasks.durable``)."""
+
+
+def replica_probe(key: str) -> str:
+    """STRING counter in the slot of ``key`` (a script's first key).
+
+    Written by ``submit()`` right before ``WAIT``, so the wait always covers the message
+    (``walrus_tasks.durable``).
+    """
+    return f"{PREFIX}{{{_hash_tag(key)}}}:replica:probe"
+
+
+def _hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: its first non-empty ``{…}``, else all of it."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else key
 
 
 def fired(timer: str, due_ms: int) -> str:
     """STRING (NX, short TTL): the per-tick dedup guard of one timer's fire at ``due_ms``."""
-    return f"{PREFIX}fired:{timer}:{due_ms}"
+    return f"{BEAT_GROUP}fired:{timer}:{due_ms}"
 
 
 # --- cluster-wide limits of providers, models and tenants (walrus_tasks.limits) ----------------
 
-LIMITS_SEEN = PREFIX + "limits"
+LIMITS_GROUP = PREFIX + "{limits}:"
+LIMITS_SEEN = LIMITS_GROUP + "seen"
 """SET of the names of the limits that admitted or deferred a step (what ``usage`` reports)."""
 
 LimitPart = Literal["slots", "requests", "tokens", "recent", "waiting"]
@@ -324,24 +354,29 @@ LIMIT_PARTS: dict[LimitPart, str] = {
 
 def limit(name: str, part: LimitPart) -> str:
     """A key of the limit called ``name`` (``LIMIT_PARTS`` says what each holds)."""
-    return f"{PREFIX}limit:{name}:{part}"
+    return f"{LIMITS_GROUP}limit:{name}:{part}"
 
 
 # --- the fair dispatcher: which conversation a drain starts next (walrus_tasks.fair) ------------
 
-FAIR_TENANTS = PREFIX + "fair:tenants"
+FAIR_GROUP = PREFIX + "{fair}:"
+FAIR_TENANTS = FAIR_GROUP + "tenants"
 """ZSET tenant -> the virtual time of its next pick: the tenants with a conversation ready to
 start (lease free, a message queued). A drain starts a conversation of the lowest."""
-FAIR_AHEAD = PREFIX + "fair:ahead"
+FAIR_AHEAD = FAIR_GROUP + "ahead"
 """ZSET tenant -> its virtual time, for tenants with nothing ready that were served ahead of the
 clock: coming back, they start there, not at the clock (no credit banked by going idle)."""
-FAIR_CLOCK = PREFIX + "fair:clock"
+FAIR_CLOCK = FAIR_GROUP + "clock"
 """HASH ``v``: the virtual time of the last pick; ``picked_at``: when it was (ms)."""
+FAIR_CLAIMS = FAIR_GROUP + "claims"
+"""ZSET cid -> until when (ms) a drain holds it: on Redis Cluster, the conversations a drain
+picked and is starting in a second step (``runs.acquire``); the reaper looks again at a
+conversation whose claim ran out (its drain died between the two steps)."""
 
 
 def fair_agents(tenant: str) -> str:
     """SET of the agents of ``tenant`` with a conversation ready to start."""
-    return f"{PREFIX}fair:agents:{tenant}"
+    return f"{FAIR_GROUP}agents:{tenant}"
 
 
 def fair_ready(tenant: str, agent: str) -> str:
@@ -349,7 +384,7 @@ def fair_ready(tenant: str, agent: str) -> str:
 
     Of ``tenant`` (tenant names have no ``:``), first come, first served.
     """
-    return f"{PREFIX}fair:ready:{tenant}:{agent}"
+    return f"{FAIR_GROUP}ready:{tenant}:{agent}"
 
 
 # --- the Agent Protocol (gateway.agent_protocol): threads, their runs, the store --------------
@@ -415,8 +450,8 @@ def response(response_id: str) -> str:
 # --- the same schema for the Lua scripts ---------------------------------------------------------
 
 _LUA_CONSTANTS = (
-    "BUCKETS", "RUNS_MAXLEN", "FEED", "FEED_MAXLEN", "LIMITS_SEEN", "FAIR_TENANTS", "FAIR_AHEAD",
-    "FAIR_CLOCK",
+    "BUCKETS", "RUNS_MAXLEN", "FEED_MAXLEN", "LIMITS_SEEN", "FAIR_TENANTS", "FAIR_AHEAD",
+    "FAIR_CLOCK", "FAIR_CLAIMS",
 )  # fmt: skip
 
 
@@ -464,6 +499,7 @@ def lua_library() -> str:
         "function K.cid(agent, sender) return agent .. ':' .. sender end",
         "function K.run(run_id) return K.TAGGED[K.run_bucket(run_id) + 1] .. 'run:' .. run_id end",
     ]
+    lines.append("function K.feed(run_id) return K.TAGGED[K.run_bucket(run_id) + 1] .. 'feed' end")
     for name in get_args(Index):  # K.leases(cid), K.runs_active(run_id), …
         of = (
             "cid) return K.TAGGED[K.bucket_of(cid)"
@@ -486,11 +522,11 @@ def lua_library() -> str:
             f"function K.call_{part}(run_id, call_id) "
             f"return K.run(run_id) .. {_lua_str(':' + part + ':')} .. call_id end"
         )
-    limit_root = _lua_str(f"{PREFIX}limit:")
+    limit_root = _lua_str(f"{LIMITS_GROUP}limit:")
     for part in get_args(LimitPart):
         tail = _lua_str(":" + part)
         lines.append(f"function K.limit_{part}(name) return {limit_root} .. name .. {tail} end")
-    fair_root = _lua_str(f"{PREFIX}fair:")
+    fair_root = _lua_str(FAIR_GROUP)
     lines.append(f"function K.fair_agents(tenant) return {fair_root} .. 'agents:' .. tenant end")
     lines.append(
         f"function K.fair_ready(tenant, agent) "

@@ -18,11 +18,12 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from pydantic import BaseModel
 
-from walrus_tasks import keys, scripts, tenancy
+from walrus_tasks import keys, scripts, tenancy, topology
 from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
@@ -97,7 +98,7 @@ def acquire(
     wait_ms, name, waiting = scripts.call(
         r,
         S.LIMIT_ACQUIRE,
-        [],
+        [keys.LIMITS_SEEN],
         {
             "now_ms": now_ms(), "holder": holder, "hold_ms": int(hold * 1000), "run_id": run_id,
             "limits": [
@@ -151,13 +152,14 @@ def release(
     if not limits:
         return None
     task_id = uuid.uuid4().hex
+    on_cluster = topology.is_cluster(r)
     res = scripts.call(
         r,
         S.LIMIT_RELEASE,
-        [],
+        [keys.LIMITS_SEEN],
         {
             "now_ms": now_ms(), "holder": holder, "task_id": task_id,
-            "extra_tokens": max(0, extra_tokens),
+            "extra_tokens": max(0, extra_tokens), "wake_here": "0" if on_cluster else "1",
             "limits": [
                 {"name": lim.name, "max_concurrency": lim.max_concurrency,
                  "tokens_per_minute": lim.tokens_per_minute}
@@ -165,10 +167,34 @@ def release(
             ],
         },
     )  # fmt: skip
+    if on_cluster:
+        res = _wake_next(r, [str(name) for name in res or []], task_id)
     if not res:
         return None
     agent, sender, run_id, token, step = res
     return Woken(agent, sender, run_id, token, int(step), task_id)
+
+
+def _wake_next(r: redis.Redis, freed: list[str], task_id: str) -> list[Any] | None:
+    """On a cluster: wake the step that waited longest for a slot of the ``freed`` limits.
+
+    Two steps a try, the limits' slot then the run's: take the run off the waiting set, wake
+    its step if it still waits (else the next run). A caller dying between them leaves the run's
+    own countdown message, which sends the step when it comes.
+    """
+    while freed:
+        taken = scripts.call(
+            r, S.LIMIT_NEXT, [keys.LIMITS_SEEN], {"now_ms": now_ms(), "names": freed}
+        )
+        if not taken:
+            return None
+        run_id = str(taken[1])
+        woken = scripts.call(
+            r, S.LIMIT_WAKE, [keys.run(run_id)], {"run_id": run_id, "task_id": task_id}
+        )
+        if woken:
+            return woken
+    return None
 
 
 class LimitUse(BaseModel):

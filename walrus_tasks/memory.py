@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from walrus_tasks import keys, tenancy
+from walrus_tasks import keys, tenancy, topology
 from walrus_tasks.errors import InvalidInput, WalrusError
 from walrus_tasks.names import agent_name
 
@@ -305,12 +305,12 @@ def load(
     old = list(r.scan_iter(match=keys.memory("*"), count=1000))
     if tenants is not None:
         old += [key for key, _, _ in _tenant_keys(r)]
-    pipe = r.pipeline(transaction=True)
-    if old:
-        pipe.delete(*old)
+    pipe = topology.pipeline(r)
+    for key in old:  # one a command: on a cluster they live in many slots
+        pipe.delete(key)
     for (owner, agent), found in parsed.items():
         if found:
             mapping: dict[str | bytes, str] = {e.name: e.model_dump_json() for e in found}
-            pipe.hset(keys.memory(agent, owner), mapping=mapping)  # type: ignore[arg-type]
+            pipe.hset(keys.memory(agent, owner), mapping=mapping)
     pipe.execute()
     return sum(len(found) for found in parsed.values())

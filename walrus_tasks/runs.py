@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 import redis
 
-from walrus_tasks import durable, fair, keys, limits, scripts, tenancy
+from walrus_tasks import durable, fair, indexes, keys, limits, scripts, tenancy, topology
 from walrus_tasks import script_args as S
 from walrus_tasks.event_types import (
     STEP_BOUNDARY,
@@ -140,6 +140,11 @@ def enqueue(
     """
     conversation = keys.cid(agent, sender)
     meta = {**meta, "tenant": meta.get("tenant") or limits.tenant_of(sender)}
+    on_cluster = topology.is_cluster(r)
+    if on_cluster and keys.run_bucket(run_id) != keys.bucket_of(conversation):
+        # One Redis takes any id (runs of earlier releases have such ids); a cluster cannot
+        # write a run and its conversation in one step unless they share a slot.
+        raise ValueError(f"run id {run_id!r} is not of {conversation}'s bucket (submit.new_run_id)")
     # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
     res = durable.call_acknowledged(
         r,
@@ -155,12 +160,15 @@ def enqueue(
             "run_id": run_id, "agent": agent, "sender": sender, "content": content,
             "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
             "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
+            "fair_here": "0" if on_cluster else "1",
         },
     )  # fmt: skip
     if res[0] == "busy":
         return Enqueued("busy", active=res[1] or None)
     if res[0] in ("exists", "other"):
         return Enqueued(res[0])
+    if res[2] and on_cluster:  # the dispatcher's half, in its own slot (lost: the reaper's)
+        fair.mark(r, [(conversation, agent, meta["tenant"])])
     return Enqueued("ok", interrupted=res[1] or None, drain=bool(res[2]))
 
 
@@ -196,20 +204,28 @@ def acquire(
     """
     conversation = keys.cid(agent, sender)
     settings = get_settings()
+    on_cluster = topology.is_cluster(r)
+    picked = _pick_and_start(r, shares) if on_cluster and settings.fair_dispatch else None
     res = scripts.call(
         r,
         S.ACQUIRE,
         [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
         {
             "cid": conversation, "now_ms": now_ms(), "ttl_ms": ttl_ms(),
-            "maxlen": settings.events_maxlen, "fair": "1" if settings.fair_dispatch else "0",
+            "maxlen": settings.events_maxlen,
+            "fair": "1" if settings.fair_dispatch and not on_cluster else "0",
             "weights_json": shares.weights, "default_weight": shares.default_weight,
-            "priorities_json": shares.priorities,
+            "priorities_json": shares.priorities, "start_own": "0" if picked else "1",
+            "fair_here": "0" if on_cluster else "1",
         },
     )  # fmt: skip
-    if not res:
+    token, run_id, started, orphan, unmark = res or ("", None, None, None, None)
+    if unmark:  # a cluster: the own conversation started here leaves the dispatcher too
+        fair.unmark(r, conversation, *unmark)
+    if picked:
+        started, token, run_id = picked
+    if not started and not orphan:
         return None
-    token, run_id, started, orphan = res
     picked_agent, picked_sender = keys.split_cid(started) if started else ("", "")
     return Acquired(
         token=token,
@@ -218,6 +234,36 @@ def acquire(
         sender=picked_sender,
         orphan=orphan or None,
     )
+
+
+PICKS = 8
+"""On a cluster, how many picks one drain tries before it looks only at its own conversation
+(a pick that can no longer start, because its own drain or a takeover started it first, is
+dropped and the next one tried)."""
+
+
+def _pick_and_start(r: redis.Redis, shares: fair.Shares) -> tuple[str, str, str] | None:
+    """On a cluster, the fair pick in two steps: ``(cid, token, run_id)`` started, or None.
+
+    The pick takes the conversation out of the dispatcher with a claim (its slot), then the
+    conversation is started on its own slot if it still can; the claim goes either way.
+    """
+    settings = get_settings()
+    for _ in range(PICKS):
+        cid = fair.pick(r, shares)
+        if cid is None:
+            return None
+        started = scripts.call(
+            r,
+            S.START_PICKED,
+            [keys.conv(cid, "lease"), keys.conv(cid, "fence")],
+            {"cid": cid, "now_ms": now_ms(), "ttl_ms": ttl_ms(), "maxlen": settings.events_maxlen},
+        )
+        fair.release(r, cid)
+        if started:
+            token, run_id = started
+            return cid, token, run_id
+    return None
 
 
 @dataclass(frozen=True)
@@ -357,6 +403,8 @@ def begin_step(
     none), stored as the run's ``step_span`` (``<step>:<span id>``) once claimed; the record
     returned has the previous attempt's.
     """
+    memory = keys.memory(fence.agent, tenancy.tenant_of(fence.sender))
+    on_cluster = topology.is_cluster(r)
     res = scripts.call(
         r,
         S.BEGIN_STEP,
@@ -365,8 +413,8 @@ def begin_step(
             keys.run(fence.run_id),
             keys.run_part(fence.run_id, "claim"),
             keys.conv(fence.cid, "history"),
-            keys.memory(fence.agent, tenancy.tenant_of(fence.sender)),
             keys.conv(fence.cid, "epoch"),
+            *([] if on_cluster else [memory]),  # on a cluster in another slot: asked below
         ],
         {
             **_fenced(fence),
@@ -396,7 +444,7 @@ def begin_step(
         record=dict(zip(flat[::2], flat[1::2], strict=True)),
         cancelled=bool(res[2]),
         steering=int(res[3]),
-        memories=bool(res[4]),
+        memories=bool(r.exists(memory)) if on_cluster else bool(res[4]),
         history_len=int(res[5]),
         history_from=int(res[6]),
         history_tail=list(res[7]),
@@ -812,7 +860,9 @@ def finish(
     subscriptions to the agent's ``done`` source: none, nothing to publish).
     """
     settings = get_settings()
+    on_cluster = topology.is_cluster(r)
     count, seconds_field, seconds, bucket, *pairs = figure or ["", "", "", ""]
+    result_json = json.dumps(result or {}, ensure_ascii=False)
     res = scripts.call(
         r,
         S.FINISH,
@@ -820,7 +870,8 @@ def finish(
             *fence.lease_keys,
             keys.run(fence.run_id),
             keys.metrics_runs(keys.run_bucket(fence.run_id)),
-            subscriptions or keys.subs_source(""),
+            # On a cluster the subscriptions live in their own slot: counted below.
+            *([] if on_cluster else [subscriptions or keys.subs_source("")]),
         ],
         {
             **_fenced(fence),
@@ -832,8 +883,9 @@ def finish(
             "now_ms": now_ms(),
             "maxlen": settings.events_maxlen,
             "events_ttl": settings.events_ttl,
-            "result_json": json.dumps(result or {}, ensure_ascii=False),
+            "result_json": result_json,
             "grace_ms": int(settings.dispatch_grace * 1000),
+            "parent_here": "0" if on_cluster else "1",
             "count_field": count,
             "seconds_field": seconds_field,
             "seconds": seconds,
@@ -845,13 +897,67 @@ def finish(
     )
     if res[0] != "ended":
         return Finished(state=S.parse_literal(S.Ended, res[0]))
-    parent = None
-    if res[2]:  # {token, step, index, call_id, parent agent, parent sender, parent run}
-        agent, sender, run_id = res[2][4:7]
-        parent = ParentWake(agent, sender, run_id, Woken.from_lua(res[2][:4]))
+    wake, done_subscriptions = res[2], int(res[3])
+    if res[4]:  # a cluster: the parent, in another slot, hears in a step of its own
+        wake = tell_parent(r, fence.run_id, res[4][0], res[4][1], result_json)
+    if done_subscriptions < 0:
+        done_subscriptions = int(r.scard(subscriptions)) if subscriptions else 0
     return Finished(
-        state="ended", next_run=res[1] or None, parent_wake=parent, done_subscriptions=int(res[3])
+        state="ended",
+        next_run=res[1] or None,
+        parent_wake=_parent_wake(wake),
+        done_subscriptions=done_subscriptions,
     )
+
+
+def _parent_wake(wake: list[Any] | None) -> ParentWake | None:
+    """{token, step, index, call_id, parent agent, parent sender, parent run} read, or None."""
+    if not wake:
+        return None
+    agent, sender, run_id = wake[4:7]
+    return ParentWake(agent, sender, run_id, Woken.from_lua(wake[:4]))
+
+
+def tell_parent(
+    r: redis.Redis, run_id: str, parent_run: str, call_id: str, result_json: str
+) -> list[Any] | None:
+    """On a cluster: record ended child ``run_id``'s result with its parent's delegate call.
+
+    In the parent's slot (child_done.lua); then the child leaves its bucket's ``parents``
+    outbox. The raw parent wake (``_parent_wake``), or None. Told twice (the reaper, after a
+    caller that died), the call is woken once.
+    """
+    wake = scripts.call(
+        r,
+        S.CHILD_DONE,
+        [keys.run(parent_run)],
+        {
+            "parent_run": parent_run, "call_id": call_id, "run_id": run_id,
+            "result_json": result_json, "now_ms": now_ms(),
+            "grace_ms": int(get_settings().dispatch_grace * 1000),
+        },
+    )  # fmt: skip
+    r.zrem(keys.run_index("parents", run_id), run_id)
+    return wake
+
+
+def parents_due(r: redis.Redis) -> list[ParentWake]:
+    """On a cluster: tell again the parents of the children whose ender died before it did.
+
+    The reaper's sweep of every bucket's ``parents`` outbox; the wakes to dispatch.
+    """
+    wakes = []
+    for run_id, _ in indexes.scored(r, "parents", "-inf", now_ms()):
+        fields = ["parent_run", "parent_call", "parent_result"]
+        parent_run, call_id, result_json = (
+            str(v) if v else "" for v in r.hmget(keys.run(run_id), fields)
+        )
+        if not (parent_run and call_id and result_json):  # the child's record expired
+            r.zrem(keys.run_index("parents", run_id), run_id)
+            continue
+        if wake := _parent_wake(tell_parent(r, run_id, parent_run, call_id, result_json)):
+            wakes.append(wake)
+    return wakes
 
 
 def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None:

@@ -137,7 +137,7 @@ FENCED = ("token", "ttl_ms")
 ACQUIRE: Script[list[Any] | None] = Script(
     "acquire",
     ("cid", "now_ms", "ttl_ms", "maxlen", "fair", "weights_json", "default_weight",
-     "priorities_json"),
+     "priorities_json", "start_own", "fair_here"),
     _optional_list,
 )  # fmt: skip
 BEGIN: Script[Begin] = Script(
@@ -163,6 +163,11 @@ COMPACT: Script[list[Any]] = Script(
     (*FENCED, "run_id", "keep", "summary_json", "event_json", "maxlen", "now_ms", "expected_len"),
     list,
 )
+CHILD_DONE: Script[list[Any] | None] = Script(
+    "child_done",
+    ("parent_run", "call_id", "run_id", "result_json", "now_ms", "grace_ms"),
+    _optional_list,
+)
 CRON_CLAIM: Script[str | None] = Script(
     "cron_claim", ("id", "due_ms", "next_ms", "fired", "now_s", "dedup_ttl_ms"), _optional_str
 )
@@ -173,13 +178,23 @@ DEFER: Script[Commit] = Script(
     _literal(Commit),
 )
 DELETE_CONVERSATION: Script[Deleted] = Script("delete_conversation", ("cid",), _literal(Deleted))
+FAIR_MARK: Script[list[Any]] = Script(
+    "fair_mark", ("now_ms",), list, tail="entries", each=("cid", "agent", "tenant")
+)
+FAIR_PICK: Script[str | None] = Script(
+    "fair_pick",
+    ("now_ms", "weights_json", "default_weight", "priorities_json", "claim_ms"),
+    _optional_str,
+)
+FAIR_UNMARK: Script[int] = Script("fair_unmark", ("cid", "agent", "tenant"), int)
 EMIT: Script[str | None] = Script(
     "emit", (*FENCED, "run_id", "maxlen"), _optional_str, tail="events"
 )
 FINISH: Script[list[Any]] = Script(
     "finish",
     (*FENCED, "run_id", "cid", "status", "error", "end_json", "now_ms", "maxlen", "events_ttl",
-     "result_json", "grace_ms", "count_field", "seconds_field", "seconds", "bucket_field"),
+     "result_json", "grace_ms", "count_field", "seconds_field", "seconds", "bucket_field",
+     "parent_here"),
     list,
     tail="increments",
     each=("field", "by"),
@@ -196,14 +211,18 @@ LIMIT_ACQUIRE: Script[list[Any]] = Script(
 )
 LIMIT_RELEASE: Script[list[Any] | None] = Script(
     "limit_release",
-    ("now_ms", "holder", "task_id", "extra_tokens"),
+    ("now_ms", "holder", "task_id", "extra_tokens", "wake_here"),
     _optional_list,
     tail="limits",
     each=("name", "max_concurrency", "tokens_per_minute"),
 )
+LIMIT_NEXT: Script[list[Any] | None] = Script(
+    "limit_next", ("now_ms",), _optional_list, tail="names"
+)
+LIMIT_WAKE: Script[list[Any] | None] = Script("limit_wake", ("run_id", "task_id"), _optional_list)
 PIN_CONFIG: Script[bool] = Script("pin_config", ("agent_config_json",), _flag)
 REAP_READY: Script[list[str]] = Script(
-    "reap_ready", ("now_ms", "stale_ms"), _strs, tail="conversations"
+    "reap_ready", ("now_ms", "stale_ms", "fair_here"), _strs, tail="conversations"
 )
 RELEASE_CALLS: Script[list[Any] | None] = Script(
     "release_calls", (*FENCED, "run_id"), _optional_list
@@ -223,11 +242,25 @@ SPAWN_CHILDREN: Script[list[str]] = Script(
 SEED: Script[int] = Script("seed", ("messages_json",), int)
 STEER: Script[str | None] = Script("steer", ("content",), _optional_str)
 STEER_INJECT: Script[int] = Script("steer_inject", (*FENCED, "run_id", "maxlen"), int)
+START_PICKED: Script[list[Any] | None] = Script(
+    "start_picked", ("cid", "now_ms", "ttl_ms", "maxlen"), _optional_list
+)
 SUB_DELETE: Script[bool] = Script("sub_delete", ("id",), _flag)
 SUB_PUBLISH: Script[list[str]] = Script("sub_publish", (), _strs)
 SUBMIT: Script[list[Any]] = Script(
     "submit",
-    ("run_id", "agent", "sender", "content", "on_busy", "now_ms", "cid", "meta_json", "queued"),
+    (
+        "run_id",
+        "agent",
+        "sender",
+        "content",
+        "on_busy",
+        "now_ms",
+        "cid",
+        "meta_json",
+        "queued",
+        "fair_here",
+    ),
     list,
 )
 TAKEOVER: Script[list[Any] | None] = Script(

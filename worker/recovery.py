@@ -6,7 +6,7 @@ import logging
 
 import redis
 
-from walrus_tasks import fair, indexes, keys, reads, runs, webhooks
+from walrus_tasks import fair, indexes, keys, reads, runs, topology, waits, webhooks
 from walrus_tasks.celery_app import send_drain, send_webhook
 from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence, expired_conversations, now_ms
@@ -27,6 +27,11 @@ def reap() -> int:
     r = get_redis()
     acted = sum(recover(r, conversation) for conversation in expired_conversations(r))
     stale = [c for c, _ in indexes.scored(r, "inboxes", "-inf", now_ms() - fair.STALE_MS)]
+    if topology.is_cluster(r):
+        stale = list(dict.fromkeys(stale + fair.claims_due(r)))  # its drain died before starting it
+        for wake in runs.parents_due(r):  # its ender died before telling the parent
+            acted += 1
+            waits.dispatch_wake(wake.agent, wake.sender, wake.run_id, wake.woken)
     for conversation in fair.reap(r, stale):
         acted += 1
         send_drain(*keys.split_cid(conversation))

@@ -8,7 +8,8 @@
 -- A step claimed again after its worker was lost may have streamed output that no restart
 -- voided: the restart event (given) is appended first, in this script, so before any output of
 -- the new attempt (event_types.py: STEP_OUTPUT, STEP_BOUNDARY).
--- KEYS: lease, fence, run, claim, history, the agent's memory, the conversation's epoch
+-- KEYS: lease, fence, run, claim, history, the conversation's epoch, and on one Redis the
+--       agent's memory (on a cluster it lives in another slot: the caller asks)
 -- A: token, ttl_ms, step, claim_id, now_ms, cid, run_id, agent_config_json ('' = do not
 --    pin), held_len (the held history's length, 0 = none), held_first_sha and held_last_sha
 --    (SHA-1 of its first and last message), held_epoch (the epoch it was read at, '' = never
@@ -18,7 +19,8 @@
 --    step_span ('<step>:<span id>' of this attempt's trace span, stored as the run's
 --    `step_span` after the record is read; '' = tracing off)
 -- Returns {state} when the claim is not 'ok' (begin.lua's states); else {'ok', record (a flat
--- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1),
+-- field/value list), kill flag set (0 | 1), queued steering messages, memories (0 | 1; 0 when
+-- not asked here),
 -- history length, index of the first message returned (0 or the held length), messages,
 -- epoch}.
 local function set_of(words)
@@ -73,7 +75,7 @@ if A.step_span ~= '' then
   redis.call('HSET', KEYS[3], 'step_span', A.step_span)
 end
 local n = redis.call('LLEN', KEYS[5])
-local epoch = redis.call('GET', KEYS[7]) or ''
+local epoch = redis.call('GET', KEYS[6]) or ''
 local held = tonumber(A.held_len)
 local from = 0
 if held > 0 and n >= held and epoch == A.held_epoch
@@ -86,7 +88,7 @@ return {
   record,
   redis.call('EXISTS', K.run_cancel(A.run_id)),
   redis.call('LLEN', K.run_steer(A.run_id)),
-  redis.call('EXISTS', KEYS[6]),
+  KEYS[7] and redis.call('EXISTS', KEYS[7]) or 0,
   n,
   from,
   redis.call('LRANGE', KEYS[5], from, -1),

@@ -3,20 +3,24 @@
 -- lease, in one atomic step. A delegated run also records its result with its
 -- parent, waking the parent's `delegate` call when it was the last child to finish.
 -- The run is counted in the cluster-wide figures (walrus_tasks/metrics.py) in the same step.
--- KEYS: lease, fence, run, the metrics hash, the index of the subscriptions to the agent's
---       `done` source
+-- KEYS: lease, fence, run, the metrics hash (of the run's bucket), and on one Redis the index
+--       of the subscriptions to the agent's `done` source (on a cluster it lives in another
+--       slot: the caller counts them)
 -- A: token, ttl_ms, run_id, cid, status, error, end_json, now_ms, maxlen, events_ttl,
 --    result_json (what the parent's delegate call reports for this run), grace_ms,
 --    the figure's fields (metrics.run_figure): count_field ('' = count nothing),
 --    seconds_field, seconds ('' = never started), bucket_field; increments (each: field, by),
---    added to the same hash (metrics.tenant_figure: the run and its tokens by tenant)
+--    added to the same hash (metrics.tenant_figure: the run and its tokens by tenant),
+--    parent_here ('1': one Redis, the parent's keys are in reach; '0': on a cluster the run
+--    goes into its bucket's `parents` outbox and the caller tells the parent, child_done.lua)
 -- A run marked `rollback` (lib/runs.lua rollback_run) has its messages removed from history here,
 -- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
 -- grace_ms: the caller sends it, and the reaper again if the caller died first
 -- (walrus_tasks/webhooks.py).
--- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done`} or
--- {'fenced'} / {'stale'}; a parent wake is {token, step, index, call_id, parent agent, parent
--- sender, parent run}.
+-- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done` (-1:
+-- not counted here), parent to tell or false} or {'fenced'} / {'stale'}; a parent wake is
+-- {token, step, index, call_id, parent agent, parent sender, parent run}; a parent to tell
+-- {parent run, parent call}.
 local refused = guard(A.token, A.ttl_ms, KEYS[3])
 if refused then
   return {refused}
@@ -51,28 +55,20 @@ if next_run then  -- its first step waits in the queue: the lease gets the dispa
   redis.call('PSETEX', KEYS[1], A.grace_ms, A.token)
   redis.call('ZADD', K.leases(A.cid), tonumber(A.now_ms) + tonumber(A.grace_ms), A.cid)
 end
-local parent_wake = false
+local parent_wake, tell = false, false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
 if parent[1] and parent[2] then
-  local children = K.call_children(parent[1], parent[2])
-  if redis.call('HEXISTS', children, A.run_id) == 1 then
-    redis.call('HSET', children, A.run_id, A.result_json)
-    local done = true
-    for _, v in ipairs(redis.call('HVALS', children)) do
-      if v == '' then done = false end
-    end
-    local p = redis.call('HMGET', K.run(parent[1]), 'agent', 'sender')
-    if done and p[1] then
-      local pcid = K.cid(p[1], p[2])
-      parent_wake = wake_call(parent[1], pcid, parent[2],
-        cjson.encode({wait = 'delegate', kind = 'children', content = ''}),
-        tonumber(A.now_ms), tonumber(A.grace_ms), K.conv_lease(pcid), K.conv_fence(pcid))
-      if parent_wake then
-        table.insert(parent_wake, p[1])
-        table.insert(parent_wake, p[2])
-        table.insert(parent_wake, parent[1])
-      end
-    end
+  if A.parent_here == '1' then
+    parent_wake = child_ended(parent[1], parent[2], A.run_id, A.result_json, tonumber(A.now_ms),
+      tonumber(A.grace_ms))
+  else  -- kept with the run until the parent has heard (the reaper tells it again if not)
+    redis.call('HSET', KEYS[3], 'parent_result', A.result_json)
+    redis.call('ZADD', K.parents(A.run_id), tonumber(A.now_ms) + tonumber(A.grace_ms), A.run_id)
+    tell = {parent[1], parent[2]}
   end
 end
-return {'ended', next_run, parent_wake, redis.call('SCARD', KEYS[5])}
+local subs = -1
+if KEYS[5] then
+  subs = redis.call('SCARD', KEYS[5])
+end
+return {'ended', next_run, parent_wake, subs, tell}

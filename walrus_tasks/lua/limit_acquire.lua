@@ -1,7 +1,7 @@
 -- Admit one LLM call under every limit that applies to it, or under none: a concurrency slot
 -- (it expires unless renewed, so a dead worker's slot comes back), one request and its
 -- estimated tokens under the GCRA rate limits. Atomic across limits and across workers.
--- KEYS: none (the limits' keys come from K, by name)
+-- KEYS: the limits' seen set (their slot; the limits' keys come from K, by name)
 -- A: now_ms, holder, hold_ms, run_id, limits (each: name, max_concurrency,
 --    requests_per_minute, tokens_per_minute (0 = no such limit), tokens)
 -- Returns {0, '', 0} when admitted, else {ms to wait, the limit's name, steps waiting for it}:

@@ -3,13 +3,16 @@
 -- a new message id (`step_task`), so the message of its countdown, when it comes, is stale
 -- (begin.lua): the step runs once. That move is the run state machine's (lib/runs.lua
 -- expect_step_task). Charges the tokens the estimate missed to the token limits.
--- KEYS: none (the limits' keys come from K, by name)
--- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, limits (each:
---    name, max_concurrency, tokens_per_minute)
--- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}.
+-- KEYS: the limits' seen set (their slot; the limits' keys come from K, by name)
+-- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, wake_here ('1': one
+--    Redis, the runs' keys in reach; '0': on a cluster the caller wakes in steps of its own,
+--    limit_next.lua then limit_wake.lua), limits (each: name, max_concurrency,
+--    tokens_per_minute)
+-- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}; with
+-- wake_here '0', the names of the limits a slot of which was freed.
 local now, holder, task_id = tonumber(A.now_ms), A.holder, A.task_id
 local extra = tonumber(A.extra_tokens)
-local woken = false
+local woken, freed = false, {}
 for _, l in ipairs(A.limits) do
   local name, conc, tpm = l.name, tonumber(l.max_concurrency), tonumber(l.tokens_per_minute)
   if tpm > 0 and extra > 0 then
@@ -17,23 +20,17 @@ for _, l in ipairs(A.limits) do
     redis.call('INCRBYFLOAT', K.limit_tokens(name), extra * 60000 / tpm)
   end
   if conc > 0 and redis.call('ZREM', K.limit_slots(name), holder) == 1 then
-    local waiting = K.limit_waiting(name)
-    redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)  -- entries of steps long gone
-    while not woken do
-      local first = redis.call('ZRANGE', waiting, 0, 0)[1]
+    freed[#freed + 1] = name
+    while A.wake_here == '1' and not woken do
+      local first = next_waiting(name, now)
       if not first then
         break
       end
-      redis.call('ZREM', waiting, first)
-      local r = redis.call('HMGET', K.run(first), 'status', 'phase', 'step', 'agent', 'sender')
-      local token = r[4] and redis.call('GET', K.conv_lease(K.cid(r[4], r[5])))
-      -- Only a step put back in the queue (its claim free) and still holding its lease.
-      if r[1] == 'running' and r[2] == 'llm' and token
-          and redis.call('EXISTS', K.run_claim(first)) == 0 then
-        expect_step_task(K.run(first), r[3], task_id)
-        woken = {r[4], r[5], first, token, r[3]}
-      end
+      woken = wake_deferred(first, task_id)
     end
   end
+end
+if A.wake_here == '0' then
+  return freed
 end
 return woken

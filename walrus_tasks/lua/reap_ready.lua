@@ -3,13 +3,30 @@
 -- again, and say which want a drain message: those the dispatcher was missing, and every one
 -- of them once no drain has picked for `stale_ms` (their messages were lost, not queued behind
 -- other work).
--- KEYS: none (the conversations' keys come from K)
--- A: now_ms, stale_ms, conversations (their ids)
--- Returns the conversation ids to send a drain for.
+-- KEYS: a key of the conversations' bucket (their keys come from K)
+-- A: now_ms, stale_ms, fair_here ('1': one Redis, the dispatcher's keys in reach; '0': a
+--    cluster, the conversations of one bucket), conversations (their ids)
+-- Returns the conversation ids to send a drain for; with fair_here '0', {cid, agent, tenant}
+-- (flat) of each that could start: the caller marks them in the dispatcher's slot
+-- (fair_mark.lua), and the rest of this script is the caller's.
 local now, stale = tonumber(A.now_ms), tonumber(A.stale_ms)
+local out = {}
+if A.fair_here == '0' then  -- a cluster: only what this bucket knows
+  for _, cid in ipairs(A.conversations) do
+    if startable(cid) then
+      local head = redis.call('LINDEX', K.conv_inbox(cid), 0)
+      local r = redis.call('HMGET', K.run(head), 'agent', 'tenant')
+      if r[1] and r[2] then
+        out[#out + 1] = cid
+        out[#out + 1] = r[1]
+        out[#out + 1] = r[2]
+      end
+    end
+  end
+  return out
+end
 local picked_at = tonumber(redis.call('HGET', K.FAIR_CLOCK, 'picked_at') or '0')
 local flowing = now - picked_at < stale
-local out = {}
 for _, cid in ipairs(A.conversations) do
   if startable(cid) then
     local head = redis.call('LINDEX', K.conv_inbox(cid), 0)

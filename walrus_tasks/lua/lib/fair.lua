@@ -47,10 +47,12 @@ end
 
 -- Take the next conversation to start: the tenant of the lowest virtual time; within it the
 -- agent of the highest priority (`priorities`: agent -> priority, default 0), the longest
--- waiting first among equals; within that agent, the conversation ready the longest. Entries
--- that can no longer start (their lease holder or a takeover started them) are dropped on the
--- way; every turn of the loop removes one entry, so it ends. The cid, or false: none ready.
-local function pick(now_ms, weights, default_weight, priorities)
+-- waiting first among equals; within that agent, the conversation ready the longest. With
+-- `look` (one Redis: the conversation's keys are at hand), entries that can no longer start
+-- (their lease holder or a takeover started them) are dropped on the way; every turn of the
+-- loop removes one entry, so it ends. Without (a cluster: they live in another slot), the
+-- caller looks in a second step (start_picked.lua). The cid, or false: none ready.
+local function pick(now_ms, weights, default_weight, priorities, look)
   while true do
     local top = redis.call('ZRANGE', K.FAIR_TENANTS, 0, 0, 'WITHSCORES')
     if #top == 0 then
@@ -79,7 +81,7 @@ local function pick(now_ms, weights, default_weight, priorities)
       if redis.call('ZCARD', ready) == 0 then
         redis.call('SREM', agents, best)
       end
-      if startable(best_cid) then
+      if not look or startable(best_cid) then
         local after = v + 1 / (tonumber(weights[tenant]) or default_weight)
         if redis.call('SCARD', agents) > 0 then
           redis.call('ZADD', K.FAIR_TENANTS, after, tenant)

@@ -6,7 +6,7 @@
 local function emit(run_id, maxlen, event)
   local id = redis.call('XADD', K.run_events(run_id), 'MAXLEN', '~', maxlen, '*', 'data', event)
   local who = redis.call('HMGET', K.run(run_id), 'agent', 'sender')
-  redis.call('XADD', K.FEED, 'MAXLEN', '~', K.FEED_MAXLEN, '*',
+  redis.call('XADD', K.feed(run_id), 'MAXLEN', '~', K.FEED_MAXLEN, '*',
     'run_id', run_id, 'agent', who[1] or '', 'sender', who[2] or '', 'data', event)
   return id
 end
@@ -205,4 +205,62 @@ local function rollback_run(rk, history, epoch, run_id)
     return -1
   end
   return remove_run_messages(history, epoch, run_id, rk)
+end
+
+-- A delegated child run `run_id` ended with `result_json` (what the parent's delegate call
+-- reports for it): record it with the parent's call `call` of run `parent_run`, and wake that
+-- call when it was the last child to end. Idempotent: told twice, the call is woken once.
+-- Returns the parent wake {token, step, index, call_id, parent agent, parent sender, parent
+-- run} or false.
+local function child_ended(parent_run, call, run_id, result_json, now_ms, grace_ms)
+  local children = K.call_children(parent_run, call)
+  if redis.call('HEXISTS', children, run_id) == 0 then
+    return false
+  end
+  redis.call('HSET', children, run_id, result_json)
+  for _, v in ipairs(redis.call('HVALS', children)) do
+    if v == '' then
+      return false
+    end
+  end
+  local p = redis.call('HMGET', K.run(parent_run), 'agent', 'sender')
+  if not p[1] then
+    return false
+  end
+  local pcid = K.cid(p[1], p[2])
+  local wake = wake_call(parent_run, pcid, call,
+    cjson.encode({wait = 'delegate', kind = 'children', content = ''}),
+    now_ms, grace_ms, K.conv_lease(pcid), K.conv_fence(pcid))
+  if wake then
+    table.insert(wake, p[1])
+    table.insert(wake, p[2])
+    table.insert(wake, parent_run)
+  end
+  return wake
+end
+
+-- The step of run `run_id` that waited for a limit's slot (limit_acquire.lua), woken as the
+-- message `task_id`: only a step put back in the queue (its claim free) and still holding its
+-- lease. Returns {agent, sender, run_id, lease token, step}, or false.
+local function wake_deferred(run_id, task_id)
+  local r = redis.call('HMGET', K.run(run_id), 'status', 'phase', 'step', 'agent', 'sender')
+  local token = r[4] and redis.call('GET', K.conv_lease(K.cid(r[4], r[5])))
+  if r[1] == 'running' and r[2] == 'llm' and token
+      and redis.call('EXISTS', K.run_claim(run_id)) == 0 then
+    expect_step_task(K.run(run_id), r[3], task_id)
+    return {r[4], r[5], run_id, token, r[3]}
+  end
+  return false
+end
+
+-- Take the run that has waited longest for a slot of limit `name` off its waiting set (those
+-- whose wait ran out are dropped first: steps long gone). The run id, or nil.
+local function next_waiting(name, now_ms)
+  local waiting = K.limit_waiting(name)
+  redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now_ms)
+  local first = redis.call('ZRANGE', waiting, 0, 0)[1]
+  if first then
+    redis.call('ZREM', waiting, first)
+  end
+  return first
 end
