@@ -19,8 +19,9 @@ import redis
 
 from tests.cluster import Cluster, wait_for
 from tests.conftest import redis_db_url
-from walrus_tasks import indexes, keys, runs
-from walrus_tasks.migrate import OLD_INDEXES, migrate, new_name, pending
+from walrus_tasks import crons, indexes, keys, runs
+from walrus_tasks.migrate import OLD_INDEXES, OLD_NAMES, OLD_PREFIXES, migrate, new_name, pending
+from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer
 from walrus_tasks.usage import read_totals
 
@@ -35,6 +36,12 @@ def old_run_id(agent: str, sender: str) -> str:
 
 def to_old_names(r: redis.Redis) -> None:
     """Give every bucketed key its pre-bucket name and merge each index into one key."""
+    for old, new in OLD_NAMES.items():
+        if r.exists(new):
+            r.rename(new, old)
+    for old_prefix, group in OLD_PREFIXES.items():
+        for key in list(r.scan_iter(match=group + "*", count=1000)):
+            r.rename(key, old_prefix + key[len(group) :])
     for key in list(r.scan_iter(match=keys.PREFIX + "{*}:*", count=1000)):
         rest = key[key.index("}:") + 2 :]
         if rest.startswith(("conv:", "run:")):
@@ -57,10 +64,14 @@ def test_old_names_map_to_the_bucketed_ones() -> None:
     assert new_name("walrus:run:abc:claim:call_1") == keys.run_call("abc", "claim", "call_1")
     assert new_name("walrus:run:abc") == keys.run("abc")
     assert new_name("walrus:conv:echo:bob:unknownpart") is None
-    assert new_name("walrus:crons") is None
     assert new_name("walrus:metrics:runs") == keys.metrics_runs(0)
     assert new_name("walrus:usage:totals") == keys.usage_totals(0)
     assert new_name("walrus:usage:hour:2026120519") == keys.usage_hour("2026120519", 0)
+    assert new_name("walrus:crons") == keys.CRONS and new_name("walrus:subs") == keys.SUBSCRIPTIONS
+    assert new_name("walrus:subs:source:agent:a:done") == keys.subs_source("agent:a:done")
+    assert new_name("walrus:fair:ready:t:a") == keys.fair_ready("t", "a")
+    assert new_name("walrus:limit:p/m:slots") == keys.limit("p/m", "slots")
+    assert new_name("walrus:fired:cron:x:1") == keys.fired("cron:x", 1)
 
 
 def test_migrate_renames_keeps_ttls_splits_indexes_and_reports_conflicts(r: redis.Redis) -> None:
@@ -121,6 +132,8 @@ def test_a_conversation_of_the_old_release_goes_on_after_walrus_migrate(
         assert c.wait_run(first)["status"] == "succeeded"
         c.stop()
         r = c.redis()
+        spec = CronSpec(schedule="@every 1h", agent="echo", message="tick")
+        cron = crons.create(r, spec, ["echo"])
         queued = _queued_the_old_way(r, sender)
         to_old_names(r)
         env: dict[str, Any] = c.env()
@@ -141,6 +154,7 @@ def test_a_conversation_of_the_old_release_goes_on_after_walrus_migrate(
         c.wait_ready()
         assert c.wait_run(queued, timeout=90)["status"] == "succeeded"
         assert c.run(first)["status"] == "succeeded", "an old run is read by its id"
+        assert [e.id for e in crons.list_all(r)] == [cron.id], "beat's crons came along"
         contents = [m["content"] for m in c.history("echo", sender) if m["role"] == "user"]
         assert contents == ["before the upgrade", "after the upgrade"]
         wait_for(lambda: indexes.sizes(r, "leases", "runs:active") == [0, 0], 30)

@@ -4,8 +4,9 @@ Releases before ``keys.BUCKETS`` named a conversation's keys ``walrus:conv:<cid>
 run's ``walrus:run:<id>[:…]`` and kept each global index in one key (``walrus:leases``, …). Now
 every such key carries its bucket's hash tag (docs/design.md, "Keys and slots"). ``migrate``
 renames the old keys (``RENAMENX``: TTLs kept, a key the new release already wrote is never
-overwritten but reported; the run-figure and usage hashes become bucket 0's) and moves each old
-index's members into their buckets. Run it once,
+overwritten but reported; the run-figure and usage hashes and the live feed become bucket 0's,
+the keys of beat, the fair dispatcher, the limits and the subscriptions move under their
+group's tag) and moves each old index's members into their buckets. Run it once,
 with every walrus process stopped; running it again finds nothing to do. Old run ids keep
 their names: their first hex digit names a bucket other than their conversation's, which one
 Redis does not mind (a Redis Cluster starts empty, so never holds them).
@@ -19,16 +20,34 @@ from typing import Any, get_args
 
 import redis
 
-from walrus_tasks import indexes, keys
+from walrus_tasks import indexes, keys, topology
+from walrus_tasks.errors import InvalidInput
 
 OLD_CONV = keys.PREFIX + "conv:"
 OLD_RUN = keys.PREFIX + "run:"
 OLD_USAGE_HOUR = keys.PREFIX + "usage:hour:"
-OLD_COUNTERS = {
-    keys.PREFIX + "metrics:runs": keys.metrics_runs(0),
-    keys.PREFIX + "usage:totals": keys.usage_totals(0),
+P = keys.PREFIX
+OLD_NAMES = {
+    P + "metrics:runs": keys.metrics_runs(0),
+    P + "usage:totals": keys.usage_totals(0),
+    P + "feed": keys.feed(0),
+    P + "subs": keys.SUBSCRIPTIONS,
+    P + "crons": keys.CRONS,
+    P + "crons:due": keys.CRONS_DUE,
+    P + "heartbeats": keys.HEARTBEATS,
+    P + "beat:lock": keys.BEAT_LOCK,
+    P + "limits": keys.LIMITS_SEEN,
 }
-"""The old single counter hashes: each becomes bucket 0's (a read adds the buckets up)."""
+"""Old single keys and their new names: the counter hashes and the live feed become bucket 0's
+(a read adds the buckets up), the keys of beat, the limits and the subscriptions go to their
+group's slot."""
+OLD_PREFIXES = {
+    P + "subs:source:": keys.subs_source(""),
+    P + "fired:": keys.BEAT_GROUP + "fired:",
+    P + "limit:": keys.LIMITS_GROUP + "limit:",
+    P + "fair:": keys.FAIR_GROUP,
+}
+"""Old key prefixes and the group prefix each moved under (the rest of the name unchanged)."""
 OLD_INDEXES: dict[str, keys.Index] = {keys.PREFIX + name: name for name in get_args(keys.Index)}
 """The old single key of each global index."""
 _BATCH = 500
@@ -48,8 +67,11 @@ class Migrated:
 
 def new_name(old: str) -> str | None:
     """The bucketed name of a pre-bucket conversation, run or counter key, else None."""
-    if old in OLD_COUNTERS:
-        return OLD_COUNTERS[old]
+    if old in OLD_NAMES:
+        return OLD_NAMES[old]
+    for prefix, group in OLD_PREFIXES.items():
+        if old.startswith(prefix):
+            return group + old[len(prefix) :]
     if old.startswith(OLD_USAGE_HOUR):
         return keys.usage_hour(old[len(OLD_USAGE_HOUR) :], 0)
     if old.startswith(OLD_CONV):
@@ -74,13 +96,18 @@ def pending(r: redis.Redis) -> bool:
 
 
 def _old_keys(r: redis.Redis) -> Iterator[str]:
-    for prefix in (OLD_CONV, OLD_RUN, OLD_USAGE_HOUR):
+    for prefix in (OLD_CONV, OLD_RUN, OLD_USAGE_HOUR, *OLD_PREFIXES):
         yield from r.scan_iter(match=prefix + "*", count=1000)
-    yield from (old for old in OLD_COUNTERS if r.exists(old))
+    yield from (old for old in OLD_NAMES if r.exists(old))
 
 
 def migrate(r: redis.Redis, progress: Callable[[int], None] = lambda n: None) -> Migrated:
-    """Rename every old key and split every old index; ``progress`` hears how many so far."""
+    """Rename every old key and split every old index; ``progress`` hears how many so far.
+
+    On one Redis only: a cluster holds nothing of an earlier release (it could not run there).
+    """
+    if topology.is_cluster(r):
+        raise InvalidInput("walrus migrate runs on one Redis (a cluster starts empty)")
     done = Migrated()
     batch: list[tuple[str, str]] = []
     seen = [0]
