@@ -16,8 +16,11 @@ lock:
 
 # The whole suite on 3 pytest-xdist workers, a test file per worker at a time (module clusters
 # start once): tests mostly wait on processes, so 3 workers pay on 2 cores (docs/development.md).
+# Then the state-layer tests again on a Redis Cluster of their own, where a script that touches
+# two slots fails (docs/design.md, "Keys and slots").
 test:
 	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 2 --state-on-cluster
 
 lint:
 	$(PY) -m ruff check .

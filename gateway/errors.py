@@ -25,7 +25,17 @@ from walrus_tasks.errors import WalrusError, describe_invalid
 
 log = logging.getLogger("walrus.gateway")
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    # A Redis Cluster replacing a master: the slot is served by no node, or by another now.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MovedError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
+)
 """What redis-py (sync and asyncio alike) raises while Redis cannot be reached: retry later."""
 
 RETRY_AFTER = 2

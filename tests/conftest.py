@@ -116,7 +116,23 @@ def _is_e2e(item: pytest.Function) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``e2e`` (real processes), ``ha`` (by module) and ``slow`` (by measured time)."""
+    """Mark ``e2e`` (real processes), ``ha`` (by module) and ``slow`` (by measured time).
+
+    With ``--state-on-cluster``, keep only the state-layer tests: those on the ``r`` fixture
+    that start no process and hold for one Redis and a cluster alike (not ``one_redis``).
+    """
+    _mark(items)
+    if config.getoption("--state-on-cluster"):
+        kept, dropped = [], []
+        for item in items:
+            on_r = "r" in getattr(item, "fixturenames", ())
+            alike = not item.get_closest_marker("e2e") and not item.get_closest_marker("one_redis")
+            (kept if on_r and alike else dropped).append(item)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _mark(items: list[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, pytest.Function):
             continue

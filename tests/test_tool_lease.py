@@ -125,6 +125,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.one_redis  # its worker is pointed at the `r` fixture's database by URL
 def test_a_frozen_worker_s_command_is_killed_before_its_lease_can_be_taken_over(
     short_lease: None, r: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

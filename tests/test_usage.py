@@ -26,7 +26,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser import DESKTOP, PHONE, Page, browser, shots
-from tests.cluster import Cluster, running
+from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url, write_agents, write_home
 from tests.fakellm import FakeError, FakeLLM, FakeReply
 from walrus_tasks import indexes, keys
@@ -369,7 +369,8 @@ def test_the_console_usage_page_draws_the_chart_and_the_rows(
         pg.locator(f'#usage-chart g.slot[data-period="{today}"] rect.bar.cost').wait_for()
         pg.select_option("#usage-range", "1d")
         # By hour now: a slot for each of the last 24 hours (25 when the range starts mid-hour).
-        pg.wait_for_function("document.querySelectorAll('#usage-chart g.slot').length >= 24")
+        # Polled from here: the page's CSP forbids the string eval of wait_for_function's polls.
+        wait_for(lambda: pg.locator("#usage-chart g.slot").count() >= 24, 10, 0.1, "24 slots")
         assert pg.locator("#usage-chart g.slot rect.bar.cost").count() >= 1
         pg.set_viewport_size(PHONE)
         pg.screenshot(path=str(shots / "console-usage-phone.png"))

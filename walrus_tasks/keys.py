@@ -44,6 +44,7 @@ def _bucket_tags() -> tuple[str, ...]:
 
 TAGS = _bucket_tags()
 """The hash tag of each bucket (without the braces)."""
+_TAG_BUCKET = {tag: b for b, tag in enumerate(TAGS)}
 
 
 @lru_cache(maxsize=65_536)
@@ -321,6 +322,11 @@ def replica_probe(key: str) -> str:
     (``walrus_tasks.durable``).
     """
     return f"{PREFIX}{{{_hash_tag(key)}}}:replica:probe"
+
+
+def key_bucket(key: str) -> int:
+    """The bucket of a bucketed key (one ``keys.conv``, ``keys.run``… named)."""
+    return _TAG_BUCKET[_hash_tag(key)]
 
 
 def _hash_tag(key: str) -> str:

@@ -19,6 +19,7 @@ so they follow the same master; a Redis Cluster holds the state only (``celery_b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -274,6 +275,66 @@ def _async_cluster_client(
     client = aiocluster.RedisCluster(startup_nodes=nodes, **{**cluster.node_kwargs(), **kwargs})
     # RedisCluster offers redis.asyncio.Redis's command API (keys routed by slot): typed as one.
     return cast(aioredis.Redis, client)
+
+
+class _SlotConnecting:
+    """Connects to whichever master serves a slot, asked afresh (``locate``) each time."""
+
+    def __init__(self, *, locate: Callable[[], Awaitable[tuple[str, int]]], **kwargs: Any):
+        self._locate = locate
+        super().__init__(**kwargs)
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected:  # type: ignore[attr-defined]
+            self.host, self.port = await self._locate()
+        await super().connect_check_health(  # type: ignore[misc]
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+class _SlotConnection(_SlotConnecting, aioredis.Connection):
+    """A connection to the master of a slot."""
+
+
+class _SlotSSLConnection(_SlotConnecting, aioredis.SSLConnection):
+    """A TLS connection to the master of a slot."""
+
+
+def slot_client(
+    slots: aioredis.Redis, cluster: ClusterAddress, key: str
+) -> Callable[..., aioredis.Redis]:
+    """A maker of plain asyncio clients of the cluster master that serves ``key``'s slot.
+
+    Each new connection asks ``slots`` (a cluster client) for the slot map again and connects
+    to the slot's master of the moment: after a failover a reconnect finds the new one. What a
+    blocking ``XREAD`` over keys of one slot and ``CLIENT UNBLOCK`` of it need, which a cluster
+    client (a pool per node, no connection of one's own) cannot give (``gateway.hub``).
+    """
+    node_client = cast(aiocluster.RedisCluster, slots)
+
+    async def locate() -> tuple[str, int]:
+        await node_client.nodes_manager.initialize()
+        node = node_client.get_node_from_key(key)
+        if node is None:
+            raise redis.exceptions.SlotNotCoveredError(f"no master serves the slot of {key!r}")
+        return node.host, int(node.port)
+
+    def connect(**kwargs: Any) -> aioredis.Redis:
+        single = bool(kwargs.pop("single_connection_client", False))
+        options = {**cluster.node_kwargs(), **kwargs}
+        tls = bool(options.pop("ssl", False))
+        pool = aioredis.ConnectionPool(
+            connection_class=_SlotSSLConnection if tls else _SlotConnection,
+            locate=locate,
+            **options,
+        )
+        client = aioredis.Redis(connection_pool=pool, single_connection_client=single)
+        client.auto_close_connection_pool = True  # aclose() closes the pool made here
+        return client
+
+    return connect
 
 
 def _kombu_url(group: SentinelAddress) -> str:

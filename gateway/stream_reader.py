@@ -1,0 +1,504 @@
+"""One Redis reader for every open stream of a gateway process (of one bucket, on a cluster).
+
+Every SSE stream, WebSocket ``stream``/``subscribe_events`` op and protocol stream of a gateway
+process subscribes here instead of reading Redis itself. A single task sends one blocking
+``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` over every stream key that has subscribers, on a
+dedicated connection, and hands each entry to the subscribers of its key; a second connection
+serves ``CLIENT UNBLOCK`` (a new key interrupts the blocked read so it is read at once),
+catch-up ranges (``XRANGE``) and the check that a run still exists. So a gateway holds two Redis
+connections for its streams whatever their number.
+
+Each key has one cursor (the last entry id read). A subscriber that joins a key the hub reads
+at a later cursor first reads ``(after, cursor]`` with ``XRANGE`` and then takes the hub's
+entries: no gap, no duplicate. Each subscriber has a bounded buffer; one that falls more than
+``sse_buffer`` entries behind is cut with :class:`SlowConsumer` (SSE clients then resume with
+``Last-Event-ID``), so a slow client never stalls the others. When Redis goes away the hub
+reconnects with backoff and reads every key on from its cursor; subscribers see the error only
+once Redis has been away ``sse_redis_grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.errors import REDIS_DOWN
+from walrus_tasks import keys
+from walrus_tasks.errors import Unavailable
+from walrus_tasks.feed import feed_event
+from walrus_tasks.redis_url import async_client
+from walrus_tasks.run_stream import parse, sse_frame
+from walrus_tasks.settings import Settings
+
+log = logging.getLogger("walrus.gateway.hub")
+
+BLOCK_MS = 5_000
+"""Longest blocking read; also how often the hub checks that the runs it reads still exist."""
+COUNT = 500
+"""Most entries of one key per read."""
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
+UNBLOCK_TRIES = 200
+"""CLIENT UNBLOCK answers 0 while the XREAD is still on its way; retried every millisecond."""
+EXISTS_LUA = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS', k) end return r"
+
+
+class SlowConsumer(Exception):
+    """The subscriber fell more than its buffer behind; it must resume from its last id."""
+
+
+class ShuttingDown(Unavailable):
+    """The gateway process is stopping: its streams end, to be resumed from their last id."""
+
+
+def seq(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a comparable pair."""
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)
+
+
+class Entry:
+    """One stream entry, parsed once and shared by every subscriber (its SSE frame too)."""
+
+    __slots__ = ("_frame", "ends", "event", "id", "seq")
+
+    def __init__(self, entry_id: str, event: dict[str, Any], ends: bool) -> None:
+        self.id, self.seq, self.event = entry_id, seq(entry_id), event
+        self.ends = ends  # a run's ``end`` (not one seen in the feed)
+        self._frame: str | None = None
+
+    @property
+    def frame(self) -> str:
+        """The SSE frame of this entry (encoded once)."""
+        if self._frame is None:
+            self._frame = sse_frame(self.id, self.event)
+        return self._frame
+
+
+class _Key:
+    """One stream the hub reads: its cursor and subscribers."""
+
+    __slots__ = ("cursor", "fresh", "name", "run_id", "subs")
+
+    def __init__(self, name: str, cursor: str, run_id: str | None) -> None:
+        self.name, self.cursor, self.run_id = name, cursor, run_id
+        self.subs: set[_Sub] = set()
+        self.fresh = True  # read something since the last existence check
+
+
+class _Sub:
+    """One subscriber's buffer.
+
+    A list and a read index, and a bare future to wake the reader: a ``deque`` and an
+    ``asyncio.Event`` (itself a ``deque`` of waiters) cost about 1.5 KB more per open stream.
+    """
+
+    __slots__ = ("failure", "gone", "head", "joined", "key", "limit", "queue", "waiter")
+
+    def __init__(self, key: _Key, limit: int) -> None:
+        self.key, self.limit = key, limit
+        self.queue: list[Entry] = []
+        self.head = 0  # queue[head:] is not read yet
+        self.waiter: asyncio.Future[None] | None = None
+        self.failure: BaseException | None = None
+        self.gone = False
+        self.joined = time.monotonic()
+
+    def push(self, batch: list[Entry]) -> bool:
+        """Buffer ``batch``; False (and cut) if the subscriber is behind and that overflows.
+
+        A batch into an empty buffer always fits: one read may bring more than the limit.
+        """
+        behind = len(self.queue) - self.head
+        if behind and behind + len(batch) > self.limit:
+            self.queue, self.head = [], 0
+            self.fail(SlowConsumer(f"more than {self.limit} events behind"))
+            return False
+        if self.head and self.head * 2 >= len(self.queue):
+            del self.queue[: self.head]  # drop what was read, now and then
+            self.head = 0
+        self.queue.extend(batch)
+        self.wake()
+        return True
+
+    def pop(self) -> Entry | None:
+        """The next buffered entry, if any."""
+        if self.head == len(self.queue):
+            return None
+        entry = self.queue[self.head]
+        self.head += 1
+        if self.head == len(self.queue):
+            self.queue, self.head = [], 0
+        return entry
+
+    def fail(self, error: BaseException) -> None:
+        self.failure = error
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the reader waiting in :meth:`StreamReader._next`, if it waits."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class StreamReader:
+    """One reader of run streams and of the feed (see the module docstring).
+
+    ``connect(**kwargs)`` makes each of its two clients (by default of ``settings.redis_url``;
+    on a cluster, of the master that serves its bucket: ``redis_url.slot_client``).
+    """
+
+    def __init__(
+        self, settings: Settings, connect: Callable[..., aioredis.Redis] | None = None
+    ) -> None:
+        self.settings = settings
+        self._connect = connect or partial(async_client, settings.redis_url)
+        self.keys: dict[str, _Key] = {}
+        self.version = 0  # bumped when a key is added or re-added
+        self.reading: int | None = None  # the version the blocked XREAD was built from
+        self.reader: aioredis.Redis | None = None
+        self.reader_id = 0
+        self.control = self._control_client()
+        self.down_since: float | None = None
+        self.error: BaseException | None = None
+        self._changed = asyncio.Event()
+        self._nonempty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._checked = time.monotonic()
+        self._exists_asked: list[tuple[str, asyncio.Future[bool]]] = []
+        self._exists_task: asyncio.Task[None] | None = None
+        self.stopping: ShuttingDown | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader and the unblocker tasks (the app's lifespan starts its hub)."""
+        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._unblock())]
+
+    def end_streams(self, reason: str) -> None:
+        """End every open stream, and each one opened from now on, with :class:`ShuttingDown`.
+
+        Called as the server starts to stop (``gateway.server``), before it waits for the
+        connections: each stream then ends with its face's ``unavailable`` error, written while
+        its connection is still open, instead of being cut when the wait runs out.
+        """
+        self.stopping = ShuttingDown(f"{reason}; reconnect and resume from the last event id")
+        for state in list(self.keys.values()):
+            for sub in list(state.subs):
+                sub.fail(self.stopping)
+
+    async def streams_ended(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every subscriber to leave; whether they all did."""
+        deadline = time.monotonic() + timeout
+        while any(state.subs for state in self.keys.values()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def close(self) -> None:
+        """Stop the tasks and close both connections."""
+        tasks = [*self._tasks, *([self._exists_task] if self._exists_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._drop_reader()
+        await self.control.aclose()
+
+    async def run_exists(self, run_id: str) -> bool:
+        """Whether the run's record exists, asked on the control connection.
+
+        The questions of every stream opening meanwhile share one round trip: one at a time,
+        a thousand clients connecting at once would wait for a thousand round trips in turn.
+        Redis errors propagate, so a route answers 503 while Redis is away.
+        """
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._exists_asked.append((run_id, answer))
+        if self._exists_task is None:
+            self._exists_task = asyncio.create_task(self._answer_exists())
+        return await answer
+
+    async def _answer_exists(self) -> None:
+        try:
+            while self._exists_asked:
+                asked, self._exists_asked = self._exists_asked, []
+                names = [keys.run(run_id) for run_id, _ in asked]
+                try:
+                    found = await self._exists(names)
+                except Exception as e:  # each caller gets it
+                    for _, answer in asked:
+                        if not answer.done():
+                            answer.set_exception(e)
+                    continue
+                for (_, answer), alive in zip(asked, found, strict=True):
+                    if not answer.done():
+                        answer.set_result(bool(alive))
+        finally:
+            self._exists_task = None
+
+    async def _exists(self, names: list[str]) -> list[int]:
+        # One retry: the first command after a Redis restart meets the old, closed connection.
+        try:
+            found: list[int] = await self.control.eval(EXISTS_LUA, len(names), *names)
+        except REDIS_DOWN:
+            await self._reconnect_control()
+            found = await self.control.eval(EXISTS_LUA, len(names), *names)
+        return found
+
+    def _control_client(self) -> aioredis.Redis:
+        return self._connect(
+            decode_responses=True, single_connection_client=True,
+            socket_timeout=10, socket_connect_timeout=5,
+        )  # fmt: skip
+
+    async def _reconnect_control(self) -> None:
+        """A new control connection: the next command connects afresh.
+
+        On a cluster, to the master that serves the bucket now (the old one may answer
+        ``MOVED``).
+        """
+        control, self.control = self.control, self._control_client()
+        try:
+            await control.aclose()
+        except Exception:  # a dead connection may fail to close
+            log.debug("closing the hub's control connection failed", exc_info=True)
+
+    # --- subscribing ----------------------------------------------------------------------
+
+    async def entries(
+        self, key: str, after: str, run_id: str | None = None
+    ) -> AsyncIterator[Entry | None]:
+        """Entries of ``key`` after ``after`` (None after each idle ``sse_keepalive``).
+
+        Ends after a run's ``end``, or when the run ``run_id`` no longer exists. Raises
+        :class:`SlowConsumer`, or a Redis error once Redis was away ``sse_redis_grace``.
+        """
+        sub, catch_up_to = self._join(key, after, run_id)
+        last = seq(after)
+        try:
+            if catch_up_to is not None:
+                async for old in self._range(key, after, catch_up_to, run_id is None, sub):
+                    last = old.seq
+                    yield old
+                    if old.ends:
+                        return
+            while True:
+                entry = await self._next(sub)
+                if entry is None:
+                    if sub.gone:
+                        return
+                    yield None
+                elif entry.seq > last:
+                    last = entry.seq
+                    yield entry
+                    if entry.ends:
+                        return
+        finally:
+            self._leave(sub)
+
+    def _join(self, key: str, after: str, run_id: str | None) -> tuple[_Sub, str | None]:
+        state = self.keys.get(key)
+        catch_up_to = None
+        if state is None:
+            state = self.keys[key] = _Key(key, after, run_id)
+            self.version += 1
+            self._changed.set()
+            self._nonempty.set()
+        elif seq(after) < seq(state.cursor):
+            catch_up_to = state.cursor  # what the hub delivers from now on is after it
+        sub = _Sub(state, self.settings.sse_buffer)
+        state.subs.add(sub)
+        if self.stopping is not None:
+            sub.fail(self.stopping)
+        return sub, catch_up_to
+
+    def _leave(self, sub: _Sub) -> None:
+        state = sub.key
+        state.subs.discard(sub)
+        if not state.subs and self.keys.get(state.name) is state:
+            del self.keys[state.name]
+
+    async def _range(
+        self, key: str, after: str, upto: str, feed: bool, sub: _Sub
+    ) -> AsyncIterator[Entry]:
+        """Entries in ``(after, upto]``, read on the control connection, in pages."""
+        while True:
+            start = f"({after}"
+            page = await self._control(lambda: self.control.xrange(key, start, upto, COUNT))  # noqa: B023  # awaited at once
+            for entry_id, fields in page:
+                yield self._entry(entry_id, fields, feed)
+                after = entry_id
+            if len(page) < COUNT or sub.failure is not None:
+                return
+
+    async def _control(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on the control connection, waiting up to the grace for Redis."""
+        deadline = time.monotonic() + self.settings.sse_redis_grace
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                return await call()
+            except REDIS_DOWN:
+                if time.monotonic() >= deadline:
+                    raise
+                await self._reconnect_control()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _next(self, sub: _Sub) -> Entry | None:
+        """The subscriber's next entry; None when idle for ``sse_keepalive`` or gone."""
+        keepalive, grace = self.settings.sse_keepalive, self.settings.sse_redis_grace
+        while True:
+            entry = sub.pop()
+            if entry is not None:
+                return entry
+            if sub.failure is not None:
+                raise sub.failure
+            if sub.gone:
+                return None
+            timeout = keepalive
+            if self.down_since is not None:
+                deadline = max(self.down_since, sub.joined) + grace
+                if time.monotonic() >= deadline:
+                    raise self.error or ConnectionError("redis unavailable")
+                timeout = min(timeout, deadline - time.monotonic())
+            sub.waiter = asyncio.get_running_loop().create_future()
+            try:
+                # Not wait_for: before Python 3.12 it makes a task per wait, for every event
+                # of every subscriber.
+                async with asyncio.timeout(timeout):
+                    await sub.waiter
+            except TimeoutError:
+                if self.down_since is None:
+                    return None
+            finally:
+                sub.waiter = None
+
+    # --- reading --------------------------------------------------------------------------
+
+    @staticmethod
+    def _entry(entry_id: str, fields: dict[str, str], feed: bool) -> Entry:
+        if feed:
+            return Entry(entry_id, feed_event(fields), False)
+        _, event = parse(entry_id, fields)
+        return Entry(entry_id, event, event["type"] == "end")
+
+    async def _read_loop(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if self.reader is None:
+                    self.reader = self._connect(
+                        decode_responses=True, single_connection_client=True,
+                        socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5,
+                        retry=Retry(NoBackoff(), 0),
+                    )  # fmt: skip
+                    self.reader_id = int(await self.reader.client_id())
+                if self.down_since is not None:
+                    log.info("redis is back; the hub reads on from every cursor")
+                    self.down_since = self.error = None
+                await self._read_once()
+                delay = BACKOFF_FIRST
+            except REDIS_DOWN as e:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                if self.down_since is None:
+                    log.warning("redis went away under the hub (%s); reconnecting", e)
+                    self.down_since = time.monotonic()
+                self.error = e
+                for state in list(self.keys.values()):
+                    for sub in state.subs:
+                        sub.wake()  # re-arm their waits with the grace deadline
+                await self._drop_reader()
+                await self._reconnect_control()  # CLIENT UNBLOCK must reach the reader's server
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            except Exception as e:  # a bug: fail the subscribers rather than hang them
+                log.exception("the stream hub failed")
+                for state in list(self.keys.values()):
+                    for sub in state.subs:
+                        sub.fail(e)
+                self.keys.clear()
+                await self._drop_reader()
+                await asyncio.sleep(delay)
+
+    async def _drop_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            try:
+                await reader.aclose()
+            except Exception:  # a dead connection may fail to close
+                log.debug("closing the hub's reader failed", exc_info=True)
+
+    async def _read_once(self) -> None:
+        if not self.keys:
+            self._nonempty.clear()
+            await self._nonempty.wait()
+            return
+        assert self.reader is not None
+        snapshot = dict(self.keys)
+        self.reading = self.version
+        try:
+            reply: Any = await self.reader.xread(
+                {name: s.cursor for name, s in snapshot.items()}, block=BLOCK_MS, count=COUNT
+            )
+        finally:
+            self.reading = None
+        for name, fields_list in reply or []:
+            state = snapshot[name]
+            if self.keys.get(name) is not state or not fields_list:
+                continue  # dropped or re-added meanwhile: read again from its new cursor
+            self._deliver(state, fields_list)
+        if time.monotonic() - self._checked >= BLOCK_MS / 1000:
+            await self._check_runs()
+
+    def _deliver(self, state: _Key, fields_list: list[tuple[str, dict[str, str]]]) -> None:
+        feed = state.run_id is None
+        batch = [self._entry(entry_id, fields, feed) for entry_id, fields in fields_list]
+        state.cursor, state.fresh = batch[-1].id, True
+        for sub in list(state.subs):
+            if not sub.push(batch):
+                state.subs.discard(sub)
+        if any(e.ends for e in batch):
+            self.keys.pop(state.name, None)  # its subscribers stop at the end they were given
+
+    async def _check_runs(self) -> None:
+        """End the streams of runs whose record is gone (expired or deleted)."""
+        self._checked = time.monotonic()
+        idle = [s for s in self.keys.values() if s.run_id is not None and not s.fresh]
+        for s in self.keys.values():
+            s.fresh = False
+        if not idle:
+            return
+        exists: list[int] = await self.control.eval(
+            EXISTS_LUA, len(idle), *(keys.run(s.run_id) for s in idle if s.run_id)
+        )
+        for state, alive in zip(idle, exists, strict=True):
+            if not alive and self.keys.get(state.name) is state:
+                del self.keys[state.name]
+                for sub in state.subs:
+                    sub.gone = True
+                    sub.wake()
+
+    async def _unblock(self) -> None:
+        """Interrupt the blocked XREAD when a key was added (coalesced: one per change)."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            for _ in range(UNBLOCK_TRIES):
+                if self.reading is None or self.reading == self.version:
+                    break
+                try:
+                    if await self.control.client_unblock(self.reader_id):
+                        break
+                except REDIS_DOWN:
+                    break
+                await asyncio.sleep(0.001)
