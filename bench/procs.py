@@ -12,10 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 from celery import Celery
 
 from tests.cluster import Cluster
+from tests.redis_cluster import RedisClusterGroup
 from walrus_tasks.redis_server import RedisServer, start_redis
 
 AGENT = "bench"
@@ -41,19 +43,31 @@ def write_home(home: Path, agents: dict[str, str] | None = None, config_toml: st
     return home
 
 
+State = Literal["one", "apart", "cluster"]
+"""Where the bench keeps state and broker: one Redis for both (``one``, the default), a Redis
+each (``apart``), or the state on a Redis Cluster of 3 masters and 3 replicas and the broker
+on a Redis of its own (``cluster``)."""
+
+
 @dataclass
 class Env:
     """What a measurement needs: the Redis URL, the gateway URL and the processes."""
 
     redis: RedisServer
+    """The state Redis; with the state on a cluster, the broker's."""
     cluster: Cluster
     tmp: Path
     keep: bool = False
     """Keep the temp directory (logs) even after a clean exit: the caller found a problem."""
+    broker: RedisServer | None = None
+    """The broker's Redis, when it is not the state's."""
+    state_cluster: RedisClusterGroup | None = None
+    """The Redis Cluster of the state (``State`` ``cluster``)."""
 
     @property
     def redis_url(self) -> str:
-        return self.redis.url
+        """The state's URL (``WALRUS_REDIS_URL``)."""
+        return self.cluster.redis_url
 
     @property
     def gateway_url(self) -> str:
@@ -132,6 +146,7 @@ def environment(
     appendfsync: str = "everysec",
     name: str = "bench",
     config_toml: str = "",
+    state: State = "one",
 ) -> Iterator[Env]:
     """Start Redis, a gateway, ``workers`` worker processes (and beat); stop them all on exit.
 
@@ -145,19 +160,29 @@ def environment(
     tmp = Path(tempfile.mkdtemp(prefix=f"walrus-{name}-"))
     env: Env | None = None
     server: RedisServer | None = None
+    broker: RedisServer | None = None
+    group: RedisClusterGroup | None = None
     cluster: Cluster | None = None
     ok = False
     try:
         server = start_redis(tmp / "redis", appendfsync=appendfsync)
+        state_url, broker_url = server.url, ""
+        if state == "apart":
+            broker = start_redis(tmp / "broker", appendfsync=appendfsync)
+            broker_url = broker.url
+        elif state == "cluster":
+            group = RedisClusterGroup(tmp / "state-cluster").start()
+            state_url, broker_url = group.url, server.url
         logs = tmp / "logs"
         logs.mkdir()
         cluster = Cluster(
-            redis_url=server.url,
+            redis_url=state_url,
+            broker_url=broker_url,
             home=write_home(tmp / "home", agents, config_toml),
             log_dir=logs,
             env_extra=dict(env_extra or {}),
         )
-        env = Env(redis=server, cluster=cluster, tmp=tmp)
+        env = Env(redis=server, cluster=cluster, tmp=tmp, broker=broker, state_cluster=group)
         cluster.start_gateway()
         for i in range(1, workers + 1):
             cluster.start_worker(f"worker{i}", concurrency=concurrency)
@@ -175,6 +200,9 @@ def environment(
                 server = env.redis  # the one running now, if the caller restarted Redis
             if server is not None:
                 server.stop()
+            for other in (broker, group):
+                if other is not None:
+                    other.stop()
             signal.signal(signal.SIGTERM, previous)
             if ok and not (env is not None and env.keep):
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wake-runs", type=int, default=20, help="conversations of 3. (20)")
     p.add_argument("--wake-call-s", type=float, default=0.5, help="each call of 3., s (0.5)")
     p.add_argument("--only", choices=("rate", "fairness", "wake"), help="run one figure only")
+    p.add_argument(
+        "--state", choices=("one", "apart", "cluster"), default="one",
+        help="state and broker on one Redis (one), a Redis each (apart), or the state on a "
+        "Redis Cluster of 3 masters and 3 replicas and the broker apart (cluster)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -75,8 +80,9 @@ def rate(args: argparse.Namespace) -> dict[str, Any]:
         config = RATE_PROVIDER.format(base=fake.base_url, rpm=args.rpm)
         agents = {"rated": 'model = "fake/m-rate"\nretries = 0\n'}
         with environment(
-            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-rate"
-        ) as env:
+            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-rate",
+            state=args.state,
+        ) as env:  # fmt: skip
             c = env.cluster
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
@@ -137,8 +143,9 @@ def noisy_neighbour(args: argparse.Namespace, env_extra: dict[str, str]) -> dict
     """B's one run behind A's flood of slow runs, beside B's run on an idle cluster."""
     agents = {"chat": SLOW_AGENT.format(delay=max(1, args.run_ms // 4))}
     with environment(
-        args.workers, args.concurrency, agents=agents, env_extra=env_extra, name="bench-fair"
-    ) as env:
+        args.workers, args.concurrency, agents=agents, env_extra=env_extra, name="bench-fair",
+        state=args.state,
+    ) as env:  # fmt: skip
         c = env.cluster
         idle = [queue_wait(c, send(c, "chat", f"b:idle-{i}")) for i in range(5)]
         flood = submit_all(c, "chat", [f"a:conv-{i}" for i in range(args.flood)])
@@ -167,6 +174,7 @@ def noisy_neighbour(args: argparse.Namespace, env_extra: dict[str, str]) -> dict
 def fairness(args: argparse.Namespace) -> dict[str, Any]:
     """Figure 2: the noisy neighbour with the fair dispatcher, and in arrival order."""
     out: dict[str, Any] = {
+        "state": args.state,
         "flood (tenant A runs)": args.flood,
         "each run, ms": args.run_ms,
         "slots": args.workers * args.concurrency,
@@ -195,8 +203,9 @@ def wake(args: argparse.Namespace) -> dict[str, Any]:
         config = WAKE_PROVIDER.format(base=fake.base_url)
         agents = {"single": 'model = "fake/m-w"\n'}
         with environment(
-            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-wake"
-        ) as env:
+            args.workers, args.concurrency, agents=agents, config_toml=config, name="bench-wake",
+            state=args.state,
+        ) as env:  # fmt: skip
             c = env.cluster
             with ThreadPoolExecutor(8) as pool:
                 run_ids = list(

@@ -14,6 +14,7 @@ position (``walrus_tasks.feed``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,6 +44,9 @@ class Hub:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.feeds = 0
+        """Merged live feeds open: each ends after its pumps (:meth:`feed`), so it counts
+        as a stream of its own until its error is on its way (:meth:`streams_ended`)."""
         address = parse_cluster(settings.redis_url) if is_cluster(settings.redis_url) else None
         if address is None:
             self.slots = None
@@ -71,8 +75,11 @@ class Hub:
 
     async def streams_ended(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every subscriber to leave; whether they all did."""
+        deadline = time.monotonic() + timeout
         ended = await asyncio.gather(*(r.streams_ended(timeout) for r in self.readers))
-        return all(ended)
+        while self.feeds and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return all(ended) and not self.feeds
 
     async def close(self) -> None:
         """Stop every reader and close its connections."""
@@ -138,6 +145,7 @@ class Hub:
                 await merged.put(e)
 
         pumps = [asyncio.create_task(pump(b)) for b in range(keys.BUCKETS)]
+        self.feeds += 1
         try:
             while True:
                 item = await merged.get()
@@ -154,6 +162,7 @@ class Hub:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            self.feeds -= 1  # last: what raised goes on to its writer with no wait between
 
     async def _items(
         self, key: str, after: str, run_id: str | None, agent: str | None, resume: bool

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         ge=2,
         description="most connections the gateway's asyncio Redis client holds (per process; "
         "event streams share one more reader); a command that finds them all busy waits for "
-        "one, up to 20 s, instead of failing",
+        "one, up to 20 s, instead of failing (on a Redis Cluster: per node, and it fails)",
     )
     gateway_max_streams_per_client: int = Field(
         default=1024,

@@ -24,7 +24,7 @@ from walrus_tasks.cli.up_state import read_state, remove_state, write_state
 from walrus_tasks.config import DEFAULT_AGENT, Config, init_home, load_config
 from walrus_tasks.errors import ConfigError, WalrusError
 from walrus_tasks.redis_server import RedisServer, reachable, start_redis
-from walrus_tasks.redis_url import describe
+from walrus_tasks.redis_url import describe, is_cluster
 from walrus_tasks.settings import Settings, get_settings
 
 RUNS_QUEUES = "walrus.runs,walrus.control"
@@ -93,8 +93,10 @@ def up(
                 flower_url = f"http://127.0.0.1:{flower_port}" if flower else None
                 console.print(_panel(url, redis_url, where, config, flower_url))
 
+            broker = settings.broker_url or redis_url  # a cluster's state needs a broker apart
+
             def all_up() -> bool:  # the banner means "send a message now": workers included
-                return _healthy(url) and workers_ready(redis_url, ("runs", "tools"))
+                return _healthy(url) and workers_ready(broker, ("runs", "tools"))
 
             code = watch(supervisor, url, ready, all_up)
         except WalrusError as e:
@@ -155,6 +157,8 @@ def _redis(supervisor: Supervisor, home: Path, settings: Settings) -> tuple[str,
     explicit = "redis_url" in settings.model_fields_set
     if explicit and reachable(settings.redis_url):
         return settings.redis_url, "WALRUS_REDIS_URL"
+    if explicit and is_cluster(settings.redis_url):  # one embedded Redis is no stand-in for it
+        raise WalrusError(f"no node of the Redis Cluster at {describe(settings.redis_url)} answers")
     if explicit:
         err.print(f"no Redis answers at {settings.redis_url}; starting an embedded one")
     else:
@@ -188,12 +192,18 @@ def _start_embedded(data_dir: Path, url: str | None) -> tuple[RedisServer, str]:
     return server, server.url
 
 
-def workers_ready(redis_url: str, names: tuple[str, ...]) -> bool:
-    """True when a worker named ``<name>@…`` answers a Celery ping for each of ``names``."""
+def workers_ready(broker_url: str, names: tuple[str, ...]) -> bool:
+    """True when a worker named ``<name>@…`` answers a Celery ping for each of ``names``.
+
+    Asked on the broker at ``broker_url`` (Redis, a Sentinel group or RabbitMQ).
+    """
     from celery import Celery
 
+    from walrus_tasks.celery_app import broker_config
+
     try:
-        with Celery(broker=redis_url) as app:
+        with Celery(set_as_current=False) as app:
+            app.conf.update(broker_config(broker_url, 3600))
             replies = app.control.ping(timeout=0.5)
     except Exception:  # Celery raises kombu/redis errors of many kinds: not ready yet
         return False
