@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 from langgraph_sdk import get_sync_client
 
 from tests.cluster import Cluster, parse_sse, running, wait_for
@@ -29,8 +30,10 @@ from tests.redis_cluster import client as node_client
 from tests.test_ordering import assert_ordered, run_infos
 from tests.test_recovery import kill_worker_mid_stream
 from tests.test_up import start_up, stop, wait_ready
-from walrus_tasks import keys, runs
+from walrus_tasks import connection, crons, keys, memory, reads, runs, subscriptions
 from walrus_tasks.celery_app import DRAIN, RUNS_QUEUE
+from walrus_tasks.export import export_state, import_state
+from walrus_tasks.models import CronSpec
 from walrus_tasks.redis_server import RedisServer, free_port
 from walrus_tasks.submit import new_run_id
 
@@ -357,3 +360,26 @@ def test_walrus_up_refuses_an_unreachable_cluster_rather_than_embed_a_redis(
         stop(u)
     text = u.log.read_text()
     assert "no node of the Redis Cluster" in text and "embedded" not in text, text
+
+
+def test_an_export_of_one_redis_imports_into_a_cluster_and_reads_back_the_same(
+    r: redis.Redis, redis_cluster: RedisClusterGroup, tmp_path: Path
+) -> None:
+    """How one Redis's state moves onto a cluster: ``walrus export``, then ``walrus import``."""
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    for n in range(12):  # conversations of many buckets
+        assert runs.seed_history(r, "echo", f"moved-{n}", history)
+    crons.create(r, CronSpec(schedule="@every 1h", agent="echo", message="tick"), ["echo"])
+    subscriptions.create(r, "deploy", "echo")
+    memory.remember(r, "echo", "colour", "blue")
+    export_state(r, tmp_path / "one")
+    cluster = connection.client(redis_cluster.url)
+    import_state(cluster, tmp_path / "one", replace=False)
+    export_state(cluster, tmp_path / "again")
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.*"))
+    assert files and files == sorted(
+        p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*.*")
+    )
+    for path in files:
+        assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "again" / path).read_bytes()
+    assert [m["content"] for m in reads.history(cluster, "echo", "moved-7")] == ["hi", "hello"]
