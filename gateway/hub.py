@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.stream_reader import Entry, ShuttingDown, SlowConsumer, StreamReader
@@ -103,9 +103,10 @@ class Hub:
         Stops if the run no longer exists. With ``resume`` a subscriber cut for being slow
         catches up from its last id by itself (for consumers without ``Last-Event-ID``).
         """
-        return self._items(keys.run_part(run_id, "events"), after, run_id, None, resume)
+        key = keys.run_part(run_id, "events")
+        return self._items(lambda at: self.entries(key, at, run_id), after, None, resume)
 
-    async def feed_items(
+    def feed_items(
         self, after: str, agent: str | None, *, resume: bool = True
     ) -> AsyncIterator[Item]:
         """The feed's ``(cursor, event)`` after cursor ``after``, forever (``agent`` filters).
@@ -113,15 +114,26 @@ class Hub:
         ``(cursor, None)`` while idle. With ``resume`` a subscriber cut for being slow catches
         up from its last cursor by itself.
         """
+        return self._items(self.feed, after, agent, resume)
+
+    async def _items(
+        self,
+        read: Callable[[str], AsyncIterator[Entry | None]],
+        after: str,
+        agent: str | None,
+        resume: bool,
+    ) -> AsyncIterator[Item]:
+        """``read(after)`` as items, read again from the last id after a :class:`SlowConsumer`."""
         while True:
             try:
-                async for entry in self.feed(after):
+                async for entry in read(after):
                     if entry is None:
                         yield after, None
                         continue
                     after = entry.id
                     if agent is None or entry.event.get("agent") == agent:
                         yield entry.id, entry.event
+                return
             except SlowConsumer:
                 if not resume:
                     raise
@@ -163,20 +175,3 @@ class Hub:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             self.feeds -= 1  # last: what raised goes on to its writer with no wait between
-
-    async def _items(
-        self, key: str, after: str, run_id: str | None, agent: str | None, resume: bool
-    ) -> AsyncIterator[Item]:
-        while True:
-            try:
-                async for entry in self.entries(key, after, run_id):
-                    if entry is None:
-                        yield after, None
-                        continue
-                    after = entry.id
-                    if agent is None or entry.event.get("agent") == agent:
-                        yield entry.id, entry.event
-                return
-            except SlowConsumer:
-                if not resume:
-                    raise

@@ -49,7 +49,7 @@ _TAG_BUCKET = {tag: b for b, tag in enumerate(TAGS)}
 
 @lru_cache(maxsize=65_536)
 def bucket_of(conversation: str) -> int:
-    """The bucket of a conversation id: a small hash Lua computes alike (``K.ctag``)."""
+    """The bucket of a conversation id: a small hash Lua computes alike (``K.bucket_of``)."""
     h = 0
     for byte in conversation.encode():
         h = (h * 31 + byte) % 65_521

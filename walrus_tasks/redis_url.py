@@ -40,6 +40,20 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_CLUSTER_PORT = 6379
 
 
+def _server_kwargs(
+    username: str | None, password: str | None, ssl: dict[str, str]
+) -> dict[str, Any]:
+    """Connection keyword arguments of a server: its credentials, TLS, a short connect timeout."""
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 2.0}
+    if username:
+        kwargs["username"] = username
+    if password:
+        kwargs["password"] = password
+    if ssl:
+        kwargs.update(ssl=True, **ssl)
+    return kwargs
+
+
 @dataclass(frozen=True)
 class SentinelAddress:
     """A Sentinel group: where the sentinels are, which master, and how to talk to both."""
@@ -58,14 +72,7 @@ class SentinelAddress:
         """Connection keyword arguments for the master (and replicas)."""
         # A dead master host must not hold a caller for the OS connect timeout (minutes): the
         # next attempt asks the sentinels again.
-        kwargs: dict[str, Any] = {"db": self.db, "socket_connect_timeout": 2.0}
-        if self.username:
-            kwargs["username"] = self.username
-        if self.password:
-            kwargs["password"] = self.password
-        if self.ssl:
-            kwargs.update(ssl=True, **self.ssl)
-        return kwargs
+        return {"db": self.db, **_server_kwargs(self.username, self.password, self.ssl)}
 
     def sentinel_kwargs(self) -> dict[str, Any]:
         """Connection keyword arguments for the sentinels themselves."""
@@ -129,14 +136,7 @@ class ClusterAddress:
         """Connection keyword arguments for every node of the cluster."""
         # As for a Sentinel master: a dead node must not hold a caller for the OS connect
         # timeout while its replica takes over.
-        kwargs: dict[str, Any] = {"socket_connect_timeout": 2.0}
-        if self.username:
-            kwargs["username"] = self.username
-        if self.password:
-            kwargs["password"] = self.password
-        if self.ssl:
-            kwargs.update(ssl=True, **self.ssl)
-        return kwargs
+        return _server_kwargs(self.username, self.password, self.ssl)
 
 
 def is_cluster(url: str) -> bool:
