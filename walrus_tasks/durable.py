@@ -76,9 +76,19 @@ def call_acknowledged(
     The wait is bounded by ``WALRUS_REPLICA_ACK_TIMEOUT``; past it the result is returned
     anyway (logged): the master holds the write, and an error would make a client send twice.
     """
-    timeout = get_settings().replica_ack_timeout
     # On a cluster, the master of the script's slot: WAIT counts that node's replicas.
-    r = topology.node_client(r, keys_[0])
+    node = topology.node_client(r, keys_[0])
+    try:
+        return _acknowledged(node, script, keys_, args)
+    except _FAILOVER_ERRORS:
+        topology.read_slots_again(r)  # the next try asks the master of the slot by then
+        raise
+
+
+def _acknowledged(
+    r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]
+) -> T:
+    timeout = get_settings().replica_ack_timeout
     if timeout <= 0 or connected_replicas(r) == 0:
         return scripts.call(r, script, keys_, args)
     with r.pipeline(transaction=False) as pipe:

@@ -35,6 +35,16 @@ def node_client(r: redis.Redis, key: str) -> redis.Redis:
     return client
 
 
+def read_slots_again(r: redis.Redis) -> None:
+    """On a cluster, read the slot map anew (after a node failed under ``node_client``).
+
+    Commands sent through the cluster client do this themselves; a node's own client does
+    not, and would go on asking a dead master (or whatever took its port) for its slots.
+    """
+    if isinstance(r, RedisCluster):
+        r.nodes_manager.initialize()
+
+
 def pipeline(r: redis.Redis) -> Any:
     """A pipeline over keys of many slots: a transaction on one Redis, plain on a cluster.
 
