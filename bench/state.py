@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from bench import cost
 from bench.procs import AGENT, Env, State, environment
 from tests.redis_cluster import client as node_client
 from walrus_tasks import keys
@@ -64,12 +65,10 @@ def _servers(env: Env) -> tuple[list[redis.Redis], redis.Redis]:
 
 
 def _counters(r: redis.Redis) -> tuple[Counter[str], float]:
-    stats: dict[str, Any] = r.info("commandstats")
+    """The command counters (``CLIENT|SETNAME`` counted as ``CLIENT``) and CPU seconds now."""
     calls: Counter[str] = Counter()
-    for name, value in stats.items():
-        command = name.removeprefix("cmdstat_").upper()
-        if name.startswith("cmdstat_") and isinstance(value, dict):
-            calls[command.split("|")[0]] += int(value["calls"])
+    for command, n in cost.snapshot(r).commands.items():
+        calls[command.split("|")[0]] += n
     cpu: dict[str, Any] = r.info("cpu")
     return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 

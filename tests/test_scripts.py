@@ -47,7 +47,7 @@ def test_a_missing_or_unknown_argument_raises_before_redis_is_called() -> None:
     for bad in ({"id": "c1"}, {**args, "extra": "x"}):
         with pytest.raises(TypeError, match="cron_record"):
             scripts.call(NoRedis(), S.CRON_RECORD, ["k"], bad)  # type: ignore[arg-type]
-    bad_limit = {"now_ms": 0, "holder": "h", "task_id": "t", "extra_tokens": 0, "wake_here": "1"}
+    bad_limit = {"now_ms": 0, "holder": "h", "task_id": "t", "extra_tokens": 0, "one_redis": "1"}
     with pytest.raises(TypeError, match="limits"):
         S.LIMIT_RELEASE.argv({**bad_limit, "limits": [{"name": "x"}]})
 

@@ -107,7 +107,7 @@ def reap(r: redis.Redis, conversations: list[str]) -> list[str]:
             r,
             S.REAP_READY,
             [keys.conv_index("inboxes", conversations[0])],
-            {"now_ms": now, "stale_ms": STALE_MS, "fair_here": "1", "conversations": conversations},
+            {"now_ms": now, "stale_ms": STALE_MS, "one_redis": "1", "conversations": conversations},
         )
     # A cluster: what can start, bucket by bucket; then the dispatcher's step; then the drains.
     groups = indexes.by_bucket("inboxes", conversations)
@@ -117,7 +117,7 @@ def reap(r: redis.Redis, conversations: list[str]) -> list[str]:
             r,
             S.REAP_READY,
             [index_key],
-            {"now_ms": now, "stale_ms": STALE_MS, "fair_here": "0", "conversations": cids},
+            {"now_ms": now, "stale_ms": STALE_MS, "one_redis": "0", "conversations": cids},
         )
         startable += zip(flat[::3], flat[1::3], flat[2::3], strict=True)
     picked_at, missing = mark(r, startable)

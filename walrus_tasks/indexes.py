@@ -27,7 +27,7 @@ def queue_sizes(pipe: Any, *names: keys.Index) -> None:
     """Queue the size of each of ``names`` on ``pipe`` (read back with ``read_sizes``)."""
     for name in names:
         for key in keys.every(name):
-            pipe.scard(key) if name == "runs:active" else pipe.zcard(key)
+            pipe.scard(key) if name in keys.SET_INDEXES else pipe.zcard(key)
 
 
 def read_sizes(replies: list[Any], count: int) -> list[int]:
@@ -40,7 +40,7 @@ def members(r: redis.Redis, name: keys.Index) -> list[str]:
     """Every member of ``name`` (a set's in no order)."""
     pipe = r.pipeline(transaction=False)
     for key in keys.every(name):
-        pipe.smembers(key) if name == "runs:active" else pipe.zrange(key, 0, -1)
+        pipe.smembers(key) if name in keys.SET_INDEXES else pipe.zrange(key, 0, -1)
     return [m for found in pipe.execute() for m in found]
 
 
@@ -78,7 +78,7 @@ def remove(r: redis.Redis, name: keys.Index, members_: Iterable[str]) -> None:
         return
     pipe = r.pipeline(transaction=False)
     for key, found in groups.items():
-        pipe.srem(key, *found) if name == "runs:active" else pipe.zrem(key, *found)
+        pipe.srem(key, *found) if name in keys.SET_INDEXES else pipe.zrem(key, *found)
     pipe.execute()
 
 

@@ -98,6 +98,8 @@ INDEXES: dict[Index, str] = {
 """The global indexes, one key per bucket: the ``CONV_INDEXES`` hold conversations (each in its
 conversation's bucket), the others runs (each in its run's)."""
 CONV_INDEXES: tuple[Index, ...] = ("conversations", "leases", "inboxes")
+SET_INDEXES: tuple[Index, ...] = ("runs:active",)
+"""The indexes that are SETs (the others are ZSETs)."""
 
 
 def index(name: Index, bucket: int) -> str:

@@ -159,7 +159,7 @@ def release(
         [keys.LIMITS_SEEN],
         {
             "now_ms": now_ms(), "holder": holder, "task_id": task_id,
-            "extra_tokens": max(0, extra_tokens), "wake_here": "0" if on_cluster else "1",
+            "extra_tokens": max(0, extra_tokens), "one_redis": topology.one_redis(r),
             "limits": [
                 {"name": lim.name, "max_concurrency": lim.max_concurrency,
                  "tokens_per_minute": lim.tokens_per_minute}

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -102,14 +102,8 @@ def parse_sentinel(url: str) -> SentinelAddress | None:
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise InvalidInput("a sentinel URL ends in /<master name>[/<db>]")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"sentinel_password", "sentinel_username", "ssl", *_SSL_OPTIONS}
-    if unknown:
-        raise InvalidInput(f"unknown sentinel URL options {sorted(unknown)}")
-    tls = parts.scheme == "sentinels" or query.get("ssl", "").lower() in ("1", "true", "yes")
-    ssl = {k: query[k] for k in _SSL_OPTIONS if k in query}
-    if tls and "ssl_cert_reqs" not in ssl:
-        ssl["ssl_cert_reqs"] = "required"
+    own = frozenset({"sentinel_password", "sentinel_username"})
+    query, ssl = _options(parts, "sentinel", "sentinels", own)
     return SentinelAddress(
         sentinels=tuple(sentinels),
         master=unquote(path[0]),
@@ -118,8 +112,28 @@ def parse_sentinel(url: str) -> SentinelAddress | None:
         password=unquote(password) or None,
         sentinel_username=query.get("sentinel_username"),
         sentinel_password=query.get("sentinel_password"),
-        ssl=ssl if tls else {},
+        ssl=ssl,
     )
+
+
+def _options(
+    parts: SplitResult, kind: str, tls_scheme: str, own: frozenset[str] = frozenset()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """A URL's query options and its TLS keyword arguments.
+
+    The options allowed are ``own`` and the TLS ones (any other is refused); the TLS arguments
+    are empty without TLS, with ``ssl_cert_reqs`` ``required`` unless given.
+    """
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"ssl", *_SSL_OPTIONS, *own}
+    if unknown:
+        raise InvalidInput(f"unknown {kind} URL options {sorted(unknown)}")
+    tls = parts.scheme == tls_scheme or query.get("ssl", "").lower() in ("1", "true", "yes")
+    if not tls:
+        return query, {}
+    ssl = {k: query[k] for k in _SSL_OPTIONS if k in query}
+    ssl.setdefault("ssl_cert_reqs", "required")
+    return query, ssl
 
 
 @dataclass(frozen=True)
@@ -179,19 +193,12 @@ def parse_cluster(url: str) -> ClusterAddress | None:
             f"a Redis Cluster has only database 0: the URL's path is {parts.path!r}, "
             "want nothing or /0"
         )
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"ssl", *_SSL_OPTIONS}
-    if unknown:
-        raise InvalidInput(f"unknown cluster URL options {sorted(unknown)}")
-    tls = parts.scheme == "rediss+cluster" or query.get("ssl", "").lower() in ("1", "true", "yes")
-    ssl = {k: query[k] for k in _SSL_OPTIONS if k in query}
-    if tls and "ssl_cert_reqs" not in ssl:
-        ssl["ssl_cert_reqs"] = "required"
+    _, ssl = _options(parts, "cluster", "rediss+cluster")
     return ClusterAddress(
         nodes=nodes,
         username=unquote(username) or None,
         password=unquote(password) or None,
-        ssl=ssl if tls else {},
+        ssl=ssl,
     )
 
 

@@ -160,7 +160,7 @@ def enqueue(
             "run_id": run_id, "agent": agent, "sender": sender, "content": content,
             "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
             "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
-            "fair_here": "0" if on_cluster else "1",
+            "one_redis": topology.one_redis(r),
         },
     )  # fmt: skip
     if res[0] == "busy":
@@ -216,7 +216,7 @@ def acquire(
             "fair": "1" if settings.fair_dispatch and not on_cluster else "0",
             "weights_json": shares.weights, "default_weight": shares.default_weight,
             "priorities_json": shares.priorities, "start_own": "0" if picked else "1",
-            "fair_here": "0" if on_cluster else "1",
+            "one_redis": topology.one_redis(r),
         },
     )  # fmt: skip
     token, run_id, started, orphan, unmark = res or ("", None, None, None, None)
@@ -885,7 +885,7 @@ def finish(
             "events_ttl": settings.events_ttl,
             "result_json": result_json,
             "grace_ms": int(settings.dispatch_grace * 1000),
-            "parent_here": "0" if on_cluster else "1",
+            "one_redis": topology.one_redis(r),
             "count_field": count,
             "seconds_field": seconds_field,
             "seconds": seconds,

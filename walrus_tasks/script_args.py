@@ -137,7 +137,7 @@ FENCED = ("token", "ttl_ms")
 ACQUIRE: Script[list[Any] | None] = Script(
     "acquire",
     ("cid", "now_ms", "ttl_ms", "maxlen", "fair", "weights_json", "default_weight",
-     "priorities_json", "start_own", "fair_here"),
+     "priorities_json", "start_own", "one_redis"),
     _optional_list,
 )  # fmt: skip
 BEGIN: Script[Begin] = Script(
@@ -194,7 +194,7 @@ FINISH: Script[list[Any]] = Script(
     "finish",
     (*FENCED, "run_id", "cid", "status", "error", "end_json", "now_ms", "maxlen", "events_ttl",
      "result_json", "grace_ms", "count_field", "seconds_field", "seconds", "bucket_field",
-     "parent_here"),
+     "one_redis"),
     list,
     tail="increments",
     each=("field", "by"),
@@ -211,7 +211,7 @@ LIMIT_ACQUIRE: Script[list[Any]] = Script(
 )
 LIMIT_RELEASE: Script[list[Any] | None] = Script(
     "limit_release",
-    ("now_ms", "holder", "task_id", "extra_tokens", "wake_here"),
+    ("now_ms", "holder", "task_id", "extra_tokens", "one_redis"),
     _optional_list,
     tail="limits",
     each=("name", "max_concurrency", "tokens_per_minute"),
@@ -222,7 +222,7 @@ LIMIT_NEXT: Script[list[Any] | None] = Script(
 LIMIT_WAKE: Script[list[Any] | None] = Script("limit_wake", ("run_id", "task_id"), _optional_list)
 PIN_CONFIG: Script[bool] = Script("pin_config", ("agent_config_json",), _flag)
 REAP_READY: Script[list[str]] = Script(
-    "reap_ready", ("now_ms", "stale_ms", "fair_here"), _strs, tail="conversations"
+    "reap_ready", ("now_ms", "stale_ms", "one_redis"), _strs, tail="conversations"
 )
 RELEASE_CALLS: Script[list[Any] | None] = Script(
     "release_calls", (*FENCED, "run_id"), _optional_list
@@ -259,7 +259,7 @@ SUBMIT: Script[list[Any]] = Script(
         "cid",
         "meta_json",
         "queued",
-        "fair_here",
+        "one_redis",
     ),
     list,
 )

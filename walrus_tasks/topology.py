@@ -11,14 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 
 def is_cluster(r: Any) -> bool:
     """True when ``r`` is a Redis Cluster client (sync or asyncio)."""
-    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-
     return isinstance(r, RedisCluster | AsyncRedisCluster)
+
+
+def one_redis(r: Any) -> str:
+    """The scripts' ``one_redis`` argument: ``"1"`` on one Redis, else ``"0"``.
+
+    On one Redis a script does in one step what a cluster does in two, the other slot's half
+    being then the caller's (docs/design.md, "Keys and slots").
+    """
+    return "0" if is_cluster(r) else "1"
 
 
 def node_client(r: redis.Redis, key: str) -> redis.Redis:

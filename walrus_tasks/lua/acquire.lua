@@ -4,14 +4,14 @@
 -- KEYS: lease, fence (of the drain's own conversation)
 -- A: cid (own), now_ms, ttl_ms, maxlen, fair ('1' | '0'), weights_json ({tenant: weight}),
 --    default_weight, priorities_json ({agent: priority}), start_own ('0': only look for an
---    orphan), fair_here ('1': the dispatcher's keys are in reach, one Redis; '0': on a
+--    orphan), one_redis ('1': the dispatcher's keys are in reach, one Redis; '0': on a
 --    cluster, where runs.acquire picks in steps of its own and fair is '0')
 -- Returns false when it started nothing and found no orphan; else {token or '', run_id or
 -- false, cid started or false, orphan or false, unmark or false}. An orphan is the own
 -- conversation's active run whose lease expired (its worker died): the caller takes it over;
 -- the own conversation's next message is never started past it. `unmark` is {agent, tenant}
 -- of an own conversation started here that the dispatcher may still hold ready, when
--- fair_here is '0': the caller takes it off there (fair_unmark.lua).
+-- one_redis is '0': the caller takes it off there (fair_unmark.lua).
 local own, now, ttl = A.cid, tonumber(A.now_ms), tonumber(A.ttl_ms)
 local orphan = false
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -29,7 +29,7 @@ if not cid and not orphan and A.start_own == '1' and redis.call('EXISTS', KEYS[1
     cid = own  -- not (or no longer) in the dispatcher: take it off, start it
     local r = redis.call('HMGET', K.run(head), 'agent', 'tenant')
     if r[1] and r[2] then
-      if A.fair_here == '1' then
+      if A.one_redis == '1' then
         unmark(own, r[1], r[2])
       else
         unmarked = {r[1], r[2]}

@@ -11,7 +11,7 @@
 --    the figure's fields (metrics.run_figure): count_field ('' = count nothing),
 --    seconds_field, seconds ('' = never started), bucket_field; increments (each: field, by),
 --    added to the same hash (metrics.tenant_figure: the run and its tokens by tenant),
---    parent_here ('1': one Redis, the parent's keys are in reach; '0': on a cluster the run
+--    one_redis ('1': one Redis, the parent's keys are in reach; '0': on a cluster the run
 --    goes into its bucket's `parents` outbox and the caller tells the parent, child_done.lua)
 -- A run marked `rollback` (lib/runs.lua rollback_run) has its messages removed from history here,
 -- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
@@ -58,7 +58,7 @@ end
 local parent_wake, tell = false, false
 local parent = redis.call('HMGET', KEYS[3], 'parent_run', 'parent_call')
 if parent[1] and parent[2] then
-  if A.parent_here == '1' then
+  if A.one_redis == '1' then
     parent_wake = child_ended(parent[1], parent[2], A.run_id, A.result_json, tonumber(A.now_ms),
       tonumber(A.grace_ms))
   else  -- kept with the run until the parent has heard (the reaper tells it again if not)

@@ -4,12 +4,12 @@
 -- (begin.lua): the step runs once. That move is the run state machine's (lib/runs.lua
 -- expect_step_task). Charges the tokens the estimate missed to the token limits.
 -- KEYS: the limits' seen set (their slot; the limits' keys come from K, by name)
--- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, wake_here ('1': one
+-- A: now_ms, holder, task_id (of a woken step's message), extra_tokens, one_redis ('1': one
 --    Redis, the runs' keys in reach; '0': on a cluster the caller wakes in steps of its own,
 --    limit_next.lua then limit_wake.lua), limits (each: name, max_concurrency,
 --    tokens_per_minute)
 -- Returns false, or the step to send now: {agent, sender, run_id, lease token, step}; with
--- wake_here '0', the names of the limits a slot of which was freed.
+-- one_redis '0', the names of the limits a slot of which was freed.
 local now, holder, task_id = tonumber(A.now_ms), A.holder, A.task_id
 local extra = tonumber(A.extra_tokens)
 local woken, freed = false, {}
@@ -21,7 +21,7 @@ for _, l in ipairs(A.limits) do
   end
   if conc > 0 and redis.call('ZREM', K.limit_slots(name), holder) == 1 then
     freed[#freed + 1] = name
-    while A.wake_here == '1' and not woken do
+    while A.one_redis == '1' and not woken do
       local first = next_waiting(name, now)
       if not first then
         break
@@ -30,7 +30,7 @@ for _, l in ipairs(A.limits) do
     end
   end
 end
-if A.wake_here == '0' then
+if A.one_redis == '0' then
   return freed
 end
 return woken

@@ -4,14 +4,14 @@
 -- of them once no drain has picked for `stale_ms` (their messages were lost, not queued behind
 -- other work).
 -- KEYS: a key of the conversations' bucket (their keys come from K)
--- A: now_ms, stale_ms, fair_here ('1': one Redis, the dispatcher's keys in reach; '0': a
+-- A: now_ms, stale_ms, one_redis ('1': one Redis, the dispatcher's keys in reach; '0': a
 --    cluster, the conversations of one bucket), conversations (their ids)
--- Returns the conversation ids to send a drain for; with fair_here '0', {cid, agent, tenant}
+-- Returns the conversation ids to send a drain for; with one_redis '0', {cid, agent, tenant}
 -- (flat) of each that could start: the caller marks them in the dispatcher's slot
 -- (fair_mark.lua), and the rest of this script is the caller's.
 local now, stale = tonumber(A.now_ms), tonumber(A.stale_ms)
 local out = {}
-if A.fair_here == '0' then  -- a cluster: only what this bucket knows
+if A.one_redis == '0' then  -- a cluster: only what this bucket knows
   for _, cid in ipairs(A.conversations) do
     if startable(cid) then
       local head = redis.call('LINDEX', K.conv_inbox(cid), 0)

@@ -9,7 +9,7 @@
 -- A: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
 --    at least `tenant`), queued ('1': `interrupt` and `rollback` also cancel every run still
 --    waiting in the inbox, as the Agent Protocol's strategies do; '0': those still run),
---    fair_here ('1': mark the conversation ready here, one Redis; '0': on a cluster the
+--    one_redis ('1': mark the conversation ready here, one Redis; '0': on a cluster the
 --    caller marks it in the dispatcher's own slot, fair_mark.lua)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
 -- in this same step: its messages leave history before this message's run can start. A queued
@@ -54,7 +54,7 @@ for field, value in pairs(meta) do
   redis.call('HSET', KEYS[4], field, value)
 end
 redis.call('RPUSH', KEYS[3], A.run_id)
-if not busy and A.fair_here == '1' then
+if not busy and A.one_redis == '1' then
   mark_ready(A.cid, A.agent, meta.tenant or A.sender, tonumber(A.now_ms))
 end
 redis.call('ZADD', K.inboxes(A.cid), 'NX', A.now_ms, A.cid)
