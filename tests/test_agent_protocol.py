@@ -93,7 +93,9 @@ def test_background_run_joined_then_rejoined_without_repeats(ap: Cluster) -> Non
         tid, "paced", input={"messages": [{"role": "user", "content": "go"}]},
         stream_mode=["values", "messages-tuple"],
     )  # fmt: skip
-    assert run["status"] in ("pending", "running")
+    # The answer is the run as stored when it is read back: on a busy machine the
+    # paced run (five chunks 20 ms apart) may already be over, as it was once in CI.
+    assert run["status"] in ("pending", "running", "success")
     first = []
     for part in lg.runs.join_stream(tid, run["run_id"], last_event_id="-1"):
         first.append(part)
