@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from gateway.relay import Item, Relays
 from gateway.stream_reader import Entry, ShuttingDown, SlowConsumer, StreamReader
 from walrus_tasks import keys
 from walrus_tasks.feed import format_cursor, parse_cursor
@@ -25,8 +26,6 @@ from walrus_tasks.redis_url import async_client, is_cluster, parse_cluster, slot
 from walrus_tasks.settings import Settings
 
 __all__ = ["Entry", "FeedEntry", "Hub", "Item", "ShuttingDown", "SlowConsumer"]
-
-Item = tuple[str, dict[str, Any] | None]
 
 
 class FeedEntry(Entry):
@@ -44,6 +43,8 @@ class Hub:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.relays = Relays(settings.sse_keepalive)
+        """The runs' streams translated for the faces, once each (``gateway.relay``)."""
         self.feeds = 0
         """Merged live feeds open: each ends after its pumps (:meth:`feed`), so it counts
         as a stream of its own until its error is on its way (:meth:`streams_ended`)."""
@@ -77,9 +78,13 @@ class Hub:
         """Wait up to ``timeout`` seconds for every subscriber to leave; whether they all did."""
         deadline = time.monotonic() + timeout
         ended = await asyncio.gather(*(r.streams_ended(timeout) for r in self.readers))
-        while self.feeds and time.monotonic() < deadline:
+        while self._outside() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        return all(ended) and not self.feeds
+        return all(ended) and not self._outside()
+
+    def _outside(self) -> int:
+        """Streams still open past their readers' subscribers: merged feeds, relay followers."""
+        return self.feeds + self.relays.followers
 
     async def close(self) -> None:
         """Stop every reader and close its connections."""

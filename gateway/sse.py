@@ -26,6 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, ShuttingDown, SlowConsumer
+from gateway.relay import KEEP_ALIVE as KEEP_ALIVE  # where the faces import it from
 from gateway.stream_limit import hold_stream
 from walrus_tasks import keys
 from walrus_tasks.errors import InvalidInput, NotFound
@@ -33,8 +34,6 @@ from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RESUME = "reconnect with Last-Event-ID set to the id of the last event received"
-KEEP_ALIVE = ": keep-alive\n\n"
-"""The SSE comment sent while a stream is idle (every ``WALRUS_SSE_KEEPALIVE``)."""
 
 ErrorRender = Callable[[str, str], str]
 """``(code, message)`` -> the SSE text that ends a stream with that error, in a face's shape."""

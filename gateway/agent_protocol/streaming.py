@@ -10,7 +10,9 @@ Message chunks cannot be taken back: a step that restarted (its worker was lost)
 twice (``walrus_tasks.reply_text.ForwardOnce``), and where its new text differs from what went
 out the stream ends with an ``error`` event (``reply_restarted``).
 
-The stream is written as every event stream of the gateway is (``gateway.sse.face_stream``):
+The run is translated once for every client that follows it with the same modes from the same
+point (``gateway.relay``), and written as every event stream of the gateway is
+(``gateway.sse.face_stream``):
 Redis away longer than ``WALRUS_SSE_REDIS_GRACE`` ends it with ``event: error`` ``{"error":
 "unavailable", "message"}`` (:func:`stream_error`), after which the client rejoins the run's
 stream with ``Last-Event-ID``.
@@ -28,8 +30,9 @@ from gateway import operations as ops
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
 from gateway.hub import Hub
+from gateway.relay import Cursor
 from gateway.shared_reads import SharedReads
-from gateway.sse import KEEP_ALIVE, ErrorRender
+from gateway.sse import ErrorRender
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
@@ -197,7 +200,40 @@ def stream_error(thread: dict[str, str], run_id: str) -> ErrorRender:
     return render
 
 
-async def frames(
+class _Frames:
+    """The Agent Protocol's :class:`gateway.relay.Translation` of one run, for one set of modes.
+
+    From entry ``cursor`` on, the first ``skip`` frames of its next entry left out (a client
+    back in the middle of one entry's events); ``metadata`` first unless the client resumes.
+    """
+
+    def __init__(self, t: Translator, cursor: str, skip: int, metadata: bool) -> None:
+        self.t, self.cursor, self.skip, self.metadata = t, cursor, skip, metadata
+
+    async def opening(self) -> list[str]:
+        await self.t.catch_up(self.cursor)
+        out = [frame("metadata", {"run_id": self.t.run_id, "attempt": 1})] if self.metadata else []
+        if self.t.diverged is not None:  # a client back after the stream ended on it: that end
+            out.append(frame(*self.t.restarted()))
+        return out
+
+    async def feed(self, entry_id: str, event: dict[str, Any]) -> list[str]:
+        out = [
+            frame(name, data, f"{entry_id}:{n}")
+            for n, (name, data) in enumerate(await self.t.translate(event, entry_id))
+            if n >= self.skip
+        ]
+        self.skip = 0
+        return out
+
+    def over(self) -> bool:
+        return self.t.interrupted or self.t.diverged is not None
+
+    async def closing(self) -> list[str]:
+        return []
+
+
+def frames(
     hub: Hub,
     r: aioredis.Redis,
     run_id: str,
@@ -208,27 +244,18 @@ async def frames(
 ) -> AsyncGenerator[str, None]:
     """The run's Agent Protocol SSE frames; from ``after`` (an entry id) or ``last_event_id``.
 
-    Read through ``hub``; ``r`` reads the thread's history for its checkpoints.
+    Read through ``hub`` and translated once for every client that asked the same
+    (``gateway.relay``); ``r`` reads the thread's history for its checkpoints. Raises
+    :class:`InvalidInput` for a malformed ``last_event_id``.
     """
     cursor, skip = (after, 0) if after else resume_point(last_event_id)
-    t = Translator(r, run_id, thread, modes)
-    await t.catch_up(cursor)
-    if not last_event_id or last_event_id == "-1":
-        yield frame("metadata", {"run_id": run_id, "attempt": 1})
-    if t.diverged is not None:  # a client back after the stream ended on it: the same end
-        yield frame(*t.restarted())
-        return
-    async for entry_id, event in ops.run_events(hub, run_id, cursor):
-        if event is None:
-            yield KEEP_ALIVE
-            continue
-        for n, (name, data) in enumerate(await t.translate(event, entry_id)):
-            if skip and n < skip:
-                continue
-            yield frame(name, data, f"{entry_id}:{n}")
-        skip = 0
-        if t.interrupted or t.diverged is not None:
-            return
+    metadata = not last_event_id or last_event_id == "-1"
+    relay = hub.relays.relay(
+        ("agent-protocol", run_id, frozenset(modes), cursor, skip, metadata),
+        lambda: ops.run_events(hub, run_id, cursor),
+        lambda: _Frames(Translator(r, run_id, thread, modes), cursor, skip, metadata),
+    )
+    return hub.relays.follow(relay, Cursor())
 
 
 async def final_values(

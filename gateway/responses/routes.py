@@ -31,9 +31,9 @@ from gateway.responses.models import (
     ResponseCreate,
     ResponseObject,
 )
-from gateway.responses.stream import Finish, frames, settle, stream_error
+from gateway.responses.stream import Finish, event_stream, settle
 from gateway.responses.translate import Translator
-from gateway.sse import EventStream, face_stream
+from gateway.sse import EventStream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.tenancy import Caller
 
@@ -55,10 +55,6 @@ def _finisher(r: redis.Redis, ttl: int) -> Finish:
     return finish
 
 
-def _stream(hub: Any, t: Translator, starting_after: int, finish: Finish) -> EventStream:
-    return face_stream(hub, frames(hub, t, starting_after, finish), stream_error(t))
-
-
 @router.post("/v1/responses", response_model=ResponseObject, responses={**ERRORS, **SSE})
 async def create_response(
     body: ResponseCreate, r: Redis, hub: StreamHub, config: Cfg, settings: Sets, who: Who
@@ -73,7 +69,7 @@ async def create_response(
     view = await run_in_threadpool(start, r, config, who, body, settings.events_ttl)
     finish = _finisher(r, settings.events_ttl)
     if body.stream:
-        return _stream(hub, Translator(view), -1, finish)
+        return event_stream(hub, view, -1, finish)
     if body.background:
         return JSONResponse((await run_in_threadpool(fold, r, view)).snapshot())
     t = await settle(hub, Translator(view))
@@ -120,7 +116,7 @@ async def _stream_again(
     view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
     hold_stream()
     after = -1 if starting_after is None else starting_after
-    return _stream(hub, Translator(view), after, _finisher(r, ttl))
+    return event_stream(hub, view, after, _finisher(r, ttl))
 
 
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})

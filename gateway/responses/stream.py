@@ -4,65 +4,85 @@ Each event is ``event: <type>`` and ``data: <JSON with "type" and "sequence_numb
 ``id`` (a stream is resumed by sequence number: ``GET /v1/responses/{id}?stream=true&
 starting_after=N``). The stream ends after the response's terminal event (``response.
 completed``, ``.incomplete`` or ``.failed``) with ``data: [DONE]``. Written through
-``gateway.sse.face_stream``: Redis away past ``WALRUS_SSE_REDIS_GRACE`` (or the gateway
+``gateway.sse.face_stream``, from one translation of the run for every client of the response
+(``gateway.relay``): Redis away past ``WALRUS_SSE_REDIS_GRACE`` (or the gateway
 stopping) ends it with an ``error`` event (:func:`stream_error`) whose ``sequence_number`` is the
 last one sent, so resuming ``starting_after`` it misses nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from gateway import operations as ops
 from gateway.hub import Hub
 from gateway.openai_compat import DONE
+from gateway.relay import Cursor
 from gateway.response_operations import ResponseView
 from gateway.responses.translate import Translator
-from gateway.sse import KEEP_ALIVE, ErrorRender, typed_frame
+from gateway.sse import ErrorRender, EventStream, face_stream, typed_frame
 
 Finish = Callable[[ResponseView, dict[str, Any]], Any]
 """Called (awaited) once the response has ended, with its final object (kept, or not)."""
 
 
-def stream_error(t: Translator) -> ErrorRender:
-    """How the stream of ``t`` ends early: an ``error`` event, then ``[DONE]``.
+class _Frames:
+    """The Responses face's :class:`gateway.relay.Translation` of ``t``'s response.
+
+    Every event is one frame, numbered from 0: frame ``n`` is the event whose
+    ``sequence_number`` is ``n``, so a client resuming ``starting_after`` N follows from frame
+    N + 1. At the end the response's final object is kept (``finish``), once for every client.
+    """
+
+    def __init__(self, t: Translator, finish: Finish) -> None:
+        self.t, self.finish = t, finish
+
+    async def opening(self) -> list[str]:
+        return [typed_frame(e) for e in self.t.opening()]
+
+    async def feed(self, entry_id: str, event: dict[str, Any]) -> list[str]:
+        return [typed_frame(e) for e in self.t.feed(entry_id, event)]
+
+    def over(self) -> bool:
+        return self.t.terminal
+
+    async def closing(self) -> list[str]:
+        lost = [typed_frame(e) for e in self.t.lost()]
+        await self.finish(self.t.view, self.t.snapshot())
+        return lost
+
+
+def event_stream(hub: Hub, view: ResponseView, starting_after: int, finish: Finish) -> EventStream:
+    """The events of ``view``'s response numbered above ``starting_after`` (-1: all), then DONE.
+
+    Translated once for every client of the response (``gateway.relay``).
+    """
+    relay = hub.relays.relay(
+        ("responses", view.id),
+        lambda: ops.run_events(hub, view.run_id, view.after),
+        lambda: _Frames(Translator(view), finish),
+    )
+    cursor = Cursor(starting_after + 1)
+    frames = hub.relays.follow(relay, cursor, DONE)
+    return face_stream(hub, frames, stream_error(view.id, cursor))
+
+
+def stream_error(response_id: str, cursor: Cursor) -> ErrorRender:
+    """How a stream that is at ``cursor`` ends early: an ``error`` event, then ``[DONE]``.
 
     Its ``sequence_number`` is the last one sent: the client resumes with ``starting_after``
     set to it and gets the rest.
     """
 
     def render(code: str, message: str) -> str:
-        hint = f"; resume with GET /v1/responses/{t.view.id}?stream=true&starting_after={t.seq}"
-        error = {"type": "error", "sequence_number": max(t.seq, 0), "code": code,
+        last = cursor.index - 1
+        hint = f"; resume with GET /v1/responses/{response_id}?stream=true&starting_after={last}"
+        error = {"type": "error", "sequence_number": max(last, 0), "code": code,
                  "message": message + hint, "param": None}  # fmt: skip
         return typed_frame(error) + DONE
 
     return render
-
-
-async def frames(
-    hub: Hub, t: Translator, starting_after: int, finish: Finish
-) -> AsyncGenerator[str, None]:
-    """The events of ``t``'s response numbered above ``starting_after`` (-1: all), then DONE."""
-    for event in t.opening():
-        if event["sequence_number"] > starting_after:
-            yield typed_frame(event)
-    view = t.view
-    async for entry_id, raw in ops.run_events(hub, view.run_id, view.after):
-        if raw is None:
-            yield KEEP_ALIVE
-            continue
-        for event in t.feed(entry_id, raw):
-            if event["sequence_number"] > starting_after:
-                yield typed_frame(event)
-        if t.terminal:
-            break
-    for event in t.lost():
-        if event["sequence_number"] > starting_after:
-            yield typed_frame(event)
-    await finish(view, t.snapshot())
-    yield DONE
 
 
 async def settle(hub: Hub, t: Translator) -> Translator:

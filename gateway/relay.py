@@ -1,0 +1,161 @@
+"""A run's stream translated once per face, its frames shared by every client that follows it.
+
+Why: a face that speaks another protocol than the native one (the Agent Protocol, OpenAI
+Responses) turns a run's walrus events into its own events with a stateful translator. Run per
+client, ten thousand clients following one run held ten thousand translators, each building
+the same objects and the same SSE text (28.7 and 41.0 KB a stream against the native 20.8,
+docs/benchmarks.md). A :class:`Relay` reads the run's events through the hub once (one
+subscriber), feeds them to one :class:`Translation`, and keeps the frames it gives, in order;
+a client that follows it is an index into that list (:meth:`Relays.follow`).
+
+Sharing is exact because a face's frames are a function of the run's events and of what the
+client asked (its modes, where it resumes), nothing else: the relays are keyed by all of it, so
+clients that asked the same get the same frames whenever they join, and a client that resumes
+elsewhere gets a relay of its own. A relay lives while a client follows it; the last one to
+leave ends its reading. Redis away past ``WALRUS_SSE_REDIS_GRACE`` (or the gateway stopping)
+ends the reading, and each follower then raises the same error, which its face renders
+(``gateway.sse.guarded``); the next client to come starts a new relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Sequence
+from contextlib import aclosing
+from typing import Any, Protocol
+
+Item = tuple[str, dict[str, Any] | None]
+"""A run's ``(entry id, event)``; the event None while the stream is idle."""
+KEEP_ALIVE = ": keep-alive\n\n"
+"""The SSE comment sent while a stream is idle (every ``WALRUS_SSE_KEEPALIVE``)."""
+
+
+class Translation(Protocol):
+    """One face's translator of one run's events into frames (SSE text)."""
+
+    async def opening(self) -> Sequence[str]:
+        """The frames before the run's first event."""
+
+    async def feed(self, entry_id: str, event: dict[str, Any]) -> Sequence[str]:
+        """The frames of one event (entry ``entry_id`` of the run's stream)."""
+
+    def over(self) -> bool:
+        """Whether the stream ends here (the run asked a question, or its reply diverged)."""
+
+    async def closing(self) -> Sequence[str]:
+        """The frames after the last event (the run's ``end``, or the run gone)."""
+
+
+class Relay:
+    """One run's frames in one face's shape, read and translated once."""
+
+    __slots__ = ("changed", "ended", "failure", "followers", "frames", "key", "task")
+
+    def __init__(self, key: Hashable, items: AsyncIterator[Item], translation: Translation):
+        self.key = key
+        self.frames: list[str] = []
+        self.ended = False
+        self.failure: BaseException | None = None
+        """What ended the reading early (a Redis error, ``ShuttingDown``), raised to each
+        follower once it has had every frame."""
+        self.changed = asyncio.Event()
+        self.followers = 0
+        self.task = asyncio.get_running_loop().create_task(self._pump(items, translation))
+
+    def _add(self, frames: Sequence[str]) -> None:
+        if frames:
+            self.frames.extend(frames)
+            self.changed.set()  # every waiting follower wakes ...
+            self.changed.clear()  # ... and the next wait waits for the next frames
+
+    async def _pump(self, items: AsyncIterator[Item], translation: Translation) -> None:
+        try:
+            self._add(await translation.opening())
+            if not translation.over():
+                async with aclosing(items):  # type: ignore[type-var]  # the hub's generator
+                    async for entry_id, event in items:
+                        if event is not None:
+                            self._add(await translation.feed(entry_id, event))
+                            if translation.over():
+                                break
+            self._add(await translation.closing())
+        except Exception as e:  # told to every follower, in order, after the frames before it
+            self.failure = e
+        finally:
+            self.ended = True
+            self.changed.set()
+
+
+class Relays:
+    """The relays of one gateway process, by what their followers asked."""
+
+    def __init__(self, keepalive: float) -> None:
+        self.keepalive = keepalive
+        self.open: dict[Hashable, Relay] = {}
+        self.followers = 0
+        """Followers of every relay: a follower is a stream until its last frame is on its
+        way, after its relay's reading has ended (``Hub.streams_ended`` waits for them)."""
+
+    def relay(
+        self,
+        key: Hashable,
+        items: Callable[[], AsyncIterator[Item]],
+        make: Callable[[], Translation],
+    ) -> Relay:
+        """The relay of ``key``.
+
+        A new one, reading ``items()`` translated by ``make()``, if there is none or if the
+        last one's reading failed.
+        """
+        relay = self.open.get(key)
+        if relay is None or relay.failure is not None:
+            relay = self.open[key] = Relay(key, items(), make())
+        return relay
+
+    async def follow(
+        self, relay: Relay, cursor: Cursor, last: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        """``relay``'s frames from ``cursor.index`` on, then ``last`` if its reading ended well.
+
+        A keep-alive comment while it is idle; what ended its reading early is raised.
+        ``cursor.index`` is the next frame's index as the frames go out.
+        """
+        relay.followers += 1
+        self.followers += 1
+        try:
+            while True:
+                if cursor.index < len(relay.frames):
+                    frame = relay.frames[cursor.index]
+                    cursor.index += 1
+                    yield frame
+                elif relay.ended:
+                    if relay.failure is not None:
+                        raise relay.failure.with_traceback(None)  # one instance, many raisers
+                    if last is not None:
+                        yield last
+                    return
+                else:
+                    try:
+                        async with asyncio.timeout(self.keepalive):
+                            await relay.changed.wait()
+                    except TimeoutError:
+                        yield KEEP_ALIVE
+        finally:
+            self._leave(relay)
+
+    def _leave(self, relay: Relay) -> None:
+        relay.followers -= 1
+        self.followers -= 1
+        if relay.followers == 0 and self.open.get(relay.key) is relay:
+            del self.open[relay.key]
+            if not relay.ended:
+                relay.task.cancel()  # no one follows it: stop reading (its hub subscription ends)
+
+
+class Cursor:
+    """A follower's place in its relay's frames: the index of the next one."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
