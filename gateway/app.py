@@ -28,6 +28,7 @@ from gateway import (
     sse_route,
     ws,
 )
+from gateway.a2a import subscribe as a2a_subscribe
 from gateway.agent_protocol import runs as ap_runs
 from gateway.auth import install_auth
 from gateway.docs import install_docs
@@ -91,7 +92,12 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     # Innermost: after the checks below.
     sse_route.install(
         app,
-        [sse_route.native(native.runs), ap_runs.PLAIN_JOIN_STREAM, response_routes.PLAIN_STREAM],
+        [
+            sse_route.native(native.runs),
+            ap_runs.PLAIN_JOIN_STREAM,
+            response_routes.PLAIN_STREAM,
+            a2a_subscribe.PLAIN_SUBSCRIBE,
+        ],
     )
     # Inside the bearer check: a stream counts for the request's token (else its address).
     app.add_middleware(

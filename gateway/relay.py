@@ -113,21 +113,31 @@ class Relays:
         return relay
 
     async def follow(
-        self, relay: Relay, cursor: Cursor, last: str | None = None
+        self,
+        relay: Relay,
+        cursor: Cursor,
+        last: str | None = None,
+        *,
+        first: str | None = None,
+        shape: Callable[[str], str] | None = None,
     ) -> AsyncGenerator[str, None]:
         """``relay``'s frames from ``cursor.index`` on, then ``last`` if its reading ended well.
 
-        A keep-alive comment while it is idle; what ended its reading early is raised.
-        ``cursor.index`` is the next frame's index as the frames go out.
+        ``first`` (the follower's own) before them, each of them through ``shape`` if given (a
+        follower's own part of a shared frame: A2A's request id); a keep-alive comment while
+        the relay is idle; what ended its reading early is raised. ``cursor.index`` is the next
+        frame's index as the frames go out.
         """
         relay.followers += 1
         self.followers += 1
         try:
+            if first is not None:
+                yield first
             while True:
                 if cursor.index < len(relay.frames):
                     frame = relay.frames[cursor.index]
                     cursor.index += 1
-                    yield frame
+                    yield frame if shape is None else shape(frame)
                 elif relay.ended:
                     if relay.failure is not None:
                         raise relay.failure.with_traceback(None)  # one instance, many raisers

@@ -13,26 +13,31 @@ routes stay: they are the OpenAPI entries (and answer ``HEAD`` and other methods
 The streams served so: the native ``GET /v1/runs/{run_id}/events``, the Agent Protocol's
 ``GET /threads/{thread_id}/runs/{run_id}/stream`` and the Responses face's ``GET
 /v1/responses/{id}?stream=true`` (clients rejoining a run: at 10 000 such streams FastAPI's
-wrapping made up a third of the memory of each, docs/benchmarks.md).
+wrapping made up a third of the memory of each, docs/benchmarks.md), and A2A's JSON-RPC
+``SubscribeToTask`` (a ``POST``: its body, declared by ``Content-Length``, is read here, and
+given again to the app behind when the stream's answer leaves the request to it).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import sse
 from gateway.errors import MAPPED, Render, failure_response
 
-Answer = Callable[[Scope, dict[str, str], "Query"], Awaitable[Response]]
-"""``(scope, path parameters, query)`` -> the stream (or raises a mapped error)."""
+Answer = Callable[[Scope, dict[str, str], "Query"], Awaitable[Response | None]]
+"""``(scope, path parameters, query)`` -> the stream (or raises a mapped error); None leaves
+the request to the app behind (a ``POST`` that is not the stream's, or one whose every error
+the app answers in its own shape)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class Query:
 
     params: dict[str, list[str]]
     last_event_id: str | None
+    body: bytes = b""
+    """A ``POST``'s body."""
 
     def one(self, name: str) -> str | None:
         """The last value of parameter ``name`` (None if absent)."""
@@ -62,8 +69,9 @@ class Query:
 class PlainStream:
     """One ``GET`` stream route answered here: its path, its answer, its error shape."""
 
-    route: APIRoute
-    """The FastAPI route it stands for (what the metrics label the request with)."""
+    route: BaseRoute | None
+    """The route it stands for (what the metrics label the request with; None: the metrics
+    find it by the path)."""
     path: re.Pattern[str]
     answer: Answer
     render: Render | None = None
@@ -72,6 +80,7 @@ class PlainStream:
     """Which requests of the path are answered here (None: all); the others go on to FastAPI,
     which answers them as before: a route that streams only with ``?stream=true``, or a query
     parameter this function would have to validate as FastAPI does."""
+    method: str = "GET"
 
 
 def plain(
@@ -86,8 +95,12 @@ def plain(
         r for r in router.routes
         if isinstance(r, APIRoute) and r.path == path and "GET" in (r.methods or ())
     )  # fmt: skip
-    pattern = re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", path) + "$")
-    return PlainStream(route, pattern, answer, render, when)
+    return PlainStream(route, pattern(path), answer, render, when)
+
+
+def pattern(path: str) -> re.Pattern[str]:
+    """The regular expression of route path ``path`` (``{name}`` is one path segment)."""
+    return re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", path) + "$")
 
 
 async def _run_events(scope: Scope, params: dict[str, str], query: Query) -> Response:
@@ -109,17 +122,18 @@ def install(app: FastAPI, streams: Sequence[PlainStream]) -> None:
 
 
 class StreamRoutes:
-    """ASGI middleware: serve the ``GET`` of each plain stream; pass everything else on."""
+    """ASGI middleware: serve the request of each plain stream; pass everything else on."""
 
     def __init__(self, app: ASGIApp, streams: tuple[PlainStream, ...]) -> None:
         self.app = app
         self.streams = streams
+        self.methods = frozenset(s.method for s in streams)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a stream, or an error in its face's shape."""
         response = None
-        if scope["type"] == "http" and scope["method"] == "GET":
-            response = await self._response(scope)
+        if scope["type"] == "http" and scope["method"] in self.methods:
+            response, receive = await self._response(scope, receive)
         if response is None:
             await self.app(scope, receive, send)
             return
@@ -127,17 +141,64 @@ class StreamRoutes:
         # request (its match, its query) is kept for as long as the client listens.
         await response(scope, receive, send)
 
-    async def _response(self, scope: Scope) -> Response | None:
-        """The stream (or its error) if one of the plain streams takes ``scope``; else None."""
+    async def _response(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
+        """The stream (or its error) if one of the plain streams takes ``scope``; else None.
+
+        With the ``receive`` the app behind is to read the request from.
+        """
         for stream in self.streams:
+            if stream.method != scope["method"]:
+                continue
             if (match := stream.path.match(scope["path"])) is None:
                 continue
             query = Query.of(scope)
+            passed_on = receive
+            if stream.method != "GET":
+                body = await _body(scope, receive)
+                if body is None:  # no declared length, or the client left: the app reads it
+                    return None, receive
+                query = replace(query, body=body)
+                passed_on = _replay(body, receive)
             if stream.when is not None and not stream.when(query):
-                return None
-            scope["route"] = stream.route
+                return None, passed_on
+            if stream.route is not None:
+                scope["route"] = stream.route
             try:
-                return await stream.answer(scope, match.groupdict(), query)
+                response = await stream.answer(scope, match.groupdict(), query)
             except MAPPED as e:
-                return failure_response(e, stream.render)
+                response = failure_response(e, stream.render)
+            return response, (receive if response is not None else passed_on)
+        return None, receive
+
+
+async def _body(scope: Scope, receive: Receive) -> bytes | None:
+    """A request's body of a declared ``Content-Length`` (the body limit checked it before).
+
+    None, reading nothing, for a body without one (chunked): the app reads it itself. None
+    too if the client leaves before it is whole.
+    """
+    if not any(name == b"content-length" for name, _ in scope["headers"]):
         return None
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive``, its first message the whole ``body`` already read."""
+    first: Message | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replay() -> Message:
+        nonlocal first
+        if first is not None:
+            message, first = first, None
+            return message
+        return await receive()
+
+    return replay

@@ -8,6 +8,7 @@ sender). Tenancy runs on a gateway of its own with tokens; a stopping gateway on
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -261,6 +262,61 @@ def test_subscribing_to_a_running_task_streams_the_rest_of_it(
     assert events[-1].status_update.status.state == S.TASK_STATE_COMPLETED
     finals = [e.artifact_update for e in events if e.artifact_update.last_chunk]
     assert [get_artifact_text(f.artifact) for f in finals] == [words]
+
+
+async def raw_subscription(cluster: Cluster, task_id: str, request_id: object) -> list[dict]:
+    """A ``SubscribeToTask`` over JSON-RPC as bytes on the wire: each event's JSON-RPC data."""
+    call = {"jsonrpc": "2.0", "id": request_id, "method": "SubscribeToTask",
+            "params": {"id": task_id}}  # fmt: skip
+    headers = {"A2A-Version": "1.0"}
+    out = []
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("POST", f"{cluster.gateway_url}/a2a/a2a", json=call, headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line.removeprefix("data: ")))
+    return out
+
+
+def test_subscribers_of_one_task_each_get_every_update_under_their_own_request_id(
+    cluster: Cluster, fake: FakeLLM
+) -> None:
+    # Three subscribers join while the task waits behind another of its context, so they
+    # share one translation of the run (docs/design.md, invariant 26); what they get is the
+    # SDK's JSON-RPC, each with its own request id.
+    words = " ".join(f"r{i}" for i in range(10))
+    gate = FakeReply(text="gate", delay=2.0)
+    fake.script(gate, FakeReply(text=words, chunk_delay=0.05), model="m-a2a")
+    context = f"ctx-{uuid.uuid4().hex[:8]}"
+
+    async def go() -> tuple[Task, list[list[dict]]]:
+        async with a2a_client(cluster, "a2a", JSONRPC) as (client, _):
+            await sent_task(client, send_request("first", wait=False, context_id=context))
+            task = await sent_task(client, send_request("go", wait=False, context_id=context))
+        ids: list[object] = ["sub-1", 7, None]
+        streams = await asyncio.gather(*(raw_subscription(cluster, task.id, i) for i in ids))
+        return task, list(streams)
+
+    task, streams = asyncio.run(go())
+    assert task.status.state == S.TASK_STATE_SUBMITTED  # queued behind the first
+    for request_id, events in zip(["sub-1", 7, None], streams, strict=True):
+        assert all(e["jsonrpc"] == "2.0" and e["id"] == request_id for e in events), events
+        assert events[0]["result"]["task"]["id"] == task.id
+        last = events[-1]["result"]["statusUpdate"]["status"]["state"]
+        assert last == "TASK_STATE_COMPLETED"
+        updates = [e["result"]["artifactUpdate"] for e in events if "artifactUpdate" in e["result"]]
+        assert updates[-1]["lastChunk"] and get_text(updates[-1]) == words
+    # One translation: the same updates, to their status timestamps.
+    assert [e["result"] for e in streams[0]] == [e["result"] for e in streams[1]]
+    assert [e["result"] for e in streams[0]] == [e["result"] for e in streams[2]]
+
+
+def get_text(update: dict) -> str:
+    return "".join(p.get("text", "") for p in update["artifact"]["parts"])
 
 
 # --- cancel, questions -------------------------------------------------------------------------
