@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -514,6 +515,39 @@ def test_the_version_header_and_the_agent_are_checked_before_anything_runs(
         assert resp.status_code == 404
         assert resp.json()["error"]["status"] == "NOT_FOUND"
         assert "unknown agent 'nobody'" in resp.json()["error"]["message"]
+
+
+def test_a_subscription_the_gateway_does_not_take_itself_is_answered_by_the_sdk(
+    cluster: Cluster,
+) -> None:
+    # gateway.a2a.subscribe takes a 1.0 SubscribeToTask with a declared length and a task that
+    # goes on; every other one goes on to the SDK's route, its body given again, as before.
+    with cluster.http() as h:
+        ended = h.post("/a2a/echo", json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                       "params": {"message": {"messageId": "m1", "role": "ROLE_USER",
+                                              "parts": [{"text": "hi"}]}}},
+                       headers={"A2A-Version": "1.0"})  # fmt: skip
+        task_id = ended.json()["result"]["task"]["id"]
+
+        def subscribe(task: str, version: str | None = "1.0", chunked: bool = False) -> Any:
+            body = json.dumps({"jsonrpc": "2.0", "id": "s", "method": "SubscribeToTask",
+                               "params": {"id": task}}).encode()  # fmt: skip
+            headers = {"Content-Type": "application/json"}
+            if version:
+                headers["A2A-Version"] = version
+            content: Any = iter([body]) if chunked else body  # an iterator goes chunked
+            return h.post("/a2a/echo", content=content, headers=headers)
+
+        over = subscribe(task_id)  # the task has ended: nothing more to stream
+        over_chunked = subscribe(task_id, chunked=True)
+        unknown = subscribe("f" * 32)
+        old = subscribe(task_id, version=None)
+    for resp in (over, over_chunked):  # UnsupportedOperationError, in the SDK's JSON-RPC
+        assert resp.status_code == 200 and resp.json()["id"] == "s"
+        assert resp.json()["error"]["code"] == -32004, resp.text
+        assert "is completed" in resp.json()["error"]["message"]
+    assert unknown.json()["error"]["code"] == -32001, unknown.text  # TaskNotFoundError
+    assert old.json()["error"]["code"] == -32009, old.text  # the version 0.3 is not served
 
 
 # --- tenants, and a stopping gateway -----------------------------------------------------------
