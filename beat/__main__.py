@@ -9,7 +9,7 @@ from walrus_tasks.celery_app import app
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
-from walrus_tasks.settings import get_settings
+from walrus_tasks.settings import get_settings, settings_or_exit
 
 RET_CONFIG = 4
 """Exit code for a config directory that cannot be loaded."""
@@ -17,6 +17,7 @@ RET_CONFIG = 4
 
 def main() -> None:
     """Run beat until it is stopped (exit 4 on a bad config)."""
+    settings_or_exit("walrus beat")  # a setting not valid: one line, exit 4
     setup_logging()
     if tracing.setup(tracing.BEAT):  # OTEL_* variables (walrus_tasks.tracing)
         tracing.instrument_celery()

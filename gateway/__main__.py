@@ -10,7 +10,7 @@ from walrus_tasks import profiling, tracing
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
-from walrus_tasks.settings import get_settings
+from walrus_tasks.settings import get_settings, settings_or_exit
 
 RET_CONFIG = 4
 """Exit code for a config that cannot be served: unreadable, or open off loopback."""
@@ -40,6 +40,7 @@ def raise_open_files_limit() -> int:
 def main() -> None:
     """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
     profiling.start("gateway")  # WALRUS_PROFILE_DIR only (walrus_tasks.profiling)
+    settings_or_exit("walrus gateway")  # a setting not valid: one line, exit 4
     setup_logging()
     if tracing.setup(tracing.GATEWAY):  # OTEL_* variables (walrus_tasks.tracing)
         tracing.instrument_celery()  # the tasks it sends

@@ -214,6 +214,21 @@ def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
     assert again.returncode == RET_OK and "already" in again.stdout
 
 
+@pytest.mark.parametrize("command", ["up", "status", "gateway", "worker", "beat"])
+def test_a_setting_that_is_not_valid_is_one_line_naming_it_and_never_its_value(
+    command: str,
+) -> None:
+    secret = "s3cret-pw"
+    env = {"WALRUS_GATEWAY_PORT": "", "WALRUS_LEASE_TTL": "-1",
+           "WALRUS_REDIS_URL": f"redis://:{secret}@127.0.0.1:{free_port()}/0"}  # fmt: skip
+    result = walrus(command, env=env)
+    assert result.returncode == RET_CONFIG, result.stderr
+    [line] = result.stderr.strip().splitlines()  # the CLI's, or the process's (walrus gateway)
+    assert "WALRUS_GATEWAY_PORT: Input should be a valid integer" in line
+    assert "WALRUS_LEASE_TTL: Input should be greater than 0" in line
+    assert secret not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_send_to_an_unreachable_gateway_exits_with_ret_connect() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = walrus("send", "echo", "hi", "--url", url)

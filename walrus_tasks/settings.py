@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from walrus_tasks.errors import InvalidInput
+from walrus_tasks.errors import ConfigError, InvalidInput
 from walrus_tasks.redis_url import is_cluster, parse_cluster
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -260,5 +262,33 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read on first use."""
-    return Settings()
+    """The process's settings, read on first use.
+
+    Raises :class:`ConfigError` for settings that are not valid, one clause per setting naming
+    its variable and what is wrong, never the value given (a URL may hold a password; pydantic's
+    own error would print it).
+    """
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise ConfigError("; ".join(map(_setting_error, e.errors()))) from None
+    except InvalidInput as e:  # the checks across settings (_broker_off_the_cluster)
+        raise ConfigError(e.message) from None
+
+
+def settings_or_exit(process: str) -> Settings:
+    """:func:`get_settings`; one line on stderr and exit code 4 if a setting is not valid.
+
+    Exit code 4 is the processes' code for a bad config. ``python -m gateway``, ``worker`` and
+    ``beat`` read their settings with it first.
+    """
+    try:
+        return get_settings()
+    except ConfigError as e:
+        print(f"{process}: bad setting: {e.message}", file=sys.stderr)
+        raise SystemExit(4) from None
+
+
+def _setting_error(error: ErrorDetails) -> str:
+    name = str(error["loc"][0]) if error["loc"] else ""
+    return f"WALRUS_{name.upper()}: {error['msg']}"

@@ -8,7 +8,7 @@ import socket
 from walrus_tasks import profiling, tracing
 from walrus_tasks.celery_app import ALL_QUEUES, app
 from walrus_tasks.log import setup_logging
-from walrus_tasks.settings import get_settings
+from walrus_tasks.settings import get_settings, settings_or_exit
 from worker import metrics, providers
 
 
@@ -25,6 +25,7 @@ def main() -> None:
         help="serve Prometheus /metrics of all pool processes here (host 127.0.0.1)",
     )  # fmt: skip
     args = parser.parse_args()
+    settings_or_exit("walrus worker")  # a setting not valid: one line, exit 4
     profiling.start("worker")  # WALRUS_PROFILE_DIR only (walrus_tasks.profiling)
     if args.pool == "prefork":
         profiling.on_worker_process_init()
