@@ -51,6 +51,8 @@ ID_SLOT = '{"id":null,'
 
 def _subscription(query: sse_route.Query) -> tuple[str | int | None, str] | None:
     """``(request id, task id)`` of a well-formed 1.0 ``SubscribeToTask``; else None."""
+    if METHOD.encode() not in query.body:  # any other call is parsed by the SDK alone
+        return None
     try:
         call = json.loads(query.body)
     except ValueError:
