@@ -67,7 +67,7 @@ class Query:
 
 @dataclass(frozen=True)
 class PlainStream:
-    """One ``GET`` stream route answered here: its path, its answer, its error shape."""
+    """One stream route answered here (a ``GET``, or ``method``): its path, answer, error shape."""
 
     route: BaseRoute | None
     """The route it stands for (what the metrics label the request with; None: the metrics
