@@ -114,20 +114,25 @@ class Relays:
 
     async def follow(
         self,
-        relay: Relay,
+        key: Hashable,
+        items: Callable[[], AsyncIterator[Item]],
+        make: Callable[[], Translation],
         cursor: Cursor,
         last: str | None = None,
         *,
         first: str | None = None,
         shape: Callable[[str], str] | None = None,
     ) -> AsyncGenerator[str, None]:
-        """``relay``'s frames from ``cursor.index`` on, then ``last`` if its reading ended well.
+        """The frames of ``key``'s relay from ``cursor.index`` on; ``last`` if it ended well.
 
-        ``first`` (the follower's own) before them, each of them through ``shape`` if given (a
+        The relay is :meth:`relay`'s, joined as the frames are first asked for: a stream
+        that never starts (its client gone before) leaves nothing behind. ``first`` (the
+        follower's own) goes before them, each of them through ``shape`` if given (a
         follower's own part of a shared frame: A2A's request id); a keep-alive comment while
-        the relay is idle; what ended its reading early is raised. ``cursor.index`` is the next
-        frame's index as the frames go out.
+        the relay is idle; what ended its reading early is raised. ``cursor.index`` is the
+        next frame's index as the frames go out.
         """
+        relay = self.relay(key, items, make)
         relay.followers += 1
         self.followers += 1
         try:

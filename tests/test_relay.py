@@ -95,8 +95,9 @@ def test_a_hundred_followers_share_one_subscription_and_one_translation(url: str
             got: list[list[str]] = [[] for _ in range(100)]
             followers = []
             for out in got:
-                relay = hub.relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), make)
-                frames = hub.relays.follow(relay, Cursor())
+                frames = hub.relays.follow(
+                    "k", lambda: ops.run_events(hub, RUN, "0-0"), make, Cursor()
+                )
                 followers.append(asyncio.create_task(collect(frames, out)))
             seen = []
             for kind in ("chunk", "chunk", "end"):
@@ -122,19 +123,23 @@ def test_a_late_follower_gets_every_frame_and_a_cursor_starts_where_it_says(url:
         hub = Hub(Settings(redis_url=url))
         hub.start()
         try:
-            relays = hub.relays
-            relay = relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
+
+            def follow(cursor: Cursor, out: list[str]) -> asyncio.Task[None]:
+                source = lambda: ops.run_events(hub, RUN, "0-0")  # noqa: E731
+                return asyncio.create_task(
+                    collect(hub.relays.follow("k", source, Counted, cursor), out)
+                )
+
+            Counted.made = 0
             first: list[str] = []
-            task = asyncio.create_task(collect(relays.follow(relay, Cursor()), first))
+            task = follow(Cursor(), first)
             add(r, {"type": "chunk"})
             while len(first) < 3:
                 await asyncio.sleep(0.01)
             late: list[str] = []
-            again = relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
-            assert again is relay
-            late_task = asyncio.create_task(collect(relays.follow(relay, Cursor()), late))
+            late_task = follow(Cursor(), late)
             resumed: list[str] = []
-            resumed_task = asyncio.create_task(collect(relays.follow(relay, Cursor(2)), resumed))
+            resumed_task = follow(Cursor(2), resumed)
             add(r, {"type": "end"})
             await asyncio.gather(task, late_task, resumed_task)
             return first, late, resumed
@@ -142,6 +147,7 @@ def test_a_late_follower_gets_every_frame_and_a_cursor_starts_where_it_says(url:
             await hub.close()
 
     first, late, resumed = asyncio.run(main())
+    assert Counted.made == 1  # the late and the resumed follower joined the first's relay
     assert first == late == ["open", "start", "chunk", "end", "close"]
     assert resumed == ["chunk", "end", "close"]
 
@@ -155,11 +161,13 @@ def test_the_last_follower_leaving_ends_the_reading_and_the_next_starts_anew(url
         hub.start()
         try:
             relays = hub.relays
-            relay = relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
+            source = lambda: ops.run_events(hub, RUN, "0-0")  # noqa: E731
             tasks = [
-                asyncio.create_task(collect(relays.follow(relay, Cursor()), [])) for _ in range(3)
+                asyncio.create_task(collect(relays.follow("k", source, Counted, Cursor()), []))
+                for _ in range(3)
             ]
             await asyncio.sleep(0.1)
+            relay = relays.open["k"]
             following = subscribers(hub)
             tasks[0].cancel()
             await asyncio.sleep(0.05)
@@ -168,37 +176,54 @@ def test_the_last_follower_leaving_ends_the_reading_and_the_next_starts_anew(url
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.sleep(0.05)
-            again = relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
-            return following, one_gone, subscribers(hub), relay.task.cancelled(), again is relay
+            gone = "k" not in relays.open
+            again = relays.relay("k", source, Counted)
+            again.task.cancel()
+            return (
+                following,
+                one_gone,
+                subscribers(hub),
+                relay.task.cancelled(),
+                gone and again is not relay,
+            )
         finally:
             await hub.close()
 
-    following, one_gone, after, cancelled, same = asyncio.run(main())
+    following, one_gone, after, cancelled, anew = asyncio.run(main())
     assert (following, one_gone, after) == (1, 1, 0)
-    assert cancelled and not same
+    assert cancelled and anew
 
 
-async def failing(n: int) -> AsyncGenerator[Item, None]:
+async def failing(n: int, gate: asyncio.Event) -> AsyncGenerator[Item, None]:
     for i in range(n):
         yield f"1-{i}", {"type": "chunk"}
+    await gate.wait()
     raise ConnectionError("redis went away")
 
 
 def test_a_failed_reading_is_raised_to_every_follower_after_its_frames(url: str) -> None:
     async def main() -> tuple[list[list[str]], list[BaseException], bool, int]:
         hub = Hub(Settings(redis_url=url))
-        relays = hub.relays
-        relay = relays.relay("k", lambda: failing(2), Counted)
+        relays, gate = hub.relays, asyncio.Event()
         got: list[list[str]] = [[] for _ in range(5)]
-        tasks = [asyncio.create_task(collect(relays.follow(relay, Cursor()), out)) for out in got]
+        tasks = [
+            asyncio.create_task(
+                collect(relays.follow("k", lambda: failing(2, gate), Counted, Cursor()), out)
+            )
+            for out in got
+        ]
+        while sum(map(len, got)) < 15:  # all five have had the frames before the failure
+            await asyncio.sleep(0.01)
+        relay = relays.open["k"]
+        gate.set()
         errors = await asyncio.gather(*tasks, return_exceptions=True)
-        fresh = relays.relay("k", lambda: failing(0), Counted) is not relay
+        fresh = relays.relay("k", lambda: failing(0, gate), Counted) is not relay
         return got, [e for e in errors if e is not None], fresh, relays.followers
 
     got, errors, fresh, followers = asyncio.run(main())
     assert got == [["open", "chunk", "chunk"]] * 5  # every frame before the failure, no close
     assert len(errors) == 5 and all(isinstance(e, ConnectionError) for e in errors)
-    assert fresh and followers == 0
+    assert fresh and followers == 0  # the next client starts a new relay
 
 
 def test_a_question_ends_the_relay_without_waiting_for_another_event(url: str) -> None:
@@ -210,9 +235,11 @@ def test_a_question_ends_the_relay_without_waiting_for_another_event(url: str) -
         hub = Hub(Settings(redis_url=url))
         hub.start()
         try:
-            relay = hub.relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
+            source = lambda: ops.run_events(hub, RUN, "0-0")  # noqa: E731
             out: list[str] = []
-            await asyncio.wait_for(collect(hub.relays.follow(relay, Cursor()), out), 5)
+            await asyncio.wait_for(
+                collect(hub.relays.follow("k", source, Counted, Cursor()), out), 5
+            )
             return out
         finally:
             await hub.close()
@@ -227,8 +254,8 @@ def test_an_idle_follower_gets_keep_alives_and_counts_as_an_open_stream(url: str
         hub = Hub(Settings(redis_url=url, sse_keepalive=0.1))
         hub.start()
         try:
-            relay = hub.relays.relay("k", lambda: ops.run_events(hub, RUN, "0-0"), Counted)
-            frames = hub.relays.follow(relay, Cursor())
+            source = lambda: ops.run_events(hub, RUN, "0-0")  # noqa: E731
+            frames = hub.relays.follow("k", source, Counted, Cursor())
             got = [await anext(frames) for _ in range(4)]
             ended_while_open = await hub.streams_ended(0.05)
             await frames.aclose()
@@ -239,3 +266,14 @@ def test_an_idle_follower_gets_keep_alives_and_counts_as_an_open_stream(url: str
     got, ended_while_open, ended = asyncio.run(main())
     assert got == ["open", "start", KEEP_ALIVE, KEEP_ALIVE]
     assert not ended_while_open and ended
+
+
+def test_a_stream_that_never_starts_leaves_no_relay(url: str) -> None:
+    async def main() -> tuple[int, int]:
+        hub = Hub(Settings(redis_url=url))
+        source = lambda: ops.run_events(hub, RUN, "0-0")  # noqa: E731
+        frames = hub.relays.follow("k", source, Counted, Cursor())
+        await frames.aclose()  # the client left before the response was written
+        return len(hub.relays.open), hub.relays.followers
+
+    assert asyncio.run(main()) == (0, 0)

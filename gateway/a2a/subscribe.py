@@ -162,12 +162,14 @@ async def answer(scope: Scope, params: dict[str, str], query: sse_route.Query) -
     if record.question is not None:  # it waits for its answer: the task is all there is
         return face_stream(hub, _only(first), _ended(shape))
     run, after = record.run, Started(record=record, before=record.events).after
-    relay = hub.relays.relay(
+    frames = hub.relays.follow(
         ("a2a", run.run_id, after),
         lambda: ops.run_events(hub, run.run_id, after),
         lambda: _Updates(TaskStream(run.run_id, run.sender, record.events)),
+        Cursor(),
+        first=first,
+        shape=shape,
     )
-    frames = hub.relays.follow(relay, Cursor(), first=first, shape=shape)
     return face_stream(hub, frames, _ended(shape))
 
 

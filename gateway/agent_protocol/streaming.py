@@ -250,12 +250,12 @@ def frames(
     """
     cursor, skip = (after, 0) if after else resume_point(last_event_id)
     metadata = not last_event_id or last_event_id == "-1"
-    relay = hub.relays.relay(
+    return hub.relays.follow(
         ("agent-protocol", run_id, frozenset(modes), cursor, skip, metadata),
         lambda: ops.run_events(hub, run_id, cursor),
         lambda: _Frames(Translator(r, run_id, thread, modes), cursor, skip, metadata),
+        Cursor(),
     )
-    return hub.relays.follow(relay, Cursor())
 
 
 async def final_values(

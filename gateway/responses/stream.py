@@ -58,13 +58,14 @@ def event_stream(hub: Hub, view: ResponseView, starting_after: int, finish: Fini
 
     Translated once for every client of the response (``gateway.relay``).
     """
-    relay = hub.relays.relay(
+    cursor = Cursor(starting_after + 1)
+    frames = hub.relays.follow(
         ("responses", view.id),
         lambda: ops.run_events(hub, view.run_id, view.after),
         lambda: _Frames(Translator(view), finish),
+        cursor,
+        DONE,
     )
-    cursor = Cursor(starting_after + 1)
-    frames = hub.relays.follow(relay, cursor, DONE)
     return face_stream(hub, frames, stream_error(view.id, cursor))
 
 
