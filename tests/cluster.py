@@ -46,6 +46,9 @@ class Cluster:
     env_extra: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     gateway_url: str = ""
+    port_chosen: bool = False
+    """Whether the gateway's port was chosen here (free a moment before), not by the test."""
+    port_retries: int = 0
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUS_")}
@@ -89,12 +92,25 @@ class Cluster:
 
     def start_gateway(self, port: int | None = None) -> str:
         """Start the gateway (on ``port``, else a free one); its URL."""
+        self.port_chosen = port is None
         port = port or free_port()
         env = self.env()
         env["WALRUS_GATEWAY_PORT"] = str(port)
         self._spawn("gateway", ["gateway"], env)
         self.gateway_url = f"http://127.0.0.1:{port}"
         return self.gateway_url
+
+    def _port_taken(self) -> bool:
+        """The gateway exited because another process bound its free port first; then it is
+        started again on another (``free_port`` says which port was free a moment ago only)."""
+        p = self.procs.get("gateway")
+        if not self.port_chosen or p is None or p.poll() is None or self.port_retries >= 3:
+            return False
+        if "address already in use" not in (self.log_dir / "gateway.log").read_text()[-3000:]:
+            return False
+        self.port_retries += 1
+        self.start_gateway()
+        return True
 
     def start_beat(self, name: str = "beat") -> None:
         self._spawn(name, ["beat"])
@@ -113,6 +129,8 @@ class Cluster:
         if self.gateway_url:
 
             def healthy() -> bool:
+                if self._port_taken():
+                    return False
                 self.check_alive()
                 try:
                     return httpx.get(self.gateway_url + "/healthz", timeout=1).status_code == 200
