@@ -133,6 +133,7 @@ class Relays:
         next frame's index as the frames go out.
         """
         relay = self.relay(key, items, make)
+        del key, items, make  # a follower holds its relay, not what made it (~1 KB a stream)
         relay.followers += 1
         self.followers += 1
         try:
