@@ -47,6 +47,8 @@ COUNT = 500
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
 UNBLOCK_TRIES = 200
 """CLIENT UNBLOCK answers 0 while the XREAD is still on its way; retried every millisecond."""
+CLOSE_RECANCEL = 0.5
+"""Seconds ``close`` waits for its cancelled tasks before it cancels those still running again."""
 EXISTS_LUA = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS', k) end return r"
 
 
@@ -204,11 +206,22 @@ class StreamReader:
         return True
 
     async def close(self) -> None:
-        """Stop the tasks and close both connections."""
+        """Stop the tasks and close both connections.
+
+        A task is cancelled again until it has ended: a cancellation swallowed on its way (seen
+        with the reader connecting while a gateway that could not bind its port stopped, on a
+        loaded machine) would otherwise leave the loop waiting for keys, and the process's stop
+        with it, forever.
+        """
         tasks = [*self._tasks, *([self._exists_task] if self._exists_task else [])]
+        pending = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CLOSE_RECANCEL)
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("a hub task ended with an error", exc_info=task.exception())
         await self._drop_reader()
         await self.control.aclose()
 
@@ -392,7 +405,10 @@ class StreamReader:
 
     async def _read_loop(self) -> None:
         delay = BACKOFF_FIRST
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():  # a cancellation swallowed on its way
+                raise asyncio.CancelledError
             try:
                 if self.reader is None:
                     self.reader = self._connect(
@@ -407,7 +423,6 @@ class StreamReader:
                 await self._read_once()
                 delay = BACKOFF_FIRST
             except REDIS_DOWN as e:
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 if self.down_since is None:

@@ -13,6 +13,7 @@ import redis
 
 from gateway.hub import Entry, Hub, SlowConsumer
 from gateway.sse import hub_frames
+from gateway.stream_reader import StreamReader
 from tests.conftest import redis_db_url
 from walrus_tasks import keys
 from walrus_tasks.redis_server import RedisServer
@@ -157,3 +158,42 @@ def test_an_sse_client_cut_for_being_slow_gets_a_resumable_error_with_no_id() ->
     data = json.loads(error.split("data: ", 1)[1])
     assert data["type"] == "error" and data["code"] == "slow_consumer" and data["resume"] is True
     assert "Last-Event-ID" in data["message"]
+
+
+class Swallowing:
+    """A reader client whose connect swallows the cancellation it gets (once).
+
+    What a gateway that could not bind its port saw as it stopped on a loaded machine: the
+    hub's reader went on to wait for keys, and the process never exited (10 of 12 such stops
+    under load before the fix; tests/test_cluster_harness.py is where it showed).
+    """
+
+    def __init__(self, uncancel: bool) -> None:
+        self.uncancel = uncancel
+
+    async def client_id(self) -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.uncancel and task is not None:
+                task.uncancel()  # as asyncio.timeout does when it takes a cancellation for its own
+        return 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("uncancel", [False, True], ids=["swallowed", "swallowed-and-uncancelled"])
+def test_closing_the_hub_ends_its_reader_even_when_a_cancellation_was_swallowed(
+    url: str, uncancel: bool
+) -> None:
+    async def main() -> float:
+        reader = StreamReader(Settings(redis_url=url), lambda **_: Swallowing(uncancel))
+        reader.start()
+        await asyncio.sleep(0.1)  # the reader is connecting
+        t0 = time.monotonic()
+        await asyncio.wait_for(reader.close(), 10)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 5
