@@ -26,7 +26,7 @@ from typing import Any
 from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.types import TaskNotFoundError
 from a2a.utils import proto_utils
-from a2a.utils.errors import A2AError, InternalError
+from a2a.utils.errors import A2AError
 from google.protobuf.json_format import MessageToDict
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -34,6 +34,7 @@ from starlette.types import Scope
 
 from gateway import operations as ops
 from gateway import sse_route
+from gateway.a2a.errors import stream_ended
 from gateway.a2a.handler import AgentCall, Started, record_of
 from gateway.a2a.tasks import TERMINAL, StreamEvent, TaskStream, task_of
 from gateway.deps import caller_of
@@ -118,21 +119,25 @@ class _Updates:
         ]
 
 
-def shaper(request_id: str | int | None) -> Callable[[str], str] | None:
-    """What writes ``request_id`` into a shared frame (None: its id is null already)."""
+def shaper(request_id: str | int | None) -> Callable[[str], str]:
+    """What writes ``request_id`` into a shared frame (whose id is null)."""
     if request_id is None:
-        return None
+        return lambda frame: frame
     mine = '{"id":' + json.dumps(request_id) + ","
     return lambda frame: frame.replace(ID_SLOT, mine, 1)
 
 
-def _ended(shape: Callable[[str], str] | None) -> ErrorRender:
-    """How a subscription ends early (Redis away, the gateway stopping): an ``error`` event."""
+def _ended(shape: Callable[[str], str]) -> ErrorRender:
+    """How a subscription ends early (Redis away, the gateway stopping): an ``error`` event.
+
+    The error is the one the SDK's streams end with (``gateway.a2a.errors.stream_ended``).
+    """
 
     def render(code: str, message: str) -> str:
-        error = InternalError(f"{message}; subscribe to the task again to go on", {"code": code})
-        frame = error_frame(error)
-        return shape(frame) if shape is not None else frame
+        try:
+            stream_ended(code, message)
+        except A2AError as e:
+            return shape(error_frame(e))
 
     return render
 
@@ -157,8 +162,7 @@ async def answer(scope: Scope, params: dict[str, str], query: sse_route.Query) -
     except MAPPED:  # TooManyStreams among them: the SDK's route answers each as before
         return None
     shape = shaper(request_id)
-    first = result_frame(task)
-    first = shape(first) if shape is not None else first
+    first = shape(result_frame(task))
     if record.question is not None:  # it waits for its answer: the task is all there is
         return face_stream(hub, _only(first), _ended(shape))
     run, after = record.run, Started(record=record, before=record.events).after
