@@ -419,9 +419,12 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     times = (f["all_connected_s"], f["runs_released_s"], f["last_end_s"])
     t.add_row(f"   all headers / runs started / last end ({f['connect_rate_per_s']:g} opens/s)",
               " / ".join("-" if x is None else f"{x:.2f}" for x in times) + " s")  # fmt: skip
-    t.add_row("   gateway RSS before → peak", f"{f['rss_before_kb']} → {f['rss_peak_kb']} KB")
+    rss = (f["rss_before_kb"], f["rss_connected_kb"], f["rss_peak_kb"])
+    t.add_row("   gateway RSS before → all connected → peak", " → ".join(map(str, rss)) + " KB")
     per_stream = f"[bold]{f['rss_growth_per_stream_kb']:.1f} KB[/bold]"
-    t.add_row("   gateway RSS growth per stream", per_stream)
+    t.add_row("   gateway RSS growth per stream (at its peak)", per_stream)
+    t.add_row("   of which while idle (all connected, runs not started)",
+              f"{f['rss_growth_per_idle_stream_kb']:.1f} KB")  # fmt: skip
     t.add_row("   Redis connections (all processes) before → peak",
               f"{f['redis_clients_before']} → {f['redis_clients_peak']}")  # fmt: skip
     per = f["gateway_cpu_ms_per_1000_events"]

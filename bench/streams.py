@@ -44,7 +44,8 @@ every event:
 
 (A subscription that starts late gets fewer A2A events, a task as it is then and the updates
 after; the other faces replay the run from its start.) Measured on the gateway process from
-/proc: RSS (``VmRSS``) before the clients connect and at its highest while they are connected,
+/proc: RSS (``VmRSS``) before the clients connect, once they all are (their runs not started:
+what an idle stream holds) and at its highest while they are connected,
 CPU (utime + stime) from the first connect to the last stream's end, and the Redis connections
 (``INFO clients`` of the bench Redis, every process) before and while.
 
@@ -359,7 +360,7 @@ def fanout(
             conn.send((host, port, requests, rate / procs, start_at))
         peak_rss, peak_conns = rss0, conns0
         connected: set[int] = set()
-        released_s, released_ms = None, 0
+        released_s, released_ms, connected_rss = None, 0, rss0
         replies: dict[int, tuple[list[sse_clients.Outcome], float]] = {}
         while len(replies) < procs:
             peak_rss = max(peak_rss, rss_kb(gateway_pid))
@@ -375,6 +376,7 @@ def fanout(
                     raise RuntimeError(f"fan-out client process {p.pid} died ({p.exitcode})")
             if released_s is None and len(connected) == procs:
                 released_s = time.monotonic() - start_at
+                connected_rss = rss_kb(gateway_pid)
                 released_ms = time.time_ns() // 1_000_000
                 for f in followed:  # every client is connected: let the runs start
                     spec.release(http, f)
@@ -450,6 +452,8 @@ def fanout(
         "rss_before_kb": rss0,
         "rss_peak_kb": peak_rss,
         "rss_growth_per_stream_kb": (peak_rss - rss0) / n,
+        "rss_connected_kb": connected_rss,
+        "rss_growth_per_idle_stream_kb": (connected_rss - rss0) / n,
         "redis_clients_before": conns0,
         "redis_clients_peak": peak_conns,
         "gateway_cpu_ms": cpu_ms,

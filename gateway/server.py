@@ -33,8 +33,9 @@ from typing import Any
 
 import uvicorn
 from uvicorn.middleware.proxy_headers import _TrustedHosts
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from gateway.connection import LeanConnection
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.server")
@@ -91,10 +92,11 @@ def error_bytes(status: int, code: str, message: str) -> bytes:
     return b"".join(head) + body
 
 
-class BoundedHttpTools(HttpToolsProtocol):
+class BoundedHttpTools(LeanConnection):
     """uvicorn's httptools protocol with the bounds of the module docstring.
 
-    Configured by :func:`bounded_protocol` (class attributes: one set per process).
+    On :class:`gateway.connection.LeanConnection` (what each connection holds). Configured by
+    :func:`bounded_protocol` (class attributes: one set per process).
     """
 
     # Slots, not the instance dict: uvicorn's protocol keeps ~30 attributes in its __dict__, and

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.connection import ON_LEAVE
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, ShuttingDown, SlowConsumer
 from gateway.relay import KEEP_ALIVE as KEEP_ALIVE  # where the faces import it from
@@ -105,9 +106,10 @@ class EventStream(Response):
 
     Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks,
     kept for as long as the stream is open; at ten thousand streams every object per stream
-    counts. Here the request's own task writes the frames, and one small task waits for the
-    client to leave, which cancels the writer (so a gone client's hub subscription ends at
-    once, not at the next keep-alive).
+    counts. Here the request's own task writes the frames, and the client's leaving cancels the
+    writer (so a gone client's hub subscription ends at once, not at the next keep-alive): the
+    gateway's server says so through the request's ``ON_LEAVE`` (:mod:`gateway.connection`);
+    on another server one small task waits on ``receive`` for ``http.disconnect``.
     """
 
     media_type = "text/event-stream"
@@ -126,16 +128,21 @@ class EventStream(Response):
         assert writer is not None
         left = finished = False
 
-        def on_leave(watched: asyncio.Future[None]) -> None:
+        def on_leave(watched: object = None) -> None:
             nonlocal left
-            if not watched.cancelled():
+            if isinstance(watched, asyncio.Future) and not watched.cancelled():
                 watched.exception()  # retrieved: a failing receive means the client is gone too
             if not finished:  # a callback already scheduled when the response ended
                 left = True
                 writer.cancel()
 
-        watch = asyncio.ensure_future(_disconnected(receive))
-        watch.add_done_callback(on_leave)
+        watch_leave: Callable[[Callable[[], None] | None], None] | None = scope.get(ON_LEAVE)
+        watch = None
+        if watch_leave is not None:
+            watch_leave(on_leave)
+        else:
+            watch = asyncio.ensure_future(_disconnected(receive))
+            watch.add_done_callback(on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for frame in self.frames:
@@ -148,8 +155,11 @@ class EventStream(Response):
             writer.uncancel()  # the client left: a normal end of the response, not a failure
         finally:
             finished = True
-            watch.remove_done_callback(on_leave)
-            watch.cancel()
+            if watch_leave is not None:
+                watch_leave(None)
+            if watch is not None:
+                watch.remove_done_callback(on_leave)
+                watch.cancel()
             await self.frames.aclose()  # unsubscribes at once, not when it is collected
 
 

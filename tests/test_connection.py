@@ -1,0 +1,160 @@
+"""What each connection holds, and its client's leaving (gateway.connection, gateway.sse).
+
+Against a real gateway process with no worker (a run stays queued, so its stream stays idle)
+over real sockets; the response itself in-process, with and without the server's ``ON_LEAVE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections import deque
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.connection import ON_LEAVE, lean_event
+from gateway.sse import EventStream
+from tests.cluster import Cluster, running, wait_for
+from tests.conftest import redis_db_url
+from tests.test_metrics import scrape, value
+from walrus_tasks.redis_server import RedisServer
+
+EVENTS = {"route": "/v1/runs/{run_id}/events"}
+
+
+@pytest.fixture(scope="module")
+def idle_gateway(
+    redis_server: RedisServer, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A gateway and no worker: every run stays queued, and its stream idle."""
+    c = Cluster(
+        redis_url=redis_db_url(redis_server), home=home, log_dir=tmp_path_factory.mktemp("c")
+    )
+    with running(c, workers=()):
+        yield c
+
+
+def open_streams(c: Cluster) -> float:
+    return value(scrape(c.gateway_url + "/metrics"), "walrus_sse_streams_active", **EVENTS)
+
+
+def test_a_client_leaving_an_idle_stream_ends_it_at_once(
+    idle_gateway: Cluster, sender: str
+) -> None:
+    """Nothing is ever written to this stream (its run never starts): only the connection's
+    loss can end it, and it does, well within one keep-alive."""
+    before = open_streams(idle_gateway)
+    run_id = idle_gateway.send("echo", "hello", sender)
+    with socket.create_connection(
+        ("127.0.0.1", int(idle_gateway.gateway_url.rsplit(":", 1)[1]))
+    ) as s:
+        s.sendall(f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        wait_for(lambda: open_streams(idle_gateway) == before + 1, what="the stream to count")
+    wait_for(lambda: open_streams(idle_gateway) == before, timeout=5, what="the stream to end")
+    with idle_gateway.http() as c:
+        assert c.get(f"/v1/runs/{run_id}").json()["status"] == "queued"
+
+
+def test_pipelined_requests_are_answered_in_order(idle_gateway: Cluster) -> None:
+    """Two requests in one write: the second waits in the connection's pipeline queue."""
+    port = int(idle_gateway.gateway_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /no/such/path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"404"], data
+
+
+def test_a_lean_event_waits_and_wakes_as_before() -> None:
+    async def main() -> None:
+        event = asyncio.Event()
+        lean_event(event)
+        assert event._waiters == []  # type: ignore[attr-defined]
+        waiting = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert len(event._waiters) == 3  # type: ignore[attr-defined]
+        event.set()
+        assert await asyncio.gather(*waiting) == [True, True, True]
+        assert event._waiters == []  # type: ignore[attr-defined]
+        event.clear()
+        busy = asyncio.Event()
+        waiter = asyncio.ensure_future(busy.wait())
+        await asyncio.sleep(0)
+        lean_event(busy)  # it has a waiter: left as it is
+        assert isinstance(busy._waiters, deque)  # type: ignore[attr-defined]
+        busy.set()
+        await waiter
+
+    asyncio.run(main())
+
+
+async def _idle_frames(closed: list[bool]) -> AsyncGenerator[str, None]:
+    try:
+        yield ": first\n\n"
+        await asyncio.Event().wait()  # never another frame
+        yield ": never\n\n"
+    finally:
+        closed.append(True)
+
+
+def _respond(scope: dict[str, Any], received: list[str]) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Run an :class:`EventStream` of idle frames in ``scope``; its messages, and whether its
+    frames were closed. The client leaves after the first frame."""
+    sent: list[dict[str, Any]] = []
+    closed: list[bool] = []
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        received.append("receive")
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message.get("body"):
+            asyncio.get_running_loop().call_later(0.05, leave)
+
+    def leave() -> None:
+        gone.set()
+        if callback := scope.get("registered"):
+            callback()
+
+    async def main() -> None:
+        await asyncio.wait_for(EventStream(_idle_frames(closed))(scope, receive, send), 5)
+
+    asyncio.run(main())
+    return sent, closed
+
+
+def test_a_stream_is_told_of_its_client_leaving_by_the_server_without_reading_receive() -> None:
+    watched: list[Any] = []
+
+    def on_leave(callback: Any) -> None:
+        watched.append(callback)
+        scope["registered"] = callback
+
+    scope: dict[str, Any] = {"type": "http", ON_LEAVE: on_leave}
+    received: list[str] = []
+    sent, closed = _respond(scope, received)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert closed == [True]
+    assert received == []  # no task waited on receive
+    assert watched[0] is not None and watched[-1] is None  # asked, then let go
+
+
+def test_on_another_server_a_stream_waits_on_receive_for_its_client_leaving() -> None:
+    received: list[str] = []
+    sent, closed = _respond({"type": "http"}, received)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert closed == [True]
+    assert received
