@@ -30,6 +30,7 @@ from gateway import (
 )
 from gateway.a2a import subscribe as a2a_subscribe
 from gateway.agent_protocol import runs as ap_runs
+from gateway.asgi_app import GatewayApp
 from gateway.auth import install_auth
 from gateway.docs import install_docs
 from gateway.errors import BodyLimit, install
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         await app.state.aredis.aclose()
         app.state.redis.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="walrus_tasks gateway",
         version="0.1.0",
         lifespan=lifespan,
