@@ -9,7 +9,7 @@ face renders its answer in its own shape: the native routes and the SSE route as
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis
@@ -122,35 +122,40 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check Content-Length, then count the streamed body."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Check Content-Length, then count the streamed body.
+
+        Not a coroutine: its frame would stay for as long as an SSE stream is open.
+        """
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 message = f"request body exceeds the {self.limit}-byte limit"
-                await error_response(413, "too_large", message)(scope, receive, send)
-                return
+                return error_response(413, "too_large", message)(scope, receive, send)
             has_body = has_body or name in (b"content-length", b"transfer-encoding")
         if not has_body and scope.get("http_version") in ("1.0", "1.1"):
             # HTTP/1: no body without one of them; nothing to count (an SSE GET holds less).
-            await self.app(scope, receive, send)
-            return
-        seen = 0
+            return self.app(scope, receive, send)
+        return self.app(scope, _limited(receive, self.limit), send)
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    # FastAPI turns other exceptions raised while reading a body into a 400.
-                    raise HTTPException(413, f"request body exceeds the {self.limit}-byte limit")
-            return message
 
-        await self.app(scope, limited, send)
+def _limited(receive: Receive, limit: int) -> Receive:
+    """``receive``, raising 413 once the request's body is over ``limit`` bytes."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                # FastAPI turns other exceptions raised while reading a body into a 400.
+                raise HTTPException(413, f"request body exceeds the {limit}-byte limit")
+        return message
+
+    return limited
 
 
 def error_route(render: Render) -> type[APIRoute]:

@@ -15,8 +15,9 @@ Two kinds of figure, and where they come from:
 Each app gets its own registry, so building several apps in one process (tests) is fine.
 """
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -91,48 +92,35 @@ class MetricsMiddleware:
         self.routes = routes
         self._flat: list[Any] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Wrap ``send`` to see the response status and content type."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Wrap ``send`` to see the response status and content type.
+
+        Not a coroutine: its frame (and closures) would stay for as long as an SSE stream is
+        open. An HTTP request is seen through :class:`_Observed`, ended by a done callback of
+        the request's task (the server runs each request in a task of its own).
+        """
         if scope["type"] == "websocket":
-            with self.metrics.websockets.track_inprogress():
-                await self.app(scope, receive, send)
-            return
-        if scope["type"] != "http":
+            return self._websocket(scope, receive, send)
+        task = asyncio.current_task()
+        if scope["type"] != "http" or task is None:
+            return self.app(scope, receive, send)
+        observed = _Observed(self, scope, send)
+        task.add_done_callback(observed.ended)
+        return self.app(scope, receive, observed.send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.metrics.websockets.track_inprogress():
             await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        stream_route: str | None = None
-        responded = False
 
-        def answered(status: int) -> str:
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            route = self._route(scope)
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
-            if (method, route) == SUBMIT_ROUTE and 200 <= status < 300:
-                self.metrics.submitted.labels(scope["path_params"]["agent"]).inc()
-            return route
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal stream_route, responded
-            if message["type"] == "http.response.start":
-                responded = True
-                route = answered(message["status"])
-                headers = dict(message.get("headers", ()))
-                if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
-                    stream_route = route
-                    self.metrics.streams.labels(route).inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            if not responded:
-                answered(500)  # the server error middleware outside us answers 500
-            raise
-        finally:
-            if stream_route is not None:
-                self.metrics.streams.labels(stream_route).dec()
+    def answered(self, scope: Scope, status: int, started: float) -> str:
+        """Count and time the answer ``status`` to ``scope``; its route label."""
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        route = self._route(scope)
+        self.metrics.requests.labels(method, route, str(status)).inc()
+        self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+        if (method, route) == SUBMIT_ROUTE and 200 <= status < 300:
+            self.metrics.submitted.labels(scope["path_params"]["agent"]).inc()
+        return route
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")
@@ -141,6 +129,42 @@ class MetricsMiddleware:
                 self._flat = flat_routes(self.routes)
             route = next((r for r in self._flat if r.matches(scope)[0] != Match.NONE), None)
         return str(getattr(route, "path", UNMATCHED))
+
+
+class _Observed:
+    """One HTTP request as :class:`MetricsMiddleware` sees it: its response's start, its end."""
+
+    __slots__ = ("middleware", "responded", "scope", "send_on", "started", "stream_route")
+
+    def __init__(self, middleware: MetricsMiddleware, scope: Scope, send: Send) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.send_on = send
+        self.started = time.perf_counter()
+        self.responded = False
+        self.stream_route: str | None = None
+
+    async def send(self, message: Message) -> None:
+        """Count the response at its start (an SSE response as an open stream), then send."""
+        if message["type"] == "http.response.start":
+            self.responded = True
+            route = self.middleware.answered(self.scope, message["status"], self.started)
+            headers = dict(message.get("headers", ()))
+            if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+                self.stream_route = route
+                self.middleware.metrics.streams.labels(route).inc()
+        await self.send_on(message)
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """The request's task ended: its open stream is closed.
+
+        A request answered without us is the server's 500: the app failed (the server error
+        middleware outside answered), or it returned without an answer (the server did).
+        """
+        if not self.responded:
+            self.middleware.answered(self.scope, 500, self.started)
+        if self.stream_route is not None:
+            self.middleware.metrics.streams.labels(self.stream_route).dec()
 
 
 def flat_routes(routes: list[BaseRoute]) -> list[Any]:

@@ -36,7 +36,7 @@ handshake (a 403 response instead of the upgrade), logged with the header that w
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,6 +90,10 @@ def is_loopback_name(host: str) -> bool:
 class OriginGuard:
     """ASGI middleware: refuse foreign ``Host`` and cross-origin ``Origin`` headers (403)."""
 
+    _asgi_single_callable = True
+    """ASGI 3 though ``__call__`` is no coroutine function: for asgiref, with which the
+    OpenTelemetry middleware (``walrus_tasks.tracing``) wraps the app inside it, this one."""
+
     def __init__(self, app: ASGIApp, config: Config, settings: Settings) -> None:
         self.app = app
         self.config = config
@@ -102,18 +106,18 @@ class OriginGuard:
         config = getattr(getattr(scope.get("app"), "state", None), "config", None)
         return not (config if isinstance(config, Config) else self.config).gateway.tokens
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check ``Host`` (open gateway only) and ``Origin`` before anything else runs."""
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        open_gateway = self._open(scope)
-        if open_gateway or scope["type"] == "websocket":
-            refusal = self.refusal(scope["headers"], check_host=open_gateway)
-            if refusal:
-                await forbid(scope, receive, send, refusal)
-                return
-        await self.app(scope, receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Check ``Host`` (open gateway only) and ``Origin`` before anything else runs.
+
+        Not a coroutine: its frame would stay for as long as an SSE stream is open.
+        """
+        if scope["type"] in ("http", "websocket"):
+            open_gateway = self._open(scope)
+            if open_gateway or scope["type"] == "websocket":
+                refusal = self.refusal(scope["headers"], check_host=open_gateway)
+                if refusal:
+                    return forbid(scope, receive, send, refusal)
+        return self.app(scope, receive, send)
 
     def refusal(self, headers: Iterable[tuple[bytes, bytes]], check_host: bool) -> str | None:
         """Why a request with ``headers`` is refused, or None if it may go on."""

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -263,3 +263,45 @@ def test_a_run_that_started_is_timed_from_its_start() -> None:
 def test_an_unknown_field_in_the_hash_never_fails_a_scrape() -> None:
     runs = metrics.parse_runs({"n:a:succeeded": "2", "le:a:nonsense": "1", "future:x": "9"})
     assert runs["a"].outcomes["succeeded"] == 2 and runs["a"].timed == 0
+
+
+def test_the_middleware_counts_a_failed_request_as_500_and_a_stream_while_its_task_runs() -> None:
+    """In-process (the middleware alone): what its task's done callback records."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import HttpMetrics, MetricsMiddleware
+
+    registry = CollectorRegistry()
+    app = FastAPI()
+    during: list[float | None] = []
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("walrus_sse_streams_active", {"route": "/events"})
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    @app.get("/events")
+    def events() -> StreamingResponse:
+        def frames() -> Iterator[str]:
+            yield "data: 1\n\n"
+            during.append(gauge())
+            yield "data: 2\n\n"
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry), routes=app.router.routes)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/boom").status_code == 500
+        assert client.get("/events").text == "data: 1\n\ndata: 2\n\n"
+
+    def answered(route: str, status: str) -> float | None:
+        labels = {"method": "GET", "route": route, "status": status}
+        return registry.get_sample_value("walrus_http_requests_total", labels)
+
+    assert answered("/boom", "500") == 1 and answered("/events", "200") == 1
+    assert during == [1.0] and gauge() == 0.0
