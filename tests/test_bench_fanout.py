@@ -57,3 +57,18 @@ def test_an_agent_protocol_run_followed_by_more_streams_than_the_redis_pool_hold
     assert fan["failures"] == {}, fan
     assert fan["complete_streams"] == clients, fan
     assert fan["peak_open_streams"] == clients, fan
+
+
+def test_post_streams_opens_each_face_s_streams_and_measures_them() -> None:
+    """``python -m bench.post_streams``, small: every stream answered 200 on each face."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.post_streams", "--streams", "20", "--concurrency", "10"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    assert [r["face"] for r in results] == ["openai", "anthropic", "native", "responses"]
+    for r in results:
+        assert r["answered_200"] == r["streams"] == 20 and r["other_statuses"] == [], r
+        assert r["rss_open_kb"] > 0 and isinstance(r["rss_growth_per_stream_kb"], float), r

@@ -1,0 +1,140 @@
+"""``python -m bench.post_streams``: what an open stream costs on the faces whose stream is the
+answer to the ``POST`` that creates its run (one client per run).
+
+The fan-out (``python -m bench --only fanout``) measures the faces a client can follow a run
+on that exists already. These are the others: OpenAI chat completions (``"stream": true``),
+Anthropic Messages, the native message with ``"stream": true`` and a Responses create with
+``"stream": true``. For each face in turn, a fresh gateway with no worker (so every run stays
+queued and every stream stays open and idle) takes ``--streams`` clients, each POSTing one
+message in a conversation of its own over a raw connection (``--concurrency`` opening at
+once); once every one has its ``200`` the gateway's RSS growth (``VmRSS``) is divided by the
+streams. What opening them costs (each ``POST`` submits a run) is in the figure too, as far as
+the gateway's heap keeps it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+from bench.procs import environment
+from bench.streams import rss_kb
+
+AGENT = "idle"
+FACES = ("openai", "anthropic", "native", "responses")
+LIFTED = {
+    "WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "1000000",
+    "WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT": "1000000",
+}
+"""The per-address caps of the security issue, lifted: every client is on loopback."""
+SETTLE_S = 2.0
+"""Seconds after the last ``200`` before RSS is read (the last requests' work done)."""
+
+
+def request(face: str, sender: str) -> tuple[str, bytes]:
+    """``(path, JSON body)`` of one streamed message of ``sender`` on ``face``."""
+    message = [{"role": "user", "content": "go"}]
+    body: dict[str, Any]
+    if face == "openai":
+        path = "/v1/chat/completions"
+        body = {"model": AGENT, "user": sender, "stream": True, "messages": message}
+    elif face == "anthropic":
+        path = "/v1/messages"
+        body = {"model": AGENT, "max_tokens": 64, "stream": True, "messages": message,
+                "metadata": {"user_id": sender}}  # fmt: skip
+    elif face == "native":
+        path = f"/v1/agents/{AGENT}/messages"
+        body = {"content": "go", "sender": sender, "stream": True}
+    elif face == "responses":
+        path = "/v1/responses"
+        body = {"model": AGENT, "input": "go", "stream": True, "conversation": sender}
+    else:
+        raise ValueError(f"unknown face {face!r}")
+    return path, json.dumps(body).encode()
+
+
+async def _open(port: int, face: str, sender: str) -> tuple[str, asyncio.StreamWriter]:
+    """Send the ``POST``; its status code (``"0"``: none) and the open connection."""
+    path, body = request(face, sender)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    line = await reader.readline()
+    return (line.split()[1].decode() if len(line.split()) > 1 else "0"), writer
+
+
+async def _measure(port: int, pid: int, face: str, n: int, concurrency: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(concurrency)
+    stamp = time.time_ns()
+
+    async def one(i: int) -> tuple[str, asyncio.StreamWriter]:
+        async with gate:
+            return await _open(port, face, f"post-{i}-{stamp}")
+
+    before = rss_kb(pid)
+    started = time.monotonic()
+    opened = await asyncio.gather(*(one(i) for i in range(n)))
+    open_s = time.monotonic() - started
+    await asyncio.sleep(SETTLE_S)
+    after = rss_kb(pid)
+    for _, writer in opened:
+        writer.close()
+    statuses = [status for status, _ in opened]
+    return {
+        "face": face,
+        "streams": n,
+        "answered_200": statuses.count("200"),
+        "other_statuses": sorted(set(statuses) - {"200"}),
+        "open_s": round(open_s, 2),
+        "rss_before_kb": before,
+        "rss_open_kb": after,
+        "rss_growth_per_stream_kb": round((after - before) / n, 2),
+    }
+
+
+def measure(face: str, n: int, concurrency: int) -> dict[str, Any]:
+    """One face on a gateway of its own (its heap grown by no other face)."""
+    agents = {AGENT: 'model = "mock"\n[mock]\nreply = "hi"\n'}
+    with environment(0, 1, agents=agents, env_extra=LIFTED, name="post-streams") as env:
+        port = int(env.gateway_url.rsplit(":", 1)[1])
+        pid = env.cluster.procs["gateway"].pid
+        return asyncio.run(_measure(port, pid, face, n, concurrency))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.post_streams", description=__doc__)
+    p.add_argument("--streams", type=int, default=1000, help="open streams per face (1000)")
+    p.add_argument("--faces", default=",".join(FACES), help=f"comma-separated, of {FACES}")
+    p.add_argument("--concurrency", type=int, default=200, help="POSTs opening at once (200)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    faces = [f for f in args.faces.split(",") if f]
+    if unknown := set(faces) - set(FACES):
+        print(f"unknown faces {sorted(unknown)}: pick from {', '.join(FACES)}", file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # every stream is a socket here and in the gateway (which raises its own)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    results = []
+    for face in faces:
+        print(f"{face}: {args.streams} streams ...", file=sys.stderr, flush=True)
+        results.append(measure(face, args.streams, args.concurrency))
+        print(f"  {results[-1]['rss_growth_per_stream_kb']} KB a stream", file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    return 0 if all(r["answered_200"] == r["streams"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
