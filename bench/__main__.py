@@ -42,6 +42,7 @@ from rich.table import Table
 
 from bench import agent_protocol, cost, measure, streams, trace_sink
 from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
+from walrus_tasks import heap
 from walrus_tasks.settings import Settings
 
 LIFTED = {
@@ -65,6 +66,11 @@ def profiled() -> dict[str, str]:
     """``WALRUS_PROFILE_DIR`` passed on to every walrus process (walrus_tasks.profiling)."""
     directory = os.environ.get("WALRUS_PROFILE_DIR")
     return {"WALRUS_PROFILE_DIR": os.path.abspath(directory)} if directory else {}
+
+
+def heap_env(args: argparse.Namespace) -> dict[str, str]:
+    """``WALRUS_HEAP_DIR`` for the gateway when 5. is to snapshot its heap (walrus_tasks.heap)."""
+    return {heap.ENV: os.path.abspath(args.fanout_heap)} if args.fanout_heap else {}
 
 
 def phases(value: str) -> set[str]:
@@ -136,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fanout-rate", type=float, default=2000, help="streams 5. opens per second (2000)"
     )
+    p.add_argument(
+        "--fanout-heap", metavar="DIR",
+        help="a tracemalloc snapshot of the gateway's heap while 5.'s clients are connected, "
+        "written to DIR and summed up per stream (walrus_tasks.heap; slows 5. down)",
+    )  # fmt: skip
     p.add_argument(
         "--tracing", action="store_true",
         help="the processes export OpenTelemetry spans (to a local sink that discards them)",
@@ -431,6 +442,12 @@ def report_streams(results: dict[str, Any], console: Console) -> None:
     t.add_row("   gateway CPU-ms per 1000 delivered events",
               f"{per:.1f} ({f['delivered_events']} events)" if per else "-")  # fmt: skip
     t.add_row("   busiest client process: CPU / wall", f"{f['client_busiest_share']:.0%}")
+    if f.get("heap"):
+        h = f["heap"]
+        t.add_row("   heap traced while connected, per stream (--fanout-heap)",
+                  f"{h['total_kb_per']:.2f} KB")  # fmt: skip
+        for row in h["by_line"][:15]:
+            t.add_row(f"     {row['where']}", f"{row['kb_per']:.3f} KB")
     soft, hard = f["gateway_open_files_limit"]
     t.add_row("   gateway open-file limit (soft / hard)", f"{soft} / {hard}")
     t.add_row("6. one run, 20 000 one-word tokens: chunk events", str(one["chunk_events"]))
@@ -529,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
             trace_sink.sink() if args.tracing else nullcontext({}) as traced,
             environment(
                 args.workers, args.concurrency, agents=agents,
-                env_extra={"WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED, **traced, **profiled()},
+                env_extra={
+                    "WALRUS_CHUNK_FLUSH_MS": flush, **LIFTED, **traced, **profiled(),
+                    **heap_env(args),
+                },
             ) as env,
         ):  # fmt: skip
             results["tracing"] = bool(traced)
@@ -599,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["fanout"] = streams.fanout(
                         env.gateway_url, env.redis_url, env.cluster.procs["gateway"].pid,
                         fanout, args.fanout_runs, args.fanout_procs, args.fanout_rate,
-                        args.fanout_face,
+                        args.fanout_face, heap_env(args).get(heap.ENV),
                     )  # fmt: skip
                 progress.advance(fan)
                 one = progress.add_task("6. one stream of 20 000 chunks", total=1)

@@ -67,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,7 +75,7 @@ import httpx
 import redis
 
 from bench import sse_clients
-from walrus_tasks import keys
+from walrus_tasks import heap, keys
 
 FANOUT_AGENT, STREAM_AGENT = "fanout", "stream20k"
 FANOUT_WORDS, FANOUT_DELAY_MS = 40, 300
@@ -325,13 +326,15 @@ def peak_open(outcomes: list[sse_clients.Outcome]) -> int:
 
 def fanout(
     gateway_url: str, redis_url: str, gateway_pid: int, n: int, runs: int,
-    procs: int = 0, rate: float = 2000.0, face: str = "native",
+    procs: int = 0, rate: float = 2000.0, face: str = "native", heap_dir: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``n`` concurrent SSE clients of ``face`` on ``runs`` runs of one gateway (see the module
     docstring).
 
     The clients live in ``procs`` processes (0: one per 2 500 clients), which open ``rate``
-    streams per second between them.
+    streams per second between them. With ``heap_dir`` (the gateway's ``WALRUS_HEAP_DIR``) the
+    gateway starts tracing its heap just before they connect and writes a snapshot once they
+    all are (``walrus_tasks.heap``), summed up per stream in the result's ``heap``.
     """
     spec = FACES[face]
     procs = procs or max(1, math.ceil(n / 2500))
@@ -354,6 +357,9 @@ def fanout(
         followed = [spec.create(http, f"fan-{i}-{stamp}", gates) for i in range(runs)]
         run_ids = [f.run_id for f in followed]
         rss0, conns0, cpu0 = rss_kb(gateway_pid), redis_clients(redis_url), cpu_s(gateway_pid)
+        if heap_dir:
+            os.kill(gateway_pid, heap.SIGNAL)  # start tracing: what the streams allocate
+            time.sleep(0.5)
         start_at = time.monotonic() + 0.1
         for _, conn, mine in children:
             requests = [followed[i % runs].request for i in mine]
@@ -361,6 +367,7 @@ def fanout(
         peak_rss, peak_conns = rss0, conns0
         connected: set[int] = set()
         released_s, released_ms, connected_rss = None, 0, rss0
+        heap_file: Path | None = None
         replies: dict[int, tuple[list[sse_clients.Outcome], float]] = {}
         while len(replies) < procs:
             peak_rss = max(peak_rss, rss_kb(gateway_pid))
@@ -377,6 +384,8 @@ def fanout(
             if released_s is None and len(connected) == procs:
                 released_s = time.monotonic() - start_at
                 connected_rss = rss_kb(gateway_pid)
+                if heap_dir:
+                    heap_file = _heap_snapshot(gateway_pid, Path(heap_dir))
                 released_ms = time.time_ns() // 1_000_000
                 for f in followed:  # every client is connected: let the runs start
                     spec.release(http, f)
@@ -461,7 +470,24 @@ def fanout(
         "client_cpu_s": client_cpu,
         "client_busiest_share": max(client_cpu) / wall if wall else None,
         "gateway_open_files_limit": open_files_limit(gateway_pid),
+        "heap": heap.top(heap_file, n) if heap_file else None,
     }
+
+
+HEAP_WAIT_S = 300.0
+"""How long the fan-out waits for the gateway's heap snapshot (10 000 streams take a while)."""
+
+
+def _heap_snapshot(gateway_pid: int, directory: Path) -> Path:
+    """Ask the gateway for its heap snapshot (``walrus_tasks.heap``) and wait for the file."""
+    path = directory / f"gateway-{gateway_pid}-1.heap"
+    os.kill(gateway_pid, heap.SIGNAL)
+    deadline = time.monotonic() + HEAP_WAIT_S
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway wrote no heap snapshot {path} in {HEAP_WAIT_S:g} s")
+        time.sleep(0.2)
+    return path
 
 
 def single_stream(gateway_url: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 import resource
 import sys
 
-from walrus_tasks import profiling, tracing
+from walrus_tasks import heap, profiling, tracing
 from walrus_tasks.config import load_config
 from walrus_tasks.errors import ConfigError
 from walrus_tasks.log import setup_logging
@@ -40,6 +40,7 @@ def raise_open_files_limit() -> int:
 def main() -> None:
     """Load the config and serve until stopped (exit 4 on a bad or unsafe config)."""
     profiling.start("gateway")  # WALRUS_PROFILE_DIR only (walrus_tasks.profiling)
+    heap.install("gateway")  # WALRUS_HEAP_DIR only (walrus_tasks.heap)
     settings_or_exit("walrus gateway")  # a setting not valid: one line, exit 4
     setup_logging()
     if tracing.setup(tracing.GATEWAY):  # OTEL_* variables (walrus_tasks.tracing)

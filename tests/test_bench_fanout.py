@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.streams import FACES
+from walrus_tasks import heap
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS, RUNS = 20, 2
@@ -72,3 +74,34 @@ def test_post_streams_opens_each_face_s_streams_and_measures_them() -> None:
     for r in results:
         assert r["answered_200"] == r["streams"] == 20 and r["other_statuses"] == [], r
         assert r["rss_open_kb"] > 0 and isinstance(r["rss_growth_per_stream_kb"], float), r
+
+
+def test_the_fanout_s_heap_snapshot_is_taken_while_every_client_is_connected(
+    tmp_path: Path,
+) -> None:
+    """``--fanout-heap``: the gateway traces from just before the clients connect, writes one
+    snapshot once they all are (``walrus_tasks.heap``), and every stream still completes."""
+    args = ["--only", "fanout", "--fanout", str(CLIENTS), "--fanout-runs", str(RUNS)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--fanout-heap", str(tmp_path), "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    fan = json.loads(done.stdout)["fanout"]
+    assert fan["complete_streams"] == CLIENTS, fan
+    traced = fan["heap"]
+    [snapshot] = tmp_path.glob("gateway-*-1.heap")
+    assert traced["snapshot"] == str(snapshot) and traced["per"] == CLIENTS, traced
+    assert traced["total_kb_per"] > 1 and traced["by_line"] and traced["by_file"], traced
+    places = {row["where"].split(":")[0] for row in traced["by_line"]}
+    assert any(p.startswith("gateway/") for p in places), places  # our own, named as such
+
+
+def test_without_walrus_heap_dir_the_heap_snapshots_install_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(heap.ENV, raising=False)
+    before = signal.getsignal(heap.SIGNAL)
+    assert heap.install("gateway") is False
+    assert signal.getsignal(heap.SIGNAL) is before
