@@ -145,7 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fanout-heap", metavar="DIR",
         help="a tracemalloc snapshot of the gateway's heap while 5.'s clients are connected, "
-        "written to DIR and summed up per stream (walrus_tasks.heap; slows 5. down)",
+        "written to DIR and summed up per stream (walrus_tasks.heap; slows 5. down, and its "
+        "RSS figures then count the tracing's own memory)",
     )  # fmt: skip
     p.add_argument(
         "--tracing", action="store_true",
