@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         app,
         [
             sse_route.native(native.runs),
+            native.PLAIN_SEND,
+            openai_compat.PLAIN_CHAT,
             ap_runs.PLAIN_JOIN_STREAM,
             response_routes.PLAIN_STREAM,
             a2a_subscribe.PLAIN_SUBSCRIBE,

@@ -44,7 +44,7 @@ def _render(path: str, status: int, code: str, message: str) -> JSONResponse:
     return error_response(status, code, message)
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
     """Whether FastAPI would parse this request's body as JSON (JSON type, or none given)."""
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -65,7 +65,7 @@ class JsonDepthGuard:
         Not a coroutine: a request without a body (an SSE ``GET``) gets the app's own
         awaitable, so this layer keeps no frame alive while a stream is open.
         """
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or not _is_json(scope):
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or not is_json(scope):
             return self.app(scope, receive, send)
         return self._checked(scope, receive, send)
 

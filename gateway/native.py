@@ -7,17 +7,23 @@ face writes in its own framing. Errors come out through the handlers of :mod:`ga
 (``{"error": {"code", "message"}}``).
 """
 
+import json
 from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
-from gateway import registry, sse
-from gateway.deps import Agent, Redis, RunId, StreamHub
+from gateway import registry, sse, sse_route
+from gateway.deps import Agent, Redis, RunId, StreamHub, caller_of, known_agent
 from gateway.errors import failure_response, responses
-from gateway.operation import Call, current_call
-from gateway.sse import sse_response
+from gateway.hub import Hub
+from gateway.json_guard import is_json
+from gateway.operation import Call, call_of, current_call
+from gateway.sse import EventStream, sse_response
 from gateway.stream_limit import hold_stream
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.event_types import sse_schema
@@ -52,13 +58,44 @@ def send_message(
     The operation is :func:`gateway.registry.send`; asked for (``stream`` or ``Accept:
     text/event-stream``), the answer is the run's events instead.
     """
-    streams = body.stream or "text/event-stream" in accept
-    if streams:
-        hold_stream()  # before the run is submitted: a refused stream starts nothing
+    if body.stream or "text/event-stream" in accept:
+        return _streamed(call, agent, body, idempotency_key, hub)
+    return registry.send(call, agent, body, idempotency_key)
+
+
+def _streamed(
+    call: Call, agent: str, body: SendMessage, idempotency_key: str | None, hub: Hub
+) -> EventStream:
+    """Send the message and answer with its run's stream (in a worker thread: it submits)."""
+    hold_stream()  # before the run is submitted: a refused stream starts nothing
     accepted = registry.send(call, agent, body, idempotency_key)
-    if streams:
-        return sse_response(hub, accepted.run_id, "0-0")
-    return accepted
+    return sse_response(hub, accepted.run_id, "0-0")
+
+
+async def _plain_send(
+    scope: Scope, params: dict[str, str], query: sse_route.Query
+) -> EventStream | None:
+    """The streamed answer of :func:`send_message`, for :mod:`gateway.sse_route`.
+
+    None (FastAPI answers) for a message not asking for its stream, or for a body FastAPI
+    would refuse: its 422 is the one clients get.
+    """
+    headers = dict(scope["headers"])
+    asks = b"text/event-stream" in headers.get(b"accept", b"")
+    if not (asks or b'"stream"' in query.body) or not is_json(scope):
+        return None  # not a stream (read no further), or a body FastAPI does not parse as JSON
+    try:  # as FastAPI validates a body: parsed, then validated as Python
+        body = SendMessage.model_validate(json.loads(query.body))
+    except (ValueError, ValidationError):
+        return None
+    if not (body.stream or asks):
+        return None
+    call = call_of(scope["app"], caller_of(scope))
+    agent = known_agent(params["agent"], call.config)  # NotFound: 404, as the route's
+    key = headers.get(b"idempotency-key")
+    hub: Hub = scope["app"].state.hub
+    idempotency_key = key.decode("latin-1") if key is not None else None
+    return await run_in_threadpool(_streamed, call, agent, body, idempotency_key, hub)
 
 
 @runs.get("/v1/runs/{run_id}/events", responses={**ERRORS, 200: {"content": sse_schema()}})
@@ -85,6 +122,11 @@ def healthz(r: Redis) -> JSONResponse:
         return failure_response(Unavailable(f"redis unavailable: {e}"))
     return JSONResponse({"status": "ok"})
 
+
+PLAIN_SEND = sse_route.plain(agents, "/v1/agents/{agent}/messages", _plain_send, method="POST")
+"""``POST /v1/agents/{agent}/messages`` asking for its stream, for :mod:`gateway.sse_route`: the
+stream is answered below FastAPI, which would keep its request machinery alive (~10 KB) for as
+long as the stream is open (docs/benchmarks.md)."""
 
 ROUTERS = (agents, runs, health)
 """The native routes written by hand, in the order ``create_app`` includes them (every other

@@ -89,13 +89,14 @@ def plain(
     answer: Answer,
     render: Render | None = None,
     when: Callable[[Query], bool] | None = None,
+    method: str = "GET",
 ) -> PlainStream:
-    """The ``GET`` route ``path`` of ``router``, to be answered by ``answer``."""
+    """The ``method`` route ``path`` of ``router``, to be answered by ``answer``."""
     route = next(
         r for r in router.routes
-        if isinstance(r, APIRoute) and r.path == path and "GET" in (r.methods or ())
+        if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
     )  # fmt: skip
-    return PlainStream(route, pattern(path), answer, render, when)
+    return PlainStream(route, pattern(path), answer, render, when, method)
 
 
 def pattern(path: str) -> re.Pattern[str]:
@@ -161,8 +162,8 @@ class StreamRoutes:
                 passed_on = _replay(body, receive)
             if stream.when is not None and not stream.when(query):
                 return None, passed_on
-            if stream.route is not None:
-                scope["route"] = stream.route
+            if stream.route is not None:  # as FastAPI's routing would: what the metrics read
+                scope["route"], scope["path_params"] = stream.route, match.groupdict()
             try:
                 response = await stream.answer(scope, match.groupdict(), query)
             except MAPPED as e:

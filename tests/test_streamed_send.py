@@ -1,0 +1,106 @@
+"""A ``POST`` asking for its run's stream is answered below FastAPI (through
+``gateway.sse_route``) with the route's contract: the same stream, the same errors, the same
+idempotency, counted under the same route; whatever it does not take, FastAPI answers. The
+native message (``"stream": true`` or ``Accept: text/event-stream``,
+``gateway.native.PLAIN_SEND``) and the OpenAI chat completion (``"stream": true``,
+``gateway.openai_compat.PLAIN_CHAT``; the official ``openai`` client's streams are in
+``tests/test_openai_compat.py``).
+
+``python -m bench.post_streams --faces native,openai`` measures what it saves
+(docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.cluster import Cluster, parse_sse
+
+SEND = "/v1/agents/{agent}/messages"
+
+
+def stream(c: httpx.Client, agent: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return c.post(SEND.format(agent=agent), json=body, headers=headers, timeout=60)
+
+
+def events(resp: httpx.Response) -> list[dict[str, Any]]:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    return [e for _, e in parse_sse(iter(resp.text.splitlines()))]
+
+
+def test_a_streamed_message_gets_its_run_s_events_either_way_it_asks(
+    cluster: Cluster, sender: str
+) -> None:
+    with cluster.http() as c:
+        by_body = events(stream(c, "echo", {"content": "hi", "sender": sender, "stream": True}))
+        sse = {"accept": "text/event-stream"}
+        by_accept = events(stream(c, "echo", {"content": "again", "sender": sender}, **sse))
+        plain = stream(c, "echo", {"content": "no stream", "sender": sender})
+    for got in (by_body, by_accept):
+        assert got[0]["type"] == "start" and got[-1]["type"] == "end", got
+        assert got[-1]["status"] == "succeeded"
+    assert by_body[0]["run_id"] != by_accept[0]["run_id"]
+    assert plain.status_code == 202 and set(plain.json()) >= {"run_id", "events_url"}
+
+
+def test_a_streamed_message_s_errors_are_the_route_s(cluster: Cluster, sender: str) -> None:
+    with cluster.http() as c:
+        unknown = stream(c, "nobody", {"content": "hi", "sender": sender, "stream": True})
+        unknown_plain = stream(c, "nobody", {"content": "hi", "sender": sender})
+        empty = stream(c, "echo", {"content": "", "sender": sender, "stream": True})
+        extra = stream(c, "echo", {"content": "hi", "stream": True, "nope": 1})
+        form = c.post(
+            SEND.format(agent="echo"),
+            content=json.dumps({"content": "hi", "sender": sender, "stream": True}),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        metrics = c.get("/metrics").text
+    assert unknown.status_code == unknown_plain.status_code == 404
+    assert unknown.json() == unknown_plain.json()
+    assert unknown.json()["error"]["code"] == "not_found"
+    for refused in (empty, extra, form):  # FastAPI's 422, in our shape; nothing streamed
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "invalid", refused.text
+    route = 'route="/v1/agents/{agent}/messages"'
+    assert any(route in line and 'status="404"' in line for line in metrics.splitlines())
+
+
+def test_a_streamed_message_sent_again_with_its_idempotency_key_streams_the_same_run(
+    cluster: Cluster, sender: str
+) -> None:
+    body = {"content": "once", "sender": sender, "stream": True}
+    key = {"idempotency-key": f"key-{sender}"}
+    with cluster.http() as c:
+        first = events(stream(c, "echo", body, **key))
+        again = events(stream(c, "echo", body, **key))
+    assert first[0]["run_id"] == again[0]["run_id"]
+    assert first == again
+
+
+def test_a_streamed_chat_completion_s_errors_are_the_route_s(cluster: Cluster, sender: str) -> None:
+    """``POST /v1/chat/completions`` with ``"stream": true`` (``gateway.openai_compat.PLAIN_CHAT``):
+    each refusal is what the same request without ``stream`` gets, in OpenAI's shape."""
+    say = [{"role": "user", "content": "hi"}]
+    cases = [
+        {"model": "nobody", "messages": say, "user": sender},  # 404
+        {"model": "echo", "messages": say, "user": sender, "n": 2},  # 400: unsupported
+        {"model": "echo", "messages": [], "user": sender},  # 422: FastAPI's
+        {"model": "echo", "messages": say, "user": sender, "stream": "maybe"},  # 422
+    ]
+    with cluster.http() as c:
+        for case in cases:
+            streamed = c.post("/v1/chat/completions", json={"stream": True, **case})
+            plain = c.post("/v1/chat/completions", json=case)
+            assert streamed.status_code == plain.status_code >= 400, (case, streamed.text)
+            assert set(streamed.json()) == {"error"}, streamed.text
+            assert streamed.json()["error"]["type"] == plain.json()["error"]["type"], case
+        ok = c.post("/v1/chat/completions", json={"model": "echo", "messages": say,
+                                                 "user": sender, "stream": True})  # fmt: skip
+        metrics = c.get("/metrics").text
+    assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]"), ok.text
+    route = 'route="/v1/chat/completions"'
+    assert any(route in line and 'status="404"' in line for line in metrics.splitlines())
