@@ -30,6 +30,7 @@ from gateway import (
 )
 from gateway.a2a import subscribe as a2a_subscribe
 from gateway.agent_protocol import runs as ap_runs
+from gateway.anthropic_messages import route as anthropic_route
 from gateway.asgi_app import GatewayApp
 from gateway.auth import install_auth
 from gateway.docs import install_docs
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
             sse_route.native(native.runs),
             native.PLAIN_SEND,
             openai_compat.PLAIN_CHAT,
+            anthropic_route.PLAIN_MESSAGE,
+            response_routes.PLAIN_CREATE,
             ap_runs.PLAIN_JOIN_STREAM,
             response_routes.PLAIN_STREAM,
             a2a_subscribe.PLAIN_SUBSCRIBE,

@@ -7,13 +7,11 @@ face writes in its own framing. Errors come out through the handlers of :mod:`ga
 (``{"error": {"code", "message"}}``).
 """
 
-import json
 from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -21,8 +19,8 @@ from gateway import registry, sse, sse_route
 from gateway.deps import Agent, Redis, RunId, StreamHub, caller_of, known_agent
 from gateway.errors import failure_response, responses
 from gateway.hub import Hub
-from gateway.json_guard import is_json
 from gateway.operation import Call, call_of, current_call
+from gateway.plain_post import body_of, header
 from gateway.sse import EventStream, sse_response
 from gateway.stream_limit import hold_stream
 from walrus_tasks.errors import Unavailable
@@ -78,24 +76,18 @@ async def _plain_send(
     """The streamed answer of :func:`send_message`, for :mod:`gateway.sse_route`.
 
     None (FastAPI answers) for a message not asking for its stream, or for a body FastAPI
-    would refuse: its 422 is the one clients get.
+    would refuse (``gateway.plain_post``).
     """
-    headers = dict(scope["headers"])
-    asks = b"text/event-stream" in headers.get(b"accept", b"")
-    if not (asks or b'"stream"' in query.body) or not is_json(scope):
-        return None  # not a stream (read no further), or a body FastAPI does not parse as JSON
-    try:  # as FastAPI validates a body: parsed, then validated as Python
-        body = SendMessage.model_validate(json.loads(query.body))
-    except (ValueError, ValidationError):
-        return None
-    if not (body.stream or asks):
+    asks = "text/event-stream" in (header(scope, b"accept") or "")
+    if not (asks or b'"stream"' in query.body):
+        return None  # not a stream: read no further
+    body = body_of(scope, query, SendMessage)
+    if body is None or not (body.stream or asks):
         return None
     call = call_of(scope["app"], caller_of(scope))
     agent = known_agent(params["agent"], call.config)  # NotFound: 404, as the route's
-    key = headers.get(b"idempotency-key")
-    hub: Hub = scope["app"].state.hub
-    idempotency_key = key.decode("latin-1") if key is not None else None
-    return await run_in_threadpool(_streamed, call, agent, body, idempotency_key, hub)
+    key, hub = header(scope, b"idempotency-key"), scope["app"].state.hub
+    return await run_in_threadpool(_streamed, call, agent, body, key, hub)
 
 
 @runs.get("/v1/runs/{run_id}/events", responses={**ERRORS, 200: {"content": sse_schema()}})

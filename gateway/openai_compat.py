@@ -17,17 +17,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Scope
 
-from gateway import sse_route
-from gateway.deps import Cfg, Redis, StreamHub, Who, caller_of
+from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
-from gateway.json_guard import is_json
 from gateway.oneshot import prior_history, then_forget
 from gateway.operations import forget, run_end, run_error, run_events, send, send_with_context
+from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
@@ -355,30 +353,8 @@ async def answer(
     )
 
 
-async def _plain_chat(scope: Scope, params: dict[str, str], query: sse_route.Query) -> Any:
-    """The streamed answer of :func:`chat_completions`, for :mod:`gateway.sse_route`.
-
-    None (FastAPI answers) for a request not asking for a stream, or for a body FastAPI would
-    refuse: its 422 is the one clients get.
-    """
-    if b'"stream"' not in query.body or not is_json(scope):
-        return None
-    try:  # as FastAPI validates a body: parsed, then validated as Python
-        body = ChatCompletionRequest.model_validate(json.loads(query.body))
-    except (ValueError, ValidationError):
-        return None
-    if not body.stream:
-        return None
-    sender = dict(scope["headers"]).get(b"x-walrus-sender")
-    state = scope["app"].state
-    return await answer(
-        body, state.redis, state.hub, state.config, caller_of(scope),
-        sender.decode("latin-1") if sender is not None else None,
-    )  # fmt: skip
-
-
-PLAIN_CHAT = sse_route.plain(
-    router, "/v1/chat/completions", _plain_chat, openai_error, method="POST"
+PLAIN_CHAT = streaming_post(
+    router, "/v1/chat/completions", ChatCompletionRequest, with_sender(answer), openai_error
 )
 """``POST /v1/chat/completions`` with ``"stream": true``, for :mod:`gateway.sse_route`: the
 stream is answered below FastAPI, which would keep its request machinery alive (~10 KB) for as

@@ -2,12 +2,11 @@
 ``gateway.sse_route``) with the route's contract: the same stream, the same errors, the same
 idempotency, counted under the same route; whatever it does not take, FastAPI answers. The
 native message (``"stream": true`` or ``Accept: text/event-stream``,
-``gateway.native.PLAIN_SEND``) and the OpenAI chat completion (``"stream": true``,
-``gateway.openai_compat.PLAIN_CHAT``; the official ``openai`` client's streams are in
-``tests/test_openai_compat.py``).
+``gateway.native.PLAIN_SEND``), and with ``"stream": true`` the OpenAI chat completion, the
+Anthropic message and the Responses create (``gateway.plain_post``; the official clients'
+streams are in each face's own tests).
 
-``python -m bench.post_streams --faces native,openai`` measures what it saves
-(docs/benchmarks.md).
+``python -m bench.post_streams`` measures what it saves (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.cluster import Cluster, parse_sse
 
@@ -81,26 +81,50 @@ def test_a_streamed_message_sent_again_with_its_idempotency_key_streams_the_same
     assert first == again
 
 
-def test_a_streamed_chat_completion_s_errors_are_the_route_s(cluster: Cluster, sender: str) -> None:
-    """``POST /v1/chat/completions`` with ``"stream": true`` (``gateway.openai_compat.PLAIN_CHAT``):
-    each refusal is what the same request without ``stream`` gets, in OpenAI's shape."""
-    say = [{"role": "user", "content": "hi"}]
-    cases = [
-        {"model": "nobody", "messages": say, "user": sender},  # 404
-        {"model": "echo", "messages": say, "user": sender, "n": 2},  # 400: unsupported
-        {"model": "echo", "messages": [], "user": sender},  # 422: FastAPI's
-        {"model": "echo", "messages": say, "user": sender, "stream": "maybe"},  # 422
-    ]
+SAY = [{"role": "user", "content": "hi"}]
+FACES = {  # path, a good body, refused bodies (404, 400 where the face has one, 422s)
+    "openai": ("/v1/chat/completions", {"model": "echo", "messages": SAY}, [
+        {"model": "nobody", "messages": SAY},
+        {"model": "echo", "messages": SAY, "n": 2},
+        {"model": "echo", "messages": []},
+        {"model": "echo", "messages": SAY, "stream": "maybe"},
+    ]),
+    "anthropic": ("/v1/messages", {"model": "echo", "max_tokens": 64, "messages": SAY}, [
+        {"model": "nobody", "max_tokens": 64, "messages": SAY},
+        {"model": "echo", "max_tokens": 64, "messages": SAY,
+         "tools": [{"name": "t", "input_schema": {"type": "object"}}]},
+        {"model": "echo", "max_tokens": 64, "messages": []},
+        {"model": "echo", "max_tokens": 64, "messages": SAY, "stream": "maybe"},
+    ]),
+    "responses": ("/v1/responses", {"model": "echo", "input": "hi"}, [
+        {"model": "nobody", "input": "hi"},
+        {"model": "echo"},
+        {"model": "echo", "input": "hi", "stream": "maybe"},
+    ]),
+}  # fmt: skip
+"""The faces whose ``POST`` answers with its stream when asked (``gateway.plain_post``)."""
+ENDS = {"openai": "data: [DONE]", "anthropic": "event: message_stop",
+        "responses": "event: response.completed"}  # fmt: skip
+
+
+@pytest.mark.parametrize("face", list(FACES))
+def test_a_streamed_post_of_each_face_streams_and_refuses_as_its_route(
+    cluster: Cluster, sender: str, face: str
+) -> None:
+    """Each refusal of a request asking for a stream is what the same request without
+    ``stream`` gets, in the face's own shape; a good one streams to its end."""
+    path, good, refused = FACES[face]
     with cluster.http() as c:
-        for case in cases:
-            streamed = c.post("/v1/chat/completions", json={"stream": True, **case})
-            plain = c.post("/v1/chat/completions", json=case)
+        for case in refused:
+            streamed = c.post(path, json={"stream": True, **case})
+            plain = c.post(path, json=case)
             assert streamed.status_code == plain.status_code >= 400, (case, streamed.text)
-            assert set(streamed.json()) == {"error"}, streamed.text
-            assert streamed.json()["error"]["type"] == plain.json()["error"]["type"], case
-        ok = c.post("/v1/chat/completions", json={"model": "echo", "messages": say,
-                                                 "user": sender, "stream": True})  # fmt: skip
+            assert streamed.json() == plain.json() or (
+                set(streamed.json()) == set(plain.json())
+                and streamed.json()["error"]["type"] == plain.json()["error"]["type"]
+            ), (case, streamed.text, plain.text)
+        ok = c.post(path, json={**good, "stream": True}, headers={"x-walrus-sender": sender})
         metrics = c.get("/metrics").text
-    assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]"), ok.text
-    route = 'route="/v1/chat/completions"'
+    assert ok.status_code == 200 and ENDS[face] in ok.text, ok.text
+    route = f'route="{path}"'
     assert any(route in line and 'status="404"' in line for line in metrics.splitlines())

@@ -19,11 +19,14 @@ from gateway.anthropic_messages.wire import (
 )
 from gateway.deps import Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
+from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
 from gateway.openai_compat import known_model
 from gateway.operations import forget, run_error, send, send_with_context
+from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import face_stream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.config import Config
 from walrus_tasks.faces import Face
 from walrus_tasks.models import SendMessage
 
@@ -65,6 +68,13 @@ async def create_message(
     the run has ended (502 if it failed or was cancelled). The message id is
     ``msg_<run_id>``.
     """
+    return await answer(body, r, hub, config, who, x_walrus_sender)
+
+
+async def answer(
+    body: MessagesRequest, r: Redis, hub: Hub, config: Config, who: Who, x_walrus_sender: str | None
+) -> Any:
+    """What :func:`create_message` answers (its plain stream route's too)."""
     agent = body.model
     known_model(config, agent)
     if body.tools:
@@ -99,3 +109,9 @@ async def create_message(
         response.headers.update(NO_RETRY)
         return response
     return Message(id=message_id(run_id), content=blocks, model=agent, usage=usage_of(end))
+
+
+PLAIN_MESSAGE = streaming_post(
+    router, "/v1/messages", MessagesRequest, with_sender(answer), anthropic_error
+)
+"""``POST /v1/messages`` with ``"stream": true``, below FastAPI (``gateway.plain_post``)."""

@@ -21,7 +21,9 @@ from gateway import response_operations as resp_ops
 from gateway import sse_route
 from gateway.deps import Cfg, Redis, Sets, StreamHub, Who, caller_of
 from gateway.errors import responses
+from gateway.hub import Hub
 from gateway.openai_compat import OpenAIRoute, openai_error
+from gateway.plain_post import streaming_post
 from gateway.response_operations import ResponseView
 from gateway.responses.create import fold, start
 from gateway.responses.models import (
@@ -35,6 +37,8 @@ from gateway.responses.stream import Finish, event_stream, settle
 from gateway.responses.translate import Translator
 from gateway.sse import EventStream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.config import Config
+from walrus_tasks.settings import Settings
 from walrus_tasks.tenancy import Caller
 
 CANCEL_WAIT = 30.0
@@ -64,6 +68,13 @@ async def create_response(
     With ``background`` the response at once (poll it, or stream it by id); with ``stream``
     its events.
     """
+    return await _create(body, r, hub, config, settings, who)
+
+
+async def _create(
+    body: ResponseCreate, r: redis.Redis, hub: Hub, config: Config, settings: Settings, who: Caller
+) -> Any:
+    """What :func:`create_response` answers (its plain stream route's too)."""
     if body.stream:
         hold_stream()  # before the run is submitted: a refused stream starts nothing
     view = await run_in_threadpool(start, r, config, who, body, settings.events_ttl)
@@ -208,3 +219,12 @@ def list_input_items(
         last_id=page[-1]["id"] if page else None,
         has_more=first + limit < len(items),
     )
+
+
+async def _plain_create(body: ResponseCreate, scope: Scope) -> Any:
+    state, who = scope["app"].state, caller_of(scope)
+    return await _create(body, state.redis, state.hub, state.config, state.settings, who)
+
+
+PLAIN_CREATE = streaming_post(router, "/v1/responses", ResponseCreate, _plain_create, openai_error)
+"""``POST /v1/responses`` with ``"stream": true``, below FastAPI (``gateway.plain_post``)."""
