@@ -15,7 +15,9 @@ The streams served so: the native ``GET /v1/runs/{run_id}/events``, the Agent Pr
 /v1/responses/{id}?stream=true`` (clients rejoining a run: at 10 000 such streams FastAPI's
 wrapping made up a third of the memory of each, docs/benchmarks.md), and A2A's JSON-RPC
 ``SubscribeToTask`` (a ``POST``: its body, declared by ``Content-Length``, is read here, and
-given again to the app behind when the stream's answer leaves the request to it).
+given again to the app behind when the stream's answer leaves the request to it), and each
+``POST`` that asks for its new run's stream: the native message, the OpenAI chat completion,
+the Anthropic message and the Responses create (``gateway.plain_post``).
 """
 
 from __future__ import annotations
