@@ -86,6 +86,7 @@ async def _plain_send(
         return None
     call = call_of(scope["app"], caller_of(scope))
     agent = known_agent(params["agent"], call.config)  # NotFound: 404, as the route's
+    scope["path_params"] = params  # as FastAPI's routing sets them: the metrics count by agent
     key, hub = header(scope, b"idempotency-key"), scope["app"].state.hub
     return await run_in_threadpool(_streamed, call, agent, body, key, hub)
 

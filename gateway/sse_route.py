@@ -164,8 +164,8 @@ class StreamRoutes:
                 passed_on = _replay(body, receive)
             if stream.when is not None and not stream.when(query):
                 return None, passed_on
-            if stream.route is not None:  # as FastAPI's routing would: what the metrics read
-                scope["route"], scope["path_params"] = stream.route, match.groupdict()
+            if stream.route is not None:
+                scope["route"] = stream.route
             try:
                 response = await stream.answer(scope, match.groupdict(), query)
             except MAPPED as e:
