@@ -41,15 +41,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import agent_protocol, cost, measure, streams, trace_sink
-from bench.procs import AGENT, BENCH_AGENT, Env, cpu_seconds, environment
+from bench.procs import AGENT, BENCH_AGENT, LIFTED, Env, cpu_seconds, environment
 from walrus_tasks import heap
 from walrus_tasks.settings import Settings
-
-LIFTED = {
-    "WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "1000000",
-    "WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT": "1000000",
-}
-"""The per-client caps, lifted: every bench client is one address (loopback) with no token."""
 
 PHASES = {
     "latency": "1. baseline and 2. dispatch",

@@ -22,16 +22,13 @@ import sys
 import time
 from typing import Any
 
-from bench.procs import environment
+from bench.procs import LIFTED, environment
+from bench.sse_clients import Request, encode
 from bench.streams import rss_kb
 
 AGENT = "idle"
 FACES = ("openai", "anthropic", "native", "responses")
-LIFTED = {
-    "WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "1000000",
-    "WALRUS_GATEWAY_MAX_STREAMS_PER_CLIENT": "1000000",
-}
-"""The per-address caps of the security issue, lifted: every client is on loopback."""
+JSON = (("Content-Type", "application/json"),)
 SETTLE_S = 2.0
 """Seconds after the last ``200`` before RSS is read (the last requests' work done)."""
 
@@ -62,11 +59,7 @@ async def _open(port: int, face: str, sender: str) -> tuple[str, asyncio.StreamW
     """Send the ``POST``; its status code (``"0"``: none) and the open connection."""
     path, body = request(face, sender)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    writer.write(head.encode() + body)
+    writer.write(encode("127.0.0.1", port, Request("POST", path, JSON, body)))
     await writer.drain()
     line = await reader.readline()
     return (line.split()[1].decode() if len(line.split()) > 1 else "0"), writer

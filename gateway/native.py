@@ -20,8 +20,9 @@ from gateway.deps import Agent, Redis, RunId, StreamHub, caller_of, known_agent
 from gateway.errors import failure_response, responses
 from gateway.hub import Hub
 from gateway.operation import Call, call_of, current_call
-from gateway.plain_post import body_of, header
+from gateway.plain_post import body_of
 from gateway.sse import EventStream, sse_response
+from gateway.sse_route import header
 from gateway.stream_limit import hold_stream
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.event_types import sse_schema

@@ -26,6 +26,7 @@ from gateway.deps import caller_of
 from gateway.errors import Render
 from gateway.hub import Hub
 from gateway.json_guard import is_json
+from gateway.sse_route import header
 from walrus_tasks.config import Config
 from walrus_tasks.tenancy import Caller
 
@@ -43,14 +44,6 @@ def body_of(scope: Scope, query: sse_route.Query, model: type[M]) -> M | None:
         return model.model_validate(json.loads(query.body))
     except (ValueError, ValidationError):
         return None
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower case), as FastAPI's ``Header()`` reads it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def streaming_post(

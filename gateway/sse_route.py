@@ -59,12 +59,16 @@ class Query:
     @classmethod
     def of(cls, scope: Scope) -> Query:
         """The query of request ``scope``."""
-        last_event_id = None
-        for name, value in scope["headers"]:
-            if name == b"last-event-id":
-                last_event_id = value.decode("latin-1")
-                break
+        last_event_id = header(scope, b"last-event-id")
         return cls(parse_qs(scope["query_string"].decode("latin-1")), last_event_id)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as FastAPI's ``Header()`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 @dataclass(frozen=True)

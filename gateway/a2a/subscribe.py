@@ -70,13 +70,6 @@ def _subscription(query: sse_route.Query) -> tuple[str | int | None, str] | None
     return request_id, params["id"]
 
 
-def _version(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"a2a-version":
-            return str(value.decode("latin-1"))
-    return None
-
-
 def rpc(payload: dict[str, Any]) -> str:
     """A JSON-RPC response without its id (``payload`` has none), starting with ID_SLOT."""
     return ID_SLOT + json.dumps(payload, ensure_ascii=False)[1:]
@@ -144,7 +137,7 @@ def _ended(shape: Callable[[str], str]) -> ErrorRender:
 
 async def answer(scope: Scope, params: dict[str, str], query: sse_route.Query) -> Response | None:
     """The subscription's stream, or None for the SDK's route to answer the request."""
-    if _version(scope) != "1.0" or (asked := _subscription(query)) is None:
+    if sse_route.header(scope, b"a2a-version") != "1.0" or (asked := _subscription(query)) is None:
         return None
     request_id, task_id = asked
     state = scope["app"].state
