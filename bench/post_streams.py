@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.procs import LIFTED, environment
 from bench.sse_clients import Request, encode
-from bench.streams import rss_kb
+from bench.streams import heap_snapshot, rss_kb
+from walrus_tasks import heap
 
 AGENT = "idle"
 FACES = ("openai", "anthropic", "native", "responses")
@@ -65,7 +68,9 @@ async def _open(port: int, face: str, sender: str) -> tuple[str, asyncio.StreamW
     return (line.split()[1].decode() if len(line.split()) > 1 else "0"), writer
 
 
-async def _measure(port: int, pid: int, face: str, n: int, concurrency: int) -> dict[str, Any]:
+async def _measure(
+    port: int, pid: int, face: str, n: int, concurrency: int, heap_dir: Path | None
+) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     stamp = time.time_ns()
 
@@ -74,11 +79,14 @@ async def _measure(port: int, pid: int, face: str, n: int, concurrency: int) -> 
             return await _open(port, face, f"post-{i}-{stamp}")
 
     before = rss_kb(pid)
+    if heap_dir:
+        os.kill(pid, heap.SIGNAL)  # start tracing: what the streams allocate
     started = time.monotonic()
     opened = await asyncio.gather(*(one(i) for i in range(n)))
     open_s = time.monotonic() - started
     await asyncio.sleep(SETTLE_S)
     after = rss_kb(pid)
+    heap_file = await asyncio.to_thread(heap_snapshot, pid, heap_dir) if heap_dir else None
     for _, writer in opened:
         writer.close()
     statuses = [status for status, _ in opened]
@@ -91,16 +99,22 @@ async def _measure(port: int, pid: int, face: str, n: int, concurrency: int) -> 
         "rss_before_kb": before,
         "rss_open_kb": after,
         "rss_growth_per_stream_kb": round((after - before) / n, 2),
+        "heap": heap.top(heap_file, n) if heap_file else None,
     }
 
 
-def measure(face: str, n: int, concurrency: int) -> dict[str, Any]:
-    """One face on a gateway of its own (its heap grown by no other face)."""
+def measure(face: str, n: int, concurrency: int, heap_dir: Path | None = None) -> dict[str, Any]:
+    """One face on a gateway of its own (its heap grown by no other face).
+
+    With ``heap_dir`` the gateway traces its heap while the streams open, and the result's
+    ``heap`` sums up what they hold (``walrus_tasks.heap``).
+    """
     agents = {AGENT: 'model = "mock"\n[mock]\nreply = "hi"\n'}
-    with environment(0, 1, agents=agents, env_extra=LIFTED, name="post-streams") as env:
+    extra = {**LIFTED, **({heap.ENV: str(heap_dir.resolve())} if heap_dir else {})}
+    with environment(0, 1, agents=agents, env_extra=extra, name="post-streams") as env:
         port = int(env.gateway_url.rsplit(":", 1)[1])
         pid = env.cluster.procs["gateway"].pid
-        return asyncio.run(_measure(port, pid, face, n, concurrency))
+        return asyncio.run(_measure(port, pid, face, n, concurrency, heap_dir))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=1000, help="open streams per face (1000)")
     p.add_argument("--faces", default=",".join(FACES), help=f"comma-separated, of {FACES}")
     p.add_argument("--concurrency", type=int, default=200, help="POSTs opening at once (200)")
+    p.add_argument(
+        "--heap", metavar="DIR", type=Path,
+        help="a tracemalloc snapshot of each face's gateway while its streams are open, written "
+        "to DIR and summed up per stream (walrus_tasks.heap; slows the opening down)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -123,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for face in faces:
         print(f"{face}: {args.streams} streams ...", file=sys.stderr, flush=True)
-        results.append(measure(face, args.streams, args.concurrency))
+        results.append(measure(face, args.streams, args.concurrency, args.heap))
         print(f"  {results[-1]['rss_growth_per_stream_kb']} KB a stream", file=sys.stderr)
+        if h := results[-1]["heap"]:
+            lines = [f"    {row['kb_per']:7.3f}  {row['where']}" for row in h["by_line"][:12]]
+            print(f"  heap traced: {h['total_kb_per']} KB a stream; largest lines:", *lines,
+                  sep="\n", file=sys.stderr)  # fmt: skip
     print(json.dumps(results, indent=2))
     return 0 if all(r["answered_200"] == r["streams"] for r in results) else 1
 

@@ -385,7 +385,7 @@ def fanout(
                 released_s = time.monotonic() - start_at
                 connected_rss = rss_kb(gateway_pid)
                 if heap_dir:
-                    heap_file = _heap_snapshot(gateway_pid, Path(heap_dir))
+                    heap_file = heap_snapshot(gateway_pid, Path(heap_dir))
                 released_ms = time.time_ns() // 1_000_000
                 for f in followed:  # every client is connected: let the runs start
                     spec.release(http, f)
@@ -478,7 +478,7 @@ HEAP_WAIT_S = 300.0
 """How long the fan-out waits for the gateway's heap snapshot (10 000 streams take a while)."""
 
 
-def _heap_snapshot(gateway_pid: int, directory: Path) -> Path:
+def heap_snapshot(gateway_pid: int, directory: Path) -> Path:
     """Ask the gateway for its heap snapshot (``walrus_tasks.heap``) and wait for the file."""
     path = directory / f"gateway-{gateway_pid}-1.heap"
     os.kill(gateway_pid, heap.SIGNAL)

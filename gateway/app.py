@@ -91,7 +91,10 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.state.config, app.state.settings = config, settings
     app.state.redis = client(settings.redis_url)  # the routes' (deps.Redis)
     install(app)
-    # Innermost: after the checks below.
+    # Innermost: what FastAPI routes read is a JSON body no deeper than the limit (the plain
+    # streams below check the bodies they parse themselves, keeping no frame of this layer).
+    app.add_middleware(JsonDepthGuard)
+    # After the checks below.
     sse_route.install(
         app,
         [
@@ -109,7 +112,6 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.add_middleware(
         StreamLimitMiddleware, counts=StreamCounts(settings.gateway_max_streams_per_client)
     )
-    app.add_middleware(JsonDepthGuard)  # after the bearer check: a 401 comes first
     app.add_middleware(PageHeaders, docs_policy=docs_csp(install_docs(app)))
     install_auth(app, config)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

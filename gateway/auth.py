@@ -45,7 +45,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import redis
@@ -156,15 +156,23 @@ class BearerAuth:
         config = getattr(getattr(scope.get("app"), "state", None), "config", None)
         return (config if isinstance(config, Config) else self.config).gateway.tokens
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the token of every ``/v1`` request, then its agent for a limited token."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Check the token of every ``/v1`` request, then its agent for a limited token.
+
+        Not a coroutine: a request with nothing to check (no tokens configured, or a path
+        that needs none) gets the app's own awaitable, so this layer keeps no frame alive
+        for as long as its stream is open.
+        """
         if scope["type"] not in ("http", "websocket") or not protected(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         grants = self._grants(scope)
         if not grants:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._checked(scope, receive, send, grants)
+
+    async def _checked(
+        self, scope: Scope, receive: Receive, send: Send, grants: list[TokenGrant]
+    ) -> None:
         token = bearer_token(scope["headers"])
         grant = authenticate(grants, token)
         if grant is None:

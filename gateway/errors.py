@@ -129,14 +129,16 @@ class BodyLimit:
         """
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        has_body = False
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 message = f"request body exceeds the {self.limit}-byte limit"
                 return error_response(413, "too_large", message)(scope, receive, send)
-            has_body = has_body or name in (b"content-length", b"transfer-encoding")
-        if not has_body and scope.get("http_version") in ("1.0", "1.1"):
-            # HTTP/1: no body without one of them; nothing to count (an SSE GET holds less).
+            chunked = chunked or name == b"transfer-encoding"
+        if not chunked and scope.get("http_version") in ("1.0", "1.1"):
+            # HTTP/1 without a chunked body: no body, or one of the declared length, which the
+            # server's parser frames the message by (no byte past it is handed on), checked
+            # above. Nothing to count: a stream's request keeps no counting wrapper.
             return self.app(scope, receive, send)
         return self.app(scope, _limited(receive, self.limit), send)
 

@@ -12,7 +12,6 @@ route, so its answers, its 422 among them, are the ones clients get.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from gateway.hub import Hub
 from gateway.json_guard import is_json
 from gateway.sse_route import header
 from walrus_tasks.config import Config
+from walrus_tasks.json_depth import loads_checked
 from walrus_tasks.tenancy import Caller
 
 M = TypeVar("M", bound=BaseModel)
@@ -36,12 +36,13 @@ M = TypeVar("M", bound=BaseModel)
 def body_of(scope: Scope, query: sse_route.Query, model: type[M]) -> M | None:
     """The request's body as ``model``, as FastAPI reads it: parsed as JSON, then validated.
 
-    None where FastAPI would not parse it as JSON, or would refuse it.
+    None where FastAPI would not parse it as JSON, or would refuse it, or where it nests past
+    the limit (``gateway.json_guard``, behind the plain streams, answers its 422).
     """
     if not is_json(scope):
         return None
     try:
-        return model.model_validate(json.loads(query.body))
+        return model.model_validate(loads_checked(query.body))
     except (ValueError, ValidationError):
         return None
 

@@ -118,6 +118,36 @@ def test_every_json_route_refuses_a_deep_body_in_its_protocol_s_shape(
     assert db.dbsize() == size  # nothing stored
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "shape"),
+    [
+        ("/v1/agents/echo/messages", '{"content": "hi", "stream": true, "m": DEEP}', "native"),
+        ("/v1/chat/completions", '{"model": "echo", "stream": true, "messages": DEEP}', "openai"),
+        ("/v1/responses", '{"model": "echo", "stream": true, "input": DEEP}', "openai"),
+        (  # a body its model takes: only the depth refuses it
+            "/v1/responses",
+            '{"model": "echo", "stream": true, "input": "hi",'
+            ' "tools": [{"type": "function", "name": "f",'
+            ' "parameters": {"type": "object", "x": DEEP}}]}',
+            "openai",
+        ),
+        ("/v1/messages", '{"model": "echo", "stream": true, "messages": DEEP}', "anthropic"),
+        ("/a2a/echo", '{"jsonrpc": "2.0", "method": "SubscribeToTask", "params": DEEP}', "detail"),
+    ],
+)
+def test_a_deep_body_that_asks_for_a_stream_is_refused_as_any_deep_body(
+    http: httpx.Client, db: redis.Redis, path: str, body: str, shape: str
+) -> None:
+    """The plain streams (gateway.sse_route) read these bodies before the depth check does."""
+    size = db.dbsize()
+    resp = post_raw(http, "POST", path, body.replace("DEEP", nest(100)))
+    assert resp.status_code == (400 if shape == "anthropic" else 422), resp.text
+    data: Any = resp.json()
+    message = data["detail"] if shape == "detail" else data["error"]["message"]
+    assert "nested deeper than 64 levels" in message
+    assert db.dbsize() == size  # nothing stored
+
+
 def test_deep_data_stored_before_the_bound_reads_200(http: httpx.Client, db: redis.Redis) -> None:
     """Written straight into Redis (as an older gateway stored it): reads cut it, never 500."""
     put = {"namespace": ["old"], "key": "k", "value": {"ok": 1}}

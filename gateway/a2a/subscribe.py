@@ -43,6 +43,7 @@ from gateway.hub import Hub
 from gateway.relay import Cursor
 from gateway.sse import ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.json_depth import loads_checked
 
 ENDPOINT = "/a2a/{agent}"
 METHOD = "SubscribeToTask"
@@ -55,8 +56,8 @@ def _subscription(query: sse_route.Query) -> tuple[str | int | None, str] | None
     if METHOD.encode() not in query.body:  # any other call is parsed by the SDK alone
         return None
     try:
-        call = json.loads(query.body)
-    except ValueError:
+        call = loads_checked(query.body)
+    except ValueError:  # TooDeep too: the JSON depth check behind answers it
         return None
     if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or call.get("method") != METHOD:
         return None

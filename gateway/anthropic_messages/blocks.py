@@ -109,6 +109,22 @@ def stream_error(run_id: str) -> ErrorRender:
     return render
 
 
+def message_start(run_id: str, agent: str) -> str:
+    """The stream's first event: the message, with no content yet.
+
+    Built here, not in :func:`stream_message`, whose frame lives as long as its stream does
+    and would keep the ``Message`` (~1.3 KB a stream, docs/benchmarks.md, issue 25, fifth round).
+    """
+    head = Message(
+        id=message_id(run_id),
+        content=[],
+        model=agent,
+        stop_reason=None,
+        usage=Usage(input_tokens=0, output_tokens=0),
+    )
+    return sse_event("message_start", message=head.model_dump())
+
+
 async def stream_message(
     hub: Hub, run_id: str, agent: str, thinking: bool
 ) -> AsyncGenerator[str, None]:
@@ -119,14 +135,7 @@ async def stream_message(
     ends with an ``error`` event instead of ``message_delta`` (Redis away too long too: see
     :func:`gateway.sse.guarded`).
     """
-    head = Message(
-        id=message_id(run_id),
-        content=[],
-        model=agent,
-        stop_reason=None,
-        usage=Usage(input_tokens=0, output_tokens=0),
-    )
-    yield sse_event("message_start", message=head.model_dump())
+    yield message_start(run_id, agent)
     error = stream_error(run_id)
     forward = Forward(thinking)
     open_kind: Kind | None = None
