@@ -9,6 +9,13 @@ event and the flow control's writable event). :class:`LeanConnection` gives each
 instead (56 bytes; ``asyncio.Event`` only appends, removes and iterates its waiters, and the
 pipeline queue is only appended to at the left, popped at the right and tested).
 
+Its HTTP parser (~0.9 KB, httptools' C state) is dropped once a request has been read whole
+and nothing past it was: a stream's connection receives nothing more while it is open. After a
+keep-alive request the next bytes get a new parser, which starts where the kept one would (at
+a message's start); after one that said ``Connection: close`` they are ignored, as the kept
+parser ignored them (uvicorn sets ``lenient_data_after_close``). A parser mid-way through a
+pipelined request is kept.
+
 It also offers each request the :data:`ON_LEAVE` scope key: ``scope[ON_LEAVE](callback)``
 calls ``callback`` once when the connection is lost while the request is being answered
 (``None`` stops that). A stream that used it needs no task of its own waiting on ``receive``
@@ -21,8 +28,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ON_LEAVE = "walrus.on_leave"
@@ -47,15 +56,37 @@ def lean_event(event: asyncio.Event) -> None:
         event._waiters = []  # type: ignore[assignment]  # list: see the module docstring
 
 
+def _parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """A new parser for ``protocol``, set up as uvicorn sets up its first."""
+    parser = httptools.HttpRequestParser(protocol)
+    with suppress(AttributeError):  # httptools < 0.6.3, as uvicorn allows
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
 class LeanConnection(HttpToolsProtocol):
     """uvicorn's httptools protocol holding less per connection, with :data:`ON_LEAVE`."""
 
-    __slots__ = ("_on_leave",)
+    __slots__ = ("_between", "_keep_alive", "_on_leave")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
         self._on_leave: Leave | None = None
+        self._between = False
+        """The parser has read a request whole and nothing of the next one."""
+        self._keep_alive = True
+        """That request keeps the connection open for another."""
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data`` (with a new parser if the last was dropped); drop it if idle after."""
+        if self.parser is None:
+            if not self._keep_alive:  # after a Connection: close, as its parser did
+                return
+            self.parser = _parser(self)
+        super().data_received(data)
+        if self._between and not self.transport.is_closing():
+            self.parser = None  # type: ignore[assignment]  # see the module docstring
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """The flow control's writable event waits on a list."""
@@ -71,8 +102,14 @@ class LeanConnection(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         """A request's scope offers :data:`ON_LEAVE`."""
+        self._between = False
         super().on_message_begin()
         self.scope[ON_LEAVE] = self._watch  # type: ignore[literal-required]
+
+    def on_message_complete(self) -> None:
+        """Between requests: the parser may go (see the module docstring)."""
+        super().on_message_complete()
+        self._between, self._keep_alive = True, self.parser.should_keep_alive()
 
     def on_headers_complete(self) -> None:
         """The request's message event waits on a list."""

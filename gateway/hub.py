@@ -43,7 +43,7 @@ class Hub:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.relays = Relays(settings.sse_keepalive)
+        self.relays = Relays()
         """The runs' streams translated for the faces, once each (``gateway.relay``)."""
         self.feeds = 0
         """Merged live feeds open: each ends after its pumps (:meth:`feed`), so it counts

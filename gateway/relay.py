@@ -15,6 +15,13 @@ elsewhere gets a relay of its own. A relay lives while a client follows it; the 
 leave ends its reading. Redis away past ``WALRUS_SSE_REDIS_GRACE`` (or the gateway stopping)
 ends the reading, and each follower then raises the same error, which its face renders
 (``gateway.sse.guarded``); the next client to come starts a new relay.
+
+A follower waits on a future of its own in the relay's list (no ``asyncio.Event``, whose deque
+of waiters is ~0.7 KB a relay, nor a timer per follower): the relay wakes them all when frames
+come, when its reading ends, and when the hub tells it the run was idle for
+``WALRUS_SSE_KEEPALIVE``, which a follower with nothing new to send answers with a keep-alive
+comment. A stream that is a relay's only follower (a Responses create) then holds no more than
+its future while idle (docs/benchmarks.md, issue 25, fifth round).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ class Translation(Protocol):
 class Relay:
     """One run's frames in one face's shape, read and translated once."""
 
-    __slots__ = ("changed", "ended", "failure", "followers", "frames", "key", "task")
+    __slots__ = ("ended", "failure", "followers", "frames", "idle", "key", "task", "waiters")
 
     def __init__(self, key: Hashable, items: AsyncIterator[Item], translation: Translation):
         self.key = key
@@ -58,15 +65,23 @@ class Relay:
         self.failure: BaseException | None = None
         """What ended the reading early (a Redis error, ``ShuttingDown``), raised to each
         follower once it has had every frame."""
-        self.changed = asyncio.Event()
+        self.idle = 0
+        """How many times the hub said the run was idle (a follower's keep-alive is due)."""
+        self.waiters: list[asyncio.Future[None]] = []
         self.followers = 0
         self.task = asyncio.get_running_loop().create_task(self._pump(items, translation))
+
+    def _wake(self) -> None:
+        """Wake every waiting follower; the next wait waits for what comes next."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a follower that left cancelled its own
+                waiter.set_result(None)
 
     def _add(self, frames: Sequence[str]) -> None:
         if frames:
             self.frames.extend(frames)
-            self.changed.set()  # every waiting follower wakes ...
-            self.changed.clear()  # ... and the next wait waits for the next frames
+            self._wake()
 
     async def _pump(self, items: AsyncIterator[Item], translation: Translation) -> None:
         try:
@@ -74,23 +89,25 @@ class Relay:
             if not translation.over():
                 async with aclosing(items):  # type: ignore[type-var]  # the hub's generator
                     async for entry_id, event in items:
-                        if event is not None:
-                            self._add(await translation.feed(entry_id, event))
-                            if translation.over():
-                                break
+                        if event is None:  # idle for the keep-alive interval
+                            self.idle += 1
+                            self._wake()
+                            continue
+                        self._add(await translation.feed(entry_id, event))
+                        if translation.over():
+                            break
             self._add(await translation.closing())
         except Exception as e:  # told to every follower, in order, after the frames before it
             self.failure = e
         finally:
             self.ended = True
-            self.changed.set()
+            self._wake()
 
 
 class Relays:
     """The relays of one gateway process, by what their followers asked."""
 
-    def __init__(self, keepalive: float) -> None:
-        self.keepalive = keepalive
+    def __init__(self) -> None:
         self.open: dict[Hashable, Relay] = {}
         self.followers = 0
         """Followers of every relay: a follower is a stream until its last frame is on its
@@ -128,9 +145,9 @@ class Relays:
         The relay is :meth:`relay`'s, joined as the frames are first asked for: a stream
         that never starts (its client gone before) leaves nothing behind. ``first`` (the
         follower's own) goes before them, each of them through ``shape`` if given (a
-        follower's own part of a shared frame: A2A's request id); a keep-alive comment while
-        the relay is idle; what ended its reading early is raised. ``cursor.index`` is the
-        next frame's index as the frames go out.
+        follower's own part of a shared frame: A2A's request id); a keep-alive comment when
+        the hub says the run is idle; what ended its reading early is raised.
+        ``cursor.index`` is the next frame's index as the frames go out.
         """
         relay = self.relay(key, items, make)
         del key, items, make  # a follower holds its relay, not what made it (~1 KB a stream)
@@ -150,12 +167,13 @@ class Relays:
                     if last is not None:
                         yield last
                     return
-                else:
-                    try:
-                        async with asyncio.timeout(self.keepalive):
-                            await relay.changed.wait()
-                    except TimeoutError:
-                        yield KEEP_ALIVE
+                else:  # wait for what comes next (inline: no frame more while idle)
+                    idle = relay.idle
+                    waiter = asyncio.get_running_loop().create_future()
+                    relay.waiters.append(waiter)
+                    await waiter
+                    if relay.idle != idle and cursor.index == len(relay.frames):
+                        yield KEEP_ALIVE  # the run was idle, and so was this stream
         finally:
             self._leave(relay)
 

@@ -208,7 +208,7 @@ class BoundedHttpTools(LeanConnection):
             return
         # A chunk that started in a head and ended in one, with no head completed in it,
         # is all head: count it (a chunk that also held a body is counted by the callbacks).
-        if counting and self._in_head and not self._head_done and self.parser is not None:
+        if counting and self._in_head and not self._head_done and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head:
                 self._close_with(self._too_large())

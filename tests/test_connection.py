@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
-from gateway.connection import ON_LEAVE, lean_event
+from gateway.connection import ON_LEAVE, LeanConnection, lean_event
 from gateway.sse import EventStream
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url
 from tests.test_metrics import scrape, value
-from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.redis_server import RedisServer, free_port
 
 EVENTS = {"route": "/v1/runs/{run_id}/events"}
 
@@ -73,6 +74,83 @@ def test_pipelined_requests_are_answered_in_order(idle_gateway: Cluster) -> None
         while chunk := s.recv(65536):
             data += chunk
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"404"], data
+
+
+def test_a_keep_alive_connection_reads_each_request_however_it_comes(
+    idle_gateway: Cluster,
+) -> None:
+    """The parser is dropped between requests and made again for the next bytes: a request
+    after that, one sent a byte at a time, a body in two writes, two in one write, all read."""
+    port = int(idle_gateway.gateway_url.rsplit(":", 1)[1])
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    bad = b'{"content": ""}'  # a 422: read whole, or it would not be refused so
+    post = (
+        b"POST /v1/agents/echo/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(bad)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+
+        def answer() -> bytes:
+            data = b""
+            while not re.search(rb"\r\n\r\n(.*\}|ok|.*\n)$", data, re.S):
+                data += s.recv(65536)
+            return data
+
+        s.sendall(head)
+        assert answer().startswith(b"HTTP/1.1 200"), "the first request"
+        for byte in head:  # a new parser, fed one byte at a time
+            s.sendall(bytes([byte]))
+        assert answer().startswith(b"HTTP/1.1 200"), "a request sent a byte at a time"
+        s.sendall(post)
+        s.sendall(bad)
+        assert answer().startswith(b"HTTP/1.1 422"), "a body after its head"
+        s.sendall(head + head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", rest) == [b"200", b"200"], rest
+
+
+def test_between_requests_a_connection_holds_no_parser() -> None:
+    """Checked on the connections of a real server (in-process, so they can be looked at):
+    one whose request is a stream being answered holds none, whether it is kept alive or
+    closes after it; a pipelined one keeps its own."""
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"open", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":  # open until the client leaves
+            pass
+
+    async def main() -> tuple[list[bool], list[bool]]:
+        config = uvicorn.Config(stream, port=free_port(), http=LeanConnection, lifespan="off")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        closing = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        writers = []
+        for data in (request, closing, request + b"GET / HT"):  # the last: part of the next
+            reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+            writer.write(data)
+            await reader.readuntil(b"open")
+            writers.append(writer)
+        connections = list(server.server_state.connections)
+        held = sorted(c.parser is None for c in connections)
+        writers[1].write(b"GET / HTTP/1.1\r\n\r\n" * 4)  # after a close: ignored, no parser
+        await asyncio.sleep(0.1)
+        held_after = sorted(c.parser is None for c in connections)
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+        server.should_exit = True
+        await serving
+        return held, held_after, [isinstance(c, LeanConnection) for c in connections]
+
+    held, held_after, lean = asyncio.run(main())
+    assert lean == [True, True, True]
+    assert held == held_after == [False, True, True]  # only the pipelined one's is kept
 
 
 def test_a_lean_event_waits_and_wakes_as_before() -> None:

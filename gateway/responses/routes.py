@@ -33,7 +33,7 @@ from gateway.responses.models import (
     ResponseCreate,
     ResponseObject,
 )
-from gateway.responses.stream import Finish, event_stream, settle
+from gateway.responses.stream import event_stream, settle
 from gateway.responses.translate import Translator
 from gateway.sse import EventStream
 from gateway.stream_limit import hold_stream
@@ -52,11 +52,19 @@ SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {
 router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI Responses"])
 
 
-def _finisher(r: redis.Redis, ttl: int) -> Finish:
-    async def finish(view: ResponseView, final: dict[str, Any]) -> None:
-        await run_in_threadpool(resp_ops.finish, r, view, final, ttl)
+class _Finisher:
+    """Keeps a response's final object once it has ended (a :data:`Finish`).
 
-    return finish
+    Slotted, not a closure: a stream keeps it for as long as it is open.
+    """
+
+    __slots__ = ("r", "ttl")
+
+    def __init__(self, r: redis.Redis, ttl: int) -> None:
+        self.r, self.ttl = r, ttl
+
+    async def __call__(self, view: ResponseView, final: dict[str, Any]) -> None:
+        await run_in_threadpool(resp_ops.finish, self.r, view, final, self.ttl)
 
 
 @router.post("/v1/responses", response_model=ResponseObject, responses={**ERRORS, **SSE})
@@ -78,7 +86,7 @@ async def _create(
     if body.stream:
         hold_stream()  # before the run is submitted: a refused stream starts nothing
     view = await run_in_threadpool(start, r, config, who, body, settings.events_ttl)
-    finish = _finisher(r, settings.events_ttl)
+    finish = _Finisher(r, settings.events_ttl)
     if body.stream:
         return event_stream(hub, view, -1, finish)
     if body.background:
@@ -108,7 +116,7 @@ async def retrieve_response(
     if stream:  # in the gateway app, answered by gateway.sse_route (PLAIN_STREAM), the same way
         return await _stream_again(r, hub, settings.events_ttl, who, response_id, starting_after)
     view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
-    finish = _finisher(r, settings.events_ttl)
+    finish = _Finisher(r, settings.events_ttl)
     if view.final is not None:
         return JSONResponse(view.final)
     t = await run_in_threadpool(fold, r, view)
@@ -127,7 +135,7 @@ async def _stream_again(
     view = await run_in_threadpool(resp_ops.get_response, r, response_id, who)
     hold_stream()
     after = -1 if starting_after is None else starting_after
-    return event_stream(hub, view, after, _finisher(r, ttl))
+    return event_stream(hub, view, after, _Finisher(r, ttl))
 
 
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -181,7 +189,7 @@ async def cancel_response(
             t = await run_in_threadpool(fold, r, view)
     final = view.final or t.snapshot()
     if t.terminal:
-        await _finisher(r, settings.events_ttl)(view, final)
+        await _Finisher(r, settings.events_ttl)(view, final)
     return JSONResponse(final)
 
 

@@ -35,6 +35,8 @@ class _Frames:
     N + 1. At the end the response's final object is kept (``finish``), once for every client.
     """
 
+    __slots__ = ("finish", "t")
+
     def __init__(self, t: Translator, finish: Finish) -> None:
         self.t, self.finish = t, finish
 

@@ -59,6 +59,8 @@ from walrus_tasks.event_types import STEP_BOUNDARY, STEP_BUDGET
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged
 
 Event = dict[str, Any]
+NO_NAMES: frozenset[str] = frozenset()
+"""The client function names of a response that offered none (one shared empty set)."""
 KEEP_OPEN = frozenset({"text_start", "restart", "retry"})
 """Events that leave an open message or reasoning item open (a restarted step goes on in it)."""
 
@@ -86,7 +88,7 @@ class Translator:
         """The entry id of the event the response ended at."""
         self.pending: list[str] = []
         """The client function calls it stopped at (their call ids)."""
-        self.client_names = frozenset(str(t["name"]) for t in view.tools)
+        self.client_names = frozenset(str(t["name"]) for t in view.tools) or NO_NAMES
         self._text, self._thinking = ForwardOnce(), ForwardOnce("thinking")
         self._mute = False
         """A restarted step's thinking differed: the rest of it is dropped."""
@@ -96,8 +98,10 @@ class Translator:
         """The agent's own calls of the step waiting for their result."""
         self._client: dict[str, FunctionCallItem] = {}
         """The client calls of the step."""
-        self._asked: set[str] = set()
-        self._seen: set[str] = set()
+        # Dicts as sets: an empty dict holds no table (64 B), an empty set 216 B, for as long
+        # as the response's stream is open.
+        self._asked: dict[str, None] = {}
+        self._seen: dict[str, None] = {}
 
     @property
     def terminal(self) -> bool:
@@ -181,10 +185,10 @@ class Translator:
                 out += self._result(event)
             elif kind == "ask_user" and event.get("kind") == "client_tool":
                 if event.get("call_id") in self._client:
-                    self._asked.add(str(event["call_id"]))
+                    self._asked[str(event["call_id"])] = None
             elif kind == "end":
                 return out + self._end(entry_id, event)
-        if self._client and self._asked >= set(self._client) and not self._tools:
+        if self._client and self._asked.keys() >= self._client.keys() and not self._tools:
             self.pending = list(self._client)
             out += self._finish(entry_id, "completed", "response.completed")
         return out
@@ -283,13 +287,13 @@ class Translator:
 
     def _calls(self, calls: list[Mapping[str, Any]]) -> list[Event]:
         """A step's calls: client ones done at once, the agent's own open until their result."""
-        self._client, self._asked = {}, set()
+        self._client, self._asked = {}, {}
         out = []
         for call in calls:
             call_id, name = str(call.get("id", "")), str(call.get("name", ""))
             if call_id in self._seen:
                 continue  # a tool_start seen twice (a step committed, then re-announced)
-            self._seen.add(call_id)
+            self._seen[call_id] = None
             arguments = json.dumps(call.get("arguments") or {}, ensure_ascii=False)
             if name in self.client_names:
                 fc = FunctionCallItem(id=self._id("fc"), call_id=call_id, name=name,
