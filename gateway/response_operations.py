@@ -40,9 +40,9 @@ def unknown(response_id: str) -> NotFound:
     return NotFound(f"unknown response {response_id!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResponseView:
-    """One response's record, typed."""
+    """One response's record, typed (slotted: a stream's translation keeps one)."""
 
     id: str
     run_id: str

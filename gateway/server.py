@@ -35,7 +35,7 @@ import uvicorn
 from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from gateway.connection import LeanConnection
+from gateway.connection import LeanConnection, untrack_async_generators
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.server")
@@ -312,6 +312,11 @@ class _Server(uvicorn.Server):
     ``unavailable`` error, which says to resume from the last event id, and its connection
     closes at once.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Untrack async generators (:func:`gateway.connection.untrack_async_generators`)."""
+        untrack_async_generators()
+        await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app

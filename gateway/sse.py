@@ -19,6 +19,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
+from functools import cache
 from typing import Any, TypeVar
 
 from starlette.responses import Response
@@ -120,29 +121,32 @@ class EventStream(Response):
         self.frames = frames
         self.status_code = 200
         self.background = None
-        self.init_headers({**SSE_HEADERS, **(headers or {})})
+        if headers:
+            self.init_headers({**SSE_HEADERS, **headers})
+        else:  # the same header tuples for every such stream; a list of its own (a middleware
+            self.raw_headers = list(_plain_headers())  # may add to it, as CORS does)
+        self.writer: asyncio.Task[Any] | None = None
+        self.left = self.finished = False
+
+    def _on_leave(self, watched: object = None) -> None:
+        """The client left: cancel the writer (a bound method: no closure kept per stream)."""
+        if isinstance(watched, asyncio.Future) and not watched.cancelled():
+            watched.exception()  # retrieved: a failing receive means the client is gone too
+        if not self.finished and self.writer is not None:  # else: scheduled before the end
+            self.left = True
+            self.writer.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the headers, then every frame, until the frames end or the client leaves."""
-        writer = asyncio.current_task()
+        self.writer = writer = asyncio.current_task()
         assert writer is not None
-        left = finished = False
-
-        def on_leave(watched: object = None) -> None:
-            nonlocal left
-            if isinstance(watched, asyncio.Future) and not watched.cancelled():
-                watched.exception()  # retrieved: a failing receive means the client is gone too
-            if not finished:  # a callback already scheduled when the response ended
-                left = True
-                writer.cancel()
-
         watch_leave: Callable[[Callable[[], None] | None], None] | None = scope.get(ON_LEAVE)
         watch = None
         if watch_leave is not None:
-            watch_leave(on_leave)
+            watch_leave(self._on_leave)
         else:
             watch = asyncio.ensure_future(_disconnected(receive))
-            watch.add_done_callback(on_leave)
+            watch.add_done_callback(self._on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for frame in self.frames:
@@ -150,17 +154,26 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not left:
+            if not self.left:
                 raise
             writer.uncancel()  # the client left: a normal end of the response, not a failure
         finally:
-            finished = True
+            self.finished = True
+            self.writer = None
             if watch_leave is not None:
                 watch_leave(None)
             if watch is not None:
-                watch.remove_done_callback(on_leave)
+                watch.remove_done_callback(self._on_leave)
                 watch.cancel()
             await self.frames.aclose()  # unsubscribes at once, not when it is collected
+
+
+@cache
+def _plain_headers() -> tuple[tuple[bytes, bytes], ...]:
+    """The raw headers of an :class:`EventStream` with no headers of its own."""
+    stream = EventStream.__new__(EventStream)
+    stream.init_headers(SSE_HEADERS)
+    return tuple(stream.raw_headers)
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -236,3 +236,17 @@ def test_on_another_server_a_stream_waits_on_receive_for_its_client_leaving() ->
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert closed == [True]
     assert received
+
+
+def test_each_stream_s_headers_are_a_list_of_its_own() -> None:
+    """Streams without headers of their own share the header tuples, not the list: a middleware
+    that adds to one stream's (CORS does) adds nothing to the next one's."""
+    first, second = EventStream(_idle_frames([])), EventStream(_idle_frames([]))
+    assert first.raw_headers == second.raw_headers
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in first.raw_headers
+    assert (b"cache-control", b"no-cache") in first.raw_headers
+    first.raw_headers.append((b"access-control-allow-origin", b"*"))
+    assert (b"access-control-allow-origin", b"*") not in second.raw_headers
+    own = EventStream(_idle_frames([]), {"A2A-Version": "1.0"})
+    assert (b"a2a-version", b"1.0") in own.raw_headers
+    assert (b"cache-control", b"no-cache") in own.raw_headers

@@ -6,13 +6,14 @@ starting_after=N``). The stream ends after the response's terminal event (``resp
 completed``, ``.incomplete`` or ``.failed``) with ``data: [DONE]``. Written through
 ``gateway.sse.face_stream``, from one translation of the run for every client of the response
 (``gateway.relay``): Redis away past ``WALRUS_SSE_REDIS_GRACE`` (or the gateway
-stopping) ends it with an ``error`` event (:func:`stream_error`) whose ``sequence_number`` is the
+stopping) ends it with an ``error`` event (:class:`StreamError`) whose ``sequence_number`` is the
 last one sent, so resuming ``starting_after`` it misses nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gateway import operations as ops
@@ -21,7 +22,7 @@ from gateway.openai_compat import DONE
 from gateway.relay import Cursor
 from gateway.response_operations import ResponseView
 from gateway.responses.translate import Translator
-from gateway.sse import ErrorRender, EventStream, face_stream, typed_frame
+from gateway.sse import EventStream, face_stream, typed_frame
 
 Finish = Callable[[ResponseView, dict[str, Any]], Any]
 """Called (awaited) once the response has ended, with its final object (kept, or not)."""
@@ -61,6 +62,9 @@ def event_stream(hub: Hub, view: ResponseView, starting_after: int, finish: Fini
     Translated once for every client of the response (``gateway.relay``).
     """
     cursor = Cursor(starting_after + 1)
+    # The response object shows no input items: its translation, kept for as long as the
+    # response is followed, keeps none either (``GET …/input_items`` reads them from Redis).
+    view = replace(view, input=[])
     frames = hub.relays.follow(
         ("responses", view.id),
         lambda: ops.run_events(hub, view.run_id, view.after),
@@ -68,24 +72,31 @@ def event_stream(hub: Hub, view: ResponseView, starting_after: int, finish: Fini
         cursor,
         DONE,
     )
-    return face_stream(hub, frames, stream_error(view.id, cursor))
+    return face_stream(hub, frames, StreamError(view.id, cursor))
 
 
-def stream_error(response_id: str, cursor: Cursor) -> ErrorRender:
-    """How a stream that is at ``cursor`` ends early: an ``error`` event, then ``[DONE]``.
+class StreamError:
+    """How a stream at ``cursor`` ends early: an ``error`` event, then ``[DONE]``.
 
-    Its ``sequence_number`` is the last one sent: the client resumes with ``starting_after``
-    set to it and gets the rest.
+    An ``ErrorRender``. Its ``sequence_number`` is the last one sent: the client resumes with
+    ``starting_after`` set to it and gets the rest. Slotted, not a closure: a stream keeps it
+    while it is open.
     """
 
-    def render(code: str, message: str) -> str:
-        last = cursor.index - 1
-        hint = f"; resume with GET /v1/responses/{response_id}?stream=true&starting_after={last}"
+    __slots__ = ("cursor", "response_id")
+
+    def __init__(self, response_id: str, cursor: Cursor) -> None:
+        self.response_id, self.cursor = response_id, cursor
+
+    def __call__(self, code: str, message: str) -> str:
+        """The stream's last frames, for error ``code`` and its ``message``."""
+        last = self.cursor.index - 1
+        hint = (
+            f"; resume with GET /v1/responses/{self.response_id}?stream=true&starting_after={last}"
+        )
         error = {"type": "error", "sequence_number": max(last, 0), "code": code,
                  "message": message + hint, "param": None}  # fmt: skip
         return typed_frame(error) + DONE
-
-    return render
 
 
 async def settle(hub: Hub, t: Translator) -> Translator:
