@@ -30,10 +30,20 @@ from bench.streams import heap_snapshot, rss_kb
 from walrus_tasks import heap
 
 AGENT = "idle"
-FACES = ("openai", "anthropic", "native", "responses")
+FACES = ("openai", "anthropic", "native", "responses", "mcp")
 JSON = (("Content-Type", "application/json"),)
+MCP_VERSION = "2026-07-28"
+"""The MCP protocol a ``tools/call`` speaks: the ``mcp`` package's default, no session."""
 SETTLE_S = 2.0
 """Seconds after the last ``200`` before RSS is read (the last requests' work done)."""
+
+
+def headers(face: str) -> tuple[tuple[str, str], ...]:
+    """The request headers of ``face`` besides ``Host``, ``Accept`` and ``Content-Length``."""
+    if face == "mcp":  # as the mcp package's client sends a tools/call
+        return (*JSON, ("MCP-Protocol-Version", MCP_VERSION), ("MCP-Method", "tools/call"),
+                ("MCP-Name", AGENT), ("Accept", "application/json, text/event-stream"))  # fmt: skip
+    return JSON
 
 
 def request(face: str, sender: str) -> tuple[str, bytes]:
@@ -53,6 +63,13 @@ def request(face: str, sender: str) -> tuple[str, bytes]:
     elif face == "responses":
         path = "/v1/responses"
         body = {"model": AGENT, "input": "go", "stream": True, "conversation": sender}
+    elif face == "mcp":  # progress asked: the call's stream opens at once, with "still running"
+        path = "/mcp"
+        meta = {"progressToken": sender, "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
+                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+        params = {"name": AGENT, "arguments": {"message": "go"}, "_meta": meta}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
     else:
         raise ValueError(f"unknown face {face!r}")
     return path, json.dumps(body).encode()
@@ -62,7 +79,7 @@ async def _open(port: int, face: str, sender: str) -> tuple[str, asyncio.StreamW
     """Send the ``POST``; its status code (``"0"``: none) and the open connection."""
     path, body = request(face, sender)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(encode("127.0.0.1", port, Request("POST", path, JSON, body)))
+    writer.write(encode("127.0.0.1", port, Request("POST", path, headers(face), body)))
     await writer.drain()
     line = await reader.readline()
     return (line.split()[1].decode() if len(line.split()) > 1 else "0"), writer

@@ -54,11 +54,17 @@ class Outcome(NamedTuple):
 
 
 def encode(host: str, port: int, request: Request) -> bytes:
-    """The bytes of ``request`` (``Connection: close``, ``Accept: text/event-stream``)."""
+    """The bytes of ``request`` (``Connection: close``; ``Accept: text/event-stream`` unless
+    its headers have an ``Accept`` of their own)."""
+    accept = (
+        []
+        if any(k.lower() == "accept" for k, _ in request.headers)
+        else ["Accept: text/event-stream"]
+    )
     head = [
         f"{request.method} {request.path} HTTP/1.1",
         f"Host: {host}:{port}",
-        "Accept: text/event-stream",
+        *accept,
         "Connection: close",
         *(f"{k}: {v}" for k, v in request.headers),
     ]
