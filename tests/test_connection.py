@@ -7,8 +7,10 @@ over real sockets; the response itself in-process, with and without the server's
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import socket
+import sys
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.connection import ON_LEAVE, LeanConnection, lean_event
+from gateway.connection import ON_LEAVE, LeanConnection, lean_event, untrack_async_generators
+from gateway.errors import BodyLimit
 from gateway.sse import EventStream
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url
@@ -250,3 +253,49 @@ def test_each_stream_s_headers_are_a_list_of_its_own() -> None:
     own = EventStream(_idle_frames([]), {"A2A-Version": "1.0"})
     assert (b"a2a-version", b"1.0") in own.raw_headers
     assert (b"cache-control", b"no-cache") in own.raw_headers
+
+
+def test_the_server_s_loop_tracks_no_async_generator_and_still_closes_a_dropped_one() -> None:
+    """``untrack_async_generators`` (the gateway's server calls it as it starts)."""
+    closed: list[str] = []
+
+    async def frames() -> AsyncGenerator[str, None]:
+        try:
+            yield "first"
+            yield "never"
+        finally:
+            closed.append("closed")
+
+    async def main() -> tuple[Any, int]:
+        untrack_async_generators()
+        hooks = sys.get_asyncgen_hooks()
+        gen = frames()
+        assert await anext(gen) == "first"
+        del gen  # dropped unfinished: the finalizer closes it on the loop
+        gc.collect()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return hooks.firstiter, len(asyncio.get_running_loop()._asyncgens)  # type: ignore[attr-defined]
+
+    firstiter, tracked = asyncio.run(main())
+    assert firstiter is None and tracked == 0
+    assert closed == ["closed"]
+
+
+def test_a_body_of_declared_length_reaches_the_app_unwrapped_and_a_chunked_one_counted() -> None:
+    """The body limit keeps no wrapper for a body the server frames by its length (HTTP/1)."""
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        got.append(receive)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    limit = BodyLimit(app, 100)
+    declared = {"type": "http", "http_version": "1.1", "headers": [(b"content-length", b"2")]}
+    chunked = {"type": "http", "http_version": "1.1",
+               "headers": [(b"transfer-encoding", b"chunked")]}  # fmt: skip
+    asyncio.run(limit(declared, receive, None))  # type: ignore[arg-type]
+    asyncio.run(limit(chunked, receive, None))  # type: ignore[arg-type]
+    assert got[0] is receive and got[1] is not receive
