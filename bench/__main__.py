@@ -253,6 +253,12 @@ def report_latency(results: dict[str, Any], console: Console) -> None:
         ("   same runs: → start", d["start"]),
         ("   same runs: → end", d["end"]),
     ]
+    if d.get("start_written", {}).get("n"):  # by the run's own clock (measure.Dispatch)
+        rows += [
+            ("   by Redis's clock: → start written", d["start_written"]),
+            ("   start → 1st chunk written", d["chunk_written"]),
+            ("   1st chunk written → parsed", d["chunk_delivered"]),
+        ]
     for label, s in rows:
         lat.add_row(
             label, str(s["n"]),
@@ -656,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
             "headers": disp.headers.summary(),
             "start": disp.start.summary(),
             "end": end,
+            "start_written": disp.start_written.summary(),
+            "chunk_written": disp.chunk_written.summary(),
+            "chunk_delivered": disp.chunk_delivered.summary(),
             "failures": dict(disp.failures),
         }
         results["ratios"].update({

@@ -194,15 +194,22 @@ def celery_throughput(
 # --- 2. dispatch latency --------------------------------------------------------------------------
 
 
-def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """The JSON events of an SSE body (comments and ids skipped)."""
-    data = ""
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``(id, JSON event)`` of each event of an SSE body (comments skipped; id "" if none)."""
+    data = entry_id = ""
     for line in lines:
         if line.startswith("data: "):
             data = line[6:]
+        elif line.startswith("id: "):
+            entry_id = line[4:]
         elif line == "" and data:
-            yield json.loads(data)
-            data = ""
+            yield entry_id, json.loads(data)
+            data = entry_id = ""
+
+
+def entry_s(entry_id: str) -> float:
+    """When Redis wrote stream entry ``entry_id`` (its clock, whole ms), in epoch seconds."""
+    return int(entry_id.split("-", 1)[0]) / 1000
 
 
 @dataclass
@@ -215,6 +222,15 @@ class Dispatch:
     start: Latencies = field(default_factory=Latencies)
     first_chunk: Latencies = field(default_factory=Latencies)
     end: Latencies = field(default_factory=Latencies)
+    start_written: Latencies = field(default_factory=Latencies)
+    """The same runs by the run's own clock (its stream's entry ids: Redis's, whole ms, so each
+    figure is off by up to 1 ms either way): ``POST`` → the ``start`` entry written (the
+    gateway's part and the broker hop to the worker), ``start`` → the first ``chunk`` entry
+    written (the worker's step up to its first token), that entry → parsed by the client (the
+    hub, the gateway's write, the client's read). On one machine only: the client's clock is
+    Redis's."""
+    chunk_written: Latencies = field(default_factory=Latencies)
+    chunk_delivered: Latencies = field(default_factory=Latencies)
     worker: Latencies = field(default_factory=Latencies)
     """The run record's ``started_at`` → ``finished_at`` (the worker's clock, whole ms): the
     lease taken, the step's claim and reads, the call, its commit and the finish (7. only)."""
@@ -227,14 +243,18 @@ def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict
     body = {"content": "ping", "sender": sender, "stream": True}
     seen: dict[str, float] = {}
     status, run_id = "no end event", ""
-    seen["t0"] = time.perf_counter()
+    seen["t0"], seen["t0_wall"] = time.perf_counter(), time.time()
     with client.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
         seen["headers"] = time.perf_counter()
         if resp.status_code != 200:
             resp.read()
             raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
-        for event in sse_events(resp.iter_lines()):
-            seen.setdefault(event["type"], time.perf_counter())
+        for entry_id, event in sse_events(resp.iter_lines()):
+            if event["type"] not in seen:
+                seen[event["type"]] = time.perf_counter()
+                if entry_id:  # when Redis wrote it, and when the client had it, by the wall
+                    seen[event["type"] + "_written"] = entry_s(entry_id)
+                    seen[event["type"] + "_wall"] = time.time()
             if event["type"] == "start":
                 run_id = str(event["run_id"])
             if event["type"] == "end":
@@ -259,6 +279,13 @@ def record(out: Dispatch, status: str, seen: dict[str, float], measured: bool) -
             ("end", out.end),
         ):
             lat.samples_ms.append((seen[name] - t0) * 1000)
+        if {"start_written", "chunk_written", "chunk_wall"} <= seen.keys():
+            for lat, since, until in (
+                (out.start_written, seen["t0_wall"], seen["start_written"]),
+                (out.chunk_written, seen["start_written"], seen["chunk_written"]),
+                (out.chunk_delivered, seen["chunk_written"], seen["chunk_wall"]),
+            ):
+                lat.samples_ms.append((until - since) * 1000)
 
 
 def dispatch(gateway_url: str, agent: str, runs: int, warmup: int, tick: Tick) -> Dispatch:

@@ -202,12 +202,25 @@ class RedisClusterGroup:
         server.process.wait()
         return master
 
+    def slot_owners(self, port: int) -> set[int]:
+        """The ports of the masters that own slots, as the server on ``port`` says."""
+        reply: Any = client(port).execute_command("CLUSTER", "SLOTS")
+        return {int(entry[2][1]) for entry in reply}
+
     def wait_failover(self, timeout: float = 30) -> None:
-        """Wait until a replica stands in for each dead master and every live node says ok."""
+        """Wait until a replica stands in for each dead master, every live node says ok, and
+        every live node maps every slot to a live master (a client refreshing its slot map
+        from any of them finds the promoted replica: under load the nodes learn of a
+        promotion one after the other)."""
 
         def recovered() -> bool:
             try:
-                return self.all_ok() and len(self.masters()) == MASTERS
+                alive = set(self.alive())
+                return (
+                    self.all_ok()
+                    and len(self.masters()) == MASTERS
+                    and all(self.slot_owners(port) <= alive for port in alive)
+                )
             except redis.RedisError:
                 return False
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
-from bench.measure import CeleryRound, CeleryThroughput
+from bench.measure import CeleryRound, CeleryThroughput, Dispatch, record, sse_events
 from bench.sse_clients import Outcome, Request, encode
 from bench.streams import FACES, ended, gate_runs
 
@@ -81,3 +81,25 @@ def test_gates_outlast_twice_the_connecting_and_a_client_request_is_bare_http() 
     )
     posted = encode("h", 1, Request("POST", "/a", (("A2A-Version", "1.0"),), b"{}"))
     assert posted.endswith(b"A2A-Version: 1.0\r\nContent-Length: 2\r\n\r\n{}")
+
+
+def test_a_dispatch_run_is_also_timed_by_its_entries_clock() -> None:
+    """Figure 2's breakdown: POST → ``start`` written, → first ``chunk`` written, → parsed."""
+    body = [
+        ": keep-alive", "",
+        "id: 1700000000005-0", "event: start", 'data: {"type": "start"}', "",
+        'data: {"type": "no id"}', "",
+        "id: 1700000000007-1", "event: chunk", 'data: {"type": "chunk"}', "",
+    ]  # fmt: skip
+    assert [(i, e["type"]) for i, e in sse_events(iter(body))] == [
+        ("1700000000005-0", "start"), ("", "no id"), ("1700000000007-1", "chunk"),
+    ]  # fmt: skip
+    seen = {"t0": 10.0, "headers": 10.001, "start": 10.004, "chunk": 10.006, "end": 10.008,
+            "t0_wall": 1700000000.001, "start_written": 1700000000.005,
+            "chunk_written": 1700000000.007, "chunk_wall": 1700000000.0085}  # fmt: skip
+    out = Dispatch()
+    record(out, "succeeded", seen, measured=True)
+    got = [lat.samples_ms for lat in (out.start_written, out.chunk_written, out.chunk_delivered)]
+    assert [[round(x, 3) for x in s] for s in got] == [[4.0], [2.0], [1.5]]
+    record(out, "succeeded", {k: v for k, v in seen.items() if "wall" not in k}, measured=True)
+    assert len(out.start_written.samples_ms) == 1  # no ids: the breakdown is left out

@@ -66,11 +66,11 @@ def test_post_streams_opens_each_face_s_streams_and_measures_them() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "bench.post_streams", "--streams", "20", "--concurrency", "10"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout)
-    assert [r["face"] for r in results] == ["openai", "anthropic", "native", "responses"]
+    assert [r["face"] for r in results] == ["openai", "anthropic", "native", "responses", "mcp"]
     for r in results:
         assert r["answered_200"] == r["streams"] == 20 and r["other_statuses"] == [], r
         assert r["rss_open_kb"] > 0 and isinstance(r["rss_growth_per_stream_kb"], float), r
