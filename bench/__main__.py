@@ -255,9 +255,9 @@ def report_latency(results: dict[str, Any], console: Console) -> None:
     ]
     if d.get("start_written", {}).get("n"):  # by the run's own clock (measure.Dispatch)
         rows += [
-            ("   by Redis's clock: → start written", d["start_written"]),
-            ("   start → 1st chunk written", d["chunk_written"]),
-            ("   1st chunk written → parsed", d["chunk_delivered"]),
+            ("   → start written (entry id)", d["start_written"]),
+            ("   start → chunk written", d["chunk_written"]),
+            ("   chunk written → parsed", d["chunk_delivered"]),
         ]
     for label, s in rows:
         lat.add_row(
