@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import agent_protocol, cost, measure, streams, trace_sink
+from bench import agent_protocol, cost, measure, streamed_runs, streams, trace_sink
 from bench.procs import AGENT, BENCH_AGENT, LIFTED, Env, cpu_seconds, environment
 from walrus_tasks import heap
 from walrus_tasks.settings import Settings
@@ -253,7 +253,7 @@ def report_latency(results: dict[str, Any], console: Console) -> None:
         ("   same runs: → start", d["start"]),
         ("   same runs: → end", d["end"]),
     ]
-    if d.get("start_written", {}).get("n"):  # by the run's own clock (measure.Dispatch)
+    if d.get("start_written", {}).get("n"):  # by the run's own clock (streamed_runs.Dispatch)
         rows += [
             ("   → start written (entry id)", d["start_written"]),
             ("   start → chunk written", d["chunk_written"]),
@@ -474,7 +474,7 @@ def cost_of(
     return cost.Cost.between(before, after, units, workers, own, log).summary()
 
 
-def history_summary(h: measure.History) -> dict[str, Any]:
+def history_summary(h: streamed_runs.History) -> dict[str, Any]:
     """Figure 7: the two kinds of run side by side, and their ratios."""
     kinds = {"empty": h.empty, "long": h.long}
     out: dict[str, Any] = {"messages": h.messages}
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                     "2. dispatch (POST → first chunk)", total=args.warmup + args.runs
                 )
                 with Phase(env, "2. dispatch", cpu):
-                    disp = measure.dispatch(
+                    disp = streamed_runs.dispatch(
                         env.gateway_url, AGENT, args.runs, args.warmup,
                         lambda n: progress.advance(task, n),
                     )  # fmt: skip
@@ -632,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"7. history: {history} messages", total=args.warmup + args.history_runs
                 )
                 with Phase(env, "7. history", cpu):
-                    hist = measure.history(
+                    hist = streamed_runs.history(
                         env.gateway_url, env.redis_url, AGENT, history, args.history_runs,
                         args.warmup, lambda n: progress.advance(task, n),
                     )  # fmt: skip

@@ -241,11 +241,11 @@ class BearerAuth:
                 return
         elif http and path in _MODEL_PATHS and scope["method"] == "POST":
             try:
-                body = await _read_body(receive)
+                body = await read_body(receive)
             except HTTPException as e:  # BodyLimit's verdict on a streamed body
                 await deny(scope, receive, send, e.status_code, str(e.detail), code="too_large")
                 return
-            agent, receive = _model_of(body), _replay(body, receive)
+            agent, receive = _model_of(body), replay(body, receive)
         else:
             allowed = ", ".join(sorted(grant.agents or ()))
             message = f"this token is limited to agents {allowed}; {path} needs a full-access token"
@@ -307,7 +307,8 @@ async def _run_agent(scope: Scope, run_id: str) -> str | None:
     return None if record is None else record.get("agent", "")
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
+    """The request's whole body (what came, if the client left before it was whole)."""
     chunks = []
     while True:
         message = await receive()
@@ -319,7 +320,7 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that gives ``body`` once, then whatever the client sends next."""
     sent = False
 

@@ -26,9 +26,8 @@ another server). Both are tested in ``tests/test_connection.py``.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -55,26 +54,6 @@ def lean_event(event: asyncio.Event) -> None:
     waiters = event._waiters
     if isinstance(waiters, deque) and not waiters:
         event._waiters = []  # type: ignore[assignment]  # list: see the module docstring
-
-
-def untrack_async_generators() -> None:
-    """Keep the running loop from tracking every async generator it starts.
-
-    asyncio's loop adds each async generator, as it first runs, to a weak set, which only
-    ``shutdown_asyncgens`` reads when the loop is closed, to close the ones still suspended:
-    ~0.1 KB of weak reference a generator, and an open stream runs four or five of them,
-    nested (~0.5 KB a stream, docs/benchmarks.md, issue 25, fifth round). The gateway's streams
-    are closed by their own ``finally`` (and the server ends every stream before it stops), so
-    its loop does without that set. A generator dropped unfinished is still closed on the loop,
-    as asyncio closes it (the finalizer hook stays). Called on the loop's thread, while it runs.
-    """
-    loop = asyncio.get_running_loop()
-
-    def finalize(agen: AsyncGenerator[Any, Any]) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(loop.create_task, agen.aclose())
-
-    sys.set_asyncgen_hooks(firstiter=None, finalizer=finalize)
 
 
 def _parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:

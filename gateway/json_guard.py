@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import _read_body as read_body
-from gateway.auth import _replay as replay
+from gateway.auth import read_body, replay
 from gateway.errors import error_response
+from gateway.sse_route import header
 from walrus_tasks.json_depth import TooDeep, loads_checked
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -46,11 +46,11 @@ def _render(path: str, status: int, code: str, message: str) -> JSONResponse:
 
 def is_json(scope: Scope) -> bool:
     """Whether FastAPI would parse this request's body as JSON (JSON type, or none given)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            kind: bytes = value.split(b";", 1)[0].strip().lower()
-            return kind == b"application/json" or kind.endswith(b"+json")
-    return True
+    given = header(scope, b"content-type")
+    if given is None:
+        return True
+    kind = given.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
 
 
 class JsonDepthGuard:

@@ -28,14 +28,14 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import uvicorn
 from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from gateway.connection import LeanConnection, untrack_async_generators
+from gateway.connection import LeanConnection
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.server")
@@ -303,6 +303,26 @@ def bounded_protocol(settings: Settings) -> type[BoundedHttpTools]:
     )
 
 
+def untrack_async_generators() -> None:
+    """Keep the running loop from tracking every async generator it starts.
+
+    asyncio's loop adds each async generator, as it first runs, to a weak set, which only
+    ``shutdown_asyncgens`` reads when the loop is closed, to close the ones still suspended:
+    ~0.1 KB of weak reference a generator, and an open stream runs four or five of them,
+    nested (~0.5 KB a stream, docs/benchmarks.md, issue 25, fifth round). The gateway's streams
+    are closed by their own ``finally`` (and the server ends every stream before it stops), so
+    its loop does without that set. A generator dropped unfinished is still closed on the loop,
+    as asyncio closes it (the finalizer hook stays). Called on the loop's thread, while it runs.
+    """
+    loop = asyncio.get_running_loop()
+
+    def finalize(agen: AsyncGenerator[Any, Any]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.create_task, agen.aclose())
+
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=finalize)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, ending the app's open streams first when it stops.
 
@@ -314,7 +334,7 @@ class _Server(uvicorn.Server):
     """
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Untrack async generators (:func:`gateway.connection.untrack_async_generators`)."""
+        """Untrack async generators (:func:`untrack_async_generators`)."""
         untrack_async_generators()
         await super().startup(sockets)
 

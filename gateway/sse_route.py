@@ -31,9 +31,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import sse
+from gateway.auth import replay
 from gateway.errors import MAPPED, Render, failure_response
 
 Answer = Callable[[Scope, dict[str, str], "Query"], Awaitable[Response | None]]
@@ -165,7 +166,7 @@ class StreamRoutes:
                 if body is None:  # no declared length, or the client left: the app reads it
                     return None, receive
                 query = replace(query, body=body)
-                passed_on = _replay(body, receive)
+                passed_on = replay(body, receive)
             if stream.when is not None and not stream.when(query):
                 return None, passed_on
             if stream.route is not None:
@@ -184,7 +185,7 @@ async def _body(scope: Scope, receive: Receive) -> bytes | None:
     None, reading nothing, for a body without one (chunked): the app reads it itself. None
     too if the client leaves before it is whole.
     """
-    if not any(name == b"content-length" for name, _ in scope["headers"]):
+    if header(scope, b"content-length") is None:
         return None
     chunks = []
     more = True
@@ -195,17 +196,3 @@ async def _body(scope: Scope, receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive``, its first message the whole ``body`` already read."""
-    first: Message | None = {"type": "http.request", "body": body, "more_body": False}
-
-    async def replay() -> Message:
-        nonlocal first
-        if first is not None:
-            message, first = first, None
-            return message
-        return await receive()
-
-    return replay

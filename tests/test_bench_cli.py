@@ -8,8 +8,9 @@ import pytest
 
 from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
-from bench.measure import CeleryRound, CeleryThroughput, Dispatch, record, sse_events
+from bench.measure import CeleryRound, CeleryThroughput
 from bench.sse_clients import Outcome, Request, encode
+from bench.streamed_runs import Dispatch, record, sse_events
 from bench.streams import FACES, ended, gate_runs
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.connection import ON_LEAVE, LeanConnection, lean_event, untrack_async_generators
+from gateway.connection import ON_LEAVE, LeanConnection, lean_event
 from gateway.errors import BodyLimit
+from gateway.server import untrack_async_generators
 from gateway.sse import EventStream
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url
