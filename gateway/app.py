@@ -20,6 +20,7 @@ from gateway import (
     bus,
     console,
     mcp_face,
+    mcp_plain,
     native,
     openai_compat,
     registry,
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
             ap_runs.PLAIN_JOIN_STREAM,
             response_routes.PLAIN_STREAM,
             a2a_subscribe.PLAIN_SUBSCRIBE,
+            mcp_plain.PLAIN_CALL,
         ],
     )
     # Inside the bearer check: a stream counts for the request's token (else its address).

@@ -1,7 +1,9 @@
 """One ``tools/call`` of the MCP face following its run: progress, questions, the result.
 
-:func:`follow` reads the run's events through the app's hub until ``end`` and answers the call
-with the reply (a ``CallToolResult``). On the way:
+:func:`steps` reads the run's events through the app's hub until ``end`` and says what the
+call says: progress messages, then the reply (a ``CallToolResult``). :func:`follow` sends them
+for the ``mcp`` package; :mod:`gateway.mcp_plain` writes them itself for a 2026-07-28 call with a
+progress token. On the way:
 
 - **progress** (when the client sent a ``progressToken``): a notification per batch of
   streamed text (its ``message`` is that text, at most every :data:`PROGRESS_EVERY` seconds)
@@ -27,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -74,7 +77,7 @@ class CallEnv:
     caller: Caller
 
 
-@dataclass
+@dataclass(slots=True)
 class Start:
     """The run a call follows, in ``conversation`` of ``agent``.
 
@@ -111,30 +114,35 @@ class Resume(BaseModel):
 
 
 class Progress:
-    """The progress notifications of one call (none unless the client sent a token)."""
+    """The progress messages of one call, as they become due (:meth:`take` hands them on)."""
 
-    def __init__(self, ctx: Ctx) -> None:
-        self.ctx = ctx
-        self.sent = 0
+    __slots__ = ("at", "diverged", "due", "once", "said", "text")
+
+    def __init__(self) -> None:
+        self.due: list[str] = []
         self.text = ""
         self.at = 0.0
         self.once = ForwardOnce()
         self.diverged = False
         self.said = ""
 
-    async def say(self, message: str) -> None:
-        """One notification, ``progress`` counting them."""
-        self.sent += 1
+    def say(self, message: str) -> None:
+        """One message due."""
         self.said = message
-        await self.ctx.session.report_progress(self.sent, None, message)
+        self.due.append(message)
 
-    async def flush(self) -> None:
-        """The text streamed since the last notification, if any."""
+    def take(self) -> list[str]:
+        """The messages due since the last take."""
+        due, self.due = self.due, []
+        return due
+
+    def flush(self) -> None:
+        """The text streamed since the last message, if any."""
         if self.text:
             text, self.text, self.at = self.text, "", time.monotonic()
-            await self.say(text)
+            self.say(text)
 
-    async def event(self, event: Mapping[str, Any], shown: bool) -> None:
+    def event(self, event: Mapping[str, Any], shown: bool) -> None:
         """Report ``event`` (only keep track of it if the client was ``shown`` it before)."""
         if not self.diverged:
             try:
@@ -142,19 +150,19 @@ class Progress:
             except ReplyDiverged:
                 self.diverged, text = True, ""
                 if not shown:
-                    await self.say("the reply restarted: the result holds it whole")
+                    self.say("the reply restarted: the result holds it whole")
             if not shown:
                 self.text += text
         if shown:
             return
         if event["type"] in ("chunk", "text_start", "text_end"):
             if self.text and time.monotonic() - self.at >= PROGRESS_EVERY:
-                await self.flush()
+                self.flush()
             return
-        await self.flush()
+        self.flush()
         message = describe(event)
         if message and not (message == "thinking" and self.said == "thinking"):
-            await self.say(message)
+            self.say(message)
 
 
 def describe(event: Mapping[str, Any]) -> str:
@@ -180,51 +188,91 @@ def _events(hub: Hub, run_id: str, after: str) -> AsyncGenerator[Item, None]:
 
 
 async def follow(ctx: Ctx, c: CallEnv, start: Start) -> Result:
-    """Follow ``start``'s run to its end (or its question); cancel it if the call is cancelled."""
-    progress = Progress(ctx)
+    """Follow ``start``'s run to its end (or its question); cancel it if the call is cancelled.
+
+    The package's path: progress as the session's notifications (none without a token).
+    """
+    sent = 0
     try:
-        if start.asked == "0-0":
-            await progress.say(f"run {start.run_id} accepted in conversation {start.conversation}")
-        return await _follow(ctx, c, start, progress)
+        async with aclosing(steps(c, start, partial(ask, ctx))) as items:
+            async for item in items:
+                if not isinstance(item, str):
+                    return item
+                sent += 1
+                await ctx.session.report_progress(sent, None, item)
     except (Unavailable, *REDIS_DOWN) as e:  # the gateway stops, or Redis stayed away
-        status, code, message = failure_of(e)
-        data = {"status": status, "code": code, "run_id": start.run_id,
-                "conversation": start.conversation}  # fmt: skip
-        message = f"{code}: {message}; run {start.run_id} goes on: GET /v1/runs/{start.run_id}"
-        raise MCPError(types.INTERNAL_ERROR, message, data) from e
+        raise gone_error(start, e) from e
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
-            log.info("MCP call cancelled: cancelling run %s", start.run_id)
-            try:
-                await run_in_threadpool(cancel_run_id, c.r, start.run_id, c.caller)
-            except Exception:  # the call ends cancelled all the same; say why the run goes on
-                log.exception("run %s of a cancelled MCP call not cancelled", start.run_id)
+            await cancel_call(c, start)
         raise
+    raise AssertionError("steps() ends with the call's result")
 
 
-async def _follow(ctx: Ctx, c: CallEnv, start: Start, progress: Progress) -> Result:
+def gone_error(start: Start, e: Exception) -> MCPError:
+    """The JSON-RPC error of a call the gateway could not follow to the end; its run goes on."""
+    status, code, message = failure_of(e)
+    data = {"status": status, "code": code, "run_id": start.run_id,
+            "conversation": start.conversation}  # fmt: skip
+    message = f"{code}: {message}; run {start.run_id} goes on: GET /v1/runs/{start.run_id}"
+    return MCPError(types.INTERNAL_ERROR, message, data)
+
+
+async def cancel_call(c: CallEnv, start: Start) -> None:
+    """The call was cancelled (or its client left): cancel its run."""
+    log.info("MCP call cancelled: cancelling run %s", start.run_id)
+    try:
+        await run_in_threadpool(cancel_run_id, c.r, start.run_id, c.caller)
+    except Exception:  # the call ends cancelled all the same; say why the run goes on
+        log.exception("run %s of a cancelled MCP call not cancelled", start.run_id)
+
+
+Ask = Callable[[CallEnv, Start, str, Mapping[str, Any]], Awaitable[Result | None]]
+"""How a call puts a run's question ``(env, start, entry id, ask_user event)``: None once
+answered within the call, else the call's result."""
+
+
+async def steps(c: CallEnv, start: Start, asker: Ask) -> AsyncGenerator[str | Result, None]:
+    """What a call says while it follows ``start``'s run: progress messages, then its result.
+
+    One place for both ways a ``tools/call`` is served: by the ``mcp`` package (:func:`follow`)
+    and below it (:mod:`gateway.mcp_plain`). Raises what reading the run raises.
+    """
+    progress = Progress()
+    if start.asked == "0-0":
+        progress.say(f"run {start.run_id} accepted in conversation {start.conversation}")
+    for message in progress.take():
+        yield message
     text = ReplyText()
     async with aclosing(_events(c.hub, start.run_id, "0-0")) as events:
         async for entry_id, event in events:
             if event is None:
-                await progress.say("still running")
+                progress.say("still running")
+                for message in progress.take():
+                    yield message
                 continue
             text.feed(event)
             shown = start.shown(entry_id)
             if event["type"] == "end":
-                await progress.flush()
-                return finished(start, text.text, event)
-            await progress.event(event, shown)
+                progress.flush()
+                for message in progress.take():
+                    yield message
+                yield finished(start, text.text, event)
+                return
+            progress.event(event, shown)
+            for message in progress.take():
+                yield message
             if event["type"] == "ask_user" and event.get("kind") in ASKED:
                 call_id = str(event.get("call_id", ""))
                 if call_id in start.answered or (shown and call_id not in start.unanswered):
                     continue
-                asked = await ask(ctx, c, start, entry_id, event)
+                asked = await asker(c, start, entry_id, event)
                 if asked is not None:
-                    return asked
+                    yield asked
+                    return
                 start.answered.add(call_id)
     gone = f"run {start.run_id} is gone: its events ended without an end"
-    return types.CallToolResult(
+    yield types.CallToolResult(
         content=[types.TextContent(type="text", text=gone)],
         structured_content=start.summary("failed", error=gone),
         is_error=True,
@@ -257,9 +305,32 @@ async def ask(
     ctx: Ctx, c: CallEnv, start: Start, entry_id: str, event: Mapping[str, Any]
 ) -> Result | None:
     """Put the run's question to the client: None once answered here, else the call's result."""
+    elicit = can_elicit(ctx)
+    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    if elicit and not modern and ctx.session.can_send_request:
+        form = form_of(event)
+        try:
+            result = await _elicit(ctx, c.hub, start.run_id, entry_id, form)
+        except Exception as e:  # the client refused it, or answered what is no answer
+            log.info("MCP elicitation failed (%r): the question is the result", e)
+        else:
+            if result is not None:
+                call_id = str(event.get("call_id", ""))
+                await run_in_threadpool(answer, c, start, call_id, form, result)
+            return None
+    return question(start, entry_id, event, elicit and modern)
+
+
+def question(start: Start, entry_id: str, event: Mapping[str, Any], elicit: bool) -> Result:
+    """The result of a call whose run asks ``event``'s question.
+
+    ``elicit`` (a 2026-07-28 client that can elicit): an ``InputRequiredResult`` whose
+    ``requestState`` names the run, answered by the next call; else the question as the result
+    (``status: waiting``), which the next call to the conversation answers.
+    """
     call_id = str(event.get("call_id", ""))
     form = form_of(event)
-    if can_elicit(ctx) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+    if elicit:
         state = Resume(run=start.run_id, conversation=start.conversation, asked=entry_id)
         request = types.ElicitRequest(
             params=types.ElicitRequestFormParams(message=form.message, requested_schema=form.schema)
@@ -267,15 +338,6 @@ async def ask(
         return types.InputRequiredResult(
             input_requests={call_id: request}, request_state=state.model_dump_json()
         )
-    if can_elicit(ctx) and ctx.session.can_send_request:
-        try:
-            result = await _elicit(ctx, c.hub, start.run_id, entry_id, form)
-        except Exception as e:  # the client refused it, or answered what is no answer
-            log.info("MCP elicitation failed (%r): the question is the result", e)
-        else:
-            if result is not None:
-                await run_in_threadpool(answer, c, start, call_id, form, result)
-            return None
     return types.CallToolResult(
         content=[
             types.TextContent(

@@ -17,7 +17,8 @@ wrapping made up a third of the memory of each, docs/benchmarks.md), and A2A's J
 ``SubscribeToTask`` (a ``POST``: its body, declared by ``Content-Length``, is read here, and
 given again to the app behind when the stream's answer leaves the request to it), and each
 ``POST`` that asks for its new run's stream: the native message, the OpenAI chat completion,
-the Anthropic message and the Responses create (``gateway.plain_post``).
+the Anthropic message and the Responses create (``gateway.plain_post``), and the MCP face's
+2026-07-28 ``tools/call`` with a progress token (``gateway.mcp_plain``).
 """
 
 from __future__ import annotations

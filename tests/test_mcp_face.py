@@ -359,12 +359,18 @@ def test_an_ask_user_without_elicitation_is_the_result_and_the_next_call_answers
     assert [m for m in fake_messages(fake_llm) if m["role"] == "tool"][-1]["content"] == "green"
 
 
-def test_an_unknown_tool_and_bad_arguments_are_errors(cluster: Cluster) -> None:
+async def no_progress(value: float, total: float | None, message: str | None) -> None:
+    """A progress callback: the call asks for progress (a 2026-07-28 one streams at once)."""
+
+
+@pytest.mark.parametrize("progress", [None, no_progress], ids=["plain", "progress"])
+def test_an_unknown_tool_and_bad_arguments_are_errors(cluster: Cluster, progress: Any) -> None:
     async def go() -> types.CallToolResult:
         async with mcp(cluster.gateway_url) as client:
             with pytest.raises(MCPError, match="Unknown tool: 'nosuchagent'"):
-                await client.call_tool("nosuchagent", {"message": "hi"})
-            return await client.call_tool("echo", {"message": "hi", "conversation": "a/b"})
+                await client.call_tool("nosuchagent", {"message": "hi"}, progress_callback=progress)
+            bad = {"message": "hi", "conversation": "a/b"}
+            return await client.call_tool("echo", bad, progress_callback=progress)
 
     bad = asyncio.run(go())
     assert bad.is_error and text_of(bad).startswith("invalid: ")
@@ -503,8 +509,9 @@ def test_the_docs_snippet_runs(cluster: Cluster) -> None:
     assert "'status': 'succeeded'" in ran.stdout
 
 
+@pytest.mark.parametrize("progress", [None, no_progress], ids=["plain", "progress"])
 def test_a_call_over_the_token_s_streams_is_refused_and_sends_nothing(
-    guarded: Cluster, fake_llm: FakeLLM
+    guarded: Cluster, fake_llm: FakeLLM, progress: Any
 ) -> None:
     words = " ".join(f"w{i}" for i in range(15))
     fake_llm.script(FakeReply(text=words, chunk_delay=0.1), model=MODEL)
@@ -522,7 +529,8 @@ def test_a_call_over_the_token_s_streams_is_refused_and_sends_nothing(
             )
             await asyncio.wait_for(streaming.wait(), 30)
             second = {"message": "me too", "conversation": refused_in}
-            return await client.call_tool("mcpchat", second), await first
+            refused = await client.call_tool("mcpchat", second, progress_callback=progress)
+            return refused, await first
 
     refused, first = asyncio.run(go())
     assert refused.is_error and text_of(refused).startswith("too_many_streams: ")
@@ -530,3 +538,101 @@ def test_a_call_over_the_token_s_streams_is_refused_and_sends_nothing(
     with http(guarded, ADMIN) as h:
         history = h.get(f"/v1/agents/mcpchat/conversations/{refused_in}/history")
     assert history.status_code == 200 and history.json()["messages"] == []
+
+
+# --- a streamed call, answered below the package (gateway/mcp_plain.py) ----------------------
+
+MODERN = "2026-07-28"
+
+
+def modern_call(message: str, progress: str | None, elicit: bool) -> tuple[dict[str, str], bytes]:
+    """A 2026-07-28 ``tools/call`` of ``mcpchat`` as the ``mcp`` client sends it: headers, body."""
+    capabilities: dict[str, Any] = {"elicitation": {"form": {}}} if elicit else {}
+    meta: dict[str, Any] = {"io.modelcontextprotocol/protocolVersion": MODERN,
+                            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                            "io.modelcontextprotocol/clientCapabilities": capabilities}  # fmt: skip
+    if progress is not None:
+        meta["progressToken"] = progress
+    params = {"name": "mcpchat", "arguments": {"message": message}, "_meta": meta}
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+    headers = {"Content-Type": "application/json", "MCP-Protocol-Version": MODERN,
+               "MCP-Method": "tools/call", "MCP-Name": "mcpchat",
+               "Accept": "application/json, text/event-stream"}  # fmt: skip
+    return headers, json.dumps(body).encode()
+
+
+def sse_messages(text: str) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE body (``data:`` lines; ``\\r\\n`` framed)."""
+    return [json.loads(line[5:]) for line in text.replace("\r\n", "\n").splitlines()
+            if line.startswith("data:")]  # fmt: skip
+
+
+def same_shape(result: dict[str, Any]) -> str:
+    """``result`` with what differs between two calls (the run, its conversation, the entry the
+    question was asked at, the question's call id) replaced by placeholders."""
+    out = result.get("structuredContent") or {}
+    run_id, conversation = out.get("run_id"), out.get("conversation")
+    if result.get("resultType") == "input_required":
+        state = json.loads(result["requestState"])
+        run_id, conversation = state["run"], state["conversation"]
+        result = {**result, "requestState": json.dumps({**state, "asked": "ENTRY"})}
+    text = json.dumps(result, sort_keys=True)
+    text = re.sub(r"call_\d+_\d+", "CALL", text)  # the fake model's tool call ids
+    return text.replace(str(run_id), "RUN").replace(str(conversation), "CONVERSATION")
+
+
+@pytest.mark.parametrize("case", ["reply", "question, elicited", "question, waiting"])
+def test_a_streamed_call_is_answered_below_the_package_as_the_package_answers_it(
+    cluster: Cluster, fake_llm: FakeLLM, case: str
+) -> None:
+    """With a progress token the call is the gateway's own plain stream (EventStream's headers,
+    not the package's); its notifications are the package's, and its result is what the
+    package answers the same call without a token (served by the package: JSON, at once)."""
+    asks = case.startswith("question")
+    reply = FakeReply(tool_calls=[("ask_user", QUESTION)]) if asks else FakeReply(text="a b c")
+    fake_llm.script(reply, reply, model=MODEL)
+    results = []
+    with httpx.Client(base_url=cluster.gateway_url, timeout=30) as h:
+        for progress in ("tok-1", None):
+            headers, body = modern_call("hi", progress, elicit=case.endswith("elicited"))
+            answered = h.post("/mcp", content=body, headers=headers)
+            assert answered.status_code == 200, answered.text
+            kind = answered.headers["content-type"]
+            if progress is None:  # the package's: no notification, so JSON
+                assert kind.startswith("application/json")
+                results.append(answered.json()["result"])
+                continue
+            assert kind.startswith("text/event-stream")
+            assert answered.headers["cache-control"] == "no-cache"  # the package: no-transform too
+            *notes, last = sse_messages(answered.text)
+            assert {n["method"] for n in notes} == {"notifications/progress"}
+            assert [n["params"]["progress"] for n in notes] == list(range(1, len(notes) + 1))
+            assert {n["params"]["progressToken"] for n in notes} == {"tok-1"}
+            said = [n["params"]["message"] for n in notes]
+            assert said[0].startswith("run ") and "run started" in said
+            assert ("waiting for an answer" in said) if asks else ("".join(said[2:]) == "a b c")
+            assert (last["jsonrpc"], last["id"]) == ("2.0", 7)
+            results.append(last["result"])
+    plain, package = results
+    assert plain["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "walrus"
+    expected = {"reply": "complete", "question, elicited": "input_required",
+                "question, waiting": "complete"}[case]  # fmt: skip
+    assert plain["resultType"] == expected
+    assert same_shape(plain) == same_shape(package)
+
+
+def test_a_streamed_call_the_route_does_not_take_gets_the_package_s_answer(
+    cluster: Cluster,
+) -> None:
+    """An unknown tool, a wrong routing header, an ``Accept`` without SSE: each streamed call is
+    left to the package, which refuses it as it refuses one without a progress token."""
+    headers, body = modern_call("hi", "tok", elicit=False)
+    unknown = body.replace(b'"name": "mcpchat"', b'"name": "nosuchagent"')
+    with httpx.Client(base_url=cluster.gateway_url, timeout=30) as h:
+        refused = h.post("/mcp", content=unknown, headers={**headers, "MCP-Name": "nosuchagent"})
+        assert refused.status_code == 400, refused.text  # -32602, mapped by the package
+        assert "Unknown tool: 'nosuchagent'" in refused.json()["error"]["message"]
+        mismatch = h.post("/mcp", content=body, headers={**headers, "MCP-Name": "echo"})
+        assert mismatch.status_code == 400 and "error" in mismatch.json()
+        no_sse = h.post("/mcp", content=body, headers={**headers, "Accept": "application/json"})
+        assert no_sse.status_code == 406
