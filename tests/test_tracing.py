@@ -6,6 +6,7 @@ cluster is started with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -103,6 +104,10 @@ class Receiver:
     def trace(self, trace_id: str) -> list[Span]:
         with self._lock:
             return [s for s in self.spans if s.trace_id == trace_id]
+
+    def named(self, name: str) -> list[Span]:
+        with self._lock:
+            return [s for s in self.spans if s.name == name]
 
     def of_run(self, run_id: str, name: str) -> list[Span]:
         with self._lock:
@@ -332,3 +337,28 @@ def test_tracing_is_on_only_when_the_standard_variables_ask_for_it(
     env: dict[str, str], on: bool
 ) -> None:
     assert tracing.configured(env) is on
+
+
+def test_with_tracing_on_a_streamed_mcp_call_keeps_the_package_s_span(
+    traced: Cluster, receiver: Receiver
+) -> None:
+    """A 2026-07-28 call with a progress token is served below the ``mcp`` package only while
+    tracing is off (gateway/mcp_plain.py): on, the package serves it and its span is exported."""
+    from mcp import Client
+
+    said: list[str] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        said.append(message or "")
+
+    async def go() -> Any:
+        async with Client(f"{traced.gateway_url}/mcp") as client:
+            return await client.call_tool("helper", {"message": "hi"}, progress_callback=progress)
+
+    result = asyncio.run(go())
+    assert result.structured_content["status"] == "succeeded" and said[-1] == "helped"
+
+    spans = wait_for(lambda: receiver.named("tools/call helper"), 20, 0.1, "the package's span")
+    found = spans[0]
+    assert found.service == "walrus-gateway" and found.kind == SERVER
+    assert found.attributes["gen_ai.tool.name"] == "helper"
