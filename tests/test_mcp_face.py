@@ -567,15 +567,22 @@ def sse_messages(text: str) -> list[dict[str, Any]]:
             if line.startswith("data:")]  # fmt: skip
 
 
+def run_of(result: dict[str, Any]) -> str:
+    """The run a ``tools/call`` result names (an input request names it in its state)."""
+    if result.get("resultType") == "input_required":
+        return str(json.loads(result["requestState"])["run"])
+    return str(result["structuredContent"]["run_id"])
+
+
 def same_shape(result: dict[str, Any]) -> str:
     """``result`` with what differs between two calls (the run, its conversation, the entry the
     question was asked at, the question's call id) replaced by placeholders."""
-    out = result.get("structuredContent") or {}
-    run_id, conversation = out.get("run_id"), out.get("conversation")
+    conversation = (result.get("structuredContent") or {}).get("conversation")
     if result.get("resultType") == "input_required":
         state = json.loads(result["requestState"])
-        run_id, conversation = state["run"], state["conversation"]
+        conversation = state["conversation"]
         result = {**result, "requestState": json.dumps({**state, "asked": "ENTRY"})}
+    run_id = run_of(result)
     text = json.dumps(result, sort_keys=True)
     text = re.sub(r"call_\d+_\d+", "CALL", text)  # the fake model's tool call ids
     return text.replace(str(run_id), "RUN").replace(str(conversation), "CONVERSATION")
@@ -614,6 +621,12 @@ def test_a_streamed_call_is_answered_below_the_package_as_the_package_answers_it
             assert (last["jsonrpc"], last["id"]) == ("2.0", 7)
             results.append(last["result"])
     plain, package = results
+    if asks:  # the runs wait for an answer: cancelled, so no later test finds them active
+        with httpx.Client(base_url=cluster.gateway_url, timeout=30) as h:
+            for result in results:
+                run_id = run_of(result)
+                assert h.post(f"/v1/runs/{run_id}/cancel").json() == {"run_id": run_id}
+                assert cluster.wait_run(run_id)["status"] == "cancelled"
     assert plain["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "walrus"
     expected = {"reply": "complete", "question, elicited": "input_required",
                 "question, waiting": "complete"}[case]  # fmt: skip
