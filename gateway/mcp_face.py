@@ -121,9 +121,19 @@ def _env(ctx: Ctx) -> tuple[CallEnv, TokenGrant | None]:
     """The app's Redis, config and hub, the caller, and its grant (None: an open gateway)."""
     request = _request(ctx)
     state, scope = request.app.state, request.scope
-    grant = scope.get(GRANT_KEY)
     env = CallEnv(state.redis, state.config, state.hub, caller_of(scope))
-    return env, grant if isinstance(grant, TokenGrant) else None
+    return env, grant_of(scope)
+
+
+def grant_of(scope: Scope) -> TokenGrant | None:
+    """The request's token grant (None: an open gateway)."""
+    grant = scope.get(GRANT_KEY)
+    return grant if isinstance(grant, TokenGrant) else None
+
+
+def may_call(config: Config, grant: TokenGrant | None, agent: str) -> bool:
+    """True if ``agent`` is a tool the holder of ``grant`` may call."""
+    return agent in config.agents and (grant is None or grant.permits(agent))
 
 
 def _tools(config: Config, grant: TokenGrant | None) -> list[types.Tool]:
@@ -162,7 +172,7 @@ async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> Result:
     """Run the agent ``params.name`` on ``message``; the reply once the run ends."""
     env, grant = _env(ctx)
     agent = params.name
-    if agent not in env.config.agents or (grant is not None and not grant.permits(agent)):
+    if not may_call(env.config, grant, agent):
         message = f"Unknown tool: {agent!r} (tools/list names the agents this token may use)"
         raise MCPError(types.INVALID_PARAMS, message)
     try:

@@ -48,10 +48,10 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from gateway import sse_route
-from gateway.auth import GRANT_KEY, MCP_PATH
+from gateway.auth import MCP_PATH
 from gateway.deps import caller_of
 from gateway.errors import REDIS_DOWN
-from gateway.mcp_face import INPUT_SCHEMA, SERVER, begin, failure
+from gateway.mcp_face import INPUT_SCHEMA, SERVER, begin, failure, grant_of, may_call
 from gateway.mcp_follow import (
     Ask,
     CallEnv,
@@ -65,7 +65,6 @@ from gateway.mcp_follow import (
 from gateway.sse import EventStream
 from gateway.stream_limit import hold_stream
 from walrus_tasks import tracing
-from walrus_tasks.config import TokenGrant
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.json_depth import loads_checked
 
@@ -86,6 +85,8 @@ class Call:
 
 async def call_of(scope: Scope, body: bytes) -> Call | None:
     """The call, if this route takes the request; None leaves it to the package."""
+    if b'"progressToken"' not in body:  # no stream at once: parse nothing
+        return None
     state = scope["app"].state
     manager = getattr(state, "mcp", None)
     if manager is None or tracing.enabled():
@@ -122,19 +123,13 @@ async def call_of(scope: Scope, body: bytes) -> Call | None:
         params = types.CallToolRequestParams.model_validate(raw, by_name=False)
     except (KeyError, ValidationError):
         return None
-    if token is None or params.request_state is not None or not _permits(scope, params.name):
-        return None  # no stream at once, a call that answers a question, an unknown tool
+    if token is None or params.request_state is not None:
+        return None  # no stream at once, or a call that answers a question
+    if not may_call(state.config, grant_of(scope), params.name):
+        return None  # the package says the tool is unknown
     capabilities = route.client_capabilities
     elicit = isinstance(capabilities, Mapping) and capabilities.get("elicitation") is not None
     return Call(req.id, token, route.protocol_version, params, elicit)
-
-
-def _permits(scope: Scope, agent: str) -> bool:
-    """True if ``agent`` is a tool the request's caller may call."""
-    grant = scope.get(GRANT_KEY)
-    return agent in scope["app"].state.config.agents and (
-        not isinstance(grant, TokenGrant) or grant.permits(agent)
-    )
 
 
 async def answer(scope: Scope, _: dict[str, str], query: sse_route.Query) -> Response | None:

@@ -417,16 +417,19 @@ def test_a_bad_token_is_refused_with_401(guarded: Cluster) -> None:
     asyncio.run(go())
 
 
-def test_a_token_lists_and_calls_only_its_agents_in_its_tenant(guarded: Cluster) -> None:
+@pytest.mark.parametrize("progress", [None, no_progress], ids=["plain", "progress"])
+def test_a_token_lists_and_calls_only_its_agents_in_its_tenant(
+    guarded: Cluster, progress: Any
+) -> None:
     async def go() -> tuple[list[str], list[str], types.CallToolResult]:
         async with mcp(guarded.gateway_url, LIMITED) as limited:
             names = [t.name for t in (await limited.list_tools()).tools]
             with pytest.raises(MCPError, match="Unknown tool"):
-                await limited.call_tool("mcpchat", {"message": "hi"})
+                await limited.call_tool("mcpchat", {"message": "hi"}, progress_callback=progress)
         async with mcp(guarded.gateway_url, ADMIN) as admin:
             every = [t.name for t in (await admin.list_tools()).tools]
         async with mcp(guarded.gateway_url, ACME) as acme:
-            result = await acme.call_tool("echo", {"message": "hi"})
+            result = await acme.call_tool("echo", {"message": "hi"}, progress_callback=progress)
         return names, every, result
 
     names, every, result = asyncio.run(go())
