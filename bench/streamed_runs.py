@@ -3,11 +3,9 @@ and the same run in a fresh conversation against one with a long history)."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,21 +15,9 @@ import redis
 from bench import cost
 from bench.measure import Latencies, Tick
 from walrus_tasks import keys
+from walrus_tasks.client import parse_sse
 
 # --- 2. dispatch latency --------------------------------------------------------------------------
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The ``(id, JSON event)`` of each event of an SSE body (comments skipped; id "" if none)."""
-    data = entry_id = ""
-    for line in lines:
-        if line.startswith("data: "):
-            data = line[6:]
-        elif line.startswith("id: "):
-            entry_id = line[4:]
-        elif line == "" and data:
-            yield entry_id, json.loads(data)
-            data = entry_id = ""
 
 
 def entry_s(entry_id: str) -> float:
@@ -76,16 +62,16 @@ def stream_one(client: httpx.Client, agent: str, sender: str) -> tuple[str, dict
         if resp.status_code != 200:
             resp.read()
             raise RuntimeError(f"POST returned {resp.status_code}: {resp.text}")
-        for entry_id, event in sse_events(resp.iter_lines()):
-            if event["type"] not in seen:
-                seen[event["type"]] = time.perf_counter()
-                if entry_id:  # when Redis wrote it, and when the client had it, by the wall
-                    seen[event["type"] + "_written"] = entry_s(entry_id)
-                    seen[event["type"] + "_wall"] = time.time()
-            if event["type"] == "start":
-                run_id = str(event["run_id"])
-            if event["type"] == "end":
-                status = str(event["status"])
+        for item in parse_sse(resp.iter_lines()):
+            if item.type not in seen:
+                seen[item.type] = time.perf_counter()
+                if item.id:  # when Redis wrote it, and when the client had it, by the wall
+                    seen[item.type + "_written"] = entry_s(item.id)
+                    seen[item.type + "_wall"] = time.time()
+            if item.type == "start":
+                run_id = str(item.data["run_id"])
+            if item.type == "end":
+                status = str(item.data["status"])
         # Read to the body's end (the gateway closes the stream right after ``end``): a
         # response left unread closes its connection, and the next POST would open another.
     return status, seen, run_id

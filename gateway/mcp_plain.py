@@ -143,10 +143,7 @@ async def answer(scope: Scope, _: dict[str, str], query: sse_route.Query) -> Res
         hold_stream()  # before anything is sent: a refusal starts nothing
         start = await run_in_threadpool(begin, env, call.params.name, call.params)
     except Exception as e:
-        try:
-            return _reply(call.id, result=_wire(call.version, failure(e)))
-        except MCPError as error:
-            return _reply(call.id, error=error)
+        return _reply(_failed(call.id, call.version, e))
     ask = _input_request if call.elicit else _waiting
     return EventStream(frames(env, start, ask, call.id, call.token, call.version))
 
@@ -179,10 +176,7 @@ async def frames(
         await cancel_call(env, start)
         raise
     except Exception as e:
-        try:
-            yield _event(_response(call_id, result=_wire(version, failure(e))))
-        except MCPError as error:
-            yield _event(_response(call_id, error=error))
+        yield _event(_failed(call_id, version, e))
     finally:
         await items.aclose()  # its hub subscription ends at once, not when it is collected
 
@@ -221,17 +215,24 @@ def _response(
     return {"jsonrpc": "2.0", "id": call_id, "error": data}
 
 
+def _failed(call_id: types.RequestId, version: str, e: Exception) -> dict[str, Any]:
+    """The answer to a call that failed with ``e``: a tool error, or a JSON-RPC one (5xx)."""
+    try:
+        return _response(call_id, result=_wire(version, failure(e)))
+    except MCPError as error:
+        return _response(call_id, error=error)
+
+
 def _event(message: dict[str, Any]) -> str:
     """One SSE ``message`` event, as the package frames it."""
     return f"event: message\r\ndata: {json.dumps(message, separators=(',', ':'))}\r\n\r\n"
 
 
-def _reply(
-    call_id: types.RequestId, result: dict[str, Any] | None = None, error: MCPError | None = None
-) -> Response:
+def _reply(message: dict[str, Any]) -> Response:
     """An answer before any stream: JSON, its HTTP status the package's for the error code."""
-    status = 200 if error is None else ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
-    body = json.dumps(_response(call_id, result, error), separators=(",", ":"))
+    error = message.get("error")
+    status = 200 if error is None else ERROR_CODE_HTTP_STATUS.get(error["code"], 200)
+    body = json.dumps(message, separators=(",", ":"))
     return Response(body, status_code=status, media_type="application/json")
 
 

@@ -10,8 +10,9 @@ from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
 from bench.measure import CeleryRound, CeleryThroughput
 from bench.sse_clients import Outcome, Request, encode
-from bench.streamed_runs import Dispatch, record, sse_events
+from bench.streamed_runs import Dispatch, record
 from bench.streams import FACES, ended, gate_runs
+from walrus_tasks.client import parse_sse
 
 
 def test_only_picks_phases_and_rejects_unknown_ones() -> None:
@@ -92,7 +93,7 @@ def test_a_dispatch_run_is_also_timed_by_its_entries_clock() -> None:
         'data: {"type": "no id"}', "",
         "id: 1700000000007-1", "event: chunk", 'data: {"type": "chunk"}', "",
     ]  # fmt: skip
-    assert [(i, e["type"]) for i, e in sse_events(iter(body))] == [
+    assert [(e.id, e.type) for e in parse_sse(iter(body))] == [
         ("1700000000005-0", "start"), ("", "no id"), ("1700000000007-1", "chunk"),
     ]  # fmt: skip
     seen = {"t0": 10.0, "headers": 10.001, "start": 10.004, "chunk": 10.006, "end": 10.008,
