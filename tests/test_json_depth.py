@@ -107,15 +107,21 @@ def test_thread_metadata_nested_900_levels_is_422_not_stored_and_search_stays_20
 def test_every_json_route_refuses_a_deep_body_in_its_protocol_s_shape(
     http: httpx.Client, db: redis.Redis, path: str, shape: str
 ) -> None:
+    data = refused_deep(http, db, path, f'{{"content": "hi", "metadata": {nest(100)}}}', shape)
+    if shape != "detail":
+        assert data["error"]["code"] == "invalid"
+
+
+def refused_deep(http: httpx.Client, db: redis.Redis, path: str, body: str, shape: str) -> Any:
+    """POST ``body``: refused for its depth in ``shape`` (the response's JSON), nothing stored."""
     size = db.dbsize()
-    resp = post_raw(http, "POST", path, f'{{"content": "hi", "metadata": {nest(100)}}}')
+    resp = post_raw(http, "POST", path, body)
     assert resp.status_code == (400 if shape == "anthropic" else 422), resp.text
     data: Any = resp.json()
     message = data["detail"] if shape == "detail" else data["error"]["message"]
     assert "nested deeper than 64 levels" in message
-    if shape != "detail":
-        assert data["error"]["code"] == "invalid"
     assert db.dbsize() == size  # nothing stored
+    return data
 
 
 @pytest.mark.parametrize(
@@ -139,13 +145,7 @@ def test_a_deep_body_that_asks_for_a_stream_is_refused_as_any_deep_body(
     http: httpx.Client, db: redis.Redis, path: str, body: str, shape: str
 ) -> None:
     """The plain streams (gateway.sse_route) read these bodies before the depth check does."""
-    size = db.dbsize()
-    resp = post_raw(http, "POST", path, body.replace("DEEP", nest(100)))
-    assert resp.status_code == (400 if shape == "anthropic" else 422), resp.text
-    data: Any = resp.json()
-    message = data["detail"] if shape == "detail" else data["error"]["message"]
-    assert "nested deeper than 64 levels" in message
-    assert db.dbsize() == size  # nothing stored
+    refused_deep(http, db, path, body.replace("DEEP", nest(100)), shape)
 
 
 def test_deep_data_stored_before_the_bound_reads_200(http: httpx.Client, db: redis.Redis) -> None:
