@@ -189,15 +189,27 @@ class Acquired:
     agent: str = ""
     sender: str = ""
     orphan: str | None = None
+    begun: StepStart | None = None
+    """Step 0 of the run started, claimed in the same round trip (``first`` of ``acquire``)."""
 
 
 def acquire(
-    r: redis.Redis, agent: str, sender: str, shares: fair.Shares = fair.EVEN
+    r: redis.Redis,
+    agent: str,
+    sender: str,
+    shares: fair.Shares = fair.EVEN,
+    *,
+    first: StepClaim | None = None,
 ) -> Acquired | None:
     """A drain's move: start the conversation that is due, taking its lease.
 
     That is the one the fair dispatcher picks (``walrus_tasks.fair``), else the drain's own
     conversation when nothing is ready there (or picking is off).
+
+    With ``first``, a run started in the drain's own conversation on one Redis has its step 0
+    claimed in the same script, as ``begin_step`` claims it (``Acquired.begun``): the drain
+    runs that step at once, one round trip sooner. Otherwise (another conversation picked, a
+    cluster) the caller begins the step itself.
 
     None when it started nothing and found no orphan (the conversations are busy: their lease
     holders go on with their inboxes).
@@ -206,20 +218,26 @@ def acquire(
     settings = get_settings()
     on_cluster = topology.is_cluster(r)
     picked = _pick_and_start(r, shares) if on_cluster and settings.fair_dispatch else None
+    if first is None or on_cluster:  # on a cluster the step's keys are in another slot
+        step_keys: list[str] = []
+        claim = {"claim_id": "", **_claim_args(0, StepClaim(""))}
+    else:
+        step_keys = [*_history_keys(conversation), keys.memory(agent, tenancy.tenant_of(sender))]
+        claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
     res = scripts.call(
         r,
         S.ACQUIRE,
-        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence")],
+        [keys.conv(conversation, "lease"), keys.conv(conversation, "fence"), *step_keys],
         {
             "cid": conversation, "now_ms": now_ms(), "ttl_ms": ttl_ms(),
             "maxlen": settings.events_maxlen,
             "fair": "1" if settings.fair_dispatch and not on_cluster else "0",
             "weights_json": shares.weights, "default_weight": shares.default_weight,
             "priorities_json": shares.priorities, "start_own": "0" if picked else "1",
-            "one_redis": topology.one_redis(r),
+            "one_redis": topology.one_redis(r), **claim,
         },
     )  # fmt: skip
-    token, run_id, started, orphan, unmark = res or ("", None, None, None, None)
+    token, run_id, started, orphan, unmark, begun = res or ("", None, None, None, None, None)
     if unmark:  # a cluster: the own conversation started here leaves the dispatcher too
         fair.unmark(r, conversation, *unmark)
     if picked:
@@ -233,6 +251,7 @@ def acquire(
         agent=picked_agent,
         sender=picked_sender,
         orphan=orphan or None,
+        begun=_step_start(begun, None) if begun else None,
     )
 
 
@@ -383,6 +402,64 @@ class StepStart:
     """The conversation's epoch (``keys.CONV_PARTS``), "" before its first rewrite."""
 
 
+@dataclass(frozen=True)
+class StepClaim:
+    """What a delivery brings to the claim of an LLM step, besides the run and the step.
+
+    ``claim_id`` names the delivery; ``agent_config`` (JSON, '' for none) is pinned on the run
+    unless one is pinned already; ``held`` is the history the worker holds; ``step_span`` the
+    attempt's span id (``walrus_tasks.tracing``, '' for none).
+    """
+
+    claim_id: str
+    agent_config: str = ""
+    held: HeldHistory = HeldHistory()
+    step_span: str = ""
+
+
+_OUTPUT_TYPES = " ".join(sorted(STEP_OUTPUT))
+_BOUNDARY_TYPES = " ".join(sorted(STEP_BOUNDARY))
+
+
+def _claim_args(step: int, claim: StepClaim) -> dict[str, Any]:
+    """The arguments ``S.STEP_CLAIM`` of the claim of step ``step`` (``lua/lib/step.lua``)."""
+    held = claim.held
+    return {
+        "agent_config_json": claim.agent_config,
+        "held_len": held.length,
+        "held_first_sha": held.first_sha,
+        "held_last_sha": held.last_sha,
+        "held_epoch": held.epoch,
+        "restart_json": event_json(restart_event(step, WORKER_LOST)),
+        "output_types": _OUTPUT_TYPES,
+        "boundary_types": _BOUNDARY_TYPES,
+        "step_span": f"{step}:{claim.step_span}" if claim.step_span else "",
+    }
+
+
+def _history_keys(conversation: str) -> list[str]:
+    """The conversation's history and epoch, as the claim of a step reads them."""
+    return [keys.conv(conversation, "history"), keys.conv(conversation, "epoch")]
+
+
+def _step_start(res: list[Any], memories: bool | None) -> StepStart:
+    """``StepStart`` from the claim's reply; ``memories`` if asked apart (None: in the reply)."""
+    if res[0] != "ok":
+        return StepStart(state=S.parse_literal(S.Begin, res[0]), record={})
+    flat = res[1]
+    return StepStart(
+        state="ok",
+        record=dict(zip(flat[::2], flat[1::2], strict=True)),
+        cancelled=bool(res[2]),
+        steering=int(res[3]),
+        memories=bool(res[4]) if memories is None else memories,
+        history_len=int(res[5]),
+        history_from=int(res[6]),
+        history_tail=list(res[7]),
+        epoch=str(res[8]),
+    )
+
+
 def begin_step(
     r: redis.Redis,
     fence: Fence,
@@ -412,8 +489,7 @@ def begin_step(
             *fence.lease_keys,
             keys.run(fence.run_id),
             keys.run_part(fence.run_id, "claim"),
-            keys.conv(fence.cid, "history"),
-            keys.conv(fence.cid, "epoch"),
+            *_history_keys(fence.cid),
             *([] if on_cluster else [memory]),  # on a cluster in another slot: asked below
         ],
         {
@@ -423,33 +499,13 @@ def begin_step(
             "now_ms": now_ms(),
             "cid": fence.cid,
             "run_id": fence.run_id,
-            "agent_config_json": agent_config,
-            "held_len": held.length,
-            "held_first_sha": held.first_sha,
-            "held_last_sha": held.last_sha,
-            "held_epoch": held.epoch,
             "task_id": task_id,
-            "restart_json": event_json(restart_event(step, WORKER_LOST)),
             "maxlen": get_settings().events_maxlen,
-            "output_types": " ".join(sorted(STEP_OUTPUT)),
-            "boundary_types": " ".join(sorted(STEP_BOUNDARY)),
-            "step_span": f"{step}:{step_span}" if step_span else "",
+            **_claim_args(step, StepClaim(claim_id, agent_config, held, step_span)),
         },
     )
-    if res[0] != "ok":
-        return StepStart(state=S.parse_literal(S.Begin, res[0]), record={})
-    flat = res[1]
-    return StepStart(
-        state="ok",
-        record=dict(zip(flat[::2], flat[1::2], strict=True)),
-        cancelled=bool(res[2]),
-        steering=int(res[3]),
-        memories=bool(r.exists(memory)) if on_cluster else bool(res[4]),
-        history_len=int(res[5]),
-        history_from=int(res[6]),
-        history_tail=list(res[7]),
-        epoch=str(res[8]),
-    )
+    asked = bool(r.exists(memory)) if on_cluster and res[0] == "ok" else None
+    return _step_start(res, asked)
 
 
 def pin_agent_config(r: redis.Redis, run_id: str, agent_config: str) -> bool:

@@ -134,10 +134,15 @@ class Script(Generic[T]):
 FENCED = ("token", "ttl_ms")
 """The first arguments of every fenced script (``lua/lib/fence.lua``)."""
 
+STEP_CLAIM = ("agent_config_json", "held_len", "held_first_sha", "held_last_sha", "held_epoch",
+              "restart_json", "output_types", "boundary_types", "step_span")  # fmt: skip
+"""What the claim of an LLM step is given besides its run, step and claim id
+(``lua/lib/step.lua``): by ``begin_step.lua``, and by ``acquire.lua`` for a drain's step 0."""
+
 ACQUIRE: Script[list[Any] | None] = Script(
     "acquire",
     ("cid", "now_ms", "ttl_ms", "maxlen", "fair", "weights_json", "default_weight",
-     "priorities_json", "start_own", "one_redis"),
+     "priorities_json", "start_own", "one_redis", "claim_id", *STEP_CLAIM),
     _optional_list,
 )  # fmt: skip
 BEGIN: Script[Begin] = Script(
@@ -145,9 +150,7 @@ BEGIN: Script[Begin] = Script(
 )
 BEGIN_STEP: Script[list[Any]] = Script(
     "begin_step",
-    (*FENCED, "step", "claim_id", "now_ms", "cid", "run_id", "agent_config_json", "held_len",
-     "held_first_sha", "held_last_sha", "held_epoch", "task_id", "restart_json", "maxlen",
-     "output_types", "boundary_types", "step_span"),
+    (*FENCED, "step", "claim_id", "now_ms", "cid", "run_id", "task_id", "maxlen", *STEP_CLAIM),
     list,
 )  # fmt: skip
 CANCEL: Script[list[Any]] = Script("cancel", ("cancel_ttl", "now_ms", "grace_ms"), list)

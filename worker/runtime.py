@@ -86,23 +86,59 @@ def dispatch_tool_call(fence: Fence, step: int, index: int) -> None:
     send_tool_call(fence, step, index)
 
 
-def drain(agent: str, sender: str) -> runs.Acquired | None:
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery's attempt at an LLM step: what it takes before it claims the step."""
+
+    claim_id: str
+    span_id: str
+    """Its trace span's id, stored with the claim ('' with tracing off)."""
+    started_ns: int
+    renewed: float
+    """``time.monotonic()`` before the claim renews the lease: its expiry is never earlier."""
+
+    @classmethod
+    def new(cls) -> Attempt:
+        """An attempt starting now."""
+        return cls(uuid.uuid4().hex, tracing.new_span_id(), spans.now_ns(), time.monotonic())
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a drain took (``runs.Acquired``), and the attempt at the step 0 it may have claimed."""
+
+    acquired: runs.Acquired
+    attempt: Attempt
+
+
+def drain(agent: str, sender: str) -> Drained | None:
     """Start the next conversation the fair dispatcher picks (maybe not ``agent``/``sender``).
 
     Takes the picked conversation's lease and its next queued run; the caller runs its first
-    step (``start``). The result also names an orphan of the drain's own conversation (an
-    active run whose lease expired with its worker) for the caller to take over; that
-    conversation's next message waits until the orphan has ended. None: nothing to do.
+    step (``start``). When that is a run of the drain's own conversation, its step 0 is
+    claimed in the same round trip (``runs.acquire``'s ``first``). The result also names an
+    orphan of the drain's own conversation (an active run whose lease expired with its worker)
+    for the caller to take over; that conversation's next message waits until the orphan has
+    ended. None: nothing to do.
     """
-    return acquire(get_redis(), agent, sender, fair.shares(current_config()))
+    attempt = Attempt.new()
+    first = runs.StepClaim(
+        attempt.claim_id, pinned_json(agent), history_cache.held(keys.cid(agent, sender)),
+        attempt.span_id,
+    )  # fmt: skip
+    acquired = acquire(get_redis(), agent, sender, fair.shares(current_config()), first=first)
+    return None if acquired is None else Drained(acquired, attempt)
 
 
-def start(acquired: runs.Acquired) -> None:
+def start(drained: Drained) -> None:
     """Run the first step of the run a drain started, here in the drain's task."""
+    acquired = drained.acquired
     if acquired.run_id is None:
         return
+    fence = Fence(acquired.agent, acquired.sender, acquired.run_id, acquired.token)
+    begun = None if acquired.begun is None else (drained.attempt, acquired.begun)
     with bound(agent=acquired.agent, sender=acquired.sender, run_id=acquired.run_id):
-        run_step(Fence(acquired.agent, acquired.sender, acquired.run_id, acquired.token), 0)
+        run_step(fence, 0, begun=begun)
 
 
 def must_emit(
@@ -142,27 +178,34 @@ class StepOutput:
 
 
 @metrics.timed_step
-def run_step(fence: Fence, step: int, task_id: str = "") -> runs.Begin:
+def run_step(
+    fence: Fence,
+    step: int,
+    task_id: str = "",
+    begun: tuple[Attempt, runs.StepStart] | None = None,
+) -> runs.Begin:
     """Execute step ``step`` of a run: stream the LLM call, then finish or dispatch tools.
 
-    ``task_id``: the step message's id ('' for the drain's step 0). Returns how the claim
-    went: ``busy`` means another delivery holds the step's claim (alive, or dead and not yet
-    expired); the task retries after a lease TTL.
+    ``task_id``: the step message's id ('' for the drain's step 0). ``begun``: the step's
+    claim, already made (the drain's, ``drain``); else it is claimed here. Returns how the
+    claim went: ``busy`` means another delivery holds the step's claim (alive, or dead and not
+    yet expired); the task retries after a lease TTL.
     """
     r = get_redis()
-    claim_id = uuid.uuid4().hex
-    span_id, started_ns = tracing.new_span_id(), spans.now_ns()  # stored with the claim
-    renewed = time.monotonic()  # before the call: the lease's new expiry is never earlier
-    begun = runs.begin_step(
-        r, fence, step, claim_id, pinned_json(fence.agent) if step == 0 else "",
-        history_cache.held(fence.cid), task_id, span_id,
-    )  # fmt: skip
-    state = begun.state
+    if begun is None:
+        attempt = Attempt.new()
+        claimed = runs.begin_step(
+            r, fence, step, attempt.claim_id, pinned_json(fence.agent) if step == 0 else "",
+            history_cache.held(fence.cid), task_id, attempt.span_id,
+        )  # fmt: skip
+    else:
+        attempt, claimed = begun
+    state = claimed.state
     if state != "ok":
         log.info("step %d not executed: %s", step, state)
         return state
-    with spans.invoke_agent(fence, step, begun.record, span_id, started_ns):
-        _execute_step(r, fence, step, begun, claim_id, renewed)
+    with spans.invoke_agent(fence, step, claimed.record, attempt.span_id, attempt.started_ns):
+        _execute_step(r, fence, step, claimed, attempt.claim_id, attempt.renewed)
     return state
 
 

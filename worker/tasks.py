@@ -49,9 +49,10 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
     shows, names that run (None: nothing was ready).
     """
     with bound(agent=agent, sender=sender, task_id=self.request.id):
-        acquired = runtime.drain(agent, sender)
-        if acquired is None:
+        drained = runtime.drain(agent, sender)
+        if drained is None:
             return None
+        acquired = drained.acquired
         if acquired.orphan:
             with bound(run_id=acquired.orphan):
                 recovery.recover(get_redis(), keys.cid(agent, sender))
@@ -59,7 +60,7 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
             return None
         if (acquired.agent, acquired.sender) != (agent, sender):
             log.info("drain of %s/%s starts %s/%s", agent, sender, acquired.agent, acquired.sender)
-        runtime.start(acquired)
+        runtime.start(drained)
         return f"{acquired.agent}/{acquired.sender} {acquired.run_id}"
 
 

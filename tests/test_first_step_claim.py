@@ -1,0 +1,86 @@
+"""A drain claims the step 0 of the run it starts in its own conversation in the same script.
+
+``lua/acquire.lua`` starts the run and, given a claim id, claims its step 0 as
+``lua/begin_step.lua`` does (``lua/lib/step.lua``), so the drain's task runs that step one round
+trip sooner (``runs.acquire``'s ``first``). Scripts alone, on a database no worker serves. On
+Redis Cluster (``--state-on-cluster``) the step's keys may be in another slot than the ones the
+drain starts from: there the drain begins the step apart, as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from walrus_tasks import runs, submit, topology
+from walrus_tasks.lease import Fence
+from walrus_tasks.runs import HeldHistory, StepClaim, acquire
+
+AGENT = "echo"
+PIN = '{"name": "echo", "pinned": true}'
+
+
+@pytest.fixture(autouse=True)
+def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
+    yield
+
+
+def first(claim_id: str = "drain-claim") -> StepClaim:
+    return StepClaim(claim_id, PIN, HeldHistory(), "00f067aa0ba902b7")
+
+
+def comparable(begun: runs.StepStart) -> dict[str, object]:
+    """What a claim read, without what differs from run to run (ids, times, the span)."""
+    volatile = {"run_id", "sender", "tenant", "created_at", "started_at", "step_span", "seq"}
+    run_id = begun.record["run_id"]
+    return {
+        **vars(begun),
+        "record": {k: v for k, v in begun.record.items() if k not in volatile},
+        "history_tail": [m.replace(run_id, "<run>") for m in begun.history_tail or []],
+    }
+
+
+def test_the_drain_s_claim_of_step_0_is_the_one_begin_step_makes(
+    r: redis.Redis, sender: str
+) -> None:
+    merged_sender, apart_sender = f"{sender}-merged", f"{sender}-apart"
+    submit.submit(r, AGENT, merged_sender, "hello")
+    merged = acquire(r, AGENT, merged_sender, first=first())
+    submit.submit(r, AGENT, apart_sender, "hello")
+    apart = acquire(r, AGENT, apart_sender)
+    assert merged is not None and merged.run_id and merged.sender == merged_sender
+    assert apart is not None and apart.run_id and apart.begun is None
+    fence = Fence(AGENT, merged_sender, merged.run_id, merged.token)
+    if topology.is_cluster(r):  # begun apart: the keys of the step may be in another slot
+        assert merged.begun is None
+        return
+    assert merged.begun is not None and merged.begun.state == "ok"
+    by_itself = runs.begin_step(
+        r, Fence(AGENT, apart_sender, apart.run_id, apart.token), 0, "drain-claim", PIN,
+        HeldHistory(), step_span="00f067aa0ba902b7",
+    )  # fmt: skip
+    assert comparable(merged.begun) == comparable(by_itself)
+    assert merged.begun.record["agent_config"] == PIN
+    # The claim is held: another delivery of step 0 finds it busy, the drain's own goes on.
+    assert runs.begin_step(r, fence, 0, "another", "", HeldHistory()).state == "busy"
+    assert runs.begin_step(r, fence, 0, "drain-claim", "", HeldHistory()).state == "ok"
+
+
+def test_a_drain_that_starts_another_conversation_claims_nothing_there(
+    r: redis.Redis, sender: str
+) -> None:
+    """The fair pick starts the conversation that is due; the drain then begins its step apart."""
+    due, own = f"{sender}-due", f"{sender}-own"
+    submit.submit(r, AGENT, due, "first come")
+    time.sleep(0.002)  # the dispatcher orders by the time a conversation became ready (ms)
+    submit.submit(r, AGENT, own, "second")
+    got = acquire(r, AGENT, own, first=first())
+    assert got is not None and got.run_id
+    assert got.sender == due and got.begun is None, "one tenant: first come, first served"
+    fence = Fence(AGENT, due, got.run_id, got.token)
+    begun = runs.begin_step(r, fence, 0, "its-step", "", HeldHistory())
+    assert begun.state == "ok" and "agent_config" not in begun.record
