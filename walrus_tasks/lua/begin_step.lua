@@ -1,10 +1,10 @@
--- Claim an LLM step of a run (as begin.lua does) and, in the same round trip (lib/step.lua), what the step
--- needs first: the lease renewed to its TTL (a queued task's dispatch grace ends here), the
--- agent config pinned on the run's first step, and the reads of the step: the run record, the
--- kill flag, queued steering, whether the agent has memories, and the history. Of the history
--- only what follows the prefix the worker already holds is returned, when that prefix is still
--- there: the conversation's epoch (bumped by every rewrite of history) is the one it was read
--- at, and its length and the SHA-1 of its first and last messages match.
+-- Claim an LLM step of a run (as begin.lua does) and, in the same round trip (lib/step.lua),
+-- what the step needs first: the lease renewed to its TTL (a queued task's dispatch grace ends
+-- here), the agent config pinned on the run's first step, and the reads of the step: the run
+-- record, the kill flag, queued steering, whether the agent has memories, and the history. Of
+-- the history only what follows the prefix the worker already holds is returned, when that
+-- prefix is still there: the conversation's epoch (bumped by every rewrite of history) is the
+-- one it was read at, and its length and the SHA-1 of its first and last messages match.
 -- A step claimed again after its worker was lost may have streamed output that no restart
 -- voided: the restart event (given) is appended first, in this script, so before any output of
 -- the new attempt (event_types.py: STEP_OUTPUT, STEP_BOUNDARY).
