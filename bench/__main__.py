@@ -5,8 +5,9 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
 1. baseline   ``app.send_task(PING).get()`` round trips of a no-op Celery task;
 2. dispatch   streamed POST /v1/agents/bench/messages → first ``chunk`` SSE event;
 3. throughput ``--messages`` messages over ``--conversations`` conversations, POSTed
-              concurrently, first submit → last run terminal; its cost per run (Redis
-              commands, Celery messages, worker CPU: ``bench.cost``) and its baseline, raw
+              concurrently, first submit → last run terminal (Redis's slow log off); its cost
+              per run (Redis commands, Celery messages, worker CPU: ``bench.cost``), counted
+              in one more round of the same size with the slow log on; and its baseline, raw
               Celery measured strictly: 50 warm-up round trips, then no-op tasks sent at once,
               results awaited, best of 3 rounds;
 5. fan-out    ``--fanout`` concurrent SSE clients of the one gateway (``bench.streams``);
@@ -582,12 +583,12 @@ def main(argv: list[str] | None = None) -> int:
             if "throughput" in only:
                 sub = progress.add_task("3. throughput: submitted", total=args.messages)
                 done = progress.add_task("3. throughput: terminal", total=args.messages)
+                if args.via == "gateway":
+                    submitter = measure.via_gateway(env.gateway_url, AGENT, args.in_flight)
+                else:
+                    env.celery_app()  # submit() must send to the bench Redis
+                    submitter = measure.via_submit(AGENT, args.in_flight)
                 with Phase(env, "3. throughput", cpu):
-                    if args.via == "gateway":
-                        submitter = measure.via_gateway(env.gateway_url, AGENT, args.in_flight)
-                    else:
-                        env.celery_app()  # submit() must send to the bench Redis
-                        submitter = measure.via_submit(AGENT, args.in_flight)
                     tp = measure.throughput(
                         submitter,
                         env.redis_url,
@@ -597,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
                         lambda n: progress.advance(sub, n),
                         lambda n: progress.advance(done, n),
                     )
+                logged = progress.add_task("3. throughput: its cost (slow log on)", total=1)
+                measure.throughput_cost(
+                    submitter, env.redis_url, args.timeout,
+                    lambda: cpu_seconds(env)["workers"], tp,
+                )  # fmt: skip
+                progress.advance(logged)
                 if tp.http_errors or tp.succeeded != args.messages:
                     env.keep = True  # the gateway's and workers' logs say why
             if "raw" in only:
@@ -678,8 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     if tp is not None:
         results["throughput"] = tp.summary()
         results["cost"]["walrus, per run (3.)"] = cost_of(
-            tp.redis_before, tp.redis_after, tp.succeeded, cpu["3. throughput"],
-            tp.own_commands, tp.log,
+            tp.redis_before, tp.redis_after, tp.logged_runs,
+            {"workers": tp.logged_workers_cpu_s}, tp.own_commands, tp.log,
         )  # fmt: skip
     if raw is not None:
         results["celery_throughput"] = raw.summary()
@@ -733,6 +740,8 @@ def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> d
         if args.via == "gateway"
         else "walrus_tasks.submit.submit() in the bench process (thread pool)",
         "concurrent submits (3.)": args.in_flight,
+        "cost counts (3.)": "from one more round of the same size, Redis's slow log on (the "
+        "timed round has it off)",
         "worker processes": args.workers,
         "--concurrency per worker": f"{args.concurrency} (prefork)",
         "gateway": "1 process (uvicorn)",

@@ -212,11 +212,16 @@ class Throughput:
     timed_out: bool = False
     redis_before: cost.Snapshot | None = None
     redis_after: cost.Snapshot | None = None
-    """Redis's command counters at the first submit and once every run was seen terminal."""
+    """Redis's command counters at the first submit of the logged round (``throughput_cost``)
+    and once its every run was seen terminal."""
     log: tuple[Counter[str], Counter[str], bool] | None = None
     """What clients sent meanwhile (``cost.read_log``)."""
     own_commands: Counter[str] = field(default_factory=Counter)
     """The commands of the bench's own polling between the two snapshots (left out)."""
+    logged_runs: int = 0
+    """Runs of the logged round that succeeded: the unit of its counts."""
+    logged_workers_cpu_s: float = math.nan
+    """The workers' CPU seconds over the logged round."""
 
     @property
     def succeeded(self) -> int:
@@ -347,39 +352,21 @@ def throughput(
     tick_done: Tick,
 ) -> Throughput:
     """Send ``messages`` messages (round-robin over ``conversations``) concurrently, then wait
-    for every run to reach a terminal status in its Redis hash ``walrus:run:<id>``."""
+    for every run to reach a terminal status in its Redis hash ``walrus:run:<id>``.
+
+    Timed with Redis's slow log off, as the raw baseline's timed rounds are (logging every
+    command costs Redis time); the cost counts come from one more round (``throughput_cost``).
+    """
     out = Throughput(messages=messages, conversations=conversations)
-    prefix = f"tp-{uuid.uuid4().hex[:8]}"
-    senders = [f"{prefix}-{i % conversations}" for i in range(messages)]
     r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
     try:
-        saved = cost.start_log(r)
-        out.redis_before = cost.snapshot(r)
         t0_wall = time.time()
         t0 = time.perf_counter()
-        run_ids = submitter(senders, tick_submit, out)
+        run_ids = submitter(_senders(messages, conversations), tick_submit, out)
         out.submit_s = time.perf_counter() - t0
         out.submitted = len(run_ids)
-
-        pending = list(run_ids)
-        deadline = time.monotonic() + timeout
-        while pending:
-            pipe = r.pipeline(transaction=False)
-            for run_id in pending:
-                pipe.hget(keys.run(run_id), "status")
-            out.own_commands["HGET"] += len(pending)
-            statuses = pipe.execute()
-            still = [rid for rid, st in zip(pending, statuses, strict=True) if st not in TERMINAL]
-            tick_done(len(pending) - len(still))
-            pending = still
-            if pending and time.monotonic() > deadline:
-                out.timed_out = True
-                break
-            if pending:
-                time.sleep(0.05)
+        _wait_terminal(r, run_ids, timeout, tick_done, out)
         detected = time.perf_counter() - t0
-        out.redis_after = cost.snapshot(r)
-        out.log = cost.read_log(r, saved)
 
         pipe = r.pipeline(transaction=False)
         for run_id in run_ids:
@@ -397,3 +384,67 @@ def throughput(
     # the poll that noticed it is up to one poll interval later.
     out.elapsed_s = (max(finished) / 1000 - t0_wall) if finished else detected
     return out
+
+
+def throughput_cost(
+    submitter: Submitter,
+    redis_url: str,
+    timeout: float,
+    workers_cpu: Callable[[], float],
+    out: Throughput,
+) -> None:
+    """One more round of ``out``'s size with the slow log on, for its cost counts.
+
+    As the raw baseline's ``logged`` round: Redis's command counters, what clients sent and the
+    workers' CPU over this round, counted per run that succeeded in it (``out.logged_runs``).
+    """
+    logged = Throughput(messages=out.messages, conversations=out.conversations)
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
+    try:
+        saved = cost.start_log(r)
+        out.redis_before = cost.snapshot(r)
+        cpu0 = workers_cpu()
+        run_ids = submitter(_senders(out.messages, out.conversations), _no_tick, logged)
+        _wait_terminal(r, run_ids, timeout, _no_tick, logged)
+        out.logged_workers_cpu_s = workers_cpu() - cpu0
+        out.redis_after = cost.snapshot(r)
+        out.log = cost.read_log(r, saved)
+        out.own_commands = logged.own_commands
+        pipe = r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(keys.run(run_id), "status")
+        out.logged_runs = sum(status == "succeeded" for status in pipe.execute())
+    finally:
+        r.close()
+
+
+def _no_tick(n: int) -> None:
+    """No progress to show (the logged round)."""
+
+
+def _senders(messages: int, conversations: int) -> list[str]:
+    """The sender of each message: ``conversations`` fresh conversations, round-robin."""
+    prefix = f"tp-{uuid.uuid4().hex[:8]}"
+    return [f"{prefix}-{i % conversations}" for i in range(messages)]
+
+
+def _wait_terminal(
+    r: redis.Redis, run_ids: list[str], timeout: float, tick: Tick, out: Throughput
+) -> None:
+    """Poll until every run's status is terminal (or ``timeout``: ``out.timed_out``)."""
+    pending = list(run_ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        pipe = r.pipeline(transaction=False)
+        for run_id in pending:
+            pipe.hget(keys.run(run_id), "status")
+        out.own_commands["HGET"] += len(pending)
+        statuses = pipe.execute()
+        still = [rid for rid, st in zip(pending, statuses, strict=True) if st not in TERMINAL]
+        tick(len(pending) - len(still))
+        pending = still
+        if pending and time.monotonic() > deadline:
+            out.timed_out = True
+            break
+        if pending:
+            time.sleep(0.05)

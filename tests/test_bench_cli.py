@@ -4,15 +4,23 @@ face is judged complete (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
-import pytest
+import time
+import uuid
 
+import pytest
+import redis
+
+from bench import measure
 from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
-from bench.measure import CeleryRound, CeleryThroughput
+from bench.measure import CeleryRound, CeleryThroughput, Throughput, Tick
 from bench.sse_clients import Outcome, Request, encode
 from bench.streamed_runs import Dispatch, record
 from bench.streams import FACES, ended, gate_runs
+from tests.conftest import redis_db_url
+from walrus_tasks import keys
 from walrus_tasks.client import parse_sse
+from walrus_tasks.redis_server import RedisServer
 
 
 def test_only_picks_phases_and_rejects_unknown_ones() -> None:
@@ -105,3 +113,34 @@ def test_a_dispatch_run_is_also_timed_by_its_entries_clock() -> None:
     assert [[round(x, 3) for x in s] for s in got] == [[4.0], [2.0], [1.5]]
     record(out, "succeeded", {k: v for k, v in seen.items() if "wall" not in k}, measured=True)
     assert len(out.start_written.samples_ms) == 1  # no ids: the breakdown is left out
+
+
+def test_the_timed_throughput_round_runs_with_the_slow_log_off_and_the_counted_one_with_it_on(
+    redis_server: RedisServer,
+) -> None:
+    """As the raw baseline's: logging every command costs Redis time, so only the extra round
+    that counts the cost has it (docs/benchmarks.md, figure 3's cost per run)."""
+    url = redis_db_url(redis_server)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    logging_at_submit: list[str] = []
+
+    def submitter(senders: list[str], tick: Tick, out: Throughput) -> list[str]:
+        logging_at_submit.append(r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
+        run_ids = [uuid.uuid4().hex for _ in senders]
+        now = int(time.time() * 1000)
+        for run_id in run_ids:  # each run accepted and ended at once
+            r.hset(keys.run(run_id), mapping={
+                "status": "succeeded", "created_at": now, "finished_at": now + 1,
+            })  # fmt: skip
+        tick(len(senders))
+        return run_ids
+
+    before = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    assert before != "0"
+    timed = measure.throughput(submitter, url, 20, 4, 10, lambda n: None, lambda n: None)
+    measure.throughput_cost(submitter, url, 10, lambda: 1.0, timed)
+    assert logging_at_submit == [before, "0"]
+    assert r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"] == before
+    assert timed.succeeded == 20 and timed.logged_runs == 20
+    assert timed.log is not None and timed.redis_before is not None
+    assert timed.redis_after is not None and timed.logged_workers_cpu_s == 0.0
