@@ -248,20 +248,20 @@ async def steps(c: CallEnv, start: Start, asker: Ask) -> AsyncGenerator[str | Re
         async for entry_id, event in events:
             if event is None:
                 progress.say("still running")
-                for message in progress.take():
-                    yield message
-                continue
-            text.feed(event)
-            shown = start.shown(entry_id)
-            if event["type"] == "end":
-                progress.flush()
-                for message in progress.take():
-                    yield message
-                yield finished(start, text.text, event)
-                return
-            progress.event(event, shown)
+            else:
+                text.feed(event)
+                shown = start.shown(entry_id)
+                if event["type"] == "end":
+                    progress.flush()
+                else:
+                    progress.event(event, shown)
             for message in progress.take():
                 yield message
+            if event is None:
+                continue
+            if event["type"] == "end":
+                yield finished(start, text.text, event)
+                return
             if event["type"] == "ask_user" and event.get("kind") in ASKED:
                 call_id = str(event.get("call_id", ""))
                 if call_id in start.answered or (shown and call_id not in start.unanswered):

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 import redis
@@ -432,11 +433,17 @@ def _claim_args(step: int, claim: StepClaim) -> dict[str, Any]:
         "held_first_sha": held.first_sha,
         "held_last_sha": held.last_sha,
         "held_epoch": held.epoch,
-        "restart_json": event_json(restart_event(step, WORKER_LOST)),
+        "restart_json": _restart_json(step),
         "output_types": _OUTPUT_TYPES,
         "boundary_types": _BOUNDARY_TYPES,
         "step_span": f"{step}:{claim.step_span}" if claim.step_span else "",
     }
+
+
+@cache
+def _restart_json(step: int) -> str:
+    """The ``restart`` event a claim of step ``step`` writes first if its output was cut."""
+    return event_json(restart_event(step, WORKER_LOST))
 
 
 def _history_keys(conversation: str) -> list[str]:
