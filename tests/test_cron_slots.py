@@ -22,6 +22,7 @@ EVERY_MS = 2000
 @pytest.fixture(autouse=True)
 def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
+    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
 
 
 def a_creation_time_cjson_moves() -> float:

@@ -26,6 +26,7 @@ AGENT = "echo"
 @pytest.fixture(autouse=True)
 def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
+    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
     yield
 
 

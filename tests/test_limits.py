@@ -100,6 +100,7 @@ def test_a_released_slot_wakes_the_deferred_step_whose_countdown_message_then_go
     from walrus_tasks.lease import Fence
 
     monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
+    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
     submit.submit(r, "echo", "waiter", "hello")
     started = runs.acquire(r, "echo", "waiter")
     assert started is not None and started.run_id is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import redis
 from celery import Celery
 
 from tests.conftest import redis_db_url
-from walrus_tasks import celery_app
+from walrus_tasks import celery_app, task_push
 from walrus_tasks.lease import Fence
 from walrus_tasks.redis_server import RedisServer
 from worker import tasks
@@ -21,12 +23,20 @@ FENCE = Fence("echo", "alice", "run-1", "7")
 def sent(
     monkeypatch: pytest.MonkeyPatch, send: Any, *args: Any
 ) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The task ``send(*args)`` sends: through Celery's producer, or pushed (``task_push``)."""
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
     monkeypatch.setattr(
         celery_app.app,
         "send_task",
         lambda name, args, kwargs=None, **_: calls.append((name, tuple(args), kwargs or {})),
     )
+
+    def pushed(r: redis.Redis, push: task_push.Push) -> None:
+        message = json.loads(push.message)
+        task_args, task_kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        calls.append((message["headers"]["task"], tuple(task_args), task_kwargs))
+
+    monkeypatch.setattr(task_push, "push", pushed)
     send(*args)
     assert len(calls) == 1
     return calls[0]

@@ -46,6 +46,7 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def hold_lease(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Fence:
     """A run of a conversation of ``coder`` holding its lease, as a drain would."""
     monkeypatch.setattr(submit_module, "send_drain", lambda agent, sender, run_id=None: None)
+    monkeypatch.setattr(submit_module, "drain_push", lambda *_: None)  # sent, not pushed
     sender = uuid.uuid4().hex[:8]
     submit_module.submit(r, "coder", sender, "hello")
     acquired = acquire(r, "coder", sender)

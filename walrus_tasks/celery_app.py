@@ -1,20 +1,23 @@
 """The Celery app, its queues, and the task contract: each task's name and its one sender.
 
-Processes send tasks by *name* (``app.send_task``), so the gateway never imports agent code;
-the worker package registers the bodies under these names (``worker/tasks.py``), with the
-parameters the ``send_*`` functions below give, in the same order. Nothing else builds a
-task's arguments. None of these tasks has a result, and each sender says so
-(``ignore_result``): else the sender would subscribe to a result channel for every message.
+Processes send tasks by *name*, so the gateway never imports agent code; the worker package
+registers the bodies under these names (``worker/tasks.py``), with the parameters the
+``send_*`` functions below give, in the same order. Nothing else builds a task's arguments.
+None of these tasks has a result, and each sender says so (``ignore_result``): else the sender
+would subscribe to a result channel for every message. Where the broker is the state Redis the
+message is pushed without Celery's producer (``walrus_tasks.task_push``), else ``send_task``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from walrus_tasks import kombu_closed_transport, redis_url
+from walrus_tasks import kombu_closed_transport, redis_url, task_push
+from walrus_tasks.connection import get_redis
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
@@ -36,6 +39,12 @@ WEBHOOK = "walrus.webhook.post"
 """POST an ended run's webhook (its retries come back as the same task, with a countdown)."""
 PING = "walrus.control.ping"
 """A no-op round trip: the benchmark's baseline and a liveness probe."""
+
+QUEUE_OF = {
+    DRAIN: RUNS_QUEUE, STEP: RUNS_QUEUE, TOOL_CALL: TOOLS_QUEUE,
+    REAP: CONTROL_QUEUE, WEBHOOK: CONTROL_QUEUE, PING: CONTROL_QUEUE,
+}  # fmt: skip
+"""Each task's queue (its route)."""
 
 
 def is_amqp(url: str) -> bool:
@@ -132,14 +141,7 @@ def celery_config() -> dict[str, Any]:
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_default_queue=RUNS_QUEUE,
-        task_routes={
-            DRAIN: {"queue": RUNS_QUEUE},
-            STEP: {"queue": RUNS_QUEUE},
-            TOOL_CALL: {"queue": TOOLS_QUEUE},
-            REAP: {"queue": CONTROL_QUEUE},
-            WEBHOOK: {"queue": CONTROL_QUEUE},
-            PING: {"queue": CONTROL_QUEUE},
-        },
+        task_routes={name: {"queue": queue} for name, queue in QUEUE_OF.items()},
         beat_schedule={
             "walrus-reaper": {
                 "task": REAP,
@@ -172,12 +174,17 @@ def send_drain(agent: str, sender: str, run_id: str | None = None) -> None:
 
     ``run_id`` (the run just submitted) goes in kwargs only so Flower can show and find it.
     """
-    app.send_task(
-        DRAIN,
-        args=(agent, sender),
-        kwargs={"run_id": run_id} if run_id else None,
-        ignore_result=True,
-    )
+    _send(DRAIN, (agent, sender), {"run_id": run_id} if run_id else None)
+
+
+def drain_push(r: redis.Redis, agent: str, sender: str, run_id: str) -> task_push.Push | None:
+    """``send_drain``'s message, for a script on ``r`` that pushes it when due.
+
+    None where the script cannot push it (``task_push.applies``).
+    """
+    if not task_push.applies(r):
+        return None
+    return task_push.build(app, r, DRAIN, RUNS_QUEUE, (agent, sender), {"run_id": run_id})
 
 
 def send_step(
@@ -190,16 +197,15 @@ def send_step(
     message's id, which the run expects for a re-queued step (``runs.defer``, ``limits.release``).
     """
     args = (fence.agent, fence.sender, fence.run_id, fence.token, step)
-    app.send_task(STEP, args=args, countdown=countdown or None, task_id=task_id, ignore_result=True)
+    if countdown or task_id:
+        app.send_task(STEP, args=args, countdown=countdown, task_id=task_id, ignore_result=True)
+    else:
+        _send(STEP, args)
 
 
 def send_tool_call(fence: Fence, step: int, index: int) -> None:
     """``walrus.tool.call(agent, sender, run_id, token, step, index)``: one tool call."""
-    app.send_task(
-        TOOL_CALL,
-        args=(fence.agent, fence.sender, fence.run_id, fence.token, step, index),
-        ignore_result=True,
-    )
+    _send(TOOL_CALL, (fence.agent, fence.sender, fence.run_id, fence.token, step, index))
 
 
 def send_webhook(run_id: str, chain: str = "0") -> None:
@@ -208,4 +214,14 @@ def send_webhook(run_id: str, chain: str = "0") -> None:
     ``chain``: ``0`` from the worker that ended the run, a new one from each re-send by the
     reaper (``walrus_tasks.webhooks``).
     """
-    app.send_task(WEBHOOK, args=(run_id, chain), ignore_result=True)
+    _send(WEBHOOK, (run_id, chain))
+
+
+def _send(name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
+    # Pushed by walrus where the broker is the state Redis (walrus_tasks.task_push), else
+    # Celery's producer.
+    r = get_redis()
+    if task_push.applies(r):
+        task_push.push(r, task_push.build(app, r, name, QUEUE_OF[name], args, kwargs))
+    else:
+        app.send_task(name, args=args, kwargs=kwargs, ignore_result=True)

@@ -53,6 +53,7 @@ Reads of what the transitions wrote (history, archives, run records, conversatio
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -130,11 +131,14 @@ def enqueue(
     on_busy: str,
     meta: dict[str, str],
     cancel_queued: bool = False,
+    drain: Mapping[str, str] = S.NO_TASK,
 ) -> Enqueued:
     """Record the run as ``queued`` and append it to its conversation's inbox (submit.lua).
 
     With ``cancel_queued``, ``interrupt`` and ``rollback`` also cancel (and roll back) the runs
-    still waiting in the inbox, in the same step.
+    still waiting in the inbox, in the same step. ``drain``: the drain's task message
+    (``script_args.TASK_PUSH``, ``walrus_tasks.task_push``), pushed in the same step when the
+    conversation was idle; else the caller sends the drain when ``Enqueued.drain`` says so.
 
     The record always names the run's ``tenant`` (``meta``'s, else the sender's default), the
     one the fair dispatcher (``walrus_tasks.fair``) and the limits count it under.
@@ -161,7 +165,7 @@ def enqueue(
             "run_id": run_id, "agent": agent, "sender": sender, "content": content,
             "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
             "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
-            "one_redis": topology.one_redis(r),
+            "one_redis": topology.one_redis(r), **drain,
         },
     )  # fmt: skip
     if res[0] == "busy":

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar, get_args
 
 T = TypeVar("T")
@@ -139,6 +140,12 @@ STEP_CLAIM = ("agent_config_json", "held_len", "held_first_sha", "held_last_sha"
 """What the claim of an LLM step is given besides its run, step and claim id
 (``lua/lib/step.lua``): by ``begin_step.lua``, and by ``acquire.lua`` for a drain's step 0."""
 
+TASK_PUSH = ("task_queue", "task_message", "task_channel", "task_event")
+"""A task message a script pushes when it finds one due, and its ``task-sent`` event
+(``walrus_tasks.task_push``; all "" for none)."""
+NO_TASK: Mapping[str, str] = MappingProxyType(dict.fromkeys(TASK_PUSH, ""))
+"""``TASK_PUSH`` when there is no message to push."""
+
 ACQUIRE: Script[list[Any] | None] = Script(
     "acquire",
     ("cid", "now_ms", "ttl_ms", "maxlen", "fair", "weights_json", "default_weight",
@@ -263,6 +270,7 @@ SUBMIT: Script[list[Any]] = Script(
         "meta_json",
         "queued",
         "one_redis",
+        *TASK_PUSH,
     ),
     list,
 )

@@ -12,8 +12,8 @@ from typing import Literal
 import redis
 from kombu.exceptions import OperationalError
 
-from walrus_tasks import durable, keys, runs, tracing, waits
-from walrus_tasks.celery_app import send_drain
+from walrus_tasks import durable, keys, runs, task_push, tracing, waits
+from walrus_tasks.celery_app import drain_push, send_drain
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
 
@@ -100,12 +100,18 @@ def submit(
     if (accepted_in := tracing.traceparent()) is not None:  # the run keeps its trace
         meta.setdefault("traceparent", accepted_in)
     run_id = run_id or new_run_id(agent, sender)
+    # The drain's message goes in the same step, when the conversation turns out idle: it
+    # reaches a worker a round trip sooner (walrus_tasks.task_push).
+    drain = drain_push(r, agent, sender, run_id)
     attempts = 0
 
     def write() -> runs.Enqueued:
         nonlocal attempts
         attempts += 1
-        return runs.enqueue(r, run_id, agent, sender, content, on_busy, meta, cancel_queued)
+        return runs.enqueue(
+            r, run_id, agent, sender, content, on_busy, meta, cancel_queued,
+            task_push.script_args(drain),
+        )  # fmt: skip
 
     done = durable.retrying(write, f"submit to {agent}/{sender}")
     if done.state == "exists" and attempts > 1:
@@ -124,7 +130,7 @@ def submit(
         )
     if done.interrupted:
         waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
-    if done.drain:  # else the conversation's running run starts it as it ends
+    if done.drain and drain is None:  # else pushed, or the running run starts it as it ends
         _drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=done.interrupted)
 

@@ -2,15 +2,19 @@
 -- conversation that can start at once is marked ready in the fair dispatcher (lib/fair.lua).
 -- Idempotent on run_id: a run that exists already is not submitted again.
 -- Returns {'ok', interrupted run or false, whether the conversation was idle (a drain must
--- start it; a busy one's next message is started by finish.lua's start_next as its run ends,
--- and the reaper re-drains an inbox left waiting)}, {'exists', false}, {'other', false} (the run
--- id was taken by another message) or {'busy', active}.
+-- start it, pushed here when given; a busy one's next message is started by finish.lua's
+-- start_next as its run ends, and the reaper re-drains an inbox left waiting)},
+-- {'exists', false}, {'other', false} (the run id was taken by another message) or
+-- {'busy', active}.
 -- KEYS: lease, fence, inbox, run, active
 -- A: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
 --    at least `tenant`), queued ('1': `interrupt` and `rollback` also cancel every run still
 --    waiting in the inbox, as the Agent Protocol's strategies do; '0': those still run),
 --    one_redis ('1': mark the conversation ready here, one Redis; '0': on a cluster the
---    caller marks it in the dispatcher's own slot, fair_mark.lua)
+--    caller marks it in the dispatcher's own slot, fair_mark.lua), task_queue, task_message,
+--    task_channel, task_event (the drain's Celery message and its `task-sent` event, pushed
+--    here when the conversation was idle: walrus_tasks/task_push.py; "" when the caller sends
+--    the drain itself)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
 -- in this same step: its messages leave history before this message's run can start. A queued
 -- run so cancelled ends `cancelled` at its first step (begin_step.lua reads the flag).
@@ -56,6 +60,12 @@ end
 redis.call('RPUSH', KEYS[3], A.run_id)
 if not busy and A.one_redis == '1' then
   mark_ready(A.cid, A.agent, meta.tenant or A.sender, tonumber(A.now_ms))
+end
+if not busy and A.task_message ~= '' then
+  redis.call('LPUSH', A.task_queue, A.task_message)
+  if A.task_channel ~= '' then
+    redis.call('PUBLISH', A.task_channel, A.task_event)
+  end
 end
 redis.call('ZADD', K.inboxes(A.cid), 'NX', A.now_ms, A.cid)
 redis.call('ZADD', K.conversations(A.cid), A.now_ms, A.cid)
