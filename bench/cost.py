@@ -8,8 +8,9 @@ the phase logs every command (``slowlog-log-slower-than 0``): a script's own cal
 from client address ``?:0`` (Redis 7) and left out, and each ``EVALSHA`` names its script by
 SHA-1. The bench client's own connection is named ``bench`` and left out too.
 
-Celery messages on a Redis broker are list pushes and pub/sub publishes: kombu sends a task
-with ``LPUSH`` (walrus itself never uses ``LPUSH``), and an event (``task-sent``,
+Celery messages on a Redis broker are list pushes and pub/sub publishes: a task is an
+``LPUSH``, kombu's or walrus's own (``walrus_tasks.task_push``, which uses ``LPUSH`` for nothing
+else), and an event (``task-sent``,
 ``task-received``, ``task-started``, ``task-succeeded``, the workers' heartbeats) or a result
 notification with ``PUBLISH``.
 """
