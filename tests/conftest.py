@@ -433,6 +433,22 @@ def private_cluster(redis_server: RedisServer, home: Path, tmp_path: Path) -> It
         c.stop()
 
 
+def drains_off(monkeypatch: pytest.MonkeyPatch, sent: Callable[..., None] | None = None) -> None:
+    """``submit()`` neither sends nor pushes a drain message; it calls ``sent`` (as
+    ``send_drain(agent, sender, run_id)``) where it would, if given. For the state-layer tests
+    that drain by hand."""
+    from walrus_tasks import submit
+
+    monkeypatch.setattr(submit, "send_drain", sent or (lambda agent, sender, run_id=None: None))
+    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
+
+
+@pytest.fixture
+def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``drains_off`` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    drains_off(monkeypatch)
+
+
 @pytest.fixture
 def sender() -> str:
     """A conversation of its own for each test."""

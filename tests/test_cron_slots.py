@@ -13,16 +13,13 @@ import pytest
 import redis
 
 from beat import timers
-from walrus_tasks import crons, keys, submit
+from walrus_tasks import crons, keys
 from walrus_tasks.models import CronSpec
 
 EVERY_MS = 2000
 
 
-@pytest.fixture(autouse=True)
-def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
-    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
+pytestmark = pytest.mark.usefixtures("no_drain_messages")
 
 
 def a_creation_time_cjson_moves() -> float:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.conftest import drains_off
 from walrus_tasks import fair, keys, runs, submit
 from walrus_tasks.config import AgentConfig, Config, TenantConfig
 from walrus_tasks.lease import Fence, now_ms
@@ -23,11 +23,7 @@ from walrus_tasks.settings import get_settings
 AGENT = "echo"
 
 
-@pytest.fixture(autouse=True)
-def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
-    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
-    yield
+pytestmark = pytest.mark.usefixtures("no_drain_messages")
 
 
 def send(r: redis.Redis, sender: str, agent: str = AGENT) -> str:
@@ -169,7 +165,7 @@ def test_random_submits_drains_and_finishes_strand_nothing_and_keep_each_order(
         messages += 1
         drains += 1
 
-    monkeypatch.setattr(submit, "send_drain", sent)
+    drains_off(monkeypatch, sent)
 
     def end(fence: Fence) -> None:
         finished[fence.sender].append(fence.run_id)

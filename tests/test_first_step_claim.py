@@ -10,7 +10,6 @@ drain starts from: there the drain begins the step apart, as before.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -23,11 +22,7 @@ AGENT = "echo"
 PIN = '{"name": "echo", "pinned": true}'
 
 
-@pytest.fixture(autouse=True)
-def no_drain_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
-    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
-    yield
+pytestmark = pytest.mark.usefixtures("no_drain_messages")
 
 
 def first(claim_id: str = "drain-claim") -> StepClaim:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.conftest import drains_off
 from walrus_tasks import keys, limits
 from walrus_tasks.config import Config, ProviderConfig, TenantConfig
 from walrus_tasks.limits import Limit, acquire, release
@@ -99,8 +100,7 @@ def test_a_released_slot_wakes_the_deferred_step_whose_countdown_message_then_go
     from walrus_tasks import runs, submit
     from walrus_tasks.lease import Fence
 
-    monkeypatch.setattr(submit, "send_drain", lambda agent, sender, run_id=None: None)
-    monkeypatch.setattr(submit, "drain_push", lambda *_: None)  # sent, not pushed
+    drains_off(monkeypatch)
     submit.submit(r, "echo", "waiter", "hello")
     started = runs.acquire(r, "echo", "waiter")
     assert started is not None and started.run_id is not None

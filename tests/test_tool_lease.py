@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.cluster import wait_for
+from tests.conftest import drains_off
 from tests.test_os_tools import gone, marker, running
 from walrus_tasks import keys
 from walrus_tasks import submit as submit_module
@@ -45,8 +46,7 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def hold_lease(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Fence:
     """A run of a conversation of ``coder`` holding its lease, as a drain would."""
-    monkeypatch.setattr(submit_module, "send_drain", lambda agent, sender, run_id=None: None)
-    monkeypatch.setattr(submit_module, "drain_push", lambda *_: None)  # sent, not pushed
+    drains_off(monkeypatch)
     sender = uuid.uuid4().hex[:8]
     submit_module.submit(r, "coder", sender, "hello")
     acquired = acquire(r, "coder", sender)

@@ -225,7 +225,7 @@ def acquire(
     picked = _pick_and_start(r, shares) if on_cluster and settings.fair_dispatch else None
     if first is None or on_cluster:  # on a cluster the step's keys are in another slot
         step_keys: list[str] = []
-        claim = _NO_CLAIM
+        claim = S.NO_CLAIM
     else:
         step_keys = [*_history_keys(conversation), keys.memory(agent, tenancy.tenant_of(sender))]
         claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
@@ -422,8 +422,6 @@ class StepClaim:
     step_span: str = ""
 
 
-_NO_CLAIM = {"claim_id": "", **dict.fromkeys(S.STEP_CLAIM, "")}
-"""``acquire``'s claim arguments when it claims nothing (the script reads none of them)."""
 _OUTPUT_TYPES = " ".join(sorted(STEP_OUTPUT))
 _BOUNDARY_TYPES = " ".join(sorted(STEP_BOUNDARY))
 

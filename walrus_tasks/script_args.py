@@ -139,6 +139,8 @@ STEP_CLAIM = ("agent_config_json", "held_len", "held_first_sha", "held_last_sha"
               "restart_json", "output_types", "boundary_types", "step_span")  # fmt: skip
 """What the claim of an LLM step is given besides its run, step and claim id
 (``lua/lib/step.lua``): by ``begin_step.lua``, and by ``acquire.lua`` for a drain's step 0."""
+NO_CLAIM: Mapping[str, str] = MappingProxyType({"claim_id": "", **dict.fromkeys(STEP_CLAIM, "")})
+"""``acquire.lua``'s claim arguments when it claims nothing (the script reads none of them)."""
 
 TASK_PUSH = ("task_queue", "task_message", "task_channel", "task_event")
 """A task message a script pushes when it finds one due, and its ``task-sent`` event
