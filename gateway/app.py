@@ -105,6 +105,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
             anthropic_route.PLAIN_MESSAGE,
             response_routes.PLAIN_CREATE,
             ap_runs.PLAIN_JOIN_STREAM,
+            ap_runs.PLAIN_CREATE,
+            ap_runs.PLAIN_JOIN,
             response_routes.PLAIN_STREAM,
             a2a_subscribe.PLAIN_SUBSCRIBE,
             mcp_plain.PLAIN_CALL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -250,3 +251,66 @@ def test_docs_reference_no_external_host(ap: Cluster) -> None:
         assert "https://" not in page.text
         assert h.get("/docs/static/swagger-ui-bundle.js").status_code == 200
         assert h.get("/docs/static/swagger-ui.css").status_code == 200
+
+
+def _create(h: httpx.Client, tid: str, body: dict[str, Any], chunked: bool) -> httpx.Response:
+    """``POST /threads/{tid}/runs``: by the plain route (a declared length), or by FastAPI (a
+    chunked body, which ``gateway.sse_route`` leaves to the app behind)."""
+    data = json.dumps(body).encode()
+    content: Any = iter([data]) if chunked else data
+    headers = {"content-type": "application/json"}
+    return h.post(f"/threads/{tid}/runs", content=content, headers=headers)
+
+
+SAME_WAYS = {"run_id", "created_at", "updated_at"}
+"""The fields of a run that differ between two creates of the same body."""
+
+
+def test_a_background_create_and_its_join_answer_below_fastapi_as_fastapi_does(
+    ap: Cluster,
+) -> None:
+    """``runs.create`` and ``runs.join`` are answered by plain ASGI routes
+    (``PLAIN_CREATE``, ``PLAIN_JOIN``): the same answers as the FastAPI routes, errors in the
+    protocol's shape, counted under their routes."""
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    say = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+    with httpx.Client(base_url=ap.gateway_url, timeout=30) as h:
+        answers = {}
+        for chunked in (False, True):
+            plain_or_app = _create(h, tid, {**say, "metadata": {"n": 1}}, chunked)
+            assert plain_or_app.status_code == 200, plain_or_app.text
+            answers[chunked] = plain_or_app.json()
+            lg.runs.join(tid, answers[chunked]["run_id"])
+        plain, app = answers[False], answers[True]
+        assert {k: v for k, v in plain.items() if k not in SAME_WAYS} == {
+            k: v for k, v in app.items() if k not in SAME_WAYS
+        }
+        assert plain["metadata"] == {"n": 1} and plain["thread_id"] == tid
+        # Errors: an unknown thread, an unknown assistant, a body FastAPI refuses.
+        for chunked in (False, True):
+            gone = _create(h, str(uuid.uuid4()), say, chunked)
+            assert gone.status_code == 404 and set(gone.json()) == {"detail"}, gone.text
+            nobody = _create(h, tid, {**say, "assistant_id": "nobody"}, chunked)
+            assert nobody.status_code == 404 and set(nobody.json()) == {"detail"}, nobody.text
+            bad = _create(h, tid, {**say, "multitask_strategy": "sometimes"}, chunked)
+            assert bad.status_code == 422, bad.text
+        # The join: the thread's values at the run's end, as its state shows them.
+        run = lg.runs.create(
+            tid, "echo", input={"messages": [{"role": "user", "content": "again"}]}
+        )
+        joined = h.get(f"/threads/{tid}/runs/{run['run_id']}/join")
+        assert joined.status_code == 200
+        assert joined.json() == lg.threads.get_state(tid)["values"]
+        assert [m["content"] for m in joined.json()["messages"]][-2] == "again"
+        unknown = h.get(f"/threads/{tid}/runs/{uuid.uuid4()}/join")
+        assert unknown.status_code == 404 and set(unknown.json()) == {"detail"}
+        metrics = h.get("/metrics").text
+    for route, status in (
+        ("/threads/{thread_id}/runs", "200"),
+        ("/threads/{thread_id}/runs/{run_id}/join", "404"),
+    ):
+        assert any(
+            f'route="{route}"' in line and f'status="{status}"' in line
+            for line in metrics.splitlines()
+        ), route

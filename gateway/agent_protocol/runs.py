@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
@@ -32,6 +33,7 @@ from gateway.agent_protocol.models import RunCreate
 from gateway.agent_protocol.tenant import Space
 from gateway.deps import ARedis, Cfg, Redis, StreamHub, caller_of
 from gateway.hub import Hub
+from gateway.plain_post import body_of
 from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
@@ -172,7 +174,10 @@ def _thread_of_run(
 async def create_run(
     thread_id: str, body: RunCreate, r: Redis, config: Cfg, tenant: Space
 ) -> JSONResponse:
-    """Start a background run on the thread: the run."""
+    """Start a background run on the thread: the run.
+
+    In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_CREATE``).
+    """
     return await _create(r, config, tenant, thread_id, body)
 
 
@@ -295,7 +300,21 @@ async def cancel_run(
 async def join_run(
     thread_id: str, run_id: str, r: Redis, hub: StreamHub, aredis: ARedis, tenant: Space
 ) -> dict[str, Any]:
-    """The thread's values once the run has ended (or been interrupted)."""
+    """The thread's values once the run has ended (or been interrupted).
+
+    In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
+    """
+    return await _join(r, hub, aredis, tenant, thread_id, run_id)
+
+
+async def _join(
+    r: redis.Redis,
+    hub: Hub,
+    aredis: aioredis.Redis,
+    tenant: str | None,
+    thread_id: str,
+    run_id: str,
+) -> dict[str, Any]:
     h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     return await streaming.final_values(hub, aredis, run_id, h)
 
@@ -353,3 +372,39 @@ async def _plain_join_stream(
 
 PLAIN_JOIN_STREAM = sse_route.plain(router, f"{RUN}/stream", _plain_join_stream, render)
 """``GET /threads/{thread_id}/runs/{run_id}/stream`` for :mod:`gateway.sse_route`."""
+
+
+# The two calls of every background run a LangGraph client makes (``runs.create``, then
+# ``runs.join``), answered below FastAPI too: its routing, dependency solving and request
+# wrapping were over a quarter of the gateway's CPU under them (docs/benchmarks.md, issue 25,
+# ninth round). Each calls what its route calls; a body FastAPI would refuse goes on to it.
+
+
+async def _plain_create(
+    scope: Scope, params: dict[str, str], query: sse_route.Query
+) -> JSONResponse | None:
+    """:func:`create_run` as the plain ASGI route calls it (None: FastAPI answers)."""
+    body = body_of(scope, query, RunCreate)
+    if body is None:
+        return None  # not JSON, or invalid: FastAPI's 422
+    state = scope["app"].state
+    tenant = caller_of(scope).acting(query.one("tenant"))
+    return await _create(state.redis, state.config, tenant, params["thread_id"], body)
+
+
+async def _plain_join(scope: Scope, params: dict[str, str], query: sse_route.Query) -> Response:
+    """:func:`join_run` as the plain ASGI route calls it, answered as FastAPI answers a dict."""
+    state = scope["app"].state
+    tenant = caller_of(scope).acting(query.one("tenant"))
+    values = await _join(
+        state.redis, state.hub, state.aredis, tenant, params["thread_id"], params["run_id"]
+    )
+    return JSONResponse(jsonable_encoder(values))
+
+
+PLAIN_CREATE = sse_route.plain(
+    router, "/threads/{thread_id}/runs", _plain_create, render, method="POST"
+)
+"""``POST /threads/{thread_id}/runs`` for :mod:`gateway.sse_route`."""
+PLAIN_JOIN = sse_route.plain(router, f"{RUN}/join", _plain_join, render)
+"""``GET /threads/{thread_id}/runs/{run_id}/join`` for :mod:`gateway.sse_route`."""
