@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -392,14 +392,18 @@ async def _plain_create(
     return await _create(state.redis, state.config, tenant, params["thread_id"], body)
 
 
+_VALUES = TypeAdapter(dict[str, Any])
+"""What :func:`join_run` answers, as FastAPI serialises it (its return annotation's model)."""
+
+
 async def _plain_join(scope: Scope, params: dict[str, str], query: sse_route.Query) -> Response:
-    """:func:`join_run` as the plain ASGI route calls it, answered as FastAPI answers a dict."""
+    """:func:`join_run` as the plain ASGI route calls it, answered as FastAPI answers it."""
     state = scope["app"].state
     tenant = caller_of(scope).acting(query.one("tenant"))
     values = await _join(
         state.redis, state.hub, state.aredis, tenant, params["thread_id"], params["run_id"]
     )
-    return JSONResponse(jsonable_encoder(values))
+    return Response(_VALUES.dump_json(values), media_type="application/json")
 
 
 PLAIN_CREATE = sse_route.plain(
