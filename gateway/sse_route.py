@@ -19,6 +19,12 @@ given again to the app behind when the stream's answer leaves the request to it)
 ``POST`` that asks for its new run's stream: the native message, the OpenAI chat completion,
 the Anthropic message and the Responses create (``gateway.plain_post``), and the MCP face's
 2026-07-28 ``tools/call`` with a progress token (``gateway.mcp_plain``).
+
+Two routes that are not streams are answered here too, for CPU rather than memory: the Agent
+Protocol's background ``POST /threads/{thread_id}/runs`` and its ``GET
+.../runs/{run_id}/join``, the two calls of every background run a LangGraph client makes, whose
+FastAPI routing, dependency solving and request wrapping were over a quarter of the gateway's
+CPU under them (docs/benchmarks.md, issue 25, ninth round).
 """
 
 from __future__ import annotations
