@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import bursts
+from gateway.bursts import write_bursts
 from gateway.connection import ON_LEAVE
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, ShuttingDown, SlowConsumer
@@ -153,29 +153,7 @@ class EventStream(Response):
             watch.add_done_callback(self._on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            # A burst at a time (gateway.bursts), in this frame: an open stream keeps no other.
-            burst: list[str] = []
-            size = 0
-            while True:
-                try:
-                    started, given = bursts.step(self.frames)
-                    if started is not bursts.GIVEN:  # it must wait: write what it gave first
-                        waiting = bursts.Resumed(started, given)
-                        if burst:
-                            try:
-                                await bursts.write(send, burst, False)
-                            except BaseException as e:  # the waiting step's: thrown into it
-                                waiting.interrupted = e
-                            burst, size = [], 0
-                        given = await waiting
-                except StopAsyncIteration:
-                    break
-                burst.append(given)
-                size += len(given)
-                if size >= bursts.BURST_MAX:
-                    await bursts.write(send, burst, False)
-                    burst, size = [], 0
-            await bursts.write(send, burst, True)
+            await write_bursts(self.frames, send)
         except asyncio.CancelledError:
             if not self.left:
                 raise

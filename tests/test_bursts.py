@@ -1,7 +1,6 @@
-"""A stream's frames are written a burst at a time (``gateway.bursts``, by ``EventStream``): what
-the generator gives without waiting goes in one write, nothing is held while it waits, and a
-cancellation that arrives while a burst is written reaches the waiting generator as if it had
-been awaiting.
+"""A stream's frames are written a burst at a time (``gateway.bursts``): what the generator gives
+without waiting goes in one write, nothing is held while it waits, and a cancellation that
+arrives while a burst is written reaches the waiting generator as if it had been awaiting.
 
 The write pattern over a real gateway, worker and Redis is at the end: a text's ``text_start``
 and first ``chunk`` (one ``emit``) reach the client in one HTTP chunk.
@@ -12,38 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from starlette.types import Message
 
 from gateway import bursts
-from gateway.connection import ON_LEAVE
-from gateway.sse import EventStream
+from gateway.bursts import write_bursts
 from tests.cluster import Cluster
 
 Sent = list[tuple[bytes, bool]]
-Send = Callable[[Message], Awaitable[None]]
 
 
-async def write_bursts(frames: AsyncGenerator[str, None], send: Send) -> None:
-    """``frames`` as an :class:`EventStream` writes them; ``send`` gets the body's messages."""
-
-    async def body(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            await send(message)
-
-    async def receive() -> Message:
-        await asyncio.Event().wait()  # the client never leaves by itself
-        return {}
-
-    scope = {"type": "http", ON_LEAVE: lambda _callback: None}
-    await EventStream(frames)(scope, receive, body)
-
-
-def recorder(sent: Sent, log: list[str] | None = None) -> Send:
+def recorder(sent: Sent, log: list[str] | None = None) -> Any:
     async def send(message: Message) -> None:
+        assert message["type"] == "http.response.body"
         sent.append((message["body"], message["more_body"]))
         if log is not None:
             log.append(f"sent {message['body'].decode()!r}")
