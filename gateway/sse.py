@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.bursts import write_bursts
 from gateway.connection import ON_LEAVE
 from gateway.errors import REDIS_DOWN
 from gateway.hub import Entry, Hub, ShuttingDown, SlowConsumer
@@ -106,9 +105,6 @@ async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator
 class EventStream(Response):
     """A ``text/event-stream`` response of ``frames``, written straight to the ASGI ``send``.
 
-    Frames given together (a burst of the hub, translated without waiting) go in one write,
-    the last ones with the body's end (:mod:`gateway.bursts`).
-
     Starlette's ``StreamingResponse`` runs each response in an anyio task group of two tasks,
     kept for as long as the stream is open; at ten thousand streams every object per stream
     counts. Here the request's own task writes the frames, and the client's leaving cancels the
@@ -153,7 +149,10 @@ class EventStream(Response):
             watch.add_done_callback(self._on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await write_bursts(self.frames, send)
+            async for frame in self.frames:
+                body = frame.encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not self.left:
                 raise
