@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from gateway.thread_operations import waiting_calls
-from walrus_tasks import keys, reads, waits
+from walrus_tasks import keys, waits
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import RunInfo, RunStatus
 from walrus_tasks.names import RUN_ID_RE
@@ -55,15 +55,24 @@ def task_record(
     missing = NotFound(f"task {run_id!r} not found (of agent {agent!r}, for this caller)")
     if not RUN_ID_RE.fullmatch(run_id):
         raise missing
-    try:
-        record = reads.run_record(r, run_id)
-    except NotFound:
-        raise missing from None
-    if record.get("agent") != agent or not caller.sees(record.get("sender", "")):
+    found: list[Event] | None = None
+    if events:
+        # One snapshot: read apart, a run that ends between the two reads would show a status
+        # before its end and events through it, and a subscription would go on after its
+        # `end`, for nothing ever comes (finish.lua writes both in one step).
+        pipe = r.pipeline(transaction=True)
+        pipe.hgetall(keys.run(run_id))
+        pipe.xrange(keys.run_part(run_id, "events"))
+        record, entries = pipe.execute()
+        found = [parse(entry_id, fields) for entry_id, fields in entries]
+    else:
+        record = r.hgetall(keys.run(run_id))
+    if not record or record.get("agent") != agent or not caller.sees(record.get("sender", "")):
         raise missing
     run = RunInfo.from_hash(record)
-    read = events or run.status == RunStatus.waiting or run.status.terminal
-    found = run_events(r, run_id) if read else []
+    if found is None:
+        read = run.status == RunStatus.waiting or run.status.terminal
+        found = run_events(r, run_id) if read else []
     question = pending_question(r, run_id, found) if run.status == RunStatus.waiting else None
     return TaskRecord(run=run, content=record.get("content", ""), events=found, question=question)
 
