@@ -64,7 +64,7 @@ def task_record(
         pipe.hgetall(keys.run(run_id))
         pipe.xrange(keys.run_part(run_id, "events"))
         record, entries = pipe.execute()
-        found = [parse(entry_id, fields) for entry_id, fields in entries]
+        found = _parsed(entries)
     else:
         record = r.hgetall(keys.run(run_id))
     if not record or record.get("agent") != agent or not caller.sees(record.get("sender", "")):
@@ -79,7 +79,10 @@ def task_record(
 
 def run_events(r: redis.Redis, run_id: str) -> list[Event]:
     """Every event of the run so far, in order (a read that does not wait)."""
-    entries: Any = r.xrange(keys.run_part(run_id, "events"))
+    return _parsed(r.xrange(keys.run_part(run_id, "events")))
+
+
+def _parsed(entries: Any) -> list[Event]:
     return [parse(entry_id, fields) for entry_id, fields in entries]
 
 

@@ -304,17 +304,6 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    return await _join(r, hub, aredis, tenant, thread_id, run_id)
-
-
-async def _join(
-    r: redis.Redis,
-    hub: Hub,
-    aredis: aioredis.Redis,
-    tenant: str | None,
-    thread_id: str,
-    run_id: str,
-) -> dict[str, Any]:
     h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     return await streaming.final_values(hub, aredis, run_id, h)
 
@@ -400,8 +389,8 @@ async def _plain_join(scope: Scope, params: dict[str, str], query: sse_route.Que
     """:func:`join_run` as the plain ASGI route calls it, answered as FastAPI answers it."""
     state = scope["app"].state
     tenant = caller_of(scope).acting(query.one("tenant"))
-    values = await _join(
-        state.redis, state.hub, state.aredis, tenant, params["thread_id"], params["run_id"]
+    values = await join_run(
+        params["thread_id"], params["run_id"], state.redis, state.hub, state.aredis, tenant
     )
     return Response(_VALUES.dump_json(values), media_type="application/json")
 
