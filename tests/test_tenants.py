@@ -314,7 +314,12 @@ def test_the_websocket_acts_in_the_tokens_tenant(tc: Cluster) -> None:
     ]
     (a_history,) = ws_call(tc, ACME, [ask])
     assert a_history["result"]["messages"] == []
-    (listed,) = ws_call(tc, ACME, [{"op": "list_conversations", "agent": "support"}])
+    # acme's list is acme's own (one conversation at least, of this test, when run alone)
+    acme_send = {**send_b, "sender": f"bob-{uuid.uuid4().hex[:6]}", "content": "acme on ws"}
+    (acme_streamed, listed) = ws_call(
+        tc, ACME, [acme_send, {"op": "list_conversations", "agent": "support"}]
+    )
+    assert acme_streamed["type"] == "done"
     assert {row["tenant"] for row in listed["result"]["conversations"]} == {"acme"}
     (admin_view,) = ws_call(tc, ADMIN, [{**ask, "tenant": "globex"}])
     assert len(admin_view["result"]["messages"]) == 2
