@@ -14,7 +14,7 @@ Every route acts in the caller's tenant (``tenant.Space``): its threads, and run
 conversations, which are the tenant's (so the worker, workspace and memory are the tenant's).
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -82,10 +82,21 @@ def _resume(
     return active, after
 
 
+class Started(NamedTuple):
+    """A run :func:`start` started or resumed."""
+
+    run_id: str
+    thread: dict[str, str]
+    after: str
+    """Where its stream is read from: ``0-0``, or past the question a resume answers."""
+    view: dict[str, Any] | None
+    """The run as :func:`state.run_view` shows it, when it was read on the way (not a resume)."""
+
+
 def start(
     r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
-) -> tuple[str, dict[str, str], str]:
-    """Start (or resume) a run in ``tenant``: ``(run id, thread, stream cursor)``."""
+) -> Started:
+    """Start (or resume) a run in ``tenant``."""
     agent = ops.known_agent(config, body.assistant_id)
     if body.webhook is not None:  # before anything is stored, a stateless run's thread too
         thread_ops.check_webhook(config, body.webhook)
@@ -93,11 +104,11 @@ def start(
     thread_ops.bind_thread(r, h, agent)
     if body.command and "resume" in body.command:
         run_id, after = _resume(r, config, h, body.command["resume"], body.webhook)
-        return run_id, h, after
+        return Started(run_id, h, after, None)
     text = messages.input_text(body.input)
     submitted = thread_ops.send_in_thread(r, config, h, text, body.multitask_strategy, body.webhook)
-    state.record_run(r, submitted.run_id, h, agent, body)
-    return submitted.run_id, h, "0-0"
+    view = state.record_run(r, submitted.run_id, h, agent, body)
+    return Started(submitted.run_id, h, "0-0", view)
 
 
 def _location(h: dict[str, str], run_id: str) -> dict[str, str]:
@@ -128,7 +139,7 @@ async def _stream(
     body: RunCreate,
 ) -> EventStream:
     hold_stream()  # before the run is started: a refused stream starts nothing
-    run_id, h, after = await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    run_id, h, after, _ = await run_in_threadpool(start, r, config, tenant, thread_id, body)
     return _event_stream(hub, aredis, run_id, h, body.modes(), after=after)
 
 
@@ -141,7 +152,7 @@ async def _wait(
     thread_id: str | None,
     body: RunCreate,
 ) -> JSONResponse:
-    run_id, h, after = await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    run_id, h, after, _ = await run_in_threadpool(start, r, config, tenant, thread_id, body)
     result = await streaming.final_values(hub, aredis, run_id, h, after)
     return JSONResponse(result, headers=_location(h, run_id))
 
@@ -157,17 +168,15 @@ def _start_and_view(
     r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
     # One thread-pool hop for the create and its answer, not two.
-    run_id, h, _ = start(r, config, tenant, thread_id, body)
-    return run_id, h, state.run_view(r, run_id, h)
+    run_id, h, _, view = start(r, config, tenant, thread_id, body)
+    return run_id, h, view if view is not None else state.run_view(r, run_id, h)
 
 
 def _thread_of_run(
     r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
 ) -> dict[str, str]:
     """Thread ``thread_id`` of ``tenant``, if run ``run_id`` is one of its runs (NotFound)."""
-    h = thread_ops.get_thread(r, tenant, thread_id)
-    state.run_view(r, run_id, h)
-    return h
+    return thread_ops.thread_and_run(r, tenant, thread_id, run_id)[0]
 
 
 @router.post("/threads/{thread_id}/runs")

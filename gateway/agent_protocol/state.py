@@ -66,15 +66,21 @@ def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def record_run(r: redis.Redis, run_id: str, h: dict[str, str], agent: str, body: Any) -> None:
-    """Remember what the Agent Protocol was asked for run ``run_id`` of thread ``h``."""
+def record_run(
+    r: redis.Redis, run_id: str, h: dict[str, str], agent: str, body: Any
+) -> dict[str, Any]:
+    """Remember what the Agent Protocol was asked for run ``run_id`` of thread ``h``.
+
+    Answers the run as :func:`run_view` shows it, read in the same round trip.
+    """
     fields = {
         "assistant_id": agent,
         "metadata": json.dumps(body.metadata or {}),
         "multitask_strategy": body.multitask_strategy,
         "stream_mode": json.dumps(body.modes()),
     }
-    thread_ops.record_thread_run(r, run_id, h, fields)
+    record = thread_ops.record_thread_run(r, run_id, h, fields)
+    return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
 
 
 def run_view(r: redis.Redis, run_id: str, h: dict[str, str]) -> dict[str, Any]:
