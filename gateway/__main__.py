@@ -42,8 +42,8 @@ def freeze_startup_heap() -> None:
     """Move what start-up built out of the garbage collector's reach (docs/design.md).
 
     The app, its routes and models and the imported packages are ~190 000 objects that live as
-    long as the process, and every full collection walked them all: under ``python -m bench``,
-    five in ~75 s, 0.83 s of the event loop's time (docs/benchmarks.md, issue 25, tenth round).
+    long as the process, and every full collection walked them all: in one ``python -m bench``
+    (51 s), five, 0.83 s of the event loop's time (docs/benchmarks.md, issue 25, tenth round).
     """
     gc.collect()  # start-up's garbage first: what is frozen is never collected
     gc.freeze()
