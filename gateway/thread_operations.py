@@ -62,7 +62,8 @@ def get_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> dict[str, 
     It carries two fields that are not stored: ``tenant`` ("" for the default) and ``sender``,
     the walrus sender of its conversation.
     """
-    h: dict[str, str] = r.hgetall(keys.ap_thread(thread_id_of(thread_id), tenant))  # type: ignore[assignment]
+    key = keys.ap_thread(thread_id_of(thread_id), tenant)
+    h: dict[str, str] = r.hgetall(key)  # type: ignore[assignment]
     return _found_thread(h, tenant, thread_id)
 
 
