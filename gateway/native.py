@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -71,25 +72,30 @@ def _streamed(
     return sse_response(hub, accepted.run_id, "0-0")
 
 
+_ACCEPTED = TypeAdapter(Accepted)
+"""What :func:`send_message` answers without a stream, as FastAPI serialises it (its
+``response_model``: JSON bytes from pydantic)."""
+
+
 async def _plain_send(
     scope: Scope, params: dict[str, str], query: sse_route.Query
-) -> EventStream | None:
-    """The streamed answer of :func:`send_message`, for :mod:`gateway.sse_route`.
+) -> Response | None:
+    """:func:`send_message` for :mod:`gateway.sse_route`: its stream, or its ``202``.
 
-    None (FastAPI answers) for a message not asking for its stream, or for a body FastAPI
-    would refuse (``gateway.plain_post``).
+    None (FastAPI answers) for a body FastAPI would refuse (``gateway.plain_post``).
     """
-    asks = "text/event-stream" in (header(scope, b"accept") or "")
-    if not (asks or b'"stream"' in query.body):
-        return None  # not a stream: read no further
     body = body_of(scope, query, SendMessage)
-    if body is None or not (body.stream or asks):
+    if body is None:
         return None
     call = call_of(scope["app"], caller_of(scope))
     agent = known_agent(params["agent"], call.config)  # NotFound: 404, as the route's
     scope["path_params"] = params  # as FastAPI's routing sets them: the metrics count by agent
-    key, hub = header(scope, b"idempotency-key"), scope["app"].state.hub
-    return await run_in_threadpool(_streamed, call, agent, body, key, hub)
+    key = header(scope, b"idempotency-key")
+    if body.stream or "text/event-stream" in (header(scope, b"accept") or ""):
+        hub = scope["app"].state.hub
+        return await run_in_threadpool(_streamed, call, agent, body, key, hub)
+    accepted = await run_in_threadpool(registry.send, call, agent, body, key)
+    return Response(_ACCEPTED.dump_json(accepted), 202, media_type="application/json")
 
 
 @runs.get("/v1/runs/{run_id}/events", responses={**ERRORS, 200: {"content": sse_schema()}})
@@ -118,9 +124,11 @@ def healthz(r: Redis) -> JSONResponse:
 
 
 PLAIN_SEND = sse_route.plain(agents, "/v1/agents/{agent}/messages", _plain_send, method="POST")
-"""``POST /v1/agents/{agent}/messages`` asking for its stream, for :mod:`gateway.sse_route`: the
-stream is answered below FastAPI, which would keep its request machinery alive (~10 KB) for as
-long as the stream is open (docs/benchmarks.md)."""
+"""``POST /v1/agents/{agent}/messages`` for :mod:`gateway.sse_route`. A stream is answered below
+FastAPI, which would keep its request machinery alive (~10 KB) for as long as the stream is
+open; so is the ``202``, the call every message of a client that does not stream makes, whose
+FastAPI routing, dependency solving and request wrapping were over half of the gateway's CPU
+under it (docs/benchmarks.md, issue 25, eleventh round)."""
 
 ROUTERS = (agents, runs, health)
 """The native routes written by hand, in the order ``create_app`` includes them (every other

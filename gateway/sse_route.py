@@ -20,11 +20,12 @@ given again to the app behind when the stream's answer leaves the request to it)
 the Anthropic message and the Responses create (``gateway.plain_post``), and the MCP face's
 2026-07-28 ``tools/call`` with a progress token (``gateway.mcp_plain``).
 
-Two routes that are not streams are answered here too, for CPU rather than memory: the Agent
+Three answers that are not streams are given here too, for CPU rather than memory: the Agent
 Protocol's background ``POST /threads/{thread_id}/runs`` and its ``GET
-.../runs/{run_id}/join``, the two calls of every background run a LangGraph client makes, whose
-FastAPI routing, dependency solving and request wrapping were over a quarter of the gateway's
-CPU under them (docs/benchmarks.md, issue 25, ninth round).
+.../runs/{run_id}/join``, the two calls of every background run a LangGraph client makes, and
+the native message's ``202`` (the message not asking for its stream). Their FastAPI routing,
+dependency solving and request wrapping were a quarter to a third of the gateway's CPU under
+them (docs/benchmarks.md, issue 25, ninth and eleventh rounds).
 """
 
 from __future__ import annotations

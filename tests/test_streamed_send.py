@@ -2,9 +2,9 @@
 ``gateway.sse_route``) with the route's contract: the same stream, the same errors, the same
 idempotency, counted under the same route; whatever it does not take, FastAPI answers. The
 native message (``"stream": true`` or ``Accept: text/event-stream``,
-``gateway.native.PLAIN_SEND``), and with ``"stream": true`` the OpenAI chat completion, the
-Anthropic message and the Responses create (``gateway.plain_post``; the official clients'
-streams are in each face's own tests).
+``gateway.native.PLAIN_SEND``, which answers the message's ``202`` too), and with ``"stream":
+true`` the OpenAI chat completion, the Anthropic message and the Responses create
+(``gateway.plain_post``; the official clients' streams are in each face's own tests).
 
 ``python -m bench.post_streams`` measures what it saves (docs/benchmarks.md).
 """
@@ -79,6 +79,51 @@ def test_a_streamed_message_sent_again_with_its_idempotency_key_streams_the_same
         again = events(stream(c, "echo", body, **key))
     assert first[0]["run_id"] == again[0]["run_id"]
     assert first == again
+
+
+def send(
+    c: httpx.Client, agent: str, body: dict[str, Any], chunked: bool, **headers: str
+) -> httpx.Response:
+    """``POST`` a message: answered below FastAPI (a declared length), or by FastAPI (a chunked
+    body, which ``gateway.sse_route`` leaves to the app behind)."""
+    data = json.dumps(body).encode()
+    content: Any = iter([data]) if chunked else data
+    headers = {"content-type": "application/json", **headers}
+    return c.post(SEND.format(agent=agent), content=content, headers=headers, timeout=60)
+
+
+def test_a_message_s_202_below_fastapi_is_fastapi_s(cluster: Cluster, sender: str) -> None:
+    """Not streamed, the message is answered below FastAPI too: the same ``202``, byte for
+    byte but its run id, the same refusals and idempotency, counted under the route."""
+    answers: dict[bool, httpx.Response] = {}
+    with cluster.http() as c:
+        for chunked in (False, True):
+            answers[chunked] = send(c, "echo", {"content": "hi", "sender": sender}, chunked)
+            once = {"content": "once", "sender": sender}
+            key = {"idempotency-key": f"202-{chunked}-{sender}"}
+            first, again = (send(c, "echo", once, chunked, **key) for _ in range(2))
+            assert first.status_code == again.status_code == 202, first.text
+            assert first.json() == again.json()
+            unknown = send(c, "nobody", {"content": "hi", "sender": sender}, chunked)
+            assert unknown.status_code == 404, unknown.text
+            assert unknown.json()["error"]["code"] == "not_found"
+            for refused in ({"content": ""}, {"content": "hi", "nope": 1}, {"text": "hi"}):
+                bad = send(c, "echo", {"sender": sender, **refused}, chunked)
+                assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid"
+        metrics = c.get("/metrics").text
+    plain, app = answers[False], answers[True]
+    for got in (plain, app):
+        assert got.status_code == 202, got.text
+        run_id = got.json()["run_id"]
+        assert got.json() == {"run_id": run_id, "events_url": f"/v1/runs/{run_id}/events"}
+    swap = plain.content.replace(plain.json()["run_id"].encode(), app.json()["run_id"].encode())
+    assert swap == app.content
+    assert plain.headers["content-type"] == app.headers["content-type"] == "application/json"
+    assert plain.headers["content-length"] == app.headers["content-length"]
+    for got in (plain, app):  # both were accepted: each ran to its end
+        assert cluster.wait_run(got.json()["run_id"])["status"] == "succeeded"
+    route = 'route="/v1/agents/{agent}/messages"'
+    assert any(route in line and 'status="202"' in line for line in metrics.splitlines())
 
 
 SAY = [{"role": "user", "content": "hi"}]
