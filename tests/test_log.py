@@ -17,6 +17,9 @@ with bound(agent="echo", sender="ops", run_id="r1", task_id=None):
         log.info("run %s", "succeeded", extra={"status": "succeeded"})
     structlog.get_logger("walrus.struct").warning("from structlog", step=2)
 log.info("outside")
+record = log.makeRecord("walrus.test", logging.INFO, "f.py", 1, "m", (), None)
+assert (record.thread, record.process, record.processName) == (None, None, None), vars(record)
+assert logging._srcfile is None  # no record looks for its caller
 try:
     1 / 0
 except ZeroDivisionError:
