@@ -31,7 +31,9 @@ A run is the agent's turn answering one message. Its ``status`` and ``phase`` mo
    |          |
    +----------+--> finish (finish.lua) --> [succeeded | failed | cancelled, done]
                         atomically: the ``end`` event, a ``rollback``'s messages out of
-                        history, the webhook into its outbox, then the conversation's next run
+                        history, the webhook into its outbox, then the conversation's next run;
+                        a run's last step goes from [running, llm] to its end in one step,
+                        its commit first (finish with a ``FinalStep``, commit_final.lua)
 
    rollback (rollback.lua; or submit.lua for on_busy=rollback): mark a live run, whose end
    then removes its messages; an ended run's messages go at once
@@ -605,37 +607,57 @@ def commit(
     ``events`` (what closes the step's output: its last chunk, ``text_end``) are appended to
     the run's stream first, in the same round trip. The call's ``usage`` under ``model`` (the
     model that answered) is counted in the hour's usage bucket (``walrus_tasks.usage``), unless
-    the step was cancelled before the model said anything.
+    the step was cancelled before the model said anything. A run's last step is committed by
+    ``finish`` as the run ends (``FinalStep``).
     """
     counted = next_phase != "cancelled" or any(usage)
-    tenant = tenancy.tenant_of(fence.sender)
-    use = step_write(fence.run_id, tenant, fence.agent, model, counted, now_ms() / 1000)
+    keys_, args = _step_commit(fence, step, message, usage, model, counted)
     return scripts.call(
         r,
         S.COMMIT,
-        [
-            *fence.lease_keys,
-            keys.run(fence.run_id),
-            keys.conv(fence.cid, "history"),
-            keys.run_part(fence.run_id, "claim"),
-            *use.keys,
-        ],
+        keys_,
         {
-            **_fenced(fence),
-            "step": step,
-            "message_json": json.dumps(message, ensure_ascii=False) if message else "",
+            **args,
             "next_phase": next_phase,
             "calls_json": json.dumps(calls, ensure_ascii=False),
-            "input_tokens": usage[0],
-            "output_tokens": usage[1],
-            "model": model,
-            "run_id": fence.run_id,
-            "maxlen": get_settings().events_maxlen,
-            "usage_field": use.field,
-            "usage_expire_at": use.expire_at,
             "events": [event_json(e) for e in events or []],
         },
     )
+
+
+def _step_commit(
+    fence: Fence,
+    step: int,
+    message: dict[str, Any] | None,
+    usage: tuple[int, int],
+    model: str,
+    counted: bool,
+) -> tuple[list[str], dict[str, Any]]:
+    """An LLM step's commit: the keys and arguments ``commit.lua`` and ``commit_final.lua`` share.
+
+    All of ``commit.lua``'s but its next phase, calls and closing events.
+    """
+    tenant = tenancy.tenant_of(fence.sender)
+    use = step_write(fence.run_id, tenant, fence.agent, model, counted, now_ms() / 1000)
+    keys_ = [
+        *fence.lease_keys,
+        keys.run(fence.run_id),
+        keys.conv(fence.cid, "history"),
+        keys.run_part(fence.run_id, "claim"),
+        *use.keys,
+    ]
+    return keys_, {
+        **_fenced(fence),
+        "step": step,
+        "message_json": json.dumps(message, ensure_ascii=False) if message else "",
+        "input_tokens": usage[0],
+        "output_tokens": usage[1],
+        "model": model,
+        "run_id": fence.run_id,
+        "maxlen": get_settings().events_maxlen,
+        "usage_field": use.field,
+        "usage_expire_at": use.expire_at,
+    }
 
 
 def record_tool_result(
@@ -908,6 +930,22 @@ class Finished:
     """How many subscriptions the ``subscriptions`` index given to ``finish`` held."""
 
 
+@dataclass(frozen=True)
+class FinalStep:
+    """A run's last LLM step, committed as the run ends, in the same step (``finish``).
+
+    What ``commit`` is given for a step whose next phase is ``final``: one round trip at the
+    end of a run instead of two (``lua/commit_final.lua``).
+    """
+
+    step: int
+    message: dict[str, Any]
+    usage: tuple[int, int]
+    model: str
+    events: list[RunEvent]
+    """What closes the step's output (its last chunk, ``text_end``), appended first."""
+
+
 def finish(
     r: redis.Redis,
     fence: Fence,
@@ -918,50 +956,63 @@ def finish(
     *,
     figure: list[str] | None = None,
     subscriptions: str = "",
+    final: FinalStep | None = None,
 ) -> Finished:
     """End the run with ``end_event`` and start the next queued run of the conversation.
 
     ``result`` is what a delegating parent's call reports for this run (if it has a parent).
     ``figure`` (``metrics.run_figure``) is added to the cluster-wide figures as the run ends;
     ``subscriptions`` is the key of a subscription index whose size ``Finished`` reports (the
-    subscriptions to the agent's ``done`` source: none, nothing to publish).
+    subscriptions to the agent's ``done`` source: none, nothing to publish). ``final``: the
+    run's last step, committed first in the same step; where its commit is refused
+    (``fenced``, ``stale``), nothing is written.
     """
     settings = get_settings()
     on_cluster = topology.is_cluster(r)
     count, seconds_field, seconds, bucket, *pairs = figure or ["", "", "", ""]
     result_json = json.dumps(result or {}, ensure_ascii=False)
-    res = scripts.call(
-        r,
-        S.FINISH,
-        [
-            *fence.lease_keys,
-            keys.run(fence.run_id),
-            keys.metrics_runs(keys.run_bucket(fence.run_id)),
-            # On a cluster the subscriptions live in their own slot: counted below.
-            *([] if on_cluster else [subscriptions or keys.subs_source("")]),
+    end_keys = [
+        keys.metrics_runs(keys.run_bucket(fence.run_id)),
+        # On a cluster the subscriptions live in their own slot: counted below.
+        *([] if on_cluster else [subscriptions or keys.subs_source("")]),
+    ]
+    end_args = {
+        "cid": fence.cid,
+        "status": status,
+        "error": error,
+        "end_json": event_json(end_event),
+        "now_ms": now_ms(),
+        "events_ttl": settings.events_ttl,
+        "result_json": result_json,
+        "grace_ms": int(settings.dispatch_grace * 1000),
+        "one_redis": topology.one_redis(r),
+        "count_field": count,
+        "seconds_field": seconds_field,
+        "seconds": seconds,
+        "bucket_field": bucket,
+        "increments": [
+            {"field": f, "by": by} for f, by in zip(pairs[::2], pairs[1::2], strict=True)
         ],
-        {
-            **_fenced(fence),
-            "run_id": fence.run_id,
-            "cid": fence.cid,
-            "status": status,
-            "error": error,
-            "end_json": event_json(end_event),
-            "now_ms": now_ms(),
-            "maxlen": settings.events_maxlen,
-            "events_ttl": settings.events_ttl,
-            "result_json": result_json,
-            "grace_ms": int(settings.dispatch_grace * 1000),
-            "one_redis": topology.one_redis(r),
-            "count_field": count,
-            "seconds_field": seconds_field,
-            "seconds": seconds,
-            "bucket_field": bucket,
-            "increments": [
-                {"field": f, "by": by} for f, by in zip(pairs[::2], pairs[1::2], strict=True)
-            ],
-        },
-    )
+    }
+    if final is None:
+        res = scripts.call(
+            r,
+            S.FINISH,
+            [*fence.lease_keys, keys.run(fence.run_id), *end_keys],
+            {**_fenced(fence), "run_id": fence.run_id, "maxlen": settings.events_maxlen,
+             **end_args},
+        )  # fmt: skip
+    else:
+        step_keys, step_args = _step_commit(
+            fence, final.step, final.message, final.usage, final.model, counted=True
+        )
+        closing = json.dumps([event_json(e) for e in final.events], ensure_ascii=False)
+        res = scripts.call(
+            r,
+            S.COMMIT_FINAL,
+            [*step_keys, *end_keys],
+            {**step_args, "events_json": closing, **end_args},
+        )
     if res[0] != "ended":
         return Finished(state=S.parse_literal(S.Ended, res[0]))
     wake, done_subscriptions = res[2], int(res[3])

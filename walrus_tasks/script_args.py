@@ -170,6 +170,16 @@ COMMIT: Script[Commit] = Script(
     _literal(Commit),
     tail="events",
 )  # fmt: skip
+COMMIT_FINAL: Script[list[Any]] = Script(
+    "commit_final",
+    (*FENCED, "step", "message_json", "input_tokens", "output_tokens", "model", "run_id",
+     "maxlen", "usage_field", "usage_expire_at", "events_json", "cid", "status", "error",
+     "end_json", "now_ms", "events_ttl", "result_json", "grace_ms", "count_field",
+     "seconds_field", "seconds", "bucket_field", "one_redis"),
+    list,
+    tail="increments",
+    each=("field", "by"),
+)  # fmt: skip
 COMPACT: Script[list[Any]] = Script(
     "compact",
     (*FENCED, "run_id", "keep", "summary_json", "event_json", "maxlen", "now_ms", "expected_len"),

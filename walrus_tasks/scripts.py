@@ -19,7 +19,7 @@ from walrus_tasks.script_args import SCRIPTS, Script
 
 T = TypeVar("T")
 
-LIBRARIES = ("fence", "runs", "fair", "step")
+LIBRARIES = ("fence", "runs", "outcome", "fair", "step")
 """``lua/lib/*.lua``, put in front of every script after the key schema."""
 
 

@@ -293,8 +293,10 @@ def _execute_step(
             _queue_grace(fence)  # once for all the calls
             for i in range(len(calls)):
                 send_tool_call(fence, step, i)
-    elif _commit(r, fence, out, step, _assistant(fence, text, []), "final", [], out.usage, model):
-        finish(r, fence, "succeeded", record=committed(record, out.usage, model))
+    else:  # the last step: committed as the run ends, in the same round trip
+        final = runs.FinalStep(step, _assistant(fence, text, []), out.usage, model, out.closing)
+        out.closing = []
+        finish(r, fence, "succeeded", record=committed(record, out.usage, model), final=final)
 
 
 def committed(record: dict[str, str], usage: tuple[int, int], model: str) -> dict[str, str]:
@@ -443,10 +445,12 @@ def finish(
     status: event_types.EndStatus,
     error: str = "",
     record: dict[str, str] | None = None,
+    final: runs.FinalStep | None = None,
 ) -> None:
     """End the run with ``end{status}``; start the conversation's next run, if any.
 
-    ``record``: the run record as it is now, if the caller has it (else it is read).
+    ``record``: the run record as it is now, if the caller has it (else it is read); with
+    ``final`` (the run's last step, committed in the same step), as that commit leaves it.
     """
     if record is None:
         record = reads.run_record(r, fence.run_id)
@@ -457,7 +461,9 @@ def finish(
     end = event_types.end(status, usage, record.get("model") or None, error)
     result = None
     if record.get("parent_run"):
-        text = subscriptions.final_text(r, fence.agent, fence.sender, fence.run_id)
+        # A last step committed with the end is not in history yet: its text is the run's last.
+        said = final.message.get("content") if final else None
+        text = said or subscriptions.final_text(r, fence.agent, fence.sender, fence.run_id)
         result = {
             "agent": fence.agent,
             "run_id": fence.run_id,
@@ -472,9 +478,11 @@ def finish(
     )
     done = runs.finish(
         r, fence, status, end, error, result, figure=figure,
-        subscriptions=keys.subs_source(subscriptions.done_source(fence.agent)),
+        subscriptions=keys.subs_source(subscriptions.done_source(fence.agent)), final=final,
     )  # fmt: skip
     if done.state != "ended":
+        if final is not None:
+            log.warning("step %d not committed: %s", final.step, done.state)
         log.warning("run not ended (%s)", done.state)
         return
     log.info("run %s", status, extra={"status": status})
