@@ -127,8 +127,8 @@ PLAIN_SEND = sse_route.plain(agents, "/v1/agents/{agent}/messages", _plain_send,
 """``POST /v1/agents/{agent}/messages`` for :mod:`gateway.sse_route`. A stream is answered below
 FastAPI, which would keep its request machinery alive (~10 KB) for as long as the stream is
 open; so is the ``202``, the call every message of a client that does not stream makes, whose
-FastAPI routing, dependency solving and request wrapping were over half of the gateway's CPU
-under it (docs/benchmarks.md, issue 25, eleventh round)."""
+FastAPI routing, dependency solving and request wrapping were about a third of the gateway's
+CPU under it (docs/benchmarks.md, issue 25, eleventh round)."""
 
 ROUTERS = (agents, runs, health)
 """The native routes written by hand, in the order ``create_app`` includes them (every other
