@@ -145,11 +145,7 @@ def thread_history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
 
 async def thread_history_async(aredis: aioredis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
     """:func:`thread_history`, read on the gateway's asyncio client (a stream's checkpoints)."""
-    if not h.get("agent"):
-        return []
-    key = keys.conv(keys.cid(h["agent"], h["sender"]), "history")
-    raw: Any = await aredis.lrange(key, 0, -1)
-    return [json.loads(m) for m in raw]
+    return await reads.history_async(aredis, h["agent"], h["sender"]) if h.get("agent") else []
 
 
 def thread_active_run(r: redis.Redis, h: dict[str, str]) -> str | None:

@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
-from walrus_tasks import indexes, keys, tenancy
+from walrus_tasks import indexes, keys, scripts, tenancy
+from walrus_tasks import script_args as S
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import Conversation, RunInfo
 
@@ -35,9 +37,18 @@ def get_run(r: redis.Redis, run_id: str) -> RunInfo:
 
 
 def history(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
-    """The conversation's messages, in order."""
-    raw: list[str] = r.lrange(keys.conv(keys.cid(agent, sender), "history"), 0, -1)  # type: ignore[assignment]
-    return [json.loads(m) for m in raw]
+    """The conversation's messages, in order (read as one JSON array: ``lua/history_json.lua``)."""
+    key = keys.conv(keys.cid(agent, sender), "history")
+    messages: list[dict[str, Any]] = json.loads(scripts.call(r, S.HISTORY_JSON, [key], {}))
+    return messages
+
+
+async def history_async(aredis: aioredis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
+    """:func:`history`, read on an asyncio client."""
+    key = keys.conv(keys.cid(agent, sender), "history")
+    raw = await scripts.call_async(aredis, S.HISTORY_JSON, [key], {})
+    messages: list[dict[str, Any]] = json.loads(raw)
+    return messages
 
 
 def conversations(r: redis.Redis, agent: str | None = None) -> list[Conversation]:

@@ -221,6 +221,7 @@ FINISH: Script[list[Any]] = Script(
     tail="increments",
     each=("field", "by"),
 )  # fmt: skip
+HISTORY_JSON: Script[str] = Script("history_json", (), str)
 HEARTBEAT_CLAIM: Script[bool] = Script(
     "heartbeat_claim", ("agent", "due_ms", "next_ms", "dedup_ttl_ms"), _flag
 )

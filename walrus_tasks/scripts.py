@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
 
 from walrus_tasks import keys
 from walrus_tasks.script_args import SCRIPTS, Script
@@ -41,7 +42,7 @@ def source(name: str) -> str:
 _registered: dict[tuple[int, str], Any] = {}
 
 
-def _registered_script(r: redis.Redis, name: str) -> Any:
+def _registered_script(r: redis.Redis | aioredis.Redis, name: str) -> Any:
     key = (id(r), name)
     script = _registered.get(key)
     if script is None:
@@ -58,6 +59,14 @@ def call(r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[
     """
     argv = script.argv(args)
     return script.reply(_registered_script(r, script.name)(keys=list(keys_), args=argv))
+
+
+async def call_async(
+    r: aioredis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]
+) -> T:
+    """:func:`call` on an asyncio client."""
+    argv = script.argv(args)
+    return script.reply(await _registered_script(r, script.name)(keys=list(keys_), args=argv))
 
 
 def queue(
