@@ -295,7 +295,6 @@ def _execute_step(
                 send_tool_call(fence, step, i)
     else:  # the last step: committed as the run ends, in the same round trip
         final = runs.FinalStep(step, _assistant(fence, text, []), out.usage, model, out.closing)
-        out.closing = []
         finish(r, fence, "succeeded", record=committed(record, out.usage, model), final=final)
 
 
