@@ -165,6 +165,23 @@ class Cluster:
         app.conf.update(broker_config(self.broker_url or self.redis_url, 3600))
         return app
 
+    def enqueue(self, agent: str, sender: str) -> str:
+        """Accept a message the way submit() does, but send no drain message for it."""
+        from walrus_tasks import runs
+        from walrus_tasks.submit import new_run_id
+
+        run_id = new_run_id(agent, sender)
+        assert runs.enqueue(self.redis(), run_id, agent, sender, "go", "enqueue", {}).state == "ok"
+        return run_id
+
+    def send_drains(self, agent: str, sender: str, n: int) -> None:
+        """Send ``n`` drain messages, as submit() sends one for an idle conversation."""
+        from walrus_tasks.celery_app import DRAIN, RUNS_QUEUE
+
+        with self.control_app() as app:
+            for _ in range(n):
+                app.send_task(DRAIN, args=(agent, sender), queue=RUNS_QUEUE)
+
     def check_alive(self) -> None:
         for name, p in self.procs.items():
             if p.poll() is not None and not getattr(p, "_walrus_killed", False):

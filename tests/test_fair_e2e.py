@@ -13,10 +13,7 @@ from typing import Any
 from tests.cluster import Cluster, running
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM
-from walrus_tasks import runs
-from walrus_tasks.celery_app import DRAIN, RUNS_QUEUE
 from walrus_tasks.redis_server import RedisServer
-from walrus_tasks.submit import new_run_id
 
 SLOW = """
 model = "mock"
@@ -43,19 +40,6 @@ def cluster(redis_server: RedisServer, fake: FakeLLM, tmp: Path, agents: dict[st
     return Cluster(redis_url=redis_db_url(redis_server), home=home, log_dir=tmp, env_extra=env)
 
 
-def enqueue(c: Cluster, agent: str, sender: str) -> str:
-    """Accept a message the way submit() does, but send no drain message for it."""
-    run_id = new_run_id(agent, sender)
-    assert runs.enqueue(c.redis(), run_id, agent, sender, "go", "enqueue", {}).state == "ok"
-    return run_id
-
-
-def send_drains(c: Cluster, agent: str, sender: str, n: int) -> None:
-    with c.control_app() as app:
-        for _ in range(n):
-            app.send_task(DRAIN, args=(agent, sender), queue=RUNS_QUEUE)
-
-
 def start_order(c: Cluster, run_ids: list[str]) -> list[dict[str, Any]]:
     ends = [c.wait_run(run_id, timeout=60) for run_id in run_ids]
     assert [e["status"] for e in ends] == ["succeeded"] * len(ends)
@@ -69,9 +53,9 @@ def test_one_tenants_run_starts_after_at_most_one_run_of_another_tenants_backlog
     with running(c, concurrency=1):
         # The backlog is made atomically (accepted, no drain yet), then b's message after it:
         # racing HTTP sends against the runs let a loaded machine run the flood before b came.
-        flood = [enqueue(c, "slow", f"a:conv-{i}") for i in range(20)]
-        b_run = enqueue(c, "slow", "b:one")
-        send_drains(c, "slow", "b:one", len(flood) + 1)
+        flood = [c.enqueue("slow", f"a:conv-{i}") for i in range(20)]
+        b_run = c.enqueue("slow", "b:one")
+        c.send_drains("slow", "b:one", len(flood) + 1)
         ends = start_order(c, [*flood, b_run])
     b = next(e for e in ends if e["run_id"] == b_run)
     ahead = [e for e in ends if e["run_id"] != b_run and e["started_at"] < b["started_at"]]
@@ -84,8 +68,8 @@ def test_a_tenant_of_weight_two_gets_two_turns_to_the_others_one(
     weights = "[tenants.a]\nweight = 2\n"
     c = cluster(redis_server, fake_llm, tmp_path, {"quick": QUICK.format(priority=0)}, weights)
     with running(c, concurrency=1, gateway=True):
-        run_ids = [enqueue(c, "quick", f"{t}:{i}") for i in range(6) for t in "ab"]
-        send_drains(c, "quick", "b:0", len(run_ids))
+        run_ids = [c.enqueue("quick", f"{t}:{i}") for i in range(6) for t in "ab"]
+        c.send_drains("quick", "b:0", len(run_ids))
         ends = start_order(c, run_ids)
     first = "".join(e["sender"][0] for e in ends[:9])
     assert (first.count("a"), first.count("b")) == (6, 3), first
@@ -97,9 +81,9 @@ def test_a_higher_priority_agents_runs_start_first_within_a_tenant(
     agents = {"lo": QUICK.format(priority=0), "hi": QUICK.format(priority=5)}
     c = cluster(redis_server, fake_llm, tmp_path, agents)
     with running(c, concurrency=1):
-        run_ids = [enqueue(c, "lo", f"t:lo-{i}") for i in range(3)]
-        run_ids += [enqueue(c, "hi", f"t:hi-{i}") for i in range(2)]
-        send_drains(c, "lo", "t:lo-0", len(run_ids))
+        run_ids = [c.enqueue("lo", f"t:lo-{i}") for i in range(3)]
+        run_ids += [c.enqueue("hi", f"t:hi-{i}") for i in range(2)]
+        c.send_drains("lo", "t:lo-0", len(run_ids))
         ends = start_order(c, run_ids)
     assert [e["agent"] for e in ends] == ["hi", "hi", "lo", "lo", "lo"]
 
@@ -112,6 +96,6 @@ def test_a_ready_conversation_whose_drain_message_was_lost_is_drained_by_the_rea
         WALRUS_REAPER_INTERVAL="1",
     )  # fmt: skip
     with running(c, concurrency=1, beat=True):
-        run_id = enqueue(c, "quick", "lost:0")  # accepted, its drain never sent
+        run_id = c.enqueue("quick", "lost:0")  # accepted, its drain never sent
         end = c.wait_run(run_id, timeout=30)
     assert end["status"] == "succeeded"
