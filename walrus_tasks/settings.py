@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         "(walrus_tasks.fair); false: its own, in arrival order",
     )
     cancel_poll: float = Field(default=0.1, gt=0, description="seconds between cancel-flag checks")
+    next_run_in_place_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="ms from a run task's start during which a run that ends with its "
+        "conversation's next message queued has the task run that next run itself, instead of "
+        "sending a task for it (worker.in_place; 0: always a task)",
+    )
 
     step_soft_time_limit: int = Field(
         default=300, description="seconds a task may run before Celery asks it to stop"

@@ -3,6 +3,9 @@
 ::
 
     drain --> step n --(no tool calls)----------------------> end --> next queued run
+                |                                                   (in place in the same
+                |                                                   task while its slice
+                |                                                   lasts: worker.in_place)
                 |
                 `--(tool calls)--> tool call x k (in parallel, on walrus.tools)
                                       `-- the last to finish --> step n+1
@@ -44,7 +47,7 @@ from walrus_tasks.lease import Fence, LeaseKeeper, renew
 from walrus_tasks.log import bound
 from walrus_tasks.runs import acquire
 from walrus_tasks.settings import get_settings
-from worker import compaction, history_cache, llm_call, metrics, spans
+from worker import compaction, history_cache, in_place, llm_call, metrics, spans
 from worker.chunks import ChunkWriter
 from worker.config_cache import agent_for_run, current_config, pinned_json
 from worker.context import build_request
@@ -486,13 +489,35 @@ def finish(
         return
     log.info("run %s", status, extra={"status": status})
     if done.next_run:  # finish.lua gave the lease the dispatch grace
-        send_step(Fence(fence.agent, fence.sender, done.next_run, fence.token), 0)
+        next_run = Fence(fence.agent, fence.sender, done.next_run, fence.token)
+        if not in_place.take(next_run):
+            send_step(next_run, 0)
     if parent := done.parent_wake:
         waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
     if record.get("webhook"):
         _send_webhook(fence.run_id)
     if record.get("kind") != "compact" and done.done_subscriptions:
         _publish_done(r, fence)
+
+
+def run_taken(held: in_place.Slice) -> None:
+    """Run the next runs the task took (``in_place``), each after the one that ended before it.
+
+    A step that fails here (a Redis error, a time limit) is sent as a task of its own, which
+    retries it or finds it done, as a redelivered step task would; so is a step 0 another
+    delivery holds (``busy``), as a task would come back for it.
+    """
+    while held.taken:
+        fence = held.taken.pop()
+        with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
+            held.ran.append(fence.run_id)
+            try:
+                state = run_step(fence, 0)
+            except BaseException:
+                in_place.send_queued(fence)
+                raise
+            if state == "busy":
+                in_place.send_queued(fence)
 
 
 def _send_webhook(run_id: str) -> None:

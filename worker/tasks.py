@@ -13,7 +13,7 @@ from walrus_tasks.connection import get_redis
 from walrus_tasks.lease import Fence
 from walrus_tasks.log import bound
 from walrus_tasks.settings import get_settings
-from worker import recovery, runtime, webhook
+from worker import in_place, recovery, runtime, webhook
 from worker.config_cache import current_config
 
 log = logging.getLogger("walrus.worker")
@@ -46,9 +46,10 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
     ``agent``/``sender``: the conversation whose submission sent this drain, and ``run_id``
     its run, for Flower (its task list shows kwargs, and its search finds
     ``kwargs:run_id=…``). The drain starts whichever run is due; its result, which Flower
-    shows, names that run (None: nothing was ready).
+    shows, names that run (None: nothing was ready), and the runs of that conversation it
+    went on with in place (``worker.in_place``).
     """
-    with bound(agent=agent, sender=sender, task_id=self.request.id):
+    with bound(agent=agent, sender=sender, task_id=self.request.id), in_place.task_slice() as held:
         drained = runtime.drain(agent, sender)
         if drained is None:
             return None
@@ -61,15 +62,25 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
         if (acquired.agent, acquired.sender) != (agent, sender):
             log.info("drain of %s/%s starts %s/%s", agent, sender, acquired.agent, acquired.sender)
         runtime.start(drained)
-        return f"{acquired.agent}/{acquired.sender} {acquired.run_id}"
+        runtime.run_taken(held)
+        return f"{acquired.agent}/{acquired.sender} {acquired.run_id}{_in_place(held)}"
+
+
+def _in_place(held: in_place.Slice) -> str:
+    """What a task's result adds for the runs it went on with in place."""
+    return f", then in place {' '.join(held.ran)}" if held.ran else ""
 
 
 @app.task(name=STEP, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
-def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int) -> None:
-    """One LLM step of a run."""
-    with bound(agent=agent, sender=sender, run_id=run_id, task_id=self.request.id):
-        fence = Fence(agent, sender, run_id, token)
-        _retry_if_busy(self, runtime.run_step(fence, step, self.request.id))
+def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int) -> str | None:
+    """One LLM step of a run; its result names the runs it went on with in place, if any."""
+    with bound(agent=agent, sender=sender, task_id=self.request.id), in_place.task_slice() as held:
+        with bound(run_id=run_id):
+            _retry_if_busy(
+                self, runtime.run_step(Fence(agent, sender, run_id, token), step, self.request.id)
+            )
+        runtime.run_taken(held)
+        return _in_place(held).removeprefix(", ") or None
 
 
 @app.task(name=TOOL_CALL, bind=True, **_RETRY)  # type: ignore[untyped-decorator]

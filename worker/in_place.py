@@ -1,0 +1,75 @@
+"""A run task starts its conversation's next run itself while its slice lasts.
+
+When a run ends and its conversation has a message queued, ``finish.lua`` starts the next run
+and ``runtime.finish`` sends that run's step 0 as a task of its own. A drain or step task
+whose slice (``WALRUS_NEXT_RUN_IN_PLACE_MS`` from the task's start) has not run out takes that
+step instead, and runs it after the step that ended the run (``runtime.run_taken``): no task
+message, and none of the consumer's work for one (its fetch, its bookkeeping and its events
+cost a worker more CPU than a short run's own step). A run slower than the slice, as a real
+model's runs are, is sent as before, so the conversation goes to the back of the queue
+between runs and a long backlog holds a pool process for at most one slice and one run.
+
+A run taken and not run (the task failed first) is sent when the slice ends: every next
+run is run here or sent, never neither (docs/design.md, invariant 28).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from walrus_tasks.celery_app import send_step
+from walrus_tasks.lease import Fence
+from walrus_tasks.settings import get_settings
+
+log = logging.getLogger("walrus.run")
+
+
+@dataclass
+class Slice:
+    """One task's time to run its conversation's next runs itself."""
+
+    until: float
+    """``time.monotonic()`` past which a next run is sent, not taken."""
+    taken: list[Fence] = field(default_factory=list)
+    """The next run taken and not run yet (at most one)."""
+    ran: list[str] = field(default_factory=list)
+    """The runs this task started in place, in order (its result names them, for Flower)."""
+
+
+_SLICE: ContextVar[Slice | None] = ContextVar("walrus_in_place_slice", default=None)
+
+
+@contextmanager
+def task_slice() -> Iterator[Slice]:
+    """The slice of a drain or step task, from now; sends whatever it took and did not run."""
+    ms = get_settings().next_run_in_place_ms
+    held = Slice(time.monotonic() + ms / 1000)
+    reset = _SLICE.set(held)
+    try:
+        yield held
+    finally:
+        _SLICE.reset(reset)
+        for fence in held.taken:  # the task failed before it ran it: queue it as before
+            send_queued(fence)
+
+
+def take(fence: Fence) -> bool:
+    """Whether the current task takes the next run ``fence`` (else its caller sends it)."""
+    held = _SLICE.get()
+    if held is None or held.taken or time.monotonic() >= held.until:
+        return False
+    held.taken.append(fence)
+    return True
+
+
+def send_queued(fence: Fence) -> None:
+    """Send step 0 of the next run ``fence`` as its own task (a failure is the reaper's)."""
+    try:
+        send_step(fence, 0)
+    except Exception:  # its lease, in the dispatch grace, expires and the reaper resumes it
+        log.exception("step 0 of run %s not sent; the reaper will resume it", fence.run_id)
