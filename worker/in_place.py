@@ -10,7 +10,9 @@ model's runs are, is sent as before, so the conversation goes to the back of the
 between runs and a long backlog holds a pool process for at most one slice and one run.
 
 A run taken and not run (the task failed first) is sent when the slice ends: every next
-run is run here or sent, never neither (docs/design.md, invariant 28).
+run is run here or sent, never neither (docs/design.md, invariant 28). A step run in place
+shares its task's Celery time limits, which count from the task's start: it has at most one
+slice less of them than a task of its own would give it.
 """
 
 from __future__ import annotations
