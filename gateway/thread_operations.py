@@ -335,12 +335,10 @@ def set_webhook(r: redis.Redis, run_id: str, url: str) -> bool:
     return runs.set_webhook(r, run_id, url)
 
 
-async def entries_through(
-    aredis: aioredis.Redis, run_id: str, cursor: str = "+"
-) -> list[tuple[str, dict[str, Any]]]:
-    """The run's ``(entry id, event)`` up to and including entry ``cursor`` (``+``: all)."""
+async def events_through(aredis: aioredis.Redis, run_id: str, cursor: str) -> list[dict[str, Any]]:
+    """The run's events up to and including entry ``cursor`` (a stream resumed mid-run)."""
     entries: Any = await aredis.xrange(keys.run_part(run_id, "events"), "-", cursor)
-    return [parse(entry_id, fields) for entry_id, fields in entries]
+    return [parse(entry_id, fields)[1] for entry_id, fields in entries]
 
 
 def store_get(r: redis.Redis, tenant: str | None, namespace: str, key: str) -> str | None:

@@ -13,14 +13,8 @@ import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError
 
-from gateway import thread_operations as thread_ops
-from gateway.agent_protocol import streaming
-from gateway.hub import Hub
 from tests.cluster import Cluster, wait_for
-from tests.fakellm import FakeError, FakeLLM, FakeReply
-from walrus_tasks import keys
-from walrus_tasks.redis_url import async_client
-from walrus_tasks.settings import Settings
+from tests.fakellm import FakeLLM, FakeReply
 
 AGENTS = {"apask": 'model = "fake/m-apask"\ntools = ["ask_user"]\n'}
 QUESTION = {"questions": [{"question": "Which colour?", "options": [{"label": "blue"}]}]}
@@ -322,58 +316,3 @@ def test_a_background_create_and_its_join_answer_below_fastapi_as_fastapi_does(
             f'route="{route}"' in line and f'status="{status}"' in line
             for line in metrics.splitlines()
         ), route
-
-
-def test_a_join_of_an_ended_run_reads_its_stream_at_once_and_answers_as_following_it_does(
-    ap: Cluster, fake_llm: FakeLLM
-) -> None:
-    """A join whose check reads the run ended takes its events in one range
-    (``final_values``'s ``ended``) instead of following them through the hub: the same answer
-    for a run that asked and was resumed, one that failed, one cancelled, one that succeeded."""
-    fake_llm.script(
-        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),
-        FakeError(status=400), model="m-apask",
-    )  # fmt: skip
-    lg = client(ap)
-    say = {"messages": [{"role": "user", "content": "pick a colour"}]}
-    asking = lg.threads.create()["thread_id"]
-    asked = lg.runs.create(asking, "apask", input=say)["run_id"]
-    wait_for(lambda: lg.threads.get(asking)["status"] == "interrupted", 20, what="the question")
-    list(lg.runs.stream(asking, "apask", command={"resume": "blue"}, stream_mode="values"))
-    failed = lg.runs.create(asking, "apask", input=say)["run_id"]
-    lg.runs.join(asking, failed)
-    slow = lg.threads.create()["thread_id"]
-    cancelled = lg.runs.create(slow, "slow", input=say)["run_id"]
-    wait_for(lambda: lg.threads.get(slow)["status"] == "busy", 20, what="busy")
-    lg.runs.cancel(slow, cancelled, wait=True)
-    quick = lg.threads.create()["thread_id"]
-    succeeded = lg.runs.create(quick, "echo", input=say)["run_id"]
-    lg.runs.join(quick, succeeded)
-    ended = [(asking, asked), (asking, failed), (slow, cancelled), (quick, succeeded)]
-    r = ap.redis()
-    statuses = [r.hget(keys.run(run_id), "status") for _, run_id in ended]
-    assert statuses == ["succeeded", "failed", "cancelled", "succeeded"]
-
-    async def both_ways(tid: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        hub = Hub(Settings(redis_url=ap.redis_url))
-        aredis = async_client(ap.redis_url, decode_responses=True)
-        hub.start()
-        try:
-            h = thread_ops.get_thread(r, None, tid)
-            followed = await streaming.final_values(hub, aredis, run_id, h)
-            keys_taken = hub.readers[0].version
-            ranged = await streaming.final_values(hub, aredis, run_id, h, ended=True)
-            assert hub.readers[0].version == keys_taken, "the range took no key into the hub"
-            return followed, ranged
-        finally:
-            await hub.close()
-            await aredis.aclose()
-
-    answers = {}
-    for tid, run_id in ended:
-        followed, ranged = asyncio.run(both_ways(tid, run_id))
-        assert ranged == followed
-        assert lg.runs.join(tid, run_id) == followed, "the route's check reads the run ended"
-        answers[run_id] = followed
-    assert "__interrupt__" in answers[asked], "a join answers a run's question, as LangGraph's"
-    assert "__error__" in answers[failed] and "__error__" not in answers[succeeded]

@@ -14,7 +14,7 @@ Every route acts in the caller's tenant (``tenant.Space``): its threads, and run
 conversations, which are the tenant's (so the worker, workspace and memory are the tenant's).
 """
 
-from typing import Annotated, Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, Literal, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -38,7 +38,6 @@ from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, NotFound
-from walrus_tasks.event_types import EndStatus
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
@@ -314,10 +313,8 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    check = thread_ops.thread_and_run
-    h, _, record = await run_in_threadpool(check, r, tenant, thread_id, run_id)
-    ended = record.get("status") in get_args(EndStatus)
-    return await streaming.final_values(hub, aredis, run_id, h, ended=ended)
+    h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
+    return await streaming.final_values(hub, aredis, run_id, h)
 
 
 @router.get(f"{RUN}/stream")

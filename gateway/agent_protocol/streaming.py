@@ -21,7 +21,7 @@ stream with ``Last-Event-ID``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -75,7 +75,7 @@ class Translator:
         """Count the steps and messages before ``cursor`` (a stream resumed mid-run)."""
         if cursor == "0-0":
             return
-        events = [e for _, e in await thread_ops.entries_through(self.r, self.run_id, cursor)]
+        events = await thread_ops.events_through(self.r, self.run_id, cursor)
         self.step = sum(e["type"] == "tools_complete" for e in events)
         self.seen = len((await self._values())["messages"])
         for event in events:  # the text the client has of the current step
@@ -178,12 +178,6 @@ FINAL_EVENTS = frozenset({"ask_user", "end"})
 every other event translates to a checkpoint read and dropped, or to nothing."""
 
 
-async def _whole(r: aioredis.Redis, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """An ended run's ``(entry id, event)``, all of them, in one read."""
-    for item in await thread_ops.entries_through(r, run_id):
-        yield item
-
-
 def frame(event: str, data: Any, event_id: str | None = None) -> str:
     """One SSE frame."""
     head = f"id: {event_id}\n" if event_id else ""
@@ -265,26 +259,17 @@ def frames(
 
 
 async def final_values(
-    hub: Hub,
-    r: aioredis.Redis,
-    run_id: str,
-    thread: dict[str, str],
-    after: str = "0-0",
-    ended: bool = False,
+    hub: Hub, r: aioredis.Redis, run_id: str, thread: dict[str, str], after: str = "0-0"
 ) -> dict[str, Any]:
     """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``).
 
     Only the run's last checkpoint is answered: the thread's history is read at its end (or
     question), not at every ``start`` and ``tools_complete`` the stream passes on the way.
-    ``ended``: the run's record was read ended (a join's check), so its stream is whole (the
-    script that ends a run writes its status and its ``end`` in one step): read in one range
-    rather than followed through the hub, the same events in the same order.
     """
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
-    events = _whole(r, run_id) if ended and after == "0-0" else ops.run_events(hub, run_id, after)
-    async for entry_id, event in events:
+    async for entry_id, event in ops.run_events(hub, run_id, after):
         if event is None or event["type"] not in FINAL_EVENTS:
             continue
         for name, data in await t.translate(event, entry_id):
