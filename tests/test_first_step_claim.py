@@ -1,4 +1,5 @@
-"""A drain claims the step 0 of the run it starts in its own conversation in the same script.
+"""A drain claims the step 0 of the run it starts in its own conversation in the same script;
+so does the end of a run, for the conversation's next run, when its task asks.
 
 ``lua/acquire.lua`` starts the run and, given a claim id, claims its step 0 as
 ``lua/begin_step.lua`` does (``lua/lib/step.lua``), so the drain's task runs that step one round
@@ -14,8 +15,9 @@ import time
 import pytest
 import redis
 
-from walrus_tasks import runs, submit, topology
-from walrus_tasks.lease import Fence
+from walrus_tasks import keys, runs, submit, topology
+from walrus_tasks.event_types import end
+from walrus_tasks.lease import Fence, ttl_ms
 from walrus_tasks.runs import HeldHistory, StepClaim, acquire
 
 AGENT = "echo"
@@ -80,3 +82,58 @@ def test_a_drain_that_starts_another_conversation_claims_nothing_there(
     fence = Fence(AGENT, due, got.run_id, got.token)
     begun = runs.begin_step(r, fence, 0, "its-step", "", HeldHistory())
     assert begun.state == "ok" and "agent_config" not in begun.record
+
+
+def ended_with_next(
+    r: redis.Redis, sender: str, last_step: bool, claim: StepClaim | None = None
+) -> tuple[runs.Finished, Fence]:
+    """A conversation's first run ended with a second message queued: how, and its fence.
+
+    ``last_step``: its last step committed in the same step (``commit_final.lua``), else the
+    run ended on its own (``finish.lua``, as a cancelled or failed run ends).
+    """
+    submit.submit(r, AGENT, sender, "hello")
+    submit.submit(r, AGENT, sender, "and then")
+    got = acquire(r, AGENT, sender)
+    assert got is not None and got.run_id is not None
+    fence = Fence(AGENT, sender, got.run_id, got.token)
+    assert runs.begin(r, fence, 0, "llm", "delivery-1") == "ok"
+    the_end = end("succeeded", {"input_tokens": 3, "output_tokens": 4}, "mock")
+    message = {"role": "assistant", "content": "hi", "run_id": fence.run_id}
+    last = runs.FinalStep(0, message, (3, 4), "mock", []) if last_step else None
+    return runs.finish(r, fence, "succeeded", the_end, final=last, first=claim), fence
+
+
+def after(begun: runs.StepStart, before: Fence) -> dict[str, object]:
+    """``comparable``, with the id of the run before masked in the history too."""
+    seen = comparable(begun)
+    tail = [str(m) for m in seen["history_tail"]]  # type: ignore[attr-defined]
+    return {**seen, "history_tail": [m.replace(before.run_id, "<before>") for m in tail]}
+
+
+@pytest.mark.parametrize("last_step", [True, False])
+def test_a_run_s_end_claims_the_next_run_s_step_0_as_begin_step_does(
+    r: redis.Redis, sender: str, last_step: bool
+) -> None:
+    """``runs.finish``'s ``first`` (``worker/in_place.py``): the task that ends a run takes
+    the next run's step 0 in the same step, on one Redis; on a cluster it begins it apart."""
+    here, apart = f"{sender}-here", f"{sender}-apart"
+    claimed, ended_here = ended_with_next(r, here, last_step, first())
+    plain, ended_apart = ended_with_next(r, apart, last_step)
+    assert claimed.state == plain.state == "ended" and plain.begun is None
+    assert claimed.next_run and plain.next_run
+    if topology.is_cluster(r):
+        assert claimed.begun is None
+        return
+    assert claimed.begun is not None and claimed.begun.state == "ok"
+    by_itself = runs.begin_step(
+        r, Fence(AGENT, apart, plain.next_run, ended_apart.token), 0, "drain-claim", PIN,
+        HeldHistory(), step_span="00f067aa0ba902b7",
+    )  # fmt: skip
+    assert after(claimed.begun, ended_here) == after(by_itself, ended_apart)
+    # The claim is held: a step task's delivery finds it busy, this task's own goes on; the
+    # lease is back at its TTL, not the dispatch grace a queued step gets.
+    fence = Fence(AGENT, here, claimed.next_run, ended_here.token)
+    assert runs.begin_step(r, fence, 0, "another", "", HeldHistory()).state == "busy"
+    assert runs.begin_step(r, fence, 0, "drain-claim", "", HeldHistory()).state == "ok"
+    assert 0 < r.pttl(keys.conv(fence.cid, "lease")) <= ttl_ms()

@@ -169,7 +169,7 @@ def test_a_run_taken_by_a_task_that_fails_is_sent(
         raise RuntimeError("the step that ended the run failed after its end")
     assert sent == [(FENCE, 0)]
 
-    def failing(fence: Fence, step: int, *_: object) -> str:
+    def failing(fence: Fence, step: int, **_: object) -> str:
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(runtime, "run_step", failing)

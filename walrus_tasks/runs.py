@@ -928,6 +928,8 @@ class Finished:
     parent_wake: ParentWake | None = None
     done_subscriptions: int = 0
     """How many subscriptions the ``subscriptions`` index given to ``finish`` held."""
+    begun: StepStart | None = None
+    """The next run's step 0, claimed in the same step (``finish``'s ``first``)."""
 
 
 @dataclass(frozen=True)
@@ -957,6 +959,7 @@ def finish(
     figure: list[str] | None = None,
     subscriptions: str = "",
     final: FinalStep | None = None,
+    first: StepClaim | None = None,
 ) -> Finished:
     """End the run with ``end_event`` and start the next queued run of the conversation.
 
@@ -965,10 +968,19 @@ def finish(
     ``subscriptions`` is the key of a subscription index whose size ``Finished`` reports (the
     subscriptions to the agent's ``done`` source: none, nothing to publish). ``final``: the
     run's last step, committed first in the same step; where its commit is refused
-    (``fenced``, ``stale``), nothing is written.
+    (``fenced``, ``stale``), nothing is written. With ``first``, the next run it starts has
+    its step 0 claimed in the same step on one Redis, as ``begin_step`` claims it
+    (``Finished.begun``): the caller runs that step in place (``worker.in_place``).
     """
     settings = get_settings()
     on_cluster = topology.is_cluster(r)
+    if first is None or on_cluster:  # on a cluster the agent's memory is in another slot
+        claim_keys: list[str] = []
+        claim = S.NO_CLAIM
+    else:
+        memory = keys.memory(fence.agent, tenancy.tenant_of(fence.sender))
+        claim_keys = [*_history_keys(fence.cid), memory]
+        claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
     count, seconds_field, seconds, bucket, *pairs = figure or ["", "", "", ""]
     result_json = json.dumps(result or {}, ensure_ascii=False)
     end_keys = [
@@ -998,9 +1010,9 @@ def finish(
         res = scripts.call(
             r,
             S.FINISH,
-            [*fence.lease_keys, keys.run(fence.run_id), *end_keys],
+            [*fence.lease_keys, keys.run(fence.run_id), *end_keys, *claim_keys],
             {**_fenced(fence), "run_id": fence.run_id, "maxlen": settings.events_maxlen,
-             **end_args},
+             **end_args, **claim},
         )  # fmt: skip
     else:
         step_keys, step_args = _step_commit(
@@ -1010,8 +1022,8 @@ def finish(
         res = scripts.call(
             r,
             S.COMMIT_FINAL,
-            [*step_keys, *end_keys],
-            {**step_args, "events_json": closing, **end_args},
+            [*step_keys, *end_keys, *claim_keys],
+            {**step_args, "events_json": closing, **end_args, **claim},
         )
     if res[0] != "ended":
         return Finished(state=S.parse_literal(S.Ended, res[0]))
@@ -1025,6 +1037,7 @@ def finish(
         next_run=res[1] or None,
         parent_wake=_parent_wake(wake),
         done_subscriptions=done_subscriptions,
+        begun=_step_start(res[5], None) if res[5] else None,
     )
 
 

@@ -3,11 +3,13 @@
 When a run ends and its conversation has a message queued, ``finish.lua`` starts the next run
 and ``runtime.finish`` sends that run's step 0 as a task of its own. A drain or step task
 whose slice (``WALRUS_NEXT_RUN_IN_PLACE_MS`` from the task's start) has not run out takes that
-step instead, and runs it after the step that ended the run (``runtime.run_taken``): no task
-message, and none of the consumer's work for one (its fetch, its bookkeeping and its events
-cost a worker more CPU than a short run's own step). A run slower than the slice, as a real
-model's runs are, is sent as before, so the conversation goes to the back of the queue
-between runs and a long backlog holds a pool process for at most one slice and one run.
+step instead, claimed by the script that ended the run (``runs.finish``'s ``first``; on a
+cluster it is claimed apart), and runs it after the step that ended the run
+(``runtime.run_taken``): no task message, and none of the consumer's work for one (its fetch,
+its bookkeeping and its events cost a worker more CPU than a short run's own step). A run
+slower than the slice, as a real model's runs are, is sent as before, so the conversation goes
+to the back of the queue between runs and a long backlog holds a pool process for at most one
+slice and one run.
 
 A run taken and not run (the task failed first) is sent when the slice ends: every next
 run is run here or sent, never neither (docs/design.md, invariant 28). A step run in place
@@ -23,10 +25,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from walrus_tasks.celery_app import send_step
 from walrus_tasks.lease import Fence
 from walrus_tasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from walrus_tasks.runs import StepStart
+    from worker.runtime import Attempt
+
+    Begun = tuple[Attempt, StepStart]
 
 log = logging.getLogger("walrus.run")
 
@@ -37,8 +46,8 @@ class Slice:
 
     until: float
     """``time.monotonic()`` past which a next run is sent, not taken."""
-    taken: list[Fence] = field(default_factory=list)
-    """The next run taken and not run yet (at most one)."""
+    taken: list[tuple[Fence, Begun | None]] = field(default_factory=list)
+    """The next run taken and not run yet (at most one), with its step 0's claim if made."""
     ran: list[str] = field(default_factory=list)
     """The runs this task started in place, in order (its result names them, for Flower)."""
 
@@ -56,16 +65,26 @@ def task_slice() -> Iterator[Slice]:
         yield held
     finally:
         _SLICE.reset(reset)
-        for fence in held.taken:  # the task failed before it ran it: queue it as before
+        for fence, _ in held.taken:  # the task failed before it ran it: queue it as before
             send_queued(fence)
 
 
-def take(fence: Fence) -> bool:
-    """Whether the current task takes the next run ``fence`` (else its caller sends it)."""
+def wants() -> bool:
+    """Whether the current task would take a next run now (its end then claims its step 0)."""
     held = _SLICE.get()
-    if held is None or held.taken or time.monotonic() >= held.until:
+    return held is not None and not held.taken and time.monotonic() < held.until
+
+
+def take(fence: Fence, begun: Begun | None = None) -> bool:
+    """Whether the current task takes the next run ``fence`` (else its caller sends it).
+
+    A run whose step 0 was claimed for this task (``begun``, asked for when :func:`wants`
+    said so) is taken whatever the time: the claim is this task's.
+    """
+    held = _SLICE.get()
+    if held is None or held.taken or (begun is None and time.monotonic() >= held.until):
         return False
-    held.taken.append(fence)
+    held.taken.append((fence, begun))
     return True
 
 

@@ -478,9 +478,17 @@ def finish(
     ) + shared_metrics.tenant_figure(
         tenancy.tenant_of(fence.sender), status, usage["input_tokens"], usage["output_tokens"]
     )
+    attempt, first = None, None
+    if in_place.wants():  # the next run's step 0, if one starts, claimed for this task
+        attempt = Attempt.new()
+        first = runs.StepClaim(
+            attempt.claim_id, pinned_json(fence.agent), history_cache.held(fence.cid),
+            attempt.span_id,
+        )  # fmt: skip
     done = runs.finish(
         r, fence, status, end, error, result, figure=figure,
         subscriptions=keys.subs_source(subscriptions.done_source(fence.agent)), final=final,
+        first=first,
     )  # fmt: skip
     if done.state != "ended":
         if final is not None:
@@ -490,7 +498,8 @@ def finish(
     log.info("run %s", status, extra={"status": status})
     if done.next_run:  # finish.lua gave the lease the dispatch grace
         next_run = Fence(fence.agent, fence.sender, done.next_run, fence.token)
-        if not in_place.take(next_run):
+        begun = None if attempt is None or done.begun is None else (attempt, done.begun)
+        if not in_place.take(next_run, begun):
             send_step(next_run, 0)
     if parent := done.parent_wake:
         waits.dispatch_wake(parent.agent, parent.sender, parent.run_id, parent.woken)
@@ -508,11 +517,11 @@ def run_taken(held: in_place.Slice) -> None:
     delivery holds (``busy``), as a task would come back for it.
     """
     while held.taken:
-        fence = held.taken.pop()
+        fence, begun = held.taken.pop()
         with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
             held.ran.append(fence.run_id)
             try:
-                state = run_step(fence, 0)
+                state = run_step(fence, 0, begun=begun)
             except BaseException:
                 in_place.send_queued(fence)
                 raise

@@ -18,12 +18,16 @@
 -- before the next run starts. A run with a `webhook` enters the webhook outbox, held for
 -- grace_ms: the caller sends it, and the reaper again if the caller died first
 -- (walrus_tasks/webhooks.py).
+-- With a claim_id (and begin_step.lua's claim arguments; one Redis only, the conversation's
+-- history and epoch and the agent's memory then the last three KEYS) the next run's step 0 is
+-- claimed in the same step (lib/step.lua claim_next): the caller runs it in place.
 -- Returns {'ended', next_run_id or false, parent wake or false, subscriptions to `done` (-1:
--- not counted here), parent to tell or false} or {'fenced'} / {'stale'}; a parent wake is
--- {token, step, index, call_id, parent agent, parent sender, parent run}; a parent to tell
--- {parent run, parent call}.
+-- not counted here), parent to tell or false, the next run's step 0 claimed (begin_step.lua's
+-- reply) or false} or {'fenced'} / {'stale'}; a parent wake is {token, step, index, call_id,
+-- parent agent, parent sender, parent run}; a parent to tell {parent run, parent call}.
 local refused = guard(A.token, A.ttl_ms, KEYS[3])
 if refused then
   return {refused}
 end
-return end_run(A, KEYS[3], KEYS[4], KEYS[5])
+local ended = end_run(A, KEYS[3], KEYS[4], KEYS[5])
+return claim_next(A, ended, KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS])

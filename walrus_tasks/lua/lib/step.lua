@@ -79,3 +79,20 @@ local function begin_llm_step(s, rk, claim_key, history, epoch, memory)
     at,
   }
 end
+
+-- The step 0 of the next run that end_run (lib/outcome.lua) started, claimed for delivery
+-- `e.claim_id` as begin_step.lua claims it, by finish.lua and commit_final.lua (`e`: their A,
+-- with begin_step.lua's claim arguments): the task that ended the run runs that step in place
+-- (worker/in_place.py), one round trip sooner. `ended` is end_run's reply; `history`, `epoch`
+-- and `memory` are the conversation's and its agent's keys. Returns `ended` with
+-- begin_step.lua's reply as its sixth element (false: nothing started, or no claim asked).
+local function claim_next(e, ended, history, epoch, memory)
+  local begun = false
+  local next_run = ended[1] == 'ended' and ended[2]
+  if next_run and e.claim_id ~= '' then
+    local step = setmetatable({step = '0', run_id = next_run, task_id = ''}, {__index = e})
+    begun = begin_llm_step(step, K.run(next_run), K.run_claim(next_run), history, epoch, memory)
+  end
+  ended[6] = begun
+  return ended
+end
