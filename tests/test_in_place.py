@@ -179,3 +179,18 @@ def test_a_run_taken_by_a_task_that_fails_is_sent(
         in_place.take(FENCE)
         runtime.run_taken(held)
     assert sent == [(FENCE, 0)], "sent once, by run_taken; the slice has nothing left"
+
+
+def test_a_run_taken_is_named_in_the_task_s_result_once_run_and_sent_if_another_holds_it(
+    sent: list[tuple[Fence, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states = iter(["ok", "busy"])
+    monkeypatch.setattr(runtime, "run_step", lambda fence, step, **_: next(states))
+    other = Fence("quick", "t:unit", "run-held-elsewhere", "7")
+    with in_place.task_slice() as held:
+        held.until = float("inf")
+        for fence in (FENCE, other):
+            assert in_place.take(fence)
+            runtime.run_taken(held)
+    assert held.ran == [FENCE.run_id] and held.result == f"then in place {FENCE.run_id}"
+    assert sent == [(other, 0)], "a step 0 another delivery holds goes back to the queue"

@@ -49,7 +49,12 @@ class Slice:
     taken: list[tuple[Fence, Begun | None]] = field(default_factory=list)
     """The next run taken and not run yet (at most one), with its step 0's claim if made."""
     ran: list[str] = field(default_factory=list)
-    """The runs this task started in place, in order (its result names them, for Flower)."""
+    """The runs this task ran in place, in order (its result names them, for Flower)."""
+
+    @property
+    def result(self) -> str:
+        """What the task's result says of them: ``then in place <run id> …``."""
+        return "then in place " + " ".join(self.ran)
 
 
 _SLICE: ContextVar[Slice | None] = ContextVar("walrus_in_place_slice", default=None)

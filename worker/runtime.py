@@ -519,14 +519,15 @@ def run_taken(held: in_place.Slice) -> None:
     while held.taken:
         fence, begun = held.taken.pop()
         with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
-            held.ran.append(fence.run_id)
             try:
                 state = run_step(fence, 0, begun=begun)
             except BaseException:
                 in_place.send_queued(fence)
                 raise
-            if state == "busy":
-                in_place.send_queued(fence)
+        if state == "ok":
+            held.ran.append(fence.run_id)
+        elif state == "busy":
+            in_place.send_queued(fence)
 
 
 def _send_webhook(run_id: str) -> None:

@@ -63,12 +63,8 @@ def drain(self: Any, agent: str, sender: str, run_id: str | None = None) -> str 
             log.info("drain of %s/%s starts %s/%s", agent, sender, acquired.agent, acquired.sender)
         runtime.start(drained)
         runtime.run_taken(held)
-        return f"{acquired.agent}/{acquired.sender} {acquired.run_id}{_in_place(held)}"
-
-
-def _in_place(held: in_place.Slice) -> str:
-    """What a task's result adds for the runs it went on with in place."""
-    return f", then in place {' '.join(held.ran)}" if held.ran else ""
+        started = f"{acquired.agent}/{acquired.sender} {acquired.run_id}"
+        return f"{started}, {held.result}" if held.ran else started
 
 
 @app.task(name=STEP, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
@@ -80,7 +76,7 @@ def step(self: Any, agent: str, sender: str, run_id: str, token: str, step: int)
                 self, runtime.run_step(Fence(agent, sender, run_id, token), step, self.request.id)
             )
         runtime.run_taken(held)
-        return _in_place(held).removeprefix(", ") or None
+        return held.result if held.ran else None
 
 
 @app.task(name=TOOL_CALL, bind=True, **_RETRY)  # type: ignore[untyped-decorator]
