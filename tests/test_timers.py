@@ -19,10 +19,12 @@ def test_calls_run_in_the_order_they_fall_due_on_one_thread() -> None:
         if len(seen) == 3:
             done.set()
 
-    timers.call_later(0.06, lambda: call("c"))
-    timers.call_later(0.02, lambda: call("a"))
-    timers.call_later(0.04, lambda: call("b"))
-    assert done.wait(2)
+    # Due times from one base, 0.1 s apart: how long the three calls take to schedule (a
+    # loaded machine has taken over 20 ms between two) does not reorder them.
+    base = time.monotonic()
+    for name, at in (("c", 0.3), ("a", 0.1), ("b", 0.2)):
+        timers.call_later(base + at - time.monotonic(), lambda name=name: call(name))
+    assert done.wait(3)
     assert seen == ["a", "b", "c"] and threads == {"walrus-timers"}
 
 
