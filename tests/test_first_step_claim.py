@@ -27,8 +27,16 @@ PIN = '{"name": "echo", "pinned": true}'
 pytestmark = pytest.mark.usefixtures("no_drain_messages")
 
 
+SPAN = "00f067aa0ba902b7"
+
+
 def first(claim_id: str = "drain-claim") -> StepClaim:
-    return StepClaim(claim_id, PIN, HeldHistory(), "00f067aa0ba902b7")
+    return StepClaim(claim_id, PIN, HeldHistory(), SPAN)
+
+
+def begun_apart(r: redis.Redis, fence: Fence) -> runs.StepStart:
+    """Step 0 of ``fence``'s run claimed by ``begin_step`` on its own, as ``first`` claims it."""
+    return runs.begin_step(r, fence, 0, "drain-claim", PIN, HeldHistory(), step_span=SPAN)
 
 
 def comparable(begun: runs.StepStart) -> dict[str, object]:
@@ -57,10 +65,7 @@ def test_the_drain_s_claim_of_step_0_is_the_one_begin_step_makes(
         assert merged.begun is None
         return
     assert merged.begun is not None and merged.begun.state == "ok"
-    by_itself = runs.begin_step(
-        r, Fence(AGENT, apart_sender, apart.run_id, apart.token), 0, "drain-claim", PIN,
-        HeldHistory(), step_span="00f067aa0ba902b7",
-    )  # fmt: skip
+    by_itself = begun_apart(r, Fence(AGENT, apart_sender, apart.run_id, apart.token))
     assert comparable(merged.begun) == comparable(by_itself)
     assert merged.begun.record["agent_config"] == PIN
     # The claim is held: another delivery of step 0 finds it busy, the drain's own goes on.
@@ -126,10 +131,7 @@ def test_a_run_s_end_claims_the_next_run_s_step_0_as_begin_step_does(
         assert claimed.begun is None
         return
     assert claimed.begun is not None and claimed.begun.state == "ok"
-    by_itself = runs.begin_step(
-        r, Fence(AGENT, apart, plain.next_run, ended_apart.token), 0, "drain-claim", PIN,
-        HeldHistory(), step_span="00f067aa0ba902b7",
-    )  # fmt: skip
+    by_itself = begun_apart(r, Fence(AGENT, apart, plain.next_run, ended_apart.token))
     assert after(claimed.begun, ended_here) == after(by_itself, ended_apart)
     # The claim is held: a step task's delivery finds it busy, this task's own goes on; the
     # lease is back at its TTL, not the dispatch grace a queued step gets.
