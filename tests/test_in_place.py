@@ -153,7 +153,7 @@ def test_a_next_run_is_taken_only_within_a_task_s_slice_and_one_at_a_time(
         held.until = float("inf")
         assert in_place.take(FENCE)
         assert not in_place.take(Fence("quick", "t:unit", "run-after", "7")), "one at a time"
-        held.taken.clear()  # as runtime.run_taken does before it runs one
+        held.taken = None  # as runtime.run_taken does before it runs one
         held.until = 0  # the slice has run out
         assert not in_place.take(FENCE)
     assert not in_place.take(FENCE), "the task has ended"

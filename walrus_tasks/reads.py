@@ -38,17 +38,20 @@ def get_run(r: redis.Redis, run_id: str) -> RunInfo:
 
 def history(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
     """The conversation's messages, in order (read as one JSON array: ``lua/history_json.lua``)."""
-    key = keys.conv(keys.cid(agent, sender), "history")
-    messages: list[dict[str, Any]] = json.loads(scripts.call(r, S.HISTORY_JSON, [key], {}))
+    raw = scripts.call(r, S.HISTORY_JSON, [_history_key(agent, sender)], {})
+    messages: list[dict[str, Any]] = json.loads(raw)
     return messages
 
 
 async def history_async(aredis: aioredis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
     """:func:`history`, read on an asyncio client."""
-    key = keys.conv(keys.cid(agent, sender), "history")
-    raw = await scripts.call_async(aredis, S.HISTORY_JSON, [key], {})
+    raw = await scripts.call_async(aredis, S.HISTORY_JSON, [_history_key(agent, sender)], {})
     messages: list[dict[str, Any]] = json.loads(raw)
     return messages
+
+
+def _history_key(agent: str, sender: str) -> str:
+    return keys.conv(keys.cid(agent, sender), "history")
 
 
 def conversations(r: redis.Redis, agent: str | None = None) -> list[Conversation]:

@@ -46,8 +46,8 @@ class Slice:
 
     until: float
     """``time.monotonic()`` past which a next run is sent, not taken."""
-    taken: list[tuple[Fence, Begun | None]] = field(default_factory=list)
-    """The next run taken and not run yet (at most one), with its step 0's claim if made."""
+    taken: tuple[Fence, Begun | None] | None = None
+    """The next run taken and not run yet, with its step 0's claim if made."""
     ran: list[str] = field(default_factory=list)
     """The runs this task ran in place, in order (its result names them, for Flower)."""
 
@@ -70,14 +70,14 @@ def task_slice() -> Iterator[Slice]:
         yield held
     finally:
         _SLICE.reset(reset)
-        for fence, _ in held.taken:  # the task failed before it ran it: queue it as before
-            send_queued(fence)
+        if held.taken is not None:  # the task failed before it ran it: queue it as before
+            send_queued(held.taken[0])
 
 
 def wants() -> bool:
     """Whether the current task would take a next run now (its end then claims its step 0)."""
     held = _SLICE.get()
-    return held is not None and not held.taken and time.monotonic() < held.until
+    return held is not None and held.taken is None and time.monotonic() < held.until
 
 
 def take(fence: Fence, begun: Begun | None = None) -> bool:
@@ -87,9 +87,11 @@ def take(fence: Fence, begun: Begun | None = None) -> bool:
     said so) is taken whatever the time: the claim is this task's.
     """
     held = _SLICE.get()
-    if held is None or held.taken or (begun is None and time.monotonic() >= held.until):
+    if held is None or held.taken is not None:
         return False
-    held.taken.append((fence, begun))
+    if begun is None and time.monotonic() >= held.until:
+        return False
+    held.taken = (fence, begun)
     return True
 
 

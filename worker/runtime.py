@@ -124,13 +124,16 @@ def drain(agent: str, sender: str) -> Drained | None:
     for the caller to take over; that conversation's next message waits until the orphan has
     ended. None: nothing to do.
     """
-    attempt = Attempt.new()
-    first = runs.StepClaim(
-        attempt.claim_id, pinned_json(agent), history_cache.held(keys.cid(agent, sender)),
-        attempt.span_id,
-    )  # fmt: skip
+    attempt, first = _step_0_claim(agent, keys.cid(agent, sender))
     acquired = acquire(get_redis(), agent, sender, fair.shares(current_config()), first=first)
     return None if acquired is None else Drained(acquired, attempt)
+
+
+def _step_0_claim(agent: str, cid: str) -> tuple[Attempt, runs.StepClaim]:
+    """An attempt at a run's step 0 claimed by the script that starts the run: what it brings."""
+    attempt = Attempt.new()
+    held = history_cache.held(cid)
+    return attempt, runs.StepClaim(attempt.claim_id, pinned_json(agent), held, attempt.span_id)
 
 
 def start(drained: Drained) -> None:
@@ -478,13 +481,8 @@ def finish(
     ) + shared_metrics.tenant_figure(
         tenancy.tenant_of(fence.sender), status, usage["input_tokens"], usage["output_tokens"]
     )
-    attempt, first = None, None
-    if in_place.wants():  # the next run's step 0, if one starts, claimed for this task
-        attempt = Attempt.new()
-        first = runs.StepClaim(
-            attempt.claim_id, pinned_json(fence.agent), history_cache.held(fence.cid),
-            attempt.span_id,
-        )  # fmt: skip
+    # The next run's step 0, if one starts, claimed for this task to run in place.
+    attempt, first = _step_0_claim(fence.agent, fence.cid) if in_place.wants() else (None, None)
     done = runs.finish(
         r, fence, status, end, error, result, figure=figure,
         subscriptions=keys.subs_source(subscriptions.done_source(fence.agent)), final=final,
@@ -516,8 +514,9 @@ def run_taken(held: in_place.Slice) -> None:
     retries it or finds it done, as a redelivered step task would; so is a step 0 another
     delivery holds (``busy``), as a task would come back for it.
     """
-    while held.taken:
-        fence, begun = held.taken.pop()
+    while held.taken is not None:
+        fence, begun = held.taken
+        held.taken = None
         with bound(agent=fence.agent, sender=fence.sender, run_id=fence.run_id):
             try:
                 state = run_step(fence, 0, begun=begun)
