@@ -127,3 +127,41 @@ def test_a_process_holds_a_bounded_amount_of_history_the_least_recently_used_goi
     history_cache.history("a:huge", 1, 0, [json.dumps({"content": "y" * 5000})], "")
     assert history_cache.held("a:huge").length == 1, "the one just read stays, alone"
     assert history_cache.held("a:newest").length == 0
+
+
+def test_the_characters_held_stay_the_sum_of_what_is_held_through_every_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history_cache, "_held", type(history_cache._held)())
+    monkeypatch.setattr(history_cache, "_chars", 0)
+    monkeypatch.setattr(history_cache, "MAX_CHARS", 2000)
+    monkeypatch.setattr(history_cache, "MAX_CONVERSATIONS", 3)
+
+    def msg(n: int) -> str:
+        return json.dumps({"role": "user", "content": "x" * n, "run_id": "r"})
+
+    def consistent() -> None:
+        held = history_cache._held.values()
+        assert history_cache._chars == sum(h.chars for h in held)
+
+    history_cache.history("a:1", 1, 0, [msg(300)], "")
+    history_cache.history("a:1", 2, 1, [msg(200)], "")  # the new tail only
+    consistent()
+    history_cache.history("a:1", 2, 0, [msg(50), msg(60)], "e2")  # read whole again (a rewrite)
+    consistent()
+    assert history_cache._chars < 300, "the copy read whole replaced the one held"
+    for cid in ("a:2", "a:3", "a:4"):  # past MAX_CONVERSATIONS: a:1 goes
+        history_cache.history(cid, 1, 0, [msg(100)], "")
+    consistent()
+    assert history_cache.held("a:1").length == 0
+    history_cache.history("a:5", 1, 0, [msg(1900)], "")  # past MAX_CHARS: the others go
+    consistent()
+    assert list(history_cache._held) == ["a:5"]
+    with pytest.raises(ValueError):  # a tail that does not fit what is held: dropped
+        history_cache.history("a:5", 3, 1, [msg(10)], "")
+    consistent()
+    assert history_cache._chars == 0
+    history_cache.history("a:6", 1, 0, [msg(10)], "")
+    history_cache.forget("a:6")
+    consistent()
+    assert history_cache._chars == 0

@@ -7,6 +7,7 @@ Shared by the gateway (which refuses a bad ``cwd`` before anything is stored) an
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from walrus_tasks.config import AgentConfig, Config
@@ -27,8 +28,19 @@ def agent_workdir(agent: AgentConfig, config: Config, tenant: str | None = None)
     keep their paths, inside it (the default tenant's holds every tenant's subfolder).
     """
     base = Path(agent.workdir) if agent.workdir else Path(WORKSPACES) / agent.name
-    base = base if base.is_absolute() else config.home.resolve() / base
+    base = base if base.is_absolute() else _resolved(config.home) / base
     return base / TENANTS / tenant if tenant else base
+
+
+@lru_cache(maxsize=8)
+def _resolved(home: Path) -> Path:
+    """The config home, resolved once a process (no process of ours changes its directory).
+
+    A step asks for its working directory as it starts, before its first token; resolving
+    the home then (a ``stat`` of every part of the path) cost ~0.2 ms of it each time
+    (docs/benchmarks.md, issue 25, thirteenth round).
+    """
+    return home.resolve()
 
 
 def conversation_cwd(
