@@ -27,20 +27,20 @@ def agent_workdir(agent: AgentConfig, config: Config, tenant: str | None = None)
     A named tenant's is its subfolder ``tenants/<tenant>`` of that: the tenant's runs work, and
     keep their paths, inside it (the default tenant's holds every tenant's subfolder).
     """
-    base = Path(agent.workdir) if agent.workdir else Path(WORKSPACES) / agent.name
-    base = base if base.is_absolute() else _resolved(config.home) / base
-    return base / TENANTS / tenant if tenant else base
+    return _workdir(agent.workdir, agent.name, config.home, tenant)
 
 
-@lru_cache(maxsize=8)
-def _resolved(home: Path) -> Path:
-    """The config home, resolved once a process (no process of ours changes its directory).
+@lru_cache(maxsize=1024)
+def _workdir(workdir: str | None, agent: str, home: Path, tenant: str | None) -> Path:
+    """:func:`agent_workdir`, worked out once a process (no process of ours changes directory).
 
     A step asks for its working directory as it starts, before its first token; resolving
-    the home then (a ``stat`` of every part of the path) cost ~0.2 ms of it each time
-    (docs/benchmarks.md, issue 25, thirteenth round).
+    the home then (a ``stat`` of every part of its path) and building the path took ~0.3 ms of
+    it on a slow machine (docs/benchmarks.md, issue 25, thirteenth round).
     """
-    return home.resolve()
+    base = Path(workdir) if workdir else Path(WORKSPACES) / agent
+    base = base if base.is_absolute() else home.resolve() / base
+    return base / TENANTS / tenant if tenant else base
 
 
 def conversation_cwd(
