@@ -102,6 +102,12 @@ class Hub:
         """Entries of ``key`` after ``after`` (``StreamReader.entries``, of its reader)."""
         return self.reader(key).entries(key, after, run_id)
 
+    def bursts(
+        self, key: str, after: str, run_id: str | None = None
+    ) -> AsyncIterator[list[Entry] | None]:
+        """:meth:`entries` a burst at a time (``StreamReader.bursts``, of its reader)."""
+        return self.reader(key).bursts(key, after, run_id)
+
     def run_items(self, run_id: str, after: str, *, resume: bool = True) -> AsyncIterator[Item]:
         """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` idle.
 

@@ -95,6 +95,14 @@ def hub_frames(entries: AsyncIterator[Entry | None], grace: float) -> AsyncGener
     return guarded(_entry_frames(entries), native_error, grace)
 
 
+async def _burst_frames(bursts: AsyncIterator[list[Entry] | None]) -> AsyncGenerator[str, None]:
+    async for burst in bursts:
+        if burst is None:
+            yield KEEP_ALIVE
+        else:
+            yield burst[0].frame if len(burst) == 1 else "".join(e.frame for e in burst)
+
+
 async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator[Entry | None]:
     """The feed's entries after cursor ``after`` (of one agent's runs if ``agent``)."""
     async for entry in hub.feed(after):
@@ -202,8 +210,8 @@ def face_stream(
 
 def sse_response(hub: Hub, run_id: str, after: str) -> EventStream:
     """Stream the run's events after entry id ``after`` until ``end``."""
-    entries = hub.entries(keys.run_part(run_id, "events"), after, run_id)
-    return sse_stream(hub_frames(entries, hub.settings.sse_redis_grace))
+    bursts = hub.bursts(keys.run_part(run_id, "events"), after, run_id)
+    return sse_stream(guarded(_burst_frames(bursts), native_error, hub.settings.sse_redis_grace))
 
 
 async def run_events(

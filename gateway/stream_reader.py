@@ -130,6 +130,12 @@ class _Sub:
         self.wake()
         return True
 
+    def pop_all(self) -> list[Entry]:
+        """Every buffered entry (none: an empty list)."""
+        rest = self.queue[self.head :] if self.head else self.queue
+        self.queue, self.head = [], 0
+        return rest
+
     def pop(self) -> Entry | None:
         """The next buffered entry, if any."""
         if self.head == len(self.queue):
@@ -313,6 +319,41 @@ class StreamReader:
                     yield entry
                     if entry.ends:
                         return
+        finally:
+            self._leave(sub)
+
+    async def bursts(
+        self, key: str, after: str, run_id: str | None = None
+    ) -> AsyncIterator[list[Entry] | None]:
+        """:meth:`entries`, a burst at a time: each entry with every one buffered behind it.
+
+        For a writer that writes a burst at once: a run's ``text_start`` and first ``chunk``
+        come in one read (``emit.lua`` appends both), and go to its client in one ``send``.
+        """
+        sub, catch_up_to = self._join(key, after, run_id)
+        last = seq(after)
+        try:
+            if catch_up_to is not None:
+                async for old in self._range(key, after, catch_up_to, run_id is None, sub):
+                    last = old.seq
+                    yield [old]
+                    if old.ends:
+                        return
+            while True:
+                entry = await self._next(sub)
+                if entry is None:
+                    if sub.gone:
+                        return
+                    yield None
+                    continue
+                burst = [e for e in (entry, *sub.pop_all()) if e.seq > last]
+                for n, e in enumerate(burst):
+                    if e.ends:
+                        yield burst[: n + 1]
+                        return
+                if burst:
+                    last = burst[-1].seq
+                    yield burst
         finally:
             self._leave(sub)
 

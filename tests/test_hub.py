@@ -113,6 +113,49 @@ def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate
     assert late == ids[2:], "(after, hub cursor] from XRANGE, then the hub's entries"
 
 
+def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_entry_past_end(
+    url: str,
+) -> None:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    run_id = "b" * 32
+    stream = keys.run_part(run_id, "events")
+
+    def add_many(*events: dict[str, Any]) -> list[str]:  # one MULTI: one read brings them all
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(keys.run(run_id), "status", "running")
+        for event in events:
+            pipe.xadd(stream, {"data": json.dumps(event)})
+        return [str(i) for i in pipe.execute()[1:]]
+
+    async def main() -> tuple[list[list[str] | None], list[list[str] | None]]:
+        hub = Hub(Settings(redis_url=url))
+        hub.start()
+        try:
+            start = add_many({"type": "start"})
+            live = hub.bursts(stream, "0-0", run_id)
+            got: list[list[str] | None] = []
+            burst = await anext(live)
+            got.append(None if burst is None else [e.id for e in burst])
+            add_many({"type": "text_start"}, {"type": "chunk", "content": "a"})
+            burst = await anext(live)
+            got.append(None if burst is None else [e.id for e in burst])
+
+            async def collect(bursts: AsyncIterator[list[Entry] | None]) -> list[list[str] | None]:
+                return [None if b is None else [e.id for e in b] async for b in bursts]
+
+            behind = asyncio.create_task(collect(hub.bursts(stream, start[0], run_id)))
+            await asyncio.sleep(0.05)  # joined behind the hub's cursor: (start, cursor] caught up
+            add_many({"type": "chunk", "content": "b"}, {"type": "end"}, {"type": "late"})
+            return got + await collect(live), await behind
+        finally:
+            await hub.close()
+
+    got, behind = asyncio.run(main())
+    ids = [i for i, _ in r.xrange(stream)]
+    assert got == [ids[:1], ids[1:3], ids[3:5]], "a read's entries in one burst, none past end"
+    assert behind == [ids[1:2], ids[2:3], ids[3:5]], "caught up an entry at a time, then live"
+
+
 def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:
     r = redis.Redis.from_url(url, decode_responses=True)
     run_id = "b" * 32

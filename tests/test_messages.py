@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
+
 from tests.cluster import Cluster, parse_sse
 
 
@@ -44,6 +48,34 @@ def test_stream_true_answers_with_the_run_events(cluster: Cluster, sender: str) 
         events = list(parse_sse(resp.iter_lines()))
     assert types(events)[0] == "start" and events[-1][1]["status"] == "succeeded"
     assert all(entry_id for entry_id, _ in events), "every frame carries its stream entry id"
+
+
+def test_a_text_s_start_and_its_first_chunk_reach_the_client_in_one_http_chunk(
+    cluster: Cluster, sender: str
+) -> None:
+    """``emit.lua`` appends both in one call; the stream writes what one read brought at once."""
+    body = json.dumps({"content": "hi", "sender": sender, "stream": True}).encode()
+    port = int(cluster.gateway_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/agents/echo/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b"Connection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            b"%s" % (port, len(body), body)
+        )
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    chunks: list[bytes] = []  # the body's HTTP chunks, as the gateway wrote them
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        chunks.append(rest[: int(size, 16)])
+        rest = rest[int(size, 16) + 2 :]
+    kinds = [re.findall(rb"^event: (\w+)$", c, re.MULTILINE) for c in chunks]
+    assert kinds[-1] == [], "the body's end"
+    assert [k for ks in kinds for k in ks][-1] == b"end"
+    assert next(ks for ks in kinds if b"text_start" in ks)[:2] == [b"text_start", b"chunk"], kinds
 
 
 def test_parallel_tool_calls_land_in_history_in_call_order(cluster: Cluster, sender: str) -> None:
@@ -126,8 +158,6 @@ def test_every_endpoint_is_in_the_openapi_document(cluster: Cluster) -> None:
 
 
 def test_worker_logs_are_json_lines_carrying_the_run(cluster: Cluster, sender: str) -> None:
-    import json
-
     from tests.cluster import wait_for
 
     run_id = cluster.send("echo", "hi", sender)
