@@ -157,9 +157,10 @@ class EventStream(Response):
             watch.add_done_callback(self._on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for frame in self.frames:
-                body = frame.encode()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+            async for frame in self.frames:  # its bytes not kept while the next is awaited
+                await send(
+                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not self.left:
