@@ -37,6 +37,17 @@ from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RESUME = "reconnect with Last-Event-ID set to the id of the last event received"
 
+
+class LastFrame(str):
+    """A stream's last frame: :class:`EventStream` writes the body's end with it, in one send.
+
+    Its generator yields nothing after it (and so ends, its ``finally`` run, as it is asked for
+    the next frame: nothing is left suspended for the loop to close).
+    """
+
+    __slots__ = ()
+
+
 ErrorRender = Callable[[str, str], str]
 """``(code, message)`` -> the SSE text that ends a stream with that error, in a face's shape."""
 
@@ -99,8 +110,9 @@ async def _burst_frames(bursts: AsyncIterator[list[Entry] | None]) -> AsyncGener
     async for burst in bursts:
         if burst is None:
             yield KEEP_ALIVE
-        else:
-            yield burst[0].frame if len(burst) == 1 else "".join(e.frame for e in burst)
+            continue
+        text = burst[0].frame if len(burst) == 1 else "".join(e.frame for e in burst)
+        yield LastFrame(text) if burst[-1].ends else text  # the run's end, and its bursts' last
 
 
 async def feed_entries(hub: Hub, after: str, agent: str | None) -> AsyncIterator[Entry | None]:
@@ -157,11 +169,14 @@ class EventStream(Response):
             watch.add_done_callback(self._on_leave)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            more = True
             async for frame in self.frames:  # its bytes not kept while the next is awaited
+                more = type(frame) is not LastFrame
                 await send(
-                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
+                    {"type": "http.response.body", "body": frame.encode(), "more_body": more}
                 )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if more:  # else the body's end went with the last frame
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not self.left:
                 raise

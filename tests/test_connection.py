@@ -22,7 +22,7 @@ import uvicorn
 from gateway.connection import ON_LEAVE, LeanConnection, lean_event
 from gateway.errors import BodyLimit
 from gateway.server import untrack_async_generators
-from gateway.sse import EventStream
+from gateway.sse import EventStream, LastFrame
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import redis_db_url
 from tests.test_metrics import scrape, value
@@ -300,3 +300,30 @@ def test_a_body_of_declared_length_reaches_the_app_unwrapped_and_a_chunked_one_c
     asyncio.run(limit(declared, receive, None))  # type: ignore[arg-type]
     asyncio.run(limit(chunked, receive, None))  # type: ignore[arg-type]
     assert got[0] is receive and got[1] is not receive
+
+
+def test_a_stream_s_last_frame_carries_the_body_s_end_and_any_other_ends_it_after() -> None:
+    """A run's end (``LastFrame``) and the body's end go in one send; a stream whose frames just
+    stop (a face's, an error's) has its end sent after them."""
+
+    async def frames(*texts: str) -> AsyncGenerator[str, None]:
+        for text in texts:
+            yield text
+
+    def bodies(stream: EventStream) -> list[tuple[bytes, bool]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        asyncio.run(stream({"type": "http"}, receive, send))
+        assert sent[0]["type"] == "http.response.start"
+        return [(m["body"], m["more_body"]) for m in sent[1:]]
+
+    ended = bodies(EventStream(frames("a\n\n", LastFrame("b\n\n"))))
+    assert ended == [(b"a\n\n", True), (b"b\n\n", False)]
+    assert bodies(EventStream(frames("a\n\n"))) == [(b"a\n\n", True), (b"", False)]
