@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -291,52 +291,39 @@ class StreamReader:
 
     # --- subscribing ----------------------------------------------------------------------
 
-    async def entries(
+    def entries(
         self, key: str, after: str, run_id: str | None = None
-    ) -> AsyncIterator[Entry | None]:
+    ) -> AsyncGenerator[Entry | None, None]:
         """Entries of ``key`` after ``after`` (None after each idle ``sse_keepalive``).
 
         Ends after a run's ``end``, or when the run ``run_id`` no longer exists. Raises
         :class:`SlowConsumer`, or a Redis error once Redis was away ``sse_redis_grace``.
         """
-        sub, catch_up_to = self._join(key, after, run_id)
-        last = seq(after)
-        try:
-            if catch_up_to is not None:
-                async for old in self._range(key, after, catch_up_to, run_id is None, sub):
-                    last = old.seq
-                    yield old
-                    if old.ends:
-                        return
-            while True:
-                entry = await self._next(sub)
-                if entry is None:
-                    if sub.gone:
-                        return
-                    yield None
-                elif entry.seq > last:
-                    last = entry.seq
-                    yield entry
-                    if entry.ends:
-                        return
-        finally:
-            self._leave(sub)
+        return cast("AsyncGenerator[Entry | None, None]", self._read(key, after, run_id, False))
 
-    async def bursts(
+    def bursts(
         self, key: str, after: str, run_id: str | None = None
-    ) -> AsyncIterator[list[Entry] | None]:
+    ) -> AsyncGenerator[list[Entry] | None, None]:
         """:meth:`entries`, a burst at a time: each entry with every one buffered behind it.
 
         For a writer that writes a burst at once: a run's ``text_start`` and first ``chunk``
         come in one read (``emit.lua`` appends both), and go to its client in one ``send``.
         """
+        return cast(
+            "AsyncGenerator[list[Entry] | None, None]", self._read(key, after, run_id, True)
+        )
+
+    async def _read(
+        self, key: str, after: str, run_id: str | None, bursts: bool
+    ) -> AsyncGenerator[Entry | list[Entry] | None, None]:
+        """:meth:`entries`, or with ``bursts`` :meth:`bursts` (one generator: no layer more)."""
         sub, catch_up_to = self._join(key, after, run_id)
         last = seq(after)
         try:
             if catch_up_to is not None:
                 async for old in self._range(key, after, catch_up_to, run_id is None, sub):
                     last = old.seq
-                    yield [old]
+                    yield [old] if bursts else old
                     if old.ends:
                         return
             while True:
@@ -345,15 +332,21 @@ class StreamReader:
                     if sub.gone:
                         return
                     yield None
-                    continue
-                burst = [e for e in (entry, *sub.pop_all()) if e.seq > last]
-                for n, e in enumerate(burst):
-                    if e.ends:
-                        yield burst[: n + 1]
-                        return
-                if burst:
-                    last = burst[-1].seq
-                    yield burst
+                elif not bursts:
+                    if entry.seq > last:
+                        last = entry.seq
+                        yield entry
+                        if entry.ends:
+                            return
+                else:
+                    burst = [e for e in (entry, *sub.pop_all()) if e.seq > last]
+                    for n, e in enumerate(burst):
+                        if e.ends:
+                            yield burst[: n + 1]
+                            return
+                    if burst:
+                        last = burst[-1].seq
+                        yield burst
         finally:
             self._leave(sub)
 

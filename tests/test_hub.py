@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -32,6 +33,17 @@ def add(r: redis.Redis, run_id: str, event: dict[str, Any]) -> str:
     return str(r.xadd(keys.run_part(run_id, "events"), {"data": json.dumps(event)}))
 
 
+@asynccontextmanager
+async def running_hub(url: str) -> AsyncIterator[Hub]:
+    """A hub on ``url``, started, and closed after."""
+    hub = Hub(Settings(redis_url=url))
+    hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
 async def take(entries: AsyncIterator[Entry | None], n: int) -> list[str]:
     out: list[str] = []
     async for e in entries:
@@ -50,9 +62,7 @@ def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: s
 
     async def main() -> tuple[list[list[str]], int, float]:
         before = {int(c["id"]) for c in r.client_list()}
-        hub = Hub(Settings(redis_url=url))
-        hub.start()
-        try:
+        async with running_hub(url) as hub:
             subs = [
                 asyncio.create_task(
                     take(hub.entries(keys.run_part(run_id, "events"), "0-0", run_id), 2)
@@ -74,8 +84,6 @@ def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: s
             for run_id in runs:
                 add(r, run_id, {"type": "end"})
             return await asyncio.gather(*subs), conns, latency
-        finally:
-            await hub.close()
 
     got, conns, latency = asyncio.run(main())
     assert all(len(ids) == 2 for ids in got)
@@ -91,9 +99,7 @@ def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate
     stream = keys.run_part(run_id, "events")
 
     async def main() -> tuple[list[str], list[str]]:
-        hub = Hub(Settings(redis_url=url))
-        hub.start()
-        try:
+        async with running_hub(url) as hub:
             first = hub.entries(stream, "0-0", run_id)
             ids = [add(r, run_id, {"type": "chunk", "content": str(i)}) for i in range(5)]
             early = await take(first, 5)  # the hub's cursor is now at ids[4]
@@ -104,8 +110,6 @@ def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate
             rest = await take(first, 2)
             await first.aclose()
             return early + rest, await late_task
-        finally:
-            await hub.close()
 
     whole, late = asyncio.run(main())
     ids = [i for i, _ in r.xrange(stream)]
@@ -128,9 +132,7 @@ def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_ent
         return [str(i) for i in pipe.execute()[1:]]
 
     async def main() -> tuple[list[list[str] | None], list[list[str] | None]]:
-        hub = Hub(Settings(redis_url=url))
-        hub.start()
-        try:
+        async with running_hub(url) as hub:
             start = add_many({"type": "start"})
             live = hub.bursts(stream, "0-0", run_id)
             got: list[list[str] | None] = []
@@ -147,8 +149,6 @@ def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_ent
             await asyncio.sleep(0.05)  # joined behind the hub's cursor: (start, cursor] caught up
             add_many({"type": "chunk", "content": "b"}, {"type": "end"}, {"type": "late"})
             return got + await collect(live), await behind
-        finally:
-            await hub.close()
 
     got, behind = asyncio.run(main())
     ids = [i for i, _ in r.xrange(stream)]
