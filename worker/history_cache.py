@@ -41,8 +41,8 @@ class _Held:
 _held: OrderedDict[str, _Held] = OrderedDict()
 _chars = 0
 """The ``chars`` of everything in ``_held``, kept as it changes: summed at every step instead, it
-cost ~0.1 ms of each step's start at 256 conversations held (docs/benchmarks.md, thirteenth
-round)."""
+cost ~0.1 ms of each step's start at 256 conversations held (docs/benchmarks.md, issue 25,
+thirteenth round)."""
 
 
 def sha1(raw: str) -> str:
