@@ -225,12 +225,7 @@ def acquire(
     settings = get_settings()
     on_cluster = topology.is_cluster(r)
     picked = _pick_and_start(r, shares) if on_cluster and settings.fair_dispatch else None
-    if first is None or on_cluster:  # on a cluster the step's keys are in another slot
-        step_keys: list[str] = []
-        claim = S.NO_CLAIM
-    else:
-        step_keys = [*_history_keys(conversation), keys.memory(agent, tenancy.tenant_of(sender))]
-        claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
+    step_keys, claim = _claim_on_start(first, on_cluster, agent, sender)
     res = scripts.call(
         r,
         S.ACQUIRE,
@@ -448,6 +443,21 @@ def _claim_args(step: int, claim: StepClaim) -> dict[str, Any]:
 def _restart_json(step: int) -> str:
     """The ``restart`` event a claim of step ``step`` writes first if its output was cut."""
     return event_json(restart_event(step, WORKER_LOST))
+
+
+def _claim_on_start(
+    first: StepClaim | None, on_cluster: bool, agent: str, sender: str
+) -> tuple[list[str], Mapping[str, Any]]:
+    """The keys and arguments with which the script that starts a run claims its step 0.
+
+    ``acquire.lua``, ``finish.lua`` and ``commit_final.lua`` take them last. None without
+    ``first``, and none on a cluster: the step's keys (the agent's memory) are in another slot.
+    """
+    if first is None or on_cluster:
+        return [], S.NO_CLAIM
+    memory = keys.memory(agent, tenancy.tenant_of(sender))
+    claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
+    return [*_history_keys(keys.cid(agent, sender)), memory], claim
 
 
 def _history_keys(conversation: str) -> list[str]:
@@ -974,13 +984,7 @@ def finish(
     """
     settings = get_settings()
     on_cluster = topology.is_cluster(r)
-    if first is None or on_cluster:  # on a cluster the agent's memory is in another slot
-        claim_keys: list[str] = []
-        claim = S.NO_CLAIM
-    else:
-        memory = keys.memory(fence.agent, tenancy.tenant_of(fence.sender))
-        claim_keys = [*_history_keys(fence.cid), memory]
-        claim = {"claim_id": first.claim_id, **_claim_args(0, first)}
+    claim_keys, claim = _claim_on_start(first, on_cluster, fence.agent, fence.sender)
     count, seconds_field, seconds, bucket, *pairs = figure or ["", "", "", ""]
     result_json = json.dumps(result or {}, ensure_ascii=False)
     end_keys = [
