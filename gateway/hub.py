@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.relay import Item, Relays
-from gateway.stream_reader import Entry, ShuttingDown, SlowConsumer, StreamReader
+from gateway.stream_reader import ShuttingDown, StreamReader
+from gateway.subscription import Entry, SlowConsumer
 from walrus_tasks import keys
 from walrus_tasks.feed import format_cursor, parse_cursor
 from walrus_tasks.redis_url import async_client, is_cluster, parse_cluster, slot_client

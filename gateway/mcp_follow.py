@@ -48,7 +48,7 @@ from gateway.errors import REDIS_DOWN, failure_of
 from gateway.hub import Hub, Item
 from gateway.mcp_questions import Form, answer_of, declined, form_of, question_text
 from gateway.operations import cancel_run_id, reply, run_error, run_events
-from gateway.stream_reader import seq
+from gateway.subscription import seq
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Unavailable, WalrusError
 from walrus_tasks.names import ENTRY_ID_RE, RUN_ID_RE, SENDER_RE

@@ -31,11 +31,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.errors import REDIS_DOWN
+from gateway.subscription import Entry, StreamKey, Subscriber, seq
 from walrus_tasks import keys
 from walrus_tasks.errors import Unavailable
 from walrus_tasks.feed import feed_event
 from walrus_tasks.redis_url import async_client
-from walrus_tasks.run_stream import parse, sse_frame
+from walrus_tasks.run_stream import parse
 from walrus_tasks.settings import Settings
 
 log = logging.getLogger("walrus.gateway.hub")
@@ -52,108 +53,8 @@ CLOSE_RECANCEL = 0.5
 EXISTS_LUA = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS', k) end return r"
 
 
-class SlowConsumer(Exception):
-    """The subscriber fell more than its buffer behind; it must resume from its last id."""
-
-
 class ShuttingDown(Unavailable):
     """The gateway process is stopping: its streams end, to be resumed from their last id."""
-
-
-def seq(entry_id: str) -> tuple[int, int]:
-    """A stream entry id as a comparable pair."""
-    ms, _, n = entry_id.partition("-")
-    return int(ms), int(n or 0)
-
-
-class Entry:
-    """One stream entry, parsed once and shared by every subscriber (its SSE frame too)."""
-
-    __slots__ = ("_frame", "ends", "event", "id", "seq")
-
-    def __init__(self, entry_id: str, event: dict[str, Any], ends: bool) -> None:
-        self.id, self.seq, self.event = entry_id, seq(entry_id), event
-        self.ends = ends  # a run's ``end`` (not one seen in the feed)
-        self._frame: str | None = None
-
-    @property
-    def frame(self) -> str:
-        """The SSE frame of this entry (encoded once)."""
-        if self._frame is None:
-            self._frame = sse_frame(self.id, self.event)
-        return self._frame
-
-
-class _Key:
-    """One stream the hub reads: its cursor and subscribers."""
-
-    __slots__ = ("cursor", "fresh", "name", "run_id", "subs")
-
-    def __init__(self, name: str, cursor: str, run_id: str | None) -> None:
-        self.name, self.cursor, self.run_id = name, cursor, run_id
-        self.subs: set[_Sub] = set()
-        self.fresh = True  # read something since the last existence check
-
-
-class _Sub:
-    """One subscriber's buffer.
-
-    A list and a read index, and a bare future to wake the reader: a ``deque`` and an
-    ``asyncio.Event`` (itself a ``deque`` of waiters) cost about 1.5 KB more per open stream.
-    """
-
-    __slots__ = ("failure", "gone", "head", "joined", "key", "limit", "queue", "waiter")
-
-    def __init__(self, key: _Key, limit: int) -> None:
-        self.key, self.limit = key, limit
-        self.queue: list[Entry] = []
-        self.head = 0  # queue[head:] is not read yet
-        self.waiter: asyncio.Future[None] | None = None
-        self.failure: BaseException | None = None
-        self.gone = False
-        self.joined = time.monotonic()
-
-    def push(self, batch: list[Entry]) -> bool:
-        """Buffer ``batch``; False (and cut) if the subscriber is behind and that overflows.
-
-        A batch into an empty buffer always fits: one read may bring more than the limit.
-        """
-        behind = len(self.queue) - self.head
-        if behind and behind + len(batch) > self.limit:
-            self.queue, self.head = [], 0
-            self.fail(SlowConsumer(f"more than {self.limit} events behind"))
-            return False
-        if self.head and self.head * 2 >= len(self.queue):
-            del self.queue[: self.head]  # drop what was read, now and then
-            self.head = 0
-        self.queue.extend(batch)
-        self.wake()
-        return True
-
-    def pop_all(self) -> list[Entry]:
-        """Every buffered entry (none: an empty list)."""
-        rest = self.queue[self.head :] if self.head else self.queue
-        self.queue, self.head = [], 0
-        return rest
-
-    def pop(self) -> Entry | None:
-        """The next buffered entry, if any."""
-        if self.head == len(self.queue):
-            return None
-        entry = self.queue[self.head]
-        self.head += 1
-        if self.head == len(self.queue):
-            self.queue, self.head = [], 0
-        return entry
-
-    def fail(self, error: BaseException) -> None:
-        self.failure = error
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake the reader waiting in :meth:`StreamReader._next`, if it waits."""
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
 
 class StreamReader:
@@ -168,7 +69,7 @@ class StreamReader:
     ) -> None:
         self.settings = settings
         self._connect = connect or partial(async_client, settings.redis_url)
-        self.keys: dict[str, _Key] = {}
+        self.keys: dict[str, StreamKey] = {}
         self.version = 0  # bumped when a key is added or re-added
         self.reading: int | None = None  # the version the blocked XREAD was built from
         self.reader: aioredis.Redis | None = None
@@ -350,30 +251,30 @@ class StreamReader:
         finally:
             self._leave(sub)
 
-    def _join(self, key: str, after: str, run_id: str | None) -> tuple[_Sub, str | None]:
+    def _join(self, key: str, after: str, run_id: str | None) -> tuple[Subscriber, str | None]:
         state = self.keys.get(key)
         catch_up_to = None
         if state is None:
-            state = self.keys[key] = _Key(key, after, run_id)
+            state = self.keys[key] = StreamKey(key, after, run_id)
             self.version += 1
             self._changed.set()
             self._nonempty.set()
         elif seq(after) < seq(state.cursor):
             catch_up_to = state.cursor  # what the hub delivers from now on is after it
-        sub = _Sub(state, self.settings.sse_buffer)
+        sub = Subscriber(state, self.settings.sse_buffer)
         state.subs.add(sub)
         if self.stopping is not None:
             sub.fail(self.stopping)
         return sub, catch_up_to
 
-    def _leave(self, sub: _Sub) -> None:
+    def _leave(self, sub: Subscriber) -> None:
         state = sub.key
         state.subs.discard(sub)
         if not state.subs and self.keys.get(state.name) is state:
             del self.keys[state.name]
 
     async def _range(
-        self, key: str, after: str, upto: str, feed: bool, sub: _Sub
+        self, key: str, after: str, upto: str, feed: bool, sub: Subscriber
     ) -> AsyncIterator[Entry]:
         """Entries in ``(after, upto]``, read on the control connection, in pages."""
         while True:
@@ -399,7 +300,7 @@ class StreamReader:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _next(self, sub: _Sub) -> Entry | None:
+    async def _next(self, sub: Subscriber) -> Entry | None:
         """The subscriber's next entry; None when idle for ``sse_keepalive`` or gone."""
         keepalive, grace = self.settings.sse_keepalive, self.settings.sse_redis_grace
         while True:
@@ -509,7 +410,7 @@ class StreamReader:
         if time.monotonic() - self._checked >= BLOCK_MS / 1000:
             await self._check_runs()
 
-    def _deliver(self, state: _Key, fields_list: list[tuple[str, dict[str, str]]]) -> None:
+    def _deliver(self, state: StreamKey, fields_list: list[tuple[str, dict[str, str]]]) -> None:
         feed = state.run_id is None
         batch = [self._entry(entry_id, fields, feed) for entry_id, fields in fields_list]
         state.cursor, state.fresh = batch[-1].id, True
