@@ -29,9 +29,13 @@ def test_calls_run_in_the_order_they_fall_due_on_one_thread() -> None:
 
 
 def test_a_cancelled_call_never_runs_and_a_failing_one_stops_nothing() -> None:
-    timers, seen, done = Timers(), [], threading.Event()
+    timers, seen, done, gate = Timers(), [], threading.Event(), threading.Event()
+    # The timer thread is held until the cancel is made: on a loaded machine this thread may
+    # otherwise stall past the call's due time before it cancels it (seen in make check).
+    timers.call_later(0, lambda: gate.wait(2))
     handle = timers.call_later(0.02, lambda: seen.append("cancelled"))
     timers.cancel(handle)
+    gate.set()
     timers.call_later(0.01, lambda: 1 / 0)
     timers.call_later(0.05, done.set)
     assert done.wait(2) and seen == []
