@@ -38,6 +38,10 @@ from walrus_tasks.settings import get_settings
 
 log = logging.getLogger("walrus.beat")
 
+MIN_TICK = 0.01
+"""The shortest sleep between two ticks of the firing beat (seconds): a timer or static entry
+is fired at most this late."""
+
 
 class WalrusScheduler(Scheduler):  # type: ignore[misc]  # Celery is untyped
     """Celery's scheduler for the static entries, plus cron and heartbeats from Redis."""
@@ -108,8 +112,11 @@ class WalrusScheduler(Scheduler):  # type: ignore[misc]  # Celery is untyped
         static: float = super().tick(*args, **kwargs)
         wait = min(static, self.settings.beat_tick)
         if next_due is not None:
-            wait = min(wait, max(next_due - time.time(), 0.01))
-        return wait
+            wait = min(wait, next_due - time.time())
+        # Celery's scheduler wakes 10 ms before a static entry is due and then asks for no
+        # sleep until it is (and for none after it sent one): with the round trips of our
+        # tick, that was ~20 ticks in a row before every reaper sweep.
+        return max(wait, MIN_TICK)
 
     def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Send a static entry's task; the reaper's without a ``task-sent`` event.

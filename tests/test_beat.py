@@ -13,11 +13,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
+from celery import Celery
 
+from beat.scheduler import WalrusScheduler
 from tests.cluster import Cluster, parse_sse, wait_for
 from tests.conftest import redis_db_url, write_home
 from walrus_tasks import keys
 from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.settings import get_settings
 
 PULSE = """
     model = "mock"
@@ -323,3 +327,36 @@ def test_walrus_cron_add_ls_rm_and_reload_over_the_gateway(cluster: Cluster) -> 
     reloaded = walrus("reload", *url)
     assert reloaded.returncode == 0, reloaded.stderr
     assert "config reloaded (generation" in reloaded.stdout and "echo" in reloaded.stdout
+
+
+def test_the_firing_beat_sleeps_10_ms_or_more_between_ticks_and_static_entries_keep_time(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's scheduler wakes 10 ms before a static entry (the reaper) is due, then asks for
+    no sleep at all until it is: the beat ticked ~20 times in a row there, each tick six Redis
+    round trips (found by hand in ``MONITOR``). Driven as ``celery.beat.Service`` drives it."""
+    monkeypatch.setenv("WALRUS_HOME", str(write_home(tmp_path / "home", "http://127.0.0.1:1")))
+    get_settings.cache_clear()
+    url = redis_db_url(redis_server)  # a fresh database: the beat's state and its broker
+    r = redis.Redis.from_url(url, decode_responses=True)
+    app = Celery("beat-ticks", set_as_current=False, broker=url)
+    app.conf.beat_schedule = {"often": {"task": "walrus.test.often", "schedule": 0.2}}
+    try:
+        scheduler = WalrusScheduler(app=app)
+        scheduler.redis = r  # the test's database, not the session's default one
+        scheduler.lock = r.lock(keys.BEAT_LOCK, timeout=5, thread_local=False)
+        waits = []
+        until = time.monotonic() + 1.1
+        while time.monotonic() < until:
+            waits.append(scheduler.tick())
+            if waits[-1] > 0:  # celery.beat.Service.start sleeps only then
+                time.sleep(waits[-1])
+        sent = r.llen("celery")  # the app's default queue, in the test's database
+    finally:
+        get_settings.cache_clear()
+        app.close()
+        r.flushdb()
+        r.close()
+    assert min(waits) >= 0.01, sorted(waits)[:5]
+    assert len(waits) < 40, f"{len(waits)} ticks in 1.1 s"
+    assert 3 <= sent <= 6, f"the 0.2 s entry sent {sent} times in 1.1 s"
