@@ -142,13 +142,19 @@ def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_ent
             burst = await anext(live)
             got.append(None if burst is None else [e.id for e in burst])
 
-            async def collect(bursts: AsyncIterator[list[Entry] | None]) -> list[list[str] | None]:
-                return [None if b is None else [e.id for e in b] async for b in bursts]
+            async def collect(
+                bursts: AsyncIterator[list[Entry] | None], into: list[list[str] | None]
+            ) -> list[list[str] | None]:
+                async for b in bursts:
+                    into.append(None if b is None else [e.id for e in b])
+                return into
 
-            behind = asyncio.create_task(collect(hub.bursts(stream, start[0], run_id)))
-            await asyncio.sleep(0.05)  # joined behind the hub's cursor: (start, cursor] caught up
+            caught: list[list[str] | None] = []
+            behind = asyncio.create_task(collect(hub.bursts(stream, start[0], run_id), caught))
+            while len(caught) < 2:  # joined behind the hub's cursor: (start, cursor] caught up
+                await asyncio.sleep(0.005)
             add_many({"type": "chunk", "content": "b"}, {"type": "end"}, {"type": "late"})
-            return got + await collect(live), await behind
+            return await collect(live, got), await behind
 
     got, behind = asyncio.run(main())
     ids = [i for i, _ in r.xrange(stream)]
