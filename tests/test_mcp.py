@@ -41,9 +41,13 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A killed child of ours stays a zombie until reaped; count that as dead.
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
+    # A killed child of ours stays a zombie until reaped; count that as dead (and one reaped
+    # between the kill and the read too).
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return not status.split(") ")[-1].startswith("Z")
 
 
 class HttpServer:
