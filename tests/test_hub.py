@@ -151,7 +151,9 @@ def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_ent
 
             caught: list[list[str] | None] = []
             behind = asyncio.create_task(collect(hub.bursts(stream, start[0], run_id), caught))
-            while len(caught) < 2:  # joined behind the hub's cursor: (start, cursor] caught up
+            for _ in range(1000):  # joined behind the hub's cursor: (start, cursor] caught up
+                if len(caught) >= 2:
+                    break
                 await asyncio.sleep(0.005)
             add_many({"type": "chunk", "content": "b"}, {"type": "end"}, {"type": "late"})
             return await collect(live, got), await behind
