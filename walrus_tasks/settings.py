@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         "sending a task for it (worker.in_place; 0: always a task)",
     )
 
+    task_events_batch_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="a worker publishes the Celery task events (Flower's) buffered this many ms "
+        "after the first, in one message (worker.consumer; 0: at the event loop's next turn, "
+        "as Celery does)",
+    )
+
     step_soft_time_limit: int = Field(
         default=300, description="seconds a task may run before Celery asks it to stop"
     )

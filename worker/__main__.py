@@ -47,6 +47,9 @@ def main() -> None:
     from celery.bin.worker import worker as worker_command
 
     import worker.tasks  # noqa: F401  (registers the task bodies on the app)
+    from worker import consumer
+
+    app.conf.worker_consumer = consumer.PATH  # task events a batch at a time
 
     if get_settings().worker_preload_sdks:  # in the parent: the pool's processes inherit them
         providers.import_sdks()
