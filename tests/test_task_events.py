@@ -76,13 +76,14 @@ def of_task(messages: list[Message], task: str) -> list[Message]:
     return [(at, es) for at, es in mine if es]
 
 
-def ran_one(c: Cluster, pubsub: redis.client.PubSub, into: list[Message]) -> str:
-    """Run one message to its end while reading the events: its drain task's id."""
+def ran_one(c: Cluster, pubsub: redis.client.PubSub, into: list[Message]) -> None:
+    """Run one message to its end while reading the events."""
     run_id = c.enqueue("quick", "t:events")
     c.send_drains("quick", "t:events", 1)
-    while c.run(run_id).get("status") != "succeeded":
+    deadline = time.monotonic() + 60
+    while (status := c.run(run_id).get("status")) != "succeeded":
+        assert time.monotonic() < deadline, f"the run is still {status} after 60 s"
         read(pubsub, into, 0.05)
-    return run_id
 
 
 @pytest.mark.parametrize("batch_ms", ["3000", "0"])
