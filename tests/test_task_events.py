@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 import redis
+from kombu.asynchronous import Hub
 
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM
 from walrus_tasks.celery_app import DRAIN
 from walrus_tasks.redis_server import RedisServer
+from worker import consumer
 
 QUICK = """
 model = "mock"
@@ -127,3 +129,24 @@ def test_what_is_buffered_goes_out_as_the_worker_stops(
     task = drain_task(messages)
     types = [e["type"] for _, es in of_task(messages, task) for e in es]
     assert types == ["task-received", "task-started", "task-succeeded"]
+
+
+def test_a_batch_whose_timer_a_reconnect_cancelled_is_set_again() -> None:
+    """Celery cancels a failed connection's timer entries; the next event sets a new one."""
+    hub = Hub()
+    c = consumer.Consumer.__new__(consumer.Consumer)  # the batching alone, on a real hub
+    c.hub, c.event_dispatcher = hub, None
+    try:
+        c.on_send_event_buffered()
+        first = c._batch
+        c.on_send_event_buffered()
+        assert c._batch is first
+        assert [s.entry for s in hub.timer.queue] == [first], "one timer for the whole batch"
+        hub.timer.cancel(first)  # as celery.worker.loops.asynloop does on a connection error
+        c.on_send_event_buffered()
+        assert c._batch is not first
+        assert not c._batch.canceled
+        c._flush_batch()
+        assert c._batch is None
+    finally:
+        hub.close()

@@ -14,6 +14,8 @@ and what it holds goes out as the consumer stops. ``python -m worker`` installs 
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from walrus_tasks.settings import get_settings
@@ -25,19 +27,19 @@ PATH = "worker.consumer:Consumer"
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's consumer, its buffered task events published a batch at a time."""
 
-    _events_due = False
+    _batch: Any = None
+    """The timer entry that publishes the buffer (None: nothing is held)."""
 
     def on_send_event_buffered(self) -> None:
         """A task event was buffered: publish the buffer once the batch is up (not now)."""
         delay_ms = get_settings().task_events_batch_ms
         if not delay_ms or self.hub is None:
             super().on_send_event_buffered()
-        elif not self._events_due:
-            self._events_due = True
-            self.hub.call_later(delay_ms / 1000, self._flush_batch)
+        elif self._batch is None or self._batch.canceled:  # a reconnect may cancel it
+            self._batch = self.hub.call_later(delay_ms / 1000, self._flush_batch)
 
     def _flush_batch(self) -> None:
-        self._events_due = False
+        self._batch = None
         self._flush_events()
 
     def stop(self) -> None:
