@@ -9,8 +9,6 @@ stops.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from kombu.asynchronous import Hub
 from tests.cluster import Cluster, running, wait_for
 from tests.conftest import agents_home, redis_db_url
 from tests.fakellm import FakeLLM
+from tests.test_task_push import unpacked
 from walrus_tasks.celery_app import DRAIN
 from walrus_tasks.redis_server import RedisServer
 from worker import consumer
@@ -59,7 +58,7 @@ def read(pubsub: redis.client.PubSub, into: list[Message], seconds: float) -> No
         raw = pubsub.get_message(timeout=left)
         if raw is None:
             continue
-        body = json.loads(base64.b64decode(json.loads(raw["data"])["body"]))
+        body = unpacked(raw["data"])["body"]
         events = body if isinstance(body, list) else [body]
         events = [e for e in events if e["type"] != "task-sent"]  # the sender's (the test's)
         if events:

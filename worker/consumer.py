@@ -8,7 +8,7 @@ of the worker parent's event loop time in the Agent Protocol bench's profile
 the buffer ``WALRUS_TASK_EVENTS_BATCH_MS`` (20) after the first event in it instead, so the
 events of every task that ran meanwhile go out in one ``PUBLISH``. Flower sees them that much
 later and no fewer: the buffer still goes at once when it holds Celery's ``buffer_limit`` (24),
-and what it holds goes out as the consumer stops. ``python -m worker`` installs it as Celery's
+and what it holds goes out as the worker stops. ``python -m worker`` installs it as Celery's
 ``worker_consumer``; 0 leaves Celery's own timing.
 """
 
@@ -42,12 +42,11 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         self._batch = None
         self._flush_events()
 
-    def stop(self) -> None:
-        """A warm shutdown: what is buffered goes out as the consumer stops."""
-        self._flush_events()
-        super().stop()
-
     def shutdown(self) -> None:
-        """And the events of the tasks that ended meanwhile."""
+        """What is buffered goes out as the worker stops.
+
+        Warm or cold: Celery calls this once its steps have stopped, so the events of the tasks
+        that ended meanwhile go too.
+        """
         self._flush_events()
         super().shutdown()
