@@ -109,14 +109,30 @@ class Hub:
         """:meth:`entries` a burst at a time (``StreamReader.bursts``, of its reader)."""
         return self.reader(key).bursts(key, after, run_id)
 
-    def run_items(self, run_id: str, after: str, *, resume: bool = True) -> AsyncIterator[Item]:
+    def run_items(
+        self, run_id: str, after: str, *, resume: bool = True, ended: bool = False
+    ) -> AsyncIterator[Item]:
         """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` idle.
 
         Stops if the run no longer exists. With ``resume`` a subscriber cut for being slow
         catches up from its last id by itself (for consumers without ``Last-Event-ID``).
+        ``ended``: the caller read the run's record ended, so its stream is read to the end
+        (``StreamReader.ended``) and subscribed to only if that holds no ``end``.
         """
         key = keys.run_part(run_id, "events")
+        if ended:
+            return self._items(lambda at: self._ended(key, at, run_id), after, None, resume)
         return self._items(lambda at: self.entries(key, at, run_id), after, None, resume)
+
+    async def _ended(self, key: str, after: str, run_id: str) -> AsyncIterator[Entry | None]:
+        """An ended run's entries read to its ``end``; on from a subscription if none is there."""
+        async for entry in self.reader(key).ended(key, after):
+            yield entry
+            if entry.ends:
+                return
+            after = entry.id
+        async for item in self.entries(key, after, run_id):
+            yield item
 
     def feed_items(
         self, after: str, agent: str | None, *, resume: bool = True

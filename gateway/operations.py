@@ -313,13 +313,14 @@ def usage_report(
     )  # fmt: skip
 
 
-def run_events(hub: Hub, run_id: str, after: str) -> AsyncIterator[Item]:
+def run_events(hub: Hub, run_id: str, after: str, *, ended: bool = False) -> AsyncIterator[Item]:
     """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` while idle.
 
     Read by the app's :class:`gateway.hub.Hub` (``app.state.hub``), which rides out a Redis
     restart; once Redis has been away ``sse_redis_grace`` the Redis error propagates.
+    ``ended``: the run's record was read ended (``Hub.run_items``).
     """
-    return hub.run_items(run_id, after)
+    return hub.run_items(run_id, after, ended=ended)
 
 
 async def run_end(

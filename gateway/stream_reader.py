@@ -273,8 +273,20 @@ class StreamReader:
         if not state.subs and self.keys.get(state.name) is state:
             del self.keys[state.name]
 
+    async def ended(self, key: str, after: str) -> AsyncIterator[Entry]:
+        """The entries of an ended run's stream ``key`` after ``after``, through its ``end``.
+
+        Read with ``XRANGE`` on the control connection, a page at a time, and never subscribed
+        to: no ``CLIENT UNBLOCK``, no ``XREAD`` over every key sent again for a stream that
+        gets nothing more. Stops short of an ``end`` where the stream holds none (expired).
+        """
+        async for entry in self._range(key, after, "+", False, None):
+            yield entry
+            if entry.ends:
+                return
+
     async def _range(
-        self, key: str, after: str, upto: str, feed: bool, sub: Subscriber
+        self, key: str, after: str, upto: str, feed: bool, sub: Subscriber | None
     ) -> AsyncIterator[Entry]:
         """Entries in ``(after, upto]``, read on the control connection, in pages."""
         while True:
@@ -283,7 +295,7 @@ class StreamReader:
             for entry_id, fields in page:
                 yield self._entry(entry_id, fields, feed)
                 after = entry_id
-            if len(page) < COUNT or sub.failure is not None:
+            if len(page) < COUNT or (sub is not None and sub.failure is not None):
                 return
 
     async def _control(self, call: Callable[[], Any]) -> Any:

@@ -111,6 +111,28 @@ def test_background_run_joined_then_rejoined_without_repeats(ap: Cluster) -> Non
     assert ai_text(lg.runs.join(tid, run["run_id"])) == "a b c d e"
 
 
+def test_a_join_after_the_runs_end_answers_as_the_join_that_waited_for_it(ap: Cluster) -> None:
+    """A join of a run whose record says it has ended reads its stream to the ``end`` without
+    subscribing to it (``Hub.run_items``, ``ended``): the answer is the one a join that waited
+    for the end gave, a failed run's ``__error__`` included."""
+    lg = client(ap)
+    say = {"messages": [{"role": "user", "content": "go"}]}
+    for agent, status in (("paced", "success"), ("broken", "error")):
+        tid = lg.threads.create()["thread_id"]
+        run = lg.runs.create(tid, agent, input=say)
+        waited = lg.runs.join(tid, run["run_id"])  # paced: five chunks 20 ms apart, so running
+        assert lg.runs.get(tid, run["run_id"])["status"] == status
+        assert lg.runs.join(tid, run["run_id"]) == waited
+        assert waited["messages"] == lg.threads.get_state(tid)["values"]["messages"]
+        if agent == "paced":
+            assert ai_text(waited) == "a b c d e" and "__error__" not in waited
+        else:
+            assert waited["__error__"] == {
+                "error": "run_failed",
+                "message": "mock: the mock model was told to fail",
+            }
+
+
 def test_cancel_interrupts_within_two_seconds_and_reject_is_409(ap: Cluster) -> None:
     lg = client(ap)
     tid = lg.threads.create()["thread_id"]

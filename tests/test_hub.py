@@ -164,6 +164,39 @@ def test_bursts_bring_what_one_read_brought_at_once_with_no_gap_duplicate_or_ent
     assert behind == [ids[1:2], ids[2:3], ids[3:5]], "caught up an entry at a time, then live"
 
 
+def test_an_ended_runs_items_are_read_without_a_subscription_and_as_a_subscriber_reads_them(
+    url: str,
+) -> None:
+    """``run_items(..., ended=True)`` (a join after the run): the items a subscriber reads,
+    through the ``end``, from any cursor, with no key added to the reader (so no ``CLIENT
+    UNBLOCK`` and no ``XREAD`` over every key sent again); and where the stream holds no
+    ``end`` yet, on from a subscription with no gap or duplicate."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    run_id, open_run = "e" * 32, "d" * 32
+    ids = [add(r, run_id, {"type": t}) for t in ("start", "chunk", "chunk", "end")]
+    early = [add(r, open_run, {"type": t}) for t in ("start", "chunk")]
+
+    async def items(hub: Hub, run: str, after: str, ended: bool) -> list[str]:
+        return [i for i, event in [x async for x in hub.run_items(run, after, ended=ended)]
+                if event is not None]  # fmt: skip
+
+    async def main() -> tuple[list[list[str]], int, list[str]]:
+        async with running_hub(url) as hub:
+            reader = hub.reader(keys.run_part(run_id, "events"))
+            got = [await items(hub, run_id, after, True) for after in ("0-0", ids[1])]
+            added = reader.version
+            got.append(await items(hub, run_id, "0-0", False))  # a subscriber: the control
+            late = asyncio.create_task(items(hub, open_run, "0-0", True))
+            await asyncio.sleep(0.3)  # it read what is there, then subscribed
+            early.append(add(r, open_run, {"type": "end"}))
+            return got, added, await asyncio.wait_for(late, 10)
+
+    got, added, late = asyncio.run(main())
+    assert got == [ids, ids[2:], ids]
+    assert added == 0, "an ended run's read added a key to the reader"
+    assert late == early
+
+
 def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:
     r = redis.Redis.from_url(url, decode_responses=True)
     run_id = "b" * 32

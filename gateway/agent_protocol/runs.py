@@ -38,9 +38,12 @@ from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.models import RunStatus
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
+ENDED = frozenset(s.value for s in RunStatus if s.terminal)
+"""A run record's ``status`` once the run has ended (its ``end`` is in its stream)."""
 
 
 def _thread(
@@ -179,6 +182,14 @@ def _thread_of_run(
     return thread_ops.thread_and_run(r, tenant, thread_id, run_id)[0]
 
 
+def _thread_and_ended(
+    r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
+) -> tuple[dict[str, str], bool]:
+    """:func:`_thread_of_run`, and whether the run's record says it has ended."""
+    h, _, record = thread_ops.thread_and_run(r, tenant, thread_id, run_id)
+    return h, record.get("status", "") in ENDED
+
+
 @router.post("/threads/{thread_id}/runs")
 async def create_run(
     thread_id: str, body: RunCreate, r: Redis, config: Cfg, tenant: Space
@@ -313,8 +324,8 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
-    return await streaming.final_values(hub, aredis, run_id, h)
+    h, ended = await run_in_threadpool(_thread_and_ended, r, tenant, thread_id, run_id)
+    return await streaming.final_values(hub, aredis, run_id, h, ended=ended)
 
 
 @router.get(f"{RUN}/stream")

@@ -259,17 +259,25 @@ def frames(
 
 
 async def final_values(
-    hub: Hub, r: aioredis.Redis, run_id: str, thread: dict[str, str], after: str = "0-0"
+    hub: Hub,
+    r: aioredis.Redis,
+    run_id: str,
+    thread: dict[str, str],
+    after: str = "0-0",
+    *,
+    ended: bool = False,
 ) -> dict[str, Any]:
     """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``).
 
     Only the run's last checkpoint is answered: the thread's history is read at its end (or
     question), not at every ``start`` and ``tools_complete`` the stream passes on the way.
+    ``ended``: the run's record was read ended (a join after the run), so its stream is read
+    without a subscription (``Hub.run_items``).
     """
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
-    async for entry_id, event in ops.run_events(hub, run_id, after):
+    async for entry_id, event in ops.run_events(hub, run_id, after, ended=ended):
         if event is None or event["type"] not in FINAL_EVENTS:
             continue
         for name, data in await t.translate(event, entry_id):
