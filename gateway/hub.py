@@ -1,14 +1,17 @@
 """The gateway's reader of every open run stream and of the live feed.
 
 Every stream a gateway process relays is read through its one :class:`Hub`, never by a route
-itself. On one Redis the hub is one :class:`gateway.stream_reader.StreamReader`: one blocking
-``XREAD`` over every key with subscribers, on two connections whatever the number of streams.
-On Redis Cluster an ``XREAD`` reads keys of one slot only, so the hub has a reader per
-hash-tag bucket (docs/design.md, "Keys and slots"), each with its two connections to the
-master that serves its bucket (``redis_url.slot_client``: looked up again on every reconnect,
-so a reader follows a failover); a run's stream is read by its bucket's reader. The live feed
-is one stream a bucket: :meth:`Hub.feed` merges them, its cursor holding every bucket's
-position (``walrus_tasks.feed``).
+itself. The hub has a :class:`gateway.stream_reader.StreamReader` per hash-tag bucket
+(docs/design.md, "Keys and slots"): one blocking ``XREAD`` over every key of the bucket with
+subscribers, on two connections whatever the number of streams, so ``2 * keys.BUCKETS`` at
+most in all; a run's stream is read by its bucket's reader. A reader sends its ``XREAD`` again
+whenever a key is added or an entry comes, over every key it reads, so a bucket's reader makes
+that cost a sixteenth of what one reader of every stream made it (docs/benchmarks.md, issue
+25, sixteenth round). On Redis Cluster, where an ``XREAD`` reads keys of one slot only, each
+reader's connections go to the master that serves its bucket (``redis_url.slot_client``:
+looked up again on every reconnect, so a reader follows a failover). The live feed is one
+stream a bucket: :meth:`Hub.feed` merges them, its cursor holding every bucket's position
+(``walrus_tasks.feed``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class FeedEntry(Entry):
 
 
 class Hub:
-    """The gateway's stream reader(s): one, or one a bucket on Redis Cluster."""
+    """The gateway's stream readers, one a bucket."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -52,7 +55,7 @@ class Hub:
         address = parse_cluster(settings.redis_url) if is_cluster(settings.redis_url) else None
         if address is None:
             self.slots = None
-            self.readers = [StreamReader(settings)]
+            self.readers = [StreamReader(settings) for _ in range(keys.BUCKETS)]
             return
         # The cluster's slot map, asked where each bucket's master is as a reader connects.
         self.slots = async_client(settings.redis_url, decode_responses=True)
@@ -63,7 +66,7 @@ class Hub:
 
     def reader(self, key: str) -> StreamReader:
         """The reader of ``key`` (a run's events or a bucket's feed)."""
-        return self.readers[keys.key_bucket(key)] if self.slots is not None else self.readers[0]
+        return self.readers[keys.key_bucket(key)]
 
     def start(self) -> None:
         """Start every reader (the app's lifespan starts its hub)."""

@@ -1,12 +1,13 @@
-"""One Redis reader for every open stream of a gateway process (of one bucket, on a cluster).
+"""One Redis reader for every open stream of one bucket of a gateway process.
 
 Every SSE stream, WebSocket ``stream``/``subscribe_events`` op and protocol stream of a gateway
-process subscribes here instead of reading Redis itself. A single task sends one blocking
-``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` over every stream key that has subscribers, on a
+process subscribes to its bucket's reader instead of reading Redis itself. A single task sends
+one blocking ``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` over every stream key that has
+subscribers, on a
 dedicated connection, and hands each entry to the subscribers of its key; a second connection
 serves ``CLIENT UNBLOCK`` (a new key interrupts the blocked read so it is read at once),
-catch-up ranges (``XRANGE``) and the check that a run still exists. So a gateway holds two Redis
-connections for its streams whatever their number.
+catch-up ranges (``XRANGE``) and the check that a run still exists. So a reader holds two Redis
+connections for its streams whatever their number (the gateway's hub has one reader a bucket).
 
 Each key has one cursor (the last entry id read). A subscriber that joins a key the hub reads
 at a later cursor first reads ``(after, cursor]`` with ``XRANGE`` and then takes the hub's

@@ -54,13 +54,15 @@ async def take(entries: AsyncIterator[Entry | None], n: int) -> list[str]:
     return out
 
 
-def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: str) -> None:
+def test_many_streams_share_two_connections_a_bucket_and_a_new_key_is_read_at_once(
+    url: str,
+) -> None:
     r = redis.Redis.from_url(url, decode_responses=True)
     runs = [f"{i:032x}" for i in range(50)]
     for run_id in runs:
         add(r, run_id, {"type": "start"})
 
-    async def main() -> tuple[list[list[str]], int, float]:
+    async def main() -> tuple[list[list[str]], int, float, dict[int, int]]:
         before = {int(c["id"]) for c in r.client_list()}
         async with running_hub(url) as hub:
             subs = [
@@ -70,8 +72,9 @@ def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: s
                 for run_id in runs
                 for _ in range(4)
             ]
-            await asyncio.sleep(0.3)  # all subscribed; the reader blocks on 50 keys
+            await asyncio.sleep(0.3)  # all subscribed; each bucket's reader blocks on its keys
             conns = len({int(c["id"]) for c in r.client_list()} - before) - 1  # minus r
+            versions = [reader.version for reader in hub.readers]
             t0 = time.monotonic()
             new = "f" * 32
             late = asyncio.create_task(
@@ -81,14 +84,21 @@ def test_many_streams_share_two_connections_and_a_new_key_is_read_at_once(url: s
             add(r, new, {"type": "end"})
             await late
             latency = time.monotonic() - t0
+            added = {
+                b: reader.version - versions[b]
+                for b, reader in enumerate(hub.readers)
+                if reader.version != versions[b]
+            }
             for run_id in runs:
                 add(r, run_id, {"type": "end"})
-            return await asyncio.gather(*subs), conns, latency
+            return await asyncio.gather(*subs), conns, latency, added
 
-    got, conns, latency = asyncio.run(main())
+    got, conns, latency, added = asyncio.run(main())
     assert all(len(ids) == 2 for ids in got)
-    assert conns <= 2, conns
+    assert conns <= 2 * keys.BUCKETS, conns  # 200 subscribers, 50 keys: two a bucket at most
     assert latency < 1.0, "a new key interrupts the blocked read (CLIENT UNBLOCK)"
+    # The new key made its own bucket's reader read again, and no other.
+    assert added == {keys.key_bucket(keys.run("f" * 32)): 1}, added
 
 
 def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate(

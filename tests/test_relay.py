@@ -66,7 +66,7 @@ class Counted:
 
 
 def subscribers(hub: Hub) -> int:
-    key = hub.readers[0].keys.get(EVENTS)
+    key = hub.reader(EVENTS).keys.get(EVENTS)
     return 0 if key is None else len(key.subs)
 
 

@@ -1,18 +1,23 @@
-"""A join of an ended run beside many open streams: what it costs the gateway and Redis.
+"""What a join of an ended run and a streamed run cost beside many open streams.
 
-``python -m bench.ended_join --open 1000 --joins 300``: the bench's own Redis, gateway and
-workers (``bench.procs``); ``--open`` Agent Protocol streams held open on runs queued behind
-one that waits for ten minutes (so each is a key the gateway's stream hub reads, and none gets
-an event); then ``--joins`` background runs of the bench agent, ten a thread, left to end; then
-each joined with the official ``langgraph-sdk`` one after the other, the gateway's, workers',
-Redis's and this client's CPU a join measured over the joins alone. Prints one JSON object
-(docs/benchmarks.md, "Issue 25, sixteenth round"), ``still_open`` the streams open still when
-the last join was answered; the exit status is 1 unless every stream was open through every
-join and every join answered the run's values.
+``python -m bench.open_streams --open 1000``: the bench's own Redis, gateway and workers
+(``bench.procs``); ``--open`` Agent Protocol streams held open on runs queued behind one that
+waits for ten minutes (so each is a key the gateway's stream hub reads, and none gets an
+event); then, measured one after the other with every one of them still open:
 
-A join reads the run's stream to its ``end``. Through a subscription, every new key made the
-hub send its ``XREAD`` again over every key it reads, so a join cost more the more streams
-were open; a run whose record says it has ended is read without one (``Hub.run_items``).
+- ``join``: ``--joins`` background runs of the bench agent, ten a thread, left to end, then each
+  joined with the official ``langgraph-sdk``;
+- ``streamed``: ``--streamed`` native streamed runs (figure 2's ``POST`` → first chunk, each to a
+  conversation of its own, on one keep-alive connection), after 20 unmeasured.
+
+Each gives the gateway's, workers', Redis's and this client's CPU a call, over the measured
+calls alone. Prints one JSON object (docs/benchmarks.md, "Issue 25, sixteenth round");
+``still_open`` is the streams open still after the last call, and the exit status is 1 unless
+every stream was open through every call, every join answered the run's values and every
+streamed run ended.
+
+A stream's reader sends its ``XREAD`` again over every key it reads whenever a key is added or
+an entry comes, so both cost more the more streams one reader reads (``gateway/hub.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from bench import streamed_runs
 from bench.procs import AGENT, BENCH_AGENT, LIFTED, Env, cpu_seconds, environment
 
 HELD = 'model = "mock"\n[mock]\nreply = "held for ten minutes"\nchunk_delay_ms = 600000\n'
@@ -34,13 +40,19 @@ The runs queued behind it wait, and their streams with them."""
 PER_THREAD = 10
 WARMUP = 10
 """Joins before the measured ones (the gateway's first calls)."""
+STREAMED_WARMUP = 20
 
 
 def say(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
 
 
-async def measure(env: Env, held: int, joins: int) -> dict[str, Any]:
+def per_call(cpu0: dict[str, float], cpu1: dict[str, float], n: int) -> dict[str, float]:
+    """CPU ms a call of each kind of process, from two ``cpu_seconds`` snapshots."""
+    return {f"{kind}_cpu_ms": (cpu1[kind] - cpu0[kind]) * 1000 / n for kind in cpu1}
+
+
+async def measure(env: Env, held: int, joins: int, streamed: int) -> dict[str, Any]:
     from langgraph_sdk import get_client
 
     url = env.gateway_url
@@ -84,34 +96,50 @@ async def measure(env: Env, held: int, joins: int) -> dict[str, Any]:
         cpu0, t0 = cpu_seconds(env), time.perf_counter()
         answered = [await lg.runs.join(thread, run_id) for thread, run_id in measured]
         elapsed, cpu1 = time.perf_counter() - t0, cpu_seconds(env)
+        join = {
+            "joins": len(measured),
+            "answered": sum(bool(a.get("messages")) and "__error__" not in a for a in answered),
+            "wall_ms": elapsed * 1000 / len(measured),
+            **per_call(cpu0, cpu1, len(measured)),
+        }
+        cpu0 = cpu_seconds(env)
+        runs = await asyncio.to_thread(
+            streamed_runs.dispatch, url, AGENT, streamed, STREAMED_WARMUP, lambda _: None
+        )
+        cpu1 = cpu_seconds(env)  # the warm-up's runs are in it: a CPU figure a run of all
+        stream = {
+            "runs": streamed,
+            "failures": dict(runs.failures),
+            "first_chunk_p50_ms": runs.first_chunk.summary()["p50_ms"],
+            **per_call(cpu0, cpu1, streamed + STREAMED_WARMUP),
+        }
         still_open = sum(not task.done() for task in holders)
         for task in holders:
             task.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
-    n = len(measured)
     return {
         "open_streams": sum(code == 200 for code in opened),
         "still_open": still_open,
-        "joins": n,
-        "answered": sum(bool(a.get("messages")) and "__error__" not in a for a in answered),
-        "wall_ms_a_join": elapsed * 1000 / n,
-        **{f"{kind}_cpu_ms_a_join": (cpu1[kind] - cpu0[kind]) * 1000 / n for kind in cpu1},
+        "join": join,
+        "streamed": stream,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ended_join", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.open_streams", description=__doc__)
     parser.add_argument("--open", type=int, default=1000, help="streams held open (1000)")
     parser.add_argument("--joins", type=int, default=300, help="joins measured (300)")
+    parser.add_argument("--streamed", type=int, default=200, help="streamed runs measured (200)")
     args = parser.parse_args(argv)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket each, here and in the gateway
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     agents = {AGENT: BENCH_AGENT, "held": HELD}
-    with environment(2, 2, agents=agents, env_extra=dict(LIFTED), name="ended-join") as env:
-        out = asyncio.run(measure(env, args.open, args.joins))
+    with environment(2, 2, agents=agents, env_extra=dict(LIFTED), name="open-streams") as env:
+        out = asyncio.run(measure(env, args.open, args.joins, args.streamed))
     print(json.dumps(out, indent=2))
-    held = out["open_streams"] == out["still_open"] == args.open  # open through every join
-    return 0 if out["answered"] == out["joins"] and held else 1
+    held = out["open_streams"] == out["still_open"] == args.open  # open through every call
+    answered = out["join"]["answered"] == out["join"]["joins"]
+    return 0 if held and answered and not out["streamed"]["failures"] else 1
 
 
 if __name__ == "__main__":
