@@ -1,9 +1,10 @@
 """What a join of an ended run and a streamed run cost beside many open streams.
 
 ``python -m bench.open_streams --open 1000``: the bench's own Redis, gateway and workers
-(``bench.procs``); ``--open`` Agent Protocol streams held open on runs queued behind one that
-waits for ten minutes (so each is a key the gateway's stream hub reads, and none gets an
-event); then, measured one after the other with every one of them still open:
+(``bench.procs``, 2 workers of 10 pool processes); ``--open`` Agent Protocol streams held open
+on runs queued on 16 threads, one in each hash-tag bucket, behind a first run that waits for
+ten minutes (so each is a key the gateway's stream hub reads, and none gets an event); then,
+measured one after the other with every one of them still open:
 
 - ``join``: ``--joins`` background runs of the bench agent, ten a thread, left to end, then each
   joined with the official ``langgraph-sdk``;
@@ -27,12 +28,14 @@ import asyncio
 import json
 import resource
 import time
+import uuid
 from typing import Any
 
 import httpx
 
 from bench import streamed_runs
 from bench.procs import AGENT, BENCH_AGENT, LIFTED, Env, cpu_seconds, environment
+from walrus_tasks import keys
 
 HELD = 'model = "mock"\n[mock]\nreply = "held for ten minutes"\nchunk_delay_ms = 600000\n'
 """The agent whose first run holds its thread: ten minutes from its first chunk to the next.
@@ -41,6 +44,15 @@ PER_THREAD = 10
 WARMUP = 10
 """Joins before the measured ones (the gateway's first calls)."""
 STREAMED_WARMUP = 20
+
+
+def thread_a_bucket() -> list[str]:
+    """A thread id in each hash-tag bucket, so the held streams are spread over all of them."""
+    found: dict[int, str] = {}
+    while len(found) < keys.BUCKETS:
+        tid = str(uuid.uuid4())
+        found.setdefault(keys.bucket_of(f"held:thread:{tid}"), tid)
+    return [found[b] for b in range(keys.BUCKETS)]
 
 
 def say(text: str) -> dict[str, Any]:
@@ -61,21 +73,24 @@ async def measure(env: Env, held: int, joins: int, streamed: int) -> dict[str, A
         get_client(url=url, api_key=None) as lg,
         httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as h,
     ):
-        tid = (await lg.threads.create())["thread_id"]
-        runs = [
-            (await lg.runs.create(tid, "held", input=say(str(i)), multitask_strategy="enqueue"))
-            for i in range(held)
-        ]
+        held_runs: list[tuple[str, str]] = []
+        for n, tid in enumerate(thread_a_bucket() if held else []):
+            await lg.threads.create(thread_id=tid)
+            for i in range(held // keys.BUCKETS + (n < held % keys.BUCKETS)):
+                run = await lg.runs.create(
+                    tid, "held", input=say(str(i)), multitask_strategy="enqueue"
+                )
+                held_runs.append((tid, run["run_id"]))
         opened: list[int] = []
 
-        async def hold(run_id: str) -> None:
+        async def hold(tid: str, run_id: str) -> None:
             path = f"/threads/{tid}/runs/{run_id}/stream"
             async with h.stream("GET", path, headers={"Last-Event-ID": "-1"}) as resp:
                 opened.append(resp.status_code)
                 async for _ in resp.aiter_bytes():
                     pass
 
-        holders = [asyncio.create_task(hold(run["run_id"])) for run in runs]
+        holders = [asyncio.create_task(hold(tid, run_id)) for tid, run_id in held_runs]
         deadline = time.monotonic() + 60
         while len(opened) < held and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -134,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket each, here and in the gateway
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     agents = {AGENT: BENCH_AGENT, "held": HELD}
-    with environment(2, 2, agents=agents, env_extra=dict(LIFTED), name="open-streams") as env:
+    # Each bucket's held thread keeps a pool process: 2 x 10 leave 4 for the measured runs.
+    workers, concurrency = 2, (keys.BUCKETS + 4) // 2
+    with environment(
+        workers, concurrency, agents=agents, env_extra=dict(LIFTED), name="open-streams"
+    ) as env:
         out = asyncio.run(measure(env, args.open, args.joins, args.streamed))
     print(json.dumps(out, indent=2))
     held = out["open_streams"] == out["still_open"] == args.open  # open through every call
