@@ -58,7 +58,7 @@ def test_many_streams_share_two_connections_a_bucket_and_a_new_key_is_read_at_on
     url: str,
 ) -> None:
     r = redis.Redis.from_url(url, decode_responses=True)
-    runs = [f"{i:032x}" for i in range(50)]
+    runs = [f"{i % keys.BUCKETS:x}{i:031x}" for i in range(50)]  # first digit: the bucket
     for run_id in runs:
         add(r, run_id, {"type": "start"})
 
