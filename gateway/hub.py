@@ -120,7 +120,7 @@ class Hub:
         Stops if the run no longer exists. With ``resume`` a subscriber cut for being slow
         catches up from its last id by itself (for consumers without ``Last-Event-ID``).
         ``ended``: the caller read the run's record ended, so its stream is read to the end
-        (``StreamReader.ended``) and subscribed to only if that holds no ``end``.
+        (``StreamReader.tail``) and subscribed to only if that holds no ``end``.
         """
         key = keys.run_part(run_id, "events")
         if ended:
@@ -129,7 +129,7 @@ class Hub:
 
     async def _ended(self, key: str, after: str, run_id: str) -> AsyncIterator[Entry | None]:
         """An ended run's entries read to its ``end``; on from a subscription if none is there."""
-        async for entry in self.reader(key).ended(key, after):
+        async for entry in self.reader(key).tail(key, after):
             yield entry
             if entry.ends:
                 return

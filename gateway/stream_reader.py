@@ -3,9 +3,9 @@
 Every SSE stream, WebSocket ``stream``/``subscribe_events`` op and protocol stream of a gateway
 process subscribes to its bucket's reader instead of reading Redis itself. A single task sends
 one blocking ``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` over every stream key that has
-subscribers, on a
-dedicated connection, and hands each entry to the subscribers of its key; a second connection
-serves ``CLIENT UNBLOCK`` (a new key interrupts the blocked read so it is read at once),
+subscribers, on a dedicated connection, and hands each entry to the subscribers of its key; a
+second connection serves ``CLIENT UNBLOCK`` (a new key interrupts the blocked read so it is read
+at once),
 catch-up ranges (``XRANGE``) and the check that a run still exists. So a reader holds two Redis
 connections for its streams whatever their number (the gateway's hub has one reader a bucket).
 
@@ -274,17 +274,14 @@ class StreamReader:
         if not state.subs and self.keys.get(state.name) is state:
             del self.keys[state.name]
 
-    async def ended(self, key: str, after: str) -> AsyncIterator[Entry]:
-        """The entries of an ended run's stream ``key`` after ``after``, through its ``end``.
+    def tail(self, key: str, after: str) -> AsyncIterator[Entry]:
+        """The entries of run stream ``key`` after ``after``, to its last.
 
         Read with ``XRANGE`` on the control connection, a page at a time, and never subscribed
-        to: no ``CLIENT UNBLOCK``, no ``XREAD`` over every key sent again for a stream that
-        gets nothing more. Stops short of an ``end`` where the stream holds none (expired).
+        to: no ``CLIENT UNBLOCK``, no ``XREAD`` over every key sent again (for an ended run's
+        stream, which gets nothing more: ``Hub.run_items``).
         """
-        async for entry in self._range(key, after, "+", False, None):
-            yield entry
-            if entry.ends:
-                return
+        return self._range(key, after, "+", False, None)
 
     async def _range(
         self, key: str, after: str, upto: str, feed: bool, sub: Subscriber | None

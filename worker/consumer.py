@@ -4,9 +4,9 @@ Celery's consumer buffers a task's events (``task-received``, ``task-started``,
 ``task-succeeded``, ...) and publishes the buffer at the event loop's next turn. A task's events
 come at different turns, so each went out as a ``PUBLISH`` of its own: about three a task, 30 %
 of the worker parent's event loop time in the Agent Protocol bench's profile
-(docs/benchmarks.md). This consumer publishes
-the buffer ``WALRUS_TASK_EVENTS_BATCH_MS`` (20) after the first event in it instead, so the
-events of every task that ran meanwhile go out in one ``PUBLISH``. Flower sees them that much
+(docs/benchmarks.md). This consumer publishes the buffer ``WALRUS_TASK_EVENTS_BATCH_MS`` (20)
+after the first event in it instead, so the events of every task that ran meanwhile go out in
+one ``PUBLISH``. Flower sees them that much
 later and no fewer: the buffer still goes at once when it holds Celery's ``buffer_limit`` (24),
 and what it holds goes out as the worker stops. ``python -m worker`` installs it as Celery's
 ``worker_consumer``; 0 leaves Celery's own timing.

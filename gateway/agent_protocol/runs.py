@@ -42,8 +42,6 @@ from walrus_tasks.models import RunStatus
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
-ENDED = frozenset(s.value for s in RunStatus if s.terminal)
-"""A run record's ``status`` once the run has ended (its ``end`` is in its stream)."""
 
 
 def _thread(
@@ -177,17 +175,14 @@ def _start_and_view(
 
 def _thread_of_run(
     r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
-) -> dict[str, str]:
-    """Thread ``thread_id`` of ``tenant``, if run ``run_id`` is one of its runs (NotFound)."""
-    return thread_ops.thread_and_run(r, tenant, thread_id, run_id)[0]
-
-
-def _thread_and_ended(
-    r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
 ) -> tuple[dict[str, str], bool]:
-    """:func:`_thread_of_run`, and whether the run's record says it has ended."""
+    """Thread ``thread_id`` of ``tenant``, if run ``run_id`` is one of its runs (NotFound).
+
+    And whether the run's record says it has ended (its ``end`` is in its stream then).
+    """
     h, _, record = thread_ops.thread_and_run(r, tenant, thread_id, run_id)
-    return h, record.get("status", "") in ENDED
+    status = record.get("status")
+    return h, status is not None and RunStatus(status).terminal
 
 
 @router.post("/threads/{thread_id}/runs")
@@ -324,7 +319,7 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    h, ended = await run_in_threadpool(_thread_and_ended, r, tenant, thread_id, run_id)
+    h, ended = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     return await streaming.final_values(hub, aredis, run_id, h, ended=ended)
 
 
@@ -359,7 +354,7 @@ async def _join_stream(
     stream_mode: list[str],
     last_event_id: str | None,
 ) -> EventStream:
-    h = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
+    h, _ = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
     asked = [m for m in stream_mode if m]  # the SDK sends stream_mode= for none
     modes = asked or await run_in_threadpool(thread_ops.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
