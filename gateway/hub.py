@@ -2,16 +2,17 @@
 
 Every stream a gateway process relays is read through its one :class:`Hub`, never by a route
 itself. The hub has a :class:`gateway.stream_reader.StreamReader` per hash-tag bucket
-(docs/design.md, "Keys and slots"): one blocking ``XREAD`` over every key of the bucket with
-subscribers, on two connections whatever the number of streams, so ``2 * keys.BUCKETS`` at
-most in all; a run's stream is read by its bucket's reader. A reader sends its ``XREAD`` again
-whenever a key is added or an entry comes, over every key it reads, so a bucket's reader makes
-that cost a sixteenth of what one reader of every stream made it (docs/benchmarks.md, issue
-25, sixteenth round). On Redis Cluster, where an ``XREAD`` reads keys of one slot only, each
-reader's connections go to the master that serves its bucket (``redis_url.slot_client``:
-looked up again on every reconnect, so a reader follows a failover). The live feed is one
-stream a bucket: :meth:`Hub.feed` merges them, its cursor holding every bucket's position
-(``walrus_tasks.feed``).
+(docs/design.md, "Keys and slots"): blocking ``XREAD``s over the keys of the bucket with
+subscribers, on at most three connections whatever the number of streams, so
+``3 * keys.BUCKETS`` at most in all; a run's stream is read by its bucket's reader. An
+``XREAD`` is sent again whenever a key is added or an entry comes, over every key it reads: a
+reader per bucket makes that a sixteenth of the keys (docs/benchmarks.md, issue 25, sixteenth
+round), and a reader's hot read, apart from its cold one, makes it the bucket's busy keys only
+(``gateway.stream_reader``; seventeenth round). On Redis Cluster, where an ``XREAD`` reads keys
+of one slot only, each reader's connections go to the master that serves its bucket
+(``redis_url.slot_client``: looked up again on every reconnect, so a reader follows a
+failover). The live feed is one stream a bucket: :meth:`Hub.feed` merges them, its cursor
+holding every bucket's position (``walrus_tasks.feed``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,19 @@
 """One Redis reader for every open stream of one bucket of a gateway process.
 
 Every SSE stream, WebSocket ``stream``/``subscribe_events`` op and protocol stream of a gateway
-process subscribes to its bucket's reader instead of reading Redis itself. A single task sends
-one blocking ``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` over every stream key that has
-subscribers, on a dedicated connection, and hands each entry to the subscribers of its key; a
-second connection serves ``CLIENT UNBLOCK`` (a new key interrupts the blocked read so it is read
-at once),
-catch-up ranges (``XRANGE``) and the check that a run still exists. So a reader holds two Redis
-connections for its streams whatever their number (the gateway's hub has one reader a bucket).
+process subscribes to its bucket's reader instead of reading Redis itself. The reader sends
+blocking ``XREAD BLOCK … STREAMS k1 … kn id1 … idn`` reads over the stream keys that have
+subscribers and hands each entry to the subscribers of its key. ``XREAD`` names every key it
+waits on, so each read that brings entries is sent again over all of them: the keys are split
+in two reads, each on a connection of its own (:class:`_Tier`). The hot read has the keys
+added or with entries in the last ``HOT_IDLE_S``; the cold read has the others, idle streams
+(a queued run's, a run waiting for an answer), and is sent again only when one of its keys has
+an entry (the key turns hot) or a batch of keys turns cold. So what an entry costs the reader
+grows with the streams that are busy, not with every stream the process holds open. One more
+connection serves ``CLIENT UNBLOCK`` (a read that misses a key is interrupted: a new key is read
+at once), catch-up ranges (``XRANGE``) and the check that a run still exists. So a reader holds
+at most three Redis connections for its streams whatever their number, the cold read's only
+once a key has turned cold (the gateway's hub has one reader a bucket).
 
 Each key has one cursor (the last entry id read). A subscriber that joins a key the hub reads
 at a later cursor first reads ``(after, cursor]`` with ``XRANGE`` and then takes the hub's
@@ -44,6 +50,8 @@ log = logging.getLogger("walrus.gateway.hub")
 
 BLOCK_MS = 5_000
 """Longest blocking read; also how often the hub checks that the runs it reads still exist."""
+HOT_IDLE_S = 1.0
+"""Seconds a key goes without entries before it leaves the hot read for the cold one."""
 COUNT = 500
 """Most entries of one key per read."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
@@ -58,6 +66,38 @@ class ShuttingDown(Unavailable):
     """The gateway process is stopping: its streams end, to be resumed from their last id."""
 
 
+class _Tier:
+    """One of a reader's two blocking reads: its keys, its connection, the read's version.
+
+    ``version`` is bumped when a key joins that the blocked read must take (a new key, a cold
+    key turned hot, keys turned cold); ``reading`` is the version the blocked read was built
+    from, so ``CLIENT UNBLOCK`` is sent only to a read that misses a key. A key leaving needs
+    no new read: what the old one brings for it is dropped.
+    """
+
+    __slots__ = ("block_ms", "changed", "client", "client_id", "hot", "keys", "nonempty",
+                 "reading", "version")  # fmt: skip
+
+    def __init__(self, hot: bool) -> None:
+        self.hot = hot
+        self.block_ms = int(HOT_IDLE_S * 1000) if hot else BLOCK_MS
+        self.keys: dict[str, StreamKey] = {}
+        self.version = 0
+        self.reading: int | None = None
+        self.client: aioredis.Redis | None = None
+        self.client_id = 0
+        self.changed = asyncio.Event()
+        self.nonempty = asyncio.Event()
+
+    def add(self, state: StreamKey) -> None:
+        """Read ``state`` from the next read on (interrupting the blocked one)."""
+        state.hot = self.hot
+        self.keys[state.name] = state
+        self.version += 1
+        self.changed.set()
+        self.nonempty.set()
+
+
 class StreamReader:
     """One reader of run streams and of the feed (see the module docstring).
 
@@ -70,16 +110,11 @@ class StreamReader:
     ) -> None:
         self.settings = settings
         self._connect = connect or partial(async_client, settings.redis_url)
-        self.keys: dict[str, StreamKey] = {}
-        self.version = 0  # bumped when a key is added or re-added
-        self.reading: int | None = None  # the version the blocked XREAD was built from
-        self.reader: aioredis.Redis | None = None
-        self.reader_id = 0
+        self.keys: dict[str, StreamKey] = {}  # every key read, hot and cold
+        self.hot, self.cold = _Tier(hot=True), _Tier(hot=False)
         self.control = self._control_client()
         self.down_since: float | None = None
         self.error: BaseException | None = None
-        self._changed = asyncio.Event()
-        self._nonempty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._checked = time.monotonic()
         self._exists_asked: list[tuple[str, asyncio.Future[bool]]] = []
@@ -89,8 +124,12 @@ class StreamReader:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader and the unblocker tasks (the app's lifespan starts its hub)."""
-        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._unblock())]
+        """Start the two reads and their unblockers (the app's lifespan starts its hub)."""
+        self._tasks = [
+            asyncio.create_task(job(tier))
+            for tier in (self.hot, self.cold)
+            for job in (self._read_loop, self._unblock)
+        ]
 
     def end_streams(self, reason: str) -> None:
         """End every open stream, and each one opened from now on, with :class:`ShuttingDown`.
@@ -130,7 +169,8 @@ class StreamReader:
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 log.debug("a hub task ended with an error", exc_info=task.exception())
-        await self._drop_reader()
+        for tier in (self.hot, self.cold):
+            await self._drop_client(tier)
         await self.control.aclose()
 
     async def run_exists(self, run_id: str) -> bool:
@@ -257,9 +297,7 @@ class StreamReader:
         catch_up_to = None
         if state is None:
             state = self.keys[key] = StreamKey(key, after, run_id)
-            self.version += 1
-            self._changed.set()
-            self._nonempty.set()
+            self.hot.add(state)
         elif seq(after) < seq(state.cursor):
             catch_up_to = state.cursor  # what the hub delivers from now on is after it
         sub = Subscriber(state, self.settings.sse_buffer)
@@ -271,8 +309,14 @@ class StreamReader:
     def _leave(self, sub: Subscriber) -> None:
         state = sub.key
         state.subs.discard(sub)
-        if not state.subs and self.keys.get(state.name) is state:
+        if not state.subs:
+            self._drop(state)
+
+    def _drop(self, state: StreamKey) -> None:
+        """Read ``state`` no more (if it is still the key of its name)."""
+        if self.keys.get(state.name) is state:
             del self.keys[state.name]
+            del (self.hot if state.hot else self.cold).keys[state.name]
 
     def tail(self, key: str, after: str) -> AsyncIterator[Entry]:
         """The entries of run stream ``key`` after ``after``, to its last.
@@ -348,24 +392,29 @@ class StreamReader:
         _, event = parse(entry_id, fields)
         return Entry(entry_id, event, event["type"] == "end")
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, tier: _Tier) -> None:
+        """Send ``tier``'s read again and again; reconnect when Redis goes away.
+
+        The hot read connects at once (a new stream's first read waits for no connect), the
+        cold one once it has keys.
+        """
         delay = BACKOFF_FIRST
         task = asyncio.current_task()
         while True:
             if task is not None and task.cancelling():  # a cancellation swallowed on its way
                 raise asyncio.CancelledError
             try:
-                if self.reader is None:
-                    self.reader = self._connect(
+                if tier.client is None and (tier.hot or tier.keys):
+                    tier.client = self._connect(
                         decode_responses=True, single_connection_client=True,
                         socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5,
                         retry=Retry(NoBackoff(), 0),
                     )  # fmt: skip
-                    self.reader_id = int(await self.reader.client_id())
+                    tier.client_id = int(await tier.client.client_id())
                 if self.down_since is not None:
                     log.info("redis is back; the hub reads on from every cursor")
                     self.down_since = self.error = None
-                await self._read_once()
+                await self._read_once(tier)
                 delay = BACKOFF_FIRST
             except REDIS_DOWN as e:
                 if task is not None and task.cancelling():
@@ -377,7 +426,7 @@ class StreamReader:
                 for state in list(self.keys.values()):
                     for sub in state.subs:
                         sub.wake()  # re-arm their waits with the grace deadline
-                await self._drop_reader()
+                await self._drop_client(tier)
                 await self._reconnect_control()  # CLIENT UNBLOCK must reach the reader's server
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -387,48 +436,65 @@ class StreamReader:
                     for sub in state.subs:
                         sub.fail(e)
                 self.keys.clear()
-                await self._drop_reader()
+                for each in (self.hot, self.cold):
+                    each.keys.clear()
+                await self._drop_client(tier)
                 await asyncio.sleep(delay)
 
-    async def _drop_reader(self) -> None:
-        reader, self.reader = self.reader, None
-        if reader is not None:
+    async def _drop_client(self, tier: _Tier) -> None:
+        client, tier.client = tier.client, None
+        if client is not None:
             try:
-                await reader.aclose()
+                await client.aclose()
             except Exception:  # a dead connection may fail to close
                 log.debug("closing the hub's reader failed", exc_info=True)
 
-    async def _read_once(self) -> None:
-        if not self.keys:
-            self._nonempty.clear()
-            await self._nonempty.wait()
+    async def _read_once(self, tier: _Tier) -> None:
+        if not tier.keys:
+            tier.nonempty.clear()
+            await tier.nonempty.wait()
             return
-        assert self.reader is not None
-        snapshot = dict(self.keys)
-        self.reading = self.version
+        assert tier.client is not None
+        snapshot = dict(tier.keys)
+        tier.reading = tier.version
         try:
-            reply: Any = await self.reader.xread(
-                {name: s.cursor for name, s in snapshot.items()}, block=BLOCK_MS, count=COUNT
+            reply: Any = await tier.client.xread(
+                {name: s.cursor for name, s in snapshot.items()}, block=tier.block_ms, count=COUNT
             )
         finally:
-            self.reading = None
+            tier.reading = None
+        now = time.monotonic()
         for name, fields_list in reply or []:
             state = snapshot[name]
             if self.keys.get(name) is not state or not fields_list:
                 continue  # dropped or re-added meanwhile: read again from its new cursor
-            self._deliver(state, fields_list)
-        if time.monotonic() - self._checked >= BLOCK_MS / 1000:
+            self._deliver(state, fields_list, now)
+            if not state.hot and self.keys.get(name) is state:  # woke up: read it hot
+                del self.cold.keys[name]
+                self.hot.add(state)
+        if tier.hot:
+            self._cool(now)
+        if now - self._checked >= BLOCK_MS / 1000:
             await self._check_runs()
 
-    def _deliver(self, state: StreamKey, fields_list: list[tuple[str, dict[str, str]]]) -> None:
+    def _cool(self, now: float) -> None:
+        """Move the hot keys idle for ``HOT_IDLE_S`` to the cold read, all in one change."""
+        idle = [s for s in self.hot.keys.values() if now - s.touched >= HOT_IDLE_S]
+        for state in idle:
+            del self.hot.keys[state.name]
+            self.cold.add(state)
+
+    def _deliver(
+        self, state: StreamKey, fields_list: list[tuple[str, dict[str, str]]], now: float
+    ) -> None:
         feed = state.run_id is None
         batch = [self._entry(entry_id, fields, feed) for entry_id, fields in fields_list]
-        state.cursor, state.fresh = batch[-1].id, True
+        state.cursor, state.fresh, state.touched = batch[-1].id, True, now
         for sub in list(state.subs):
             if not sub.push(batch):
                 state.subs.discard(sub)
         if any(e.ends for e in batch):
-            self.keys.pop(state.name, None)  # its subscribers stop at the end they were given
+            self._drop(state)  # its subscribers stop at the end they were given
 
     async def _check_runs(self) -> None:
         """End the streams of runs whose record is gone (expired or deleted)."""
@@ -443,21 +509,21 @@ class StreamReader:
         )
         for state, alive in zip(idle, exists, strict=True):
             if not alive and self.keys.get(state.name) is state:
-                del self.keys[state.name]
+                self._drop(state)
                 for sub in state.subs:
                     sub.gone = True
                     sub.wake()
 
-    async def _unblock(self) -> None:
-        """Interrupt the blocked XREAD when a key was added (coalesced: one per change)."""
+    async def _unblock(self, tier: _Tier) -> None:
+        """Interrupt ``tier``'s blocked XREAD when it misses a key (coalesced: one per change)."""
         while True:
-            await self._changed.wait()
-            self._changed.clear()
+            await tier.changed.wait()
+            tier.changed.clear()
             for _ in range(UNBLOCK_TRIES):
-                if self.reading is None or self.reading == self.version:
+                if tier.reading is None or tier.reading == tier.version:
                     break
                 try:
-                    if await self.control.client_unblock(self.reader_id):
+                    if await self.control.client_unblock(tier.client_id):
                         break
                 except REDIS_DOWN:
                     break

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from gateway import stream_reader
 from gateway.hub import Entry, Hub, SlowConsumer
 from gateway.sse import hub_frames
 from gateway.stream_reader import StreamReader
@@ -74,7 +75,7 @@ def test_many_streams_share_two_connections_a_bucket_and_a_new_key_is_read_at_on
             ]
             await asyncio.sleep(0.3)  # all subscribed; each bucket's reader blocks on its keys
             conns = len({int(c["id"]) for c in r.client_list()} - before) - 1  # minus r
-            versions = [reader.version for reader in hub.readers]
+            versions = [reader.hot.version for reader in hub.readers]
             t0 = time.monotonic()
             new = "f" * 32
             late = asyncio.create_task(
@@ -85,9 +86,9 @@ def test_many_streams_share_two_connections_a_bucket_and_a_new_key_is_read_at_on
             await late
             latency = time.monotonic() - t0
             added = {
-                b: reader.version - versions[b]
+                b: reader.hot.version - versions[b]
                 for b, reader in enumerate(hub.readers)
-                if reader.version != versions[b]
+                if reader.hot.version != versions[b]
             }
             for run_id in runs:
                 add(r, run_id, {"type": "end"})
@@ -99,6 +100,73 @@ def test_many_streams_share_two_connections_a_bucket_and_a_new_key_is_read_at_on
     assert latency < 1.0, "a new key interrupts the blocked read (CLIENT UNBLOCK)"
     # The new key made its own bucket's reader read again, and no other.
     assert added == {keys.key_bucket(keys.run("f" * 32)): 1}, added
+
+
+def test_an_entry_of_a_busy_stream_is_read_over_the_busy_keys_not_every_idle_one(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/design.md, "Keys and slots": with 60 idle streams open in a bucket, each entry of
+    the one busy stream sends the hot read again over the busy key alone; the cold read (the
+    idle keys) is not sent again; an idle key's next entry comes at once and makes it hot."""
+    monkeypatch.setattr(stream_reader, "HOT_IDLE_S", 0.2)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    idle = [f"3{i:031x}" for i in range(60)]  # first digit: one bucket, theirs and busy's
+    busy = "3" + "b" * 31
+    for run_id in [*idle, busy]:
+        add(r, run_id, {"type": "start"})
+
+    async def main() -> tuple[dict[str, Any], list[str], list[str]]:
+        async with running_hub(url) as hub:
+            reader = hub.reader(keys.run_part(busy, "events"))
+            subs = [
+                asyncio.create_task(
+                    take(hub.entries(keys.run_part(run_id, "events"), "0-0", run_id), 3)
+                )
+                for run_id in idle
+            ]
+            await asyncio.sleep(0.8)  # each read its start, then went 0.2 s without entries
+            assert len(reader.cold.keys) == 60, "the idle keys turned cold"
+            seen: dict[str, Any] = {}
+            sent: dict[str, list[int]] = {"hot": [], "cold": []}
+            for name, tier in (("hot", reader.hot), ("cold", reader.cold)):
+                assert tier.client is not None
+                xread = tier.client.xread
+
+                async def counted(
+                    streams: dict[str, str], *a: Any, _n: str = name, _x: Any = xread, **k: Any
+                ) -> Any:
+                    sent[_n].append(len(streams))
+                    return await _x(streams, *a, **k)
+
+                tier.client.xread = counted  # type: ignore[method-assign]
+            follower = asyncio.create_task(
+                take(hub.entries(keys.run_part(busy, "events"), "0-0", busy), 51)
+            )
+            for n in range(50):
+                add(r, busy, {"type": "chunk", "content": str(n)})
+                await asyncio.sleep(0.005)
+            got_busy = await asyncio.wait_for(follower, 10)
+            seen["hot reads"], seen["their keys"] = len(sent["hot"]), max(sent["hot"])
+            seen["cold reads"] = len(sent["cold"])
+            t0 = time.monotonic()
+            woke = add(r, idle[7], {"type": "chunk"})
+            woken_key = keys.run_part(idle[7], "events")
+            while woken_key not in reader.hot.keys and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.001)
+            seen["wake latency"] = time.monotonic() - t0  # read, and made hot
+            seen["cold reads after"] = len(sent["cold"])
+            for run_id in idle:
+                add(r, run_id, {"type": "end"})
+            got = await asyncio.gather(*subs)
+            return seen, got_busy, [got[7][1], woke]
+
+    seen, got_busy, woken = asyncio.run(main())
+    assert len(got_busy) == 51 and got_busy == sorted(got_busy), "the busy stream, in order"
+    assert seen["hot reads"] >= 10 and seen["their keys"] == 1, seen  # the busy key alone
+    assert seen["cold reads"] == 0, seen  # the 60 idle keys were not sent again
+    assert seen["wake latency"] < 1.0, seen
+    assert seen["cold reads after"] == 1, seen  # sent again once, without the woken key
+    assert woken[0] == woken[1]
 
 
 def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate(
@@ -194,7 +262,7 @@ def test_an_ended_runs_items_are_read_without_a_subscription_and_as_a_subscriber
         async with running_hub(url) as hub:
             reader = hub.reader(keys.run_part(run_id, "events"))
             got = [await items(hub, run_id, after, True) for after in ("0-0", ids[1])]
-            added = reader.version
+            added = reader.hot.version
             got.append(await items(hub, run_id, "0-0", False))  # a subscriber: the control
             late = asyncio.create_task(items(hub, open_run, "0-0", True))
             await asyncio.sleep(0.3)  # it read what is there, then subscribed
