@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import agent_protocol, cost, measure, streamed_runs, streams, trace_sink
-from bench.procs import AGENT, BENCH_AGENT, LIFTED, Env, cpu_seconds, environment
+from bench.procs import AGENT, BENCH_AGENT, CORES, LIFTED, Env, cpu_seconds, environment
 from bench.report import ratio, report
 from walrus_tasks import heap
 from walrus_tasks.settings import Settings
@@ -181,9 +181,7 @@ def machine(redis_url: str) -> dict[str, Any]:
     finally:
         r.close()
     return {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "nproc": CORES,
         "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.measure import Tick
+from bench.procs import CORES
 
 LANGGRAPH_DEV_RUNS_PER_S = 149.0
 """LangGraph Server (``langgraph dev``, in-memory) on the same load, measured once on the
@@ -26,6 +27,9 @@ GOAL_RUNS_PER_S = 225.0
 """Issue 25's goal for this face: 1.5x LangGraph's own server (223.5, as the issue rounds it)."""
 WARMUP_RUNS = 5
 """Runs queued and joined on one thread before the timed span (the gateway's first calls)."""
+
+KINDS = ("gateway", "workers", "redis", "bench client")
+"""The processes whose CPU a run costs (``bench.procs.cpu_seconds``'s kinds, the wall aside)."""
 
 CpuSeconds = Callable[[], dict[str, float]]
 """CPU seconds so far per kind of process (``bench.procs.cpu_seconds``)."""
@@ -57,6 +61,18 @@ class AgentProtocol:
     def cpu_ms_per_run(self, kind: str) -> float:
         return self.cpu_s.get(kind, math.nan) * 1000 / self.joined if self.joined else math.nan
 
+    def ceilings(self) -> dict[str, float]:
+        """What the CPU this phase spent a run allows: every process's on this machine's cores,
+        and the bench client's alone in its one process (one core, its event loop's)."""
+        total = sum(self.cpu_ms_per_run(kind) for kind in KINDS)
+        client = self.cpu_ms_per_run("bench client")
+        return {
+            "cpu_ms_per_run": total,
+            "cores": float(CORES),
+            "cores_allow_runs_per_s": CORES * 1000 / total if total else math.nan,
+            "client_allows_runs_per_s": 1000 / client if client else math.nan,
+        }
+
     def summary(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
@@ -72,6 +88,7 @@ class AgentProtocol:
             "workers_cpu_ms_per_run": self.cpu_ms_per_run("workers"),
             "redis_cpu_ms_per_run": self.cpu_ms_per_run("redis"),
             "client_cpu_ms_per_run": self.cpu_ms_per_run("bench client"),
+            **self.ceilings(),
             "langgraph_dev_runs_per_s": LANGGRAPH_DEV_RUNS_PER_S,
             "goal_runs_per_s": GOAL_RUNS_PER_S,
         }

@@ -20,6 +20,8 @@ from tests.cluster import Cluster
 from tests.redis_cluster import RedisClusterGroup
 from walrus_tasks.redis_server import RedisServer, start_redis
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""The cores this bench's processes may use (their affinity)."""
 AGENT = "bench"
 LIFTED = {
     "WALRUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "1000000",

@@ -166,6 +166,10 @@ def report_agent_protocol(a: dict[str, Any], console: Console) -> None:
         ("client_cpu_ms_per_run", "bench client (langgraph-sdk, httpx)"),
     ):
         t.add_row(f"   {label} CPU-ms per run", f"{a[key]:.2f}")
+    t.add_row(f"CPU-ms per run in all / runs/s {a['cores']:.0f} cores allow at that",
+              f"{a['cpu_ms_per_run']:.2f} / {a['cores_allow_runs_per_s']:.0f}")  # fmt: skip
+    t.add_row("runs/s the bench client allows alone (1000 / its CPU-ms)",
+              f"{a['client_allows_runs_per_s']:.0f}")  # fmt: skip
     console.print(t)
 
 
