@@ -28,9 +28,6 @@ GOAL_RUNS_PER_S = 225.0
 WARMUP_RUNS = 5
 """Runs queued and joined on one thread before the timed span (the gateway's first calls)."""
 
-KINDS = ("gateway", "workers", "redis", "bench client")
-"""The processes whose CPU a run costs (``bench.procs.cpu_seconds``'s kinds, the wall aside)."""
-
 CpuSeconds = Callable[[], dict[str, float]]
 """CPU seconds so far per kind of process (``bench.procs.cpu_seconds``)."""
 
@@ -64,7 +61,7 @@ class AgentProtocol:
     def ceilings(self) -> dict[str, float]:
         """What the CPU this phase spent a run allows: every process's on this machine's cores,
         and the bench client's alone in its one process (one core, its event loop's)."""
-        total = sum(self.cpu_ms_per_run(kind) for kind in KINDS)
+        total = sum(self.cpu_ms_per_run(kind) for kind in self.cpu_s)
         client = self.cpu_ms_per_run("bench client")
         return {
             "cpu_ms_per_run": total,
