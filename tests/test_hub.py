@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from gateway.sse import hub_frames
 from gateway.stream_reader import StreamReader
 from tests.conftest import redis_db_url
 from walrus_tasks import keys
-from walrus_tasks.redis_server import RedisServer
+from walrus_tasks.redis_server import RedisServer, start_redis
 from walrus_tasks.settings import Settings
 
 
@@ -172,6 +173,52 @@ def test_an_entry_of_a_busy_stream_is_read_over_the_busy_keys_not_every_idle_one
     assert seen["wake latency"] < 1.0, seen
     assert seen["cold reads after"] == 1, seen  # sent again once, without the woken key
     assert woken[0] == woken[1]
+
+
+def test_cold_streams_ride_out_a_redis_restart_and_wake_hot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams gone cold when Redis restarts: the cold read reconnects and reads on from each
+    cursor, so each stream's next entries come once, in order, and make it hot again."""
+    monkeypatch.setattr(stream_reader, "HOT_IDLE_S", 0.2)
+    server = start_redis(tmp_path / "redis", appendfsync="always")
+    try:
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        runs = [f"5{i:031x}" for i in range(10)]  # one bucket
+        first = {run_id: add(r, run_id, {"type": "start"}) for run_id in runs}
+
+        async def main() -> tuple[list[list[str]], int, int]:
+            nonlocal server
+            async with running_hub(server.url) as hub:
+                reader = hub.reader(keys.run_part(runs[0], "events"))
+                subs = [
+                    asyncio.create_task(
+                        take(hub.entries(keys.run_part(run_id, "events"), "0-0", run_id), 4)
+                    )
+                    for run_id in runs
+                ]
+                await asyncio.sleep(0.8)  # read their start, then turned cold
+                cold = len(reader.cold.keys)
+                server.stop()
+                await asyncio.sleep(0.5)  # both reads fail, and retry
+                server = start_redis(tmp_path / "redis", port=server.port, appendfsync="always")
+                w = redis.Redis.from_url(server.url, decode_responses=True)
+                for run_id in runs:
+                    add(w, run_id, {"type": "chunk"})
+                    add(w, run_id, {"type": "chunk"})
+                await asyncio.sleep(0.3)
+                hot = len(reader.hot.keys)
+                for run_id in runs:
+                    add(w, run_id, {"type": "end"})
+                return await asyncio.wait_for(asyncio.gather(*subs), 20), cold, hot
+
+        got, cold, hot = asyncio.run(main())
+    finally:
+        server.stop()
+    assert cold == len(runs), "every stream had turned cold before the restart"
+    assert hot == len(runs), "their entries after it made them hot"
+    for run_id, ids in zip(runs, got, strict=True):
+        assert len(ids) == 4 and ids[0] == first[run_id] and ids == sorted(set(ids)), ids
 
 
 def test_a_subscriber_joining_behind_the_hub_catches_up_with_no_gap_or_duplicate(
