@@ -101,8 +101,9 @@ class _Tier:
 class StreamReader:
     """One reader of run streams and of the feed (see the module docstring).
 
-    ``connect(**kwargs)`` makes each of its two clients (by default of ``settings.redis_url``;
-    on a cluster, of the master that serves its bucket: ``redis_url.slot_client``).
+    ``connect(**kwargs)`` makes each of its clients, the two reads' and the control one (by
+    default of ``settings.redis_url``; on a cluster, of the master that serves its bucket:
+    ``redis_url.slot_client``).
     """
 
     def __init__(
