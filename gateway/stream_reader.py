@@ -91,7 +91,6 @@ class _Tier:
 
     def add(self, state: StreamKey) -> None:
         """Read ``state`` from the next read on (interrupting the blocked one)."""
-        state.hot = self.hot
         self.keys[state.name] = state
         self.version += 1
         self.changed.set()
@@ -317,7 +316,8 @@ class StreamReader:
         """Read ``state`` no more (if it is still the key of its name)."""
         if self.keys.get(state.name) is state:
             del self.keys[state.name]
-            del (self.hot if state.hot else self.cold).keys[state.name]
+            for tier in (self.hot, self.cold):  # it is in one of them
+                tier.keys.pop(state.name, None)
 
     def tail(self, key: str, after: str) -> AsyncIterator[Entry]:
         """The entries of run stream ``key`` after ``after``, to its last.
@@ -470,7 +470,7 @@ class StreamReader:
             if self.keys.get(name) is not state or not fields_list:
                 continue  # dropped or re-added meanwhile: read again from its new cursor
             self._deliver(state, fields_list, now)
-            if not state.hot and self.keys.get(name) is state:  # woke up: read it hot
+            if self.cold.keys.get(name) is state:  # woke up: read it hot
                 del self.cold.keys[name]
                 self.hot.add(state)
         if tier.hot:

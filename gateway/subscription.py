@@ -47,13 +47,12 @@ class Entry:
 class StreamKey:
     """One stream the hub reads: its cursor and subscribers."""
 
-    __slots__ = ("cursor", "fresh", "hot", "name", "run_id", "subs", "touched")
+    __slots__ = ("cursor", "fresh", "name", "run_id", "subs", "touched")
 
     def __init__(self, name: str, cursor: str, run_id: str | None) -> None:
         self.name, self.cursor, self.run_id = name, cursor, run_id
         self.subs: set[Subscriber] = set()
         self.fresh = True  # read something since the last existence check
-        self.hot = True  # in its reader's hot read (new, or had entries of late), else cold
         self.touched = time.monotonic()  # added, or last had entries
 
 

@@ -111,7 +111,7 @@ def test_many_streams_share_three_connections_a_bucket_and_a_new_key_is_read_at_
 def test_an_entry_of_a_busy_stream_is_read_over_the_busy_keys_not_every_idle_one(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """docs/design.md, "Keys and slots": with 60 idle streams open in a bucket, each entry of
+    """docs/design.md, invariant 29: with 60 idle streams open in a bucket, each entry of
     the one busy stream sends the hot read again over the busy key alone; the cold read (the
     idle keys) is not sent again; an idle key's next entry comes at once and makes it hot."""
     monkeypatch.setattr(stream_reader, "HOT_IDLE_S", 0.2)
