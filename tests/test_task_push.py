@@ -68,7 +68,9 @@ def both_ways(
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(queue, message, event) as ``task_push`` pushes it, then as ``send_task`` does."""
     events = r.pubsub()
-    events.psubscribe("*")
+    # PUB/SUB channels span every database of the server: only this database's events (a
+    # worker of another test, on another database, publishes its heartbeats meanwhile).
+    events.psubscribe(f"/{r.connection_pool.connection_kwargs['db']}.*")
     assert events.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
     queue = celery_app.QUEUE_OF[name]
     task_push.push(r, task_push.build(app, r, name, queue, args, kwargs))
