@@ -10,6 +10,7 @@ is ``async`` (run streams are read through the app's hub, which the caller passe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from gateway.hub import Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
@@ -45,7 +47,14 @@ from walrus_tasks.models import (
     UsageReport,
 )
 from walrus_tasks.names import agent_name, sender_name
-from walrus_tasks.submit import IDEMPOTENCY_KEY_MAX, Submitted, cancel_active, keyed_run_id, submit
+from walrus_tasks.submit import (
+    IDEMPOTENCY_KEY_MAX,
+    Submitted,
+    cancel_active,
+    keyed_run_id,
+    submit,
+    submit_async,
+)
 from walrus_tasks.tenancy import OPEN, Caller, scoped
 from walrus_tasks.workspace import send_meta
 
@@ -113,6 +122,41 @@ def send(
     With ``idempotency_key`` a retry of the same message gets the run the first attempt made
     (``keyed_run_id``); the key reused for another message is a 422, and nothing is written.
     """
+    agent, sender, run_id, meta = _message(config, agent, body, idempotency_key, caller, face)
+    return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
+
+
+async def send_async(
+    aredis: aioredis.Redis,
+    r: redis.Redis,
+    config: Config,
+    agent: Any,
+    body: SendMessage,
+    idempotency_key: str | None = None,
+    caller: Caller = OPEN,
+    face: Face = "http",
+) -> Submitted:
+    """:func:`send` on the event loop (``submit_async``: ``aredis`` is ``r``'s Redis).
+
+    A ``cwd`` is checked in its directory on a thread, with the whole send.
+    """
+    if body.cwd:
+        return await asyncio.to_thread(send, r, config, agent, body, idempotency_key, caller, face)
+    agent, sender, run_id, meta = _message(config, agent, body, idempotency_key, caller, face)
+    return await submit_async(
+        aredis, r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta
+    )
+
+
+def _message(
+    config: Config,
+    agent: Any,
+    body: SendMessage,
+    idempotency_key: str | None,
+    caller: Caller,
+    face: Face,
+) -> tuple[str, str, str | None, dict[str, str]]:
+    """:func:`send`'s checks: the agent, the sender, the run id of the key, the run's fields."""
     agent = known_agent(config, agent)
     tenant = caller.acting(body.tenant)
     sender = sender_in(tenant, body.sender)
@@ -123,8 +167,12 @@ def send(
                 f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
             )
         run_id = keyed_run_id(agent, sender, idempotency_key)  # submit.lua checks its reuse
-    meta = _run_meta(config, agent, tenant, face, body.cwd, body.client_tools)
-    return submit(r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta)
+    return (
+        agent,
+        sender,
+        run_id,
+        _run_meta(config, agent, tenant, face, body.cwd, body.client_tools),
+    )
 
 
 def _run_meta(

@@ -29,7 +29,7 @@ log = logging.getLogger("walrus.durable")
 REPLICAS_TTL = 1.0
 """Seconds a master's replica count is reused before it is asked again (``INFO``)."""
 
-_FAILOVER_ERRORS = (
+FAILOVER_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
     # A demoted master that a connection still points at.
@@ -68,6 +68,19 @@ def connected_replicas(r: redis.Redis) -> int:
     return count
 
 
+def unreplicated(r: redis.Redis) -> bool:
+    """Whether a write to ``r`` is known to need no replica's acknowledgement just now.
+
+    True when the wait is off, or when ``r``'s master had no replica in sync as last read
+    (``connected_replicas``, within ``REPLICAS_TTL``). False when that is not known: the caller
+    writes through :func:`call_acknowledged`, which asks.
+    """
+    if get_settings().replica_ack_timeout <= 0:
+        return True
+    cached = _replicas.get(id(r))
+    return cached is not None and time.monotonic() - cached[0] < REPLICAS_TTL and cached[1] == 0
+
+
 def call_acknowledged(
     r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]
 ) -> T:
@@ -80,7 +93,7 @@ def call_acknowledged(
     node = topology.node_client(r, keys_[0])
     try:
         return _acknowledged(node, script, keys_, args)
-    except _FAILOVER_ERRORS:
+    except FAILOVER_ERRORS:
         topology.read_slots_again(r)  # the next try asks the master of the slot by then
         raise
 
@@ -112,7 +125,7 @@ def retrying(operation: Callable[[], T], what: str) -> T:
     while True:
         try:
             return operation()
-        except _FAILOVER_ERRORS as e:
+        except FAILOVER_ERRORS as e:
             if time.monotonic() + pause > deadline:
                 raise Unavailable(f"{what}: Redis unavailable ({e})") from e
             log.warning("%s: Redis unavailable (%s); retrying", what, e)

@@ -61,6 +61,7 @@ from functools import cache
 from typing import Any, Literal
 
 import redis
+import redis.asyncio as aioredis
 
 from walrus_tasks import durable, fair, indexes, keys, limits, scripts, tenancy, topology
 from walrus_tasks import script_args as S
@@ -145,37 +146,79 @@ def enqueue(
     The record always names the run's ``tenant`` (``meta``'s, else the sender's default), the
     one the fair dispatcher (``walrus_tasks.fair``) and the limits count it under.
     """
+    on_cluster = topology.is_cluster(r)
+    keys_, args, tenant = _submit_call(
+        r, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain
+    )
+    # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
+    done = _enqueued(durable.call_acknowledged(r, S.SUBMIT, keys_, args))
+    if done.drain and on_cluster:  # the dispatcher's half, in its own slot (lost: the reaper's)
+        fair.mark(r, [(keys.cid(agent, sender), agent, tenant)])
+    return done
+
+
+async def enqueue_async(
+    aredis: aioredis.Redis,
+    run_id: str,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: str,
+    meta: dict[str, str],
+    cancel_queued: bool = False,
+    drain: Mapping[str, str] = S.NO_TASK,
+) -> Enqueued:
+    """:func:`enqueue` on an asyncio client of one Redis whose writes no replica acknowledges.
+
+    The caller checks that (``durable.unreplicated``): this is submit.lua's one step, with
+    neither ``WAIT`` nor the cluster's second half.
+    """
+    keys_, args, _ = _submit_call(
+        aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain
+    )
+    return _enqueued(await scripts.call_async(aredis, S.SUBMIT, keys_, args))
+
+
+def _submit_call(
+    r: redis.Redis | aioredis.Redis,
+    run_id: str,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: str,
+    meta: dict[str, str],
+    cancel_queued: bool,
+    drain: Mapping[str, str],
+) -> tuple[list[str], dict[str, Any], str]:
+    """submit.lua's keys and arguments, and the run's tenant."""
     conversation = keys.cid(agent, sender)
     meta = {**meta, "tenant": meta.get("tenant") or limits.tenant_of(sender)}
-    on_cluster = topology.is_cluster(r)
-    if on_cluster and keys.run_bucket(run_id) != keys.bucket_of(conversation):
+    if topology.is_cluster(r) and keys.run_bucket(run_id) != keys.bucket_of(conversation):
         # One Redis takes any id (runs of earlier releases have such ids); a cluster cannot
         # write a run and its conversation in one step unless they share a slot.
         raise ValueError(f"run id {run_id!r} is not of {conversation}'s bucket (submit.new_run_id)")
-    # Acknowledged by a replica before the 202 when the master has one (no loss on failover).
-    res = durable.call_acknowledged(
-        r,
-        S.SUBMIT,
-        [
-            keys.conv(conversation, "lease"),
-            keys.conv(conversation, "fence"),
-            keys.conv(conversation, "inbox"),
-            keys.run(run_id),
-            keys.conv(conversation, "active"),
-        ],
-        {
-            "run_id": run_id, "agent": agent, "sender": sender, "content": content,
-            "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
-            "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
-            "one_redis": topology.one_redis(r), **drain,
-        },
-    )  # fmt: skip
+    keys_ = [
+        keys.conv(conversation, "lease"),
+        keys.conv(conversation, "fence"),
+        keys.conv(conversation, "inbox"),
+        keys.run(run_id),
+        keys.conv(conversation, "active"),
+    ]
+    args = {
+        "run_id": run_id, "agent": agent, "sender": sender, "content": content,
+        "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
+        "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
+        "one_redis": topology.one_redis(r), **drain,
+    }  # fmt: skip
+    return keys_, args, meta["tenant"]
+
+
+def _enqueued(res: list[Any]) -> Enqueued:
+    """``Enqueued`` from submit.lua's reply."""
     if res[0] == "busy":
         return Enqueued("busy", active=res[1] or None)
     if res[0] in ("exists", "other"):
         return Enqueued(res[0])
-    if res[2] and on_cluster:  # the dispatcher's half, in its own slot (lost: the reaper's)
-        fair.mark(r, [(conversation, agent, meta["tenant"])])
     return Enqueued("ok", interrupted=res[1] or None, drain=bool(res[2]))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
+import redis.asyncio as aioredis
 from kombu.exceptions import OperationalError
 
-from walrus_tasks import durable, keys, runs, task_push, tracing, waits
+from walrus_tasks import durable, keys, runs, task_push, topology, tracing, waits
 from walrus_tasks.celery_app import drain_push, send_drain
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
@@ -80,6 +82,7 @@ def submit(
     run_id: str | None = None,
     meta: Mapping[str, str] | None = None,
     cancel_queued: bool = False,
+    tried: bool = False,
 ) -> Submitted:
     """Append the message to the conversation inbox (atomically); enqueue a drain if it was idle.
 
@@ -88,22 +91,15 @@ def submit(
     does nothing (a redelivered delegate call); ``meta`` sets fields of ``RUN_FIELDS``.
     ``cancel_queued``: ``interrupt`` and ``rollback`` also cancel the messages queued behind the
     active run (the Agent Protocol's strategies act on every pending run of the thread), where
-    the native ``interrupt`` lets them run.
+    the native ``interrupt`` lets them run. ``tried``: an earlier try of this ``run_id`` failed
+    on a lost connection (:func:`submit_async`), so it may have landed.
 
     Durable across a failover: when the master has replicas the write is acknowledged by one
     before this returns, and while Redis fails over the write is retried under the same run id
     (``walrus_tasks.durable``). Raises Unavailable if Redis stays away.
     """
-    meta = dict(meta or {})
-    if unknown := set(meta) - RUN_FIELDS:
-        raise ValueError(f"unknown run fields {sorted(unknown)}")
-    if (accepted_in := tracing.traceparent()) is not None:  # the run keeps its trace
-        meta.setdefault("traceparent", accepted_in)
-    run_id = run_id or new_run_id(agent, sender)
-    # The drain's message goes in the same step, when the conversation turns out idle: it
-    # reaches a worker a round trip sooner (walrus_tasks.task_push).
-    drain = drain_push(r, agent, sender, run_id)
-    attempts = 0
+    run_id, meta, drain = _prepared(r, agent, sender, run_id, meta)
+    attempts = 1 if tried else 0
 
     def write() -> runs.Enqueued:
         nonlocal attempts
@@ -117,6 +113,87 @@ def submit(
     if done.state == "exists" and attempts > 1:
         # An earlier attempt landed but its answer was lost (a failover): it sent no drain.
         _drain(agent, sender, run_id)
+    _follow_up(r, agent, sender, run_id, done, drain)
+    return _answer(agent, sender, run_id, done)
+
+
+async def submit_async(
+    aredis: aioredis.Redis,
+    r: redis.Redis,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: SubmitOnBusy = "enqueue",
+    *,
+    run_id: str | None = None,
+    meta: Mapping[str, str] | None = None,
+    cancel_queued: bool = False,
+) -> Submitted:
+    """:func:`submit` from an event loop: its write on ``aredis`` (``r``'s Redis), no thread.
+
+    Where the write is more than submit.lua's one step (a cluster, or a master whose replicas
+    must acknowledge it or whose replicas are not known: ``durable.unreplicated``), the whole
+    submit runs in a thread, as does a follow-up (a drain the script did not push, a wait to
+    end); a write that fails on a lost connection is tried again there, under the same run id.
+    The gateway's thread hop was a fifth of a first chunk (docs/benchmarks.md, issue 25,
+    eighteenth round).
+    """
+    if topology.is_cluster(r) or not durable.unreplicated(r):
+        return await asyncio.to_thread(
+            submit, r, agent, sender, content, on_busy,
+            run_id=run_id, meta=meta, cancel_queued=cancel_queued,
+        )  # fmt: skip
+    run_id, meta, drain = _prepared(r, agent, sender, run_id, meta)
+    try:
+        done = await runs.enqueue_async(
+            aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued,
+            task_push.script_args(drain),
+        )  # fmt: skip
+    except durable.FAILOVER_ERRORS:
+        return await asyncio.to_thread(
+            submit, r, agent, sender, content, on_busy,
+            run_id=run_id, meta=meta, cancel_queued=cancel_queued, tried=True,
+        )  # fmt: skip
+    if done.interrupted or (done.drain and drain is None):
+        await asyncio.to_thread(_follow_up, r, agent, sender, run_id, done, drain)
+    return _answer(agent, sender, run_id, done)
+
+
+def _prepared(
+    r: redis.Redis, agent: str, sender: str, run_id: str | None, meta: Mapping[str, str] | None
+) -> tuple[str, dict[str, str], task_push.Push | None]:
+    """The run id, the record's fields and the drain's message (when the script pushes it)."""
+    meta = dict(meta or {})
+    if unknown := set(meta) - RUN_FIELDS:
+        raise ValueError(f"unknown run fields {sorted(unknown)}")
+    if (accepted_in := tracing.traceparent()) is not None:  # the run keeps its trace
+        meta.setdefault("traceparent", accepted_in)
+    run_id = run_id or new_run_id(agent, sender)
+    # The drain's message goes in the same step, when the conversation turns out idle: it
+    # reaches a worker a round trip sooner (walrus_tasks.task_push).
+    return run_id, meta, drain_push(r, agent, sender, run_id)
+
+
+def _follow_up(
+    r: redis.Redis,
+    agent: str,
+    sender: str,
+    run_id: str,
+    done: runs.Enqueued,
+    drain: task_push.Push | None,
+) -> None:
+    """What an accepted message needs after its write.
+
+    The interrupted run's wait ended; the drain sent, when the script did not push it.
+    """
+    if done.interrupted:
+        waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
+    if done.drain and drain is None:  # else pushed, or the running run starts it as it ends
+        _drain(agent, sender, run_id)
+
+
+def _answer(agent: str, sender: str, run_id: str, done: runs.Enqueued) -> Submitted:
+    """What the write did, as ``submit`` answers it (Conflict, InvalidInput)."""
     if done.state == "exists":
         return Submitted(run_id=run_id)
     if done.state == "other":
@@ -128,10 +205,6 @@ def submit(
             f"conversation {agent}/{sender} is busy (active run {done.active or 'starting'}); "
             "send with on_busy=enqueue or interrupt"
         )
-    if done.interrupted:
-        waits.cancel(r, done.interrupted)  # the interrupted run may be waiting: end the wait too
-    if done.drain and drain is None:  # else pushed, or the running run starts it as it ends
-        _drain(agent, sender, run_id)
     return Submitted(run_id=run_id, interrupted=done.interrupted)
 
 

@@ -1,0 +1,136 @@
+"""``submit_async``: a message accepted from an event loop is written as ``submit`` writes it.
+
+On one Redis whose master has no replica to wait for, its one write goes down the asyncio
+client, with no thread; where it cannot (the replicas not known, a connection lost under the
+write) the threaded ``submit`` writes it, under the same run id. A real Redis (the session's),
+no worker: the drain's message is read off its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from tests.test_task_push import unpacked
+from walrus_tasks import celery_app, durable, keys, runs, submit, task_push
+from walrus_tasks.errors import Conflict
+
+T = TypeVar("T")
+
+
+def on_loop(r: redis.Redis, go: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """``go(aredis)`` on an event loop of its own, ``aredis`` a client of ``r``'s database."""
+
+    async def main() -> T:
+        kw = r.connection_pool.connection_kwargs
+        aredis = aioredis.Redis(
+            host=kw["host"], port=kw["port"], db=kw["db"], decode_responses=True
+        )
+        try:
+            return await go(aredis)
+        finally:
+            await aredis.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def one_redis(r: redis.Redis) -> redis.Redis:
+    if not task_push.applies(r):
+        pytest.skip("a Redis Cluster: submit_async writes on a thread there")
+    durable._replicas.clear()
+    return r
+
+
+def no_thread(*_: Any, **__: Any) -> Any:
+    pytest.fail("written on a thread")
+
+
+def test_a_message_sent_from_the_loop_is_queued_with_its_drain_and_no_thread(
+    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = one_redis
+    assert durable.connected_replicas(r) == 0 and durable.unreplicated(r)
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    monkeypatch.setattr(submit, "send_drain", lambda *_: pytest.fail("sent through Celery"))
+    first = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-a", "hello"))
+    inbox = keys.conv(keys.cid("echo", "loop-a"), "inbox")
+    assert r.lrange(inbox, 0, -1) == [first.run_id]
+    assert r.llen(celery_app.RUNS_QUEUE) == 1
+    pushed = unpacked(r.lindex(celery_app.RUNS_QUEUE, 0))  # type: ignore[arg-type]
+    assert pushed["body"][:2] == [["echo", "loop-a"], {"run_id": first.run_id}]
+    # The record is the one the threaded submit writes, but for the ids and the time.
+    threaded = submit.submit(r, "echo", "thread-a", "hello")
+    ours, theirs = r.hgetall(keys.run(first.run_id)), r.hgetall(keys.run(threaded.run_id))
+    varying = {"run_id", "sender", "tenant", "created_at"}  # the tenant: the sender's own
+    assert {k: v for k, v in ours.items() if k not in varying} == {
+        k: v for k, v in theirs.items() if k not in varying
+    }
+    assert ours["status"] == "queued" and ours["sender"] == ours["tenant"] == "loop-a"
+    # Queued behind the first, it pushes no drain of its own (the first run starts it).
+    second = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-a", "again"))
+    assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
+    assert r.llen(celery_app.RUNS_QUEUE) == 2  # the threaded submit's drain, no third
+
+
+def test_a_refused_message_from_the_loop_writes_nothing(
+    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = one_redis
+    durable.connected_replicas(r)
+    on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-b", "hello"))
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    before = {k: r.dump(k) for k in r.keys("*")}
+    with pytest.raises(Conflict, match="echo/loop-b is busy"):
+        on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-b", "no", "reject"))
+    assert {k: r.dump(k) for k in r.keys("*")} == before
+
+
+def test_with_its_replicas_not_known_a_message_is_written_on_a_thread_that_reads_them(
+    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread's ``submit`` asks the master (``INFO``); the next message stays on the loop."""
+    r = one_redis
+    assert not durable.unreplicated(r)
+    threaded: list[str] = []
+    real_submit = submit.submit
+
+    def recorded(*args: Any, **kwargs: Any) -> submit.Submitted:
+        done = real_submit(*args, **kwargs)
+        threaded.append(done.run_id)
+        return done
+
+    monkeypatch.setattr(submit, "submit", recorded)
+    first = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-c", "hello"))
+    assert threaded == [first.run_id] and durable.unreplicated(r)
+    on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-c", "again"))
+    assert threaded == [first.run_id]
+
+
+def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_drained(
+    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write lands and the connection drops before its answer (a failover).
+
+    The threaded ``submit`` writes again under the same run id: it finds the run there, adds
+    nothing, and sends the drain (an attempt whose answer was lost counts as one that sent none).
+    """
+    r = one_redis
+    durable.connected_replicas(r)
+    real_enqueue = runs.enqueue_async
+
+    async def lost(*args: Any, **kwargs: Any) -> runs.Enqueued:
+        await real_enqueue(*args, **kwargs)
+        raise redis.ConnectionError("connection lost before the answer")
+
+    monkeypatch.setattr(runs, "enqueue_async", lost)
+    drained: list[tuple[str, ...]] = []
+    monkeypatch.setattr(submit, "send_drain", lambda *a: drained.append(a))
+    done = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-d", "hello"))
+    assert r.lrange(keys.conv(keys.cid("echo", "loop-d"), "inbox"), 0, -1) == [done.run_id]
+    assert drained == [("echo", "loop-d", done.run_id)]
