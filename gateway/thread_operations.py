@@ -26,7 +26,7 @@ from walrus_tasks.agent_protocol import THREAD_SENDER, iso
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
 from walrus_tasks.run_stream import parse
-from walrus_tasks.submit import SubmitOnBusy, Submitted, submit
+from walrus_tasks.submit import SubmitOnBusy, Submitted, submit, submit_async
 from walrus_tasks.tenancy import scoped, tenant_of
 
 THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -67,6 +67,15 @@ def get_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> dict[str, 
     return _found_thread(h, tenant, thread_id)
 
 
+async def get_thread_async(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str
+) -> dict[str, str]:
+    """:func:`get_thread` on the gateway's asyncio client."""
+    key = keys.ap_thread(thread_id_of(thread_id), tenant)
+    h: dict[str, str] = await aredis.hgetall(key)  # type: ignore[assignment]
+    return _found_thread(h, tenant, thread_id)
+
+
 def _found_thread(h: dict[str, str], tenant: str | None, thread_id: str) -> dict[str, str]:
     if not h.get("thread_id"):
         raise NotFound(f"thread {thread_id} not found")
@@ -96,16 +105,22 @@ def create_thread(
     return get_thread(r, tenant, tid)
 
 
-def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
-    """Record ``agent`` as thread ``h``'s assistant (Conflict if it has another)."""
+def bound_to(h: dict[str, str], agent: str) -> bool:
+    """Whether thread ``h`` has its assistant, ``agent`` (Conflict if another); False: none yet."""
     if h.get("agent") and h["agent"] != agent:
         raise Conflict(f"thread {h['thread_id']} belongs to assistant {h['agent']!r}")
-    if not h.get("agent"):
-        meta = json.loads(h.get("metadata") or "{}")
-        meta.update(graph_id=agent, assistant_id=agent)
-        fields: dict[Any, Any] = {"agent": agent, "metadata": json.dumps(meta)}
-        r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), mapping=fields)
-        h.update(fields)
+    return bool(h.get("agent"))
+
+
+def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
+    """Record ``agent`` as thread ``h``'s assistant (Conflict if it has another)."""
+    if bound_to(h, agent):
+        return
+    meta = json.loads(h.get("metadata") or "{}")
+    meta.update(graph_id=agent, assistant_id=agent)
+    fields: dict[Any, Any] = {"agent": agent, "metadata": json.dumps(meta)}
+    r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), mapping=fields)
+    h.update(fields)
 
 
 def patch_thread(
@@ -231,13 +246,36 @@ def send_in_thread(
     on the run, whose end sends it. ``interrupt`` and ``rollback`` act on every run of the
     thread not yet ended, the queued ones too, as LangGraph's strategies do.
     """
+    agent, meta = _send_meta(config, h, webhook)
+    return submit(r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True)
+
+
+async def send_in_thread_async(
+    aredis: aioredis.Redis,
+    r: redis.Redis,
+    config: Config,
+    h: dict[str, str],
+    content: str,
+    on_busy: SubmitOnBusy,
+) -> Submitted:
+    """:func:`send_in_thread` (with no webhook) on the event loop (``submit_async``)."""
+    agent, meta = _send_meta(config, h, None)
+    return await submit_async(
+        aredis, r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True
+    )
+
+
+def _send_meta(
+    config: Config, h: dict[str, str], webhook: str | None
+) -> tuple[str, dict[str, str]]:
+    """The agent of thread ``h`` and the fields of its run (``webhook`` checked)."""
     agent = known_agent(config, h["agent"])
     meta = {"face": "agent-protocol"}
     if webhook:
         meta["webhook"] = check_webhook(config, webhook)
     if tenant_in(h):
         meta["tenant"] = h["tenant"]
-    return submit(r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True)
+    return agent, meta
 
 
 def record_thread_run(
@@ -247,14 +285,34 @@ def record_thread_run(
 
     Answers the walrus run's record, read in the same round trip (a create's answer shows it).
     """
-    record: dict[Any, Any] = {"thread_id": h["thread_id"], **fields}
     pipe = r.pipeline(transaction=False)  # one round trip, not four (issue 25)
+    _queue_thread_run(pipe, run_id, h, fields)
+    run: dict[str, str] = pipe.execute()[-1]
+    return run
+
+
+async def record_thread_run_async(
+    aredis: aioredis.Redis, run_id: str, h: dict[str, str], fields: dict[str, str]
+) -> dict[str, str]:
+    """:func:`record_thread_run` on the gateway's asyncio client."""
+    pipe = aredis.pipeline(transaction=False)
+    _queue_thread_run(pipe, run_id, h, fields)
+    run: dict[str, str] = (await pipe.execute())[-1]
+    return run
+
+
+def _queue_thread_run(
+    pipe: redis.client.Pipeline | aioredis.client.Pipeline,
+    run_id: str,
+    h: dict[str, str],
+    fields: dict[str, str],
+) -> None:
+    """:func:`record_thread_run`'s writes, and its read last, queued on ``pipe``."""
+    record: dict[Any, Any] = {"thread_id": h["thread_id"], **fields}
     pipe.hset(keys.ap_run(run_id), mapping=record)
     pipe.rpush(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), run_id)
     pipe.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
     pipe.hgetall(keys.run(run_id))
-    run: dict[str, str] = pipe.execute()[-1]
-    return run
 
 
 def thread_run(
@@ -277,10 +335,34 @@ def thread_and_run(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """:func:`get_thread`, then :func:`thread_run` of it, in one round trip (a join's first)."""
     pipe = r.pipeline(transaction=False)
+    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
+    return _thread_and_run_of(pipe.execute(), tenant, thread_id, run_id)
+
+
+async def thread_and_run_async(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str, run_id: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """:func:`thread_and_run` on the gateway's asyncio client."""
+    pipe = aredis.pipeline(transaction=False)
+    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
+    return _thread_and_run_of(await pipe.execute(), tenant, thread_id, run_id)
+
+
+def _queue_thread_and_run(
+    pipe: redis.client.Pipeline | aioredis.client.Pipeline,
+    tenant: str | None,
+    thread_id: str,
+    run_id: str,
+) -> None:
     pipe.hgetall(keys.ap_thread(thread_id_of(thread_id), tenant))
     pipe.hgetall(keys.ap_run(run_id))
     pipe.hgetall(keys.run(run_id))
-    h, ap, record = pipe.execute()
+
+
+def _thread_and_run_of(
+    replies: list[Any], tenant: str | None, thread_id: str, run_id: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    h, ap, record = replies
     h = _found_thread(h, tenant, thread_id)
     return (h, *_its_run(run_id, h, ap, record))
 

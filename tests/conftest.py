@@ -3,6 +3,7 @@ directory with test agents, a fake LLM server over real HTTP, and real walrus pr
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import os
@@ -10,7 +11,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from tests.cluster import Cluster, running
@@ -203,6 +205,36 @@ def r(redis_server: RedisServer, state_cluster: RedisClusterGroup | None) -> Ite
     yield client
     client.flushdb()  # a database of the Redis this test session started
     client.close()
+
+
+OnLoop = Callable[[Callable[[aioredis.Redis], Awaitable[Any]]], Any]
+"""``on_loop(go)``: ``await go(aredis)`` on an event loop of its own (see :func:`on_loop`)."""
+
+
+@pytest.fixture
+def on_loop(r: redis.Redis, state_cluster: RedisClusterGroup | None) -> OnLoop:
+    """Runs ``go(aredis)`` on a new event loop, ``aredis`` an asyncio client of ``r``'s state.
+
+    As the gateway makes it (``connection.async_redis``): of ``r``'s database, or of the
+    session's Redis Cluster with ``--state-on-cluster``.
+    """
+    if state_cluster is not None:
+        url = state_cluster.url
+    else:
+        kw = r.connection_pool.connection_kwargs
+        url = f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
+
+    def run(go: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+        async def main() -> Any:
+            aredis = connection.async_redis(url)
+            try:
+                return await go(aredis)
+            finally:
+                await aredis.aclose()
+
+        return asyncio.run(main())
+
+    return run
 
 
 def tool_context(

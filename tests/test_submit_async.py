@@ -9,34 +9,15 @@ no worker: the drain's message is read off its queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
+from tests.conftest import OnLoop
 from tests.test_task_push import unpacked
 from walrus_tasks import celery_app, durable, keys, runs, submit, task_push
 from walrus_tasks.errors import Conflict
-
-T = TypeVar("T")
-
-
-def on_loop(r: redis.Redis, go: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    """``go(aredis)`` on an event loop of its own, ``aredis`` a client of ``r``'s database."""
-
-    async def main() -> T:
-        kw = r.connection_pool.connection_kwargs
-        aredis = aioredis.Redis(
-            host=kw["host"], port=kw["port"], db=kw["db"], decode_responses=True
-        )
-        try:
-            return await go(aredis)
-        finally:
-            await aredis.aclose()
-
-    return asyncio.run(main())
 
 
 @pytest.fixture
@@ -52,13 +33,13 @@ def no_thread(*_: Any, **__: Any) -> Any:
 
 
 def test_a_message_sent_from_the_loop_is_queued_with_its_drain_and_no_thread(
-    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = one_redis
     assert durable.connected_replicas(r) == 0 and durable.unreplicated(r)
     monkeypatch.setattr(asyncio, "to_thread", no_thread)
     monkeypatch.setattr(submit, "send_drain", lambda *_: pytest.fail("sent through Celery"))
-    first = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-a", "hello"))
+    first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-a", "hello"))
     inbox = keys.conv(keys.cid("echo", "loop-a"), "inbox")
     assert r.lrange(inbox, 0, -1) == [first.run_id]
     assert r.llen(celery_app.RUNS_QUEUE) == 1
@@ -73,26 +54,26 @@ def test_a_message_sent_from_the_loop_is_queued_with_its_drain_and_no_thread(
     }
     assert ours["status"] == "queued" and ours["sender"] == ours["tenant"] == "loop-a"
     # Queued behind the first, it pushes no drain of its own (the first run starts it).
-    second = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-a", "again"))
+    second = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-a", "again"))
     assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
     assert r.llen(celery_app.RUNS_QUEUE) == 2  # the threaded submit's drain, no third
 
 
 def test_a_refused_message_from_the_loop_writes_nothing(
-    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = one_redis
     durable.connected_replicas(r)
-    on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-b", "hello"))
+    on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-b", "hello"))
     monkeypatch.setattr(asyncio, "to_thread", no_thread)
     before = {k: r.dump(k) for k in r.keys("*")}
     with pytest.raises(Conflict, match="echo/loop-b is busy"):
-        on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-b", "no", "reject"))
+        on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-b", "no", "reject"))
     assert {k: r.dump(k) for k in r.keys("*")} == before
 
 
 def test_with_its_replicas_not_known_a_message_is_written_on_a_thread_that_reads_them(
-    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The thread's ``submit`` asks the master (``INFO``); the next message stays on the loop."""
     r = one_redis
@@ -106,14 +87,14 @@ def test_with_its_replicas_not_known_a_message_is_written_on_a_thread_that_reads
         return done
 
     monkeypatch.setattr(submit, "submit", recorded)
-    first = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-c", "hello"))
+    first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "hello"))
     assert threaded == [first.run_id] and durable.unreplicated(r)
-    on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-c", "again"))
+    on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "again"))
     assert threaded == [first.run_id]
 
 
 def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_drained(
-    one_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The write lands and the connection drops before its answer (a failover).
 
@@ -131,6 +112,6 @@ def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_draine
     monkeypatch.setattr(runs, "enqueue_async", lost)
     drained: list[tuple[str, ...]] = []
     monkeypatch.setattr(submit, "send_drain", lambda *a: drained.append(a))
-    done = on_loop(r, lambda a: submit.submit_async(a, r, "echo", "loop-d", "hello"))
+    done = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-d", "hello"))
     assert r.lrange(keys.conv(keys.cid("echo", "loop-d"), "inbox"), 0, -1) == [done.run_id]
     assert drained == [("echo", "loop-d", done.run_id)]

@@ -1,18 +1,25 @@
 """A thread's run read in one round trip (``gateway.thread_operations``), on one Redis and on a
 cluster (``--state-on-cluster``): a join reads the thread, the run's Agent Protocol record and
 its walrus record together (``thread_and_run``), a create writes its record and reads the run
-together (``record_thread_run``); each answers what the reads one after the other answer."""
+together (``record_thread_run``); each answers what the reads one after the other answer. And
+the same reads and writes on the event loop (``*_async``, a create's ``start_async``)."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import pytest
 import redis
 
 from gateway import thread_operations as thread_ops
+from gateway.agent_protocol import runs as ap_runs
 from gateway.agent_protocol import state
 from gateway.agent_protocol.models import RunCreate
-from walrus_tasks import keys
-from walrus_tasks.errors import NotFound
+from tests.conftest import OnLoop
+from walrus_tasks import durable, keys, topology
+from walrus_tasks.config import AgentConfig, Config
+from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.submit import new_run_id
 
 
@@ -60,3 +67,85 @@ def test_what_is_not_the_threads_run_is_not_found_read_together(r: redis.Redis) 
     with pytest.raises(NotFound, match="unknown run"):
         thread_ops.thread_and_run(r, None, tid, run_id)
     assert thread_ops.thread_and_run(r, None, other["thread_id"], other_run)[2]
+
+
+# --- the same reads and writes on the event loop (a create and a join without a thread hop) --
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_on_the_event_loop_a_thread_and_its_run_read_as_on_a_thread(
+    r: redis.Redis, on_loop: OnLoop, tenant: str | None
+) -> None:
+    h, run_id = _thread_with_run(r, tenant)
+    tid = h["thread_id"]
+    assert on_loop(lambda a: thread_ops.get_thread_async(a, tenant, tid)) == (
+        thread_ops.get_thread(r, tenant, tid)
+    )
+    assert on_loop(lambda a: thread_ops.thread_and_run_async(a, tenant, tid, run_id)) == (
+        thread_ops.thread_and_run(r, tenant, tid, run_id)
+    )
+    _, other_run = _thread_with_run(r, tenant)
+    for ids, refused in [
+        ((tid, other_run), "run"),  # another thread's run
+        (("00000000-0000-4000-8000-000000000000", run_id), "thread"),  # no such thread
+    ]:
+        with pytest.raises(NotFound, match=refused):
+            on_loop(lambda a, ids=ids: thread_ops.thread_and_run_async(a, tenant, *ids))
+    with pytest.raises(NotFound, match="thread"):
+        on_loop(lambda a: thread_ops.get_thread_async(a, "other", tid))
+
+
+def test_a_run_recorded_on_the_event_loop_is_recorded_as_on_a_thread(
+    r: redis.Redis, on_loop: OnLoop
+) -> None:
+    h, first = _thread_with_run(r, None)
+    run_id = new_run_id("echo", h["sender"])
+    r.hset(
+        keys.run(run_id),
+        mapping={"run_id": run_id, "agent": "echo", "sender": h["sender"], "status": "queued"},
+    )
+    body = RunCreate(assistant_id="echo", metadata={"n": 1}, multitask_strategy="enqueue")
+    view = on_loop(lambda a: state.record_run_async(a, run_id, h, "echo", body))
+    assert view == state.run_view(r, run_id, h)
+    threaded = state.run_view(r, first, h)
+    assert {k: v for k, v in view.items() if k not in ("run_id", "created_at", "updated_at")} == {
+        k: v for k, v in threaded.items() if k not in ("run_id", "created_at", "updated_at")
+    }
+    assert r.lrange(keys.ap_thread_runs(h["thread_id"], None), 0, -1) == [first, run_id]
+
+
+def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
+    r: redis.Redis, on_loop: OnLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create's ``start_async``: the first run binds the thread, on a thread; the next starts
+    on the loop (its write too on one Redis: ``submit_async``)."""
+    config = Config(home=tmp_path, agents={"echo": AgentConfig(name="echo")})
+    tid = thread_ops.create_thread(r, None, None, {}, "raise")["thread_id"]
+    hi = {"messages": [{"role": "user", "content": "hi"}]}
+    body = RunCreate(assistant_id="echo", input=hi, multitask_strategy="enqueue")
+    durable.connected_replicas(r)  # read: none (on a cluster submit_async writes on a thread)
+    threaded: list[str] = []
+    real_start = ap_runs.start
+
+    def recorded(*args: object) -> ap_runs.Started:
+        started = real_start(*args)  # type: ignore[arg-type]
+        threaded.append(started.run_id)
+        return started
+
+    monkeypatch.setattr(ap_runs, "start", recorded)
+    first = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
+    assert threaded == [first.run_id] and first.thread["agent"] == "echo"
+    if not topology.is_cluster(r):
+        monkeypatch.setattr(asyncio, "to_thread", lambda *_: pytest.fail("on a thread"))
+    second = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
+    assert threaded == [first.run_id]
+    assert second.view is not None and second.view["status"] == "pending"
+    assert second.view == state.run_view(r, second.run_id, second.thread)
+    assert r.lrange(keys.ap_thread_runs(tid, None), 0, -1) == [first.run_id, second.run_id]
+    inbox = keys.conv(keys.cid("echo", second.thread["sender"]), "inbox")
+    assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
+    other = RunCreate(assistant_id="other", input=body.input)
+    config = Config(home=tmp_path, agents={**config.agents, "other": AgentConfig(name="other")})
+    with pytest.raises(Conflict, match="belongs to assistant 'echo'"):
+        on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, other))
+    assert threaded == [first.run_id]

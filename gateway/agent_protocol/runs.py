@@ -112,6 +112,40 @@ def start(
     return Started(submitted.run_id, h, "0-0", view)
 
 
+async def start_async(
+    r: redis.Redis,
+    aredis: aioredis.Redis,
+    config: Config,
+    tenant: str | None,
+    thread_id: str | None,
+    body: RunCreate,
+) -> Started:
+    """:func:`start` from the event loop.
+
+    A run on a thread that exists and has its assistant (every run of a thread but its first)
+    starts with no thread hop: its three round trips on ``aredis`` (``submit_async``). Any other
+    start (a stateless run, a thread to create or to bind, a resume, a webhook) runs
+    :func:`start` on a thread.
+    """
+    agent = ops.known_agent(config, body.assistant_id)
+    if thread_id is None or body.webhook is not None or (body.command and "resume" in body.command):
+        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    try:
+        h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    except NotFound:
+        if body.if_not_exists != "create":
+            raise
+        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    if not thread_ops.bound_to(h, agent):
+        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    text = messages.input_text(body.input)
+    submitted = await thread_ops.send_in_thread_async(
+        aredis, r, config, h, text, body.multitask_strategy
+    )
+    view = await state.record_run_async(aredis, submitted.run_id, h, agent, body)
+    return Started(submitted.run_id, h, "0-0", view)
+
+
 def _location(h: dict[str, str], run_id: str) -> dict[str, str]:
     return {"Content-Location": f"/threads/{h['thread_id']}/runs/{run_id}"}
 
@@ -140,7 +174,7 @@ async def _stream(
     body: RunCreate,
 ) -> EventStream:
     hold_stream()  # before the run is started: a refused stream starts nothing
-    run_id, h, after, _ = await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    run_id, h, after, _ = await start_async(r, aredis, config, tenant, thread_id, body)
     return _event_stream(hub, aredis, run_id, h, body.modes(), after=after)
 
 
@@ -153,47 +187,46 @@ async def _wait(
     thread_id: str | None,
     body: RunCreate,
 ) -> JSONResponse:
-    run_id, h, after, _ = await run_in_threadpool(start, r, config, tenant, thread_id, body)
+    run_id, h, after, _ = await start_async(r, aredis, config, tenant, thread_id, body)
     result = await streaming.final_values(hub, aredis, run_id, h, after)
     return JSONResponse(result, headers=_location(h, run_id))
 
 
 async def _create(
-    r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
+    r: redis.Redis,
+    aredis: aioredis.Redis,
+    config: Config,
+    tenant: str | None,
+    thread_id: str | None,
+    body: RunCreate,
 ) -> JSONResponse:
-    run_id, h, view = await run_in_threadpool(_start_and_view, r, config, tenant, thread_id, body)
+    run_id, h, _, view = await start_async(r, aredis, config, tenant, thread_id, body)
+    if view is None:  # a resume: the run that goes on, as it is now
+        view = await run_in_threadpool(state.run_view, r, run_id, h)
     return JSONResponse(view, headers=_location(h, run_id))
 
 
-def _start_and_view(
-    r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
-) -> tuple[str, dict[str, str], dict[str, Any]]:
-    # One thread-pool hop for the create and its answer, not two.
-    run_id, h, _, view = start(r, config, tenant, thread_id, body)
-    return run_id, h, view if view is not None else state.run_view(r, run_id, h)
-
-
-def _thread_of_run(
-    r: redis.Redis, tenant: str | None, thread_id: str, run_id: str
+async def _thread_of_run(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str, run_id: str
 ) -> tuple[dict[str, str], bool]:
     """Thread ``thread_id`` of ``tenant``, if run ``run_id`` is one of its runs (NotFound).
 
     And whether the run's record says it has ended (its ``end`` is in its stream then).
     """
-    h, _, record = thread_ops.thread_and_run(r, tenant, thread_id, run_id)
+    h, _, record = await thread_ops.thread_and_run_async(aredis, tenant, thread_id, run_id)
     status = record.get("status")
     return h, status is not None and RunStatus(status).terminal
 
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(
-    thread_id: str, body: RunCreate, r: Redis, config: Cfg, tenant: Space
+    thread_id: str, body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, tenant: Space
 ) -> JSONResponse:
     """Start a background run on the thread: the run.
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_CREATE``).
     """
-    return await _create(r, config, tenant, thread_id, body)
+    return await _create(r, aredis, config, tenant, thread_id, body)
 
 
 @router.post("/threads/{thread_id}/runs/stream")
@@ -225,9 +258,11 @@ async def wait_run(
 
 
 @router.post("/runs")
-async def create_stateless(body: RunCreate, r: Redis, config: Cfg, tenant: Space) -> JSONResponse:
+async def create_stateless(
+    body: RunCreate, r: Redis, aredis: ARedis, config: Cfg, tenant: Space
+) -> JSONResponse:
     """A background run on a new thread of its own."""
-    return await _create(r, config, tenant, None, body)
+    return await _create(r, aredis, config, tenant, None, body)
 
 
 @router.post("/runs/stream")
@@ -313,13 +348,13 @@ async def cancel_run(
 
 @router.get(f"{RUN}/join")
 async def join_run(
-    thread_id: str, run_id: str, r: Redis, hub: StreamHub, aredis: ARedis, tenant: Space
+    thread_id: str, run_id: str, hub: StreamHub, aredis: ARedis, tenant: Space
 ) -> dict[str, Any]:
     """The thread's values once the run has ended (or been interrupted).
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    h, ended = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
+    h, ended = await _thread_of_run(aredis, tenant, thread_id, run_id)
     return await streaming.final_values(hub, aredis, run_id, h, ended=ended)
 
 
@@ -354,7 +389,7 @@ async def _join_stream(
     stream_mode: list[str],
     last_event_id: str | None,
 ) -> EventStream:
-    h, _ = await run_in_threadpool(_thread_of_run, r, tenant, thread_id, run_id)
+    h, _ = await _thread_of_run(aredis, tenant, thread_id, run_id)
     asked = [m for m in stream_mode if m]  # the SDK sends stream_mode= for none
     modes = asked or await run_in_threadpool(thread_ops.stream_modes, r, run_id)
     streaming.resume_point(last_event_id)  # a malformed id is a 422 before the stream starts
@@ -393,7 +428,8 @@ async def _plain_create(
         return None  # not JSON, or invalid: FastAPI's 422
     state = scope["app"].state
     tenant = caller_of(scope).acting(query.one("tenant"))
-    return await _create(state.redis, state.config, tenant, params["thread_id"], body)
+    thread_id = params["thread_id"]
+    return await _create(state.redis, state.aredis, state.config, tenant, thread_id, body)
 
 
 _VALUES = TypeAdapter(dict[str, Any])
@@ -404,9 +440,7 @@ async def _plain_join(scope: Scope, params: dict[str, str], query: sse_route.Que
     """:func:`join_run` as the plain ASGI route calls it, answered as FastAPI answers it."""
     state = scope["app"].state
     tenant = caller_of(scope).acting(query.one("tenant"))
-    values = await join_run(
-        params["thread_id"], params["run_id"], state.redis, state.hub, state.aredis, tenant
-    )
+    values = await join_run(params["thread_id"], params["run_id"], state.hub, state.aredis, tenant)
     return Response(_VALUES.dump_json(values), media_type="application/json")
 
 

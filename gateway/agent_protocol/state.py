@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
@@ -73,14 +74,28 @@ def record_run(
 
     Answers the run as :func:`run_view` shows it, read in the same round trip.
     """
-    fields = {
+    fields = _asked(agent, body)
+    record = thread_ops.record_thread_run(r, run_id, h, fields)
+    return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
+
+
+async def record_run_async(
+    aredis: aioredis.Redis, run_id: str, h: dict[str, str], agent: str, body: Any
+) -> dict[str, Any]:
+    """:func:`record_run` on the gateway's asyncio client."""
+    fields = _asked(agent, body)
+    record = await thread_ops.record_thread_run_async(aredis, run_id, h, fields)
+    return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
+
+
+def _asked(agent: str, body: Any) -> dict[str, str]:
+    """What a run's create asked, as its Agent Protocol record keeps it."""
+    return {
         "assistant_id": agent,
         "metadata": json.dumps(body.metadata or {}),
         "multitask_strategy": body.multitask_strategy,
         "stream_mode": json.dumps(body.modes()),
     }
-    record = thread_ops.record_thread_run(r, run_id, h, fields)
-    return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
 
 
 def run_view(r: redis.Redis, run_id: str, h: dict[str, str]) -> dict[str, Any]:
