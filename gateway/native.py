@@ -13,6 +13,7 @@ import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from gateway import operations as ops
@@ -91,18 +92,17 @@ async def _plain_send(
     agent = known_agent(params["agent"], call.config)  # NotFound: 404, as the route's
     scope["path_params"] = params  # as FastAPI's routing sets them: the metrics count by agent
     key = header(scope, b"idempotency-key")
-    streamed = body.stream or "text/event-stream" in (header(scope, b"accept") or "")
-    if streamed:
-        hold_stream()  # before the run is submitted: a refused stream starts nothing
+    if not (body.stream or "text/event-stream" in (header(scope, b"accept") or "")):
+        # The 202 stays on a thread: in a burst, on a machine its workers share, the event
+        # loop alone accepted fewer a second (docs/benchmarks.md, issue 25, eighteenth round).
+        accepted = await run_in_threadpool(registry.send, call, agent, body, key)
+        return Response(_ACCEPTED.dump_json(accepted), 202, media_type="application/json")
+    hold_stream()  # before the run is submitted: a refused stream starts nothing
     # On the event loop, not a thread: the hop was a fifth of a first chunk (issue 25).
-    aredis = scope["app"].state.aredis
     submitted = await ops.send_async(
-        aredis, call.r, call.config, agent, body, key, call.caller, call.face
+        scope["app"].state.aredis, call.r, call.config, agent, body, key, call.caller, call.face
     )
-    if streamed:
-        return sse_response(scope["app"].state.hub, submitted.run_id, "0-0")
-    accepted = ops.accepted(submitted.run_id)
-    return Response(_ACCEPTED.dump_json(accepted), 202, media_type="application/json")
+    return sse_response(scope["app"].state.hub, submitted.run_id, "0-0")
 
 
 @runs.get("/v1/runs/{run_id}/events", responses={**ERRORS, 200: {"content": sse_schema()}})
