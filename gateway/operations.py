@@ -10,7 +10,6 @@ is ``async`` (run streams are read through the app's hub, which the caller passe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from starlette.concurrency import run_in_threadpool
 
 from gateway.hub import Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
@@ -141,7 +141,7 @@ async def send_async(
     A ``cwd`` is checked in its directory on a thread, with the whole send.
     """
     if body.cwd:
-        return await asyncio.to_thread(send, r, config, agent, body, idempotency_key, caller, face)
+        return await run_in_threadpool(send, r, config, agent, body, idempotency_key, caller, face)
     agent, sender, run_id, meta = _message(config, agent, body, idempotency_key, caller, face)
     return await submit_async(
         aredis, r, agent, sender, body.content, body.on_busy, run_id=run_id, meta=meta

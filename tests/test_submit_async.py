@@ -8,11 +8,11 @@ no worker: the drain's message is read off its queue.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 import redis
+from anyio import to_thread
 
 from tests.conftest import OnLoop
 from tests.test_task_push import unpacked
@@ -37,7 +37,7 @@ def test_a_message_sent_from_the_loop_is_queued_with_its_drain_and_no_thread(
 ) -> None:
     r = one_redis
     assert durable.connected_replicas(r) == 0 and durable.unreplicated(r)
-    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    monkeypatch.setattr(to_thread, "run_sync", no_thread)
     monkeypatch.setattr(submit, "send_drain", lambda *_: pytest.fail("sent through Celery"))
     first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-a", "hello"))
     inbox = keys.conv(keys.cid("echo", "loop-a"), "inbox")
@@ -65,7 +65,7 @@ def test_a_refused_message_from_the_loop_writes_nothing(
     r = one_redis
     durable.connected_replicas(r)
     on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-b", "hello"))
-    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    monkeypatch.setattr(to_thread, "run_sync", no_thread)
     before = {k: r.dump(k) for k in r.keys("*")}
     with pytest.raises(Conflict, match="echo/loop-b is busy"):
         on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-b", "no", "reject"))

@@ -6,11 +6,11 @@ the same reads and writes on the event loop (``*_async``, a create's ``start_asy
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 import redis
+from anyio import to_thread
 
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import runs as ap_runs
@@ -136,7 +136,7 @@ def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
     first = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
     assert threaded == [first.run_id] and first.thread["agent"] == "echo"
     if not topology.is_cluster(r):
-        monkeypatch.setattr(asyncio, "to_thread", lambda *_: pytest.fail("on a thread"))
+        monkeypatch.setattr(to_thread, "run_sync", lambda *_: pytest.fail("on a thread"))
     second = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
     assert threaded == [first.run_id]
     assert second.view is not None and second.view["status"] == "pending"

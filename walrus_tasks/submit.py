@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
+from anyio import to_thread
 from kombu.exceptions import OperationalError
 
 from walrus_tasks import durable, keys, runs, task_push, topology, tracing, waits
@@ -133,16 +134,18 @@ async def submit_async(
 
     Where the write is more than submit.lua's one step (a cluster, or a master whose replicas
     must acknowledge it or whose replicas are not known: ``durable.unreplicated``), the whole
-    submit runs in a thread, as does a follow-up (a drain the script did not push, a wait to
-    end); a write that fails on a lost connection is tried again there, under the same run id.
+    submit runs on a thread of the event loop's pool (anyio's, the one the gateway's routes
+    share), as does a follow-up (a drain the script did not push, a wait to end); a write that
+    fails on a lost connection is tried again there, under the same run id.
     The gateway's thread hop was a fifth of a first chunk (docs/benchmarks.md, issue 25,
     eighteenth round).
     """
+    threaded = partial(
+        submit, r, agent, sender, content, on_busy, run_id=run_id, meta=meta,
+        cancel_queued=cancel_queued,
+    )  # fmt: skip
     if topology.is_cluster(r) or not durable.unreplicated(r):
-        return await asyncio.to_thread(
-            submit, r, agent, sender, content, on_busy,
-            run_id=run_id, meta=meta, cancel_queued=cancel_queued,
-        )  # fmt: skip
+        return await to_thread.run_sync(threaded)
     run_id, meta, drain = _prepared(r, agent, sender, run_id, meta)
     try:
         done = await runs.enqueue_async(
@@ -150,12 +153,9 @@ async def submit_async(
             task_push.script_args(drain),
         )  # fmt: skip
     except durable.FAILOVER_ERRORS:
-        return await asyncio.to_thread(
-            submit, r, agent, sender, content, on_busy,
-            run_id=run_id, meta=meta, cancel_queued=cancel_queued, tried=True,
-        )  # fmt: skip
+        return await to_thread.run_sync(partial(threaded, run_id=run_id, meta=meta, tried=True))
     if done.interrupted or (done.drain and drain is None):
-        await asyncio.to_thread(_follow_up, r, agent, sender, run_id, done, drain)
+        await to_thread.run_sync(_follow_up, r, agent, sender, run_id, done, drain)
     return _answer(agent, sender, run_id, done)
 
 
