@@ -225,6 +225,25 @@ def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM)
     assert lg.threads.get(tid)["status"] == "idle"
 
 
+def test_ask_user_resumed_by_a_background_create_answers_the_run_that_goes_on(
+    ap: Cluster, fake_llm: FakeLLM
+) -> None:
+    """``runs.create(command={resume})`` answers the interrupted run, as it is now."""
+    fake_llm.script(
+        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="green it is"),
+        model="m-apask",
+    )  # fmt: skip
+    lg = client(ap)
+    tid = lg.threads.create()["thread_id"]
+    say = {"messages": [{"role": "user", "content": "pick a colour"}]}
+    asked = lg.runs.create(tid, "apask", input=say)
+    wait_for(lambda: lg.threads.get(tid)["status"] == "interrupted", 30, what="the question")
+    resumed = lg.runs.create(tid, "apask", command={"resume": "green"})
+    assert resumed["run_id"] == asked["run_id"] and resumed["thread_id"] == tid
+    wait_for(lambda: lg.threads.get(tid)["status"] == "idle", 30, what="the rest of the run")
+    assert ai_text(lg.threads.get_state(tid)["values"]) == "green it is"
+
+
 def test_cron_and_store(ap: Cluster) -> None:
     lg = client(ap)
     tid = lg.threads.create()["thread_id"]

@@ -13,8 +13,7 @@ import redis
 from anyio import to_thread
 
 from gateway import thread_operations as thread_ops
-from gateway.agent_protocol import runs as ap_runs
-from gateway.agent_protocol import state
+from gateway.agent_protocol import run_start, state
 from gateway.agent_protocol.models import RunCreate
 from tests.conftest import OnLoop
 from walrus_tasks import durable, keys, topology
@@ -125,19 +124,19 @@ def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
     body = RunCreate(assistant_id="echo", input=hi, multitask_strategy="enqueue")
     durable.connected_replicas(r)  # read: none (on a cluster submit_async writes on a thread)
     threaded: list[str] = []
-    real_start = ap_runs.start
+    real_start = run_start.start
 
-    def recorded(*args: object) -> ap_runs.Started:
+    def recorded(*args: object) -> run_start.Started:
         started = real_start(*args)  # type: ignore[arg-type]
         threaded.append(started.run_id)
         return started
 
-    monkeypatch.setattr(ap_runs, "start", recorded)
-    first = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
+    monkeypatch.setattr(run_start, "start", recorded)
+    first = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
     assert threaded == [first.run_id] and first.thread["agent"] == "echo"
     if not topology.is_cluster(r):
         monkeypatch.setattr(to_thread, "run_sync", lambda *_: pytest.fail("on a thread"))
-    second = on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, body))
+    second = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
     assert threaded == [first.run_id]
     assert second.view is not None and second.view["status"] == "pending"
     assert second.view == state.run_view(r, second.run_id, second.thread)
@@ -147,5 +146,5 @@ def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
     other = RunCreate(assistant_id="other", input=body.input)
     config = Config(home=tmp_path, agents={**config.agents, "other": AgentConfig(name="other")})
     with pytest.raises(Conflict, match="belongs to assistant 'echo'"):
-        on_loop(lambda a: ap_runs.start_async(r, a, config, None, tid, other))
+        on_loop(lambda a: run_start.start_async(r, a, config, None, tid, other))
     assert threaded == [first.run_id]

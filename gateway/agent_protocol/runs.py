@@ -14,7 +14,7 @@ Every route acts in the caller's tenant (``tenant.Space``): its threads, and run
 conversations, which are the tenant's (so the worker, workspace and memory are the tenant's).
 """
 
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -27,9 +27,10 @@ from starlette.types import Scope
 from gateway import operations as ops
 from gateway import sse_route
 from gateway import thread_operations as thread_ops
-from gateway.agent_protocol import messages, state, streaming
+from gateway.agent_protocol import state, streaming
 from gateway.agent_protocol.errors import AgentProtocolRoute, render
 from gateway.agent_protocol.models import RunCreate
+from gateway.agent_protocol.run_start import start_async
 from gateway.agent_protocol.tenant import Space
 from gateway.deps import ARedis, Cfg, Redis, StreamHub, caller_of
 from gateway.hub import Hub
@@ -42,108 +43,6 @@ from walrus_tasks.models import RunStatus
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 RUN = "/threads/{thread_id}/runs/{run_id}"
-
-
-def _thread(
-    r: redis.Redis, tenant: str | None, thread_id: str | None, body: RunCreate
-) -> dict[str, str]:
-    if thread_id is None:  # stateless: a thread of its own
-        return thread_ops.create_thread(r, tenant, None, {}, "raise")
-    try:
-        return thread_ops.get_thread(r, tenant, thread_id)
-    except NotFound:
-        if body.if_not_exists != "create":
-            raise
-        return thread_ops.create_thread(r, tenant, thread_id, {}, "do_nothing")
-
-
-def _resume(
-    r: redis.Redis, config: Config, h: dict[str, str], value: Any, webhook: str | None
-) -> tuple[str, str]:
-    """Answer the thread's pending interrupts with ``value``: ``(run id, stream cursor)``."""
-    active = thread_ops.thread_active_run(r, h)
-    pending = thread_ops.pending_interrupts(r, active) if active else []
-    if not active or not pending:
-        raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
-    if webhook:  # the walrus run that goes on ends this LangGraph run too
-        thread_ops.set_webhook(r, active, webhook)
-    after = thread_ops.last_question(r, active)
-    agent, sender, tenant = (
-        h["agent"],
-        thread_ops.thread_sender(h["thread_id"]),
-        thread_ops.tenant_in(h),
-    )
-    ids = {i["id"] for i in pending}
-    if isinstance(value, dict) and value and set(value) <= ids:  # {interrupt id: answer}
-        for call_id, answer in value.items():
-            ops.reply(r, config, agent, sender, messages.resume_text(answer), call_id, tenant)
-    else:
-        text = messages.resume_text(value)
-        ops.reply(r, config, agent, sender, text, pending[0]["id"], tenant)
-    return active, after
-
-
-class Started(NamedTuple):
-    """A run :func:`start` started or resumed."""
-
-    run_id: str
-    thread: dict[str, str]
-    after: str
-    """Where its stream is read from: ``0-0``, or past the question a resume answers."""
-    view: dict[str, Any] | None
-    """The run as :func:`state.run_view` shows it, when it was read on the way (not a resume)."""
-
-
-def start(
-    r: redis.Redis, config: Config, tenant: str | None, thread_id: str | None, body: RunCreate
-) -> Started:
-    """Start (or resume) a run in ``tenant``."""
-    agent = ops.known_agent(config, body.assistant_id)
-    if body.webhook is not None:  # before anything is stored, a stateless run's thread too
-        thread_ops.check_webhook(config, body.webhook)
-    h = _thread(r, tenant, thread_id, body)
-    thread_ops.bind_thread(r, h, agent)
-    if body.command and "resume" in body.command:
-        run_id, after = _resume(r, config, h, body.command["resume"], body.webhook)
-        return Started(run_id, h, after, None)
-    text = messages.input_text(body.input)
-    submitted = thread_ops.send_in_thread(r, config, h, text, body.multitask_strategy, body.webhook)
-    view = state.record_run(r, submitted.run_id, h, agent, body)
-    return Started(submitted.run_id, h, "0-0", view)
-
-
-async def start_async(
-    r: redis.Redis,
-    aredis: aioredis.Redis,
-    config: Config,
-    tenant: str | None,
-    thread_id: str | None,
-    body: RunCreate,
-) -> Started:
-    """:func:`start` from the event loop.
-
-    A run on a thread that exists and has its assistant (every run of a thread but its first)
-    starts with no thread hop: its three round trips on ``aredis`` (``submit_async``). Any other
-    start (a stateless run, a thread to create or to bind, a resume, a webhook) runs
-    :func:`start` on a thread.
-    """
-    agent = ops.known_agent(config, body.assistant_id)
-    if thread_id is None or body.webhook is not None or (body.command and "resume" in body.command):
-        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    try:
-        h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
-    except NotFound:
-        if body.if_not_exists != "create":
-            raise
-        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    if not thread_ops.bound_to(h, agent):
-        return await run_in_threadpool(start, r, config, tenant, thread_id, body)
-    text = messages.input_text(body.input)
-    submitted = await thread_ops.send_in_thread_async(
-        aredis, r, config, h, text, body.multitask_strategy
-    )
-    view = await state.record_run_async(aredis, submitted.run_id, h, agent, body)
-    return Started(submitted.run_id, h, "0-0", view)
 
 
 def _location(h: dict[str, str], run_id: str) -> dict[str, str]:
@@ -200,9 +99,7 @@ async def _create(
     thread_id: str | None,
     body: RunCreate,
 ) -> JSONResponse:
-    run_id, h, _, view = await start_async(r, aredis, config, tenant, thread_id, body)
-    if view is None:  # a resume: the run that goes on, as it is now
-        view = await run_in_threadpool(state.run_view, r, run_id, h)
+    run_id, h, _, view = await start_async(r, aredis, config, tenant, thread_id, body, viewed=True)
     return JSONResponse(view, headers=_location(h, run_id))
 
 
