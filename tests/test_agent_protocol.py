@@ -206,15 +206,21 @@ def test_a_rejoined_stream_answers_its_errors_in_the_agent_protocols_shape(ap: C
     assert any(route in line and 'status="404"' in line for line in metrics.splitlines())
 
 
-def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM) -> None:
+PICK = {"messages": [{"role": "user", "content": "pick a colour"}]}
+
+
+def asking_thread(ap: Cluster, fake_llm: FakeLLM, then: str) -> tuple[Any, str]:
+    """A client and a new thread whose ``apask`` run asks QUESTION, then says ``then``."""
     fake_llm.script(
-        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="blue it is"),
-        model="m-apask",
-    )  # fmt: skip
+        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text=then), model="m-apask"
+    )
     lg = client(ap)
-    tid = lg.threads.create()["thread_id"]
-    say = {"messages": [{"role": "user", "content": "pick a colour"}]}
-    parts = list(lg.runs.stream(tid, "apask", input=say, stream_mode="values"))
+    return lg, lg.threads.create()["thread_id"]
+
+
+def test_ask_user_interrupt_resumed_with_command(ap: Cluster, fake_llm: FakeLLM) -> None:
+    lg, tid = asking_thread(ap, fake_llm, "blue it is")
+    parts = list(lg.runs.stream(tid, "apask", input=PICK, stream_mode="values"))
     interrupt = parts[-1].data["__interrupt__"][0]
     assert interrupt["value"]["questions"][0]["question"] == "Which colour?"
     thread = lg.threads.get(tid)
@@ -229,14 +235,8 @@ def test_ask_user_resumed_by_a_background_create_answers_the_run_that_goes_on(
     ap: Cluster, fake_llm: FakeLLM
 ) -> None:
     """``runs.create(command={resume})`` answers the interrupted run, as it is now."""
-    fake_llm.script(
-        FakeReply(tool_calls=[("ask_user", QUESTION)]), FakeReply(text="green it is"),
-        model="m-apask",
-    )  # fmt: skip
-    lg = client(ap)
-    tid = lg.threads.create()["thread_id"]
-    say = {"messages": [{"role": "user", "content": "pick a colour"}]}
-    asked = lg.runs.create(tid, "apask", input=say)
+    lg, tid = asking_thread(ap, fake_llm, "green it is")
+    asked = lg.runs.create(tid, "apask", input=PICK)
     wait_for(lambda: lg.threads.get(tid)["status"] == "interrupted", 30, what="the question")
     resumed = lg.runs.create(tid, "apask", command={"resume": "green"})
     assert resumed["run_id"] == asked["run_id"] and resumed["thread_id"] == tid
