@@ -21,12 +21,13 @@ import redis.asyncio as aioredis
 
 from gateway.operations import known_agent
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import keys, reads, runs, waits, webhooks
+from walrus_tasks import keys, reads, runs, scripts, waits, webhooks
+from walrus_tasks import script_args as S
 from walrus_tasks.agent_protocol import THREAD_SENDER, iso
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
 from walrus_tasks.run_stream import parse
-from walrus_tasks.submit import SubmitOnBusy, Submitted, submit, submit_async
+from walrus_tasks.submit import Guarded, SubmitOnBusy, Submitted, submit, submit_async
 from walrus_tasks.tenancy import scoped, tenant_of
 
 THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -257,12 +258,21 @@ async def send_in_thread_async(
     h: dict[str, str],
     content: str,
     on_busy: SubmitOnBusy,
-) -> Submitted:
-    """:func:`send_in_thread` (with no webhook) on the event loop (``submit_async``)."""
+    along: runs.Along | None = None,
+) -> Submitted | None:
+    """:func:`send_in_thread` (with no webhook) on the event loop (``submit_async``).
+
+    None: ``along``'s guard (:func:`record_along`'s) did not hold, or would not have been
+    checked; nothing was written.
+    """
     agent, meta = _send_meta(config, h, None)
-    return await submit_async(
-        aredis, r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True
-    )
+    try:
+        return await submit_async(
+            aredis, r, agent, h["sender"], content, on_busy, meta=meta, cancel_queued=True,
+            along=along,
+        )  # fmt: skip
+    except Guarded:
+        return None
 
 
 def _send_meta(
@@ -299,6 +309,54 @@ async def record_thread_run_async(
     _queue_thread_run(pipe, run_id, h, fields)
     run: dict[str, str] = (await pipe.execute())[-1]
     return run
+
+
+def thread_as_bound(tenant: str | None, thread_id: str, agent: str) -> dict[str, str]:
+    """Thread ``thread_id`` of ``tenant`` as it is when bound to ``agent``, before it is read.
+
+    What a create on the loop sends its run with (:func:`record_along` reads the thread in the
+    same round trip, and its guard checks that it is so).
+    """
+    tid = thread_id_of(thread_id)
+    return {
+        "thread_id": tid,
+        "agent": agent,
+        "tenant": tenant or "",
+        "sender": thread_sender(tid, tenant),
+    }
+
+
+def record_along(h: dict[str, str], fields: dict[str, str]) -> runs.Along:
+    """:func:`record_thread_run` sent in the round trip of the run's submit (``submit_async``).
+
+    The submit is written only while thread ``h`` is there and bound to ``h["agent"]`` (its
+    guard; else ``submit.Guarded``). ``lua/ap_record.lua`` then writes what
+    ``_queue_thread_run`` writes, once the submit has written the run, and answers the run's
+    record; the thread is read last. A create is one round trip, not three (docs/benchmarks.md,
+    issue 25, nineteenth round): :func:`recorded` reads the answers.
+    """
+    tenant, tid = tenant_in(h), h["thread_id"]
+    thread = keys.ap_thread(tid, tenant)
+
+    def queue(pipe: aioredis.client.Pipeline, run_id: str) -> None:
+        keys_ = [keys.run(run_id), keys.ap_run(run_id), keys.ap_thread_runs(tid, tenant), thread]
+        args = {
+            "run_id": run_id, "sender": h["sender"], "now_ms": now_ms(),
+            "fields_json": json.dumps({"thread_id": tid, **fields}),
+        }  # fmt: skip
+        scripts.queue_async(pipe, S.AP_RECORD, keys_, args)
+        pipe.hgetall(thread)
+
+    return runs.Along((S.AP_RECORD,), queue, runs.Guard(thread, "agent", h["agent"]))
+
+
+def recorded(
+    replies: list[Any], tenant: str | None, thread_id: str
+) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """:func:`record_along`'s answers: the run's record (None: nothing recorded), the thread."""
+    flat, h = S.AP_RECORD.reply(replies[0]), replies[1]
+    record = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
+    return record, _found_thread(h, tenant, thread_id)
 
 
 def _queue_thread_run(

@@ -156,7 +156,7 @@ def test_submit_waits_for_a_replica_only_when_there_is_one(tmp_path: Path) -> No
         args = {
             "run_id": "run-x", "agent": "echo", "sender": "alice", "content": "hi",
             "on_busy": "enqueue", "now_ms": 0, "cid": "echo:alice", "meta_json": "{}",
-            "queued": "0", "one_redis": "1", **S.NO_TASK,
+            "queued": "0", "one_redis": "1", **S.NO_TASK, "guard_field": "", "guard_value": "",
         }  # fmt: skip
         names = ["l", "f", "i", keys.run("run-x"), "a"]
         assert durable.call_acknowledged(r, S.SUBMIT, names, args)[0] == "ok"

@@ -55,13 +55,14 @@ Reads of what the transitions wrote (history, archives, run records, conversatio
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from walrus_tasks import durable, fair, indexes, keys, limits, scripts, tenancy, topology
 from walrus_tasks import script_args as S
@@ -114,12 +115,13 @@ class Enqueued:
 
     ``ok``; ``exists`` (the run was submitted before); ``other`` (its id is another message's);
     ``busy`` (``on_busy=reject`` on a busy
-    conversation; ``active`` is its run). ``drain``: the conversation was idle, so a drain task
+    conversation; ``active`` is its run); ``guarded`` (its ``Along.guard`` did not hold: nothing
+    written). ``drain``: the conversation was idle, so a drain task
     must start it; a busy one's holder starts the message as its run ends (finish.lua), so a
     message to a busy conversation costs no Celery message of its own.
     """
 
-    state: Literal["ok", "exists", "other", "busy"]
+    state: Literal["ok", "exists", "other", "busy", "guarded"]
     active: str | None = None
     interrupted: str | None = None
     drain: bool = False
@@ -179,6 +181,69 @@ async def enqueue_async(
     return _enqueued(await scripts.call_async(aredis, S.SUBMIT, keys_, args))
 
 
+class Guard(NamedTuple):
+    """A submit written only while hash ``key``'s ``field`` holds ``value`` (submit.lua)."""
+
+    key: str
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Along:
+    """Commands sent in the round trip that carries a run's submit, after submit.lua.
+
+    ``queue(pipe, run_id)`` queues them; they run whether or not the submit wrote the run (a
+    refused one, ``busy``; a ``guard`` that did not hold), so theirs must be reads, or writes
+    conditional on the run and idempotent, in ``scripts`` (``lua/ap_record.lua``: the Agent
+    Protocol's record of a run it creates).
+    """
+
+    scripts: tuple[S.Script[Any], ...]
+    queue: Callable[[aioredis.client.Pipeline, str], None]
+    guard: Guard | None = None
+
+
+async def enqueue_along_async(
+    aredis: aioredis.Redis,
+    run_id: str,
+    agent: str,
+    sender: str,
+    content: str,
+    on_busy: str,
+    meta: dict[str, str],
+    cancel_queued: bool,
+    drain: Mapping[str, str],
+    along: Along,
+) -> tuple[Enqueued, list[Any]]:
+    """:func:`enqueue_async` with ``along``'s commands in its round trip: its answer, theirs.
+
+    A server that lost a script (``NOSCRIPT``: a restart, a failover) is given it and sent
+    what did not run again (a write conditional on the run is safe twice).
+    """
+    keys_, args, _ = _submit_call(
+        aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain, along.guard
+    )
+    pipe = aredis.pipeline(transaction=False)
+    scripts.queue_async(pipe, S.SUBMIT, keys_, args)
+    along.queue(pipe, run_id)
+    submitted, *theirs = await pipe.execute(raise_on_error=False)
+    if any(isinstance(reply, NoScriptError) for reply in (submitted, *theirs)):
+        await scripts.load_async(aredis, S.SUBMIT, *along.scripts)
+        pipe = aredis.pipeline(transaction=False)
+        if isinstance(submitted, NoScriptError):  # nothing was submitted: all of it again
+            scripts.queue_async(pipe, S.SUBMIT, keys_, args)
+        along.queue(pipe, run_id)
+        again = await pipe.execute(raise_on_error=False)
+        submitted, theirs = (
+            (again[0], again[1:]) if isinstance(submitted, NoScriptError) else (submitted, again)
+        )
+    for reply in (submitted, *theirs):
+        if isinstance(reply, Exception):
+            raise reply
+    return _enqueued(S.SUBMIT.reply(submitted)), theirs
+
+
 def _submit_call(
     r: redis.Redis | aioredis.Redis,
     run_id: str,
@@ -189,6 +254,7 @@ def _submit_call(
     meta: dict[str, str],
     cancel_queued: bool,
     drain: Mapping[str, str],
+    guard: Guard | None = None,
 ) -> tuple[list[str], dict[str, Any], str]:
     """submit.lua's keys and arguments, and the run's tenant."""
     conversation = keys.cid(agent, sender)
@@ -203,12 +269,14 @@ def _submit_call(
         keys.conv(conversation, "inbox"),
         keys.run(run_id),
         keys.conv(conversation, "active"),
+        *([guard.key] if guard else []),
     ]
     args = {
         "run_id": run_id, "agent": agent, "sender": sender, "content": content,
         "on_busy": on_busy, "now_ms": now_ms(), "cid": conversation,
         "meta_json": json.dumps(meta), "queued": "1" if cancel_queued else "0",
         "one_redis": topology.one_redis(r), **drain,
+        "guard_field": guard.field if guard else "", "guard_value": guard.value if guard else "",
     }  # fmt: skip
     return keys_, args, meta["tenant"]
 
@@ -217,7 +285,7 @@ def _enqueued(res: list[Any]) -> Enqueued:
     """``Enqueued`` from submit.lua's reply."""
     if res[0] == "busy":
         return Enqueued("busy", active=res[1] or None)
-    if res[0] in ("exists", "other"):
+    if res[0] in ("exists", "other", "guarded"):
         return Enqueued(res[0])
     return Enqueued("ok", interrupted=res[1] or None, drain=bool(res[2]))
 

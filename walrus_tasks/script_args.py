@@ -154,6 +154,9 @@ ACQUIRE: Script[list[Any] | None] = Script(
      "priorities_json", "start_own", "one_redis", "claim_id", *STEP_CLAIM),
     _optional_list,
 )  # fmt: skip
+AP_RECORD: Script[list[Any] | None] = Script(
+    "ap_record", ("run_id", "sender", "now_ms", "fields_json"), _optional_list
+)
 BEGIN: Script[Begin] = Script(
     "begin", (*FENCED, "step", "phase", "claim_id", "call_id", "task_id"), _literal(Begin)
 )
@@ -284,6 +287,8 @@ SUBMIT: Script[list[Any]] = Script(
         "queued",
         "one_redis",
         *TASK_PUSH,
+        "guard_field",
+        "guard_value",
     ),
     list,
 )

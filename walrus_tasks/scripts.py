@@ -7,6 +7,7 @@ typed value and never counts ARGV positions.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
@@ -79,3 +80,30 @@ def queue(
     """Queue ``script`` on ``pipe`` (a pipeline of ``r``); read its reply with ``script.reply``."""
     argv = script.argv(args)
     _registered_script(r, script.name)(keys=list(keys_), args=argv, client=pipe)
+
+
+def queue_async(
+    pipe: aioredis.client.Pipeline,
+    script: Script[Any],
+    keys_: Sequence[str],
+    args: Mapping[str, Any],
+) -> None:
+    """Queue ``script`` on ``pipe`` (an asyncio client's pipeline) as a bare ``EVALSHA``.
+
+    Not as :func:`queue` does: redis-py sends a ``SCRIPT EXISTS`` round trip before a pipeline
+    that holds a registered script. A server that lost the script answers ``NOSCRIPT`` in its
+    reply's place (:func:`load_async` it, then send again). Read the reply with ``script.reply``.
+    """
+    argv = script.argv(args)
+    pipe.evalsha(_sha(script.name), len(keys_), *keys_, *argv)
+
+
+@cache
+def _sha(name: str) -> str:
+    return hashlib.sha1(source(name).encode()).hexdigest()
+
+
+async def load_async(aredis: aioredis.Redis, *scripts_: Script[Any]) -> None:
+    """Load ``scripts_`` into ``aredis``'s server (after a ``NOSCRIPT``: a restart, a failover)."""
+    for script in scripts_:
+        await aredis.script_load(source(script.name))

@@ -6,9 +6,9 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -29,6 +29,17 @@ class Submitted:
 
     run_id: str
     interrupted: str | None = None
+    along: list[Any] | None = None
+    """The replies of the commands sent along with it (``submit_async``'s ``along``); None
+    when there were none, or it was written on a thread without them (the caller sends them)."""
+
+
+class Guarded(Exception):
+    """A guarded submit (``runs.Along.guard``) wrote nothing.
+
+    Its guard did not hold, or the write would have gone to a thread, where the guard is not
+    checked in the same step.
+    """
 
 
 def new_run_id(agent: str, sender: str) -> str:
@@ -129,6 +140,7 @@ async def submit_async(
     run_id: str | None = None,
     meta: Mapping[str, str] | None = None,
     cancel_queued: bool = False,
+    along: runs.Along | None = None,
 ) -> Submitted:
     """:func:`submit` from an event loop: its write on ``aredis`` (``r``'s Redis), no thread.
 
@@ -138,25 +150,33 @@ async def submit_async(
     share), as does a follow-up (a drain the script did not push, a wait to end); a write that
     fails on a lost connection is tried again there, under the same run id.
     The gateway's thread hop was a fifth of a first chunk (docs/benchmarks.md, issue 25,
-    eighteenth round).
+    eighteenth round). ``along``: commands sent in the same round trip (``runs.Along``), their
+    replies in the answer's ``along``, when it is written here; with a guard it is written here
+    or not at all (Guarded).
     """
     threaded = partial(
         submit, r, agent, sender, content, on_busy, run_id=run_id, meta=meta,
         cancel_queued=cancel_queued,
     )  # fmt: skip
     if topology.is_cluster(r) or not durable.unreplicated(r):
+        if along is not None and along.guard is not None:
+            raise Guarded(f"a guarded submit to {agent}/{sender} is written on the loop only")
         return await to_thread.run_sync(threaded)
     run_id, meta, drain = _prepared(r, agent, sender, run_id, meta)
+    call = (run_id, agent, sender, content, on_busy, meta, cancel_queued)
+    theirs = None
     try:
-        done = await runs.enqueue_async(
-            aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued,
-            task_push.script_args(drain),
-        )  # fmt: skip
+        if along is None:
+            done = await runs.enqueue_async(aredis, *call, task_push.script_args(drain))
+        else:
+            done, theirs = await runs.enqueue_along_async(
+                aredis, *call, task_push.script_args(drain), along
+            )
     except durable.FAILOVER_ERRORS:
         return await to_thread.run_sync(partial(threaded, run_id=run_id, meta=meta, tried=True))
     if done.interrupted or (done.drain and drain is None):
         await to_thread.run_sync(_follow_up, r, agent, sender, run_id, done, drain)
-    return _answer(agent, sender, run_id, done)
+    return replace(_answer(agent, sender, run_id, done), along=theirs)
 
 
 def _prepared(
@@ -200,6 +220,8 @@ def _answer(agent: str, sender: str, run_id: str, done: runs.Enqueued) -> Submit
         raise InvalidInput(
             f"Idempotency-Key already used for another message to this conversation (run {run_id})"
         )
+    if done.state == "guarded":
+        raise Guarded(f"the guard of a submit to {agent}/{sender} did not hold")
     if done.state == "busy":
         raise Conflict(
             f"conversation {agent}/{sender} is busy (active run {done.active or 'starting'}); "

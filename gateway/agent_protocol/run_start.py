@@ -19,7 +19,7 @@ from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state
 from gateway.agent_protocol.models import RunCreate
 from walrus_tasks.config import Config
-from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound
 
 
 def _thread(
@@ -103,7 +103,9 @@ async def start_async(
     """:func:`start` from the event loop.
 
     A run on a thread that exists and has its assistant (every run of a thread but its first)
-    starts with no thread hop: its three round trips on ``aredis`` (``submit_async``). Any other
+    starts with no thread hop, in one round trip on ``aredis``: the submit, guarded by the
+    thread's assistant, the run's record and the thread's read (``submit_async``,
+    ``thread_operations.record_along``). Any other
     start (a stateless run, a thread to create or to bind, a resume, a webhook) runs
     :func:`start` on a thread. ``viewed``: the run's view is wanted (a create's answer); a
     resume, which reads none on the way, reads it on that same thread.
@@ -113,18 +115,24 @@ async def start_async(
     if thread_id is None or body.webhook is not None or (body.command and "resume" in body.command):
         return await run_in_threadpool(threaded)
     try:
-        h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
-    except NotFound:
-        if body.if_not_exists != "create":
-            raise
+        text = messages.input_text(body.input)
+        h = thread_ops.thread_as_bound(tenant, thread_id, agent)
+    except InvalidInput:  # answered as the thread's checks come first (a missing one: 404)
         return await run_in_threadpool(threaded)
-    if not thread_ops.bound_to(h, agent):
-        return await run_in_threadpool(threaded)
-    text = messages.input_text(body.input)
+    fields = state.asked(agent, body)
     submitted = await thread_ops.send_in_thread_async(
-        aredis, r, config, h, text, body.multitask_strategy
+        aredis, r, config, h, text, body.multitask_strategy, thread_ops.record_along(h, fields)
     )
-    view = await state.record_run_async(aredis, submitted.run_id, h, agent, body)
+    if submitted is None:  # no such thread, or not (yet) this assistant's, or a write for a thread
+        return await run_in_threadpool(threaded)
+    record = None
+    if submitted.along is not None:
+        record, h = thread_ops.recorded(submitted.along, tenant, thread_id)
+    else:  # written on a thread after a lost connection, without what went along
+        h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    if record is None:
+        record = await thread_ops.record_thread_run_async(aredis, submitted.run_id, h, fields)
+    view = state.recorded_view(submitted.run_id, h, fields, record)
     return Started(submitted.run_id, h, "0-0", view)
 
 

@@ -18,7 +18,6 @@ import json
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
@@ -74,21 +73,23 @@ def record_run(
 
     Answers the run as :func:`run_view` shows it, read in the same round trip.
     """
-    fields = _asked(agent, body)
+    fields = asked(agent, body)
     record = thread_ops.record_thread_run(r, run_id, h, fields)
-    return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
+    return recorded_view(run_id, h, fields, record)
 
 
-async def record_run_async(
-    aredis: aioredis.Redis, run_id: str, h: dict[str, str], agent: str, body: Any
+def recorded_view(
+    run_id: str, h: dict[str, str], fields: dict[str, str], record: dict[str, str]
 ) -> dict[str, Any]:
-    """:func:`record_run` on the gateway's asyncio client."""
-    fields = _asked(agent, body)
-    record = await thread_ops.record_thread_run_async(aredis, run_id, h, fields)
+    """Run ``run_id`` of thread ``h`` as a create answers it.
+
+    Recorded with ``fields`` (:func:`asked`); ``record`` is the walrus run's record, read as it
+    was recorded.
+    """
     return run_object(run_id, record, {"thread_id": h["thread_id"], **fields})
 
 
-def _asked(agent: str, body: Any) -> dict[str, str]:
+def asked(agent: str, body: Any) -> dict[str, str]:
     """What a run's create asked, as its Agent Protocol record keeps it."""
     return {
         "assistant_id": agent,

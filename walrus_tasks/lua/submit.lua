@@ -6,7 +6,10 @@
 -- start_next as its run ends, and the reaper re-drains an inbox left waiting)},
 -- {'exists', false}, {'other', false} (the run id was taken by another message) or
 -- {'busy', active}.
--- KEYS: lease, fence, inbox, run, active
+-- {'guarded', false}: a guard was given (KEYS[6], guard_field, guard_value) and the hash field
+-- did not hold the value (nothing written): the Agent Protocol's create sends a run into its
+-- thread's conversation only while the thread is there and bound to the run's assistant.
+-- KEYS: lease, fence, inbox, run, active, and the guard's hash when guard_field is not ""
 -- A: run_id, agent, sender, content, on_busy, now_ms, cid, meta_json ({field: value}, with
 --    at least `tenant`), queued ('1': `interrupt` and `rollback` also cancel every run still
 --    waiting in the inbox, as the Agent Protocol's strategies do; '0': those still run),
@@ -14,10 +17,13 @@
 --    caller marks it in the dispatcher's own slot, fair_mark.lua), task_queue, task_message,
 --    task_channel, task_event (the drain's Celery message and its `task-sent` event, pushed
 --    here when the conversation was idle: walrus_tasks/task_push.py; "" when the caller sends
---    the drain itself)
+--    the drain itself), guard_field, guard_value ("": no guard)
 -- on_busy `rollback` is `interrupt` that also rolls the interrupted run back (rollback_run),
 -- in this same step: its messages leave history before this message's run can start. A queued
 -- run so cancelled ends `cancelled` at its first step (begin_step.lua reads the flag).
+if A.guard_field ~= '' and redis.call('HGET', KEYS[6], A.guard_field) ~= A.guard_value then
+  return {'guarded', false}
+end
 local earlier = redis.call('HGET', KEYS[4], 'content')
 if earlier then  -- submitted before (a retry): the same message, or a reused run id
   return {earlier == A.content and 'exists' or 'other', false}
