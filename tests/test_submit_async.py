@@ -115,3 +115,33 @@ def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_draine
     done = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-d", "hello"))
     assert r.lrange(keys.conv(keys.cid("echo", "loop-d"), "inbox"), 0, -1) == [done.run_id]
     assert drained == [("echo", "loop-d", done.run_id)]
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_a_guarded_write_whose_answer_is_lost_is_tried_again_only_if_its_guard_holds(
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch, holds: bool
+) -> None:
+    """Tried again on a thread, the guard is read first: a thread the write may not go to (here
+    another assistant's) gets nothing, and the caller is told (``Guarded``)."""
+    r = one_redis
+    durable.connected_replicas(r)
+    r.hset("guard-hash", "agent", "echo" if holds else "other")
+    along = runs.Along((), lambda *_: None, runs.Guard("guard-hash", "agent", "echo"))
+    real_enqueue = runs.enqueue_along_async
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        await real_enqueue(*args, **kwargs)
+        raise redis.ConnectionError("connection lost before the answer")
+
+    monkeypatch.setattr(runs, "enqueue_along_async", lost)
+    monkeypatch.setattr(submit, "send_drain", lambda *_: None)
+    send = lambda a: submit.submit_async(a, r, "echo", "loop-g", "hello", along=along)  # noqa: E731
+    inbox = keys.conv(keys.cid("echo", "loop-g"), "inbox")
+    if holds:
+        done = on_loop(send)
+        assert done.along is None  # what went along must be sent again by the caller
+        assert r.lrange(inbox, 0, -1) == [done.run_id]
+    else:
+        with pytest.raises(submit.Guarded):
+            on_loop(send)
+        assert r.lrange(inbox, 0, -1) == []

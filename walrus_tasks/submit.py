@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
@@ -173,10 +173,20 @@ async def submit_async(
                 aredis, *call, task_push.script_args(drain), along
             )
     except durable.FAILOVER_ERRORS:
-        return await to_thread.run_sync(partial(threaded, run_id=run_id, meta=meta, tried=True))
+        again = partial(threaded, run_id=run_id, meta=meta, tried=True)
+        if along is not None and along.guard is not None:
+            again = partial(_if_guard_holds, r, along.guard, again)
+        return await to_thread.run_sync(again)
     if done.interrupted or (done.drain and drain is None):
         await to_thread.run_sync(_follow_up, r, agent, sender, run_id, done, drain)
     return replace(_answer(agent, sender, run_id, done), along=theirs)
+
+
+def _if_guard_holds(r: redis.Redis, guard: runs.Guard, write: Callable[[], Submitted]) -> Submitted:
+    """``write()`` if ``guard`` holds, read just before (on a thread, not in the same step)."""
+    if r.hget(guard.key, guard.field) != guard.value:
+        raise Guarded(f"the guard {guard} did not hold")
+    return write()
 
 
 def _prepared(
