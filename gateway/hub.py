@@ -43,6 +43,13 @@ class FeedEntry(Entry):
         self._frame = None
 
 
+HEAD = 64
+"""Entries of a run's stream a join reads with its record (``Hub.run_items``' ``head``): all
+of a short run's, so a join of one that has ended needs no other read of its stream."""
+Head = list[tuple[str, dict[str, str]]]
+"""A stream's first entries as ``XRANGE`` answers them: ``(entry id, fields)``."""
+
+
 class Hub:
     """The gateway's stream readers, one a bucket."""
 
@@ -114,27 +121,47 @@ class Hub:
         return self.reader(key).bursts(key, after, run_id)
 
     def run_items(
-        self, run_id: str, after: str, *, resume: bool = True, ended: bool = False
+        self,
+        run_id: str,
+        after: str,
+        *,
+        resume: bool = True,
+        ended: bool = False,
+        head: Head | None = None,
     ) -> AsyncIterator[Item]:
         """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` idle.
 
         Stops if the run no longer exists. With ``resume`` a subscriber cut for being slow
         catches up from its last id by itself (for consumers without ``Last-Event-ID``).
         ``ended``: the caller read the run's record ended, so its stream is read to the end
-        (``StreamReader.tail``) and subscribed to only if that holds no ``end``.
+        (``StreamReader.tail``) and subscribed to only if that holds no ``end``. ``head``: the
+        stream's first entries (``XRANGE`` from the start, at most ``HEAD``), read by the caller
+        with the record: from the start (``after`` ``0-0``), an ended run's are not read again.
         """
         key = keys.run_part(run_id, "events")
         if ended:
-            return self._items(lambda at: self._ended(key, at, run_id), after, None, resume)
+            return self._items(lambda at: self._ended(key, at, run_id, head), after, None, resume)
         return self._items(lambda at: self.entries(key, at, run_id), after, None, resume)
 
-    async def _ended(self, key: str, after: str, run_id: str) -> AsyncIterator[Entry | None]:
+    async def _ended(
+        self, key: str, after: str, run_id: str, head: Head | None = None
+    ) -> AsyncIterator[Entry | None]:
         """An ended run's entries read to its ``end``; on from a subscription if none is there."""
-        async for entry in self.reader(key).tail(key, after):
-            yield entry
-            if entry.ends:
-                return
-            after = entry.id
+        more = True  # past what ``head`` holds (all of it without one)
+        if head is not None and after == "0-0":
+            for entry_id, fields in head:
+                entry = StreamReader.run_entry(entry_id, fields)
+                yield entry
+                if entry.ends:
+                    return
+                after = entry.id
+            more = len(head) >= HEAD
+        if more:
+            async for entry in self.reader(key).tail(key, after):
+                yield entry
+                if entry.ends:
+                    return
+                after = entry.id
         async for item in self.entries(key, after, run_id):
             yield item
 

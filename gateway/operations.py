@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub import Hub, Item
+from gateway.hub import Head, Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, usage, waits, webhooks
@@ -361,14 +361,17 @@ def usage_report(
     )  # fmt: skip
 
 
-def run_events(hub: Hub, run_id: str, after: str, *, ended: bool = False) -> AsyncIterator[Item]:
+def run_events(
+    hub: Hub, run_id: str, after: str, *, ended: bool = False, head: Head | None = None
+) -> AsyncIterator[Item]:
     """The run's ``(entry id, event)`` after ``after`` until ``end``; ``(id, None)`` while idle.
 
     Read by the app's :class:`gateway.hub.Hub` (``app.state.hub``), which rides out a Redis
     restart; once Redis has been away ``sse_redis_grace`` the Redis error propagates.
-    ``ended``: the run's record was read ended (``Hub.run_items``).
+    ``ended``: the run's record was read ended; ``head``: its stream's first entries, read with
+    it (``Hub.run_items``).
     """
-    return hub.run_items(run_id, after, ended=ended)
+    return hub.run_items(run_id, after, ended=ended, head=head)
 
 
 async def run_end(

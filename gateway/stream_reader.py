@@ -390,6 +390,11 @@ class StreamReader:
     def _entry(entry_id: str, fields: dict[str, str], feed: bool) -> Entry:
         if feed:
             return Entry(entry_id, feed_event(fields), False)
+        return StreamReader.run_entry(entry_id, fields)
+
+    @staticmethod
+    def run_entry(entry_id: str, fields: dict[str, str]) -> Entry:
+        """The entry of a run's stream that ``XRANGE`` or ``XREAD`` answered."""
         _, event = parse(entry_id, fields)
         return Entry(entry_id, event, event["type"] == "end")
 

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from gateway.hub import HEAD, Head
 from gateway.operations import known_agent
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import keys, reads, runs, scripts, waits, webhooks
@@ -404,6 +405,22 @@ async def thread_and_run_async(
     pipe = aredis.pipeline(transaction=False)
     _queue_thread_and_run(pipe, tenant, thread_id, run_id)
     return _thread_and_run_of(await pipe.execute(), tenant, thread_id, run_id)
+
+
+async def thread_run_and_head_async(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str, run_id: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], Head]:
+    """:func:`thread_and_run_async`, and the run's first events in the same round trip.
+
+    At most ``hub.HEAD`` of them (``XRANGE``): a join of a run that has ended answers from them
+    with no other read of its stream (``Hub.run_items``' ``head``; docs/benchmarks.md, issue
+    25, nineteenth round).
+    """
+    pipe = aredis.pipeline(transaction=False)
+    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
+    pipe.xrange(keys.run_part(run_id, "events"), "-", "+", HEAD)
+    *replies, head = await pipe.execute()
+    return (*_thread_and_run_of(replies, tenant, thread_id, run_id), head)
 
 
 def _queue_thread_and_run(

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from gateway import stream_reader
-from gateway.hub import Entry, Hub, SlowConsumer
+from gateway.hub import HEAD, Entry, Hub, SlowConsumer
 from gateway.sse import hub_frames
 from gateway.stream_reader import StreamReader
 from tests.conftest import redis_db_url
@@ -325,6 +325,39 @@ def test_an_ended_runs_items_are_read_without_a_subscription_and_as_a_subscriber
     assert got == [ids, ids[2:], ids]
     assert added == 0, "an ended run's read added a key to the reader"
     assert late == early
+
+
+def test_an_ended_runs_items_come_from_the_head_read_with_its_record_and_on_past_a_full_one(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_items(..., ended=True, head=...)``: a join's first read holds the stream's first
+    entries (``thread_run_and_head_async``). A head that holds the ``end`` is the whole answer,
+    with no read of the stream of its own; past a full head, the rest is read from its last."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    short, long = "f" * 32, "c" * 32
+    ids = [add(r, short, {"type": t}) for t in ("start", "chunk", "end")]
+    long_ids = [add(r, long, {"type": "chunk"}) for _ in range(HEAD + 5)]
+    long_ids.append(add(r, long, {"type": "end"}))
+    tails: list[str] = []
+    real_tail = StreamReader.tail
+
+    def counted(reader: StreamReader, key: str, after: str) -> AsyncIterator[Entry]:
+        tails.append(after)
+        return real_tail(reader, key, after)
+
+    monkeypatch.setattr(StreamReader, "tail", counted)
+
+    async def items(hub: Hub, run: str) -> list[str]:
+        head = r.xrange(keys.run_part(run, "events"), "-", "+", HEAD)
+        got = [x async for x in hub.run_items(run, "0-0", ended=True, head=head)]
+        return [i for i, event in got if event is not None]
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with running_hub(url) as hub:
+            return await items(hub, short), await items(hub, long)
+
+    assert asyncio.run(main()) == (ids, long_ids)
+    assert tails == [long_ids[HEAD - 1]], "read again only past the full head"
 
 
 def test_a_slow_subscriber_is_cut_and_the_others_are_not(url: str) -> None:

@@ -111,8 +111,13 @@ async def _thread_of_run(
     And whether the run's record says it has ended (its ``end`` is in its stream then).
     """
     h, _, record = await thread_ops.thread_and_run_async(aredis, tenant, thread_id, run_id)
+    return h, _ended(record)
+
+
+def _ended(record: dict[str, str]) -> bool:
+    """Whether the walrus run ``record`` says it has ended (its ``end`` is in its stream)."""
     status = record.get("status")
-    return h, status is not None and RunStatus(status).terminal
+    return status is not None and RunStatus(status).terminal
 
 
 @router.post("/threads/{thread_id}/runs")
@@ -251,8 +256,11 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    h, ended = await _thread_of_run(aredis, tenant, thread_id, run_id)
-    return await streaming.final_values(hub, aredis, run_id, h, ended=ended)
+    h, _, record, head = await thread_ops.thread_run_and_head_async(
+        aredis, tenant, thread_id, run_id
+    )
+    ended = _ended(record)
+    return await streaming.final_values(hub, aredis, run_id, h, ended=ended, head=head)
 
 
 @router.get(f"{RUN}/stream")

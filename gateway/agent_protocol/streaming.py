@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from gateway import operations as ops
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages
-from gateway.hub import Hub
+from gateway.hub import Head, Hub
 from gateway.relay import Cursor
 from gateway.shared_reads import SharedReads
 from gateway.sse import ErrorRender
@@ -266,18 +266,19 @@ async def final_values(
     after: str = "0-0",
     *,
     ended: bool = False,
+    head: Head | None = None,
 ) -> dict[str, Any]:
     """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``).
 
     Only the run's last checkpoint is answered: the thread's history is read at its end (or
     question), not at every ``start`` and ``tools_complete`` the stream passes on the way.
     ``ended``: the run's record was read ended (a join after the run), so its stream is read
-    without a subscription (``Hub.run_items``).
+    without a subscription, and not read again where ``head`` holds it (``Hub.run_items``).
     """
     t = Translator(r, run_id, thread, ["values"])
     await t.catch_up(after)
     result: dict[str, Any] = {}
-    async for entry_id, event in ops.run_events(hub, run_id, after, ended=ended):
+    async for entry_id, event in ops.run_events(hub, run_id, after, ended=ended, head=head):
         if event is None or event["type"] not in FINAL_EVENTS:
             continue
         for name, data in await t.translate(event, entry_id):
