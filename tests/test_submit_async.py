@@ -105,7 +105,7 @@ def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_draine
     durable.connected_replicas(r)
     real_enqueue = runs.enqueue_async
 
-    async def lost(*args: Any, **kwargs: Any) -> runs.Enqueued:
+    async def lost(*args: Any, **kwargs: Any) -> Any:
         await real_enqueue(*args, **kwargs)
         raise redis.ConnectionError("connection lost before the answer")
 
@@ -127,13 +127,13 @@ def test_a_guarded_write_whose_answer_is_lost_is_tried_again_only_if_its_guard_h
     durable.connected_replicas(r)
     r.hset("guard-hash", "agent", "echo" if holds else "other")
     along = runs.Along((), lambda *_: None, runs.Guard("guard-hash", "agent", "echo"))
-    real_enqueue = runs.enqueue_along_async
+    real_enqueue = runs.enqueue_async
 
     async def lost(*args: Any, **kwargs: Any) -> Any:
         await real_enqueue(*args, **kwargs)
         raise redis.ConnectionError("connection lost before the answer")
 
-    monkeypatch.setattr(runs, "enqueue_along_async", lost)
+    monkeypatch.setattr(runs, "enqueue_async", lost)
     monkeypatch.setattr(submit, "send_drain", lambda *_: None)
     send = lambda a: submit.submit_async(a, r, "echo", "loop-g", "hello", along=along)  # noqa: E731
     inbox = keys.conv(keys.cid("echo", "loop-g"), "inbox")

@@ -159,28 +159,6 @@ def enqueue(
     return done
 
 
-async def enqueue_async(
-    aredis: aioredis.Redis,
-    run_id: str,
-    agent: str,
-    sender: str,
-    content: str,
-    on_busy: str,
-    meta: dict[str, str],
-    cancel_queued: bool = False,
-    drain: Mapping[str, str] = S.NO_TASK,
-) -> Enqueued:
-    """:func:`enqueue` on an asyncio client of one Redis whose writes no replica acknowledges.
-
-    The caller checks that (``durable.unreplicated``): this is submit.lua's one step, with
-    neither ``WAIT`` nor the cluster's second half.
-    """
-    keys_, args, _ = _submit_call(
-        aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain
-    )
-    return _enqueued(await scripts.call_async(aredis, S.SUBMIT, keys_, args))
-
-
 class Guard(NamedTuple):
     """A submit written only while hash ``key``'s ``field`` holds ``value`` (submit.lua)."""
 
@@ -204,7 +182,7 @@ class Along:
     guard: Guard | None = None
 
 
-async def enqueue_along_async(
+async def enqueue_async(
     aredis: aioredis.Redis,
     run_id: str,
     agent: str,
@@ -212,18 +190,24 @@ async def enqueue_along_async(
     content: str,
     on_busy: str,
     meta: dict[str, str],
-    cancel_queued: bool,
-    drain: Mapping[str, str],
-    along: Along,
-) -> tuple[Enqueued, list[Any]]:
-    """:func:`enqueue_async` with ``along``'s commands in its round trip: its answer, theirs.
+    cancel_queued: bool = False,
+    drain: Mapping[str, str] = S.NO_TASK,
+    along: Along | None = None,
+) -> tuple[Enqueued, list[Any] | None]:
+    """:func:`enqueue` on an asyncio client of one Redis whose writes no replica acknowledges.
 
-    A server that lost a script (``NOSCRIPT``: a restart, a failover) is given it and sent
-    what did not run again (a write conditional on the run is safe twice).
+    The caller checks that (``durable.unreplicated``): this is submit.lua's one step, with
+    neither ``WAIT`` nor the cluster's second half. With ``along``, its commands go in the
+    same round trip: their replies are the answer's second half (None without). A server that
+    lost a script (``NOSCRIPT``: a restart, a failover) is then given it and sent what did not
+    run again (a write conditional on the run is safe twice).
     """
+    guard = along.guard if along else None
     keys_, args, _ = _submit_call(
-        aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain, along.guard
+        aredis, run_id, agent, sender, content, on_busy, meta, cancel_queued, drain, guard
     )
+    if along is None:
+        return _enqueued(await scripts.call_async(aredis, S.SUBMIT, keys_, args)), None
     pipe = aredis.pipeline(transaction=False)
     scripts.queue_async(pipe, S.SUBMIT, keys_, args)
     along.queue(pipe, run_id)

@@ -164,14 +164,8 @@ async def submit_async(
         return await to_thread.run_sync(threaded)
     run_id, meta, drain = _prepared(r, agent, sender, run_id, meta)
     call = (run_id, agent, sender, content, on_busy, meta, cancel_queued)
-    theirs = None
     try:
-        if along is None:
-            done = await runs.enqueue_async(aredis, *call, task_push.script_args(drain))
-        else:
-            done, theirs = await runs.enqueue_along_async(
-                aredis, *call, task_push.script_args(drain), along
-            )
+        done, theirs = await runs.enqueue_async(aredis, *call, task_push.script_args(drain), along)
     except durable.FAILOVER_ERRORS:
         again = partial(threaded, run_id=run_id, meta=meta, tried=True)
         if along is not None and along.guard is not None:
