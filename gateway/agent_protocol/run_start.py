@@ -105,10 +105,11 @@ async def start_async(
     A run on a thread that exists and has its assistant (every run of a thread but its first)
     starts with no thread hop, in one round trip on ``aredis``: the submit, guarded by the
     thread's assistant, the run's record and the thread's read (``submit_async``,
-    ``thread_operations.record_along``). Any other
-    start (a stateless run, a thread to create or to bind, a resume, a webhook) runs
-    :func:`start` on a thread. ``viewed``: the run's view is wanted (a create's answer); a
-    resume, which reads none on the way, reads it on that same thread.
+    ``thread_operations.record_along``). Any other start (a stateless run, a thread to create
+    or to bind, a resume, a webhook; and every start on a Redis Cluster or where replicas must
+    acknowledge the write, where the guard is not checked) runs :func:`start` on a thread.
+    ``viewed``: the run's view is wanted (a create's answer); a resume, which reads none on the
+    way, reads it on that same thread.
     """
     threaded = partial(_start_viewed if viewed else start, r, config, tenant, thread_id, body)
     agent = ops.known_agent(config, body.assistant_id)
