@@ -156,6 +156,40 @@ def test_kill_cancels_the_running_reply(page: Page, sender: str) -> None:
     assert "killed run" in pg.locator(".chat-status").inner_text()
 
 
+def test_a_message_sent_before_the_page_has_read_its_conversation_shows_once(
+    page: Page, console_cluster: Cluster, sender: str
+) -> None:
+    # Found in a full run (the test above saw two "cancelled" badges): a message sent before
+    # the page's first read of the conversations had answered came back in that read as the
+    # conversation's running run, and the page showed its reply a second time.
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        held.append(route)
+
+    pg: Any = page.page
+    pg.route("**/v1/conversations?*", hold_the_first)  # the page's first read waits for the send
+    page.open(f"chat/slow/{sender}")
+    pg.fill("#chat-input", "count")
+    pg.click("#send")
+
+    def active() -> str | None:
+        with console_cluster.http() as c:
+            rows = c.get("/v1/conversations", params={"agent": "slow"}).json()["conversations"]
+        return next((x["active_run"] for x in rows if x["sender"] == sender), None)
+
+    deadline = time.monotonic() + 3  # the send may wait for the read: then it never starts
+    while not (held and active()) and time.monotonic() < deadline:
+        pg.wait_for_timeout(50)
+    assert held, "the page read the conversations"
+    held[0].continue_()
+    pg.locator(".msg.assistant .badge.succeeded").wait_for()
+    assert pg.locator(".msg.assistant").count() == 1
+    assert pg.locator(".msg.user").all_inner_texts() == ["count"]
+
+
 def test_a_new_run_appears_live_in_the_runs_list(
     page: Page, console_cluster: Cluster, sender: str, shots: Path
 ) -> None:

@@ -49,6 +49,9 @@ async function chat(main, agent, sender, tenant, signal) {
   const status = h("div", { class: "chat-status" });
   const box = h("textarea", { id: "chat-input", rows: 2, placeholder: `Message ${agent}…`, "aria-label": "message" });
   let active = null;
+  // The history and any running run, shown once read: a message sent before then waits for
+  // them, or the first read would show its run a second time, as the conversation's running run.
+  let ready = null;
   const act = async (fn) => {
     status.replaceChildren();
     try {
@@ -68,6 +71,7 @@ async function chat(main, agent, sender, tenant, signal) {
     const content = box.value.trim();
     if (!content) return;
     box.value = "";
+    await ready?.catch(() => null);
     log.append(h("div", { class: "msg user" }, content));
     const { run_id } = await api("POST", `/v1/agents/${encodeURIComponent(agent)}/messages`, { content, sender, ...(tenant ? { tenant } : {}) });
     const bubble = runBubble(run_id);
@@ -105,19 +109,22 @@ async function chat(main, agent, sender, tenant, signal) {
       h("button", { id: "send", onclick: send }, "Send"),
       h("button", { id: "steer", title: "add to the active run's next step", onclick: steer }, "Steer")),
   );
-  const { messages } = await get(`${base}/history${q}`, signal).catch((e) => {
-    if (e.status === 404) return { messages: [] };
-    throw e;
-  });
-  const { conversations } = await get(`/v1/conversations?agent=${encodeURIComponent(agent)}`, signal);
-  const running = conversations.find((c) => c.sender === sender && (c.tenant || null) === tenant)?.active_run;
-  showHistory(log, messages.filter((m) => !running || m.run_id !== running), PAGE);
-  if (running) {
-    const bubble = runBubble(running);
-    log.append(bubble);
-    watch(running, bubble);
-  }
-  log.scrollTop = log.scrollHeight;
+  ready = (async () => {
+    const { messages } = await get(`${base}/history${q}`, signal).catch((e) => {
+      if (e.status === 404) return { messages: [] };
+      throw e;
+    });
+    const { conversations } = await get(`/v1/conversations?agent=${encodeURIComponent(agent)}`, signal);
+    const running = conversations.find((c) => c.sender === sender && (c.tenant || null) === tenant)?.active_run;
+    showHistory(log, messages.filter((m) => !running || m.run_id !== running), PAGE);
+    if (running) {
+      const bubble = runBubble(running);
+      log.append(bubble);
+      watch(running, bubble);
+    }
+    log.scrollTop = log.scrollHeight;
+  })();
+  await ready;
 }
 
 // History, newest PAGE messages first shown; "Earlier messages" pages back.
