@@ -249,13 +249,21 @@ def test_a_delegated_run_is_a_child_of_the_delegate_call_and_the_wait_is_an_even
     info = traced.wait_run(run_id)
     assert info["status"] == "succeeded", info
 
-    def spans() -> tuple[list[Span], list[Span]] | None:
-        calls = [s for s in receiver.trace(info["trace_id"]) if s.name == "execute_tool delegate"]
-        child = [s for s in receiver.trace(info["trace_id"]) if s.name == "invoke_agent helper"]
-        return (calls, child) if len(calls) >= 2 and child else None
+    def spans() -> tuple[Span, Span, list[Span]] | None:
+        """The call that waited, the call that resumed, the child's step.
 
-    calls, child = wait_for(spans, 20, 0.1, "the delegate call's spans and the child's")
-    parked, resumed = sorted(calls, key=lambda s: "resume" in [e for e, _ in s.events])
+        Two spans when the run parked and a later delivery resumed the call; one span with
+        both events when the child had ended before the wait was recorded (``wait_begin``
+        answered ``woken`` and the call went on in place).
+        """
+        trace = receiver.trace(info["trace_id"])
+        calls = [s for s in trace if s.name == "execute_tool delegate"]
+        child = [s for s in trace if s.name == "invoke_agent helper"]
+        parked = [s for s in calls if "wait" in [e for e, _ in s.events]]
+        resumed = [s for s in calls if "resume" in [e for e, _ in s.events]]
+        return (parked[0], resumed[0], child) if parked and resumed and child else None
+
+    parked, resumed, child = wait_for(spans, 20, 0.1, "the delegate call's spans and the child's")
     assert child[0].parent == parked.span_id, "the child run continues the call that spawned it"
     assert child[0].attributes["walrus.run_id"] != run_id
     (wait,) = [a for e, a in parked.events if e == "wait"]
