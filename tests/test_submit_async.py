@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from anyio import to_thread
 
 from tests.conftest import OnLoop
@@ -36,7 +37,7 @@ def test_a_message_sent_from_the_loop_is_queued_with_its_drain_and_no_thread(
     one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = one_redis
-    assert durable.connected_replicas(r) == 0 and durable.unreplicated(r)
+    assert durable.connected_replicas(r) == 0
     monkeypatch.setattr(to_thread, "run_sync", no_thread)
     monkeypatch.setattr(submit, "send_drain", lambda *_: pytest.fail("sent through Celery"))
     first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-a", "hello"))
@@ -72,12 +73,31 @@ def test_a_refused_message_from_the_loop_writes_nothing(
     assert {k: r.dump(k) for k in r.keys("*")} == before
 
 
-def test_with_its_replicas_not_known_a_message_is_written_on_a_thread_that_reads_them(
+def test_with_its_replicas_not_known_a_message_reads_them_on_the_loop_and_stays_there(
     one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The thread's ``submit`` asks the master (``INFO``); the next message stays on the loop."""
+    """The count is asked for on the asyncio client (``INFO``) and cached for the next.
+
+    Found in the Agent Protocol bench: every write of the moment the cached count expired went
+    to a thread to read it again, about a create in seven."""
     r = one_redis
-    assert not durable.unreplicated(r)
+    assert durable._cached_replicas(r) is None
+    monkeypatch.setattr(to_thread, "run_sync", no_thread)
+    first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "hello"))
+    assert durable._cached_replicas(r) == 0
+    asked = r.info("commandstats").get("cmdstat_info", {}).get("calls", 0)
+    second = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "again"))
+    inbox = keys.conv(keys.cid("echo", "loop-c"), "inbox")
+    assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
+    # The second asked nothing (the first INFO here is this test's own).
+    assert r.info("commandstats")["cmdstat_info"]["calls"] == asked + 1
+
+
+def test_a_count_that_cannot_be_read_on_the_loop_sends_the_message_to_a_thread(
+    one_redis: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``INFO`` failing as in a failover: the threaded ``submit`` asks again, and writes."""
+    r = one_redis
     threaded: list[str] = []
     real_submit = submit.submit
 
@@ -86,11 +106,15 @@ def test_with_its_replicas_not_known_a_message_is_written_on_a_thread_that_reads
         threaded.append(done.run_id)
         return done
 
+    async def unreachable(*_: Any, **__: Any) -> Any:
+        raise redis.ConnectionError("connection lost")
+
     monkeypatch.setattr(submit, "submit", recorded)
-    first = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "hello"))
-    assert threaded == [first.run_id] and durable.unreplicated(r)
-    on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-c", "again"))
-    assert threaded == [first.run_id]
+    monkeypatch.setattr(aioredis.Redis, "info", unreachable)
+    done = on_loop(lambda a: submit.submit_async(a, r, "echo", "loop-e", "hello"))
+    assert threaded == [done.run_id]
+    assert r.lrange(keys.conv(keys.cid("echo", "loop-e"), "inbox"), 0, -1) == [done.run_id]
+    assert durable._cached_replicas(r) == 0, "the thread's submit read the count"
 
 
 def test_a_write_whose_answer_is_lost_is_tried_again_on_a_thread_once_and_drained(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
 
 from walrus_tasks import keys, scripts, topology
 from walrus_tasks.errors import Unavailable
@@ -52,11 +53,37 @@ def connected_replicas(r: redis.Redis) -> int:
 
     One still loading its first copy is not counted: it could not acknowledge in time.
     """
-    now = time.monotonic()
+    cached = _cached_replicas(r)
+    return cached if cached is not None else _remember(r, r.info("replication"))
+
+
+async def unreplicated_async(r: redis.Redis, aredis: aioredis.Redis) -> bool:
+    """Whether a write to ``r`` needs no replica's acknowledgement just now.
+
+    True when the wait is off, or when ``r``'s master has no replica in sync: the count
+    :func:`connected_replicas` caches, read on ``aredis`` (``r``'s Redis) when it is not known,
+    so an event loop's writer learns it with no thread. (It once went to a thread to learn it,
+    and so did every write of the moment the count expired: docs/benchmarks.md, issue 25,
+    twentieth round.)
+    """
+    if get_settings().replica_ack_timeout <= 0:
+        return True
+    cached = _cached_replicas(r)
+    if cached is None:
+        cached = _remember(r, await aredis.info("replication"))
+    return cached == 0
+
+
+def _cached_replicas(r: redis.Redis) -> int | None:
+    """The replica count of ``r``'s master read within ``REPLICAS_TTL``, else None."""
     cached = _replicas.get(id(r))
-    if cached and now - cached[0] < REPLICAS_TTL:
-        return cached[1]
-    info: Any = r.info("replication")
+    if cached is None or time.monotonic() - cached[0] >= REPLICAS_TTL:
+        return None
+    return cached[1]
+
+
+def _remember(r: redis.Redis, info: Any) -> int:
+    """The replicas in sync by ``INFO replication``'s answer ``info``, cached for ``r``."""
     count = sum(
         1
         for name, replica in info.items()
@@ -64,21 +91,8 @@ def connected_replicas(r: redis.Redis) -> int:
         and isinstance(replica, dict)
         and replica.get("state") == "online"
     )
-    _replicas[id(r)] = (now, count)
+    _replicas[id(r)] = (time.monotonic(), count)
     return count
-
-
-def unreplicated(r: redis.Redis) -> bool:
-    """Whether a write to ``r`` is known to need no replica's acknowledgement just now.
-
-    True when the wait is off, or when ``r``'s master had no replica in sync as last read
-    (``connected_replicas``, within ``REPLICAS_TTL``). False when that is not known: the caller
-    writes through :func:`call_acknowledged`, which asks.
-    """
-    if get_settings().replica_ack_timeout <= 0:
-        return True
-    cached = _replicas.get(id(r))
-    return cached is not None and time.monotonic() - cached[0] < REPLICAS_TTL and cached[1] == 0
 
 
 def call_acknowledged(

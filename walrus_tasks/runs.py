@@ -196,7 +196,7 @@ async def enqueue_async(
 ) -> tuple[Enqueued, list[Any] | None]:
     """:func:`enqueue` on an asyncio client of one Redis whose writes no replica acknowledges.
 
-    The caller checks that (``durable.unreplicated``): this is submit.lua's one step, with
+    The caller checks that (``durable.unreplicated_async``): this is submit.lua's one step, with
     neither ``WAIT`` nor the cluster's second half. With ``along``, its commands go in the
     same round trip: their replies are the answer's second half (None without). A server that
     lost a script (``NOSCRIPT``: a restart, a failover) is then given it and sent what did not

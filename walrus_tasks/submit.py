@@ -145,7 +145,7 @@ async def submit_async(
     """:func:`submit` from an event loop: its write on ``aredis`` (``r``'s Redis), no thread.
 
     Where the write is more than submit.lua's one step (a cluster, or a master whose replicas
-    must acknowledge it or whose replicas are not known: ``durable.unreplicated``), the whole
+    must acknowledge it: ``durable.unreplicated_async``, which reads their count), the whole
     submit runs on a thread of the event loop's pool (anyio's, the one the gateway's routes
     share), as does a follow-up (a drain the script did not push, a wait to end); a write that
     fails on a lost connection is tried again there, under the same run id.
@@ -158,7 +158,11 @@ async def submit_async(
         submit, r, agent, sender, content, on_busy, run_id=run_id, meta=meta,
         cancel_queued=cancel_queued,
     )  # fmt: skip
-    if topology.is_cluster(r) or not durable.unreplicated(r):
+    try:
+        on_loop = not topology.is_cluster(r) and await durable.unreplicated_async(r, aredis)
+    except durable.FAILOVER_ERRORS:  # the thread's submit asks again, through the failover
+        on_loop = False
+    if not on_loop:
         if along is not None and along.guard is not None:
             raise Guarded(f"a guarded submit to {agent}/{sender} is written on the loop only")
         return await to_thread.run_sync(threaded)
