@@ -19,7 +19,6 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway.hub import HEAD, Head
 from gateway.operations import known_agent
 from walrus_tasks import conversations as conversations_mod
 from walrus_tasks import keys, reads, runs, scripts, waits, webhooks
@@ -394,8 +393,8 @@ def thread_and_run(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """:func:`get_thread`, then :func:`thread_run` of it, in one round trip (a join's first)."""
     pipe = r.pipeline(transaction=False)
-    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
-    return _thread_and_run_of(pipe.execute(), tenant, thread_id, run_id)
+    queue_thread_and_run(pipe, tenant, thread_id, run_id)
+    return thread_and_run_of(pipe.execute(), tenant, thread_id, run_id)
 
 
 async def thread_and_run_async(
@@ -403,40 +402,26 @@ async def thread_and_run_async(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """:func:`thread_and_run` on the gateway's asyncio client."""
     pipe = aredis.pipeline(transaction=False)
-    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
-    return _thread_and_run_of(await pipe.execute(), tenant, thread_id, run_id)
+    queue_thread_and_run(pipe, tenant, thread_id, run_id)
+    return thread_and_run_of(await pipe.execute(), tenant, thread_id, run_id)
 
 
-async def thread_run_and_head_async(
-    aredis: aioredis.Redis, tenant: str | None, thread_id: str, run_id: str
-) -> tuple[dict[str, str], dict[str, str], dict[str, str], Head]:
-    """:func:`thread_and_run_async`, and the run's first events in the same round trip.
-
-    At most ``hub.HEAD`` of them (``XRANGE``): a join of a run that has ended answers from them
-    with no other read of its stream (``Hub.run_items``' ``head``; docs/benchmarks.md, issue
-    25, nineteenth round).
-    """
-    pipe = aredis.pipeline(transaction=False)
-    _queue_thread_and_run(pipe, tenant, thread_id, run_id)
-    pipe.xrange(keys.run_part(run_id, "events"), "-", "+", HEAD)
-    *replies, head = await pipe.execute()
-    return (*_thread_and_run_of(replies, tenant, thread_id, run_id), head)
-
-
-def _queue_thread_and_run(
+def queue_thread_and_run(
     pipe: redis.client.Pipeline | aioredis.client.Pipeline,
     tenant: str | None,
     thread_id: str,
     run_id: str,
 ) -> None:
+    """The reads of :func:`thread_and_run`, queued on ``pipe`` (a join's first round trip)."""
     pipe.hgetall(keys.ap_thread(thread_id_of(thread_id), tenant))
     pipe.hgetall(keys.ap_run(run_id))
     pipe.hgetall(keys.run(run_id))
 
 
-def _thread_and_run_of(
+def thread_and_run_of(
     replies: list[Any], tenant: str | None, thread_id: str, run_id: str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """:func:`thread_and_run`'s answer from the replies of :func:`queue_thread_and_run`."""
     h, ap, record = replies
     h = _found_thread(h, tenant, thread_id)
     return (h, *_its_run(run_id, h, ap, record))

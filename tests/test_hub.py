@@ -331,7 +331,7 @@ def test_an_ended_runs_items_come_from_the_head_read_with_its_record_and_on_past
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``run_items(..., ended=True, head=...)``: a join's first read holds the stream's first
-    entries (``thread_run_and_head_async``). A head that holds the ``end`` is the whole answer,
+    entries (``thread_joins.join_read``). A head that holds the ``end`` is the whole answer,
     with no read of the stream of its own; past a full head, the rest is read from its last."""
     r = redis.Redis.from_url(url, decode_responses=True)
     short, long = "f" * 32, "c" * 32

@@ -6,18 +6,22 @@ the same reads and writes on the event loop (``*_async``, a create's ``start_asy
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from anyio import to_thread
 
+from gateway import thread_joins
 from gateway import thread_operations as thread_ops
-from gateway.agent_protocol import run_start, state
+from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol.models import RunCreate
 from tests.conftest import OnLoop
-from walrus_tasks import durable, keys, scripts, topology
+from tests.test_hub import running_hub
+from walrus_tasks import durable, keys, reads, scripts, topology
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.submit import Guarded, new_run_id, submit_async
@@ -283,3 +287,82 @@ def test_a_create_on_the_loop_writes_nothing_unless_its_thread_is_its_assistants
     for name in ("echo", "other"):
         inbox = keys.conv(keys.cid(name, h["sender"]), "inbox")
         assert r.lrange(inbox, 0, -1) == ([first] if name == "echo" else [])
+
+
+# --- a join's first round trip (gateway/thread_joins.py) ------------------------------------
+
+
+def _ended_run_with_history(
+    r: redis.Redis, tenant: str | None
+) -> tuple[dict[str, str], str, list[dict[str, Any]]]:
+    """A thread bound to ``echo``, its run ended (``start``, ``end``), and its history."""
+    h, run_id = _thread_with_run(r, tenant)
+    thread_ops.bind_thread(r, h, "echo")
+    said = [
+        {"role": "user", "content": "hi", "run_id": run_id},
+        {"role": "assistant", "content": "hello", "run_id": run_id},
+    ]
+    r.rpush(reads.history_key("echo", h["sender"]), *map(json.dumps, said))
+    for event in ({"type": "start"}, {"type": "end", "status": "succeeded"}):
+        r.xadd(keys.run_part(run_id, "events"), {"data": json.dumps(event)})
+    r.hset(keys.run(run_id), "status", "succeeded")
+    return h, run_id, said
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_join_reads_the_history_of_a_thread_whose_assistant_it_knows_in_its_first_round_trip(
+    r: redis.Redis, on_loop: OnLoop, tenant: str | None
+) -> None:
+    """Known from an earlier read, the assistant names the history to read; a hint the thread
+    read beside it does not bear out is not used, nor a history the server could not read."""
+    h, run_id, said = _ended_run_with_history(r, tenant)
+    tid = h["thread_id"]
+    thread_joins._bindings.clear()
+
+    def read() -> thread_joins.JoinRead:
+        got: thread_joins.JoinRead = on_loop(
+            lambda a: thread_joins.join_read(a, tenant, tid, run_id)
+        )
+        return got
+
+    first = read()
+    thread, _, record = thread_ops.thread_and_run(r, tenant, tid, run_id)
+    assert (first.thread, first.record) == (thread, record)
+    assert [json.loads(f["data"])["type"] for _, f in first.head] == ["start", "end"]
+    assert first.history is None, "the assistant was not known: no history read"
+    assert read().history == said, "known from the first read"
+    thread_joins._bindings[(tenant or "", tid)] = "other"  # the thread was made again, say
+    assert read().history is None
+    assert read().history == said, "the hint is the thread's again"
+    if not topology.is_cluster(r):
+        r.script_flush()
+        assert read().history == said, "NOSCRIPT: read apart, the script loaded"
+        assert r.script_exists(scripts._sha("history_json")) == [True], "loaded for the next"
+    with pytest.raises(NotFound, match="thread"):
+        on_loop(lambda a: thread_joins.join_read(a, "other", tid, run_id))
+
+
+def test_a_join_given_the_history_read_after_the_end_answers_with_no_read_of_its_own(
+    r: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if topology.is_cluster(r):
+        pytest.skip("the hub of this test is of one Redis")
+    h, run_id, said = _ended_run_with_history(r, None)
+    kw = r.connection_pool.connection_kwargs
+    url = f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
+
+    async def join(aredis: aioredis.Redis, history: list[dict[str, Any]] | None) -> Any:
+        async with running_hub(url) as hub:
+            head = await aredis.xrange(keys.run_part(run_id, "events"), "-", "+", 64)
+            return await streaming.final_values(
+                hub, aredis, run_id, h, ended=True, head=head, history=history
+            )
+
+    read_again = on_loop(lambda a: join(a, None))
+    assert read_again == {"messages": messages.to_langchain(said)}
+
+    async def no_read(*_: Any) -> Any:
+        pytest.fail("the history was read again")
+
+    monkeypatch.setattr(thread_ops, "thread_history_async", no_read)
+    assert on_loop(lambda a: join(a, said)) == read_again

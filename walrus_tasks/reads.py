@@ -38,19 +38,20 @@ def get_run(r: redis.Redis, run_id: str) -> RunInfo:
 
 def history(r: redis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
     """The conversation's messages, in order (read as one JSON array: ``lua/history_json.lua``)."""
-    raw = scripts.call(r, S.HISTORY_JSON, [_history_key(agent, sender)], {})
+    raw = scripts.call(r, S.HISTORY_JSON, [history_key(agent, sender)], {})
     messages: list[dict[str, Any]] = json.loads(raw)
     return messages
 
 
 async def history_async(aredis: aioredis.Redis, agent: str, sender: str) -> list[dict[str, Any]]:
     """:func:`history`, read on an asyncio client."""
-    raw = await scripts.call_async(aredis, S.HISTORY_JSON, [_history_key(agent, sender)], {})
+    raw = await scripts.call_async(aredis, S.HISTORY_JSON, [history_key(agent, sender)], {})
     messages: list[dict[str, Any]] = json.loads(raw)
     return messages
 
 
-def _history_key(agent: str, sender: str) -> str:
+def history_key(agent: str, sender: str) -> str:
+    """The key of the conversation's history (``lua/history_json.lua`` reads it)."""
     return keys.conv(keys.cid(agent, sender), "history")
 
 

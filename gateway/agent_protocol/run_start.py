@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from gateway import operations as ops
+from gateway import thread_joins
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state
 from gateway.agent_protocol.models import RunCreate
@@ -129,6 +130,7 @@ async def start_async(
     record = None
     if submitted.along is not None:
         record, h = thread_ops.recorded(submitted.along, tenant, thread_id)
+        thread_joins.remember_binding(h)
     else:  # written on a thread after a lost connection, without what went along
         h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
     if record is None:

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from gateway import operations as ops
-from gateway import sse_route
+from gateway import sse_route, thread_joins
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import state, streaming
 from gateway.agent_protocol.errors import AgentProtocolRoute, render
@@ -256,11 +256,12 @@ async def join_run(
 
     In the gateway app :class:`gateway.sse_route.StreamRoutes` answers it (``PLAIN_JOIN``).
     """
-    h, _, record, head = await thread_ops.thread_run_and_head_async(
-        aredis, tenant, thread_id, run_id
-    )
-    ended = _ended(record)
-    return await streaming.final_values(hub, aredis, run_id, h, ended=ended, head=head)
+    read = await thread_joins.join_read(aredis, tenant, thread_id, run_id)
+    ended = _ended(read.record)
+    return await streaming.final_values(
+        hub, aredis, run_id, read.thread, ended=ended, head=read.head,
+        history=read.history if ended else None,
+    )  # fmt: skip
 
 
 @router.get(f"{RUN}/stream")

@@ -70,6 +70,8 @@ class Translator:
         self.once = ForwardOnce()
         self.diverged: ReplyDiverged | None = None
         """Set once a restarted step's text differed from what went out: the stream ends."""
+        self.history: list[dict[str, Any]] | None = None
+        """The thread's history read after the run's end, for the next checkpoint to use."""
 
     async def catch_up(self, cursor: str) -> None:
         """Count the steps and messages before ``cursor`` (a stream resumed mid-run)."""
@@ -92,6 +94,9 @@ class Translator:
             history = await thread_ops.thread_history_async(self.r, self.thread)
             return {"messages": messages.to_langchain(history)}
 
+        if self.history is not None:
+            history, self.history = self.history, None
+            return {"messages": messages.to_langchain(history)}
         if at is None:
             return await fetch()
         return await VALUES.read((self.run_id, at), fetch)
@@ -267,6 +272,7 @@ async def final_values(
     *,
     ended: bool = False,
     head: Head | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The thread's values once the run has ended or been interrupted (``runs.wait``, ``join``).
 
@@ -274,8 +280,11 @@ async def final_values(
     question), not at every ``start`` and ``tools_complete`` the stream passes on the way.
     ``ended``: the run's record was read ended (a join after the run), so its stream is read
     without a subscription, and not read again where ``head`` holds it (``Hub.run_items``).
+    ``history``: the thread's, read after the run ended (``thread_joins.join_read``), what
+    its checkpoint answers with no read of its own.
     """
     t = Translator(r, run_id, thread, ["values"])
+    t.history = history
     await t.catch_up(after)
     result: dict[str, Any] = {}
     async for entry_id, event in ops.run_events(hub, run_id, after, ended=ended, head=head):
