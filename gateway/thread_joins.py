@@ -1,10 +1,10 @@
 """What a join of an Agent Protocol run reads in its first round trip.
 
 Always the thread, the run's two records and its first events (``hub.HEAD``); and, when this
-process has seen which assistant the thread is bound to, the thread's history as well. A join
-of a run that has ended then answers with no other read (docs/benchmarks.md, issue 25,
-twentieth round). The assistant is a hint, never trusted: a thread deleted and made again may
-have another, so the history is used only when the thread read beside it names the same one.
+process has seen which assistant the thread is bound to (``thread_bindings``), the thread's
+history as well. A join of a run that has ended then answers with no other read
+(docs/benchmarks.md, issue 25, twentieth round). The history is used only when the thread read
+beside it names the same assistant.
 """
 
 from __future__ import annotations
@@ -15,25 +15,11 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from gateway import thread_bindings
 from gateway import thread_operations as thread_ops
 from gateway.hub import HEAD, Head
 from walrus_tasks import keys, reads, scripts
 from walrus_tasks import script_args as S
-
-BINDINGS_MAX = 10_000
-"""Threads whose assistant a gateway process keeps in mind (forgotten all at once past it)."""
-
-_bindings: dict[tuple[str, str], str] = {}
-"""The assistant of each thread seen bound, by ``(tenant or "", thread id)``."""
-
-
-def remember_binding(h: dict[str, str]) -> None:
-    """Keep thread ``h``'s assistant in mind, if it has one (``h`` as the operations read it)."""
-    if not h.get("agent"):
-        return
-    if len(_bindings) >= BINDINGS_MAX:
-        _bindings.clear()
-    _bindings[(h.get("tenant") or "", h["thread_id"])] = h["agent"]
 
 
 class JoinRead(NamedTuple):
@@ -57,7 +43,7 @@ async def join_read(
     its assistant was known.
     """
     tid = thread_ops.thread_id_of(thread_id)
-    agent = _bindings.get((tenant or "", tid))
+    agent = thread_bindings.known(tenant, tid)
     sender = thread_ops.thread_sender(tid, tenant)
     pipe = aredis.pipeline(transaction=False)
     thread_ops.queue_thread_and_run(pipe, tenant, tid, run_id)
@@ -69,7 +55,7 @@ async def join_read(
         if isinstance(reply, Exception):
             raise reply
     h, _, record = thread_ops.thread_and_run_of(replies[:3], tenant, tid, run_id)
-    remember_binding(h)
+    thread_bindings.remember(h)
     if agent is None or h.get("agent") != agent:
         return JoinRead(h, record, replies[3], None)
     if isinstance(replies[4], NoScriptError):  # the server lost it: read as it is read apart

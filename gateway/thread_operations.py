@@ -117,11 +117,16 @@ def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
     """Record ``agent`` as thread ``h``'s assistant (Conflict if it has another)."""
     if bound_to(h, agent):
         return
-    meta = json.loads(h.get("metadata") or "{}")
-    meta.update(graph_id=agent, assistant_id=agent)
-    fields: dict[Any, Any] = {"agent": agent, "metadata": json.dumps(meta)}
+    fields: dict[Any, Any] = {"agent": agent, "metadata": _bound_metadata(h, agent)}
     r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), mapping=fields)
     h.update(fields)
+
+
+def _bound_metadata(h: dict[str, str], agent: str) -> str:
+    """Thread ``h``'s metadata once bound to ``agent`` (its ``graph_id`` and ``assistant_id``)."""
+    meta = json.loads(h.get("metadata") or "{}")
+    meta.update(graph_id=agent, assistant_id=agent)
+    return json.dumps(meta)
 
 
 def patch_thread(
@@ -326,7 +331,7 @@ def thread_as_bound(tenant: str | None, thread_id: str, agent: str) -> dict[str,
     }
 
 
-def record_along(h: dict[str, str], fields: dict[str, str]) -> runs.Along:
+def record_along(h: dict[str, str], fields: dict[str, str], bind: bool = False) -> runs.Along:
     """:func:`record_thread_run` sent in the round trip of the run's submit (``submit_async``).
 
     The submit is written only while thread ``h`` is there and bound to ``h["agent"]`` (its
@@ -334,9 +339,17 @@ def record_along(h: dict[str, str], fields: dict[str, str]) -> runs.Along:
     ``_queue_thread_run`` writes, once the submit has written the run, and answers the run's
     record; the thread is read last. A create is one round trip, not three (docs/benchmarks.md,
     issue 25, nineteenth round): :func:`recorded` reads the answers.
+    ``bind``: ``lua/ap_bind.lua`` goes first, binding a thread with no assistant and no
+    metadata yet to ``h["agent"]`` as :func:`bind_thread` does, so a thread's first run is one
+    round trip too (twentieth round). A thread made with metadata is bound on a thread.
     """
     tenant, tid = tenant_in(h), h["thread_id"]
     thread = keys.ap_thread(tid, tenant)
+    before: tuple[tuple[S.Script[Any], list[str], dict[str, str]], ...] = ()
+    if bind:
+        agent = h["agent"]
+        args = {"agent": agent, "seen": "{}", "metadata": _bound_metadata({}, agent)}
+        before = ((S.AP_BIND, [thread], args),)
 
     def queue(pipe: aioredis.client.Pipeline, run_id: str) -> None:
         keys_ = [keys.run(run_id), keys.ap_run(run_id), keys.ap_thread_runs(tid, tenant), thread]
@@ -347,7 +360,8 @@ def record_along(h: dict[str, str], fields: dict[str, str]) -> runs.Along:
         scripts.queue_async(pipe, S.AP_RECORD, keys_, args)
         pipe.hgetall(thread)
 
-    return runs.Along((S.AP_RECORD,), queue, runs.Guard(thread, "agent", h["agent"]))
+    guard = runs.Guard(thread, "agent", h["agent"])
+    return runs.Along((S.AP_RECORD, S.AP_BIND), queue, guard, before)
 
 
 def recorded(

@@ -15,13 +15,14 @@ import redis
 import redis.asyncio as aioredis
 from anyio import to_thread
 
-from gateway import thread_joins
+from gateway import thread_bindings, thread_joins
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol.models import RunCreate
 from tests.conftest import OnLoop
 from tests.test_hub import running_hub
 from walrus_tasks import durable, keys, reads, scripts, topology
+from walrus_tasks import script_args as S
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.submit import Guarded, new_run_id, submit_async
@@ -120,16 +121,19 @@ def test_a_run_recorded_on_the_event_loop_is_recorded_as_on_a_thread(
     assert r.lrange(keys.ap_thread_runs(h["thread_id"], None), 0, -1) == [first, run_id]
 
 
-def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
+def test_a_threads_runs_start_on_the_event_loop_its_first_binding_it(
     r: redis.Redis, on_loop: OnLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A create's ``start_async``: the first run binds the thread, on a thread; the next starts
-    on the loop, in one round trip, on one Redis (on a cluster, on a thread as the first)."""
+    """A create's ``start_async``: on one Redis every run starts on the loop in one round trip,
+    the first binding the thread as ``bind_thread`` does; on a cluster each starts on a thread.
+    A create for another assistant is refused by the guard and answered on a thread."""
     config = Config(home=tmp_path, agents={"echo": AgentConfig(name="echo")})
     tid = thread_ops.create_thread(r, None, None, {}, "raise")["thread_id"]
-    hi = {"messages": [{"role": "user", "content": "hi"}]}
-    body = RunCreate(assistant_id="echo", input=hi, multitask_strategy="enqueue")
+    twin = thread_ops.create_thread(r, None, None, {}, "raise")  # bound as a thread binds it
+    thread_ops.bind_thread(r, twin, "echo")
+    body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
     durable.connected_replicas(r)  # read: none (on a cluster submit_async writes on a thread)
+    thread_bindings.forget_all()
     threaded: list[str] = []
     real_start = run_start.start
 
@@ -139,24 +143,89 @@ def test_a_threads_next_run_starts_on_the_event_loop_and_its_first_on_a_thread(
         return started
 
     monkeypatch.setattr(run_start, "start", recorded)
-    first = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
-    assert threaded == [first.run_id] and first.thread["agent"] == "echo"
     if not topology.is_cluster(r):
         monkeypatch.setattr(to_thread, "run_sync", lambda *_: pytest.fail("on a thread"))
+    first = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
     second = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
-    on_thread = [first.run_id, *([second.run_id] if topology.is_cluster(r) else [])]
+    on_thread = [first.run_id, second.run_id] if topology.is_cluster(r) else []
     assert threaded == on_thread
-    assert second.view is not None and second.view["status"] == "pending"
-    assert second.view == state.run_view(r, second.run_id, second.thread)
+    assert first.thread["agent"] == "echo"
+    stored = r.hgetall(keys.ap_thread(tid, None))
+    assert {k: stored[k] for k in ("agent", "metadata")} == {
+        k: r.hget(keys.ap_thread(twin["thread_id"], None), k) for k in ("agent", "metadata")
+    }
+    assert json.loads(stored["metadata"]) == {"graph_id": "echo", "assistant_id": "echo"}
+    for started in (first, second):
+        assert started.view is not None and started.view["status"] == "pending"
+        assert started.view == state.run_view(r, started.run_id, started.thread)
     assert r.lrange(keys.ap_thread_runs(tid, None), 0, -1) == [first.run_id, second.run_id]
     inbox = keys.conv(keys.cid("echo", second.thread["sender"]), "inbox")
     assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
-    monkeypatch.undo()  # a create the guard refuses is answered on a thread, as the first
+    monkeypatch.undo()  # a create the guard refuses is answered on a thread
+    monkeypatch.setattr(run_start, "start", recorded)
     other = RunCreate(assistant_id="other", input=body.input)
     config = Config(home=tmp_path, agents={**config.agents, "other": AgentConfig(name="other")})
     with pytest.raises(Conflict, match="belongs to assistant 'echo'"):
         on_loop(lambda a: run_start.start_async(r, a, config, None, tid, other))
     assert threaded == on_thread  # nothing started
+    assert r.hget(keys.ap_thread(tid, None), "agent") == "echo"
+
+
+def test_a_thread_made_with_metadata_is_bound_by_its_first_run_on_a_thread(
+    r: redis.Redis, on_loop: OnLoop, echo_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ap_bind.lua`` binds only a thread with no metadata (it does not merge JSON): the
+    guard refuses the loop's submit, and the thread's ``start`` binds it, merging."""
+    _one_redis(r)
+    tid = thread_ops.create_thread(r, None, None, {"user": "ann"}, "raise")["thread_id"]
+    thread_bindings.forget_all()
+    body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
+    threaded: list[str] = []
+    real_start = run_start.start
+
+    def recorded(*args: object) -> run_start.Started:
+        started = real_start(*args)  # type: ignore[arg-type]
+        threaded.append(started.run_id)
+        return started
+
+    monkeypatch.setattr(run_start, "start", recorded)
+    first = on_loop(lambda a: run_start.start_async(r, a, echo_config, None, tid, body))
+    assert threaded == [first.run_id]
+    meta = json.loads(r.hget(keys.ap_thread(tid, None), "metadata") or "")
+    assert meta == {"user": "ann", "graph_id": "echo", "assistant_id": "echo"}
+    inbox = keys.conv(keys.cid("echo", first.thread["sender"]), "inbox")
+    assert r.lrange(inbox, 0, -1) == [first.run_id]
+
+
+@pytest.mark.parametrize(
+    ("stored", "metadata", "answer"),
+    [
+        (None, None, "missing"),
+        ({"agent": "other"}, "{}", "other"),
+        ({"agent": "echo"}, "{}", "bound"),
+        ({}, '{"user": "ann"}', "changed"),
+        ({}, "{}", "bound"),
+        ({}, None, "bound"),
+    ],
+)
+def test_ap_bind_binds_only_a_thread_there_with_no_assistant_and_the_metadata_it_saw(
+    r: redis.Redis, on_loop: OnLoop, stored: dict[str, str] | None, metadata: str | None,
+    answer: str,
+) -> None:  # fmt: skip
+    _one_redis(r)
+    thread = keys.ap_thread("00000000-0000-4000-8000-00000000000b", None)
+    if stored is not None:
+        r.hset(thread, mapping={"thread_id": "t", **stored})
+        if metadata is not None:
+            r.hset(thread, "metadata", metadata)
+    before = r.hgetall(thread)
+    bound = '{"graph_id": "echo", "assistant_id": "echo"}'
+    args = {"agent": "echo", "seen": "{}", "metadata": bound}
+    assert on_loop(lambda a: scripts.call_async(a, S.AP_BIND, [thread], args)) == answer
+    if answer == "bound" and not before.get("agent"):
+        assert r.hgetall(thread) == {**before, "agent": "echo", "metadata": bound}
+    else:
+        assert r.hgetall(thread) == before, "left as it is"
 
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -213,28 +282,37 @@ def test_a_refused_create_on_the_loop_records_nothing(
     assert {k for k in r.scan_iter(keys.ap_run("*"))} == ap_runs
 
 
-@pytest.mark.parametrize("kept", [(), ("submit",)])
+@pytest.mark.parametrize("kept", [(), ("submit",), ("submit", "ap_record")])
+@pytest.mark.parametrize("first_run", [False, True])
 def test_a_create_on_the_loop_after_redis_lost_its_scripts_loads_them_and_records_once(
     r: redis.Redis,
     on_loop: OnLoop,
     echo_config: Config,
     monkeypatch: pytest.MonkeyPatch,
     kept: tuple[str, ...],
+    first_run: bool,
 ) -> None:
-    """``NOSCRIPT`` (a restart, a failover; or submit.lua loaded by another path and not
-    ``ap_record.lua``): the scripts are loaded and what did not run is sent again, on the loop."""
+    """``NOSCRIPT`` (a restart, a failover; or some scripts loaded by other paths and not the
+    others): the scripts are loaded and what did not run is sent again, on the loop. A first
+    run's binding lost with a submit that ran (refused by its guard) sends all again."""
     _one_redis(r)
-    tid, first = _bound_thread(r, on_loop, echo_config)
+    thread_bindings.forget_all()
+    if first_run:
+        tid, earlier = thread_ops.create_thread(r, None, None, {}, "raise")["thread_id"], []
+    else:
+        tid, run_id = _bound_thread(r, on_loop, echo_config)
+        earlier = [run_id]
     body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
     r.script_flush()
     for name in kept:
         r.script_load(scripts.source(name))
     monkeypatch.setattr(to_thread, "run_sync", lambda *_: pytest.fail("on a thread"))
     second = on_loop(lambda a: run_start.start_async(r, a, echo_config, None, tid, body))
-    assert r.lrange(keys.ap_thread_runs(tid, None), 0, -1) == [first, second.run_id]
+    assert r.lrange(keys.ap_thread_runs(tid, None), 0, -1) == [*earlier, second.run_id]
     assert second.view == state.run_view(r, second.run_id, second.thread)
     inbox = keys.conv(keys.cid("echo", second.thread["sender"]), "inbox")
-    assert r.lrange(inbox, 0, -1) == [first, second.run_id]  # submitted once
+    assert r.lrange(inbox, 0, -1) == [*earlier, second.run_id]  # submitted once
+    assert r.hget(keys.ap_thread(tid, None), "agent") == "echo"
 
 
 def test_ap_record_writes_once_and_only_for_a_run_of_the_threads_conversation(
@@ -317,7 +395,7 @@ def test_a_join_reads_the_history_of_a_thread_whose_assistant_it_knows_in_its_fi
     read beside it does not bear out is not used, nor a history the server could not read."""
     h, run_id, said = _ended_run_with_history(r, tenant)
     tid = h["thread_id"]
-    thread_joins._bindings.clear()
+    thread_bindings.forget_all()
 
     def read() -> thread_joins.JoinRead:
         got: thread_joins.JoinRead = on_loop(
@@ -331,7 +409,7 @@ def test_a_join_reads_the_history_of_a_thread_whose_assistant_it_knows_in_its_fi
     assert [json.loads(f["data"])["type"] for _, f in first.head] == ["start", "end"]
     assert first.history is None, "the assistant was not known: no history read"
     assert read().history == said, "known from the first read"
-    thread_joins._bindings[(tenant or "", tid)] = "other"  # the thread was made again, say
+    thread_bindings.remember({"thread_id": tid, "tenant": tenant or "", "agent": "other"})
     assert read().history is None
     assert read().history == said, "the hint is the thread's again"
     if not topology.is_cluster(r):

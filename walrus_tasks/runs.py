@@ -55,7 +55,7 @@ Reads of what the transitions wrote (history, archives, run records, conversatio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, NamedTuple
@@ -174,12 +174,16 @@ class Along:
     ``queue(pipe, run_id)`` queues them; they run whether or not the submit wrote the run (a
     refused one, ``busy``; a ``guard`` that did not hold), so theirs must be reads, or writes
     conditional on the run and idempotent, in ``scripts`` (``lua/ap_record.lua``: the Agent
-    Protocol's record of a run it creates).
+    Protocol's record of a run it creates). ``before``: scripts sent ahead of the submit,
+    ``(script, keys, args)``, writes conditional and idempotent too, whose replies are not read:
+    what they did, the ``guard`` finds (``lua/ap_bind.lua``: a thread bound to the assistant of
+    its first run).
     """
 
     scripts: tuple[S.Script[Any], ...]
     queue: Callable[[aioredis.client.Pipeline, str], None]
     guard: Guard | None = None
+    before: tuple[tuple[S.Script[Any], Sequence[str], Mapping[str, Any]], ...] = ()
 
 
 async def enqueue_async(
@@ -208,21 +212,34 @@ async def enqueue_async(
     )
     if along is None:
         return _enqueued(await scripts.call_async(aredis, S.SUBMIT, keys_, args)), None
-    pipe = aredis.pipeline(transaction=False)
-    scripts.queue_async(pipe, S.SUBMIT, keys_, args)
-    along.queue(pipe, run_id)
-    submitted, *theirs = await pipe.execute(raise_on_error=False)
-    if any(isinstance(reply, NoScriptError) for reply in (submitted, *theirs)):
-        await scripts.load_async(aredis, S.SUBMIT, *along.scripts)
+
+    def send(submit: bool) -> Awaitable[list[Any]]:
         pipe = aredis.pipeline(transaction=False)
-        if isinstance(submitted, NoScriptError):  # nothing was submitted: all of it again
+        if submit:
+            for ahead_ in along.before:
+                scripts.queue_async(pipe, *ahead_)
             scripts.queue_async(pipe, S.SUBMIT, keys_, args)
         along.queue(pipe, run_id)
-        again = await pipe.execute(raise_on_error=False)
-        submitted, theirs = (
-            (again[0], again[1:]) if isinstance(submitted, NoScriptError) else (submitted, again)
+        return pipe.execute(raise_on_error=False)
+
+    ahead = len(along.before)
+    replies = await send(True)
+    lost = [isinstance(reply, NoScriptError) for reply in replies]
+    if any(lost):
+        await scripts.load_async(aredis, S.SUBMIT, *along.scripts)
+        submitted = replies[ahead]
+        refused = (
+            not isinstance(submitted, Exception)
+            and _enqueued(S.SUBMIT.reply(submitted)).state == "guarded"
         )
-    for reply in (submitted, *theirs):
+        if lost[ahead] or (any(lost[:ahead]) and refused):
+            # Nothing was submitted, or it was refused by a guard that what goes before would
+            # have made hold: all of it again.
+            replies = await send(True)
+        elif any(lost[ahead + 1 :]):
+            replies = [*replies[: ahead + 1], *await send(False)]
+    submitted, theirs = replies[ahead], replies[ahead + 1 :]
+    for reply in (submitted, *theirs):  # what went before is not read: the guard found it
         if isinstance(reply, Exception):
             raise reply
     return _enqueued(S.SUBMIT.reply(submitted)), theirs

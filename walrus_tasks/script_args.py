@@ -26,6 +26,9 @@ Commit = Literal["ok", "fenced", "stale"]
 """A fenced step transition: ``ok``, ``fenced`` (lease lost) or ``stale`` (moved on)."""
 ToolRecord = Literal["complete", "pending", "fenced", "stale"]
 """A tool result recorded: ``complete`` (the last of its step), ``pending`` (others to come)."""
+Bind = Literal["bound", "missing", "other", "changed"]
+"""An Agent Protocol thread's binding (``ap_bind``): ``bound`` to the assistant asked (now or
+before); else left as it is, ``missing``, ``other`` (another's) or ``changed`` (its metadata)."""
 Wait = Literal["waiting", "woken", "fenced", "stale"]
 """A tool call parked (``waiting``), or its wake was due already (``woken``)."""
 Hold = Literal["ok", "done", "stale"]
@@ -154,6 +157,7 @@ ACQUIRE: Script[list[Any] | None] = Script(
      "priorities_json", "start_own", "one_redis", "claim_id", *STEP_CLAIM),
     _optional_list,
 )  # fmt: skip
+AP_BIND: Script[Bind] = Script("ap_bind", ("agent", "seen", "metadata"), _literal(Bind))
 AP_RECORD: Script[list[Any] | None] = Script(
     "ap_record", ("run_id", "sender", "now_ms", "fields_json"), _optional_list
 )
