@@ -98,12 +98,41 @@ def create_thread(
         if if_exists == "do_nothing":
             return get_thread(r, tenant, tid)
         raise Conflict(f"thread {tid} already exists")
+    r.hset(keys.ap_thread(tid, tenant), mapping=_thread_fields(tid, now, metadata))
+    r.zadd(keys.ap_threads(tenant), {tid: now})
+    return get_thread(r, tenant, tid)
+
+
+async def create_unbound_thread_async(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str | None, metadata: dict[str, Any]
+) -> tuple[dict[str, str], str | None] | None:
+    """:func:`create_thread` on the gateway's asyncio client, for a thread with no assistant.
+
+    Two round trips, not four. Answers the thread and its last run's id, read with it (None
+    unless an earlier thread of that id left its runs), or None when a thread of that id is
+    there already (nothing written: :func:`create_thread` answers that).
+    """
+    if isinstance(metadata.get("graph_id"), str):
+        raise ValueError("a thread with an assistant is made by create_thread")
+    tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
+    key, now = keys.ap_thread(tid, tenant), now_ms()
+    if not await aredis.hsetnx(key, "created_at", now):
+        return None
+    pipe = aredis.pipeline(transaction=False)
+    pipe.hset(key, mapping=_thread_fields(tid, now, metadata))
+    pipe.zadd(keys.ap_threads(tenant), {tid: now})
+    pipe.hgetall(key)
+    pipe.lindex(keys.ap_thread_runs(tid, tenant), -1)
+    *_, h, last = await pipe.execute()
+    return _found_thread(h, tenant, tid), last
+
+
+def _thread_fields(tid: str, now: int, metadata: dict[str, Any]) -> dict[Any, Any]:
+    """A new thread's fields but ``created_at`` (its assistant too, named in its metadata)."""
     fields: dict[Any, Any] = {"thread_id": tid, "updated_at": now, "metadata": json.dumps(metadata)}
     if isinstance(metadata.get("graph_id"), str):
         fields["agent"] = metadata["graph_id"]
-    r.hset(keys.ap_thread(tid, tenant), mapping=fields)
-    r.zadd(keys.ap_threads(tenant), {tid: now})
-    return get_thread(r, tenant, tid)
+    return fields
 
 
 def bound_to(h: dict[str, str], agent: str) -> bool:

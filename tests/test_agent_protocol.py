@@ -47,6 +47,26 @@ def test_assistants_and_info(ap: Cluster) -> None:
         assert h.get("/info").status_code == 200
 
 
+def test_a_thread_is_created_once_with_its_id_and_shown_as_read_after(ap: Cluster) -> None:
+    """``threads.create``: made on the loop without an assistant, on a thread with one
+    (``graph_id``); either way shown as ``threads.get`` reads it, and an id taken is a 409,
+    or the thread there with ``if_exists="do_nothing"``."""
+    lg = client(ap)
+    tid = str(uuid.uuid4())
+    made = lg.threads.create(thread_id=tid, metadata={"team": "red"})
+    assert made == lg.threads.get(tid)
+    assert made["status"] == "idle" and made["values"] == {"messages": []}
+    assert made["metadata"] == {"team": "red"} and made["interrupts"] == {}
+    with pytest.raises(ConflictError):
+        lg.threads.create(thread_id=tid)
+    assert lg.threads.create(thread_id=tid, if_exists="do_nothing") == made
+    bound = lg.threads.create(metadata={"graph_id": "echo"})
+    assert bound == lg.threads.get(bound["thread_id"])
+    assert bound["metadata"] == {"graph_id": "echo"}
+    with pytest.raises(ConflictError):
+        lg.threads.create(thread_id=bound["thread_id"], metadata={"graph_id": "echo"})
+
+
 def test_threads_stream_values_and_message_deltas(ap: Cluster) -> None:
     lg = client(ap)
     thread = lg.threads.create(metadata={"team": "blue"})

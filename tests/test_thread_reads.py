@@ -74,6 +74,32 @@ def test_what_is_not_the_threads_run_is_not_found_read_together(r: redis.Redis) 
     assert thread_ops.thread_and_run(r, None, other["thread_id"], other_run)[2]
 
 
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_thread_made_on_the_loop_is_stored_as_one_made_on_a_thread(
+    r: redis.Redis, on_loop: OnLoop, tenant: str | None
+) -> None:
+    meta = {"team": "red"}
+    made = on_loop(lambda a: thread_ops.create_unbound_thread_async(a, tenant, None, meta))
+    assert made is not None
+    h, last_run = made
+    threaded = thread_ops.create_thread(r, tenant, None, meta, "raise")
+    varying = {"thread_id", "sender", "created_at", "updated_at"}
+    assert {k: v for k, v in h.items() if k not in varying} == {
+        k: v for k, v in threaded.items() if k not in varying
+    }
+    assert h == thread_ops.get_thread(r, tenant, h["thread_id"]) and last_run is None
+    assert state.new_thread_view(h) == state.thread_view(r, h)
+    assert thread_ops.thread_ids(r, tenant) == [h["thread_id"], threaded["thread_id"]]
+    again = on_loop(lambda a: thread_ops.create_unbound_thread_async(a, tenant, h["thread_id"], {}))
+    assert again is None and r.hgetall(keys.ap_thread(h["thread_id"], tenant)) == {
+        k: v for k, v in h.items() if k not in ("tenant", "sender")
+    }, "a thread there already is left as it is"
+    with pytest.raises(ValueError, match="assistant"):
+        on_loop(
+            lambda a: thread_ops.create_unbound_thread_async(a, tenant, None, {"graph_id": "x"})
+        )
+
+
 # --- the same reads and writes on the event loop (a create and a join without a thread hop) --
 
 

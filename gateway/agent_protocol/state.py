@@ -34,13 +34,27 @@ def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
 def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread as the Agent Protocol shows it."""
     status, interrupts = thread_ops.thread_status(r, h)
+    return _thread_view(h, status, values(r, h), interrupts)
+
+
+def new_thread_view(h: dict[str, str]) -> dict[str, Any]:
+    """:func:`thread_view` of a thread just made with no assistant and no run.
+
+    Idle and empty, as its reads would find it (it has no conversation).
+    """
+    return _thread_view(h, "idle", {"messages": []}, [])
+
+
+def _thread_view(
+    h: dict[str, str], status: str, values: dict[str, Any], interrupts: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "thread_id": h["thread_id"],
         "created_at": iso(h.get("created_at")),
         "updated_at": iso(h.get("updated_at")),
         "metadata": loads_stored(h.get("metadata") or "{}"),
         "status": status,
-        "values": values(r, h),
+        "values": values,
         "interrupts": {i["id"]: [i] for i in interrupts},
     }
 

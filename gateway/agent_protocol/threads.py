@@ -9,24 +9,44 @@ never in a search, whatever its id.
 from typing import Any
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
 from gateway.agent_protocol.tenant import Space
-from gateway.deps import Redis
+from gateway.deps import ARedis, Redis
 from walrus_tasks.errors import NotFound
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 
 
 @router.post("/threads")
-def create_thread(body: ThreadCreate, r: Redis, tenant: Space) -> dict[str, Any]:
-    """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``)."""
-    return state.thread_view(
-        r, thread_ops.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
-    )
+async def create_thread(
+    body: ThreadCreate, r: Redis, aredis: ARedis, tenant: Space
+) -> dict[str, Any]:
+    """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``).
+
+    A thread with no assistant yet (no ``graph_id``) is made on the event loop and shown with
+    no read of a conversation (it has none); any other case, a thread of that id already there
+    included, on a thread (docs/benchmarks.md, issue 25, twentieth round).
+    """
+    if not isinstance(body.metadata.get("graph_id"), str):
+        made = await thread_ops.create_unbound_thread_async(
+            aredis, tenant, body.thread_id, body.metadata
+        )
+        if made is not None:
+            h, last_run = made
+            if last_run is None:
+                return state.new_thread_view(h)
+            return await run_in_threadpool(state.thread_view, r, h)
+    return await run_in_threadpool(_create_thread, r, tenant, body)
+
+
+def _create_thread(r: Any, tenant: str | None, body: ThreadCreate) -> dict[str, Any]:
+    h = thread_ops.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
+    return state.thread_view(r, h)
 
 
 def _matches(view: dict[str, Any], body: Search) -> bool:
