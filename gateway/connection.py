@@ -16,6 +16,12 @@ a message's start); after one that said ``Connection: close`` they are ignored, 
 parser ignored them (uvicorn sets ``lenient_data_after_close``). A parser mid-way through a
 pipelined request is kept.
 
+What a response writes goes out in one ``send`` per turn of the event loop
+(:class:`_OneSend`): uvicorn writes a response's status line and headers, then its body, each
+with a ``send`` of its own, and a client woken by the first reads again for the second. With
+their writes held until the loop's turn ends, a JSON answer is one ``send`` and one read
+(docs/benchmarks.md, issue 25, twentieth round).
+
 It also offers each request the :data:`ON_LEAVE` scope key: ``scope[ON_LEAVE](callback)``
 calls ``callback`` once when the connection is lost while the request is being answered
 (``None`` stops that). A stream that used it needs no task of its own waiting on ``receive``
@@ -64,6 +70,55 @@ def _parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
     return parser
 
 
+class _OneSend:
+    """A connection's transport whose writes of one turn of the loop go out as one ``send``.
+
+    The first write of a turn is held and a flush scheduled (``call_soon``); the writes after
+    it in the same turn join it. Closing, or ending the writes, sends what is held first;
+    aborting drops it. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is None:
+            self._held = [bytes(data)]
+            self._loop.call_soon(self._flush)
+        else:
+            self._held.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held or ()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LeanConnection(HttpToolsProtocol):
     """uvicorn's httptools protocol holding less per connection, with :data:`ON_LEAVE`."""
 
@@ -89,9 +144,17 @@ class LeanConnection(HttpToolsProtocol):
             self.parser = None  # type: ignore[assignment]  # see the module docstring
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """The flow control's writable event waits on a list."""
+        """The flow control's writable event waits on a list; writes go by :class:`_OneSend`."""
         super().connection_made(transport)
         lean_event(self.flow._is_writable_event)
+        self.transport = _OneSend(transport, self.loop)  # type: ignore[assignment]
+
+    def handle_websocket_upgrade(self) -> None:
+        """The WebSocket's protocol writes on the transport itself (what is held sent first)."""
+        if isinstance(self.transport, _OneSend):
+            self.transport._flush()
+            self.transport = self.transport._transport
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Then tell the request being answered, if it asked (:data:`ON_LEAVE`)."""

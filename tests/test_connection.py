@@ -157,6 +157,63 @@ def test_between_requests_a_connection_holds_no_parser() -> None:
     assert held == held_after == [False, True, True]  # only the pipelined one's is kept
 
 
+def test_a_response_s_writes_of_one_turn_go_out_as_one_send() -> None:
+    """Checked on a real server's connection (in-process): a JSON answer (status line and
+    headers, then its body) is one write on the socket's transport, a stream's later event one
+    more; a response that closes its connection is sent whole before the close."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"one", "more_body": True})
+            await asyncio.sleep(0.05)
+            await send({"type": "http.response.body", "body": b"two"})
+            return
+        body = b'{"ok": true}'
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> tuple[list[bytes], list[bytes], bytes]:
+        config = uvicorn.Config(app, port=free_port(), http=LeanConnection, lifespan="off")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"true}")
+        [connection] = server.server_state.connections
+        real = getattr(connection.transport, "_transport", connection.transport)
+        sent: list[bytes] = []
+        real_write = real.write
+        real.write = lambda data: (sent.append(bytes(data)), real_write(data))[1]
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"true}")
+        answered = list(sent)
+        sent.clear()
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"0\r\n\r\n")
+        streamed = list(sent)
+        writer.close()
+        await writer.wait_closed()
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        closed = await reader.read()  # to the end: the server closed after the answer
+        writer.close()
+        server.should_exit = True
+        await serving
+        return answered, streamed, closed
+
+    answered, streamed, closed = asyncio.run(main())
+    assert len(answered) == 1 and answered[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answered[0].endswith(b'\r\n\r\n{"ok": true}')
+    assert len(streamed) == 2, "the headers with the first event; the second after the sleep"
+    assert b"one" in streamed[0] and b"two" in streamed[1]
+    assert closed.startswith(b"HTTP/1.1 200 OK") and closed.endswith(b'{"ok": true}')
+
+
 def test_a_lean_event_waits_and_wakes_as_before() -> None:
     async def main() -> None:
         event = asyncio.Event()
