@@ -147,6 +147,22 @@ def test_a_run_recorded_on_the_event_loop_is_recorded_as_on_a_thread(
     assert r.lrange(keys.ap_thread_runs(h["thread_id"], None), 0, -1) == [first, run_id]
 
 
+def _starts_on_a_thread(
+    monkeypatch: pytest.MonkeyPatch, into: list[str] | None = None
+) -> list[str]:
+    """The runs ``run_start.start`` starts from now on (on a thread), listed in ``into``."""
+    threaded = [] if into is None else into
+    real_start = run_start.start
+
+    def recorded(*args: object) -> run_start.Started:
+        started = real_start(*args)  # type: ignore[arg-type]
+        threaded.append(started.run_id)
+        return started
+
+    monkeypatch.setattr(run_start, "start", recorded)
+    return threaded
+
+
 def test_a_threads_runs_start_on_the_event_loop_its_first_binding_it(
     r: redis.Redis, on_loop: OnLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,15 +176,7 @@ def test_a_threads_runs_start_on_the_event_loop_its_first_binding_it(
     body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
     durable.connected_replicas(r)  # read: none (on a cluster submit_async writes on a thread)
     thread_bindings.forget_all()
-    threaded: list[str] = []
-    real_start = run_start.start
-
-    def recorded(*args: object) -> run_start.Started:
-        started = real_start(*args)  # type: ignore[arg-type]
-        threaded.append(started.run_id)
-        return started
-
-    monkeypatch.setattr(run_start, "start", recorded)
+    threaded = _starts_on_a_thread(monkeypatch)
     if not topology.is_cluster(r):
         monkeypatch.setattr(to_thread, "run_sync", lambda *_: pytest.fail("on a thread"))
     first = on_loop(lambda a: run_start.start_async(r, a, config, None, tid, body))
@@ -188,7 +196,7 @@ def test_a_threads_runs_start_on_the_event_loop_its_first_binding_it(
     inbox = keys.conv(keys.cid("echo", second.thread["sender"]), "inbox")
     assert r.lrange(inbox, 0, -1) == [first.run_id, second.run_id]
     monkeypatch.undo()  # a create the guard refuses is answered on a thread
-    monkeypatch.setattr(run_start, "start", recorded)
+    threaded = _starts_on_a_thread(monkeypatch, threaded)
     other = RunCreate(assistant_id="other", input=body.input)
     config = Config(home=tmp_path, agents={**config.agents, "other": AgentConfig(name="other")})
     with pytest.raises(Conflict, match="belongs to assistant 'echo'"):
@@ -206,15 +214,7 @@ def test_a_thread_made_with_metadata_is_bound_by_its_first_run_on_a_thread(
     tid = thread_ops.create_thread(r, None, None, {"user": "ann"}, "raise")["thread_id"]
     thread_bindings.forget_all()
     body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
-    threaded: list[str] = []
-    real_start = run_start.start
-
-    def recorded(*args: object) -> run_start.Started:
-        started = real_start(*args)  # type: ignore[arg-type]
-        threaded.append(started.run_id)
-        return started
-
-    monkeypatch.setattr(run_start, "start", recorded)
+    threaded = _starts_on_a_thread(monkeypatch)
     first = on_loop(lambda a: run_start.start_async(r, a, echo_config, None, tid, body))
     assert threaded == [first.run_id]
     meta = json.loads(r.hget(keys.ap_thread(tid, None), "metadata") or "")
