@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +156,8 @@ def test_kill_cancels_the_running_reply(page: Page, sender: str) -> None:
     assert "killed run" in pg.locator(".chat-status").inner_text()
 
 
-def test_a_message_sent_before_the_page_has_read_its_conversation_shows_once(
-    page: Page, console_cluster: Cluster, sender: str
-) -> None:
-    # Found in a full run (the test above saw two "cancelled" badges): a message sent before
-    # the page's first read of the conversations had answered came back in that read as the
-    # conversation's running run, and the page showed its reply a second time.
+def _first_conversations_read_held(page: Page) -> list[Any]:
+    """Hold the page's first read of the conversations (its route) until the test lets it go."""
     held: list[Any] = []
 
     def hold_the_first(route: Any) -> None:
@@ -169,25 +165,53 @@ def test_a_message_sent_before_the_page_has_read_its_conversation_shows_once(
             route.continue_()
         held.append(route)
 
-    pg: Any = page.page
-    pg.route("**/v1/conversations?*", hold_the_first)  # the page's first read waits for the send
-    page.open(f"chat/slow/{sender}")
-    pg.fill("#chat-input", "count")
-    pg.click("#send")
+    page.page.route("**/v1/conversations?*", hold_the_first)
+    return held
 
-    def active() -> str | None:
-        with console_cluster.http() as c:
-            rows = c.get("/v1/conversations", params={"agent": "slow"}).json()["conversations"]
-        return next((x["active_run"] for x in rows if x["sender"] == sender), None)
 
-    deadline = time.monotonic() + 3  # the send may wait for the read: then it never starts
-    while not (held and active()) and time.monotonic() < deadline:
+def _active_run(cluster: Cluster, agent: str, sender: str) -> str | None:
+    with cluster.http() as c:
+        rows = c.get("/v1/conversations", params={"agent": agent}).json()["conversations"]
+    return next((x["active_run"] for x in rows if x["sender"] == sender), None)
+
+
+def _release_once_started(pg: Any, held: list[Any], started: Callable[[], object]) -> None:
+    """Let the held read go once ``started()`` (or after 3 s: the page may wait for the read)."""
+    deadline = time.monotonic() + 3
+    while not (held and started()) and time.monotonic() < deadline:
         pg.wait_for_timeout(50)
     assert held, "the page read the conversations"
     held[0].continue_()
+
+
+def test_a_message_sent_before_the_page_has_read_its_conversation_shows_once(
+    page: Page, console_cluster: Cluster, sender: str
+) -> None:
+    # Found in a full run (the test above saw two "cancelled" badges): a message sent before
+    # the page's first read of the conversations had answered came back in that read as the
+    # conversation's running run, and the page showed its reply a second time.
+    held = _first_conversations_read_held(page)
+    pg: Any = page.open(f"chat/slow/{sender}")
+    pg.fill("#chat-input", "count")
+    pg.click("#send")
+    _release_once_started(pg, held, lambda: _active_run(console_cluster, "slow", sender))
     pg.locator(".msg.assistant .badge.succeeded").wait_for()
     assert pg.locator(".msg.assistant").count() == 1
     assert pg.locator(".msg.user").all_inner_texts() == ["count"]
+
+
+def test_a_compaction_asked_before_the_page_has_read_its_conversation_shows_once(
+    page: Page, console_cluster: Cluster, sender: str
+) -> None:
+    """As a message sent: the compaction's run is shown once (its summary takes ~5 s)."""
+    done = console_cluster.wait_run(console_cluster.send("slow", "count", sender), timeout=30)
+    assert done["status"] == "succeeded"
+    held = _first_conversations_read_held(page)
+    pg: Any = page.open(f"chat/slow/{sender}")
+    pg.click("#compact")
+    _release_once_started(pg, held, lambda: _active_run(console_cluster, "slow", sender))
+    pg.locator(".msg.assistant[data-run] .badge.succeeded").wait_for()
+    assert pg.locator(".msg.assistant[data-run]").count() == 1
 
 
 def test_a_new_run_appears_live_in_the_runs_list(

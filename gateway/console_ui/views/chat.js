@@ -98,6 +98,7 @@ async function chat(main, agent, sender, tenant, signal) {
         status.append(note(run_id ? `killed run ${run_id}` : "nothing was running", "info"));
       }) }, "Kill"),
       h("button", { id: "compact", onclick: () => act(async () => {
+        await ready?.catch(() => null);  // as a message sent: its run is shown once
         const { run_id } = await api("POST", `${base}/compact${q}`);
         const bubble = runBubble(run_id);
         log.append(bubble);
