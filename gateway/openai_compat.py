@@ -15,16 +15,24 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.deps import Cfg, Redis, StreamHub, Who
+from gateway.deps import ARedis, Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
-from gateway.operations import forget, run_end, run_error, run_events, send, send_with_context
+from gateway.operations import (
+    forget,
+    run_end,
+    run_error,
+    run_events,
+    send_async,
+    send_with_context,
+)
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
@@ -286,6 +294,7 @@ def get_model(model: str, config: Cfg) -> ModelInfo:
 async def chat_completions(
     body: ChatCompletionRequest,
     r: Redis,
+    aredis: ARedis,
     hub: StreamHub,
     config: Cfg,
     who: Who,
@@ -301,12 +310,13 @@ async def chat_completions(
     ending in ``data: [DONE]``; otherwise with a ``chat.completion`` once the run has ended
     (502 if it failed or was cancelled).
     """
-    return await answer(body, r, hub, config, who, x_walrus_sender)
+    return await answer(body, r, aredis, hub, config, who, x_walrus_sender)
 
 
 async def answer(
     body: ChatCompletionRequest,
     r: Redis,
+    aredis: aioredis.Redis,
     hub: Hub,
     config: Config,
     who: Who,
@@ -325,7 +335,7 @@ async def answer(
     oneshot: str | None = None
     if key:  # the conversation of the token's tenant (an admin's: the default tenant)
         asked = SendMessage(content=content, sender=key)
-        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who, "openai-chat")
+        submitted = await send_async(aredis, r, config, agent, asked, None, who, "openai-chat")
     else:
         prior = prior_messages(body.messages)
         oneshot, submitted = await run_in_threadpool(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import APIRouter
 from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
@@ -70,8 +71,11 @@ def streaming_post(
     return sse_route.plain(router, path, plain, render, method="POST")
 
 
-SenderAnswer = Callable[[M, redis.Redis, Hub, Config, Caller, str | None], Awaitable[Any]]
-"""A face's answer to a body from ``(body, redis, hub, config, caller, X-Walrus-Sender)``."""
+SenderAnswer = Callable[
+    [M, redis.Redis, aioredis.Redis, Hub, Config, Caller, str | None], Awaitable[Any]
+]
+"""A face's answer to a body from ``(body, redis, its asyncio client, hub, config, caller,
+X-Walrus-Sender)``."""
 
 
 def with_sender(answer: SenderAnswer[M]) -> Callable[[M, Scope], Awaitable[Any]]:
@@ -80,6 +84,8 @@ def with_sender(answer: SenderAnswer[M]) -> Callable[[M, Scope], Awaitable[Any]]
     async def answered(body: M, scope: Scope) -> Any:
         state = scope["app"].state
         sender = header(scope, b"x-walrus-sender")
-        return await answer(body, state.redis, state.hub, state.config, caller_of(scope), sender)
+        return await answer(
+            body, state.redis, state.aredis, state.hub, state.config, caller_of(scope), sender
+        )
 
     return answered

@@ -5,6 +5,7 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 
 from typing import Annotated, Any
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Header
 from starlette.concurrency import run_in_threadpool
 
@@ -17,12 +18,12 @@ from gateway.anthropic_messages.wire import (
     turns,
     usage_of,
 )
-from gateway.deps import Cfg, Redis, StreamHub, Who
+from gateway.deps import ARedis, Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
 from gateway.openai_compat import known_model
-from gateway.operations import forget, run_error, send, send_with_context
+from gateway.operations import forget, run_error, send_async, send_with_context
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import face_stream
 from gateway.stream_limit import hold_stream
@@ -52,6 +53,7 @@ NO_RETRY = {"x-should-retry": "false"}
 async def create_message(
     body: MessagesRequest,
     r: Redis,
+    aredis: ARedis,
     hub: StreamHub,
     config: Cfg,
     who: Who,
@@ -68,11 +70,17 @@ async def create_message(
     the run has ended (502 if it failed or was cancelled). The message id is
     ``msg_<run_id>``.
     """
-    return await answer(body, r, hub, config, who, x_walrus_sender)
+    return await answer(body, r, aredis, hub, config, who, x_walrus_sender)
 
 
 async def answer(
-    body: MessagesRequest, r: Redis, hub: Hub, config: Config, who: Who, x_walrus_sender: str | None
+    body: MessagesRequest,
+    r: Redis,
+    aredis: aioredis.Redis,
+    hub: Hub,
+    config: Config,
+    who: Who,
+    x_walrus_sender: str | None,
 ) -> Any:
     """What :func:`create_message` answers (its plain stream route's too)."""
     agent = body.model
@@ -88,7 +96,7 @@ async def answer(
     oneshot: str | None = None
     if x_walrus_sender:  # the conversation of the token's tenant (an admin's: the default one)
         asked = SendMessage(content=content, sender=x_walrus_sender)
-        submitted = await run_in_threadpool(send, r, config, agent, asked, None, who, FACE)
+        submitted = await send_async(aredis, r, config, agent, asked, None, who, FACE)
     else:
         prior = prior_history(said[:-1])
         oneshot, submitted = await run_in_threadpool(
