@@ -3,7 +3,7 @@
 A hint for the next request of the same thread, never trusted on its own: a thread deleted
 and made again may have another assistant, or none yet. A join reads the history of the
 assistant it knows in its first round trip (``thread_joins``), a create of a thread it does
-not know sends the thread's binding ahead of its submit (``thread_operations.record_along``);
+not know sends the thread's binding ahead of its submit (``thread_records.record_along``);
 each checks the hint against what Redis holds in that same round trip.
 """
 

@@ -3,7 +3,8 @@
 What :mod:`gateway.agent_protocol` reads and writes (the ``keys.ap_*`` keys, and the walrus runs
 of its threads), typed and raising :mod:`walrus_tasks.errors`; the face renders these in
 LangGraph's shapes (``gateway/agent_protocol/state.py``) and touches no key itself. The
-operations every face shares are in :mod:`gateway.operations`.
+record a run's create writes is :mod:`gateway.thread_records`'s, a join's first read
+:mod:`gateway.thread_joins`'; the operations every face shares are in :mod:`gateway.operations`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import redis.asyncio as aioredis
 
 from gateway.operations import known_agent
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import keys, reads, runs, scripts, waits, webhooks
-from walrus_tasks import script_args as S
+from walrus_tasks import keys, reads, runs, waits, webhooks
 from walrus_tasks.agent_protocol import THREAD_SENDER, iso
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
@@ -65,7 +65,7 @@ def get_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> dict[str, 
     """
     key = keys.ap_thread(thread_id_of(thread_id), tenant)
     h: dict[str, str] = r.hgetall(key)  # type: ignore[assignment]
-    return _found_thread(h, tenant, thread_id)
+    return found_thread(h, tenant, thread_id)
 
 
 async def get_thread_async(
@@ -74,10 +74,11 @@ async def get_thread_async(
     """:func:`get_thread` on the gateway's asyncio client."""
     key = keys.ap_thread(thread_id_of(thread_id), tenant)
     h: dict[str, str] = await aredis.hgetall(key)  # type: ignore[assignment]
-    return _found_thread(h, tenant, thread_id)
+    return found_thread(h, tenant, thread_id)
 
 
-def _found_thread(h: dict[str, str], tenant: str | None, thread_id: str) -> dict[str, str]:
+def found_thread(h: dict[str, str], tenant: str | None, thread_id: str) -> dict[str, str]:
+    """Thread ``h`` as :func:`get_thread` answers it, from its hash as read (NotFound: none)."""
     if not h.get("thread_id"):
         raise NotFound(f"thread {thread_id} not found")
     h.update(tenant=tenant or "", sender=thread_sender(thread_id, tenant))  # not stored
@@ -124,7 +125,7 @@ async def create_unbound_thread_async(
     pipe.hgetall(key)
     pipe.lindex(keys.ap_thread_runs(tid, tenant), -1)
     *_, h, last = await pipe.execute()
-    return _found_thread(h, tenant, tid), last
+    return found_thread(h, tenant, tid), last
 
 
 def _thread_fields(tid: str, now: int, metadata: dict[str, Any]) -> dict[Any, Any]:
@@ -146,12 +147,12 @@ def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
     """Record ``agent`` as thread ``h``'s assistant (Conflict if it has another)."""
     if bound_to(h, agent):
         return
-    fields: dict[Any, Any] = {"agent": agent, "metadata": _bound_metadata(h, agent)}
+    fields: dict[Any, Any] = {"agent": agent, "metadata": bound_metadata(h, agent)}
     r.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), mapping=fields)
     h.update(fields)
 
 
-def _bound_metadata(h: dict[str, str], agent: str) -> str:
+def bound_metadata(h: dict[str, str], agent: str) -> str:
     """Thread ``h``'s metadata once bound to ``agent`` (its ``graph_id`` and ``assistant_id``)."""
     meta = json.loads(h.get("metadata") or "{}")
     meta.update(graph_id=agent, assistant_id=agent)
@@ -296,7 +297,7 @@ async def send_in_thread_async(
 ) -> Submitted | None:
     """:func:`send_in_thread` (with no webhook) on the event loop (``submit_async``).
 
-    None: ``along``'s guard (:func:`record_along`'s) did not hold, or would not have been
+    None: ``along``'s guard (``thread_records.record_along``'s) did not hold, or would not have been
     checked; nothing was written.
     """
     agent, meta = _send_meta(config, h, None)
@@ -320,100 +321,6 @@ def _send_meta(
     if tenant_in(h):
         meta["tenant"] = h["tenant"]
     return agent, meta
-
-
-def record_thread_run(
-    r: redis.Redis, run_id: str, h: dict[str, str], fields: dict[str, str]
-) -> dict[str, str]:
-    """Remember what the Agent Protocol was asked (``fields``) for run ``run_id`` of ``h``.
-
-    Answers the walrus run's record, read in the same round trip (a create's answer shows it).
-    """
-    pipe = r.pipeline(transaction=False)  # one round trip, not four (issue 25)
-    _queue_thread_run(pipe, run_id, h, fields)
-    run: dict[str, str] = pipe.execute()[-1]
-    return run
-
-
-async def record_thread_run_async(
-    aredis: aioredis.Redis, run_id: str, h: dict[str, str], fields: dict[str, str]
-) -> dict[str, str]:
-    """:func:`record_thread_run` on the gateway's asyncio client."""
-    pipe = aredis.pipeline(transaction=False)
-    _queue_thread_run(pipe, run_id, h, fields)
-    run: dict[str, str] = (await pipe.execute())[-1]
-    return run
-
-
-def thread_as_bound(tenant: str | None, thread_id: str, agent: str) -> dict[str, str]:
-    """Thread ``thread_id`` of ``tenant`` as it is when bound to ``agent``, before it is read.
-
-    What a create on the loop sends its run with (:func:`record_along` reads the thread in the
-    same round trip, and its guard checks that it is so).
-    """
-    tid = thread_id_of(thread_id)
-    return {
-        "thread_id": tid,
-        "agent": agent,
-        "tenant": tenant or "",
-        "sender": thread_sender(tid, tenant),
-    }
-
-
-def record_along(h: dict[str, str], fields: dict[str, str], bind: bool = False) -> runs.Along:
-    """:func:`record_thread_run` sent in the round trip of the run's submit (``submit_async``).
-
-    The submit is written only while thread ``h`` is there and bound to ``h["agent"]`` (its
-    guard; else ``submit.Guarded``). ``lua/ap_record.lua`` then writes what
-    ``_queue_thread_run`` writes, once the submit has written the run, and answers the run's
-    record; the thread is read last. A create is one round trip, not three (docs/benchmarks.md,
-    issue 25, nineteenth round): :func:`recorded` reads the answers.
-    ``bind``: ``lua/ap_bind.lua`` goes first, binding a thread with no assistant and no
-    metadata yet to ``h["agent"]`` as :func:`bind_thread` does, so a thread's first run is one
-    round trip too (twentieth round). A thread made with metadata is bound on a thread.
-    """
-    tenant, tid = tenant_in(h), h["thread_id"]
-    thread = keys.ap_thread(tid, tenant)
-    before: tuple[tuple[S.Script[Any], list[str], dict[str, str]], ...] = ()
-    if bind:
-        agent = h["agent"]
-        args = {"agent": agent, "seen": "{}", "metadata": _bound_metadata({}, agent)}
-        before = ((S.AP_BIND, [thread], args),)
-
-    def queue(pipe: aioredis.client.Pipeline, run_id: str) -> None:
-        keys_ = [keys.run(run_id), keys.ap_run(run_id), keys.ap_thread_runs(tid, tenant), thread]
-        args = {
-            "run_id": run_id, "sender": h["sender"], "now_ms": now_ms(),
-            "fields_json": json.dumps({"thread_id": tid, **fields}),
-        }  # fmt: skip
-        scripts.queue_async(pipe, S.AP_RECORD, keys_, args)
-        pipe.hgetall(thread)
-
-    guard = runs.Guard(thread, "agent", h["agent"])
-    return runs.Along((S.AP_RECORD, S.AP_BIND), queue, guard, before)
-
-
-def recorded(
-    replies: list[Any], tenant: str | None, thread_id: str
-) -> tuple[dict[str, str] | None, dict[str, str]]:
-    """:func:`record_along`'s answers: the run's record (None: nothing recorded), the thread."""
-    flat, h = S.AP_RECORD.reply(replies[0]), replies[1]
-    record = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
-    return record, _found_thread(h, tenant, thread_id)
-
-
-def _queue_thread_run(
-    pipe: redis.client.Pipeline | aioredis.client.Pipeline,
-    run_id: str,
-    h: dict[str, str],
-    fields: dict[str, str],
-) -> None:
-    """:func:`record_thread_run`'s writes, and its read last, queued on ``pipe``."""
-    record: dict[Any, Any] = {"thread_id": h["thread_id"], **fields}
-    pipe.hset(keys.ap_run(run_id), mapping=record)
-    pipe.rpush(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), run_id)
-    pipe.hset(keys.ap_thread(h["thread_id"], tenant_in(h)), "updated_at", now_ms())
-    pipe.hgetall(keys.run(run_id))
 
 
 def thread_run(
@@ -466,7 +373,7 @@ def thread_and_run_of(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """:func:`thread_and_run`'s answer from the replies of :func:`queue_thread_and_run`."""
     h, ap, record = replies
-    h = _found_thread(h, tenant, thread_id)
+    h = found_thread(h, tenant, thread_id)
     return (h, *_its_run(run_id, h, ap, record))
 
 

@@ -15,7 +15,7 @@ import redis
 import redis.asyncio as aioredis
 from anyio import to_thread
 
-from gateway import thread_bindings, thread_joins
+from gateway import thread_bindings, thread_joins, thread_records
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol.models import RunCreate
@@ -137,7 +137,7 @@ def test_a_run_recorded_on_the_event_loop_is_recorded_as_on_a_thread(
     )
     body = RunCreate(assistant_id="echo", metadata={"n": 1}, multitask_strategy="enqueue")
     fields = state.asked("echo", body)
-    record = on_loop(lambda a: thread_ops.record_thread_run_async(a, run_id, h, fields))
+    record = on_loop(lambda a: thread_records.record_thread_run_async(a, run_id, h, fields))
     view = state.recorded_view(run_id, h, fields, record)
     assert view == state.run_view(r, run_id, h)
     threaded = state.run_view(r, first, h)
@@ -284,7 +284,7 @@ def test_a_create_on_the_loop_records_its_run_in_the_submits_round_trip(
     tid, first = _bound_thread(r, on_loop, echo_config)
     threaded_record = r.hgetall(keys.ap_run(first))
     monkeypatch.setattr(
-        thread_ops, "record_thread_run_async", lambda *_: pytest.fail("a round trip of its own")
+        thread_records, "record_thread_run_async", lambda *_: pytest.fail("a round trip of its own")
     )
     body = RunCreate(assistant_id="echo", input=HI, multitask_strategy="enqueue")
     second = on_loop(lambda a: run_start.start_async(r, a, echo_config, None, tid, body))
@@ -348,12 +348,12 @@ def test_ap_record_writes_once_and_only_for_a_run_of_the_threads_conversation(
     h, first = _thread_with_run(r, None)
     tid = h["thread_id"]
     run_id = new_run_id("echo", h["sender"])
-    along = thread_ops.record_along({**h, "agent": "echo"}, {"assistant_id": "echo"})
+    along = thread_records.record_along({**h, "agent": "echo"}, {"assistant_id": "echo"})
 
     async def send(a: aioredis.Redis) -> tuple[dict[str, str] | None, dict[str, str]]:
         pipe = a.pipeline(transaction=False)
         along.queue(pipe, run_id)
-        return thread_ops.recorded(list(await pipe.execute()), None, tid)
+        return thread_records.recorded(list(await pipe.execute()), None, tid)
 
     assert on_loop(send) == (None, thread_ops.get_thread(r, None, tid))  # no such run
     assert not r.exists(keys.ap_run(run_id))
@@ -380,7 +380,7 @@ def test_a_create_on_the_loop_writes_nothing_unless_its_thread_is_its_assistants
         agent = "echo"
     else:
         agent = "other"
-    along = thread_ops.record_along(thread_ops.thread_as_bound(None, tid, agent), {})
+    along = thread_records.record_along(thread_records.thread_as_bound(None, tid, agent), {})
     with pytest.raises(Guarded):
         on_loop(
             lambda a: submit_async(

@@ -226,7 +226,8 @@ async def enqueue_async(
     replies = await send(True)
     lost = [isinstance(reply, NoScriptError) for reply in replies]
     if any(lost):
-        await scripts.load_async(aredis, S.SUBMIT, *along.scripts)
+        ahead_scripts = (script for script, _, _ in along.before)
+        await scripts.load_async(aredis, S.SUBMIT, *along.scripts, *ahead_scripts)
         submitted = replies[ahead]
         refused = (
             not isinstance(submitted, Exception)

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from gateway import operations as ops
-from gateway import thread_bindings
+from gateway import thread_bindings, thread_records
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state
 from gateway.agent_protocol.models import RunCreate
@@ -106,7 +106,7 @@ async def start_async(
     A run on a thread that exists and has its assistant, or none yet and no metadata (a thread
     this process has not seen bound is bound in the same step), starts with no thread hop, in
     one round trip on ``aredis``: the binding, the submit, guarded by the thread's assistant,
-    the run's record and the thread's read (``submit_async``, ``thread_operations.record_along``).
+    the run's record and the thread's read (``submit_async``, ``thread_records.record_along``).
     Any other start (a stateless run, a thread to create, or to bind that has metadata, a
     resume, a webhook; and every start on a Redis Cluster or where replicas must acknowledge
     the write, where the guard is not checked) runs :func:`start` on a thread.
@@ -119,12 +119,12 @@ async def start_async(
         return await run_in_threadpool(threaded)
     try:
         text = messages.input_text(body.input)
-        h = thread_ops.thread_as_bound(tenant, thread_id, agent)
+        h = thread_records.thread_as_bound(tenant, thread_id, agent)
     except InvalidInput:  # answered as the thread's checks come first (a missing one: 404)
         return await run_in_threadpool(threaded)
     fields = state.asked(agent, body)
     bind = thread_bindings.known(tenant, h["thread_id"]) != agent  # else bound: a hint
-    along = thread_ops.record_along(h, fields, bind)
+    along = thread_records.record_along(h, fields, bind)
     submitted = await thread_ops.send_in_thread_async(
         aredis, r, config, h, text, body.multitask_strategy, along
     )
@@ -132,12 +132,12 @@ async def start_async(
         return await run_in_threadpool(threaded)
     record = None
     if submitted.along is not None:
-        record, h = thread_ops.recorded(submitted.along, tenant, thread_id)
+        record, h = thread_records.recorded(submitted.along, tenant, thread_id)
         thread_bindings.remember(h)
     else:  # written on a thread after a lost connection, without what went along
         h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
     if record is None:
-        record = await thread_ops.record_thread_run_async(aredis, submitted.run_id, h, fields)
+        record = await thread_records.record_thread_run_async(aredis, submitted.run_id, h, fields)
     view = state.recorded_view(submitted.run_id, h, fields, record)
     return Started(submitted.run_id, h, "0-0", view)
 

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from gateway import thread_operations as thread_ops
+from gateway import thread_records
 from gateway.agent_protocol import messages
 from walrus_tasks.agent_protocol import iso as iso
 from walrus_tasks.agent_protocol import run_object
@@ -88,7 +89,7 @@ def record_run(
     Answers the run as :func:`run_view` shows it, read in the same round trip.
     """
     fields = asked(agent, body)
-    record = thread_ops.record_thread_run(r, run_id, h, fields)
+    record = thread_records.record_thread_run(r, run_id, h, fields)
     return recorded_view(run_id, h, fields, record)
 
 

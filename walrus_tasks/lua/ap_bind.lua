@@ -1,5 +1,5 @@
 -- An Agent Protocol thread bound to the assistant of its first run, in the round trip that
--- submits the run (gateway/thread_operations.py, record_along): sent before submit.lua, whose
+-- submits the run (gateway/thread_records.py, record_along): sent before submit.lua, whose
 -- guard then finds the thread bound. It binds only a thread that is there with no assistant
 -- yet and whose metadata is still A.seen (what the caller built A.metadata from); any other
 -- thread is left as it is, and the guard refuses the submit unless it is A.agent's already.

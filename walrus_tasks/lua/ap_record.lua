@@ -1,7 +1,7 @@
 -- What the Agent Protocol was asked of run A.run_id, recorded in the round trip that submits it
--- (gateway/thread_operations.py, record_along): sent right after submit.lua on one Redis, it
+-- (gateway/thread_records.py, record_along): sent right after submit.lua on one Redis, it
 -- writes only if that submit wrote the run, so a refused submit (`busy`) leaves no record.
--- The same writes as thread_operations._queue_thread_run, made conditional and idempotent (a
+-- The same writes as thread_records._queue_thread_run, made conditional and idempotent (a
 -- run already recorded is not listed twice).
 -- KEYS: run, ap_run, thread_runs, thread
 -- A: run_id, sender (the thread's conversation's: the run must be of it), now_ms, fields_json
