@@ -144,14 +144,14 @@ def history(
     """Streamed POSTs alternating between a fresh conversation each time and one conversation
     seeded with ``messages`` messages (``lua/seed.lua``, as the OpenAI-compatible endpoint
     gives a conversation its prior messages), so both see the same load on the machine."""
-    from walrus_tasks.runs import seed_history
+    from walrus_tasks.conversations import seed
 
     out = History(messages)
     prefix = f"hist-{uuid.uuid4().hex[:8]}"
     long_sender = f"{prefix}-long"
     r = redis.Redis.from_url(redis_url, decode_responses=True, client_name=cost.OWN_NAME)
     try:
-        if not seed_history(r, agent, long_sender, seeded_messages(messages)):
+        if not seed(r, agent, long_sender, seeded_messages(messages)):
             raise RuntimeError(f"conversation {agent}/{long_sender} is not new")
         with httpx.Client(base_url=gateway_url, timeout=30) as client:
             for i in range(warmup + runs):

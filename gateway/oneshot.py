@@ -1,7 +1,7 @@
 """One-shot conversations: a stateless request's whole context, in a conversation of its own.
 
 A stateless face (the OpenAI chat face without a sender, the Anthropic Messages face) takes
-the whole context with each request. ``operations.send_with_context`` seeds a new conversation
+the whole context with each request. ``operations.send_with_context_async`` seeds a new conversation
 with the turns before the last user message (:func:`prior_history`) and sends that message, so
 parallel requests neither queue behind each other nor see each other's messages. The
 conversation is deleted once its run has ended: ``operations.forget`` after an answer that
@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import redis.asyncio as aioredis
 
 from gateway.hub import Hub
 from gateway.operations import forget, run_end
@@ -47,7 +47,12 @@ _forgetting: set[asyncio.Task[None]] = set()
 
 
 async def then_forget(
-    frames: AsyncIterator[str], r: Any, hub: Hub, run_id: str, agent: str, sender: str
+    frames: AsyncIterator[str],
+    aredis: aioredis.Redis,
+    hub: Hub,
+    run_id: str,
+    agent: str,
+    sender: str,
 ) -> AsyncGenerator[str, None]:
     """``frames``, then the one-shot conversation is deleted once its run has ended.
 
@@ -59,15 +64,17 @@ async def then_forget(
             yield f
     finally:
         task = asyncio.get_running_loop().create_task(
-            _forget_after_end(r, hub, run_id, agent, sender)
+            _forget_after_end(aredis, hub, run_id, agent, sender)
         )
         _forgetting.add(task)
         task.add_done_callback(_forgetting.discard)
 
 
-async def _forget_after_end(r: Any, hub: Hub, run_id: str, agent: str, sender: str) -> None:
+async def _forget_after_end(
+    aredis: aioredis.Redis, hub: Hub, run_id: str, agent: str, sender: str
+) -> None:
     try:
         await run_end(hub, run_id)
-        await run_in_threadpool(forget, r, agent, sender)
+        await forget(aredis, agent, sender)
     except Exception:  # no one awaits this task: say why the conversation stays
         log.exception("one-shot conversation %s/%s not deleted", agent, sender)

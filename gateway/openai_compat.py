@@ -19,7 +19,6 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from gateway.deps import ARedis, Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
@@ -31,7 +30,7 @@ from gateway.operations import (
     run_error,
     run_events,
     send_async,
-    send_with_context,
+    send_with_context_async,
 )
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
@@ -338,19 +337,19 @@ async def answer(
         submitted = await send_async(aredis, r, config, agent, asked, None, who, "openai-chat")
     else:
         prior = prior_messages(body.messages)
-        oneshot, submitted = await run_in_threadpool(
-            send_with_context, r, config, agent, prior, content, who.tenant, "openai-chat"
+        oneshot, submitted = await send_with_context_async(
+            aredis, r, config, agent, prior, content, who.tenant, "openai-chat"
         )
     run_id = submitted.run_id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         frames = stream_chunks(hub, run_id, agent, include_usage)
         if oneshot:
-            frames = then_forget(frames, r, hub, run_id, agent, oneshot)
+            frames = then_forget(frames, aredis, hub, run_id, agent, oneshot)
         return face_stream(hub, frames, stream_error(run_id))
     text, end = await collect(hub, run_id)
     if oneshot:
-        await run_in_threadpool(forget, r, agent, oneshot)
+        await forget(aredis, agent, oneshot)
     if end is None or end.get("status") != "succeeded":
         code, message = run_error(run_id, end)
         return openai_error(502, code, message, run_id=run_id)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.hub import Head, Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, reads, run_list, runs, subscriptions, usage, waits, webhooks
+from walrus_tasks import crons, keys, reads, run_list, subscriptions, usage, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.faces import Face
@@ -210,18 +210,54 @@ def send_with_context(
     ``client_tools``: the client's own functions, as ``SendMessage.client_tools`` (checked
     before anything is written).
     """
-    agent = known_agent(config, agent)
-    meta = _run_meta(config, agent, tenant, face, client_tools=client_tools)
-    sender = scoped(tenant, f"{prefix}-{uuid.uuid4().hex}")
-    if prior and not runs.seed_history(r, agent, sender, prior):
-        raise Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
+    agent, sender, meta = _oneshot(config, agent, tenant, face, client_tools, prefix)
+    if prior and not conversations_mod.seed(r, agent, sender, prior):
+        raise _not_new(agent, sender)
     return sender, submit(r, agent, sender, content, meta=meta)
 
 
-def forget(r: redis.Redis, agent: str, sender: str) -> None:
+async def send_with_context_async(
+    aredis: aioredis.Redis,
+    r: redis.Redis,
+    config: Config,
+    agent: Any,
+    prior: list[dict[str, Any]],
+    content: str,
+    tenant: str | None = None,
+    face: Face = "http",
+) -> tuple[str, Submitted]:
+    """:func:`send_with_context` on the event loop: the stateless chat faces' send.
+
+    The seed and the submit (``submit_async``: ``aredis`` is ``r``'s Redis) without a thread.
+    """
+    agent, sender, meta = _oneshot(config, agent, tenant, face)
+    if prior and not await conversations_mod.seed_async(aredis, agent, sender, prior):
+        raise _not_new(agent, sender)
+    return sender, await submit_async(aredis, r, agent, sender, content, meta=meta)
+
+
+def _oneshot(
+    config: Config,
+    agent: Any,
+    tenant: str | None,
+    face: Face,
+    client_tools: list[ClientTool] | None = None,
+    prefix: str = "oneshot",
+) -> tuple[str, str, dict[str, str]]:
+    """A one-shot send's agent, its new sender and the run's fields."""
+    agent = known_agent(config, agent)
+    meta = _run_meta(config, agent, tenant, face, client_tools=client_tools)
+    return agent, scoped(tenant, f"{prefix}-{uuid.uuid4().hex}"), meta
+
+
+def _not_new(agent: str, sender: str) -> Conflict:
+    return Conflict(f"conversation {agent}/{sender} is not new")  # a uuid collision
+
+
+async def forget(aredis: aioredis.Redis, agent: str, sender: str) -> None:
     """Delete a one-shot conversation once its run has ended (nothing if it is gone or busy)."""
     with contextlib.suppress(WalrusError):
-        conversations_mod.delete(r, agent, sender)
+        await conversations_mod.delete_async(aredis, agent, sender)
 
 
 def cancel(

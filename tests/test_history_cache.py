@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from walrus_tasks import keys, runs
+from walrus_tasks.conversations import seed
 from walrus_tasks.lease import Fence, ttl_ms
-from walrus_tasks.runs import acquire, seed_history
+from walrus_tasks.runs import acquire
 from walrus_tasks.submit import new_run_id, submit
 from worker import history_cache
 
@@ -55,7 +56,7 @@ def test_a_step_reads_only_the_messages_appended_since_the_history_its_worker_ho
     r: redis.Redis, sender: str
 ) -> None:
     prior = [{"role": "user", "content": f"m{i}", "run_id": "seed"} for i in range(50)]
-    assert seed_history(r, AGENT, sender, prior)
+    assert seed(r, AGENT, sender, prior)
     fence = start(r, sender, "one")
     begun, history = begin(r, fence)
     assert (begun.history_from, begun.history_len) == (0, 51)
@@ -79,7 +80,7 @@ def test_a_history_rewritten_under_a_held_copy_is_read_again_whole(
         {"role": "user", "content": "first", "run_id": "seed"},
         {"role": "user", "content": "rolled back", "run_id": rolled},
     ]
-    assert seed_history(r, AGENT, sender, prior)
+    assert seed(r, AGENT, sender, prior)
     r.hset(keys.run(rolled), "status", "succeeded")
     fence = start(r, sender, "one")
     _, held = begin(r, fence)

@@ -33,6 +33,7 @@ from tests.test_recovery import kill_worker_mid_stream
 from tests.test_up import start_up, stop, wait_ready
 from walrus_tasks import (
     connection,
+    conversations,
     crons,
     keys,
     memory,
@@ -384,7 +385,7 @@ def test_an_export_of_one_redis_imports_into_a_cluster_and_reads_back_the_same(
     """How one Redis's state moves onto a cluster: ``walrus export``, then ``walrus import``."""
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     for n in range(12):  # conversations of many buckets
-        assert runs.seed_history(r, "echo", f"moved-{n}", history)
+        assert conversations.seed(r, "echo", f"moved-{n}", history)
     crons.create(r, CronSpec(schedule="@every 1h", agent="echo", message="tick"), ["echo"])
     subscriptions.create(r, "deploy", "echo")
     memory.remember(r, "echo", "colour", "blue")

@@ -1223,15 +1223,3 @@ def rollback(r: redis.Redis, run_id: str, agent: str, sender: str) -> int | None
         {"run_id": run_id},
     )
     return None if removed < 0 else removed
-
-
-def seed_history(r: redis.Redis, agent: str, sender: str, messages: list[dict[str, Any]]) -> bool:
-    """Write ``messages`` as the history of a new conversation (seed.lua); False if not new."""
-    conversation = keys.cid(agent, sender)
-    written = scripts.call(
-        r,
-        S.SEED,
-        [keys.conv(conversation, p) for p in ("lease", "inbox", "active", "history")],
-        {"messages_json": json.dumps(messages, ensure_ascii=False)},
-    )
-    return written >= 0

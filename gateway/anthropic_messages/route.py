@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header
-from starlette.concurrency import run_in_threadpool
 
 from gateway.anthropic_messages.blocks import collect, stream_error, stream_message
 from gateway.anthropic_messages.wire import (
@@ -23,7 +22,7 @@ from gateway.errors import error_route, responses
 from gateway.hub import Hub
 from gateway.oneshot import prior_history, then_forget
 from gateway.openai_compat import known_model
-from gateway.operations import forget, run_error, send_async, send_with_context
+from gateway.operations import forget, run_error, send_async, send_with_context_async
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import face_stream
 from gateway.stream_limit import hold_stream
@@ -99,18 +98,18 @@ async def answer(
         submitted = await send_async(aredis, r, config, agent, asked, None, who, FACE)
     else:
         prior = prior_history(said[:-1])
-        oneshot, submitted = await run_in_threadpool(
-            send_with_context, r, config, agent, prior, content, who.tenant, FACE
+        oneshot, submitted = await send_with_context_async(
+            aredis, r, config, agent, prior, content, who.tenant, FACE
         )
     run_id = submitted.run_id
     if body.stream:
         frames = stream_message(hub, run_id, agent, thinking)
         if oneshot:
-            frames = then_forget(frames, r, hub, run_id, agent, oneshot)
+            frames = then_forget(frames, aredis, hub, run_id, agent, oneshot)
         return face_stream(hub, frames, stream_error(run_id))
     blocks, end = await collect(hub, run_id, thinking)
     if oneshot:
-        await run_in_threadpool(forget, r, agent, oneshot)
+        await forget(aredis, agent, oneshot)
     if end is None or end.get("status") != "succeeded":
         code, message = run_error(run_id, end)
         response = anthropic_error(502, code, message, run_id=run_id)
