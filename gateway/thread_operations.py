@@ -257,10 +257,28 @@ def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str
     return "idle", []
 
 
-def thread_run_ids(r: redis.Redis, h: dict[str, str]) -> list[str]:
-    """The ids of thread ``h``'s runs, oldest first."""
+async def thread_runs_async(
+    aredis: aioredis.Redis, h: dict[str, str]
+) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """Thread ``h``'s runs, oldest first: ``(run id, Agent Protocol record, walrus record)``.
+
+    Two round trips: the ids, then every run's two records in one pipeline. A run
+    :func:`thread_run` would not find (its record expired) is left out.
+    """
     key = keys.ap_thread_runs(h["thread_id"], tenant_in(h))
-    return r.lrange(key, 0, -1)  # type: ignore[return-value]
+    ids: list[str] = await aredis.lrange(key, 0, -1)  # type: ignore[assignment]
+    if not ids:
+        return []
+    pipe = aredis.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.hgetall(keys.ap_run(run_id))
+        pipe.hgetall(keys.run(run_id))
+    replies = await pipe.execute()
+    runs = []
+    for i, run_id in enumerate(ids):
+        with contextlib.suppress(NotFound):
+            runs.append((run_id, *_its_run(run_id, h, replies[2 * i], replies[2 * i + 1])))
+    return runs
 
 
 def last_thread_run(r: redis.Redis, h: dict[str, str]) -> str | None:

@@ -18,6 +18,7 @@ from anyio import to_thread
 from gateway import thread_bindings, thread_joins, thread_records
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
+from gateway.agent_protocol import runs as ap_runs
 from gateway.agent_protocol.models import RunCreate
 from tests.conftest import OnLoop
 from tests.test_hub import running_hub
@@ -124,6 +125,47 @@ def test_on_the_event_loop_a_thread_and_its_run_read_as_on_a_thread(
             on_loop(lambda a, ids=ids: thread_ops.thread_and_run_async(a, tenant, *ids))
     with pytest.raises(NotFound, match="thread"):
         on_loop(lambda a: thread_ops.get_thread_async(a, "other", tid))
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_threads_runs_and_one_run_are_read_on_the_event_loop_as_each_apart(
+    r: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch, tenant: str | None
+) -> None:
+    h, first = _thread_with_run(r, tenant)
+    tid = h["thread_id"]
+    second, expired = (_another_run(r, h) for _ in range(2))
+    r.delete(keys.run(expired))  # its record expired: left out, as the threaded list left it
+    _, other_threads = _thread_with_run(r, tenant)
+    r.rpush(keys.ap_thread_runs(tid, tenant), other_threads)  # not this thread's: left out
+    monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    assert on_loop(lambda a: thread_ops.thread_runs_async(a, h)) == [
+        (run_id, *thread_ops.thread_run(r, run_id, h)) for run_id in (first, second)
+    ]
+    listed = on_loop(lambda a: ap_runs.list_runs(tid, a, tenant))
+    assert listed == [state.run_view(r, run_id, h) for run_id in (second, first)]
+    assert on_loop(lambda a: ap_runs.list_runs(tid, a, tenant, limit=1, offset=1)) == listed[1:]
+    assert on_loop(lambda a: ap_runs.list_runs(tid, a, tenant, status="success")) == []
+    assert on_loop(lambda a: ap_runs.get_run(tid, second, a, tenant)) == listed[0]
+    for run_id in (expired, other_threads):
+        with pytest.raises(NotFound):
+            on_loop(lambda a, run_id=run_id: ap_runs.get_run(tid, run_id, a, tenant))
+    with pytest.raises(NotFound, match="thread"):
+        on_loop(lambda a: ap_runs.list_runs(tid, a, "other"))
+
+
+def _another_run(r: redis.Redis, h: dict[str, str]) -> str:
+    """One more run recorded on thread ``h``, as a create records it."""
+    run_id = new_run_id("echo", h["sender"])
+    r.hset(
+        keys.run(run_id),
+        mapping={"run_id": run_id, "agent": "echo", "sender": h["sender"], "status": "queued"},
+    )
+    state.record_run(r, run_id, h, "echo", RunCreate(assistant_id="echo"))
+    return run_id
+
+
+def _no_thread(*_: Any, **__: Any) -> Any:
+    pytest.fail("on a thread")
 
 
 def test_a_run_recorded_on_the_event_loop_is_recorded_as_on_a_thread(

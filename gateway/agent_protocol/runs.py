@@ -37,8 +37,9 @@ from gateway.hub import Hub
 from gateway.plain_post import body_of
 from gateway.sse import EventStream, face_stream
 from gateway.stream_limit import hold_stream
+from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.config import Config
-from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.errors import Conflict
 from walrus_tasks.models import RunStatus
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
@@ -184,30 +185,27 @@ async def wait_stateless(
 
 
 @router.get("/threads/{thread_id}/runs")
-def list_runs(
+async def list_runs(
     thread_id: str,
-    r: Redis,
+    aredis: ARedis,
     tenant: Space,
     limit: int = 10,
     offset: int = 0,
     status: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The thread's runs, newest first."""
-    h = thread_ops.get_thread(r, tenant, thread_id)
-    views = []
-    for run_id in reversed(thread_ops.thread_run_ids(r, h)):
-        try:
-            views.append(state.run_view(r, run_id, h))
-        except NotFound:
-            continue  # its record expired
+    """The thread's runs, newest first (one whose record expired is left out)."""
+    h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    runs = await thread_ops.thread_runs_async(aredis, h)
+    views = [run_object(run_id, record, ap) for run_id, ap, record in reversed(runs)]
     views = [v for v in views if status is None or v["status"] == status]
     return views[offset : offset + limit]
 
 
 @router.get(RUN)
-def get_run(thread_id: str, run_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
-    """One run of the thread."""
-    return state.run_view(r, run_id, thread_ops.get_thread(r, tenant, thread_id))
+async def get_run(thread_id: str, run_id: str, aredis: ARedis, tenant: Space) -> dict[str, Any]:
+    """One run of the thread, read with the thread in one round trip."""
+    _, ap, record = await thread_ops.thread_and_run_async(aredis, tenant, thread_id, run_id)
+    return run_object(run_id, record, ap)
 
 
 @router.delete(RUN, status_code=204)
