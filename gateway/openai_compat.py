@@ -274,13 +274,13 @@ def known_model(config: Config, name: str) -> ModelInfo:
 
 
 @router.get("/v1/models", response_model=ModelList)
-def list_models(config: Cfg) -> ModelList:
+async def list_models(config: Cfg) -> ModelList:
     """The agents, as OpenAI models."""
     return ModelList(data=[ModelInfo(id=n) for n in sorted(config.agents)])
 
 
 @router.get("/v1/models/{model}", response_model=ModelInfo, responses=ERRORS)
-def get_model(model: str, config: Cfg) -> ModelInfo:
+async def get_model(model: str, config: Cfg) -> ModelInfo:
     """One agent, as an OpenAI model."""
     return known_model(config, model)
 

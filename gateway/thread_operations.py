@@ -208,7 +208,11 @@ def thread_active_run(r: redis.Redis, h: dict[str, str]) -> str | None:
 
 def _questions(r: redis.Redis, run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """The run's ``ask_user`` events ``(entry id, event)``, newest first (the latest scanned)."""
-    entries: Any = r.xrevrange(keys.run_part(run_id, "events"), count=QUESTIONS_SCAN)
+    return questions_of(r.xrevrange(keys.run_part(run_id, "events"), count=QUESTIONS_SCAN))
+
+
+def questions_of(entries: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The ``ask_user`` events ``(entry id, event)`` of a run's stream ``entries`` (XREVRANGE)."""
     found = []
     for entry_id, fields in entries:
         event = json.loads(fields["data"])
@@ -225,8 +229,12 @@ def last_question(r: redis.Redis, run_id: str) -> str:
 
 def waiting_calls(r: redis.Redis, run_id: str, kinds: Collection[str]) -> set[str]:
     """The call ids run ``run_id`` is parked on, in waits of one of ``kinds`` (``waits.py``)."""
-    waiting: dict[str, str] = r.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
-    return {c for c, w in waiting.items() if json.loads(w).get("kind") in kinds}
+    return calls_waiting(r.hgetall(keys.run_part(run_id, "waits")), kinds)  # type: ignore[arg-type]
+
+
+def calls_waiting(waits: dict[str, str], kinds: Collection[str]) -> set[str]:
+    """The call ids of a run's ``waits`` hash in waits of one of ``kinds``."""
+    return {c for c, w in waits.items() if json.loads(w).get("kind") in kinds}
 
 
 def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
@@ -234,8 +242,18 @@ def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
     calls = waiting_calls(r, run_id, ("ask", "approval"))
     if not calls:
         return []
+    return interrupts_of(calls, _questions(r, run_id))
+
+
+def interrupts_of(
+    calls: set[str], questions: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The interrupts ``{value, id}`` of the waiting ``calls``, oldest first.
+
+    ``questions``: the run's ``ask_user`` events, newest first (:func:`questions_of`).
+    """
     out = []
-    for _, event in _questions(r, run_id):
+    for _, event in questions:
         if event.get("call_id") in calls:
             calls.discard(event["call_id"])
             value = {k: v for k, v in event.items() if k not in ("type", "call_id")}

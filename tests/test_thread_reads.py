@@ -15,11 +15,13 @@ import redis
 import redis.asyncio as aioredis
 from anyio import to_thread
 
-from gateway import thread_bindings, thread_joins, thread_records
+from gateway import thread_bindings, thread_joins, thread_records, thread_state
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol import runs as ap_runs
+from gateway.agent_protocol import threads as ap_threads
 from gateway.agent_protocol.models import RunCreate
+from gateway.thread_state import ThreadState
 from tests.conftest import OnLoop
 from tests.test_hub import running_hub
 from walrus_tasks import durable, keys, reads, scripts, topology
@@ -151,6 +153,68 @@ def test_a_threads_runs_and_one_run_are_read_on_the_event_loop_as_each_apart(
             on_loop(lambda a, run_id=run_id: ap_runs.get_run(tid, run_id, a, tenant))
     with pytest.raises(NotFound, match="thread"):
         on_loop(lambda a: ap_runs.list_runs(tid, a, "other"))
+
+
+def _in_state(r: redis.Redis, tenant: str | None, kind: str) -> dict[str, str]:
+    """A thread in state ``kind``, written as the runs and the conversation leave it."""
+    if kind == "unbound":
+        return thread_ops.create_thread(r, tenant, None, {}, "raise")
+    h, run_id = _thread_with_run(r, tenant)
+    thread_ops.bind_thread(r, h, "echo")
+    h = thread_ops.get_thread(r, tenant, h["thread_id"])
+    cid = keys.cid("echo", h["sender"])
+    said = [{"role": "user", "content": "hi", "run_id": run_id}]
+    r.rpush(keys.conv(cid, "history"), *(json.dumps(m) for m in said))
+    if kind in ("active", "asking"):
+        r.set(keys.conv(cid, "active"), run_id)
+    if kind == "asking":  # parked on a question, and one more it answered before
+        for call, q in (("c1", "first?"), ("c2", "which one?")):
+            ask = {"type": "ask_user", "call_id": call, "question": q}
+            r.xadd(keys.run_part(run_id, "events"), {"data": json.dumps(ask)})
+        r.hset(keys.run_part(run_id, "waits"), "c2", json.dumps({"kind": "ask"}))
+    if kind == "queued":
+        r.rpush(keys.conv(cid, "inbox"), _another_run(r, h))
+    if kind == "failed":
+        r.hset(keys.run(run_id), "status", "failed")
+    return thread_ops.get_thread(r, tenant, h["thread_id"])
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+@pytest.mark.parametrize("kind", ["unbound", "idle", "active", "asking", "queued", "failed"])
+def test_a_threads_view_and_state_read_on_the_event_loop_as_on_a_thread(
+    r: redis.Redis,
+    on_loop: OnLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    tenant: str | None,
+    kind: str,
+) -> None:
+    h = _in_state(r, tenant, kind)
+    status, interrupts = thread_ops.thread_status(r, h)
+    assert status == {"unbound": "idle", "idle": "idle", "active": "busy", "asking": "interrupted",
+                      "queued": "busy", "failed": "error"}[kind]  # fmt: skip
+    assert (kind == "asking") == bool(interrupts)
+    threaded = ThreadState(
+        status, interrupts, thread_ops.thread_history(r, h), thread_ops.last_thread_run(r, h)
+    )
+    view = state.thread_view(r, h)
+    monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    assert on_loop(lambda a: thread_state.read(a, h)) == threaded
+    assert on_loop(lambda a: state.thread_view_async(a, h)) == view
+    tid = h["thread_id"]
+    assert on_loop(lambda a: ap_threads.get_thread(tid, a, tenant)) == view
+    got = on_loop(lambda a: ap_threads.get_state(tid, a, tenant))
+    assert got["values"] == view["values"] and got["interrupts"] == interrupts
+    assert got["checkpoint"]["checkpoint_id"] == threaded.last_run
+    assert on_loop(lambda a: ap_threads.get_history(tid, a, tenant, {"limit": 5})) == [got]
+
+
+def test_a_threads_state_read_after_redis_lost_the_history_script_loads_it(
+    r: redis.Redis, on_loop: OnLoop
+) -> None:
+    _one_redis(r)
+    h = _in_state(r, None, "idle")
+    r.script_flush()
+    assert on_loop(lambda a: thread_state.read(a, h)).history == thread_ops.thread_history(r, h)
 
 
 def _another_run(r: redis.Redis, h: dict[str, str]) -> str:

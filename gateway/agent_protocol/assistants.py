@@ -1,6 +1,8 @@
 """Assistants (one per walrus agent, also its graph), ``/info`` and ``/ok``.
 
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
+The routes are ``async def``: they read only the config, and FastAPI would run a plain ``def``
+on a thread of its pool (a hop per request, for a dict read).
 """
 
 from typing import Any
@@ -40,20 +42,30 @@ def assistant(config: Config, name: str) -> dict[str, Any]:
 
 
 @router.get("/ok")
-def ok() -> dict[str, bool]:
+async def ok() -> dict[str, bool]:
     """Liveness, as LangGraph Server answers it."""
     return {"ok": True}
 
 
 @router.get("/info")
-def info() -> dict[str, Any]:
+async def info() -> dict[str, Any]:
     """What this server is and which optional parts of the protocol it has."""
     return {"version": "walrus", "flags": {"assistants": True, "crons": True, "langsmith": False}}
 
 
 @router.post("/assistants/search")
-def search_assistants(body: Search, config: Cfg) -> list[dict[str, Any]]:
+async def search_assistants(body: Search, config: Cfg) -> list[dict[str, Any]]:
     """The agents as assistants (filters: ``graph_id``, ``name``, ``metadata``)."""
+    return _search(body, config)
+
+
+@router.post("/assistants/count")
+async def count_assistants(body: Search, config: Cfg) -> int:
+    """How many assistants match."""
+    return len(_search(body.model_copy(update={"limit": 1000, "offset": 0}), config))
+
+
+def _search(body: Search, config: Config) -> list[dict[str, Any]]:
     found = [assistant(config, n) for n in sorted(config.agents)]
     found = [
         a
@@ -65,20 +77,14 @@ def search_assistants(body: Search, config: Cfg) -> list[dict[str, Any]]:
     return found[body.offset : body.offset + body.limit]
 
 
-@router.post("/assistants/count")
-def count_assistants(body: Search, config: Cfg) -> int:
-    """How many assistants match."""
-    return len(search_assistants(body.model_copy(update={"limit": 1000, "offset": 0}), config))
-
-
 @router.get("/assistants/{assistant_id}")
-def get_assistant(assistant_id: str, config: Cfg) -> dict[str, Any]:
+async def get_assistant(assistant_id: str, config: Cfg) -> dict[str, Any]:
     """One assistant (404 for an unknown agent)."""
     return assistant(config, assistant_id)
 
 
 @router.get("/assistants/{assistant_id}/schemas")
-def get_schemas(assistant_id: str, config: Cfg) -> dict[str, Any]:
+async def get_schemas(assistant_id: str, config: Cfg) -> dict[str, Any]:
     """The graph's schemas: its state is a list of messages."""
     name = ops.known_agent(config, assistant_id)
     return {"graph_id": name, "input_schema": MESSAGES_SCHEMA, "output_schema": MESSAGES_SCHEMA,
@@ -87,7 +93,7 @@ def get_schemas(assistant_id: str, config: Cfg) -> dict[str, Any]:
 
 
 @router.get("/assistants/{assistant_id}/graph")
-def get_graph(assistant_id: str, config: Cfg) -> dict[str, Any]:
+async def get_graph(assistant_id: str, config: Cfg) -> dict[str, Any]:
     """The agent loop as a graph: the model, its tools, and back."""
     ops.known_agent(config, assistant_id)
     nodes = [{"id": n, "type": "runnable", "data": n} for n in ("__start__", "agent", "tools")]
@@ -101,7 +107,7 @@ def get_graph(assistant_id: str, config: Cfg) -> dict[str, Any]:
 
 
 @router.get("/assistants/{assistant_id}/subgraphs")
-def get_subgraphs(assistant_id: str, config: Cfg) -> dict[str, Any]:
+async def get_subgraphs(assistant_id: str, config: Cfg) -> dict[str, Any]:
     """No subgraphs."""
     ops.known_agent(config, assistant_id)
     return {}

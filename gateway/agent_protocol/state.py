@@ -1,4 +1,4 @@
-"""Threads and runs of the Agent Protocol as it shows them (blocking).
+"""Threads and runs of the Agent Protocol as it shows them.
 
 A thread is the conversation ``(agent, "thread:<thread id>")`` of its tenant (the sender is
 ``tenancy.scoped``: ``<tenant>/thread:<id>`` in a named tenant); its agent is the assistant of
@@ -18,9 +18,10 @@ import json
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from gateway import thread_operations as thread_ops
-from gateway import thread_records
+from gateway import thread_records, thread_state
 from gateway.agent_protocol import messages
 from walrus_tasks.agent_protocol import iso as iso
 from walrus_tasks.agent_protocol import run_object
@@ -36,6 +37,12 @@ def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread as the Agent Protocol shows it."""
     status, interrupts = thread_ops.thread_status(r, h)
     return _thread_view(h, status, values(r, h), interrupts)
+
+
+async def thread_view_async(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """:func:`thread_view`, read on the event loop (``thread_state.read``)."""
+    t = await thread_state.read(aredis, h)
+    return _thread_view(h, t.status, {"messages": messages.to_langchain(t.history)}, t.interrupts)
 
 
 def new_thread_view(h: dict[str, str]) -> dict[str, Any]:
@@ -60,19 +67,23 @@ def _thread_view(
     }
 
 
-def state_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
-    """The thread's current state (one checkpoint: walrus keeps no older ones)."""
-    _, interrupts = thread_ops.thread_status(r, h)
+async def state_view(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """The thread's current state (one checkpoint: walrus keeps no older ones).
+
+    Read on the event loop (``thread_state.read``).
+    """
+    t = await thread_state.read(aredis, h)
+    interrupts = t.interrupts
     tasks = [
         {"id": i["id"], "name": "tools", "error": None, "interrupts": [i], "checkpoint": None,
          "state": None, "result": None}
         for i in interrupts
     ]  # fmt: skip
     return {
-        "values": values(r, h),
+        "values": {"messages": messages.to_langchain(t.history)},
         "next": ["tools"] if interrupts else [],
         "checkpoint": {"thread_id": h["thread_id"], "checkpoint_ns": "",
-                       "checkpoint_id": thread_ops.last_thread_run(r, h), "checkpoint_map": None},
+                       "checkpoint_id": t.last_run, "checkpoint_map": None},
         "metadata": loads_stored(h.get("metadata") or "{}"),
         "created_at": iso(h.get("updated_at")),
         "parent_checkpoint": None,

@@ -40,7 +40,7 @@ async def create_thread(
             h, last_run = made
             if last_run is None:
                 return state.new_thread_view(h)
-            return await run_in_threadpool(state.thread_view, r, h)
+            return await state.thread_view_async(aredis, h)
     return await run_in_threadpool(_create_thread, r, tenant, body)
 
 
@@ -85,9 +85,10 @@ def count_threads(body: Search, r: Redis, tenant: Space) -> int:
 
 
 @router.get("/threads/{thread_id}")
-def get_thread(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
+async def get_thread(thread_id: str, aredis: ARedis, tenant: Space) -> dict[str, Any]:
     """One thread, with its values, status and interrupts."""
-    return state.thread_view(r, thread_ops.get_thread(r, tenant, thread_id))
+    h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    return await state.thread_view_async(aredis, h)
 
 
 @router.patch("/threads/{thread_id}")
@@ -104,17 +105,19 @@ def delete_thread(thread_id: str, r: Redis, tenant: Space) -> Response:
 
 
 @router.get("/threads/{thread_id}/state")
-def get_state(thread_id: str, r: Redis, tenant: Space) -> dict[str, Any]:
+async def get_state(thread_id: str, aredis: ARedis, tenant: Space) -> dict[str, Any]:
     """The thread's current state: values, next, tasks, interrupts."""
-    return state.state_view(r, thread_ops.get_thread(r, tenant, thread_id))
+    h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    return await state.state_view(aredis, h)
 
 
 @router.post("/threads/{thread_id}/history")
-def get_history(
-    thread_id: str, r: Redis, tenant: Space, body: dict[str, Any] | None = None
+async def get_history(
+    thread_id: str, aredis: ARedis, tenant: Space, body: dict[str, Any] | None = None
 ) -> list[Any]:
     """The thread's states, newest first: walrus keeps the current one only."""
-    view = state.state_view(r, thread_ops.get_thread(r, tenant, thread_id))
+    h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
+    view = await state.state_view(aredis, h)
     wanted = (body or {}).get("metadata") or {}
     if any(view["metadata"].get(k) != v for k, v in wanted.items()):
         return []
