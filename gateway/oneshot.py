@@ -1,11 +1,12 @@
 """One-shot conversations: a stateless request's whole context, in a conversation of its own.
 
 A stateless face (the OpenAI chat face without a sender, the Anthropic Messages face) takes
-the whole context with each request. ``operations.send_with_context_async`` seeds a new conversation
-with the turns before the last user message (:func:`prior_history`) and sends that message, so
-parallel requests neither queue behind each other nor see each other's messages. The
-conversation is deleted once its run has ended: ``operations.forget`` after an answer that
-waited for the end, :func:`then_forget` after a stream (which may end first).
+the whole context with each request. ``operations.send_with_context_async`` seeds a new
+conversation with the turns before the last user message (:func:`prior_history`) and sends that
+message, so parallel requests neither queue behind each other nor see each other's messages.
+The conversation is deleted once its run has ended: ``operations.forget`` after an answer that
+waited for the end, :func:`then_forget` after a stream (which may end first). All of it on the
+event loop.
 """
 
 from __future__ import annotations

@@ -30,7 +30,11 @@ from walrus_tasks.json_depth import loads_stored
 
 def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread's state values: ``{"messages": [...]}``."""
-    return {"messages": messages.to_langchain(thread_ops.thread_history(r, h))}
+    return _values(thread_ops.thread_history(r, h))
+
+
+def _values(history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"messages": messages.to_langchain(history)}
 
 
 def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
 async def thread_view_async(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """:func:`thread_view`, read on the event loop (``thread_state.read``)."""
     t = await thread_state.read(aredis, h)
-    return _thread_view(h, t.status, {"messages": messages.to_langchain(t.history)}, t.interrupts)
+    return _thread_view(h, t.status, _values(t.history), t.interrupts)
 
 
 def new_thread_view(h: dict[str, str]) -> dict[str, Any]:
@@ -80,7 +84,7 @@ async def state_view(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any
         for i in interrupts
     ]  # fmt: skip
     return {
-        "values": {"messages": messages.to_langchain(t.history)},
+        "values": _values(t.history),
         "next": ["tools"] if interrupts else [],
         "checkpoint": {"thread_id": h["thread_id"], "checkpoint_ns": "",
                        "checkpoint_id": t.last_run, "checkpoint_map": None},
