@@ -189,6 +189,25 @@ def thread_ids(r: redis.Redis, tenant: str | None) -> list[str]:
     return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
 
 
+async def threads_async(aredis: aioredis.Redis, tenant: str | None) -> list[dict[str, str]]:
+    """Every thread of ``tenant``, oldest first, as :func:`get_thread` reads each.
+
+    Two round trips: the ids, then every thread's hash in one pipeline. One deleted meanwhile is
+    left out.
+    """
+    ids: list[str] = await aredis.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[assignment]
+    if not ids:
+        return []
+    pipe = aredis.pipeline(transaction=False)
+    for tid in ids:
+        pipe.hgetall(keys.ap_thread(tid, tenant))
+    threads = []
+    for tid, h in zip(ids, await pipe.execute(), strict=True):
+        with contextlib.suppress(NotFound):
+            threads.append(found_thread(h, tenant, tid))
+    return threads
+
+
 def thread_history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
     """The messages of thread ``h``'s conversation, in order (none before its first run)."""
     return reads.history(r, h["agent"], h["sender"]) if h.get("agent") else []

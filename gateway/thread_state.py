@@ -12,6 +12,7 @@ only what their answers ask for: the active run's interrupts, or the last run's 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
@@ -35,55 +36,92 @@ class ThreadState(NamedTuple):
 
 
 async def read(aredis: aioredis.Redis, h: dict[str, str]) -> ThreadState:
-    """Thread ``h``'s status, interrupts, history and last run.
+    """Thread ``h``'s status, interrupts, history and last run (:func:`read_many` of one)."""
+    [state] = await read_many(aredis, [h])
+    return state
 
-    Two round trips, or three for a run that waits on a question or an approval.
+
+async def read_many(aredis: aioredis.Redis, threads: Sequence[dict[str, str]]) -> list[ThreadState]:
+    """What :func:`read` answers for each of ``threads``.
+
+    In the same round trips whatever their number: two, or three when a run waits on a question
+    or an approval.
     """
-    agent = h.get("agent")
     pipe = aredis.pipeline(transaction=False)
-    pipe.lindex(keys.ap_thread_runs(h["thread_id"], thread_ops.tenant_in(h)), -1)
-    if agent:
-        cid = keys.cid(agent, h["sender"])
-        pipe.get(keys.conv(cid, "active"))
-        pipe.llen(keys.conv(cid, "inbox"))
-        scripts.queue_async(pipe, S.HISTORY_JSON, [reads.history_key(agent, h["sender"])], {})
-    replies = await pipe.execute(raise_on_error=False)
-    for reply in replies[:3]:  # all but the history's (read apart after a NOSCRIPT)
-        if isinstance(reply, Exception):
-            raise reply
-    last: str | None = replies[0]
-    if not agent:
-        return ThreadState("idle" if last is None else await _ended(aredis, last), [], [], last)
-    active, queued, history = replies[1], replies[2], await _history(aredis, h, replies[3])
-    if active:
-        interrupts = await _interrupts(aredis, active)
-        return ThreadState("interrupted" if interrupts else "busy", interrupts, history, last)
-    if queued:
-        return ThreadState("busy", [], history, last)
-    return ThreadState("idle" if last is None else await _ended(aredis, last), [], history, last)
+    for h in threads:
+        pipe.lindex(keys.ap_thread_runs(h["thread_id"], thread_ops.tenant_in(h)), -1)
+        if h.get("agent"):
+            cid = keys.cid(h["agent"], h["sender"])
+            pipe.get(keys.conv(cid, "active"))
+            pipe.llen(keys.conv(cid, "inbox"))
+            scripts.queue_async(
+                pipe, S.HISTORY_JSON, [reads.history_key(h["agent"], h["sender"])], {}
+            )
+    replies = iter(await pipe.execute(raise_on_error=False)) if threads else iter(())
+    firsts: list[tuple[str | None, str | None, int, list[dict[str, Any]]]] = []
+    # each thread's (last run, active run, runs queued, history)
+    for h in threads:
+        last = _checked(next(replies))
+        if not h.get("agent"):
+            firsts.append((last, None, 0, []))
+            continue
+        active, queued = _checked(next(replies)), _checked(next(replies))
+        firsts.append((last, active, queued, await _history(aredis, h, next(replies))))
+    # Then what each asks for: the active run's waits, or the last run's status.
+    pipe = aredis.pipeline(transaction=False)
+    for last, active, queued, _ in firsts:
+        if active:
+            pipe.hgetall(keys.run_part(active, "waits"))
+        elif not queued and last is not None:
+            pipe.hget(keys.run(last), "status")
+    seconds = iter(await pipe.execute()) if len(pipe) else iter(())
+    calls: dict[str, set[str]] = {}  # active run → the calls it waits on for an answer
+    statuses = []
+    for last, active, queued, _ in firsts:
+        if active:
+            waiting = thread_ops.calls_waiting(next(seconds), ("ask", "approval"))
+            if waiting:
+                calls[active] = waiting
+            statuses.append("busy")
+        elif queued:
+            statuses.append("busy")
+        else:
+            statuses.append("error" if last is not None and next(seconds) == "failed" else "idle")
+    interrupts = await _interrupts(aredis, calls)
+    out = []
+    for (last, active, _, history), status in zip(firsts, statuses, strict=True):
+        asked = interrupts.get(active or "", [])
+        out.append(ThreadState("interrupted" if asked else status, asked, history, last))
+    return out
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 async def _history(aredis: aioredis.Redis, h: dict[str, str], reply: Any) -> list[dict[str, Any]]:
     if isinstance(reply, NoScriptError):  # the server lost it: read as it is read apart
         return await thread_ops.thread_history_async(aredis, h)
-    if isinstance(reply, Exception):
-        raise reply
-    messages: list[dict[str, Any]] = json.loads(reply)
+    messages: list[dict[str, Any]] = json.loads(_checked(reply))
     return messages
 
 
-async def _ended(aredis: aioredis.Redis, last: str) -> str:
-    """``error`` when the thread's last run failed, else ``idle``."""
-    return "error" if await aredis.hget(keys.run(last), "status") == "failed" else "idle"
+async def _interrupts(
+    aredis: aioredis.Redis, calls: dict[str, set[str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """``thread_operations.pending_interrupts`` of each run of ``calls``, in one round trip.
 
-
-async def _interrupts(aredis: aioredis.Redis, run_id: str) -> list[dict[str, Any]]:
-    """``thread_operations.pending_interrupts``: the waits' calls, then the questions asked."""
-    waits: dict[str, str] = await aredis.hgetall(keys.run_part(run_id, "waits"))  # type: ignore[assignment]
-    calls = thread_ops.calls_waiting(waits, ("ask", "approval"))
+    ``calls``: each run's calls waiting for an answer; its questions are read from its events.
+    """
     if not calls:
-        return []
-    events: Any = await aredis.xrevrange(
-        keys.run_part(run_id, "events"), count=thread_ops.QUESTIONS_SCAN
-    )
-    return thread_ops.interrupts_of(calls, thread_ops.questions_of(events))
+        return {}
+    pipe = aredis.pipeline(transaction=False)
+    for run_id in calls:
+        pipe.xrevrange(keys.run_part(run_id, "events"), count=thread_ops.QUESTIONS_SCAN)
+    events = await pipe.execute()
+    return {
+        run_id: thread_ops.interrupts_of(waiting, thread_ops.questions_of(entries))
+        for (run_id, waiting), entries in zip(calls.items(), events, strict=True)
+    }

@@ -20,7 +20,7 @@ from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol import runs as ap_runs
 from gateway.agent_protocol import threads as ap_threads
-from gateway.agent_protocol.models import RunCreate
+from gateway.agent_protocol.models import RunCreate, Search
 from gateway.thread_state import ThreadState
 from tests.conftest import OnLoop
 from tests.test_hub import running_hub
@@ -206,6 +206,48 @@ def test_a_threads_view_and_state_read_on_the_event_loop_as_on_a_thread(
     assert got["values"] == view["values"] and got["interrupts"] == interrupts
     assert got["checkpoint"]["checkpoint_id"] == threaded.last_run
     assert on_loop(lambda a: ap_threads.get_history(tid, a, tenant, {"limit": 5})) == [got]
+
+
+KINDS = ["unbound", "idle", "active", "asking", "queued", "failed"]
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_many_threads_read_together_as_each_alone_and_searched_as_one_after_the_other(
+    r: redis.Redis, on_loop: OnLoop, tenant: str | None
+) -> None:
+    threads = [_in_state(r, tenant, kind) for kind in KINDS * 2]
+    gone = thread_ops.create_thread(r, tenant, None, {}, "raise")
+    r.delete(keys.ap_thread(gone["thread_id"], tenant))  # deleted, still in the index a moment
+    together = on_loop(lambda a: thread_state.read_many(a, threads))
+    assert together == [on_loop(lambda a, h=h: thread_state.read(a, h)) for h in threads]
+    assert [t.status for t in together] == [
+        "idle", "idle", "busy", "interrupted", "busy", "error"
+    ] * 2  # fmt: skip
+    listed = on_loop(lambda a: thread_ops.threads_async(a, tenant))
+    assert listed == [
+        thread_ops.get_thread(r, tenant, tid)
+        for tid in thread_ops.thread_ids(r, tenant)
+        if tid != gone["thread_id"]
+    ]
+    by_id = {h["thread_id"]: h for h in threads}
+    views = {  # in the index's order, as a search reads them
+        tid: state.thread_view(r, by_id[tid])
+        for tid in thread_ops.thread_ids(r, tenant)
+        if tid in by_id
+    }
+    for search in [
+        Search(),
+        Search(status="busy", limit=3),
+        Search(metadata={"graph_id": "echo"}, sort_order="asc", offset=2, limit=5),
+        Search(ids=[threads[0]["thread_id"], threads[3]["thread_id"]]),
+    ]:
+        want = [v for v in views.values() if ap_threads._matches(v, search)]
+        want.sort(key=lambda v: v["created_at"], reverse=search.sort_order != "asc")
+        got = on_loop(lambda a, search=search: ap_threads.search_threads(search, a, tenant))
+        assert got == want[search.offset : search.offset + search.limit], search
+        counted = on_loop(lambda a, search=search: ap_threads.count_threads(search, a, tenant))
+        assert counted == len(want)
+    assert on_loop(lambda a: thread_state.read_many(a, [])) == []
 
 
 def test_a_threads_state_read_after_redis_lost_the_history_script_loads_it(

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from anyio import to_thread
 
 from gateway import thread_operations as thread_ops
 from gateway import thread_records, thread_state
@@ -45,7 +46,23 @@ def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
 
 async def thread_view_async(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """:func:`thread_view`, read on the event loop (``thread_state.read``)."""
-    t = await thread_state.read(aredis, h)
+    return _view_of(h, await thread_state.read(aredis, h))
+
+
+async def thread_views(
+    aredis: aioredis.Redis, threads: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """:func:`thread_view` of each of ``threads``.
+
+    Read on the event loop in a few round trips whatever their number
+    (``thread_state.read_many``); rendered on a thread of the pool, since rendering every
+    thread's history would hold the loop for as long as a search of many threads takes.
+    """
+    states = await thread_state.read_many(aredis, threads)
+    return await to_thread.run_sync(lambda: list(map(_view_of, threads, states)))
+
+
+def _view_of(h: dict[str, str], t: thread_state.ThreadState) -> dict[str, Any]:
     return _thread_view(h, t.status, _values(t.history), t.interrupts)
 
 
