@@ -7,6 +7,8 @@ reads a LangGraph UI makes whenever it shows a thread (``threads.get``, ``getSta
 pipeline (the conversation's active run and queue, the thread's last run, its history), then
 only what their answers ask for: the active run's interrupts, or the last run's status
 (docs/benchmarks.md, issue 25, twenty-first round). It answers what the threaded reads answer.
+:func:`read_many` does the same for many threads at once (``threads.search``), in the same
+round trips whatever their number.
 """
 
 from __future__ import annotations
