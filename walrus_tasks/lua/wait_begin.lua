@@ -19,11 +19,13 @@ redis.call('HDEL', K.run_wakes(run_id), A.call_id)
 -- A wake that is due already is taken now, so nothing that came first is lost: a reply sent
 -- while no question was pending (it answers whatever the client is asked next: a question, an
 -- approval or a client tool's output), or children that all finished before the parent parked.
+-- It says when the wait began (`since`), as a parked call's wake does (lib/runs.lua).
 local wake = false
+local since = tonumber(A.now_ms)
 if A.kind == 'ask' or A.kind == 'approval' or A.kind == 'client' then
   local reply = redis.call('LPOP', K.run_replies(run_id))
   if reply then
-    wake = cjson.encode({wait = A.kind, kind = 'reply', content = reply})
+    wake = cjson.encode({wait = A.kind, kind = 'reply', content = reply, since = since})
   end
 elseif A.kind == 'delegate' then
   local done = true
@@ -31,7 +33,7 @@ elseif A.kind == 'delegate' then
     if v == '' then done = false end
   end
   if done then
-    wake = cjson.encode({wait = A.kind, kind = 'children'})
+    wake = cjson.encode({wait = A.kind, kind = 'children', since = since})
   end
 end
 if wake then
@@ -40,7 +42,7 @@ if wake then
 end
 redis.call('HSET', K.run_waits(run_id), A.call_id,
   cjson.encode({kind = A.kind, deadline = tonumber(A.deadline_ms),
-    data = cjson.decode(A.data_json), since = tonumber(A.now_ms)}))
+    data = cjson.decode(A.data_json), since = since}))
 local until_ms = latest_deadline(run_id)
 redis.call('HSET', KEYS[3], 'status', 'waiting', 'wait_until', until_ms)
 -- Nobody renews the lease of a waiting run: it lives until the last deadline, when the reaper
