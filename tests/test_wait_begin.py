@@ -3,8 +3,8 @@
 A wake that is due already (a reply sent before the question, children that all ended before
 the parent parked) is taken at once and the call goes on in place ('woken'). Its wake says when
 the wait began, as a parked call's does, so the call's trace span reports how long it waited
-(``walrus.wait.seconds``; docs/benchmarks.md, issue 25, twenty-first round: without it the
-tracing test's delegate call, woken in place, had none).
+(``walrus.wait.seconds``: without it, a delegate call woken in place had none, and
+``tests/test_tracing.py`` failed when the child ended first).
 """
 
 from __future__ import annotations
