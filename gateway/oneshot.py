@@ -1,9 +1,10 @@
 """One-shot conversations: a stateless request's whole context, in a conversation of its own.
 
 A stateless face (the OpenAI chat face without a sender, the Anthropic Messages face) takes
-the whole context with each request. ``operations.send_with_context_async`` seeds a new
-conversation with the turns before the last user message (:func:`prior_history`) and sends that
-message, so parallel requests neither queue behind each other nor see each other's messages.
+the whole context with each request. :func:`send` (``operations.send_with_context_async``)
+seeds a new conversation with the turns before the last user message (:func:`prior_history`)
+and sends that message, so parallel requests neither queue behind each other nor see each
+other's messages.
 The conversation is deleted once its run has ended: ``operations.forget`` after an answer that
 waited for the end, :func:`then_forget` after a stream (which may end first). All of it on the
 event loop.
@@ -13,14 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from gateway.hub import Hub
-from gateway.operations import forget, run_end
+from gateway.operations import Submitted, forget, run_end, send_async, send_with_context_async
+from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput
+from walrus_tasks.faces import Face
+from walrus_tasks.models import SendMessage
+from walrus_tasks.tenancy import Caller
 
 log = logging.getLogger("walrus.gateway")
 
@@ -41,6 +47,31 @@ def prior_history(turns: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
         else:
             raise InvalidInput(f"messages: role {role!r} is not supported")
     return out
+
+
+async def send(
+    aredis: aioredis.Redis,
+    r: redis.Redis,
+    config: Config,
+    agent: str,
+    content: str,
+    key: str | None,
+    earlier: Callable[[], list[dict[str, Any]]],
+    who: Caller,
+    face: Face,
+) -> tuple[str | None, Submitted]:
+    """A chat face's send of ``content``: ``(the one-shot conversation's sender, the run)``.
+
+    Into conversation ``key`` of the caller's tenant (an admin's: the default one) when the
+    client named one (no one-shot: None); else into a one-shot conversation seeded with the
+    client's ``earlier()`` turns (read only then, so a keyed request's are never checked).
+    """
+    if key:
+        asked = SendMessage(content=content, sender=key)
+        return None, await send_async(aredis, r, config, agent, asked, None, who, face)
+    return await send_with_context_async(
+        aredis, r, config, agent, earlier(), content, who.tenant, face
+    )
 
 
 _forgetting: set[asyncio.Task[None]] = set()

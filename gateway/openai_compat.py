@@ -13,6 +13,7 @@ No ``from __future__ import annotations``: FastAPI resolves the endpoint annotat
 import json
 import time
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
@@ -23,21 +24,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.deps import ARedis, Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
-from gateway.oneshot import prior_history, then_forget
+from gateway.oneshot import prior_history, send, then_forget
 from gateway.operations import (
     forget,
     run_end,
     run_error,
     run_events,
-    send_async,
-    send_with_context_async,
 )
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import KEEP_ALIVE, ErrorRender, face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
-from walrus_tasks.models import SendMessage
+from walrus_tasks.faces import Face
 from walrus_tasks.reply_text import REPLY_RESTARTED, ForwardOnce, ReplyDiverged, ReplyText
 
 
@@ -260,6 +259,7 @@ ERRORS = responses({404: "unknown model (agent)", 413: "body too large", 422: "i
                     502: "the run failed or was cancelled"})  # fmt: skip
 
 
+FACE: Face = "openai-chat"
 router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
 
@@ -331,15 +331,8 @@ async def answer(
     if body.stream:
         hold_stream()  # before the run is submitted: a refused stream starts nothing
     key = body.user or x_walrus_sender
-    oneshot: str | None = None
-    if key:  # the conversation of the token's tenant (an admin's: the default tenant)
-        asked = SendMessage(content=content, sender=key)
-        submitted = await send_async(aredis, r, config, agent, asked, None, who, "openai-chat")
-    else:
-        prior = prior_messages(body.messages)
-        oneshot, submitted = await send_with_context_async(
-            aredis, r, config, agent, prior, content, who.tenant, "openai-chat"
-        )
+    earlier = partial(prior_messages, body.messages)
+    oneshot, submitted = await send(aredis, r, config, agent, content, key, earlier, who, FACE)
     run_id = submitted.run_id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

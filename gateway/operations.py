@@ -49,11 +49,13 @@ from walrus_tasks.models import (
 from walrus_tasks.names import agent_name, sender_name
 from walrus_tasks.submit import (
     IDEMPOTENCY_KEY_MAX,
-    Submitted,
     cancel_active,
     keyed_run_id,
     submit,
     submit_async,
+)
+from walrus_tasks.submit import (
+    Submitted as Submitted,  # what a send answers, for the faces (which may not import submit)
 )
 from walrus_tasks.tenancy import OPEN, Caller, scoped
 from walrus_tasks.workspace import send_meta

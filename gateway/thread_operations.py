@@ -184,30 +184,6 @@ def delete_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> None:
     r.zrem(keys.ap_threads(tenant), thread_id)
 
 
-def thread_ids(r: redis.Redis, tenant: str | None) -> list[str]:
-    """Every thread id of ``tenant``, oldest first."""
-    return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
-
-
-async def threads_async(aredis: aioredis.Redis, tenant: str | None) -> list[dict[str, str]]:
-    """Every thread of ``tenant``, oldest first, as :func:`get_thread` reads each.
-
-    Two round trips: the ids, then every thread's hash in one pipeline. One deleted meanwhile is
-    left out.
-    """
-    ids: list[str] = await aredis.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[assignment]
-    if not ids:
-        return []
-    pipe = aredis.pipeline(transaction=False)
-    for tid in ids:
-        pipe.hgetall(keys.ap_thread(tid, tenant))
-    threads = []
-    for tid, h in zip(ids, await pipe.execute(), strict=True):
-        with contextlib.suppress(NotFound):
-            threads.append(found_thread(h, tenant, tid))
-    return threads
-
-
 def thread_history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
     """The messages of thread ``h``'s conversation, in order (none before its first run)."""
     return reads.history(r, h["agent"], h["sender"]) if h.get("agent") else []
@@ -294,30 +270,6 @@ def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str
     return "idle", []
 
 
-async def thread_runs_async(
-    aredis: aioredis.Redis, h: dict[str, str]
-) -> list[tuple[str, dict[str, str], dict[str, str]]]:
-    """Thread ``h``'s runs, oldest first: ``(run id, Agent Protocol record, walrus record)``.
-
-    Two round trips: the ids, then every run's two records in one pipeline. A run
-    :func:`thread_run` would not find (its record expired) is left out.
-    """
-    key = keys.ap_thread_runs(h["thread_id"], tenant_in(h))
-    ids: list[str] = await aredis.lrange(key, 0, -1)  # type: ignore[assignment]
-    if not ids:
-        return []
-    pipe = aredis.pipeline(transaction=False)
-    for run_id in ids:
-        pipe.hgetall(keys.ap_run(run_id))
-        pipe.hgetall(keys.run(run_id))
-    replies = await pipe.execute()
-    runs = []
-    for i, run_id in enumerate(ids):
-        with contextlib.suppress(NotFound):
-            runs.append((run_id, *_its_run(run_id, h, replies[2 * i], replies[2 * i + 1])))
-    return runs
-
-
 def last_thread_run(r: redis.Redis, h: dict[str, str]) -> str | None:
     """The id of thread ``h``'s latest run, or None."""
     return r.lindex(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), -1)  # type: ignore[return-value]
@@ -390,7 +342,7 @@ def thread_run(
     pipe.hgetall(keys.ap_run(run_id))
     pipe.hgetall(keys.run(run_id))
     ap, record = pipe.execute()
-    return _its_run(run_id, h, ap, record)
+    return its_run(run_id, h, ap, record)
 
 
 def thread_and_run(
@@ -429,12 +381,13 @@ def thread_and_run_of(
     """:func:`thread_and_run`'s answer from the replies of :func:`queue_thread_and_run`."""
     h, ap, record = replies
     h = found_thread(h, tenant, thread_id)
-    return (h, *_its_run(run_id, h, ap, record))
+    return (h, *its_run(run_id, h, ap, record))
 
 
-def _its_run(
+def its_run(
     run_id: str, h: dict[str, str], ap: dict[str, str], record: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
+    """Run ``run_id``'s two records as read, if it is thread ``h``'s run (else NotFound)."""
     if not ap or ap["thread_id"] != h["thread_id"]:
         raise NotFound(f"run {run_id} not found")
     if not record:  # as reads.run_record words it

@@ -1,4 +1,4 @@
-"""What a thread's view and state read, on the event loop, in as few round trips as they allow.
+"""A thread's reads on the event loop, in as few round trips as they allow.
 
 ``thread_operations.thread_status``, ``thread_history`` and ``last_thread_run`` read one key
 at a time on a thread of the pool: six or seven round trips for a thread's view or state, the
@@ -8,11 +8,13 @@ pipeline (the conversation's active run and queue, the thread's last run, its hi
 only what their answers ask for: the active run's interrupts, or the last run's status
 (docs/benchmarks.md, issue 25, twenty-first round). It answers what the threaded reads answer.
 :func:`read_many` does the same for many threads at once (``threads.search``), in the same
-round trips whatever their number.
+round trips whatever their number; :func:`threads` and :func:`thread_runs` read a tenant's
+threads and a thread's runs in two, every hash in one pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -23,6 +25,7 @@ from redis.exceptions import NoScriptError
 from gateway import thread_operations as thread_ops
 from walrus_tasks import keys, reads, scripts
 from walrus_tasks import script_args as S
+from walrus_tasks.errors import NotFound
 
 
 class ThreadState(NamedTuple):
@@ -59,7 +62,7 @@ async def read_many(aredis: aioredis.Redis, threads: Sequence[dict[str, str]]) -
             scripts.queue_async(
                 pipe, S.HISTORY_JSON, [reads.history_key(h["agent"], h["sender"])], {}
             )
-    replies = iter(await pipe.execute(raise_on_error=False)) if threads else iter(())
+    replies = iter(await pipe.execute(raise_on_error=False))
     firsts: list[tuple[str | None, str | None, int, list[dict[str, Any]]]] = []
     # each thread's (last run, active run, runs queued, history)
     for h in threads:
@@ -76,7 +79,7 @@ async def read_many(aredis: aioredis.Redis, threads: Sequence[dict[str, str]]) -
             pipe.hgetall(keys.run_part(active, "waits"))
         elif not queued and last is not None:
             pipe.hget(keys.run(last), "status")
-    seconds = iter(await pipe.execute()) if len(pipe) else iter(())
+    seconds = iter(await pipe.execute())
     calls: dict[str, set[str]] = {}  # active run → the calls it waits on for an answer
     statuses = []
     for last, active, queued, _ in firsts:
@@ -127,3 +130,44 @@ async def _interrupts(
         run_id: thread_ops.interrupts_of(waiting, thread_ops.questions_of(entries))
         for (run_id, waiting), entries in zip(calls.items(), events, strict=True)
     }
+
+
+async def threads(aredis: aioredis.Redis, tenant: str | None) -> list[dict[str, str]]:
+    """Every thread of ``tenant``, oldest first, as ``thread_operations.get_thread`` reads each.
+
+    Two round trips: the ids, then every thread's hash in one pipeline. One deleted meanwhile is
+    left out.
+    """
+    ids: list[str] = await aredis.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[assignment]
+    pipe = aredis.pipeline(transaction=False)
+    for tid in ids:
+        pipe.hgetall(keys.ap_thread(tid, tenant))
+    threads = []
+    for tid, h in zip(ids, await pipe.execute(), strict=True):
+        with contextlib.suppress(NotFound):
+            threads.append(thread_ops.found_thread(h, tenant, tid))
+    return threads
+
+
+async def thread_runs(
+    aredis: aioredis.Redis, h: dict[str, str]
+) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """Thread ``h``'s runs, oldest first: ``(run id, Agent Protocol record, walrus record)``.
+
+    Two round trips: the ids, then every run's two records in one pipeline. A run
+    ``thread_operations.thread_run`` would not find (its record expired) is left out.
+    """
+    key = keys.ap_thread_runs(h["thread_id"], thread_ops.tenant_in(h))
+    ids: list[str] = await aredis.lrange(key, 0, -1)  # type: ignore[assignment]
+    pipe = aredis.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.hgetall(keys.ap_run(run_id))
+        pipe.hgetall(keys.run(run_id))
+    replies = await pipe.execute()
+    runs = []
+    for i, run_id in enumerate(ids):
+        with contextlib.suppress(NotFound):
+            runs.append(
+                (run_id, *thread_ops.its_run(run_id, h, replies[2 * i], replies[2 * i + 1]))
+            )
+    return runs

@@ -31,6 +31,11 @@ from walrus_tasks.errors import Conflict, NotFound
 from walrus_tasks.submit import Guarded, new_run_id, submit_async
 
 
+def _index(r: redis.Redis, tenant: str | None) -> list[str]:
+    """Every thread id of ``tenant`` in its index, oldest first."""
+    return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
+
+
 def _thread_with_run(r: redis.Redis, tenant: str | None) -> tuple[dict[str, str], str]:
     """A thread of ``tenant`` with one run recorded, as a create leaves them."""
     tid = thread_ops.create_thread(r, tenant, None, {}, "raise")["thread_id"]
@@ -92,7 +97,7 @@ def test_a_thread_made_on_the_loop_is_stored_as_one_made_on_a_thread(
     }
     assert h == thread_ops.get_thread(r, tenant, h["thread_id"]) and last_run is None
     assert state.new_thread_view(h) == state.thread_view(r, h)
-    assert set(thread_ops.thread_ids(r, tenant)) == {h["thread_id"], threaded["thread_id"]}
+    assert set(_index(r, tenant)) == {h["thread_id"], threaded["thread_id"]}
     again = on_loop(lambda a: thread_ops.create_unbound_thread_async(a, tenant, h["thread_id"], {}))
     assert again is None and r.hgetall(keys.ap_thread(h["thread_id"], tenant)) == {
         k: v for k, v in h.items() if k not in ("tenant", "sender")
@@ -140,7 +145,7 @@ def test_a_threads_runs_and_one_run_are_read_on_the_event_loop_as_each_apart(
     _, other_threads = _thread_with_run(r, tenant)
     r.rpush(keys.ap_thread_runs(tid, tenant), other_threads)  # not this thread's: left out
     monkeypatch.setattr(to_thread, "run_sync", _no_thread)
-    assert on_loop(lambda a: thread_ops.thread_runs_async(a, h)) == [
+    assert on_loop(lambda a: thread_state.thread_runs(a, h)) == [
         (run_id, *thread_ops.thread_run(r, run_id, h)) for run_id in (first, second)
     ]
     listed = on_loop(lambda a: ap_runs.list_runs(tid, a, tenant))
@@ -223,17 +228,15 @@ def test_many_threads_read_together_as_each_alone_and_searched_as_one_after_the_
     assert [t.status for t in together] == [
         "idle", "idle", "busy", "interrupted", "busy", "error"
     ] * 2  # fmt: skip
-    listed = on_loop(lambda a: thread_ops.threads_async(a, tenant))
+    listed = on_loop(lambda a: thread_state.threads(a, tenant))
     assert listed == [
         thread_ops.get_thread(r, tenant, tid)
-        for tid in thread_ops.thread_ids(r, tenant)
+        for tid in _index(r, tenant)
         if tid != gone["thread_id"]
     ]
     by_id = {h["thread_id"]: h for h in threads}
     views = {  # in the index's order, as a search reads them
-        tid: state.thread_view(r, by_id[tid])
-        for tid in thread_ops.thread_ids(r, tenant)
-        if tid in by_id
+        tid: state.thread_view(r, by_id[tid]) for tid in _index(r, tenant) if tid in by_id
     }
     for search in [
         Search(),

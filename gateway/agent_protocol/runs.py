@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from gateway import operations as ops
-from gateway import sse_route, thread_joins
+from gateway import sse_route, thread_joins, thread_state
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import state, streaming
 from gateway.agent_protocol.errors import AgentProtocolRoute, render
@@ -195,7 +195,7 @@ async def list_runs(
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first (one whose record expired is left out)."""
     h = await thread_ops.get_thread_async(aredis, tenant, thread_id)
-    runs = await thread_ops.thread_runs_async(aredis, h)
+    runs = await thread_state.thread_runs(aredis, h)
     views = [run_object(run_id, record, ap) for run_id, ap, record in reversed(runs)]
     views = [v for v in views if status is None or v["status"] == status]
     return views[offset : offset + limit]

@@ -29,19 +29,15 @@ from walrus_tasks.agent_protocol import run_object
 from walrus_tasks.json_depth import loads_stored
 
 
-def values(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
-    """The thread's state values: ``{"messages": [...]}``."""
-    return _values(thread_ops.thread_history(r, h))
-
-
 def _values(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """A thread's state values: ``{"messages": [...]}``."""
     return {"messages": messages.to_langchain(history)}
 
 
 def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
     """The thread as the Agent Protocol shows it."""
     status, interrupts = thread_ops.thread_status(r, h)
-    return _thread_view(h, status, values(r, h), interrupts)
+    return _thread_view(h, status, _values(thread_ops.thread_history(r, h)), interrupts)
 
 
 async def thread_view_async(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:

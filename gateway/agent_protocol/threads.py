@@ -13,6 +13,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from gateway import thread_operations as thread_ops
+from gateway import thread_state
 from gateway.agent_protocol import state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
@@ -64,7 +65,7 @@ async def _search(aredis: aioredis.Redis, tenant: str | None, body: Search) -> l
     A few round trips on the event loop whatever their number (``state.thread_views``), not
     several a thread on a thread of the pool.
     """
-    views = await state.thread_views(aredis, await thread_ops.threads_async(aredis, tenant))
+    views = await state.thread_views(aredis, await thread_state.threads(aredis, tenant))
     views = [v for v in views if _matches(v, body)]
     key = body.sort_by or "created_at"
     views.sort(key=lambda v: str(v.get(key) or ""), reverse=(body.sort_order or "desc") == "desc")

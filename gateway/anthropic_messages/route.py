@@ -3,6 +3,7 @@
 No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations at runtime.
 """
 
+from functools import partial
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
@@ -20,15 +21,14 @@ from gateway.anthropic_messages.wire import (
 from gateway.deps import ARedis, Cfg, Redis, StreamHub, Who
 from gateway.errors import error_route, responses
 from gateway.hub import Hub
-from gateway.oneshot import prior_history, then_forget
+from gateway.oneshot import prior_history, send, then_forget
 from gateway.openai_compat import known_model
-from gateway.operations import forget, run_error, send_async, send_with_context_async
+from gateway.operations import forget, run_error
 from gateway.plain_post import streaming_post, with_sender
 from gateway.sse import face_stream
 from gateway.stream_limit import hold_stream
 from walrus_tasks.config import Config
 from walrus_tasks.faces import Face
-from walrus_tasks.models import SendMessage
 
 FACE: Face = "anthropic-messages"
 
@@ -92,15 +92,10 @@ async def answer(
     thinking = body.thinking is not None and body.thinking.shown
     if body.stream:
         hold_stream()  # before the run is submitted: a refused stream starts nothing
-    oneshot: str | None = None
-    if x_walrus_sender:  # the conversation of the token's tenant (an admin's: the default one)
-        asked = SendMessage(content=content, sender=x_walrus_sender)
-        submitted = await send_async(aredis, r, config, agent, asked, None, who, FACE)
-    else:
-        prior = prior_history(said[:-1])
-        oneshot, submitted = await send_with_context_async(
-            aredis, r, config, agent, prior, content, who.tenant, FACE
-        )
+    earlier = partial(prior_history, said[:-1])
+    oneshot, submitted = await send(
+        aredis, r, config, agent, content, x_walrus_sender, earlier, who, FACE
+    )
     run_id = submitted.run_id
     if body.stream:
         frames = stream_message(hub, run_id, agent, thinking)
