@@ -43,7 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import agent_protocol, cost, measure, streamed_runs, streams, trace_sink
 from bench.procs import AGENT, BENCH_AGENT, CORES, LIFTED, Env, cpu_seconds, environment
 from bench.report import ratio, report
-from walrus_tasks import heap
+from walrus_tasks import heap, profiling
 from walrus_tasks.settings import Settings
 
 PHASES = {
@@ -58,9 +58,15 @@ PHASES = {
 
 
 def profiled() -> dict[str, str]:
-    """``WALRUS_PROFILE_DIR`` passed on to every walrus process (walrus_tasks.profiling)."""
-    directory = os.environ.get("WALRUS_PROFILE_DIR")
-    return {"WALRUS_PROFILE_DIR": os.path.abspath(directory)} if directory else {}
+    """``WALRUS_PROFILE_DIR`` (and ``WALRUS_PROFILE_CLOCK``) passed on to every walrus process
+    (walrus_tasks.profiling)."""
+    directory = os.environ.get(profiling.ENV)
+    if not directory:
+        return {}
+    env = {profiling.ENV: os.path.abspath(directory)}
+    if clock := os.environ.get(profiling.CLOCK_ENV):
+        env[profiling.CLOCK_ENV] = clock
+    return env
 
 
 def heap_env(args: argparse.Namespace) -> dict[str, str]:

@@ -6,6 +6,8 @@ process profile themselves with :mod:`cProfile` from their start and write
 pool process on Celery's ``worker_process_shutdown``; any of them at interpreter exit). Read
 the files with :mod:`pstats` (docs/benchmarks.md, "Where the time goes"). Unset (the default),
 nothing is imported or started: :func:`start` returns after one environment lookup.
+``WALRUS_PROFILE_CLOCK=cpu`` times each call on the thread's CPU clock (``time.thread_time``)
+instead of the wall clock, so waits on sockets and pipes drop out and what is left is CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 ENV = "WALRUS_PROFILE_DIR"
 """The environment variable that turns profiling on and names the directory of the dumps."""
+CLOCK_ENV = "WALRUS_PROFILE_CLOCK"
+"""``cpu`` for the thread's CPU clock; anything else (the default) for the wall clock."""
 
 _profiler: Any = None
 _name = ""
@@ -35,7 +39,12 @@ def start(name: str) -> bool:
         _profiler.disable()
     Path(directory).mkdir(parents=True, exist_ok=True)
     _name = name
-    _profiler = cProfile.Profile()
+    if os.environ.get(CLOCK_ENV) == "cpu":
+        import time
+
+        _profiler = cProfile.Profile(time.thread_time)
+    else:
+        _profiler = cProfile.Profile()
     _profiler.enable()
     atexit.register(dump)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
