@@ -104,28 +104,32 @@ def create_thread(
     return get_thread(r, tenant, tid)
 
 
-async def create_unbound_thread_async(
-    aredis: aioredis.Redis, tenant: str | None, thread_id: str | None, metadata: dict[str, Any]
-) -> tuple[dict[str, str], str | None] | None:
-    """:func:`create_thread` on the gateway's asyncio client, for a thread with no assistant.
+async def create_thread_async(
+    aredis: aioredis.Redis,
+    tenant: str | None,
+    thread_id: str | None,
+    metadata: dict[str, Any],
+    if_exists: str,
+) -> tuple[dict[str, str], bool]:
+    """:func:`create_thread` on the gateway's asyncio client: two round trips, not four.
 
-    Two round trips, not four. Answers the thread and its last run's id, read with it (None
-    unless an earlier thread of that id left its runs), or None when a thread of that id is
-    there already (nothing written: :func:`create_thread` answers that).
+    Answers the thread and whether it is bare: made now, with no assistant, and no runs left
+    under its id by an earlier thread of that id (read with it). A bare thread has no
+    conversation, so its view needs no read (``state.new_thread_view``).
     """
-    if isinstance(metadata.get("graph_id"), str):
-        raise ValueError("a thread with an assistant is made by create_thread")
     tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
     key, now = keys.ap_thread(tid, tenant), now_ms()
     if not await aredis.hsetnx(key, "created_at", now):
-        return None
+        if if_exists == "do_nothing":
+            return await get_thread_async(aredis, tenant, tid), False
+        raise Conflict(f"thread {tid} already exists")
     pipe = aredis.pipeline(transaction=False)
     pipe.hset(key, mapping=_thread_fields(tid, now, metadata))
     pipe.zadd(keys.ap_threads(tenant), {tid: now})
     pipe.hgetall(key)
     pipe.lindex(keys.ap_thread_runs(tid, tenant), -1)
     *_, h, last = await pipe.execute()
-    return found_thread(h, tenant, tid), last
+    return found_thread(h, tenant, tid), last is None and not h.get("agent")
 
 
 def _thread_fields(tid: str, now: int, metadata: dict[str, Any]) -> dict[Any, Any]:
@@ -159,38 +163,47 @@ def bound_metadata(h: dict[str, str], agent: str) -> str:
     return json.dumps(meta)
 
 
-def patch_thread(
-    r: redis.Redis, tenant: str | None, thread_id: str, metadata: dict[str, Any]
+async def patch_thread_async(
+    aredis: aioredis.Redis, tenant: str | None, thread_id: str, metadata: dict[str, Any]
 ) -> dict[str, str]:
-    """Merge ``metadata`` into the thread's."""
-    h = get_thread(r, tenant, thread_id)
+    """Merge ``metadata`` into the thread's: the thread as it is then."""
+    h = await get_thread_async(aredis, tenant, thread_id)
     meta = {**json.loads(h.get("metadata") or "{}"), **metadata}
-    r.hset(
-        keys.ap_thread(thread_id, tenant),
-        mapping={"metadata": json.dumps(meta), "updated_at": now_ms()},
+    key = keys.ap_thread(thread_id, tenant)
+    pipe = aredis.pipeline(transaction=False)
+    pipe.hset(key, mapping={"metadata": json.dumps(meta), "updated_at": now_ms()})
+    pipe.hgetall(key)
+    _, patched = await pipe.execute()
+    return found_thread(patched, tenant, thread_id)
+
+
+async def delete_thread_async(aredis: aioredis.Redis, tenant: str | None, thread_id: str) -> None:
+    """Delete the thread, its runs' records and its conversation (Conflict while busy).
+
+    Three round trips with a conversation, two without: the thread read with its runs' ids,
+    the conversation deleted (refused while busy: then nothing else is), the rest deleted.
+    """
+    key, runs_key = (
+        keys.ap_thread(thread_id_of(thread_id), tenant),
+        keys.ap_thread_runs(thread_id, tenant),
     )
-    return get_thread(r, tenant, thread_id)
-
-
-def delete_thread(r: redis.Redis, tenant: str | None, thread_id: str) -> None:
-    """Delete the thread, its runs' records and its conversation (Conflict while busy)."""
-    h = get_thread(r, tenant, thread_id)
+    pipe = aredis.pipeline(transaction=False)
+    pipe.hgetall(key)
+    pipe.lrange(runs_key, 0, -1)
+    h, run_ids = await pipe.execute()
+    h = found_thread(h, tenant, thread_id)
     if h.get("agent"):
         with contextlib.suppress(NotFound):  # NotFound: no message was ever sent
-            conversations_mod.delete(r, h["agent"], h["sender"])
-    runs_key = keys.ap_thread_runs(thread_id, tenant)
-    run_ids: list[str] = r.lrange(runs_key, 0, -1)  # type: ignore[assignment]
-    r.delete(keys.ap_thread(thread_id, tenant), runs_key, *[keys.ap_run(x) for x in run_ids])
-    r.zrem(keys.ap_threads(tenant), thread_id)
-
-
-def thread_history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
-    """The messages of thread ``h``'s conversation, in order (none before its first run)."""
-    return reads.history(r, h["agent"], h["sender"]) if h.get("agent") else []
+            await conversations_mod.delete_async(aredis, h["agent"], h["sender"])
+    pipe = aredis.pipeline(transaction=False)
+    for gone in (key, runs_key, *map(keys.ap_run, run_ids)):
+        pipe.delete(gone)  # one key a command: on a cluster, the keys are in different slots
+    pipe.zrem(keys.ap_threads(tenant), thread_id)
+    await pipe.execute()
 
 
 async def thread_history_async(aredis: aioredis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
-    """:func:`thread_history`, read on the gateway's asyncio client (a stream's checkpoints)."""
+    """The messages of thread ``h``'s conversation, in order (none before its first run)."""
     return await reads.history_async(aredis, h["agent"], h["sender"]) if h.get("agent") else []
 
 
@@ -254,25 +267,6 @@ def interrupts_of(
             value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
             out.append({"value": value, "id": event["call_id"]})
     return out[::-1]
-
-
-def thread_status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
-    """``idle | busy | interrupted | error`` of thread ``h``, and its pending interrupts."""
-    active = thread_active_run(r, h)
-    if active:
-        interrupts = pending_interrupts(r, active)
-        return ("interrupted" if interrupts else "busy"), interrupts
-    if h.get("agent") and r.llen(keys.conv(keys.cid(h["agent"], h["sender"]), "inbox")):
-        return "busy", []
-    last = last_thread_run(r, h)
-    if last and r.hget(keys.run(last), "status") == "failed":
-        return "error", []
-    return "idle", []
-
-
-def last_thread_run(r: redis.Redis, h: dict[str, str]) -> str | None:
-    """The id of thread ``h``'s latest run, or None."""
-    return r.lindex(keys.ap_thread_runs(h["thread_id"], tenant_in(h)), -1)  # type: ignore[return-value]
 
 
 def send_in_thread(

@@ -20,7 +20,7 @@ from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol import runs as ap_runs
 from gateway.agent_protocol import threads as ap_threads
-from gateway.agent_protocol.models import RunCreate, Search
+from gateway.agent_protocol.models import RunCreate, Search, ThreadCreate, ThreadPatch
 from gateway.thread_state import ThreadState
 from tests.conftest import OnLoop
 from tests.test_hub import running_hub
@@ -34,6 +34,39 @@ from walrus_tasks.submit import Guarded, new_run_id, submit_async
 def _index(r: redis.Redis, tenant: str | None) -> list[str]:
     """Every thread id of ``tenant`` in its index, oldest first."""
     return r.zrange(keys.ap_threads(tenant), 0, -1)  # type: ignore[return-value]
+
+
+# --- the oracle: a thread's state read key by key, one round trip after the other ------------
+
+
+def _status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """``idle | busy | interrupted | error`` of thread ``h``, and its pending interrupts."""
+    active = thread_ops.thread_active_run(r, h)
+    if active:
+        interrupts = thread_ops.pending_interrupts(r, active)
+        return ("interrupted" if interrupts else "busy"), interrupts
+    if h.get("agent") and r.llen(keys.conv(keys.cid(h["agent"], h["sender"]), "inbox")):
+        return "busy", []
+    last = _last_run(r, h)
+    if last and r.hget(keys.run(last), "status") == "failed":
+        return "error", []
+    return "idle", []
+
+
+def _history(r: redis.Redis, h: dict[str, str]) -> list[dict[str, Any]]:
+    """The messages of thread ``h``'s conversation (none before its first run)."""
+    return reads.history(r, h["agent"], h["sender"]) if h.get("agent") else []
+
+
+def _last_run(r: redis.Redis, h: dict[str, str]) -> str | None:
+    """The id of thread ``h``'s latest run, or None."""
+    return r.lindex(keys.ap_thread_runs(h["thread_id"], h["tenant"] or None), -1)  # type: ignore[return-value]
+
+
+def _view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
+    """The thread as the Agent Protocol shows it, from :func:`_status` and :func:`_history`."""
+    status, interrupts = _status(r, h)
+    return state._thread_view(h, status, state._values(_history(r, h)), interrupts)
 
 
 def _thread_with_run(r: redis.Redis, tenant: str | None) -> tuple[dict[str, str], str]:
@@ -83,29 +116,82 @@ def test_what_is_not_the_threads_run_is_not_found_read_together(r: redis.Redis) 
 
 
 @pytest.mark.parametrize("tenant", [None, "acme"])
+@pytest.mark.parametrize("meta", [{"team": "red"}, {"graph_id": "echo", "team": "red"}])
 def test_a_thread_made_on_the_loop_is_stored_as_one_made_on_a_thread(
-    r: redis.Redis, on_loop: OnLoop, tenant: str | None
+    r: redis.Redis,
+    on_loop: OnLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    tenant: str | None,
+    meta: dict[str, Any],
 ) -> None:
-    meta = {"team": "red"}
-    made = on_loop(lambda a: thread_ops.create_unbound_thread_async(a, tenant, None, meta))
-    assert made is not None
-    h, last_run = made
     threaded = thread_ops.create_thread(r, tenant, None, meta, "raise")
+    monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    h, bare = on_loop(lambda a: thread_ops.create_thread_async(a, tenant, None, meta, "raise"))
     varying = {"thread_id", "sender", "created_at", "updated_at"}
     assert {k: v for k, v in h.items() if k not in varying} == {
         k: v for k, v in threaded.items() if k not in varying
     }
-    assert h == thread_ops.get_thread(r, tenant, h["thread_id"]) and last_run is None
-    assert state.new_thread_view(h) == state.thread_view(r, h)
-    assert set(_index(r, tenant)) == {h["thread_id"], threaded["thread_id"]}
-    again = on_loop(lambda a: thread_ops.create_unbound_thread_async(a, tenant, h["thread_id"], {}))
-    assert again is None and r.hgetall(keys.ap_thread(h["thread_id"], tenant)) == {
-        k: v for k, v in h.items() if k not in ("tenant", "sender")
-    }, "a thread there already is left as it is"
-    with pytest.raises(ValueError, match="assistant"):
-        on_loop(
-            lambda a: thread_ops.create_unbound_thread_async(a, tenant, None, {"graph_id": "x"})
-        )
+    assert h == thread_ops.get_thread(r, tenant, h["thread_id"])
+    assert bare == ("graph_id" not in meta), "bare: no assistant, no runs"
+    if bare:
+        assert state.new_thread_view(h) == _view(r, h)
+    tid = h["thread_id"]
+    made = {"thread_id": tid, "metadata": meta, "if_exists": "do_nothing"}
+    assert on_loop(lambda a: ap_threads.create_thread(ThreadCreate(**made), a, tenant)) == (
+        _view(r, h)
+    ), "asked again to make it, with do_nothing: the thread as it is"
+    assert set(_index(r, tenant)) == {tid, threaded["thread_id"]}
+    stored = r.hgetall(keys.ap_thread(tid, tenant))
+    with pytest.raises(Conflict, match="exists"):
+        on_loop(lambda a: thread_ops.create_thread_async(a, tenant, tid, {"x": 1}, "raise"))
+    assert r.hgetall(keys.ap_thread(tid, tenant)) == stored, "a thread there is left as it is"
+    assert stored == {k: v for k, v in h.items() if k not in ("tenant", "sender")}
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_thread_patched_on_the_loop_merges_its_metadata_and_shows_its_state(
+    r: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch, tenant: str | None
+) -> None:
+    h = _in_state(r, tenant, "asking")
+    tid, before = h["thread_id"], json.loads(h["metadata"])
+    monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    body = ThreadPatch(metadata={"team": "blue", "graph_id": "echo"})
+    view = on_loop(lambda a: ap_threads.patch_thread(tid, body, a, tenant))
+    patched = thread_ops.get_thread(r, tenant, tid)
+    assert json.loads(patched["metadata"]) == {**before, "team": "blue", "graph_id": "echo"}
+    assert int(patched["updated_at"]) >= int(h["updated_at"])
+    assert view == _view(r, patched) and view["status"] == "interrupted"
+    for other_tenant, other_id in (("other", tid), (tenant, "no-such-thread")):
+        with pytest.raises(NotFound, match="thread"):
+            on_loop(lambda a, t=other_tenant, i=other_id: ap_threads.patch_thread(i, body, a, t))
+    assert thread_ops.get_thread(r, tenant, tid) == patched, "a refused patch changes nothing"
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_thread_deleted_on_the_loop_leaves_no_key_and_a_busy_one_is_left_whole(
+    r: redis.Redis, on_loop: OnLoop, monkeypatch: pytest.MonkeyPatch, tenant: str | None
+) -> None:
+    idle, busy, unbound = (_in_state(r, tenant, kind) for kind in ("idle", "active", "unbound"))
+    runs = r.lrange(keys.ap_thread_runs(idle["thread_id"], tenant), 0, -1)
+    assert runs and r.exists(keys.conv(keys.cid("echo", idle["sender"]), "history"))
+    busy_keys = {k: r.type(k) for k in r.scan_iter("*") if busy["thread_id"] in k}
+    monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    for h in (idle, unbound):
+        on_loop(lambda a, h=h: ap_threads.delete_thread(h["thread_id"], a, tenant))
+        assert h["thread_id"] not in _index(r, tenant)
+    assert not r.exists(
+        keys.ap_thread(idle["thread_id"], tenant),
+        keys.ap_thread_runs(idle["thread_id"], tenant),
+        *map(keys.ap_run, runs),
+        keys.conv(keys.cid("echo", idle["sender"]), "history"),
+    )
+    with pytest.raises(Conflict, match="active"):
+        on_loop(lambda a: ap_threads.delete_thread(busy["thread_id"], a, tenant))
+    assert {k: r.type(k) for k in r.scan_iter("*") if busy["thread_id"] in k} == busy_keys
+    assert busy["thread_id"] in _index(r, tenant)
+    for other_tenant, other_id in (("other", busy["thread_id"]), (tenant, idle["thread_id"])):
+        with pytest.raises(NotFound, match="thread"):
+            on_loop(lambda a, t=other_tenant, i=other_id: ap_threads.delete_thread(i, a, t))
 
 
 # --- the same reads and writes on the event loop (a create and a join without a thread hop) --
@@ -194,14 +280,12 @@ def test_a_threads_view_and_state_read_on_the_event_loop_as_on_a_thread(
     kind: str,
 ) -> None:
     h = _in_state(r, tenant, kind)
-    status, interrupts = thread_ops.thread_status(r, h)
+    status, interrupts = _status(r, h)
     assert status == {"unbound": "idle", "idle": "idle", "active": "busy", "asking": "interrupted",
                       "queued": "busy", "failed": "error"}[kind]  # fmt: skip
     assert (kind == "asking") == bool(interrupts)
-    threaded = ThreadState(
-        status, interrupts, thread_ops.thread_history(r, h), thread_ops.last_thread_run(r, h)
-    )
-    view = state.thread_view(r, h)
+    threaded = ThreadState(status, interrupts, _history(r, h), _last_run(r, h))
+    view = _view(r, h)
     monkeypatch.setattr(to_thread, "run_sync", _no_thread)
     assert on_loop(lambda a: thread_state.read(a, h)) == threaded
     assert on_loop(lambda a: state.thread_view_async(a, h)) == view
@@ -236,7 +320,7 @@ def test_many_threads_read_together_as_each_alone_and_searched_as_one_after_the_
     ]
     by_id = {h["thread_id"]: h for h in threads}
     views = {  # in the index's order, as a search reads them
-        tid: state.thread_view(r, by_id[tid]) for tid in _index(r, tenant) if tid in by_id
+        tid: _view(r, by_id[tid]) for tid in _index(r, tenant) if tid in by_id
     }
     for search in [
         Search(),
@@ -259,7 +343,7 @@ def test_a_threads_state_read_after_redis_lost_the_history_script_loads_it(
     _one_redis(r)
     h = _in_state(r, None, "idle")
     r.script_flush()
-    assert on_loop(lambda a: thread_state.read(a, h)).history == thread_ops.thread_history(r, h)
+    assert on_loop(lambda a: thread_state.read(a, h)).history == _history(r, h)
 
 
 def _another_run(r: redis.Redis, h: dict[str, str]) -> str:

@@ -34,21 +34,15 @@ def _values(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"messages": messages.to_langchain(history)}
 
 
-def thread_view(r: redis.Redis, h: dict[str, str]) -> dict[str, Any]:
-    """The thread as the Agent Protocol shows it."""
-    status, interrupts = thread_ops.thread_status(r, h)
-    return _thread_view(h, status, _values(thread_ops.thread_history(r, h)), interrupts)
-
-
 async def thread_view_async(aredis: aioredis.Redis, h: dict[str, str]) -> dict[str, Any]:
-    """:func:`thread_view`, read on the event loop (``thread_state.read``)."""
+    """The thread as the Agent Protocol shows it, read on the event loop (``thread_state.read``)."""
     return _view_of(h, await thread_state.read(aredis, h))
 
 
 async def thread_views(
     aredis: aioredis.Redis, threads: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
-    """:func:`thread_view` of each of ``threads``.
+    """:func:`thread_view_async` of each of ``threads``.
 
     Read on the event loop in a few round trips whatever their number
     (``thread_state.read_many``); rendered on a thread of the pool, since rendering every
@@ -63,7 +57,7 @@ def _view_of(h: dict[str, str], t: thread_state.ThreadState) -> dict[str, Any]:
 
 
 def new_thread_view(h: dict[str, str]) -> dict[str, Any]:
-    """:func:`thread_view` of a thread just made with no assistant and no run.
+    """:func:`thread_view_async` of a thread just made with no assistant and no run.
 
     Idle and empty, as its reads would find it (it has no conversation).
     """

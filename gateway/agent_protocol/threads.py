@@ -10,7 +10,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
 
 from gateway import thread_operations as thread_ops
 from gateway import thread_state
@@ -18,36 +17,22 @@ from gateway.agent_protocol import state
 from gateway.agent_protocol.errors import AgentProtocolRoute
 from gateway.agent_protocol.models import Search, ThreadCreate, ThreadPatch
 from gateway.agent_protocol.tenant import Space
-from gateway.deps import ARedis, Redis
+from gateway.deps import ARedis
 
 router = APIRouter(route_class=AgentProtocolRoute, tags=["Agent Protocol"])
 
 
 @router.post("/threads")
-async def create_thread(
-    body: ThreadCreate, r: Redis, aredis: ARedis, tenant: Space
-) -> dict[str, Any]:
+async def create_thread(body: ThreadCreate, aredis: ARedis, tenant: Space) -> dict[str, Any]:
     """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``).
 
-    A thread with no assistant yet (no ``graph_id``) is made on the event loop and shown with
-    no read of a conversation (it has none); any other case, a thread of that id already there
-    included, on a thread (docs/benchmarks.md, issue 25, twentieth round).
+    On the event loop; a bare thread (made now, no assistant, no runs) is shown with no read of
+    a conversation, since it has none (docs/benchmarks.md, issue 25, twentieth round).
     """
-    if not isinstance(body.metadata.get("graph_id"), str):
-        made = await thread_ops.create_unbound_thread_async(
-            aredis, tenant, body.thread_id, body.metadata
-        )
-        if made is not None:
-            h, last_run = made
-            if last_run is None:
-                return state.new_thread_view(h)
-            return await state.thread_view_async(aredis, h)
-    return await run_in_threadpool(_create_thread, r, tenant, body)
-
-
-def _create_thread(r: Any, tenant: str | None, body: ThreadCreate) -> dict[str, Any]:
-    h = thread_ops.create_thread(r, tenant, body.thread_id, body.metadata, body.if_exists)
-    return state.thread_view(r, h)
+    h, bare = await thread_ops.create_thread_async(
+        aredis, tenant, body.thread_id, body.metadata, body.if_exists
+    )
+    return state.new_thread_view(h) if bare else await state.thread_view_async(aredis, h)
 
 
 def _matches(view: dict[str, Any], body: Search) -> bool:
@@ -92,15 +77,18 @@ async def get_thread(thread_id: str, aredis: ARedis, tenant: Space) -> dict[str,
 
 
 @router.patch("/threads/{thread_id}")
-def patch_thread(thread_id: str, body: ThreadPatch, r: Redis, tenant: Space) -> dict[str, Any]:
+async def patch_thread(
+    thread_id: str, body: ThreadPatch, aredis: ARedis, tenant: Space
+) -> dict[str, Any]:
     """Merge ``metadata`` into the thread's."""
-    return state.thread_view(r, thread_ops.patch_thread(r, tenant, thread_id, body.metadata))
+    h = await thread_ops.patch_thread_async(aredis, tenant, thread_id, body.metadata)
+    return await state.thread_view_async(aredis, h)
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
-def delete_thread(thread_id: str, r: Redis, tenant: Space) -> Response:
+async def delete_thread(thread_id: str, aredis: ARedis, tenant: Space) -> Response:
     """Delete the thread and its conversation (409 while a run is active)."""
-    thread_ops.delete_thread(r, tenant, thread_id)
+    await thread_ops.delete_thread_async(aredis, tenant, thread_id)
     return Response(status_code=204)
 
 
