@@ -27,7 +27,7 @@ from tests.test_hub import running_hub
 from walrus_tasks import durable, keys, reads, scripts, topology
 from walrus_tasks import script_args as S
 from walrus_tasks.config import AgentConfig, Config
-from walrus_tasks.errors import Conflict, NotFound
+from walrus_tasks.errors import Conflict, InvalidInput, NotFound
 from walrus_tasks.submit import Guarded, new_run_id, submit_async
 
 
@@ -438,6 +438,47 @@ def test_a_threads_runs_start_on_the_event_loop_its_first_binding_it(
         on_loop(lambda a: run_start.start_async(r, a, config, None, tid, other))
     assert threaded == on_thread  # nothing started
     assert r.hget(keys.ap_thread(tid, None), "agent") == "echo"
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_a_stateless_run_starts_on_the_event_loop_on_a_thread_of_its_own_made_bound(
+    r: redis.Redis,
+    on_loop: OnLoop,
+    echo_config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    tenant: str | None,
+) -> None:
+    """A stateless create's ``start_async``: its thread made on the loop, stored as the
+    threaded start leaves one (made, then bound), and its run started there with no thread hop
+    on one Redis (on a thread on a cluster); bad input refused with nothing stored."""
+    body = RunCreate(assistant_id="echo", input=HI)
+    durable.connected_replicas(r)
+    threaded = _starts_on_a_thread(monkeypatch)
+    if not topology.is_cluster(r):
+        monkeypatch.setattr(to_thread, "run_sync", _no_thread)
+    started = on_loop(lambda a: run_start.start_async(r, a, echo_config, tenant, None, body))
+    assert threaded == ([started.run_id] if topology.is_cluster(r) else [])
+    monkeypatch.undo()
+    tid = started.thread["thread_id"]
+    alike = run_start.start(r, echo_config, tenant, None, body).thread
+    made, twin = (thread_ops.get_thread(r, tenant, t) for t in (tid, alike["thread_id"]))
+    varying = {"thread_id", "sender", "created_at", "updated_at"}
+    assert {k: v for k, v in made.items() if k not in varying} == {
+        k: v for k, v in twin.items() if k not in varying
+    }
+    assert made["agent"] == "echo" and tid in _index(r, tenant)
+    assert started.view == state.run_view(r, started.run_id, made)
+    assert r.lrange(keys.ap_thread_runs(tid, tenant), 0, -1) == [started.run_id]
+    assert r.lrange(keys.conv(keys.cid("echo", made["sender"]), "inbox"), 0, -1) == [started.run_id]
+    before = _index(r, tenant)
+    for bad in ({"messages": []}, "  ", 7):
+        with pytest.raises(InvalidInput):
+            on_loop(
+                lambda a, bad=bad: run_start.start_async(
+                    r, a, echo_config, tenant, None, RunCreate(assistant_id="echo", input=bad)
+                )
+            )
+    assert _index(r, tenant) == before, "bad input stores no thread"
 
 
 def test_a_thread_made_with_metadata_is_bound_by_its_first_run_on_a_thread(

@@ -7,6 +7,7 @@ approval answered and the run that asked goes on. :func:`start_async` starts a t
 run on the event loop, with no thread hop (docs/design.md, "The operations registry").
 """
 
+import json
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -107,16 +108,25 @@ async def start_async(
     this process has not seen bound is bound in the same step), starts with no thread hop, in
     one round trip on ``aredis``: the binding, the submit, guarded by the thread's assistant,
     the run's record and the thread's read (``submit_async``, ``thread_records.record_along``).
-    Any other start (a stateless run, a thread to create, or to bind that has metadata, a
-    resume, a webhook; and every start on a Redis Cluster or where replicas must acknowledge
-    the write, where the guard is not checked) runs :func:`start` on a thread.
+    A stateless run's thread is made on the loop first, bound (two round trips more). Any
+    other start (a thread to create, or to bind that has metadata, a resume, a webhook; and
+    every start on a Redis Cluster or where replicas must acknowledge the write, where the
+    guard is not checked) runs :func:`start` on a thread.
     ``viewed``: the run's view is wanted (a create's answer); a resume, which reads none on the
     way, reads it on that same thread.
     """
     threaded = partial(_start_viewed if viewed else start, r, config, tenant, thread_id, body)
     agent = ops.known_agent(config, body.assistant_id)
-    if thread_id is None or body.webhook is not None or (body.command and "resume" in body.command):
+    if body.webhook is not None or (body.command and "resume" in body.command):
         return await run_in_threadpool(threaded)
+    if thread_id is None:  # stateless: a thread of its own, made bound as bind_thread binds it
+        messages.input_text(body.input)  # refused (422) before anything is stored
+        h, _ = await thread_ops.create_thread_async(
+            aredis, tenant, None, json.loads(thread_ops.bound_metadata({}, agent)), "raise"
+        )
+        thread_bindings.remember(h)
+        thread_id = h["thread_id"]
+        threaded = partial(threaded.func, r, config, tenant, thread_id, body)
     try:
         text = messages.input_text(body.input)
         h = thread_records.thread_as_bound(tenant, thread_id, agent)
