@@ -1,12 +1,13 @@
 """A thread's reads on the event loop, in as few round trips as they allow.
 
-``thread_operations.thread_status``, ``thread_history`` and ``last_thread_run`` read one key
-at a time on a thread of the pool: six or seven round trips for a thread's view or state, the
-reads a LangGraph UI makes whenever it shows a thread (``threads.get``, ``getState``, and
-``getHistory`` after each run). :func:`read` sends the ones that depend on nothing in one
-pipeline (the conversation's active run and queue, the thread's last run, its history), then
-only what their answers ask for: the active run's interrupts, or the last run's status
-(docs/benchmarks.md, issue 25, twenty-first round). It answers what the threaded reads answer.
+A thread's view or state (what a LangGraph UI reads whenever it shows a thread:
+``threads.get``, ``getState``, and ``getHistory`` after each run) takes six or seven reads one
+after the other, a key at a time; the gateway once made them on a thread of the pool.
+:func:`read` sends the ones that depend on nothing in one pipeline (the conversation's active
+run and queue, the thread's last run, its history), then only what their answers ask for: the
+active run's interrupts, or the last run's status (docs/benchmarks.md, issue 25, twenty-first
+round). It answers what those reads answer (``tests/test_thread_reads.py`` keeps them, as the
+oracle).
 :func:`read_many` does the same for many threads at once (``threads.search``), in the same
 round trips whatever their number; :func:`threads` and :func:`thread_runs` read a tenant's
 threads and a thread's runs in two, every hash in one pipeline.
@@ -32,7 +33,8 @@ class ThreadState(NamedTuple):
     """What the views of thread ``h`` are made of (``agent_protocol.state``)."""
 
     status: str
-    """``idle | busy | interrupted | error``, as ``thread_operations.thread_status``."""
+    """``idle | busy | interrupted | error``: waiting on a question or approval of its active
+    run, running or with a run queued, its last run failed, or none of these."""
     interrupts: list[dict[str, Any]]
     history: list[dict[str, Any]]
     """The conversation's messages (none before the thread's first run)."""

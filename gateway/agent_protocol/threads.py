@@ -27,7 +27,8 @@ async def create_thread(body: ThreadCreate, aredis: ARedis, tenant: Space) -> di
     """Create a thread (``if_exists``: ``raise`` -> 409, ``do_nothing``).
 
     On the event loop; a bare thread (made now, no assistant, no runs) is shown with no read of
-    a conversation, since it has none (docs/benchmarks.md, issue 25, twentieth round).
+    a conversation, since it has none (docs/benchmarks.md, issue 25, twentieth and
+    twenty-second rounds).
     """
     h, bare = await thread_ops.create_thread_async(
         aredis, tenant, body.thread_id, body.metadata, body.if_exists
