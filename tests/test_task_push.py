@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,10 @@ from walrus_tasks.settings import get_settings
 
 SENDS = [
     (celery_app.DRAIN, ("echo", "alice"), {"run_id": "run-1"}),
+    # What JSON escapes (a quote, beyond ASCII) in the arguments and the reprs a message carries
+    # (a name holds no backslash nor control character, where `repr` and Celery's `saferepr`
+    # would differ).
+    (celery_app.DRAIN, ('e"cho', "\u00e9\u2603", "acme/thread:1@x"), {"run_id": 'r"1\u00e9'}),
     (celery_app.STEP, ("echo", "alice", "run-1", "7", 0), None),
     (celery_app.TOOL_CALL, ("echo", "alice", "run-1", "7", 2, 1), None),
     (celery_app.WEBHOOK, ("run-1", "0"), None),
@@ -123,6 +129,37 @@ def test_sent_from_inside_a_task_a_message_names_it_as_parent_and_its_root_as_ro
         parent.pop_request()
     assert ours["headers"]["parent_id"] == celerys["headers"]["parent_id"] == "the-parent"
     assert ours["headers"]["root_id"] == celerys["headers"]["root_id"] == "the-root"
+
+
+def _built_here(app: Celery, r: redis.Redis) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    pushed = task_push.build(app, r, *SENDS[0][:1], celery_app.RUNS_QUEUE, *SENDS[0][1:])
+    return os.getpid(), unpacked(pushed.message), unpacked(pushed.event)
+
+
+def test_a_forked_process_builds_messages_that_name_it_not_its_parent(
+    app: tuple[Celery, redis.Redis],
+) -> None:
+    """The message and event templates are per process: a prefork pool process (forked after
+    the parent built some) names its own pid as origin and in its events."""
+    celery, r = app
+    parent_pid, parent_message, parent_event = _built_here(celery, r)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: build, hand it over, and go without running anything else
+        try:
+            os.write(write, json.dumps(_built_here(celery, r)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child_pid, message, event = json.loads(pipe.read())
+    assert os.waitpid(child, 0)[1] == 0
+    assert child_pid != parent_pid
+    assert message["headers"]["origin"] == f"gen{child_pid}@{socket.gethostname()}"
+    assert parent_message["headers"]["origin"] == f"gen{parent_pid}@{socket.gethostname()}"
+    assert (event["body"]["pid"], parent_event["body"]["pid"]) == (child_pid, parent_pid)
+    assert event["body"]["hostname"] == message["headers"]["origin"]
+    assert event["headers"]["hostname"] == message["headers"]["origin"]
 
 
 def test_a_new_conversations_drain_leaves_with_its_message_in_one_step(

@@ -4,7 +4,8 @@
 producer and envelope, and the ``task-sent`` event's dispatcher, each a round trip of its
 own). When the broker is the state Redis (``WALRUS_BROKER_URL`` unset, or naming the same
 Redis), the send functions of ``walrus_tasks.celery_app`` build the message with Celery's own
-``app.amqp.as_task_v2``, wrap it as kombu's Redis transport does (a JSON envelope, the body in
+``app.amqp.as_task_v2`` (once a process and task, as a template: :func:`build`), wrap it as
+kombu's Redis transport does (a JSON envelope, the body in
 base64, pushed on the queue's list), and push it with its ``task-sent`` event in one round trip
 (``push``), or inside the Lua script that finds it due (``submit.lua``: a new conversation's
 drain leaves with the message that starts it). A worker, and Flower, cannot tell it from
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -78,6 +80,11 @@ def build(
     ``queue``: the task's routed queue (the default exchange, the queue's name as routing key,
     as Celery routes a queue bound by its own name). Sent from inside a task, the message names
     that task as its parent and its root as its root, as Celery's do.
+
+    Filled into this process's :class:`_Templates` of the task: what differs from one message
+    to the next (ids, arguments, the event's clock and time) set into the JSON that Celery's
+    ``app.amqp.as_task_v2`` and kombu's envelope gave once (a build took 95 us of CPU on a slow
+    machine, filling the templates 46-56; docs/benchmarks.md, issue 25, twenty-second round).
     """
     task_id = str(uuid.uuid4())
     parent = app.current_worker_task
@@ -86,33 +93,122 @@ def build(
         root_id = parent.request.root_id or parent.request.id
         parent_id = parent.request.id
     send_event = bool(app.conf.task_send_sent_event)
+    kwargs = kwargs or {}
+    templates = _templates(app, name, queue, send_event)
     # The reprs Flower shows: `repr` is what Celery's `saferepr` gives for these arguments (short
-    # names and ids, numbers, well under its size limit), and took building from 0.13 to 0.09 ms.
-    headers, properties, body, sent = app.amqp.as_task_v2(
-        task_id, name, args, kwargs, reply_to=app.thread_oid, create_sent_event=send_event,
-        root_id=root_id, parent_id=parent_id, ignore_result=True,
-        argsrepr=repr(args), kwargsrepr=repr(kwargs or {}),
-    )  # fmt: skip
-    message = _envelope(
-        json.dumps(body), headers,
-        {**properties, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue}},
-    )  # fmt: skip
-    if not send_event:
+    # names and ids, numbers, well under its size limit).
+    ids = {
+        "id": _str(task_id),
+        "root_id": _str(root_id or task_id),  # as_task_v2: an empty root is the task itself
+        "parent_id": "null" if parent_id is None else _str(parent_id),
+        "argsrepr": _str(repr(args)),
+        "kwargsrepr": _str(repr(kwargs)),
+    }
+    body = json.dumps((args, kwargs, _EMBED))
+    message = templates.message.fill(
+        ids,
+        body=_b64(body),
+        reply_to=_str(app.thread_oid),
+        delivery_tag=_str(str(uuid.uuid4())),
+    )
+    if templates.event is None:
         return Push(queue, message, "", "")
-    event = {
-        "hostname": anon_nodename(), "utcoffset": utcoffset(), "pid": os.getpid(),
-        "clock": app.clock.forward(), **sent,
-        "queue": queue, "exchange": "", "routing_key": queue,
-        "timestamp": time.time(), "type": "task-sent",
-    }  # fmt: skip
-    event_message = _envelope(
-        json.dumps(event), {"hostname": event["hostname"]},
-        {"delivery_mode": 1, "delivery_info": _EVENT_ROUTE},
-    )  # fmt: skip
+    event = templates.event.fill(
+        ids,
+        # As json.dumps writes them: a float by its repr, an int in decimal.
+        utcoffset=repr(float(utcoffset())),
+        clock=str(int(app.clock.forward())),
+        timestamp=repr(time.time()),
+    )
+    event_message = templates.event_envelope.fill(
+        {}, body=_b64(event), delivery_tag=_str(str(uuid.uuid4()))
+    )
     return Push(queue, message, _event_channel(r), event_message)
 
 
+_str = json.encoder.encode_basestring_ascii
+"""A string as ``json.dumps`` writes it (quoted, escaped, ASCII): a template's value."""
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+"""A task message body's third part, as ``as_task_v2`` writes it for a task with none."""
 _EVENT_ROUTE = {"exchange": EVENT_EXCHANGE, "routing_key": "task.sent"}
+
+
+def _b64(text: str) -> str:
+    return '"' + base64.b64encode(text.encode()).decode() + '"'
+
+
+class _Template:
+    """A JSON text with holes where values go.
+
+    Each hole is a string, a name between two NULs (:func:`_hole`), as ``json.dumps`` escapes
+    it; :meth:`fill` puts a value, already JSON, in each.
+    """
+
+    __slots__ = ("literals", "names")
+
+    def __init__(self, value: Any) -> None:
+        parts = re.split(r'"\\u0000(\w+)\\u0000"', json.dumps(value))
+        self.literals, self.names = parts[::2], parts[1::2]
+
+    def fill(self, values: Mapping[str, str], **more: str) -> str:
+        out = [self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            out.append(more[name] if name in more else values[name])
+            out.append(literal)
+        return "".join(out)
+
+
+def _hole(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+@dataclass(frozen=True)
+class _Templates:
+    """A task's message (and its ``task-sent`` event, if sent) in this process, with holes."""
+
+    message: _Template
+    event: _Template | None
+    event_envelope: _Template
+
+
+_cache: dict[tuple[int, str, str, bool], _Templates] = {}
+"""The templates by (process, task, queue, whether events are sent): nothing else of an app
+goes into them."""
+
+
+def _templates(app: Celery, name: str, queue: str, send_event: bool) -> _Templates:
+    # The process is in the key: a fork's origin and event name its own pid.
+    key = (os.getpid(), name, queue, send_event)
+    found = _cache.get(key)
+    if found is None:
+        found = _cache[key] = _made(app, name, queue, send_event)
+    return found
+
+
+def _made(app: Celery, name: str, queue: str, send_event: bool) -> _Templates:
+    """The templates, from what Celery and kombu build for a message whose values are holes."""
+    headers, properties, _, sent = app.amqp.as_task_v2(
+        _hole("id"), name, (), {}, reply_to=_hole("reply_to"), create_sent_event=send_event,
+        root_id=_hole("root_id"), parent_id=_hole("parent_id"), ignore_result=True,
+        argsrepr=_hole("argsrepr"), kwargsrepr=_hole("kwargsrepr"),
+    )  # fmt: skip
+    message = _envelope(
+        _hole("body"), headers,
+        {**properties, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue}},
+    )  # fmt: skip
+    event = None
+    if send_event:
+        event = _Template({
+            "hostname": anon_nodename(), "utcoffset": _hole("utcoffset"), "pid": os.getpid(),
+            "clock": _hole("clock"), **sent,
+            "queue": queue, "exchange": "", "routing_key": queue,
+            "timestamp": _hole("timestamp"), "type": "task-sent",
+        })  # fmt: skip
+    event_envelope = _envelope(
+        _hole("body"), {"hostname": anon_nodename()},
+        {"delivery_mode": 1, "delivery_info": _EVENT_ROUTE},
+    )  # fmt: skip
+    return _Templates(_Template(message), event, _Template(event_envelope))
 
 
 def push(r: redis.Redis, message: Push) -> None:
@@ -134,20 +230,19 @@ def script_args(message: Push | None) -> Mapping[str, str]:
     }  # fmt: skip
 
 
-def _envelope(body: str, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> str:
+def _envelope(body: str, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> Any:
     # kombu's Redis transport: the body serialised, then base64 (body_encoding), and a fresh
     # delivery tag; the envelope itself JSON.
-    envelope = {
-        "body": base64.b64encode(body.encode()).decode(),
+    return {
+        "body": body,
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
         "properties": {
             **properties, "priority": 0, "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": _hole("delivery_tag"),
         },
     }  # fmt: skip
-    return json.dumps(envelope)
 
 
 def _event_channel(r: redis.Redis) -> str:
