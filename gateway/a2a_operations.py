@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from gateway.thread_operations import waiting_calls
+from gateway.run_interrupts import waiting_calls
 from walrus_tasks import keys, waits
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import RunInfo, RunStatus

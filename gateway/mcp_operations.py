@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from gateway.operations import known_agent, run_info, sender_in
-from gateway.thread_operations import last_question, pending_interrupts
+from gateway.run_interrupts import last_question, pending_interrupts
 from walrus_tasks import keys
 from walrus_tasks.config import Config
 from walrus_tasks.errors import NotFound

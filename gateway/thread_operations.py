@@ -14,7 +14,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -31,8 +30,6 @@ from walrus_tasks.submit import Guarded, SubmitOnBusy, Submitted, submit, submit
 from walrus_tasks.tenancy import scoped, tenant_of
 
 THREAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-QUESTIONS_SCAN = 1000
-"""How many of a run's latest events are searched for its questions (``ask_user``)."""
 
 
 def now_ms() -> int:
@@ -157,10 +154,13 @@ def bind_thread(r: redis.Redis, h: dict[str, str], agent: str) -> None:
 
 
 def bound_metadata(h: dict[str, str], agent: str) -> str:
-    """Thread ``h``'s metadata once bound to ``agent`` (its ``graph_id`` and ``assistant_id``)."""
-    meta = json.loads(h.get("metadata") or "{}")
-    meta.update(graph_id=agent, assistant_id=agent)
-    return json.dumps(meta)
+    """Thread ``h``'s metadata once bound to ``agent``, as stored (:func:`bound_meta`)."""
+    return json.dumps(bound_meta(json.loads(h.get("metadata") or "{}"), agent))
+
+
+def bound_meta(meta: dict[str, Any], agent: str) -> dict[str, Any]:
+    """Metadata ``meta`` of a thread bound to ``agent``: its ``graph_id`` and ``assistant_id``."""
+    return {**meta, "graph_id": agent, "assistant_id": agent}
 
 
 async def patch_thread_async(
@@ -212,61 +212,6 @@ def thread_active_run(r: redis.Redis, h: dict[str, str]) -> str | None:
     if not h.get("agent"):
         return None
     return r.get(keys.conv(keys.cid(h["agent"], h["sender"]), "active"))  # type: ignore[return-value]
-
-
-def _questions(r: redis.Redis, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """The run's ``ask_user`` events ``(entry id, event)``, newest first (the latest scanned)."""
-    return questions_of(r.xrevrange(keys.run_part(run_id, "events"), count=QUESTIONS_SCAN))
-
-
-def questions_of(entries: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The ``ask_user`` events ``(entry id, event)`` of a run's stream ``entries`` (XREVRANGE)."""
-    found = []
-    for entry_id, fields in entries:
-        event = json.loads(fields["data"])
-        if event.get("type") == "ask_user":
-            found.append((str(entry_id), event))
-    return found
-
-
-def last_question(r: redis.Redis, run_id: str) -> str:
-    """The entry id of the run's latest ``ask_user`` ("0-0" if none): its rest streams after."""
-    asked = _questions(r, run_id)
-    return asked[0][0] if asked else "0-0"
-
-
-def waiting_calls(r: redis.Redis, run_id: str, kinds: Collection[str]) -> set[str]:
-    """The call ids run ``run_id`` is parked on, in waits of one of ``kinds`` (``waits.py``)."""
-    return calls_waiting(r.hgetall(keys.run_part(run_id, "waits")), kinds)  # type: ignore[arg-type]
-
-
-def calls_waiting(waits: dict[str, str], kinds: Collection[str]) -> set[str]:
-    """The call ids of a run's ``waits`` hash in waits of one of ``kinds``."""
-    return {c for c, w in waits.items() if json.loads(w).get("kind") in kinds}
-
-
-def pending_interrupts(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
-    """The questions and approvals run ``run_id`` waits on, as interrupts ``{value, id}``."""
-    calls = waiting_calls(r, run_id, ("ask", "approval"))
-    if not calls:
-        return []
-    return interrupts_of(calls, _questions(r, run_id))
-
-
-def interrupts_of(
-    calls: set[str], questions: list[tuple[str, dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """The interrupts ``{value, id}`` of the waiting ``calls``, oldest first.
-
-    ``questions``: the run's ``ask_user`` events, newest first (:func:`questions_of`).
-    """
-    out = []
-    for _, event in questions:
-        if event.get("call_id") in calls:
-            calls.discard(event["call_id"])
-            value = {k: v for k, v in event.items() if k not in ("type", "call_id")}
-            out.append({"value": value, "id": event["call_id"]})
-    return out[::-1]
 
 
 def send_in_thread(

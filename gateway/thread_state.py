@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from gateway import run_interrupts
 from gateway import thread_operations as thread_ops
 from walrus_tasks import keys, reads, scripts
 from walrus_tasks import script_args as S
@@ -86,7 +87,7 @@ async def read_many(aredis: aioredis.Redis, threads: Sequence[dict[str, str]]) -
     statuses = []
     for last, active, queued, _ in firsts:
         if active:
-            waiting = thread_ops.calls_waiting(next(seconds), ("ask", "approval"))
+            waiting = run_interrupts.calls_waiting(next(seconds), run_interrupts.INTERRUPT_KINDS)
             if waiting:
                 calls[active] = waiting
             statuses.append("busy")
@@ -118,7 +119,7 @@ async def _history(aredis: aioredis.Redis, h: dict[str, str], reply: Any) -> lis
 async def _interrupts(
     aredis: aioredis.Redis, calls: dict[str, set[str]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """``thread_operations.pending_interrupts`` of each run of ``calls``, in one round trip.
+    """``run_interrupts.pending_interrupts`` of each run of ``calls``, in one round trip.
 
     ``calls``: each run's calls waiting for an answer; its questions are read from its events.
     """
@@ -126,10 +127,10 @@ async def _interrupts(
         return {}
     pipe = aredis.pipeline(transaction=False)
     for run_id in calls:
-        pipe.xrevrange(keys.run_part(run_id, "events"), count=thread_ops.QUESTIONS_SCAN)
+        pipe.xrevrange(keys.run_part(run_id, "events"), count=run_interrupts.QUESTIONS_SCAN)
     events = await pipe.execute()
     return {
-        run_id: thread_ops.interrupts_of(waiting, thread_ops.questions_of(entries))
+        run_id: run_interrupts.interrupts_of(waiting, run_interrupts.questions_of(entries))
         for (run_id, waiting), entries in zip(calls.items(), events, strict=True)
     }
 

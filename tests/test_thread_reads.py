@@ -15,7 +15,7 @@ import redis
 import redis.asyncio as aioredis
 from anyio import to_thread
 
-from gateway import thread_bindings, thread_joins, thread_records, thread_state
+from gateway import run_interrupts, thread_bindings, thread_joins, thread_records, thread_state
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, run_start, state, streaming
 from gateway.agent_protocol import runs as ap_runs
@@ -43,7 +43,7 @@ def _status(r: redis.Redis, h: dict[str, str]) -> tuple[str, list[dict[str, Any]
     """``idle | busy | interrupted | error`` of thread ``h``, and its pending interrupts."""
     active = thread_ops.thread_active_run(r, h)
     if active:
-        interrupts = thread_ops.pending_interrupts(r, active)
+        interrupts = run_interrupts.pending_interrupts(r, active)
         return ("interrupted" if interrupts else "busy"), interrupts
     if h.get("agent") and r.llen(keys.conv(keys.cid(h["agent"], h["sender"]), "inbox")):
         return "busy", []

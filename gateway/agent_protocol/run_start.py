@@ -7,8 +7,7 @@ approval answered and the run that asked goes on. :func:`start_async` starts a t
 run on the event loop, with no thread hop (docs/design.md, "The operations registry").
 """
 
-import json
-from functools import partial
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 import redis
@@ -16,7 +15,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from gateway import operations as ops
-from gateway import thread_bindings, thread_records
+from gateway import run_interrupts, thread_bindings, thread_records
 from gateway import thread_operations as thread_ops
 from gateway.agent_protocol import messages, state
 from gateway.agent_protocol.models import RunCreate
@@ -42,12 +41,12 @@ def _resume(
 ) -> tuple[str, str]:
     """Answer the thread's pending interrupts with ``value``: ``(run id, stream cursor)``."""
     active = thread_ops.thread_active_run(r, h)
-    pending = thread_ops.pending_interrupts(r, active) if active else []
+    pending = run_interrupts.pending_interrupts(r, active) if active else []
     if not active or not pending:
         raise Conflict(f"thread {h['thread_id']} has no interrupt to resume")
     if webhook:  # the walrus run that goes on ends this LangGraph run too
         thread_ops.set_webhook(r, active, webhook)
-    after = thread_ops.last_question(r, active)
+    after = run_interrupts.last_question(r, active)
     agent, sender, tenant = (
         h["agent"],
         thread_ops.thread_sender(h["thread_id"]),
@@ -115,23 +114,26 @@ async def start_async(
     ``viewed``: the run's view is wanted (a create's answer); a resume, which reads none on the
     way, reads it on that same thread.
     """
-    threaded = partial(_start_viewed if viewed else start, r, config, tenant, thread_id, body)
+
+    def on_a_thread() -> Awaitable[Started]:  # with the thread id as it is by then
+        started = _start_viewed if viewed else start
+        return run_in_threadpool(started, r, config, tenant, thread_id, body)
+
     agent = ops.known_agent(config, body.assistant_id)
     if body.webhook is not None or (body.command and "resume" in body.command):
-        return await run_in_threadpool(threaded)
+        return await on_a_thread()
     if thread_id is None:  # stateless: a thread of its own, made bound as bind_thread binds it
         messages.input_text(body.input)  # refused (422) before anything is stored
         h, _ = await thread_ops.create_thread_async(
-            aredis, tenant, None, json.loads(thread_ops.bound_metadata({}, agent)), "raise"
+            aredis, tenant, None, thread_ops.bound_meta({}, agent), "raise"
         )
         thread_bindings.remember(h)
         thread_id = h["thread_id"]
-        threaded = partial(threaded.func, r, config, tenant, thread_id, body)
     try:
         text = messages.input_text(body.input)
         h = thread_records.thread_as_bound(tenant, thread_id, agent)
     except InvalidInput:  # answered as the thread's checks come first (a missing one: 404)
-        return await run_in_threadpool(threaded)
+        return await on_a_thread()
     fields = state.asked(agent, body)
     bind = thread_bindings.known(tenant, h["thread_id"]) != agent  # else bound: a hint
     along = thread_records.record_along(h, fields, bind)
@@ -139,7 +141,7 @@ async def start_async(
         aredis, r, config, h, text, body.multitask_strategy, along
     )
     if submitted is None:  # no such thread, or not (yet) this assistant's, or a write for a thread
-        return await run_in_threadpool(threaded)
+        return await on_a_thread()
     record = None
     if submitted.along is not None:
         record, h = thread_records.recorded(submitted.along, tenant, thread_id)
