@@ -15,7 +15,9 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
 7. history    a step of a conversation with ``--history`` messages vs one with none;
 8. Agent Protocol  ``--ap-runs`` background runs on ``--ap-threads`` threads, queued with
               ``multitask_strategy="enqueue"`` and joined through the official ``langgraph-sdk``
-              (``bench.agent_protocol``), beside LangGraph dev's fixed figure.
+              (``bench.agent_protocol``), beside LangGraph dev's fixed figure; and its
+              baseline, the same phase against a fresh ``langgraph dev`` once walrus's
+              processes have stopped (``bench.langgraph_dev``).
 
 ``--only`` runs some of them alone (``python -m bench --only raw,agent-protocol``);
 ``--tracing`` has the processes export OpenTelemetry spans (``bench.trace_sink``).
@@ -29,9 +31,11 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -40,7 +44,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import agent_protocol, cost, measure, streamed_runs, streams, trace_sink
+from bench import agent_protocol, cost, langgraph_dev, measure, streamed_runs, streams, trace_sink
 from bench.procs import AGENT, BENCH_AGENT, CORES, LIFTED, Env, cpu_seconds, environment
 from bench.report import ratio, report
 from walrus_tasks import heap, profiling
@@ -53,6 +57,7 @@ PHASES = {
     "fanout": "5. fan-out and 6. one stream",
     "history": "7. history",
     "agent-protocol": "8. Agent Protocol background runs",
+    "langgraph": "8.'s baseline, LangGraph dev on the same load (its own virtualenv)",
 }
 """What ``--only`` can pick (all of them by default, in this order)."""
 
@@ -394,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
             env.cluster.check_alive()
         stop = progress.add_task("stopped all processes", total=1)
         progress.advance(stop)
+        if "langgraph" in only:
+            total = agent_protocol.WARMUP_RUNS + args.ap_runs
+            task = progress.add_task("8. baseline: LangGraph dev, joined", total=total)
+            results["langgraph_dev"] = langgraph_baseline(
+                args, lambda n: progress.advance(task, n), progress.console.print
+            )
 
     results["params"] = params(args, flush, fanout, history)
     results["ratios"] = {}
@@ -446,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
             results["ratios"]["8. Agent Protocol runs/s / raw Celery tasks/s"] = ratio(
                 ap.runs_per_s, raw.tasks_per_s
             )
+        lg = results.get("langgraph_dev", {}).get("runs_per_s")
+        if lg:
+            results["agent_protocol"]["langgraph_dev_this_run_runs_per_s"] = lg
+            results["ratios"]["8. Agent Protocol runs/s / LangGraph dev's, this run"] = ratio(
+                ap.runs_per_s, lg
+            )
     results["wall_s"] = time.perf_counter() - started
 
     if args.json:
@@ -459,7 +476,34 @@ def main(argv: list[str] | None = None) -> int:
     streamed = results.get("fanout")
     failed = failed or bool(streamed and streamed["complete_streams"] != streamed["clients"])
     failed = failed or bool(ap and (ap.errors or ap.statuses["success"] != args.ap_runs))
+    lg = results.get("langgraph_dev", {})
+    if "statuses" in lg:  # it ran (a setup that failed is printed, not a failed figure)
+        failed = failed or bool(lg["errors"]) or lg["statuses"].get("success", 0) != args.ap_runs
     return 1 if failed else 0
+
+
+def langgraph_baseline(
+    args: argparse.Namespace, tick: measure.Tick, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """8.'s phase against LangGraph dev (``bench.langgraph_dev``), or why it could not run."""
+    try:
+        lg, versions = langgraph_dev.run(args.ap_runs, args.ap_threads, tick, say)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        say(f"[red]8.'s baseline: LangGraph dev did not run: {e}[/red]")
+        return {"error": str(e)}
+    out: dict[str, Any] = {
+        "server": f"langgraph dev (in-memory; {versions}), a fresh one",
+        "joined": lg.joined,
+        "statuses": dict(lg.statuses),
+        "errors": dict(lg.errors),
+        "elapsed_s": lg.elapsed_s,
+        "runs_per_s": lg.runs_per_s,
+        "server_cpu_ms_per_run": lg.cpu_ms_per_run("LangGraph dev"),
+        "client_cpu_ms_per_run": lg.cpu_ms_per_run("bench client"),
+    }
+    if lg.errors or lg.statuses["success"] != args.ap_runs:
+        out["runs_per_s"] = math.nan  # not a figure to compare with
+    return out
 
 
 def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> dict[str, Any]:
@@ -499,6 +543,10 @@ def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> d
         "multitask_strategy=enqueue, langgraph-sdk async client, one coroutine per thread "
         "(create, queue its runs, join them)"
         if "agent-protocol" in args.only
+        else "skipped",
+        "8.'s baseline": "the same phase against a fresh langgraph dev (in-memory, one graph "
+        "that answers with the bench agent's reply), after walrus's processes stopped"
+        if "langgraph" in args.only
         else "skipped",
     }
 

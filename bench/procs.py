@@ -103,7 +103,7 @@ class Env:
         return app
 
 
-def _group_cpu(pgid: int) -> float:
+def group_cpu(pgid: int) -> float:
     """User + system CPU seconds of the live processes of process group ``pgid`` (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
@@ -128,7 +128,7 @@ def cpu_seconds(env: Env) -> dict[str, float]:
         return {}
     for name, p in env.cluster.procs.items():
         kind = "gateway" if name == "gateway" else "workers"
-        out[kind] += _group_cpu(p.pid)  # each was started in a session (and group) of its own
+        out[kind] += group_cpu(p.pid)  # each was started in a session (and group) of its own
     tick = os.sysconf("SC_CLK_TCK")
     with open(f"/proc/{env.redis.process.pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -43,6 +43,8 @@ def report(args: argparse.Namespace, results: dict[str, Any], console: Console) 
         report_history(results["history"], console)
     if results.get("agent_protocol"):
         report_agent_protocol(results["agent_protocol"], console)
+    if results.get("langgraph_dev"):
+        report_langgraph_dev(results["langgraph_dev"], console)
 
     if results.get("cpu_seconds"):
         c = Table(title="CPU seconds used per phase (user+sys)", title_justify="left")
@@ -153,6 +155,12 @@ def report_agent_protocol(a: dict[str, Any], console: Console) -> None:
         "runs/s / LangGraph dev",
         f"[bold]{ratio(a['runs_per_s'], a['langgraph_dev_runs_per_s']):.2f}x[/bold]",
     )
+    if this_run := a.get("langgraph_dev_this_run_runs_per_s"):
+        t.add_row("LangGraph dev, same load, this run (8.'s baseline)", f"{this_run:.1f}")
+        t.add_row(
+            "runs/s / LangGraph dev's, this run (goal 1.5x)",
+            f"[bold]{ratio(a['runs_per_s'], this_run):.2f}x[/bold]",
+        )
     t.add_row("first threads.create → last runs.create / last join",
               f"{a['created_s']:.2f} / {a['elapsed_s']:.2f} s")  # fmt: skip
     t.add_row("created / joined", f"{a['created']} / {a['joined']}")
@@ -170,6 +178,26 @@ def report_agent_protocol(a: dict[str, Any], console: Console) -> None:
               f"{a['cpu_ms_per_run']:.2f} / {a['cores_allow_runs_per_s']:.0f}")  # fmt: skip
     t.add_row("runs/s the bench client allows alone (1000 / its CPU-ms)",
               f"{a['client_allows_runs_per_s']:.0f}")  # fmt: skip
+    console.print(t)
+
+
+def report_langgraph_dev(lg: dict[str, Any], console: Console) -> None:
+    """8.'s baseline: the same phase against LangGraph dev (or why it did not run)."""
+    t = Table(title="8. baseline: LangGraph dev, the same phase", title_justify="left")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    if "error" in lg:
+        t.add_row("[red]did not run[/red]", lg["error"])
+        console.print(t)
+        return
+    t.add_row("server", lg["server"])
+    t.add_row("joined runs/s", f"[bold]{lg['runs_per_s']:.1f}[/bold]")
+    t.add_row("joined", str(lg["joined"]))
+    t.add_row("statuses", ", ".join(f"{k}={v}" for k, v in sorted(lg["statuses"].items())))
+    if lg["errors"]:
+        t.add_row("[red]calls that raised[/red]", str(lg["errors"]))
+    t.add_row("its processes' CPU-ms per run", f"{lg['server_cpu_ms_per_run']:.2f}")
+    t.add_row("   bench client CPU-ms per run", f"{lg['client_cpu_ms_per_run']:.2f}")
     console.print(t)
 
 

@@ -1,6 +1,6 @@
 """``python -m bench``'s own logic, without processes: the phase selector, how the strict raw
-Celery baseline and the Agent Protocol figure are summed up, and how a fan-out stream of each
-face is judged complete (docs/benchmarks.md)."""
+Celery baseline, the Agent Protocol figure and its LangGraph dev baseline are summed up, and
+how a fan-out stream of each face is judged complete (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import uuid
 import pytest
 import redis
 
-from bench import measure
-from bench.__main__ import PHASES, parse_args
+from bench import langgraph_dev, measure
+from bench.__main__ import PHASES, langgraph_baseline, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
 from bench.measure import CeleryRound, CeleryThroughput, Throughput, Tick
 from bench.sse_clients import Outcome, Request, encode
@@ -52,6 +52,34 @@ def test_agent_protocol_counts_joined_runs_and_gateway_cpu_per_run() -> None:
     assert summary["runs_per_s"] == 125.0
     assert summary["gateway_cpu_ms_per_run"] == 3.0
     assert summary["goal_runs_per_s"] == GOAL_RUNS_PER_S == 225.0
+
+
+def test_a_langgraph_dev_that_could_not_be_set_up_is_said_and_no_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def offline(*_: object) -> None:
+        raise RuntimeError("pip install -r requirements/bench-langgraph.txt failed: no network")
+
+    monkeypatch.setattr(langgraph_dev, "venv", offline)
+    said: list[str] = []
+    out = langgraph_baseline(parse_args(["--only", "langgraph"]), lambda n: None, said.append)
+    assert out == {"error": "pip install -r requirements/bench-langgraph.txt failed: no network"}
+    assert "LangGraph dev did not run" in said[0]
+
+
+def test_a_langgraph_dev_run_with_a_failed_call_gives_no_runs_per_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lg = AgentProtocol(runs=500, threads=50, elapsed_s=5.0, created=500, joined=499)
+    lg.cpu_s = {"LangGraph dev": 5.988, "bench client": 2.994}
+    lg.statuses["success"], lg.errors["ReadTimeout"] = 499, 1
+    monkeypatch.setattr(langgraph_dev, "run", lambda *_: (lg, "langgraph-api 0.16.7"))
+    out = langgraph_baseline(parse_args([]), lambda n: None, lambda s: None)
+    assert out["server_cpu_ms_per_run"] == 12.0 and out["client_cpu_ms_per_run"] == 6.0
+    assert out["runs_per_s"] != out["runs_per_s"], "NaN: not a figure to compare walrus with"
+    lg.errors.clear()
+    lg.joined = lg.statuses["success"] = 500
+    assert langgraph_baseline(parse_args([]), lambda n: None, lambda s: None)["runs_per_s"] == 100
 
 
 def test_the_fanout_face_is_native_by_default_and_one_of_the_faces() -> None:
