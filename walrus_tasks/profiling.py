@@ -12,10 +12,11 @@ instead of the wall clock, so waits on sockets and pipes drop out and what is le
 cProfile's cost is per call, so it inflates code made of many small calls (redis-py's argument
 encoding, say) against code that calls into C once. ``WALRUS_PROFILE_CLOCK=samples`` profiles
 statistically instead: ``SIGPROF`` every millisecond of the process's CPU (the kernel checks
-CPU timers once a tick, so at most ``HZ`` a second: 250 here) samples the main thread's stack, written as folded stacks to ``<dir>/<name>-<pid>.folded`` (one ``frame;frame
-count`` line each: flamegraph.pl and speedscope read it; ``python -m walrus_tasks.profiling
-<file>...`` prints the top entries). A sample falls on the main thread's stack whichever thread
-spent the CPU, at the next bytecode boundary after the tick.
+CPU timers once a tick, so at most ``HZ`` a second: 250 here) samples the main thread's stack,
+written as folded stacks to ``<dir>/<name>-<pid>.folded`` (one ``frame;frame count`` line
+each: flamegraph.pl and speedscope read it; ``python -m walrus_tasks.profiling <file>...``
+prints the top entries). A sample falls on the main thread's stack whichever thread spent the
+CPU, at the next bytecode boundary after the tick.
 """
 
 from __future__ import annotations
