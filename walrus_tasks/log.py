@@ -1,23 +1,31 @@
 """Structured logs (structlog): every line carries ``agent``, ``sender``, ``run_id``, ``task_id``.
 
 Our modules and the libraries under us (Celery, kombu, uvicorn) log through the standard
-``logging`` module; structlog's :class:`~structlog.stdlib.ProcessorFormatter` renders every
-record, so one pipeline adds the context bound with :func:`bound` (structlog contextvars) and
-writes either JSON lines (``WALRUS_LOG_FORMAT=json``) or a line for a terminal.
+``logging`` module; one formatter renders every record, adding the context bound with
+:func:`bound` (one context variable) and the record's extras, and writes either JSON lines
+(``WALRUS_LOG_FORMAT=json``) or a line for a terminal. A record of structlog's own loggers goes
+through structlog's :class:`~structlog.stdlib.ProcessorFormatter`; a standard record (every
+line of ours, one a run in a pool process and one a request in the gateway's access log) is
+rendered in one pass to the same fields: structlog's chain for it (a copy of the record, a scan
+of every context variable of the process, a JSON encoder built a line) cost ~48 us a line,
+more than the rest of the line (docs/benchmarks.md, issue 25, twenty-third round).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 import structlog
-from structlog.contextvars import bound_contextvars, merge_contextvars
 from structlog.stdlib import ProcessorFormatter
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, WrappedLogger
 
 from walrus_tasks.settings import get_settings
 
@@ -26,22 +34,35 @@ FIELDS = ("agent", "sender", "run_id", "task_id")
 CHATTY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
 
 
-def bound(**fields: Any) -> AbstractContextManager[None]:
+_BOUND: ContextVar[Mapping[str, Any]] = ContextVar("walrus_log_bound", default=MappingProxyType({}))
+"""The fields :func:`bound` attached, innermost last."""
+_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+"""A standard record's own attributes: any other is an ``extra=`` field, and goes in the line."""
+_JSON = json.JSONEncoder(default=str).encode
+"""What ``json.dumps(line, default=str)`` does, without building an encoder a line."""
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
     """Attach ``fields`` (None values skipped) to every log line emitted inside the block."""
-    return bound_contextvars(**{k: v for k, v in fields.items() if v is not None})
+    added = {k: v for k, v in fields.items() if v is not None}
+    reset = _BOUND.set({**_BOUND.get(), **added})
+    try:
+        yield
+    finally:
+        _BOUND.reset(reset)
+
+
+def _merge_bound(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The fields bound with :func:`bound` (a line's own fields win)."""
+    for key, value in _BOUND.get().items():
+        event.setdefault(key, value)
+    return event
 
 
 def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     record = event.get("_record")
     event["ts"] = round(record.created if record else time.time(), 3)
-    return event
-
-
-def _level_and_logger(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    record: logging.LogRecord | None = event.get("_record")
-    if record is not None:
-        event.setdefault("level", record.levelname.lower())
-        event.setdefault("logger", record.name)
     return event
 
 
@@ -56,23 +77,46 @@ def _console(_: WrappedLogger, __: str, event: EventDict) -> str:
     return f"{line}\n{exc}" if exc else line
 
 
-def _formatter(json: bool) -> ProcessorFormatter:
-    pre_chain: list[Processor] = [
-        merge_contextvars,
-        structlog.stdlib.ExtraAdder(),
-        _level_and_logger,
-        _timestamp,
-    ]
-    render: Processor = structlog.processors.JSONRenderer(default=str) if json else _console
-    return ProcessorFormatter(
-        foreign_pre_chain=pre_chain,
-        processors=[
-            ProcessorFormatter.remove_processors_meta,
-            structlog.processors.EventRenamer("msg"),
-            structlog.processors.format_exc_info,
-            render,
-        ],
-    )
+def _json_line(_: WrappedLogger, __: str, event: EventDict) -> str:
+    return _JSON(event)
+
+
+class _Formatter(ProcessorFormatter):
+    """structlog's formatter for structlog's records, and a standard record in one pass.
+
+    A standard record gets the fields structlog's chain gave it: the bound context, the
+    extras, ``level``, ``logger``, ``ts``, ``msg``, then ``exception`` (a traceback) if any.
+    """
+
+    def __init__(self, as_json: bool) -> None:
+        self._render = _json_line if as_json else _console
+        super().__init__(
+            processors=[
+                ProcessorFormatter.remove_processors_meta,
+                structlog.processors.EventRenamer("msg"),
+                structlog.processors.format_exc_info,
+                self._render,
+            ],
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if hasattr(record, "_logger"):  # structlog's own (``wrap_for_formatter``)
+            return super().format(record)
+        line: dict[str, Any] = {"event": record.getMessage()}
+        if record.stack_info:
+            line["stack_info"] = record.stack_info
+        for key, value in _BOUND.get().items():
+            line.setdefault(key, value)
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_KEYS:
+                line[key] = value
+        line.setdefault("level", record.levelname.lower())
+        line.setdefault("logger", record.name)
+        line["ts"] = round(record.created, 3)
+        line["msg"] = line.pop("event")
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return self._render(None, "", line)
 
 
 def setup_logging() -> None:
@@ -80,7 +124,7 @@ def setup_logging() -> None:
     settings = get_settings()
     structlog.configure(
         processors=[
-            merge_contextvars,
+            _merge_bound,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.add_log_level,
             _timestamp,
@@ -96,7 +140,7 @@ def setup_logging() -> None:
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_formatter(settings.log_format == "json"))
+    handler.setFormatter(_Formatter(as_json=settings.log_format == "json"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
