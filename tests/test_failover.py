@@ -6,6 +6,7 @@ Sentinel URL. The master is ``kill -9``ed while 50 conversations send 4 messages
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from tests.ha import SentinelGroup
 from walrus_tasks import durable, keys, scripts
 from walrus_tasks import script_args as S
 from walrus_tasks.redis_server import start_redis
-from walrus_tasks.redis_url import sync_client
+from walrus_tasks.redis_url import async_client, sync_client
 
 CONVERSATIONS = 50
 MESSAGES = 4
@@ -117,11 +118,37 @@ def test_a_script_missing_on_the_server_is_loaded_again(tmp_path: Path) -> None:
             None,
         ]
         r.script_flush()
-        script: Any = scripts._registered[(id(r), "takeover")]
-        assert r.script_exists(script.sha) == [False]
+        sha = scripts._sha("takeover")
+        assert r.script_exists(sha) == [False]
         r.delete("lease")
         assert scripts.call(r, S.TAKEOVER, ["lease", "fence"], _takeover(conversation))
-        assert r.script_exists(script.sha) == [True]
+        assert r.script_exists(sha) == [True]
+    finally:
+        server.stop()
+
+
+def test_a_script_missing_on_the_server_is_loaded_again_from_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The same through ``scripts.call_async`` (the gateway's calls)."""
+    server = start_redis(tmp_path / "redis", appendonly=False)
+    sha = scripts._sha("takeover")
+
+    async def flushed_then_called() -> None:
+        r = async_client(server.url, decode_responses=True)
+        try:
+            args = _takeover("echo:noscript-async")
+            assert (await scripts.call_async(r, S.TAKEOVER, ["lease", "fence"], args))[0]
+            await r.script_flush()
+            assert await r.script_exists(sha) == [False]
+            await r.delete("lease")
+            assert await scripts.call_async(r, S.TAKEOVER, ["lease", "fence"], args)
+            assert await r.script_exists(sha) == [True]
+        finally:
+            await r.aclose()
+
+    try:
+        asyncio.run(flushed_then_called())
     finally:
         server.stop()
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from walrus_tasks import keys
 from walrus_tasks.script_args import SCRIPTS, Script
@@ -55,19 +56,31 @@ def call(r: redis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[
     """Run ``script`` (EVALSHA, loading it on first use) with ``args`` by name; its typed reply.
 
     A missing or unknown argument name raises TypeError before Redis is called. A server that
-    lost the script (a replica promoted by a failover, a restart) answers ``NOSCRIPT``;
-    redis-py then loads it again and retries (``tests/test_failover.py`` checks).
+    lost the script (a replica promoted by a failover, a restart) answers ``NOSCRIPT``; it is
+    then loaded and sent again (``tests/test_failover.py`` checks). The ``EVALSHA`` goes out
+    as a bare command, not through redis-py's ``Script`` (its type checks and wrappers cost a
+    worker's pool process ~3 % of its CPU; docs/benchmarks.md, issue 25, twenty-third round).
     """
-    argv = script.argv(args)
-    return script.reply(_registered_script(r, script.name)(keys=list(keys_), args=argv))
+    command = ("EVALSHA", _sha(script.name), len(keys_), *keys_, *script.argv(args))
+    try:
+        reply = r.execute_command(*command)  # type: ignore[no-untyped-call]
+    except NoScriptError:
+        r.script_load(source(script.name))
+        reply = r.execute_command(*command)  # type: ignore[no-untyped-call]
+    return script.reply(reply)
 
 
 async def call_async(
     r: aioredis.Redis, script: Script[T], keys_: Sequence[str], args: Mapping[str, Any]
 ) -> T:
     """:func:`call` on an asyncio client."""
-    argv = script.argv(args)
-    return script.reply(await _registered_script(r, script.name)(keys=list(keys_), args=argv))
+    command = ("EVALSHA", _sha(script.name), len(keys_), *keys_, *script.argv(args))
+    try:
+        reply = await r.execute_command(*command)  # type: ignore[no-untyped-call]
+    except NoScriptError:
+        await r.script_load(source(script.name))
+        reply = await r.execute_command(*command)  # type: ignore[no-untyped-call]
+    return script.reply(reply)
 
 
 def queue(

@@ -14,10 +14,18 @@ import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+_CLUSTER_TYPES: dict[type, bool] = {}
+"""Each client class seen: whether it is a cluster's (an ``isinstance`` against redis-py's
+cluster classes goes through ``typing``'s protocol check, several microseconds a call)."""
+
 
 def is_cluster(r: Any) -> bool:
     """True when ``r`` is a Redis Cluster client (sync or asyncio)."""
-    return isinstance(r, RedisCluster | AsyncRedisCluster)
+    kind = type(r)
+    known = _CLUSTER_TYPES.get(kind)
+    if known is None:
+        known = _CLUSTER_TYPES[kind] = issubclass(kind, RedisCluster | AsyncRedisCluster)
+    return known
 
 
 def one_redis(r: Any) -> str:
