@@ -380,6 +380,8 @@ class WebhooksConfig(_Strict):
 
 _FREE = Price(input_per_mtok=0, output_per_mtok=0)
 """The price of the offline ``mock`` model."""
+_NO_LIMIT = TenantConfig()
+"""A tenant with no table (frozen, so one serves every call: each LLM call asks)."""
 
 
 class Config(_Strict):
@@ -405,7 +407,7 @@ class Config(_Strict):
 
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's table, else ``[tenants."*"]``, else no limit."""
-        return self.tenants.get(name) or self.tenants.get("*") or TenantConfig()
+        return self.tenants.get(name) or self.tenants.get("*") or _NO_LIMIT
 
     @field_validator("mcps")
     @classmethod
