@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from typing import Any
 
 import redis
@@ -29,7 +28,7 @@ from celery.beat import Scheduler
 from redis.exceptions import LockError
 
 from beat import timers
-from walrus_tasks import keys
+from walrus_tasks import ids, keys
 from walrus_tasks.celery_app import REAP
 from walrus_tasks.config import Config, load_config
 from walrus_tasks.connection import get_redis
@@ -51,7 +50,7 @@ class WalrusScheduler(Scheduler):  # type: ignore[misc]  # Celery is untyped
         super().__init__(*args, **kwargs)
         self.settings = get_settings()
         self.redis = get_redis()
-        self.name = f"beat-{uuid.uuid4().hex[:8]}"
+        self.name = f"beat-{ids.hex_id()[:8]}"
         self.lock = self.redis.lock(
             keys.BEAT_LOCK, timeout=self.settings.beat_lock_ttl, thread_local=False
         )

@@ -33,7 +33,6 @@ closing the request cancels it. The runs are in Redis either way.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,6 +60,7 @@ from gateway.mcp_operations import own_run, pending, questions_of
 from gateway.mcp_questions import form_of
 from gateway.operations import list_agents, reply, send
 from gateway.stream_limit import client_key, stream_slot
+from walrus_tasks import ids
 from walrus_tasks.config import Config, TokenGrant
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.faces import Face
@@ -199,7 +199,7 @@ def begin(env: CallEnv, agent: str, params: types.CallToolRequestParams) -> Star
             reply(env.r, env.config, agent, args.conversation, args.message, call_id, tenant)
             return Start(agent, args.conversation, waiting.run_id, waiting.asked,
                          frozenset(others), {call_id})  # fmt: skip
-    conversation = args.conversation or f"{NEW_CONVERSATION}{uuid.uuid4().hex}"
+    conversation = args.conversation or f"{NEW_CONVERSATION}{ids.hex_id()}"
     body = SendMessage(content=args.message, sender=conversation)
     submitted = send(env.r, env.config, agent, body, None, env.caller, FACE)
     return Start(agent, conversation, submitted.run_id)

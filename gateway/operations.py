@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
@@ -23,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.hub import Head, Hub, Item
 from walrus_tasks import client_tools as client_tools_mod
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import crons, keys, reads, run_list, subscriptions, usage, waits, webhooks
+from walrus_tasks import crons, ids, keys, reads, run_list, subscriptions, usage, waits, webhooks
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound, WalrusError
 from walrus_tasks.faces import Face
@@ -249,7 +248,7 @@ def _oneshot(
     """A one-shot send's agent, its new sender and the run's fields."""
     agent = known_agent(config, agent)
     meta = _run_meta(config, agent, tenant, face, client_tools=client_tools)
-    return agent, scoped(tenant, f"{prefix}-{uuid.uuid4().hex}"), meta
+    return agent, scoped(tenant, f"{prefix}-{ids.hex_id()}"), meta
 
 
 def _not_new(agent: str, sender: str) -> Conflict:

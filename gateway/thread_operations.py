@@ -13,7 +13,6 @@ import contextlib
 import json
 import re
 import time
-import uuid
 from typing import Any
 
 import redis
@@ -21,7 +20,7 @@ import redis.asyncio as aioredis
 
 from gateway.operations import known_agent
 from walrus_tasks import conversations as conversations_mod
-from walrus_tasks import keys, reads, runs, waits, webhooks
+from walrus_tasks import ids, keys, reads, runs, waits, webhooks
 from walrus_tasks.agent_protocol import THREAD_SENDER, iso
 from walrus_tasks.config import Config
 from walrus_tasks.errors import Conflict, InvalidInput, NotFound
@@ -90,7 +89,7 @@ def create_thread(
     if_exists: str,
 ) -> dict[str, str]:
     """Create a thread of ``tenant`` (``if_exists``: ``raise`` -> Conflict, ``do_nothing``)."""
-    tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
+    tid = thread_id_of(thread_id) if thread_id else ids.uuid_str()
     now = now_ms()
     if not r.hsetnx(keys.ap_thread(tid, tenant), "created_at", now):
         if if_exists == "do_nothing":
@@ -114,7 +113,7 @@ async def create_thread_async(
     under its id by an earlier thread of that id (read with it). A bare thread has no
     conversation, so its view needs no read (``state.new_thread_view``).
     """
-    tid = thread_id_of(thread_id) if thread_id else str(uuid.uuid4())
+    tid = thread_id_of(thread_id) if thread_id else ids.uuid_str()
     key, now = keys.ap_thread(tid, tenant), now_ms()
     if not await aredis.hsetnx(key, "created_at", now):
         if if_exists == "do_nothing":

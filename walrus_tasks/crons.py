@@ -9,14 +9,13 @@ same tick, and a deleted entry never fires again.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
-from walrus_tasks import keys, schedule, scripts
+from walrus_tasks import ids, keys, schedule, scripts
 from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.errors import InvalidInput, NotFound
@@ -85,7 +84,7 @@ def create(
     """Validate and store a new entry; its first fire is the first schedule time after now."""
     validate(spec, agents, skills)
     now = time.time() if now is None else now
-    cron_id = uuid.uuid4().hex[:12]
+    cron_id = ids.hex_id()[:12]
     entry = CronEntry(
         **{**spec.model_dump(), "sender": spec.sender or f"cron:{cron_id}"},
         id=cron_id,

@@ -16,14 +16,13 @@ releases a slot it waits for (``release`` wakes the step that waited longest).
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from pydantic import BaseModel
 
-from walrus_tasks import keys, scripts, tenancy, topology
+from walrus_tasks import ids, keys, scripts, tenancy, topology
 from walrus_tasks import script_args as S
 from walrus_tasks.config import Config
 from walrus_tasks.lease import now_ms
@@ -151,7 +150,7 @@ def release(
     """
     if not limits:
         return None
-    task_id = uuid.uuid4().hex
+    task_id = ids.hex_id()
     on_cluster = topology.is_cluster(r)
     res = scripts.call(
         r,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -15,7 +14,7 @@ import redis.asyncio as aioredis
 from anyio import to_thread
 from kombu.exceptions import OperationalError
 
-from walrus_tasks import durable, keys, runs, task_push, topology, tracing, waits
+from walrus_tasks import durable, ids, keys, runs, task_push, topology, tracing, waits
 from walrus_tasks.celery_app import drain_push, send_drain
 from walrus_tasks.errors import Conflict, InvalidInput
 from walrus_tasks.models import OnBusy
@@ -48,7 +47,7 @@ def new_run_id(agent: str, sender: str) -> str:
     Its first hex digit names the conversation's bucket (``keys.run_id_in``), so the run's keys
     share the conversation's Redis Cluster slot.
     """
-    return keys.run_id_in(keys.cid(agent, sender), uuid.uuid4().hex)
+    return keys.run_id_in(keys.cid(agent, sender), ids.hex_id())
 
 
 IDEMPOTENCY_KEY_MAX = 255

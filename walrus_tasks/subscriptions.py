@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
-from walrus_tasks import keys, scripts, tenancy
+from walrus_tasks import ids, keys, scripts, tenancy
 from walrus_tasks import script_args as S
 from walrus_tasks.errors import InvalidInput
 from walrus_tasks.models import Subscription
@@ -80,7 +79,7 @@ def create(r: redis.Redis, source: str, target_agent: str, once: bool = False) -
     """
     sub = _validated(
         {
-            "id": uuid.uuid4().hex,
+            "id": ids.hex_id(),
             "source": source,
             "target_agent": target_agent,
             "once": once,

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
-from walrus_tasks import topology, tracing
+from walrus_tasks import ids, topology, tracing
 from walrus_tasks.script_args import NO_TASK
 from walrus_tasks.settings import get_settings
 
@@ -86,7 +85,7 @@ def build(
     ``app.amqp.as_task_v2`` and kombu's envelope gave once (a build took 95 us of CPU on a slow
     machine, filling the templates 46-56; docs/benchmarks.md, issue 25, twenty-second round).
     """
-    task_id = str(uuid.uuid4())
+    task_id = ids.uuid_str()
     parent = app.current_worker_task
     root_id = parent_id = None
     if parent is not None:
@@ -97,7 +96,7 @@ def build(
     templates = _templates(app, name, queue, send_event)
     # The reprs Flower shows: `repr` is what Celery's `saferepr` gives for these arguments (short
     # names and ids, numbers, well under its size limit).
-    ids = {
+    named = {
         "id": _str(task_id),
         "root_id": _str(root_id or task_id),  # as_task_v2: an empty root is the task itself
         "parent_id": "null" if parent_id is None else _str(parent_id),
@@ -106,22 +105,22 @@ def build(
     }
     body = json.dumps((args, kwargs, _EMBED))
     message = templates.message.fill(
-        ids,
+        named,
         body=_b64(body),
         reply_to=_str(app.thread_oid),
-        delivery_tag=_str(str(uuid.uuid4())),
+        delivery_tag=_str(ids.uuid_str()),
     )
     if templates.event is None:
         return Push(queue, message, "", "")
     event = templates.event.fill(
-        ids,
+        named,
         # As json.dumps writes them: a float by its repr, an int in decimal.
         utcoffset=repr(float(utcoffset())),
         clock=str(int(app.clock.forward())),
         timestamp=repr(time.time()),
     )
     event_message = templates.event_envelope.fill(
-        {}, body=_b64(event), delivery_tag=_str(str(uuid.uuid4()))
+        {}, body=_b64(event), delivery_tag=_str(ids.uuid_str())
     )
     return Push(queue, message, _event_channel(r), event_message)
 

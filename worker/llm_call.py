@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
 from collections.abc import Callable
 
 import redis
 
-from walrus_tasks import event_types, limits, runs, tracing
+from walrus_tasks import event_types, ids, limits, runs, tracing
 from walrus_tasks.celery_app import send_step
 from walrus_tasks.config import AgentConfig, Config
 from walrus_tasks.errors import LeaseLost, ProviderError
@@ -102,7 +101,7 @@ def call(
     while True:
         model = models[index]
         applied = limits.limits_for(config, model, tenant)
-        holder = uuid.uuid4().hex
+        holder = ids.hex_id()
         full = limits.acquire(r, applied, holder, fence.run_id, estimate, hold)
         if full is not None:
             raise Deferred(limits.jittered(full[0]), f"waiting for capacity: {full[1]}")

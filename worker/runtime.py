@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import redis
 from walrus_tasks import (
     event_types,
     fair,
+    ids,
     keys,
     reads,
     runs,
@@ -78,7 +78,7 @@ def redispatch_step(r: redis.Redis, fence: Fence, step: int, claim_id: str, wait
     One hop of at most ``llm_call.MAX_HOP``; the lease is kept for the wait.
     """
     countdown = llm_call.hop(wait)
-    task_id = uuid.uuid4().hex
+    task_id = ids.hex_id()
     if runs.defer(r, fence, step, claim_id, countdown, task_id) == "ok":
         send_step(fence, step, countdown=countdown, task_id=task_id)
 
@@ -103,7 +103,7 @@ class Attempt:
     @classmethod
     def new(cls) -> Attempt:
         """An attempt starting now."""
-        return cls(uuid.uuid4().hex, tracing.new_span_id(), spans.now_ns(), time.monotonic())
+        return cls(ids.hex_id(), tracing.new_span_id(), spans.now_ns(), time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -616,7 +616,7 @@ def run_tool_call(fence: Fence, step: int, index: int) -> runs.Begin:
         return "stale"
     call = calls[index]
     claim_key = keys.run_call(fence.run_id, "claim", call["id"])
-    claim_id = uuid.uuid4().hex
+    claim_id = ids.hex_id()
     state = runs.begin(r, fence, step, "tools", claim_id, call_id=call["id"])
     if state != "ok":
         return state

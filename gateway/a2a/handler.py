@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -73,6 +72,7 @@ from gateway.a2a_operations import Event, TaskRecord
 from gateway.hub import Hub
 from gateway.sse import guarded
 from gateway.stream_limit import hold_stream
+from walrus_tasks import ids
 from walrus_tasks.config import Config
 from walrus_tasks.errors import NotFound
 from walrus_tasks.models import RunInfo, SendMessage
@@ -131,7 +131,7 @@ def record_of(call: AgentCall, task_id: str, events: bool = True) -> TaskRecord:
 
 def new_context_id(message: Message) -> str:
     """The message's context id (checked: it names a conversation), or a new one."""
-    context_id = message.context_id or f"{CONTEXT_PREFIX}{uuid.uuid4().hex}"
+    context_id = message.context_id or f"{CONTEXT_PREFIX}{ids.hex_id()}"
     if not SENDER_RE.fullmatch(context_id):
         raise InvalidParamsError(
             f"invalid contextId {context_id!r}: it names a walrus conversation, so it must "
