@@ -91,6 +91,10 @@ class MetricsMiddleware:
         self.metrics = metrics
         self.routes = routes
         self._flat: list[Any] | None = None
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """The request counter's and duration histogram's series of each (method, route,
+        status) seen: prometheus_client's ``labels()`` checks, converts and locks each call.
+        Bounded: methods, route templates and statuses are."""
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Wrap ``send`` to see the response status and content type.
@@ -116,8 +120,14 @@ class MetricsMiddleware:
         """Count and time the answer ``status`` to ``scope``; its route label."""
         method = scope["method"] if scope["method"] in METHODS else "other"
         route = self._route(scope)
-        self.metrics.requests.labels(method, route, str(status)).inc()
-        self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self._series[method, route, status] = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.duration.labels(method, route),
+            )
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
         if (method, route) == SUBMIT_ROUTE and 200 <= status < 300:
             self.metrics.submitted.labels(scope["path_params"]["agent"]).inc()
         return route
