@@ -16,8 +16,8 @@ One run, one private Redis, one set of processes (a gateway and ``--workers`` wo
 8. Agent Protocol  ``--ap-runs`` background runs on ``--ap-threads`` threads, queued with
               ``multitask_strategy="enqueue"`` and joined through the official ``langgraph-sdk``
               (``bench.agent_protocol``), beside LangGraph dev's fixed figure; and its
-              baseline, the same phase against a fresh ``langgraph dev`` once walrus's
-              processes have stopped (``bench.langgraph_dev``).
+              baseline, the same phase against a fresh ``langgraph dev``
+              (``bench.langgraph_dev``), ``--ap-rounds`` rounds of walrus's then LangGraph's.
 
 ``--only`` runs some of them alone (``python -m bench --only raw,agent-protocol``);
 ``--tracing`` has the processes export OpenTelemetry spans (``bench.trace_sink``).
@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import celery
@@ -131,6 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ap-runs", type=int, default=500, help="background runs of 8. (500)")
     p.add_argument("--ap-threads", type=int, default=50, help="threads of 8. (50)")
     p.add_argument(
+        "--ap-rounds", type=int, default=3,
+        help="rounds of 8. (3), each walrus's then LangGraph dev's: the figures sum them",
+    )  # fmt: skip
+    p.add_argument(
         "--only", type=phases, default=set(PHASES),
         help="comma-separated phases to run, of: " + ", ".join(PHASES) + " (all)",
     )  # fmt: skip
@@ -163,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for name in (
         "runs", "messages", "conversations", "workers", "concurrency", "in_flight",
-        "celery_tasks", "history_runs", "celery_rounds", "ap_runs", "ap_threads",
+        "celery_tasks", "history_runs", "celery_rounds", "ap_runs", "ap_threads", "ap_rounds",
     ):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -240,7 +245,7 @@ def history_summary(h: streamed_runs.History) -> dict[str, Any]:
 
 
 class Phase:
-    """Wall time and CPU seconds per process kind of one phase."""
+    """Wall time and CPU seconds per process kind of one phase (summed over its rounds)."""
 
     def __init__(self, env: Env, name: str, into: dict[str, dict[str, float]]) -> None:
         self.env, self.name, self.into = env, name, into
@@ -251,7 +256,9 @@ class Phase:
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.t0
         cpu1 = cpu_seconds(self.env)
-        self.into[self.name] = {"wall": wall} | {k: cpu1[k] - self.cpu0[k] for k in cpu1}
+        spent = {"wall": wall} | {k: cpu1[k] - self.cpu0[k] for k in cpu1}
+        before = self.into.get(self.name, {})  # a phase of rounds adds them up
+        self.into[self.name] = {k: before.get(k, 0.0) + v for k, v in spent.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             f"[red]open-file hard limit {hard} < {fanout + 1024}: the gateway cannot hold "
             f"{fanout} streams (raise it: ulimit -Hn, LimitNOFILE)[/red]"
         )
-    base = disp = tp = raw = hist = ap = None
+    base = disp = tp = raw = hist = ap = lg = None
     with progress:
         boot = progress.add_task("start redis, gateway, workers", total=1)
         # The product's chunk coalescing (the test harness turns it off by default).
@@ -385,26 +392,13 @@ def main(argv: list[str] | None = None) -> int:
                         args.warmup, lambda n: progress.advance(task, n),
                     )  # fmt: skip
                 results["history"] = history_summary(hist)
-            if "agent-protocol" in only:
-                task = progress.add_task(
-                    "8. Agent Protocol: joined", total=agent_protocol.WARMUP_RUNS + args.ap_runs
-                )
-                with Phase(env, "8. Agent Protocol", cpu):
-                    ap = agent_protocol.run(
-                        env.gateway_url, AGENT, args.ap_runs, args.ap_threads,
-                        lambda: cpu_seconds(env), lambda n: progress.advance(task, n),
-                    )  # fmt: skip
-                if ap.errors or ap.statuses["success"] != args.ap_runs:
+            if "agent-protocol" in only or "langgraph" in only:
+                ap, lg = agent_protocol_rounds(args, env, progress, cpu, results)
+                if ap and (ap.errors or ap.statuses["success"] != args.ap_runs * args.ap_rounds):
                     env.keep = True
             env.cluster.check_alive()
         stop = progress.add_task("stopped all processes", total=1)
         progress.advance(stop)
-        if "langgraph" in only:
-            total = agent_protocol.WARMUP_RUNS + args.ap_runs
-            task = progress.add_task("8. baseline: LangGraph dev, joined", total=total)
-            results["langgraph_dev"] = langgraph_baseline(
-                args, lambda n: progress.advance(task, n), progress.console.print
-            )
 
     results["params"] = params(args, flush, fanout, history)
     results["ratios"] = {}
@@ -475,33 +469,93 @@ def main(argv: list[str] | None = None) -> int:
         failed = failed or bool(hist.empty.failures) or bool(hist.long.failures)
     streamed = results.get("fanout")
     failed = failed or bool(streamed and streamed["complete_streams"] != streamed["clients"])
-    failed = failed or bool(ap and (ap.errors or ap.statuses["success"] != args.ap_runs))
-    lg = results.get("langgraph_dev", {})
-    if "statuses" in lg:  # it ran (a setup that failed is printed, not a failed figure)
-        failed = failed or bool(lg["errors"]) or lg["statuses"].get("success", 0) != args.ap_runs
+    every = args.ap_runs * args.ap_rounds
+    for figure in (ap, lg):  # LangGraph dev that could not be set up: printed, not failed
+        failed = failed or bool(figure and (figure.errors or figure.statuses["success"] != every))
     return 1 if failed else 0
 
 
-def langgraph_baseline(
-    args: argparse.Namespace, tick: measure.Tick, say: Callable[[str], None]
-) -> dict[str, Any]:
-    """8.'s phase against LangGraph dev (``bench.langgraph_dev``), or why it could not run."""
+def agent_protocol_rounds(
+    args: argparse.Namespace,
+    env: Env,
+    progress: Progress,
+    cpu: dict[str, dict[str, float]],
+    results: dict[str, Any],
+) -> tuple[agent_protocol.AgentProtocol | None, agent_protocol.AgentProtocol | None]:
+    """8. and its baseline: ``--ap-rounds`` rounds, walrus's then LangGraph dev's in each.
+
+    In turns, so the machine's drift within the phase (the same work's CPU a run moved
+    5.9-11.3 ms within minutes here) falls on both alike; each figure is its rounds' runs over
+    their time. Walrus keeps its processes and Redis across rounds (its earlier rounds'
+    threads and runs stay); LangGraph dev is started fresh for each round (its in-memory
+    store empty), and stopped before walrus's next.
+    """
+    ours = "agent-protocol" in args.only
+    say = progress.console.print
+    lg_env = langgraph_setup(say) if "langgraph" in args.only else None
+    if isinstance(lg_env, str):
+        results["langgraph_dev"] = {"error": lg_env}
+        lg_env = None
+    versions = lg_env[1] if lg_env else ""
+    if not ours and lg_env is None:
+        return None, None
+    sides = int(ours) + int(lg_env is not None)
+    total = (agent_protocol.WARMUP_RUNS + args.ap_runs) * args.ap_rounds * sides
+    task = progress.add_task("8. Agent Protocol (and LangGraph dev): joined", total=total)
+
+    def tick(n: int) -> None:
+        progress.advance(task, n)
+
+    walrus: list[agent_protocol.AgentProtocol] = []
+    theirs: list[agent_protocol.AgentProtocol] = []
+    for _ in range(args.ap_rounds):
+        if ours:
+            with Phase(env, "8. Agent Protocol", cpu):
+                part = agent_protocol.run(
+                    env.gateway_url, AGENT, args.ap_runs, args.ap_threads,
+                    lambda: cpu_seconds(env), tick,
+                )  # fmt: skip
+            walrus.append(part)
+        if lg_env is not None:
+            try:  # a fresh one each round: its in-memory store starts empty every time
+                with langgraph_dev.server(lg_env[0]) as (url, pgid):
+                    theirs.append(
+                        langgraph_dev.run_on(url, pgid, args.ap_runs, args.ap_threads, tick)
+                    )
+            except (OSError, RuntimeError) as e:
+                say(f"[red]8.'s baseline: LangGraph dev did not start: {e}[/red]")
+                results["langgraph_dev"] = {"error": str(e)}
+                lg_env = None
+    ap = agent_protocol.combined(walrus) if walrus else None
+    lg = agent_protocol.combined(theirs) if theirs else None
+    if lg is not None and versions:
+        results["langgraph_dev"] = langgraph_summary(lg, versions)
+    return ap, lg
+
+
+def langgraph_setup(say: Callable[[str], None]) -> tuple[Path, str] | str:
+    """LangGraph dev's virtualenv and versions (``bench.langgraph_dev``), or why not."""
     try:
-        lg, versions = langgraph_dev.run(args.ap_runs, args.ap_threads, tick, say)
+        return langgraph_dev.prepare(say)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         say(f"[red]8.'s baseline: LangGraph dev did not run: {e}[/red]")
-        return {"error": str(e)}
+        return str(e)
+
+
+def langgraph_summary(lg: agent_protocol.AgentProtocol, versions: str) -> dict[str, Any]:
+    """8.'s baseline as the report prints it (no runs/s where a run failed)."""
     out: dict[str, Any] = {
-        "server": f"langgraph dev (in-memory; {versions}), a fresh one",
+        "server": f"langgraph dev (in-memory; {versions}), a fresh one each round",
         "joined": lg.joined,
         "statuses": dict(lg.statuses),
         "errors": dict(lg.errors),
         "elapsed_s": lg.elapsed_s,
         "runs_per_s": lg.runs_per_s,
+        "rounds_runs_per_s": lg.rounds,
         "server_cpu_ms_per_run": lg.cpu_ms_per_run("LangGraph dev"),
         "client_cpu_ms_per_run": lg.cpu_ms_per_run("bench client"),
     }
-    if lg.errors or lg.statuses["success"] != args.ap_runs:
+    if lg.errors or lg.statuses["success"] != lg.runs:
         out["runs_per_s"] = math.nan  # not a figure to compare with
     return out
 
@@ -539,13 +593,15 @@ def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> d
         "history (7.)": f"{history} seeded messages, {args.history_runs} runs of each kind"
         if history
         else "skipped",
-        "Agent Protocol (8.)": f"{args.ap_runs} runs on {args.ap_threads} threads, "
+        "Agent Protocol (8.)": f"{args.ap_rounds} rounds of {args.ap_runs} runs on "
+        f"{args.ap_threads} threads, "
         "multitask_strategy=enqueue, langgraph-sdk async client, one coroutine per thread "
         "(create, queue its runs, join them)"
         if "agent-protocol" in args.only
         else "skipped",
-        "8.'s baseline": "the same phase against a fresh langgraph dev (in-memory, one graph "
-        "that answers with the bench agent's reply), after walrus's processes stopped"
+        "8.'s baseline": "the same phase against langgraph dev (in-memory, one graph that "
+        f"answers with the bench agent's reply); {args.ap_rounds} rounds, walrus's then a fresh "
+        "LangGraph dev's in each"
         if "langgraph" in args.only
         else "skipped",
     }

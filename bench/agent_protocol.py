@@ -50,6 +50,8 @@ class AgentProtocol:
     """Calls that raised, by exception name."""
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds per kind of process over the timed span."""
+    rounds: list[float] = field(default_factory=list)
+    """Each round's runs/s, when the figure sums several (:func:`combined`)."""
 
     @property
     def runs_per_s(self) -> float:
@@ -81,6 +83,7 @@ class AgentProtocol:
             "created_s": self.created_s,
             "elapsed_s": self.elapsed_s,
             "runs_per_s": self.runs_per_s,
+            "rounds_runs_per_s": self.rounds or [self.runs_per_s],
             "gateway_cpu_ms_per_run": self.cpu_ms_per_run("gateway"),
             "workers_cpu_ms_per_run": self.cpu_ms_per_run("workers"),
             "redis_cpu_ms_per_run": self.cpu_ms_per_run("redis"),
@@ -89,6 +92,22 @@ class AgentProtocol:
             "langgraph_dev_runs_per_s": LANGGRAPH_DEV_RUNS_PER_S,
             "goal_runs_per_s": GOAL_RUNS_PER_S,
         }
+
+
+def combined(parts: list[AgentProtocol]) -> AgentProtocol:
+    """Rounds of the phase as one figure: runs joined over the time they took, CPU summed."""
+    out = AgentProtocol(sum(p.runs for p in parts), parts[0].threads)
+    out.elapsed_s = sum(p.elapsed_s for p in parts)
+    out.created_s = sum(p.created_s for p in parts)
+    out.created = sum(p.created for p in parts)
+    out.joined = sum(p.joined for p in parts)
+    for p in parts:
+        out.statuses.update(p.statuses)
+        out.errors.update(p.errors)
+        for kind, seconds in p.cpu_s.items():
+            out.cpu_s[kind] = out.cpu_s.get(kind, 0.0) + seconds
+    out.rounds = [p.runs_per_s for p in parts]
+    return out
 
 
 def run(

@@ -10,8 +10,8 @@ through the mock provider).
 
 LangGraph dev runs from a virtualenv of its own, made on first use from
 ``requirements/bench-langgraph.txt`` under ``$XDG_CACHE_HOME/walrus_tasks`` (``~/.cache``; the
-first run needs PyPI, ~20 s), and before walrus's processes start, so nothing of ours shares
-the cores with it. Its CPU a run is its process group's (``/proc``).
+first run needs PyPI, ~20 s). The bench drives it in turns with walrus (``--ap-rounds``), a
+fresh one each round. Its CPU a run is its process group's (``/proc``).
 """
 
 from __future__ import annotations
@@ -146,10 +146,8 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def run(
-    runs: int, threads: int, tick: Tick, say: Callable[[str], None]
-) -> tuple[agent_protocol.AgentProtocol, str]:
-    """Figure 8's phase against a fresh LangGraph dev: its result, and the server's versions."""
+def prepare(say: Callable[[str], None]) -> tuple[Path, str]:
+    """LangGraph dev's virtualenv (made on first use) and its versions, as printed."""
     home = venv(say)
     versions = subprocess.run(
         [str(home / "bin" / "python"), "-c",
@@ -157,10 +155,16 @@ def run(
          "print(f\"langgraph-api {v('langgraph-api')}, langgraph {v('langgraph')}\")"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    with server(home) as (url, pgid):
+    return home, versions
 
-        def cpu() -> dict[str, float]:
-            t = os.times()
-            return {"LangGraph dev": group_cpu(pgid), "bench client": t.user + t.system}
 
-        return agent_protocol.run(url, GRAPH, runs, threads, cpu, tick), versions
+def run_on(
+    url: str, pgid: int, runs: int, threads: int, tick: Tick
+) -> agent_protocol.AgentProtocol:
+    """Figure 8's phase against the LangGraph dev at ``url`` (process group ``pgid``)."""
+
+    def cpu() -> dict[str, float]:
+        t = os.times()
+        return {"LangGraph dev": group_cpu(pgid), "bench client": t.user + t.system}
+
+    return agent_protocol.run(url, GRAPH, runs, threads, cpu, tick)

@@ -145,9 +145,11 @@ def report_agent_protocol(a: dict[str, Any], console: Console) -> None:
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_row(
-        f"joined runs/s ({a['runs']} runs on {a['threads']} threads, enqueue)",
+        f"joined runs/s ({len(a['rounds_runs_per_s'])} x {a['runs'] // len(a['rounds_runs_per_s'])}"
+        f" runs on {a['threads']} threads, enqueue)",
         f"[bold]{a['runs_per_s']:.1f}[/bold]",
     )
+    t.add_row("   each round, runs/s", " / ".join(f"{x:.1f}" for x in a["rounds_runs_per_s"]))
     t.add_row("LangGraph dev, same load, this machine (fixed figure)",
               f"{a['langgraph_dev_runs_per_s']:.0f}")  # fmt: skip
     t.add_row("goal (1.5x LangGraph dev)", f"{a['goal_runs_per_s']:.0f}")
@@ -192,6 +194,7 @@ def report_langgraph_dev(lg: dict[str, Any], console: Console) -> None:
         return
     t.add_row("server", lg["server"])
     t.add_row("joined runs/s", f"[bold]{lg['runs_per_s']:.1f}[/bold]")
+    t.add_row("   each round, runs/s", " / ".join(f"{x:.1f}" for x in lg["rounds_runs_per_s"]))
     t.add_row("joined", str(lg["joined"]))
     t.add_row("statuses", ", ".join(f"{k}={v}" for k, v in sorted(lg["statuses"].items())))
     if lg["errors"]:

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from bench import langgraph_dev, measure
-from bench.__main__ import PHASES, langgraph_baseline, parse_args
-from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol
+from bench.__main__ import PHASES, langgraph_setup, langgraph_summary, parse_args
+from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol, combined
 from bench.measure import CeleryRound, CeleryThroughput, Throughput, Tick
 from bench.sse_clients import Outcome, Request, encode
 from bench.streamed_runs import Dispatch, record
@@ -62,24 +62,28 @@ def test_a_langgraph_dev_that_could_not_be_set_up_is_said_and_no_figure(
 
     monkeypatch.setattr(langgraph_dev, "venv", offline)
     said: list[str] = []
-    out = langgraph_baseline(parse_args(["--only", "langgraph"]), lambda n: None, said.append)
-    assert out == {"error": "pip install -r requirements/bench-langgraph.txt failed: no network"}
+    why = langgraph_setup(said.append)
+    assert why == "pip install -r requirements/bench-langgraph.txt failed: no network"
     assert "LangGraph dev did not run" in said[0]
 
 
-def test_a_langgraph_dev_run_with_a_failed_call_gives_no_runs_per_s(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    lg = AgentProtocol(runs=500, threads=50, elapsed_s=5.0, created=500, joined=499)
-    lg.cpu_s = {"LangGraph dev": 5.988, "bench client": 2.994}
-    lg.statuses["success"], lg.errors["ReadTimeout"] = 499, 1
-    monkeypatch.setattr(langgraph_dev, "run", lambda *_: (lg, "langgraph-api 0.16.7"))
-    out = langgraph_baseline(parse_args([]), lambda n: None, lambda s: None)
-    assert out["server_cpu_ms_per_run"] == 12.0 and out["client_cpu_ms_per_run"] == 6.0
+def test_rounds_add_up_to_one_figure_and_a_failed_run_gives_langgraph_no_runs_per_s() -> None:
+    def part(elapsed: float, joined: int) -> AgentProtocol:
+        p = AgentProtocol(runs=500, threads=50, elapsed_s=elapsed, created=500, joined=joined)
+        p.cpu_s = {"LangGraph dev": 2.5, "bench client": 1.25}
+        p.statuses["success"] = joined
+        return p
+
+    lg = combined([part(5.0, 500), part(7.5, 500)])
+    assert (lg.runs, lg.joined, lg.elapsed_s, lg.rounds) == (1000, 1000, 12.5, [100.0, 500 / 7.5])
+    out = langgraph_summary(lg, "langgraph-api 0.16.7")
+    assert out["runs_per_s"] == 80.0
+    assert out["server_cpu_ms_per_run"] == 5.0 and out["client_cpu_ms_per_run"] == 2.5
+    failed = combined([part(5.0, 500), part(5.0, 499)])
+    failed.errors["ReadTimeout"] = 1
+    out = langgraph_summary(failed, "langgraph-api 0.16.7")
     assert out["runs_per_s"] != out["runs_per_s"], "NaN: not a figure to compare walrus with"
-    lg.errors.clear()
-    lg.joined = lg.statuses["success"] = 500
-    assert langgraph_baseline(parse_args([]), lambda n: None, lambda s: None)["runs_per_s"] == 100
+    assert parse_args([]).ap_rounds == 3
 
 
 def test_the_fanout_face_is_native_by_default_and_one_of_the_faces() -> None:
