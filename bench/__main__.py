@@ -451,11 +451,11 @@ def main(argv: list[str] | None = None) -> int:
             results["ratios"]["8. Agent Protocol runs/s / raw Celery tasks/s"] = ratio(
                 ap.runs_per_s, raw.tasks_per_s
             )
-        lg = results.get("langgraph_dev", {}).get("runs_per_s")
-        if lg:
-            results["agent_protocol"]["langgraph_dev_this_run_runs_per_s"] = lg
+        theirs = results.get("langgraph_dev", {}).get("runs_per_s")
+        if theirs:
+            results["agent_protocol"]["langgraph_dev_this_run_runs_per_s"] = theirs
             results["ratios"]["8. Agent Protocol runs/s / LangGraph dev's, this run"] = ratio(
-                ap.runs_per_s, lg
+                ap.runs_per_s, theirs
             )
     results["wall_s"] = time.perf_counter() - started
 
@@ -525,10 +525,10 @@ def agent_protocol_rounds(
             except (OSError, RuntimeError) as e:
                 say(f"[red]8.'s baseline: LangGraph dev did not start: {e}[/red]")
                 results["langgraph_dev"] = {"error": str(e)}
-                lg_env = None
+                lg_env, versions = None, ""  # no figure of fewer rounds than walrus's
     ap = agent_protocol.combined(walrus) if walrus else None
-    lg = agent_protocol.combined(theirs) if theirs else None
-    if lg is not None and versions:
+    lg = agent_protocol.combined(theirs) if theirs and versions else None
+    if lg is not None:
         results["langgraph_dev"] = langgraph_summary(lg, versions)
     return ap, lg
 
