@@ -31,13 +31,10 @@ import math
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import celery
@@ -45,8 +42,16 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import agent_protocol, cost, langgraph_dev, measure, streamed_runs, streams, trace_sink
-from bench.procs import AGENT, BENCH_AGENT, CORES, LIFTED, Env, cpu_seconds, environment
+from bench import (
+    agent_protocol,
+    agent_protocol_turns,
+    cost,
+    measure,
+    streamed_runs,
+    streams,
+    trace_sink,
+)
+from bench.procs import AGENT, BENCH_AGENT, CORES, LIFTED, Phase, cpu_seconds, environment
 from bench.report import ratio, report
 from walrus_tasks import heap, profiling
 from walrus_tasks.settings import Settings
@@ -244,23 +249,6 @@ def history_summary(h: streamed_runs.History) -> dict[str, Any]:
     return out
 
 
-class Phase:
-    """Wall time and CPU seconds per process kind of one phase (summed over its rounds)."""
-
-    def __init__(self, env: Env, name: str, into: dict[str, dict[str, float]]) -> None:
-        self.env, self.name, self.into = env, name, into
-
-    def __enter__(self) -> None:
-        self.cpu0, self.t0 = cpu_seconds(self.env), time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        wall = time.perf_counter() - self.t0
-        cpu1 = cpu_seconds(self.env)
-        spent = {"wall": wall} | {k: cpu1[k] - self.cpu0[k] for k in cpu1}
-        before = self.into.get(self.name, {})  # a phase of rounds adds them up
-        self.into[self.name] = {k: before.get(k, 0.0) + v for k, v in spent.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     only: set[str] = args.only
@@ -393,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                     )  # fmt: skip
                 results["history"] = history_summary(hist)
             if "agent-protocol" in only or "langgraph" in only:
-                ap, lg = agent_protocol_rounds(args, env, progress, cpu, results)
-                if ap and (ap.errors or ap.statuses["success"] != args.ap_runs * args.ap_rounds):
+                ap, lg = agent_protocol_turns.rounds(args, env, progress, cpu, results)
+                if ap and not ap.all_succeeded(args.ap_runs * args.ap_rounds):
                     env.keep = True
             env.cluster.check_alive()
         stop = progress.add_task("stopped all processes", total=1)
@@ -471,93 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = failed or bool(streamed and streamed["complete_streams"] != streamed["clients"])
     every = args.ap_runs * args.ap_rounds
     for figure in (ap, lg):  # LangGraph dev that could not be set up: printed, not failed
-        failed = failed or bool(figure and (figure.errors or figure.statuses["success"] != every))
+        failed = failed or bool(figure and not figure.all_succeeded(every))
     return 1 if failed else 0
-
-
-def agent_protocol_rounds(
-    args: argparse.Namespace,
-    env: Env,
-    progress: Progress,
-    cpu: dict[str, dict[str, float]],
-    results: dict[str, Any],
-) -> tuple[agent_protocol.AgentProtocol | None, agent_protocol.AgentProtocol | None]:
-    """8. and its baseline: ``--ap-rounds`` rounds, walrus's then LangGraph dev's in each.
-
-    In turns, so the machine's drift within the phase (the same work's CPU a run moved
-    5.9-11.3 ms within minutes here) falls on both alike; each figure is its rounds' runs over
-    their time. Walrus keeps its processes and Redis across rounds (its earlier rounds'
-    threads and runs stay); LangGraph dev is started fresh for each round (its in-memory
-    store empty), and stopped before walrus's next.
-    """
-    ours = "agent-protocol" in args.only
-    say = progress.console.print
-    lg_env = langgraph_setup(say) if "langgraph" in args.only else None
-    if isinstance(lg_env, str):
-        results["langgraph_dev"] = {"error": lg_env}
-        lg_env = None
-    versions = lg_env[1] if lg_env else ""
-    if not ours and lg_env is None:
-        return None, None
-    sides = int(ours) + int(lg_env is not None)
-    total = (agent_protocol.WARMUP_RUNS + args.ap_runs) * args.ap_rounds * sides
-    task = progress.add_task("8. Agent Protocol (and LangGraph dev): joined", total=total)
-
-    def tick(n: int) -> None:
-        progress.advance(task, n)
-
-    walrus: list[agent_protocol.AgentProtocol] = []
-    theirs: list[agent_protocol.AgentProtocol] = []
-    for _ in range(args.ap_rounds):
-        if ours:
-            with Phase(env, "8. Agent Protocol", cpu):
-                part = agent_protocol.run(
-                    env.gateway_url, AGENT, args.ap_runs, args.ap_threads,
-                    lambda: cpu_seconds(env), tick,
-                )  # fmt: skip
-            walrus.append(part)
-        if lg_env is not None:
-            try:  # a fresh one each round: its in-memory store starts empty every time
-                with langgraph_dev.server(lg_env[0]) as (url, pgid):
-                    theirs.append(
-                        langgraph_dev.run_on(url, pgid, args.ap_runs, args.ap_threads, tick)
-                    )
-            except (OSError, RuntimeError) as e:
-                say(f"[red]8.'s baseline: LangGraph dev did not start: {e}[/red]")
-                results["langgraph_dev"] = {"error": str(e)}
-                lg_env, versions = None, ""  # no figure of fewer rounds than walrus's
-    ap = agent_protocol.combined(walrus) if walrus else None
-    lg = agent_protocol.combined(theirs) if theirs and versions else None
-    if lg is not None:
-        results["langgraph_dev"] = langgraph_summary(lg, versions)
-    return ap, lg
-
-
-def langgraph_setup(say: Callable[[str], None]) -> tuple[Path, str] | str:
-    """LangGraph dev's virtualenv and versions (``bench.langgraph_dev``), or why not."""
-    try:
-        return langgraph_dev.prepare(say)
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
-        say(f"[red]8.'s baseline: LangGraph dev did not run: {e}[/red]")
-        return str(e)
-
-
-def langgraph_summary(lg: agent_protocol.AgentProtocol, versions: str) -> dict[str, Any]:
-    """8.'s baseline as the report prints it (no runs/s where a run failed)."""
-    out: dict[str, Any] = {
-        "server": f"langgraph dev (in-memory; {versions}), a fresh one each round",
-        "joined": lg.joined,
-        "statuses": dict(lg.statuses),
-        "errors": dict(lg.errors),
-        "elapsed_s": lg.elapsed_s,
-        "runs_per_s": lg.runs_per_s,
-        "rounds_runs_per_s": lg.rounds,
-        "server_cpu_ms_per_run": lg.cpu_ms_per_run("LangGraph dev"),
-        "client_cpu_ms_per_run": lg.cpu_ms_per_run("bench client"),
-    }
-    if lg.errors or lg.statuses["success"] != lg.runs:
-        out["runs_per_s"] = math.nan  # not a figure to compare with
-    return out
 
 
 def params(args: argparse.Namespace, flush: str, fanout: int, history: int) -> dict[str, Any]:

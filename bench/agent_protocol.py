@@ -57,6 +57,10 @@ class AgentProtocol:
     def runs_per_s(self) -> float:
         return self.joined / self.elapsed_s if self.elapsed_s else math.nan
 
+    def all_succeeded(self, runs: int) -> bool:
+        """Whether all ``runs`` runs succeeded and no call raised (else no figure to compare)."""
+        return not self.errors and self.statuses["success"] == runs
+
     def cpu_ms_per_run(self, kind: str) -> float:
         return self.cpu_s.get(kind, math.nan) * 1000 / self.joined if self.joined else math.nan
 

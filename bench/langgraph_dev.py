@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench import agent_protocol
 from bench.measure import Tick
@@ -146,16 +148,38 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def prepare(say: Callable[[str], None]) -> tuple[Path, str]:
-    """LangGraph dev's virtualenv (made on first use) and its versions, as printed."""
-    home = venv(say)
-    versions = subprocess.run(
-        [str(home / "bin" / "python"), "-c",
-         "from importlib.metadata import version as v; "
-         "print(f\"langgraph-api {v('langgraph-api')}, langgraph {v('langgraph')}\")"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+def prepare(say: Callable[[str], None]) -> tuple[Path, str] | str:
+    """LangGraph dev's virtualenv (made on first use) and its versions, or why not (printed)."""
+    try:
+        home = venv(say)
+        versions = subprocess.run(
+            [str(home / "bin" / "python"), "-c",
+             "from importlib.metadata import version as v; "
+             "print(f\"langgraph-api {v('langgraph-api')}, langgraph {v('langgraph')}\")"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        say(f"[red]8.'s baseline: LangGraph dev did not run: {e}[/red]")
+        return str(e)
     return home, versions
+
+
+def summary(lg: agent_protocol.AgentProtocol, versions: str) -> dict[str, Any]:
+    """8.'s baseline as the report prints it (no runs/s where a run failed)."""
+    out: dict[str, Any] = {
+        "server": f"langgraph dev (in-memory; {versions}), a fresh one each round",
+        "joined": lg.joined,
+        "statuses": dict(lg.statuses),
+        "errors": dict(lg.errors),
+        "elapsed_s": lg.elapsed_s,
+        "runs_per_s": lg.runs_per_s,
+        "rounds_runs_per_s": lg.rounds,
+        "server_cpu_ms_per_run": lg.cpu_ms_per_run("LangGraph dev"),
+        "client_cpu_ms_per_run": lg.cpu_ms_per_run("bench client"),
+    }
+    if not lg.all_succeeded(lg.runs):
+        out["runs_per_s"] = math.nan  # not a figure to compare with
+    return out
 
 
 def run_on(

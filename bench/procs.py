@@ -7,6 +7,7 @@ import shutil
 import signal
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,6 +137,23 @@ def cpu_seconds(env: Env) -> dict[str, float]:
     t = os.times()
     out["bench client"] = t.user + t.system
     return out
+
+
+class Phase:
+    """Wall time and CPU seconds per process kind of one phase (summed over its rounds)."""
+
+    def __init__(self, env: Env, name: str, into: dict[str, dict[str, float]]) -> None:
+        self.env, self.name, self.into = env, name, into
+
+    def __enter__(self) -> None:
+        self.cpu0, self.t0 = cpu_seconds(self.env), time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.t0
+        cpu1 = cpu_seconds(self.env)
+        spent = {"wall": wall} | {k: cpu1[k] - self.cpu0[k] for k in cpu1}
+        before = self.into.get(self.name, {})  # a phase of rounds adds them up
+        self.into[self.name] = {k: before.get(k, 0.0) + v for k, v in spent.items()}
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:

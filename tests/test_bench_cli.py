@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from bench import langgraph_dev, measure
-from bench.__main__ import PHASES, langgraph_setup, langgraph_summary, parse_args
+from bench.__main__ import PHASES, parse_args
 from bench.agent_protocol import GOAL_RUNS_PER_S, AgentProtocol, combined
 from bench.measure import CeleryRound, CeleryThroughput, Throughput, Tick
 from bench.sse_clients import Outcome, Request, encode
@@ -62,7 +62,7 @@ def test_a_langgraph_dev_that_could_not_be_set_up_is_said_and_no_figure(
 
     monkeypatch.setattr(langgraph_dev, "venv", offline)
     said: list[str] = []
-    why = langgraph_setup(said.append)
+    why = langgraph_dev.prepare(said.append)
     assert why == "pip install -r requirements/bench-langgraph.txt failed: no network"
     assert "LangGraph dev did not run" in said[0]
 
@@ -76,12 +76,12 @@ def test_rounds_add_up_to_one_figure_and_a_failed_run_gives_langgraph_no_runs_pe
 
     lg = combined([part(5.0, 500), part(7.5, 500)])
     assert (lg.runs, lg.joined, lg.elapsed_s, lg.rounds) == (1000, 1000, 12.5, [100.0, 500 / 7.5])
-    out = langgraph_summary(lg, "langgraph-api 0.16.7")
+    out = langgraph_dev.summary(lg, "langgraph-api 0.16.7")
     assert out["runs_per_s"] == 80.0
     assert out["server_cpu_ms_per_run"] == 5.0 and out["client_cpu_ms_per_run"] == 2.5
     failed = combined([part(5.0, 500), part(5.0, 499)])
     failed.errors["ReadTimeout"] = 1
-    out = langgraph_summary(failed, "langgraph-api 0.16.7")
+    out = langgraph_dev.summary(failed, "langgraph-api 0.16.7")
     assert out["runs_per_s"] != out["runs_per_s"], "NaN: not a figure to compare walrus with"
     assert parse_args([]).ap_rounds == 3
 
